@@ -1,0 +1,18 @@
+//! overlayd data plane.
+//!
+//! - [`wire`]: byte views over Ethernet and VXLAN headers with checked constructors (never panic on input).
+//! - [`fdb`]: the bounded, shared MAC → VTEP forwarding database with explicit time.
+//! - [`engine`]: the sans-IO forwarding engine: a frame or datagram plus `now` in, a verdict out.
+//! - [`offload`]: virtio-net header, TSO superframe segmentation and TCP receive coalescing (pure functions).
+//! - [`io`]: TAP, UDP and netlink syscalls; the only module allowed `unsafe`.
+//! - [`worker`]: the loop that moves batches between [`io`] and [`engine`].
+//! - [`stats`]: per-reason counters shared with the admin endpoint.
+
+pub mod engine;
+pub mod fdb;
+#[allow(unsafe_code)]
+pub mod io;
+pub mod offload;
+pub mod stats;
+pub mod wire;
+pub mod worker;

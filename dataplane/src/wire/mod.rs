@@ -1,0 +1,1 @@
+//! Wire formats as checked byte views.

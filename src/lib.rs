@@ -1,0 +1,1 @@
+//! overlayd daemon: configuration, runtime wiring and the admin endpoint.
