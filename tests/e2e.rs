@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::garbage::{self, GARBAGE_COUNT};
 use common::testbed::{tcp_transfer, wait_until, BridgeMode, Daemon, Host, Netns, Testbed};
 use serde_json::Value;
 use std::net::Ipv4Addr;
@@ -318,7 +319,6 @@ fn interop_with_kernel_vxlan() {
 // c. garbage on the VXLAN port
 // ---------------------------------------------------------------------------------------------------------
 
-const GARBAGE_COUNT: u64 = 10_000;
 /// Frames container 1 may receive during the garbage burst without any garbage leaking: the testbed disables
 /// IPv6 and the test sends nothing, so the expected count is 0; the margin of 3 covers one ARP exchange the
 /// kernel may start on its own (a neighbour re-probe). A leak of garbage would show as hundreds or thousands.
@@ -338,41 +338,24 @@ fn garbage_datagrams_are_counted_and_dropped() {
     let kernel_before = kernel_udp_drops(h1);
     let c1_before = c1.link_stat("eth0", "rx_packets");
 
-    // Sent from host 2's namespace by this very test binary, re-executed there (see garbage_sender below).
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
-    let exe = exe.to_string_lossy();
-    let dst = format!("OVT_GARBAGE_DST={}:4789", h1.underlay_ip());
-    let out = h2.run(
-        "env",
-        &[
-            &dst,
-            "OVT_GARBAGE_VNI=1",
-            &exe,
-            "--exact",
-            "garbage_sender",
-            "--nocapture",
-            "--test-threads=1",
-        ],
-    );
-    assert!(
-        out.contains(&format!("garbage sent: {GARBAGE_COUNT}")),
-        "garbage sender output:\n{out}"
-    );
+    garbage::send_from(h2, h1.underlay_ip(), 4789, 1);
 
     // Wait until every datagram is accounted for: read by overlayd or dropped by host 1's kernel.
     let settled = wait_until(Duration::from_secs(10), || {
         let s = Stats::get(h1);
-        s.rx_datagrams - before.rx_datagrams + kernel_udp_drops(h1) - kernel_before >= GARBAGE_COUNT
+        s.rx_datagrams.saturating_sub(before.rx_datagrams)
+            + kernel_udp_drops(h1).saturating_sub(kernel_before)
+            >= GARBAGE_COUNT
     });
     std::thread::sleep(Duration::from_millis(300)); // anything still in flight would show up now
     let after = Stats::get(h1);
-    let kernel_lost = kernel_udp_drops(h1) - kernel_before;
-    let c1_rx = c1.link_stat("eth0", "rx_packets") - c1_before;
+    let kernel_lost = kernel_udp_drops(h1).saturating_sub(kernel_before);
+    let c1_rx = c1.link_stat("eth0", "rx_packets").saturating_sub(c1_before);
 
-    let rx = after.rx_datagrams - before.rx_datagrams;
-    let to_tap = after.tx_frames - before.tx_frames;
-    let dropped = after.drops_total() - before.drops_total();
-    let underlay_dropped = after.underlay_drops() - before.underlay_drops();
+    let rx = after.rx_datagrams.saturating_sub(before.rx_datagrams);
+    let to_tap = after.tx_frames.saturating_sub(before.tx_frames);
+    let dropped = after.drops_total().saturating_sub(before.drops_total());
+    let underlay_dropped = after.underlay_drops().saturating_sub(before.underlay_drops());
     let detail = format!(
         "rx_datagrams +{rx}, tx_frames (to TAP) +{to_tap}, drops +{dropped} (underlay reasons +{underlay_dropped}), \
          kernel UDP InErrors +{kernel_lost}, container 1 rx_packets +{c1_rx}\nbefore: {before:?}\nafter: {after:?}"
@@ -395,69 +378,10 @@ fn garbage_datagrams_are_counted_and_dropped() {
     ping_ok(c2, c1.ip());
 }
 
-/// Helper, not a test: when run with `OVT_GARBAGE_DST` set (inside a host namespace, by the test above) it
-/// sends the garbage datagrams; otherwise it does nothing.
+/// Helper, not a test: sends the garbage when re-executed by `send_garbage` inside a host namespace.
 #[test]
 fn garbage_sender() {
-    let Ok(dst) = std::env::var("OVT_GARBAGE_DST") else {
-        return;
-    };
-    let vni: u32 = std::env::var("OVT_GARBAGE_VNI")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
-    let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap_or_else(|e| panic!("bind: {e}"));
-    let data = common::testbed::pseudo_random_bytes(0x06a7_ba6e, GARBAGE_COUNT as usize * 256);
-    let mut rnd = data.chunks_exact(256);
-    for i in 0..GARBAGE_COUNT {
-        let r = rnd.next().unwrap_or(&[0; 256]);
-        let len = r[0] as usize % 200; // 0..200
-        let mut d = r[1..1 + len.max(22)].to_vec();
-        let vxlan = |d: &mut Vec<u8>, v: u32| {
-            d[0] = 0x08; // I flag
-            d[1..4].fill(0);
-            d[4..7].copy_from_slice(&v.to_be_bytes()[1..]);
-            d[7] = 0;
-        };
-        match i % 4 {
-            // Random bytes with the I flag cleared (or too short to hold a header).
-            0 => {
-                d.truncate(len);
-                if let Some(b) = d.first_mut() {
-                    *b &= !0x08;
-                }
-            }
-            // Valid flags, wrong VNI, random inner bytes.
-            1 => {
-                vxlan(&mut d, (vni + 1 + u32::from(r[200])) & 0xff_ffff);
-                d.truncate(len.max(8));
-            }
-            // Our VNI, truncated: header plus less than an Ethernet header.
-            2 => {
-                vxlan(&mut d, vni);
-                d.truncate(8 + len % 14);
-            }
-            // Our VNI, well-formed, but the inner source MAC is multicast / broadcast / zero.
-            _ => {
-                vxlan(&mut d, vni);
-                d[8..14].copy_from_slice(&[0xff; 6]);
-                let src: [u8; 6] = match r[201] % 3 {
-                    0 => [0x01, 0x00, 0x5e, 0x00, 0x00, r[202]],
-                    1 => [0xff; 6],
-                    _ => [0; 6],
-                };
-                d[14..20].copy_from_slice(&src);
-                d.truncate(len.max(22));
-            }
-        }
-        sock.send_to(&d, &dst)
-            .unwrap_or_else(|e| panic!("send_to {dst}: {e}"));
-        // Bounded rate (≤ ~50 000/s) so host 1's socket buffer need not absorb the whole burst.
-        if i % 50 == 49 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-    println!("garbage sent: {GARBAGE_COUNT}");
+    garbage::sender_main();
 }
 
 // ---------------------------------------------------------------------------------------------------------
