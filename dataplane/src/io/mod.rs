@@ -7,6 +7,7 @@
 pub mod netlink;
 pub mod poll;
 pub mod tap;
+pub mod udp;
 
 #[cfg(test)]
 pub(crate) mod testns;
@@ -17,3 +18,4 @@ pub use tap::{
     Tap, TapConfig, TapError, TapQueue, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_UFO,
     TUN_F_USO4, TUN_F_USO6, VNET_HDR_LEN,
 };
+pub use udp::{route_source, RecvBatch, RecvMeta, SendBatch, SendReport, UdpError, UdpOptions, UdpSocket};
