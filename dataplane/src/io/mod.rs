@@ -18,4 +18,7 @@ pub use tap::{
     Tap, TapConfig, TapError, TapQueue, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_UFO,
     TUN_F_USO4, TUN_F_USO6, VNET_HDR_LEN,
 };
-pub use udp::{route_source, RecvBatch, RecvMeta, SendBatch, SendReport, UdpError, UdpOptions, UdpSocket};
+pub use udp::{
+    route_source, RecvBatch, RecvMeta, SendBatch, SendReport, UdpError, UdpOptions, UdpSocket,
+    GSO_MAX_SEGMENTS,
+};

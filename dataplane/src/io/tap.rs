@@ -410,6 +410,9 @@ mod tests {
             })
             .unwrap();
             tap.set_offload(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6).unwrap();
+            // UDP segmentation offload (kernel >= 6.2), as a virtio device would declare it.
+            tap.set_offload(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6)
+                .unwrap();
             tap.set_offload(0).unwrap();
             let plain = Tap::create(&TapConfig {
                 name: "ovltap2".into(),

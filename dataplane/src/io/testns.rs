@@ -25,3 +25,43 @@ where
         Err(p) => std::panic::resume_unwind(p),
     }
 }
+
+/// Counts heap allocations made by the current thread, so tests can prove the hot path allocates nothing.
+/// (A global allocator is per binary: this one wraps `System` and only adds a thread-local counter.)
+pub(crate) mod alloc_count {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static ALLOCS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    pub(crate) struct Counting;
+
+    // SAFETY: forwards every call unchanged to the system allocator; the counter is a const-initialised
+    // thread-local Cell without destructor, so touching it never allocates or recurses.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+            // SAFETY: same contract as the caller's.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: same contract as the caller's.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+            // SAFETY: same contract as the caller's.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: Counting = Counting;
+
+    /// Allocations (and reallocations) made so far by this thread.
+    pub(crate) fn allocations() -> u64 {
+        ALLOCS.try_with(|c| c.get()).unwrap_or(0)
+    }
+}
