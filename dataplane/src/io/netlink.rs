@@ -36,6 +36,10 @@ pub enum NetlinkError {
         "interface name {name:?} is invalid: it must be non-empty and contain no '/', NUL or whitespace"
     )]
     InvalidName { name: String },
+    #[error(
+        "network device {name} already exists (delete it with `ip link del {name}` or choose another name)"
+    )]
+    Exists { name: String },
     #[error("{name} exists but is a {kind} device, not a bridge (delete it or choose another bridge name)")]
     NotABridge { name: String, kind: String },
     #[error("cannot create link {name} of type {kind}: the kernel does not know this link type (load its module, e.g. `modprobe {kind}`)")]
@@ -299,7 +303,8 @@ fn u32_attr(ty: Ifla, val: u32) -> Result<RtBuffer<Ifla, Buffer>, NetlinkError> 
     Ok(attrs)
 }
 
-/// Create a link of `kind` (e.g. "bridge", "dummy"); fails with `Kernel(EEXIST)` if the name is taken.
+/// Create a link of `kind` that needs no parameters (e.g. "bridge", "dummy" where the module exists);
+/// fails with [`NetlinkError::Exists`] if the name is taken.
 pub fn add_link(name: &str, kind: &str) -> Result<(), NetlinkError> {
     validate_name(name)?;
     let mut info = RtBuffer::<IflaInfo, Buffer>::new();
@@ -333,6 +338,9 @@ pub fn add_link(name: &str, kind: &str) -> Result<(), NetlinkError> {
                 kind: kind.to_owned(),
             })
         }
+        Err(Fail::Kernel(e)) if e.raw_os_error() == Some(libc::EEXIST) => Err(NetlinkError::Exists {
+            name: name.to_owned(),
+        }),
         Err(e) => Err(kernel_err("create link", name, e)),
     }
 }
@@ -354,7 +362,7 @@ pub fn ensure_bridge(name: &str) -> Result<bool, NetlinkError> {
         None => match add_link(name, "bridge") {
             Ok(()) => true,
             // Lost a race with another creator: fine if it is a bridge (checked below).
-            Err(NetlinkError::Kernel { source, .. }) if source.raw_os_error() == Some(libc::EEXIST) => false,
+            Err(NetlinkError::Exists { .. }) => false,
             Err(e) => return Err(e),
         },
     };
@@ -591,6 +599,20 @@ mod tests {
     }
 
     #[test]
+    fn permission_error_says_what_to_do() {
+        in_netns(|| {
+            crate::io::testns::drop_caps(&[crate::io::testns::CAP_NET_ADMIN]);
+            let e = ensure_bridge("ovlbr0").unwrap_err();
+            assert!(matches!(e, NetlinkError::Permission { .. }), "{e:?}");
+            assert!(e.to_string().contains("grant CAP_NET_ADMIN"), "{e}");
+            let e = set_mtu("lo", 1500).unwrap_err();
+            assert!(matches!(e, NetlinkError::Permission { .. }), "{e:?}");
+            // Reading needs no privilege.
+            assert!(link_exists("lo").unwrap());
+        });
+    }
+
+    #[test]
     fn errors_name_the_problem() {
         in_netns(|| {
             let e = set_mtu("nosuch0", 1400).unwrap_err();
@@ -607,6 +629,9 @@ mod tests {
                 link_mtu("nosuch0"),
                 Err(NetlinkError::NoSuchDevice { .. })
             ));
+            add_link("ovlbr1", "bridge").unwrap();
+            let e = add_link("ovlbr1", "bridge").unwrap_err();
+            assert!(matches!(e, NetlinkError::Exists { .. }), "{e:?}");
             let e = add_link("x0", "nosuchkind").unwrap_err();
             assert!(matches!(e, NetlinkError::UnsupportedKind { .. }), "{e:?}");
             assert!(e.to_string().contains("modprobe nosuchkind"), "{e}");

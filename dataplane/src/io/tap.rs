@@ -130,11 +130,16 @@ impl Tap {
         }
         let existed = name_in_use(&cfg.name);
         let mut queues = Vec::with_capacity(cfg.queues);
+        let mut name = cfg.name.clone();
         for _ in 0..cfg.queues {
-            queues.push(open_queue(&cfg.name, flags, cfg.vnet_hdr, existed)?);
+            let (q, actual) = open_queue(&name, flags, cfg.vnet_hdr, existed)?;
+            // The kernel writes back the final name (it expands patterns such as "ovl%d"); later queues
+            // must attach to that device.
+            name = actual;
+            queues.push(q);
         }
         Ok(Tap {
-            name: cfg.name.clone(),
+            name,
             vnet_hdr: cfg.vnet_hdr,
             queues,
         })
@@ -189,7 +194,12 @@ impl Tap {
     }
 }
 
-fn open_queue(name: &str, flags: libc::c_int, vnet_hdr: bool, existed: bool) -> Result<TapQueue, TapError> {
+fn open_queue(
+    name: &str,
+    flags: libc::c_int,
+    vnet_hdr: bool,
+    existed: bool,
+) -> Result<(TapQueue, String), TapError> {
     // SAFETY: TUN_PATH is a NUL-terminated static string; the return value is checked.
     let raw = unsafe {
         libc::open(
@@ -247,7 +257,14 @@ fn open_queue(name: &str, flags: libc::c_int, vnet_hdr: bool, existed: bool) -> 
             },
         });
     }
-    Ok(TapQueue { fd, vnet_hdr })
+    let actual: Vec<u8> = ifr
+        .ifr_name
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    let actual = String::from_utf8(actual).unwrap_or_else(|_| name.to_owned());
+    Ok((TapQueue { fd, vnet_hdr }, actual))
 }
 
 impl TapQueue {
@@ -444,6 +461,15 @@ mod tests {
             .unwrap();
             assert_eq!(tap.queues().len(), 3);
             assert!(netlink::link_exists("ovlmq0").unwrap());
+            // A "%d" pattern is expanded by the kernel and reported back.
+            let pat = Tap::create(&TapConfig {
+                name: "ovlp%d".into(),
+                vnet_hdr: false,
+                queues: 2,
+            })
+            .unwrap();
+            assert_eq!(pat.name(), "ovlp0");
+            assert!(netlink::link_exists("ovlp0").unwrap());
             let queues = tap.into_queues();
             assert_eq!(queues.len(), 3);
             drop(queues);
@@ -454,6 +480,24 @@ mod tests {
             assert!(
                 !netlink::link_exists("ovlmq0").unwrap(),
                 "TAP must not be persistent"
+            );
+        });
+    }
+
+    #[test]
+    fn permission_error_says_what_to_do() {
+        in_netns(|| {
+            crate::io::testns::drop_caps(&[crate::io::testns::CAP_NET_ADMIN]);
+            let e = Tap::create(&TapConfig {
+                name: "ovltap42".into(),
+                vnet_hdr: true,
+                queues: 1,
+            })
+            .unwrap_err();
+            assert!(matches!(e, TapError::Permission { .. }), "{e:?}");
+            assert_eq!(
+                e.to_string(),
+                "cannot create TAP device ovltap42: permission denied (run as root or grant CAP_NET_ADMIN)"
             );
         });
     }

@@ -65,3 +65,41 @@ pub(crate) mod alloc_count {
         ALLOCS.try_with(|c| c.get()).unwrap_or(0)
     }
 }
+
+/// Linux capability numbers (linux/capability.h) used by the permission tests.
+pub(crate) const CAP_NET_BIND_SERVICE: u32 = 10;
+pub(crate) const CAP_NET_ADMIN: u32 = 12;
+
+/// Drop `caps` from the calling thread's effective and permitted sets (capabilities are per thread, so
+/// this only affects the test's own netns thread). Lets tests check the "permission denied" messages.
+pub(crate) fn drop_caps(caps: &[u32]) {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut hdr = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget with a v3 header reads two `Data` entries into `data`, which is exactly that size.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut hdr as *mut Header, data.as_mut_ptr()) };
+    assert_eq!(rc, 0, "capget: {}", std::io::Error::last_os_error());
+    for &cap in caps {
+        let (word, bit) = ((cap / 32) as usize, 1u32 << (cap % 32));
+        data[word].effective &= !bit;
+        data[word].permitted &= !bit;
+    }
+    // SAFETY: capset reads the header and two `Data` entries; pid 0 means the calling thread only.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut Header, data.as_ptr()) };
+    assert_eq!(rc, 0, "capset: {}", std::io::Error::last_os_error());
+}

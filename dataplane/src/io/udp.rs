@@ -1033,6 +1033,16 @@ mod tests {
     }
 
     #[test]
+    fn privileged_port_permission() {
+        in_netns(|| {
+            crate::io::testns::drop_caps(&[crate::io::testns::CAP_NET_BIND_SERVICE]);
+            let e = UdpSocket::bind("127.0.0.1:789".parse().unwrap(), &opts(false)).unwrap_err();
+            assert!(matches!(e, UdpError::Permission { .. }), "{e:?}");
+            assert!(e.to_string().contains("CAP_NET_BIND_SERVICE"), "{e}");
+        });
+    }
+
+    #[test]
     fn dual_stack_socket_sends_to_ipv4() {
         in_netns(|| {
             let tx = UdpSocket::bind("[::]:0".parse().unwrap(), &opts(true)).unwrap();
