@@ -418,6 +418,22 @@ mod tests {
     }
 
     #[test]
+    fn write_to_down_link_is_eio() {
+        in_netns(|| {
+            let tap = Tap::create(&TapConfig {
+                name: "ovltap4".into(),
+                vnet_hdr: false,
+                queues: 1,
+            })
+            .unwrap();
+            let e = tap.queues()[0].write(&arp_request()).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+            netlink::set_up("ovltap4").unwrap();
+            assert_eq!(tap.queues()[0].write(&arp_request()).unwrap(), 42);
+        });
+    }
+
+    #[test]
     fn offload_on_vnet_hdr_tap() {
         in_netns(|| {
             let tap = Tap::create(&TapConfig {

@@ -201,21 +201,27 @@ impl UdpSocket {
         let slots = batch.metas.len();
         let slot_size = batch.slot_size;
         let data = batch.data.as_mut_ptr();
-        for i in 0..slots {
-            // SAFETY: i * slot_size + slot_size <= data.len() by construction in RecvBatch::new, so the
-            // pointer stays inside the allocation.
-            let base = unsafe { data.add(i * slot_size) };
-            batch.iovs[i] = libc::iovec {
-                iov_base: base.cast(),
-                iov_len: slot_size,
-            };
-            let hdr = &mut batch.hdrs[i];
+        // Pointers are taken once per vector (no `&mut v[i]` afterwards) so none is invalidated by a
+        // later mutable borrow of the same vector before the syscall uses it.
+        let names = batch.names.as_mut_ptr();
+        let iovs = batch.iovs.as_mut_ptr();
+        let ctrl = batch.ctrl.as_mut_ptr();
+        for (i, hdr) in batch.hdrs.iter_mut().enumerate() {
+            // SAFETY: i < slots == names/iovs/ctrl/hdrs length and i * slot_size + slot_size <= data.len()
+            // by construction in RecvBatch::new, so every pointer stays inside its allocation; `iovs.add(i)`
+            // is written through before the kernel reads it.
+            unsafe {
+                iovs.add(i).write(libc::iovec {
+                    iov_base: data.add(i * slot_size).cast(),
+                    iov_len: slot_size,
+                });
+                hdr.msg_hdr.msg_name = names.add(i).cast();
+                hdr.msg_hdr.msg_iov = iovs.add(i);
+                hdr.msg_hdr.msg_control = ctrl.add(i).cast();
+            }
             hdr.msg_len = 0;
-            hdr.msg_hdr.msg_name = (&mut batch.names[i] as *mut libc::sockaddr_storage).cast();
             hdr.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            hdr.msg_hdr.msg_iov = &mut batch.iovs[i];
             hdr.msg_hdr.msg_iovlen = 1;
-            hdr.msg_hdr.msg_control = batch.ctrl[i].as_mut_ptr().cast();
             hdr.msg_hdr.msg_controllen = RECV_CTRL_WORDS * 8;
             hdr.msg_hdr.msg_flags = 0;
         }
@@ -291,35 +297,40 @@ impl UdpSocket {
         };
         let total = batch.msgs.len();
         let data = batch.data.as_ptr();
-        for (j, m) in batch.msgs.iter().enumerate() {
-            let namelen = encode_sockaddr(m.dst, self.v6, &mut batch.names[j]);
-            // SAFETY: push() only accepts ranges inside the committed part of `data`, so the pointer and
-            // length stay inside the allocation. The kernel only reads through it (sendmmsg).
-            let base = unsafe { data.add(m.range.start) };
-            batch.iovs[j] = libc::iovec {
-                iov_base: base as *mut libc::c_void,
-                iov_len: m.range.len(),
+        // As in recv_batch: one base pointer per vector, elements reached with `add`.
+        let names = batch.names.as_mut_ptr();
+        let iovs = batch.iovs.as_mut_ptr();
+        let ctrl = batch.ctrl.as_mut_ptr();
+        for (j, (m, hdr)) in batch.msgs.iter().zip(batch.hdrs.iter_mut()).enumerate() {
+            // SAFETY: j < msgs.len() <= max_msgs == names/iovs/ctrl length, so `add(j)` stays in bounds and
+            // the element is exclusively ours; push() only accepts ranges inside the committed part of
+            // `data`, so the iovec describes readable bytes of the allocation (the kernel only reads them).
+            let namelen = unsafe {
+                let namelen = encode_sockaddr(m.dst, self.v6, &mut *names.add(j));
+                iovs.add(j).write(libc::iovec {
+                    iov_base: data.add(m.range.start) as *mut libc::c_void,
+                    iov_len: m.range.len(),
+                });
+                hdr.msg_hdr.msg_name = names.add(j).cast();
+                hdr.msg_hdr.msg_iov = iovs.add(j);
+                namelen
             };
-            let hdr = &mut batch.hdrs[j];
             hdr.msg_len = 0;
-            hdr.msg_hdr.msg_name = (&mut batch.names[j] as *mut libc::sockaddr_storage).cast();
             hdr.msg_hdr.msg_namelen = namelen;
-            hdr.msg_hdr.msg_iov = &mut batch.iovs[j];
             hdr.msg_hdr.msg_iovlen = 1;
             hdr.msg_hdr.msg_flags = 0;
             if m.segment_size != 0 {
-                let ctrl = batch.ctrl[j].as_mut_ptr().cast::<libc::cmsghdr>();
-                // SAFETY: `ctrl` is this message's u64-aligned control buffer of SEND_CTRL_WORDS*8 = 32
-                // bytes >= CMSG_SPACE(2) = 24; we write one cmsghdr and its u16 payload inside it.
+                // SAFETY: `ctrl.add(j)` is this message's u64-aligned control buffer of SEND_CTRL_WORDS*8 =
+                // 32 bytes >= CMSG_SPACE(2) = 24; we write one cmsghdr and its u16 payload inside it.
                 unsafe {
-                    (*ctrl).cmsg_level = SOL_UDP;
-                    (*ctrl).cmsg_type = UDP_SEGMENT;
-                    (*ctrl).cmsg_len = libc::CMSG_LEN(2) as _;
-                    std::ptr::write_unaligned(libc::CMSG_DATA(ctrl).cast::<u16>(), m.segment_size);
+                    let c = ctrl.add(j).cast::<libc::cmsghdr>();
+                    (*c).cmsg_level = SOL_UDP;
+                    (*c).cmsg_type = UDP_SEGMENT;
+                    (*c).cmsg_len = libc::CMSG_LEN(2) as _;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), m.segment_size);
+                    hdr.msg_hdr.msg_control = c.cast();
+                    hdr.msg_hdr.msg_controllen = libc::CMSG_SPACE(2) as usize;
                 }
-                hdr.msg_hdr.msg_control = ctrl.cast();
-                // SAFETY: CMSG_SPACE is pure arithmetic.
-                hdr.msg_hdr.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as usize;
             } else {
                 hdr.msg_hdr.msg_control = std::ptr::null_mut();
                 hdr.msg_hdr.msg_controllen = 0;
@@ -881,6 +892,42 @@ mod tests {
     #[test]
     fn gso_send_received_with_gro() {
         gso_roundtrip(true);
+    }
+
+    #[test]
+    fn truncated_slots_keep_whole_datagrams_only() {
+        in_netns(|| {
+            let tx = UdpSocket::bind(lo4(), &opts(false)).unwrap();
+            let plain = UdpSocket::bind(lo4(), &opts(false)).unwrap();
+            let gro = UdpSocket::bind(lo4(), &opts(true)).unwrap();
+            let mut b = SendBatch::new(4096, 4);
+            b.spare()[..500]
+                .iter_mut()
+                .enumerate()
+                .for_each(|(k, x)| *x = (k / 100) as u8);
+            let r = b.commit(500);
+            assert!(b.push(plain.local_addr().unwrap(), 0..200, 0));
+            assert!(b.push(gro.local_addr().unwrap(), r, 100));
+            assert_eq!(tx.send_batch(&mut b).sent, 2);
+            let mut rb = RecvBatch::new(4, 150);
+            assert!(wait_fd(plain.as_raw_fd(), libc::POLLIN, 1000).unwrap());
+            assert_eq!(plain.recv_batch(&mut rb).unwrap(), 1);
+            assert_eq!(rb.get(0).0.len, 0, "a cut datagram is not delivered");
+            assert_eq!(rb.truncated(), 1);
+            assert!(wait_fd(gro.as_raw_fd(), libc::POLLIN, 1000).unwrap());
+            let n = gro.recv_batch(&mut rb).unwrap();
+            let (meta, bytes) = rb.get(0);
+            eprintln!(
+                "gro into 150-byte slot: {n} slot(s), first len {} stride {}",
+                meta.len, meta.stride
+            );
+            assert_eq!(meta.len % 100, 0);
+            assert!(meta.len <= 150 && meta.len > 0);
+            assert!(bytes
+                .chunks(100)
+                .enumerate()
+                .all(|(k, d)| d.iter().all(|&x| x == k as u8)));
+        });
     }
 
     #[test]
