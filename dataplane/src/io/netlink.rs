@@ -42,7 +42,10 @@ pub enum NetlinkError {
     Exists { name: String },
     #[error("{name} exists but is a {kind} device, not a bridge (delete it or choose another bridge name)")]
     NotABridge { name: String, kind: String },
-    #[error("cannot create link {name} of type {kind}: the kernel does not know this link type (load its module, e.g. `modprobe {kind}`)")]
+    #[error(
+        "cannot create link {name} of type {kind}: the kernel does not know this link type \
+         (load its module, e.g. `modprobe {kind}`)"
+    )]
     UnsupportedKind { name: String, kind: String },
     #[error("netlink {op} {target} failed: {source}")]
     Kernel {

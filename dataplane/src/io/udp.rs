@@ -66,7 +66,10 @@ pub enum UdpError {
         "cannot bind UDP {addr}: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
     )]
     Permission { addr: SocketAddr },
-    #[error("cannot bind UDP {addr}: {ip} is not an address of this host (check --local / `ip addr`)", ip = addr.ip())]
+    #[error(
+        "cannot bind UDP {addr}: {ip} is not an address of this host (check --local / `ip addr`)",
+        ip = addr.ip()
+    )]
     AddrNotAvailable { addr: SocketAddr },
     #[error("UDP socket {addr}: {op} failed: {source}")]
     Io {
