@@ -67,7 +67,7 @@ pub enum UdpError {
     )]
     Permission { addr: SocketAddr },
     #[error(
-        "cannot bind UDP {addr}: {ip} is not an address of this host (check --local / `ip addr`)",
+        "cannot bind UDP {addr}: {ip} is not an address of this host (check the configured local address with `ip addr`)",
         ip = addr.ip()
     )]
     AddrNotAvailable { addr: SocketAddr },
