@@ -4,7 +4,7 @@
 //! optional "container" namespace plugged into the host's overlay bridge; running commands and processes inside
 //! them; and deleting all of it on `Drop`, also while a test panics.
 //! Must never: touch the root namespace's links or addresses, send traffic outside the namespaces it created, or
-//! depend on anything but std and the `ip`/`bridge`/`ping`/`socat`/`kill` commands (`.ci/run` installs them), so
+//! depend on anything but std and the `ip`/`bridge`/`ethtool`/`ping`/`socat`/`kill` commands (`.ci/run` installs them), so
 //! that `examples/` can include this file with `#[path = "../tests/common/testbed.rs"] mod testbed;`.
 //!
 //! Layout (names are unique per testbed, so tests run in parallel):
@@ -721,6 +721,14 @@ impl Host {
             "eth0",
         ]);
         ip(&["-n", h, "link", "set", &dev, "mtu", &OVERLAY_MTU.to_string()]);
+        // A veth "offloads" TX checksums by never computing them: the kernel on the other end trusts the skb's
+        // CHECKSUM_PARTIAL mark, which survives the veth. A userspace VTEP reading the datagram from a UDP socket
+        // (overlayd) gets the inner TCP checksum unfilled, and its container drops every segment from us.
+        // A physical NIC fills it in; with TX checksum offload off, the kernel does so in software here, so the
+        // underlay carries what a real wire would.
+        if let Err(e) = self.exec("ethtool", &["-K", "eth0", "tx", "off"]) {
+            panic!("kernel VXLAN host needs `ethtool -K eth0 tx off` (apt-get install ethtool): {e}");
+        }
         for p in peers {
             self.run(
                 "bridge",
