@@ -3,7 +3,7 @@
 //! `cargo run --release --example demo` (as root). Builds `overlayd` and `overlayctl`, creates a throw-away
 //! set of network namespaces (two "hosts" on a shared underlay, one "container" behind each), starts
 //! overlayd on both hosts, pings across, shows the learned forwarding table and the counters, and deletes
-//! everything again — also if a step fails (Drop). Touches nothing outside the namespaces it creates.
+//! everything again — also if a step fails (Drop) or on Ctrl-C (a watchdog shell). Touches nothing outside the namespaces it creates.
 
 #[path = "../tests/common/testbed.rs"]
 mod testbed;
@@ -34,7 +34,9 @@ fn build_binaries() -> Result<PathBuf, String> {
         .ok_or_else(|| format!("unexpected executable location {}", exe.display()))?
         .to_path_buf();
     let mut cmd = Command::new(&cargo);
-    cmd.args(["build", "--bin", "overlayd", "--bin", "overlayctl"]);
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    cmd.args(["build", "--manifest-path", manifest]);
+    cmd.args(["--bin", "overlayd", "--bin", "overlayctl"]);
     if dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }
@@ -62,6 +64,7 @@ fn run() -> Result<(), String> {
 
     step("creating two hosts on an underlay network, with one container behind each");
     let tb = Testbed::builder().hosts(2).build();
+    tb.cleanup_on_exit(); // Ctrl-C kills this process before Drop runs: a watchdog cleans up then
     let (h1, h2) = (tb.host(1), tb.host(2));
     let (c1, c2) = (tb.container(1), tb.container(2));
     for h in [h1, h2] {

@@ -498,6 +498,40 @@ impl Testbed {
         &self.log_dir
     }
 
+    /// For interactive programs (the demo): starts a small shell that ignores Ctrl-C and, once this process
+    /// has exited by any means (Ctrl-C, SIGTERM, panic = abort), kills what runs in the testbed's namespaces
+    /// and deletes them. After a normal exit `Drop` has already done so and the shell finds nothing to do.
+    pub fn cleanup_on_exit(&self) {
+        let script = r#"trap '' INT TERM HUP
+while kill -0 "$0" 2>/dev/null; do sleep 0.3; done
+dir="$1"; shift
+for n in "$@"; do for p in $(ip netns pids "$n" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done; done
+for n in "$@"; do ip netns del "$n" 2>/dev/null; done
+rm -rf "$dir""#;
+        let mut c = Command::new("sh");
+        c.args(["-c", script])
+            .arg(std::process::id().to_string())
+            .arg(&self.log_dir);
+        for h in &self.hosts {
+            if let Some(ct) = &h.container {
+                c.arg(&ct.ns);
+            }
+            c.arg(&h.ns);
+        }
+        c.arg(&self.underlay.name);
+        let spawned = c
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        if let Err(e) = spawned {
+            eprintln!(
+                "warning: no cleanup watchdog ({e}); after Ctrl-C delete the ovt{}* namespaces",
+                self.id
+            );
+        }
+    }
+
     /// Deletes all namespaces: kills every process in them first (`ip netns pids`), so nothing keeps a
     /// namespace alive. Idempotent; also run by `Drop`.
     pub fn cleanup(&mut self) {
