@@ -198,6 +198,24 @@ fn three_hosts_ping_tcp_fdb_stats() {
             }
         }
     }
+    // Default MTU: underlay 1500 - 50 (RFC 7348 overhead over IPv4), and full-size frames pass unfragmented.
+    for h in tb.hosts() {
+        let link = h.run("ip", &["-o", "link", "show", "ovl1"]);
+        assert!(
+            link.contains(" mtu 1450 "),
+            "host {}: TAP ovl1 should have MTU 1450: {link}",
+            h.index()
+        );
+    }
+    let c2 = tb.container(2).ip().to_string();
+    // 1422 bytes of ICMP payload + 8 ICMP + 20 IP = 1450, with DF set.
+    tb.container(1)
+        .exec(
+            "ping",
+            &["-n", "-q", "-c", "2", "-W", "2", "-M", "do", "-s", "1422", &c2],
+        )
+        .unwrap_or_else(|e| panic!("a full-size 1450-byte packet with DF did not cross the overlay: {e}"));
+
     let mut port = 5000;
     for a in 1..=3 {
         for b in 1..=3 {
