@@ -1,0 +1,1 @@
+//! Cluster CA, node credentials and join tokens (see module docs below).
