@@ -202,10 +202,7 @@ impl Sim {
     }
 
     fn drain(&mut self, i: usize) {
-        loop {
-            let Some(out) = self.nodes[i].node.as_mut().and_then(|n| n.poll_output()) else {
-                break;
-            };
+        while let Some(out) = self.nodes[i].node.as_mut().and_then(|n| n.poll_output()) {
             match out {
                 Output::Send { to, bytes } => {
                     self.sent += 1;
@@ -357,6 +354,13 @@ impl Sim {
         for n in &mut self.nodes {
             n.group = 0;
         }
+    }
+
+    /// Deliver raw `bytes` to node `to` as if node `from` had sent them (for stale/forged message tests).
+    pub fn inject(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
+        let at = self.now + self.cfg.latency;
+        let from = self.nodes[from].addr;
+        self.push(at, Event::Deliver { to, from, bytes });
     }
 
     pub fn set_loss(&mut self, loss: f64) {
