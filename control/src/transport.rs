@@ -1,1 +1,660 @@
-//! QUIC transport shell around ControlNode.
+//! QUIC shell around [`ControlNode`]: one quinn endpoint on the gossip port (UDP, default 7948) that both
+//! accepts and initiates connections, rustls with TLS 1.3 only, no 0-RTT, ALPN pinned.
+//!
+//! - ALPN `overlayd-gossip/1`: mutual TLS against the cluster CA. A peer that presents no certificate is
+//!   closed before any byte reaches the state machine; one with a certificate from another CA fails the
+//!   handshake. Each gossip message travels on its own unidirectional stream (no size limit beyond
+//!   [`MAX_MESSAGE`], loss becomes retransmission delay).
+//! - ALPN `overlayd-join/1`: the joiner has no credential yet. It pins the member's CA by the SHA-256
+//!   fingerprint in the token, sends the join secret and its public key on a bidirectional stream,
+//!   and receives a node certificate signed by the CA (see [`crate::auth`]).
+//!
+//! [`start`] spawns the pump: it feeds received messages, commands and due timers to the node and acts
+//! on its outputs; FDB and membership changes reach the daemon as [`Event`]s.
+//! Must never: hand unauthenticated bytes to the state machine, or block the pump on a slow peer.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::auth::{
+    self, AuthError, ClusterCa, JoinToken, NodeCredential, PendingKey, StateDir, CLUSTER_SERVER_NAME,
+};
+use crate::membership::{NodeId, NodeIdentity};
+use crate::node::{ControlConfig, ControlNode, MemberInfo};
+use crate::{MacAddr, Output, PeerAddr, Timer};
+
+pub const ALPN_GOSSIP: &[u8] = b"overlayd-gossip/1";
+pub const ALPN_JOIN: &[u8] = b"overlayd-join/1";
+/// Largest gossip message accepted on one stream.
+pub const MAX_MESSAGE: usize = 256 * 1024;
+const JOIN_VERSION: u8 = 1;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why the transport could not start or a join failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot bind gossip endpoint on UDP {addr}: {source} (is another overlayd running, or --gossip-port taken?)")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS setup failed: {0} (the credential in the state dir may be corrupt; re-join the node)")]
+    Tls(String),
+    #[error("cannot reach member {addr}: {reason} (check the address, --gossip-port and UDP firewalling)")]
+    Connect { addr: SocketAddr, reason: String },
+    #[error("member {addr} refused the join: {reason}")]
+    Refused { addr: SocketAddr, reason: String },
+    #[error("join protocol error with {addr}: {reason} (do both hosts run the same overlayd version?)")]
+    Protocol { addr: SocketAddr, reason: String },
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("the control-plane task has stopped; restart the daemon")]
+    Stopped,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn tls<E: std::fmt::Display>(e: E) -> TransportError {
+    TransportError::Tls(e.to_string())
+}
+
+fn roots(ca: &CertificateDer<'static>) -> Result<Arc<RootCertStore>, TransportError> {
+    let mut r = RootCertStore::empty();
+    r.add(ca.clone()).map_err(tls)?;
+    Ok(Arc::new(r))
+}
+
+fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    // Long enough to keep connections to quiet peers; failure detection is SWIM's job, not QUIC's.
+    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(30)) {
+        t.max_idle_timeout(Some(idle));
+    }
+    t.keep_alive_interval(Some(Duration::from_secs(10)));
+    Arc::new(t)
+}
+
+/// Server side: TLS 1.3, client certificates verified against the cluster CA. Unauthenticated clients
+/// are let through the handshake only so they can use the join ALPN; the gossip ALPN closes them.
+pub fn server_config(cred: &NodeCredential) -> Result<quinn::ServerConfig, TransportError> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(&cred.ca)?, provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(tls)?;
+    let mut c = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(cred.chain.clone(), cred.key.clone_key())
+        .map_err(tls)?;
+    c.alpn_protocols = vec![ALPN_GOSSIP.to_vec(), ALPN_JOIN.to_vec()];
+    c.max_early_data_size = 0; // no 0-RTT: control messages must not be replayable
+    let mut s = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(c).map_err(tls)?));
+    s.transport_config(transport_config());
+    Ok(s)
+}
+
+/// Client side between members: verify the server against the cluster CA, present our credential.
+pub fn gossip_client_config(cred: &NodeCredential) -> Result<quinn::ClientConfig, TransportError> {
+    let mut c = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls)?
+        .with_root_certificates(roots(&cred.ca)?)
+        .with_client_auth_cert(cred.chain.clone(), cred.key.clone_key())
+        .map_err(tls)?;
+    c.alpn_protocols = vec![ALPN_GOSSIP.to_vec()];
+    c.enable_early_data = false;
+    let mut q = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(c).map_err(tls)?));
+    q.transport_config(transport_config());
+    Ok(q)
+}
+
+/// Verifies a member during join: its chain must contain a CA whose SHA-256 matches the token, and the
+/// leaf must be valid under that CA for the cluster server name.
+#[derive(Debug)]
+struct PinnedCaVerifier {
+    fingerprint: [u8; 32],
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCaVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ca = intermediates
+            .iter()
+            .find(|c| auth::fingerprint(c) == self.fingerprint)
+            .ok_or(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ))?;
+        let mut r = RootCertStore::empty();
+        r.add(ca.clone().into_owned())?;
+        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(r), Arc::clone(&self.provider))
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        inner.verify_server_cert(end_entity, &[], server_name, ocsp, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // TLS 1.2 is disabled on this config; refuse outright.
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn join_client_config(token: &JoinToken) -> Result<quinn::ClientConfig, TransportError> {
+    let verifier = Arc::new(PinnedCaVerifier {
+        fingerprint: token.ca_fingerprint,
+        provider: provider(),
+    });
+    let mut c = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls)?
+        .dangerous() // custom verifier: pins the CA by fingerprint, then full WebPKI validation
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    c.alpn_protocols = vec![ALPN_JOIN.to_vec()];
+    c.enable_early_data = false;
+    Ok(quinn::ClientConfig::new(Arc::new(
+        QuicClientConfig::try_from(c).map_err(tls)?,
+    )))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct JoinRequest {
+    version: u8,
+    secret: [u8; 32],
+    node_id: NodeId,
+    spki_der: Vec<u8>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum JoinResponse {
+    Granted {
+        node_cert_pem: String,
+        ca_cert_pem: String,
+        ca_key_pem: String,
+    },
+    Refused(String),
+}
+
+/// `overlayd --peer ADDR --token TOKEN`: obtain a node credential from the member at `peer` and store it
+/// (with the CA and secret) under `state`. Restarts then use [`StateDir::load_credential`].
+pub async fn join_cluster(
+    peer: SocketAddr,
+    token: &JoinToken,
+    state: &StateDir,
+) -> Result<NodeCredential, TransportError> {
+    let bind: SocketAddr = if peer.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let mut endpoint =
+        quinn::Endpoint::client(bind).map_err(|source| TransportError::Bind { addr: bind, source })?;
+    endpoint.set_default_client_config(join_client_config(token)?);
+    let connect_err = |reason: String| TransportError::Connect { addr: peer, reason };
+    let connecting = endpoint
+        .connect(peer, CLUSTER_SERVER_NAME)
+        .map_err(|e| connect_err(e.to_string()))?;
+    let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| connect_err("timed out".into()))?
+        .map_err(|e| connect_err(e.to_string()))?;
+    let pending = PendingKey::generate()?;
+    let node_id = NodeId(u64::from_le_bytes(random8()?));
+    let req = JoinRequest {
+        version: JOIN_VERSION,
+        secret: token.secret,
+        node_id,
+        spki_der: pending.spki_der(),
+    };
+    let proto = |reason: String| TransportError::Protocol { addr: peer, reason };
+    let body = postcard::to_allocvec(&req).map_err(|e| proto(e.to_string()))?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| connect_err(e.to_string()))?;
+    send.write_all(&body).await.map_err(|e| proto(e.to_string()))?;
+    send.finish().map_err(|e| proto(e.to_string()))?;
+    let reply = tokio::time::timeout(CONNECT_TIMEOUT, recv.read_to_end(64 * 1024))
+        .await
+        .map_err(|_| proto("no answer".into()))?
+        .map_err(|e| proto(e.to_string()))?;
+    conn.close(0u32.into(), b"joined");
+    endpoint.wait_idle().await;
+    match postcard::from_bytes::<JoinResponse>(&reply).map_err(|e| proto(e.to_string()))? {
+        JoinResponse::Granted {
+            node_cert_pem,
+            ca_cert_pem,
+            ca_key_pem,
+        } => {
+            let ca_der = rustls::pki_types::pem::PemObject::from_pem_slice(ca_cert_pem.as_bytes())
+                .map_err(|e: rustls::pki_types::pem::Error| proto(e.to_string()))?;
+            let ca_der: CertificateDer<'static> = ca_der;
+            if auth::fingerprint(&ca_der) != token.ca_fingerprint {
+                return Err(proto("member sent a CA that does not match the token".into()));
+            }
+            Ok(state.store_joined(
+                node_id,
+                &pending,
+                &node_cert_pem,
+                &ca_cert_pem,
+                &ca_key_pem,
+                &token.secret,
+            )?)
+        }
+        JoinResponse::Refused(reason) => Err(TransportError::Refused { addr: peer, reason }),
+    }
+}
+
+fn random8() -> Result<[u8; 8], TransportError> {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|e| AuthError::Random(e.to_string()))?;
+    Ok(b)
+}
+
+/// Member side of a join: check the secret, sign the joiner's key.
+async fn admit(conn: quinn::Connection, admission: Arc<Admission>) {
+    let Ok((mut send, mut recv)) = conn.accept_bi().await else {
+        return;
+    };
+    let Ok(body) = recv.read_to_end(16 * 1024).await else {
+        return;
+    };
+    let resp = match postcard::from_bytes::<JoinRequest>(&body) {
+        Err(_) => JoinResponse::Refused("malformed join request".into()),
+        Ok(r) if r.version != JOIN_VERSION => {
+            JoinResponse::Refused(format!("join protocol {} not supported", r.version))
+        }
+        Ok(r) if !auth::secrets_equal(&r.secret, &admission.secret) => {
+            tracing::warn!(peer = %conn.remote_address(), "join refused: wrong secret");
+            JoinResponse::Refused(
+                "invalid join token secret (get a fresh token with `overlayctl token`)".into(),
+            )
+        }
+        Ok(r) => match admission.ca.issue(r.node_id, &r.spki_der) {
+            Ok(node_cert_pem) => {
+                tracing::info!(peer = %conn.remote_address(), node = %r.node_id, "admitted new node");
+                JoinResponse::Granted {
+                    node_cert_pem,
+                    ca_cert_pem: admission.ca.cert_pem().to_string(),
+                    ca_key_pem: admission.ca.key_pem().to_string(),
+                }
+            }
+            Err(e) => JoinResponse::Refused(format!("cannot issue certificate: {e}")),
+        },
+    };
+    if let Ok(bytes) = postcard::to_allocvec(&resp) {
+        let _ = send.write_all(&bytes).await;
+        let _ = send.finish();
+        let _ = send.stopped().await;
+    }
+}
+
+/// What a member needs to admit joiners.
+#[derive(Debug)]
+pub struct Admission {
+    pub ca: ClusterCa,
+    pub secret: [u8; 32],
+}
+
+/// A received, authenticated gossip message.
+type Inbound = (PeerAddr, Vec<u8>);
+
+/// Read every uni stream of an authenticated gossip connection into the pump.
+async fn read_streams(conn: quinn::Connection, tx: mpsc::Sender<Inbound>) {
+    let from = conn.remote_address();
+    while let Ok(mut recv) = conn.accept_uni().await {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            if let Ok(bytes) = recv.read_to_end(MAX_MESSAGE).await {
+                // Full queue: drop (gossip tolerates loss) rather than stall the connection.
+                let _ = tx.try_send((from, bytes));
+            }
+        });
+    }
+}
+
+async fn handle_incoming(
+    incoming: quinn::Incoming,
+    tx: mpsc::Sender<Inbound>,
+    admission: Option<Arc<Admission>>,
+) {
+    let Ok(conn) = incoming.await else { return };
+    let alpn = conn
+        .handshake_data()
+        .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|h| h.protocol);
+    match alpn.as_deref() {
+        Some(p) if p == ALPN_GOSSIP => {
+            // rustls already verified any presented certificate against the CA; require that one was.
+            let authenticated = conn
+                .peer_identity()
+                .and_then(|p| p.downcast::<Vec<CertificateDer<'static>>>().ok())
+                .is_some_and(|c| !c.is_empty());
+            if !authenticated {
+                conn.close(1u32.into(), b"client certificate required");
+                return;
+            }
+            read_streams(conn, tx).await;
+        }
+        Some(p) if p == ALPN_JOIN => match admission {
+            Some(a) => admit(conn, a).await,
+            None => conn.close(2u32.into(), b"this member cannot admit nodes"),
+        },
+        _ => conn.close(3u32.into(), b"unsupported ALPN"),
+    }
+}
+
+/// Outgoing connections, one per peer, reused.
+struct Pool {
+    endpoint: quinn::Endpoint,
+    client: quinn::ClientConfig,
+    conns: Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    inbound: mpsc::Sender<Inbound>,
+}
+
+impl Pool {
+    async fn connection(self: &Arc<Self>, to: SocketAddr) -> Option<quinn::Connection> {
+        let cached = self
+            .conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&to)
+            .cloned();
+        if let Some(c) = cached {
+            if c.close_reason().is_none() {
+                return Some(c);
+            }
+        }
+        let connecting = self
+            .endpoint
+            .connect_with(self.client.clone(), to, CLUSTER_SERVER_NAME)
+            .ok()?;
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .ok()?
+            .ok()?;
+        // The peer may also open streams on the connection we initiated.
+        tokio::spawn(read_streams(conn.clone(), self.inbound.clone()));
+        self.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(to, conn.clone());
+        Some(conn)
+    }
+
+    fn send(self: &Arc<Self>, to: SocketAddr, bytes: Vec<u8>) {
+        let pool = Arc::clone(self);
+        tokio::spawn(async move {
+            let Some(conn) = pool.connection(to).await else {
+                return;
+            };
+            if let Ok(mut s) = conn.open_uni().await {
+                let _ = s.write_all(&bytes).await;
+                let _ = s.finish();
+            }
+        });
+    }
+}
+
+/// Requests from the daemon to the control-plane task.
+#[derive(Debug)]
+enum Command {
+    SetLocalMacs(Vec<MacAddr>),
+    Join(PeerAddr),
+    Leave(oneshot::Sender<()>),
+    Members(oneshot::Sender<Vec<MemberInfo>>),
+}
+
+/// What the daemon must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    FdbInstall { mac: MacAddr, vtep: IpAddr },
+    FdbRemove { mac: MacAddr },
+    MembersChanged(Vec<MemberInfo>),
+}
+
+/// Parameters of [`start`].
+#[derive(Debug)]
+pub struct GossipOptions {
+    pub bind: SocketAddr,
+    /// Address other members reach us at (defaults to `bind` if it is not unspecified).
+    pub advertise: SocketAddr,
+    pub vtep: IpAddr,
+    /// One per daemon start; must grow across restarts (e.g. milliseconds since the epoch).
+    pub generation: u64,
+    pub credential: NodeCredential,
+    /// Present if this node may admit joiners (it holds the CA key and the join secret).
+    pub admission: Option<Admission>,
+    pub config: ControlConfig,
+    pub seed: u64,
+}
+
+/// Handle to the running control plane.
+#[derive(Debug)]
+pub struct GossipHandle {
+    cmd: mpsc::Sender<Command>,
+    /// FDB changes and membership snapshots, in order.
+    pub events: mpsc::UnboundedReceiver<Event>,
+    local_addr: SocketAddr,
+    endpoint: quinn::Endpoint,
+}
+
+impl GossipHandle {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+    pub async fn set_local_macs(&self, macs: Vec<MacAddr>) -> Result<(), TransportError> {
+        self.cmd
+            .send(Command::SetLocalMacs(macs))
+            .await
+            .map_err(|_| TransportError::Stopped)
+    }
+    pub async fn join(&self, peer: PeerAddr) -> Result<(), TransportError> {
+        self.cmd
+            .send(Command::Join(peer))
+            .await
+            .map_err(|_| TransportError::Stopped)
+    }
+    pub async fn members(&self) -> Result<Vec<MemberInfo>, TransportError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Members(tx))
+            .await
+            .map_err(|_| TransportError::Stopped)?;
+        rx.await.map_err(|_| TransportError::Stopped)
+    }
+    /// SIGTERM path: announce the leave, give the packets a moment to leave, close the endpoint.
+    pub async fn leave(self) -> Result<(), TransportError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Leave(tx))
+            .await
+            .map_err(|_| TransportError::Stopped)?;
+        rx.await.map_err(|_| TransportError::Stopped)?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.endpoint.close(0u32.into(), b"leaving");
+        Ok(())
+    }
+}
+
+/// Bind the gossip endpoint and spawn the pump. Must be called inside a tokio runtime.
+pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
+    let server = server_config(&opts.credential)?;
+    let client = gossip_client_config(&opts.credential)?;
+    let endpoint = quinn::Endpoint::server(server, opts.bind).map_err(|source| TransportError::Bind {
+        addr: opts.bind,
+        source,
+    })?;
+    let local_addr = endpoint.local_addr().map_err(|source| TransportError::Bind {
+        addr: opts.bind,
+        source,
+    })?;
+    let advertise = if opts.advertise.port() == 0 {
+        SocketAddr::new(opts.advertise.ip(), local_addr.port())
+    } else {
+        opts.advertise
+    };
+    let (in_tx, in_rx) = mpsc::channel::<Inbound>(4096);
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let admission = opts.admission.map(Arc::new);
+    {
+        let endpoint = endpoint.clone();
+        let tx = in_tx.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                tokio::spawn(handle_incoming(incoming, tx.clone(), admission.clone()));
+            }
+        });
+    }
+    let pool = Arc::new(Pool {
+        endpoint: endpoint.clone(),
+        client,
+        conns: Mutex::new(HashMap::new()),
+        inbound: in_tx,
+    });
+    let identity = NodeIdentity {
+        id: opts.credential.node_id,
+        addr: advertise,
+        vtep: opts.vtep,
+        generation: opts.generation,
+        renewal: 0,
+    };
+    let node = ControlNode::new(Instant::now(), identity, opts.config, opts.seed);
+    tokio::spawn(pump(node, pool, in_rx, cmd_rx, ev_tx));
+    Ok(GossipHandle {
+        cmd: cmd_tx,
+        events: ev_rx,
+        local_addr,
+        endpoint,
+    })
+}
+
+async fn pump(
+    mut node: ControlNode,
+    pool: Arc<Pool>,
+    mut inbound: mpsc::Receiver<Inbound>,
+    mut cmds: mpsc::Receiver<Command>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let mut timers: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
+    let mut timer_of: HashMap<u64, Timer> = HashMap::new();
+    let mut next_id = 0u64;
+    loop {
+        while let Some(out) = node.poll_output() {
+            match out {
+                Output::Send { to, bytes } => pool.send(to, bytes),
+                Output::ScheduleTimer { at, timer } => {
+                    timers.push(Reverse((at, next_id)));
+                    timer_of.insert(next_id, timer);
+                    next_id += 1;
+                }
+                Output::FdbInstall { mac, vtep } => {
+                    let _ = events.send(Event::FdbInstall { mac, vtep });
+                }
+                Output::FdbRemove { mac } => {
+                    let _ = events.send(Event::FdbRemove { mac });
+                }
+                Output::MembersChanged => {
+                    let _ = events.send(Event::MembersChanged(node.members()));
+                }
+            }
+        }
+        let next = timers.peek().map(|Reverse((at, _))| *at);
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            msg = inbound.recv() => {
+                let Some((from, bytes)) = msg else { return };
+                if let Err(e) = node.handle_message(Instant::now(), from, &bytes) {
+                    tracing::debug!(%from, error = %e, "dropped gossip message");
+                }
+            }
+            cmd = cmds.recv() => {
+                let now = Instant::now();
+                let r = match cmd {
+                    None => return,
+                    Some(Command::SetLocalMacs(m)) => node.set_local_macs(now, &m),
+                    Some(Command::Join(p)) => node.join(now, p),
+                    Some(Command::Members(tx)) => { let _ = tx.send(node.members()); Ok(()) }
+                    Some(Command::Leave(tx)) => {
+                        let r = node.leave(now);
+                        while let Some(out) = node.poll_output() {
+                            if let Output::Send { to, bytes } = out { pool.send(to, bytes) }
+                        }
+                        let _ = tx.send(());
+                        r
+                    }
+                };
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "control command failed");
+                }
+            }
+            () = sleep => {
+                let now = Instant::now();
+                while let Some(Reverse((at, id))) = timers.peek().copied() {
+                    if at > now { break; }
+                    timers.pop();
+                    if let Some(t) = timer_of.remove(&id) {
+                        if let Err(e) = node.handle_timer(now, t) {
+                            tracing::debug!(error = %e, "timer handling failed");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
