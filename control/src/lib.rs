@@ -27,7 +27,7 @@ use std::time::Instant;
 pub use dataplane::wire::MacAddr;
 pub use membership::{NodeId, NodeIdentity};
 pub use messages::DecodeError;
-pub use node::{ControlConfig, ControlNode, MemberInfo, MemberState};
+pub use node::{ControlConfig, ControlNode, ControlStats, MemberInfo, MemberState};
 
 /// Where a peer's gossip endpoint listens (UDP, `--gossip-port`, default [`DEFAULT_GOSSIP_PORT`]).
 pub type PeerAddr = SocketAddr;

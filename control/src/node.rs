@@ -118,6 +118,21 @@ pub struct MemberInfo {
     pub generation: u64,
 }
 
+/// Per-reason counters (exported by `overlayctl stats`); counted, not logged.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ControlStats {
+    pub messages_in: u64,
+    /// Envelope/body that did not decode (wrong version, garbage).
+    pub decode_errors: u64,
+    /// Packets foca refused (malformed SWIM, from ourselves, too big, ...).
+    pub swim_errors: u64,
+    /// Well-formed messages refused by policy (e.g. a leave announced on someone else's behalf).
+    pub rejected: u64,
+    pub anti_entropy_rounds: u64,
+    pub fdb_installs: u64,
+    pub fdb_removes: u64,
+}
+
 /// Bound on adverts parked because their owner is not (yet) a known member; anti-entropy repairs the rest.
 const MAX_PENDING: usize = 4096;
 
@@ -137,6 +152,7 @@ pub struct ControlNode {
     left: HashMap<SocketAddr, NodeIdentity>,
     pending: Vec<FdbAdvert>,
     has_left: bool,
+    stats: ControlStats,
 }
 
 impl std::fmt::Debug for ControlNode {
@@ -174,6 +190,7 @@ impl ControlNode {
             left: HashMap::new(),
             pending: Vec::new(),
             has_left: false,
+            stats: ControlStats::default(),
             config,
         };
         let at = now + node.config.anti_entropy_interval;
@@ -191,7 +208,18 @@ impl ControlNode {
 
     /// Next action for the caller, in order. Drain after every input.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        let out = self.out.pop_front();
+        match out {
+            Some(Output::FdbInstall { .. }) => self.stats.fdb_installs += 1,
+            Some(Output::FdbRemove { .. }) => self.stats.fdb_removes += 1,
+            _ => {}
+        }
+        out
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> ControlStats {
+        self.stats
     }
 
     /// Ask the member at `addr` to let us in; it answers with (part of) the membership, the rest follows
@@ -257,8 +285,16 @@ impl ControlNode {
         if self.has_left {
             return Ok(());
         }
-        match messages::decode(bytes)? {
-            Packet::Swim(body) => self.swim(now, |foca, rt| foca.handle_data(body, rt)),
+        self.stats.messages_in += 1;
+        let packet = messages::decode(bytes).inspect_err(|_| self.stats.decode_errors += 1)?;
+        match packet {
+            Packet::Swim(body) => {
+                let r = self.swim(now, |foca, rt| foca.handle_data(body, rt));
+                if r.is_err() {
+                    self.stats.swim_errors += 1;
+                }
+                r
+            }
             Packet::Sync(SyncMessage::Digest { reply, owners }) => {
                 let dumps = self.sync.dumps_for(&owners);
                 if !dumps.is_empty() {
@@ -282,7 +318,9 @@ impl ControlNode {
                 Ok(())
             }
             Packet::Sync(SyncMessage::Leave { identity }) => {
-                if identity.addr == self.identity.addr {
+                // Only a node may announce its own leave (the transport authenticates `from`).
+                if identity.addr == self.identity.addr || identity.addr != from {
+                    self.stats.rejected += 1;
                     return Ok(());
                 }
                 self.left.insert(identity.addr, identity.clone());
@@ -313,6 +351,7 @@ impl ControlNode {
                     return Ok(());
                 }
                 let to = peers[self.rng.below(peers.len())];
+                self.stats.anti_entropy_rounds += 1;
                 self.send_sync(
                     to,
                     &SyncMessage::Digest {
@@ -414,7 +453,7 @@ impl ControlNode {
         let membership_changed = !notes.is_empty();
         for note in notes.drain(..) {
             match note {
-                OwnedNotification::MemberUp(id) => {
+                OwnedNotification::MemberUp(id) | OwnedNotification::Rename(_, id) => {
                     // Push-pull straight away: a new member (or a restarted one) gets the FDB in one RTT.
                     let digest = SyncMessage::Digest {
                         reply: false,
@@ -483,5 +522,68 @@ impl ControlNode {
             _ if self.pending.len() < MAX_PENDING => self.pending.push(a),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::{encode_swim, WIRE_VERSION};
+
+    fn node(i: u8) -> ControlNode {
+        let id = NodeIdentity {
+            id: NodeId(i as u64),
+            addr: SocketAddr::from(([127, 0, 0, i], 7948)),
+            vtep: IpAddr::from([10, 0, 0, i]),
+            generation: 1,
+            renewal: 0,
+        };
+        ControlNode::new(Instant::now(), id, ControlConfig::default(), i as u64)
+    }
+
+    /// Garbage of every shape (random bytes, random bodies behind valid envelopes) is rejected or
+    /// ignored without panicking and without changing membership or the FDB.
+    #[test]
+    fn garbage_never_panics_or_changes_state() {
+        let mut n = node(1);
+        let now = Instant::now();
+        let from = SocketAddr::from(([127, 0, 0, 2], 7948));
+        let mut rng = XorShift::new(42);
+        for round in 0..20_000 {
+            let len = rng.below(300);
+            let mut b: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+            match round % 3 {
+                0 => {}
+                1 => b = encode_swim(&b),
+                _ => {
+                    b.insert(0, 1);
+                    b.insert(0, WIRE_VERSION);
+                }
+            }
+            let _ = n.handle_message(now, from, &b);
+        }
+        assert_eq!(n.active_members(), 0);
+        assert!(n.installed_fdb().is_empty());
+        while let Some(o) = n.poll_output() {
+            assert!(
+                !matches!(o, Output::FdbInstall { .. } | Output::MembersChanged),
+                "{o:?}"
+            );
+        }
+        let s = n.stats();
+        assert_eq!(s.messages_in, 20_000);
+        assert!(s.decode_errors + s.swim_errors > 10_000, "{s:?}");
+    }
+
+    /// A member cannot announce another member's leave.
+    #[test]
+    fn leave_on_behalf_of_another_is_rejected() {
+        let mut n = node(1);
+        let victim = node(3).identity().clone();
+        let msg = messages::encode_sync(&SyncMessage::Leave { identity: victim }).unwrap();
+        n.handle_message(Instant::now(), SocketAddr::from(([127, 0, 0, 2], 7948)), &msg)
+            .unwrap();
+        assert_eq!(n.stats().rejected, 1);
+        assert!(n.members().iter().all(|m| m.state != MemberState::Left));
     }
 }

@@ -289,3 +289,47 @@ fn survey_timings() {
     }
     println!("worst SIGKILL withdrawal {worst:?}; false deaths {false_deaths} in {runs_with_deaths} runs");
 }
+
+/// systemd-style restart: the new generation starts before anyone noticed the old one died. The new
+/// generation supersedes the old everywhere and a MAC only the old generation had is withdrawn.
+#[test]
+fn quick_restart_new_generation_supersedes_old() {
+    let mut sim = converged_cluster(7);
+    let who = 12;
+    let only_old = mac(who, 2);
+    sim.nodes[who].macs = vec![mac(who, 1)]; // the new process will only see this one
+    sim.restart(who);
+    let id = sim.nodes[who].id.to_string();
+    let t = sim
+        .run_until(Duration::from_secs(10), TICK, |s| {
+            s.membership_converged()
+                && s.fdb_converged()
+                && s.running().all(|(i, _)| !s.nodes[i].fdb.contains_key(&only_old))
+        })
+        .expect("new generation wins");
+    println!("quick restart: generation 2 everywhere, old-only MAC withdrawn after {t:?} virtual");
+    for (_, c) in sim.running() {
+        let row = c.members().into_iter().find(|m| m.id == id).unwrap();
+        assert_eq!((row.state, row.generation), (control::MemberState::Alive, 2));
+    }
+    assert!(sim.digests_equal());
+    // The old generation was superseded, not declared dead.
+    assert!(sim.deaths.is_empty(), "{:?}", sim.deaths);
+}
+
+/// A SIGKILL under 20 % loss is still detected and withdrawn (bound relaxed: loss slows probing).
+#[test]
+fn sigkill_under_loss_is_withdrawn() {
+    let mut sim = converged_cluster(8);
+    sim.set_loss(0.2);
+    sim.kill(20);
+    let t = sim
+        .run_until(Duration::from_secs(30), TICK, |s| holds_none_of(s, 20))
+        .expect("withdrawn under loss");
+    println!("SIGKILL under 20% loss: withdrawn everywhere after {t:?} virtual");
+    assert!(
+        sim.deaths.iter().all(|d| d.1 == sim.nodes[20].id),
+        "only the victim died: {:?}",
+        sim.deaths
+    );
+}
