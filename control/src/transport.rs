@@ -81,11 +81,12 @@ fn roots(ca: &CertificateDer<'static>) -> Result<Arc<RootCertStore>, TransportEr
 
 fn transport_config() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
-    // Long enough to keep connections to quiet peers; failure detection is SWIM's job, not QUIC's.
-    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(30)) {
+    // Failure detection is SWIM's job, not QUIC's; the idle timeout only bounds how long a connection to
+    // a vanished process is kept (SWIM traffic keeps live ones busy anyway).
+    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(10)) {
         t.max_idle_timeout(Some(idle));
     }
-    t.keep_alive_interval(Some(Duration::from_secs(10)));
+    t.keep_alive_interval(Some(Duration::from_secs(3)));
     Arc::new(t)
 }
 
@@ -362,11 +363,7 @@ async fn read_streams(conn: quinn::Connection, tx: mpsc::Sender<Inbound>) {
     }
 }
 
-async fn handle_incoming(
-    incoming: quinn::Incoming,
-    tx: mpsc::Sender<Inbound>,
-    admission: Option<Arc<Admission>>,
-) {
+async fn handle_incoming(incoming: quinn::Incoming, pool: Arc<Pool>, admission: Option<Arc<Admission>>) {
     let Ok(conn) = incoming.await else { return };
     let alpn = conn
         .handshake_data()
@@ -383,7 +380,8 @@ async fn handle_incoming(
                 conn.close(1u32.into(), b"client certificate required");
                 return;
             }
-            read_streams(conn, tx).await;
+            pool.adopt(conn.remote_address(), conn.clone()).await;
+            read_streams(conn, pool.inbound.clone()).await;
         }
         Some(p) if p == ALPN_JOIN => match admission {
             Some(a) => admit(conn, a).await,
@@ -393,42 +391,74 @@ async fn handle_incoming(
     }
 }
 
-/// Outgoing connections, one per peer, reused.
+/// One QUIC connection per peer, whoever opened it. A newly accepted authenticated connection from a
+/// peer replaces the cached one: after the peer restarts, our old connection to its previous process
+/// is dead (the new process cannot even reset it), and without this our acks would vanish until the
+/// idle timeout and the restarted peer would suspect us.
 struct Pool {
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
-    conns: Mutex<HashMap<SocketAddr, quinn::Connection>>,
+    peers: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Link>>>>,
     inbound: mpsc::Sender<Inbound>,
 }
 
+#[derive(Default)]
+struct Link {
+    conn: Option<quinn::Connection>,
+    /// After a failed dial, drop messages to this peer until then instead of redialling per message.
+    backoff_until: Option<Instant>,
+}
+
+/// After a failed dial, how long messages to that peer are dropped (SWIM treats it as loss).
+const DIAL_BACKOFF: Duration = Duration::from_secs(1);
+
 impl Pool {
+    fn link(&self, to: SocketAddr) -> Arc<tokio::sync::Mutex<Link>> {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(peers.entry(to).or_default())
+    }
+
+    /// Adopt an accepted connection from `from` for our own sends too.
+    async fn adopt(&self, from: SocketAddr, conn: quinn::Connection) {
+        let link = self.link(from);
+        let mut l = link.lock().await;
+        l.conn = Some(conn);
+        l.backoff_until = None;
+    }
+
     async fn connection(self: &Arc<Self>, to: SocketAddr) -> Option<quinn::Connection> {
-        let cached = self
-            .conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&to)
-            .cloned();
-        if let Some(c) = cached {
+        let link = self.link(to);
+        // Concurrent sends to the same peer wait for one dial instead of starting their own.
+        let mut l = link.lock().await;
+        if let Some(c) = &l.conn {
             if c.close_reason().is_none() {
-                return Some(c);
+                return Some(c.clone());
             }
         }
-        let connecting = self
-            .endpoint
-            .connect_with(self.client.clone(), to, CLUSTER_SERVER_NAME)
-            .ok()?;
-        let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
-            .await
-            .ok()?
-            .ok()?;
-        // The peer may also open streams on the connection we initiated.
-        tokio::spawn(read_streams(conn.clone(), self.inbound.clone()));
-        self.conns
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(to, conn.clone());
-        Some(conn)
+        if l.backoff_until.is_some_and(|t| Instant::now() < t) {
+            return None;
+        }
+        let dial = async {
+            let connecting = self
+                .endpoint
+                .connect_with(self.client.clone(), to, CLUSTER_SERVER_NAME)
+                .ok()?;
+            tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.ok()?.ok()
+        };
+        match dial.await {
+            Some(conn) => {
+                // The peer may also open streams on the connection we initiated.
+                tokio::spawn(read_streams(conn.clone(), self.inbound.clone()));
+                l.conn = Some(conn.clone());
+                l.backoff_until = None;
+                Some(conn)
+            }
+            None => {
+                l.conn = None;
+                l.backoff_until = Some(Instant::now() + DIAL_BACKOFF);
+                None
+            }
+        }
     }
 
     fn send(self: &Arc<Self>, to: SocketAddr, bytes: Vec<u8>) {
@@ -512,6 +542,12 @@ impl GossipHandle {
             .map_err(|_| TransportError::Stopped)?;
         rx.await.map_err(|_| TransportError::Stopped)
     }
+    /// Stop abruptly without announcing anything (what a crash looks like to the others; for tests and
+    /// fatal errors). The pump stops once this handle is gone.
+    pub fn abort(self) {
+        self.endpoint.close(0u32.into(), b"abort");
+    }
+
     /// SIGTERM path: announce the leave, give the packets a moment to leave, close the endpoint.
     pub async fn leave(self) -> Result<(), TransportError> {
         let (tx, rx) = oneshot::channel();
@@ -547,21 +583,21 @@ pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let admission = opts.admission.map(Arc::new);
-    {
-        let endpoint = endpoint.clone();
-        let tx = in_tx.clone();
-        tokio::spawn(async move {
-            while let Some(incoming) = endpoint.accept().await {
-                tokio::spawn(handle_incoming(incoming, tx.clone(), admission.clone()));
-            }
-        });
-    }
     let pool = Arc::new(Pool {
         endpoint: endpoint.clone(),
         client,
-        conns: Mutex::new(HashMap::new()),
+        peers: Mutex::new(HashMap::new()),
         inbound: in_tx,
     });
+    {
+        let endpoint = endpoint.clone();
+        let pool = Arc::clone(&pool);
+        tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                tokio::spawn(handle_incoming(incoming, Arc::clone(&pool), admission.clone()));
+            }
+        });
+    }
     let identity = NodeIdentity {
         id: opts.credential.node_id,
         addr: advertise,

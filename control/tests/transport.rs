@@ -136,7 +136,56 @@ async fn join_gossip_and_refuse_foreign_ca() {
     let members = a.members().await.unwrap();
     assert_eq!(members.len(), 2, "{members:?}");
 
-    b.leave().await.unwrap();
+    // B crashes and restarts on the same address with generation 2 (no token): A takes the new generation
+    // and the new process can talk to A even though A's old connection to B's first process is dead.
+    let addr_b = b.local_addr();
+    b.abort();
+    let b2_opts = || {
+        let mut o = opts(&dir_b, dir_b.load_credential().unwrap(), [192, 168, 0, 2], 2);
+        o.bind = addr_b;
+        o.advertise = addr_b;
+        o
+    };
+    let mut b2 = None;
+    for _ in 0..50 {
+        // The old socket is released asynchronously after abort.
+        match transport::start(b2_opts()) {
+            Ok(h) => {
+                b2 = Some(h);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let b2 = b2.expect("rebind B's gossip port");
+    b2.join(addr_a).await.unwrap();
+    b2.set_local_macs(vec![mac]).await.unwrap();
+    let gen2 = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let ms = a.members().await.unwrap();
+            if ms.iter().any(|m| {
+                m.id == cred_b.node_id.to_string() && m.generation == 2 && m.state == MemberState::Alive
+            }) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // And B2 sees A alive (its acks reach B2 over the adopted connection).
+        loop {
+            let ms = b2.members().await.unwrap();
+            if ms
+                .iter()
+                .any(|m| m.id == cred_a.node_id.to_string() && m.state == MemberState::Alive)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(gen2.is_ok(), "A did not take B's generation 2");
+
+    b2.leave().await.unwrap();
     for d in [&dir_a, &dir_b, &dir_c, &dir_x] {
         let _ = std::fs::remove_dir_all(d.path());
     }
