@@ -38,6 +38,7 @@ const NODE_CERT: &str = "node.crt";
 const NODE_KEY: &str = "node.key";
 const NODE_ID: &str = "node.id";
 const JOIN_SECRET: &str = "join.secret";
+const GENERATION: &str = "generation";
 const TOKEN_PREFIX: &str = "OVL1";
 
 /// Why credentials could not be created, loaded or used.
@@ -412,6 +413,23 @@ impl StateDir {
         })
     }
 
+    /// A new generation for this daemon start: greater than any previous one from this state dir even if
+    /// the wall clock stepped back (max(previous + 1, Unix time in ms)), persisted before use.
+    pub fn next_generation(&self) -> Result<u64, AuthError> {
+        self.ensure_dir()?;
+        let previous = match fs::read_to_string(self.file(GENERATION)) {
+            Ok(s) => s.trim().parse::<u64>().unwrap_or(0),
+            Err(_) => 0,
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let next = now_ms.max(previous.saturating_add(1));
+        self.write(GENERATION, next.to_string().as_bytes())?;
+        Ok(next)
+    }
+
     /// `overlayctl token`: the one-line join token of this cluster.
     pub fn join_token(&self) -> Result<JoinToken, AuthError> {
         let ca = self.read_cert(CA_CERT)?;
@@ -518,6 +536,21 @@ mod tests {
             let mode = fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{name}");
         }
+        let _ = fs::remove_dir_all(dir.path());
+    }
+
+    #[test]
+    fn generations_increase() {
+        let dir = StateDir::new(tempdir("gen"));
+        let a = dir.next_generation().unwrap();
+        let b = dir.next_generation().unwrap();
+        assert!(b > a);
+        fs::write(dir.path().join(GENERATION), (u64::MAX / 2).to_string()).unwrap();
+        assert_eq!(
+            dir.next_generation().unwrap(),
+            u64::MAX / 2 + 1,
+            "clock behind the stored value"
+        );
         let _ = fs::remove_dir_all(dir.path());
     }
 

@@ -7,7 +7,8 @@
 //! postcard was chosen over bincode: varint integers make these messages small, it is the codec foca
 //! already puts on the wire, and its decoder returns `Err` (never panics) on truncated or garbage input.
 //! Owns: byte layout and versioning. Must never: panic on input, or allocate unboundedly from a length
-//! field (postcard bounds sequence lengths by the remaining input).
+//! field (serde caps preallocation from a declared length at 1 MiB and decoding fails as soon as the
+//! input runs out; the transport bounds a message to `transport::MAX_MESSAGE`).
 
 use serde::{Deserialize, Serialize};
 
@@ -183,7 +184,7 @@ mod tests {
         for n in 0..a.len() {
             assert!(decode_advert(&a[..n]).is_err());
         }
-        // A huge declared length must not allocate: postcard checks it against the remaining bytes.
+        // A huge declared length fails cleanly (serde caps the preallocation, input runs out).
         assert!(decode(&[WIRE_VERSION, KIND_SYNC, 1, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
     }
 }

@@ -133,6 +133,9 @@ pub struct ControlStats {
     pub fdb_removes: u64,
 }
 
+/// Keeps one States message well under the transport's per-message limit (~20 bytes per entry).
+const MAX_ENTRIES_PER_STATES: usize = 4096;
+
 /// Bound on adverts parked because their owner is not (yet) a known member; anti-entropy repairs the rest.
 const MAX_PENDING: usize = 4096;
 
@@ -151,6 +154,8 @@ pub struct ControlNode {
     /// Members that announced a graceful leave, by gossip address.
     left: HashMap<SocketAddr, NodeIdentity>,
     pending: Vec<FdbAdvert>,
+    /// Addresses given to `join`, re-announced to while we know no member.
+    seeds: Vec<SocketAddr>,
     has_left: bool,
     stats: ControlStats,
 }
@@ -189,6 +194,7 @@ impl ControlNode {
             notes: Vec::new(),
             left: HashMap::new(),
             pending: Vec::new(),
+            seeds: Vec::new(),
             has_left: false,
             stats: ControlStats::default(),
             config,
@@ -224,8 +230,13 @@ impl ControlNode {
 
     /// Ask the member at `addr` to let us in; it answers with (part of) the membership, the rest follows
     /// by gossip and periodic announces. Safe to call for several addresses.
+    /// Until some member answers, the announce is repeated to every address given here on each
+    /// anti-entropy tick, so a lost first packet or a member that is still starting does not strand us.
     pub fn join(&mut self, now: Instant, addr: PeerAddr) -> Result<(), ControlError> {
         self.check_not_left()?;
+        if !self.seeds.contains(&addr) {
+            self.seeds.push(addr);
+        }
         let dst = NodeIdentity::placeholder(addr);
         self.swim(now, |foca, rt| foca.announce(dst, rt))
     }
@@ -296,9 +307,24 @@ impl ControlNode {
                 r
             }
             Packet::Sync(SyncMessage::Digest { reply, owners }) => {
-                let dumps = self.sync.dumps_for(&owners);
-                if !dumps.is_empty() {
-                    self.send_sync(from, &SyncMessage::States { owners: dumps })?;
+                // Several States messages of bounded size rather than one unbounded one.
+                let mut batch = Vec::new();
+                let mut entries = 0;
+                for dump in self.sync.dumps_for(&owners) {
+                    entries += dump.entries.len() + 1;
+                    batch.push(dump);
+                    if entries >= MAX_ENTRIES_PER_STATES {
+                        self.send_sync(
+                            from,
+                            &SyncMessage::States {
+                                owners: std::mem::take(&mut batch),
+                            },
+                        )?;
+                        entries = 0;
+                    }
+                }
+                if !batch.is_empty() {
+                    self.send_sync(from, &SyncMessage::States { owners: batch })?;
                 }
                 if !reply {
                     self.send_sync(
@@ -348,6 +374,11 @@ impl ControlNode {
                 });
                 let peers: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
                 if peers.is_empty() {
+                    // Alone: keep knocking on the join addresses (no-op for the first node of a cluster).
+                    for addr in self.seeds.clone() {
+                        let dst = NodeIdentity::placeholder(addr);
+                        self.swim(now, |foca, rt| foca.announce(dst, rt))?;
+                    }
                     return Ok(());
                 }
                 let to = peers[self.rng.below(peers.len())];

@@ -333,3 +333,26 @@ fn sigkill_under_loss_is_withdrawn() {
         sim.deaths
     );
 }
+
+/// Bootstrap itself under 20 % loss: joins are retried, membership and FDB still converge, nobody dies.
+#[test]
+fn bootstrap_under_loss_converges() {
+    let mut sim = Sim::new(
+        N,
+        SimConfig {
+            seed: 9,
+            loss: 0.2,
+            ..SimConfig::default()
+        },
+    );
+    for i in 0..N {
+        sim.set_macs(i, vec![mac(i, 1)]);
+    }
+    let t = sim
+        .run_until(Duration::from_secs(60), TICK, |s| {
+            s.membership_converged() && s.fdb_converged()
+        })
+        .expect("converges under loss");
+    println!("bootstrap under 20% loss: membership + FDB converged after {t:?} virtual");
+    assert!(sim.deaths.is_empty(), "{:?}", sim.deaths);
+}
