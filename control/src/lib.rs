@@ -7,12 +7,14 @@
 //! - [`sync`]: per-owner MAC tables, cross-owner resolution, anti-entropy digests. Pure data, no foca.
 //! - [`messages`]: the versioned wire envelope (postcard); decoding never panics.
 //! - [`auth`]: cluster CA, node credentials, join tokens.
+//! - [`join`]: the token join exchange (CA pinned by fingerprint, secret proven, key generated locally).
 //! - [`transport`]: the QUIC (quinn + rustls, mTLS, pinned ALPN) shell that pumps a `ControlNode`.
 //! - `sim` (feature `testing`): N nodes in memory with a virtual clock, loss and partitions.
 //!
 //! Nothing in this crate touches the data plane directly: FDB changes leave as [`Output`] values.
 
 pub mod auth;
+pub mod join;
 pub mod membership;
 pub mod messages;
 pub mod node;
