@@ -7,6 +7,8 @@
 //!   compromised member can mint credentials. Keeping the key on a subset ("managers") is future work.
 //! - `node.crt` / `node.key`: this node's credential, SAN = `overlayd` + `node-<id>.overlayd`.
 //! - `join.secret`: 32 random bytes; together with the CA fingerprint it forms the join token.
+//! - `generation`: the last generation used (each start takes a larger one).
+//! - `peers`: members' gossip addresses, so a restart re-joins with no `--peer` and no token.
 //!
 //! Join token (one line): `OVL1-<sha256(ca.crt DER) hex>-<secret hex>`. The joiner pins the member's CA
 //! by the fingerprint before revealing the secret, and generates its key locally: only its public key
@@ -39,6 +41,7 @@ const NODE_KEY: &str = "node.key";
 const NODE_ID: &str = "node.id";
 const JOIN_SECRET: &str = "join.secret";
 const GENERATION: &str = "generation";
+const PEERS: &str = "peers";
 const TOKEN_PREFIX: &str = "OVL1";
 
 /// Why credentials could not be created, loaded or used.
@@ -428,6 +431,19 @@ impl StateDir {
         let next = now_ms.max(previous.saturating_add(1));
         self.write(GENERATION, next.to_string().as_bytes())?;
         Ok(next)
+    }
+
+    /// Remember members' gossip addresses (one per line) so a restart can re-join without `--peer`.
+    pub fn save_peers(&self, peers: &[std::net::SocketAddr]) -> Result<(), AuthError> {
+        let text: String = peers.iter().map(|p| format!("{p}\n")).collect();
+        self.write(PEERS, text.as_bytes())
+    }
+
+    /// Addresses saved by [`Self::save_peers`]; empty if none. Unparsable lines are skipped.
+    pub fn load_peers(&self) -> Vec<std::net::SocketAddr> {
+        fs::read_to_string(self.file(PEERS))
+            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
     }
 
     /// `overlayctl token`: the one-line join token of this cluster.

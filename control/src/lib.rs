@@ -12,6 +12,24 @@
 //! - `sim` (feature `testing`): N nodes in memory with a virtual clock, loss and partitions.
 //!
 //! Nothing in this crate touches the data plane directly: FDB changes leave as [`Output`] values.
+//!
+//! # Wiring it into the daemon
+//! ```text
+//! let state = auth::StateDir::new(state_dir);                      // default auth::DEFAULT_STATE_DIR
+//! let cred = if init_cluster { state.init_cluster()? }             // overlayd --init-cluster
+//!     else if let (Some(peer), Some(tok)) = (peer, token) {        // overlayd --peer ADDR --token TOKEN
+//!         transport::join_cluster(peer, &tok.parse()?, &state).await? }
+//!     else { state.load_credential()? };                           // restart: no token needed
+//! let mut h = transport::start(transport::GossipOptions {
+//!     bind, advertise, vtep, generation: state.next_generation()?, credential: cred,
+//!     admission: Some(transport::Admission { ca: state.load_ca()?, secret: state.join_secret()? }),
+//!     config: ControlConfig::default(), seed, state: Some(state.clone()) })?;
+//! if let Some(peer) = peer { h.join(peer).await?; }                // restarts re-join via state's `peers`
+//! // TAP learner → h.set_local_macs(all MACs currently behind the bridge).await
+//! // h.events: Event::FdbInstall{mac,vtep} → FDB entry origin Control; FdbRemove{mac} → remove it;
+//! //           Event::MembersChanged(rows) → cache for `overlayctl peers --json` (serde_json of rows).
+//! // SIGTERM → h.leave().await;   `overlayctl token` → state.join_token()?.to_string()
+//! ```
 
 pub mod auth;
 pub mod join;

@@ -24,9 +24,9 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::auth::{AuthError, NodeCredential, CLUSTER_SERVER_NAME};
+use crate::auth::{AuthError, NodeCredential, StateDir, CLUSTER_SERVER_NAME};
 use crate::membership::NodeIdentity;
-use crate::node::{ControlConfig, ControlNode, MemberInfo};
+use crate::node::{ControlConfig, ControlNode, MemberInfo, MemberState};
 use crate::{MacAddr, Output, PeerAddr, Timer};
 
 pub const ALPN_GOSSIP: &[u8] = b"overlayd-gossip/1";
@@ -279,6 +279,8 @@ pub struct GossipOptions {
     pub admission: Option<Admission>,
     pub config: ControlConfig,
     pub seed: u64,
+    /// Where to remember members' addresses: a restart re-joins through them with no --peer/--token.
+    pub state: Option<StateDir>,
 }
 
 /// Handle to the running control plane.
@@ -378,8 +380,16 @@ pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
         generation: opts.generation,
         renewal: 0,
     };
-    let node = ControlNode::new(Instant::now(), identity, opts.config, opts.seed);
-    tokio::spawn(pump(node, pool, in_rx, cmd_rx, ev_tx));
+    let now = Instant::now();
+    let mut node = ControlNode::new(now, identity, opts.config, opts.seed);
+    if let Some(state) = &opts.state {
+        for peer in state.load_peers() {
+            if peer != advertise {
+                let _ = node.join(now, peer);
+            }
+        }
+    }
+    tokio::spawn(pump(node, pool, in_rx, cmd_rx, ev_tx, opts.state));
     Ok(GossipHandle {
         cmd: cmd_tx,
         events: ev_rx,
@@ -388,13 +398,39 @@ pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
     })
 }
 
+/// Persist the active members' addresses when the set changes (off the pump thread: it fsyncs).
+fn remember_peers(state: &StateDir, members: &[MemberInfo], me: SocketAddr, saved: &mut Vec<SocketAddr>) {
+    let mut peers: Vec<SocketAddr> = members
+        .iter()
+        .filter(|m| m.addr != me && matches!(m.state, MemberState::Alive | MemberState::Suspect))
+        .map(|m| m.addr)
+        .collect();
+    peers.sort_unstable();
+    peers.truncate(MAX_REMEMBERED_PEERS);
+    if peers.is_empty() || peers == *saved {
+        return;
+    }
+    saved.clone_from(&peers);
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = state.save_peers(&peers) {
+            tracing::warn!(error = %e, "cannot remember cluster members for restarts");
+        }
+    });
+}
+
+/// Enough addresses that a restart finds a live member even after much churn.
+const MAX_REMEMBERED_PEERS: usize = 64;
+
 async fn pump(
     mut node: ControlNode,
     pool: Arc<Pool>,
     mut inbound: mpsc::Receiver<Inbound>,
     mut cmds: mpsc::Receiver<Command>,
     events: mpsc::UnboundedSender<Event>,
+    state: Option<StateDir>,
 ) {
+    let mut saved_peers: Vec<SocketAddr> = Vec::new();
     let mut timers: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
     let mut timer_of: HashMap<u64, Timer> = HashMap::new();
     let mut next_id = 0u64;
@@ -414,7 +450,11 @@ async fn pump(
                     let _ = events.send(Event::FdbRemove { mac });
                 }
                 Output::MembersChanged => {
-                    let _ = events.send(Event::MembersChanged(node.members()));
+                    let members = node.members();
+                    if let Some(state) = &state {
+                        remember_peers(state, &members, node.identity().addr, &mut saved_peers);
+                    }
+                    let _ = events.send(Event::MembersChanged(members));
                 }
             }
         }

@@ -31,6 +31,7 @@ fn opts(dir: &StateDir, cred: NodeCredential, vtep: [u8; 4], generation: u64) ->
         }),
         config: ControlConfig::default(),
         seed: generation,
+        state: Some(dir.clone()),
     }
 }
 
@@ -158,7 +159,15 @@ async fn join_gossip_and_refuse_foreign_ca() {
         }
     }
     let b2 = b2.expect("rebind B's gossip port");
-    b2.join(addr_a).await.unwrap();
+    // No join call: B2 re-joins through the members remembered in its state dir.
+    // (Saved off the pump thread when B first learned A; poll rather than assume it has landed.)
+    for _ in 0..100 {
+        if dir_b.load_peers() == vec![addr_a] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(dir_b.load_peers(), vec![addr_a]);
     b2.set_local_macs(vec![mac]).await.unwrap();
     let gen2 = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
