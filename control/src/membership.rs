@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use foca::{BroadcastHandler, Invalidates, Notification, OwnedNotification, Runtime};
 use serde::{Deserialize, Serialize};
 
-use crate::messages::{self, FdbAdvert};
+use crate::messages::{self, Broadcast};
 use crate::{MacAddr, Output, Timer, TimerKind};
 
 /// Stable node identifier (derived from the node credential; constant across restarts).
@@ -175,60 +175,100 @@ impl Runtime<NodeIdentity> for Rt<'_> {
 }
 
 /// State shared between the broadcast handler (owned by foca, which offers no accessor to it) and the
-/// node: the newest advert version seen per (owner, MAC), and adverts accepted but not yet applied.
+/// node: the newest version seen per (owner, MAC) and per leaving address, and items accepted but not
+/// yet applied by the node.
 #[derive(Debug, Default)]
 pub(crate) struct BroadcastShared {
     pub seen: HashMap<(NodeId, MacAddr), (u64, u64)>,
-    pub inbox: Vec<FdbAdvert>,
+    pub seen_leaves: HashMap<SocketAddr, (u64, u32)>,
+    pub inbox: Vec<Broadcast>,
 }
 
-/// foca custom-broadcast handler for [`FdbAdvert`]s: keeps disseminating an advert only while it is the
-/// newest (generation, seq) known for its (owner, MAC).
+/// foca custom-broadcast handler: keeps disseminating an item only while it is the newest known for
+/// its subject ((owner, MAC) for adverts, address for leaves).
 #[derive(Debug, Clone)]
 pub(crate) struct FdbBroadcasts {
     pub shared: Arc<Mutex<BroadcastShared>>,
 }
 
-/// Dissemination key: a newer version for the same (owner, MAC) replaces an older one in foca's backlog.
+/// Dissemination key: a newer version for the same subject replaces an older one in foca's backlog.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct AdvertKey {
-    owner: NodeId,
-    mac: MacAddr,
-    version: (u64, u64),
+pub(crate) enum BroadcastKey {
+    Fdb {
+        owner: NodeId,
+        mac: MacAddr,
+        version: (u64, u64),
+    },
+    Leave {
+        addr: SocketAddr,
+        version: (u64, u32),
+    },
 }
 
-impl Invalidates for AdvertKey {
+impl Invalidates for BroadcastKey {
     fn invalidates(&self, other: &Self) -> bool {
-        self.owner == other.owner && self.mac == other.mac && self.version >= other.version
+        match (self, other) {
+            (
+                BroadcastKey::Fdb { owner, mac, version },
+                BroadcastKey::Fdb {
+                    owner: o,
+                    mac: m,
+                    version: v,
+                },
+            ) => owner == o && mac == m && version >= v,
+            (BroadcastKey::Leave { addr, version }, BroadcastKey::Leave { addr: a, version: v }) => {
+                addr == a && version >= v
+            }
+            _ => false,
+        }
     }
 }
 
 impl BroadcastHandler<NodeIdentity> for FdbBroadcasts {
-    type Key = AdvertKey;
+    type Key = BroadcastKey;
     type Error = crate::DecodeError;
 
     fn receive_item(
         &mut self,
         data: &[u8],
         _sender: Option<&NodeIdentity>,
-    ) -> Result<Option<AdvertKey>, Self::Error> {
-        let advert = messages::decode_advert(data)?;
-        let mac = MacAddr(advert.mac);
-        let version = (advert.generation, advert.seq);
+    ) -> Result<Option<BroadcastKey>, Self::Error> {
+        let item = messages::decode_broadcast(data)?;
         // A poisoned lock only means another thread panicked mid-update of plain maps; the data is
         // still structurally valid, so keep going rather than take the control plane down.
         let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (advert.owner, mac);
-        match shared.seen.get(&key) {
-            Some(&old) if old >= version => return Ok(None),
-            _ => {}
-        }
-        shared.seen.insert(key, version);
-        shared.inbox.push(advert);
-        Ok(Some(AdvertKey {
-            owner: advert.owner,
-            mac,
-            version,
-        }))
+        let key = match &item {
+            Broadcast::Fdb(advert) => {
+                let mac = MacAddr(advert.mac);
+                let version = (advert.generation, advert.seq);
+                let subject = (advert.owner, mac);
+                if shared.seen.get(&subject).is_some_and(|&old| old >= version) {
+                    return Ok(None);
+                }
+                shared.seen.insert(subject, version);
+                BroadcastKey::Fdb {
+                    owner: advert.owner,
+                    mac,
+                    version,
+                }
+            }
+            Broadcast::Leave(id) => {
+                let version = (id.generation, id.renewal);
+                if shared
+                    .seen_leaves
+                    .get(&id.addr)
+                    .is_some_and(|&old| old >= version)
+                {
+                    return Ok(None);
+                }
+                shared.seen_leaves.insert(id.addr, version);
+                BroadcastKey::Leave {
+                    addr: id.addr,
+                    version,
+                }
+            }
+        };
+        shared.inbox.push(item);
+        Ok(Some(key))
     }
 }

@@ -3,7 +3,8 @@
 //! - kind 0: a foca (SWIM) packet, passed through untouched (foca encodes it with postcard itself).
 //! - kind 1: a [`SyncMessage`] (anti-entropy digest/state, leave), postcard-encoded.
 //!
-//! FDB adverts travel inside foca packets as custom broadcasts and are postcard-encoded [`FdbAdvert`]s.
+//! FDB adverts and leave notices travel inside foca packets as custom broadcasts: postcard-encoded
+//! [`Broadcast`]s.
 //! postcard was chosen over bincode: varint integers make these messages small, it is the codec foca
 //! already puts on the wire, and its decoder returns `Err` (never panics) on truncated or garbage input.
 //! Owns: byte layout and versioning. Must never: panic on input, or allocate unboundedly from a length
@@ -113,11 +114,20 @@ pub fn decode(bytes: &[u8]) -> Result<Packet<'_>, DecodeError> {
     }
 }
 
-pub fn encode_advert(a: &FdbAdvert) -> Result<Vec<u8>, postcard::Error> {
-    postcard::to_allocvec(a)
+/// What rides on foca's piggybacked custom broadcasts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Broadcast {
+    Fdb(FdbAdvert),
+    /// "This identity left gracefully". Relayed copies cannot be tied to their author, so receivers
+    /// only use them to label a member that is (or becomes) down as "left", never to take it down.
+    Leave(NodeIdentity),
 }
 
-pub fn decode_advert(bytes: &[u8]) -> Result<FdbAdvert, DecodeError> {
+pub fn encode_broadcast(b: &Broadcast) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_allocvec(b)
+}
+
+pub fn decode_broadcast(bytes: &[u8]) -> Result<Broadcast, DecodeError> {
     postcard::from_bytes(bytes).map_err(|e| DecodeError::Body(e.to_string()))
 }
 
@@ -173,16 +183,16 @@ mod tests {
                 let _ = decode(&c);
             }
         }
-        let a = encode_advert(&FdbAdvert {
+        let a = encode_broadcast(&Broadcast::Fdb(FdbAdvert {
             owner: NodeId(1),
             generation: 2,
             seq: 3,
             mac: [2, 0, 0, 0, 0, 9],
             present: true,
-        })
+        }))
         .unwrap();
         for n in 0..a.len() {
-            assert!(decode_advert(&a[..n]).is_err());
+            assert!(decode_broadcast(&a[..n]).is_err());
         }
         // A huge declared length fails cleanly (serde caps the preallocation, input runs out).
         assert!(decode(&[WIRE_VERSION, KIND_SYNC, 1, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());

@@ -17,7 +17,7 @@ use foca::{Foca, Member, OwnedNotification, PostcardCodec, State};
 use serde::Serialize;
 
 use crate::membership::{BroadcastShared, FdbBroadcasts, NodeId, NodeIdentity, Rt, XorShift};
-use crate::messages::{self, FdbAdvert, Packet, SyncMessage};
+use crate::messages::{self, Broadcast, FdbAdvert, Packet, SyncMessage};
 use crate::sync::FdbSync;
 use crate::{ControlError, MacAddr, Output, PeerAddr, Timer, TimerKind};
 
@@ -256,6 +256,13 @@ impl ControlNode {
                 bytes: bytes.clone(),
             });
         }
+        // Also as a piggybacked broadcast, so members that missed the direct notice still label us "left".
+        let notice = messages::encode_broadcast(&Broadcast::Leave(self.identity.clone()))
+            .map_err(|e| ControlError::Encode(e.to_string()))?;
+        self.foca
+            .add_broadcast(&notice)
+            .map_err(|e| ControlError::Swim(e.to_string()))?;
+        self.drain_inbox();
         let r = self.swim(now, |foca, rt| foca.leave_cluster(rt));
         self.has_left = true;
         r
@@ -280,7 +287,8 @@ impl ControlNode {
                 continue;
             };
             self.sync.refresh(mac, &mut self.out);
-            let data = messages::encode_advert(&advert).map_err(|e| ControlError::Encode(e.to_string()))?;
+            let data = messages::encode_broadcast(&Broadcast::Fdb(advert))
+                .map_err(|e| ControlError::Encode(e.to_string()))?;
             self.foca
                 .add_broadcast(&data)
                 .map_err(|e| ControlError::Swim(e.to_string()))?;
@@ -535,8 +543,16 @@ impl ControlNode {
             let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
             std::mem::take(&mut shared.inbox)
         };
-        for a in inbox {
-            self.apply_advert(a);
+        for item in inbox {
+            match item {
+                Broadcast::Fdb(a) => self.apply_advert(a),
+                // Label only (see `Broadcast::Leave`): the authenticated direct notice or SWIM takes it down.
+                Broadcast::Leave(id) if id.addr != self.identity.addr => {
+                    self.left.insert(id.addr, id);
+                    self.out.push_back(Output::MembersChanged);
+                }
+                Broadcast::Leave(_) => {}
+            }
         }
     }
 

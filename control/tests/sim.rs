@@ -356,3 +356,29 @@ fn bootstrap_under_loss_converges() {
     println!("bootstrap under 20% loss: membership + FDB converged after {t:?} virtual");
     assert!(sim.deaths.is_empty(), "{:?}", sim.deaths);
 }
+
+/// SIGTERM under 20 % loss: the direct leave notices that are lost are covered by foca's gossip of the
+/// departure, so withdrawal still completes everywhere quickly.
+#[test]
+fn sigterm_under_loss_withdraws() {
+    let mut sim = converged_cluster(10);
+    sim.set_loss(0.2);
+    sim.terminate(25);
+    let t = sim
+        .run_until(Duration::from_secs(10), TICK, |s| holds_none_of(s, 25))
+        .expect("withdrawn");
+    println!("SIGTERM under 20% loss: withdrawn everywhere after {t:?} virtual");
+    assert!(t <= Duration::from_secs(3), "took {t:?}");
+    // The leave notice also rides on gossip, so every member ends up reporting "left", not "dead".
+    let id = sim.nodes[25].id.to_string();
+    let t = sim
+        .run_until(Duration::from_secs(10), TICK, |s| {
+            s.running().all(|(_, c)| {
+                c.members()
+                    .iter()
+                    .any(|m| m.id == id && m.state == control::MemberState::Left)
+            })
+        })
+        .expect("everyone labels it left");
+    println!("SIGTERM under 20% loss: all members report \"left\" {t:?} later");
+}
