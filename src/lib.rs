@@ -1,1 +1,6 @@
-//! overlayd daemon: configuration, runtime wiring and the admin endpoint.
+//! overlayd daemon: configuration, runtime wiring, the admin endpoint and the `overlayctl` client.
+
+pub mod admin;
+pub mod config;
+pub mod ctl;
+pub mod daemon;

@@ -100,7 +100,7 @@ impl Counters {
         c.fetch_add(n, Relaxed);
     }
     #[inline]
-    pub fn drop(&self, r: DropReason, n: u64) {
+    pub fn count_drop(&self, r: DropReason, n: u64) {
         self.drops[r.index()].fetch_add(n, Relaxed);
     }
     pub fn drops(&self, r: DropReason) -> u64 {
@@ -169,9 +169,9 @@ mod tests {
         let b = Counters::default();
         Counters::add(&a.rx_frames, 2);
         Counters::add(&b.rx_frames, 3);
-        a.drop(DropReason::Short, 1);
-        b.drop(DropReason::Short, 4);
-        b.drop(DropReason::UnknownVni, 1);
+        a.count_drop(DropReason::Short, 1);
+        b.count_drop(DropReason::Short, 4);
+        b.count_drop(DropReason::UnknownVni, 1);
         let s = Snapshot::sum([&a, &b]);
         assert_eq!(s.rx_frames, 5);
         assert_eq!(s.drops["short"], 5);

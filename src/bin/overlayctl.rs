@@ -1,1 +1,64 @@
-fn main() {}
+//! `overlayctl`: show a running overlayd's FDB, counters and peers.
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "overlayctl", version, about = "Inspect a running overlayd")]
+struct Cli {
+    /// overlayd's admin endpoint.
+    #[arg(long, global = true, default_value = overlayd::config::DEFAULT_ADMIN)]
+    admin: SocketAddr,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// MAC → VTEP forwarding table.
+    Fdb {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Traffic and per-reason drop counters.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Peer VTEPs.
+    Peers {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (kind, path, json) = match cli.cmd {
+        Cmd::Fdb { json } => ("fdb", "/v1/fdb", json),
+        Cmd::Stats { json } => ("stats", "/v1/stats", json),
+        Cmd::Peers { json } => ("peers", "/v1/peers", json),
+    };
+    let body = match overlayd::ctl::get(cli.admin, path) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("overlayctl: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if json {
+        println!("{body}");
+        return ExitCode::SUCCESS;
+    }
+    match overlayd::ctl::render(kind, &body) {
+        Ok(t) => {
+            print!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("overlayctl: overlayd sent JSON this overlayctl cannot read ({e}): versions differ?");
+            ExitCode::from(1)
+        }
+    }
+}

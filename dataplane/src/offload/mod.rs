@@ -1,1 +1,31 @@
-//! virtio-net header, TSO superframe segmentation (GSO split) and TCP receive coalescing (GRO). Pure functions over caller-owned buffers.
+//! TAP offloads: the virtio-net header, TSO superframe segmentation (GSO split, TX) and TCP receive
+//! coalescing (GRO, RX).
+//!
+//! The TAP runs with `IFF_VNET_HDR` and `TUNSETOFFLOAD(CSUM|TSO4|TSO6)`: every read is a 10-byte
+//! [`VirtioNetHdr`] followed by an Ethernet frame that may be a ~64 KiB TCP superframe, and every write may
+//! carry a coalesced superframe that the kernel delivers as one large skb. This module owns the pure byte
+//! work for that: [`segment`] turns one superframe into wire-sized frames laid out for one UDP GSO
+//! `sendmsg`, and [`Coalescer`] glues consecutive decapsulated TCP segments back into superframes.
+//!
+//! What it must never do: syscalls, allocation outside constructors, or panicking on input. Every frame
+//! and header is hostile; header lengths are derived by parsing, never taken from the virtio header's
+//! advisory `hdr_len`. Malformed input is an [`OffloadError`] naming the reason.
+
+pub mod checksum;
+mod error;
+pub mod gro;
+pub mod gso;
+mod headers;
+pub mod virtio;
+
+#[cfg(test)]
+mod testutil;
+
+pub use error::OffloadError;
+pub use gro::{Coalescer, PushOutcome};
+pub use gso::{segment, Segments};
+pub use virtio::{
+    VirtioNetHdr, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN,
+    VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP,
+    VIRTIO_NET_HDR_GSO_UDP_L4, VIRTIO_NET_HDR_LEN,
+};

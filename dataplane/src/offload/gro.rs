@@ -1,0 +1,5 @@
+//! placeholder
+#[derive(Debug)]
+pub struct Coalescer;
+#[derive(Debug)]
+pub enum PushOutcome {}

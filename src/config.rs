@@ -1,0 +1,287 @@
+//! Command line and TOML configuration. Every option can come from `--config FILE` (same names, TOML); flags
+//! given on the command line win. Validation errors name the problem and the fix; they exit with status 2.
+
+use clap::Parser;
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+/// Longest Linux interface name (IFNAMSIZ - 1).
+pub const IFNAME_MAX: usize = 15;
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:7947";
+
+#[derive(Parser, Debug, Default, Clone)]
+#[command(
+    name = "overlayd",
+    version,
+    about = "Userspace VXLAN overlay daemon (RFC 7348, interoperable with Linux VXLAN)"
+)]
+pub struct Args {
+    /// Underlay address of another host's VTEP (repeatable).
+    #[arg(long = "peer", value_name = "IP")]
+    pub peers: Vec<IpAddr>,
+    /// Underlay source address [default: the kernel's source for the route to the first peer].
+    #[arg(long, value_name = "IP")]
+    pub local: Option<IpAddr>,
+    /// VXLAN network identifier, 0..=16777215 [default: 1].
+    #[arg(long, value_name = "N")]
+    pub vni: Option<u32>,
+    /// VXLAN UDP port [default: 4789, IANA].
+    #[arg(long, value_name = "N")]
+    pub port: Option<u16>,
+    /// Linux bridge the TAP is attached to; created if missing [default: ovl0].
+    #[arg(long, value_name = "NAME")]
+    pub bridge: Option<String>,
+    /// TAP device name [default: ovl<VNI>].
+    #[arg(long, value_name = "NAME")]
+    pub tap: Option<String>,
+    /// Overlay MTU [default: underlay MTU - 50, i.e. 1450 on a 1500 underlay].
+    #[arg(long, value_name = "N")]
+    pub mtu: Option<u32>,
+    /// Local HTTP endpoint for overlayctl [default: 127.0.0.1:7947].
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+    /// TOML file with any of these options (command-line flags win).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Seconds before a learned MAC is forgotten [default: 300, as Linux].
+    #[arg(long, value_name = "SECONDS")]
+    pub ageing: Option<u64>,
+    /// Maximum FDB entries; learning stops (and is counted) beyond it [default: 65536].
+    #[arg(long, value_name = "N")]
+    pub fdb_max: Option<usize>,
+    /// Disable TAP/UDP offloads (TSO, GSO, GRO): one frame per datagram, for debugging.
+    #[arg(long)]
+    pub no_offload: bool,
+}
+
+/// The same options as a TOML file.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    #[serde(default)]
+    peer: Vec<IpAddr>,
+    local: Option<IpAddr>,
+    vni: Option<u32>,
+    port: Option<u16>,
+    bridge: Option<String>,
+    tap: Option<String>,
+    mtu: Option<u32>,
+    admin: Option<SocketAddr>,
+    ageing: Option<u64>,
+    fdb_max: Option<usize>,
+    no_offload: Option<bool>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub peers: Vec<IpAddr>,
+    pub local: Option<IpAddr>,
+    pub vni: dataplane::wire::Vni,
+    pub port: u16,
+    pub bridge: String,
+    pub tap: String,
+    pub mtu: Option<u32>,
+    pub admin: SocketAddr,
+    pub ageing_s: u64,
+    pub fdb_max: usize,
+    pub offload: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("VNI {0} is out of range: a VXLAN network identifier is 24 bits, use 0..=16777215")]
+    Vni(u32),
+    #[error("{what} name {name:?} is {len} bytes; Linux interface names are at most 15 bytes: choose a shorter --{what}")]
+    NameTooLong {
+        what: &'static str,
+        name: String,
+        len: usize,
+    },
+    #[error("{what} name {name:?} is not a valid interface name: use letters, digits, '-', '_' or '.'")]
+    BadName { what: &'static str, name: String },
+    #[error("no peer given: name at least one other host's VTEP, e.g. --peer 10.0.0.2 (or peer = [\"10.0.0.2\"] in --config)")]
+    NoPeers,
+    #[error("--mtu {0} is out of range: use 576..=65000 (the default is the underlay MTU - 50)")]
+    Mtu(u32),
+    #[error("--port 0 is not a usable VXLAN port: use 4789 (IANA) or 8472 (Linux's legacy default)")]
+    Port,
+    #[error("--ageing 0 would forget every MAC at once: use a number of seconds such as 300")]
+    Ageing,
+    #[error("--fdb-max 0 would make learning impossible: use a positive number such as 65536")]
+    FdbMax,
+    #[error("cannot read config file {path}: {source} (check the path given to --config)")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("--admin {0} is not a loopback address: the admin endpoint is unauthenticated, keep it on 127.0.0.1 or ::1")]
+    AdminNotLoopback(SocketAddr),
+}
+
+impl Args {
+    /// Merge the config file (if any) under the flags and validate.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let peers = if self.peers.is_empty() {
+            file.peer
+        } else {
+            self.peers
+        };
+        if peers.is_empty() {
+            return Err(ConfigError::NoPeers);
+        }
+        let vni_n = self.vni.or(file.vni).unwrap_or(1);
+        let vni = dataplane::wire::Vni::new(vni_n).map_err(|_| ConfigError::Vni(vni_n))?;
+        let port = self
+            .port
+            .or(file.port)
+            .unwrap_or(dataplane::wire::vxlan::VXLAN_PORT);
+        if port == 0 {
+            return Err(ConfigError::Port);
+        }
+        let bridge = self.bridge.or(file.bridge).unwrap_or_else(|| "ovl0".to_string());
+        check_ifname("bridge", &bridge)?;
+        let tap = self.tap.or(file.tap).unwrap_or_else(|| format!("ovl{vni_n}"));
+        check_ifname("tap", &tap)?;
+        let mtu = self.mtu.or(file.mtu);
+        if let Some(m) = mtu {
+            if !(576..=65000).contains(&m) {
+                return Err(ConfigError::Mtu(m));
+            }
+        }
+        let admin = match self.admin.or(file.admin) {
+            Some(a) => a,
+            None => DEFAULT_ADMIN
+                .parse()
+                .map_err(|_| ConfigError::AdminNotLoopback(SocketAddr::from(([0; 4], 0))))?,
+        };
+        if !admin.ip().is_loopback() {
+            return Err(ConfigError::AdminNotLoopback(admin));
+        }
+        let ageing_s = self.ageing.or(file.ageing).unwrap_or(300);
+        if ageing_s == 0 {
+            return Err(ConfigError::Ageing);
+        }
+        let fdb_max = self
+            .fdb_max
+            .or(file.fdb_max)
+            .unwrap_or(dataplane::fdb::Fdb::DEFAULT_CAPACITY);
+        if fdb_max == 0 {
+            return Err(ConfigError::FdbMax);
+        }
+        Ok(Config {
+            peers,
+            local: self.local.or(file.local),
+            vni,
+            port,
+            bridge,
+            tap,
+            mtu,
+            admin,
+            ageing_s,
+            fdb_max,
+            offload: !(self.no_offload || file.no_offload.unwrap_or(false)),
+        })
+    }
+}
+
+fn check_ifname(what: &'static str, name: &str) -> Result<(), ConfigError> {
+    if name.len() > IFNAME_MAX {
+        return Err(ConfigError::NameTooLong {
+            what,
+            name: name.to_string(),
+            len: name.len(),
+        });
+    }
+    let ok = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !ok {
+        return Err(ConfigError::BadName {
+            what,
+            name: name.to_string(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut v = vec!["overlayd"];
+        v.extend_from_slice(args);
+        Args::try_parse_from(v).expect("clap accepts").resolve()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&["--peer", "10.0.0.2"]).unwrap();
+        assert_eq!(c.vni.get(), 1);
+        assert_eq!(c.port, 4789);
+        assert_eq!(c.bridge, "ovl0");
+        assert_eq!(c.tap, "ovl1");
+        assert_eq!(c.admin.to_string(), "127.0.0.1:7947");
+        assert_eq!(c.ageing_s, 300);
+        assert!(c.offload);
+        assert_eq!(
+            parse(&["--peer", "10.0.0.2", "--vni", "42"]).unwrap().tap,
+            "ovl42"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_fix() {
+        let e = parse(&["--peer", "10.0.0.2", "--vni", "16777216"]).unwrap_err();
+        assert!(e.to_string().contains("0..=16777215"), "{e}");
+        let e = parse(&["--peer", "10.0.0.2", "--bridge", "a-very-long-bridge-name"]).unwrap_err();
+        assert!(e.to_string().contains("at most 15 bytes"), "{e}");
+        assert!(matches!(parse(&[]).unwrap_err(), ConfigError::NoPeers));
+        assert!(matches!(
+            parse(&["--peer", "10.0.0.2", "--tap", "a b"]).unwrap_err(),
+            ConfigError::BadName { .. }
+        ));
+        assert!(matches!(
+            parse(&["--peer", "10.0.0.2", "--admin", "0.0.0.0:7947"]).unwrap_err(),
+            ConfigError::AdminNotLoopback(_)
+        ));
+        assert!(Args::try_parse_from(["overlayd", "--peer", "notanip"]).is_err());
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let dir = std::env::temp_dir().join(format!("overlayd-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("o.toml");
+        std::fs::write(
+            &p,
+            "peer = [\"10.0.0.2\", \"10.0.0.3\"]\nvni = 7\nbridge = \"br-x\"\n",
+        )
+        .unwrap();
+        let c = parse(&["--config", p.to_str().unwrap(), "--vni", "9"]).unwrap();
+        assert_eq!(c.peers.len(), 2);
+        assert_eq!(c.vni.get(), 9, "flag wins");
+        assert_eq!(c.bridge, "br-x");
+        std::fs::write(&p, "peers = [\"10.0.0.2\"]\n").unwrap();
+        let e = parse(&["--config", p.to_str().unwrap()]).unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
