@@ -1,1 +1,181 @@
-//! TODO(owner: lead) — being written.
+//! Counters: count, don't log, on the hot path (STYLE §7).
+//!
+//! Each worker owns one [`Counters`] (relaxed atomics on its own cache lines, so workers never contend); the
+//! admin endpoint sums them with [`Snapshot::sum`]. Directions are named from the overlay's point of view:
+//! `rx_frames` are frames read from the TAP (sent by local containers), `tx_frames` frames written to the TAP,
+//! `rx_datagrams`/`tx_datagrams` VXLAN datagrams received from / sent to the underlay. A TSO superframe counts
+//! as the number of segments it carries on the wire.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Why a frame or datagram was dropped. The snake_case names are the keys of `drops` in `overlayctl stats`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum DropReason {
+    /// Datagram shorter than VXLAN header + Ethernet header.
+    Short,
+    /// VXLAN I flag missing, or a flag that changes the payload type (VXLAN-GPE).
+    BadFlags,
+    /// VXLAN VNI other than ours.
+    UnknownVni,
+    /// Inner source MAC multicast, broadcast or zero.
+    BadSrcMac,
+    /// Outer source is not a cluster member or static peer (cluster mode only).
+    NonMember,
+    /// Inner frame carries an 802.1Q/802.1ad tag (RFC 7348 §6.1).
+    VlanTagged,
+    /// Frame from the TAP addressed to a MAC that lives behind our own bridge (hairpin).
+    LocalDst,
+    /// No peer VTEP to send to.
+    NoPeers,
+    /// Frame from the TAP shorter than an Ethernet header, or larger than the send path accepts.
+    BadFrame,
+    /// Malformed virtio-net header or superframe from the TAP (offload path).
+    BadOffload,
+    /// sendmsg to the underlay failed.
+    SendError,
+    /// write to the TAP failed (link down, queue full).
+    TapWriteError,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 12] = [
+        DropReason::Short,
+        DropReason::BadFlags,
+        DropReason::UnknownVni,
+        DropReason::BadSrcMac,
+        DropReason::NonMember,
+        DropReason::VlanTagged,
+        DropReason::LocalDst,
+        DropReason::NoPeers,
+        DropReason::BadFrame,
+        DropReason::BadOffload,
+        DropReason::SendError,
+        DropReason::TapWriteError,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Short => "short",
+            DropReason::BadFlags => "bad_flags",
+            DropReason::UnknownVni => "unknown_vni",
+            DropReason::BadSrcMac => "bad_src_mac",
+            DropReason::NonMember => "non_member",
+            DropReason::VlanTagged => "vlan_tagged",
+            DropReason::LocalDst => "local_dst",
+            DropReason::NoPeers => "no_peers",
+            DropReason::BadFrame => "bad_frame",
+            DropReason::BadOffload => "bad_offload",
+            DropReason::SendError => "send_error",
+            DropReason::TapWriteError => "tap_write_error",
+        }
+    }
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One worker's counters, padded to its own cache lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct Counters {
+    pub rx_frames: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub tx_frames: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    pub rx_datagrams: AtomicU64,
+    pub tx_datagrams: AtomicU64,
+    /// Source MACs learned or refreshed into a new VTEP (new entries and moves).
+    pub learned: AtomicU64,
+    /// Learned entries that moved to another VTEP.
+    pub moves: AtomicU64,
+    /// Learning skipped because the FDB was full.
+    pub fdb_full: AtomicU64,
+    drops: [AtomicU64; DropReason::ALL.len()],
+}
+
+impl Counters {
+    #[inline]
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Relaxed);
+    }
+    #[inline]
+    pub fn drop(&self, r: DropReason, n: u64) {
+        self.drops[r.index()].fetch_add(n, Relaxed);
+    }
+    pub fn drops(&self, r: DropReason) -> u64 {
+        self.drops[r.index()].load(Relaxed)
+    }
+}
+
+/// A point-in-time sum over workers, as served to `overlayctl stats`.
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct Snapshot {
+    pub rx_frames: u64,
+    pub rx_bytes: u64,
+    pub tx_frames: u64,
+    pub tx_bytes: u64,
+    pub rx_datagrams: u64,
+    pub tx_datagrams: u64,
+    pub learned: u64,
+    pub moves: u64,
+    pub fdb_full: u64,
+    pub drops: BTreeMap<&'static str, u64>,
+}
+
+impl Snapshot {
+    pub fn sum<'a>(counters: impl IntoIterator<Item = &'a Counters>) -> Snapshot {
+        let mut s = Snapshot::default();
+        for r in DropReason::ALL {
+            s.drops.insert(r.name(), 0);
+        }
+        for c in counters {
+            s.rx_frames += c.rx_frames.load(Relaxed);
+            s.rx_bytes += c.rx_bytes.load(Relaxed);
+            s.tx_frames += c.tx_frames.load(Relaxed);
+            s.tx_bytes += c.tx_bytes.load(Relaxed);
+            s.rx_datagrams += c.rx_datagrams.load(Relaxed);
+            s.tx_datagrams += c.tx_datagrams.load(Relaxed);
+            s.learned += c.learned.load(Relaxed);
+            s.moves += c.moves.load(Relaxed);
+            s.fdb_full += c.fdb_full.load(Relaxed);
+            for r in DropReason::ALL {
+                *s.drops.entry(r.name()).or_default() += c.drops(r);
+            }
+        }
+        s
+    }
+    pub fn drops_total(&self) -> u64 {
+        self.drops.values().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_distinct_and_indexed_in_order() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+        let names: std::collections::BTreeSet<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(names.len(), DropReason::ALL.len());
+    }
+
+    #[test]
+    fn snapshot_sums_workers() {
+        let a = Counters::default();
+        let b = Counters::default();
+        Counters::add(&a.rx_frames, 2);
+        Counters::add(&b.rx_frames, 3);
+        a.drop(DropReason::Short, 1);
+        b.drop(DropReason::Short, 4);
+        b.drop(DropReason::UnknownVni, 1);
+        let s = Snapshot::sum([&a, &b]);
+        assert_eq!(s.rx_frames, 5);
+        assert_eq!(s.drops["short"], 5);
+        assert_eq!(s.drops["unknown_vni"], 1);
+        assert_eq!(s.drops_total(), 6);
+    }
+}

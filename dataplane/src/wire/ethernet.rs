@@ -41,7 +41,11 @@ impl MacAddr {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
 
@@ -93,7 +97,10 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     pub fn new_checked(buf: T) -> Result<Self, WireError> {
         let have = buf.as_ref().len();
         if have < ETHERNET_HEADER_LEN {
-            return Err(WireError::Truncated { need: ETHERNET_HEADER_LEN, have });
+            return Err(WireError::Truncated {
+                need: ETHERNET_HEADER_LEN,
+                have,
+            });
         }
         Ok(EthernetFrame { buf })
     }

@@ -8,7 +8,7 @@ pub use ethernet::{EthernetFrame, MacAddr, ETHERNET_HEADER_LEN};
 pub use vxlan::{Vni, VxlanPacket, VXLAN_HEADER_LEN};
 
 /// Why a buffer is not a valid header of its kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
     #[error("buffer too short: need {need} bytes, have {have}")]
     Truncated { need: usize, have: usize },

@@ -1,0 +1,571 @@
+//! TAP devices: `/dev/net/tun` + `TUNSETIFF`, optional virtio-net header and multiqueue, `TUNSETOFFLOAD`.
+//! Owns the fds and the raw read/write/writev syscalls; never parses frames (that is `offload`/`engine`).
+//! Devices are never made persistent: closing every queue fd (or process death) removes the link.
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use thiserror::Error;
+
+/// Size of `struct virtio_net_hdr` that the kernel prepends/expects with `IFF_VNET_HDR`. We never call
+/// `TUNSETVNETHDRSZ`, so it stays at the kernel default of 10.
+pub const VNET_HDR_LEN: usize = 10;
+
+/// Longest interface name: `IFNAMSIZ` (16) minus the NUL.
+pub const MAX_IFNAME_LEN: usize = libc::IFNAMSIZ - 1;
+
+// linux/if_tun.h offload flags for `TUNSETOFFLOAD`.
+pub const TUN_F_CSUM: u32 = 0x01;
+pub const TUN_F_TSO4: u32 = 0x02;
+pub const TUN_F_TSO6: u32 = 0x04;
+pub const TUN_F_TSO_ECN: u32 = 0x08;
+pub const TUN_F_UFO: u32 = 0x10;
+/// Kernel >= 6.2.
+pub const TUN_F_USO4: u32 = 0x20;
+/// Kernel >= 6.2.
+pub const TUN_F_USO6: u32 = 0x40;
+
+const TUN_PATH: &[u8] = b"/dev/net/tun\0";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapConfig {
+    pub name: String,
+    pub vnet_hdr: bool,
+    /// Number of queues (fds), at least 1; more than 1 sets `IFF_MULTI_QUEUE`.
+    pub queues: usize,
+}
+
+#[derive(Debug, Error)]
+pub enum TapError {
+    #[error("cannot create TAP device {name}: permission denied (run as root or grant CAP_NET_ADMIN)")]
+    Permission { name: String },
+    #[error(
+        "cannot create TAP device {name}: /dev/net/tun is missing (load the module with `modprobe tun` \
+         or create the node with `mknod /dev/net/tun c 10 200`)"
+    )]
+    NoTunDevice { name: String },
+    #[error("TAP device name {name:?} is too long: at most {MAX_IFNAME_LEN} bytes (IFNAMSIZ-1)")]
+    NameTooLong { name: String },
+    #[error(
+        "TAP device name {name:?} is invalid: it must be non-empty and contain no '/', NUL or whitespace"
+    )]
+    InvalidName { name: String },
+    #[error(
+        "cannot create TAP device {name}: the name is used by another device that is not a free TAP \
+         (delete it with `ip link del {name}` or choose another name)"
+    )]
+    Busy { name: String },
+    #[error("TAP device {name}: at least one queue is required")]
+    NoQueues { name: String },
+    #[error(
+        "TAP device {name}: the kernel rejected offload flags {flags:#x} (drop the unsupported TUN_F_* \
+         flags; USO needs kernel >= 6.2)"
+    )]
+    OffloadRejected { name: String, flags: u32 },
+    #[error("TAP device {name}: offloads need the virtio-net header (create it with vnet_hdr = true)")]
+    OffloadNeedsVnetHdr { name: String },
+    #[error("TAP device {name}: {op} failed: {source}")]
+    Io {
+        name: String,
+        op: &'static str,
+        source: io::Error,
+    },
+}
+
+/// A TAP device and its queues. Dropping it (with its queues) removes the device.
+#[derive(Debug)]
+pub struct Tap {
+    name: String,
+    vnet_hdr: bool,
+    queues: Vec<TapQueue>,
+}
+
+/// One queue (fd) of a TAP device. Non-blocking; give each worker thread its own queue.
+#[derive(Debug)]
+pub struct TapQueue {
+    fd: OwnedFd,
+    vnet_hdr: bool,
+}
+
+fn validate_name(name: &str) -> Result<(), TapError> {
+    if name.len() > MAX_IFNAME_LEN {
+        return Err(TapError::NameTooLong {
+            name: name.to_owned(),
+        });
+    }
+    if name.is_empty()
+        || name
+            .bytes()
+            .any(|b| b == 0 || b == b'/' || b.is_ascii_whitespace())
+    {
+        return Err(TapError::InvalidName {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Whether a link of that name exists in the calling thread's network namespace.
+fn name_in_use(name: &str) -> bool {
+    let mut buf = [0u8; libc::IFNAMSIZ];
+    buf[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: `buf` is a NUL-terminated C string (name.len() <= 15 was validated) that outlives the call.
+    unsafe { libc::if_nametoindex(buf.as_ptr().cast()) != 0 }
+}
+
+impl Tap {
+    pub fn create(cfg: &TapConfig) -> Result<Tap, TapError> {
+        validate_name(&cfg.name)?;
+        if cfg.queues == 0 {
+            return Err(TapError::NoQueues {
+                name: cfg.name.clone(),
+            });
+        }
+        let mut flags = libc::IFF_TAP | libc::IFF_NO_PI;
+        if cfg.vnet_hdr {
+            flags |= libc::IFF_VNET_HDR;
+        }
+        if cfg.queues > 1 {
+            flags |= libc::IFF_MULTI_QUEUE;
+        }
+        let existed = name_in_use(&cfg.name);
+        let mut queues = Vec::with_capacity(cfg.queues);
+        let mut name = cfg.name.clone();
+        for _ in 0..cfg.queues {
+            let (q, actual) = open_queue(&name, flags, cfg.vnet_hdr, existed)?;
+            // The kernel writes back the final name (it expands patterns such as "ovl%d"); later queues
+            // must attach to that device.
+            name = actual;
+            queues.push(q);
+        }
+        Ok(Tap {
+            name,
+            vnet_hdr: cfg.vnet_hdr,
+            queues,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `TUNSETOFFLOAD`: declare which superframes/partial checksums this side can handle (`TUN_F_*`).
+    /// Applies to the whole device. Requires `vnet_hdr`, since offloaded frames are described by it.
+    pub fn set_offload(&self, flags: u32) -> Result<(), TapError> {
+        if !self.vnet_hdr && flags != 0 {
+            return Err(TapError::OffloadNeedsVnetHdr {
+                name: self.name.clone(),
+            });
+        }
+        let Some(q) = self.queues.first() else {
+            return Err(TapError::NoQueues {
+                name: self.name.clone(),
+            });
+        };
+        // SAFETY: TUNSETOFFLOAD takes its argument by value (an unsigned long), no pointer; the fd is ours.
+        let rc = unsafe { libc::ioctl(q.fd.as_raw_fd(), libc::TUNSETOFFLOAD, flags as libc::c_ulong) };
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            return Err(match err.raw_os_error() {
+                Some(libc::EINVAL) => TapError::OffloadRejected {
+                    name: self.name.clone(),
+                    flags,
+                },
+                Some(libc::EPERM) | Some(libc::EACCES) => TapError::Permission {
+                    name: self.name.clone(),
+                },
+                _ => TapError::Io {
+                    name: self.name.clone(),
+                    op: "TUNSETOFFLOAD",
+                    source: err,
+                },
+            });
+        }
+        Ok(())
+    }
+
+    pub fn queues(&self) -> &[TapQueue] {
+        &self.queues
+    }
+
+    /// Hand the queues to workers. The device lives as long as any of them is open.
+    pub fn into_queues(self) -> Vec<TapQueue> {
+        self.queues
+    }
+}
+
+fn open_queue(
+    name: &str,
+    flags: libc::c_int,
+    vnet_hdr: bool,
+    existed: bool,
+) -> Result<(TapQueue, String), TapError> {
+    // SAFETY: TUN_PATH is a NUL-terminated static string; the return value is checked.
+    let raw = unsafe {
+        libc::open(
+            TUN_PATH.as_ptr().cast(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
+    if raw < 0 {
+        let err = io::Error::last_os_error();
+        return Err(match err.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENXIO) | Some(libc::ENODEV) => TapError::NoTunDevice {
+                name: name.to_owned(),
+            },
+            Some(libc::EPERM) | Some(libc::EACCES) => TapError::Permission {
+                name: name.to_owned(),
+            },
+            _ => TapError::Io {
+                name: name.to_owned(),
+                op: "open /dev/net/tun",
+                source: err,
+            },
+        });
+    }
+    // SAFETY: `raw` was just returned by open(2), is valid and owned by nobody else; OwnedFd closes it
+    // on every error path below.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+
+    // SAFETY: ifreq is plain old data (arrays and a union of integers/pointers); all-zero is valid.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(name.as_bytes()) {
+        *dst = *src as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_flags = flags as libc::c_short;
+    // SAFETY: TUNSETIFF reads and writes a `struct ifreq`; `ifr` is a live, properly initialised ifreq
+    // whose name is NUL-terminated (at most 15 bytes copied into 16 zeroed bytes).
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut ifr as *mut libc::ifreq) };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        return Err(match err.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => TapError::Permission {
+                name: name.to_owned(),
+            },
+            // EBUSY: a single-queue TAP of that name is already attached; EINVAL: the name belongs to a
+            // non-TUN device or a TAP with different flags.
+            Some(libc::EBUSY) => TapError::Busy {
+                name: name.to_owned(),
+            },
+            Some(libc::EINVAL) if existed => TapError::Busy {
+                name: name.to_owned(),
+            },
+            _ => TapError::Io {
+                name: name.to_owned(),
+                op: "TUNSETIFF",
+                source: err,
+            },
+        });
+    }
+    let actual: Vec<u8> = ifr
+        .ifr_name
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    let actual = String::from_utf8(actual).unwrap_or_else(|_| name.to_owned());
+    Ok((TapQueue { fd, vnet_hdr }, actual))
+}
+
+impl TapQueue {
+    /// Read one frame (prefixed by a virtio-net header when [`TapQueue::vnet_hdr`]). Non-blocking:
+    /// `ErrorKind::WouldBlock` when no frame is queued.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is a valid writable region of `buf.len()` bytes for the duration of the call.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// Write one frame (with its virtio-net header when [`TapQueue::vnet_hdr`]). A TAP whose link is down
+    /// returns `EIO`; a full queue returns `WouldBlock`.
+    pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is a valid readable region of `buf.len()` bytes for the duration of the call.
+        let n = unsafe { libc::write(self.fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// `writev`: one frame gathered from several slices (e.g. a virtio-net header and the frame), no copy.
+    pub fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let cnt = bufs.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
+        // SAFETY: std guarantees `IoSlice` is ABI-compatible with `struct iovec` on Unix; the slices it
+        // points to are borrowed for the duration of the call and `cnt <= bufs.len()`.
+        let n = unsafe { libc::writev(self.fd.as_raw_fd(), bufs.as_ptr().cast::<libc::iovec>(), cnt) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    pub fn vnet_hdr(&self) -> bool {
+        self.vnet_hdr
+    }
+}
+
+impl AsFd for TapQueue {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for TapQueue {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::netlink;
+    use crate::io::poll::poll_fds;
+    use crate::io::testns::in_netns;
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::{Duration, Instant};
+
+    const OUR_MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x10, 0x20, 0x30];
+    const OUR_IP: [u8; 4] = [10, 77, 0, 2];
+    const TAP_IP: [u8; 4] = [10, 77, 0, 1];
+
+    fn arp_request() -> Vec<u8> {
+        let mut f = Vec::new();
+        f.extend_from_slice(&[0xff; 6]);
+        f.extend_from_slice(&OUR_MAC);
+        f.extend_from_slice(&[0x08, 0x06]);
+        f.extend_from_slice(&[0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01]);
+        f.extend_from_slice(&OUR_MAC);
+        f.extend_from_slice(&OUR_IP);
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&TAP_IP);
+        f
+    }
+
+    /// Read frames until an ARP reply for our request shows up (skipping IPv6 RS/MLD etc.).
+    fn wait_arp_reply(q: &TapQueue) -> Vec<u8> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = vec![0u8; 65536];
+        while Instant::now() < deadline {
+            let mut fds = [libc::pollfd {
+                fd: q.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            if poll_fds(&mut fds, 200).unwrap() == 0 {
+                continue;
+            }
+            let n = match q.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => panic!("read: {e}"),
+            };
+            let off = if q.vnet_hdr() { VNET_HDR_LEN } else { 0 };
+            let f = &buf[off..n];
+            if f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[20..22] == [0x00, 0x02] {
+                return f.to_vec();
+            }
+        }
+        panic!("no ARP reply within 5 s");
+    }
+
+    fn arp_roundtrip(vnet_hdr: bool) {
+        in_netns(move || {
+            let tap = Tap::create(&TapConfig {
+                name: "ovltap0".into(),
+                vnet_hdr,
+                queues: 1,
+            })
+            .unwrap();
+            assert_eq!(tap.name(), "ovltap0");
+            let q = &tap.queues()[0];
+            assert_eq!(q.vnet_hdr(), vnet_hdr);
+            // Nothing queued yet: non-blocking read says so.
+            let mut b = [0u8; 2048];
+            assert_eq!(q.read(&mut b).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+
+            netlink::add_address("ovltap0", IpAddr::V4(Ipv4Addr::from(TAP_IP)), 24).unwrap();
+            netlink::set_up("ovltap0").unwrap();
+            let req = arp_request();
+            if vnet_hdr {
+                let hdr = [0u8; VNET_HDR_LEN];
+                let n = q
+                    .write_vectored(&[IoSlice::new(&hdr), IoSlice::new(&req)])
+                    .unwrap();
+                assert_eq!(n, VNET_HDR_LEN + req.len());
+            } else {
+                assert_eq!(q.write(&req).unwrap(), req.len());
+            }
+            let reply = wait_arp_reply(q);
+            assert_eq!(&reply[0..6], &OUR_MAC, "reply addressed to our MAC");
+            assert_eq!(&reply[28..32], &TAP_IP, "sender IP is the TAP's");
+            assert_eq!(&reply[32..38], &OUR_MAC, "target MAC is ours");
+            assert_eq!(&reply[38..42], &OUR_IP);
+        });
+    }
+
+    #[test]
+    fn arp_reply_without_vnet_hdr() {
+        arp_roundtrip(false);
+    }
+
+    #[test]
+    fn arp_reply_with_vnet_hdr() {
+        arp_roundtrip(true);
+    }
+
+    #[test]
+    fn write_to_down_link_is_eio() {
+        in_netns(|| {
+            let tap = Tap::create(&TapConfig {
+                name: "ovltap4".into(),
+                vnet_hdr: false,
+                queues: 1,
+            })
+            .unwrap();
+            let e = tap.queues()[0].write(&arp_request()).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+            netlink::set_up("ovltap4").unwrap();
+            assert_eq!(tap.queues()[0].write(&arp_request()).unwrap(), 42);
+        });
+    }
+
+    #[test]
+    fn offload_on_vnet_hdr_tap() {
+        in_netns(|| {
+            let tap = Tap::create(&TapConfig {
+                name: "ovltap1".into(),
+                vnet_hdr: true,
+                queues: 1,
+            })
+            .unwrap();
+            tap.set_offload(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6).unwrap();
+            // UDP segmentation offload (kernel >= 6.2), as a virtio device would declare it.
+            tap.set_offload(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6)
+                .unwrap();
+            tap.set_offload(0).unwrap();
+            let plain = Tap::create(&TapConfig {
+                name: "ovltap2".into(),
+                vnet_hdr: false,
+                queues: 1,
+            })
+            .unwrap();
+            assert!(matches!(
+                plain.set_offload(TUN_F_CSUM),
+                Err(TapError::OffloadNeedsVnetHdr { .. })
+            ));
+            // Unknown bits are rejected by the kernel.
+            let e = tap.set_offload(TUN_F_CSUM | 0x8000).unwrap_err();
+            assert!(
+                matches!(e, TapError::OffloadRejected { flags: 0x8001, .. }),
+                "{e:?}"
+            );
+        });
+    }
+
+    #[test]
+    fn multiqueue_and_removed_on_drop() {
+        in_netns(|| {
+            let tap = Tap::create(&TapConfig {
+                name: "ovlmq0".into(),
+                vnet_hdr: true,
+                queues: 3,
+            })
+            .unwrap();
+            assert_eq!(tap.queues().len(), 3);
+            assert!(netlink::link_exists("ovlmq0").unwrap());
+            // A "%d" pattern is expanded by the kernel and reported back.
+            let pat = Tap::create(&TapConfig {
+                name: "ovlp%d".into(),
+                vnet_hdr: false,
+                queues: 2,
+            })
+            .unwrap();
+            assert_eq!(pat.name(), "ovlp0");
+            assert!(netlink::link_exists("ovlp0").unwrap());
+            let queues = tap.into_queues();
+            assert_eq!(queues.len(), 3);
+            drop(queues);
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while netlink::link_exists("ovlmq0").unwrap() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert!(
+                !netlink::link_exists("ovlmq0").unwrap(),
+                "TAP must not be persistent"
+            );
+        });
+    }
+
+    #[test]
+    fn permission_error_says_what_to_do() {
+        in_netns(|| {
+            crate::io::testns::drop_caps(&[crate::io::testns::CAP_NET_ADMIN]);
+            let e = Tap::create(&TapConfig {
+                name: "ovltap42".into(),
+                vnet_hdr: true,
+                queues: 1,
+            })
+            .unwrap_err();
+            assert!(matches!(e, TapError::Permission { .. }), "{e:?}");
+            assert_eq!(
+                e.to_string(),
+                "cannot create TAP device ovltap42: permission denied (run as root or grant CAP_NET_ADMIN)"
+            );
+        });
+    }
+
+    #[test]
+    fn name_errors() {
+        in_netns(|| {
+            let e = Tap::create(&TapConfig {
+                name: "ovl-name-too-long".into(),
+                vnet_hdr: false,
+                queues: 1,
+            })
+            .unwrap_err();
+            assert!(matches!(e, TapError::NameTooLong { .. }), "{e:?}");
+            assert!(e.to_string().contains("at most 15 bytes"), "{e}");
+            let e = Tap::create(&TapConfig {
+                name: "a/b".into(),
+                vnet_hdr: false,
+                queues: 1,
+            })
+            .unwrap_err();
+            assert!(matches!(e, TapError::InvalidName { .. }), "{e:?}");
+            let e = Tap::create(&TapConfig {
+                name: "ovl0".into(),
+                vnet_hdr: false,
+                queues: 0,
+            })
+            .unwrap_err();
+            assert!(matches!(e, TapError::NoQueues { .. }), "{e:?}");
+            netlink::ensure_bridge("ovlbr9").unwrap();
+            let e = Tap::create(&TapConfig {
+                name: "ovlbr9".into(),
+                vnet_hdr: false,
+                queues: 1,
+            })
+            .unwrap_err();
+            assert!(matches!(e, TapError::Busy { .. }), "{e:?}");
+            assert!(e.to_string().contains("ip link del ovlbr9"), "{e}");
+            // A single-queue TAP in use cannot be opened a second time.
+            let _t = Tap::create(&TapConfig {
+                name: "ovltap3".into(),
+                vnet_hdr: false,
+                queues: 1,
+            })
+            .unwrap();
+            let e = Tap::create(&TapConfig {
+                name: "ovltap3".into(),
+                vnet_hdr: false,
+                queues: 1,
+            })
+            .unwrap_err();
+            assert!(matches!(e, TapError::Busy { .. }), "{e:?}");
+        });
+    }
+}
