@@ -18,6 +18,17 @@
 //!
 //! The buffer pool (`max_flows` × 65 549 bytes) is allocated in [`Coalescer::new`]; `push` and `flush`
 //! never allocate. When the pool is full, the oldest pending superframe is emitted to make room.
+//!
+//! What the kernel requires of a TAP write with `gso_type` TCPV4/TCPV6 (`tun_get_user` →
+//! `virtio_net_hdr_to_skb`, then `ip_rcv`), all of which [`Coalescer::flush`] provides:
+//! - `NEEDS_CSUM` with `csum_start` at the TCP header counted from the Ethernet header (TAP, not TUN) and
+//!   `csum_offset` = 16; `csum_start + csum_offset + 2 <= hdr_len <= frame length` (`hdr_len` is what tun
+//!   copies into the linear area, so it is set to the full Ethernet + IP + TCP header length);
+//! - the TCP checksum field holding the folded pseudo-header sum over the *whole* TCP length (not
+//!   complemented), as for any `CHECKSUM_PARTIAL` skb;
+//! - a correct IPv4 total length and header checksum, or IPv6 payload length (`ip_rcv` validates them);
+//! - `gso_size` > 0 and smaller than the payload, or the kernel silently treats the frame as non-GSO — which
+//!   is why a one-segment superframe is written with `GSO_NONE` instead.
 
 use super::checksum::{fold, sum};
 use super::headers::{be16, be32, byte, parse, put, Headers, Ip, ETH_HLEN, IPPROTO_TCP};
