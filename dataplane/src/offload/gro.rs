@@ -12,9 +12,10 @@
 //!
 //! **Ordering guarantee:** within one flow (addresses + ports), frames reach the TAP in arrival order. The
 //! API makes this hard to break: [`Coalescer::push`] takes the output sink itself, and before it hands a
-//! non-coalescible frame of a flow to the sink it first emits that flow's pending superframe. Frames that
-//! cannot be attributed to a TCP flow (non-IP, non-TCP, fragments, malformed) are emitted at once; they
-//! cannot be reordered against a flow they are not part of.
+//! non-coalescible frame of a flow to the sink it first emits that flow's pending superframe. IPv4 fragments
+//! and IPv6 frames with extension headers, whose ports we cannot see, first emit *every* pending superframe.
+//! Other frames (non-IP, UDP, ICMP, malformed) are emitted at once: they are not part of a TCP flow, or
+//! the kernel drops them anyway.
 //!
 //! The buffer pool (`max_flows` × 65 549 bytes) is allocated in [`Coalescer::new`]; `push` and `flush`
 //! never allocate. When the pool is full, the oldest pending superframe is emitted to make room.
@@ -36,6 +37,7 @@ use super::virtio::{
     VirtioNetHdr, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4,
     VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_LEN,
 };
+use super::OffloadError;
 
 /// Largest frame a slot holds: Ethernet header + the largest IP packet a 16-bit length field describes.
 pub const MAX_SUPERFRAME_LEN: usize = ETH_HLEN + u16::MAX as usize;
@@ -173,6 +175,13 @@ impl Coalescer {
     ) -> PushOutcome {
         let h = match parse(frame) {
             Ok(h) if h.proto == IPPROTO_TCP => h,
+            Err(OffloadError::Fragment(_) | OffloadError::Ipv6ExtensionHeader(_)) => {
+                // Well-formed IP whose flow we cannot see (ports in a later fragment or behind extension
+                // headers): it may belong to a pending flow, so emit everything pending first. Rare.
+                self.flush(&mut emit);
+                emit(&PLAIN_HDR, frame);
+                return PushOutcome::PassedThrough(Bypass::NotTcp);
+            }
             _ => {
                 emit(&PLAIN_HDR, frame);
                 return PushOutcome::PassedThrough(Bypass::NotTcp);

@@ -496,3 +496,39 @@ fn all_ones_addresses_do_not_overflow() {
         assert_eq!(out.iter().map(|(_, f)| f.clone()).collect::<Vec<_>>(), frames);
     }
 }
+
+#[test]
+fn fragment_or_extension_header_flushes_everything_first() {
+    let frames = flow(Tcp::default(), 2, false, 19);
+    let mut frag = flow(
+        Tcp {
+            seq: 1000 + 2 * MSS as u32,
+            ip_id: 102,
+            ..Tcp::default()
+        },
+        1,
+        false,
+        20,
+    )
+    .remove(0);
+    frag[20] |= 0x20; // MF
+    let mut c = Coalescer::new(2);
+    let mut out = Out::new();
+    push_all(&mut c, &frames, &mut out);
+    assert_eq!(
+        c.push(&frag, sink(&mut out)),
+        PushOutcome::PassedThrough(Bypass::NotTcp)
+    );
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].0.gso_type, VIRTIO_NET_HDR_GSO_TCPV4);
+    assert_eq!(out[1].1, frag);
+    assert_eq!(c.pending(), 0);
+
+    let mut ext = flow(Tcp::default(), 1, true, 21).remove(0);
+    ext[20] = 0; // hop-by-hop
+    push_all(&mut c, &flow(Tcp::default(), 1, true, 22), &mut out);
+    assert_eq!(c.pending(), 1);
+    c.push(&ext, sink(&mut out));
+    assert_eq!(c.pending(), 0);
+    assert_eq!(out.last().unwrap().1, ext);
+}
