@@ -3,6 +3,8 @@
 //! (`allocation-counter`'s counting allocator; the bench panics if a single allocation happens in the loop).
 //! Offload (segmentation/coalescing) benches live in `benches/offload.rs`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a bench panics loudly on a broken setup
+
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dataplane::engine::{Engine, EngineConfig, PeerSet, TxAction};
 use dataplane::fdb::{Fdb, Origin};

@@ -2,7 +2,8 @@
 //! tokio rather than pulling in hyper/axum: it serves a handful of GET routes with `Connection: close`, and the
 //! request parser below is ~30 lines with its own tests.
 //!
-//! Routes: `GET /v1/fdb`, `GET /v1/stats`, `GET /v1/peers`, `GET /v1/health`.
+//! Routes: `GET /v1/fdb`, `GET /v1/stats`, `GET /v1/peers`, `GET /v1/token`, `GET /v1/health`. The token grants
+//! membership: like `docker swarm join-token`, only someone with access to the host's loopback can read it.
 
 use dataplane::engine::PeerSet;
 use dataplane::fdb::{Fdb, Origin};
@@ -41,6 +42,10 @@ pub struct AdminState {
     pub fdb: Arc<Fdb>,
     pub counters: Vec<Arc<Counters>>,
     pub peers: Arc<PeerSet>,
+    /// Cluster membership (`None` in static mode).
+    pub members: crate::cluster::Members,
+    /// Join token, on cluster members that can admit joiners.
+    pub token: Option<String>,
 }
 
 #[derive(Debug)]
@@ -79,6 +84,11 @@ impl AdminState {
                 self.counters.iter().map(|c| &**c),
             ))),
             "/v1/peers" => {
+                if let Ok(m) = self.members.read() {
+                    if let Some(rows) = m.as_ref() {
+                        return json(serde_json::to_string(rows));
+                    }
+                }
                 let peers: Vec<PeerJson> = self
                     .peers
                     .snapshot()
@@ -92,6 +102,13 @@ impl AdminState {
                     .collect();
                 json(serde_json::to_string(&peers))
             }
+            "/v1/token" => match &self.token {
+                Some(t) => json(serde_json::to_string(&serde_json::json!({ "token": t }))),
+                None => Response {
+                    status: 404,
+                    body: "{\"error\":\"no join token: this overlayd is not a cluster member (start the first node with --init-cluster)\"}".into(),
+                },
+            },
             "/v1/health" => Response {
                 status: 200,
                 body: "{\"ok\":true}".into(),
@@ -211,6 +228,8 @@ mod tests {
             fdb,
             counters: vec![Arc::default()],
             peers: Arc::new(PeerSet::new([IpAddr::from([10, 0, 0, 2])])),
+            members: Arc::default(),
+            token: None,
         };
         let r = st.handle("/v1/fdb");
         assert_eq!(r.status, 200);
@@ -226,5 +245,9 @@ mod tests {
         }
         assert!(s["drops"].is_object());
         assert_eq!(st.handle("/nope").status, 404);
+        assert_eq!(st.handle("/v1/token").status, 404);
+        let p: serde_json::Value = serde_json::from_str(&st.handle("/v1/peers").body).unwrap();
+        assert_eq!(p[0]["addr"], "10.0.0.2");
+        assert_eq!(p[0]["state"], "static");
     }
 }

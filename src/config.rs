@@ -53,6 +53,18 @@ pub struct Args {
     /// Disable TAP/UDP offloads (TSO, GSO, GRO): one frame per datagram, for debugging.
     #[arg(long)]
     pub no_offload: bool,
+    /// Create a new cluster (CA + this node's credential in --state-dir) and become its first member.
+    #[arg(long, conflicts_with = "token")]
+    pub init_cluster: bool,
+    /// Join token printed by `overlayctl token` on any member; use with --peer <ADDR-OF-ANY-MEMBER>.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Where cluster credentials and state live [default: /var/lib/overlayd].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// UDP port of the QUIC gossip endpoint [default: 7948].
+    #[arg(long, value_name = "N")]
+    pub gossip_port: Option<u16>,
 }
 
 /// The same options as a TOML file.
@@ -71,6 +83,8 @@ struct FileConfig {
     ageing: Option<u64>,
     fdb_max: Option<usize>,
     no_offload: Option<bool>,
+    state_dir: Option<PathBuf>,
+    gossip_port: Option<u16>,
 }
 
 /// A validated configuration.
@@ -87,6 +101,22 @@ pub struct Config {
     pub ageing_s: u64,
     pub fdb_max: usize,
     pub offload: bool,
+    pub cluster: Cluster,
+    pub state_dir: PathBuf,
+    pub gossip_port: u16,
+}
+
+/// How this daemon finds its peers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cluster {
+    /// No control plane: flood-and-learn among the static `--peer` VTEPs.
+    Static,
+    /// `--init-cluster`: create the cluster (or reuse it if the state dir already holds one).
+    Init,
+    /// `--token`: join through the `--peer` members with this token.
+    Join(control::auth::JoinToken),
+    /// Credentials already in the state dir: rejoin with no token.
+    Member,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +131,7 @@ pub enum ConfigError {
     },
     #[error("{what} name {name:?} is not a valid interface name: use letters, digits, '-', '_' or '.'")]
     BadName { what: &'static str, name: String },
-    #[error("no peer given: name at least one other host's VTEP, e.g. --peer 10.0.0.2 (or peer = [\"10.0.0.2\"] in --config)")]
+    #[error("no peer given: name at least one other host's VTEP, e.g. --peer 10.0.0.2 (or peer = [\"10.0.0.2\"] in --config), or start a cluster with --init-cluster")]
     NoPeers,
     #[error("--mtu {0} is out of range: use 576..=65000 (the default is the underlay MTU - 50)")]
     Mtu(u32),
@@ -115,6 +145,12 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error("invalid --token: {0} (copy the single line printed by `overlayctl token` on a cluster member)")]
+    Token(String),
+    #[error("--token needs --peer <ADDR-OF-ANY-MEMBER>: the address of a host already in the cluster")]
+    TokenWithoutPeer,
+    #[error("--gossip-port 0 is not usable: use 7948 (the default) or another free UDP port")]
+    GossipPort,
     #[error("--admin {0} is not a loopback address: the admin endpoint is unauthenticated, keep it on 127.0.0.1 or ::1")]
     AdminNotLoopback(SocketAddr),
 }
@@ -140,8 +176,35 @@ impl Args {
         } else {
             self.peers
         };
-        if peers.is_empty() {
+        let state_dir = self
+            .state_dir
+            .or(file.state_dir)
+            .unwrap_or_else(|| PathBuf::from(control::auth::DEFAULT_STATE_DIR));
+        let cluster = if self.init_cluster {
+            Cluster::Init
+        } else if let Some(t) = &self.token {
+            if peers.is_empty() {
+                return Err(ConfigError::TokenWithoutPeer);
+            }
+            Cluster::Join(
+                t.trim()
+                    .parse()
+                    .map_err(|e: control::auth::AuthError| ConfigError::Token(e.to_string()))?,
+            )
+        } else if control::auth::StateDir::new(&state_dir).is_initialised() {
+            Cluster::Member
+        } else {
+            Cluster::Static
+        };
+        if cluster == Cluster::Static && peers.is_empty() {
             return Err(ConfigError::NoPeers);
+        }
+        let gossip_port = self
+            .gossip_port
+            .or(file.gossip_port)
+            .unwrap_or(control::DEFAULT_GOSSIP_PORT);
+        if gossip_port == 0 {
+            return Err(ConfigError::GossipPort);
         }
         let vni_n = self.vni.or(file.vni).unwrap_or(1);
         let vni = dataplane::wire::Vni::new(vni_n).map_err(|_| ConfigError::Vni(vni_n))?;
@@ -194,6 +257,9 @@ impl Args {
             ageing_s,
             fdb_max,
             offload: !(self.no_offload || file.no_offload.unwrap_or(false)),
+            cluster,
+            state_dir,
+            gossip_port,
         })
     }
 }
@@ -226,7 +292,7 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Config, ConfigError> {
-        let mut v = vec!["overlayd"];
+        let mut v = vec!["overlayd", "--state-dir", "/nonexistent/overlayd-test"];
         v.extend_from_slice(args);
         Args::try_parse_from(v).expect("clap accepts").resolve()
     }
@@ -263,6 +329,24 @@ mod tests {
             ConfigError::AdminNotLoopback(_)
         ));
         assert!(Args::try_parse_from(["overlayd", "--peer", "notanip"]).is_err());
+        assert!(matches!(
+            parse(&["--token", "OVL1-x"]).unwrap_err(),
+            ConfigError::TokenWithoutPeer
+        ));
+        assert!(matches!(
+            parse(&["--peer", "10.0.0.2", "--token", "garbage"]).unwrap_err(),
+            ConfigError::Token(_)
+        ));
+        assert!(Args::try_parse_from(["overlayd", "--init-cluster", "--token", "t"]).is_err());
+    }
+
+    #[test]
+    fn cluster_modes() {
+        assert_eq!(parse(&["--peer", "10.0.0.2"]).unwrap().cluster, Cluster::Static);
+        let c = parse(&["--init-cluster"]).unwrap();
+        assert_eq!(c.cluster, Cluster::Init);
+        assert!(c.peers.is_empty());
+        assert_eq!(c.gossip_port, 7948);
     }
 
     #[test]

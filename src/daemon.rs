@@ -3,6 +3,7 @@
 //! only wires it together.
 
 use crate::admin::{self, AdminState};
+use crate::cluster::{self, ClusterError, Plumbing};
 use crate::config::Config;
 use dataplane::engine::{Engine, EngineConfig, PeerSet};
 use dataplane::fdb::Fdb;
@@ -27,6 +28,10 @@ pub enum DaemonError {
     NoTun,
     #[error("cannot find the local underlay address towards peer {peer}: {source} (check the underlay routes or pass --local)")]
     Route { peer: IpAddr, source: std::io::Error },
+    #[error("no --peer to derive the underlay address from: pass --local <this host's underlay IP>")]
+    NeedLocal,
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     #[error("--local {0} is not an address of this host: pass one of this host's underlay addresses")]
     LocalNotOurs(IpAddr),
     #[error(transparent)]
@@ -77,11 +82,20 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     if !std::path::Path::new("/dev/net/tun").exists() {
         return Err(DaemonError::NoTun);
     }
-    let first = cfg.peers[0];
-    let local = match cfg.local {
-        Some(l) => l,
-        None => io::route_source(first).map_err(|source| DaemonError::Route { peer: first, source })?,
+    let local = match (cfg.local, cfg.peers.first()) {
+        (Some(l), _) => l,
+        (None, Some(&first)) => {
+            io::route_source(first).map_err(|source| DaemonError::Route { peer: first, source })?
+        }
+        (None, None) => return Err(DaemonError::NeedLocal),
     };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    // Credentials first: joining talks to the network and may fail; nothing on the host is touched yet.
+    let cluster_cred = rt.block_on(cluster::credentials(&cfg))?;
+    let cluster_mode = cluster_cred.is_some();
     let underlay = netlink::interface_with_addr(local)?.ok_or(DaemonError::LocalNotOurs(local))?;
     let overhead = if local.is_ipv4() { 50 } else { 70 };
     let mtu = cfg.mtu.unwrap_or(underlay.1.saturating_sub(overhead));
@@ -120,9 +134,16 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
 
     let epoch = Instant::now();
     let fdb = Arc::new(Fdb::new(cfg.fdb_max, Duration::from_secs(cfg.ageing_s), epoch));
-    let peers = Arc::new(PeerSet::new(cfg.peers.iter().copied()));
+    // Static mode floods to the --peer VTEPs; cluster mode to the alive members, filled in by the control plane
+    // (there --peer only names members to join through).
+    let peers = Arc::new(if cluster_mode {
+        PeerSet::default()
+    } else {
+        PeerSet::new(cfg.peers.iter().copied())
+    });
     let mut ecfg = EngineConfig::new(cfg.vni, local);
     ecfg.port = cfg.port;
+    ecfg.require_member = cluster_mode;
     let (tx_counters, rx_counters) = (Arc::new(Counters::default()), Arc::new(Counters::default()));
     let tx_engine = Engine::new(ecfg.clone(), fdb.clone(), peers.clone(), tx_counters.clone());
     let rx_engine = Engine::new(ecfg, fdb.clone(), peers.clone(), rx_counters.clone());
@@ -137,12 +158,22 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             addr: cfg.admin,
             source,
         })?;
+    let members = cluster::Members::default();
+    let token = match &cluster_cred {
+        Some((state, _)) => state.join_token().ok().map(|t| t.to_string()),
+        None => None,
+    };
     let state = Arc::new(AdminState {
         vni: cfg.vni.get(),
         fdb: fdb.clone(),
         counters: vec![tx_counters, rx_counters],
         peers: peers.clone(),
+        members: members.clone(),
+        token,
     });
+    if !cluster_mode {
+        info!("control plane off (static peers, flood-and-learn); start one node with --init-cluster and join others with --peer <member> --token <`overlayctl token`> to turn it on");
+    }
 
     info!(
         vni = cfg.vni.get(),
@@ -173,6 +204,18 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 worker::run_rx(rx_engine, queue, &udp, gro, &stop, &rx_waker)
             })?;
         let result = rt.block_on(async {
+            let control = match cluster_cred {
+                Some((st, cred)) => {
+                    let p = Plumbing {
+                        local,
+                        fdb: fdb.clone(),
+                        peers: peers.clone(),
+                        members,
+                    };
+                    Some(cluster::start(&cfg, st, cred, p)?)
+                }
+                None => None,
+            };
             let admin = tokio::spawn(admin::serve(listener, state));
             let housekeeping = tokio::spawn({
                 let fdb = fdb.clone();
@@ -185,9 +228,12 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 }
             });
             let r = wait_for_signal().await;
+            if let Some(c) = control {
+                c.leave().await;
+            }
             admin.abort();
             housekeeping.abort();
-            r
+            r.map_err(DaemonError::Runtime)
         });
         info!("shutting down");
         stop.store(true, Ordering::Relaxed);
@@ -195,7 +241,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         rx_waker.wake();
         let _ = tx.join();
         let _ = rx.join();
-        result.map_err(DaemonError::Runtime)
+        result
     })?;
     // Closing the last queue fd removes the (non-persistent) TAP; the bridge goes with `cleanup`.
     drop(tap);

@@ -1,2 +1,95 @@
 //! overlayd control plane: membership (SWIM via foca), FDB distribution, authentication and the QUIC
 //! transport that carries them. The state machine is sans-IO: it is fed messages and `now`.
+//!
+//! - [`node::ControlNode`]: the state machine the daemon drives. Inputs: `handle_message`, `handle_timer`,
+//!   `set_local_macs`, `join`, `leave`. Outputs: polled with [`node::ControlNode::poll_output`] as [`Output`].
+//! - [`membership`]: the foca identity (node id + gossip addr + VTEP + generation), RNG and runtime adapter.
+//! - [`sync`]: per-owner MAC tables, cross-owner resolution, anti-entropy digests. Pure data, no foca.
+//! - [`messages`]: the versioned wire envelope (postcard); decoding never panics.
+//! - [`auth`]: cluster CA, node credentials, join tokens.
+//! - [`join`]: the token join exchange (CA pinned by fingerprint, secret proven, key generated locally).
+//! - [`transport`]: the QUIC (quinn + rustls, mTLS, pinned ALPN) shell that pumps a `ControlNode`.
+//! - `sim` (feature `testing`): N nodes in memory with a virtual clock, loss and partitions.
+//!
+//! Nothing in this crate touches the data plane directly: FDB changes leave as [`Output`] values.
+//!
+//! # Wiring it into the daemon
+//! ```text
+//! let state = auth::StateDir::new(state_dir);                      // default auth::DEFAULT_STATE_DIR
+//! let cred = if init_cluster { state.init_cluster()? }             // overlayd --init-cluster
+//!     else if let (Some(peer), Some(tok)) = (peer, token) {        // overlayd --peer ADDR --token TOKEN
+//!         transport::join_cluster(peer, &tok.parse()?, &state).await? }
+//!     else { state.load_credential()? };                           // restart: no token needed
+//! let mut h = transport::start(transport::GossipOptions {
+//!     bind, advertise, vtep, generation: state.next_generation()?, credential: cred,
+//!     admission: Some(transport::Admission { ca: state.load_ca()?, secret: state.join_secret()? }),
+//!     config: ControlConfig::default(), seed, state: Some(state.clone()) })?;
+//! if let Some(peer) = peer { h.join(peer).await?; }                // restarts re-join via state's `peers`
+//! // TAP learner → h.set_local_macs(all MACs currently behind the bridge).await
+//! // h.events: Event::FdbInstall{mac,vtep} → FDB entry origin Control; FdbRemove{mac} → remove it;
+//! //           Event::MembersChanged(rows) → cache for `overlayctl peers --json` (serde_json of rows).
+//! // SIGTERM → h.leave().await;   `overlayctl token` → state.join_token()?.to_string()
+//! ```
+
+pub mod auth;
+pub mod join;
+pub mod membership;
+pub mod messages;
+pub mod node;
+#[cfg(any(test, feature = "testing"))]
+pub mod sim;
+pub mod sync;
+pub mod transport;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+pub use dataplane::wire::MacAddr;
+pub use membership::{NodeId, NodeIdentity};
+pub use messages::DecodeError;
+pub use node::{ControlConfig, ControlNode, ControlStats, MemberInfo, MemberState};
+
+/// Where a peer's gossip endpoint listens (UDP, `--gossip-port`, default [`DEFAULT_GOSSIP_PORT`]).
+pub type PeerAddr = SocketAddr;
+
+/// Default UDP port of the gossip/QUIC endpoint.
+pub const DEFAULT_GOSSIP_PORT: u16 = 7948;
+
+/// An opaque timer the state machine asked for. Hand it back through
+/// [`ControlNode::handle_timer`] at (or after) the requested instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timer(pub(crate) TimerKind);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TimerKind {
+    Swim(foca::Timer<NodeIdentity>),
+    AntiEntropy,
+}
+
+/// What the caller must do after feeding the state machine an input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send `bytes` to the peer's gossip endpoint. Best effort: loss is tolerated.
+    Send { to: PeerAddr, bytes: Vec<u8> },
+    /// Call [`ControlNode::handle_timer`] with `timer` once `now >= at`.
+    ScheduleTimer { at: Instant, timer: Timer },
+    /// Install (or overwrite) an FDB entry of origin "control": `mac` lives behind `vtep`.
+    FdbInstall { mac: MacAddr, vtep: IpAddr },
+    /// Remove the control-plane FDB entry for `mac` (its owner withdrew it, left or died).
+    FdbRemove { mac: MacAddr },
+    /// Membership or member states changed; re-read [`ControlNode::members`] if you export them.
+    MembersChanged,
+}
+
+/// Why an input was rejected. Rejected inputs change no state.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("dropped gossip packet: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("SWIM layer rejected the input: {0} (check that all members run the same overlayd version and timings)")]
+    Swim(String),
+    #[error("cannot encode control message: {0} (this is a bug; please report it)")]
+    Encode(String),
+    #[error("node has left the cluster; restart the daemon to rejoin")]
+    Left,
+}

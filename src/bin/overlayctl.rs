@@ -26,11 +26,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Peer VTEPs.
+    /// Peer VTEPs (cluster members with their state, or the static peers).
     Peers {
         #[arg(long)]
         json: bool,
     },
+    /// Print the cluster join token (one line) for `overlayd --peer <this host> --token <TOKEN>`.
+    Token,
 }
 
 fn main() -> ExitCode {
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Cmd::Fdb { json } => ("fdb", "/v1/fdb", json),
         Cmd::Stats { json } => ("stats", "/v1/stats", json),
         Cmd::Peers { json } => ("peers", "/v1/peers", json),
+        Cmd::Token => ("token", "/v1/token", false),
     };
     let body = match overlayd::ctl::get(cli.admin, path) {
         Ok(b) => b,
@@ -47,6 +50,19 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if kind == "token" {
+        let v: Result<serde_json::Value, _> = serde_json::from_str(&body);
+        return match v.as_ref().ok().and_then(|v| v["token"].as_str()) {
+            Some(t) => {
+                println!("{t}");
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("overlayctl: overlayd sent no token: {body}");
+                ExitCode::from(1)
+            }
+        };
+    }
     if json {
         println!("{body}");
         return ExitCode::SUCCESS;

@@ -65,9 +65,11 @@ pub fn pseudo_header_v4(src: [u8; 4], dst: [u8; 4], proto: u8, l4_len: u16) -> u
 /// Pseudo-header sum for IPv6: source, destination, 32-bit upper-layer length, next header (RFC 8200 §8.1).
 #[inline]
 pub fn pseudo_header_v6(src: [u8; 16], dst: [u8; 16], proto: u8, l4_len: u32) -> u64 {
+    // Everything goes through the carrying adder: with hostile all-ones addresses the running sum can sit
+    // right below u64::MAX, where a plain `+` would overflow.
     let s = sum(&src, 0);
     let s = sum(&dst, s);
-    s + u64::from(proto) + u64::from(l4_len)
+    add_carry(s, u64::from(l4_len) + u64::from(proto))
 }
 
 #[cfg(test)]
@@ -140,6 +142,15 @@ mod tests {
         assert_eq!(fold(pseudo_header_v6(src, dst, 6, 70_000)), !naive(&ph, 0));
     }
 
+    #[test]
+    fn pseudo_v6_all_ones_does_not_overflow() {
+        let ones = [0xffu8; 16];
+        let mut ph = [0xffu8; 40];
+        ph[32..36].copy_from_slice(&u32::MAX.to_be_bytes());
+        ph[36..].copy_from_slice(&[0, 0, 0, 0xff]);
+        assert_eq!(fold(pseudo_header_v6(ones, ones, 0xff, u32::MAX)), !naive(&ph, 0));
+    }
+
     proptest! {
         #[test]
         fn matches_naive(data in proptest::collection::vec(any::<u8>(), 0..3000), init in any::<u16>()) {
@@ -152,6 +163,16 @@ mod tests {
             let cut = (cut.min(data.len())) & !1;
             let (a, b) = data.split_at(cut);
             prop_assert_eq!(fold(sum(b, sum(a, 0))), fold(sum(&data, 0)));
+        }
+
+        #[test]
+        fn pseudo_v6_matches_naive(src in any::<[u8; 16]>(), dst in any::<[u8; 16]>(), proto in any::<u8>(), len in any::<u32>()) {
+            let mut ph = Vec::new();
+            ph.extend_from_slice(&src);
+            ph.extend_from_slice(&dst);
+            ph.extend_from_slice(&len.to_be_bytes());
+            ph.extend_from_slice(&[0, 0, 0, proto]);
+            prop_assert_eq!(fold(pseudo_header_v6(src, dst, proto, len)), !naive(&ph, 0));
         }
 
         #[test]

@@ -1,5 +1,418 @@
-//! placeholder
+//! RX: coalesce decapsulated inner TCP segments into superframes before writing them to the TAP, so the
+//! kernel takes one large skb through the bridge instead of ~45 small ones (what kernel GRO does for a NIC).
+//!
+//! Merge rules follow the kernel's `tcp_gro_receive`/`inet_gro_receive` and wireguard-go's `tcpGRO`:
+//! same Ethernet header; IPv4 without options or fragments, same TOS/flags/TTL, IDs consecutive (or both 0);
+//! or IPv6 without extension headers, same version/traffic class/flow label/hop limit; same addresses and
+//! ports; same ACK number and window; flags exactly ACK (ACK|PSH allowed on the final segment, which closes
+//! the superframe); identical TCP option bytes; contiguous sequence numbers; every segment but the last
+//! exactly MSS long (the MSS is the first segment's payload length); IP length <= 65535; and both the IPv4
+//! header checksum and the TCP checksum verified — a corrupted segment reaches the kernel unchanged, so the
+//! kernel drops and counts it.
+//!
+//! **Ordering guarantee:** within one flow (addresses + ports), frames reach the TAP in arrival order. The
+//! API makes this hard to break: [`Coalescer::push`] takes the output sink itself, and before it hands a
+//! non-coalescible frame of a flow to the sink it first emits that flow's pending superframe. IPv4 fragments
+//! and IPv6 frames with extension headers, whose ports we cannot see, first emit *every* pending superframe.
+//! Other frames (non-IP, UDP, ICMP, malformed) are emitted at once: they are not part of a TCP flow, or
+//! the kernel drops them anyway.
+//!
+//! The buffer pool (`max_flows` × 65 549 bytes) is allocated in [`Coalescer::new`]; `push` and `flush`
+//! never allocate. When the pool is full, the oldest pending superframe is emitted to make room.
+//!
+//! What the kernel requires of a TAP write with `gso_type` TCPV4/TCPV6 (`tun_get_user` →
+//! `virtio_net_hdr_to_skb`, then `ip_rcv`), all of which [`Coalescer::flush`] provides:
+//! - `NEEDS_CSUM` with `csum_start` at the TCP header counted from the Ethernet header (TAP, not TUN) and
+//!   `csum_offset` = 16; `csum_start + csum_offset + 2 <= hdr_len <= frame length` (`hdr_len` is what tun
+//!   copies into the linear area, so it is set to the full Ethernet + IP + TCP header length);
+//! - the TCP checksum field holding the folded pseudo-header sum over the *whole* TCP length (not
+//!   complemented), as for any `CHECKSUM_PARTIAL` skb;
+//! - a correct IPv4 total length and header checksum, or IPv6 payload length (`ip_rcv` validates them);
+//! - `gso_size` > 0 and smaller than the payload, or the kernel silently treats the frame as non-GSO — which
+//!   is why a one-segment superframe is written with `GSO_NONE` instead.
+
+use super::checksum::{fold, sum};
+use super::headers::{be16, be32, byte, parse, put, Headers, Ip, ETH_HLEN, IPPROTO_TCP};
+use super::virtio::{
+    VirtioNetHdr, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4,
+    VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_LEN,
+};
+use super::OffloadError;
+
+/// Largest frame a slot holds: Ethernet header + the largest IP packet a 16-bit length field describes.
+pub const MAX_SUPERFRAME_LEN: usize = ETH_HLEN + u16::MAX as usize;
+
+const TCP_FLAG_PSH: u8 = 0x08;
+const TCP_FLAG_ACK: u8 = 0x10;
+/// virtio header for frames written as they came: no offload, the kernel verifies the checksum itself.
+const PLAIN_HDR: [u8; VIRTIO_NET_HDR_LEN] = [0; VIRTIO_NET_HDR_LEN];
+
+/// What [`Coalescer::push`] did with a frame (for per-reason counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Appended to the flow's pending superframe.
+    Merged,
+    /// Started a new pending superframe (possibly after emitting the flow's previous one or evicting another).
+    Started,
+    /// Not coalescible: emitted right away through the sink, unchanged, with a plain virtio header.
+    PassedThrough(Bypass),
+}
+
+/// Why a frame was passed through instead of coalesced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bypass {
+    /// Not an untagged IPv4/IPv6 TCP frame we can parse (ARP, UDP, fragments, VLAN, malformed...).
+    NotTcp,
+    /// IPv4 options: legal but never coalesced.
+    IpOptions,
+    /// SYN, FIN, RST, URG, ECE or CWR set, or ACK missing.
+    Flags,
+    /// No TCP payload (pure ACK).
+    NoPayload,
+    /// IPv4 header or TCP checksum does not verify: the kernel must see it and drop it.
+    BadChecksum,
+    /// The coalescer was built with no flow slots.
+    NoSlots,
+}
+
+/// A TCP flow in one direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct FlowKey {
+    v6: bool,
+    src: [u8; 16],
+    dst: [u8; 16],
+    sport: u16,
+    dport: u16,
+}
+
+impl FlowKey {
+    fn of(frame: &[u8], h: &Headers) -> Self {
+        let mut k = FlowKey {
+            v6: h.ip == Ip::V6,
+            sport: be16(frame, h.l4_off),
+            dport: be16(frame, h.l4_off + 2),
+            ..FlowKey::default()
+        };
+        let (at, n) = if k.v6 {
+            (ETH_HLEN + 8, 16)
+        } else {
+            (ETH_HLEN + 12, 4)
+        };
+        if let (Some(s), Some(d), Some(ks), Some(kd)) = (
+            frame.get(at..at + n),
+            frame.get(at + n..at + 2 * n),
+            k.src.get_mut(..n),
+            k.dst.get_mut(..n),
+        ) {
+            ks.copy_from_slice(s);
+            kd.copy_from_slice(d);
+        }
+        k
+    }
+}
+
+/// One pending superframe. `len == 0` means free.
 #[derive(Debug)]
-pub struct Coalescer;
+struct Slot {
+    buf: Box<[u8]>,
+    len: usize,
+    key: FlowKey,
+    ip: Ip,
+    l4_off: usize,
+    hdrs: usize,
+    mss: usize,
+    segs: usize,
+    next_seq: u32,
+    last_id: u16,
+    /// PSH seen or a short segment appended: nothing may follow.
+    closed: bool,
+    stamp: u64,
+}
+
+/// TCP receive coalescer with a fixed pool of superframe buffers. See the module docs for rules and the
+/// ordering guarantee.
 #[derive(Debug)]
-pub enum PushOutcome {}
+pub struct Coalescer {
+    slots: Vec<Slot>,
+    clock: u64,
+}
+
+impl Coalescer {
+    /// Preallocate `max_flows` superframe buffers (~64 KiB each). 16 is plenty for one worker's batch.
+    pub fn new(max_flows: usize) -> Self {
+        let slots = (0..max_flows)
+            .map(|_| Slot {
+                buf: vec![0u8; MAX_SUPERFRAME_LEN].into_boxed_slice(),
+                len: 0,
+                key: FlowKey::default(),
+                ip: Ip::V4,
+                l4_off: 0,
+                hdrs: 0,
+                mss: 0,
+                segs: 0,
+                next_seq: 0,
+                last_id: 0,
+                closed: false,
+                stamp: 0,
+            })
+            .collect();
+        Coalescer { slots, clock: 0 }
+    }
+
+    /// Number of pending superframes.
+    pub fn pending(&self) -> usize {
+        self.slots.iter().filter(|s| s.len != 0).count()
+    }
+
+    /// Offer one inner Ethernet frame. It is either copied into a pending superframe (emitted later by
+    /// [`flush`](Self::flush), or earlier by a later `push` of the same flow that cannot join it), or written
+    /// to `emit` right away — after the flow's pending superframe, so the flow's order is kept. `emit`
+    /// receives the 10-byte virtio header to write in front of each frame.
+    pub fn push(
+        &mut self,
+        frame: &[u8],
+        mut emit: impl FnMut(&[u8; VIRTIO_NET_HDR_LEN], &[u8]),
+    ) -> PushOutcome {
+        let h = match parse(frame) {
+            Ok(h) if h.proto == IPPROTO_TCP => h,
+            Err(OffloadError::Fragment(_) | OffloadError::Ipv6ExtensionHeader(_)) => {
+                // Well-formed IP whose flow we cannot see (ports in a later fragment or behind extension
+                // headers): it may belong to a pending flow, so emit everything pending first. Rare.
+                self.flush(&mut emit);
+                emit(&PLAIN_HDR, frame);
+                return PushOutcome::PassedThrough(Bypass::NotTcp);
+            }
+            _ => {
+                emit(&PLAIN_HDR, frame);
+                return PushOutcome::PassedThrough(Bypass::NotTcp);
+            }
+        };
+        let key = FlowKey::of(frame, &h);
+        let existing = self.slots.iter().position(|s| s.len != 0 && s.key == key);
+
+        if let Err(why) = coalescible(frame, &h) {
+            if let Some(slot) = existing.and_then(|i| self.slots.get_mut(i)) {
+                slot.flush(&mut emit);
+            }
+            emit(&PLAIN_HDR, frame);
+            return PushOutcome::PassedThrough(why);
+        }
+
+        if let Some(slot) = existing.and_then(|i| self.slots.get_mut(i)) {
+            if slot.can_merge(frame, &h) {
+                slot.append(frame, &h);
+                return PushOutcome::Merged;
+            }
+            slot.flush(&mut emit);
+        }
+        let idx = existing
+            .or_else(|| self.slots.iter().position(|s| s.len == 0))
+            .or_else(|| {
+                // Pool full: evict the oldest pending superframe.
+                self.slots
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, s)| s.stamp)
+                    .map(|(i, _)| i)
+            });
+        self.clock += 1;
+        match idx.and_then(|i| self.slots.get_mut(i)) {
+            Some(slot) => {
+                if slot.len != 0 {
+                    slot.flush(&mut emit);
+                }
+                slot.start(frame, &h, key, self.clock);
+                PushOutcome::Started
+            }
+            None => {
+                emit(&PLAIN_HDR, frame);
+                PushOutcome::PassedThrough(Bypass::NoSlots)
+            }
+        }
+    }
+
+    /// Emit every pending superframe as (virtio header, frame) and reset. A superframe of one segment goes out
+    /// unchanged with `GSO_NONE` + `DATA_VALID` (its checksum was verified); merged ones with `NEEDS_CSUM`,
+    /// `gso_type` TCPV4/TCPV6, `gso_size` = MSS, `csum_start` = TCP header offset (from the Ethernet header,
+    /// as on a TAP), `csum_offset` = 16 and the TCP checksum field holding the pseudo-header sum.
+    pub fn flush(&mut self, mut emit: impl FnMut(&[u8; VIRTIO_NET_HDR_LEN], &[u8])) {
+        for slot in self.slots.iter_mut().filter(|s| s.len != 0) {
+            slot.flush(&mut emit);
+        }
+    }
+}
+
+/// Can this frame be part of a superframe at all (independently of any pending one)?
+fn coalescible(frame: &[u8], h: &Headers) -> Result<(), Bypass> {
+    if h.ip == Ip::V4 && h.ip_hlen() != 20 {
+        return Err(Bypass::IpOptions);
+    }
+    let flags = byte(frame, h.l4_off + 13);
+    if flags != TCP_FLAG_ACK && flags != TCP_FLAG_ACK | TCP_FLAG_PSH {
+        return Err(Bypass::Flags);
+    }
+    if h.payload_len() == 0 {
+        return Err(Bypass::NoPayload);
+    }
+    if h.ip == Ip::V4 {
+        let iph_ok = frame
+            .get(ETH_HLEN..h.l4_off)
+            .is_some_and(|iph| fold(sum(iph, 0)) == 0xffff);
+        if !iph_ok {
+            return Err(Bypass::BadChecksum);
+        }
+    }
+    let l4_ok = frame
+        .get(h.l4_off..h.ip_end)
+        .is_some_and(|l4| fold(sum(l4, h.pseudo(frame, h.l4_len()))) == 0xffff);
+    if !l4_ok {
+        return Err(Bypass::BadChecksum);
+    }
+    Ok(())
+}
+
+fn same(a: &[u8], b: &[u8], from: usize, to: usize) -> bool {
+    match (a.get(from..to), b.get(from..to)) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    }
+}
+
+impl Slot {
+    fn start(&mut self, frame: &[u8], h: &Headers, key: FlowKey, stamp: u64) {
+        let Some(src) = frame.get(..h.ip_end) else { return };
+        let Some(dst) = self.buf.get_mut(..src.len()) else {
+            return;
+        };
+        dst.copy_from_slice(src);
+        self.len = src.len();
+        self.key = key;
+        self.ip = h.ip;
+        self.l4_off = h.l4_off;
+        self.hdrs = h.payload_off;
+        self.mss = h.payload_len();
+        self.segs = 1;
+        self.next_seq = be32(frame, h.l4_off + 4).wrapping_add(self.mss as u32);
+        self.last_id = be16(frame, ETH_HLEN + 4);
+        self.closed = byte(frame, h.l4_off + 13) & TCP_FLAG_PSH != 0;
+        self.stamp = stamp;
+    }
+
+    fn can_merge(&self, frame: &[u8], h: &Headers) -> bool {
+        let buf = &self.buf[..];
+        let l4 = self.l4_off;
+        let payload = h.payload_len();
+        if self.closed || h.ip != self.ip || h.l4_off != l4 || h.payload_off != self.hdrs {
+            return false;
+        }
+        if payload > self.mss || self.len + payload > buf.len() {
+            return false;
+        }
+        if be32(frame, l4 + 4) != self.next_seq {
+            return false;
+        }
+        let ip_ok = match h.ip {
+            Ip::V4 => {
+                let id = be16(frame, ETH_HLEN + 4);
+                let id_ok = id == self.last_id.wrapping_add(1) || (id == 0 && self.last_id == 0);
+                // TOS (1), flags/fragment (6..8), TTL + protocol (8..10).
+                id_ok
+                    && same(frame, buf, ETH_HLEN + 1, ETH_HLEN + 2)
+                    && same(frame, buf, ETH_HLEN + 6, ETH_HLEN + 10)
+            }
+            // Version, traffic class, flow label (0..4); next header + hop limit (6..8).
+            Ip::V6 => {
+                same(frame, buf, ETH_HLEN, ETH_HLEN + 4) && same(frame, buf, ETH_HLEN + 6, ETH_HLEN + 8)
+            }
+        };
+        ip_ok
+            && same(frame, buf, 0, ETH_HLEN)
+            // ACK number (8..12), data offset (12), window (14..16), options (20..hdrs).
+            && same(frame, buf, l4 + 8, l4 + 13)
+            && same(frame, buf, l4 + 14, l4 + 16)
+            && same(frame, buf, l4 + 20, self.hdrs)
+    }
+
+    fn append(&mut self, frame: &[u8], h: &Headers) {
+        let Some(src) = frame.get(h.payload_off..h.ip_end) else {
+            return;
+        };
+        let Some(dst) = self.buf.get_mut(self.len..self.len + src.len()) else {
+            return;
+        };
+        dst.copy_from_slice(src);
+        self.len += src.len();
+        self.segs += 1;
+        self.next_seq = self.next_seq.wrapping_add(src.len() as u32);
+        self.last_id = be16(frame, ETH_HLEN + 4);
+        if src.len() < self.mss {
+            self.closed = true;
+        }
+        if byte(frame, h.l4_off + 13) & TCP_FLAG_PSH != 0 {
+            let flags = byte(&self.buf, self.l4_off + 13) | TCP_FLAG_PSH;
+            put(&mut self.buf, self.l4_off + 13, &[flags]);
+            self.closed = true;
+        }
+    }
+
+    fn flush(&mut self, emit: &mut impl FnMut(&[u8; VIRTIO_NET_HDR_LEN], &[u8])) {
+        let len = std::mem::take(&mut self.len);
+        if len == 0 {
+            return;
+        }
+        if self.segs <= 1 {
+            let hdr = VirtioNetHdr {
+                flags: VIRTIO_NET_HDR_F_DATA_VALID,
+                ..VirtioNetHdr::default()
+            };
+            if let Some(f) = self.buf.get(..len) {
+                emit(&hdr.to_bytes(), f);
+            }
+            return;
+        }
+        let l4_len = len - self.l4_off;
+        let ip_len = len - ETH_HLEN;
+        // len <= MAX_SUPERFRAME_LEN, so ip_len fits 16 bits.
+        let gso_type = match self.ip {
+            Ip::V4 => {
+                put(&mut self.buf, ETH_HLEN + 2, &(ip_len as u16).to_be_bytes());
+                put(&mut self.buf, ETH_HLEN + 10, &[0, 0]);
+                let c = self
+                    .buf
+                    .get(ETH_HLEN..self.l4_off)
+                    .map_or(0, |iph| !fold(sum(iph, 0)));
+                put(&mut self.buf, ETH_HLEN + 10, &c.to_be_bytes());
+                VIRTIO_NET_HDR_GSO_TCPV4
+            }
+            Ip::V6 => {
+                put(&mut self.buf, ETH_HLEN + 4, &((ip_len - 40) as u16).to_be_bytes());
+                VIRTIO_NET_HDR_GSO_TCPV6
+            }
+        };
+        // CHECKSUM_PARTIAL convention: the field holds the folded, uncomplemented pseudo-header sum over the
+        // whole TCP length; the kernel (or the NIC after re-segmentation) completes it.
+        let h = Headers {
+            ip: self.ip,
+            l4_off: self.l4_off,
+            proto: IPPROTO_TCP,
+            payload_off: self.hdrs,
+            ip_end: len,
+        };
+        let pseudo = fold(h.pseudo(&self.buf, l4_len));
+        put(&mut self.buf, self.l4_off + 16, &pseudo.to_be_bytes());
+        let hdr = VirtioNetHdr {
+            flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+            gso_type,
+            hdr_len: self.hdrs as u16,
+            gso_size: self.mss as u16,
+            csum_start: self.l4_off as u16,
+            csum_offset: 16,
+        };
+        if let Some(f) = self.buf.get(..len) {
+            emit(&hdr.to_bytes(), f);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -7,6 +7,12 @@
 //! work for that: [`segment`] turns one superframe into wire-sized frames laid out for one UDP GSO
 //! `sendmsg`, and [`Coalescer`] glues consecutive decapsulated TCP segments back into superframes.
 //!
+//! Typical use by the I/O worker:
+//! - TAP read → [`VirtioNetHdr::decode`] → [`segment`] with the VXLAN header as prefix → one UDP `sendmsg`
+//!   with `UDP_SEGMENT = stride` (in chunks of at most `UDP_MAX_SEGMENTS` strides).
+//! - Batch of decapsulated frames → [`Coalescer::push`] each, passing the TAP writer as the sink →
+//!   [`Coalescer::flush`] at the end of the batch.
+//!
 //! What it must never do: syscalls, allocation outside constructors, or panicking on input. Every frame
 //! and header is hostile; header lengths are derived by parsing, never taken from the virtio header's
 //! advisory `hdr_len`. Malformed input is an [`OffloadError`] naming the reason.
@@ -22,7 +28,7 @@ pub mod virtio;
 mod testutil;
 
 pub use error::OffloadError;
-pub use gro::{Coalescer, PushOutcome};
+pub use gro::{Bypass, Coalescer, PushOutcome, MAX_SUPERFRAME_LEN};
 pub use gso::{segment, Segments};
 pub use virtio::{
     VirtioNetHdr, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN,

@@ -1,0 +1,430 @@
+//! Deterministic cluster simulator: N [`ControlNode`]s wired together in memory with a virtual clock.
+//!
+//! An event queue ordered by (virtual time, insertion order) delivers messages and timers; a seeded
+//! xorshift decides latency jitter and loss, so a given seed always replays the same run. Nodes can be
+//! killed (SIGKILL: they vanish, nothing more is delivered to or from them), restarted (new generation),
+//! partitioned into groups and healed. Each node's data-plane FDB is modelled by applying its
+//! FdbInstall/FdbRemove outputs to a map. Must never: read the real clock for decisions, or use
+//! unseeded randomness.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::membership::{NodeId, NodeIdentity, XorShift};
+use crate::node::{ControlConfig, ControlNode, MemberState};
+use crate::{MacAddr, Output, Timer};
+
+/// Network and protocol parameters of a simulation.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub latency: Duration,
+    /// Extra uniform random delay in [0, jitter).
+    pub jitter: Duration,
+    /// Probability in [0, 1] that a message is dropped.
+    pub loss: f64,
+    pub seed: u64,
+    pub control: ControlConfig,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            latency: Duration::from_millis(2),
+            jitter: Duration::from_millis(3),
+            loss: 0.0,
+            seed: 1,
+            control: ControlConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Event {
+    Deliver {
+        to: usize,
+        from: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    Timer {
+        node: usize,
+        instance: u64,
+        timer: Timer,
+    },
+}
+
+/// One simulated host.
+#[derive(Debug)]
+pub struct SimNode {
+    pub id: NodeId,
+    pub addr: SocketAddr,
+    pub vtep: IpAddr,
+    pub generation: u64,
+    /// None while killed.
+    pub node: Option<ControlNode>,
+    /// The data plane's control-origin FDB as driven by FdbInstall/FdbRemove.
+    pub fdb: BTreeMap<MacAddr, IpAddr>,
+    pub macs: Vec<MacAddr>,
+    instance: u64,
+    group: usize,
+}
+
+/// A death (or leave) some node reported: (observer index, subject node id, subject generation, state).
+pub type DeathReport = (usize, NodeId, u64, MemberState);
+
+/// The simulated cluster.
+#[derive(Debug)]
+pub struct Sim {
+    start: Instant,
+    now: Instant,
+    queue: BinaryHeap<Reverse<(Instant, u64)>>,
+    events: HashMap<u64, Event>,
+    next_seq: u64,
+    pub nodes: Vec<SimNode>,
+    by_addr: HashMap<SocketAddr, usize>,
+    rng: XorShift,
+    pub cfg: SimConfig,
+    /// Every dead/left state any node has ever reported, deduplicated.
+    pub deaths: BTreeSet<DeathReport>,
+    pub sent: u64,
+    pub dropped: u64,
+    /// Errors returned by nodes on inputs (malformed packets etc.); expected to stay empty.
+    pub errors: Vec<String>,
+}
+
+fn addr_of(i: usize) -> SocketAddr {
+    SocketAddr::from((
+        [10, 0, (i / 250) as u8, (i % 250 + 1) as u8],
+        crate::DEFAULT_GOSSIP_PORT,
+    ))
+}
+
+impl Sim {
+    /// `n` nodes; node 0 starts the cluster, every other node joins it at t≈0.
+    pub fn new(n: usize, cfg: SimConfig) -> Self {
+        let start = Instant::now();
+        let mut sim = Sim {
+            start,
+            now: start,
+            queue: BinaryHeap::new(),
+            events: HashMap::new(),
+            next_seq: 0,
+            nodes: Vec::with_capacity(n),
+            by_addr: HashMap::new(),
+            rng: XorShift::new(cfg.seed),
+            cfg,
+            deaths: BTreeSet::new(),
+            sent: 0,
+            dropped: 0,
+            errors: Vec::new(),
+        };
+        for i in 0..n {
+            let addr = addr_of(i);
+            sim.by_addr.insert(addr, i);
+            sim.nodes.push(SimNode {
+                id: NodeId(0x1000 + i as u64),
+                addr,
+                vtep: IpAddr::from([192, 168, (i / 250) as u8, (i % 250 + 1) as u8]),
+                generation: 0,
+                node: None,
+                fdb: BTreeMap::new(),
+                macs: Vec::new(),
+                instance: 0,
+                group: 0,
+            });
+        }
+        for i in 0..n {
+            sim.boot(i);
+        }
+        sim
+    }
+
+    /// Virtual time since the simulation started.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    fn boot(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        n.generation += 1;
+        n.instance += 1;
+        n.fdb.clear();
+        let identity = NodeIdentity {
+            id: n.id,
+            addr: n.addr,
+            vtep: n.vtep,
+            generation: n.generation,
+            renewal: 0,
+        };
+        let seed = self.cfg.seed.wrapping_mul(1_000_003) ^ ((i as u64) << 20) ^ n.instance;
+        n.node = Some(ControlNode::new(
+            self.now,
+            identity,
+            self.cfg.control.clone(),
+            seed,
+        ));
+        self.drain(i);
+        // Join through the first other running node.
+        if let Some(j) = (0..self.nodes.len()).find(|&j| j != i && self.nodes[j].node.is_some()) {
+            let to = self.nodes[j].addr;
+            let now = self.now;
+            self.with_node(i, |node| node.join(now, to));
+        }
+        let macs = self.nodes[i].macs.clone();
+        if !macs.is_empty() {
+            let now = self.now;
+            self.with_node(i, |node| node.set_local_macs(now, &macs));
+        }
+    }
+
+    fn with_node<F>(&mut self, i: usize, f: F)
+    where
+        F: FnOnce(&mut ControlNode) -> Result<(), crate::ControlError>,
+    {
+        if let Some(node) = self.nodes[i].node.as_mut() {
+            if let Err(e) = f(node) {
+                self.errors.push(format!("node {i}: {e}"));
+            }
+        }
+        self.drain(i);
+    }
+
+    fn push(&mut self, at: Instant, ev: Event) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.queue.push(Reverse((at, seq)));
+        self.events.insert(seq, ev);
+    }
+
+    fn drain(&mut self, i: usize) {
+        while let Some(out) = self.nodes[i].node.as_mut().and_then(|n| n.poll_output()) {
+            match out {
+                Output::Send { to, bytes } => {
+                    self.sent += 1;
+                    let Some(&j) = self.by_addr.get(&to) else {
+                        self.dropped += 1;
+                        continue;
+                    };
+                    if self.nodes[j].group != self.nodes[i].group || self.rng.unit() < self.cfg.loss {
+                        self.dropped += 1;
+                        continue;
+                    }
+                    let jitter = self.cfg.jitter.mul_f64(self.rng.unit());
+                    let at = self.now + self.cfg.latency + jitter;
+                    let from = self.nodes[i].addr;
+                    self.push(at, Event::Deliver { to: j, from, bytes });
+                }
+                Output::ScheduleTimer { at, timer } => {
+                    let instance = self.nodes[i].instance;
+                    self.push(
+                        at.max(self.now),
+                        Event::Timer {
+                            node: i,
+                            instance,
+                            timer,
+                        },
+                    );
+                }
+                Output::FdbInstall { mac, vtep } => {
+                    self.nodes[i].fdb.insert(mac, vtep);
+                }
+                Output::FdbRemove { mac } => {
+                    self.nodes[i].fdb.remove(&mac);
+                }
+                Output::MembersChanged => {
+                    if let Some(node) = self.nodes[i].node.as_ref() {
+                        for m in node.members() {
+                            if matches!(m.state, MemberState::Dead | MemberState::Left) {
+                                let id = u64::from_str_radix(&m.id, 16).map(NodeId).unwrap_or_default();
+                                self.deaths.insert((i, id, m.generation, m.state));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Process the next event; false if the queue is empty.
+    pub fn step(&mut self) -> bool {
+        let Some(Reverse((at, seq))) = self.queue.pop() else {
+            return false;
+        };
+        let Some(ev) = self.events.remove(&seq) else {
+            return true;
+        };
+        self.now = at;
+        match ev {
+            Event::Deliver { to, from, bytes } => {
+                // A partition raised while the message was in flight also cuts it.
+                let from_group = self.by_addr.get(&from).map(|&f| self.nodes[f].group);
+                if from_group != Some(self.nodes[to].group) {
+                    self.dropped += 1;
+                    return true;
+                }
+                let now = self.now;
+                self.with_node(to, |node| node.handle_message(now, from, &bytes));
+            }
+            Event::Timer {
+                node,
+                instance,
+                timer,
+            } => {
+                if self.nodes[node].instance == instance {
+                    let now = self.now;
+                    self.with_node(node, |n| n.handle_timer(now, timer));
+                }
+            }
+        }
+        true
+    }
+
+    /// Advance virtual time by `d`, processing every event due.
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        while let Some(Reverse((at, _))) = self.queue.peek() {
+            if *at > until {
+                break;
+            }
+            self.step();
+        }
+        self.now = until;
+    }
+
+    /// Run until `pred` holds (checked every `tick` of virtual time) or `limit` passes. Returns the
+    /// virtual time it took, or None on timeout.
+    pub fn run_until<F>(&mut self, limit: Duration, tick: Duration, mut pred: F) -> Option<Duration>
+    where
+        F: FnMut(&Sim) -> bool,
+    {
+        let t0 = self.now;
+        loop {
+            if pred(self) {
+                return Some(self.now - t0);
+            }
+            if self.now - t0 >= limit {
+                return None;
+            }
+            self.run_for(tick);
+        }
+    }
+
+    /// SIGKILL: the node disappears; in-flight messages to it are lost, it sends nothing more.
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].node = None;
+        self.nodes[i].instance += 1;
+    }
+
+    /// Start a killed (or running) node again: a new generation that joins through another member.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.boot(i);
+    }
+
+    /// SIGTERM: graceful leave, then the process is gone.
+    pub fn terminate(&mut self, i: usize) {
+        let now = self.now;
+        self.with_node(i, |n| n.leave(now));
+        self.nodes[i].node = None;
+    }
+
+    /// Report the MACs behind node `i`'s bridge.
+    pub fn set_macs(&mut self, i: usize, macs: Vec<MacAddr>) {
+        self.nodes[i].macs = macs.clone();
+        let now = self.now;
+        self.with_node(i, |n| n.set_local_macs(now, &macs));
+    }
+
+    /// Split the cluster: `groups[k]` lists the node indices that can talk to each other.
+    /// Nodes not listed stay in group 0.
+    pub fn partition(&mut self, groups: &[Vec<usize>]) {
+        for (g, members) in groups.iter().enumerate() {
+            for &i in members {
+                self.nodes[i].group = g;
+            }
+        }
+    }
+
+    pub fn heal(&mut self) {
+        for n in &mut self.nodes {
+            n.group = 0;
+        }
+    }
+
+    /// Deliver raw `bytes` to node `to` as if node `from` had sent them (for stale/forged message tests).
+    pub fn inject(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
+        let at = self.now + self.cfg.latency;
+        let from = self.nodes[from].addr;
+        self.push(at, Event::Deliver { to, from, bytes });
+    }
+
+    pub fn set_loss(&mut self, loss: f64) {
+        self.cfg.loss = loss;
+    }
+
+    pub fn running(&self) -> impl Iterator<Item = (usize, &ControlNode)> + '_ {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.node.as_ref().map(|c| (i, c)))
+    }
+
+    /// Every running node sees every other running node as alive, with the running generation.
+    pub fn membership_converged(&self) -> bool {
+        let live: BTreeMap<String, u64> = self
+            .nodes
+            .iter()
+            .filter(|n| n.node.is_some())
+            .map(|n| (n.id.to_string(), n.generation))
+            .collect();
+        self.running().all(|(_, c)| {
+            let alive: BTreeMap<String, u64> = c
+                .members()
+                .into_iter()
+                .filter(|m| m.state == MemberState::Alive)
+                .map(|m| (m.id, m.generation))
+                .collect();
+            alive == live
+        })
+    }
+
+    /// Every running node's data-plane FDB holds exactly the MACs of the other running nodes, each
+    /// pointing at its owner's VTEP (assuming every MAC has exactly one owner).
+    pub fn fdb_converged(&self) -> bool {
+        let mut owner: BTreeMap<MacAddr, (usize, IpAddr)> = BTreeMap::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.node.is_some() {
+                for m in &n.macs {
+                    owner.insert(*m, (i, n.vtep));
+                }
+            }
+        }
+        self.running().all(|(i, _)| {
+            let want: BTreeMap<MacAddr, IpAddr> = owner
+                .iter()
+                .filter(|(_, (o, _))| *o != i)
+                .map(|(m, (_, v))| (*m, *v))
+                .collect();
+            self.nodes[i].fdb == want
+        })
+    }
+
+    /// All running nodes report the same FDB digest.
+    pub fn digests_equal(&self) -> bool {
+        let mut it = self.running().map(|(_, c)| c.fdb_digest());
+        match it.next() {
+            Some(first) => it.all(|d| d == first),
+            None => true,
+        }
+    }
+}
+
+/// A locally administered unicast MAC for node `i`, entry `k`.
+pub fn mac(i: usize, k: u8) -> MacAddr {
+    MacAddr([0x02, 0, (i >> 8) as u8, i as u8, 0, k])
+}

@@ -1,0 +1,509 @@
+//! QUIC shell around [`ControlNode`]: one quinn endpoint on the gossip port (UDP, default 7948) that both
+//! accepts and initiates connections, rustls with TLS 1.3 only, no 0-RTT, ALPN pinned.
+//!
+//! - ALPN `overlayd-gossip/1`: mutual TLS against the cluster CA. A peer that presents no certificate is
+//!   closed before any byte reaches the state machine; one with a certificate from another CA fails the
+//!   handshake. Each gossip message travels on its own unidirectional stream (no size limit beyond
+//!   [`MAX_MESSAGE`], loss becomes retransmission delay).
+//! - ALPN `overlayd-join/1`: the joiner has no credential yet; handled by [`crate::join`].
+//!
+//! [`start`] spawns the pump: it feeds received messages, commands and due timers to the node and acts
+//! on its outputs; FDB and membership changes reach the daemon as [`Event`]s.
+//! Must never: hand unauthenticated bytes to the state machine, or block the pump on a slow peer.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::CertificateDer;
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::auth::{AuthError, NodeCredential, StateDir, CLUSTER_SERVER_NAME};
+use crate::membership::NodeIdentity;
+use crate::node::{ControlConfig, ControlNode, MemberInfo, MemberState};
+use crate::{MacAddr, Output, PeerAddr, Timer};
+
+pub const ALPN_GOSSIP: &[u8] = b"overlayd-gossip/1";
+pub const ALPN_JOIN: &[u8] = b"overlayd-join/1";
+/// Largest gossip message accepted on one stream.
+pub const MAX_MESSAGE: usize = 256 * 1024;
+
+pub use crate::join::{join_cluster, Admission};
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why the transport could not start or a join failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot bind gossip endpoint on UDP {addr}: {source} (is another overlayd running, or --gossip-port taken?)")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS setup failed: {0} (the credential in the state dir may be corrupt; re-join the node)")]
+    Tls(String),
+    #[error("cannot reach member {addr}: {reason} (check the address, --gossip-port and UDP firewalling)")]
+    Connect { addr: SocketAddr, reason: String },
+    #[error("member {addr} refused the join: {reason}")]
+    Refused { addr: SocketAddr, reason: String },
+    #[error("join protocol error with {addr}: {reason} (do both hosts run the same overlayd version?)")]
+    Protocol { addr: SocketAddr, reason: String },
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("the control-plane task has stopped; restart the daemon")]
+    Stopped,
+}
+
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+pub(crate) fn tls<E: std::fmt::Display>(e: E) -> TransportError {
+    TransportError::Tls(e.to_string())
+}
+
+fn roots(ca: &CertificateDer<'static>) -> Result<Arc<RootCertStore>, TransportError> {
+    let mut r = RootCertStore::empty();
+    r.add(ca.clone()).map_err(tls)?;
+    Ok(Arc::new(r))
+}
+
+fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    // Failure detection is SWIM's job, not QUIC's; the idle timeout only bounds how long a connection to
+    // a vanished process is kept (SWIM traffic keeps live ones busy anyway).
+    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(10)) {
+        t.max_idle_timeout(Some(idle));
+    }
+    t.keep_alive_interval(Some(Duration::from_secs(3)));
+    Arc::new(t)
+}
+
+/// Server side: TLS 1.3, client certificates verified against the cluster CA. Unauthenticated clients
+/// are let through the handshake only so they can use the join ALPN; the gossip ALPN closes them.
+pub fn server_config(cred: &NodeCredential) -> Result<quinn::ServerConfig, TransportError> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(&cred.ca)?, provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(tls)?;
+    let mut c = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(cred.chain.clone(), cred.key.clone_key())
+        .map_err(tls)?;
+    c.alpn_protocols = vec![ALPN_GOSSIP.to_vec(), ALPN_JOIN.to_vec()];
+    c.max_early_data_size = 0; // no 0-RTT: control messages must not be replayable
+    let mut s = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(c).map_err(tls)?));
+    s.transport_config(transport_config());
+    Ok(s)
+}
+
+/// Client side between members: verify the server against the cluster CA, present our credential.
+pub fn gossip_client_config(cred: &NodeCredential) -> Result<quinn::ClientConfig, TransportError> {
+    let mut c = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls)?
+        .with_root_certificates(roots(&cred.ca)?)
+        .with_client_auth_cert(cred.chain.clone(), cred.key.clone_key())
+        .map_err(tls)?;
+    c.alpn_protocols = vec![ALPN_GOSSIP.to_vec()];
+    c.enable_early_data = false;
+    let mut q = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(c).map_err(tls)?));
+    q.transport_config(transport_config());
+    Ok(q)
+}
+
+/// A received, authenticated gossip message.
+type Inbound = (PeerAddr, Vec<u8>);
+
+/// Read every uni stream of an authenticated gossip connection into the pump.
+async fn read_streams(conn: quinn::Connection, tx: mpsc::Sender<Inbound>) {
+    let from = conn.remote_address();
+    while let Ok(mut recv) = conn.accept_uni().await {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            if let Ok(bytes) = recv.read_to_end(MAX_MESSAGE).await {
+                // Full queue: drop (gossip tolerates loss) rather than stall the connection.
+                let _ = tx.try_send((from, bytes));
+            }
+        });
+    }
+}
+
+async fn handle_incoming(incoming: quinn::Incoming, pool: Arc<Pool>, admission: Option<Arc<Admission>>) {
+    let Ok(conn) = incoming.await else { return };
+    let alpn = conn
+        .handshake_data()
+        .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|h| h.protocol);
+    match alpn.as_deref() {
+        Some(p) if p == ALPN_GOSSIP => {
+            // rustls already verified any presented certificate against the CA; require that one was.
+            let authenticated = conn
+                .peer_identity()
+                .and_then(|p| p.downcast::<Vec<CertificateDer<'static>>>().ok())
+                .is_some_and(|c| !c.is_empty());
+            if !authenticated {
+                conn.close(1u32.into(), b"client certificate required");
+                return;
+            }
+            pool.adopt(conn.remote_address(), conn.clone()).await;
+            read_streams(conn, pool.inbound.clone()).await;
+        }
+        Some(p) if p == ALPN_JOIN => match admission {
+            Some(a) => crate::join::admit(conn, a).await,
+            None => conn.close(2u32.into(), b"this member cannot admit nodes"),
+        },
+        _ => conn.close(3u32.into(), b"unsupported ALPN"),
+    }
+}
+
+/// One QUIC connection per peer, whoever opened it. A newly accepted authenticated connection from a
+/// peer replaces the cached one: after the peer restarts, our old connection to its previous process
+/// is dead (the new process cannot even reset it), and without this our acks would vanish until the
+/// idle timeout and the restarted peer would suspect us.
+struct Pool {
+    endpoint: quinn::Endpoint,
+    client: quinn::ClientConfig,
+    peers: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Link>>>>,
+    inbound: mpsc::Sender<Inbound>,
+}
+
+#[derive(Default)]
+struct Link {
+    conn: Option<quinn::Connection>,
+    /// After a failed dial, drop messages to this peer until then instead of redialling per message.
+    backoff_until: Option<Instant>,
+}
+
+/// After a failed dial, how long messages to that peer are dropped (SWIM treats it as loss).
+const DIAL_BACKOFF: Duration = Duration::from_secs(1);
+
+impl Pool {
+    fn link(&self, to: SocketAddr) -> Arc<tokio::sync::Mutex<Link>> {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(peers.entry(to).or_default())
+    }
+
+    /// Adopt an accepted connection from `from` for our own sends too.
+    async fn adopt(&self, from: SocketAddr, conn: quinn::Connection) {
+        let link = self.link(from);
+        let mut l = link.lock().await;
+        l.conn = Some(conn);
+        l.backoff_until = None;
+    }
+
+    async fn connection(self: &Arc<Self>, to: SocketAddr) -> Option<quinn::Connection> {
+        let link = self.link(to);
+        // Concurrent sends to the same peer wait for one dial instead of starting their own.
+        let mut l = link.lock().await;
+        if let Some(c) = &l.conn {
+            if c.close_reason().is_none() {
+                return Some(c.clone());
+            }
+        }
+        if l.backoff_until.is_some_and(|t| Instant::now() < t) {
+            return None;
+        }
+        let dial = async {
+            let connecting = self
+                .endpoint
+                .connect_with(self.client.clone(), to, CLUSTER_SERVER_NAME)
+                .ok()?;
+            tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.ok()?.ok()
+        };
+        match dial.await {
+            Some(conn) => {
+                // The peer may also open streams on the connection we initiated.
+                tokio::spawn(read_streams(conn.clone(), self.inbound.clone()));
+                l.conn = Some(conn.clone());
+                l.backoff_until = None;
+                Some(conn)
+            }
+            None => {
+                l.conn = None;
+                l.backoff_until = Some(Instant::now() + DIAL_BACKOFF);
+                None
+            }
+        }
+    }
+
+    fn send(self: &Arc<Self>, to: SocketAddr, bytes: Vec<u8>) {
+        let pool = Arc::clone(self);
+        tokio::spawn(async move {
+            let Some(conn) = pool.connection(to).await else {
+                return;
+            };
+            if let Ok(mut s) = conn.open_uni().await {
+                let _ = s.write_all(&bytes).await;
+                let _ = s.finish();
+            }
+        });
+    }
+}
+
+/// Requests from the daemon to the control-plane task.
+#[derive(Debug)]
+enum Command {
+    SetLocalMacs(Vec<MacAddr>),
+    Join(PeerAddr),
+    Leave(oneshot::Sender<()>),
+    Members(oneshot::Sender<Vec<MemberInfo>>),
+}
+
+/// What the daemon must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    FdbInstall { mac: MacAddr, vtep: IpAddr },
+    FdbRemove { mac: MacAddr },
+    MembersChanged(Vec<MemberInfo>),
+}
+
+/// Parameters of [`start`].
+#[derive(Debug)]
+pub struct GossipOptions {
+    pub bind: SocketAddr,
+    /// Address other members reach us at (defaults to `bind` if it is not unspecified).
+    pub advertise: SocketAddr,
+    pub vtep: IpAddr,
+    /// One per daemon start; must grow across restarts (e.g. milliseconds since the epoch).
+    pub generation: u64,
+    pub credential: NodeCredential,
+    /// Present if this node may admit joiners (it holds the CA key and the join secret).
+    pub admission: Option<Admission>,
+    pub config: ControlConfig,
+    pub seed: u64,
+    /// Where to remember members' addresses: a restart re-joins through them with no --peer/--token.
+    pub state: Option<StateDir>,
+}
+
+/// Handle to the running control plane.
+#[derive(Debug)]
+pub struct GossipHandle {
+    cmd: mpsc::Sender<Command>,
+    /// FDB changes and membership snapshots, in order.
+    pub events: mpsc::UnboundedReceiver<Event>,
+    local_addr: SocketAddr,
+    endpoint: quinn::Endpoint,
+}
+
+impl GossipHandle {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+    pub async fn set_local_macs(&self, macs: Vec<MacAddr>) -> Result<(), TransportError> {
+        self.cmd
+            .send(Command::SetLocalMacs(macs))
+            .await
+            .map_err(|_| TransportError::Stopped)
+    }
+    pub async fn join(&self, peer: PeerAddr) -> Result<(), TransportError> {
+        self.cmd
+            .send(Command::Join(peer))
+            .await
+            .map_err(|_| TransportError::Stopped)
+    }
+    pub async fn members(&self) -> Result<Vec<MemberInfo>, TransportError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Members(tx))
+            .await
+            .map_err(|_| TransportError::Stopped)?;
+        rx.await.map_err(|_| TransportError::Stopped)
+    }
+    /// Stop abruptly without announcing anything (what a crash looks like to the others; for tests and
+    /// fatal errors). The pump stops once this handle is gone.
+    pub fn abort(self) {
+        self.endpoint.close(0u32.into(), b"abort");
+    }
+
+    /// SIGTERM path: announce the leave, give the packets a moment to leave, close the endpoint.
+    pub async fn leave(self) -> Result<(), TransportError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Leave(tx))
+            .await
+            .map_err(|_| TransportError::Stopped)?;
+        rx.await.map_err(|_| TransportError::Stopped)?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.endpoint.close(0u32.into(), b"leaving");
+        Ok(())
+    }
+}
+
+/// Bind the gossip endpoint and spawn the pump. Must be called inside a tokio runtime.
+pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
+    let server = server_config(&opts.credential)?;
+    let client = gossip_client_config(&opts.credential)?;
+    let endpoint = quinn::Endpoint::server(server, opts.bind).map_err(|source| TransportError::Bind {
+        addr: opts.bind,
+        source,
+    })?;
+    let local_addr = endpoint.local_addr().map_err(|source| TransportError::Bind {
+        addr: opts.bind,
+        source,
+    })?;
+    let advertise = if opts.advertise.port() == 0 {
+        SocketAddr::new(opts.advertise.ip(), local_addr.port())
+    } else {
+        opts.advertise
+    };
+    let (in_tx, in_rx) = mpsc::channel::<Inbound>(4096);
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let admission = opts.admission.map(Arc::new);
+    let pool = Arc::new(Pool {
+        endpoint: endpoint.clone(),
+        client,
+        peers: Mutex::new(HashMap::new()),
+        inbound: in_tx,
+    });
+    {
+        let endpoint = endpoint.clone();
+        let pool = Arc::clone(&pool);
+        tokio::spawn(async move {
+            while let Some(incoming) = endpoint.accept().await {
+                tokio::spawn(handle_incoming(incoming, Arc::clone(&pool), admission.clone()));
+            }
+        });
+    }
+    let identity = NodeIdentity {
+        id: opts.credential.node_id,
+        addr: advertise,
+        vtep: opts.vtep,
+        generation: opts.generation,
+        renewal: 0,
+    };
+    let now = Instant::now();
+    let mut node = ControlNode::new(now, identity, opts.config, opts.seed);
+    if let Some(state) = &opts.state {
+        for peer in state.load_peers() {
+            if peer != advertise {
+                let _ = node.join(now, peer);
+            }
+        }
+    }
+    tokio::spawn(pump(node, pool, in_rx, cmd_rx, ev_tx, opts.state));
+    Ok(GossipHandle {
+        cmd: cmd_tx,
+        events: ev_rx,
+        local_addr,
+        endpoint,
+    })
+}
+
+/// Persist the active members' addresses when the set changes (off the pump thread: it fsyncs).
+fn remember_peers(state: &StateDir, members: &[MemberInfo], me: SocketAddr, saved: &mut Vec<SocketAddr>) {
+    let mut peers: Vec<SocketAddr> = members
+        .iter()
+        .filter(|m| m.addr != me && matches!(m.state, MemberState::Alive | MemberState::Suspect))
+        .map(|m| m.addr)
+        .collect();
+    peers.sort_unstable();
+    peers.truncate(MAX_REMEMBERED_PEERS);
+    if peers.is_empty() || peers == *saved {
+        return;
+    }
+    saved.clone_from(&peers);
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = state.save_peers(&peers) {
+            tracing::warn!(error = %e, "cannot remember cluster members for restarts");
+        }
+    });
+}
+
+/// Enough addresses that a restart finds a live member even after much churn.
+const MAX_REMEMBERED_PEERS: usize = 64;
+
+async fn pump(
+    mut node: ControlNode,
+    pool: Arc<Pool>,
+    mut inbound: mpsc::Receiver<Inbound>,
+    mut cmds: mpsc::Receiver<Command>,
+    events: mpsc::UnboundedSender<Event>,
+    state: Option<StateDir>,
+) {
+    let mut saved_peers: Vec<SocketAddr> = Vec::new();
+    let mut timers: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
+    let mut timer_of: HashMap<u64, Timer> = HashMap::new();
+    let mut next_id = 0u64;
+    loop {
+        while let Some(out) = node.poll_output() {
+            match out {
+                Output::Send { to, bytes } => pool.send(to, bytes),
+                Output::ScheduleTimer { at, timer } => {
+                    timers.push(Reverse((at, next_id)));
+                    timer_of.insert(next_id, timer);
+                    next_id += 1;
+                }
+                Output::FdbInstall { mac, vtep } => {
+                    let _ = events.send(Event::FdbInstall { mac, vtep });
+                }
+                Output::FdbRemove { mac } => {
+                    let _ = events.send(Event::FdbRemove { mac });
+                }
+                Output::MembersChanged => {
+                    let members = node.members();
+                    if let Some(state) = &state {
+                        remember_peers(state, &members, node.identity().addr, &mut saved_peers);
+                    }
+                    let _ = events.send(Event::MembersChanged(members));
+                }
+            }
+        }
+        let next = timers.peek().map(|Reverse((at, _))| *at);
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            msg = inbound.recv() => {
+                let Some((from, bytes)) = msg else { return };
+                if let Err(e) = node.handle_message(Instant::now(), from, &bytes) {
+                    tracing::debug!(%from, error = %e, "dropped gossip message");
+                }
+            }
+            cmd = cmds.recv() => {
+                let now = Instant::now();
+                let r = match cmd {
+                    None => return,
+                    Some(Command::SetLocalMacs(m)) => node.set_local_macs(now, &m),
+                    Some(Command::Join(p)) => node.join(now, p),
+                    Some(Command::Members(tx)) => { let _ = tx.send(node.members()); Ok(()) }
+                    Some(Command::Leave(tx)) => {
+                        let r = node.leave(now);
+                        while let Some(out) = node.poll_output() {
+                            if let Output::Send { to, bytes } = out { pool.send(to, bytes) }
+                        }
+                        let _ = tx.send(());
+                        r
+                    }
+                };
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "control command failed");
+                }
+            }
+            () = sleep => {
+                let now = Instant::now();
+                while let Some(Reverse((at, id))) = timers.peek().copied() {
+                    if at > now { break; }
+                    timers.pop();
+                    if let Some(t) = timer_of.remove(&id) {
+                        if let Err(e) = node.handle_timer(now, t) {
+                            tracing::debug!(error = %e, "timer handling failed");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

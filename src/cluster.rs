@@ -1,0 +1,279 @@
+//! Glue between the control plane (`control` crate) and the data plane: obtain credentials (init, join with a
+//! token, or reload), start the QUIC gossip endpoint, feed it the MACs seen behind our bridge, and apply what
+//! it decides — control FDB entries and the member VTEPs used for flooding and the membership check.
+
+use crate::config::{Cluster, Config};
+use control::auth::{NodeCredential, StateDir};
+use control::transport::{self, Admission, Event, GossipHandle, GossipOptions};
+use control::{ControlConfig, MemberInfo, MemberState};
+use dataplane::engine::PeerSet;
+use dataplane::fdb::Fdb;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+/// How often the MACs behind our bridge are compared with what we advertise.
+const LOCAL_MAC_SCAN: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(transparent)]
+    Auth(#[from] control::auth::AuthError),
+    #[error(transparent)]
+    Transport(#[from] control::transport::TransportError),
+    #[error("could not join the cluster through any --peer ({tried}): {last} (check the token and that the member's gossip port {port}/udp is reachable)")]
+    Join { tried: String, last: String, port: u16 },
+}
+
+/// Membership as `overlayctl peers` shows it; `None` in static mode.
+pub type Members = Arc<RwLock<Option<Vec<MemberInfo>>>>;
+
+/// The credential this node uses, obtained as the configuration says. `None`: static mode.
+pub async fn credentials(cfg: &Config) -> Result<Option<(StateDir, NodeCredential)>, ClusterError> {
+    let state = StateDir::new(&cfg.state_dir);
+    let cred = match &cfg.cluster {
+        Cluster::Static => return Ok(None),
+        Cluster::Init if state.is_initialised() => {
+            info!(dir = %cfg.state_dir.display(), "cluster already initialised here; reusing it");
+            state.load_credential()?
+        }
+        Cluster::Init => {
+            let c = state.init_cluster()?;
+            info!(dir = %cfg.state_dir.display(), "created a new cluster; `overlayctl token` prints the join token");
+            c
+        }
+        Cluster::Join(_) if state.is_initialised() => {
+            info!("already a cluster member; ignoring --token");
+            state.load_credential()?
+        }
+        Cluster::Join(token) => {
+            let mut last = String::new();
+            let mut joined = None;
+            for p in &cfg.peers {
+                let addr = SocketAddr::new(*p, cfg.gossip_port);
+                match transport::join_cluster(addr, token, &state).await {
+                    Ok(c) => {
+                        info!(member = %addr, "joined the cluster");
+                        joined = Some(c);
+                        break;
+                    }
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            joined.ok_or_else(|| ClusterError::Join {
+                tried: cfg
+                    .peers
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                last,
+                port: cfg.gossip_port,
+            })?
+        }
+        Cluster::Member => state.load_credential()?,
+    };
+    Ok(Some((state, cred)))
+}
+
+/// A running control plane; [`Running::leave`] on shutdown.
+#[derive(Debug)]
+pub struct Running {
+    shutdown: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Announce our leave (members withdraw us at once) and stop.
+    pub async fn leave(self) {
+        let _ = self.shutdown.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+    }
+}
+
+#[derive(Debug)]
+pub struct Plumbing {
+    pub local: IpAddr,
+    pub fdb: Arc<Fdb>,
+    pub peers: Arc<PeerSet>,
+    pub members: Members,
+}
+
+/// Start gossip and the task that connects it to the data plane. Must run inside the tokio runtime.
+pub fn start(
+    cfg: &Config,
+    state: StateDir,
+    cred: NodeCredential,
+    p: Plumbing,
+) -> Result<Running, ClusterError> {
+    let admission = match (state.load_ca(), state.join_secret()) {
+        (Ok(ca), Ok(secret)) => Some(Admission { ca, secret }),
+        _ => None,
+    };
+    let bind = SocketAddr::new(p.local, cfg.gossip_port);
+    let mut handle = transport::start(GossipOptions {
+        bind,
+        advertise: bind,
+        vtep: p.local,
+        generation: state.next_generation()?,
+        credential: cred,
+        admission,
+        config: ControlConfig::default(),
+        seed: seed(),
+        state: Some(state),
+    })?;
+    let (_, placeholder) = mpsc::unbounded_channel();
+    let events = std::mem::replace(&mut handle.events, placeholder);
+    let (shutdown, stop) = oneshot::channel();
+    let peers = cfg
+        .peers
+        .iter()
+        .map(|ip| SocketAddr::new(*ip, cfg.gossip_port))
+        .collect();
+    let task = tokio::spawn(pump(handle, events, peers, p, stop));
+    info!(gossip = %bind, "control plane up");
+    Ok(Running { shutdown, task })
+}
+
+fn seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::process::id())
+}
+
+async fn pump(
+    handle: GossipHandle,
+    mut events: mpsc::UnboundedReceiver<Event>,
+    join: Vec<SocketAddr>,
+    p: Plumbing,
+    mut stop: oneshot::Receiver<()>,
+) {
+    for peer in join {
+        if let Err(e) = handle.join(peer).await {
+            warn!(%peer, "cannot contact member: {e}");
+        }
+    }
+    let mut tick = tokio::time::interval(LOCAL_MAC_SCAN);
+    let mut advertised = Vec::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let macs = p.fdb.local_macs(Instant::now());
+                if macs != advertised {
+                    advertised.clone_from(&macs);
+                    if handle.set_local_macs(macs).await.is_err() {
+                        warn!("control plane stopped");
+                        return;
+                    }
+                }
+            }
+            ev = events.recv() => match ev {
+                Some(ev) => apply(&p, ev),
+                None => return,
+            },
+            _ = &mut stop => {
+                if let Err(e) = handle.leave().await {
+                    warn!("could not announce leave: {e}");
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Apply one control-plane decision to the data plane.
+pub fn apply(p: &Plumbing, ev: Event) {
+    match ev {
+        Event::FdbInstall { mac, vtep } if vtep == p.local => {
+            // Our own advertisement coming back: the local entry is authoritative here.
+            p.fdb.remove_control(&mac);
+        }
+        Event::FdbInstall { mac, vtep } => {
+            p.fdb.install_control(mac, vtep, Instant::now());
+        }
+        Event::FdbRemove { mac } => {
+            p.fdb.remove_control(&mac);
+        }
+        Event::MembersChanged(rows) => {
+            let vteps = rows
+                .iter()
+                .filter(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect) && m.vtep != p.local)
+                .map(|m| m.vtep);
+            p.peers.set(vteps);
+            if let Ok(mut m) = p.members.write() {
+                *m = Some(rows);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dataplane::fdb::Origin;
+    use dataplane::wire::MacAddr;
+
+    fn plumbing() -> Plumbing {
+        Plumbing {
+            local: IpAddr::from([10, 0, 0, 1]),
+            fdb: Arc::new(Fdb::new(64, Fdb::DEFAULT_AGEING, Instant::now())),
+            peers: Arc::new(PeerSet::default()),
+            members: Arc::default(),
+        }
+    }
+
+    fn member(n: u8, state: MemberState) -> MemberInfo {
+        MemberInfo {
+            id: format!("{n:016x}"),
+            addr: SocketAddr::from(([10, 0, 0, n], 7948)),
+            vtep: IpAddr::from([10, 0, 0, n]),
+            state,
+            generation: 1,
+        }
+    }
+
+    #[test]
+    fn events_drive_fdb_and_flood_set() {
+        let p = plumbing();
+        let mac = MacAddr([2, 0, 0, 0, 1, 2]);
+        apply(
+            &p,
+            Event::FdbInstall {
+                mac,
+                vtep: IpAddr::from([10, 0, 0, 2]),
+            },
+        );
+        let d = p.fdb.lookup(&mac, Instant::now()).unwrap();
+        assert_eq!((d.vtep, d.origin), (IpAddr::from([10, 0, 0, 2]), Origin::Control));
+        apply(&p, Event::FdbRemove { mac });
+        assert_eq!(p.fdb.lookup(&mac, Instant::now()), None);
+        apply(
+            &p,
+            Event::MembersChanged(vec![
+                member(1, MemberState::Alive),
+                member(2, MemberState::Alive),
+                member(3, MemberState::Suspect),
+                member(4, MemberState::Dead),
+                member(5, MemberState::Left),
+            ]),
+        );
+        let set = p.peers.snapshot();
+        assert_eq!(
+            &set[..],
+            &[IpAddr::from([10, 0, 0, 2]), IpAddr::from([10, 0, 0, 3])]
+        );
+        assert_eq!(p.members.read().unwrap().as_ref().unwrap().len(), 5);
+        // Our own MAC advertised back to us is not installed as remote.
+        let own = MacAddr([2, 0, 0, 0, 1, 1]);
+        p.fdb.learn(own, p.local, Origin::Local, Instant::now());
+        apply(
+            &p,
+            Event::FdbInstall {
+                mac: own,
+                vtep: p.local,
+            },
+        );
+        assert_eq!(p.fdb.lookup(&own, Instant::now()).unwrap().origin, Origin::Local);
+    }
+}
