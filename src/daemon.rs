@@ -93,7 +93,14 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    // Credentials first: joining talks to the network and may fail; nothing on the host is touched yet.
+    // Everything that can fail without side effects comes first: the admin socket, then credentials
+    // (joining talks to the network); only then is anything created on the host.
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(cfg.admin))
+        .map_err(|source| DaemonError::Admin {
+            addr: cfg.admin,
+            source,
+        })?;
     let cluster_cred = rt.block_on(cluster::credentials(&cfg))?;
     let cluster_mode = cluster_cred.is_some();
     let underlay = netlink::interface_with_addr(local)?.ok_or(DaemonError::LocalNotOurs(local))?;
@@ -148,16 +155,6 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let tx_engine = Engine::new(ecfg.clone(), fdb.clone(), peers.clone(), tx_counters.clone());
     let rx_engine = Engine::new(ecfg, fdb.clone(), peers.clone(), rx_counters.clone());
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind(cfg.admin))
-        .map_err(|source| DaemonError::Admin {
-            addr: cfg.admin,
-            source,
-        })?;
     let members = cluster::Members::default();
     let token = match &cluster_cred {
         Some((state, _)) => state.join_token().ok().map(|t| t.to_string()),
@@ -181,6 +178,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         bridge = %cfg.bridge,
         mtu,
         local = %SocketAddr::new(local, cfg.port),
+        mode = if cluster_mode { "cluster" } else { "static" },
         peers = ?cfg.peers,
         tso,
         udp_gso = offloads.udp_gso,
