@@ -110,6 +110,13 @@ fn ip(args: &[&str]) -> String {
     run_cmd(Command::new("ip").args(args)).unwrap_or_else(|e| panic!("testbed setup: {e}"))
 }
 
+/// `ip -n <ns> <args>`, with `args` split at whitespace (names and addresses here never contain any); panics
+/// on failure.
+fn ipn(ns: &str, args: &str) -> String {
+    run_cmd(Command::new("ip").args(["-n", ns]).args(args.split_whitespace()))
+        .unwrap_or_else(|e| panic!("testbed setup: {e}"))
+}
+
 /// Polls `cond` every 50 ms until it returns true (→ true) or `timeout` passes (→ false, after one last try).
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -411,9 +418,9 @@ impl TestbedBuilder {
         };
         let u = tb.underlay.name.clone();
         quiet_ipv6(&u, true);
-        ip(&["-n", &u, "link", "set", "lo", "up"]);
-        ip(&["-n", &u, "link", "add", "br0", "type", "bridge", "stp_state", "0"]);
-        ip(&["-n", &u, "link", "set", "br0", "up"]);
+        ipn(&u, "link set lo up");
+        ipn(&u, "link add br0 type bridge stp_state 0");
+        ipn(&u, "link set br0 up");
         for n in 1..=self.hosts {
             tb.hosts.push(Host::create(&tb, n, self.containers, self.bridge));
         }
@@ -616,37 +623,18 @@ impl Host {
         };
         let h = host.ns.clone();
         quiet_ipv6(&h, false);
-        ip(&["-n", &h, "link", "set", "lo", "up"]);
-        let uport = format!("h{n}");
-        let mtu = UNDERLAY_MTU.to_string();
-        ip(&[
-            "-n", u, "link", "add", &uport, "mtu", &mtu, "type", "veth", "peer", "name", "eth0", "netns", &h,
-            "mtu", &mtu,
-        ]);
-        ip(&["-n", u, "link", "set", &uport, "master", "br0", "up"]);
-        ip(&[
-            "-n",
-            &h,
-            "addr",
-            "add",
-            &format!("{underlay_ip}/24"),
-            "dev",
-            "eth0",
-        ]);
-        ip(&["-n", &h, "link", "set", "eth0", "up"]);
+        ipn(&h, "link set lo up");
+        let m = UNDERLAY_MTU;
+        ipn(
+            u,
+            &format!("link add h{n} mtu {m} type veth peer name eth0 netns {h} mtu {m}"),
+        );
+        ipn(u, &format!("link set h{n} master br0 up"));
+        ipn(&h, &format!("addr add {underlay_ip}/24 dev eth0"));
+        ipn(&h, "link set eth0 up");
         if bridge == BridgeMode::Testbed {
-            ip(&[
-                "-n",
-                &h,
-                "link",
-                "add",
-                BRIDGE,
-                "type",
-                "bridge",
-                "stp_state",
-                "0",
-            ]);
-            ip(&["-n", &h, "link", "set", BRIDGE, "up"]);
+            ipn(&h, &format!("link add {BRIDGE} type bridge stp_state 0"));
+            ipn(&h, &format!("link set {BRIDGE} up"));
         }
         if container {
             let cns = format!("ovt{}c{n}", tb.id);
@@ -658,27 +646,18 @@ impl Host {
                 mac: format!("02:00:00:00:01:{n:02x}"),
                 log_dir: tb.log_dir.clone(),
             };
+            let (ip4, mac) = (c.ip, c.mac.clone());
             host.container = Some(c);
             quiet_ipv6(&cns, true);
-            ip(&["-n", &cns, "link", "set", "lo", "up"]);
-            let hport = format!("vc{n}");
-            let omtu = OVERLAY_MTU.to_string();
-            let mac = format!("02:00:00:00:01:{n:02x}");
-            ip(&[
-                "-n", &h, "link", "add", &hport, "mtu", &omtu, "type", "veth", "peer", "name", "eth0",
-                "netns", &cns, "mtu", &omtu, "address", &mac,
-            ]);
-            ip(&[
-                "-n",
-                &cns,
-                "addr",
-                "add",
-                &format!("10.1.0.{n}/24"),
-                "dev",
-                "eth0",
-            ]);
-            ip(&["-n", &cns, "link", "set", "eth0", "up"]);
-            ip(&["-n", &h, "link", "set", &hport, "up"]);
+            ipn(&cns, "link set lo up");
+            let m = OVERLAY_MTU;
+            ipn(
+                &h,
+                &format!("link add vc{n} mtu {m} type veth peer name eth0 netns {cns} mtu {m} address {mac}"),
+            );
+            ipn(&cns, &format!("addr add {ip4}/24 dev eth0"));
+            ipn(&cns, "link set eth0 up");
+            ipn(&h, &format!("link set vc{n} up"));
             if bridge == BridgeMode::Testbed {
                 host.attach_container(Duration::ZERO);
             }
@@ -705,18 +684,8 @@ impl Host {
     /// Creates `ovl0` (up, no STP) and plugs the container into it: for a host that runs kernel VXLAN in a
     /// testbed built with [`BridgeMode::Daemon`].
     pub fn add_bridge(&self) {
-        ip(&[
-            "-n",
-            &self.ns,
-            "link",
-            "add",
-            BRIDGE,
-            "type",
-            "bridge",
-            "stp_state",
-            "0",
-        ]);
-        ip(&["-n", &self.ns, "link", "set", BRIDGE, "up"]);
+        ipn(&self.ns, &format!("link add {BRIDGE} type bridge stp_state 0"));
+        ipn(&self.ns, &format!("link set {BRIDGE} up"));
         if self.container.is_some() {
             self.attach_container(Duration::ZERO);
         }
@@ -728,33 +697,19 @@ impl Host {
         if !wait_until(timeout, || self.link_exists(BRIDGE)) {
             panic!("bridge {BRIDGE} did not appear in {} within {timeout:?}", self.ns);
         }
-        let port = format!("vc{}", self.index);
-        ip(&["-n", &self.ns, "link", "set", &port, "master", BRIDGE, "up"]);
+        ipn(&self.ns, &format!("link set vc{} master {BRIDGE} up", self.index));
     }
 
     /// Kernel VXLAN device `vx<VNI>` with learning on, one all-zero FDB entry per peer (head-end replication of
     /// BUM traffic), plugged into `ovl0`, MTU 1450. Returns the device name.
     pub fn add_kernel_vxlan(&self, vni: u32, dstport: u16, peers: &[Ipv4Addr]) -> String {
         let dev = format!("vx{vni}");
-        let h = &self.ns;
-        ip(&[
-            "-n",
+        let (h, local, m) = (&self.ns, self.underlay_ip, OVERLAY_MTU);
+        ipn(
             h,
-            "link",
-            "add",
-            &dev,
-            "type",
-            "vxlan",
-            "id",
-            &vni.to_string(),
-            "dstport",
-            &dstport.to_string(),
-            "local",
-            &self.underlay_ip.to_string(),
-            "dev",
-            "eth0",
-        ]);
-        ip(&["-n", h, "link", "set", &dev, "mtu", &OVERLAY_MTU.to_string()]);
+            &format!("link add {dev} type vxlan id {vni} dstport {dstport} local {local} dev eth0"),
+        );
+        ipn(h, &format!("link set {dev} mtu {m}"));
         // A veth "offloads" TX checksums by never computing them: the kernel on the other end trusts the skb's
         // CHECKSUM_PARTIAL mark, which survives the veth. A userspace VTEP reading the datagram from a UDP socket
         // (overlayd) gets the inner TCP checksum unfilled, and its container drops every segment from us.
@@ -764,20 +719,13 @@ impl Host {
             panic!("kernel VXLAN host needs `ethtool -K eth0 tx off` (apt-get install ethtool): {e}");
         }
         for p in peers {
+            let dst = p.to_string();
             self.run(
                 "bridge",
-                &[
-                    "fdb",
-                    "append",
-                    "00:00:00:00:00:00",
-                    "dev",
-                    &dev,
-                    "dst",
-                    &p.to_string(),
-                ],
+                &["fdb", "append", "00:00:00:00:00:00", "dev", &dev, "dst", &dst],
             );
         }
-        ip(&["-n", h, "link", "set", &dev, "master", BRIDGE, "up"]);
+        ipn(h, &format!("link set {dev} master {BRIDGE} up"));
         dev
     }
 }
