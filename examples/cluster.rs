@@ -230,6 +230,7 @@ fn eth0_tx(h: &Host) -> Result<(Instant, u64), String> {
 struct Figures {
     nodes: usize,
     poll_ms: u64,
+    joined_per_node: Vec<f64>,
     known_per_node: Vec<f64>,
     known_everywhere: f64,
     withdraw_per_node: Vec<f64>,
@@ -327,14 +328,19 @@ fn run(o: &Opts) -> Result<(), String> {
         return Err(msg);
     }
     let mut known_per_node = Vec::new();
+    let mut joined_per_node = Vec::new();
     let mut known_last = 0;
     for i in 0..n {
+        // The admin endpoint opens once the join is done and the TAP is on the bridge.
+        let up = first_time(&watch_log(&watchers[i]), starts[i], Option::is_some).unwrap_or(u64::MAX);
+        joined_per_node.push(secs(up.saturating_sub(starts[i])));
         let t = first_time(&watch_log(&watchers[i]), starts[i], |s| knows_all(i, s)).unwrap_or(u64::MAX);
         known_per_node.push(secs(t.saturating_sub(starts[i])));
         known_last = known_last.max(t);
     }
     let known_everywhere = secs(known_last.saturating_sub(launch));
     known_per_node.sort_by(f64::total_cmp);
+    joined_per_node.sort_by(f64::total_cmp);
     emitters.clear(); // stop the broadcast pings: from here on the overlay is idle
 
     say("idle 10 s: measuring gossip bytes on every host's eth0");
@@ -397,6 +403,7 @@ fn run(o: &Opts) -> Result<(), String> {
     let f = Figures {
         nodes: n,
         poll_ms,
+        joined_per_node,
         known_per_node,
         known_everywhere,
         withdraw_per_node,
@@ -421,6 +428,7 @@ fn to_json(f: &Figures) -> Value {
     serde_json::json!({
         "nodes": f.nodes,
         "poll_ms": f.poll_ms,
+        "joined_per_node_s": s(&f.joined_per_node),
         "mac_known_per_node_s": s(&f.known_per_node),
         "mac_known_everywhere_s": f.known_everywhere,
         "withdraw_killed_node_s": s(&f.withdraw_per_node),
@@ -435,6 +443,7 @@ fn table(f: &Figures) -> String {
     let mut stat = |name: &str, v: &[f64], fmt: &dyn Fn(f64) -> String| {
         rows.push([name.into(), fmt(pct(v, 50.0)), fmt(pct(v, 99.0)), fmt(pct(v, 100.0))]);
     };
+    stat("joined (admin up), per node (from its start)", &f.joined_per_node, &ms);
     stat("MAC known everywhere, per node (from its start)", &f.known_per_node, &ms);
     stat("withdraw SIGKILLed node, per other node", &f.withdraw_per_node, &ms);
     stat("gossip TX bytes/s per node (idle 10 s)", &f.gossip_bps, &|x| format!("{x:.0} B/s"));

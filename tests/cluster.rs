@@ -220,6 +220,34 @@ fn five_hosts_join_through_one_member() {
     );
     // The survivors still reach each other.
     ping_ok(hosts[0].container(), hosts[3].container().ip());
+
+    // A clean stop (SIGTERM) announces a leave: the other three mark host 4 `left` (or forget it) and drop its
+    // MAC. Functional timeout only; the time is printed.
+    let leaver = hosts[3];
+    let (mac4, ip4) = (leaver.container().mac().to_string(), leaver.underlay_ip());
+    let stopped_at = Instant::now();
+    daemons[3].signal("TERM").unwrap();
+    let rest = &hosts[..3];
+    let left = wait_until(Duration::from_secs(10), || {
+        rest.iter().all(|h| {
+            let gone = fdb_row(&ctl_json(h, "fdb"), &mac4).is_none();
+            let peers = ctl_json(h, "peers");
+            gone && peer_row(&peers, ip4).map_or(true, |r| matches!(str_field(r, "state"), "left" | "dead"))
+        })
+    });
+    eprintln!("leave of host 4 (SIGTERM) seen by all 3 others after {:?}", stopped_at.elapsed());
+    assert!(
+        left,
+        "host 4 (SIGTERM) not withdrawn within 10 s: {:?}",
+        rest.iter().map(|h| (ctl_json(h, "peers"), ctl_json(h, "fdb"))).collect::<Vec<_>>()
+    );
+    let st = daemons[3].wait_timeout(Duration::from_secs(5));
+    assert!(st.is_some_and(|s| s.success()), "overlayd on host 4 after SIGTERM: {st:?}\n{}", daemons[3].log());
+    let states: Vec<String> = rest
+        .iter()
+        .map(|h| peer_row(&ctl_json(h, "peers"), ip4).map_or("absent".into(), |r| str_field(r, "state").into()))
+        .collect();
+    eprintln!("host 4 as seen by hosts 1-3 after its leave: {states:?}");
 }
 
 // ---------------------------------------------------------------------------------------------------------
