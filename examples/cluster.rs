@@ -1,0 +1,491 @@
+//! Cluster-mode figures: N namespaced hosts form a cluster through one member, then we measure how the gossip
+//! control plane behaves.
+//!
+//! `cargo run --release --example cluster -- --nodes N [--json]` (as root). Builds `overlayd`/`overlayctl`,
+//! creates N hosts with one container each (the testbed of `tests/common/testbed.rs`), starts host 1 with
+//! `--init-cluster`, all others at once with `--peer <host 1> --token <token>`, and prints:
+//! - time from each node's daemon start until its FDB holds every other container's MAC with origin `control`
+//!   (p50/p99/max over nodes), and until that is true on every node (from the joiners' launch);
+//! - time until every other node has dropped a SIGKILLed node's MAC;
+//! - time until that node, restarted with its state dir and no token, answers a container ping from host 1;
+//! - gossip bytes/s per node: `eth0` TX bytes of each host over an idle 10 s window (no container traffic;
+//!   the only other underlay traffic is the odd ARP refresh, tens of bytes).
+//!
+//! How a container's MAC gets known: the control plane advertises the MACs seen behind a node's bridge, so each
+//! container emits a broadcast ping (`ping -b -i 0.2 10.1.0.255`, no replies: Linux ignores broadcast echo)
+//! from before its daemon starts until the cluster is formed; its first frame after the TAP is attached makes
+//! the MAC local. That adds up to 0.2 s to the formation time.
+//!
+//! How we observe it without perturbing it: this same executable, run as `--watch` inside each host namespace,
+//! polls the local admin endpoint every 25 ms (50 ms above 16 nodes) and prints a timestamped line whenever
+//! the set of control MACs changes; the figures come from those lines. Touches nothing outside its namespaces.
+
+#[path = "../tests/common/testbed.rs"]
+mod testbed;
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use testbed::{wait_until, Daemon, Host, Netns, Testbed};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--watch") {
+        return watch(&args[1..]);
+    }
+    let opts = match Opts::parse(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}\nusage: cargo run --release --example cluster -- --nodes N [--json]");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\ncluster example failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Opts {
+    nodes: usize,
+    json: bool,
+}
+
+impl Opts {
+    fn parse(args: &[String]) -> Result<Opts, String> {
+        let mut o = Opts { nodes: 8, json: false };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--nodes" => {
+                    let v = it.next().ok_or("--nodes needs a number")?;
+                    o.nodes = v.parse().map_err(|e| format!("--nodes {v}: {e}"))?;
+                    if !(2..=200).contains(&o.nodes) {
+                        return Err(format!("--nodes must be 2..=200, got {}", o.nodes));
+                    }
+                }
+                "--json" => o.json = true,
+                other => return Err(format!("unknown argument {other}")),
+            }
+        }
+        Ok(o)
+    }
+}
+
+fn unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Watcher (runs inside a host namespace)
+// ---------------------------------------------------------------------------------------------------------
+
+/// `--watch <admin addr> <period ms>`: print `<unix µs> <state>` whenever the state changes, where state is
+/// `down` (admin unreachable) or the sorted control MACs (`-` if none).
+fn watch(args: &[String]) -> ExitCode {
+    let (Some(addr), Some(period)) = (args.first(), args.get(1).and_then(|p| p.parse::<u64>().ok())) else {
+        eprintln!("usage: --watch <admin addr> <period ms>");
+        return ExitCode::from(2);
+    };
+    let mut last = String::new();
+    let mut out = std::io::stdout();
+    loop {
+        let now = unix_us();
+        let state = match admin_get(addr, "/v1/fdb") {
+            Some(body) => control_macs(&body),
+            None => "down".to_string(),
+        };
+        if state != last {
+            if writeln!(out, "{now} {state}").and_then(|()| out.flush()).is_err() {
+                return ExitCode::SUCCESS;
+            }
+            last = state;
+        }
+        std::thread::sleep(Duration::from_millis(period));
+    }
+}
+
+fn admin_get(addr: &str, path: &str) -> Option<String> {
+    let sa = addr.parse().ok()?;
+    let mut s = TcpStream::connect_timeout(&sa, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+fn control_macs(body: &str) -> String {
+    let Ok(Value::Array(rows)) = serde_json::from_str::<Value>(body) else {
+        return "bad-json".into();
+    };
+    let macs: BTreeSet<String> = rows
+        .iter()
+        .filter(|r| r.get("origin").and_then(Value::as_str) == Some("control"))
+        .filter_map(|r| r.get("mac").and_then(Value::as_str).map(str::to_ascii_lowercase))
+        .collect();
+    if macs.is_empty() {
+        "-".into()
+    } else {
+        macs.into_iter().collect::<Vec<_>>().join(",")
+    }
+}
+
+/// A watcher's log: (unix µs, Some(control MACs) or None when the admin endpoint was down).
+fn watch_log(d: &Daemon) -> Vec<(u64, Option<BTreeSet<String>>)> {
+    d.log()
+        .lines()
+        .filter_map(|l| {
+            let (t, s) = l.split_once(' ')?;
+            let t = t.parse().ok()?;
+            let set = match s {
+                "down" => None,
+                "-" => Some(BTreeSet::new()),
+                s => Some(s.split(',').map(str::to_string).collect()),
+            };
+            Some((t, set))
+        })
+        .collect()
+}
+
+/// First time at or after `from` at which `cond` holds in the watcher's log (`from` itself if the state in
+/// force then already satisfies it).
+fn first_time(
+    log: &[(u64, Option<BTreeSet<String>>)],
+    from: u64,
+    cond: impl Fn(&Option<BTreeSet<String>>) -> bool,
+) -> Option<u64> {
+    let split = log.partition_point(|(t, _)| *t <= from);
+    if split > 0 && cond(&log[split - 1].1) {
+        return Some(from);
+    }
+    log[split..].iter().find(|(_, s)| cond(s)).map(|(t, _)| *t)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Driver
+// ---------------------------------------------------------------------------------------------------------
+
+/// Builds the two binaries with the same cargo and profile as this example and returns their directory.
+fn build_binaries() -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let exe = std::env::current_exe().map_err(|e| format!("cannot locate the example executable: {e}"))?;
+    // <target>/<profile>/examples/cluster → <target>/<profile>
+    let dir = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .ok_or_else(|| format!("unexpected executable location {}", exe.display()))?
+        .to_path_buf();
+    let mut cmd = Command::new(&cargo);
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    cmd.args(["build", "--quiet", "--manifest-path", manifest]);
+    cmd.args(["--bin", "overlayd", "--bin", "overlayctl"]);
+    if dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let st = cmd.status().map_err(|e| format!("cannot run {cargo}: {e}"))?;
+    if !st.success() {
+        return Err(format!("`{cargo} build` failed ({st})"));
+    }
+    for b in ["overlayd", "overlayctl"] {
+        if !dir.join(b).is_file() {
+            return Err(format!("{} was not built", dir.join(b).display()));
+        }
+    }
+    Ok(dir)
+}
+
+/// Nearest-rank percentile of sorted `v`.
+fn pct(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
+    v[rank.min(v.len()) - 1]
+}
+
+fn secs(us: u64) -> f64 {
+    us as f64 / 1e6
+}
+
+fn eth0_tx(h: &Host) -> Result<(Instant, u64), String> {
+    let s = h
+        .exec("cat", &["/sys/class/net/eth0/statistics/tx_bytes"])
+        .map_err(|e| e.to_string())?;
+    let v = s.trim().parse().map_err(|e| format!("tx_bytes {s:?}: {e}"))?;
+    Ok((Instant::now(), v))
+}
+
+struct Figures {
+    nodes: usize,
+    poll_ms: u64,
+    joined_per_node: Vec<f64>,
+    known_per_node: Vec<f64>,
+    known_everywhere: f64,
+    known_after_last_join: f64,
+    withdraw_per_node: Vec<f64>,
+    restart_reachable: Option<f64>,
+    gossip_bps: Vec<f64>,
+}
+
+fn run(o: &Opts) -> Result<(), String> {
+    let n = o.nodes;
+    let say = |s: &str| {
+        if !o.json {
+            eprintln!("• {s}");
+        }
+    };
+    let bin = build_binaries()?;
+    let overlayd = bin.join("overlayd").to_string_lossy().into_owned();
+    let overlayctl = bin.join("overlayctl").to_string_lossy().into_owned();
+    let me = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .to_string_lossy()
+        .into_owned();
+    let poll_ms: u64 = if n > 16 { 50 } else { 25 };
+
+    say(&format!("creating {n} hosts with one container each"));
+    let tb = Testbed::builder().hosts(n).build();
+    tb.cleanup_on_exit();
+    let hosts: Vec<&Host> = tb.hosts().iter().collect();
+    let macs: Vec<String> = hosts.iter().map(|h| h.container().mac().to_ascii_lowercase()).collect();
+    let state: Vec<String> = hosts
+        .iter()
+        .map(|h| tb.log_dir().join(format!("state-h{}", h.index())).to_string_lossy().into_owned())
+        .collect();
+
+    let poll = poll_ms.to_string();
+    let watchers: Vec<Daemon> = hosts
+        .iter()
+        .map(|h| h.spawn(&me, &["--watch", "127.0.0.1:7947", &poll]))
+        .collect();
+    let mut emitters: Vec<Daemon> = hosts
+        .iter()
+        .map(|h| h.container().spawn("ping", &["-b", "-n", "-q", "-i", "0.2", "10.1.0.255"]))
+        .collect();
+
+    say("host 1: overlayd --init-cluster");
+    let mut starts = vec![0u64; n];
+    starts[0] = unix_us();
+    let local1 = hosts[0].underlay_ip().to_string();
+    let mut daemons: Vec<Daemon> = vec![hosts[0].spawn(
+        &overlayd,
+        &["--init-cluster", "--local", &local1, "--state-dir", &state[0]],
+    )];
+    let mut token = String::new();
+    let up = wait_until(Duration::from_secs(20), || {
+        match hosts[0].exec(&overlayctl, &["token"]) {
+            Ok(t) => {
+                token = t.trim().to_string();
+                true
+            }
+            Err(_) => !daemons[0].is_running(),
+        }
+    });
+    if !up || token.is_empty() {
+        return Err(format!("host 1 did not come up:\n{}", daemons[0].log()));
+    }
+
+    say(&format!("hosts 2..{n}: overlayd --peer {local1} --token … (all at once)"));
+    let launch = unix_us();
+    for i in 1..n {
+        starts[i] = unix_us();
+        daemons.push(hosts[i].spawn(&overlayd, &["--peer", &local1, "--token", &token, "--state-dir", &state[i]]));
+    }
+    let others = |i: usize| -> BTreeSet<String> {
+        macs.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, m)| m.clone()).collect()
+    };
+    let knows_all = |i: usize, s: &Option<BTreeSet<String>>| s.as_ref().is_some_and(|s| s.is_superset(&others(i)));
+    let formed = wait_until(Duration::from_secs(120), || {
+        std::thread::sleep(Duration::from_millis(200));
+        (0..n).all(|i| watch_log(&watchers[i]).iter().any(|(_, s)| knows_all(i, s)))
+    });
+    if !formed {
+        let mut msg = String::from("not every node knew every MAC within 120 s:\n");
+        for i in 0..n {
+            let last = watch_log(&watchers[i]).last().map(|(_, s)| s.as_ref().map_or(0, BTreeSet::len));
+            msg += &format!(
+                "  host {}: {last:?} control MACs, daemon running: {}\n",
+                i + 1,
+                daemons[i].is_running()
+            );
+        }
+        for (i, d) in daemons.iter_mut().enumerate() {
+            if !d.is_running() {
+                msg += &format!("  host {} log:\n{}\n", i + 1, d.log());
+            }
+        }
+        return Err(msg);
+    }
+    let mut known_per_node = Vec::new();
+    let mut joined_per_node = Vec::new();
+    let mut known_last = 0;
+    let mut last_join = 0;
+    for i in 0..n {
+        // The admin endpoint opens once the join is done and the TAP is on the bridge.
+        let up = first_time(&watch_log(&watchers[i]), starts[i], Option::is_some).unwrap_or(u64::MAX);
+        joined_per_node.push(secs(up.saturating_sub(starts[i])));
+        last_join = last_join.max(up);
+        let t = first_time(&watch_log(&watchers[i]), starts[i], |s| knows_all(i, s)).unwrap_or(u64::MAX);
+        known_per_node.push(secs(t.saturating_sub(starts[i])));
+        known_last = known_last.max(t);
+    }
+    let known_everywhere = secs(known_last.saturating_sub(launch));
+    // Separates the control plane's dissemination from the cost of N-1 simultaneous joins through host 1.
+    let known_after_last_join = secs(known_last.saturating_sub(last_join));
+    known_per_node.sort_by(f64::total_cmp);
+    joined_per_node.sort_by(f64::total_cmp);
+    emitters.clear(); // stop the broadcast pings: from here on the overlay is idle
+
+    say("idle 10 s: measuring gossip bytes on every host's eth0");
+    std::thread::sleep(Duration::from_secs(2));
+    let before = hosts.iter().map(|h| eth0_tx(h)).collect::<Result<Vec<_>, _>>()?;
+    std::thread::sleep(Duration::from_secs(10));
+    let after = hosts.iter().map(|h| eth0_tx(h)).collect::<Result<Vec<_>, _>>()?;
+    let mut gossip_bps: Vec<f64> = before
+        .iter()
+        .zip(&after)
+        .map(|((t0, b0), (t1, b1))| b1.saturating_sub(*b0) as f64 / (*t1 - *t0).as_secs_f64())
+        .collect();
+    gossip_bps.sort_by(f64::total_cmp);
+
+    let v = n - 1; // the victim: not host 1, through which everyone joined
+    say(&format!("kill -9 overlayd on host {}", v + 1));
+    let killed = unix_us();
+    daemons[v].kill();
+    let gone = |s: &Option<BTreeSet<String>>| s.as_ref().is_some_and(|s| !s.contains(&macs[v]));
+    let withdrawn = wait_until(Duration::from_secs(30), || {
+        std::thread::sleep(Duration::from_millis(100));
+        (0..n).filter(|i| *i != v).all(|i| first_time(&watch_log(&watchers[i]), killed, gone).is_some())
+    });
+    if !withdrawn {
+        return Err(format!("host {}'s MAC not withdrawn everywhere within 30 s", v + 1));
+    }
+    let mut withdraw_per_node: Vec<f64> = (0..n)
+        .filter(|i| *i != v)
+        .map(|i| {
+            let t = first_time(&watch_log(&watchers[i]), killed, gone).unwrap_or(u64::MAX);
+            secs(t.saturating_sub(killed))
+        })
+        .collect();
+    withdraw_per_node.sort_by(f64::total_cmp);
+
+    say(&format!("restart host {} (same state dir, no token); ping it from container 1", v + 1));
+    let target = hosts[v].container().ip().to_string();
+    // Static neighbour entries both ways, so the figure is the overlay's, not the containers' ARP retry timer
+    // (1 s: an ARP request sent before the node is back would otherwise be retried only a second later).
+    let (c1, cv) = (hosts[0].container(), hosts[v].container());
+    for (a, b) in [(c1, cv), (cv, c1)] {
+        a.exec("ip", &["neigh", "replace", &b.ip().to_string(), "lladdr", b.mac(), "dev", "eth0"])
+            .map_err(|e| e.to_string())?;
+    }
+    let restarted = unix_us();
+    daemons[v] = hosts[v].spawn(&overlayd, &["--peer", &local1, "--state-dir", &state[v]]);
+    // -D: every reply line carries its Unix time, so the figure does not depend on how often we look.
+    let pinger = hosts[0].container().spawn("ping", &["-D", "-n", "-i", "0.05", "-W", "1", &target]);
+    let first_reply = |p: &Daemon| -> Option<u64> {
+        p.log()
+            .lines()
+            .filter(|l| l.contains("bytes from"))
+            .find_map(|l| l.strip_prefix('[')?.split(']').next()?.parse::<f64>().ok())
+            .map(|t| (t * 1e6) as u64)
+    };
+    let reachable = wait_until(Duration::from_secs(30), || first_reply(&pinger).is_some());
+    let restart_reachable = if reachable {
+        first_reply(&pinger).map(|t| secs(t.saturating_sub(restarted)))
+    } else {
+        None
+    };
+    drop(pinger);
+    if restart_reachable.is_none() {
+        eprintln!("warning: restarted host {} not reachable within 30 s:\n{}", v + 1, daemons[v].log());
+    }
+
+    let f = Figures {
+        nodes: n,
+        poll_ms,
+        joined_per_node,
+        known_per_node,
+        known_everywhere,
+        known_after_last_join,
+        withdraw_per_node,
+        restart_reachable,
+        gossip_bps,
+    };
+    if o.json {
+        println!("{}", to_json(&f));
+    } else {
+        print!("{}", table(&f));
+    }
+    drop(watchers);
+    drop(daemons);
+    drop(tb);
+    Ok(())
+}
+
+fn to_json(f: &Figures) -> Value {
+    let s = |v: &[f64]| {
+        serde_json::json!({"p50": pct(v, 50.0), "p99": pct(v, 99.0), "max": pct(v, 100.0), "samples": v})
+    };
+    serde_json::json!({
+        "nodes": f.nodes,
+        "poll_ms": f.poll_ms,
+        "joined_per_node_s": s(&f.joined_per_node),
+        "mac_known_per_node_s": s(&f.known_per_node),
+        "mac_known_everywhere_s": f.known_everywhere,
+        "mac_known_everywhere_after_last_join_s": f.known_after_last_join,
+        "withdraw_killed_node_s": s(&f.withdraw_per_node),
+        "restarted_node_reachable_s": f.restart_reachable,
+        "gossip_tx_bytes_per_s_per_node": s(&f.gossip_bps),
+    })
+}
+
+fn table(f: &Figures) -> String {
+    let ms = |x: f64| format!("{:.0} ms", x * 1e3);
+    let mut rows: Vec<[String; 4]> = vec![["metric".into(), "p50".into(), "p99".into(), "max".into()]];
+    let mut stat = |name: &str, v: &[f64], fmt: &dyn Fn(f64) -> String| {
+        rows.push([name.into(), fmt(pct(v, 50.0)), fmt(pct(v, 99.0)), fmt(pct(v, 100.0))]);
+    };
+    stat("joined (admin up), per node (from its start)", &f.joined_per_node, &ms);
+    stat("MAC known everywhere, per node (from its start)", &f.known_per_node, &ms);
+    stat("withdraw SIGKILLed node, per other node", &f.withdraw_per_node, &ms);
+    stat("gossip TX bytes/s per node (idle 10 s)", &f.gossip_bps, &|x| format!("{x:.0} B/s"));
+    rows.push([
+        "every node knows every MAC (from joiners' launch)".into(),
+        String::new(),
+        String::new(),
+        ms(f.known_everywhere),
+    ]);
+    rows.push([
+        "  … of which after the last node joined".into(),
+        String::new(),
+        String::new(),
+        ms(f.known_after_last_join),
+    ]);
+    rows.push([
+        "restarted node reachable (ping from host 1)".into(),
+        String::new(),
+        String::new(),
+        f.restart_reachable.map_or("not within 30 s".into(), ms),
+    ]);
+    let w: Vec<usize> = (0..4).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = format!(
+        "overlayd cluster, N = {} nodes, default timings (FDB polled every {} ms)\n",
+        f.nodes, f.poll_ms
+    );
+    for r in &rows {
+        out += &format!("{:<w0$}  {:>w1$}  {:>w2$}  {:>w3$}\n", r[0], r[1], r[2], r[3], w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3]);
+    }
+    out
+}
