@@ -23,8 +23,9 @@ pub enum ClusterError {
     Auth(#[from] control::auth::AuthError),
     #[error(transparent)]
     Transport(#[from] control::transport::TransportError),
-    #[error("could not join the cluster through any --peer ({tried}): {last} (check the token and that the member's gossip port {port}/udp is reachable)")]
-    Join { tried: String, last: String, port: u16 },
+    /// `last` is the transport's error, which already says what to check.
+    #[error("could not join the cluster through any --peer ({tried}): {last}")]
+    Join { tried: String, last: String },
 }
 
 /// Membership as `overlayctl peers` shows it; `None` in static mode.
@@ -70,7 +71,6 @@ pub async fn credentials(cfg: &Config) -> Result<Option<(StateDir, NodeCredentia
                     .collect::<Vec<_>>()
                     .join(", "),
                 last,
-                port: cfg.gossip_port,
             })?
         }
         Cluster::Member => state.load_credential()?,
