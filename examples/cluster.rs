@@ -61,7 +61,10 @@ struct Opts {
 
 impl Opts {
     fn parse(args: &[String]) -> Result<Opts, String> {
-        let mut o = Opts { nodes: 8, json: false };
+        let mut o = Opts {
+            nodes: 8,
+            json: false,
+        };
         let mut it = args.iter();
         while let Some(a) = it.next() {
             match a.as_str() {
@@ -119,7 +122,11 @@ fn admin_get(addr: &str, path: &str) -> Option<String> {
     let sa = addr.parse().ok()?;
     let mut s = TcpStream::connect_timeout(&sa, Duration::from_millis(500)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut raw = String::new();
     s.read_to_string(&mut raw).ok()?;
     let (head, body) = raw.split_once("\r\n\r\n")?;
@@ -259,10 +266,18 @@ fn run(o: &Opts) -> Result<(), String> {
     let tb = Testbed::builder().hosts(n).build();
     tb.cleanup_on_exit();
     let hosts: Vec<&Host> = tb.hosts().iter().collect();
-    let macs: Vec<String> = hosts.iter().map(|h| h.container().mac().to_ascii_lowercase()).collect();
+    let macs: Vec<String> = hosts
+        .iter()
+        .map(|h| h.container().mac().to_ascii_lowercase())
+        .collect();
     let state: Vec<String> = hosts
         .iter()
-        .map(|h| tb.log_dir().join(format!("state-h{}", h.index())).to_string_lossy().into_owned())
+        .map(|h| {
+            tb.log_dir()
+                .join(format!("state-h{}", h.index()))
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
 
     let poll = poll_ms.to_string();
@@ -272,7 +287,10 @@ fn run(o: &Opts) -> Result<(), String> {
         .collect();
     let mut emitters: Vec<Daemon> = hosts
         .iter()
-        .map(|h| h.container().spawn("ping", &["-b", "-n", "-q", "-i", "0.2", "10.1.0.255"]))
+        .map(|h| {
+            h.container()
+                .spawn("ping", &["-b", "-n", "-q", "-i", "0.2", "10.1.0.255"])
+        })
         .collect();
 
     say("host 1: overlayd --init-cluster");
@@ -297,16 +315,26 @@ fn run(o: &Opts) -> Result<(), String> {
         return Err(format!("host 1 did not come up:\n{}", daemons[0].log()));
     }
 
-    say(&format!("hosts 2..{n}: overlayd --peer {local1} --token … (all at once)"));
+    say(&format!(
+        "hosts 2..{n}: overlayd --peer {local1} --token … (all at once)"
+    ));
     let launch = unix_us();
     for i in 1..n {
         starts[i] = unix_us();
-        daemons.push(hosts[i].spawn(&overlayd, &["--peer", &local1, "--token", &token, "--state-dir", &state[i]]));
+        daemons.push(hosts[i].spawn(
+            &overlayd,
+            &["--peer", &local1, "--token", &token, "--state-dir", &state[i]],
+        ));
     }
     let others = |i: usize| -> BTreeSet<String> {
-        macs.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, m)| m.clone()).collect()
+        macs.iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, m)| m.clone())
+            .collect()
     };
-    let knows_all = |i: usize, s: &Option<BTreeSet<String>>| s.as_ref().is_some_and(|s| s.is_superset(&others(i)));
+    let knows_all =
+        |i: usize, s: &Option<BTreeSet<String>>| s.as_ref().is_some_and(|s| s.is_superset(&others(i)));
     let formed = wait_until(Duration::from_secs(120), || {
         std::thread::sleep(Duration::from_millis(200));
         (0..n).all(|i| watch_log(&watchers[i]).iter().any(|(_, s)| knows_all(i, s)))
@@ -314,7 +342,9 @@ fn run(o: &Opts) -> Result<(), String> {
     if !formed {
         let mut msg = String::from("not every node knew every MAC within 120 s:\n");
         for i in 0..n {
-            let last = watch_log(&watchers[i]).last().map(|(_, s)| s.as_ref().map_or(0, BTreeSet::len));
+            let last = watch_log(&watchers[i])
+                .last()
+                .map(|(_, s)| s.as_ref().map_or(0, BTreeSet::len));
             msg += &format!(
                 "  host {}: {last:?} control MACs, daemon running: {}\n",
                 i + 1,
@@ -367,10 +397,15 @@ fn run(o: &Opts) -> Result<(), String> {
     let gone = |s: &Option<BTreeSet<String>>| s.as_ref().is_some_and(|s| !s.contains(&macs[v]));
     let withdrawn = wait_until(Duration::from_secs(30), || {
         std::thread::sleep(Duration::from_millis(100));
-        (0..n).filter(|i| *i != v).all(|i| first_time(&watch_log(&watchers[i]), killed, gone).is_some())
+        (0..n)
+            .filter(|i| *i != v)
+            .all(|i| first_time(&watch_log(&watchers[i]), killed, gone).is_some())
     });
     if !withdrawn {
-        return Err(format!("host {}'s MAC not withdrawn everywhere within 30 s", v + 1));
+        return Err(format!(
+            "host {}'s MAC not withdrawn everywhere within 30 s",
+            v + 1
+        ));
     }
     let mut withdraw_per_node: Vec<f64> = (0..n)
         .filter(|i| *i != v)
@@ -381,19 +416,35 @@ fn run(o: &Opts) -> Result<(), String> {
         .collect();
     withdraw_per_node.sort_by(f64::total_cmp);
 
-    say(&format!("restart host {} (same state dir, no token); ping it from container 1", v + 1));
+    say(&format!(
+        "restart host {} (same state dir, no token); ping it from container 1",
+        v + 1
+    ));
     let target = hosts[v].container().ip().to_string();
     // Static neighbour entries both ways, so the figure is the overlay's, not the containers' ARP retry timer
     // (1 s: an ARP request sent before the node is back would otherwise be retried only a second later).
     let (c1, cv) = (hosts[0].container(), hosts[v].container());
     for (a, b) in [(c1, cv), (cv, c1)] {
-        a.exec("ip", &["neigh", "replace", &b.ip().to_string(), "lladdr", b.mac(), "dev", "eth0"])
-            .map_err(|e| e.to_string())?;
+        a.exec(
+            "ip",
+            &[
+                "neigh",
+                "replace",
+                &b.ip().to_string(),
+                "lladdr",
+                b.mac(),
+                "dev",
+                "eth0",
+            ],
+        )
+        .map_err(|e| e.to_string())?;
     }
     let restarted = unix_us();
     daemons[v] = hosts[v].spawn(&overlayd, &["--peer", &local1, "--state-dir", &state[v]]);
     // -D: every reply line carries its Unix time, so the figure does not depend on how often we look.
-    let pinger = hosts[0].container().spawn("ping", &["-D", "-n", "-i", "0.05", "-W", "1", &target]);
+    let pinger = hosts[0]
+        .container()
+        .spawn("ping", &["-D", "-n", "-i", "0.05", "-W", "1", &target]);
     let first_reply = |p: &Daemon| -> Option<u64> {
         p.log()
             .lines()
@@ -409,7 +460,11 @@ fn run(o: &Opts) -> Result<(), String> {
     };
     drop(pinger);
     if restart_reachable.is_none() {
-        eprintln!("warning: restarted host {} not reachable within 30 s:\n{}", v + 1, daemons[v].log());
+        eprintln!(
+            "warning: restarted host {} not reachable within 30 s:\n{}",
+            v + 1,
+            daemons[v].log()
+        );
     }
 
     let f = Figures {
@@ -435,9 +490,7 @@ fn run(o: &Opts) -> Result<(), String> {
 }
 
 fn to_json(f: &Figures) -> Value {
-    let s = |v: &[f64]| {
-        serde_json::json!({"p50": pct(v, 50.0), "p99": pct(v, 99.0), "max": pct(v, 100.0), "samples": v})
-    };
+    let s = |v: &[f64]| serde_json::json!({"p50": pct(v, 50.0), "p99": pct(v, 99.0), "max": pct(v, 100.0), "samples": v});
     serde_json::json!({
         "nodes": f.nodes,
         "poll_ms": f.poll_ms,
@@ -455,12 +508,31 @@ fn table(f: &Figures) -> String {
     let ms = |x: f64| format!("{:.0} ms", x * 1e3);
     let mut rows: Vec<[String; 4]> = vec![["metric".into(), "p50".into(), "p99".into(), "max".into()]];
     let mut stat = |name: &str, v: &[f64], fmt: &dyn Fn(f64) -> String| {
-        rows.push([name.into(), fmt(pct(v, 50.0)), fmt(pct(v, 99.0)), fmt(pct(v, 100.0))]);
+        rows.push([
+            name.into(),
+            fmt(pct(v, 50.0)),
+            fmt(pct(v, 99.0)),
+            fmt(pct(v, 100.0)),
+        ]);
     };
-    stat("joined (admin up), per node (from its start)", &f.joined_per_node, &ms);
-    stat("MAC known everywhere, per node (from its start)", &f.known_per_node, &ms);
-    stat("withdraw SIGKILLed node, per other node", &f.withdraw_per_node, &ms);
-    stat("gossip TX bytes/s per node (idle 10 s)", &f.gossip_bps, &|x| format!("{x:.0} B/s"));
+    stat(
+        "joined (admin up), per node (from its start)",
+        &f.joined_per_node,
+        &ms,
+    );
+    stat(
+        "MAC known everywhere, per node (from its start)",
+        &f.known_per_node,
+        &ms,
+    );
+    stat(
+        "withdraw SIGKILLed node, per other node",
+        &f.withdraw_per_node,
+        &ms,
+    );
+    stat("gossip TX bytes/s per node (idle 10 s)", &f.gossip_bps, &|x| {
+        format!("{x:.0} B/s")
+    });
     rows.push([
         "every node knows every MAC (from joiners' launch)".into(),
         String::new(),
@@ -479,13 +551,25 @@ fn table(f: &Figures) -> String {
         String::new(),
         f.restart_reachable.map_or("not within 30 s".into(), ms),
     ]);
-    let w: Vec<usize> = (0..4).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let w: Vec<usize> = (0..4)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
     let mut out = format!(
         "overlayd cluster, N = {} nodes, default timings (FDB polled every {} ms)\n",
         f.nodes, f.poll_ms
     );
     for r in &rows {
-        out += &format!("{:<w0$}  {:>w1$}  {:>w2$}  {:>w3$}\n", r[0], r[1], r[2], r[3], w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3]);
+        out += &format!(
+            "{:<w0$}  {:>w1$}  {:>w2$}  {:>w3$}\n",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3]
+        );
     }
     out
 }

@@ -49,8 +49,12 @@ fn start(host: &Host, args: &[&str]) -> Daemon {
 /// `overlayctl <what> --json` on `host`, parsed.
 fn ctl_json(host: &Host, what: &str) -> Value {
     let out = host.run(OVERLAYCTL, &[what, "--json"]);
-    serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("`overlayctl {what} --json` on {} is not JSON ({e}):\n{out}", host.ns()))
+    serde_json::from_str(&out).unwrap_or_else(|e| {
+        panic!(
+            "`overlayctl {what} --json` on {} is not JSON ({e}):\n{out}",
+            host.ns()
+        )
+    })
 }
 
 fn rows(v: &Value) -> &[Value] {
@@ -64,15 +68,22 @@ fn str_field<'a>(row: &'a Value, k: &str) -> &'a str {
 /// The `peers` row whose address is `ip:<gossip port>`, if any.
 fn peer_row(peers: &Value, ip: Ipv4Addr) -> Option<&Value> {
     let prefix = format!("{ip}:");
-    rows(peers).iter().find(|r| str_field(r, "addr").starts_with(&prefix))
+    rows(peers)
+        .iter()
+        .find(|r| str_field(r, "addr").starts_with(&prefix))
 }
 
 fn alive_count(peers: &Value) -> usize {
-    rows(peers).iter().filter(|r| str_field(r, "state") == "alive").count()
+    rows(peers)
+        .iter()
+        .filter(|r| str_field(r, "state") == "alive")
+        .count()
 }
 
 fn fdb_row<'a>(fdb: &'a Value, mac: &str) -> Option<&'a Value> {
-    rows(fdb).iter().find(|r| str_field(r, "mac").eq_ignore_ascii_case(mac))
+    rows(fdb)
+        .iter()
+        .find(|r| str_field(r, "mac").eq_ignore_ascii_case(mac))
 }
 
 /// `drops.non_member` of `overlayctl stats --json`.
@@ -97,14 +108,32 @@ fn form_cluster(tb: &Testbed, hosts: &[&Host]) -> Vec<Daemon> {
     let h1 = hosts[0];
     let d1 = start(
         h1,
-        &["--init-cluster", "--local", &h1.underlay_ip().to_string(), "--state-dir", &state_dir(tb, h1, "a")],
+        &[
+            "--init-cluster",
+            "--local",
+            &h1.underlay_ip().to_string(),
+            "--state-dir",
+            &state_dir(tb, h1, "a"),
+        ],
     );
     let tok = token(h1);
     let seed = h1.underlay_ip().to_string();
     let mut daemons = vec![d1];
     let spawned: Vec<Daemon> = hosts[1..]
         .iter()
-        .map(|h| h.spawn(OVERLAYD, &["--peer", &seed, "--token", &tok, "--state-dir", &state_dir(tb, h, "a")]))
+        .map(|h| {
+            h.spawn(
+                OVERLAYD,
+                &[
+                    "--peer",
+                    &seed,
+                    "--token",
+                    &tok,
+                    "--state-dir",
+                    &state_dir(tb, h, "a"),
+                ],
+            )
+        })
         .collect();
     for (h, mut d) in hosts[1..].iter().zip(spawned) {
         let ready = wait_until(Duration::from_secs(20), || {
@@ -136,8 +165,15 @@ fn ping_ok(from: &impl Netns, to: Ipv4Addr) {
         "{} → {to}: no ping reply within 10 s",
         from.ns()
     );
-    let p = from.ping(to, 2).unwrap_or_else(|e| panic!("{} → {to}: {e}", from.ns()));
-    assert_eq!(p.received, p.transmitted, "{} → {to}: lost pings {p:?}", from.ns());
+    let p = from
+        .ping(to, 2)
+        .unwrap_or_else(|e| panic!("{} → {to}: {e}", from.ns()));
+    assert_eq!(
+        p.received,
+        p.transmitted,
+        "{} → {to}: lost pings {p:?}",
+        from.ns()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -235,17 +271,28 @@ fn five_hosts_join_through_one_member() {
             gone && peer_row(&peers, ip4).map_or(true, |r| matches!(str_field(r, "state"), "left" | "dead"))
         })
     });
-    eprintln!("leave of host 4 (SIGTERM) seen by all 3 others after {:?}", stopped_at.elapsed());
+    eprintln!(
+        "leave of host 4 (SIGTERM) seen by all 3 others after {:?}",
+        stopped_at.elapsed()
+    );
     assert!(
         left,
         "host 4 (SIGTERM) not withdrawn within 10 s: {:?}",
-        rest.iter().map(|h| (ctl_json(h, "peers"), ctl_json(h, "fdb"))).collect::<Vec<_>>()
+        rest.iter()
+            .map(|h| (ctl_json(h, "peers"), ctl_json(h, "fdb")))
+            .collect::<Vec<_>>()
     );
     let st = daemons[3].wait_timeout(Duration::from_secs(5));
-    assert!(st.is_some_and(|s| s.success()), "overlayd on host 4 after SIGTERM: {st:?}\n{}", daemons[3].log());
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "overlayd on host 4 after SIGTERM: {st:?}\n{}",
+        daemons[3].log()
+    );
     let states: Vec<String> = rest
         .iter()
-        .map(|h| peer_row(&ctl_json(h, "peers"), ip4).map_or("absent".into(), |r| str_field(r, "state").into()))
+        .map(|h| {
+            peer_row(&ctl_json(h, "peers"), ip4).map_or("absent".into(), |r| str_field(r, "state").into())
+        })
         .collect();
     eprintln!("host 4 as seen by hosts 1-3 after its leave: {states:?}");
 }
@@ -303,13 +350,21 @@ fn forged_or_absent_token_is_refused() {
     for (part, what) in [(2, "forged secret"), (1, "forged CA fingerprint")] {
         let forged = forge(&real, part);
         let dir = state_dir(&tb, intruder, &format!("forged{part}"));
-        let mut d = intruder.spawn(OVERLAYD, &["--peer", &seed, "--token", &forged, "--state-dir", &dir]);
+        let mut d = intruder.spawn(
+            OVERLAYD,
+            &["--peer", &seed, "--token", &forged, "--state-dir", &dir],
+        );
         // Meanwhile the intruder's container tries to talk to the members.
         let _ = intruder.container().ping(members[0].container().ip(), 1);
         let status = d.wait_timeout(Duration::from_secs(30));
         eprintln!("{what}: overlayd exited with {status:?}; log:\n{}", d.log());
-        let status = status.unwrap_or_else(|| panic!("{what}: overlayd still running after 30 s:\n{}", d.log()));
-        assert!(!status.success(), "{what}: overlayd exited successfully:\n{}", d.log());
+        let status =
+            status.unwrap_or_else(|| panic!("{what}: overlayd still running after 30 s:\n{}", d.log()));
+        assert!(
+            !status.success(),
+            "{what}: overlayd exited successfully:\n{}",
+            d.log()
+        );
         never_member(what);
     }
 
@@ -324,18 +379,28 @@ fn forged_or_absent_token_is_refused() {
     args.extend(["--state-dir".into(), state_dir(&tb, intruder, "static")]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut d = start(intruder, &args);
-    assert!(wait_until(Duration::from_secs(10), || intruder.link_exists("ovl1")), "no TAP ovl1 on host 4");
+    assert!(
+        wait_until(Duration::from_secs(10), || intruder.link_exists("ovl1")),
+        "no TAP ovl1 on host 4"
+    );
     for m in members {
         let to = m.container().ip();
         let got = intruder.container().ping(to, 2).map_or(0, |p| p.received);
-        assert_eq!(got, 0, "host 4's container (not a member) got ping replies from {to}");
+        assert_eq!(
+            got, 0,
+            "host 4's container (not a member) got ping replies from {to}"
+        );
     }
     assert!(d.is_running(), "static overlayd on host 4 died:\n{}", d.log());
     never_member("static mode, no token");
     for (m, before) in members.iter().zip(drops_before) {
         let after = non_member_drops(m);
         eprintln!("host {}: drops.non_member {before} → {after}", m.index());
-        assert!(after > before, "host {}: drops.non_member did not grow ({before} → {after})", m.index());
+        assert!(
+            after > before,
+            "host {}: drops.non_member did not grow ({before} → {after})",
+            m.index()
+        );
     }
     // The members are unharmed.
     ping_ok(members[0].container(), members[2].container().ip());
