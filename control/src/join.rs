@@ -46,9 +46,12 @@ impl ServerCertVerifier for PinnedCaVerifier {
         let ca = intermediates
             .iter()
             .find(|c| auth::fingerprint(c) == self.fingerprint)
-            .ok_or(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::UnknownIssuer,
-            ))?;
+            .ok_or_else(|| {
+                rustls::Error::General(
+                    "the member's cluster CA does not match the token's fingerprint (a token from another cluster?)"
+                        .into(),
+                )
+            })?;
         let mut r = RootCertStore::empty();
         r.add(ca.clone().into_owned())?;
         let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(r), Arc::clone(&self.provider))

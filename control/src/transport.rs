@@ -47,7 +47,7 @@ pub enum TransportError {
     },
     #[error("TLS setup failed: {0} (the credential in the state dir may be corrupt; re-join the node)")]
     Tls(String),
-    #[error("cannot reach member {addr}: {reason} (check the address, --gossip-port and UDP firewalling)")]
+    #[error("cannot connect to member {addr}: {reason} (if it timed out: check the address, --gossip-port and UDP firewalling)")]
     Connect { addr: SocketAddr, reason: String },
     #[error("member {addr} refused the join: {reason}")]
     Refused { addr: SocketAddr, reason: String },
