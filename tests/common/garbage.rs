@@ -1,0 +1,108 @@
+//! Garbage VXLAN datagrams for robustness tests, sent from inside a host namespace.
+//!
+//! The test binary re-executes itself there (`ip netns exec <host> env OVT_GARBAGE_DST=… <test exe> --exact
+//! garbage_sender`), so no extra tool and no `setns` is needed: a test file that uses [`send_from`] must
+//! define `#[test] fn garbage_sender() { common::garbage::sender_main() }`, which does nothing in a normal run.
+#![allow(dead_code)]
+
+use super::testbed::{pseudo_random_bytes, Host, Netns};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+/// Number of datagrams [`send_from`] sends.
+pub const GARBAGE_COUNT: u64 = 10_000;
+
+/// The datagrams, deterministic for a given `vni`: lengths 0..200, four kinds in turn, every one of which a
+/// VXLAN endpoint for `vni` must drop:
+/// 0. random bytes with the I flag cleared (or too short for a header),
+/// 1. valid flags but another VNI,
+/// 2. our VNI, truncated inside the inner Ethernet header,
+/// 3. our VNI, inner source MAC multicast / broadcast / zero, inner destination broadcast.
+pub fn datagrams(vni: u32) -> Vec<Vec<u8>> {
+    let data = pseudo_random_bytes(0x06a7_ba6e, GARBAGE_COUNT as usize * 256);
+    let vxlan = |d: &mut Vec<u8>, v: u32| {
+        d[0] = 0x08; // I flag
+        d[1..4].fill(0);
+        d[4..7].copy_from_slice(&v.to_be_bytes()[1..]);
+        d[7] = 0;
+    };
+    let mut out = Vec::with_capacity(GARBAGE_COUNT as usize);
+    for (i, r) in data.chunks_exact(256).enumerate() {
+        let len = r[0] as usize % 200;
+        let mut d = r[1..1 + len.max(22)].to_vec();
+        match i % 4 {
+            0 => {
+                d.truncate(len);
+                if let Some(b) = d.first_mut() {
+                    *b &= !0x08;
+                }
+            }
+            1 => {
+                vxlan(&mut d, (vni + 1 + u32::from(r[200])) & 0xff_ffff);
+                d.truncate(len.max(8));
+            }
+            2 => {
+                vxlan(&mut d, vni);
+                d.truncate(8 + len % 14);
+            }
+            _ => {
+                vxlan(&mut d, vni);
+                d[8..14].copy_from_slice(&[0xff; 6]);
+                let src: [u8; 6] = match r[201] % 3 {
+                    0 => [0x01, 0x00, 0x5e, 0x00, 0x00, r[202]],
+                    1 => [0xff; 6],
+                    _ => [0; 6],
+                };
+                d[14..20].copy_from_slice(&src);
+                d.truncate(len.max(22));
+            }
+        }
+        out.push(d);
+    }
+    out
+}
+
+/// Sends the [`GARBAGE_COUNT`] datagrams from `host`'s namespace to `dst:port`, at a bounded rate.
+pub fn send_from(host: &Host, dst: Ipv4Addr, port: u16, vni: u32) {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    let exe = exe.to_string_lossy();
+    let d = format!("OVT_GARBAGE_DST={dst}:{port}");
+    let v = format!("OVT_GARBAGE_VNI={vni}");
+    let out = host.run(
+        "env",
+        &[
+            &d,
+            &v,
+            &exe,
+            "--exact",
+            "garbage_sender",
+            "--nocapture",
+            "--test-threads=1",
+        ],
+    );
+    assert!(
+        out.contains(&format!("garbage sent: {GARBAGE_COUNT}")),
+        "garbage sender output:\n{out}"
+    );
+}
+
+/// Body of the `garbage_sender` helper test: sends if `OVT_GARBAGE_DST` is set, otherwise returns.
+pub fn sender_main() {
+    let Ok(dst) = std::env::var("OVT_GARBAGE_DST") else {
+        return;
+    };
+    let vni: u32 = std::env::var("OVT_GARBAGE_VNI")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    for (i, d) in datagrams(vni).iter().enumerate() {
+        sock.send_to(d, &dst)
+            .unwrap_or_else(|e| panic!("send_to {dst}: {e}"));
+        // Bounded rate (≤ ~50 000/s) so the receiver's socket buffer need not absorb the whole burst.
+        if i % 50 == 49 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    println!("garbage sent: {GARBAGE_COUNT}");
+}
