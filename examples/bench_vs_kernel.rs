@@ -1,6 +1,6 @@
 //! overlayd vs kernel VXLAN, side by side on the same two-host namespace testbed.
 //!
-//! `cargo run --release --example bench_vs_kernel -- [--seconds N] [--json] [--only kernel|overlayd] [--kernel-sw-csum]`
+//! `cargo run --release --example bench_vs_kernel -- [--seconds N] [--runs N] [--json] [--only kernel|overlayd] [--kernel-sw-csum]`
 //! (as root). Builds `overlayd`, then twice creates the testbed of `tests/common/testbed.rs` (two hosts on a
 //! veth/bridge underlay, one container behind each): once with kernel VXLAN devices on both hosts, once with
 //! overlayd on both. In each it measures, container 1 → container 2:
@@ -39,6 +39,7 @@ const IPERF_PORT: &str = "5201";
 #[derive(Debug, Clone)]
 struct Opts {
     seconds: u32,
+    runs: u32,
     json: bool,
     only: Option<Mode>,
     kernel_sw_csum: bool,
@@ -72,7 +73,7 @@ fn main() -> ExitCode {
     let opts = match parse_args() {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("{e}\nusage: bench_vs_kernel [--seconds N] [--json] [--only kernel|overlayd] [--kernel-sw-csum]");
+            eprintln!("{e}\nusage: bench_vs_kernel [--seconds N] [--runs N] [--json] [--only kernel|overlayd] [--kernel-sw-csum]");
             return ExitCode::from(2);
         }
     };
@@ -88,6 +89,7 @@ fn main() -> ExitCode {
 fn parse_args() -> Result<Opts, String> {
     let mut o = Opts {
         seconds: 5,
+        runs: 1,
         json: false,
         only: None,
         kernel_sw_csum: false,
@@ -102,6 +104,14 @@ fn parse_args() -> Result<Opts, String> {
                     .ok()
                     .filter(|s| (1..=3600).contains(s))
                     .ok_or_else(|| format!("--seconds: expected 1..=3600, got {v}"))?;
+            }
+            "--runs" => {
+                let v = args.next().ok_or("--runs needs a value")?;
+                o.runs = v
+                    .parse()
+                    .ok()
+                    .filter(|s| (1..=20).contains(s))
+                    .ok_or_else(|| format!("--runs: expected 1..=20, got {v}"))?;
             }
             "--json" => o.json = true,
             "--kernel-sw-csum" => o.kernel_sw_csum = true,
@@ -157,14 +167,21 @@ fn run(opts: &Opts) -> Result<(), String> {
         }
     }
     let overlayd = build_binaries()?.join("overlayd").to_string_lossy().into_owned();
-    let mut kernel = Results::default();
-    let mut ours = Results::default();
-    if opts.only != Some(Mode::Overlayd) {
-        kernel = measure(Mode::Kernel, opts, &overlayd)?;
+    // Runs alternate kernel, overlayd, kernel, … so slow drifts in background load hit both alike; each cell
+    // of the table is the median over the runs.
+    let (mut ks, mut os) = (Vec::new(), Vec::new());
+    for run in 1..=opts.runs {
+        if opts.runs > 1 {
+            note(opts, &format!("run {run} of {}", opts.runs));
+        }
+        if opts.only != Some(Mode::Overlayd) {
+            ks.push(measure(Mode::Kernel, opts, &overlayd)?);
+        }
+        if opts.only != Some(Mode::Kernel) {
+            os.push(measure(Mode::Overlayd, opts, &overlayd)?);
+        }
     }
-    if opts.only != Some(Mode::Kernel) {
-        ours = measure(Mode::Overlayd, opts, &overlayd)?;
-    }
+    let (kernel, ours) = (median(&ks), median(&os));
     if opts.json {
         println!("{}", to_json(opts, &kernel, &ours));
     } else {
@@ -278,6 +295,21 @@ fn measure(mode: Mode, opts: &Opts, overlayd: &str) -> Result<Results, String> {
     Ok(r)
 }
 
+/// Per-metric median over runs (upper median for an even count), ignoring failed measurements.
+fn median(rs: &[Results]) -> Results {
+    let m = |f: fn(&Results) -> Option<f64>| {
+        let mut v: Vec<f64> = rs.iter().filter_map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    Results {
+        tcp1_gbps: m(|r| r.tcp1_gbps),
+        tcp4_gbps: m(|r| r.tcp4_gbps),
+        udp64_pps: m(|r| r.udp64_pps),
+        ping_p50_ms: m(|r| r.ping_p50_ms),
+    }
+}
+
 fn report(mode: Mode, what: &str, r: Result<f64, String>) -> Option<f64> {
     r.map_err(|e| eprintln!("  {} {what}: {e}", mode.name())).ok()
 }
@@ -387,8 +419,9 @@ fn table(opts: &Opts, k: &Results, o: &Results) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "\n{} s per test, {} cores, kernel {}{}",
+        "\n{} s per test, median of {} run(s), {} cores, kernel {}{}",
         opts.seconds,
+        opts.runs,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         kernel_release(),
         if opts.kernel_sw_csum {
@@ -424,6 +457,7 @@ fn to_json(opts: &Opts, k: &Results, o: &Results) -> String {
     let row = |(name, unit, kv, ov, r): (&str, &str, Option<f64>, Option<f64>, Option<f64>)| serde_json::json!({"test": name, "unit": unit, "kernel": kv, "overlayd": ov, "ratio": r});
     let v = serde_json::json!({
         "seconds": opts.seconds,
+        "runs": opts.runs,
         "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "kernel_release": kernel_release(),
         "kernel_sw_csum": opts.kernel_sw_csum,
