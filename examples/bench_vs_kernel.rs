@@ -40,6 +40,8 @@ const IPERF_PORT: &str = "5201";
 struct Opts {
     seconds: u32,
     runs: u32,
+    /// Use this overlayd binary instead of building one (A/B comparisons of two builds).
+    overlayd: Option<PathBuf>,
     json: bool,
     only: Option<Mode>,
     kernel_sw_csum: bool,
@@ -73,7 +75,7 @@ fn main() -> ExitCode {
     let opts = match parse_args() {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("{e}\nusage: bench_vs_kernel [--seconds N] [--runs N] [--json] [--only kernel|overlayd] [--kernel-sw-csum]");
+            eprintln!("{e}\nusage: bench_vs_kernel [--seconds N] [--runs N] [--json] [--only kernel|overlayd] [--kernel-sw-csum] [--overlayd PATH]");
             return ExitCode::from(2);
         }
     };
@@ -90,6 +92,7 @@ fn parse_args() -> Result<Opts, String> {
     let mut o = Opts {
         seconds: 5,
         runs: 1,
+        overlayd: None,
         json: false,
         only: None,
         kernel_sw_csum: false,
@@ -113,6 +116,7 @@ fn parse_args() -> Result<Opts, String> {
                     .filter(|s| (1..=20).contains(s))
                     .ok_or_else(|| format!("--runs: expected 1..=20, got {v}"))?;
             }
+            "--overlayd" => o.overlayd = Some(args.next().ok_or("--overlayd needs a path")?.into()),
             "--json" => o.json = true,
             "--kernel-sw-csum" => o.kernel_sw_csum = true,
             "--only" => {
@@ -166,7 +170,12 @@ fn run(opts: &Opts) -> Result<(), String> {
             return Err(format!("{tool} is missing (apt-get install {tool})"));
         }
     }
-    let overlayd = build_binaries()?.join("overlayd").to_string_lossy().into_owned();
+    let overlayd = match &opts.overlayd {
+        Some(p) => p.clone(),
+        None => build_binaries()?.join("overlayd"),
+    }
+    .to_string_lossy()
+    .into_owned();
     // Runs alternate kernel, overlayd, kernel, … so slow drifts in background load hit both alike; each cell
     // of the table is the median over the runs.
     let (mut ks, mut os) = (Vec::new(), Vec::new());
