@@ -387,10 +387,10 @@ fn ratio(ours: Option<f64>, kernel: Option<f64>, lower_is_better: bool) -> Optio
     r.is_finite().then_some(r)
 }
 
-fn rows(
-    k: &Results,
-    o: &Results,
-) -> [(&'static str, &'static str, Option<f64>, Option<f64>, Option<f64>); 4] {
+/// (test, unit, kernel, overlayd, ratio)
+type Row = (&'static str, &'static str, Option<f64>, Option<f64>, Option<f64>);
+
+fn rows(k: &Results, o: &Results) -> [Row; 4] {
     [
         (
             "TCP 1 stream",
@@ -463,7 +463,7 @@ fn table(opts: &Opts, k: &Results, o: &Results) -> String {
 }
 
 fn to_json(opts: &Opts, k: &Results, o: &Results) -> String {
-    let row = |(name, unit, kv, ov, r): (&str, &str, Option<f64>, Option<f64>, Option<f64>)| serde_json::json!({"test": name, "unit": unit, "kernel": kv, "overlayd": ov, "ratio": r});
+    let row = |(name, unit, kv, ov, r): Row| serde_json::json!({"test": name, "unit": unit, "kernel": kv, "overlayd": ov, "ratio": r});
     let v = serde_json::json!({
         "seconds": opts.seconds,
         "runs": opts.runs,
