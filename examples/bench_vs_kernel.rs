@@ -184,10 +184,14 @@ fn run(opts: &Opts) -> Result<(), String> {
             note(opts, &format!("run {run} of {}", opts.runs));
         }
         if opts.only != Some(Mode::Overlayd) {
-            ks.push(measure(Mode::Kernel, opts, &overlayd)?);
+            let r = measure(Mode::Kernel, opts, &overlayd)?;
+            note(opts, &format!("run {run} kernel: {}", r.summary()));
+            ks.push(r);
         }
         if opts.only != Some(Mode::Kernel) {
-            os.push(measure(Mode::Overlayd, opts, &overlayd)?);
+            let r = measure(Mode::Overlayd, opts, &overlayd)?;
+            note(opts, &format!("run {run} overlayd: {}", r.summary()));
+            os.push(r);
         }
     }
     let (kernel, ours) = (median(&ks), median(&os));
@@ -302,6 +306,22 @@ fn measure(mode: Mode, opts: &Opts, overlayd: &str) -> Result<Results, String> {
     }
     drop(tb);
     Ok(r)
+}
+
+impl Results {
+    /// One line for the progress output, so the spread behind each median is visible.
+    fn summary(&self) -> String {
+        let f = |v: Option<f64>, scale: f64, prec: usize| {
+            v.map_or_else(|| "-".into(), |v| format!("{:.prec$}", v * scale))
+        };
+        format!(
+            "TCP1 {} Gbit/s, TCP4 {} Gbit/s, UDP64 {} kpps, ping p50 {} ms",
+            f(self.tcp1_gbps, 1.0, 2),
+            f(self.tcp4_gbps, 1.0, 2),
+            f(self.udp64_pps, 1e-3, 1),
+            f(self.ping_p50_ms, 1.0, 3)
+        )
+    }
 }
 
 /// Per-metric median over runs (upper median for an even count), ignoring failed measurements.
