@@ -25,12 +25,6 @@ const TAP_BUF: usize = 65_536 + 256;
 const RECV_SLOTS: usize = 32;
 const RECV_SLOT_SIZE: usize = 65_536;
 const SEND_DATA: usize = 2 * 1024 * 1024;
-/// Flush the send batch once this much is queued (in practice: after every 64 KiB superframe), instead of only
-/// when a wakeup's reads are done: the kernel then copies segments that `segment` has just written (still in
-/// cache) rather than up to 2 MiB of them, and the peer starts working on them earlier. Measured with
-/// `examples/bench_vs_kernel` (TCP 1 stream, alternating builds, loaded 2-core VM): flush-at-end 4.2 Gbit/s
-/// median, 256 KiB 6.1, 64 KiB 6.9 — see the README's Performance section.
-const SEND_FLUSH_BYTES: usize = 64 * 1024;
 const SEND_MSGS: usize = 4096;
 /// UDP GSO carries at most this many segments in one send (kernel UDP_MAX_SEGMENTS).
 const MAX_GSO_SEGMENTS: usize = 64;
@@ -141,9 +135,6 @@ pub fn run_tx(
                 } else {
                     counters.count_drop(DropReason::SendError, count);
                 }
-            }
-            if SEND_DATA - send.remaining() >= SEND_FLUSH_BYTES {
-                flush(udp, &mut send, &counters);
             }
         }
         flush(udp, &mut send, &counters);
