@@ -133,35 +133,6 @@ fn parse_args() -> Result<Opts, String> {
     Ok(o)
 }
 
-/// Builds overlayd with the same cargo and profile as this example; returns the directory holding it.
-fn build_binaries() -> Result<PathBuf, String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let exe = std::env::current_exe().map_err(|e| format!("cannot locate this executable: {e}"))?;
-    // <target>/<profile>/examples/bench_vs_kernel → <target>/<profile>
-    let dir = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .ok_or_else(|| format!("unexpected executable location {}", exe.display()))?
-        .to_path_buf();
-    let release = dir.file_name().is_some_and(|n| n == "release");
-    if !release {
-        eprintln!("warning: not a release build; numbers will be meaningless (use cargo run --release)");
-    }
-    let mut cmd = Command::new(&cargo);
-    cmd.args(["build", "--quiet", "--bin", "overlayd"]);
-    if release {
-        cmd.arg("--release");
-    }
-    let st = cmd.status().map_err(|e| format!("cannot run {cargo}: {e}"))?;
-    if !st.success() {
-        return Err(format!("`{cargo} build` failed ({st})"));
-    }
-    if !dir.join("overlayd").is_file() {
-        return Err(format!("{} was not built", dir.join("overlayd").display()));
-    }
-    Ok(dir)
-}
-
 fn run(opts: &Opts) -> Result<(), String> {
     for tool in ["iperf3", "ping", "ethtool"] {
         if Command::new(tool).arg("-V").output().is_err()
@@ -170,9 +141,12 @@ fn run(opts: &Opts) -> Result<(), String> {
             return Err(format!("{tool} is missing (apt-get install {tool})"));
         }
     }
+    if cfg!(debug_assertions) {
+        eprintln!("warning: not a release build; numbers will be meaningless (use cargo run --release)");
+    }
     let overlayd = match &opts.overlayd {
         Some(p) => p.clone(),
-        None => build_binaries()?.join("overlayd"),
+        None => testbed::build_binaries()?.join("overlayd"),
     }
     .to_string_lossy()
     .into_owned();

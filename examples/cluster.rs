@@ -27,8 +27,7 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use testbed::{wait_until, Daemon, Host, Netns, Testbed};
 
@@ -184,35 +183,6 @@ fn first_time(
 // Driver
 // ---------------------------------------------------------------------------------------------------------
 
-/// Builds the two binaries with the same cargo and profile as this example and returns their directory.
-fn build_binaries() -> Result<PathBuf, String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let exe = std::env::current_exe().map_err(|e| format!("cannot locate the example executable: {e}"))?;
-    // <target>/<profile>/examples/cluster → <target>/<profile>
-    let dir = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .ok_or_else(|| format!("unexpected executable location {}", exe.display()))?
-        .to_path_buf();
-    let mut cmd = Command::new(&cargo);
-    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
-    cmd.args(["build", "--quiet", "--manifest-path", manifest]);
-    cmd.args(["--bin", "overlayd", "--bin", "overlayctl"]);
-    if dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    let st = cmd.status().map_err(|e| format!("cannot run {cargo}: {e}"))?;
-    if !st.success() {
-        return Err(format!("`{cargo} build` failed ({st})"));
-    }
-    for b in ["overlayd", "overlayctl"] {
-        if !dir.join(b).is_file() {
-            return Err(format!("{} was not built", dir.join(b).display()));
-        }
-    }
-    Ok(dir)
-}
-
 /// Nearest-rank percentile of sorted `v`.
 fn pct(v: &[f64], p: f64) -> f64 {
     if v.is_empty() {
@@ -253,7 +223,7 @@ fn run(o: &Opts) -> Result<(), String> {
             eprintln!("• {s}");
         }
     };
-    let bin = build_binaries()?;
+    let bin = testbed::build_binaries()?;
     let overlayd = bin.join("overlayd").to_string_lossy().into_owned();
     let overlayctl = bin.join("overlayctl").to_string_lossy().into_owned();
     let me = std::env::current_exe()

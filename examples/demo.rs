@@ -8,8 +8,7 @@
 #[path = "../tests/common/testbed.rs"]
 mod testbed;
 
-use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::Duration;
 use testbed::{wait_until, Host, Netns, Testbed};
 
@@ -23,42 +22,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// Builds the two binaries with the same cargo and profile as this example and returns their directory.
-fn build_binaries() -> Result<PathBuf, String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let exe = std::env::current_exe().map_err(|e| format!("cannot locate the demo executable: {e}"))?;
-    // <target>/<profile>/examples/demo → <target>/<profile>
-    let dir = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .ok_or_else(|| format!("unexpected executable location {}", exe.display()))?
-        .to_path_buf();
-    let mut cmd = Command::new(&cargo);
-    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
-    cmd.args(["build", "--manifest-path", manifest]);
-    cmd.args(["--bin", "overlayd", "--bin", "overlayctl"]);
-    if dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    println!("• building overlayd and overlayctl ({})", dir.display());
-    let st = cmd.status().map_err(|e| format!("cannot run {cargo}: {e}"))?;
-    if !st.success() {
-        return Err(format!("`{cargo} build` failed ({st})"));
-    }
-    for b in ["overlayd", "overlayctl"] {
-        if !dir.join(b).is_file() {
-            return Err(format!("{} was not built", dir.join(b).display()));
-        }
-    }
-    Ok(dir)
-}
-
 fn step(what: &str) {
     println!("\n• {what}");
 }
 
 fn run() -> Result<(), String> {
-    let bin = build_binaries()?;
+    let bin = testbed::build_binaries()?;
     let overlayd = bin.join("overlayd").to_string_lossy().into_owned();
     let overlayctl = bin.join("overlayctl").to_string_lossy().into_owned();
 

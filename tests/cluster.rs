@@ -10,14 +10,13 @@
 
 mod common;
 
+use common::overlay::{ctl_json, ping_ok, OVERLAYCTL, OVERLAYD};
+
 use common::testbed::{wait_until, Daemon, Host, Netns, Testbed};
 use serde_json::Value;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-const OVERLAYD: &str = env!("CARGO_BIN_EXE_overlayd");
-const OVERLAYCTL: &str = env!("CARGO_BIN_EXE_overlayctl");
 
 /// The bound for withdrawing a SIGKILLed node's MACs from every other node.
 const WITHDRAW_BOUND: Duration = Duration::from_secs(3);
@@ -44,17 +43,6 @@ fn start(host: &Host, args: &[&str]) -> Daemon {
     }
     assert!(ready, "`{}` not ready within 20 s:\n{}", d.cmdline(), d.log());
     d
-}
-
-/// `overlayctl <what> --json` on `host`, parsed.
-fn ctl_json(host: &Host, what: &str) -> Value {
-    let out = host.run(OVERLAYCTL, &[what, "--json"]);
-    serde_json::from_str(&out).unwrap_or_else(|e| {
-        panic!(
-            "`overlayctl {what} --json` on {} is not JSON ({e}):\n{out}",
-            host.ns()
-        )
-    })
 }
 
 fn rows(v: &Value) -> &[Value] {
@@ -158,24 +146,6 @@ fn form_cluster(tb: &Testbed, hosts: &[&Host]) -> Vec<Daemon> {
     daemons
 }
 
-/// Waits until `from` reaches `to` (10 s), then requires 2 of 2 pings.
-fn ping_ok(from: &impl Netns, to: Ipv4Addr) {
-    assert!(
-        wait_until(Duration::from_secs(10), || from.ping(to, 1).is_ok()),
-        "{} → {to}: no ping reply within 10 s",
-        from.ns()
-    );
-    let p = from
-        .ping(to, 2)
-        .unwrap_or_else(|e| panic!("{} → {to}: {e}", from.ns()));
-    assert_eq!(
-        p.received,
-        p.transmitted,
-        "{} → {to}: lost pings {p:?}",
-        from.ns()
-    );
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // a. five hosts joined through one member
 // ---------------------------------------------------------------------------------------------------------
@@ -191,7 +161,7 @@ fn five_hosts_join_through_one_member() {
     for a in &hosts {
         for b in &hosts {
             if a.index() != b.index() {
-                ping_ok(a.container(), b.container().ip());
+                ping_ok(a.container(), b.container().ip(), 2);
             }
         }
     }
@@ -255,7 +225,7 @@ fn five_hosts_join_through_one_member() {
         others.iter().map(|h| ctl_json(h, "peers")).collect::<Vec<_>>()
     );
     // The survivors still reach each other.
-    ping_ok(hosts[0].container(), hosts[3].container().ip());
+    ping_ok(hosts[0].container(), hosts[3].container().ip(), 2);
 
     // A clean stop (SIGTERM) announces a leave: the other three mark host 4 `left` (or forget it) and drop its
     // MAC. Functional timeout only; the time is printed.
@@ -403,5 +373,5 @@ fn forged_or_absent_token_is_refused() {
         );
     }
     // The members are unharmed.
-    ping_ok(members[0].container(), members[2].container().ip());
+    ping_ok(members[0].container(), members[2].container().ip(), 2);
 }

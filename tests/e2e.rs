@@ -6,14 +6,13 @@
 
 mod common;
 
+use common::overlay::{ctl_json, ping_ok, OVERLAYCTL, OVERLAYD};
+
 use common::garbage::{self, GARBAGE_COUNT};
 use common::testbed::{tcp_transfer, wait_until, BridgeMode, Daemon, Host, Netns, Testbed};
 use serde_json::Value;
 use std::net::Ipv4Addr;
 use std::time::Duration;
-
-const OVERLAYD: &str = env!("CARGO_BIN_EXE_overlayd");
-const OVERLAYCTL: &str = env!("CARGO_BIN_EXE_overlayctl");
 
 /// Drop reasons for datagrams coming from the underlay (see `dataplane::stats::DropReason`).
 const UNDERLAY_DROPS: &[&str] = &[
@@ -65,16 +64,6 @@ fn start_overlayd(host: &Host, peers: &[Ipv4Addr], vni: Option<u32>, extra: &[&s
         d.log()
     );
     d
-}
-
-fn ctl_json(host: &Host, what: &str) -> Value {
-    let out = host.run(OVERLAYCTL, &[what, "--json"]);
-    serde_json::from_str(&out).unwrap_or_else(|e| {
-        panic!(
-            "`overlayctl {what} --json` on {} is not JSON ({e}):\n{out}",
-            host.ns()
-        )
-    })
 }
 
 /// The counters of `overlayctl stats --json`.
@@ -148,24 +137,6 @@ fn kernel_udp_drops(host: &Host) -> u64 {
         .unwrap_or(0)
 }
 
-/// Waits until `from` reaches `to` (10 s), then requires 3 of 3 pings to come back.
-fn ping_ok(from: &impl Netns, to: Ipv4Addr) {
-    assert!(
-        wait_until(Duration::from_secs(10), || from.ping(to, 1).is_ok()),
-        "{} → {to}: no ping reply within 10 s",
-        from.ns()
-    );
-    let p = from
-        .ping(to, 3)
-        .unwrap_or_else(|e| panic!("{} → {to}: {e}", from.ns()));
-    assert_eq!(
-        p.received,
-        p.transmitted,
-        "{} → {to}: lost pings {p:?}",
-        from.ns()
-    );
-}
-
 fn fdb_entry<'a>(fdb: &'a Value, mac: &str) -> Option<&'a Value> {
     fdb.as_array()?.iter().find(|e| {
         e.get("mac")
@@ -194,7 +165,7 @@ fn three_hosts_ping_tcp_fdb_stats() {
     for a in 1..=3 {
         for b in 1..=3 {
             if a != b {
-                ping_ok(tb.container(a), tb.container(b).ip());
+                ping_ok(tb.container(a), tb.container(b).ip(), 3);
             }
         }
     }
@@ -312,8 +283,8 @@ fn interop_with_kernel_vxlan() {
     h2.add_kernel_vxlan(42, 4789, &[h1.underlay_ip()]);
     let (c1, c2) = (tb.container(1), tb.container(2));
 
-    ping_ok(c1, c2.ip());
-    ping_ok(c2, c1.ip());
+    ping_ok(c1, c2.ip(), 3);
+    ping_ok(c2, c1.ip(), 3);
     tcp_transfer(c1, c2, 5001, 4, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("overlayd → kernel: {e}"));
     tcp_transfer(c2, c1, 5002, 4, Duration::from_secs(60))
@@ -342,7 +313,7 @@ fn offload_and_plain_peers_interoperate() {
     let _d1 = start_overlayd(h1, &[h2.underlay_ip()], None, &["--no-offload"]);
     let _d2 = start_overlayd(h2, &[h1.underlay_ip()], None, &[]);
     let (c1, c2) = (tb.container(1), tb.container(2));
-    ping_ok(c1, c2.ip());
+    ping_ok(c1, c2.ip(), 3);
     tcp_transfer(c1, c2, 5001, 8, Duration::from_secs(60)).unwrap_or_else(|e| panic!("plain → offload: {e}"));
     tcp_transfer(c2, c1, 5002, 8, Duration::from_secs(60)).unwrap_or_else(|e| panic!("offload → plain: {e}"));
     let (s1, s2) = (Stats::get(h1), Stats::get(h2));
@@ -377,7 +348,7 @@ fn garbage_datagrams_are_counted_and_dropped() {
     let _d1 = start_overlayd(h1, &[h2.underlay_ip()], None, &[]);
     let _d2 = start_overlayd(h2, &[h1.underlay_ip()], None, &[]);
     let (c1, c2) = (tb.container(1), tb.container(2));
-    ping_ok(c1, c2.ip());
+    ping_ok(c1, c2.ip(), 3);
     std::thread::sleep(Duration::from_millis(500)); // let the last replies drain before the baseline
 
     let before = Stats::get(h1);
@@ -421,8 +392,8 @@ fn garbage_datagrams_are_counted_and_dropped() {
     );
     assert!(c1_rx <= NOISE_TOLERANCE, "container 1 received garbage: {detail}");
 
-    ping_ok(c1, c2.ip());
-    ping_ok(c2, c1.ip());
+    ping_ok(c1, c2.ip(), 3);
+    ping_ok(c2, c1.ip(), 3);
 }
 
 /// Helper, not a test: sends the garbage when re-executed by `send_garbage` inside a host namespace.

@@ -877,3 +877,34 @@ pub fn tcp_transfer(
     }
     Ok(())
 }
+
+/// For examples: builds `overlayd` and `overlayctl` with the same cargo and profile as the running example
+/// (`$CARGO build --manifest-path … [--release]`) and returns the directory holding them.
+pub fn build_binaries() -> Result<PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let exe = std::env::current_exe().map_err(|e| format!("cannot locate this executable: {e}"))?;
+    // <target>/<profile>/examples/<name> → <target>/<profile>
+    let dir = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .ok_or_else(|| format!("unexpected executable location {}", exe.display()))?
+        .to_path_buf();
+    let mut cmd = Command::new(&cargo);
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    cmd.args(["build", "--manifest-path", manifest]);
+    cmd.args(["--bin", "overlayd", "--bin", "overlayctl"]);
+    if dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    println!("• building overlayd and overlayctl ({})", dir.display());
+    let st = cmd.status().map_err(|e| format!("cannot run {cargo}: {e}"))?;
+    if !st.success() {
+        return Err(format!("`{cargo} build` failed ({st})"));
+    }
+    for b in ["overlayd", "overlayctl"] {
+        if !dir.join(b).is_file() {
+            return Err(format!("{} was not built", dir.join(b).display()));
+        }
+    }
+    Ok(dir)
+}
