@@ -9,7 +9,7 @@ use thiserror::Error;
 
 /// Size of `struct virtio_net_hdr` that the kernel prepends/expects with `IFF_VNET_HDR`. We never call
 /// `TUNSETVNETHDRSZ`, so it stays at the kernel default of 10.
-pub const VNET_HDR_LEN: usize = 10;
+pub use crate::offload::VIRTIO_NET_HDR_LEN as VNET_HDR_LEN;
 
 /// Longest interface name: `IFNAMSIZ` (16) minus the NUL.
 pub const MAX_IFNAME_LEN: usize = libc::IFNAMSIZ - 1;
