@@ -9,6 +9,10 @@ use std::path::PathBuf;
 /// Longest Linux interface name (IFNAMSIZ - 1).
 pub const IFNAME_MAX: usize = 15;
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:7947";
+/// Outer UDP source ports per VTEP (DECISIONS: 64, so 16 flows land on at least 8 ports).
+pub const DEFAULT_SRC_PORTS: usize = 64;
+/// Upper bound for `--src-ports`: one socket (file descriptor) each.
+pub const MAX_SRC_PORTS: usize = 1024;
 
 #[derive(Parser, Debug, Default, Clone)]
 #[command(
@@ -53,6 +57,9 @@ pub struct Args {
     /// Disable TAP/UDP offloads (TSO, GSO, GRO): one frame per datagram, for debugging.
     #[arg(long)]
     pub no_offload: bool,
+    /// Outer UDP source ports (one send socket each) that inner flows are hashed over, 1..=1024 [default: 64].
+    #[arg(long, value_name = "N")]
+    pub src_ports: Option<usize>,
     /// Create a new cluster (CA + this node's credential in --state-dir) and become its first member.
     #[arg(long, conflicts_with = "token")]
     pub init_cluster: bool,
@@ -83,6 +90,7 @@ struct FileConfig {
     ageing: Option<u64>,
     fdb_max: Option<usize>,
     no_offload: Option<bool>,
+    src_ports: Option<usize>,
     state_dir: Option<PathBuf>,
     gossip_port: Option<u16>,
 }
@@ -101,6 +109,8 @@ pub struct Config {
     pub ageing_s: u64,
     pub fdb_max: usize,
     pub offload: bool,
+    /// Number of outer UDP source ports (send sockets) for flow entropy.
+    pub src_ports: usize,
     pub cluster: Cluster,
     pub state_dir: PathBuf,
     pub gossip_port: u16,
@@ -141,6 +151,8 @@ pub enum ConfigError {
     Ageing,
     #[error("--fdb-max 0 would make learning impossible: use a positive number such as 65536")]
     FdbMax,
+    #[error("--src-ports {0} is out of range: use 1..=1024 outer UDP source ports (default 64; 1 disables flow entropy)")]
+    SrcPorts(usize),
     #[error("cannot read config file {path}: {source} (check the path given to --config)")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path} is not valid: {message}")]
@@ -245,6 +257,10 @@ impl Args {
         if fdb_max == 0 {
             return Err(ConfigError::FdbMax);
         }
+        let src_ports = self.src_ports.or(file.src_ports).unwrap_or(DEFAULT_SRC_PORTS);
+        if !(1..=MAX_SRC_PORTS).contains(&src_ports) {
+            return Err(ConfigError::SrcPorts(src_ports));
+        }
         Ok(Config {
             peers,
             local: self.local.or(file.local),
@@ -257,6 +273,7 @@ impl Args {
             ageing_s,
             fdb_max,
             offload: !(self.no_offload || file.no_offload.unwrap_or(false)),
+            src_ports,
             cluster,
             state_dir,
             gossip_port,
@@ -338,6 +355,28 @@ mod tests {
             ConfigError::Token(_)
         ));
         assert!(Args::try_parse_from(["overlayd", "--init-cluster", "--token", "t"]).is_err());
+    }
+
+    #[test]
+    fn src_ports() {
+        assert_eq!(parse(&["--peer", "10.0.0.2"]).unwrap().src_ports, 64);
+        assert_eq!(
+            parse(&["--peer", "10.0.0.2", "--src-ports", "1"])
+                .unwrap()
+                .src_ports,
+            1
+        );
+        assert_eq!(
+            parse(&["--peer", "10.0.0.2", "--src-ports", "1024"])
+                .unwrap()
+                .src_ports,
+            1024
+        );
+        for bad in ["0", "1025"] {
+            let e = parse(&["--peer", "10.0.0.2", "--src-ports", bad]).unwrap_err();
+            assert!(matches!(e, ConfigError::SrcPorts(_)), "{e:?}");
+            assert!(e.to_string().contains("use 1..=1024"), "{e}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::cluster::{self, ClusterError, Plumbing};
 use crate::config::Config;
 use dataplane::engine::{Engine, EngineConfig, PeerSet};
 use dataplane::fdb::Fdb;
-use dataplane::io::{self, netlink, Tap, TapConfig, UdpOptions, UdpSocket, Waker};
+use dataplane::io::{self, netlink, SenderSet, Tap, TapConfig, UdpOptions, UdpSocket, Waker};
 use dataplane::stats::Counters;
 use dataplane::worker::{self, TxOffloads};
 use std::net::{IpAddr, SocketAddr};
@@ -126,16 +126,16 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     netlink::set_master(tap.name(), &cfg.bridge)?;
     netlink::set_up(tap.name())?;
 
-    let udp = UdpSocket::bind(
-        SocketAddr::new(local, cfg.port),
-        &UdpOptions {
-            reuse_port: false,
-            buffer_bytes: UDP_BUFFER_BYTES,
-            gro: cfg.offload,
-        },
-    )?;
+    let udp_opts = UdpOptions {
+        reuse_port: false,
+        buffer_bytes: UDP_BUFFER_BYTES,
+        gro: cfg.offload,
+    };
+    // Receive on the VXLAN port; send from `src_ports` sockets on ephemeral ports (flow entropy).
+    let udp = UdpSocket::bind(SocketAddr::new(local, cfg.port), &udp_opts)?;
+    let senders = SenderSet::bind(local, cfg.src_ports, &udp_opts)?;
     let offloads = TxOffloads {
-        udp_gso: cfg.offload && udp.gso_supported(),
+        udp_gso: cfg.offload && senders.gso_supported(),
     };
     let gro = udp.gro_enabled();
 
@@ -182,6 +182,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         peers = ?cfg.peers,
         tso,
         udp_gso = offloads.udp_gso,
+        src_ports = senders.len(),
         udp_gro = gro,
         admin = %cfg.admin,
         "overlayd up"
@@ -194,7 +195,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         let tx = std::thread::Builder::new()
             .name("ovl-tx".into())
             .spawn_scoped(s, || {
-                worker::run_tx(tx_engine, queue, &udp, offloads, &stop, &tx_waker)
+                worker::run_tx(tx_engine, queue, &senders, offloads, &stop, &tx_waker)
             })?;
         let rx = std::thread::Builder::new()
             .name("ovl-rx".into())

@@ -11,10 +11,10 @@
 
 use crate::fdb::{Fdb, Learn, Origin};
 use crate::stats::{Counters, DropReason};
-use crate::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN};
+use crate::wire::ethernet::{ETHERTYPE_QINQ, ETHERTYPE_VLAN};
 use crate::wire::{vxlan, EthernetFrame, Vni, VxlanPacket, ETHERNET_HEADER_LEN, VXLAN_HEADER_LEN};
 use std::net::{IpAddr, SocketAddr};
-use std::ops::{Range, RangeInclusive};
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -27,8 +27,6 @@ pub struct EngineConfig {
     pub port: u16,
     /// Our own VTEP address.
     pub local: IpAddr,
-    /// Outer UDP source port range for flow entropy (Linux uses the ephemeral range).
-    pub src_ports: RangeInclusive<u16>,
     /// Cluster mode: accept datagrams only from addresses in the peer set.
     pub require_member: bool,
     /// Accept 802.1Q-tagged inner frames (RFC 7348 §6.1 says discard unless configured).
@@ -41,7 +39,6 @@ impl EngineConfig {
             vni,
             port: vxlan::VXLAN_PORT,
             local,
-            src_ports: 32768..=60999,
             require_member: false,
             allow_vlan: false,
         }
@@ -86,8 +83,8 @@ impl PeerSet {
 /// Where the engine wants a frame from the TAP sent. Caller-owned and reused: `dests` keeps its capacity.
 #[derive(Debug, Default)]
 pub struct TxAction {
-    /// Outer UDP source port (hash of the inner flow).
-    pub src_port: u16,
+    /// Hash of the inner flow ([`crate::flow::flow_hash`]): picks the outer UDP source port.
+    pub flow_hash: u64,
     /// Destination VTEPs: one for known unicast, every peer for flooding.
     pub dests: Vec<SocketAddr>,
 }
@@ -177,7 +174,7 @@ impl Engine {
         let l = self.fdb.learn(src, self.cfg.local, Origin::Local, now);
         self.count_learn(l);
         self.refresh_peers();
-        out.src_port = flow_port(frame, &self.cfg.src_ports);
+        out.flow_hash = crate::flow::flow_hash(frame);
         let dst = eth.dst();
         if !dst.is_multicast() {
             match self.fdb.lookup(&dst, now) {
@@ -235,66 +232,6 @@ impl Engine {
 
 fn is_vlan(ethertype: u16) -> bool {
     ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ
-}
-
-/// Outer source port from a hash of the inner flow (RFC 7348 §5): L3 addresses and L4 ports when the frame is
-/// IPv4/IPv6 carrying TCP/UDP (so one TCP flow keeps one port and ECMP/RSS keep it in order), else the MACs.
-pub fn flow_port(frame: &[u8], range: &RangeInclusive<u16>) -> u16 {
-    let mut h = FlowHash::default();
-    let ethertype = frame
-        .get(12..14)
-        .map(|b| u16::from_be_bytes([b[0], b[1]]))
-        .unwrap_or(0);
-    let l3 = frame.get(ETHERNET_HEADER_LEN..).unwrap_or(&[]);
-    let l4 = match ethertype {
-        ETHERTYPE_IPV4 if l3.len() >= 20 => {
-            h.bytes(&l3[12..20]);
-            h.word(u64::from(l3[9]));
-            let frag = u16::from_be_bytes([l3[6], l3[7]]) & 0x3fff != 0;
-            let ihl = usize::from(l3[0] & 0x0f) * 4;
-            (!frag && matches!(l3[9], 6 | 17))
-                .then(|| l3.get(ihl..ihl + 4))
-                .flatten()
-        }
-        ETHERTYPE_IPV6 if l3.len() >= 40 => {
-            h.bytes(&l3[8..40]);
-            h.word(u64::from(l3[6]));
-            matches!(l3[6], 6 | 17).then(|| l3.get(40..44)).flatten()
-        }
-        _ => {
-            h.bytes(frame.get(..12).unwrap_or(frame));
-            h.word(u64::from(ethertype));
-            None
-        }
-    };
-    if let Some(p) = l4 {
-        h.bytes(p);
-    }
-    let (lo, hi) = (*range.start(), *range.end());
-    let span = u64::from(hi.saturating_sub(lo)) + 1;
-    // `span` ≤ 65536 so the remainder fits in a u16 offset from `lo`.
-    lo.saturating_add(u16::try_from(h.finish() % span).unwrap_or(0))
-}
-
-/// A tiny multiply-rotate hash; quality is enough for port spreading, it is not keyed.
-#[derive(Default)]
-struct FlowHash(u64);
-
-impl FlowHash {
-    fn word(&mut self, w: u64) {
-        self.0 = (self.0 ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
-    }
-    fn bytes(&mut self, b: &[u8]) {
-        for c in b.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..c.len()].copy_from_slice(c);
-            self.word(u64::from_le_bytes(w));
-        }
-    }
-    fn finish(&self) -> u64 {
-        let z = self.0 ^ (self.0 >> 31);
-        z.wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (z >> 29)
-    }
 }
 
 #[cfg(test)]

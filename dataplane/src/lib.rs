@@ -2,6 +2,7 @@
 //!
 //! - [`wire`]: byte views over Ethernet and VXLAN headers with checked constructors (never panic on input).
 //! - [`fdb`]: the bounded, shared MAC → VTEP forwarding database with explicit time.
+//! - [`flow`]: the inner-flow hash that picks the outer UDP source port (flow entropy).
 //! - [`engine`]: the sans-IO forwarding engine: a frame or datagram plus `now` in, a verdict out.
 //! - [`offload`]: virtio-net header, TSO superframe segmentation and TCP receive coalescing (pure functions).
 //! - [`io`]: TAP, UDP and netlink syscalls; the only module allowed `unsafe`.
@@ -10,6 +11,7 @@
 
 pub mod engine;
 pub mod fdb;
+pub mod flow;
 #[allow(unsafe_code)]
 pub mod io;
 pub mod offload;

@@ -4,15 +4,18 @@
 //!
 //! Per wakeup a loop handles a bounded batch (STYLE §4): up to [`TAP_READS_PER_WAKEUP`] TAP reads, each of which
 //! may be a TSO superframe, or [`RECV_BATCHES_PER_WAKEUP`] `recvmmsg` batches of which each datagram may be a GRO
-//! train. Sends go out as one `sendmmsg` per batch, a superframe to one VTEP as one UDP GSO message.
-//! Nothing here allocates after start-up and nothing logs per packet.
+//! train. Sends go out as one `sendmmsg` per send socket and batch, a superframe to one VTEP as one UDP GSO
+//! message (or a few, see [`gso_messages`]). The inner flow's hash picks the send socket, i.e. the outer source
+//! port ([`crate::flow`]). Nothing here allocates after start-up and nothing logs per packet.
 
 use crate::engine::{Engine, TxAction};
-use crate::io::{poll_fds, RecvBatch, SendBatch, TapQueue, UdpSocket, Waker};
+use crate::flow;
+use crate::io::{poll_fds, RecvBatch, SendBatch, SenderSet, TapQueue, UdpSocket, Waker};
 use crate::offload::{self, Coalescer, VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 use crate::stats::{Counters, DropReason};
 use crate::wire::VXLAN_HEADER_LEN;
 use std::io::{ErrorKind, IoSlice};
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -44,11 +47,30 @@ pub struct TxOffloads {
     pub udp_gso: bool,
 }
 
+/// The UDP messages that carry `range` of a send buffer holding equal segments of `stride` bytes (the last may
+/// be shorter), at most `per_msg` segments per message: `(range, gso_size)`, with `gso_size` 0 for a message of
+/// one datagram (no `UDP_SEGMENT` needed). Pure send planning, so it is tested without sockets.
+pub fn gso_messages(
+    range: Range<usize>,
+    stride: usize,
+    per_msg: usize,
+) -> impl Iterator<Item = (Range<usize>, u16)> {
+    let stride = stride.max(1);
+    let step = stride.saturating_mul(per_msg.max(1));
+    let gso_size = u16::try_from(stride).unwrap_or(0);
+    let end = range.end;
+    (range.start..end).step_by(step).map(move |start| {
+        let stop = start.saturating_add(step).min(end);
+        let seg = if stop - start > stride { gso_size } else { 0 };
+        (start..stop, seg)
+    })
+}
+
 /// TAP → underlay.
 pub fn run_tx(
     mut engine: Engine,
     tap: &TapQueue,
-    udp: &UdpSocket,
+    udp: &SenderSet,
     offloads: TxOffloads,
     stop: &AtomicBool,
     waker: &Waker,
@@ -120,15 +142,12 @@ pub fn run_tx(
             } else {
                 1
             };
-            let gso_size = u16::try_from(segs.stride).unwrap_or(0);
+            // The flow's socket: its outer source port. `udp.len()` fits u16 (the config caps it).
+            let sock = u16::try_from(flow::pick(act.flow_hash, udp.len())).unwrap_or(0);
             for dst in &act.dests {
-                let mut start = range.start;
                 let mut pushed = true;
-                while start < range.end {
-                    let end = (start + per_msg * segs.stride).min(range.end);
-                    let seg = if end - start > segs.stride { gso_size } else { 0 };
-                    pushed &= send.push(*dst, start..end, seg);
-                    start = end;
+                for (r, seg) in gso_messages(range.clone(), segs.stride, per_msg) {
+                    pushed &= send.push_from(sock, *dst, r, seg);
                 }
                 if pushed {
                     Counters::add(&counters.tx_datagrams, count);
@@ -141,7 +160,7 @@ pub fn run_tx(
     }
 }
 
-fn flush(udp: &UdpSocket, send: &mut SendBatch, counters: &Counters) {
+fn flush(udp: &SenderSet, send: &mut SendBatch, counters: &Counters) {
     if send.is_empty() {
         return;
     }
@@ -165,7 +184,6 @@ pub fn run_rx(
     let vnet = tap.vnet_hdr();
     let coalesce = coalesce && vnet;
     let mut gro = Coalescer::new(if coalesce { GRO_FLOWS } else { 0 });
-    let plain_hdr = [0u8; VIRTIO_NET_HDR_LEN];
     // One TAP write per frame or coalesced superframe; a full or down TAP drops (counted), never blocks.
     let write = |hdr: &[u8; VIRTIO_NET_HDR_LEN], frame: &[u8]| {
         let r = if vnet {
@@ -190,25 +208,33 @@ pub fn run_rx(
             };
             let now = Instant::now();
             for i in 0..n {
-                let (meta, data) = batch.get(i);
+                let (meta, data) = batch.get_mut(i);
+                let (src, stride) = (meta.src, meta.stride.max(1));
                 // A GRO train splits at `stride`; an empty datagram still counts (and drops as `short`).
-                let empty = data.is_empty().then_some(data);
-                for dgram in data.chunks(meta.stride.max(1)).chain(empty) {
+                let empty: Option<&mut [u8]> = if data.is_empty() { Some(&mut []) } else { None };
+                for dgram in data.chunks_mut(stride).chain(empty) {
                     Counters::add(&counters.rx_datagrams, 1);
-                    let range = match engine.on_underlay_datagram(now, meta.src, dgram) {
+                    let range = match engine.on_underlay_datagram(now, src, dgram) {
                         Ok(r) => r,
                         Err(r) => {
                             counters.count_drop(r, 1);
                             continue;
                         }
                     };
-                    let Some(frame) = dgram.get(range) else { continue };
+                    let Some(frame) = dgram.get_mut(range) else {
+                        continue;
+                    };
                     Counters::add(&counters.tx_frames, 1);
                     Counters::add(&counters.tx_bytes, frame.len() as u64);
+                    // Inner checksums a kernel sender left partial (offload::partial): NEEDS_CSUM through the
+                    // virtio header, or completed here when the TAP has none.
                     if coalesce {
                         gro.push(frame, write);
+                    } else if vnet {
+                        write(&offload::rx_header(frame), frame);
                     } else {
-                        write(&plain_hdr, frame);
+                        offload::fill_partial(frame);
+                        write(&[0; VIRTIO_NET_HDR_LEN], frame);
                     }
                 }
             }
@@ -225,5 +251,44 @@ fn pollfd(fd: std::os::fd::RawFd) -> libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gso_messages_split_at_per_msg_segments() {
+        // 10 segments of 100 bytes and a 30-byte tail, 4 per message.
+        let m: Vec<_> = gso_messages(1000..2030, 100, 4).collect();
+        assert_eq!(m, vec![(1000..1400, 100), (1400..1800, 100), (1800..2030, 100)]);
+        // One message per datagram (no GSO): gso_size 0 everywhere.
+        let m: Vec<_> = gso_messages(0..250, 100, 1).collect();
+        assert_eq!(m, vec![(0..100, 0), (100..200, 0), (200..250, 0)]);
+        // A lone tail segment needs no UDP_SEGMENT.
+        let m: Vec<_> = gso_messages(0..430, 100, 4).collect();
+        assert_eq!(m, vec![(0..400, 100), (400..430, 0)]);
+        assert_eq!(gso_messages(5..5, 100, 4).count(), 0);
+        // Degenerate inputs do not loop forever or panic.
+        assert_eq!(gso_messages(0..3, 0, 0).count(), 3);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn gso_messages_cover_the_range(start in 0usize..5000, len in 0usize..200_000, stride in 1usize..2000,
+                                        per_msg in 1usize..80) {
+            let mut at = start;
+            for (r, seg) in gso_messages(start..start + len, stride, per_msg) {
+                proptest::prop_assert_eq!(r.start, at);
+                proptest::prop_assert!(r.len() <= stride * per_msg && !r.is_empty());
+                proptest::prop_assert_eq!(seg != 0, r.len() > stride);
+                if seg != 0 {
+                    proptest::prop_assert_eq!(usize::from(seg), stride);
+                }
+                at = r.end;
+            }
+            proptest::prop_assert_eq!(at, start + len);
+        }
     }
 }

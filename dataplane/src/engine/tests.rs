@@ -301,31 +301,6 @@ fn tx_drops() {
     );
 }
 
-#[test]
-fn flow_port_is_stable_per_flow_and_spreads() {
-    let range = 32768..=60999;
-    let tcp = |sport: u16| {
-        let mut ipv4 = vec![
-            0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 1, 0, 1, 10, 1, 0, 2,
-        ];
-        ipv4.extend_from_slice(&sport.to_be_bytes());
-        ipv4.extend_from_slice(&80u16.to_be_bytes());
-        ipv4.extend_from_slice(&[0; 16]);
-        frame(mac(2), mac(1), &ipv4)
-    };
-    let a = flow_port(&tcp(1000), &range);
-    assert_eq!(a, flow_port(&tcp(1000), &range));
-    let ports: std::collections::BTreeSet<u16> = (1000..1064).map(|p| flow_port(&tcp(p), &range)).collect();
-    assert!(
-        ports.len() > 50,
-        "64 flows should map to mostly distinct ports, got {}",
-        ports.len()
-    );
-    assert!(ports.iter().all(|p| range.contains(p)));
-    assert!(range.contains(&flow_port(&[], &range)));
-    assert_eq!(flow_port(&[1, 2, 3], &(7..=7)), 7);
-}
-
 proptest::proptest! {
     /// Any truncation or corruption of a valid datagram yields a verdict, never a panic; and a surviving
     /// datagram's payload range is in bounds.

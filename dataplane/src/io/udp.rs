@@ -1,5 +1,6 @@
 //! Underlay UDP sockets: `recvmmsg` with UDP GRO, `sendmmsg` with per-message UDP GSO, DF on every outer
-//! packet (RFC 7348 §4.3). Owns the socket and the cmsg ABI; never interprets payloads.
+//! packet (RFC 7348 §4.3), and the [`SenderSet`] of per-port send sockets that gives flow entropy. Owns the
+//! sockets and the cmsg ABI; never interprets payloads.
 //!
 //! Batches own every buffer the syscalls need (data, sockaddrs, iovecs, cmsg space, mmsghdrs), allocated
 //! once by their constructors, so `recv_batch`/`send_batch` never allocate. The mmsghdr pointers are
@@ -289,66 +290,31 @@ impl UdpSocket {
         Ok(n)
     }
 
-    /// Send every message of `batch` (`sendmmsg`, with a `UDP_SEGMENT` cmsg when `segment_size != 0`),
-    /// then clear it. Waits for `POLLOUT` when the socket buffer is full, at most ~100 ms in total; a
-    /// message the kernel rejects (EMSGSIZE, EINVAL, ENETUNREACH, EIO…) is skipped and counted.
+    /// Send every message of `batch` through this socket (`sendmmsg`, with a `UDP_SEGMENT` cmsg when
+    /// `segment_size != 0`), in order and whatever socket index it was pushed with, then clear the batch.
+    /// Waits for `POLLOUT` when the socket buffer is full, at most ~100 ms in total; a message the kernel
+    /// rejects (EMSGSIZE, EINVAL, ENETUNREACH, EIO…) is skipped and counted.
     pub fn send_batch(&self, batch: &mut SendBatch) -> SendReport {
-        let mut report = SendReport {
-            sent: 0,
-            failed: 0,
-            last_error: None,
-        };
-        let total = batch.msgs.len();
-        let data = batch.data.as_ptr();
-        // As in recv_batch: one base pointer per vector, elements reached with `add`.
-        let names = batch.names.as_mut_ptr();
-        let iovs = batch.iovs.as_mut_ptr();
-        let ctrl = batch.ctrl.as_mut_ptr();
-        for (j, (m, hdr)) in batch.msgs.iter().zip(batch.hdrs.iter_mut()).enumerate() {
-            // SAFETY: j < msgs.len() <= max_msgs == names/iovs/ctrl length, so `add(j)` stays in bounds and
-            // the element is exclusively ours; push() only accepts ranges inside the committed part of
-            // `data`, so the iovec describes readable bytes of the allocation (the kernel only reads them).
-            let namelen = unsafe {
-                let namelen = encode_sockaddr(m.dst, self.v6, &mut *names.add(j));
-                iovs.add(j).write(libc::iovec {
-                    iov_base: data.add(m.range.start) as *mut libc::c_void,
-                    iov_len: m.range.len(),
-                });
-                hdr.msg_hdr.msg_name = names.add(j).cast();
-                hdr.msg_hdr.msg_iov = iovs.add(j);
-                namelen
-            };
-            hdr.msg_len = 0;
-            hdr.msg_hdr.msg_namelen = namelen;
-            hdr.msg_hdr.msg_iovlen = 1;
-            hdr.msg_hdr.msg_flags = 0;
-            if m.segment_size != 0 {
-                // SAFETY: `ctrl.add(j)` is this message's u64-aligned control buffer of SEND_CTRL_WORDS*8 =
-                // 32 bytes >= CMSG_SPACE(2) = 24; we write one cmsghdr and its u16 payload inside it.
-                unsafe {
-                    let c = ctrl.add(j).cast::<libc::cmsghdr>();
-                    (*c).cmsg_level = SOL_UDP;
-                    (*c).cmsg_type = UDP_SEGMENT;
-                    (*c).cmsg_len = libc::CMSG_LEN(2) as _;
-                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), m.segment_size);
-                    hdr.msg_hdr.msg_control = c.cast();
-                    hdr.msg_hdr.msg_controllen = libc::CMSG_SPACE(2) as usize;
-                }
-            } else {
-                hdr.msg_hdr.msg_control = std::ptr::null_mut();
-                hdr.msg_hdr.msg_controllen = 0;
-            }
-        }
+        send_batch_on(std::slice::from_ref(self), batch, true)
+    }
 
+    /// `sendmmsg` the prepared headers `hdrs` until all are sent or failed; `wait_started` carries the
+    /// `POLLOUT` wait budget across calls of one batch.
+    fn sendmmsg_all(
+        &self,
+        hdrs: &mut [libc::mmsghdr],
+        report: &mut SendReport,
+        wait_started: &mut Option<Instant>,
+    ) {
+        let total = hdrs.len();
         let mut start = 0;
-        let mut wait_started: Option<Instant> = None;
         while start < total {
-            // SAFETY: hdrs[start..total] were initialised above with pointers into this batch's vectors,
-            // which are not touched until the loop ends; `total - start` is their count.
+            // SAFETY: hdrs[start..total] were initialised by send_batch_on with pointers into the batch's
+            // vectors, which are not touched until the batch is cleared; `total - start` is their count.
             let rc = unsafe {
                 libc::sendmmsg(
                     self.sock.as_raw_fd(),
-                    batch.hdrs.as_mut_ptr().add(start),
+                    hdrs.as_mut_ptr().add(start),
                     (total - start) as libc::c_uint,
                     libc::MSG_DONTWAIT,
                 )
@@ -388,8 +354,150 @@ impl UdpSocket {
                 }
             }
         }
+    }
+}
+
+/// Send `batch` through `socks`: each message through the socket it was pushed for (or all through
+/// `socks[0]` with `all_via_first`), one `sendmmsg` run per socket, then clear the batch. With several
+/// sockets the messages are first ordered by socket, keeping push order within each socket (so within each
+/// flow, since a flow always maps to one socket).
+fn send_batch_on(socks: &[UdpSocket], batch: &mut SendBatch, all_via_first: bool) -> SendReport {
+    let mut report = SendReport {
+        sent: 0,
+        failed: 0,
+        last_error: None,
+    };
+    let Some(first) = socks.first() else {
+        report.failed = batch.msgs.len();
+        report.last_error = Some(io::Error::from(io::ErrorKind::NotConnected));
         batch.clear();
-        report
+        return report;
+    };
+    if !all_via_first && socks.len() > 1 {
+        // (socket, push index) is unique, so the unstable (allocation-free) sort is stable here.
+        batch.msgs.sort_unstable_by_key(|m| (m.sock, m.seq));
+    }
+    let sock_of = |m: &SendMsg| if all_via_first { 0 } else { usize::from(m.sock) };
+    let total = batch.msgs.len();
+    let data = batch.data.as_ptr();
+    // As in recv_batch: one base pointer per vector, elements reached with `add`.
+    let names = batch.names.as_mut_ptr();
+    let iovs = batch.iovs.as_mut_ptr();
+    let ctrl = batch.ctrl.as_mut_ptr();
+    for (j, (m, hdr)) in batch.msgs.iter().zip(batch.hdrs.iter_mut()).enumerate() {
+        let v6 = socks.get(sock_of(m)).unwrap_or(first).v6;
+        // SAFETY: j < msgs.len() <= max_msgs == names/iovs/ctrl length, so `add(j)` stays in bounds and
+        // the element is exclusively ours; push() only accepts ranges inside the committed part of
+        // `data`, so the iovec describes readable bytes of the allocation (the kernel only reads them).
+        let namelen = unsafe {
+            let namelen = encode_sockaddr(m.dst, v6, &mut *names.add(j));
+            iovs.add(j).write(libc::iovec {
+                iov_base: data.add(m.range.start) as *mut libc::c_void,
+                iov_len: m.range.len(),
+            });
+            hdr.msg_hdr.msg_name = names.add(j).cast();
+            hdr.msg_hdr.msg_iov = iovs.add(j);
+            namelen
+        };
+        hdr.msg_len = 0;
+        hdr.msg_hdr.msg_namelen = namelen;
+        hdr.msg_hdr.msg_iovlen = 1;
+        hdr.msg_hdr.msg_flags = 0;
+        if m.segment_size != 0 {
+            // SAFETY: `ctrl.add(j)` is this message's u64-aligned control buffer of SEND_CTRL_WORDS*8 =
+            // 32 bytes >= CMSG_SPACE(2) = 24; we write one cmsghdr and its u16 payload inside it.
+            unsafe {
+                let c = ctrl.add(j).cast::<libc::cmsghdr>();
+                (*c).cmsg_level = SOL_UDP;
+                (*c).cmsg_type = UDP_SEGMENT;
+                (*c).cmsg_len = libc::CMSG_LEN(2) as _;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), m.segment_size);
+                hdr.msg_hdr.msg_control = c.cast();
+                hdr.msg_hdr.msg_controllen = libc::CMSG_SPACE(2) as usize;
+            }
+        } else {
+            hdr.msg_hdr.msg_control = std::ptr::null_mut();
+            hdr.msg_hdr.msg_controllen = 0;
+        }
+    }
+
+    let mut wait_started: Option<Instant> = None;
+    let mut start = 0;
+    while start < total {
+        let s = batch.msgs.get(start).map_or(0, sock_of);
+        let end = batch
+            .msgs
+            .get(start..total)
+            .and_then(|rest| rest.iter().position(|m| sock_of(m) != s))
+            .map_or(total, |k| start + k);
+        match (socks.get(s), batch.hdrs.get_mut(start..end)) {
+            (Some(sock), Some(hdrs)) => sock.sendmmsg_all(hdrs, &mut report, &mut wait_started),
+            _ => {
+                report.failed += end - start;
+                // A socket index outside the set (a caller bug); no allocation even here.
+                report.last_error = Some(io::Error::from(io::ErrorKind::InvalidInput));
+            }
+        }
+        start = end;
+    }
+    batch.clear();
+    report
+}
+
+/// The sockets VXLAN datagrams are sent from, for flow entropy (RFC 7348 §5): `n` sockets bound to
+/// `local:0`, so the kernel gives each its own port from its ephemeral range (`net.ipv4.ip_local_port_range`,
+/// 32768–60999 by default — the range Linux vxlan draws its source ports from). The inner flow's hash picks
+/// one ([`crate::flow::pick`]), so each flow keeps one outer 4-tuple and different flows spread over ECMP
+/// paths and receive queues. Nothing is received on them; the VXLAN port's own socket receives.
+#[derive(Debug)]
+pub struct SenderSet {
+    socks: Vec<UdpSocket>,
+}
+
+impl SenderSet {
+    /// Bind `n` (at least 1) send sockets on `local`.
+    pub fn bind(local: IpAddr, n: usize, opts: &UdpOptions) -> Result<SenderSet, UdpError> {
+        let opts = UdpOptions {
+            reuse_port: false,
+            gro: false,
+            ..opts.clone()
+        };
+        let socks = (0..n.max(1))
+            .map(|_| UdpSocket::bind(SocketAddr::new(local, 0), &opts))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SenderSet { socks })
+    }
+
+    pub fn len(&self) -> usize {
+        self.socks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.socks.is_empty()
+    }
+
+    pub fn sockets(&self) -> &[UdpSocket] {
+        &self.socks
+    }
+
+    /// The source ports, in socket-index order.
+    pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.socks
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .map(|a| a.port())
+    }
+
+    /// Whether every socket accepts `UDP_SEGMENT` (GSO send).
+    pub fn gso_supported(&self) -> bool {
+        self.socks.iter().all(UdpSocket::gso_supported)
+    }
+
+    /// Send every message of `batch` through the socket it was pushed for ([`SendBatch::push_from`]), one
+    /// `sendmmsg` run per socket; errors and waiting as in [`UdpSocket::send_batch`]. A message naming a
+    /// socket index outside the set fails (counted).
+    pub fn send_batch(&self, batch: &mut SendBatch) -> SendReport {
+        send_batch_on(&self.socks, batch, false)
     }
 }
 
@@ -579,6 +687,13 @@ impl RecvBatch {
         (meta, &self.data[start..start + meta.len])
     }
 
+    /// [`RecvBatch::get`] with the bytes writable (e.g. to complete a checksum in place).
+    pub fn get_mut(&mut self, i: usize) -> (&RecvMeta, &mut [u8]) {
+        let meta = &self.metas[i];
+        let start = i * self.slot_size;
+        (meta, &mut self.data[start..start + meta.len])
+    }
+
     /// The datagrams of slot `i`: its bytes split at `stride` (one item when not coalesced).
     pub fn datagrams(&self, i: usize) -> std::slice::Chunks<'_, u8> {
         let (meta, bytes) = self.get(i);
@@ -613,6 +728,10 @@ struct SendMsg {
     dst: SocketAddr,
     range: Range<usize>,
     segment_size: u16,
+    /// Index of the send socket ([`SenderSet`]) this message leaves through.
+    sock: u16,
+    /// Push order, to keep it when messages are grouped by socket.
+    seq: u32,
 }
 
 /// Outgoing datagrams: one contiguous data region (never reallocated) and a table of messages that
@@ -678,13 +797,21 @@ impl SendBatch {
     /// it into datagrams of that size (GSO; the last may be shorter). Returns false when the message
     /// table is full or the range is not committed data.
     pub fn push(&mut self, dst: SocketAddr, range: Range<usize>, segment_size: u16) -> bool {
+        self.push_from(0, dst, range, segment_size)
+    }
+
+    /// [`SendBatch::push`] for send socket `sock` of a [`SenderSet`].
+    pub fn push_from(&mut self, sock: u16, dst: SocketAddr, range: Range<usize>, segment_size: u16) -> bool {
         if self.msgs.len() >= self.max_msgs || range.start > range.end || range.end > self.used {
             return false;
         }
+        let seq = u32::try_from(self.msgs.len()).unwrap_or(u32::MAX);
         self.msgs.push(SendMsg {
             dst,
             range,
             segment_size,
+            sock,
+            seq,
         });
         true
     }
@@ -831,6 +958,67 @@ mod tests {
                 rx1.recv_batch(&mut rb).unwrap_err().kind(),
                 io::ErrorKind::WouldBlock
             );
+        });
+    }
+
+    #[test]
+    fn sender_set_sends_each_message_from_its_socket_in_order() {
+        in_netns(|| {
+            let set = SenderSet::bind(IpAddr::V4(Ipv4Addr::LOCALHOST), 8, &opts(false)).unwrap();
+            assert_eq!(set.len(), 8);
+            assert!(set.gso_supported());
+            let ports: Vec<u16> = set.ports().collect();
+            let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+            assert_eq!(distinct.len(), 8, "one port per socket: {ports:?}");
+            // A fresh namespace has the default ephemeral range, which Linux vxlan also uses.
+            assert!(ports.iter().all(|p| (32768..=60999).contains(p)), "{ports:?}");
+            let rx = UdpSocket::bind(lo4(), &opts(false)).unwrap();
+            let dst = rx.local_addr().unwrap();
+            let mut b = SendBatch::new(4096, 64);
+            // Interleave sockets 5, 2, 5, 7, 2, 5: each socket's messages must leave in push order.
+            let plan = [5u16, 2, 5, 7, 2, 5];
+            for (k, sock) in plan.iter().enumerate() {
+                b.spare()[..2].copy_from_slice(&[*sock as u8, k as u8]);
+                let r = b.commit(2);
+                assert!(b.push_from(*sock, dst, r, 0));
+            }
+            b.spare()[0] = 0xee;
+            let r = b.commit(1);
+            assert!(
+                b.push_from(8, dst, r, 0),
+                "the batch does not know the set's size"
+            );
+            let rep = set.send_batch(&mut b);
+            assert_eq!((rep.sent, rep.failed), (6, 1), "{:?}", rep.last_error);
+            assert_eq!(
+                rep.last_error.map(|e| e.kind()),
+                Some(io::ErrorKind::InvalidInput)
+            );
+            let mut rb = RecvBatch::new(16, 64);
+            let got = recv_datagrams(&rx, 6, &mut rb);
+            assert_eq!(got.len(), 6);
+            for (src, _, d) in &got {
+                assert_eq!(
+                    src.port(),
+                    ports[usize::from(d[0])],
+                    "message {d:?} left from its socket"
+                );
+            }
+            for sock in [2u8, 5, 7] {
+                let order: Vec<u8> = got.iter().filter(|g| g.2[0] == sock).map(|g| g.2[1]).collect();
+                let want: Vec<u8> = (0..plan.len() as u8)
+                    .filter(|k| plan[*k as usize] == u16::from(sock))
+                    .collect();
+                assert_eq!(order, want, "push order kept for socket {sock}");
+            }
+            // UdpSocket::send_batch ignores the index: everything leaves from that one socket.
+            b.spare()[..2].copy_from_slice(b"zz");
+            let r = b.commit(2);
+            assert!(b.push_from(3, dst, r, 0));
+            let one = &set.sockets()[0];
+            assert_eq!(one.send_batch(&mut b).sent, 1);
+            let got = recv_datagrams(&rx, 1, &mut rb);
+            assert_eq!(got[0].0.port(), ports[0]);
         });
     }
 
@@ -985,6 +1173,7 @@ mod tests {
         use crate::io::testns::alloc_count::allocations;
         in_netns(|| {
             let tx = UdpSocket::bind(lo4(), &opts(false)).unwrap();
+            let set = SenderSet::bind(IpAddr::V4(Ipv4Addr::LOCALHOST), 4, &opts(false)).unwrap();
             let rx = UdpSocket::bind(lo4(), &opts(true)).unwrap();
             let dst = rx.local_addr().unwrap();
             let tap = Tap::create(&TapConfig {
@@ -1013,6 +1202,12 @@ mod tests {
                 assert!(sb.push(dst, r, 0));
                 let rep = tx.send_batch(&mut sb);
                 assert_eq!(rep.failed, 0);
+                // The same through a set of send sockets, messages out of socket order (sorted in place).
+                let r = sb.commit(3000);
+                assert!(sb.push_from(3, dst, r.clone(), 1000));
+                assert!(sb.push_from(1, dst, r, 0));
+                let rep = set.send_batch(&mut sb);
+                assert_eq!((rep.sent, rep.failed), (2, 0));
                 let _ = wait_fd(rx.as_raw_fd(), libc::POLLIN, 100);
                 while let Ok(n) = rx.recv_batch(&mut rb) {
                     for i in 0..n {
@@ -1028,7 +1223,7 @@ mod tests {
             }
             let allocs = allocations() - before;
             assert_eq!(allocs, 0, "hot path allocated {allocs} times");
-            assert!(received >= 50 * 4, "received {received}");
+            assert!(received >= 50 * 8, "received {received}");
         });
     }
 

@@ -10,6 +10,12 @@
 //! header checksum and the TCP checksum verified — a corrupted segment reaches the kernel unchanged, so the
 //! kernel drops and counts it.
 //!
+//! **Partial checksums** (see [`super::partial`]): a segment whose TCP checksum field holds exactly the
+//! pseudo-header sum comes from a kernel sender that left it to a device; there is nothing to verify, and the
+//! kernel itself trusts such a segment. It is coalesced like a verified one (the superframe goes out with
+//! `NEEDS_CSUM` anyway), a lone one is flushed with `NEEDS_CSUM` instead of `DATA_VALID`, and every frame passed
+//! through unchanged (pure ACKs, SYNs, UDP...) gets `NEEDS_CSUM` when its checksum is partial.
+//!
 //! **Ordering guarantee:** within one flow (addresses + ports), frames reach the TAP in arrival order. The
 //! API makes this hard to break: [`Coalescer::push`] takes the output sink itself, and before it hands a
 //! non-coalescible frame of a flow to the sink it first emits that flow's pending superframe. IPv4 fragments
@@ -33,6 +39,7 @@
 
 use super::checksum::{fold, sum};
 use super::headers::{be16, be32, byte, parse, put, Headers, Ip, ETH_HLEN, IPPROTO_TCP};
+use super::partial::partial_hdr;
 use super::virtio::{
     VirtioNetHdr, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4,
     VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_LEN,
@@ -54,7 +61,8 @@ pub enum PushOutcome {
     Merged,
     /// Started a new pending superframe (possibly after emitting the flow's previous one or evicting another).
     Started,
-    /// Not coalescible: emitted right away through the sink, unchanged, with a plain virtio header.
+    /// Not coalescible: emitted right away through the sink, unchanged, with a plain virtio header (or
+    /// `NEEDS_CSUM` when its checksum is partial).
     PassedThrough(Bypass),
 }
 
@@ -69,7 +77,7 @@ pub enum Bypass {
     Flags,
     /// No TCP payload (pure ACK).
     NoPayload,
-    /// IPv4 header or TCP checksum does not verify: the kernel must see it and drop it.
+    /// IPv4 header or TCP checksum does not verify (and is not partial): the kernel must see it and drop it.
     BadChecksum,
     /// The coalescer was built with no flow slots.
     NoSlots,
@@ -126,6 +134,8 @@ struct Slot {
     last_id: u16,
     /// PSH seen or a short segment appended: nothing may follow.
     closed: bool,
+    /// Some segment came with a partial checksum: a lone segment must go out with `NEEDS_CSUM`.
+    partial: bool,
     stamp: u64,
 }
 
@@ -153,6 +163,7 @@ impl Coalescer {
                 next_seq: 0,
                 last_id: 0,
                 closed: false,
+                partial: false,
                 stamp: 0,
             })
             .collect();
@@ -182,7 +193,12 @@ impl Coalescer {
                 emit(&PLAIN_HDR, frame);
                 return PushOutcome::PassedThrough(Bypass::NotTcp);
             }
-            _ => {
+            Ok(h) => {
+                // UDP and other IP: written as it is, completed by the kernel if partial.
+                emit(&pass_hdr(frame, &h), frame);
+                return PushOutcome::PassedThrough(Bypass::NotTcp);
+            }
+            Err(_) => {
                 emit(&PLAIN_HDR, frame);
                 return PushOutcome::PassedThrough(Bypass::NotTcp);
             }
@@ -190,17 +206,26 @@ impl Coalescer {
         let key = FlowKey::of(frame, &h);
         let existing = self.slots.iter().position(|s| s.len != 0 && s.key == key);
 
-        if let Err(why) = coalescible(frame, &h) {
-            if let Some(slot) = existing.and_then(|i| self.slots.get_mut(i)) {
-                slot.flush(&mut emit);
+        let partial = match coalescible(frame, &h) {
+            Ok(p) => p,
+            Err(why) => {
+                if let Some(slot) = existing.and_then(|i| self.slots.get_mut(i)) {
+                    slot.flush(&mut emit);
+                }
+                let hdr = if why == Bypass::BadChecksum {
+                    PLAIN_HDR
+                } else {
+                    pass_hdr(frame, &h)
+                };
+                emit(&hdr, frame);
+                return PushOutcome::PassedThrough(why);
             }
-            emit(&PLAIN_HDR, frame);
-            return PushOutcome::PassedThrough(why);
-        }
+        };
 
         if let Some(slot) = existing.and_then(|i| self.slots.get_mut(i)) {
             if slot.can_merge(frame, &h) {
                 slot.append(frame, &h);
+                slot.partial |= partial;
                 return PushOutcome::Merged;
             }
             slot.flush(&mut emit);
@@ -222,17 +247,19 @@ impl Coalescer {
                     slot.flush(&mut emit);
                 }
                 slot.start(frame, &h, key, self.clock);
+                slot.partial = partial;
                 PushOutcome::Started
             }
             None => {
-                emit(&PLAIN_HDR, frame);
+                emit(&pass_hdr(frame, &h), frame);
                 PushOutcome::PassedThrough(Bypass::NoSlots)
             }
         }
     }
 
     /// Emit every pending superframe as (virtio header, frame) and reset. A superframe of one segment goes out
-    /// unchanged with `GSO_NONE` + `DATA_VALID` (its checksum was verified); merged ones with `NEEDS_CSUM`,
+    /// unchanged with `GSO_NONE` + `DATA_VALID` (its checksum was verified), or `NEEDS_CSUM` if its checksum
+    /// is partial; merged ones with `NEEDS_CSUM`,
     /// `gso_type` TCPV4/TCPV6, `gso_size` = MSS, `csum_start` = TCP header offset (from the Ethernet header,
     /// as on a TAP), `csum_offset` = 16 and the TCP checksum field holding the pseudo-header sum.
     pub fn flush(&mut self, mut emit: impl FnMut(&[u8; VIRTIO_NET_HDR_LEN], &[u8])) {
@@ -242,8 +269,14 @@ impl Coalescer {
     }
 }
 
-/// Can this frame be part of a superframe at all (independently of any pending one)?
-fn coalescible(frame: &[u8], h: &Headers) -> Result<(), Bypass> {
+/// The virtio header for a frame written unchanged: `NEEDS_CSUM` if its checksum is partial, else plain.
+fn pass_hdr(frame: &[u8], h: &Headers) -> [u8; VIRTIO_NET_HDR_LEN] {
+    partial_hdr(frame, h).map_or(PLAIN_HDR, |p| p.to_bytes())
+}
+
+/// Can this frame be part of a superframe at all (independently of any pending one)? `Ok(true)` when its TCP
+/// checksum is partial rather than verified.
+fn coalescible(frame: &[u8], h: &Headers) -> Result<bool, Bypass> {
     if h.ip == Ip::V4 && h.ip_hlen() != 20 {
         return Err(Bypass::IpOptions);
     }
@@ -262,13 +295,17 @@ fn coalescible(frame: &[u8], h: &Headers) -> Result<(), Bypass> {
             return Err(Bypass::BadChecksum);
         }
     }
+    // A partial checksum is cheap to recognise (no pass over the payload), so look for it first.
+    if partial_hdr(frame, h).is_some() {
+        return Ok(true);
+    }
     let l4_ok = frame
         .get(h.l4_off..h.ip_end)
         .is_some_and(|l4| fold(sum(l4, h.pseudo(frame, h.l4_len()))) == 0xffff);
     if !l4_ok {
         return Err(Bypass::BadChecksum);
     }
-    Ok(())
+    Ok(false)
 }
 
 fn same(a: &[u8], b: &[u8], from: usize, to: usize) -> bool {
@@ -361,13 +398,17 @@ impl Slot {
             return;
         }
         if self.segs <= 1 {
-            let hdr = VirtioNetHdr {
+            let Some(f) = self.buf.get(..len) else { return };
+            let valid = VirtioNetHdr {
                 flags: VIRTIO_NET_HDR_F_DATA_VALID,
                 ..VirtioNetHdr::default()
             };
-            if let Some(f) = self.buf.get(..len) {
-                emit(&hdr.to_bytes(), f);
-            }
+            let hdr = if self.partial {
+                parse(f).ok().and_then(|h| partial_hdr(f, &h)).unwrap_or_default()
+            } else {
+                valid
+            };
+            emit(&hdr.to_bytes(), f);
             return;
         }
         let l4_len = len - self.l4_off;

@@ -11,7 +11,8 @@
 //! - TAP read → [`VirtioNetHdr::decode`] → [`segment`] with the VXLAN header as prefix → one UDP `sendmsg`
 //!   with `UDP_SEGMENT = stride` (in chunks of at most `UDP_MAX_SEGMENTS` strides).
 //! - Batch of decapsulated frames → [`Coalescer::push`] each, passing the TAP writer as the sink →
-//!   [`Coalescer::flush`] at the end of the batch.
+//!   [`Coalescer::flush`] at the end of the batch. Frames written without coalescing take [`rx_header`], which
+//!   marks checksums a kernel sender left partial ([`partial`]) as `NEEDS_CSUM`.
 //!
 //! What it must never do: syscalls, allocation outside constructors, or panicking on input. Every frame
 //! and header is hostile; header lengths are derived by parsing, never taken from the virtio header's
@@ -22,6 +23,7 @@ mod error;
 pub mod gro;
 pub mod gso;
 mod headers;
+pub mod partial;
 pub mod virtio;
 
 #[cfg(test)]
@@ -30,6 +32,7 @@ mod testutil;
 pub use error::OffloadError;
 pub use gro::{Bypass, Coalescer, PushOutcome, MAX_SUPERFRAME_LEN};
 pub use gso::{segment, Segments};
+pub use partial::{fill_partial, partial_checksum, rx_header};
 pub use virtio::{
     VirtioNetHdr, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN,
     VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP,
