@@ -13,12 +13,10 @@
 //! overlayd: above 1 means overlayd is faster there too). Everything it creates is deleted by the testbed's
 //! Drop, also on failure. Traffic never leaves the namespaces.
 //!
-//! Underlay fairness: `Host::add_kernel_vxlan` turns TX checksum offload (and with it TSO) off on the host's
-//! underlay veth, because overlayd *interoperating* with kernel VXLAN needs real inner checksums on the wire.
-//! Between two kernel VTEPs that is not needed, and it costs the kernel ~3×. So by default this benchmark turns it
-//! back on (`ethtool -K eth0 tx on`): both runs then use the same, default veth underlay, on which GSO packets —
-//! the kernel's tunnel GSO and overlayd's UDP GSO alike — cross unsegmented. `--kernel-sw-csum` keeps the
-//! testbed's setting instead (kernel checksums and segments in software; a much weaker baseline).
+//! Underlay fairness: both runs use the same, default veth underlay (`Host::add_kernel_vxlan` keeps the veth's
+//! offloads), on which GSO packets — the kernel's tunnel GSO and overlayd's UDP GSO alike — cross unsegmented.
+//! `--kernel-sw-csum` turns TX checksum offload (and with it TSO) off on the kernel hosts' veths instead
+//! (`Host::kernel_tx_csum_off`: the kernel checksums and segments in software; a much weaker baseline).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // an example: fail loudly
 
@@ -193,9 +191,8 @@ fn measure(mode: Mode, opts: &Opts, overlayd: &str) -> Result<Results, String> {
         Mode::Kernel => {
             for (h, peer) in [(h1, h2), (h2, h1)] {
                 h.add_kernel_vxlan(VNI, PORT, &[peer.underlay_ip()]);
-                if !opts.kernel_sw_csum {
-                    h.exec("ethtool", &["-K", "eth0", "tx", "on"])
-                        .map_err(|e| e.to_string())?;
+                if opts.kernel_sw_csum {
+                    h.kernel_tx_csum_off();
                 }
             }
         }

@@ -123,6 +123,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             .map_err(|e| warn!("TAP offloads unavailable, continuing without TSO: {e}"))
             .is_ok();
     netlink::set_mtu(tap.name(), mtu)?;
+    let tap_mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
     netlink::set_master(tap.name(), &cfg.bridge)?;
     netlink::set_up(tap.name())?;
 
@@ -200,7 +201,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         let rx = std::thread::Builder::new()
             .name("ovl-rx".into())
             .spawn_scoped(s, || {
-                worker::run_rx(rx_engine, queue, &udp, gro, &stop, &rx_waker)
+                worker::run_rx(rx_engine, queue, &udp, gro, tap_mtu, &stop, &rx_waker)
             })?;
         let result = rt.block_on(async {
             let control = match cluster_cred {

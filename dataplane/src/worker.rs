@@ -13,7 +13,7 @@ use crate::flow;
 use crate::io::{poll_fds, RecvBatch, SendBatch, SenderSet, TapQueue, UdpSocket, Waker};
 use crate::offload::{self, Coalescer, VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 use crate::stats::{Counters, DropReason};
-use crate::wire::VXLAN_HEADER_LEN;
+use crate::wire::{ETHERNET_HEADER_LEN, VXLAN_HEADER_LEN};
 use std::io::{ErrorKind, IoSlice};
 use std::ops::Range;
 use std::os::fd::AsRawFd;
@@ -170,12 +170,14 @@ fn flush(udp: &SenderSet, send: &mut SendBatch, counters: &Counters) {
     }
 }
 
-/// Underlay → TAP.
+/// Underlay → TAP. `tap_mtu` is the TAP's MTU (the inner IP packet size the segments of a received
+/// superframe must fit).
 pub fn run_rx(
     mut engine: Engine,
     tap: &TapQueue,
     udp: &UdpSocket,
     coalesce: bool,
+    tap_mtu: u16,
     stop: &AtomicBool,
     waker: &Waker,
 ) {
@@ -184,6 +186,9 @@ pub fn run_rx(
     let vnet = tap.vnet_hdr();
     let coalesce = coalesce && vnet;
     let mut gro = Coalescer::new(if coalesce { GRO_FLOWS } else { 0 });
+    // Without a virtio header, a received superframe is cut into frames here (a 64 KiB superframe plus the
+    // headers of each segment).
+    let mut seg_buf = vec![0u8; if vnet { 0 } else { 2 * RECV_SLOT_SIZE }];
     // One TAP write per frame or coalesced superframe; a full or down TAP drops (counted), never blocks.
     let write = |hdr: &[u8; VIRTIO_NET_HDR_LEN], frame: &[u8]| {
         let r = if vnet {
@@ -224,6 +229,33 @@ pub fn run_rx(
                     let Some(frame) = dgram.get_mut(range) else {
                         continue;
                     };
+                    // A kernel sender's UDP-tunnel GSO packet arrives whole (offload::tunnel): one TSO
+                    // superframe to the TAP, after any pending coalesced frames (flow order); without a virtio
+                    // header, cut into MTU-sized frames here.
+                    let sf = (frame.len() > ETHERNET_HEADER_LEN + usize::from(tap_mtu))
+                        .then(|| offload::superframe_hdr(frame, tap_mtu))
+                        .flatten();
+                    if let Some(h) = sf {
+                        Counters::add(&counters.tx_bytes, frame.len() as u64);
+                        if vnet {
+                            let payload = frame.len().saturating_sub(usize::from(h.hdr_len));
+                            let segs = payload.div_ceil(usize::from(h.gso_size).max(1));
+                            Counters::add(&counters.tx_frames, segs as u64);
+                            gro.flush(write);
+                            write(&h.to_bytes(), frame);
+                        } else {
+                            match offload::segment(&h, frame, &[], &mut seg_buf) {
+                                Ok(s) if s.stride > 0 => {
+                                    Counters::add(&counters.tx_frames, s.count as u64);
+                                    for f in seg_buf.get(..s.total_len).unwrap_or(&[]).chunks(s.stride) {
+                                        write(&[0; VIRTIO_NET_HDR_LEN], f);
+                                    }
+                                }
+                                _ => counters.count_drop(DropReason::BadOffload, 1),
+                            }
+                        }
+                        continue;
+                    }
                     Counters::add(&counters.tx_frames, 1);
                     Counters::add(&counters.tx_bytes, frame.len() as u64);
                     // Inner checksums a kernel sender left partial (offload::partial): NEEDS_CSUM through the

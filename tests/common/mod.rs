@@ -1,4 +1,5 @@
 //! Shared helpers for the end-to-end tests.
+pub mod capture;
 pub mod garbage;
 pub mod overlay;
 pub mod testbed;

@@ -701,7 +701,10 @@ impl Host {
     }
 
     /// Kernel VXLAN device `vx<VNI>` with learning on, one all-zero FDB entry per peer (head-end replication of
-    /// BUM traffic), plugged into `ovl0`, MTU 1450. Returns the device name.
+    /// BUM traffic), plugged into `ovl0`, MTU 1450. Returns the device name. The underlay veth keeps its default
+    /// offloads: the kernel then sends inner TCP/UDP checksums partial (CHECKSUM_PARTIAL survives a veth) and
+    /// TSO superframes as UDP-tunnel GSO packets, as on a virtio underlay; [`Host::kernel_tx_csum_off`] makes
+    /// it fill them in like a physical NIC would.
     pub fn add_kernel_vxlan(&self, vni: u32, dstport: u16, peers: &[Ipv4Addr]) -> String {
         let dev = format!("vx{vni}");
         let (h, local, m) = (&self.ns, self.underlay_ip, OVERLAY_MTU);
@@ -710,14 +713,6 @@ impl Host {
             &format!("link add {dev} type vxlan id {vni} dstport {dstport} local {local} dev eth0"),
         );
         ipn(h, &format!("link set {dev} mtu {m}"));
-        // A veth "offloads" TX checksums by never computing them: the kernel on the other end trusts the skb's
-        // CHECKSUM_PARTIAL mark, which survives the veth. A userspace VTEP reading the datagram from a UDP socket
-        // (overlayd) gets the inner TCP checksum unfilled, and its container drops every segment from us.
-        // A physical NIC fills it in; with TX checksum offload off, the kernel does so in software here, so the
-        // underlay carries what a real wire would.
-        if let Err(e) = self.exec("ethtool", &["-K", "eth0", "tx", "off"]) {
-            panic!("kernel VXLAN host needs `ethtool -K eth0 tx off` (apt-get install ethtool): {e}");
-        }
         for p in peers {
             let dst = p.to_string();
             self.run(
@@ -727,6 +722,14 @@ impl Host {
         }
         ipn(h, &format!("link set {dev} master {BRIDGE} up"));
         dev
+    }
+
+    /// `ethtool -K eth0 tx off`: the kernel computes every checksum (and segments) in software before the
+    /// underlay, so it carries what a physical wire would.
+    pub fn kernel_tx_csum_off(&self) {
+        if let Err(e) = self.exec("ethtool", &["-K", "eth0", "tx", "off"]) {
+            panic!("`ethtool -K eth0 tx off` failed (apt-get install ethtool): {e}");
+        }
     }
 }
 

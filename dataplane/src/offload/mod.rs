@@ -24,6 +24,7 @@ pub mod gro;
 pub mod gso;
 mod headers;
 pub mod partial;
+pub mod tunnel;
 pub mod virtio;
 
 #[cfg(test)]
@@ -33,6 +34,7 @@ pub use error::OffloadError;
 pub use gro::{Bypass, Coalescer, PushOutcome, MAX_SUPERFRAME_LEN};
 pub use gso::{segment, Segments};
 pub use partial::{fill_partial, partial_checksum, rx_header};
+pub use tunnel::superframe_hdr;
 pub use virtio::{
     VirtioNetHdr, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN,
     VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP,
