@@ -76,6 +76,15 @@ fn sixteen_flows_spread_over_source_ports_each_keeps_one() {
         }
     });
     let pkts = cap.stop();
+    // Every datagram goes to the VXLAN port, and none leaves from it.
+    let between: Vec<_> = pkts
+        .iter()
+        .filter(|p| p.src == h1.underlay_ip() || p.src == h2.underlay_ip())
+        .collect();
+    assert!(!between.is_empty());
+    for p in between {
+        assert!(p.dport == 4789 && p.sport != 4789, "{p:?}");
+    }
 
     for (from, to, dir) in [(h1, h2, "data"), (h2, h1, "ACKs")] {
         let flows = ports_per_flow(&pkts, from.underlay_ip());

@@ -972,6 +972,10 @@ mod tests {
             assert_eq!(distinct.len(), 8, "one port per socket: {ports:?}");
             // A fresh namespace has the default ephemeral range, which Linux vxlan also uses.
             assert!(ports.iter().all(|p| (32768..=60999).contains(p)), "{ports:?}");
+            for s in set.sockets() {
+                let df = getsockopt_int(s.as_raw_fd(), libc::IPPROTO_IP, libc::IP_MTU_DISCOVER).unwrap();
+                assert_eq!(df, libc::IP_PMTUDISC_DO, "DF on every send socket");
+            }
             let rx = UdpSocket::bind(lo4(), &opts(false)).unwrap();
             let dst = rx.local_addr().unwrap();
             let mut b = SendBatch::new(4096, 64);
