@@ -1,0 +1,253 @@
+//! Preallocated batches for `recvmmsg`/`sendmmsg`: the data, and the sockaddr, iovec, cmsg and mmsghdr
+//! arrays the syscalls point into. Filled and drained by [`super::socket`]; never reallocated after `new`.
+
+use std::io;
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use super::sys::{
+    empty_iovecs, zeroed_mmsghdrs, zeroed_storage, RECV_CTRL_WORDS, SEND_CTRL_WORDS, UNSPEC_ADDR,
+};
+
+/// Result of [`UdpSocket::send_batch`].
+#[derive(Debug)]
+pub struct SendReport {
+    /// Messages (not segments) the kernel accepted.
+    pub sent: usize,
+    /// Messages dropped: rejected by the kernel, or still queued when the wait budget ran out.
+    pub failed: usize,
+    /// The most recent error (`TimedOut` when the socket stayed full).
+    pub last_error: Option<io::Error>,
+}
+
+/// Metadata of one received slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecvMeta {
+    pub src: SocketAddr,
+    /// Bytes in the slot (several datagrams when GRO coalesced them).
+    pub len: usize,
+    /// Size of each datagram in the slot (GRO segment size; the last one may be shorter); `== len` when
+    /// not coalesced. 0 only for an empty (or dropped truncated) slot.
+    pub stride: usize,
+}
+
+/// Preallocated receive slots for [`UdpSocket::recv_batch`].
+pub struct RecvBatch {
+    pub(super) slot_size: usize,
+    pub(super) data: Vec<u8>,
+    pub(super) metas: Vec<RecvMeta>,
+    pub(super) len: usize,
+    pub(super) truncated: u64,
+    pub(super) names: Vec<libc::sockaddr_storage>,
+    pub(super) iovs: Vec<libc::iovec>,
+    pub(super) ctrl: Vec<[u64; RECV_CTRL_WORDS]>,
+    pub(super) hdrs: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: the raw pointers inside `iovs`/`hdrs` only ever point into this batch's own heap buffers, are
+// rewritten right before each syscall, and are never dereferenced by Rust code; moving the batch to
+// another thread moves those buffers with it.
+unsafe impl Send for RecvBatch {}
+
+impl std::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBatch")
+            .field("slots", &self.metas.len())
+            .field("slot_size", &self.slot_size)
+            .field("len", &self.len)
+            .field("truncated", &self.truncated)
+            .finish()
+    }
+}
+
+impl RecvBatch {
+    /// `slots` datagram buffers of `slot_size` bytes. With GRO on, use 65535-byte slots: smaller ones
+    /// make the kernel truncate coalesced datagrams (whole segments are kept, see [`RecvBatch::truncated`]).
+    pub fn new(slots: usize, slot_size: usize) -> Self {
+        let slots = slots.max(1);
+        let slot_size = slot_size.max(1);
+        RecvBatch {
+            slot_size,
+            data: vec![0; slots * slot_size],
+            metas: vec![
+                RecvMeta {
+                    src: UNSPEC_ADDR,
+                    len: 0,
+                    stride: 0
+                };
+                slots
+            ],
+            len: 0,
+            truncated: 0,
+            names: zeroed_storage(slots),
+            iovs: empty_iovecs(slots),
+            ctrl: vec![[0u64; RECV_CTRL_WORDS]; slots],
+            hdrs: zeroed_mmsghdrs(slots),
+        }
+    }
+
+    /// Slot `i` (`i < len()`) of the last receive. Panics if `i >= capacity()`.
+    pub fn get(&self, i: usize) -> (&RecvMeta, &[u8]) {
+        let meta = &self.metas[i];
+        let start = i * self.slot_size;
+        (meta, &self.data[start..start + meta.len])
+    }
+
+    /// [`RecvBatch::get`] with the bytes writable (e.g. to complete a checksum in place).
+    pub fn get_mut(&mut self, i: usize) -> (&RecvMeta, &mut [u8]) {
+        let meta = &self.metas[i];
+        let start = i * self.slot_size;
+        (meta, &mut self.data[start..start + meta.len])
+    }
+
+    /// The datagrams of slot `i`: its bytes split at `stride` (one item when not coalesced).
+    pub fn datagrams(&self, i: usize) -> std::slice::Chunks<'_, u8> {
+        let (meta, bytes) = self.get(i);
+        bytes.chunks(meta.stride.max(1))
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.metas.len()
+    }
+
+    pub fn slot_size(&self) -> usize {
+        self.slot_size
+    }
+
+    /// Slots filled by the last `recv_batch`.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Datagrams that did not fit their slot since creation (a count for the stats, not an error).
+    pub fn truncated(&self) -> u64 {
+        self.truncated
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct SendMsg {
+    pub(super) dst: SocketAddr,
+    pub(super) range: Range<usize>,
+    pub(super) segment_size: u16,
+    /// Index of the send socket ([`SenderSet`]) this message leaves through.
+    pub(super) sock: u16,
+    /// Push order, to keep it when messages are grouped by socket.
+    pub(super) seq: u32,
+}
+
+/// Outgoing datagrams: one contiguous data region (never reallocated) and a table of messages that
+/// reference ranges of it. Several messages may share a range (flooding without copies).
+pub struct SendBatch {
+    pub(super) data: Vec<u8>,
+    pub(super) used: usize,
+    pub(super) msgs: Vec<SendMsg>,
+    pub(super) max_msgs: usize,
+    pub(super) names: Vec<libc::sockaddr_storage>,
+    pub(super) iovs: Vec<libc::iovec>,
+    pub(super) ctrl: Vec<[u64; SEND_CTRL_WORDS]>,
+    pub(super) hdrs: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: as for RecvBatch: the raw pointers only point into this batch's own heap buffers, are rebuilt
+// before each syscall and never dereferenced by Rust code.
+unsafe impl Send for SendBatch {}
+
+impl std::fmt::Debug for SendBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendBatch")
+            .field("data_bytes", &self.data.len())
+            .field("used", &self.used)
+            .field("msgs", &self.msgs)
+            .field("max_msgs", &self.max_msgs)
+            .finish()
+    }
+}
+
+impl SendBatch {
+    pub fn new(data_bytes: usize, max_msgs: usize) -> Self {
+        let max_msgs = max_msgs.max(1);
+        SendBatch {
+            data: vec![0; data_bytes],
+            used: 0,
+            msgs: Vec::with_capacity(max_msgs),
+            max_msgs,
+            names: zeroed_storage(max_msgs),
+            iovs: empty_iovecs(max_msgs),
+            ctrl: vec![[0u64; SEND_CTRL_WORDS]; max_msgs],
+            hdrs: zeroed_mmsghdrs(max_msgs),
+        }
+    }
+
+    /// The unused tail of the data region: write a datagram (or a GSO train) here, then [`commit`].
+    ///
+    /// [`commit`]: SendBatch::commit
+    pub fn spare(&mut self) -> &mut [u8] {
+        &mut self.data[self.used..]
+    }
+
+    /// Mark the first `len` bytes of [`SendBatch::spare`] as used and return their range in the region.
+    /// `len` is clamped to [`SendBatch::remaining`].
+    pub fn commit(&mut self, len: usize) -> Range<usize> {
+        let len = len.min(self.remaining());
+        let start = self.used;
+        self.used += len;
+        start..self.used
+    }
+
+    /// Queue `range` (from [`SendBatch::commit`]) for `dst`; with `segment_size != 0` the kernel splits
+    /// it into datagrams of that size (GSO; the last may be shorter). Returns false when the message
+    /// table is full or the range is not committed data.
+    pub fn push(&mut self, dst: SocketAddr, range: Range<usize>, segment_size: u16) -> bool {
+        self.push_from(0, dst, range, segment_size)
+    }
+
+    /// [`SendBatch::push`] for send socket `sock` of a [`SenderSet`].
+    pub fn push_from(&mut self, sock: u16, dst: SocketAddr, range: Range<usize>, segment_size: u16) -> bool {
+        if self.msgs.len() >= self.max_msgs || range.start > range.end || range.end > self.used {
+            return false;
+        }
+        let seq = u32::try_from(self.msgs.len()).unwrap_or(u32::MAX);
+        self.msgs.push(SendMsg {
+            dst,
+            range,
+            segment_size,
+            sock,
+            seq,
+        });
+        true
+    }
+
+    /// Messages queued.
+    pub fn len(&self) -> usize {
+        self.msgs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.msgs.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.msgs.clear();
+        self.used = 0;
+    }
+
+    /// Bytes left in the data region.
+    pub fn remaining(&self) -> usize {
+        self.data.len() - self.used
+    }
+
+    /// Free entries in the message table.
+    pub fn msgs_free(&self) -> usize {
+        self.max_msgs - self.msgs.len()
+    }
+
+    /// The committed bytes of `range` (for inspection and tests).
+    pub fn bytes(&self, range: Range<usize>) -> &[u8] {
+        &self.data[range.start.min(self.used)..range.end.min(self.used)]
+    }
+}
