@@ -10,16 +10,17 @@
 //! gives the virtio header that writes it as one TSO superframe instead (the cheapest receive path, as for our
 //! own coalesced frames), with segments sized for the TAP's MTU should the kernel ever need to split it.
 
-use super::checksum::fold;
-use super::headers::{parse, put, Ip, ETH_HLEN, IPPROTO_TCP};
+use super::checksum::{fold, sum};
+use super::headers::{be16, parse, put, Ip, ETH_HLEN, IPPROTO_TCP};
 use super::virtio::{
     VirtioNetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
 };
 
-/// For an inner TCP frame whose IP packet is longer than `mtu`: set its checksum field to the pseudo-header sum
-/// over the whole TCP length (it already holds that when the kernel left it partial) and return the virtio
-/// header for a TSO write (`NEEDS_CSUM`, TCPV4/TCPV6, `gso_size` = `mtu` minus the IP and TCP headers).
-/// `None` (frame untouched) for anything else: frames that fit the MTU, non-TCP, IPv4 options.
+/// For an inner TCP frame whose IP packet is longer than `mtu`: return the virtio header for a TSO write
+/// (`NEEDS_CSUM`, TCPV4/TCPV6, `gso_size` = `mtu` minus the IP and TCP headers), with the checksum field
+/// holding the pseudo-header sum over the whole TCP length. A kernel's superframe holds exactly that already
+/// (partial); a complete checksum is verified first and then replaced. `None` (frame untouched) for anything
+/// else: frames that fit the MTU, non-TCP, IPv4 options, a checksum that is neither partial nor correct.
 pub fn superframe_hdr(frame: &mut [u8], mtu: u16) -> Option<VirtioNetHdr> {
     let h = parse(frame).ok()?;
     if h.proto != IPPROTO_TCP || h.ip_end.saturating_sub(ETH_HLEN) <= usize::from(mtu) {
@@ -32,8 +33,18 @@ pub fn superframe_hdr(frame: &mut [u8], mtu: u16) -> Option<VirtioNetHdr> {
     if gso_size == 0 || h.payload_len() <= gso_size {
         return None;
     }
-    let pseudo = fold(h.pseudo(frame, h.l4_len()));
-    put(frame, h.l4_off + 16, &pseudo.to_be_bytes());
+    let pseudo_sum = h.pseudo(frame, h.l4_len());
+    let pseudo = fold(pseudo_sum);
+    if be16(frame, h.l4_off + 16) != pseudo {
+        // A complete checksum: verify it before the kernel is told to trust the frame (fail closed).
+        let ok = frame
+            .get(h.l4_off..h.ip_end)
+            .is_some_and(|l4| fold(sum(l4, pseudo_sum)) == 0xffff);
+        if !ok {
+            return None;
+        }
+        put(frame, h.l4_off + 16, &pseudo.to_be_bytes());
+    }
     Some(VirtioNetHdr {
         flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
         gso_type: match h.ip {
@@ -102,6 +113,13 @@ mod tests {
         // A full checksum in the field is replaced by the pseudo-header sum.
         let data = payload(3 * MSS, 9);
         let mut f = tcp4(&Tcp::default(), &data);
+        let mut bad = f.clone();
+        bad[100] ^= 1;
+        assert_eq!(
+            superframe_hdr(&mut bad, 1450),
+            None,
+            "a corrupted complete checksum"
+        );
         let hdr = superframe_hdr(&mut f, 1450).unwrap();
         assert_eq!(hdr.gso_size, 1410);
         let mut out = vec![0u8; 10_000];
