@@ -51,11 +51,22 @@ fn as_nobody(host: &Host, cmd: &str, args: &[&str]) -> Result<String, CmdError> 
     host.exec("runuser", &v)
 }
 
-/// `curl` of the TCP admin address with `host_header`; returns (HTTP status, body).
-fn curl(host: &Host, nobody: bool, path: &str, host_header: &str) -> (u16, String) {
+/// `curl` of the TCP admin address with `host_header` and `extra` header; returns (HTTP status, body).
+fn curl_with(host: &Host, nobody: bool, path: &str, host_header: &str, extra: &str) -> (u16, String) {
     let url = format!("http://127.0.0.1:7947{path}");
     let hh = format!("Host: {host_header}");
-    let args = ["-sS", "-m", "5", "-H", &hh, "-w", "\n%{http_code}", &url];
+    let args = [
+        "-sS",
+        "-m",
+        "5",
+        "-H",
+        &hh,
+        "-H",
+        extra,
+        "-w",
+        "\n%{http_code}",
+        &url,
+    ];
     let out = if nobody {
         as_nobody(host, "curl", &args)
     } else {
@@ -68,6 +79,10 @@ fn curl(host: &Host, nobody: bool, path: &str, host_header: &str) -> (u16, Strin
             .unwrap_or_else(|_| panic!("no HTTP status from curl: {out:?}")),
         body.to_string(),
     )
+}
+
+fn curl(host: &Host, nobody: bool, path: &str, host_header: &str) -> (u16, String) {
+    curl_with(host, nobody, path, host_header, "X-Test: 1")
 }
 
 fn failure(r: Result<String, CmdError>, what: &str) -> CmdError {
@@ -132,6 +147,10 @@ fn token_only_for_root_on_the_admin_socket() {
     // … but not to a page that reached 127.0.0.1 through DNS rebinding (foreign Host header).
     let (code, body) = curl(h, true, "/v1/stats", "attacker.example:7947");
     assert_eq!(code, 403, "{body}");
+    // Request heads beyond 8 KiB are refused.
+    let big = format!("X-Big: {}", "a".repeat(10_000));
+    let (code, body) = curl_with(h, true, "/v1/stats", "localhost", &big);
+    assert_eq!(code, 431, "{body}");
 
     // nobody on the socket: the file mode stops the connection.
     let e = failure(
