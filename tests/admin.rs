@@ -98,6 +98,7 @@ fn token_only_for_root_on_the_admin_socket() {
     let h = tb.host(1);
     need(h, "runuser", "util-linux");
     need(h, "curl", "curl");
+    need(h, "ps", "procps");
     let local = h.underlay_ip().to_string();
     let _d = start(
         h,

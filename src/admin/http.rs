@@ -425,6 +425,16 @@ mod tests {
         }
     }
 
+    /// The README states these defaults.
+    #[test]
+    fn documented_defaults() {
+        let l = Limits::default();
+        assert_eq!(
+            (l.max_connections, l.max_head, l.max_body, l.request_timeout),
+            (32, 8 * 1024, 64 * 1024, Duration::from_secs(5))
+        );
+    }
+
     fn limits() -> Limits {
         Limits {
             max_connections: 2,
