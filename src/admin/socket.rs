@@ -67,8 +67,14 @@ impl AdminSocket {
         };
         let _ = std::fs::remove_file(&tmp);
         let std_listener = std::os::unix::net::UnixListener::bind(&tmp).map_err(bind_err)?;
-        let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-            .and_then(|()| std::fs::hard_link(&tmp, path));
+        let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).and_then(|()| {
+            match std::fs::hard_link(&tmp, path) {
+                // A filesystem without hard links: rename (atomic too, but it would replace a socket bound
+                // in the instant since `check_existing`).
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => std::fs::rename(&tmp, path),
+                r => r,
+            }
+        });
         let _ = std::fs::remove_file(&tmp);
         if let Err(e) = placed {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
