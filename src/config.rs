@@ -60,7 +60,7 @@ pub struct Args {
     /// Create a new cluster (CA + this node's credential in --state-dir) and become its first member.
     #[arg(long, conflicts_with = "token")]
     pub init_cluster: bool,
-    /// Join token printed by `overlayctl token` on any member; use with --peer <ADDR-OF-ANY-MEMBER>.
+    /// Join token printed by `overlayctl --admin-socket PATH token` on any member; use with --peer <ADDR-OF-ANY-MEMBER>.
     /// Visible to every local user in `ps`: prefer --token-file.
     #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]
     pub token: Option<String>,
@@ -156,7 +156,7 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("invalid --token: {0} (copy the single line printed by `overlayctl token` on a cluster member)")]
+    #[error("invalid join token (--token or --token-file): {0} (copy the single line printed by `overlayctl --admin-socket … token` on a cluster member)")]
     Token(String),
     #[error("--token needs --peer <ADDR-OF-ANY-MEMBER>: the address of a host already in the cluster")]
     TokenWithoutPeer,

@@ -236,7 +236,7 @@ impl AdminState {
                 ),
                 None => Response::error(
                     404,
-                    "this member holds no join secret: run `overlayctl token` on the node started with --init-cluster",
+                    "this member holds no join secret: run `overlayctl --admin-socket … token` on the node started with --init-cluster",
                 ),
             },
         }
