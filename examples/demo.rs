@@ -57,8 +57,16 @@ fn run() -> Result<(), String> {
     step("starting overlayd on both hosts (VNI 1, UDP 4789), each with the other as --peer");
     let start = |h: &Host, peer: &Host| {
         let (local, peer) = (h.underlay_ip().to_string(), peer.underlay_ip().to_string());
-        println!("  host {}: overlayd --peer {peer} --local {local}", h.index());
-        h.spawn(&overlayd, &["--peer", &peer, "--local", &local])
+        // Each daemon gets its own admin socket: the namespaces share one filesystem.
+        let sock = h.admin_socket().to_string_lossy().into_owned();
+        println!(
+            "  host {}: overlayd --peer {peer} --local {local} --admin-socket {sock}",
+            h.index()
+        );
+        h.spawn(
+            &overlayd,
+            &["--peer", &peer, "--local", &local, "--admin-socket", &sock],
+        )
     };
     let mut d1 = start(h1, h2);
     let mut d2 = start(h2, h1);

@@ -42,7 +42,11 @@ pub async fn credentials(cfg: &Config) -> Result<Option<(StateDir, NodeCredentia
         }
         Cluster::Init => {
             let c = state.init_cluster()?;
-            info!(dir = %cfg.state_dir.display(), "created a new cluster; `overlayctl token` prints the join token");
+            info!(
+                dir = %cfg.state_dir.display(),
+                "created a new cluster; `overlayctl --admin-socket {} token` (as root) prints the join token",
+                cfg.admin_socket.display()
+            );
             c
         }
         Cluster::Join(_) if state.is_initialised() => {

@@ -42,9 +42,13 @@ pub struct Args {
     /// Overlay MTU [default: underlay MTU - 50, i.e. 1450 on a 1500 underlay].
     #[arg(long, value_name = "N")]
     pub mtu: Option<u32>,
-    /// Local HTTP endpoint for overlayctl [default: 127.0.0.1:7947].
+    /// Local HTTP endpoint for overlayctl, read-only (fdb, stats, peers) [default: 127.0.0.1:7947].
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<SocketAddr>,
+    /// Root-only Unix socket serving the whole admin API: the join token and every change
+    /// [default: /run/overlayd/admin.sock].
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
     /// TOML file with any of these options (command-line flags win).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -63,9 +67,13 @@ pub struct Args {
     /// Create a new cluster (CA + this node's credential in --state-dir) and become its first member.
     #[arg(long, conflicts_with = "token")]
     pub init_cluster: bool,
-    /// Join token printed by `overlayctl token` on any member; use with --peer <ADDR-OF-ANY-MEMBER>.
-    #[arg(long, value_name = "TOKEN")]
+    /// Join token printed by `overlayctl --admin-socket PATH token` on any member; use with --peer <ADDR-OF-ANY-MEMBER>.
+    /// Visible to every local user in `ps`: prefer --token-file.
+    #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]
     pub token: Option<String>,
+    /// Read the join token from this file (mode 0600 or stricter; refused if group or others may access it).
+    #[arg(long, value_name = "PATH", conflicts_with = "init_cluster")]
+    pub token_file: Option<PathBuf>,
     /// Where cluster credentials and state live [default: /var/lib/overlayd].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -87,6 +95,8 @@ struct FileConfig {
     tap: Option<String>,
     mtu: Option<u32>,
     admin: Option<SocketAddr>,
+    admin_socket: Option<PathBuf>,
+    token_file: Option<PathBuf>,
     ageing: Option<u64>,
     fdb_max: Option<usize>,
     no_offload: Option<bool>,
@@ -106,6 +116,7 @@ pub struct Config {
     pub tap: String,
     pub mtu: Option<u32>,
     pub admin: SocketAddr,
+    pub admin_socket: PathBuf,
     pub ageing_s: u64,
     pub fdb_max: usize,
     pub offload: bool,
@@ -157,12 +168,20 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("invalid --token: {0} (copy the single line printed by `overlayctl token` on a cluster member)")]
+    #[error("invalid join token (--token or --token-file): {0} (copy the single line printed by `overlayctl --admin-socket … token` on a cluster member)")]
     Token(String),
     #[error("--token needs --peer <ADDR-OF-ANY-MEMBER>: the address of a host already in the cluster")]
     TokenWithoutPeer,
     #[error("--gossip-port 0 is not usable: use 7948 (the default) or another free UDP port")]
     GossipPort,
+    #[error("--admin-socket {path} is {len} bytes; a Unix socket path is at most 107 bytes: choose a shorter path")]
+    AdminSocketTooLong { path: PathBuf, len: usize },
+    #[error("cannot read the token file {path}: {source} (check --token-file / token-file)")]
+    TokenFile { path: PathBuf, source: std::io::Error },
+    #[error("token file {path} has mode {mode:03o}: group or others may access it and the token grants cluster membership; run `chmod 600 {path}`")]
+    TokenFileMode { path: PathBuf, mode: u32 },
+    #[error("token-file in the config file conflicts with --init-cluster: the first node creates the cluster, only joiners need a token")]
+    InitWithTokenFile,
     #[error("--admin {0} is not a loopback address: the admin endpoint is unauthenticated, keep it on 127.0.0.1 or ::1")]
     AdminNotLoopback(SocketAddr),
 }
@@ -192,9 +211,18 @@ impl Args {
             .state_dir
             .or(file.state_dir)
             .unwrap_or_else(|| PathBuf::from(control::auth::DEFAULT_STATE_DIR));
+        let token_file = self.token_file.or(file.token_file);
+        let token = match (&self.token, &token_file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(path)) => Some(read_token_file(path)?),
+            (None, None) => None,
+        };
+        if self.init_cluster && token_file.is_some() {
+            return Err(ConfigError::InitWithTokenFile);
+        }
         let cluster = if self.init_cluster {
             Cluster::Init
-        } else if let Some(t) = &self.token {
+        } else if let Some(t) = &token {
             if peers.is_empty() {
                 return Err(ConfigError::TokenWithoutPeer);
             }
@@ -246,6 +274,17 @@ impl Args {
         if !admin.ip().is_loopback() {
             return Err(ConfigError::AdminNotLoopback(admin));
         }
+        let admin_socket = self
+            .admin_socket
+            .or(file.admin_socket)
+            .unwrap_or_else(|| PathBuf::from(crate::admin::DEFAULT_ADMIN_SOCKET));
+        let len = admin_socket.as_os_str().len();
+        if len == 0 || len > crate::admin::socket::MAX_SOCKET_PATH {
+            return Err(ConfigError::AdminSocketTooLong {
+                path: admin_socket,
+                len,
+            });
+        }
         let ageing_s = self.ageing.or(file.ageing).unwrap_or(300);
         if ageing_s == 0 {
             return Err(ConfigError::Ageing);
@@ -270,6 +309,7 @@ impl Args {
             tap,
             mtu,
             admin,
+            admin_socket,
             ageing_s,
             fdb_max,
             offload: !(self.no_offload || file.no_offload.unwrap_or(false)),
@@ -279,6 +319,23 @@ impl Args {
             gossip_port,
         })
     }
+}
+
+/// The join token from a file that only its owner can access (the token grants membership).
+fn read_token_file(path: &std::path::Path) -> Result<String, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |source| ConfigError::TokenFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mode = std::fs::metadata(path).map_err(err)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ConfigError::TokenFileMode {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(std::fs::read_to_string(path).map_err(err)?.trim().to_string())
 }
 
 fn check_ifname(what: &'static str, name: &str) -> Result<(), ConfigError> {
@@ -322,6 +379,7 @@ mod tests {
         assert_eq!(c.bridge, "ovl0");
         assert_eq!(c.tap, "ovl1");
         assert_eq!(c.admin.to_string(), "127.0.0.1:7947");
+        assert_eq!(c.admin_socket, PathBuf::from("/run/overlayd/admin.sock"));
         assert_eq!(c.ageing_s, 300);
         assert!(c.offload);
         assert_eq!(
@@ -386,6 +444,60 @@ mod tests {
         assert_eq!(c.cluster, Cluster::Init);
         assert!(c.peers.is_empty());
         assert_eq!(c.gossip_port, 7948);
+    }
+
+    #[test]
+    fn admin_socket_and_token_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let c = parse(&["--peer", "10.0.0.2", "--admin-socket", "/tmp/x/a.sock"]).unwrap();
+        assert_eq!(c.admin_socket, PathBuf::from("/tmp/x/a.sock"));
+        let long = format!("/{}", "a".repeat(107));
+        assert!(matches!(
+            parse(&["--peer", "10.0.0.2", "--admin-socket", &long]).unwrap_err(),
+            ConfigError::AdminSocketTooLong { .. }
+        ));
+        let dir = std::env::temp_dir().join(format!("overlayd-tokfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tf = dir.join("token");
+        let garbage = dir.join("garbage");
+        std::fs::write(&garbage, "not a token\n").unwrap();
+        std::fs::set_permissions(&garbage, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let g = garbage.to_str().unwrap();
+        // The file is read and parsed like --token (a garbage token is refused as such).
+        assert!(matches!(
+            parse(&["--peer", "10.0.0.2", "--token-file", g]).unwrap_err(),
+            ConfigError::Token(_)
+        ));
+        std::fs::write(&tf, "x").unwrap();
+        for mode in [0o640, 0o604, 0o620, 0o644] {
+            std::fs::set_permissions(&tf, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = parse(&["--peer", "10.0.0.2", "--token-file", tf.to_str().unwrap()]).unwrap_err();
+            assert!(matches!(e, ConfigError::TokenFileMode { .. }), "{mode:o}: {e}");
+            assert!(e.to_string().contains("chmod 600"), "{e}");
+        }
+        let e = parse(&["--peer", "10.0.0.2", "--token-file", "/nonexistent/tok"]).unwrap_err();
+        assert!(matches!(e, ConfigError::TokenFile { .. }), "{e}");
+        assert!(Args::try_parse_from(["overlayd", "--token", "t", "--token-file", "f"]).is_err());
+        assert!(Args::try_parse_from(["overlayd", "--init-cluster", "--token-file", "f"]).is_err());
+        // Config keys.
+        let p = dir.join("o.toml");
+        std::fs::write(
+            &p,
+            format!("peer = [\"10.0.0.2\"]\nadmin-socket = \"/tmp/y.sock\"\ntoken-file = \"{g}\"\n"),
+        )
+        .unwrap();
+        let e = parse(&["--config", p.to_str().unwrap()]).unwrap_err();
+        assert!(matches!(e, ConfigError::Token(_)), "token-file key is read: {e}");
+        assert!(matches!(
+            parse(&["--config", p.to_str().unwrap(), "--init-cluster"]).unwrap_err(),
+            ConfigError::InitWithTokenFile
+        ));
+        std::fs::write(&p, "peer = [\"10.0.0.2\"]\nadmin-socket = \"/tmp/y.sock\"\n").unwrap();
+        assert_eq!(
+            parse(&["--config", p.to_str().unwrap()]).unwrap().admin_socket,
+            PathBuf::from("/tmp/y.sock")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

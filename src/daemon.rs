@@ -2,7 +2,7 @@
 //! endpoint, and tear everything down on SIGTERM/SIGINT. All decisions live in the dataplane crate; this file
 //! only wires it together.
 
-use crate::admin::{self, AdminState};
+use crate::admin::{self, AdminSocket, AdminState, Limits, PeerPolicy};
 use crate::cluster::{self, ClusterError, Plumbing};
 use crate::config::Config;
 use dataplane::engine::{Engine, EngineConfig, PeerSet};
@@ -45,6 +45,8 @@ pub enum DaemonError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    AdminSocket(#[from] admin::socket::SocketError),
     #[error("cannot start: {0}")]
     Runtime(#[from] std::io::Error),
 }
@@ -93,7 +95,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    // Everything that can fail without side effects comes first: the admin socket, then credentials
+    // Everything that can fail without side effects comes first: the admin listeners, then credentials
     // (joining talks to the network); only then is anything created on the host.
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(cfg.admin))
@@ -101,6 +103,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             addr: cfg.admin,
             source,
         })?;
+    // Removed when `admin_socket` drops, on every return path below.
+    let mut admin_socket = rt.block_on(AdminSocket::bind(&cfg.admin_socket))?;
     let cluster_cred = rt.block_on(cluster::credentials(&cfg))?;
     let cluster_mode = cluster_cred.is_some();
     let underlay = netlink::interface_with_addr(local)?.ok_or(DaemonError::LocalNotOurs(local))?;
@@ -168,9 +172,10 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         peers: peers.clone(),
         members: members.clone(),
         token,
+        socket_path: cfg.admin_socket.clone(),
     });
     if !cluster_mode {
-        info!("control plane off (static peers, flood-and-learn); start one node with --init-cluster and join others with --peer <member> --token <`overlayctl token`> to turn it on");
+        info!("control plane off (static peers, flood-and-learn); start one node with --init-cluster and join others with --peer <member> --token-file <file holding `overlayctl --admin-socket … token`> to turn it on");
     }
 
     info!(
@@ -186,6 +191,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         src_ports = senders.len(),
         udp_gro = gro,
         admin = %cfg.admin,
+        admin_socket = %cfg.admin_socket.display(),
         "overlayd up"
     );
 
@@ -216,7 +222,15 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 }
                 None => None,
             };
-            let admin = tokio::spawn(admin::serve(listener, state));
+            let admin = tokio::spawn(admin::serve_tcp(listener, state.clone(), Limits::default()));
+            let admin_unix = admin_socket.take_listener().map(|l| {
+                tokio::spawn(admin::serve_unix(
+                    l,
+                    state,
+                    Limits::default(),
+                    PeerPolicy::current(),
+                ))
+            });
             let housekeeping = tokio::spawn({
                 let fdb = fdb.clone();
                 async move {
@@ -232,6 +246,9 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 c.leave().await;
             }
             admin.abort();
+            if let Some(a) = admin_unix {
+                a.abort();
+            }
             housekeeping.abort();
             r.map_err(DaemonError::Runtime)
         });
@@ -246,6 +263,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     // Closing the last queue fd removes the (non-persistent) TAP; the bridge goes with `cleanup`.
     drop(tap);
     drop(cleanup);
+    drop(admin_socket);
     info!("stopped");
     Ok(())
 }

@@ -7,7 +7,7 @@
 mod common;
 
 use common::capture::{Capture, VxlanPkt};
-use common::overlay::{ctl_json, ping_ok, OVERLAYCTL, OVERLAYD};
+use common::overlay::{ctl_json, ping_ok, spawn_overlayd, OVERLAYCTL};
 use common::testbed::{tcp_transfer, wait_until, BridgeMode, Daemon, Host, Netns, Testbed};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -23,7 +23,7 @@ fn start_overlayd(host: &Host, peers: &[Ipv4Addr], vni: u32, extra: &[&str]) -> 
     args.extend(["--vni".into(), vni.to_string()]);
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut d = host.spawn(OVERLAYD, &args);
+    let mut d = spawn_overlayd(host, &args);
     let tap = format!("ovl{vni}");
     let ready = wait_until(Duration::from_secs(10), || {
         !d.is_running() || (host.link_exists(&tap) && host.exec(OVERLAYCTL, &["stats", "--json"]).is_ok())

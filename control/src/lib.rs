@@ -6,6 +6,7 @@
 //! - [`membership`]: the foca identity (node id + gossip addr + VTEP + generation), RNG and runtime adapter.
 //! - [`sync`]: per-owner MAC tables, cross-owner resolution, anti-entropy digests. Pure data, no foca.
 //! - [`messages`]: the versioned wire envelope (postcard); decoding never panics.
+//! - [`attest`]: compact CA-signed attestations and node signatures that make gossip claims verifiable.
 //! - [`auth`]: cluster CA, node credentials, join tokens.
 //! - [`join`]: the token join exchange (CA pinned by fingerprint, secret proven, key generated locally).
 //! - [`transport`]: the QUIC (quinn + rustls, mTLS, pinned ALPN) shell that pumps a `ControlNode`.
@@ -31,6 +32,7 @@
 //! // SIGTERM → h.leave().await;   `overlayctl token` → state.join_token()?.to_string()
 //! ```
 
+pub mod attest;
 pub mod auth;
 pub mod join;
 pub mod membership;
