@@ -435,6 +435,15 @@ mod tests {
             assert!(matches!(e, ConfigError::SrcPorts(_)), "{e:?}");
             assert!(e.to_string().contains("use 1..=1024"), "{e}");
         }
+        // The same key in a config file, and the flag winning over it.
+        let dir = std::env::temp_dir().join(format!("overlayd-cfg-src-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("o.toml");
+        std::fs::write(&p, "peer = [\"10.0.0.2\"]\nsrc-ports = 8\n").unwrap();
+        let f = p.to_str().unwrap();
+        assert_eq!(parse(&["--config", f]).unwrap().src_ports, 8);
+        assert_eq!(parse(&["--config", f, "--src-ports", "2"]).unwrap().src_ports, 2);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
