@@ -5,3 +5,6 @@ pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
+pub mod devices;
+pub mod links;
+pub mod lock;
