@@ -181,7 +181,9 @@ impl Devices {
                 info!(bridge = %b, "bridge restored");
             }
         }
-        match link_up(t)? {
+        // Ours is gone if its fd lost the device, even when something else has taken the name since.
+        let tap_state = if self.tap.attached() { link_up(t)? } else { None };
+        match tap_state {
             None => {
                 healthy = false;
                 if seen.first(Seen::TAP_GONE) {

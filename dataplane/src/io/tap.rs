@@ -148,6 +148,19 @@ impl Tap {
         })
     }
 
+    /// Whether the device is still behind our queues: false once it was deleted under us (`ip link del`),
+    /// even if another device has taken its name since (`TUNGETIFF` then fails with `EBADFD`).
+    pub fn attached(&self) -> bool {
+        let Some(q) = self.queues.first() else {
+            return false;
+        };
+        // SAFETY: ifreq is plain old data; all-zero is valid.
+        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+        // SAFETY: TUNGETIFF writes one `struct ifreq` into the live, exclusively borrowed `ifr`; the fd is ours.
+        let rc = unsafe { libc::ioctl(q.fd.as_raw_fd(), libc::TUNGETIFF, &mut ifr as *mut libc::ifreq) };
+        rc == 0
+    }
+
     /// Recreate the device after it was deleted under us (`ip link del`), with the same name and flags, behind
     /// the *same* queue descriptors: each queue's fd number is pointed at a new `/dev/net/tun` file with
     /// `dup3`, so threads that hold `&TapQueue` carry on without restarting. A queue of a deleted TAP only
@@ -508,12 +521,15 @@ mod tests {
             let fd = q.as_raw_fd();
             let mut buf = [0u8; 2048];
             assert_eq!(q.read(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+            assert!(tap.attached());
             netlink::delete_link("ovlre0").unwrap();
+            assert!(!tap.attached());
             // A queue of a deleted TAP is dead: EBADFD on read, POLLERR on poll (the old busy-loop).
             assert_eq!(q.read(&mut buf).unwrap_err().raw_os_error(), Some(libc::EBADFD));
             tap.reopen().unwrap();
             assert_eq!(q.as_raw_fd(), fd, "same descriptor number");
             assert!(netlink::link_exists("ovlre0").unwrap());
+            assert!(tap.attached());
             assert_eq!(q.read(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
             tap.set_offload(TUN_F_CSUM | TUN_F_TSO4).unwrap();
             netlink::set_up("ovlre0").unwrap();
