@@ -147,6 +147,10 @@ mod tests {
         let first = StateLock::acquire(&dir).unwrap();
         let text = std::fs::read_to_string(first.path()).unwrap();
         assert_eq!(text, format!("{}\n", std::process::id()));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(first.path()), 0o600);
+        assert_eq!(mode(&dir), 0o700);
         // flock locks belong to the open file description: a second open in the same process conflicts.
         let e = StateLock::acquire(&dir).unwrap_err();
         match &e {

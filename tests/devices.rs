@@ -193,6 +193,18 @@ fn deleted_or_downed_tap_is_restored_without_spinning() {
     );
     ping_ok(c1, c2.ip(), 3);
     assert_eq!(log_count(&d1, "TAP went down"), 1, "logged once:\n{}", d1.log());
+
+    // Taken off the bridge: put back.
+    let t0 = Instant::now();
+    h1.run("ip", &["link", "set", TAP, "nomaster"]);
+    let noticed = wait_log(&d1, "TAP is no longer on the bridge", t0, Duration::from_secs(1));
+    assert!(noticed.is_some(), "{TAP} nomaster not logged within 1 s:\n{}", d1.log());
+    assert!(
+        wait_until(Duration::from_secs(5), || master(h1, TAP).as_deref() == Some(BRIDGE)),
+        "{TAP} not back on {BRIDGE} within 5 s:\n{}",
+        d1.log()
+    );
+    ping_ok(c1, c2.ip(), 3);
     assert_eq!(log_count(&d1, "TAP disappeared"), 1, "no second deletion:\n{}", d1.log());
 }
 
@@ -316,12 +328,18 @@ fn sigterm_keeps_a_bridge_with_other_ports_and_removes_an_empty_one() {
     assert_eq!(log_count(&d2, "removed bridge we created"), 1, "{}", d2.log());
 
     // A restart plugs into the surviving bridge; the container is still on it and reachable again.
-    let _d1 = start(h1, h2);
+    let mut d1 = start(h1, h2);
     let _d2 = start(h2, h1);
     h2.attach_container(Duration::from_secs(10));
     assert_eq!(master(h1, "vc1").as_deref(), Some(BRIDGE));
     assert_eq!(master(h1, TAP).as_deref(), Some(BRIDGE));
     ping_ok(tb.container(1), tb.container(2).ip(), 3);
+    // That run found the bridge in place, so it is not its to remove, even once empty.
+    h1.run("ip", &["link", "set", "vc1", "nomaster"]);
+    d1.signal("TERM").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(d1.wait_timeout(Duration::from_secs(5)).and_then(|s| s.code()), Some(0));
+    assert!(h1.link_exists(BRIDGE), "pre-existing bridge removed:\n{}", d1.log());
+    assert!(!h1.link_exists(TAP));
 }
 
 // ---------------------------------------------------------------------------------------------------------
