@@ -202,7 +202,11 @@ fn measure(mode: Mode, opts: &Opts, overlayd: &str) -> Result<Results, String> {
         Mode::Overlayd => {
             for (h, peer) in [(h1, h2), (h2, h1)] {
                 let (local, peer) = (h.underlay_ip().to_string(), peer.underlay_ip().to_string());
-                let state = h.log_dir().join(format!("state-{}", h.ns())).display().to_string();
+                let state = h
+                    .log_dir()
+                    .join(format!("state-{}", h.ns()))
+                    .display()
+                    .to_string();
                 let mut d = h.spawn(
                     overlayd,
                     &[

@@ -58,9 +58,19 @@ fn run() -> Result<(), String> {
     let start = |h: &Host, peer: &Host| {
         let (local, peer) = (h.underlay_ip().to_string(), peer.underlay_ip().to_string());
         // Both "hosts" share this machine's filesystem: each daemon gets its own state dir (and its lock).
-        let state = h.log_dir().join(format!("state-h{}", h.index())).display().to_string();
-        println!("  host {}: overlayd --peer {peer} --local {local} --state-dir {state}", h.index());
-        h.spawn(&overlayd, &["--peer", &peer, "--local", &local, "--state-dir", &state])
+        let state = h
+            .log_dir()
+            .join(format!("state-h{}", h.index()))
+            .display()
+            .to_string();
+        println!(
+            "  host {}: overlayd --peer {peer} --local {local} --state-dir {state}",
+            h.index()
+        );
+        h.spawn(
+            &overlayd,
+            &["--peer", &peer, "--local", &local, "--state-dir", &state],
+        )
     };
     let mut d1 = start(h1, h2);
     let mut d2 = start(h2, h1);

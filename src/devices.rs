@@ -308,12 +308,19 @@ impl Watcher<'_> {
                             return;
                         }
                         if first {
-                            warn!("cannot restore devices yet ({e}); retrying for {} s", GIVE_UP.as_secs());
+                            warn!(
+                                "cannot restore devices yet ({e}); retrying for {} s",
+                                GIVE_UP.as_secs()
+                            );
                         }
                     }
                 }
             }
-            let wait = if failing_since.is_some() { RETRY_MS } else { WAIT_MS };
+            let wait = if failing_since.is_some() {
+                RETRY_MS
+            } else {
+                WAIT_MS
+            };
             due = failing_since.is_some();
             match self.events.wait(wait) {
                 Ok(any) => due |= any,

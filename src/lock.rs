@@ -170,7 +170,11 @@ mod tests {
     fn stale_content_is_replaced() {
         let dir = tempdir("stale");
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(LOCK_FILE), "999999999999 garbage that is longer than a pid\n").unwrap();
+        std::fs::write(
+            dir.join(LOCK_FILE),
+            "999999999999 garbage that is longer than a pid\n",
+        )
+        .unwrap();
         let l = StateLock::acquire(&dir).unwrap();
         assert_eq!(
             std::fs::read_to_string(l.path()).unwrap(),

@@ -103,7 +103,10 @@ fn cpu_ticks(pid: u32) -> u64 {
         .split_whitespace()
         .skip(11)
         .take(2)
-        .map(|v| v.parse().unwrap_or_else(|e| panic!("bad /proc/{pid}/stat field {v}: {e}")))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|e| panic!("bad /proc/{pid}/stat field {v}: {e}"))
+        })
         .collect();
     assert_eq!(f.len(), 2, "short /proc/{pid}/stat: {stat}");
     f[0] + f[1]
@@ -159,7 +162,12 @@ fn deleted_or_downed_tap_is_restored_without_spinning() {
         d1.log()
     );
     let restored_after = t0.elapsed();
-    assert_eq!(mtu(h1, TAP), Some(1450), "recreated TAP keeps its MTU: {:?}", link(h1, TAP));
+    assert_eq!(
+        mtu(h1, TAP),
+        Some(1450),
+        "recreated TAP keeps its MTU: {:?}",
+        link(h1, TAP)
+    );
     assert!(
         wait_until(Duration::from_secs(5), || c1.ping(c2.ip(), 1).is_ok()),
         "no ping through the recreated TAP within 5 s:\n{}",
@@ -179,13 +187,21 @@ fn deleted_or_downed_tap_is_restored_without_spinning() {
     // Idle afterwards: no thread left spinning on the old fd.
     let share = cpu_share(d1.pid(), Duration::from_secs(2));
     println!("CPU after the TAP was restored: {:.1}% of a core", share * 100.0);
-    assert!(share < IDLE_CPU_MAX, "overlayd uses {:.0}% CPU while idle", share * 100.0);
+    assert!(
+        share < IDLE_CPU_MAX,
+        "overlayd uses {:.0}% CPU while idle",
+        share * 100.0
+    );
 
     // Down instead of deleted: brought back up.
     let t0 = Instant::now();
     h1.run("ip", &["link", "set", TAP, "down"]);
     let noticed = wait_log(&d1, "TAP went down", t0, Duration::from_secs(1));
-    assert!(noticed.is_some(), "{TAP} down not logged within 1 s:\n{}", d1.log());
+    assert!(
+        noticed.is_some(),
+        "{TAP} down not logged within 1 s:\n{}",
+        d1.log()
+    );
     assert!(
         wait_until(Duration::from_secs(5), || is_up(h1, TAP)),
         "{TAP} not up again within 5 s:\n{}",
@@ -198,14 +214,24 @@ fn deleted_or_downed_tap_is_restored_without_spinning() {
     let t0 = Instant::now();
     h1.run("ip", &["link", "set", TAP, "nomaster"]);
     let noticed = wait_log(&d1, "TAP is no longer on the bridge", t0, Duration::from_secs(1));
-    assert!(noticed.is_some(), "{TAP} nomaster not logged within 1 s:\n{}", d1.log());
     assert!(
-        wait_until(Duration::from_secs(5), || master(h1, TAP).as_deref() == Some(BRIDGE)),
+        noticed.is_some(),
+        "{TAP} nomaster not logged within 1 s:\n{}",
+        d1.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || master(h1, TAP).as_deref()
+            == Some(BRIDGE)),
         "{TAP} not back on {BRIDGE} within 5 s:\n{}",
         d1.log()
     );
     ping_ok(c1, c2.ip(), 3);
-    assert_eq!(log_count(&d1, "TAP disappeared"), 1, "no second deletion:\n{}", d1.log());
+    assert_eq!(
+        log_count(&d1, "TAP disappeared"),
+        1,
+        "no second deletion:\n{}",
+        d1.log()
+    );
 }
 
 /// `ip link set ovl0 down` and `ip link del ovl0` (the bridge overlayd created): brought up / recreated with
@@ -225,7 +251,11 @@ fn downed_or_deleted_bridge_is_restored() {
     let t0 = Instant::now();
     h1.run("ip", &["link", "set", BRIDGE, "down"]);
     let noticed = wait_log(&d1, "bridge went down", t0, Duration::from_secs(1));
-    assert!(noticed.is_some(), "{BRIDGE} down not logged within 1 s:\n{}", d1.log());
+    assert!(
+        noticed.is_some(),
+        "{BRIDGE} down not logged within 1 s:\n{}",
+        d1.log()
+    );
     assert!(
         wait_until(Duration::from_secs(5), || is_up(h1, BRIDGE)),
         "{BRIDGE} not up again within 5 s:\n{}",
@@ -236,8 +266,7 @@ fn downed_or_deleted_bridge_is_restored() {
     let t0 = Instant::now();
     h1.run("ip", &["link", "del", BRIDGE]);
     let noticed = wait_log(&d1, "bridge disappeared", t0, Duration::from_secs(1));
-    let noticed =
-        noticed.unwrap_or_else(|| panic!("{BRIDGE} deletion not logged within 1 s:\n{}", d1.log()));
+    let noticed = noticed.unwrap_or_else(|| panic!("{BRIDGE} deletion not logged within 1 s:\n{}", d1.log()));
     let back = wait_until(Duration::from_secs(5), || {
         is_up(h1, BRIDGE) && is_up(h1, TAP) && master(h1, TAP).as_deref() == Some(BRIDGE)
     });
@@ -256,7 +285,12 @@ fn downed_or_deleted_bridge_is_restored() {
     h1.attach_container(Duration::ZERO);
     ping_ok(c1, c2.ip(), 3);
     ping_ok(c2, c1.ip(), 3);
-    assert_eq!(log_count(&d1, "bridge disappeared"), 1, "logged once:\n{}", d1.log());
+    assert_eq!(
+        log_count(&d1, "bridge disappeared"),
+        1,
+        "logged once:\n{}",
+        d1.log()
+    );
     assert!(d1.is_running(), "overlayd exited:\n{}", d1.log());
 }
 
@@ -279,8 +313,15 @@ fn unrecoverable_tap_loss_exits_nonzero_with_the_reason() {
     );
     // The old fd polls POLLERR and reads EBADFD while the watcher retries: no busy loop.
     let share = cpu_share(d1.pid(), Duration::from_millis(1500));
-    println!("CPU while the TAP cannot be restored: {:.1}% of a core", share * 100.0);
-    assert!(share < IDLE_CPU_MAX, "overlayd spins at {:.0}% CPU without its TAP", share * 100.0);
+    println!(
+        "CPU while the TAP cannot be restored: {:.1}% of a core",
+        share * 100.0
+    );
+    assert!(
+        share < IDLE_CPU_MAX,
+        "overlayd spins at {:.0}% CPU without its TAP",
+        share * 100.0
+    );
     let st = d1.wait_timeout(Duration::from_secs(10));
     let st = st.unwrap_or_else(|| panic!("overlayd still running 10 s after losing its TAP:\n{}", d1.log()));
     let log = d1.log();
@@ -321,10 +362,27 @@ fn sigterm_keeps_a_bridge_with_other_ports_and_removes_an_empty_one() {
         assert_eq!(st.code(), Some(0), "host {}: {st}\n{}", h.index(), d.log());
         assert!(!h.link_exists(TAP), "host {}: TAP left behind", h.index());
     }
-    assert!(h1.link_exists(BRIDGE), "bridge with a container on it was removed:\n{}", d1.log());
-    assert_eq!(master(h1, "vc1").as_deref(), Some(BRIDGE), "veth no longer on the bridge");
-    assert_eq!(log_count(&d1, "leaving bridge we created in place"), 1, "{}", d1.log());
-    assert!(!h2.link_exists(BRIDGE), "empty bridge overlayd created was left behind:\n{}", d2.log());
+    assert!(
+        h1.link_exists(BRIDGE),
+        "bridge with a container on it was removed:\n{}",
+        d1.log()
+    );
+    assert_eq!(
+        master(h1, "vc1").as_deref(),
+        Some(BRIDGE),
+        "veth no longer on the bridge"
+    );
+    assert_eq!(
+        log_count(&d1, "leaving bridge we created in place"),
+        1,
+        "{}",
+        d1.log()
+    );
+    assert!(
+        !h2.link_exists(BRIDGE),
+        "empty bridge overlayd created was left behind:\n{}",
+        d2.log()
+    );
     assert_eq!(log_count(&d2, "removed bridge we created"), 1, "{}", d2.log());
 
     // A restart plugs into the surviving bridge; the container is still on it and reachable again.
@@ -337,8 +395,15 @@ fn sigterm_keeps_a_bridge_with_other_ports_and_removes_an_empty_one() {
     // That run found the bridge in place, so it is not its to remove, even once empty.
     h1.run("ip", &["link", "set", "vc1", "nomaster"]);
     d1.signal("TERM").unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(d1.wait_timeout(Duration::from_secs(5)).and_then(|s| s.code()), Some(0));
-    assert!(h1.link_exists(BRIDGE), "pre-existing bridge removed:\n{}", d1.log());
+    assert_eq!(
+        d1.wait_timeout(Duration::from_secs(5)).and_then(|s| s.code()),
+        Some(0)
+    );
+    assert!(
+        h1.link_exists(BRIDGE),
+        "pre-existing bridge removed:\n{}",
+        d1.log()
+    );
     assert!(!h1.link_exists(TAP));
 }
 
@@ -405,7 +470,12 @@ impl PacedTransfer {
             drop(input);
             (data, r)
         });
-        PacedTransfer { rx, tx, writer, reader }
+        PacedTransfer {
+            rx,
+            tx,
+            writer,
+            reader,
+        }
     }
 
     /// Waits (up to `timeout`) for both ends; Err if it did not finish or the bytes differ.
@@ -424,11 +494,19 @@ impl PacedTransfer {
         let (sent, wr) = self.writer.join().map_err(|_| "writer panicked")?;
         let (got, stall) = self.reader.join().map_err(|_| "reader panicked")?;
         if !done {
-            return Err(format!("not finished within {timeout:?}: {} of {} bytes", got.len(), sent.len()));
+            return Err(format!(
+                "not finished within {timeout:?}: {} of {} bytes",
+                got.len(),
+                sent.len()
+            ));
         }
         wr.map_err(|e| format!("sender: {e}"))?;
         if got != sent {
-            return Err(format!("received {} bytes, sent {}; contents differ", got.len(), sent.len()));
+            return Err(format!(
+                "received {} bytes, sent {}; contents differ",
+                got.len(),
+                sent.len()
+            ));
         }
         Ok(stall)
     }
@@ -473,7 +551,11 @@ fn sigkill_and_restart_during_tcp_transfer() {
     );
     let d1b = start(h1, h2);
     let restarted = killed.elapsed();
-    assert_eq!(master(h1, TAP).as_deref(), Some(BRIDGE), "restarted TAP not on the bridge");
+    assert_eq!(
+        master(h1, TAP).as_deref(),
+        Some(BRIDGE),
+        "restarted TAP not on the bridge"
+    );
 
     let tcp_stall = transfer
         .finish(Duration::from_secs(60))
@@ -490,7 +572,10 @@ fn sigkill_and_restart_during_tcp_transfer() {
         tcp_stall.as_millis()
     );
     // Functional: replies came back after the restart (the last seq is past the outage), i.e. the gap closed.
-    assert!(outage < Duration::from_secs(8), "ping never recovered: outage {outage:?}");
+    assert!(
+        outage < Duration::from_secs(8),
+        "ping never recovered: outage {outage:?}"
+    );
     ping_ok(c1, c2.ip(), 3);
 }
 
@@ -513,11 +598,18 @@ fn second_daemon_on_the_same_state_dir_is_refused() {
     let log = second.log();
     assert_eq!(st.code(), Some(1), "second daemon: {st}\n{log}");
     let pid = format!("pid {}", d1.pid());
-    assert!(log.contains(&pid) && log.contains(&state_dir(h1)), "error must name {pid} and the dir:\n{log}");
+    assert!(
+        log.contains(&pid) && log.contains(&state_dir(h1)),
+        "error must name {pid} and the dir:\n{log}"
+    );
     assert!(d1.is_running(), "the first daemon died:\n{}", d1.log());
     h1.run(OVERLAYCTL, &["stats", "--json"]);
     let lock = std::fs::read_to_string(format!("{}/lock", state_dir(h1))).unwrap_or_default();
-    assert_eq!(lock.trim(), d1.pid().to_string(), "lock file holds the owner's pid");
+    assert_eq!(
+        lock.trim(),
+        d1.pid().to_string(),
+        "lock file holds the owner's pid"
+    );
 
     // The kernel releases the lock with the process, so a crash never blocks the next start.
     d1.kill();

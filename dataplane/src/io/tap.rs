@@ -535,7 +535,10 @@ mod tests {
             netlink::set_up("ovlre0").unwrap();
             assert_eq!(q.write(&[0u8; VNET_HDR_LEN + 42]).unwrap(), VNET_HDR_LEN + 42);
             // Reopening while the device still exists attaches to nothing new: it is busy (ours).
-            assert!(matches!(tap.reopen(), Err(TapError::Busy { .. })), "reopen of a live TAP");
+            assert!(
+                matches!(tap.reopen(), Err(TapError::Busy { .. })),
+                "reopen of a live TAP"
+            );
             drop(tap);
             let deadline = Instant::now() + Duration::from_secs(2);
             while netlink::link_exists("ovlre0").unwrap() && Instant::now() < deadline {
