@@ -39,6 +39,8 @@ pub enum DaemonError {
     #[error(transparent)]
     Netlink(#[from] netlink::NetlinkError),
     #[error(transparent)]
+    Tap(#[from] io::TapError),
+    #[error(transparent)]
     Devices(#[from] DevicesError),
     #[error(transparent)]
     Lock(#[from] LockError),
@@ -104,6 +106,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         bridge: cfg.bridge.clone(),
         mtu,
         offload: cfg.offload,
+        state_dir: cfg.state_dir.clone(),
     })?;
     let (tap, tso) = (devices.tap(), devices.tso());
     let watcher = devices.watcher()?;

@@ -7,7 +7,8 @@
 //! puts it back — the TAP behind the same fds, so the forwarding threads never restart. If it cannot within
 //! [`GIVE_UP`], the daemon exits non-zero with the reason instead of running without a data path.
 //! On exit it removes only what it created, and never a bridge that still has other ports (a container's
-//! veth): that bridge is left in place with its ports.
+//! veth): that bridge is left in place with its ports. What it created is recorded in the state dir
+//! (ownership.rs), so the next run — after such an exit or a crash — still knows the bridge is its own.
 //!
 //! Must never: touch links other than its TAP and bridge, or spin when a device is gone.
 
@@ -18,6 +19,7 @@ use dataplane::io::{self, netlink, NetlinkError, Tap, TapConfig, TapError};
 use tracing::{error, info, warn};
 
 use crate::links::{self, LinkEvents, LinksError};
+use crate::ownership::{BridgeId, Record};
 
 /// TAP offloads we declare when the virtio-net header is on (TSO superframes and partial checksums).
 const TAP_OFFLOADS: u32 = io::TUN_F_CSUM | io::TUN_F_TSO4 | io::TUN_F_TSO6 | io::TUN_F_TSO_ECN;
@@ -57,6 +59,8 @@ pub struct DeviceSpec {
     pub mtu: u32,
     /// virtio-net header and TSO offloads on the TAP.
     pub offload: bool,
+    /// Where the record of a bridge we created lives (see ownership.rs).
+    pub state_dir: std::path::PathBuf,
 }
 
 /// The bridge and whether it is ours to remove. Removal happens on drop (also on an early error return).
@@ -65,7 +69,39 @@ struct Bridge {
     name: String,
     /// Our TAP's name, which does not count as "another port".
     tap: String,
+    /// Ours: created by this run, or by an earlier one as `record` proves.
     created: AtomicBool,
+    record: Record,
+}
+
+impl Bridge {
+    /// We just created it: ours, also for the runs after us.
+    fn created_now(&self) {
+        self.created.store(true, Ordering::Relaxed);
+        let id = links::link_index(&self.name)
+            .ok()
+            .flatten()
+            .and_then(|i| BridgeId::here(&self.name, i));
+        let stored = match id {
+            Some(id) => self.record.store(&id).map_err(|e| e.to_string()),
+            None => Err("cannot read its ifindex, the boot id or the network namespace".to_owned()),
+        };
+        if let Err(e) = stored {
+            warn!(bridge = %self.name, "a later overlayd will not know that we created this bridge: {e}");
+        }
+    }
+
+    /// Whether the existing bridge is the one an earlier run created (exact match of the record).
+    fn recorded_as_ours(&self) -> bool {
+        let Some(recorded) = self.record.load() else {
+            return false;
+        };
+        let here = links::link_index(&self.name)
+            .ok()
+            .flatten()
+            .and_then(|i| BridgeId::here(&self.name, i));
+        here.is_some_and(|h| h == recorded)
+    }
 }
 
 impl Drop for Bridge {
@@ -82,8 +118,11 @@ impl Drop for Bridge {
                     return;
                 }
                 match netlink::delete_link(b) {
-                    Ok(()) => info!(bridge = %b, "removed bridge we created"),
-                    Err(NetlinkError::NoSuchDevice { .. }) => {}
+                    Ok(()) => {
+                        info!(bridge = %b, "removed bridge we created");
+                        self.record.clear();
+                    }
+                    Err(NetlinkError::NoSuchDevice { .. }) => self.record.clear(),
                     Err(e) => warn!("could not remove bridge {b} we created: {e}"),
                 }
             }
@@ -105,15 +144,19 @@ pub struct Devices {
 impl Devices {
     /// Bridge (created if missing, brought up), then the TAP with offloads and MTU, on the bridge, up.
     pub fn setup(spec: DeviceSpec) -> Result<Devices, DevicesError> {
-        let created = netlink::ensure_bridge(&spec.bridge)?;
-        if created {
-            info!(bridge = %spec.bridge, "created bridge");
-        }
         let bridge = Bridge {
             name: spec.bridge.clone(),
             tap: spec.tap.clone(),
-            created: AtomicBool::new(created),
+            created: AtomicBool::new(false),
+            record: Record::new(&spec.state_dir),
         };
+        if netlink::ensure_bridge(&spec.bridge)? {
+            info!(bridge = %spec.bridge, "created bridge");
+            bridge.created_now();
+        } else if bridge.recorded_as_ours() {
+            info!(bridge = %spec.bridge, "found the bridge an earlier overlayd created; removing it on exit if nothing else is on it");
+            bridge.created.store(true, Ordering::Relaxed);
+        }
         let tap = Tap::create(&TapConfig {
             name: spec.tap.clone(),
             vnet_hdr: spec.offload,
@@ -176,7 +219,7 @@ impl Devices {
                 }
                 if netlink::ensure_bridge(b)? {
                     // We made this one, so it is ours to remove on exit (if it has no other ports then).
-                    self.bridge.created.store(true, Ordering::Relaxed);
+                    self.bridge.created_now();
                 }
                 info!(bridge = %b, "bridge restored");
             }

@@ -8,3 +8,4 @@ pub mod daemon;
 pub mod devices;
 pub mod links;
 pub mod lock;
+pub mod ownership;

@@ -103,6 +103,14 @@ pub fn bridge_ports(bridge: &str) -> Result<Vec<String>, LinksError> {
         .collect())
 }
 
+/// Interface index of link `name`, if it exists.
+pub fn link_index(name: &str) -> Result<Option<i32>, LinksError> {
+    Ok(dump_links()?
+        .into_iter()
+        .find(|l| l.name == name)
+        .map(|l| l.index))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Link {
     index: i32,

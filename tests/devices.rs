@@ -112,6 +112,12 @@ fn cpu_ticks(pid: u32) -> u64 {
     f[0] + f[1]
 }
 
+/// The state letter of /proc/PID/stat (`T` = stopped).
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().next()?.chars().next()
+}
+
 fn clock_ticks_per_s() -> u64 {
     let out = Command::new("getconf").arg("CLK_TCK").output();
     out.ok()
@@ -303,6 +309,10 @@ fn unrecoverable_tap_loss_exits_nonzero_with_the_reason() {
     let mut d1 = start(h1, h2);
     // Stopped, it cannot win the race: delete its TAP and put a bridge under the TAP's name meanwhile.
     d1.signal("STOP").unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        wait_until(Duration::from_secs(2), || proc_state(d1.pid()) == Some('T')),
+        "overlayd not stopped by SIGSTOP"
+    );
     h1.run("ip", &["link", "del", TAP]);
     h1.run("ip", &["link", "add", TAP, "type", "bridge"]);
     d1.signal("CONT").unwrap_or_else(|e| panic!("{e}"));
@@ -392,8 +402,35 @@ fn sigterm_keeps_a_bridge_with_other_ports_and_removes_an_empty_one() {
     assert_eq!(master(h1, "vc1").as_deref(), Some(BRIDGE));
     assert_eq!(master(h1, TAP).as_deref(), Some(BRIDGE));
     ping_ok(tb.container(1), tb.container(2).ip(), 3);
-    // That run found the bridge in place, so it is not its to remove, even once empty.
+    // The state dir records that an overlayd created it: once the container is gone, this run removes it.
+    assert_eq!(
+        log_count(&d1, "found the bridge an earlier overlayd created"),
+        1,
+        "{}",
+        d1.log()
+    );
     h1.run("ip", &["link", "set", "vc1", "nomaster"]);
+    d1.signal("TERM").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        d1.wait_timeout(Duration::from_secs(5)).and_then(|s| s.code()),
+        Some(0)
+    );
+    assert!(
+        !h1.link_exists(BRIDGE),
+        "empty bridge an earlier run created was left:\n{}",
+        d1.log()
+    );
+    assert!(!h1.link_exists(TAP));
+}
+
+/// A bridge overlayd did not create is never removed, even with nothing else on it; nor is one that merely
+/// has the name of a bridge an earlier run created (the record names the exact device).
+#[test]
+fn sigterm_never_removes_a_bridge_it_did_not_create() {
+    let tb = Testbed::builder().hosts(2).containers(false).build();
+    let (h1, h2) = (tb.host(1), tb.host(2));
+    // The testbed made ovl0 (no ports).
+    let mut d1 = start(h1, h2);
     d1.signal("TERM").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         d1.wait_timeout(Duration::from_secs(5)).and_then(|s| s.code()),
@@ -404,7 +441,32 @@ fn sigterm_keeps_a_bridge_with_other_ports_and_removes_an_empty_one() {
         "pre-existing bridge removed:\n{}",
         d1.log()
     );
-    assert!(!h1.link_exists(TAP));
+
+    // Host 1 again, but overlayd creates the bridge, then is killed (the record stays); someone replaces
+    // the bridge with their own of the same name; the next run must not adopt that one.
+    h1.run("ip", &["link", "del", BRIDGE]);
+    let mut d2 = start(h1, h2);
+    assert_eq!(log_count(&d2, "created bridge"), 1, "{}", d2.log());
+    d2.kill();
+    h1.run("ip", &["link", "del", BRIDGE]);
+    h1.run("ip", &["link", "add", BRIDGE, "type", "bridge"]);
+    let mut d3 = start(h1, h2);
+    assert_eq!(
+        log_count(&d3, "found the bridge an earlier overlayd created"),
+        0,
+        "{}",
+        d3.log()
+    );
+    d3.signal("TERM").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        d3.wait_timeout(Duration::from_secs(5)).and_then(|s| s.code()),
+        Some(0)
+    );
+    assert!(
+        h1.link_exists(BRIDGE),
+        "someone else's bridge removed:\n{}",
+        d3.log()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------------
