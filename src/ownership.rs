@@ -55,7 +55,7 @@ impl BridgeId {
             return None;
         }
         let name_ok = !name.is_empty()
-            && name.len() <= libc::IFNAMSIZ - 1
+            && name.len() < libc::IFNAMSIZ
             && name
                 .bytes()
                 .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
