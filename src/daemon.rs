@@ -189,7 +189,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             })?;
         std::thread::Builder::new()
             .name("ovl-devices".into())
-            .spawn_scoped(s, || watcher.run(&stop, fault_tx))?;
+            .spawn_scoped(s, || watcher.run(&stop, fault_tx, || tx_waker.wake()))?;
         let result = rt.block_on(async {
             let control = match cluster_cred {
                 Some((st, cred)) => {

@@ -202,7 +202,8 @@ impl Devices {
     }
 
     /// One look at both devices; repairs what is wrong. Logs each problem once per occurrence.
-    fn check(&self, seen: &mut Seen) -> Result<(), DevicesError> {
+    /// Returns whether the TAP was recreated (its readers should look at it again now).
+    fn check(&self, seen: &mut Seen) -> Result<bool, DevicesError> {
         let (b, t) = (self.spec.bridge.as_str(), self.tap.name());
         let mut healthy = true;
         // The bridge first: the TAP goes on it.
@@ -226,6 +227,7 @@ impl Devices {
         }
         // Ours is gone if its fd lost the device, even when something else has taken the name since.
         let tap_state = if self.tap.attached() { link_up(t)? } else { None };
+        let mut reopened = false;
         match tap_state {
             None => {
                 healthy = false;
@@ -237,6 +239,7 @@ impl Devices {
                     self.tap.set_offload(TAP_OFFLOADS)?;
                 }
                 self.configure_tap()?;
+                reopened = true;
                 info!(tap = %t, bridge = %b, mtu = self.spec.mtu, "TAP recreated and attached");
             }
             Some(up) => {
@@ -259,7 +262,7 @@ impl Devices {
         if healthy {
             seen.clear();
         }
-        Ok(())
+        Ok(reopened)
     }
 }
 
@@ -322,8 +325,14 @@ pub struct Watcher<'a> {
 
 impl Watcher<'_> {
     /// Runs until `stop` is set, or until a repair has failed for [`GIVE_UP`]: then the reason goes to
-    /// `fatal` (the daemon exits non-zero with it) and the watcher returns.
-    pub fn run(self, stop: &AtomicBool, fatal: tokio::sync::oneshot::Sender<DevicesError>) {
+    /// `fatal` (the daemon exits non-zero with it) and the watcher returns. `tap_back` runs after the TAP
+    /// was recreated (the daemon wakes the TAP reader, which backs off while the TAP is gone).
+    pub fn run(
+        self,
+        stop: &AtomicBool,
+        fatal: tokio::sync::oneshot::Sender<DevicesError>,
+        tap_back: impl Fn(),
+    ) {
         let mut seen = Seen::default();
         let mut failing_since: Option<Instant> = None;
         let mut last_check = Instant::now();
@@ -333,7 +342,10 @@ impl Watcher<'_> {
             if due || last_check.elapsed() >= RECHECK {
                 last_check = Instant::now();
                 match self.devices.check(&mut seen) {
-                    Ok(()) => {
+                    Ok(reopened) => {
+                        if reopened {
+                            tap_back();
+                        }
                         if failing_since.take().is_some() {
                             info!("devices restored after earlier failures");
                         }
