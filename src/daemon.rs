@@ -5,16 +5,18 @@
 use crate::admin::{self, AdminSocket, AdminState, Limits, PeerPolicy};
 use crate::cluster::{self, ClusterError, Plumbing};
 use crate::config::Config;
+use crate::devices::{DeviceSpec, Devices, DevicesError};
+use crate::lock::{LockError, StateLock};
 use dataplane::engine::{Engine, EngineConfig, PeerSet};
 use dataplane::fdb::Fdb;
-use dataplane::io::{self, netlink, Tap, TapConfig, UdpOptions, UdpSocket, Waker};
+use dataplane::io::{self, netlink, UdpOptions, UdpSocket, Waker};
 use dataplane::stats::Counters;
 use dataplane::worker::{self, TxOffloads};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{info, warn};
+use tracing::info;
 
 /// Socket buffers: enough for a few superframe bursts per direction (SO_*BUFFORCE, we run as root).
 const UDP_BUFFER_BYTES: usize = 8 * 1024 * 1024;
@@ -39,6 +41,10 @@ pub enum DaemonError {
     #[error(transparent)]
     Tap(#[from] io::TapError),
     #[error(transparent)]
+    Devices(#[from] DevicesError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
     Udp(#[from] io::UdpError),
     #[error("cannot listen on admin address {addr}: {source} (is another overlayd running? choose another --admin)")]
     Admin {
@@ -62,21 +68,6 @@ fn has_net_admin() -> bool {
         .map_or(true, |caps| caps & (1 << CAP_NET_ADMIN) != 0)
 }
 
-/// Undo what we created, in reverse order, even on early return.
-struct Cleanup {
-    bridge: Option<String>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(b) = self.bridge.take() {
-            if let Err(e) = netlink::delete_link(&b) {
-                warn!("could not remove bridge {b} we created: {e}");
-            }
-        }
-    }
-}
-
 pub fn run(cfg: Config) -> Result<(), DaemonError> {
     if !has_net_admin() {
         return Err(DaemonError::NoCapability);
@@ -84,6 +75,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     if !std::path::Path::new("/dev/net/tun").exists() {
         return Err(DaemonError::NoTun);
     }
+    // First of all: one daemon per state dir (released by the kernel when we exit or die).
+    let _lock = StateLock::acquire(&cfg.state_dir)?;
     let local = match (cfg.local, cfg.peers.first()) {
         (Some(l), _) => l,
         (None, Some(&first)) => {
@@ -111,24 +104,16 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let overhead = if local.is_ipv4() { 50 } else { 70 };
     let mtu = cfg.mtu.unwrap_or(underlay.1.saturating_sub(overhead));
 
-    let mut cleanup = Cleanup { bridge: None };
-    if netlink::ensure_bridge(&cfg.bridge)? {
-        cleanup.bridge = Some(cfg.bridge.clone());
-        info!(bridge = %cfg.bridge, "created bridge");
-    }
-    let tap = Tap::create(&TapConfig {
-        name: cfg.tap.clone(),
-        vnet_hdr: cfg.offload,
-        queues: 1,
+    // Removes only what it created, on every return path (see devices.rs).
+    let devices = Devices::setup(DeviceSpec {
+        tap: cfg.tap.clone(),
+        bridge: cfg.bridge.clone(),
+        mtu,
+        offload: cfg.offload,
+        state_dir: cfg.state_dir.clone(),
     })?;
-    let tso = cfg.offload
-        && tap
-            .set_offload(io::TUN_F_CSUM | io::TUN_F_TSO4 | io::TUN_F_TSO6 | io::TUN_F_TSO_ECN)
-            .map_err(|e| warn!("TAP offloads unavailable, continuing without TSO: {e}"))
-            .is_ok();
-    netlink::set_mtu(tap.name(), mtu)?;
-    netlink::set_master(tap.name(), &cfg.bridge)?;
-    netlink::set_up(tap.name())?;
+    let (tap, tso) = (devices.tap(), devices.tso());
+    let watcher = devices.watcher()?;
 
     let udp = UdpSocket::bind(
         SocketAddr::new(local, cfg.port),
@@ -196,6 +181,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let stop = AtomicBool::new(false);
     let (tx_waker, rx_waker) = (Waker::new()?, Waker::new()?);
     let queue = &tap.queues()[0];
+    let (fault_tx, fault_rx) = tokio::sync::oneshot::channel();
     std::thread::scope(|s| -> Result<(), DaemonError> {
         let tx = std::thread::Builder::new()
             .name("ovl-tx".into())
@@ -207,6 +193,9 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             .spawn_scoped(s, || {
                 worker::run_rx(rx_engine, queue, &udp, gro, &stop, &rx_waker)
             })?;
+        std::thread::Builder::new()
+            .name("ovl-devices".into())
+            .spawn_scoped(s, || watcher.run(&stop, fault_tx, || tx_waker.wake()))?;
         let result = rt.block_on(async {
             let control = match cluster_cred {
                 Some((st, cred)) => {
@@ -239,7 +228,11 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                     }
                 }
             });
-            let r = wait_for_signal().await;
+            // A lost TAP/bridge that cannot be restored ends the daemon like a signal, but as an error.
+            let r = tokio::select! {
+                r = wait_for_signal() => r.map_err(DaemonError::Runtime),
+                Ok(e) = fault_rx => Err(DaemonError::Devices(e)),
+            };
             if let Some(c) = control {
                 c.leave().await;
             }
@@ -248,7 +241,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 a.abort();
             }
             housekeeping.abort();
-            r.map_err(DaemonError::Runtime)
+            r
         });
         info!("shutting down");
         stop.store(true, Ordering::Relaxed);
@@ -258,9 +251,9 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         let _ = rx.join();
         result
     })?;
-    // Closing the last queue fd removes the (non-persistent) TAP; the bridge goes with `cleanup`.
-    drop(tap);
-    drop(cleanup);
+    // Closing the last queue fd removes the (non-persistent) TAP; the bridge goes only if we created it and
+    // nothing else is plugged into it.
+    drop(devices);
     drop(admin_socket);
     info!("stopped");
     Ok(())

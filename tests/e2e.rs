@@ -39,6 +39,14 @@ fn start_overlayd(host: &Host, peers: &[Ipv4Addr], vni: Option<u32>, extra: &[&s
     }
     args.push("--local".into());
     args.push(host.underlay_ip().to_string());
+    // Every daemon its own state dir (one daemon per state dir: see src/lock.rs).
+    args.push("--state-dir".into());
+    args.push(
+        host.log_dir()
+            .join(format!("state-{}", host.ns()))
+            .display()
+            .to_string(),
+    );
     if let Some(v) = vni {
         args.push("--vni".into());
         args.push(v.to_string());
