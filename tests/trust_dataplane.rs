@@ -367,6 +367,22 @@ fn static_mode_local_mac_spoof_is_dropped() {
     assert_spoof_refused(h1, &before);
     ping_ok(c1, c2.ip(), 3);
     ping_ok(c2, c1.ip(), 3);
+
+    // Container 1 leaves host 1's bridge (its veth is unplugged): the entry stops being local, and a remote
+    // claim for the MAC is accepted like any other.
+    h1.run("ip", &["link", "set", "dev", "vc1", "nomaster"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || fdb_entry(h1, c1.mac()) != Some(local.clone())),
+        "container 1's MAC is still local on host 1 after leaving its bridge: {}",
+        ctl_json(h1, "fdb")
+    );
+    send_vxlan(h2, h1.underlay_ip(), None, c1.mac(), 1);
+    let remote = Some((h2.underlay_ip().to_string(), "learned".to_string()));
+    assert!(
+        wait_until(Duration::from_secs(5), || fdb_entry(h1, c1.mac()) == remote),
+        "host 1 did not learn the MAC from host 2 once it left the bridge: {}",
+        ctl_json(h1, "fdb")
+    );
 }
 
 #[test]
