@@ -361,14 +361,26 @@ mod tests {
 
     #[test]
     fn learn_any_source_flag_and_key() {
-        assert!(parse(&["--peer", "10.0.0.2", "--learn-any-source"]).unwrap().learn_any_source);
+        assert!(
+            parse(&["--peer", "10.0.0.2", "--learn-any-source"])
+                .unwrap()
+                .learn_any_source
+        );
         let dir = std::env::temp_dir().join(format!("overlayd-las-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("o.toml");
         std::fs::write(&p, "peer = [\"10.0.0.2\"]\nlearn-any-source = true\n").unwrap();
-        assert!(parse(&["--config", p.to_str().unwrap()]).unwrap().learn_any_source);
+        assert!(
+            parse(&["--config", p.to_str().unwrap()])
+                .unwrap()
+                .learn_any_source
+        );
         std::fs::write(&p, "peer = [\"10.0.0.2\"]\nlearn-any-source = false\n").unwrap();
-        assert!(!parse(&["--config", p.to_str().unwrap()]).unwrap().learn_any_source);
+        assert!(
+            !parse(&["--config", p.to_str().unwrap()])
+                .unwrap()
+                .learn_any_source
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -90,13 +90,11 @@ fn form_cluster(tb: &Testbed, h1: &Host, h2: &Host) -> Vec<Daemon> {
         ],
     );
     let alive = |h: &Host| {
-        ctl_json(h, "peers")
-            .as_array()
-            .map_or(0, |rows| {
-                rows.iter()
-                    .filter(|r| r.get("state").and_then(Value::as_str) == Some("alive"))
-                    .count()
-            })
+        ctl_json(h, "peers").as_array().map_or(0, |rows| {
+            rows.iter()
+                .filter(|r| r.get("state").and_then(Value::as_str) == Some("alive"))
+                .count()
+        })
     };
     assert!(
         wait_until(Duration::from_secs(20), || alive(h1) == 2 && alive(h2) == 2),
@@ -179,7 +177,14 @@ fn send_vxlan(from: &Host, to: Ipv4Addr, spoof_src: Option<Ipv4Addr>, inner_src:
     );
     let out = from.run(
         "env",
-        &[&spec, &exe, "--exact", "vxlan_sender", "--nocapture", "--test-threads=1"],
+        &[
+            &spec,
+            &exe,
+            "--exact",
+            "vxlan_sender",
+            "--nocapture",
+            "--test-threads=1",
+        ],
     );
     assert!(
         out.contains(&format!("vxlan sent: {count}")),
@@ -360,7 +365,8 @@ fn static_mode_local_mac_spoof_is_dropped() {
     let (c1, c2) = (tb.container(1), tb.container(2));
     ping_ok(c1, c2.ip(), 2);
     let local = (h1.underlay_ip().to_string(), "local".to_string());
-    assert!(wait_until(Duration::from_secs(5), || fdb_entry(h1, c1.mac()) == Some(local.clone())));
+    assert!(wait_until(Duration::from_secs(5), || fdb_entry(h1, c1.mac())
+        == Some(local.clone())));
     let before = stats(h1);
     // From host 2 (a configured peer, its real address): only the local-MAC check stands in the way.
     send_vxlan(h2, h1.underlay_ip(), None, c1.mac(), BURST);
@@ -372,7 +378,8 @@ fn static_mode_local_mac_spoof_is_dropped() {
     // claim for the MAC is accepted like any other.
     h1.run("ip", &["link", "set", "dev", "vc1", "nomaster"]);
     assert!(
-        wait_until(Duration::from_secs(5), || fdb_entry(h1, c1.mac()) != Some(local.clone())),
+        wait_until(Duration::from_secs(5), || fdb_entry(h1, c1.mac())
+            != Some(local.clone())),
         "container 1's MAC is still local on host 1 after leaving its bridge: {}",
         ctl_json(h1, "fdb")
     );
@@ -393,7 +400,8 @@ fn cluster_mode_local_mac_spoof_with_forged_member_address_is_dropped() {
     let (c1, c2) = (tb.container(1), tb.container(2));
     ping_ok(c1, c2.ip(), 2);
     let local = (h1.underlay_ip().to_string(), "local".to_string());
-    assert!(wait_until(Duration::from_secs(5), || fdb_entry(h1, c1.mac()) == Some(local.clone())));
+    assert!(wait_until(Duration::from_secs(5), || fdb_entry(h1, c1.mac())
+        == Some(local.clone())));
     let before = stats(h1);
     // From host 3, not a member, forging member host 2's address from a raw socket.
     send_vxlan(h3, h1.underlay_ip(), Some(h2.underlay_ip()), c1.mac(), BURST);
@@ -427,18 +435,32 @@ fn flapping_mac_is_frozen_at_the_threshold_and_counted() {
         let rx0 = counter(&stats(h1), "rx_datagrams");
         // One broadcast ICMP echo (nobody answers: containers ignore broadcast echoes).
         let _ = sender.exec("ping", &["-n", "-b", "-c", "1", "-W", "0.2", "10.1.0.255"]);
-        wait_stats(h1, &format!("broadcast {i} from host {} arrived", vtep.index()), |s| {
-            counter(s, "rx_datagrams") > rx0
-        });
+        wait_stats(
+            h1,
+            &format!("broadcast {i} from host {} arrived", vtep.index()),
+            |s| counter(s, "rx_datagrams") > rx0,
+        );
         owners.push(fdb_entry(h1, &dup).map(|(v, _)| v));
     }
     let end = stats(h1);
-    let (h2ip, h3ip) = (Some(h2.underlay_ip().to_string()), Some(h3.underlay_ip().to_string()));
+    let (h2ip, h3ip) = (
+        Some(h2.underlay_ip().to_string()),
+        Some(h3.underlay_ip().to_string()),
+    );
     // Broadcast 0 is learned, broadcasts 1..=5 are the five allowed moves, then it stays at host 3.
     let want: Vec<_> = (0..12)
-        .map(|i| if i < 6 && i % 2 == 0 { h2ip.clone() } else { h3ip.clone() })
+        .map(|i| {
+            if i < 6 && i % 2 == 0 {
+                h2ip.clone()
+            } else {
+                h3ip.clone()
+            }
+        })
         .collect();
-    assert_eq!(owners, want, "owner of {dup} on host 1 after each broadcast; stats {end}");
+    assert_eq!(
+        owners, want,
+        "owner of {dup} on host 1 after each broadcast; stats {end}"
+    );
     assert_eq!(counter(&end, "moves") - counter(&start, "moves"), 5, "{end}");
     assert_eq!(
         counter(&end, "mac_flaps") - counter(&start, "mac_flaps"),
@@ -447,7 +469,12 @@ fn flapping_mac_is_frozen_at_the_threshold_and_counted() {
     );
     // Neither container's host let the other's copy onto its bridge.
     for (h, own) in [(h2, "vc2"), (h3, "vc3")] {
-        assert!(drops(&stats(h), "spoofed_src") > 0, "host {}: {}", h.index(), stats(h));
+        assert!(
+            drops(&stats(h), "spoofed_src") > 0,
+            "host {}: {}",
+            h.index(),
+            stats(h)
+        );
         assert_eq!(bridge_port(h, &dup).as_deref(), Some(own), "host {}", h.index());
     }
 }

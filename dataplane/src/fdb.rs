@@ -398,7 +398,13 @@ impl Fdb {
     ///   the entry is removed and a remote sighting may learn it.
     /// - A MAC on the bridge marked `announce` becomes (or stays) local, even if it has not sent a frame
     ///   through the TAP yet, so a datagram spoofing it is refused from the moment the bridge knows it.
-    pub fn sync_bridge(&self, on_bridge: &[(MacAddr, bool)], local: IpAddr, read_at: Instant, now: Instant) -> usize {
+    pub fn sync_bridge(
+        &self,
+        on_bridge: &[(MacAddr, bool)],
+        local: IpAddr,
+        read_at: Instant,
+        now: Instant,
+    ) -> usize {
         let read = self.ts(read_at);
         let t = self.ts(now);
         let mut sorted: Vec<MacAddr> = on_bridge.iter().map(|(m, _)| *m).collect();

@@ -285,7 +285,8 @@ fn spoofed_local_source_is_dropped_and_counted() {
     for any_source in [false, true] {
         let mut net = Net::new(3);
         net.hosts[0].engine.cfg.require_member = !any_source;
-        net.send(0, &frame(MacAddr::BROADCAST, mac(1), b"c1 is here")).unwrap();
+        net.send(0, &frame(MacAddr::BROADCAST, mac(1), b"c1 is here"))
+            .unwrap();
         assert!(net.deliver().iter().all(Result::is_ok));
         // Host 2 (a peer) sends a frame with container 1's MAC as source to host 1.
         let mut d = vxlan::header(Vni::new(VNI).unwrap()).to_vec();
@@ -295,7 +296,10 @@ fn spoofed_local_source_is_dropped_and_counted() {
             net.wire.push((ip(66), SocketAddr::new(ip(1), 4789), d));
         }
         let verdicts = net.deliver();
-        assert!(verdicts.iter().all(|v| *v == Err(DropReason::SpoofedSrc)), "{verdicts:?}");
+        assert!(
+            verdicts.iter().all(|v| *v == Err(DropReason::SpoofedSrc)),
+            "{verdicts:?}"
+        );
         assert!(net.hosts[0].tap_out.is_empty(), "never reaches the bridge");
         assert_eq!(
             net.hosts[0].fdb.lookup(&mac(1), net.now),
@@ -350,20 +354,33 @@ fn flapping_mac_is_frozen_at_the_threshold() {
         let v = net.deliver();
         // Once both have seen it on their bridges, hosts 2 and 3 each keep the MAC local and refuse the
         // other's copy.
-        assert_eq!(v.contains(&Err(DropReason::SpoofedSrc)), i > 0, "sighting {i}: {v:?}");
+        assert_eq!(
+            v.contains(&Err(DropReason::SpoofedSrc)),
+            i > 0,
+            "sighting {i}: {v:?}"
+        );
         owners.push(net.hosts[0].fdb.lookup(&dup, net.now).map(|d| d.vtep));
     }
     // Sightings 0..=5: learned then five moves; from the sixth move on it is frozen at host 3 (sighting 5).
-    let want: Vec<_> = (0..12).map(|i| Some(if i < 6 && i % 2 == 0 { ip(2) } else { ip(3) })).collect();
+    let want: Vec<_> = (0..12)
+        .map(|i| Some(if i < 6 && i % 2 == 0 { ip(2) } else { ip(3) }))
+        .collect();
     assert_eq!(owners, want);
     let fdb = &net.hosts[0].fdb;
-    assert_eq!(fdb.counters().mac_flaps.load(Ordering::Relaxed), 3, "sightings 6, 8, 10 from host 2");
+    assert_eq!(
+        fdb.counters().mac_flaps.load(Ordering::Relaxed),
+        3,
+        "sightings 6, 8, 10 from host 2"
+    );
     assert_eq!(net.hosts[0].engine.counters().moves.load(Ordering::Relaxed), 5);
     // After the window (opened by the first move at t0+1 s) host 2's claim is accepted again.
     net.now = t0 + Duration::from_secs(181);
     net.send(1, &frame(MacAddr::BROADCAST, dup, b"garp")).unwrap();
     net.deliver();
-    assert_eq!(net.hosts[0].fdb.lookup(&dup, net.now).map(|d| d.vtep), Some(ip(2)));
+    assert_eq!(
+        net.hosts[0].fdb.lookup(&dup, net.now).map(|d| d.vtep),
+        Some(ip(2))
+    );
 }
 
 #[test]

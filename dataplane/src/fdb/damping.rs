@@ -88,8 +88,14 @@ mod tests {
             assert!(m.try_move(t0 + i * S, &d, false), "move {} allowed", i + 1);
         }
         assert!(m.frozen(t0 + 5 * S, &d));
-        assert!(!m.try_move(t0 + 5 * S, &d, false), "6th move within 180 s refused");
-        assert!(!m.try_move(t0 + 179 * S, &d, false), "still frozen just before the window closes");
+        assert!(
+            !m.try_move(t0 + 5 * S, &d, false),
+            "6th move within 180 s refused"
+        );
+        assert!(
+            !m.try_move(t0 + 179 * S, &d, false),
+            "still frozen just before the window closes"
+        );
         assert!(!m.frozen(t0 + 180 * S, &d), "window closed");
         assert!(m.try_move(t0 + 180 * S, &d, false), "a new window opens");
         assert_eq!(m.count, 1);

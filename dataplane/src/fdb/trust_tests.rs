@@ -32,8 +32,14 @@ fn learned_never_overwrites_local_or_control() {
     assert_eq!(f.learn(mac(2), ip(5), Origin::Learned, t0), Learn::Ignored);
     assert_eq!(at(&f, 2, t0), Some((ip(5), Origin::Control)));
     // Later sightings too: the local entry stays until the MAC leaves our bridge.
-    assert_eq!(f.learn(mac(1), ip(ME), Origin::Local, t0 + secs(1)), Learn::Refreshed);
-    assert_eq!(f.learn(mac(1), ip(9), Origin::Learned, t0 + secs(2)), Learn::OwnedLocally);
+    assert_eq!(
+        f.learn(mac(1), ip(ME), Origin::Local, t0 + secs(1)),
+        Learn::Refreshed
+    );
+    assert_eq!(
+        f.learn(mac(1), ip(9), Origin::Learned, t0 + secs(2)),
+        Learn::OwnedLocally
+    );
     assert_eq!(flaps(&f), 0);
 }
 
@@ -93,10 +99,17 @@ fn local_entry_leaves_only_when_the_bridge_lost_it() {
     assert_eq!(at(&f, 1, t2), None);
     assert_eq!(f.learn(mac(1), ip(7), Origin::Learned, t2), Learn::New);
     // Announced by the bridge (a quiet container the TAP never saw): local at once, spoofing refused.
-    assert_eq!(f.sync_bridge(&[(mac(1), true), (mac(2), true), (mac(3), false)], ip(ME), t2, t2), 0);
+    assert_eq!(
+        f.sync_bridge(&[(mac(1), true), (mac(2), true), (mac(3), false)], ip(ME), t2, t2),
+        0
+    );
     assert_eq!(at(&f, 1, t2), Some((ip(ME), Origin::Local)));
     assert_eq!(at(&f, 2, t2), Some((ip(ME), Origin::Local)));
-    assert_eq!(at(&f, 3, t2), None, "the bridge's own addresses are not announced");
+    assert_eq!(
+        at(&f, 3, t2),
+        None,
+        "the bridge's own addresses are not announced"
+    );
     assert_eq!(f.learn(mac(2), ip(7), Origin::Learned, t2), Learn::OwnedLocally);
 }
 
@@ -115,11 +128,19 @@ fn learned_mac_flapping_is_frozen_then_released_after_the_window() {
     for i in 6..=20u64 {
         let now = t0 + secs(i);
         let l = f.learn(mac(1), owner(i), Origin::Learned, now);
-        let want = if owner(i) == frozen_at { Learn::Refreshed } else { Learn::Dampened };
+        let want = if owner(i) == frozen_at {
+            Learn::Refreshed
+        } else {
+            Learn::Dampened
+        };
         assert_eq!(l, want, "sighting {i}");
         assert_eq!(at(&f, 1, now).map(|x| x.0), Some(frozen_at));
     }
-    assert_eq!(flaps(&f), 8, "every refused move is counted (sightings 6, 8, …, 20)");
+    assert_eq!(
+        flaps(&f),
+        8,
+        "every refused move is counted (sightings 6, 8, …, 20)"
+    );
     // The window opened with the first move (t0+1 s); at t0+181 s it has closed.
     let late = t0 + secs(180);
     assert_eq!(f.learn(mac(1), ip(2), Origin::Learned, late), Learn::Dampened);
@@ -140,7 +161,10 @@ fn control_installs_are_dampened_and_the_last_claim_applies_after_the_window() {
     for i in 1..=5u64 {
         assert!(f.install_control(mac(1), owner(i), t0 + secs(i)), "move {i}");
     }
-    assert!(!f.install_control(mac(1), owner(6), t0 + secs(6)), "6th move refused");
+    assert!(
+        !f.install_control(mac(1), owner(6), t0 + secs(6)),
+        "6th move refused"
+    );
     assert_eq!(at(&f, 1, t0 + secs(6)), Some((owner(5), Origin::Control)));
     assert_eq!(flaps(&f), 1);
     // Back to the current owner: accepted, nothing pending any more.
@@ -167,10 +191,16 @@ fn a_control_install_over_a_frozen_learned_entry_is_dampened_too() {
         window: secs(10),
     });
     f.learn(mac(1), ip(2), Origin::Learned, t0);
-    assert_eq!(f.learn(mac(1), ip(3), Origin::Learned, t0), Learn::Moved { from: ip(2) });
+    assert_eq!(
+        f.learn(mac(1), ip(3), Origin::Learned, t0),
+        Learn::Moved { from: ip(2) }
+    );
     assert_eq!(f.learn(mac(1), ip(2), Origin::Learned, t0), Learn::Dampened);
     assert!(!f.install_control(mac(1), ip(2), t0));
-    assert!(f.install_control(mac(1), ip(3), t0), "same owner: becomes control");
+    assert!(
+        f.install_control(mac(1), ip(3), t0),
+        "same owner: becomes control"
+    );
     assert_eq!(at(&f, 1, t0), Some((ip(3), Origin::Control)));
     assert_eq!(flaps(&f), 2);
 }
@@ -200,7 +230,11 @@ fn an_aged_local_entry_falls_back_to_its_control_claim() {
     f.learn(mac(1), ip(ME), Origin::Local, t0);
     assert!(!f.install_control(mac(1), ip(5), t0));
     f.learn(mac(2), ip(ME), Origin::Local, t0);
-    assert_eq!(f.expire(t0 + secs(61)), 1, "only the entry without a claim is removed");
+    assert_eq!(
+        f.expire(t0 + secs(61)),
+        1,
+        "only the entry without a claim is removed"
+    );
     assert_eq!(at(&f, 1, t0 + secs(61)), Some((ip(5), Origin::Control)));
     assert_eq!(at(&f, 2, t0 + secs(61)), None);
 }

@@ -6,7 +6,7 @@
 use std::io::Cursor;
 
 use neli::consts::nl::NlmF;
-use neli::consts::rtnl::{Nda, Ntf, Nud, RtAddrFamily, Rtn, Rtm};
+use neli::consts::rtnl::{Nda, Ntf, Nud, RtAddrFamily, Rtm, Rtn};
 use neli::rtnl::{Ndmsg, NdmsgBuilder};
 use neli::FromBytesWithInput;
 
@@ -43,7 +43,8 @@ pub fn bridge_macs(bridge: &str, exclude_port: &str) -> Result<Vec<BridgeMac>, N
         .map_err(|e| kernel_err(OP, bridge, e))?;
     let mut out = Vec::new();
     for bytes in &replies {
-        let m = Ndmsg::from_bytes_with_input(&mut Cursor::new(&bytes[..]), bytes.len()).map_err(|e| proto(OP, e))?;
+        let m = Ndmsg::from_bytes_with_input(&mut Cursor::new(&bytes[..]), bytes.len())
+            .map_err(|e| proto(OP, e))?;
         if let Some(b) = bridge_entry(&m, br, tap) {
             out.push(b);
         }
@@ -100,16 +101,36 @@ mod tests {
                 set_master(d, "br0").unwrap();
                 set_up(d).unwrap();
             }
-            iproute2("bridge", &["fdb", "add", "02:00:00:00:00:aa", "dev", "d1", "master", "static"]);
-            iproute2("bridge", &["fdb", "add", "02:00:00:00:00:bb", "dev", "d2", "master", "static"]);
+            iproute2(
+                "bridge",
+                &["fdb", "add", "02:00:00:00:00:aa", "dev", "d1", "master", "static"],
+            );
+            iproute2(
+                "bridge",
+                &["fdb", "add", "02:00:00:00:00:bb", "dev", "d2", "master", "static"],
+            );
             let a = bridge_macs("br0", "d2").unwrap();
             let b = bridge_macs("br0", "d1").unwrap();
             let aa = MacAddr([2, 0, 0, 0, 0, 0xaa]);
             let bb = MacAddr([2, 0, 0, 0, 0, 0xbb]);
             let find = |v: &[BridgeMac], m| v.iter().find(|x| x.mac == m).copied();
-            assert_eq!(find(&a, aa), Some(BridgeMac { mac: aa, permanent: false }), "{a:?}");
+            assert_eq!(
+                find(&a, aa),
+                Some(BridgeMac {
+                    mac: aa,
+                    permanent: false
+                }),
+                "{a:?}"
+            );
             assert_eq!(find(&a, bb), None, "entry on the excluded port: {a:?}");
-            assert_eq!(find(&b, bb), Some(BridgeMac { mac: bb, permanent: false }), "{b:?}");
+            assert_eq!(
+                find(&b, bb),
+                Some(BridgeMac {
+                    mac: bb,
+                    permanent: false
+                }),
+                "{b:?}"
+            );
             assert_eq!(find(&b, aa), None, "{b:?}");
             // Apart from the configured entries: the bridge's own address (in both) and each port's own
             // (permanent) address, which is listed only while its port is not the excluded one.
@@ -120,10 +141,17 @@ mod tests {
                     .collect::<Vec<_>>()
             };
             let (oa, ob) = (own(&a), own(&b));
-            assert!(oa.iter().all(|x| x.permanent) && ob.iter().all(|x| x.permanent), "{a:?} {b:?}");
+            assert!(
+                oa.iter().all(|x| x.permanent) && ob.iter().all(|x| x.permanent),
+                "{a:?} {b:?}"
+            );
             let only_a: Vec<_> = oa.iter().filter(|x| !ob.contains(x)).collect();
             let only_b: Vec<_> = ob.iter().filter(|x| !oa.contains(x)).collect();
-            assert_eq!((only_a.len(), only_b.len()), (1, 1), "d1's address vs d2's: {a:?} {b:?}");
+            assert_eq!(
+                (only_a.len(), only_b.len()),
+                (1, 1),
+                "d1's address vs d2's: {a:?} {b:?}"
+            );
             assert!(matches!(
                 bridge_macs("nosuchbr", "d2"),
                 Err(NetlinkError::NoSuchDevice { .. })

@@ -81,7 +81,13 @@ impl Rtnl {
     }
 
     /// Send one request and collect the payloads of every reply until the ACK / DONE (or an error).
-    pub(super) fn request<P>(&mut self, op: &'static str, ty: Rtm, flags: NlmF, payload: P) -> Result<Vec<Vec<u8>>, Fail>
+    pub(super) fn request<P>(
+        &mut self,
+        op: &'static str,
+        ty: Rtm,
+        flags: NlmF,
+        payload: P,
+    ) -> Result<Vec<Vec<u8>>, Fail>
     where
         P: Size + ToBytes + std::fmt::Debug,
     {
