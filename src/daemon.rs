@@ -256,7 +256,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
 
 /// Which MACs are `local` follows our bridge's own table (issue 8, DECISIONS: "local" = on a non-TAP port of
 /// our bridge): a MAC that left it may be claimed from elsewhere, one that is there may not. One netlink dump
-/// (microseconds for a host's containers). Returns whether the bridge could be read; logs only changes.
+/// of the bridge table per call, off the forwarding threads. Returns whether the bridge could be read; logs
+/// only changes.
 fn sync_local_macs(fdb: &Fdb, bridge: &str, tap: &str, local: IpAddr, was_ok: bool) -> bool {
     let read_at = Instant::now();
     match io::bridge_macs(bridge, tap) {
