@@ -249,3 +249,110 @@ fn static_entries_stay_put() {
     assert!(!f.install_control(mac(1), ip(2), t0));
     assert_eq!(at(&f, 1, t0), Some((ip(9), Origin::Static)));
 }
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Learned(u8),
+    Control(u8),
+    RemoveControl,
+    Local,
+    /// The bridge table read: is the MAC on a non-TAP port?
+    Bridge(bool),
+    Expire,
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (2u8..5).prop_map(Op::Learned),
+        3 => (2u8..5).prop_map(Op::Control),
+        1 => Just(Op::RemoveControl),
+        1 => Just(Op::Local),
+        1 => any::<bool>().prop_map(Op::Bridge),
+        1 => Just(Op::Expire),
+    ]
+}
+
+fn apply(f: &Fdb, op: Op, now: Instant) {
+    match op {
+        Op::Learned(v) => {
+            f.learn(mac(1), ip(v), Origin::Learned, now);
+        }
+        Op::Control(v) => {
+            f.install_control(mac(1), ip(v), now);
+        }
+        Op::RemoveControl => {
+            f.remove_control(&mac(1));
+        }
+        Op::Local => {
+            f.learn(mac(1), ip(ME), Origin::Local, now);
+        }
+        Op::Bridge(present) => {
+            let on: &[(MacAddr, bool)] = if present { &[(mac(1), true)] } else { &[] };
+            f.sync_bridge(on, ip(ME), now, now);
+        }
+        Op::Expire => {
+            f.expire(now);
+        }
+    }
+}
+
+proptest::proptest! {
+    /// Whatever happens before, a datagram's sighting never displaces a local, control or static entry.
+    #[test]
+    fn a_sighting_never_displaces_local_or_control(
+        ops in proptest::collection::vec((op(), 0u64..400), 1..80),
+    ) {
+        let t0 = Instant::now();
+        let f = Fdb::new(16, Fdb::DEFAULT_AGEING, t0);
+        let mut now = t0;
+        for (op, dt) in ops {
+            now += secs(dt);
+            let before = at(&f, 1, now);
+            apply(&f, op, now);
+            if let (Op::Learned(_), Some((_, o))) = (op, before) {
+                if o != Origin::Learned {
+                    proptest::prop_assert_eq!(at(&f, 1, now), before);
+                }
+            }
+        }
+    }
+
+    /// Remote claims only (learned and control): the owner changes at most 5 times in the first 180 s after
+    /// its first change, and never more than 10 times (two windows) in any 180 s.
+    #[test]
+    fn remote_owner_changes_are_bounded(
+        ops in proptest::collection::vec((op(), 0u64..60), 1..200),
+    ) {
+        let t0 = Instant::now();
+        let f = Fdb::new(16, Fdb::DEFAULT_AGEING, t0);
+        let mut now = t0;
+        let mut owner = None;
+        let mut changes: Vec<Instant> = Vec::new();
+        for (op, dt) in ops {
+            if matches!(op, Op::Local | Op::Bridge(_) | Op::RemoveControl) {
+                continue; // forced moves and withdrawals are not dampened
+            }
+            now += secs(dt);
+            apply(&f, op, now);
+            let o = at(&f, 1, now).map(|x| x.0);
+            if let (Some(a), Some(b)) = (owner, o) {
+                if a != b {
+                    changes.push(now);
+                }
+            }
+            if o.is_some() {
+                owner = o;
+            }
+        }
+        let window = Damping::DEFAULT_WINDOW;
+        if let Some(first) = changes.first() {
+            let n = changes.iter().filter(|t| **t < *first + window).count();
+            proptest::prop_assert!(n <= 5, "{n} changes in the first window: {changes:?}");
+        }
+        for t in &changes {
+            let n = changes.iter().filter(|u| **u >= *t && **u < *t + window).count();
+            proptest::prop_assert!(n <= 10, "{n} changes within 180 s");
+        }
+    }
+}
