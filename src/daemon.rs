@@ -16,11 +16,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::info;
+use tracing::{info, warn};
 
 /// Socket buffers: enough for a few superframe bursts per direction (SO_*BUFFORCE, we run as root).
 const UDP_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 const CAP_NET_ADMIN: u32 = 12;
+/// How often local FDB entries are reconciled with the bridge's table (and aged entries expired).
+const BRIDGE_SYNC: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -139,7 +141,9 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     });
     let mut ecfg = EngineConfig::new(cfg.vni, local);
     ecfg.port = cfg.port;
-    ecfg.require_member = cluster_mode;
+    // Only members (cluster) or the configured --peers (static) may inject frames, unless the operator asked
+    // for kernel-style flood-and-learn from anyone.
+    ecfg.require_member = cluster_mode || !cfg.learn_any_source;
     let (tx_counters, rx_counters) = (Arc::new(Counters::default()), Arc::new(Counters::default()));
     let tx_engine = Engine::new(ecfg.clone(), fdb.clone(), peers.clone(), tx_counters.clone());
     let rx_engine = Engine::new(ecfg, fdb.clone(), peers.clone(), rx_counters.clone());
@@ -152,7 +156,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let state = Arc::new(AdminState {
         vni: cfg.vni.get(),
         fdb: fdb.clone(),
-        counters: vec![tx_counters, rx_counters],
+        counters: vec![tx_counters, rx_counters, fdb.counters().clone()],
         peers: peers.clone(),
         members: members.clone(),
         token,
@@ -219,11 +223,13 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 ))
             });
             let housekeeping = tokio::spawn({
-                let fdb = fdb.clone();
+                let (fdb, bridge, tap) = (fdb.clone(), cfg.bridge.clone(), tap.name().to_string());
                 async move {
-                    let mut tick = tokio::time::interval(Duration::from_secs(1));
+                    let mut tick = tokio::time::interval(BRIDGE_SYNC);
+                    let mut bridge_ok = true;
                     loop {
                         tick.tick().await;
+                        bridge_ok = sync_local_macs(&fdb, &bridge, &tap, local, bridge_ok);
                         fdb.expire(Instant::now());
                     }
                 }
@@ -257,6 +263,31 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     drop(admin_socket);
     info!("stopped");
     Ok(())
+}
+
+/// Which MACs are `local` follows our bridge's own table (issue 8, DECISIONS: "local" = on a non-TAP port of
+/// our bridge): a MAC that left it may be claimed from elsewhere, one that is there may not. One netlink dump
+/// of the bridge table per call, off the forwarding threads. Returns whether the bridge could be read; logs
+/// only changes.
+fn sync_local_macs(fdb: &Fdb, bridge: &str, tap: &str, local: IpAddr, was_ok: bool) -> bool {
+    let read_at = Instant::now();
+    match io::bridge_macs(bridge, tap) {
+        Ok(macs) => {
+            // The bridge's and the ports' own addresses count as present but are not announced as containers.
+            let on_bridge: Vec<_> = macs.iter().map(|b| (b.mac, !b.permanent)).collect();
+            fdb.sync_bridge(&on_bridge, local, read_at, Instant::now());
+            if !was_ok {
+                info!(%bridge, "reading the bridge's forwarding table works again");
+            }
+            true
+        }
+        Err(e) => {
+            if was_ok {
+                warn!(%bridge, "cannot read the bridge's forwarding table ({e}); local MACs now only follow TAP traffic and ageing");
+            }
+            false
+        }
+    }
 }
 
 async fn wait_for_signal() -> std::io::Result<()> {

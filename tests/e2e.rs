@@ -21,6 +21,7 @@ const UNDERLAY_DROPS: &[&str] = &[
     "unknown_vni",
     "bad_src_mac",
     "non_member",
+    "spoofed_src",
     "vlan_tagged",
     "tap_write_error",
 ];
