@@ -64,6 +64,10 @@ pub struct Args {
     /// Outer UDP source ports (one send socket each) that inner flows are hashed over, 1..=1024 [default: 64].
     #[arg(long, value_name = "N")]
     pub src_ports: Option<usize>,
+    /// Static mode: accept VXLAN from any source and learn from it, as Linux VXLAN does (default: only from
+    /// the --peer addresses).
+    #[arg(long)]
+    pub learn_any_source: bool,
     /// Create a new cluster (CA + this node's credential in --state-dir) and become its first member.
     #[arg(long, conflicts_with = "token")]
     pub init_cluster: bool,
@@ -101,6 +105,7 @@ struct FileConfig {
     fdb_max: Option<usize>,
     no_offload: Option<bool>,
     src_ports: Option<usize>,
+    learn_any_source: Option<bool>,
     state_dir: Option<PathBuf>,
     gossip_port: Option<u16>,
 }
@@ -122,6 +127,8 @@ pub struct Config {
     pub offload: bool,
     /// Number of outer UDP source ports (send sockets) for flow entropy.
     pub src_ports: usize,
+    /// Static mode: accept VXLAN from any source, not only the peers.
+    pub learn_any_source: bool,
     pub cluster: Cluster,
     pub state_dir: PathBuf,
     pub gossip_port: u16,
@@ -182,6 +189,8 @@ pub enum ConfigError {
     TokenFileMode { path: PathBuf, mode: u32 },
     #[error("token-file in the config file conflicts with --init-cluster: the first node creates the cluster, only joiners need a token")]
     InitWithTokenFile,
+    #[error("--learn-any-source applies to static mode only: a cluster member accepts VXLAN from members only (drop the option, or run in static mode with --peer and no --init-cluster/--token/cluster state dir)")]
+    LearnAnySourceInCluster,
     #[error("--admin {0} is not a loopback address: the admin endpoint is unauthenticated, keep it on 127.0.0.1 or ::1")]
     AdminNotLoopback(SocketAddr),
 }
@@ -238,6 +247,10 @@ impl Args {
         };
         if cluster == Cluster::Static && peers.is_empty() {
             return Err(ConfigError::NoPeers);
+        }
+        let learn_any_source = self.learn_any_source || file.learn_any_source.unwrap_or(false);
+        if learn_any_source && cluster != Cluster::Static {
+            return Err(ConfigError::LearnAnySourceInCluster);
         }
         let gossip_port = self
             .gossip_port
@@ -314,6 +327,7 @@ impl Args {
             fdb_max,
             offload: !(self.no_offload || file.no_offload.unwrap_or(false)),
             src_ports,
+            learn_any_source,
             cluster,
             state_dir,
             gossip_port,
@@ -382,6 +396,7 @@ mod tests {
         assert_eq!(c.admin_socket, PathBuf::from("/run/overlayd/admin.sock"));
         assert_eq!(c.ageing_s, 300);
         assert!(c.offload);
+        assert!(!c.learn_any_source, "only peers may send by default");
         assert_eq!(
             parse(&["--peer", "10.0.0.2", "--vni", "42"]).unwrap().tap,
             "ovl42"
@@ -413,6 +428,35 @@ mod tests {
             ConfigError::Token(_)
         ));
         assert!(Args::try_parse_from(["overlayd", "--init-cluster", "--token", "t"]).is_err());
+        assert!(matches!(
+            parse(&["--init-cluster", "--learn-any-source"]).unwrap_err(),
+            ConfigError::LearnAnySourceInCluster
+        ));
+    }
+
+    #[test]
+    fn learn_any_source_flag_and_key() {
+        assert!(
+            parse(&["--peer", "10.0.0.2", "--learn-any-source"])
+                .unwrap()
+                .learn_any_source
+        );
+        let dir = std::env::temp_dir().join(format!("overlayd-las-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("o.toml");
+        std::fs::write(&p, "peer = [\"10.0.0.2\"]\nlearn-any-source = true\n").unwrap();
+        assert!(
+            parse(&["--config", p.to_str().unwrap()])
+                .unwrap()
+                .learn_any_source
+        );
+        std::fs::write(&p, "peer = [\"10.0.0.2\"]\nlearn-any-source = false\n").unwrap();
+        assert!(
+            !parse(&["--config", p.to_str().unwrap()])
+                .unwrap()
+                .learn_any_source
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

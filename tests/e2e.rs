@@ -21,6 +21,7 @@ const UNDERLAY_DROPS: &[&str] = &[
     "unknown_vni",
     "bad_src_mac",
     "non_member",
+    "spoofed_src",
     "vlan_tagged",
     "tap_write_error",
 ];
@@ -39,6 +40,14 @@ fn start_overlayd(host: &Host, peers: &[Ipv4Addr], vni: Option<u32>, extra: &[&s
     }
     args.push("--local".into());
     args.push(host.underlay_ip().to_string());
+    // Every daemon its own state dir (one daemon per state dir: see src/lock.rs).
+    args.push("--state-dir".into());
+    args.push(
+        host.log_dir()
+            .join(format!("state-{}", host.ns()))
+            .display()
+            .to_string(),
+    );
     if let Some(v) = vni {
         args.push("--vni".into());
         args.push(v.to_string());

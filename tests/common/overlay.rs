@@ -38,14 +38,20 @@ pub fn ctl_json(host: &Host, what: &str) -> Value {
     })
 }
 
-/// Spawns overlayd on `host` with `args`, plus `--admin-socket <host.admin_socket()>` unless `args` names one:
-/// the namespaces share a filesystem, so daemons must not share the default socket path.
+/// Spawns overlayd on `host` with `args`, plus `--admin-socket <host.admin_socket()>` and
+/// `--state-dir <log dir>/state-<ns>` unless `args` names them: the namespaces share a filesystem, so daemons
+/// must not share the default socket path nor the default state dir (and its lock).
 pub fn spawn_overlayd(host: &Host, args: &[&str]) -> Daemon {
     let sock = host.admin_socket();
     let sock = sock.to_string_lossy();
+    let state = host.log_dir().join(format!("state-{}", host.ns()));
+    let state = state.to_string_lossy();
     let mut v: Vec<&str> = args.to_vec();
     if !args.contains(&"--admin-socket") {
         v.extend(["--admin-socket", &sock]);
+    }
+    if !args.contains(&"--state-dir") && !args.contains(&"--print-config") {
+        v.extend(["--state-dir", &state]);
     }
     host.spawn(OVERLAYD, &v)
 }
