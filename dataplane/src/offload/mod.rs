@@ -13,6 +13,8 @@
 //! - Batch of decapsulated frames → [`Coalescer::push`] each, passing the TAP writer as the sink →
 //!   [`Coalescer::flush`] at the end of the batch. Frames written without coalescing take [`rx_header`], which
 //!   marks checksums a kernel sender left partial ([`partial`]) as `NEEDS_CSUM`.
+//! - A decapsulated frame longer than the TAP's MTU (a kernel sender's UDP-tunnel GSO packet, delivered whole)
+//!   → [`superframe_hdr`] ([`tunnel`]) → one TSO write, or [`segment`] when the TAP has no virtio header.
 //!
 //! What it must never do: syscalls, allocation outside constructors, or panicking on input. Every frame
 //! and header is hostile; header lengths are derived by parsing, never taken from the virtio header's

@@ -14,7 +14,7 @@
 //!
 //! Without a virtio header (`--no-offload`) [`fill_partial`] computes the checksum in place instead.
 //!
-//! Never allocates, never panics on input: offsets come from [`parse`], which bounds-checks them.
+//! Never allocates, never panics on input: offsets come from the header parser, which bounds-checks them.
 
 use super::checksum::{fold, sum};
 use super::headers::{be16, parse, put, Headers, IPPROTO_TCP, IPPROTO_UDP, UDP_HLEN};

@@ -9,7 +9,7 @@ use super::sys::{
     empty_iovecs, zeroed_mmsghdrs, zeroed_storage, RECV_CTRL_WORDS, SEND_CTRL_WORDS, UNSPEC_ADDR,
 };
 
-/// Result of [`UdpSocket::send_batch`].
+/// Result of [`super::UdpSocket::send_batch`].
 #[derive(Debug)]
 pub struct SendReport {
     /// Messages (not segments) the kernel accepted.
@@ -31,7 +31,7 @@ pub struct RecvMeta {
     pub stride: usize,
 }
 
-/// Preallocated receive slots for [`UdpSocket::recv_batch`].
+/// Preallocated receive slots for [`super::UdpSocket::recv_batch`].
 pub struct RecvBatch {
     pub(super) slot_size: usize,
     pub(super) data: Vec<u8>,
@@ -134,7 +134,7 @@ pub(super) struct SendMsg {
     pub(super) dst: SocketAddr,
     pub(super) range: Range<usize>,
     pub(super) segment_size: u16,
-    /// Index of the send socket ([`SenderSet`]) this message leaves through.
+    /// Index of the send socket ([`super::SenderSet`]) this message leaves through.
     pub(super) sock: u16,
     /// Push order, to keep it when messages are grouped by socket.
     pub(super) seq: u32,
@@ -206,7 +206,7 @@ impl SendBatch {
         self.push_from(0, dst, range, segment_size)
     }
 
-    /// [`SendBatch::push`] for send socket `sock` of a [`SenderSet`].
+    /// [`SendBatch::push`] for send socket `sock` of a [`super::SenderSet`].
     pub fn push_from(&mut self, sock: u16, dst: SocketAddr, range: Range<usize>, segment_size: u16) -> bool {
         if self.msgs.len() >= self.max_msgs || range.start > range.end || range.end > self.used {
             return false;

@@ -2,10 +2,10 @@
 //! packet (RFC 7348 §4.3), and the [`SenderSet`] of per-port send sockets that gives flow entropy. Owns the
 //! sockets and the cmsg ABI; never interprets payloads.
 //!
-//! - [`socket`]: binding, options and the `recvmmsg`/`sendmmsg` calls;
-//! - [`senders`]: the send sockets flows are hashed over;
-//! - [`batch`]: the preallocated receive and send batches those calls fill and drain;
-//! - [`sys`]: raw socket options, sockaddr encoding, the UDP GSO/GRO ABI constants.
+//! - `socket`: binding, options and the `recvmmsg`/`sendmmsg` calls;
+//! - `senders`: the send sockets flows are hashed over;
+//! - `batch`: the preallocated receive and send batches those calls fill and drain;
+//! - `sys`: raw socket options, sockaddr encoding, the UDP GSO/GRO ABI constants.
 //!
 //! Batches own every buffer the syscalls need (data, sockaddrs, iovecs, cmsg space, mmsghdrs), allocated
 //! once by their constructors, so `recv_batch`/`send_batch` never allocate. The mmsghdr pointers are
