@@ -4,7 +4,9 @@
 
 use crate::admin::{self, AdminState};
 use crate::cluster::{self, ClusterError, Plumbing};
-use crate::config::Config;
+use crate::config::{Args, Config};
+use crate::notify::{Liveness, Service};
+use crate::reload::{self, Reloader};
 use dataplane::engine::{Engine, EngineConfig, PeerSet};
 use dataplane::fdb::Fdb;
 use dataplane::io::{self, netlink, Tap, TapConfig, UdpOptions, UdpSocket, Waker};
@@ -75,7 +77,9 @@ impl Drop for Cleanup {
     }
 }
 
-pub fn run(cfg: Config) -> Result<(), DaemonError> {
+/// Run until SIGTERM/SIGINT. `args` is kept to re-read the configuration on SIGHUP.
+pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
+    let service = Service::from_env();
     if !has_net_admin() {
         return Err(DaemonError::NoCapability);
     }
@@ -187,18 +191,23 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         "overlayd up"
     );
 
+    let reloader = Reloader::new(args, cfg.clone(), peers.clone());
+    let live = Liveness::default();
     let stop = AtomicBool::new(false);
     let (tx_waker, rx_waker) = (Waker::new()?, Waker::new()?);
     let queue = &tap.queues()[0];
     std::thread::scope(|s| -> Result<(), DaemonError> {
+        let (tx_alive, rx_alive) = (live.enter(), live.enter());
         let tx = std::thread::Builder::new()
             .name("ovl-tx".into())
             .spawn_scoped(s, || {
+                let _alive = tx_alive;
                 worker::run_tx(tx_engine, queue, &udp, offloads, &stop, &tx_waker)
             })?;
         let rx = std::thread::Builder::new()
             .name("ovl-rx".into())
             .spawn_scoped(s, || {
+                let _alive = rx_alive;
                 worker::run_rx(rx_engine, queue, &udp, gro, &stop, &rx_waker)
             })?;
         let result = rt.block_on(async {
@@ -214,6 +223,14 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 }
                 None => None,
             };
+            // TAP up and attached, forwarding threads running, cluster credential in hand (a --token join has
+            // completed above): tell systemd.
+            service.ready(if cluster_mode {
+                "forwarding (cluster)"
+            } else {
+                "forwarding (static peers)"
+            });
+            let watchdog = service.spawn_watchdog(live.clone(), 2);
             let admin = tokio::spawn(admin::serve(listener, state));
             let housekeeping = tokio::spawn({
                 let fdb = fdb.clone();
@@ -225,7 +242,10 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                     }
                 }
             });
-            let r = wait_for_signal().await;
+            let r = reload::wait_for_stop(reloader, &service).await;
+            if let Some(w) = watchdog {
+                w.abort();
+            }
             if let Some(c) = control {
                 c.leave().await;
             }
@@ -245,16 +265,5 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     drop(tap);
     drop(cleanup);
     info!("stopped");
-    Ok(())
-}
-
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM"),
-        _ = int.recv() => info!("SIGINT"),
-    }
     Ok(())
 }

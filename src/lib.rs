@@ -5,3 +5,6 @@ pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
+pub mod logging;
+pub mod notify;
+pub mod reload;
