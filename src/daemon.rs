@@ -20,7 +20,6 @@ use tracing::{info, warn};
 
 /// Socket buffers: enough for a few superframe bursts per direction (SO_*BUFFORCE, we run as root).
 const UDP_BUFFER_BYTES: usize = 8 * 1024 * 1024;
-const CAP_NET_ADMIN: u32 = 12;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -51,17 +50,6 @@ pub enum DaemonError {
     Runtime(#[from] std::io::Error),
 }
 
-fn has_net_admin() -> bool {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return true;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .map_or(true, |caps| caps & (1 << CAP_NET_ADMIN) != 0)
-}
-
 /// Undo what we created, in reverse order, even on early return.
 struct Cleanup {
     bridge: Option<String>,
@@ -80,7 +68,7 @@ impl Drop for Cleanup {
 /// Run until SIGTERM/SIGINT. `args` is kept to re-read the configuration on SIGHUP.
 pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
     let service = Service::from_env();
-    if !has_net_admin() {
+    if !io::tap::has_cap_net_admin() {
         return Err(DaemonError::NoCapability);
     }
     if !std::path::Path::new("/dev/net/tun").exists() {
