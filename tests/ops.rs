@@ -359,3 +359,84 @@ fn print_config_as_nobody_round_trips_and_unknown_key_names_its_line() {
     );
     assert!(out.is_empty(), "{out}");
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// systemd unit
+// ---------------------------------------------------------------------------------------------------------
+
+/// `dist/overlayd.service` passes `systemd-analyze verify` (with ExecStart pointed at the binary under test)
+/// and declares the protocol the daemon implements.
+#[test]
+fn systemd_unit_verifies() {
+    let unit = include_str!("../dist/overlayd.service");
+    for line in [
+        "Type=notify",
+        "WatchdogSec=30s",
+        "Restart=on-failure",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "CapabilityBoundingSet=CAP_NET_ADMIN",
+        "AmbientCapabilities=CAP_NET_ADMIN",
+        "ProtectSystem=strict",
+        "ReadWritePaths=/var/lib/overlayd /run/overlayd",
+        "ExecStart=/usr/local/bin/overlayd --config /etc/overlayd/overlayd.toml",
+    ] {
+        assert!(
+            unit.lines().any(|l| l == line),
+            "dist/overlayd.service lacks `{line}`"
+        );
+    }
+    let tb = Testbed::builder().hosts(1).containers(false).build();
+    let dir = Scratch::new(&tb, "unit");
+    let path = dir.path("overlayd.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/overlayd", OVERLAYD)).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", &path.to_string_lossy()])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run systemd-analyze (apt-get install systemd): {e}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.trim().is_empty(),
+        "systemd-analyze verify: {err}"
+    );
+}
+
+/// The unit's `CapabilityBoundingSet=CAP_NET_ADMIN` is enough: overlayd started as root with every other
+/// capability dropped from its bounding set (as systemd does) comes up and forwards.
+#[test]
+fn runs_with_only_cap_net_admin() {
+    let tb = Testbed::builder().hosts(2).build();
+    let (h1, h2) = (tb.host(1), tb.host(2));
+    let jail = |h: &Host, peer: &Host| {
+        let mut a: Vec<String> = ["--bounding-set=-all,+net_admin", "--no-new-privs", "--", OVERLAYD]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(static_args(h, &[peer.underlay_ip()], &[]));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let mut d = h.spawn("setpriv", &a);
+        let up = wait_until(Duration::from_secs(10), || {
+            !d.is_running() || (h.link_exists("ovl1") && h.exec(OVERLAYCTL, &["stats", "--json"]).is_ok())
+        });
+        assert!(
+            up && d.is_running(),
+            "overlayd with only CAP_NET_ADMIN did not start:\n{}",
+            d.log()
+        );
+        d
+    };
+    let d1 = jail(h1, h2);
+    let _d2 = jail(h2, h1);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d1.pid())).unwrap_or_default();
+    let capeff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(str::trim);
+    assert_eq!(
+        capeff,
+        Some("0000000000001000"),
+        "not running with CAP_NET_ADMIN only"
+    );
+    ping_ok(tb.container(1), tb.container(2).ip(), 3);
+    let log = stop(d1);
+    assert!(!log.contains("WARN"), "warnings with CAP_NET_ADMIN only:\n{log}");
+}
