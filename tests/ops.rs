@@ -440,3 +440,32 @@ fn runs_with_only_cap_net_admin() {
     let log = stop(d1);
     assert!(!log.contains("WARN"), "warnings with CAP_NET_ADMIN only:\n{log}");
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// First run
+// ---------------------------------------------------------------------------------------------------------
+
+/// Examples' nested `cargo build` drops what `cargo run` set for the example (a changed `CARGO_MANIFEST_DIR`
+/// reran ring's build script and rebuilt the TLS stack twice per run) but keeps the user's cargo settings.
+#[test]
+fn examples_nested_build_drops_only_package_variables() {
+    use common::testbed::is_inherited_cargo_var;
+    for v in [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_PKG_NAME",
+        "CARGO_PKG_VERSION",
+        "OUT_DIR",
+    ] {
+        assert!(is_inherited_cargo_var(v), "{v}");
+    }
+    for v in [
+        "CARGO_HOME",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_JOBS",
+        "CARGO_PROFILE_RELEASE_DEBUG",
+        "PATH",
+    ] {
+        assert!(!is_inherited_cargo_var(v), "{v}");
+    }
+}
