@@ -469,3 +469,19 @@ fn examples_nested_build_drops_only_package_variables() {
         assert!(!is_inherited_cargo_var(v), "{v}");
     }
 }
+
+/// Release binaries at most 20 MB (issue 12: they were 55 and 43 MB): the release profile strips DWARF but
+/// keeps symbols (for perf). The size itself was measured by hand (README); this guards the setting.
+#[test]
+fn release_profile_strips_debuginfo_but_keeps_symbols() {
+    let manifest: toml::Table = toml::from_str(include_str!("../Cargo.toml")).expect("Cargo.toml parses");
+    let release = manifest
+        .get("profile")
+        .and_then(|p| p.get("release"))
+        .unwrap_or_else(|| panic!("Cargo.toml has no [profile.release]"));
+    assert_eq!(
+        release.get("strip").and_then(|v| v.as_str()),
+        Some("debuginfo"),
+        "[profile.release] strip must be \"debuginfo\" (not \"symbols\": perf needs the symbol table)"
+    );
+}
