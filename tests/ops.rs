@@ -205,6 +205,63 @@ fn ready_after_tap_is_up_then_watchdog_reload_and_stopping() {
     assert!(st.is_some_and(|s| s.success()), "{st:?}:\n{}", d.log());
 }
 
+/// Cluster mode: a node joining with a token sends READY=1 only once it holds its credential (the join
+/// completed) and its TAP is up; the member it joined through is then in its member list.
+#[test]
+fn ready_in_cluster_mode_after_the_join() {
+    let tb = Testbed::builder().hosts(2).build();
+    let (h1, h2) = (tb.host(1), tb.host(2));
+    let dir = Scratch::new(&tb, "notify-cluster");
+    let (s1, s2) = (dir.path("state1"), dir.path("state2"));
+    let local1 = h1.underlay_ip().to_string();
+    let _d1 = start(
+        h1,
+        &[],
+        &[
+            "--init-cluster".to_string(),
+            "--local".into(),
+            local1.clone(),
+            "--state-dir".into(),
+            s1.to_string_lossy().into_owned(),
+        ],
+    );
+    let token = h1.run(OVERLAYCTL, &["token"]).trim().to_string();
+
+    let sock_path = dir.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap_or_else(|e| panic!("{}: {e}", sock_path.display()));
+    sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let notify = format!("NOTIFY_SOCKET={}", sock_path.display());
+    let s2s = s2.to_string_lossy().into_owned();
+    let d2 = h2.spawn(
+        "env",
+        &[
+            &notify,
+            OVERLAYD,
+            "--peer",
+            &local1,
+            "--token",
+            &token,
+            "--state-dir",
+            &s2s,
+        ],
+    );
+    let (ready, seen) = recv_until(&sock, "READY=1", Duration::from_secs(20));
+    assert!(ready, "no READY=1 within 20 s (got {seen:?}):\n{}", d2.log());
+    assert!(
+        s2.join("node.crt").is_file(),
+        "READY=1 before the join gave a credential"
+    );
+    assert!(h2.link_exists("ovl1"), "READY=1 before the TAP existed");
+    let member = wait_until(Duration::from_secs(10), || {
+        ctl_json(h2, "peers").to_string().contains(&local1)
+    });
+    assert!(
+        member,
+        "host 1 not in host 2's members: {}",
+        ctl_json(h2, "peers")
+    );
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // SIGHUP reload
 // ---------------------------------------------------------------------------------------------------------
