@@ -4,9 +4,11 @@
 
 use crate::admin::{self, AdminSocket, AdminState, Limits, PeerPolicy};
 use crate::cluster::{self, ClusterError, Plumbing};
-use crate::config::Config;
+use crate::config::{Args, Config};
 use crate::devices::{DeviceSpec, Devices, DevicesError};
 use crate::lock::{LockError, StateLock};
+use crate::notify::{Liveness, Service};
+use crate::reload::{self, Reloader};
 use dataplane::engine::{Engine, EngineConfig, PeerSet};
 use dataplane::fdb::Fdb;
 use dataplane::io::{self, netlink, UdpOptions, UdpSocket, Waker};
@@ -20,7 +22,6 @@ use tracing::{info, warn};
 
 /// Socket buffers: enough for a few superframe bursts per direction (SO_*BUFFORCE, we run as root).
 const UDP_BUFFER_BYTES: usize = 8 * 1024 * 1024;
-const CAP_NET_ADMIN: u32 = 12;
 /// How often local FDB entries are reconciled with the bridge's table (and aged entries expired).
 const BRIDGE_SYNC: Duration = Duration::from_secs(1);
 
@@ -59,19 +60,10 @@ pub enum DaemonError {
     Runtime(#[from] std::io::Error),
 }
 
-fn has_net_admin() -> bool {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return true;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .map_or(true, |caps| caps & (1 << CAP_NET_ADMIN) != 0)
-}
-
-pub fn run(cfg: Config) -> Result<(), DaemonError> {
-    if !has_net_admin() {
+/// Run until SIGTERM/SIGINT. `args` is kept to re-read the configuration on SIGHUP.
+pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
+    let service = Service::from_env();
+    if !io::tap::has_cap_net_admin() {
         return Err(DaemonError::NoCapability);
     }
     if !std::path::Path::new("/dev/net/tun").exists() {
@@ -182,19 +174,24 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         "overlayd up"
     );
 
+    let reloader = Reloader::new(args, cfg.clone(), peers.clone());
+    let live = Liveness::default();
     let stop = AtomicBool::new(false);
     let (tx_waker, rx_waker) = (Waker::new()?, Waker::new()?);
     let queue = &tap.queues()[0];
     let (fault_tx, fault_rx) = tokio::sync::oneshot::channel();
     std::thread::scope(|s| -> Result<(), DaemonError> {
+        let (tx_alive, rx_alive) = (live.enter(), live.enter());
         let tx = std::thread::Builder::new()
             .name("ovl-tx".into())
             .spawn_scoped(s, || {
+                let _alive = tx_alive;
                 worker::run_tx(tx_engine, queue, &udp, offloads, &stop, &tx_waker)
             })?;
         let rx = std::thread::Builder::new()
             .name("ovl-rx".into())
             .spawn_scoped(s, || {
+                let _alive = rx_alive;
                 worker::run_rx(rx_engine, queue, &udp, gro, &stop, &rx_waker)
             })?;
         std::thread::Builder::new()
@@ -222,6 +219,14 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                     PeerPolicy::current(),
                 ))
             });
+            // TAP up and attached, forwarding threads running, cluster credential in hand (a --token join has
+            // completed above), admin listeners serving: tell systemd.
+            service.ready(if cluster_mode {
+                "forwarding (cluster)"
+            } else {
+                "forwarding (static peers)"
+            });
+            let watchdog = service.spawn_watchdog(live.clone(), 2);
             let housekeeping = tokio::spawn({
                 let (fdb, bridge, tap) = (fdb.clone(), cfg.bridge.clone(), tap.name().to_string());
                 async move {
@@ -236,9 +241,12 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             });
             // A lost TAP/bridge that cannot be restored ends the daemon like a signal, but as an error.
             let r = tokio::select! {
-                r = wait_for_signal() => r.map_err(DaemonError::Runtime),
+                r = reload::wait_for_stop(reloader, &service) => r.map_err(DaemonError::Runtime),
                 Ok(e) = fault_rx => Err(DaemonError::Devices(e)),
             };
+            if let Some(w) = watchdog {
+                w.abort();
+            }
             if let Some(c) = control {
                 c.leave().await;
             }
@@ -288,15 +296,4 @@ fn sync_local_macs(fdb: &Fdb, bridge: &str, tap: &str, local: IpAddr, was_ok: bo
             false
         }
     }
-}
-
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM"),
-        _ = int.recv() => info!("SIGINT"),
-    }
-    Ok(())
 }

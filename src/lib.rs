@@ -8,4 +8,7 @@ pub mod daemon;
 pub mod devices;
 pub mod links;
 pub mod lock;
+pub mod logging;
+pub mod notify;
 pub mod ownership;
+pub mod reload;
