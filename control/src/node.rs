@@ -52,8 +52,11 @@ pub struct ControlConfig {
     /// Periodic Announce to members believed down: how a healed partition finds its other half.
     pub announce_down_interval: Duration,
     /// foca's packet budget. Each gossip message travels on its own QUIC stream, so this is not bound
-    /// by the path MTU; signed identities are ~240 bytes (src + dst alone ~480), so 1200 left room for
-    /// only two membership updates per packet. 4096 carries ~14.
+    /// by the path MTU. Signed identities are 220 bytes on the wire (25 before attestations), and foca
+    /// fills a packet with membership updates before custom broadcasts (FDB adverts, leaves,
+    /// revocations): at 1200 bytes the header (src + dst) left room for two updates and, while a
+    /// bootstrap's update backlog lasted, none for broadcasts (`sigterm_under_loss_withdraws` then
+    /// failed: leave notices never left). 16 KiB carries ~70 updates plus broadcasts.
     pub max_packet_size: usize,
 }
 
@@ -70,7 +73,7 @@ impl Default for ControlConfig {
             anti_entropy_interval: Duration::from_secs(1),
             announce_interval: Duration::from_secs(5),
             announce_down_interval: Duration::from_secs(3),
-            max_packet_size: 4096,
+            max_packet_size: 16 * 1024,
         }
     }
 }
