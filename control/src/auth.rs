@@ -371,7 +371,9 @@ impl StateDir {
 
     /// Issue and store this node's attestation with the CA key held here.
     fn attest_self(&self, node: NodeId, admitter: bool) -> Result<(), AuthError> {
-        let ca = self.ca_signer()?.ok_or(AuthError::NotInitialised(self.path.clone()))?;
+        let ca = self
+            .ca_signer()?
+            .ok_or(AuthError::NotInitialised(self.path.clone()))?;
         let key_pem = self.read(NODE_KEY)?;
         let key = KeyPair::from_pem(&key_pem).map_err(|e| AuthError::Corrupt {
             path: self.file(NODE_KEY),
@@ -508,10 +510,12 @@ impl StateDir {
             }
         };
         let current = match fs::read(&path) {
-            Ok(b) => Some(postcard::from_bytes::<Attestation>(&b).map_err(|e| AuthError::Corrupt {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?),
+            Ok(b) => Some(
+                postcard::from_bytes::<Attestation>(&b).map_err(|e| AuthError::Corrupt {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?,
+            ),
             Err(_) => None,
         };
         let reason = match &current {
@@ -522,7 +526,9 @@ impl StateDir {
             None => "it is missing".into(),
         };
         if !self.vteps.is_empty() && self.ca_signer()?.is_some() {
-            let admitter = current.as_ref().map_or(self.file(JOIN_SECRET).exists(), |a| a.admitter);
+            let admitter = current
+                .as_ref()
+                .map_or(self.file(JOIN_SECRET).exists(), |a| a.admitter);
             self.attest_self(node, admitter)?;
             let b = fs::read(&path).map_err(io_err("read", &path))?;
             return postcard::from_bytes(&b).map_err(|e| AuthError::Corrupt {
@@ -683,7 +689,10 @@ mod tests {
         // Revocations persist and reload only if CA-signed.
         let mut list = RevocationList::default();
         let ca = dir.ca_signer().unwrap().unwrap();
-        assert!(list.insert_verified(crate::revocation::Revocation::issue(&ca, NodeId(9)).unwrap(), &ca_key));
+        assert!(list.insert_verified(
+            crate::revocation::Revocation::issue(&ca, NodeId(9)).unwrap(),
+            &ca_key
+        ));
         dir.save_revocations(&list).unwrap();
         assert!(dir.load_revocations(&ca_key).contains(NodeId(9)));
         assert!(matches!(

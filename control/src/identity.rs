@@ -157,7 +157,8 @@ impl NodeIdentity {
 
     /// Does `sig` sign `msg` for `domain` with this node's attested key?
     pub fn verify_own(&self, domain: &[u8], msg: &[u8], sig: &[u8]) -> bool {
-        self.attestation().is_some_and(|a| a.verify_node(domain, msg, sig))
+        self.attestation()
+            .is_some_and(|a| a.verify_node(domain, msg, sig))
     }
 }
 
@@ -279,7 +280,12 @@ impl Verifier {
 /// SHA-256 over everything the check depends on (renewal excluded: it is not signed).
 fn cache_key(ident: &NodeIdentity, proof: &IdentityProof) -> [u8; 32] {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(&identity_bytes(ident.id, ident.addr, ident.vtep, ident.generation));
+    ctx.update(&identity_bytes(
+        ident.id,
+        ident.addr,
+        ident.vtep,
+        ident.generation,
+    ));
     ctx.update(&postcard::to_allocvec(proof).unwrap_or_default());
     let mut out = [0u8; 32];
     out.copy_from_slice(ctx.finish().as_ref());
@@ -314,7 +320,11 @@ impl VerifyingCodec {
 impl Codec<NodeIdentity> for VerifyingCodec {
     type Error = CodecError;
 
-    fn encode_header(&mut self, header: &Header<NodeIdentity>, buf: impl bytes::BufMut) -> Result<(), CodecError> {
+    fn encode_header(
+        &mut self,
+        header: &Header<NodeIdentity>,
+        buf: impl bytes::BufMut,
+    ) -> Result<(), CodecError> {
         Ok(PostcardCodec.encode_header(header, buf)?)
     }
 
@@ -334,7 +344,11 @@ impl Codec<NodeIdentity> for VerifyingCodec {
         Ok(header)
     }
 
-    fn encode_member(&mut self, member: &Member<NodeIdentity>, buf: impl bytes::BufMut) -> Result<(), CodecError> {
+    fn encode_member(
+        &mut self,
+        member: &Member<NodeIdentity>,
+        buf: impl bytes::BufMut,
+    ) -> Result<(), CodecError> {
         Ok(PostcardCodec.encode_member(member, buf)?)
     }
 

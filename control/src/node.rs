@@ -282,7 +282,14 @@ impl ControlNode {
 
     /// Next action for the caller, in order. Drain after every input.
     pub fn poll_output(&mut self) -> Option<Output> {
-        let out = self.out.pop_front();
+        let mut out = self.out.pop_front();
+        // Nothing goes to a revoked node (foca still announces to members it holds as down).
+        while let Some(Output::Send { to, .. }) = &out {
+            if !self.revoked_addrs.contains(to) {
+                break;
+            }
+            out = self.out.pop_front();
+        }
         match out {
             Some(Output::FdbInstall { .. }) => self.stats.fdb_installs += 1,
             Some(Output::FdbRemove { .. }) => self.stats.fdb_removes += 1,
@@ -299,7 +306,11 @@ impl ControlNode {
             s.identities_refused = v.refused;
             s.identity_verifications = v.verifications;
         }
-        s.bad_signatures += self.shared.lock().unwrap_or_else(|e| e.into_inner()).bad_signatures;
+        s.bad_signatures += self
+            .shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .bad_signatures;
         s.revoked = self.revocations.len() as u64;
         s
     }
@@ -751,7 +762,8 @@ impl ControlNode {
                         return;
                     }
                 }
-                self.sync.apply_entry(a.owner, a.generation, a.entry, &mut self.out);
+                self.sync
+                    .apply_entry(a.owner, a.generation, a.entry, &mut self.out);
             }
             Admit::TooFar => self.stats.seq_refused += 1,
             Admit::Stale => {}
@@ -777,7 +789,8 @@ impl ControlNode {
         for e in dump.entries {
             match self.sync.admit(dump.owner, dump.generation, &e) {
                 Admit::New if e.verify(&owner, dump.generation) => {
-                    self.sync.apply_entry(dump.owner, dump.generation, e, &mut self.out);
+                    self.sync
+                        .apply_entry(dump.owner, dump.generation, e, &mut self.out);
                 }
                 Admit::New => {
                     self.stats.bad_signatures += 1;
@@ -847,7 +860,10 @@ impl ControlNode {
         }
         let node = r.node;
         tracing::warn!(%node, "node revoked");
-        self.verifier.lock().unwrap_or_else(|e| e.into_inner()).revoke(node);
+        self.verifier
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .revoke(node);
         self.out.push_back(Output::Revoked { node });
         if node == self.identity.id {
             tracing::error!("this node was revoked by the cluster; it stops gossiping (re-admit it with a new token and an empty state dir)");
@@ -883,7 +899,11 @@ impl ControlNode {
         self.foca
             .add_broadcast(&item)
             .map_err(|e| ControlError::Swim(e.to_string()))?;
-        self.shared.lock().unwrap_or_else(|e| e.into_inner()).revoked.insert(node);
+        self.shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .revoked
+            .insert(node);
         self.drain_inbox();
         self.pending_revocations.clear();
         self.swim(now, |foca, rt| {
@@ -944,7 +964,13 @@ mod tests {
             ca_signer: (i == 1).then(|| Arc::clone(&k.ca)),
             revoked: RevocationList::default(),
         };
-        ControlNode::new(Instant::now(), identity(k, i, 1), trust, ControlConfig::default(), i as u64)
+        ControlNode::new(
+            Instant::now(),
+            identity(k, i, 1),
+            trust,
+            ControlConfig::default(),
+            i as u64,
+        )
     }
 
     fn node(i: u8) -> ControlNode {
@@ -1014,7 +1040,9 @@ mod tests {
             &[],
             &[Broadcast::Leave(forged)],
         );
-        assert!(n.handle_message(Instant::now(), SocketAddr::from(([127, 0, 0, 2], 7948)), &pkt).is_err());
+        assert!(n
+            .handle_message(Instant::now(), SocketAddr::from(([127, 0, 0, 2], 7948)), &pkt)
+            .is_err());
         assert!(n.members().iter().all(|m| m.state != MemberState::Left));
     }
 
@@ -1040,7 +1068,10 @@ mod tests {
             };
             identity(&other, 2, 1)
         };
-        for (i, bad) in [wrong_vtep, wrong_gen, unattested, foreign].into_iter().enumerate() {
+        for (i, bad) in [wrong_vtep, wrong_gen, unattested, foreign]
+            .into_iter()
+            .enumerate()
+        {
             // As the sender, and as a membership update from a valid sender.
             let p = crate::sim::swim_packet(&bad, &me, foca::Message::Announce, &[], &[]);
             assert!(n.handle_message(Instant::now(), from, &p).is_err(), "{i} as src");
@@ -1051,7 +1082,10 @@ mod tests {
                 &[Member::alive(bad)],
                 &[],
             );
-            assert!(n.handle_message(Instant::now(), from, &p).is_err(), "{i} as update");
+            assert!(
+                n.handle_message(Instant::now(), from, &p).is_err(),
+                "{i} as update"
+            );
         }
         assert_eq!(n.active_members(), 0);
         let p = crate::sim::swim_packet(&good, &me, foca::Message::Gossip, &[], &[]);
@@ -1063,6 +1097,9 @@ mod tests {
         assert_eq!(n.active_members(), 1);
         let s = n.stats();
         assert_eq!(s.identities_refused, 8, "{s:?}");
-        assert_eq!(s.identity_verifications, before, "repeated identities are cache hits");
+        assert_eq!(
+            s.identity_verifications, before,
+            "repeated identities are cache hits"
+        );
     }
 }

@@ -35,7 +35,12 @@ impl Revocation {
     }
 
     pub fn verify(&self, ca_public_key: &[u8]) -> bool {
-        attest::verify(ca_public_key, DOMAIN_REVOCATION, &Self::bytes(self.node), &self.ca_sig)
+        attest::verify(
+            ca_public_key,
+            DOMAIN_REVOCATION,
+            &Self::bytes(self.node),
+            &self.ca_sig,
+        )
     }
 }
 
@@ -120,7 +125,9 @@ mod tests {
         assert!(l.contains(NodeId(5)) && !l.contains(NodeId(6)));
         let back = RevocationList::from_bytes(&l.to_bytes(), &ca.public_key()).unwrap();
         assert_eq!(back.digest(), l.digest());
-        assert!(RevocationList::from_bytes(&l.to_bytes(), &rogue.public_key()).unwrap().is_empty());
+        assert!(RevocationList::from_bytes(&l.to_bytes(), &rogue.public_key())
+            .unwrap()
+            .is_empty());
         let b = l.to_bytes();
         for n in 0..b.len() {
             let _ = RevocationList::from_bytes(&b[..n], &ca.public_key());

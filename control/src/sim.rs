@@ -17,7 +17,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use foca::{Codec, Header, Member, Message, PostcardCodec};
+use foca::{Codec, Header, PostcardCodec};
+/// foca's packet types, for tests that build SWIM packets by hand (rogue members).
+pub use foca::{Member, Message, State};
 
 use crate::attest::{Attestation, Signer};
 use crate::membership::{NodeId, NodeIdentity, XorShift};
@@ -176,8 +178,9 @@ impl Sim {
             let id = NodeId(0x1000 + i as u64);
             let vtep = IpAddr::from([192, 168, (i / 250) as u8, (i % 250 + 1) as u8]);
             let signer = Arc::new(new_signer());
-            let attestation = Attestation::issue(&sim.ca, id, vec![vtep, addr.ip()], i == 0, signer.public_key())
-                .unwrap_or_else(|e| panic!("attest: {e}"));
+            let attestation =
+                Attestation::issue(&sim.ca, id, vec![vtep, addr.ip()], i == 0, signer.public_key())
+                    .unwrap_or_else(|e| panic!("attest: {e}"));
             sim.by_addr.insert(addr, i);
             sim.nodes.push(SimNode {
                 id,

@@ -218,7 +218,13 @@ impl FdbSync {
 
     /// Apply an entry that [`Self::admit`] called [`Admit::New`] and whose signature the caller checked.
     /// Returns false (no state change) if it is not admissible after all.
-    pub fn apply_entry(&mut self, owner: NodeId, generation: u64, entry: FdbEntry, out: &mut VecDeque<Output>) -> bool {
+    pub fn apply_entry(
+        &mut self,
+        owner: NodeId,
+        generation: u64,
+        entry: FdbEntry,
+        out: &mut VecDeque<Output>,
+    ) -> bool {
         if self.admit(owner, generation, &entry) != Admit::New {
             return false;
         }
@@ -397,7 +403,10 @@ mod tests {
         s.set_eligible(&elig(&[(2, 6, 2)]), &mut out);
         assert_eq!(out.pop_front(), Some(Output::FdbRemove { mac: M }));
         // And adverts of the old generation are ignored.
-        assert_eq!(s.admit(NodeId(2), 5, &adv(2, 5, 9, 9, M, true).entry), Admit::UnknownOwner);
+        assert_eq!(
+            s.admit(NodeId(2), 5, &adv(2, 5, 9, 9, M, true).entry),
+            Admit::UnknownOwner
+        );
         assert!(!apply(&mut s, &adv(2, 5, 9, 9, M, true), &mut out));
         assert!(out.is_empty());
     }
@@ -440,7 +449,10 @@ mod tests {
         let b = s.local_change(M, true, &k).unwrap();
         assert_eq!(b.entry.mobility, u64::MAX, "saturates, never wraps");
         // An entry already at the top admits nothing further and panics on nothing.
-        assert_ne!(s.admit(NodeId(2), 1, &adv(2, 1, 2, u64::MAX, M, true).entry), Admit::TooFar);
+        assert_ne!(
+            s.admit(NodeId(2), 1, &adv(2, 1, 2, u64::MAX, M, true).entry),
+            Admit::TooFar
+        );
     }
 
     #[test]
@@ -486,7 +498,14 @@ mod tests {
         fn advert() -> impl Strategy<Value = FdbAdvert> {
             (2u64..5, 1u64..3, 1u64..30, 1u64..30, 0u8..4, any::<bool>()).prop_map(
                 |(owner, generation, seq, mobility, m, present)| {
-                    adv(owner, generation, seq, mobility, MacAddr([2, 0, 0, 0, 0, m]), present)
+                    adv(
+                        owner,
+                        generation,
+                        seq,
+                        mobility,
+                        MacAddr([2, 0, 0, 0, 0, m]),
+                        present,
+                    )
                 },
             )
         }

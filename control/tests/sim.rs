@@ -391,4 +391,3 @@ fn sigterm_under_loss_withdraws() {
         .expect("everyone labels it left");
     println!("SIGTERM under 20% loss: all members report \"left\" {t:?} later");
 }
-
