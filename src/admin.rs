@@ -2,8 +2,10 @@
 //! tokio rather than pulling in hyper/axum: it serves a handful of GET routes with `Connection: close`, and the
 //! request parser below is ~30 lines with its own tests.
 //!
-//! Routes: `GET /v1/fdb`, `GET /v1/stats`, `GET /v1/peers`, `GET /v1/token`, `GET /v1/health`. The token grants
-//! membership: like `docker swarm join-token`, only someone with access to the host's loopback can read it.
+//! Routes: `GET /v1/fdb`, `GET /v1/stats`, `GET /v1/peers`, `GET /v1/token`, `GET /v1/health`,
+//! `POST /v1/revoke/<node id>`. The token grants membership: like `docker swarm join-token`, only someone
+//! with access to the host's loopback can read it. Revoke changes state, so it is POST only (a GET could
+//! be triggered cross-site by any web page the host's browser opens).
 
 use dataplane::engine::PeerSet;
 use dataplane::fdb::{Fdb, Origin};
@@ -45,7 +47,57 @@ pub struct AdminState {
     /// Cluster membership (`None` in static mode).
     pub members: crate::cluster::Members,
     /// Join token, on cluster members that can admit joiners.
+    /// PRIVILEGED: moves to the root-only admin socket (trust-admin).
     pub token: Option<String>,
+    /// `overlayctl revoke`: requests to the control plane (`None` in static mode).
+    /// PRIVILEGED: moves to the root-only admin socket (trust-admin).
+    pub revoke: Option<RevokeTx>,
+}
+
+/// A revoke request to the control plane: the node id and where to send the outcome (text) or error.
+pub type RevokeTx = tokio::sync::mpsc::Sender<(control::NodeId, tokio::sync::oneshot::Sender<Result<String, String>>)>;
+
+/// JSON error body.
+fn error(status: u16, msg: &str) -> Response {
+    Response {
+        status,
+        body: serde_json::json!({ "error": msg }).to_string(),
+    }
+}
+
+/// The path of a `POST <path> HTTP/1.x` request line, if that is what `head` starts with.
+pub fn parse_post(head: &[u8]) -> Option<&str> {
+    let line_end = head.windows(2).position(|w| w == b"\r\n")?;
+    let line = std::str::from_utf8(&head[..line_end]).ok()?;
+    let mut parts = line.split(' ');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("POST"), Some(p), Some(v), None) if v.starts_with("HTTP/1.") && p.starts_with('/') => Some(p),
+        _ => None,
+    }
+}
+
+impl AdminState {
+    /// PRIVILEGED (state-changing): `POST /v1/revoke/<id>`, id as in `peers --json`.
+    pub async fn revoke(&self, id: &str) -> Response {
+        let Ok(node) = id.parse::<control::NodeId>() else {
+            return error(400, "NODE_ID must be the hex id shown by `overlayctl peers --json`");
+        };
+        let Some(tx) = &self.revoke else {
+            return error(409, "static peers cannot be revoked (this overlayd runs without a cluster); remove the --peer on every host instead");
+        };
+        let (done, rx) = tokio::sync::oneshot::channel();
+        if tx.send((node, done)).await.is_err() {
+            return error(503, "the control plane has stopped; restart overlayd");
+        }
+        match tokio::time::timeout(Duration::from_secs(3), rx).await {
+            Ok(Ok(Ok(outcome))) => Response {
+                status: 200,
+                body: serde_json::json!({ "node": node.to_string(), "outcome": outcome }).to_string(),
+            },
+            Ok(Ok(Err(e))) => error(409, &e),
+            _ => error(503, "the control plane did not answer; retry"),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -148,9 +200,16 @@ async fn serve_one(mut s: TcpStream, state: Arc<AdminState>) -> std::io::Result<
         }
         head.extend_from_slice(&buf[..n]);
     }
-    let resp = match parse_request(&head) {
-        Ok(path) => state.handle(path),
-        Err(status) => Response {
+    let resp = match (parse_post(&head), parse_request(&head)) {
+        (Some(path), _) if path.starts_with("/v1/revoke/") => {
+            state.revoke(path.trim_start_matches("/v1/revoke/")).await
+        }
+        (_, Ok(path)) => state.handle(path),
+        (_, Err(status)) if status == 405 => Response {
+            status,
+            body: "{\"error\":\"only GET is served, and POST on /v1/revoke/<id>\"}".into(),
+        },
+        (_, Err(status)) => Response {
             status,
             body: "{\"error\":\"bad request: only GET is served\"}".into(),
         },
@@ -158,6 +217,8 @@ async fn serve_one(mut s: TcpStream, state: Arc<AdminState>) -> std::io::Result<
     let reason = match resp.status {
         200 => "OK",
         404 => "Not Found",
+        409 => "Conflict",
+        503 => "Service Unavailable",
         405 => "Method Not Allowed",
         400 => "Bad Request",
         _ => "Internal Server Error",
@@ -230,6 +291,7 @@ mod tests {
             peers: Arc::new(PeerSet::new([IpAddr::from([10, 0, 0, 2])])),
             members: Arc::default(),
             token: None,
+            revoke: None,
         };
         let r = st.handle("/v1/fdb");
         assert_eq!(r.status, 200);
@@ -249,5 +311,20 @@ mod tests {
         let p: serde_json::Value = serde_json::from_str(&st.handle("/v1/peers").body).unwrap();
         assert_eq!(p[0]["addr"], "10.0.0.2");
         assert_eq!(p[0]["state"], "static");
+        // Static peers cannot be revoked; a bad id is a 400.
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let r = rt.block_on(st.revoke("10.0.0.2"));
+        assert_eq!(r.status, 400, "{}", r.body);
+        let r = rt.block_on(st.revoke("00000000000000aa"));
+        assert_eq!(r.status, 409);
+        assert!(r.body.contains("static peers cannot be revoked"), "{}", r.body);
+    }
+
+    #[test]
+    fn post_line() {
+        assert_eq!(parse_post(b"POST /v1/revoke/ab HTTP/1.1\r\n\r\n"), Some("/v1/revoke/ab"));
+        assert_eq!(parse_post(b"GET /v1/revoke/ab HTTP/1.1\r\n\r\n"), None);
+        assert_eq!(parse_post(b"POST /x\r\n"), None);
+        assert_eq!(parse_post(b"\xff\r\n"), None);
     }
 }

@@ -5,7 +5,7 @@
 use crate::config::{Cluster, Config};
 use control::auth::{NodeCredential, StateDir};
 use control::transport::{self, Admission, Event, GossipHandle, GossipOptions};
-use control::{ControlConfig, MemberInfo, MemberState};
+use control::{ControlConfig, MemberInfo, MemberState, RevokeOutcome};
 use dataplane::engine::PeerSet;
 use dataplane::fdb::Fdb;
 use std::net::{IpAddr, SocketAddr};
@@ -32,8 +32,9 @@ pub enum ClusterError {
 pub type Members = Arc<RwLock<Option<Vec<MemberInfo>>>>;
 
 /// The credential this node uses, obtained as the configuration says. `None`: static mode.
-pub async fn credentials(cfg: &Config) -> Result<Option<(StateDir, NodeCredential)>, ClusterError> {
-    let state = StateDir::new(&cfg.state_dir);
+/// `local` is the VTEP (and gossip) address the node's attestation must name.
+pub async fn credentials(cfg: &Config, local: IpAddr) -> Result<Option<(StateDir, NodeCredential)>, ClusterError> {
+    let state = StateDir::new(&cfg.state_dir).with_vteps(vec![local]);
     let cred = match &cfg.cluster {
         Cluster::Static => return Ok(None),
         Cluster::Init if state.is_initialised() => {
@@ -99,7 +100,12 @@ pub struct Plumbing {
     pub fdb: Arc<Fdb>,
     pub peers: Arc<PeerSet>,
     pub members: Members,
+    /// `overlayctl revoke` requests from the admin endpoint.
+    pub revoke: Option<mpsc::Receiver<RevokeRequest>>,
 }
+
+/// A revoke request from the admin endpoint (see `admin::RevokeTx`).
+pub type RevokeRequest = (control::NodeId, oneshot::Sender<Result<String, String>>);
 
 /// Start gossip and the task that connects it to the data plane. Must run inside the tokio runtime.
 pub fn start(
@@ -146,9 +152,10 @@ async fn pump(
     handle: GossipHandle,
     mut events: mpsc::UnboundedReceiver<Event>,
     join: Vec<SocketAddr>,
-    p: Plumbing,
+    mut p: Plumbing,
     mut stop: oneshot::Receiver<()>,
 ) {
+    let mut revoke = p.revoke.take();
     for peer in join {
         if let Err(e) = handle.join(peer).await {
             warn!(%peer, "cannot contact member: {e}");
@@ -172,6 +179,20 @@ async fn pump(
                 Some(ev) => apply(&p, ev),
                 None => return,
             },
+            req = async { match revoke.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                let Some((node, done)) = req else { revoke = None; continue };
+                let answer = match handle.revoke(node).await {
+                    Ok(Ok(RevokeOutcome::Revoked)) => Ok("revoked; every member enforces it within seconds".to_string()),
+                    Ok(Ok(RevokeOutcome::AlreadyRevoked)) => Ok("already revoked".to_string()),
+                    Ok(Ok(RevokeOutcome::Forwarded(a))) => Ok(format!("forwarded to admitter {a}, which signs and disseminates the revocation")),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(e.to_string()),
+                };
+                if answer.is_ok() {
+                    info!(%node, "revocation requested");
+                }
+                let _ = done.send(answer);
+            }
             _ = &mut stop => {
                 if let Err(e) = handle.leave().await {
                     warn!("could not announce leave: {e}");
@@ -220,6 +241,7 @@ mod tests {
             fdb: Arc::new(Fdb::new(64, Fdb::DEFAULT_AGEING, Instant::now())),
             peers: Arc::new(PeerSet::default()),
             members: Arc::default(),
+            revoke: None,
         }
     }
 

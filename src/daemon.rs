@@ -101,7 +101,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             addr: cfg.admin,
             source,
         })?;
-    let cluster_cred = rt.block_on(cluster::credentials(&cfg))?;
+    let cluster_cred = rt.block_on(cluster::credentials(&cfg, local))?;
     let cluster_mode = cluster_cred.is_some();
     let underlay = netlink::interface_with_addr(local)?.ok_or(DaemonError::LocalNotOurs(local))?;
     let overhead = if local.is_ipv4() { 50 } else { 70 };
@@ -160,7 +160,15 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         Some((state, _)) => state.join_token().ok().map(|t| t.to_string()),
         None => None,
     };
+    let (revoke_tx, revoke_rx) = match cluster_mode {
+        true => {
+            let (tx, rx) = tokio::sync::mpsc::channel(8);
+            (Some(tx), Some(rx))
+        }
+        false => (None, None),
+    };
     let state = Arc::new(AdminState {
+        revoke: revoke_tx,
         vni: cfg.vni.get(),
         fdb: fdb.clone(),
         counters: vec![tx_counters, rx_counters],
@@ -209,6 +217,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                         fdb: fdb.clone(),
                         peers: peers.clone(),
                         members,
+                        revoke: revoke_rx,
                     };
                     Some(cluster::start(&cfg, st, cred, p)?)
                 }

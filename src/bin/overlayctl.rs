@@ -33,15 +33,31 @@ enum Cmd {
     },
     /// Print the cluster join token (one line) for `overlayd --peer <this host> --token <TOKEN>`.
     Token,
+    /// Remove a node from the cluster for good (NODE_ID is the `id` of `peers --json`). Works on any
+    /// member: an admitter signs the revocation, other members forward the request to one.
+    Revoke { node_id: String },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Revoke { node_id } = &cli.cmd {
+        let body = match overlayd::ctl::post(cli.admin, &format!("/v1/revoke/{}", node_id.trim())) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("overlayctl: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        println!("{}: {}", node_id.trim(), v["outcome"].as_str().unwrap_or(&body));
+        return ExitCode::SUCCESS;
+    }
     let (kind, path, json) = match cli.cmd {
         Cmd::Fdb { json } => ("fdb", "/v1/fdb", json),
         Cmd::Stats { json } => ("stats", "/v1/stats", json),
         Cmd::Peers { json } => ("peers", "/v1/peers", json),
         Cmd::Token => ("token", "/v1/token", false),
+        Cmd::Revoke { .. } => return ExitCode::from(2),
     };
     let body = match overlayd::ctl::get(cli.admin, path) {
         Ok(b) => b,
