@@ -55,7 +55,10 @@ pub struct AdminState {
 }
 
 /// A revoke request to the control plane: the node id and where to send the outcome (text) or error.
-pub type RevokeTx = tokio::sync::mpsc::Sender<(control::NodeId, tokio::sync::oneshot::Sender<Result<String, String>>)>;
+pub type RevokeTx = tokio::sync::mpsc::Sender<(
+    control::NodeId,
+    tokio::sync::oneshot::Sender<Result<String, String>>,
+)>;
 
 /// JSON error body.
 fn error(status: u16, msg: &str) -> Response {
@@ -80,7 +83,10 @@ impl AdminState {
     /// PRIVILEGED (state-changing): `POST /v1/revoke/<id>`, id as in `peers --json`.
     pub async fn revoke(&self, id: &str) -> Response {
         let Ok(node) = id.parse::<control::NodeId>() else {
-            return error(400, "NODE_ID must be the hex id shown by `overlayctl peers --json`");
+            return error(
+                400,
+                "NODE_ID must be the hex id shown by `overlayctl peers --json`",
+            );
         };
         let Some(tx) = &self.revoke else {
             return error(409, "static peers cannot be revoked (this overlayd runs without a cluster); remove the --peer on every host instead");
@@ -312,7 +318,10 @@ mod tests {
         assert_eq!(p[0]["addr"], "10.0.0.2");
         assert_eq!(p[0]["state"], "static");
         // Static peers cannot be revoked; a bad id is a 400.
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let r = rt.block_on(st.revoke("10.0.0.2"));
         assert_eq!(r.status, 400, "{}", r.body);
         let r = rt.block_on(st.revoke("00000000000000aa"));
@@ -322,7 +331,10 @@ mod tests {
 
     #[test]
     fn post_line() {
-        assert_eq!(parse_post(b"POST /v1/revoke/ab HTTP/1.1\r\n\r\n"), Some("/v1/revoke/ab"));
+        assert_eq!(
+            parse_post(b"POST /v1/revoke/ab HTTP/1.1\r\n\r\n"),
+            Some("/v1/revoke/ab")
+        );
         assert_eq!(parse_post(b"GET /v1/revoke/ab HTTP/1.1\r\n\r\n"), None);
         assert_eq!(parse_post(b"POST /x\r\n"), None);
         assert_eq!(parse_post(b"\xff\r\n"), None);

@@ -33,7 +33,10 @@ pub type Members = Arc<RwLock<Option<Vec<MemberInfo>>>>;
 
 /// The credential this node uses, obtained as the configuration says. `None`: static mode.
 /// `local` is the VTEP (and gossip) address the node's attestation must name.
-pub async fn credentials(cfg: &Config, local: IpAddr) -> Result<Option<(StateDir, NodeCredential)>, ClusterError> {
+pub async fn credentials(
+    cfg: &Config,
+    local: IpAddr,
+) -> Result<Option<(StateDir, NodeCredential)>, ClusterError> {
     let state = StateDir::new(&cfg.state_dir).with_vteps(vec![local]);
     let cred = match &cfg.cluster {
         Cluster::Static => return Ok(None),
