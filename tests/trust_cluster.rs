@@ -323,7 +323,9 @@ fn rogue_harness() {
     use std::net::{IpAddr, SocketAddr};
 
     let cfg: RogueConfig = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let cred = control::auth::StateDir::new(&cfg.rogue_state).load_credential().unwrap();
+    let cred = control::auth::StateDir::new(&cfg.rogue_state)
+        .load_credential()
+        .unwrap();
     let key = cred.signer().unwrap();
     let port = control::DEFAULT_GOSSIP_PORT;
     let rogue_ip = IpAddr::from(cfg.rogue_ip);
@@ -344,8 +346,14 @@ fn rogue_harness() {
     // it has no other), and the rogue's own attestation claiming the victim's VTEP or address.
     let forged_gen = NodeIdentity::signed(vaddr, vip, vgen + 1000, victim_att.clone(), &key).unwrap();
     let forged_vtep = NodeIdentity::signed(vaddr, rogue_ip, vgen, victim_att.clone(), &key).unwrap();
-    let steal_vtep =
-        NodeIdentity::signed(me.addr, vip, cfg.rogue_generation + 1, cred.attestation.clone(), &key).unwrap();
+    let steal_vtep = NodeIdentity::signed(
+        me.addr,
+        vip,
+        cfg.rogue_generation + 1,
+        cred.attestation.clone(),
+        &key,
+    )
+    .unwrap();
     let steal_addr = NodeIdentity::signed(vaddr, rogue_ip, u64::MAX, cred.attestation.clone(), &key).unwrap();
     let vm = mac_bytes(&cfg.victim_mac);
     let sign = |owner: NodeId, generation: u64, mac: [u8; 6], seq: u64, mobility: u64, present: bool| {
@@ -354,10 +362,22 @@ fn rogue_harness() {
     let adverts = [
         // Withdraw the victim's MAC / add one to the victim: signed by the wrong key.
         (victim_id, vgen, sign(victim_id, vgen, vm, 1000, 1000, false)),
-        (victim_id, vgen, sign(victim_id, vgen, mac_bytes(FORGED_MAC), 1000, 1, true)),
+        (
+            victim_id,
+            vgen,
+            sign(victim_id, vgen, mac_bytes(FORGED_MAC), 1000, 1, true),
+        ),
         // The rogue's own claims on the victim's MAC, far ahead (u64::MAX): refused, nothing wraps.
-        (me.id, me.generation, sign(me.id, me.generation, vm, u64::MAX, 1, true)),
-        (me.id, me.generation, sign(me.id, me.generation, vm, 500, u64::MAX, true)),
+        (
+            me.id,
+            me.generation,
+            sign(me.id, me.generation, vm, u64::MAX, 1, true),
+        ),
+        (
+            me.id,
+            me.generation,
+            sign(me.id, me.generation, vm, 500, u64::MAX, true),
+        ),
     ];
     let leave = LeaveNotice {
         identity: forged_gen.clone(),
@@ -366,7 +386,10 @@ fn rogue_harness() {
     let mut victim_leave = leave.clone();
     victim_leave.identity.generation = vgen;
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let client = control::transport::gossip_client_config(&cred).unwrap();
         let ep = quinn::Endpoint::client(SocketAddr::new(rogue_ip, 0)).unwrap();
@@ -383,8 +406,20 @@ fn rogue_harness() {
             let mut msgs: Vec<Vec<u8>> = Vec::new();
             for bad in [&forged_gen, &forged_vtep, &steal_vtep, &steal_addr] {
                 msgs.push(swim_packet(bad, &dst, Message::Ping(7), &[], &[]));
-                msgs.push(swim_packet(&me, &dst, Message::Gossip, &[Member::alive(bad.clone())], &[]));
-                msgs.push(swim_packet(&me, &dst, Message::Gossip, &[Member::down(bad.clone())], &[]));
+                msgs.push(swim_packet(
+                    &me,
+                    &dst,
+                    Message::Gossip,
+                    &[Member::alive(bad.clone())],
+                    &[],
+                ));
+                msgs.push(swim_packet(
+                    &me,
+                    &dst,
+                    Message::Gossip,
+                    &[Member::down(bad.clone())],
+                    &[],
+                ));
             }
             for (owner, generation, e) in &adverts {
                 let b = Broadcast::Fdb(FdbAdvert {
@@ -394,9 +429,17 @@ fn rogue_harness() {
                 });
                 msgs.push(swim_packet(&me, &dst, Message::Gossip, &[], &[b]));
             }
-            msgs.push(swim_packet(&me, &dst, Message::Gossip, &[], &[Broadcast::Leave(victim_leave.clone())]));
+            msgs.push(swim_packet(
+                &me,
+                &dst,
+                Message::Gossip,
+                &[],
+                &[Broadcast::Leave(victim_leave.clone())],
+            ));
             for m in [
-                SyncMessage::Leave { notice: victim_leave.clone() },
+                SyncMessage::Leave {
+                    notice: victim_leave.clone(),
+                },
                 SyncMessage::States {
                     owners: vec![OwnerDump {
                         owner: victim_id,
@@ -453,14 +496,24 @@ fn rogue_member_forgeries_change_nothing() {
         victim_ip: victim.underlay_ip(),
         victim_generation: gen_of(victim),
         victim_mac: vmac.clone(),
-        targets: targets.iter().map(|h| (id_of(h), h.underlay_ip(), gen_of(h))).collect(),
+        targets: targets
+            .iter()
+            .map(|h| (id_of(h), h.underlay_ip(), gen_of(h)))
+            .collect(),
     };
     let snapshot = |h: &Host| {
         let peers = ctl_json(h, "peers");
         let v = peer_row(&peers, victim.underlay_ip()).cloned();
         let f = fdb_row(&ctl_json(h, "fdb"), &vmac).cloned();
         (
-            v.map(|r| (str_field(&r, "id").to_string(), str_field(&r, "vtep").to_string(), r["generation"].clone(), str_field(&r, "state").to_string())),
+            v.map(|r| {
+                (
+                    str_field(&r, "id").to_string(),
+                    str_field(&r, "vtep").to_string(),
+                    r["generation"].clone(),
+                    str_field(&r, "state").to_string(),
+                )
+            }),
             f.map(|r| str_field(&r, "vtep").to_string()),
         )
     };
@@ -489,16 +542,30 @@ fn rogue_member_forgeries_change_nothing() {
                 .is_some_and(|r| str_field(r, "vtep") == rogue.underlay_ip().to_string())
         })
     });
-    assert!(delivered, "the harness's honest advert did not arrive: {:?}", targets.iter().map(|h| ctl_json(h, "fdb")).collect::<Vec<_>>());
+    assert!(
+        delivered,
+        "the harness's honest advert did not arrive: {:?}",
+        targets.iter().map(|h| ctl_json(h, "fdb")).collect::<Vec<_>>()
+    );
     // ... and the forgeries changed nothing: the victim's generation, VTEP, state and MAC, no forged MAC.
     std::thread::sleep(Duration::from_secs(3));
     for (h, b) in targets.iter().zip(&before) {
         let now = snapshot(h);
         eprintln!("host {}: victim before {b:?} after {now:?}", h.index());
         assert_eq!(&now, b, "host {}: the victim changed", h.index());
-        assert!(b.0.as_ref().is_some_and(|r| r.3 == "alive") && b.1.as_deref() == Some(&victim.underlay_ip().to_string()[..]));
-        assert!(fdb_row(&ctl_json(h, "fdb"), FORGED_MAC).is_none(), "host {}: forged MAC installed", h.index());
-        let alive = rows(&ctl_json(h, "peers")).iter().filter(|r| str_field(r, "state") == "alive").count();
+        assert!(
+            b.0.as_ref().is_some_and(|r| r.3 == "alive")
+                && b.1.as_deref() == Some(&victim.underlay_ip().to_string()[..])
+        );
+        assert!(
+            fdb_row(&ctl_json(h, "fdb"), FORGED_MAC).is_none(),
+            "host {}: forged MAC installed",
+            h.index()
+        );
+        let alive = rows(&ctl_json(h, "peers"))
+            .iter()
+            .filter(|r| str_field(r, "state") == "alive")
+            .count();
         assert_eq!(alive, 4, "host {}: {}", h.index(), ctl_json(h, "peers"));
     }
     // And traffic between the containers is unaffected.
