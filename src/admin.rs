@@ -52,6 +52,8 @@ pub struct AdminState {
     /// `overlayctl revoke`: requests to the control plane (`None` in static mode).
     /// PRIVILEGED: moves to the root-only admin socket (trust-admin).
     pub revoke: Option<RevokeTx>,
+    /// Control-plane counters (cluster mode), shown under `control` in `/v1/stats`.
+    pub control_stats: crate::cluster::ControlCounters,
 }
 
 /// A revoke request to the control plane: the node id and where to send the outcome (text) or error.
@@ -138,9 +140,15 @@ impl AdminState {
                     .collect();
                 json(serde_json::to_string(&rows))
             }
-            "/v1/stats" => json(serde_json::to_string(&Snapshot::sum(
-                self.counters.iter().map(|c| &**c),
-            ))),
+            "/v1/stats" => {
+                let snap = Snapshot::sum(self.counters.iter().map(|c| &**c));
+                let mut v = serde_json::to_value(&snap).unwrap_or_default();
+                let control = self.control_stats.read().ok().and_then(|c| *c);
+                if let (Some(obj), Some(c)) = (v.as_object_mut(), control) {
+                    obj.insert("control".into(), serde_json::to_value(c).unwrap_or_default());
+                }
+                json(serde_json::to_string(&v))
+            }
             "/v1/peers" => {
                 if let Ok(m) = self.members.read() {
                     if let Some(rows) = m.as_ref() {
@@ -298,6 +306,10 @@ mod tests {
             members: Arc::default(),
             token: None,
             revoke: None,
+            control_stats: Arc::new(std::sync::RwLock::new(Some(control::ControlStats {
+                seq_refused: 3,
+                ..Default::default()
+            }))),
         };
         let r = st.handle("/v1/fdb");
         assert_eq!(r.status, 200);
@@ -312,6 +324,7 @@ mod tests {
             assert_eq!(s[k], 0, "{k}");
         }
         assert!(s["drops"].is_object());
+        assert_eq!(s["control"]["seq_refused"], 3);
         assert_eq!(st.handle("/nope").status, 404);
         assert_eq!(st.handle("/v1/token").status, 404);
         let p: serde_json::Value = serde_json::from_str(&st.handle("/v1/peers").body).unwrap();

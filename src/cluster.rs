@@ -5,7 +5,7 @@
 use crate::config::{Cluster, Config};
 use control::auth::{NodeCredential, StateDir};
 use control::transport::{self, Admission, Event, GossipHandle, GossipOptions};
-use control::{ControlConfig, MemberInfo, MemberState, RevokeOutcome};
+use control::{ControlConfig, ControlStats, MemberInfo, MemberState, RevokeOutcome};
 use dataplane::engine::PeerSet;
 use dataplane::fdb::Fdb;
 use std::net::{IpAddr, SocketAddr};
@@ -30,6 +30,12 @@ pub enum ClusterError {
 
 /// Membership as `overlayctl peers` shows it; `None` in static mode.
 pub type Members = Arc<RwLock<Option<Vec<MemberInfo>>>>;
+
+/// The control plane's counters as `overlayctl stats` shows them (`control.*`); `None` in static mode.
+pub type ControlCounters = Arc<RwLock<Option<ControlStats>>>;
+
+/// How often the control-plane counters are copied for `overlayctl stats`.
+const STATS_COPY: Duration = Duration::from_secs(1);
 
 /// The credential this node uses, obtained as the configuration says. `None`: static mode.
 /// `local` is the VTEP (and gossip) address the node's attestation must name.
@@ -105,6 +111,7 @@ pub struct Plumbing {
     pub members: Members,
     /// `overlayctl revoke` requests from the admin endpoint.
     pub revoke: Option<mpsc::Receiver<RevokeRequest>>,
+    pub control_stats: ControlCounters,
 }
 
 /// A revoke request from the admin endpoint (see `admin::RevokeTx`).
@@ -165,6 +172,7 @@ async fn pump(
         }
     }
     let mut tick = tokio::time::interval(LOCAL_MAC_SCAN);
+    let mut stats_tick = tokio::time::interval(STATS_COPY);
     let mut advertised = Vec::new();
     loop {
         tokio::select! {
@@ -175,6 +183,13 @@ async fn pump(
                     if handle.set_local_macs(macs).await.is_err() {
                         warn!("control plane stopped");
                         return;
+                    }
+                }
+            }
+            _ = stats_tick.tick() => {
+                if let Ok(s) = handle.stats().await {
+                    if let Ok(mut c) = p.control_stats.write() {
+                        *c = Some(s);
                     }
                 }
             }
@@ -245,6 +260,7 @@ mod tests {
             peers: Arc::new(PeerSet::default()),
             members: Arc::default(),
             revoke: None,
+            control_stats: Arc::default(),
         }
     }
 

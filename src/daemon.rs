@@ -156,6 +156,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let rx_engine = Engine::new(ecfg, fdb.clone(), peers.clone(), rx_counters.clone());
 
     let members = cluster::Members::default();
+    let control_stats = cluster::ControlCounters::default();
     let token = match &cluster_cred {
         Some((state, _)) => state.join_token().ok().map(|t| t.to_string()),
         None => None,
@@ -169,6 +170,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     };
     let state = Arc::new(AdminState {
         revoke: revoke_tx,
+        control_stats: control_stats.clone(),
         vni: cfg.vni.get(),
         fdb: fdb.clone(),
         counters: vec![tx_counters, rx_counters],
@@ -218,6 +220,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                         peers: peers.clone(),
                         members,
                         revoke: revoke_rx,
+                        control_stats: control_stats.clone(),
                     };
                     Some(cluster::start(&cfg, st, cred, p)?)
                 }

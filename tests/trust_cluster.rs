@@ -562,6 +562,22 @@ fn rogue_member_forgeries_change_nothing() {
             "host {}: forged MAC installed",
             h.index()
         );
+        // Refused and counted (`overlayctl stats`: control.*).
+        let st = ctl_json(h, "stats");
+        let c = |k: &str| st["control"][k].as_u64().unwrap_or(0);
+        eprintln!(
+            "host {}: control.identities_refused {} bad_signatures {} seq_refused {}",
+            h.index(),
+            c("identities_refused"),
+            c("bad_signatures"),
+            c("seq_refused")
+        );
+        assert!(
+            c("identities_refused") > 0 && c("bad_signatures") > 0 && c("seq_refused") > 0,
+            "host {}: forgeries not counted: {}",
+            h.index(),
+            st["control"]
+        );
         let alive = rows(&ctl_json(h, "peers"))
             .iter()
             .filter(|r| str_field(r, "state") == "alive")

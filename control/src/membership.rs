@@ -115,6 +115,10 @@ pub(crate) struct BroadcastShared {
     pub inbox: Vec<Broadcast>,
     /// Items refused because a signature did not verify.
     pub bad_signatures: u64,
+    /// Highest seq relayed per (owner, generation): an advert further than `sync::MAX_JUMP` ahead is
+    /// neither relayed nor applied (counted in `too_far`), so one cannot poison `seen` for later ones.
+    pub seen_max: HashMap<(NodeId, u64), u64>,
+    pub too_far: u64,
 }
 
 impl BroadcastShared {
@@ -207,6 +211,18 @@ impl BroadcastHandler<NodeIdentity> for FdbBroadcasts {
                     }
                     Some(_) => {}
                 }
+                let max = shared
+                    .seen_max
+                    .get(&(advert.owner, advert.generation))
+                    .copied()
+                    .unwrap_or(0);
+                if advert.entry.seq > max.saturating_add(crate::sync::MAX_JUMP) {
+                    shared.too_far += 1;
+                    return Ok(None);
+                }
+                shared
+                    .seen_max
+                    .insert((advert.owner, advert.generation), max.max(advert.entry.seq));
                 shared.seen.insert(subject, version);
                 BroadcastKey::Fdb {
                     owner: advert.owner,

@@ -306,11 +306,11 @@ impl ControlNode {
             s.identities_refused = v.refused;
             s.identity_verifications = v.verifications;
         }
-        s.bad_signatures += self
-            .shared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .bad_signatures;
+        {
+            let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+            s.bad_signatures += shared.bad_signatures;
+            s.seq_refused += shared.too_far;
+        }
         s.revoked = self.revocations.len() as u64;
         s
     }

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::{self, AuthError, NodeCredential, StateDir, CLUSTER_SERVER_NAME};
 use crate::membership::{NodeId, NodeIdentity};
-use crate::node::{ControlConfig, ControlNode, MemberInfo, MemberState, RevokeOutcome, Trust};
+use crate::node::{ControlConfig, ControlNode, ControlStats, MemberInfo, MemberState, RevokeOutcome, Trust};
 use crate::{MacAddr, Output, PeerAddr, Timer};
 
 pub const ALPN_GOSSIP: &[u8] = b"overlayd-gossip/1";
@@ -313,6 +313,7 @@ enum Command {
     Leave(oneshot::Sender<()>),
     Members(oneshot::Sender<Vec<MemberInfo>>),
     Revoke(NodeId, oneshot::Sender<Result<RevokeOutcome, String>>),
+    Stats(oneshot::Sender<ControlStats>),
 }
 
 /// What the daemon must act on.
@@ -373,6 +374,16 @@ impl GossipHandle {
         let (tx, rx) = oneshot::channel();
         self.cmd
             .send(Command::Revoke(node, tx))
+            .await
+            .map_err(|_| TransportError::Stopped)?;
+        rx.await.map_err(|_| TransportError::Stopped)
+    }
+
+    /// The control plane's counters (refused identities, bad signatures, refused seqs, ...).
+    pub async fn stats(&self) -> Result<ControlStats, TransportError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Stats(tx))
             .await
             .map_err(|_| TransportError::Stopped)?;
         rx.await.map_err(|_| TransportError::Stopped)
@@ -585,6 +596,7 @@ async fn pump(
                     Some(Command::SetLocalMacs(m)) => node.set_local_macs(now, &m),
                     Some(Command::Join(p)) => node.join(now, p),
                     Some(Command::Members(tx)) => { let _ = tx.send(node.members()); Ok(()) }
+                    Some(Command::Stats(tx)) => { let _ = tx.send(node.stats()); Ok(()) }
                     Some(Command::Revoke(id, tx)) => {
                         let _ = tx.send(node.revoke(now, id).map_err(|e| e.to_string()));
                         Ok(())
