@@ -707,6 +707,8 @@ mod tests {
         assert!(!line.contains('\n'));
         assert_eq!(line.parse::<JoinToken>().unwrap(), token);
         assert_eq!(token.ca_fingerprint, fingerprint(&cred.ca));
+        let mode = fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "state dir");
         for name in [CA_KEY, NODE_KEY, JOIN_SECRET, NODE_CERT, NODE_ATTEST, REVOKED] {
             let mode = fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{name}");

@@ -9,7 +9,7 @@
 //! (same id, address, VTEP and generation, so the FDB is unaffected); the effect is that of a SWIM
 //! suspicion (the victim refutes or renews), listed as a residual DoS in docs/SECURITY.md.
 //! Must never: let an unverified identity out of the codec (except the join placeholder, only as a
-//! packet's destination), or verify the same identity twice (verifications are cached by SHA-256).
+//! packet's destination), or re-verify a cached identity (verifications are cached by SHA-256).
 
 use std::collections::HashSet;
 use std::fmt;

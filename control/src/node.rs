@@ -904,8 +904,8 @@ impl ControlNode {
             .unwrap_or_else(|e| e.into_inner())
             .revoked
             .insert(node);
+        // Our own item comes back through the inbox as a pending revocation: a no-op when applied.
         self.drain_inbox();
-        self.pending_revocations.clear();
         self.swim(now, |foca, rt| {
             foca.apply_many(victims.into_iter().map(Member::down), true, rt)
         })?;
