@@ -526,6 +526,8 @@ impl StateDir {
             None => "it is missing".into(),
         };
         if !self.vteps.is_empty() && self.ca_signer()?.is_some() {
+            // A state dir from before attestations: every member then held the CA key and the join
+            // secret, i.e. could admit, so it stays an admitter (the admission work narrows this).
             let admitter = current
                 .as_ref()
                 .map_or(self.file(JOIN_SECRET).exists(), |a| a.admitter);
