@@ -195,7 +195,8 @@ fn revoked_node_is_gone_everywhere_and_cannot_return() {
     }
 
     // Its VXLAN datagrams are dropped as non_member: VXLAN for our VNI sent from its underlay address
-    // (the garbage set: half of it carries VNI 1, which is checked against membership first).
+    // (the garbage set: a quarter of it is long enough and carries VNI 1, so it reaches the membership
+    // check; the bound leaves room for socket-buffer loss).
     for h in others {
         let got = revoked
             .container()
@@ -205,7 +206,7 @@ fn revoked_node_is_gone_everywhere_and_cannot_return() {
         let before = non_member_drops(h);
         common::garbage::send_from(revoked, h.underlay_ip(), 4789, 1);
         let grew = wait_until(Duration::from_secs(5), || {
-            non_member_drops(h) >= before + common::garbage::GARBAGE_COUNT / 4
+            non_member_drops(h) >= before + common::garbage::GARBAGE_COUNT / 10
         });
         let after = non_member_drops(h);
         eprintln!("host {}: drops.non_member {before} → {after}", h.index());
