@@ -1102,4 +1102,66 @@ mod tests {
             "repeated identities are cache hits"
         );
     }
+
+    /// Only an admitter acts on a revoke request, only from a member, only with the member's signature,
+    /// and never against an admitter; the revocation it signs is enforced locally at once.
+    #[test]
+    fn revoke_requests_are_checked() {
+        let k = keys();
+        let mut admitter = node_with(&k, 1);
+        let me = admitter.identity().clone();
+        let requester = identity(&k, 2, 1);
+        let now = Instant::now();
+        // Node 2 becomes a member of node 1's view.
+        let p = crate::sim::swim_packet(&requester, &me, foca::Message::Gossip, &[], &[]);
+        admitter.handle_message(now, requester.addr, &p).unwrap();
+        admitter.reconcile_membership();
+        let req = |target: u64, key: &Signer, requester: NodeId| {
+            let msg = messages::revoke_request_bytes(NodeId(target), requester);
+            messages::encode_sync(&SyncMessage::RevokeRequest {
+                target: NodeId(target),
+                requester,
+                sig: key.sign(messages::DOMAIN_REVOKE_REQUEST, &msg).unwrap(),
+            })
+            .unwrap()
+        };
+        // Signed by another key, or from another address: refused.
+        admitter
+            .handle_message(now, requester.addr, &req(3, &k.nodes[3], NodeId(2)))
+            .unwrap();
+        let other = SocketAddr::from(([127, 0, 0, 9], 7948));
+        admitter
+            .handle_message(now, other, &req(3, &k.nodes[2], NodeId(2)))
+            .unwrap();
+        // Against the admitter itself: refused.
+        admitter
+            .handle_message(now, requester.addr, &req(1, &k.nodes[2], NodeId(2)))
+            .unwrap();
+        assert_eq!(admitter.stats().revoked, 0);
+        assert_eq!(admitter.stats().bad_signatures, 2);
+        // Valid: revoked and enforced here.
+        admitter
+            .handle_message(now, requester.addr, &req(3, &k.nodes[2], NodeId(2)))
+            .unwrap();
+        assert!(admitter.revocations().contains(NodeId(3)));
+        let revoked_out =
+            std::iter::from_fn(|| admitter.poll_output()).any(|o| o == Output::Revoked { node: NodeId(3) });
+        assert!(revoked_out);
+        // A non-admitter cannot sign: it forwards to the admitter it knows of.
+        let mut plain = node_with(&k, 2);
+        assert!(matches!(
+            plain.revoke(now, NodeId(3)),
+            Err(ControlError::NoAdmitter)
+        ));
+        let p = crate::sim::swim_packet(&me, plain.identity(), foca::Message::Gossip, &[], &[]);
+        plain.handle_message(now, me.addr, &p).unwrap();
+        assert_eq!(
+            plain.revoke(now, NodeId(3)).unwrap(),
+            RevokeOutcome::Forwarded(NodeId(1))
+        );
+        assert!(matches!(
+            plain.revoke(now, NodeId(2)),
+            Err(ControlError::RevokeSelf)
+        ));
+    }
 }
