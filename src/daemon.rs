@@ -92,7 +92,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
         })?;
     // Removed when `admin_socket` drops, on every return path below.
     let mut admin_socket = rt.block_on(AdminSocket::bind(&cfg.admin_socket))?;
-    let cluster_cred = rt.block_on(cluster::credentials(&cfg))?;
+    let cluster_cred = rt.block_on(cluster::credentials(&cfg, local))?;
     let cluster_mode = cluster_cred.is_some();
     let underlay = netlink::interface_with_addr(local)?.ok_or(DaemonError::LocalNotOurs(local))?;
     let overhead = if local.is_ipv4() { 50 } else { 70 };
@@ -141,11 +141,21 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
     let rx_engine = Engine::new(ecfg, fdb.clone(), peers.clone(), rx_counters.clone());
 
     let members = cluster::Members::default();
+    let control_stats = cluster::ControlCounters::default();
     let token = match &cluster_cred {
         Some((state, _)) => state.join_token().ok().map(|t| t.to_string()),
         None => None,
     };
+    let (revoke_tx, revoke_rx) = match cluster_mode {
+        true => {
+            let (tx, rx) = tokio::sync::mpsc::channel(8);
+            (Some(tx), Some(rx))
+        }
+        false => (None, None),
+    };
     let state = Arc::new(AdminState {
+        revoke: revoke_tx,
+        control_stats: control_stats.clone(),
         vni: cfg.vni.get(),
         fdb: fdb.clone(),
         counters: vec![tx_counters, rx_counters, fdb.counters().clone()],
@@ -205,6 +215,8 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
                         fdb: fdb.clone(),
                         peers: peers.clone(),
                         members,
+                        revoke: revoke_rx,
+                        control_stats: control_stats.clone(),
                     };
                     Some(cluster::start(&cfg, st, cred, p)?)
                 }

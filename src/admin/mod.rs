@@ -47,6 +47,7 @@ pub enum Endpoint {
     Stats,
     Peers,
     Token,
+    Revoke,
 }
 
 /// One row of [`ROUTES`].
@@ -78,6 +79,8 @@ pub const ROUTES: &[Route] = &[
     route(Method::Get, "/v1/stats", Endpoint::Stats, Access::ReadOnly),
     route(Method::Get, "/v1/peers", Endpoint::Peers, Access::ReadOnly),
     route(Method::Get, "/v1/token", Endpoint::Token, Access::Privileged),
+    // Body: {"node": "<id as in peers --json>"}.
+    route(Method::Post, "/v1/revoke", Endpoint::Revoke, Access::Privileged),
 ];
 
 /// The route for `method path`; `Err(404)` for an unknown path, `Err(405)` for a known path with another method.
@@ -135,9 +138,43 @@ pub struct AdminState {
     pub token: Option<String>,
     /// The admin socket's path, named in refusals on TCP.
     pub socket_path: PathBuf,
+    /// `overlayctl revoke`: requests to the control plane (`None` in static mode).
+    pub revoke: Option<RevokeTx>,
+    /// Control-plane counters (cluster mode), shown under `control` in `/v1/stats`.
+    pub control_stats: crate::cluster::ControlCounters,
 }
 
+/// A revoke request to the control plane: the node id and where to send the outcome (text) or error.
+pub type RevokeTx = tokio::sync::mpsc::Sender<(
+    control::NodeId,
+    tokio::sync::oneshot::Sender<Result<String, String>>,
+)>;
+
 impl AdminState {
+    /// PRIVILEGED (state-changing): revoke node `id` (hex, as in `peers --json`).
+    pub async fn revoke(&self, id: &str) -> Response {
+        let Ok(node) = id.parse::<control::NodeId>() else {
+            return Response::error(
+                400,
+                "NODE_ID must be the hex id shown by `overlayctl peers --json`",
+            );
+        };
+        let Some(tx) = &self.revoke else {
+            return Response::error(409, "static peers cannot be revoked (this overlayd runs without a cluster); remove the --peer on every host instead");
+        };
+        let (done, rx) = tokio::sync::oneshot::channel();
+        if tx.send((node, done)).await.is_err() {
+            return Response::error(503, "the control plane has stopped; restart overlayd");
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(3), rx).await {
+            Ok(Ok(Ok(outcome))) => {
+                Response::ok(serde_json::json!({ "node": node.to_string(), "outcome": outcome }).to_string())
+            }
+            Ok(Ok(Err(e))) => Response::error(409, &e),
+            _ => Response::error(503, "the control plane did not answer; retry"),
+        }
+    }
+
     /// The whole request pipeline after reading: parse, check the listener's rules, dispatch.
     pub async fn respond(&self, via: &Via, raw: &RawRequest) -> Response {
         let req = match parse_request(&raw.head) {
@@ -183,7 +220,7 @@ impl AdminState {
     }
 
     /// Serve one endpoint. Access has been checked by the caller.
-    pub async fn dispatch(&self, endpoint: Endpoint, _body: &[u8]) -> Response {
+    pub async fn dispatch(&self, endpoint: Endpoint, body: &[u8]) -> Response {
         let now = Instant::now();
         let json = |r: Result<String, serde_json::Error>| match r {
             Ok(body) => Response::ok(body),
@@ -206,9 +243,24 @@ impl AdminState {
                     .collect();
                 json(serde_json::to_string(&rows))
             }
-            Endpoint::Stats => json(serde_json::to_string(&Snapshot::sum(
-                self.counters.iter().map(|c| &**c),
-            ))),
+            Endpoint::Stats => {
+                let snap = Snapshot::sum(self.counters.iter().map(|c| &**c));
+                let mut v = serde_json::to_value(&snap).unwrap_or_default();
+                let control = self.control_stats.read().ok().and_then(|c| *c);
+                if let (Some(obj), Some(c)) = (v.as_object_mut(), control) {
+                    obj.insert("control".into(), serde_json::to_value(c).unwrap_or_default());
+                }
+                json(serde_json::to_string(&v))
+            }
+            Endpoint::Revoke => {
+                let node = serde_json::from_slice::<serde_json::Value>(body)
+                    .ok()
+                    .and_then(|v| v["node"].as_str().map(str::to_string));
+                match node {
+                    Some(id) => self.revoke(&id).await,
+                    None => Response::error(400, "body must be {\"node\": \"<id as in peers --json>\"}"),
+                }
+            }
             Endpoint::Peers => {
                 if let Ok(m) = self.members.read() {
                     if let Some(rows) = m.as_ref() {
@@ -341,6 +393,11 @@ mod tests {
             members: Arc::new(std::sync::RwLock::new(cluster.then(Vec::new))),
             token: token.map(str::to_string),
             socket_path: PathBuf::from("/run/test/admin.sock"),
+            revoke: None,
+            control_stats: Arc::new(std::sync::RwLock::new(Some(control::ControlStats {
+                seq_refused: 3,
+                ..Default::default()
+            }))),
         }
     }
 

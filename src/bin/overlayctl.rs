@@ -43,6 +43,9 @@ enum Cmd {
     /// Print the cluster join token (one line); needs --admin-socket (root). Save it to a file (chmod 600)
     /// for `overlayd --peer <this host> --token-file <FILE>`.
     Token,
+    /// Remove a node from the cluster for good (NODE_ID is the `id` of `peers --json`); needs --admin-socket
+    /// (root). Works on any member: an admitter signs the revocation, other members forward the request.
+    Revoke { node_id: String },
 }
 
 fn fail(e: &CtlError) -> ExitCode {
@@ -55,11 +58,27 @@ fn fail(e: &CtlError) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Revoke { node_id } = &cli.cmd {
+        let path = "/v1/revoke";
+        let target = match ctl::target_for("revoke", Method::Post, path, cli.admin, cli.admin_socket) {
+            Ok(t) => t,
+            Err(e) => return fail(&e),
+        };
+        let body = serde_json::json!({ "node": node_id.trim() }).to_string();
+        let answer = match ctl::request(&target, Method::Post, path, &body) {
+            Ok(b) => b,
+            Err(e) => return fail(&e),
+        };
+        let v: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
+        println!("{}: {}", node_id.trim(), v["outcome"].as_str().unwrap_or(&answer));
+        return ExitCode::SUCCESS;
+    }
     let (kind, path, json) = match cli.cmd {
         Cmd::Fdb { json } => ("fdb", "/v1/fdb", json),
         Cmd::Stats { json } => ("stats", "/v1/stats", json),
         Cmd::Peers { json } => ("peers", "/v1/peers", json),
         Cmd::Token => ("token", "/v1/token", false),
+        Cmd::Revoke { .. } => return ExitCode::from(2),
     };
     let target = match ctl::target_for(kind, Method::Get, path, cli.admin, cli.admin_socket) {
         Ok(t) => t,
