@@ -51,9 +51,18 @@ pub struct Args {
     /// Seconds before a learned MAC is forgotten [default: 300, as Linux].
     #[arg(long, value_name = "SECONDS")]
     pub ageing: Option<u64>,
-    /// Maximum FDB entries; learning stops (and is counted) beyond it [default: 65536].
+    /// Maximum FDB entries; when full, the least recently seen learned entry makes room (never a local or
+    /// control one) [default: 65536].
     #[arg(long, value_name = "N")]
     pub fdb_max: Option<usize>,
+    /// Most MACs behind this host's bridge that are learned (and advertised) as local; new ones beyond it are
+    /// refused and counted as `local_mac_cap` [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub max_local_macs: Option<usize>,
+    /// Broadcast and multicast frames per second accepted from the TAP per source MAC, in bursts of up to
+    /// max(N/10, 10); 0 = unlimited. Drops are counted as `bum_rate_limited` [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub bum_pps: Option<u32>,
     /// Disable TAP/UDP offloads (TSO, GSO, GRO): one frame per datagram, for debugging.
     #[arg(long)]
     pub no_offload: bool,
@@ -96,6 +105,8 @@ struct FileConfig {
     token_file: Option<PathBuf>,
     ageing: Option<u64>,
     fdb_max: Option<usize>,
+    max_local_macs: Option<usize>,
+    bum_pps: Option<u32>,
     no_offload: Option<bool>,
     learn_any_source: Option<bool>,
     state_dir: Option<PathBuf>,
@@ -116,6 +127,10 @@ pub struct Config {
     pub admin_socket: PathBuf,
     pub ageing_s: u64,
     pub fdb_max: usize,
+    /// `--max-local-macs`.
+    pub max_local_macs: usize,
+    /// `--bum-pps` (0 = unlimited).
+    pub bum_pps: u32,
     pub offload: bool,
     /// Static mode: accept VXLAN from any source, not only the peers.
     pub learn_any_source: bool,
@@ -159,6 +174,8 @@ pub enum ConfigError {
     Ageing,
     #[error("--fdb-max 0 would make learning impossible: use a positive number such as 65536")]
     FdbMax,
+    #[error("--max-local-macs 0 would refuse every local MAC (no spoofing protection, nothing advertised): use a positive number such as 4096")]
+    MaxLocalMacs,
     #[error("cannot read config file {path}: {source} (check the path given to --config)")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path} is not valid: {message}")]
@@ -297,6 +314,17 @@ impl Args {
         if fdb_max == 0 {
             return Err(ConfigError::FdbMax);
         }
+        let max_local_macs = self
+            .max_local_macs
+            .or(file.max_local_macs)
+            .unwrap_or(dataplane::fdb::Fdb::DEFAULT_MAX_LOCAL);
+        if max_local_macs == 0 {
+            return Err(ConfigError::MaxLocalMacs);
+        }
+        let bum_pps = self
+            .bum_pps
+            .or(file.bum_pps)
+            .unwrap_or(dataplane::engine::bum::DEFAULT_BUM_PPS);
         Ok(Config {
             peers,
             local: self.local.or(file.local),
@@ -309,6 +337,8 @@ impl Args {
             admin_socket,
             ageing_s,
             fdb_max,
+            max_local_macs,
+            bum_pps,
             offload: !(self.no_offload || file.no_offload.unwrap_or(false)),
             learn_any_source,
             cluster,
@@ -415,6 +445,24 @@ mod tests {
             parse(&["--init-cluster", "--learn-any-source"]).unwrap_err(),
             ConfigError::LearnAnySourceInCluster
         ));
+    }
+
+    #[test]
+    fn flood_limits_flags_and_keys() {
+        let c = parse(&["--peer", "10.0.0.2"]).unwrap();
+        assert_eq!(c.max_local_macs, 4096);
+        assert_eq!(c.bum_pps, 1000);
+        let c = parse(&["--peer", "10.0.0.2", "--max-local-macs", "64", "--bum-pps", "0"]).unwrap();
+        assert_eq!((c.max_local_macs, c.bum_pps), (64, 0));
+        let e = parse(&["--peer", "10.0.0.2", "--max-local-macs", "0"]).unwrap_err();
+        assert!(matches!(e, ConfigError::MaxLocalMacs), "{e}");
+        let dir = std::env::temp_dir().join(format!("overlayd-flood-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("o.toml");
+        std::fs::write(&p, "peer = [\"10.0.0.2\"]\nmax-local-macs = 10\nbum-pps = 50\n").unwrap();
+        let c = parse(&["--config", p.to_str().unwrap(), "--bum-pps", "70"]).unwrap();
+        assert_eq!((c.max_local_macs, c.bum_pps), (10, 70), "flags win over the file");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
