@@ -38,7 +38,7 @@ use serde::Serialize;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Where an entry came from.
@@ -184,9 +184,9 @@ pub struct Fdb {
     /// Entries with origin `local` now (aged ones included until removed). Changed only under the entry's
     /// write lock, by [`Fdb::reserve_local`] and [`Fdb::unlocal`].
     locals: AtomicUsize,
-    /// MACs of the bridge's table refused by the cap at the last [`Fdb::sync_bridge`], so each sync counts
-    /// only newly refused ones.
-    bridge_refused: AtomicU64,
+    /// MACs of the bridge's table refused by the cap at the last [`Fdb::sync_bridge`] (sorted), so each
+    /// refused MAC is counted once while it stays on the bridge.
+    bridge_refused: Mutex<Vec<MacAddr>>,
     /// Eviction candidates (learned entries), see `evict.rs`.
     hints: Hints,
 }
@@ -208,7 +208,7 @@ impl Fdb {
             counters: Arc::default(),
             max_local: Fdb::DEFAULT_MAX_LOCAL,
             locals: AtomicUsize::new(0),
-            bridge_refused: AtomicU64::new(0),
+            bridge_refused: Mutex::new(Vec::new()),
             hints: Hints::new(capacity),
         }
     }
@@ -279,18 +279,11 @@ impl Fdb {
 
     /// Record that `mac` sits behind `vtep` (learned from a datagram's outer source), or behind our own bridge
     /// (`origin` = [`Origin::Local`], `vtep` = our own address). See the module doc for what wins.
+    ///
+    /// A refusal at the local cap ([`Learn::LocalCap`]) is not counted here, per frame: [`Fdb::sync_bridge`]
+    /// counts each refused MAC once.
     #[inline]
     pub fn learn(&self, mac: MacAddr, vtep: IpAddr, origin: Origin, now: Instant) -> Learn {
-        let l = self.learn_uncounted(mac, vtep, origin, now);
-        if l == Learn::LocalCap {
-            Counters::add(&self.counters.local_mac_cap, 1);
-        }
-        l
-    }
-
-    /// [`Fdb::learn`] without counting `local_mac_cap` (the bridge sync counts refusals its own way).
-    #[inline]
-    fn learn_uncounted(&self, mac: MacAddr, vtep: IpAddr, origin: Origin, now: Instant) -> Learn {
         debug_assert!(origin.ages());
         let t = self.ts(now);
         // Fast path under the shard read lock: a refresh, or a refusal that changes nothing.
@@ -532,18 +525,29 @@ impl Fdb {
                 None => false,
             }
         });
-        let mut refused = 0u64;
-        for (mac, announce) in on_bridge {
-            if *announce
-                && mac.is_learnable()
-                && self.learn_uncounted(*mac, local, Origin::Local, now) == Learn::LocalCap
-            {
-                refused += 1;
-            }
-        }
-        // The bridge keeps a refused MAC for its own ageing time: count it once, not at every sync.
-        let before = self.bridge_refused.swap(refused, Relaxed);
-        Counters::add(&self.counters.local_mac_cap, refused.saturating_sub(before));
+        let mut refused: Vec<MacAddr> = on_bridge
+            .iter()
+            .filter(|(mac, announce)| {
+                *announce
+                    && mac.is_learnable()
+                    && self.learn(*mac, local, Origin::Local, now) == Learn::LocalCap
+            })
+            .map(|(mac, _)| *mac)
+            .collect();
+        refused.sort_unstable();
+        // The bridge keeps a refused MAC for its own ageing time: count it once, not at every sync. (Every MAC
+        // that sent a frame through our TAP is in the bridge's table, so this also counts those refused on
+        // the forwarding path.)
+        let mut before = self
+            .bridge_refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let new = refused
+            .iter()
+            .filter(|m| before.binary_search(m).is_err())
+            .count();
+        Counters::add(&self.counters.local_mac_cap, new as u64);
+        *before = refused;
         gone
     }
     /// Operator-configured entry; never ages, never overridden.

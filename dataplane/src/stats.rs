@@ -101,8 +101,8 @@ pub struct Counters {
     pub fdb_full: AtomicU64,
     /// Learned entries evicted (least recently seen first) to make room in a full FDB.
     pub fdb_evictions: AtomicU64,
-    /// New local MACs refused because `--max-local-macs` were already local: once per frame from the TAP,
-    /// and once per MAC newly found in the bridge's table.
+    /// MACs on our bridge refused as local because `--max-local-macs` were already local; each counted once
+    /// while it stays in the bridge's table (counted by the once-a-second bridge sync).
     pub local_mac_cap: AtomicU64,
     /// MAC moves refused by dampening (RFC 7432 §15), learned or from the control plane.
     pub mac_flaps: AtomicU64,
