@@ -41,12 +41,7 @@ fn engine(now: Instant, peers: u32, fdb_size: u32) -> (Engine, Arc<Fdb>) {
     // The broadcast rate limiter runs on every flooded frame (and is part of the no-allocation proof) but
     // never refuses: the benches send one source's broadcasts back to back.
     cfg.bum_pps = u32::MAX;
-    let e = Engine::new(
-        cfg,
-        fdb.clone(),
-        set,
-        Arc::default(),
-    );
+    let e = Engine::new(cfg, fdb.clone(), set, Arc::default());
     (e, fdb)
 }
 

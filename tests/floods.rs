@@ -74,7 +74,9 @@ fn drops(s: &Value, reason: &str) -> u64 {
 /// (entries, of which local) in `overlayctl fdb` on `host`.
 fn fdb_size(host: &Host) -> (usize, usize) {
     let fdb = ctl_json(host, "fdb");
-    let rows = fdb.as_array().unwrap_or_else(|| panic!("fdb is not a list: {fdb}"));
+    let rows = fdb
+        .as_array()
+        .unwrap_or_else(|| panic!("fdb is not a list: {fdb}"));
     let local = rows
         .iter()
         .filter(|r| r.get("origin").and_then(Value::as_str) == Some("local"))
@@ -132,13 +134,24 @@ fn start_flood(h: &Host) -> Daemon {
     let env = format!("OVT_FLOOD_PORT={FLOOD_PORT}");
     let mut d = h.spawn(
         "env",
-        &[&env, &exe, "--exact", "flood_sender", "--nocapture", "--test-threads=1"],
+        &[
+            &env,
+            &exe,
+            "--exact",
+            "flood_sender",
+            "--nocapture",
+            "--test-threads=1",
+        ],
     );
     let done = format!("flood sent: {FLOOD_FRAMES}");
     let ok = wait_until(Duration::from_secs(60), || {
         !d.is_running() || d.log().contains(&done)
     });
-    assert!(ok && d.is_running(), "flood sender did not finish within 60 s:\n{}", d.log());
+    assert!(
+        ok && d.is_running(),
+        "flood sender did not finish within 60 s:\n{}",
+        d.log()
+    );
     d
 }
 
@@ -212,7 +225,10 @@ fn random_source_mac_flood_is_capped_evicted_and_rate_limited() {
         h1_local <= MAX_LOCAL,
         "host 1 has {h1_local} local MACs, more than --max-local-macs {MAX_LOCAL}"
     );
-    assert!(h1_local >= MAX_LOCAL - 4, "host 1 has only {h1_local} local MACs: was the flood seen?");
+    assert!(
+        h1_local >= MAX_LOCAL - 4,
+        "host 1 has only {h1_local} local MACs: was the flood seen?"
+    );
     // Each refused MAC counted once (the flood's MACs are distinct; the bridge keeps them all).
     let capped = counter(&s1, "local_mac_cap") as usize;
     assert!(
@@ -225,7 +241,11 @@ fn random_source_mac_flood_is_capped_evicted_and_rate_limited() {
     let s3 = ctl_json(h3, "stats");
     for (h, s) in [(h2, &s2), (h3, &s3)] {
         let (len, _) = fdb_size(h);
-        assert!(len <= FDB_MAX, "host {} FDB has {len} entries > {FDB_MAX}", h.index());
+        assert!(
+            len <= FDB_MAX,
+            "host {} FDB has {len} entries > {FDB_MAX}",
+            h.index()
+        );
         assert!(
             counter(s, "fdb_evictions") > 0,
             "host {} evicted nothing although the flood overfilled its FDB: {s}",
@@ -236,7 +256,13 @@ fn random_source_mac_flood_is_capped_evicted_and_rate_limited() {
     // The containers' own entries were never evicted for the flood's learned ones.
     for (h, c) in [(h1, c1), (h2, c2), (h3, c3)] {
         let local = Some((h.underlay_ip().to_string(), "local".to_string()));
-        assert_eq!(fdb_entry(h, c.mac()), local, "container {}'s MAC on host {}", c.index(), h.index());
+        assert_eq!(
+            fdb_entry(h, c.mac()),
+            local,
+            "container {}'s MAC on host {}",
+            c.index(),
+            h.index()
+        );
     }
 
     // Bystanders and the flood's neighbour still reach each other.
@@ -265,7 +291,10 @@ fn random_source_mac_flood_is_capped_evicted_and_rate_limited() {
     let rss_after = [d1_pid, d2.pid()].map(rss_kib);
     println!("flood: {FLOOD_FRAMES} frames from random source MACs written in {flood_time:?}");
     println!("fdb (entries, local) before: {before:?}  after: {after:?}  (host 1 right after: {h1_len}, {h1_local})");
-    println!("rss KiB host 1 before/after: {}/{}; host 2: {}/{}", rss_before[0], rss_after[0], rss_before[1], rss_after[1]);
+    println!(
+        "rss KiB host 1 before/after: {}/{}; host 2: {}/{}",
+        rss_before[0], rss_after[0], rss_before[1], rss_after[1]
+    );
     println!(
         "host 1: local_mac_cap {capped}, bum_rate_limited {limited}, fdb_evictions {}; host 2: fdb_evictions {}, fdb_full {}; host 3: fdb_evictions {}",
         counter(&s1, "fdb_evictions"),

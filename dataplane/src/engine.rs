@@ -16,11 +16,11 @@
 pub mod bum;
 
 use crate::fdb::{Fdb, Learn, Origin};
-use crate::wire::MacAddr;
-use bum::BumLimiter;
 use crate::stats::{Counters, DropReason};
 use crate::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN};
+use crate::wire::MacAddr;
 use crate::wire::{vxlan, EthernetFrame, Vni, VxlanPacket, ETHERNET_HEADER_LEN, VXLAN_HEADER_LEN};
+use bum::BumLimiter;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::{Range, RangeInclusive};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -175,11 +175,7 @@ impl Engine {
             Learn::Full => Counters::add(&self.counters.fdb_full, 1),
             // Dampened moves (`mac_flaps`) and refusals at the local cap (`local_mac_cap`) are counted by the
             // FDB itself, control-plane installs and bridge syncs included.
-            Learn::Refreshed
-            | Learn::Ignored
-            | Learn::OwnedLocally
-            | Learn::Dampened
-            | Learn::LocalCap => {}
+            Learn::Refreshed | Learn::Ignored | Learn::OwnedLocally | Learn::Dampened | Learn::LocalCap => {}
         }
     }
 

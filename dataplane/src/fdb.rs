@@ -304,10 +304,7 @@ impl Fdb {
         // MACs costs one read per frame).
         if origin == Origin::Local
             && self.locals.load(Relaxed) >= self.max_local
-            && !self
-                .map
-                .get(&mac)
-                .is_some_and(|s| s.origin == Origin::Local)
+            && !self.map.get(&mac).is_some_and(|s| s.origin == Origin::Local)
         {
             return Learn::LocalCap;
         }
@@ -538,10 +535,7 @@ impl Fdb {
         // The bridge keeps a refused MAC for its own ageing time: count it once, not at every sync. (Every MAC
         // that sent a frame through our TAP is in the bridge's table, so this also counts those refused on
         // the forwarding path.)
-        let mut before = self
-            .bridge_refused
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut before = self.bridge_refused.lock().unwrap_or_else(|p| p.into_inner());
         let new = refused
             .iter()
             .filter(|m| before.binary_search(m).is_err())

@@ -145,13 +145,20 @@ mod tests {
         // More simultaneous sources than slots: every one gets its first frame only while its set has room.
         let n = (SETS * WAYS * 2) as u16;
         let first = (0..n).filter(|i| l.allow(mac(*i), t0)).count();
-        assert!(first <= SETS * WAYS, "{first} sources admitted into {} slots", SETS * WAYS);
+        assert!(
+            first <= SETS * WAYS,
+            "{first} sources admitted into {} slots",
+            SETS * WAYS
+        );
         assert!(first >= SETS * WAYS / 2, "only {first} sources admitted");
         assert_eq!(l.slots.len(), SETS * WAYS);
         // Once their buckets refilled (burst 100 at 1000 pps: 1 ms per frame spent), slots are free again.
         let later = t0 + Duration::from_millis(2);
         let again = (n / 2..n).filter(|i| l.allow(mac(*i), later)).count();
-        assert!(again >= SETS * WAYS / 2, "only {again} new sources admitted once slots refilled");
+        assert!(
+            again >= SETS * WAYS / 2,
+            "only {again} new sources admitted once slots refilled"
+        );
     }
 
     #[test]

@@ -514,7 +514,12 @@ fn sources_beyond_the_local_cap_share_one_budget() {
     let fdb = Arc::new(Fdb::new(1024, Fdb::DEFAULT_AGEING, now).with_max_local(2));
     let counters: Arc<Counters> = Arc::default();
     let cfg = EngineConfig::new(Vni::new(VNI).unwrap(), ip(1));
-    let mut e = Engine::new(cfg, fdb.clone(), Arc::new(PeerSet::new([ip(2)])), counters.clone());
+    let mut e = Engine::new(
+        cfg,
+        fdb.clone(),
+        Arc::new(PeerSet::new([ip(2)])),
+        counters.clone(),
+    );
     let mut out = TxAction::default();
     let mut send = |src| e.on_tap_frame(now, &frame(MacAddr::BROADCAST, src, b"x"), &mut out);
     assert!(send(mac(1)).is_ok());
@@ -526,7 +531,11 @@ fn sources_beyond_the_local_cap_share_one_budget() {
     assert_eq!(fdb.local_macs(now), vec![mac(1), mac(2)]);
     // Counted per MAC by the bridge sync, not per frame here.
     assert_eq!(fdb.counters().local_mac_cap.load(Ordering::Relaxed), 0);
-    assert_eq!(counters.drops(DropReason::BumRateLimited), 0, "the engine's caller counts drops");
+    assert_eq!(
+        counters.drops(DropReason::BumRateLimited),
+        0,
+        "the engine's caller counts drops"
+    );
     // The local sources still have their own budgets.
     assert!(send(mac(1)).is_ok());
     assert!(send(mac(2)).is_ok());
@@ -542,7 +551,12 @@ fn flood_path_does_not_allocate() {
         fdb.learn(mac(i), ip(2), Origin::Learned, now);
     }
     let cfg = EngineConfig::new(Vni::new(VNI).unwrap(), ip(1));
-    let mut e = Engine::new(cfg, fdb.clone(), Arc::new(PeerSet::new([ip(2), ip(3)])), Arc::default());
+    let mut e = Engine::new(
+        cfg,
+        fdb.clone(),
+        Arc::new(PeerSet::new([ip(2), ip(3)])),
+        Arc::default(),
+    );
     let frames: Vec<Vec<u8>> = (0..=255u8)
         .map(|i| frame(MacAddr::BROADCAST, MacAddr([2, 9, 0, 0, 0, i]), b"x"))
         .collect();

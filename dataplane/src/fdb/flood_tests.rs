@@ -40,8 +40,14 @@ fn local_macs_are_capped_and_counted() {
     assert_eq!(capped(&f), 0, "counted per MAC by the bridge sync, not per frame");
     assert_eq!(f.local_macs(t0), vec![mac(1), mac(2), mac(3)], "nor advertised");
     // Local MACs already in keep refreshing; a refused one is refused again.
-    assert_eq!(f.learn(mac(2), ip(ME), Origin::Local, t0 + secs(1)), Learn::Refreshed);
-    assert_eq!(f.learn(mac(4), ip(ME), Origin::Local, t0 + secs(1)), Learn::LocalCap);
+    assert_eq!(
+        f.learn(mac(2), ip(ME), Origin::Local, t0 + secs(1)),
+        Learn::Refreshed
+    );
+    assert_eq!(
+        f.learn(mac(4), ip(ME), Origin::Local, t0 + secs(1)),
+        Learn::LocalCap
+    );
     // A MAC learned from a remote VTEP that shows up on our bridge is a new local MAC: refused too, and the
     // learned entry stays.
     assert_eq!(f.learn(mac(20), ip(5), Origin::Learned, t0), Learn::New);
@@ -53,6 +59,8 @@ fn local_macs_are_capped_and_counted() {
     assert_eq!(f.lookup(&mac(21), t0).map(|d| d.origin), Some(Origin::Control));
     assert_eq!(f.local_count(), 3);
     assert_eq!(locals_in_map(&f), 3);
+    // A refused MAC is not protected as local: a remote sighting of it is learned like any other.
+    assert_eq!(f.learn(mac(5), ip(5), Origin::Learned, t0), Learn::New);
 }
 
 #[test]
