@@ -29,24 +29,24 @@ const FDB_MAX: usize = 512;
 /// The TAP port the flood enters host 1's bridge through.
 const FLOOD_PORT: &str = "ovfl0";
 
+/// Static mode: `--peer` every host of `peers`, with the flood limits.
 fn start(host: &Host, peers: &[&Host]) -> Daemon {
     let mut args: Vec<String> = Vec::new();
     for p in peers {
         args.push("--peer".into());
         args.push(p.underlay_ip().to_string());
     }
-    args.extend(
-        [
-            "--local",
-            &host.underlay_ip().to_string(),
-            "--max-local-macs",
-            &MAX_LOCAL.to_string(),
-            "--fdb-max",
-            &FDB_MAX.to_string(),
-        ]
-        .map(String::from),
-    );
+    args.extend(["--local".to_string(), host.underlay_ip().to_string()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    start_with(host, &args)
+}
+
+/// overlayd on `host` with `args` plus the flood limits; waits (20 s: a join includes a QUIC handshake)
+/// until its admin endpoint answers and its TAP exists.
+fn start_with(host: &Host, args: &[&str]) -> Daemon {
+    let (max_local, fdb_max) = (MAX_LOCAL.to_string(), FDB_MAX.to_string());
+    let mut args = args.to_vec();
+    args.extend(["--max-local-macs", &max_local, "--fdb-max", &fdb_max]);
     let mut d = spawn_overlayd(host, &args);
     let ready = wait_until(Duration::from_secs(20), || {
         !d.is_running() || (host.link_exists("ovl1") && host.exec(OVERLAYCTL, &["stats", "--json"]).is_ok())
@@ -94,6 +94,14 @@ fn fdb_entry(host: &Host, mac: &str) -> Option<(String, String)> {
             (f("vtep"), f("origin"))
         })
     })
+}
+
+/// How many of the flood's source MACs host 1's bridge holds on the flood port (`bridge fdb show`).
+fn flood_macs_on_bridge(h: &Host) -> usize {
+    let out = h.run("bridge", &["fdb", "show", "br", "ovl0"]);
+    out.lines()
+        .filter(|l| l.starts_with("0a:f1:") && l.contains(&format!("dev {FLOOD_PORT} ")))
+        .count()
 }
 
 /// Resident set size of process `pid`, in KiB.
@@ -185,9 +193,9 @@ fn flood_sender() {
     for (i, f) in flood_frames().iter().enumerate() {
         q.write(f).unwrap_or_else(|e| panic!("write to {name}: {e}"));
         sent += 1;
-        // Bounded rate (≤ ~50 000 frames/s) so the bridge's queue to overlayd's TAP is not the bottleneck.
+        // Bounded rate (≤ ~25 000 frames/s) so that most of the flood gets through the kernel's queues.
         if i % 50 == 49 {
-            std::thread::sleep(Duration::from_millis(1));
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
     println!("flood sent: {sent}");
@@ -216,10 +224,24 @@ fn random_source_mac_flood_is_capped_evicted_and_rate_limited() {
     let t = Instant::now();
     let _flood = start_flood(h1);
     let flood_time = t.elapsed();
-    // Host 1 reads its bridge's table every second: let it see the whole flood there too.
-    std::thread::sleep(Duration::from_secs(3));
-
-    let s1 = ctl_json(h1, "stats");
+    // On a loaded machine the kernel drops part of the flood (backlog and TAP queues) before the bridge or
+    // overlayd see it: what counts is the MACs that reached host 1's bridge.
+    let on_bridge = flood_macs_on_bridge(h1);
+    assert!(
+        on_bridge >= FLOOD_FRAMES / 10,
+        "only {on_bridge} of the flood's {FLOOD_FRAMES} MACs reached host 1's bridge"
+    );
+    // Host 1 reads its bridge's table every second: each refused MAC is counted once, at the next read.
+    let mut s1 = Value::Null;
+    let counted = wait_until(Duration::from_secs(10), || {
+        s1 = ctl_json(h1, "stats");
+        counter(&s1, "local_mac_cap") as usize >= on_bridge.saturating_sub(MAX_LOCAL)
+    });
+    let capped = counter(&s1, "local_mac_cap") as usize;
+    assert!(
+        counted && capped <= on_bridge,
+        "host 1 counted {capped} refused local MACs for {on_bridge} new ones on its bridge: {s1}"
+    );
     let (h1_len, h1_local) = fdb_size(h1);
     assert!(
         h1_local <= MAX_LOCAL,
@@ -228,12 +250,6 @@ fn random_source_mac_flood_is_capped_evicted_and_rate_limited() {
     assert!(
         h1_local >= MAX_LOCAL - 4,
         "host 1 has only {h1_local} local MACs: was the flood seen?"
-    );
-    // Each refused MAC counted once (the flood's MACs are distinct; the bridge keeps them all).
-    let capped = counter(&s1, "local_mac_cap") as usize;
-    assert!(
-        (FLOOD_FRAMES - MAX_LOCAL..=FLOOD_FRAMES).contains(&capped),
-        "host 1 counted {capped} refused local MACs for {FLOOD_FRAMES} new ones: {s1}"
     );
     let limited = drops(&s1, "bum_rate_limited");
     assert!(limited > 0, "no broadcast was rate-limited on host 1: {s1}");
@@ -289,7 +305,10 @@ fn random_source_mac_flood_is_capped_evicted_and_rate_limited() {
 
     let after = [h1, h2, h3].map(fdb_size);
     let rss_after = [d1_pid, d2.pid()].map(rss_kib);
-    println!("flood: {FLOOD_FRAMES} frames from random source MACs written in {flood_time:?}");
+    println!(
+        "flood: {FLOOD_FRAMES} frames from random source MACs written in {flood_time:?}; {on_bridge} MACs reached host 1's bridge, overlayd read {} frames from its TAP",
+        counter(&s1, "rx_frames")
+    );
     println!("fdb (entries, local) before: {before:?}  after: {after:?}  (host 1 right after: {h1_len}, {h1_local})");
     println!(
         "rss KiB host 1 before/after: {}/{}; host 2: {}/{}",
@@ -302,4 +321,66 @@ fn random_source_mac_flood_is_capped_evicted_and_rate_limited() {
         counter(&s2, "fdb_full"),
         counter(&s3, "fdb_evictions"),
     );
+}
+
+/// Cluster mode: host 1 advertises only the local MACs it kept, so host 2's control entries for host 1 stay
+/// within `--max-local-macs` however many MACs the flood brings to host 1's bridge.
+#[test]
+fn cluster_mode_advertises_at_most_max_local_macs() {
+    let tb = Testbed::builder().hosts(2).build();
+    let (h1, h2) = (tb.host(1), tb.host(2));
+    let _d1 = start_with(h1, &["--init-cluster", "--local", &h1.underlay_ip().to_string()]);
+    let tok = common::overlay::ctl_socket(h1, &["token"])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .trim()
+        .to_string();
+    let _d2 = start_with(h2, &["--peer", &h1.underlay_ip().to_string(), "--token", &tok]);
+    let (c1, c2) = (tb.container(1), tb.container(2));
+    ping_ok(c1, c2.ip(), 2);
+    let control_from_h1 = || {
+        let fdb = ctl_json(h2, "fdb");
+        let h1_ip = h1.underlay_ip().to_string();
+        fdb.as_array().map_or(0, |rows| {
+            rows.iter()
+                .filter(|r| {
+                    r.get("origin").and_then(Value::as_str) == Some("control")
+                        && r.get("vtep").and_then(Value::as_str) == Some(h1_ip.as_str())
+                })
+                .count()
+        })
+    };
+    let control = Some((h1.underlay_ip().to_string(), "control".to_string()));
+    assert!(
+        wait_until(Duration::from_secs(10), || fdb_entry(h2, c1.mac()) == control),
+        "container 1's MAC never reached host 2 through the control plane: {}",
+        ctl_json(h2, "fdb")
+    );
+
+    let _flood = start_flood(h1);
+    // Host 1 reads its bridge every second and advertises its local MACs: wait until host 2 got the full set.
+    let mut seen = 0;
+    let filled = wait_until(Duration::from_secs(15), || {
+        seen = control_from_h1();
+        seen >= MAX_LOCAL - 4
+    });
+    assert!(
+        filled,
+        "host 2 has only {seen} control entries for host 1's MACs after the flood"
+    );
+    // And it stays there: a few more sync and advert rounds bring no more.
+    std::thread::sleep(Duration::from_secs(3));
+    let seen = control_from_h1();
+    let (_, h1_local) = fdb_size(h1);
+    assert!(h1_local <= MAX_LOCAL, "host 1 has {h1_local} local MACs");
+    assert!(
+        seen <= MAX_LOCAL,
+        "host 2 has {seen} control entries for host 1: more than host 1's --max-local-macs {MAX_LOCAL}"
+    );
+    assert_eq!(
+        fdb_entry(h2, c1.mac()),
+        control,
+        "container 1's advert survived the flood"
+    );
+    ping_ok(c2, c1.ip(), 3);
+    println!("cluster: host 1 local MACs {h1_local}, host 2 control entries for host 1 {seen}");
 }
