@@ -4,7 +4,8 @@
 //! Owns: the local-MAC cap (`--max-local-macs`, refusals counted as `local_mac_cap`), eviction of the least
 //! recently seen learned entry from a full FDB (`--fdb-max`, counted as `fdb_evictions`, so a new legitimate
 //! MAC is still learned), and the per-source broadcast/multicast rate limit (`--bum-pps`, drops counted as
-//! `bum_rate_limited`) — with the other containers still pinging each other throughout.
+//! `bum_rate_limited`) — with the other containers still pinging each other throughout; and in cluster mode,
+//! that only the local MACs kept are advertised (the other host's `control` entries stay within the cap).
 //! Must never: send to any address outside the testbed, or assert on timings other than functional deadlines.
 //!
 //! The flood enters host 1's bridge from a TAP port: `flood_sender` below, re-executed by this test binary
