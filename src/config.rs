@@ -71,9 +71,18 @@ pub struct Options {
     /// Seconds before a learned MAC is forgotten [default: 300, as Linux].
     #[arg(long, value_name = "SECONDS")]
     pub ageing: Option<u64>,
-    /// Maximum FDB entries; learning stops (and is counted) beyond it [default: 65536].
+    /// Maximum FDB entries; when full, the least recently seen learned entry makes room (never a local or
+    /// control one) [default: 65536].
     #[arg(long, value_name = "N")]
     pub fdb_max: Option<usize>,
+    /// Most MACs behind this host's bridge that are learned (and advertised) as local; new ones beyond it are
+    /// refused and counted as `local_mac_cap` [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub max_local_macs: Option<usize>,
+    /// Broadcast and multicast frames per second accepted from the TAP per source MAC, in bursts of up to
+    /// max(N/10, 10); 0 = unlimited. Drops are counted as `bum_rate_limited` [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub bum_pps: Option<u32>,
     /// Disable TAP/UDP offloads (TSO, GSO, GRO): one frame per datagram, for debugging.
     #[arg(long)]
     #[serde(skip_serializing_if = "is_false")]
@@ -134,6 +143,10 @@ pub struct Config {
     pub admin_socket: PathBuf,
     pub ageing_s: u64,
     pub fdb_max: usize,
+    /// `--max-local-macs`.
+    pub max_local_macs: usize,
+    /// `--bum-pps` (0 = unlimited).
+    pub bum_pps: u32,
     pub offload: bool,
     pub learn_any_source: bool,
     pub cluster: Cluster,
@@ -179,6 +192,8 @@ pub enum ConfigError {
     Ageing,
     #[error("--fdb-max 0 would make learning impossible: use a positive number such as 65536")]
     FdbMax,
+    #[error("--max-local-macs 0 would refuse every local MAC (no spoofing protection, nothing advertised): use a positive number such as 4096")]
+    MaxLocalMacs,
     #[error("cannot read config file {path}: {source} (check the path given to --config)")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path}, line {line}: unknown key `{key}` (keys are the long flag names without `--`, e.g. `state-dir`; `overlayd --print-config` lists the ones in effect)")]
@@ -366,6 +381,13 @@ impl Options {
         if fdb_max == 0 {
             return Err(ConfigError::FdbMax);
         }
+        let max_local_macs = self
+            .max_local_macs
+            .unwrap_or(dataplane::fdb::Fdb::DEFAULT_MAX_LOCAL);
+        if max_local_macs == 0 {
+            return Err(ConfigError::MaxLocalMacs);
+        }
+        let bum_pps = self.bum_pps.unwrap_or(dataplane::engine::bum::DEFAULT_BUM_PPS);
         Ok(Config {
             peers,
             local: self.local,
@@ -378,6 +400,8 @@ impl Options {
             admin_socket,
             ageing_s,
             fdb_max,
+            max_local_macs,
+            bum_pps,
             offload: !self.no_offload,
             learn_any_source: self.learn_any_source,
             cluster,
@@ -405,6 +429,8 @@ impl Config {
             admin_socket: Some(self.admin_socket.clone()),
             ageing: Some(self.ageing_s),
             fdb_max: Some(self.fdb_max),
+            max_local_macs: Some(self.max_local_macs),
+            bum_pps: Some(self.bum_pps),
             no_offload: !self.offload,
             learn_any_source: self.learn_any_source,
             init_cluster: self.cluster == Cluster::Init,

@@ -400,3 +400,21 @@ fn print_config_never_prints_a_token_from_a_file() {
     assert!(!text.contains(&"b".repeat(64)), "{text}");
     assert!(text.contains("token-file"), "{text}");
 }
+
+#[test]
+fn flood_limits_flags_and_keys() {
+    let c = parse(&["--peer", "10.0.0.2"]).unwrap();
+    assert_eq!(c.max_local_macs, 4096);
+    assert_eq!(c.bum_pps, 1000);
+    let c = parse(&["--peer", "10.0.0.2", "--max-local-macs", "64", "--bum-pps", "0"]).unwrap();
+    assert_eq!((c.max_local_macs, c.bum_pps), (64, 0));
+    let e = parse(&["--peer", "10.0.0.2", "--max-local-macs", "0"]).unwrap_err();
+    assert!(matches!(e, ConfigError::MaxLocalMacs), "{e}");
+    let dir = Scratch::new("flood");
+    let p = dir.write(
+        "o.toml",
+        "peer = [\"10.0.0.2\"]\nmax-local-macs = 10\nbum-pps = 50\n",
+    );
+    let c = parse(&["--config", p.to_str().unwrap(), "--bum-pps", "70"]).unwrap();
+    assert_eq!((c.max_local_macs, c.bum_pps), (10, 70), "flags win over the file");
+}

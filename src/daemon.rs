@@ -123,7 +123,9 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
     let gro = udp.gro_enabled();
 
     let epoch = Instant::now();
-    let fdb = Arc::new(Fdb::new(cfg.fdb_max, Duration::from_secs(cfg.ageing_s), epoch));
+    let fdb = Arc::new(
+        Fdb::new(cfg.fdb_max, Duration::from_secs(cfg.ageing_s), epoch).with_max_local(cfg.max_local_macs),
+    );
     // Static mode floods to the --peer VTEPs; cluster mode to the alive members, filled in by the control plane
     // (there --peer only names members to join through).
     let peers = Arc::new(if cluster_mode {
@@ -133,6 +135,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
     });
     let mut ecfg = EngineConfig::new(cfg.vni, local);
     ecfg.port = cfg.port;
+    ecfg.bum_pps = cfg.bum_pps;
     // Only members (cluster) or the configured --peers (static) may inject frames, unless the operator asked
     // for kernel-style flood-and-learn from anyone.
     ecfg.require_member = cluster_mode || !cfg.learn_any_source;

@@ -4,17 +4,23 @@
 //!
 //! Semantics follow Linux vxlan + bridge:
 //! - TAP → underlay: known unicast goes to the owning VTEP; broadcast, multicast and unknown unicast are
-//!   head-end replicated to every peer VTEP; the source MAC is recorded as living behind our bridge.
+//!   head-end replicated to every peer VTEP; the source MAC is recorded as living behind our bridge (up to
+//!   `--max-local-macs`, see [`crate::fdb`]). Broadcast and multicast are rate-limited per source MAC
+//!   (`--bum-pps`, [`bum`]), drops counted as `bum_rate_limited`.
 //! - underlay → TAP: RFC 7348 validation, the outer source must be a member (cluster mode) or a configured
 //!   peer (static mode, unless `learn_any_source`), a datagram whose inner source MAC lives behind our own
 //!   bridge is dropped (`spoofed_src`) before it can reach the bridge and steal that MAC from its container,
 //!   then the inner source MAC is learned against the outer source address. A datagram is only ever delivered to the TAP, never re-sent to another VTEP (split horizon: with
 //!   full-mesh head-end replication every VTEP already got its own copy).
 
+pub mod bum;
+
 use crate::fdb::{Fdb, Learn, Origin};
 use crate::stats::{Counters, DropReason};
 use crate::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN};
+use crate::wire::MacAddr;
 use crate::wire::{vxlan, EthernetFrame, Vni, VxlanPacket, ETHERNET_HEADER_LEN, VXLAN_HEADER_LEN};
+use bum::BumLimiter;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::{Range, RangeInclusive};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +42,8 @@ pub struct EngineConfig {
     pub require_member: bool,
     /// Accept 802.1Q-tagged inner frames (RFC 7348 §6.1 says discard unless configured).
     pub allow_vlan: bool,
+    /// Broadcast/multicast frames per second per source MAC from the TAP (`--bum-pps`); 0 = unlimited.
+    pub bum_pps: u32,
 }
 
 impl EngineConfig {
@@ -47,6 +55,7 @@ impl EngineConfig {
             src_ports: 32768..=60999,
             require_member: true,
             allow_vlan: false,
+            bum_pps: bum::DEFAULT_BUM_PPS,
         }
     }
 }
@@ -105,11 +114,14 @@ pub struct Engine {
     seen_version: u64,
     members: Arc<[IpAddr]>,
     flood: Vec<SocketAddr>,
+    /// Per-source budget for broadcast/multicast from the TAP; `None` when `bum_pps` is 0.
+    bum: Option<BumLimiter>,
 }
 
 impl Engine {
     pub fn new(cfg: EngineConfig, fdb: Arc<Fdb>, peers: Arc<PeerSet>, counters: Arc<Counters>) -> Self {
         let mut e = Engine {
+            bum: (cfg.bum_pps > 0).then(|| BumLimiter::new(cfg.bum_pps)),
             header: vxlan::header(cfg.vni),
             cfg,
             fdb,
@@ -161,8 +173,9 @@ impl Engine {
                 Counters::add(&self.counters.moves, 1);
             }
             Learn::Full => Counters::add(&self.counters.fdb_full, 1),
-            // Dampened moves are counted by the FDB itself (`mac_flaps`), control-plane installs included.
-            Learn::Refreshed | Learn::Ignored | Learn::OwnedLocally | Learn::Dampened => {}
+            // Dampened moves (`mac_flaps`) and refusals at the local cap (`local_mac_cap`) are counted by the
+            // FDB itself, control-plane installs and bridge syncs included.
+            Learn::Refreshed | Learn::Ignored | Learn::OwnedLocally | Learn::Dampened | Learn::LocalCap => {}
         }
     }
 
@@ -181,8 +194,18 @@ impl Engine {
         let l = self.fdb.learn(src, self.cfg.local, Origin::Local, now);
         self.count_learn(l);
         self.refresh_peers();
-        out.src_port = flow_port(frame, &self.cfg.src_ports);
         let dst = eth.dst();
+        if dst.is_multicast() {
+            if let Some(b) = &mut self.bum {
+                // Sources refused as local (beyond --max-local-macs) share one budget, so a flood of new
+                // source MACs cannot buy a fresh burst with each.
+                let key = if l == Learn::LocalCap { MacAddr::ZERO } else { src };
+                if !b.allow(key, now) {
+                    return Err(DropReason::BumRateLimited);
+                }
+            }
+        }
+        out.src_port = flow_port(frame, &self.cfg.src_ports);
         if !dst.is_multicast() {
             match self.fdb.lookup(&dst, now) {
                 Some(d) if d.origin == Origin::Local || d.vtep == self.cfg.local => {

@@ -39,10 +39,12 @@ pub enum DropReason {
     SendError,
     /// write to the TAP failed (link down, queue full).
     TapWriteError,
+    /// Broadcast or multicast frame from the TAP over its source MAC's `--bum-pps` budget.
+    BumRateLimited,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Short,
         DropReason::BadFlags,
         DropReason::UnknownVni,
@@ -56,6 +58,7 @@ impl DropReason {
         DropReason::BadOffload,
         DropReason::SendError,
         DropReason::TapWriteError,
+        DropReason::BumRateLimited,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -72,6 +75,7 @@ impl DropReason {
             DropReason::BadOffload => "bad_offload",
             DropReason::SendError => "send_error",
             DropReason::TapWriteError => "tap_write_error",
+            DropReason::BumRateLimited => "bum_rate_limited",
         }
     }
     fn index(self) -> usize {
@@ -93,8 +97,13 @@ pub struct Counters {
     pub learned: AtomicU64,
     /// Learned entries that moved to another VTEP.
     pub moves: AtomicU64,
-    /// Learning skipped because the FDB was full.
+    /// Learning skipped because the FDB was full and held no learned entry to evict.
     pub fdb_full: AtomicU64,
+    /// Learned entries evicted (least recently seen first) to make room in a full FDB.
+    pub fdb_evictions: AtomicU64,
+    /// MACs on our bridge refused as local because `--max-local-macs` were already local; each counted once
+    /// while it stays in the bridge's table (counted by the once-a-second bridge sync).
+    pub local_mac_cap: AtomicU64,
     /// MAC moves refused by dampening (RFC 7432 §15), learned or from the control plane.
     pub mac_flaps: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
@@ -126,6 +135,8 @@ pub struct Snapshot {
     pub learned: u64,
     pub moves: u64,
     pub fdb_full: u64,
+    pub fdb_evictions: u64,
+    pub local_mac_cap: u64,
     pub mac_flaps: u64,
     pub drops: BTreeMap<&'static str, u64>,
 }
@@ -146,6 +157,8 @@ impl Snapshot {
             s.learned += c.learned.load(Relaxed);
             s.moves += c.moves.load(Relaxed);
             s.fdb_full += c.fdb_full.load(Relaxed);
+            s.fdb_evictions += c.fdb_evictions.load(Relaxed);
+            s.local_mac_cap += c.local_mac_cap.load(Relaxed);
             s.mac_flaps += c.mac_flaps.load(Relaxed);
             for r in DropReason::ALL {
                 *s.drops.entry(r.name()).or_default() += c.drops(r);
