@@ -103,6 +103,8 @@ pub struct Plumbing {
     pub fdb: Arc<Fdb>,
     pub peers: Arc<PeerSet>,
     pub members: Members,
+    /// Counts membership changes for `/metrics`.
+    pub membership_changes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Start gossip and the task that connects it to the data plane. Must run inside the tokio runtime.
@@ -206,6 +208,9 @@ pub fn apply(p: &Plumbing, ev: Event) {
                 .map(|m| m.vtep);
             p.peers.set(vteps);
             if let Ok(mut m) = p.members.write() {
+                let n = crate::observe::membership_changes(m.as_deref(), &rows);
+                p.membership_changes
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                 *m = Some(rows);
             }
         }
@@ -224,6 +229,7 @@ mod tests {
             fdb: Arc::new(Fdb::new(64, Fdb::DEFAULT_AGEING, Instant::now())),
             peers: Arc::new(PeerSet::default()),
             members: Arc::default(),
+            membership_changes: Arc::default(),
         }
     }
 
@@ -268,6 +274,7 @@ mod tests {
             &[IpAddr::from([10, 0, 0, 2]), IpAddr::from([10, 0, 0, 3])]
         );
         assert_eq!(p.members.read().unwrap().as_ref().unwrap().len(), 5);
+        assert_eq!(p.membership_changes.load(std::sync::atomic::Ordering::Relaxed), 5);
         // Our own MAC advertised back to us is not installed as remote.
         let own = MacAddr([2, 0, 0, 0, 1, 1]);
         p.fdb.learn(own, p.local, Origin::Local, Instant::now());

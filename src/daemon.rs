@@ -5,6 +5,8 @@
 use crate::admin::{self, AdminSocket, AdminState, Limits, PeerPolicy};
 use crate::cluster::{self, ClusterError, Plumbing};
 use crate::config::Config;
+use crate::observe::{NetworkInfo, Observe, DEFAULT_NETWORK};
+use dataplane::activity::PeerActivity;
 use dataplane::engine::{Engine, EngineConfig, PeerSet};
 use dataplane::fdb::Fdb;
 use dataplane::io::{self, netlink, Tap, TapConfig, UdpOptions, UdpSocket, Waker};
@@ -156,8 +158,31 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     ecfg.port = cfg.port;
     ecfg.require_member = cluster_mode;
     let (tx_counters, rx_counters) = (Arc::new(Counters::default()), Arc::new(Counters::default()));
+    // Static peers' last datagrams (`overlayctl peers`, diag); cluster members are tracked by gossip.
+    let activity = Arc::new(PeerActivity::new(
+        epoch,
+        if cluster_mode { Vec::new() } else { cfg.peers.clone() },
+    ));
     let tx_engine = Engine::new(ecfg.clone(), fdb.clone(), peers.clone(), tx_counters.clone());
-    let rx_engine = Engine::new(ecfg, fdb.clone(), peers.clone(), rx_counters.clone());
+    let rx_engine =
+        Engine::new(ecfg, fdb.clone(), peers.clone(), rx_counters.clone()).with_activity(activity.clone());
+    let mut observe = Observe::new(
+        vec![NetworkInfo {
+            name: DEFAULT_NETWORK.to_string(),
+            vni: cfg.vni,
+            bridge: cfg.bridge.clone(),
+            tap: tap.name().to_string(),
+            mtu,
+        }],
+        local,
+        cluster_mode,
+        activity,
+    );
+    observe.port = cfg.port;
+    observe.gossip_port = cfg.gossip_port;
+    observe.underlay.clone_from(&underlay.0);
+    observe.underlay_mtu = underlay.1;
+    let observe = Arc::new(observe);
 
     let members = cluster::Members::default();
     let token = match &cluster_cred {
@@ -172,6 +197,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         members: members.clone(),
         token,
         socket_path: cfg.admin_socket.clone(),
+        observe: observe.clone(),
     });
     if !cluster_mode {
         info!("control plane off (static peers, flood-and-learn); start one node with --init-cluster and join others with --peer <member> --token-file <file holding `overlayctl --admin-socket … token`> to turn it on");
@@ -215,6 +241,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                         fdb: fdb.clone(),
                         peers: peers.clone(),
                         members,
+                        membership_changes: observe.membership_changes.clone(),
                     };
                     Some(cluster::start(&cfg, st, cred, p)?)
                 }
@@ -229,6 +256,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                     PeerPolicy::current(),
                 ))
             });
+            let prober = tokio::spawn(crate::observe::run_prober(observe.clone(), peers.clone()));
             let housekeeping = tokio::spawn({
                 let fdb = fdb.clone();
                 async move {
@@ -248,6 +276,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 a.abort();
             }
             housekeeping.abort();
+            prober.abort();
             r.map_err(DaemonError::Runtime)
         });
         info!("shutting down");

@@ -5,3 +5,8 @@ pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
+pub mod diag;
+pub mod metrics;
+pub mod observe;
+pub mod probe;
+pub mod trace;

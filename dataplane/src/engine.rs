@@ -9,9 +9,11 @@
 //!   address. A datagram is only ever delivered to the TAP, never re-sent to another VTEP (split horizon: with
 //!   full-mesh head-end replication every VTEP already got its own copy).
 
+use crate::activity::PeerActivity;
 use crate::fdb::{Fdb, Learn, Origin};
 use crate::stats::{Counters, DropReason};
 use crate::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN};
+use crate::wire::probe::ProbeRepr;
 use crate::wire::{vxlan, EthernetFrame, Vni, VxlanPacket, ETHERNET_HEADER_LEN, VXLAN_HEADER_LEN};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::{Range, RangeInclusive};
@@ -102,6 +104,8 @@ pub struct Engine {
     seen_version: u64,
     members: Arc<[IpAddr]>,
     flood: Vec<SocketAddr>,
+    /// Last datagram per static peer (`overlayctl peers`), if tracked.
+    activity: Option<Arc<PeerActivity>>,
 }
 
 impl Engine {
@@ -115,9 +119,34 @@ impl Engine {
             seen_version: u64::MAX,
             members: Arc::from(Vec::new()),
             flood: Vec::new(),
+            activity: None,
         };
         e.refresh_peers();
         e
+    }
+
+    /// Record each accepted datagram's source in `activity`.
+    pub fn with_activity(mut self, activity: Arc<PeerActivity>) -> Self {
+        self.activity = Some(activity);
+        self
+    }
+
+    /// A probe datagram (see [`crate::wire::probe`]) from `src`: checked like any datagram (VXLAN header,
+    /// VNI, membership), recorded as activity, never learned from nor delivered. `None`: drop it.
+    pub fn on_probe(&mut self, now: Instant, src: SocketAddr, dgram: &[u8]) -> Option<ProbeRepr> {
+        let pkt = VxlanPacket::new_checked(dgram).ok()?;
+        if pkt.vni() != self.cfg.vni {
+            return None;
+        }
+        if self.cfg.require_member {
+            self.refresh_peers();
+            self.members.binary_search(&src.ip()).ok()?;
+        }
+        let p = ProbeRepr::parse(pkt.payload()).ok()?;
+        if let Some(a) = &self.activity {
+            a.saw(src.ip(), now);
+        }
+        Some(p)
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -226,6 +255,9 @@ impl Engine {
         }
         if !self.cfg.allow_vlan && is_vlan(eth.ethertype()) {
             return Err(DropReason::VlanTagged);
+        }
+        if let Some(a) = &self.activity {
+            a.saw(src.ip(), now);
         }
         let l = self.fdb.learn(mac, src.ip(), Origin::Learned, now);
         self.count_learn(l);

@@ -5,6 +5,7 @@
 //! buffers are preallocated by constructors.
 
 pub mod netlink;
+pub mod pmtu;
 pub mod poll;
 pub mod tap;
 pub mod udp;
