@@ -328,11 +328,16 @@ fn diag(host: &Host) -> Result<String, CmdError> {
 
 /// nftables in the host's own namespace: drop UDP to `port` arriving there.
 fn nft_drop_udp(host: &Host, port: u16) {
-    let script = format!(
-        "table inet ovtest {{ chain input {{ type filter hook input priority 0; udp dport {port} drop; }} }}"
-    );
-    if let Err(e) = host.exec("nft", &[&script]) {
-        panic!("nft (apt-get install nftables) failed: {e}");
+    let port = port.to_string();
+    let steps: [&[&str]; 3] = [
+        &["add", "table", "inet", "ovtest"],
+        &["add", "chain", "inet", "ovtest", "input", "{ type filter hook input priority 0; }"],
+        &["add", "rule", "inet", "ovtest", "input", "udp", "dport", &port, "drop"],
+    ];
+    for args in steps {
+        if let Err(e) = host.exec("nft", args) {
+            panic!("nft (apt-get install nftables) failed: {e}");
+        }
     }
 }
 
