@@ -128,6 +128,7 @@ pub fn host_checks(st: &AdminState) -> Vec<Check> {
             ));
         }
     }
+    out.push(offload_check(st));
     if bad.is_empty() && net.mtu <= limit {
         out.push(pass(
             "mtu",
@@ -136,6 +137,46 @@ pub fn host_checks(st: &AdminState) -> Vec<Check> {
     }
     out.extend(bad);
     out
+}
+
+/// Underlay NIC drivers and offload features known to break VXLAN, and why. vmxnet3 (VMware): with TX checksum
+/// or UDP-tunnel segmentation offload on, VXLAN datagrams leave with bad checksums or are dropped by the
+/// hypervisor (flannel#1279, calico#4727, kURL#5041).
+pub const KNOWN_BAD_OFFLOADS: &[(&str, &str)] = &[
+    ("vmxnet3", "tx-checksum-ip-generic"),
+    ("vmxnet3", "tx-udp_tnl-segmentation"),
+    ("vmxnet3", "tx-udp_tnl-csum-segmentation"),
+];
+
+/// The active features of `driver` that [`KNOWN_BAD_OFFLOADS`] lists.
+pub fn bad_offloads<'a>(driver: &str, features: &'a [(String, bool)]) -> Vec<&'a str> {
+    features
+        .iter()
+        .filter(|(f, on)| *on && KNOWN_BAD_OFFLOADS.iter().any(|(d, b)| *d == driver && b == f))
+        .map(|(f, _)| f.as_str())
+        .collect()
+}
+
+/// The underlay NIC's offloads against [`KNOWN_BAD_OFFLOADS`] (blocking: ioctl).
+pub fn offload_check(st: &AdminState) -> Check {
+    let nic = &st.observe.underlay;
+    let name = format!("offloads {nic}");
+    let driver = dataplane::io::ethtool::driver(nic).unwrap_or_default();
+    match dataplane::io::ethtool::features(nic) {
+        Err(e) => fail(name, format!("cannot read the offloads of {nic}: {e}"), "run `ethtool -k` on it by hand"),
+        Ok(f) => {
+            let bad = bad_offloads(&driver, &f);
+            if bad.is_empty() {
+                pass(name, format!("driver {driver:?}: no offload known to break VXLAN is on"))
+            } else {
+                fail(
+                    name,
+                    format!("driver {driver} with {} on: known to corrupt or drop VXLAN", bad.join(", ")),
+                    format!("ethtool -K {nic} {}", bad.iter().map(|b| format!("{b} off")).collect::<Vec<_>>().join(" ")),
+                )
+            }
+        }
+    }
 }
 
 /// Probe checks towards one peer (blocking).
@@ -250,5 +291,27 @@ pub fn report(checks: Vec<Check>) -> Report {
     Report {
         ok: checks.iter().all(|c| c.ok),
         checks,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_bad_offloads_are_flagged_only_for_their_driver() {
+        let f = |v: &[(&str, bool)]| v.iter().map(|(n, on)| (n.to_string(), *on)).collect::<Vec<_>>();
+        let feats = f(&[
+            ("tx-checksum-ip-generic", true),
+            ("tx-udp_tnl-segmentation", false),
+            ("tx-udp_tnl-csum-segmentation", true),
+            ("rx-gro", true),
+        ]);
+        assert_eq!(
+            bad_offloads("vmxnet3", &feats),
+            ["tx-checksum-ip-generic", "tx-udp_tnl-csum-segmentation"]
+        );
+        assert!(bad_offloads("virtio_net", &feats).is_empty());
+        assert!(bad_offloads("vmxnet3", &f(&[("tx-checksum-ip-generic", false)])).is_empty());
     }
 }

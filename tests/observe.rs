@@ -353,7 +353,8 @@ fn diag_finds_a_firewalled_vxlan_port_and_a_wrong_veth_mtu() {
     let healthy = wait_until(Duration::from_secs(30), || diag(h1).is_ok() && diag(h2).is_ok());
     let out = diag(h1).unwrap_or_else(|e| panic!("diag on a healthy testbed failed: {e}"));
     assert!(healthy);
-    for check in ["bridge ovl0", "tap ovl1", "mtu", &format!("peer {} udp/4789", h2.underlay_ip()), "pmtu", "clock", "activity"] {
+    eprintln!("diag on a healthy testbed:\n{out}");
+    for check in ["bridge ovl0", "tap ovl1", "mtu", "offloads eth0", &format!("peer {} udp/4789", h2.underlay_ip()), "pmtu", "clock", "activity"] {
         assert!(out.lines().any(|l| l.starts_with(&format!("✓ {check}"))), "no passing {check}:\n{out}");
     }
     assert!(!out.contains('✗'), "{out}");
@@ -363,6 +364,7 @@ fn diag_finds_a_firewalled_vxlan_port_and_a_wrong_veth_mtu() {
     // UDP 4789 dropped on host 2 (its namespace only): diag on host 1 fails and names host 2 and the port.
     nft_drop_udp(h2, 4789);
     let e = diag(h1).expect_err("diag passed with UDP 4789 dropped on host 2");
+    eprintln!("diag with UDP 4789 dropped on host 2:\n{}", e.stdout);
     assert_eq!(e.status.and_then(|s| s.code()), Some(1), "{e}");
     let line = e
         .stdout
@@ -380,6 +382,7 @@ fn diag_finds_a_firewalled_vxlan_port_and_a_wrong_veth_mtu() {
     // A container's veth (its host side, a port of ovl0) with the wrong MTU: named, with the fix.
     h1.run("ip", &["link", "set", "vc1", "mtu", "1400"]);
     let e = diag(h1).expect_err("diag passed with vc1 at MTU 1400");
+    eprintln!("diag with vc1 at MTU 1400:\n{}", e.stdout);
     assert!(
         e.stdout.lines().any(|l| l.starts_with("✗ mtu vc1") && l.contains("1400") && l.contains("1450")),
         "{}",

@@ -4,7 +4,8 @@
 //! admin endpoint sums them with [`Snapshot::sum`]. Directions are named from the overlay's point of view:
 //! `rx_frames` are frames read from the TAP (sent by local containers), `tx_frames` frames written to the TAP,
 //! `rx_datagrams`/`tx_datagrams` VXLAN datagrams received from / sent to the underlay. A TSO superframe counts
-//! as the number of segments it carries on the wire.
+//! as the number of segments it carries on the wire. Valid overlayd probes (`wire::probe`) are control traffic:
+//! answered and consumed by the RX loop, they are not counted as datagrams.
 
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -203,15 +203,17 @@ pub fn run_rx(
                     .gro_segments
                     .observe(data.len().div_ceil(meta.stride.max(1)).max(1) as u64);
                 for dgram in data.chunks(meta.stride.max(1)).chain(empty) {
-                    Counters::add(&counters.rx_datagrams, 1);
+                    // A valid overlayd probe is answered (requests) and consumed, outside the traffic
+                    // counters; anything else that looks like one takes the normal path and its checks.
                     if dgram.get(VXLAN_HEADER_LEN..).is_some_and(probe::is_probe_frame) {
                         if let Some(p) = engine.on_probe(now, meta.src, dgram) {
                             if p.kind == ProbeKind::Request {
                                 queue_probe_reply(&mut replies, engine.header(), p.nonce, meta.src);
                             }
+                            continue;
                         }
-                        continue;
                     }
+                    Counters::add(&counters.rx_datagrams, 1);
                     let range = match engine.on_underlay_datagram(now, meta.src, dgram) {
                         Ok(r) => r,
                         Err(r) => {

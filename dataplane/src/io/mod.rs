@@ -4,6 +4,7 @@
 //! what to do with a packet, never allocates on the hot path (`read`/`write`/`recv_batch`/`send_batch`):
 //! buffers are preallocated by constructors.
 
+pub mod ethtool;
 pub mod netlink;
 pub mod pmtu;
 pub mod poll;
