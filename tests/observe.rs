@@ -280,6 +280,7 @@ fn metrics_peers_and_trace_in_static_mode() {
     assert_eq!(row3["state"], "silent", "{peers}");
     assert!(row3.get("last_seen_s").is_none(), "{peers}");
     let table = h1.run(OVERLAYCTL, &["peers"]);
+    eprintln!("$ overlayctl peers\n{table}");
     let header = table.lines().next().unwrap_or("");
     assert!(header.contains("VTEP") && header.contains("STATE") && header.contains("LAST_SEEN_S"), "{table}");
     assert!(table.lines().any(|l| l.contains(&h3.underlay_ip().to_string()) && l.contains("silent")), "{table}");
@@ -312,10 +313,27 @@ fn metrics_peers_and_trace_in_static_mode() {
     assert_eq!(flood, [h2.underlay_ip().to_string(), h3.underlay_ip().to_string()], "{t}");
     // The human form names the same, and a bad destination or network is refused.
     let text = h1.run(OVERLAYCTL, &["trace", h2.container().mac()]);
+    eprintln!("$ overlayctl trace {}\n{text}", h2.container().mac());
+    eprintln!("$ overlayctl trace 02:00:00:99:99:99\n{}", h1.run(OVERLAYCTL, &["trace", "02:00:00:99:99:99"]));
+    eprintln!("$ overlayctl metrics\n{}", h1.run(OVERLAYCTL, &["metrics"]));
     assert!(text.contains("unicast") && text.contains("learned"), "{text}");
     assert!(h1.exec(OVERLAYCTL, &["trace", "not-a-mac"]).is_err());
     let e = h1.exec(OVERLAYCTL, &["trace", h2.container().mac(), "--network", "nope"]).unwrap_err();
     assert!(e.stderr.contains("no network"), "{e}");
+
+    // An IP: unresolved until host 1 itself has talked to it over its bridge, then resolved through the
+    // bridge's neighbour table to container 2's MAC.
+    let ip2 = h2.container().ip().to_string();
+    let t = trace(&ip2);
+    assert_eq!(t["verdict"], "unresolved", "{t}");
+    assert!(t["note"].as_str().unwrap().contains("neighbour table"), "{t}");
+    h1.run("ip", &["addr", "add", "10.1.0.101/24", "dev", "ovl0"]);
+    ping_ok(h1, h2.container().ip(), 1);
+    let t = trace(&ip2);
+    assert_eq!(t["mac"], h2.container().mac(), "{t}");
+    assert_eq!(t["resolved_via"], "neighbour table of ovl0", "{t}");
+    assert_eq!(t["verdict"], "unicast", "{t}");
+    assert_eq!(t["vtep"], h2.underlay_ip().to_string(), "{t}");
 }
 
 // ---------------------------------------------------------------------------------------------------------
