@@ -107,8 +107,8 @@ pub fn membership_changes(old: Option<&[control::MemberInfo]>, new: &[control::M
         .count() as u64
 }
 
-/// Probe every peer every [`PROBE_INTERVAL`] (small frames, one try): replies mark static peers reachable and
-/// feed the RTT histogram. Runs until the task is dropped.
+/// Probe every peer every [`PROBE_INTERVAL`] (small frames, one try): the peer's RX loop records us as active,
+/// replies feed the RTT histogram. Runs until the task is dropped.
 pub async fn run_prober(obs: Arc<Observe>, peers: Arc<PeerSet>) {
     let mut tick = tokio::time::interval(PROBE_INTERVAL);
     loop {
@@ -119,8 +119,10 @@ pub async fn run_prober(obs: Arc<Observe>, peers: Arc<PeerSet>) {
         let _ = tokio::task::spawn_blocking(move || {
             for peer in targets {
                 let to = SocketAddr::new(peer, o.port);
+                // A reply proves our datagrams reach the peer; its liveness here (`activity`) is recorded only
+                // by the RX loop, for datagrams arriving on our VXLAN port (its own probes included), so a
+                // firewall dropping that port on this host makes the peer `silent`.
                 if let Ok(r) = probe::probe(o.local, to, vni, ETHERNET_HEADER_LEN, 1, Duration::from_secs(1)) {
-                    o.activity.saw(peer, Instant::now());
                     o.probe_rtt.observe(r.rtt.as_secs_f64());
                 }
             }

@@ -394,6 +394,14 @@ fn diag_finds_a_firewalled_vxlan_port_and_a_wrong_veth_mtu() {
     let json = h1.exec(OVERLAYCTL, &["diag", "--json"]).expect_err("diag --json passed");
     let v: Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(v["ok"], false);
+    // Host 2 itself hears nothing on its VXLAN port from host 1 any more: within 30 s host 1 turns `silent`
+    // there, and host 2's diag names it.
+    let silent = wait_until(Duration::from_secs(60), || {
+        diag(h2).is_err_and(|e| e.stdout.lines().any(|l| l.starts_with(&format!("✗ activity {}: silent", h1.underlay_ip()))))
+    });
+    let out2 = diag(h2).map_or_else(|e| e.stdout, |o| o);
+    eprintln!("diag on host 2 with its UDP 4789 dropped:\n{out2}");
+    assert!(silent, "{out2}");
     h2.run("nft", &["delete", "table", "inet", "ovtest"]);
     assert!(wait_until(Duration::from_secs(30), || diag(h1).is_ok()), "diag still failing after the rule went");
 
