@@ -216,13 +216,26 @@ pub fn render(kind: &str, body: &str) -> Result<String, serde_json::Error> {
         "trace" => {
             let mut rows = Vec::new();
             for k in [
-                "query", "network", "vni", "mac", "resolved_via", "verdict", "vtep", "origin", "age_s", "flood_to",
-                "path_mtu", "note",
+                "query",
+                "network",
+                "vni",
+                "mac",
+                "resolved_via",
+                "verdict",
+                "vtep",
+                "origin",
+                "age_s",
+                "flood_to",
+                "path_mtu",
+                "note",
             ] {
                 match &v[k] {
                     serde_json::Value::Null => {}
                     serde_json::Value::Array(a) if a.is_empty() => {}
-                    serde_json::Value::Array(a) => rows.push(vec![k.to_string(), a.iter().map(&s).collect::<Vec<_>>().join(", ")]),
+                    serde_json::Value::Array(a) => rows.push(vec![
+                        k.to_string(),
+                        a.iter().map(&s).collect::<Vec<_>>().join(", "),
+                    ]),
                     x => rows.push(vec![k.to_string(), s(x)]),
                 }
             }
@@ -264,7 +277,12 @@ pub fn render_diag(body: &str) -> Result<(String, bool), serde_json::Error> {
     let r: Report = serde_json::from_str(body)?;
     let mut out = String::new();
     for c in &r.checks {
-        out.push_str(&format!("{} {}: {}\n", if c.ok { "✓" } else { "✗" }, c.name, c.detail));
+        out.push_str(&format!(
+            "{} {}: {}\n",
+            if c.ok { "✓" } else { "✗" },
+            c.name,
+            c.detail
+        ));
         if let (false, Some(f)) = (c.ok, &c.fix) {
             out.push_str(&format!("    fix: {f}\n"));
         }
@@ -327,7 +345,10 @@ mod tests {
         let (t, ok) = render_diag(body).unwrap();
         assert!(!ok);
         assert!(t.contains("✓ tap ovl1: up\n"), "{t}");
-        assert!(t.contains("✗ peer 10.0.0.2 udp/4789: no answer\n    fix: allow UDP 4789\n"), "{t}");
+        assert!(
+            t.contains("✗ peer 10.0.0.2 udp/4789: no answer\n    fix: allow UDP 4789\n"),
+            "{t}"
+        );
         assert!(t.ends_with("1 of 2 checks failed\n"), "{t}");
         assert!(render_diag(r#"{"ok":true,"checks":[]}"#).unwrap().1);
         assert!(render_diag("nope").is_err());

@@ -161,7 +161,11 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     // Static peers' last datagrams (`overlayctl peers`, diag); cluster members are tracked by gossip.
     let activity = Arc::new(PeerActivity::new(
         epoch,
-        if cluster_mode { Vec::new() } else { cfg.peers.clone() },
+        if cluster_mode {
+            Vec::new()
+        } else {
+            cfg.peers.clone()
+        },
     ));
     let tx_engine = Engine::new(ecfg.clone(), fdb.clone(), peers.clone(), tx_counters.clone());
     let rx_engine =

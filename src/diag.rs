@@ -68,7 +68,11 @@ pub fn host_checks(st: &AdminState) -> Vec<Check> {
     let up = |i: &str| netlink::link_is_up(i).unwrap_or(false);
     match netlink::link_exists(br) {
         Ok(true) if up(br) => out.push(pass(format!("bridge {br}"), "present and up")),
-        Ok(true) => out.push(fail(format!("bridge {br}"), "down", format!("ip link set {br} up"))),
+        Ok(true) => out.push(fail(
+            format!("bridge {br}"),
+            "down",
+            format!("ip link set {br} up"),
+        )),
         _ => out.push(fail(
             format!("bridge {br}"),
             "missing",
@@ -79,7 +83,11 @@ pub fn host_checks(st: &AdminState) -> Vec<Check> {
         Ok(true) => {
             let master = netlink::link_master(tap).ok().flatten();
             if !up(tap) {
-                out.push(fail(format!("tap {tap}"), "down", format!("ip link set {tap} up")));
+                out.push(fail(
+                    format!("tap {tap}"),
+                    "down",
+                    format!("ip link set {tap} up"),
+                ));
             } else if master.as_deref() != Some(br) {
                 out.push(fail(
                     format!("tap {tap}"),
@@ -101,7 +109,13 @@ pub fn host_checks(st: &AdminState) -> Vec<Check> {
     if net.mtu > limit {
         out.push(fail(
             "mtu",
-            format!("overlay MTU {} exceeds underlay {} ({}) minus {} bytes of VXLAN overhead = {limit}", net.mtu, obs.underlay, obs.underlay_mtu, obs.overhead()),
+            format!(
+                "overlay MTU {} exceeds underlay {} ({}) minus {} bytes of VXLAN overhead = {limit}",
+                net.mtu,
+                obs.underlay,
+                obs.underlay_mtu,
+                obs.overhead()
+            ),
             format!("restart overlayd with --mtu {limit} (or raise the underlay MTU)"),
         ));
     }
@@ -110,7 +124,10 @@ pub fn host_checks(st: &AdminState) -> Vec<Check> {
         match mtu_of(&port) {
             Some(m) if m != net.mtu => bad.push(fail(
                 format!("mtu {port}"),
-                format!("{port} (port of {br}) has MTU {m}, the overlay MTU is {}", net.mtu),
+                format!(
+                    "{port} (port of {br}) has MTU {m}, the overlay MTU is {}",
+                    net.mtu
+                ),
                 format!(
                     "ip link set {port} mtu {0}, and the same MTU {0} on its peer interface in the container",
                     net.mtu
@@ -132,7 +149,13 @@ pub fn host_checks(st: &AdminState) -> Vec<Check> {
     if bad.is_empty() && net.mtu <= limit {
         out.push(pass(
             "mtu",
-            format!("{br}, {tap} and every port of {br} at {} (underlay {} {} minus {})", net.mtu, obs.underlay, obs.underlay_mtu, obs.overhead()),
+            format!(
+                "{br}, {tap} and every port of {br} at {} (underlay {} {} minus {})",
+                net.mtu,
+                obs.underlay,
+                obs.underlay_mtu,
+                obs.overhead()
+            ),
         ));
     }
     out.extend(bad);
@@ -163,16 +186,32 @@ pub fn offload_check(st: &AdminState) -> Check {
     let name = format!("offloads {nic}");
     let driver = dataplane::io::ethtool::driver(nic).unwrap_or_default();
     match dataplane::io::ethtool::features(nic) {
-        Err(e) => fail(name, format!("cannot read the offloads of {nic}: {e}"), "run `ethtool -k` on it by hand"),
+        Err(e) => fail(
+            name,
+            format!("cannot read the offloads of {nic}: {e}"),
+            "run `ethtool -k` on it by hand",
+        ),
         Ok(f) => {
             let bad = bad_offloads(&driver, &f);
             if bad.is_empty() {
-                pass(name, format!("driver {driver:?}: no offload known to break VXLAN is on"))
+                pass(
+                    name,
+                    format!("driver {driver:?}: no offload known to break VXLAN is on"),
+                )
             } else {
                 fail(
                     name,
-                    format!("driver {driver} with {} on: known to corrupt or drop VXLAN", bad.join(", ")),
-                    format!("ethtool -K {nic} {}", bad.iter().map(|b| format!("{b} off")).collect::<Vec<_>>().join(" ")),
+                    format!(
+                        "driver {driver} with {} on: known to corrupt or drop VXLAN",
+                        bad.join(", ")
+                    ),
+                    format!(
+                        "ethtool -K {nic} {}",
+                        bad.iter()
+                            .map(|b| format!("{b} off"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ),
                 )
             }
         }
@@ -200,12 +239,18 @@ pub fn peer_checks(st: &AdminState, peer: IpAddr) -> Vec<Check> {
             return out;
         }
         Ok(r) => {
-            out.push(pass(name, format!("probe answered in {:.1} ms", r.rtt.as_secs_f64() * 1e3)));
+            out.push(pass(
+                name,
+                format!("probe answered in {:.1} ms", r.rtt.as_secs_f64() * 1e3),
+            ));
             let c = format!("clock {peer}");
             if r.clock_offset_ms.abs() > MAX_CLOCK_SKEW_MS {
                 out.push(fail(
                     c,
-                    format!("clock differs by {} ms (more than {MAX_CLOCK_SKEW_MS} ms)", r.clock_offset_ms),
+                    format!(
+                        "clock differs by {} ms (more than {MAX_CLOCK_SKEW_MS} ms)",
+                        r.clock_offset_ms
+                    ),
                     "run NTP (chrony or systemd-timesyncd) on both hosts",
                 ));
             } else {
@@ -216,15 +261,23 @@ pub fn peer_checks(st: &AdminState, peer: IpAddr) -> Vec<Check> {
     let full = net.mtu as usize + ETHERNET_HEADER_LEN;
     let name = format!("pmtu {peer}");
     match probe::probe(obs.local, to, net.vni, full, 3, wait) {
-        Ok(_) => out.push(pass(name, format!("a {}-byte overlay frame with DF set reaches {peer}", net.mtu))),
+        Ok(_) => out.push(pass(
+            name,
+            format!("a {}-byte overlay frame with DF set reaches {peer}", net.mtu),
+        )),
         Err(e) => {
             let why = match e {
-                ProbeError::Timeout(_) => "lost on the way (a link on the path has a smaller MTU)".to_string(),
+                ProbeError::Timeout(_) => {
+                    "lost on the way (a link on the path has a smaller MTU)".to_string()
+                }
                 other => other.to_string(),
             };
             out.push(fail(
                 name,
-                format!("full-size ({} bytes inner) don't-fragment probe to {peer}: {why}", net.mtu),
+                format!(
+                    "full-size ({} bytes inner) don't-fragment probe to {peer}: {why}",
+                    net.mtu
+                ),
                 format!(
                     "lower the overlay MTU (--mtu) or raise the MTU of the underlay path to at least {}",
                     net.mtu + obs.overhead()
@@ -245,12 +298,19 @@ pub fn liveness_checks(st: &AdminState) -> Vec<Check> {
             let state = format!("{:?}", m.state).to_lowercase();
             let name = format!("gossip {}", m.addr);
             match state.as_str() {
-                "alive" => out.push(pass(name, "member alive (SWIM probes on the gossip port answered)")),
+                "alive" => out.push(pass(
+                    name,
+                    "member alive (SWIM probes on the gossip port answered)",
+                )),
                 "left" => out.push(pass(name, "member left the cluster")),
                 _ => out.push(fail(
                     name,
                     format!("member is {state}: its gossip port does not answer"),
-                    format!("allow UDP {} both ways between this host and {}; check that overlayd runs there", m.addr.port(), m.vtep),
+                    format!(
+                        "allow UDP {} both ways between this host and {}; check that overlayd runs there",
+                        m.addr.port(),
+                        m.vtep
+                    ),
                 )),
             }
         }
@@ -280,7 +340,13 @@ pub fn liveness_checks(st: &AdminState) -> Vec<Check> {
 /// Every peer to probe: the flood set (static peers or alive members).
 pub fn probe_targets(st: &AdminState) -> Vec<IpAddr> {
     let local = st.observe.local;
-    let mut v: Vec<IpAddr> = st.peers.snapshot().iter().copied().filter(|p| *p != local).collect();
+    let mut v: Vec<IpAddr> = st
+        .peers
+        .snapshot()
+        .iter()
+        .copied()
+        .filter(|p| *p != local)
+        .collect();
     if v.is_empty() {
         v = st.observe.activity.peers().collect();
     }

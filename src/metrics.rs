@@ -48,7 +48,13 @@ struct Scrape {
 }
 
 impl Scrape {
-    fn add(&mut self, name: &'static str, help: &'static str, kind: MetricType, samples: Vec<(Labels, Value)>) {
+    fn add(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        kind: MetricType,
+        samples: Vec<(Labels, Value)>,
+    ) {
         self.families.push(Family {
             name,
             help,
@@ -67,11 +73,9 @@ impl Collector for Scrape {
                 match v {
                     Value::Counter(c) => fe.encode_counter::<NoLabelSet, u64, u64>(c, None)?,
                     Value::Gauge(g) => fe.encode_gauge(g)?,
-                    Value::Histogram {
-                        buckets,
-                        sum,
-                        count,
-                    } => fe.encode_histogram::<NoLabelSet>(*sum, *count, buckets, None)?,
+                    Value::Histogram { buckets, sum, count } => {
+                        fe.encode_histogram::<NoLabelSet>(*sum, *count, buckets, None)?
+                    }
                 }
             }
         }
@@ -84,7 +88,10 @@ impl Collector for Scrape {
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Render the whole exposition.
@@ -127,8 +134,14 @@ pub fn render(st: &AdminState) -> Result<String, std::fmt::Error> {
         "VXLAN datagrams: rx received from the underlay, tx sent to it.",
         MetricType::Counter,
         vec![
-            (net_labels(&[("direction", "rx")]), Value::Counter(snap.rx_datagrams)),
-            (net_labels(&[("direction", "tx")]), Value::Counter(snap.tx_datagrams)),
+            (
+                net_labels(&[("direction", "rx")]),
+                Value::Counter(snap.rx_datagrams),
+            ),
+            (
+                net_labels(&[("direction", "tx")]),
+                Value::Counter(snap.tx_datagrams),
+            ),
         ],
     );
     s.add(
@@ -215,10 +228,7 @@ pub fn render(st: &AdminState) -> Result<String, std::fmt::Error> {
         "overlayd_membership_changes",
         "Cluster membership changes seen (a member joined or changed state).",
         MetricType::Counter,
-        vec![(
-            Vec::new(),
-            Value::Counter(obs.membership_changes.load(Relaxed)),
-        )],
+        vec![(Vec::new(), Value::Counter(obs.membership_changes.load(Relaxed)))],
     );
     let hist = |pick: &dyn Fn(&dataplane::stats::Counters) -> ([u64; 8], u64)| {
         let mut b = [0u64; 8];

@@ -48,7 +48,12 @@ pub struct Observe {
 }
 
 impl Observe {
-    pub fn new(networks: Vec<NetworkInfo>, local: IpAddr, cluster: bool, activity: Arc<PeerActivity>) -> Self {
+    pub fn new(
+        networks: Vec<NetworkInfo>,
+        local: IpAddr,
+        cluster: bool,
+        activity: Arc<PeerActivity>,
+    ) -> Self {
         Observe {
             networks,
             local,
@@ -113,8 +118,15 @@ pub async fn run_prober(obs: Arc<Observe>, peers: Arc<PeerSet>) {
     let mut tick = tokio::time::interval(PROBE_INTERVAL);
     loop {
         tick.tick().await;
-        let targets: Vec<IpAddr> = peers.snapshot().iter().copied().filter(|p| *p != obs.local).collect();
-        let Some(vni) = obs.networks.first().map(|n| n.vni) else { continue };
+        let targets: Vec<IpAddr> = peers
+            .snapshot()
+            .iter()
+            .copied()
+            .filter(|p| *p != obs.local)
+            .collect();
+        let Some(vni) = obs.networks.first().map(|n| n.vni) else {
+            continue;
+        };
         let o = obs.clone();
         let _ = tokio::task::spawn_blocking(move || {
             for peer in targets {
@@ -122,7 +134,8 @@ pub async fn run_prober(obs: Arc<Observe>, peers: Arc<PeerSet>) {
                 // A reply proves our datagrams reach the peer; its liveness here (`activity`) is recorded only
                 // by the RX loop, for datagrams arriving on our VXLAN port (its own probes included), so a
                 // firewall dropping that port on this host makes the peer `silent`.
-                if let Ok(r) = probe::probe(o.local, to, vni, ETHERNET_HEADER_LEN, 1, Duration::from_secs(1)) {
+                if let Ok(r) = probe::probe(o.local, to, vni, ETHERNET_HEADER_LEN, 1, Duration::from_secs(1))
+                {
                     o.probe_rtt.observe(r.rtt.as_secs_f64());
                 }
             }

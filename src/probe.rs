@@ -101,14 +101,20 @@ pub fn probe(
             if !wait_fd(sock.as_raw_fd(), libc::POLLIN, ms).unwrap_or(false) {
                 continue;
             }
-            let Ok(k) = sock.recv_batch(&mut recv) else { continue };
+            let Ok(k) = sock.recv_batch(&mut recv) else {
+                continue;
+            };
             for i in 0..k {
                 let (meta, data) = recv.get(i);
                 if meta.src.ip() != peer.ip() {
                     continue;
                 }
-                let Ok(pkt) = VxlanPacket::new_checked(data) else { continue };
-                let Ok(rep) = ProbeRepr::parse(pkt.payload()) else { continue };
+                let Ok(pkt) = VxlanPacket::new_checked(data) else {
+                    continue;
+                };
+                let Ok(rep) = ProbeRepr::parse(pkt.payload()) else {
+                    continue;
+                };
                 if rep.kind != ProbeKind::Reply || rep.nonce != nonce || pkt.vni() != vni {
                     continue;
                 }

@@ -44,7 +44,7 @@ pub enum TraceError {
 }
 
 /// `key=value&…` → the value of `key` (percent-decoding `%3A` only, enough for MACs and IPv6).
-pub fn query_param<'a>(query: &'a str, key: &str) -> Option<String> {
+pub fn query_param(query: &str, key: &str) -> Option<String> {
     query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
         (k == key).then(|| v.replace("%3A", ":").replace("%3a", ":"))
@@ -57,7 +57,9 @@ pub fn arp_lookup(table: &str, ip: IpAddr, dev: &str) -> Option<MacAddr> {
         let f: Vec<&str> = l.split_whitespace().collect();
         // IP address, HW type, Flags, HW address, Mask, Device. Flags 0x0: incomplete.
         match f.as_slice() {
-            [a, _, flags, hw, _, d] if *d == dev && a.parse::<IpAddr>().ok() == Some(ip) && *flags != "0x0" => {
+            [a, _, flags, hw, _, d]
+                if *d == dev && a.parse::<IpAddr>().ok() == Some(ip) && *flags != "0x0" =>
+            {
                 hw.parse().ok()
             }
             _ => None,
@@ -111,7 +113,13 @@ pub fn trace(st: &AdminState, query: &str) -> Result<Trace, TraceError> {
     let now = Instant::now();
     let flood = |t: &mut Trace, why: &str| {
         t.verdict = "flood";
-        t.flood_to = st.peers.snapshot().iter().copied().filter(|p| *p != obs.local).collect();
+        t.flood_to = st
+            .peers
+            .snapshot()
+            .iter()
+            .copied()
+            .filter(|p| *p != obs.local)
+            .collect();
         t.note = if t.flood_to.is_empty() {
             format!("{why}: it would be flooded, but there is no peer to flood to (dropped as no_peers)")
         } else {
@@ -128,17 +136,29 @@ pub fn trace(st: &AdminState, query: &str) -> Result<Trace, TraceError> {
     };
     t.origin = Some(d.origin);
     t.vtep = Some(d.vtep);
-    t.age_s = st.fdb.rows(now).into_iter().find(|r| r.mac == mac).map(|r| r.age_s);
+    t.age_s = st
+        .fdb
+        .rows(now)
+        .into_iter()
+        .find(|r| r.mac == mac)
+        .map(|r| r.age_s);
     if d.origin == Origin::Local || d.vtep == obs.local {
         t.verdict = "local";
-        t.note = format!("lives behind this host's bridge {}: never sent on the overlay", net.bridge);
+        t.note = format!(
+            "lives behind this host's bridge {}: never sent on the overlay",
+            net.bridge
+        );
         return Ok(t);
     }
     t.verdict = "unicast";
     match dataplane::io::pmtu::path_mtu(obs.local, d.vtep) {
         Ok(m) => {
             t.path_mtu = Some(m.saturating_sub(obs.overhead()).min(net.mtu));
-            t.note = format!("path MTU to {} is {m}, minus {} bytes of VXLAN overhead", d.vtep, obs.overhead());
+            t.note = format!(
+                "path MTU to {} is {m}, minus {} bytes of VXLAN overhead",
+                d.vtep,
+                obs.overhead()
+            );
         }
         Err(e) => t.note = format!("no route to VTEP {}: {e}", d.vtep),
     }

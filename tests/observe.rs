@@ -27,7 +27,12 @@ fn start(host: &Host, args: &[&str]) -> Daemon {
     if let Some(st) = d.try_wait() {
         panic!("`{}` exited during startup ({st}):\n{}", d.cmdline(), d.log());
     }
-    assert!(ready, "`{}` not ready within {READY:?}:\n{}", d.cmdline(), d.log());
+    assert!(
+        ready,
+        "`{}` not ready within {READY:?}:\n{}",
+        d.cmdline(),
+        d.log()
+    );
     d
 }
 
@@ -54,6 +59,9 @@ struct Sample {
     value: f64,
 }
 
+/// A label set without `le`, as a sortable key.
+type LabelKey = Vec<(String, String)>;
+
 fn valid_name(n: &str) -> bool {
     let mut c = n.chars();
     matches!(c.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_' || ch == ':')
@@ -65,7 +73,9 @@ fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
     let mut out = BTreeMap::new();
     let mut rest = s;
     while !rest.is_empty() {
-        let (k, r) = rest.split_once("=\"").ok_or(format!("label without =\" in {s:?}"))?;
+        let (k, r) = rest
+            .split_once("=\"")
+            .ok_or(format!("label without =\" in {s:?}"))?;
         if !valid_name(k) {
             return Err(format!("bad label name {k:?}"));
         }
@@ -159,12 +169,19 @@ fn parse_exposition(text: &str) -> Result<Vec<Sample>, String> {
             continue;
         }
         let bucket = format!("{family}_bucket");
-        let mut series: BTreeMap<Vec<(String, String)>, Vec<(f64, f64)>> = BTreeMap::new();
+        let mut series: BTreeMap<LabelKey, Vec<(f64, f64)>> = BTreeMap::new();
         for s in samples.iter().filter(|s| s.name == bucket) {
             let mut l = s.labels.clone();
             let le = l.remove("le").ok_or(format!("{bucket} without le"))?;
-            let le: f64 = if le == "+Inf" { f64::INFINITY } else { le.parse().map_err(|_| format!("le {le:?}"))? };
-            series.entry(l.into_iter().collect()).or_default().push((le, s.value));
+            let le: f64 = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().map_err(|_| format!("le {le:?}"))?
+            };
+            series
+                .entry(l.into_iter().collect())
+                .or_default()
+                .push((le, s.value));
         }
         for (l, b) in series {
             if !b.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1) {
@@ -172,11 +189,23 @@ fn parse_exposition(text: &str) -> Result<Vec<Sample>, String> {
             }
             let count = samples
                 .iter()
-                .find(|s| s.name == format!("{family}_count") && s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>() == l)
+                .find(|s| {
+                    s.name == format!("{family}_count")
+                        && s.labels
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect::<Vec<_>>()
+                            == l
+                })
                 .ok_or(format!("{family}{l:?}: no _count"))?;
             match b.last() {
                 Some((le, n)) if le.is_infinite() && *n == count.value => {}
-                other => return Err(format!("{family}{l:?}: last bucket {other:?} is not +Inf = {}", count.value)),
+                other => {
+                    return Err(format!(
+                        "{family}{l:?}: last bucket {other:?} is not +Inf = {}",
+                        count.value
+                    ))
+                }
             }
         }
     }
@@ -186,13 +215,19 @@ fn parse_exposition(text: &str) -> Result<Vec<Sample>, String> {
 fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     samples
         .iter()
-        .find(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+        .find(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
         .map(|s| s.value)
 }
 
 fn scrape(host: &Host) -> Vec<Sample> {
     let text = host.run(OVERLAYCTL, &["metrics"]);
-    parse_exposition(&text).unwrap_or_else(|e| panic!("/metrics on {} is not Prometheus text: {e}\n{text}", host.ns()))
+    parse_exposition(&text)
+        .unwrap_or_else(|e| panic!("/metrics on {} is not Prometheus text: {e}\n{text}", host.ns()))
 }
 
 #[test]
@@ -202,13 +237,13 @@ fn exposition_checker_rejects_malformed_text() {
     let s = parse_exposition(good).unwrap();
     assert_eq!(s[0].labels["k"], "v\"w");
     for bad in [
-        "a 1\n",                                                       // no TYPE
-        "# TYPE a counter\na{k=v} 1\n",                                // unquoted label
-        "# TYPE a counter\na x\n",                                     // not a number
-        "# TYPE a bogus\n",                                            // unknown type
+        "a 1\n",                                                                          // no TYPE
+        "# TYPE a counter\na{k=v} 1\n",                                                   // unquoted label
+        "# TYPE a counter\na x\n",                                                        // not a number
+        "# TYPE a bogus\n",                                                               // unknown type
         "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_count 1\n", // not cumulative
-        "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_count 3\n",    // +Inf != count
-        "# TYPE a counter\na_extra 1\n",                               // wrong suffix
+        "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_count 3\n",                       // +Inf != count
+        "# TYPE a counter\na_extra 1\n",                                                  // wrong suffix
     ] {
         assert!(parse_exposition(bad).is_err(), "accepted {bad:?}");
     }
@@ -253,8 +288,14 @@ fn metrics_peers_and_trace_in_static_mode() {
 
     // Counters move with traffic; the FDB gauges and the batch histograms follow.
     let after = scrape(h1);
-    assert!(frames(&after, "rx") >= frames(&before, "rx") + 5.0, "rx frames did not move");
-    assert!(frames(&after, "tx") >= frames(&before, "tx") + 5.0, "tx frames did not move");
+    assert!(
+        frames(&after, "rx") >= frames(&before, "rx") + 5.0,
+        "rx frames did not move"
+    );
+    assert!(
+        frames(&after, "tx") >= frames(&before, "tx") + 5.0,
+        "tx frames did not move"
+    );
     let dg = |s: &[Sample], dir: &str| value(s, "overlayd_datagrams_total", &[("direction", dir)]).unwrap();
     assert!(dg(&after, "tx") > dg(&before, "tx") && dg(&after, "rx") > dg(&before, "rx"));
     assert!(value(&after, "overlayd_fdb_entries", &[("origin", "learned")]).unwrap() >= 1.0);
@@ -266,7 +307,11 @@ fn metrics_peers_and_trace_in_static_mode() {
     let reachable = wait_until(Duration::from_secs(30), || {
         let p = ctl_json(h1, "peers");
         p.as_array().is_some_and(|rows| {
-            rows.iter().any(|r| r["vtep"] == h2.underlay_ip().to_string() && r["state"] == "reachable" && r["last_seen_s"].is_number())
+            rows.iter().any(|r| {
+                r["vtep"] == h2.underlay_ip().to_string()
+                    && r["state"] == "reachable"
+                    && r["last_seen_s"].is_number()
+            })
         })
     });
     let peers = ctl_json(h1, "peers");
@@ -282,16 +327,34 @@ fn metrics_peers_and_trace_in_static_mode() {
     let table = h1.run(OVERLAYCTL, &["peers"]);
     eprintln!("$ overlayctl peers\n{table}");
     let header = table.lines().next().unwrap_or("");
-    assert!(header.contains("VTEP") && header.contains("STATE") && header.contains("LAST_SEEN_S"), "{table}");
-    assert!(table.lines().any(|l| l.contains(&h3.underlay_ip().to_string()) && l.contains("silent")), "{table}");
+    assert!(
+        header.contains("VTEP") && header.contains("STATE") && header.contains("LAST_SEEN_S"),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains(&h3.underlay_ip().to_string()) && l.contains("silent")),
+        "{table}"
+    );
 
     // Probe round trips reach the histogram; the peers gauge agrees with the table.
     assert!(wait_until(Duration::from_secs(30), || {
         value(&scrape(h1), "overlayd_probe_rtt_seconds_count", &[]).unwrap_or(0.0) >= 1.0
     }));
     let m = scrape(h1);
-    assert_eq!(value(&m, "overlayd_peers", &[("kind", "static"), ("state", "reachable")]), Some(1.0));
-    assert_eq!(value(&m, "overlayd_peers", &[("kind", "static"), ("state", "silent")]), Some(1.0));
+    assert_eq!(
+        value(
+            &m,
+            "overlayd_peers",
+            &[("kind", "static"), ("state", "reachable")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&m, "overlayd_peers", &[("kind", "static"), ("state", "silent")]),
+        Some(1.0)
+    );
 
     // Trace: a learned destination (container 2 behind host 2), a local one, an unknown one.
     let trace = |dst: &str| -> Value {
@@ -308,17 +371,31 @@ fn metrics_peers_and_trace_in_static_mode() {
     assert_eq!(t["verdict"], "local", "{t}");
     let t = trace("02:00:00:99:99:99");
     assert_eq!(t["verdict"], "flood", "{t}");
-    let mut flood: Vec<String> = t["flood_to"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let mut flood: Vec<String> = t["flood_to"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
     flood.sort();
-    assert_eq!(flood, [h2.underlay_ip().to_string(), h3.underlay_ip().to_string()], "{t}");
+    assert_eq!(
+        flood,
+        [h2.underlay_ip().to_string(), h3.underlay_ip().to_string()],
+        "{t}"
+    );
     // The human form names the same, and a bad destination or network is refused.
     let text = h1.run(OVERLAYCTL, &["trace", h2.container().mac()]);
     eprintln!("$ overlayctl trace {}\n{text}", h2.container().mac());
-    eprintln!("$ overlayctl trace 02:00:00:99:99:99\n{}", h1.run(OVERLAYCTL, &["trace", "02:00:00:99:99:99"]));
+    eprintln!(
+        "$ overlayctl trace 02:00:00:99:99:99\n{}",
+        h1.run(OVERLAYCTL, &["trace", "02:00:00:99:99:99"])
+    );
     eprintln!("$ overlayctl metrics\n{}", h1.run(OVERLAYCTL, &["metrics"]));
     assert!(text.contains("unicast") && text.contains("learned"), "{text}");
     assert!(h1.exec(OVERLAYCTL, &["trace", "not-a-mac"]).is_err());
-    let e = h1.exec(OVERLAYCTL, &["trace", h2.container().mac(), "--network", "nope"]).unwrap_err();
+    let e = h1
+        .exec(OVERLAYCTL, &["trace", h2.container().mac(), "--network", "nope"])
+        .unwrap_err();
     assert!(e.stderr.contains("no network"), "{e}");
 
     // An IP: unresolved until host 1 itself has talked to it over its bridge, then resolved through the
@@ -349,8 +426,17 @@ fn nft_drop_udp(host: &Host, port: u16) {
     let port = port.to_string();
     let steps: [&[&str]; 3] = [
         &["add", "table", "inet", "ovtest"],
-        &["add", "chain", "inet", "ovtest", "input", "{ type filter hook input priority 0; }"],
-        &["add", "rule", "inet", "ovtest", "input", "udp", "dport", &port, "drop"],
+        &[
+            "add",
+            "chain",
+            "inet",
+            "ovtest",
+            "input",
+            "{ type filter hook input priority 0; }",
+        ],
+        &[
+            "add", "rule", "inet", "ovtest", "input", "udp", "dport", &port, "drop",
+        ],
     ];
     for args in steps {
         if let Err(e) = host.exec("nft", args) {
@@ -372,8 +458,20 @@ fn diag_finds_a_firewalled_vxlan_port_and_a_wrong_veth_mtu() {
     let out = diag(h1).unwrap_or_else(|e| panic!("diag on a healthy testbed failed: {e}"));
     assert!(healthy);
     eprintln!("diag on a healthy testbed:\n{out}");
-    for check in ["bridge ovl0", "tap ovl1", "mtu", "offloads eth0", &format!("peer {} udp/4789", h2.underlay_ip()), "pmtu", "clock", "activity"] {
-        assert!(out.lines().any(|l| l.starts_with(&format!("✓ {check}"))), "no passing {check}:\n{out}");
+    for check in [
+        "bridge ovl0",
+        "tap ovl1",
+        "mtu",
+        "offloads eth0",
+        &format!("peer {} udp/4789", h2.underlay_ip()),
+        "pmtu",
+        "clock",
+        "activity",
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with(&format!("✓ {check}"))),
+            "no passing {check}:\n{out}"
+        );
     }
     assert!(!out.contains('✗'), "{out}");
     let json: Value = serde_json::from_str(&h1.run(OVERLAYCTL, &["diag", "--json"])).unwrap();
@@ -389,28 +487,43 @@ fn diag_finds_a_firewalled_vxlan_port_and_a_wrong_veth_mtu() {
         .lines()
         .find(|l| l.starts_with('✗'))
         .unwrap_or_else(|| panic!("no failed check:\n{}", e.stdout));
-    assert!(line.contains(&h2.underlay_ip().to_string()) && line.contains("4789"), "{}", e.stdout);
+    assert!(
+        line.contains(&h2.underlay_ip().to_string()) && line.contains("4789"),
+        "{}",
+        e.stdout
+    );
     assert!(e.stdout.contains("fix: allow UDP 4789"), "{}", e.stdout);
-    let json = h1.exec(OVERLAYCTL, &["diag", "--json"]).expect_err("diag --json passed");
+    let json = h1
+        .exec(OVERLAYCTL, &["diag", "--json"])
+        .expect_err("diag --json passed");
     let v: Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(v["ok"], false);
     // Host 2 itself hears nothing on its VXLAN port from host 1 any more: within 30 s host 1 turns `silent`
     // there, and host 2's diag names it.
     let silent = wait_until(Duration::from_secs(60), || {
-        diag(h2).is_err_and(|e| e.stdout.lines().any(|l| l.starts_with(&format!("✗ activity {}: silent", h1.underlay_ip()))))
+        diag(h2).is_err_and(|e| {
+            e.stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("✗ activity {}: silent", h1.underlay_ip())))
+        })
     });
-    let out2 = diag(h2).map_or_else(|e| e.stdout, |o| o);
+    let out2 = diag(h2).unwrap_or_else(|e| e.stdout);
     eprintln!("diag on host 2 with its UDP 4789 dropped:\n{out2}");
     assert!(silent, "{out2}");
     h2.run("nft", &["delete", "table", "inet", "ovtest"]);
-    assert!(wait_until(Duration::from_secs(30), || diag(h1).is_ok()), "diag still failing after the rule went");
+    assert!(
+        wait_until(Duration::from_secs(30), || diag(h1).is_ok()),
+        "diag still failing after the rule went"
+    );
 
     // A container's veth (its host side, a port of ovl0) with the wrong MTU: named, with the fix.
     h1.run("ip", &["link", "set", "vc1", "mtu", "1400"]);
     let e = diag(h1).expect_err("diag passed with vc1 at MTU 1400");
     eprintln!("diag with vc1 at MTU 1400:\n{}", e.stdout);
     assert!(
-        e.stdout.lines().any(|l| l.starts_with("✗ mtu vc1") && l.contains("1400") && l.contains("1450")),
+        e.stdout
+            .lines()
+            .any(|l| l.starts_with("✗ mtu vc1") && l.contains("1400") && l.contains("1450")),
         "{}",
         e.stdout
     );
@@ -425,19 +538,44 @@ fn diag_finds_a_firewalled_vxlan_port_and_a_wrong_veth_mtu() {
 fn trace_and_metrics_in_cluster_mode() {
     let tb = Testbed::builder().hosts(2).build();
     let (h1, h2) = (tb.host(1), tb.host(2));
-    let sd = |h: &Host| tb.log_dir().join(format!("state-h{}", h.index())).to_string_lossy().into_owned();
-    let _d1 = start(h1, &["--init-cluster", "--local", &h1.underlay_ip().to_string(), "--state-dir", &sd(h1)]);
+    let sd = |h: &Host| {
+        tb.log_dir()
+            .join(format!("state-h{}", h.index()))
+            .to_string_lossy()
+            .into_owned()
+    };
+    let _d1 = start(
+        h1,
+        &[
+            "--init-cluster",
+            "--local",
+            &h1.underlay_ip().to_string(),
+            "--state-dir",
+            &sd(h1),
+        ],
+    );
     let tok = ctl_socket(h1, &["token"]).unwrap_or_else(|e| panic!("{e}"));
     let _d2 = start(
         h2,
-        &["--peer", &h1.underlay_ip().to_string(), "--token", tok.trim(), "--state-dir", &sd(h2)],
+        &[
+            "--peer",
+            &h1.underlay_ip().to_string(),
+            "--token",
+            tok.trim(),
+            "--state-dir",
+            &sd(h2),
+        ],
     );
     let both_alive = || {
         ctl_json(h1, "peers")
             .as_array()
             .is_some_and(|r| r.iter().filter(|m| m["state"] == "alive").count() == 2)
     };
-    assert!(wait_until(Duration::from_secs(40), both_alive), "cluster did not form: {}", ctl_json(h1, "peers"));
+    assert!(
+        wait_until(Duration::from_secs(40), both_alive),
+        "cluster did not form: {}",
+        ctl_json(h1, "peers")
+    );
     ping_ok(h2.container(), h1.container().ip(), 2);
 
     // Container 2's MAC comes to host 1 from the control plane.
@@ -450,9 +588,14 @@ fn trace_and_metrics_in_cluster_mode() {
     assert!(control, "{t}");
     assert_eq!(t["verdict"], "unicast", "{t}");
     assert_eq!(t["vtep"], h2.underlay_ip().to_string(), "{t}");
-    let t: Value = serde_json::from_str(&h1.run(OVERLAYCTL, &["trace", "02:00:00:99:99:98", "--json"])).unwrap();
+    let t: Value =
+        serde_json::from_str(&h1.run(OVERLAYCTL, &["trace", "02:00:00:99:99:98", "--json"])).unwrap();
     assert_eq!(t["verdict"], "flood", "{t}");
-    assert_eq!(t["flood_to"], serde_json::json!([h2.underlay_ip().to_string()]), "{t}");
+    assert_eq!(
+        t["flood_to"],
+        serde_json::json!([h2.underlay_ip().to_string()]),
+        "{t}"
+    );
 
     // Membership shows in the metrics: members by state, changes counted.
     let m = scrape(h1);
@@ -460,7 +603,7 @@ fn trace_and_metrics_in_cluster_mode() {
     assert!(value(&m, "overlayd_membership_changes_total", &[]).unwrap() >= 1.0);
     // Diag in cluster mode checks gossip too, and passes.
     let ok = wait_until(Duration::from_secs(30), || diag(h1).is_ok());
-    let out = h1.exec(OVERLAYCTL, &["diag"]).map_or_else(|e| e.stdout, |o| o);
+    let out = h1.exec(OVERLAYCTL, &["diag"]).unwrap_or_else(|e| e.stdout);
     assert!(ok, "{out}");
     assert!(out.contains(&format!("✓ gossip {}:", h2.underlay_ip())), "{out}");
 }

@@ -136,7 +136,10 @@ impl BatchHistogram {
     }
     /// Per-bucket counts (not cumulative) and the sum of all observations.
     pub fn read(&self) -> ([u64; BATCH_BOUNDS.len() + 1], u64) {
-        (self.buckets.each_ref().map(|b| b.load(Relaxed)), self.sum.load(Relaxed))
+        (
+            self.buckets.each_ref().map(|b| b.load(Relaxed)),
+            self.sum.load(Relaxed),
+        )
     }
 }
 

@@ -247,7 +247,12 @@ pub fn run_rx(
 const PROBE_REPLY_LEN: usize = VXLAN_HEADER_LEN + probe::PROBE_FRAME_MIN;
 
 /// Answer a probe request from `to` with our wall clock (for `overlayctl diag`'s clock-skew check).
-fn queue_probe_reply(replies: &mut SendBatch, header: &[u8; VXLAN_HEADER_LEN], nonce: u64, to: std::net::SocketAddr) {
+fn queue_probe_reply(
+    replies: &mut SendBatch,
+    header: &[u8; VXLAN_HEADER_LEN],
+    nonce: u64,
+    to: std::net::SocketAddr,
+) {
     let clock_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));

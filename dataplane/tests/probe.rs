@@ -48,14 +48,22 @@ fn probes_are_checked_recorded_and_never_learned() {
     let stranger = IpAddr::from([10, 0, 0, 9]);
     let (mut e, fdb, act) = engine(true, &[peer], t0);
     let now = t0 + Duration::from_secs(1);
-    let p = e.on_probe(now, SocketAddr::new(peer, 40000), &probe_dgram(7, 5)).unwrap();
+    let p = e
+        .on_probe(now, SocketAddr::new(peer, 40000), &probe_dgram(7, 5))
+        .unwrap();
     assert_eq!((p.kind, p.nonce), (ProbeKind::Request, 5));
     assert_eq!(act.since_last(peer, now), Some(Duration::ZERO));
     assert!(fdb.is_empty(), "a probe is never learned");
     // Wrong VNI, a non-member in cluster mode, and a truncated probe are refused.
-    assert!(e.on_probe(now, SocketAddr::new(peer, 1), &probe_dgram(8, 5)).is_none());
-    assert!(e.on_probe(now, SocketAddr::new(stranger, 1), &probe_dgram(7, 5)).is_none());
-    assert!(e.on_probe(now, SocketAddr::new(peer, 1), &probe_dgram(7, 5)[..40]).is_none());
+    assert!(e
+        .on_probe(now, SocketAddr::new(peer, 1), &probe_dgram(8, 5))
+        .is_none());
+    assert!(e
+        .on_probe(now, SocketAddr::new(stranger, 1), &probe_dgram(7, 5))
+        .is_none());
+    assert!(e
+        .on_probe(now, SocketAddr::new(peer, 1), &probe_dgram(7, 5)[..40])
+        .is_none());
 }
 
 #[test]
@@ -69,6 +77,11 @@ fn ordinary_datagrams_count_as_activity() {
     d.extend_from_slice(&[0x08, 0x06]);
     d.extend_from_slice(&[0; 28]);
     let later = t0 + Duration::from_secs(2);
-    assert!(e.on_underlay_datagram(later, SocketAddr::new(peer, 4789), &d).is_ok());
-    assert_eq!(act.since_last(peer, later + Duration::from_secs(1)), Some(Duration::from_secs(1)));
+    assert!(e
+        .on_underlay_datagram(later, SocketAddr::new(peer, 4789), &d)
+        .is_ok());
+    assert_eq!(
+        act.since_last(peer, later + Duration::from_secs(1)),
+        Some(Duration::from_secs(1))
+    );
 }

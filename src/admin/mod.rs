@@ -471,7 +471,9 @@ mod tests {
         assert_eq!(p[0]["vtep"], "10.0.0.2");
         assert_eq!(p[0]["state"], "silent");
         assert!(p[0].get("last_seen_s").is_none());
-        st.observe.activity.saw(IpAddr::from([10, 0, 0, 2]), Instant::now());
+        st.observe
+            .activity
+            .saw(IpAddr::from([10, 0, 0, 2]), Instant::now());
         let p: serde_json::Value = serde_json::from_str(&get(&st, &tcp, "/v1/peers", "[::1]").body).unwrap();
         assert_eq!(p[0]["state"], "reachable");
         assert!(p[0]["last_seen_s"].is_number());
@@ -484,24 +486,45 @@ mod tests {
         assert_eq!(r.status, 200);
         assert_eq!(r.content_type, crate::metrics::CONTENT_TYPE);
         assert!(String::from_utf8_lossy(&r.to_bytes()).contains("Content-Type: text/plain; version=0.0.4"));
-        assert!(r.body.contains("# TYPE overlayd_frames_total counter"), "{}", r.body);
         assert!(
-            r.body.contains(r#"overlayd_fdb_entries{network="default",vni="42",origin="learned"} 1"#),
+            r.body.contains("# TYPE overlayd_frames_total counter"),
             "{}",
             r.body
         );
-        assert!(r.body.contains(r#"overlayd_peers{kind="static",state="silent"} 1"#), "{}", r.body);
+        assert!(
+            r.body
+                .contains(r#"overlayd_fdb_entries{network="default",vni="42",origin="learned"} 1"#),
+            "{}",
+            r.body
+        );
+        assert!(
+            r.body
+                .contains(r#"overlayd_peers{kind="static",state="silent"} 1"#),
+            "{}",
+            r.body
+        );
         let t: serde_json::Value =
-            serde_json::from_str(&get(&st, &Via::Tcp, "/v1/trace?dst=02:00:00:00:00:02", "localhost").body).unwrap();
+            serde_json::from_str(&get(&st, &Via::Tcp, "/v1/trace?dst=02:00:00:00:00:02", "localhost").body)
+                .unwrap();
         assert_eq!(t["verdict"], "unicast", "{t}");
         assert_eq!(t["origin"], "learned", "{t}");
         let t: serde_json::Value =
-            serde_json::from_str(&get(&st, &Via::Tcp, "/v1/trace?dst=ff:ff:ff:ff:ff:ff", "localhost").body).unwrap();
+            serde_json::from_str(&get(&st, &Via::Tcp, "/v1/trace?dst=ff:ff:ff:ff:ff:ff", "localhost").body)
+                .unwrap();
         assert_eq!(t["verdict"], "flood", "{t}");
         assert_eq!(t["flood_to"][0], "10.0.0.2", "{t}");
         assert_eq!(get(&st, &Via::Tcp, "/v1/trace", "localhost").status, 400);
         assert_eq!(get(&st, &Via::Tcp, "/v1/trace?dst=zz", "localhost").status, 400);
-        assert_eq!(get(&st, &Via::Tcp, "/v1/trace?dst=02:00:00:00:00:02&network=x", "localhost").status, 400);
+        assert_eq!(
+            get(
+                &st,
+                &Via::Tcp,
+                "/v1/trace?dst=02:00:00:00:00:02&network=x",
+                "localhost"
+            )
+            .status,
+            400
+        );
     }
 
     #[test]

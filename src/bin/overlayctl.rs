@@ -129,7 +129,9 @@ fn main() -> ExitCode {
                 }
             }
             Err(e) => {
-                eprintln!("overlayctl: overlayd sent JSON this overlayctl cannot read ({e}): versions differ?");
+                eprintln!(
+                    "overlayctl: overlayd sent JSON this overlayctl cannot read ({e}): versions differ?"
+                );
                 ExitCode::from(1)
             }
         };

@@ -66,7 +66,10 @@ pub fn features(ifname: &str) -> io::Result<Vec<(String, bool)>> {
     ioctl(&fd, ifname, &mut info)?;
     let count = (info[2] & 0xffff_ffff) as usize;
     if count == 0 || count > MAX_FEATURES {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "unexpected feature count"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "unexpected feature count",
+        ));
     }
     // struct ethtool_gstrings { u32 cmd; u32 string_set; u32 len; u8 data[len * 32]; }
     let mut strings = vec![0u64; (12 + count * ETH_GSTRING_LEN).div_ceil(8)];
@@ -86,7 +89,9 @@ pub fn features(ifname: &str) -> io::Result<Vec<(String, bool)>> {
     };
     let mut out = Vec::with_capacity(count);
     for i in 0..count {
-        let raw = bytes.get(12 + i * ETH_GSTRING_LEN..12 + (i + 1) * ETH_GSTRING_LEN).unwrap_or(&[]);
+        let raw = bytes
+            .get(12 + i * ETH_GSTRING_LEN..12 + (i + 1) * ETH_GSTRING_LEN)
+            .unwrap_or(&[]);
         let name = String::from_utf8_lossy(raw.split(|b| *b == 0).next().unwrap_or(&[])).into_owned();
         let active = word(&fbytes, 8 + (i / 32) * 16 + 8) & (1 << (i % 32)) != 0;
         if !name.is_empty() {
