@@ -5,6 +5,9 @@
 //! A request may be padded to the full overlay MTU: sent with DF, it proves the underlay path carries
 //! full-size frames (`overlayctl diag`).
 //!
+//! The inner source MAC is zero: no bridge learns it (a Linux bridge drops a frame with an invalid source) and a
+//! kernel VTEP whose all-zero FDB entries are static drops it too; overlayd consumes the probe before learning.
+//!
 //! Inner frame: Ethernet header (dst above, src zero, type 0x88b5), then
 //! `magic "OVLPROBE" (8) | version 1 (1) | kind 1=request 2=reply (1) | reserved 0 (6) | nonce (8, BE) |
 //! clock unix ns (8, BE; 0 in requests) | padding zeros`.
