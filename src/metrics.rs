@@ -165,15 +165,10 @@ pub fn render(st: &AdminState) -> Result<String, std::fmt::Error> {
         MetricType::Counter,
         vec![(net_labels(&[]), Value::Counter(snap.moves))],
     );
-    let mut by_origin: BTreeMap<&str, i64> = [
-        (Origin::Local, "local"),
-        (Origin::Learned, "learned"),
-        (Origin::Control, "control"),
-        (Origin::Static, "static"),
-    ]
-    .iter()
-    .map(|(_, n)| (*n, 0))
-    .collect();
+    let mut by_origin: BTreeMap<&str, i64> = ["local", "learned", "control", "static"]
+        .into_iter()
+        .map(|n| (n, 0))
+        .collect();
     for r in st.fdb.rows(now) {
         let name = match r.origin {
             Origin::Local => "local",
