@@ -116,6 +116,8 @@ pub struct Plumbing {
     /// `overlayctl revoke` requests from the admin endpoint.
     pub revoke: Option<mpsc::Receiver<RevokeRequest>>,
     pub control_stats: ControlCounters,
+    /// Counts membership changes for `/metrics`.
+    pub membership_changes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A revoke request from the admin endpoint (see `admin::RevokeTx`).
@@ -245,6 +247,9 @@ pub fn apply(p: &Plumbing, ev: Event) {
                 .map(|m| m.vtep);
             p.peers.set(vteps);
             if let Ok(mut m) = p.members.write() {
+                let n = crate::observe::membership_changes(m.as_deref(), &rows);
+                p.membership_changes
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                 *m = Some(rows);
             }
         }
@@ -265,6 +270,7 @@ mod tests {
             members: Arc::default(),
             revoke: None,
             control_stats: Arc::default(),
+            membership_changes: Arc::default(),
         }
     }
 
@@ -309,6 +315,7 @@ mod tests {
             &[IpAddr::from([10, 0, 0, 2]), IpAddr::from([10, 0, 0, 3])]
         );
         assert_eq!(p.members.read().unwrap().as_ref().unwrap().len(), 5);
+        assert_eq!(p.membership_changes.load(std::sync::atomic::Ordering::Relaxed), 5);
         // Our own MAC advertised back to us is not installed as remote.
         let own = MacAddr([2, 0, 0, 0, 1, 1]);
         p.fdb.learn(own, p.local, Origin::Local, Instant::now());

@@ -8,7 +8,9 @@ use crate::config::{Args, Config};
 use crate::devices::{DeviceSpec, Devices, DevicesError};
 use crate::lock::{LockError, StateLock};
 use crate::notify::{Liveness, Service};
+use crate::observe::{NetworkInfo, Observe, DEFAULT_NETWORK};
 use crate::reload::{self, Reloader};
+use dataplane::activity::PeerActivity;
 use dataplane::engine::{Engine, EngineConfig, PeerSet};
 use dataplane::fdb::Fdb;
 use dataplane::io::{self, netlink, UdpOptions, UdpSocket, Waker};
@@ -140,8 +142,35 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
     // for kernel-style flood-and-learn from anyone.
     ecfg.require_member = cluster_mode || !cfg.learn_any_source;
     let (tx_counters, rx_counters) = (Arc::new(Counters::default()), Arc::new(Counters::default()));
+    // Static peers' last datagrams (`overlayctl peers`, diag); cluster members are tracked by gossip.
+    let activity = Arc::new(PeerActivity::new(
+        epoch,
+        if cluster_mode {
+            Vec::new()
+        } else {
+            cfg.peers.clone()
+        },
+    ));
     let tx_engine = Engine::new(ecfg.clone(), fdb.clone(), peers.clone(), tx_counters.clone());
-    let rx_engine = Engine::new(ecfg, fdb.clone(), peers.clone(), rx_counters.clone());
+    let rx_engine =
+        Engine::new(ecfg, fdb.clone(), peers.clone(), rx_counters.clone()).with_activity(activity.clone());
+    let mut observe = Observe::new(
+        vec![NetworkInfo {
+            name: DEFAULT_NETWORK.to_string(),
+            vni: cfg.vni,
+            bridge: cfg.bridge.clone(),
+            tap: tap.name().to_string(),
+            mtu,
+        }],
+        local,
+        cluster_mode,
+        activity,
+    );
+    observe.port = cfg.port;
+    observe.gossip_port = cfg.gossip_port;
+    observe.underlay.clone_from(&underlay.0);
+    observe.underlay_mtu = underlay.1;
+    let observe = Arc::new(observe);
 
     let members = cluster::Members::default();
     let control_stats = cluster::ControlCounters::default();
@@ -166,6 +195,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
         members: members.clone(),
         token,
         socket_path: cfg.admin_socket.clone(),
+        observe: observe.clone(),
     });
     if !cluster_mode {
         info!("control plane off (static peers, flood-and-learn); start one node with --init-cluster and join others with --peer <member> --token-file <file holding `overlayctl --admin-socket … token`> to turn it on");
@@ -220,6 +250,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
                         members,
                         revoke: revoke_rx,
                         control_stats: control_stats.clone(),
+                        membership_changes: observe.membership_changes.clone(),
                     };
                     Some(cluster::start(&cfg, st, cred, p)?)
                 }
@@ -242,6 +273,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
                 "forwarding (static peers)"
             });
             let watchdog = service.spawn_watchdog(live.clone(), 2);
+            let prober = tokio::spawn(crate::observe::run_prober(observe.clone(), peers.clone()));
             let housekeeping = tokio::spawn({
                 let (fdb, bridge, tap) = (fdb.clone(), cfg.bridge.clone(), tap.name().to_string());
                 async move {
@@ -270,6 +302,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
                 a.abort();
             }
             housekeeping.abort();
+            prober.abort();
             r
         });
         info!("shutting down");

@@ -15,9 +15,11 @@
 
 pub mod bum;
 
+use crate::activity::PeerActivity;
 use crate::fdb::{Fdb, Learn, Origin};
 use crate::stats::{Counters, DropReason};
 use crate::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN};
+use crate::wire::probe::ProbeRepr;
 use crate::wire::MacAddr;
 use crate::wire::{vxlan, EthernetFrame, Vni, VxlanPacket, ETHERNET_HEADER_LEN, VXLAN_HEADER_LEN};
 use bum::BumLimiter;
@@ -116,6 +118,8 @@ pub struct Engine {
     flood: Vec<SocketAddr>,
     /// Per-source budget for broadcast/multicast from the TAP; `None` when `bum_pps` is 0.
     bum: Option<BumLimiter>,
+    /// Last datagram per static peer (`overlayctl peers`), if tracked.
+    activity: Option<Arc<PeerActivity>>,
 }
 
 impl Engine {
@@ -130,9 +134,34 @@ impl Engine {
             seen_version: u64::MAX,
             members: Arc::from(Vec::new()),
             flood: Vec::new(),
+            activity: None,
         };
         e.refresh_peers();
         e
+    }
+
+    /// Record each accepted datagram's source in `activity`.
+    pub fn with_activity(mut self, activity: Arc<PeerActivity>) -> Self {
+        self.activity = Some(activity);
+        self
+    }
+
+    /// A probe datagram (see [`crate::wire::probe`]) from `src`: checked like any datagram (VXLAN header,
+    /// VNI, membership), recorded as activity, never learned from nor delivered. `None`: drop it.
+    pub fn on_probe(&mut self, now: Instant, src: SocketAddr, dgram: &[u8]) -> Option<ProbeRepr> {
+        let pkt = VxlanPacket::new_checked(dgram).ok()?;
+        if pkt.vni() != self.cfg.vni {
+            return None;
+        }
+        if self.cfg.require_member {
+            self.refresh_peers();
+            self.members.binary_search(&src.ip()).ok()?;
+        }
+        let p = ProbeRepr::parse(pkt.payload()).ok()?;
+        if let Some(a) = &self.activity {
+            a.saw(src.ip(), now);
+        }
+        Some(p)
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -253,6 +282,9 @@ impl Engine {
         }
         if !self.cfg.allow_vlan && is_vlan(eth.ethertype()) {
             return Err(DropReason::VlanTagged);
+        }
+        if let Some(a) = &self.activity {
+            a.saw(src.ip(), now);
         }
         let l = self.fdb.learn(mac, src.ip(), Origin::Learned, now);
         if l == Learn::OwnedLocally {

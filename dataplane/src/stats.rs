@@ -4,7 +4,8 @@
 //! admin endpoint sums them with [`Snapshot::sum`]. Directions are named from the overlay's point of view:
 //! `rx_frames` are frames read from the TAP (sent by local containers), `tx_frames` frames written to the TAP,
 //! `rx_datagrams`/`tx_datagrams` VXLAN datagrams received from / sent to the underlay. A TSO superframe counts
-//! as the number of segments it carries on the wire.
+//! as the number of segments it carries on the wire. Valid overlayd probes (`wire::probe`) are control traffic:
+//! answered and consumed by the RX loop, they are not counted as datagrams.
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -107,6 +108,10 @@ pub struct Counters {
     /// MAC moves refused by dampening (RFC 7432 §15), learned or from the control plane.
     pub mac_flaps: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
+    /// Segments per UDP send (a GSO message carries several; 1 without GSO).
+    pub gso_segments: BatchHistogram,
+    /// Datagrams per UDP receive (a GRO train carries several; 1 without GRO).
+    pub gro_segments: BatchHistogram,
 }
 
 impl Counters {
@@ -120,6 +125,36 @@ impl Counters {
     }
     pub fn drops(&self, r: DropReason) -> u64 {
         self.drops[r.index()].load(Relaxed)
+    }
+}
+
+/// Upper bounds of the [`BatchHistogram`] buckets (segments per batch); 64 is the kernel's UDP_MAX_SEGMENTS.
+pub const BATCH_BOUNDS: [u64; 7] = [1, 2, 4, 8, 16, 32, 64];
+
+/// A histogram of batch sizes fed once per batch (never per packet) by one worker: one relaxed atomic add per
+/// observation into a fixed bucket, no lock. The last bucket counts batches above 64.
+#[derive(Debug, Default)]
+pub struct BatchHistogram {
+    buckets: [AtomicU64; BATCH_BOUNDS.len() + 1],
+    sum: AtomicU64,
+}
+
+impl BatchHistogram {
+    #[inline]
+    pub fn observe(&self, n: u64) {
+        let i = BATCH_BOUNDS
+            .iter()
+            .position(|&b| n <= b)
+            .unwrap_or(BATCH_BOUNDS.len());
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum.fetch_add(n, Relaxed);
+    }
+    /// Per-bucket counts (not cumulative) and the sum of all observations.
+    pub fn read(&self) -> ([u64; BATCH_BOUNDS.len() + 1], u64) {
+        (
+            self.buckets.each_ref().map(|b| b.load(Relaxed)),
+            self.sum.load(Relaxed),
+        )
     }
 }
 
@@ -198,5 +233,16 @@ mod tests {
         assert_eq!(s.drops["short"], 5);
         assert_eq!(s.drops["unknown_vni"], 1);
         assert_eq!(s.drops_total(), 6);
+    }
+
+    #[test]
+    fn batch_histogram_buckets() {
+        let h = BatchHistogram::default();
+        for n in [1, 2, 3, 64, 65, 1000] {
+            h.observe(n);
+        }
+        let (b, sum) = h.read();
+        assert_eq!(b, [1, 1, 1, 0, 0, 0, 1, 2]);
+        assert_eq!(sum, 1 + 2 + 3 + 64 + 65 + 1000);
     }
 }

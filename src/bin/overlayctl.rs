@@ -40,6 +40,24 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Prometheus metrics, as served on GET /metrics.
+    Metrics,
+    /// Where a frame to this destination would go: network, FDB entry, VTEP, origin, path MTU, or flooding.
+    Trace {
+        /// Destination MAC (02:00:00:00:00:01) or IP (resolved through the bridge's neighbour table).
+        dst: String,
+        /// Network name or VNI [default: the daemon's network].
+        #[arg(long)]
+        network: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the host plumbing, MTUs, every peer's VXLAN port (probe), path MTU, clocks and liveness. Exits 1
+    /// if any check fails.
+    Diag {
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the cluster join token (one line); needs --admin-socket (root). Save it to a file (chmod 600)
     /// for `overlayd --peer <this host> --token-file <FILE>`.
     Token,
@@ -73,7 +91,17 @@ fn main() -> ExitCode {
         println!("{}: {}", node_id.trim(), v["outcome"].as_str().unwrap_or(&answer));
         return ExitCode::SUCCESS;
     }
+    let mut query = String::new();
     let (kind, path, json) = match cli.cmd {
+        Cmd::Metrics => ("metrics", "/metrics", false),
+        Cmd::Trace { dst, network, json } => {
+            query = format!("?dst={}", dst.replace(':', "%3A"));
+            if let Some(n) = network {
+                query.push_str(&format!("&network={n}"));
+            }
+            ("trace", "/v1/trace", json)
+        }
+        Cmd::Diag { json } => ("diag", "/v1/diag", json),
         Cmd::Fdb { json } => ("fdb", "/v1/fdb", json),
         Cmd::Stats { json } => ("stats", "/v1/stats", json),
         Cmd::Peers { json } => ("peers", "/v1/peers", json),
@@ -84,7 +112,7 @@ fn main() -> ExitCode {
         Ok(t) => t,
         Err(e) => return fail(&e),
     };
-    let body = match ctl::get(&target, path) {
+    let body = match ctl::get(&target, &format!("{path}{query}")) {
         Ok(b) => b,
         Err(e) => return fail(&e),
     };
@@ -97,6 +125,32 @@ fn main() -> ExitCode {
             }
             None => {
                 eprintln!("overlayctl: overlayd at {target} answered without a token; versions differ?");
+                ExitCode::from(1)
+            }
+        };
+    }
+    if kind == "metrics" {
+        print!("{body}");
+        return ExitCode::SUCCESS;
+    }
+    if kind == "diag" {
+        return match ctl::render_diag(&body) {
+            Ok((text, ok)) => {
+                if json {
+                    println!("{body}");
+                } else {
+                    print!("{text}");
+                }
+                if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => {
+                eprintln!(
+                    "overlayctl: overlayd sent JSON this overlayctl cannot read ({e}): versions differ?"
+                );
                 ExitCode::from(1)
             }
         };
