@@ -7,6 +7,7 @@ use crate::cluster::{self, ClusterError, Plumbing};
 use crate::config::Config;
 use crate::devices::{DeviceSpec, Devices, DevicesError};
 use crate::lock::{LockError, StateLock};
+use crate::privileges::{self, PrivilegeError};
 use dataplane::engine::{Engine, EngineConfig, PeerSet};
 use dataplane::fdb::Fdb;
 use dataplane::io::{self, netlink, UdpOptions, UdpSocket, Waker};
@@ -47,6 +48,8 @@ pub enum DaemonError {
     #[error(transparent)]
     Lock(#[from] LockError),
     #[error(transparent)]
+    Privileges(#[from] PrivilegeError),
+    #[error(transparent)]
     Udp(#[from] io::UdpError),
     #[error("cannot listen on admin address {addr}: {source} (is another overlayd running? choose another --admin)")]
     Admin {
@@ -77,6 +80,10 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     if !std::path::Path::new("/dev/net/tun").exists() {
         return Err(DaemonError::NoTun);
     }
+    // Least privilege, before any thread exists (capabilities are per thread; see privileges.rs).
+    let ports = [cfg.port, cfg.gossip_port, cfg.admin.port()];
+    let kept = privileges::drop_all_but(privileges::needed(&ports))?;
+    info!(capabilities = ?kept, "dropped every other capability");
     // First of all: one daemon per state dir (released by the kernel when we exit or die).
     let _lock = StateLock::acquire(&cfg.state_dir)?;
     let local = match (cfg.local, cfg.peers.first()) {

@@ -9,3 +9,4 @@ pub mod devices;
 pub mod links;
 pub mod lock;
 pub mod ownership;
+pub mod privileges;
