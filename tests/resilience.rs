@@ -119,8 +119,8 @@ fn nft_table(host: &Host, name: &str, input: &str, output: &str) {
         .into_owned();
     let script = format!(
         "table inet {name} {{\n\
-         chain input {{ type filter hook input priority 0; policy accept; {input} }}\n\
-         chain output {{ type filter hook output priority 0; policy accept; {output} }}\n}}\n"
+         chain input {{\n type filter hook input priority 0; policy accept;\n {input}\n }}\n\
+         chain output {{\n type filter hook output priority 0; policy accept;\n {output}\n }}\n}}\n"
     );
     std::fs::write(&path, script).unwrap();
     if let Err(e) = host.exec("nft", &["-f", &path]) {
@@ -207,7 +207,7 @@ fn underlay_loss_20_percent_declares_no_member_dead() {
     }
     let baseline: Vec<_> = hosts.iter().map(|h| members(h)).collect();
     let lossy = hosts[0];
-    let drop = "numgen random mod 100 < 20 drop";
+    let drop = "numgen random mod 100 < 20 counter drop";
     nft_table(
         lossy,
         "ovtloss",
