@@ -11,8 +11,8 @@
 //!   device), netlink link/FDB changes, `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE`.
 //! - CAP_NET_BIND_SERVICE: kept only when a configured port (VXLAN, gossip, admin) is below 1024.
 //! - Nothing else. The state dir, its lock and state files, and the admin socket are created by the daemon
-//!   itself (uid 0), so the owner's permission bits let it in without CAP_DAC_OVERRIDE; a file the operator
-//!   made for it (e.g. `--token-file`) must be readable by root through its permission bits.
+//!   itself (uid 0), so the owner's permission bits let it in without CAP_DAC_OVERRIDE. The configuration
+//!   file and `--token-file` are read before `run` (in `config`), so with every capability.
 //! - CAP_SYS_ADMIN (`setns` for attach) and CAP_NET_RAW are not used yet: whoever adds a use adds it to
 //!   [`needed`].
 
