@@ -9,6 +9,7 @@ use crate::devices::{DeviceSpec, Devices, DevicesError};
 use crate::lock::{LockError, StateLock};
 use crate::notify::{Liveness, Service};
 use crate::observe::{NetworkInfo, Observe, DEFAULT_NETWORK};
+use crate::privileges::{self, PrivilegeError};
 use crate::reload::{self, Reloader};
 use dataplane::activity::PeerActivity;
 use dataplane::engine::{Engine, EngineConfig, PeerSet};
@@ -50,6 +51,8 @@ pub enum DaemonError {
     #[error(transparent)]
     Lock(#[from] LockError),
     #[error(transparent)]
+    Privileges(#[from] PrivilegeError),
+    #[error(transparent)]
     Udp(#[from] io::UdpError),
     #[error("cannot listen on admin address {addr}: {source} (is another overlayd running? choose another --admin)")]
     Admin {
@@ -71,6 +74,10 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
     if !std::path::Path::new("/dev/net/tun").exists() {
         return Err(DaemonError::NoTun);
     }
+    // Least privilege, before any thread exists (capabilities are per thread; see privileges.rs).
+    let ports = [cfg.port, cfg.gossip_port, cfg.admin.port()];
+    let kept = privileges::drop_all_but(privileges::needed(&ports))?;
+    info!(capabilities = ?kept, "dropped every other capability");
     // First of all: one daemon per state dir (released by the kernel when we exit or die).
     let _lock = StateLock::acquire(&cfg.state_dir)?;
     let local = match (cfg.local, cfg.peers.first()) {

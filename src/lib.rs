@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod notify;
 pub mod observe;
 pub mod ownership;
+pub mod privileges;
 pub mod probe;
 pub mod reload;
 pub mod trace;
