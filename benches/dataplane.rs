@@ -37,12 +37,11 @@ fn engine(now: Instant, peers: u32, fdb_size: u32) -> (Engine, Arc<Fdb>) {
         fdb.learn(mac(1000 + i), ip(2 + i % peers.max(1)), Origin::Learned, now);
     }
     let set = Arc::new(PeerSet::new((0..peers).map(|i| ip(2 + i))));
-    let e = Engine::new(
-        EngineConfig::new(Vni::new(VNI).unwrap(), ip(1)),
-        fdb.clone(),
-        set,
-        Arc::default(),
-    );
+    let mut cfg = EngineConfig::new(Vni::new(VNI).unwrap(), ip(1));
+    // The broadcast rate limiter runs on every flooded frame (and is part of the no-allocation proof) but
+    // never refuses: the benches send one source's broadcasts back to back.
+    cfg.bum_pps = u32::MAX;
+    let e = Engine::new(cfg, fdb.clone(), set, Arc::default());
     (e, fdb)
 }
 

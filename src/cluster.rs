@@ -5,7 +5,7 @@
 use crate::config::{Cluster, Config};
 use control::auth::{NodeCredential, StateDir};
 use control::transport::{self, Admission, Event, GossipHandle, GossipOptions};
-use control::{ControlConfig, MemberInfo, MemberState};
+use control::{ControlConfig, ControlStats, MemberInfo, MemberState, RevokeOutcome};
 use dataplane::engine::PeerSet;
 use dataplane::fdb::Fdb;
 use std::net::{IpAddr, SocketAddr};
@@ -31,9 +31,19 @@ pub enum ClusterError {
 /// Membership as `overlayctl peers` shows it; `None` in static mode.
 pub type Members = Arc<RwLock<Option<Vec<MemberInfo>>>>;
 
+/// The control plane's counters as `overlayctl stats` shows them (`control.*`); `None` in static mode.
+pub type ControlCounters = Arc<RwLock<Option<ControlStats>>>;
+
+/// How often the control-plane counters are copied for `overlayctl stats`.
+const STATS_COPY: Duration = Duration::from_secs(1);
+
 /// The credential this node uses, obtained as the configuration says. `None`: static mode.
-pub async fn credentials(cfg: &Config) -> Result<Option<(StateDir, NodeCredential)>, ClusterError> {
-    let state = StateDir::new(&cfg.state_dir);
+/// `local` is the VTEP (and gossip) address the node's attestation must name.
+pub async fn credentials(
+    cfg: &Config,
+    local: IpAddr,
+) -> Result<Option<(StateDir, NodeCredential)>, ClusterError> {
+    let state = StateDir::new(&cfg.state_dir).with_vteps(vec![local]);
     let cred = match &cfg.cluster {
         Cluster::Static => return Ok(None),
         Cluster::Init if state.is_initialised() => {
@@ -103,7 +113,15 @@ pub struct Plumbing {
     pub fdb: Arc<Fdb>,
     pub peers: Arc<PeerSet>,
     pub members: Members,
+    /// `overlayctl revoke` requests from the admin endpoint.
+    pub revoke: Option<mpsc::Receiver<RevokeRequest>>,
+    pub control_stats: ControlCounters,
+    /// Counts membership changes for `/metrics`.
+    pub membership_changes: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// A revoke request from the admin endpoint (see `admin::RevokeTx`).
+pub type RevokeRequest = (control::NodeId, oneshot::Sender<Result<String, String>>);
 
 /// Start gossip and the task that connects it to the data plane. Must run inside the tokio runtime.
 pub fn start(
@@ -150,15 +168,17 @@ async fn pump(
     handle: GossipHandle,
     mut events: mpsc::UnboundedReceiver<Event>,
     join: Vec<SocketAddr>,
-    p: Plumbing,
+    mut p: Plumbing,
     mut stop: oneshot::Receiver<()>,
 ) {
+    let mut revoke = p.revoke.take();
     for peer in join {
         if let Err(e) = handle.join(peer).await {
             warn!(%peer, "cannot contact member: {e}");
         }
     }
     let mut tick = tokio::time::interval(LOCAL_MAC_SCAN);
+    let mut stats_tick = tokio::time::interval(STATS_COPY);
     let mut advertised = Vec::new();
     loop {
         tokio::select! {
@@ -172,10 +192,31 @@ async fn pump(
                     }
                 }
             }
+            _ = stats_tick.tick() => {
+                if let Ok(s) = handle.stats().await {
+                    if let Ok(mut c) = p.control_stats.write() {
+                        *c = Some(s);
+                    }
+                }
+            }
             ev = events.recv() => match ev {
                 Some(ev) => apply(&p, ev),
                 None => return,
             },
+            req = async { match revoke.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                let Some((node, done)) = req else { revoke = None; continue };
+                let answer = match handle.revoke(node).await {
+                    Ok(Ok(RevokeOutcome::Revoked)) => Ok("revoked; every member enforces it within seconds".to_string()),
+                    Ok(Ok(RevokeOutcome::AlreadyRevoked)) => Ok("already revoked".to_string()),
+                    Ok(Ok(RevokeOutcome::Forwarded(a))) => Ok(format!("forwarded to admitter {a}, which signs and disseminates the revocation")),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(e.to_string()),
+                };
+                if answer.is_ok() {
+                    info!(%node, "revocation requested");
+                }
+                let _ = done.send(answer);
+            }
             _ = &mut stop => {
                 if let Err(e) = handle.leave().await {
                     warn!("could not announce leave: {e}");
@@ -206,6 +247,9 @@ pub fn apply(p: &Plumbing, ev: Event) {
                 .map(|m| m.vtep);
             p.peers.set(vteps);
             if let Ok(mut m) = p.members.write() {
+                let n = crate::observe::membership_changes(m.as_deref(), &rows);
+                p.membership_changes
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                 *m = Some(rows);
             }
         }
@@ -224,6 +268,9 @@ mod tests {
             fdb: Arc::new(Fdb::new(64, Fdb::DEFAULT_AGEING, Instant::now())),
             peers: Arc::new(PeerSet::default()),
             members: Arc::default(),
+            revoke: None,
+            control_stats: Arc::default(),
+            membership_changes: Arc::default(),
         }
     }
 
@@ -268,6 +315,7 @@ mod tests {
             &[IpAddr::from([10, 0, 0, 2]), IpAddr::from([10, 0, 0, 3])]
         );
         assert_eq!(p.members.read().unwrap().as_ref().unwrap().len(), 5);
+        assert_eq!(p.membership_changes.load(std::sync::atomic::Ordering::Relaxed), 5);
         // Our own MAC advertised back to us is not installed as remote.
         let own = MacAddr([2, 0, 0, 0, 1, 1]);
         p.fdb.learn(own, p.local, Origin::Local, Instant::now());

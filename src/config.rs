@@ -1,10 +1,16 @@
-//! Command line and TOML configuration. Every option can come from `--config FILE` (same names, TOML); flags
-//! given on the command line win. Validation errors name the problem and the fix; they exit with status 2.
+//! Command line and TOML configuration. Every option is one field of [`Options`]: that field is both the flag
+//! (`--state-dir`) and the config-file key of the same name (`state-dir = "…"`). `--config FILE` is read first
+//! and flags given on the command line win, key by key. Validation errors name the problem and the fix; they exit
+//! with status 2.
+//!
+//! Adding an option: add the field to [`Options`] (clap and serde attributes side by side), then read and
+//! check it in [`Options::validate`] into a field of [`Config`], and give it back in [`Config::to_options`] so
+//! that `--print-config` shows it. Merging, unknown-key errors and the round trip need no further change.
 
 use clap::Parser;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Longest Linux interface name (IFNAMSIZ - 1).
 pub const IFNAME_MAX: usize = 15;
@@ -14,6 +20,7 @@ pub const DEFAULT_SRC_PORTS: usize = 64;
 /// Upper bound for `--src-ports`: one socket (file descriptor) each.
 pub const MAX_SRC_PORTS: usize = 1024;
 
+/// The command line: every [`Options`] field as a flag, plus the flags that only make sense there.
 #[derive(Parser, Debug, Default, Clone)]
 #[command(
     name = "overlayd",
@@ -21,8 +28,24 @@ pub const MAX_SRC_PORTS: usize = 1024;
     about = "Userspace VXLAN overlay daemon (RFC 7348, interoperable with Linux VXLAN)"
 )]
 pub struct Args {
+    #[command(flatten)]
+    pub options: Options,
+    /// TOML file with any of these options, keys named as the flags without `--` (command-line flags win).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration as TOML (usable as --config) and exit; touches nothing on the host.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// Every option of overlayd; each is a flag and a config-file key of the same (kebab-case) name. Unset options
+/// are `None`/empty/`false`, so that merging a file under the flags is "the flag if given, else the file".
+#[derive(clap::Args, Serialize, Deserialize, Debug, Default, Clone, PartialEq)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Options {
     /// Underlay address of another host's VTEP (repeatable).
     #[arg(long = "peer", value_name = "IP")]
+    #[serde(rename = "peer", skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<IpAddr>,
     /// Underlay source address [default: the kernel's source for the route to the first peer].
     #[arg(long, value_name = "IP")]
@@ -49,30 +72,39 @@ pub struct Args {
     /// [default: /run/overlayd/admin.sock].
     #[arg(long, value_name = "PATH")]
     pub admin_socket: Option<PathBuf>,
-    /// TOML file with any of these options (command-line flags win).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
     /// Seconds before a learned MAC is forgotten [default: 300, as Linux].
     #[arg(long, value_name = "SECONDS")]
     pub ageing: Option<u64>,
-    /// Maximum FDB entries; learning stops (and is counted) beyond it [default: 65536].
+    /// Maximum FDB entries; when full, the least recently seen learned entry makes room (never a local or
+    /// control one) [default: 65536].
     #[arg(long, value_name = "N")]
     pub fdb_max: Option<usize>,
-    /// Disable TAP/UDP offloads (TSO, GSO, GRO): one frame per datagram, for debugging.
-    #[arg(long)]
-    pub no_offload: bool,
+    /// Most MACs behind this host's bridge that are learned (and advertised) as local; new ones beyond it are
+    /// refused and counted as `local_mac_cap` [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub max_local_macs: Option<usize>,
+    /// Broadcast and multicast frames per second accepted from the TAP per source MAC, in bursts of up to
+    /// max(N/10, 10); 0 = unlimited. Drops are counted as `bum_rate_limited` [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub bum_pps: Option<u32>,
     /// Outer UDP source ports (one send socket each) that inner flows are hashed over, 1..=1024 [default: 64].
     #[arg(long, value_name = "N")]
     pub src_ports: Option<usize>,
+    /// Disable TAP/UDP offloads (TSO, GSO, GRO): one frame per datagram, for debugging.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "is_false")]
+    pub no_offload: bool,
     /// Static mode: accept VXLAN from any source and learn from it, as Linux VXLAN does (default: only from
     /// the --peer addresses).
     #[arg(long)]
+    #[serde(skip_serializing_if = "is_false")]
     pub learn_any_source: bool,
     /// Create a new cluster (CA + this node's credential in --state-dir) and become its first member.
     #[arg(long, conflicts_with = "token")]
+    #[serde(skip_serializing_if = "is_false")]
     pub init_cluster: bool,
-    /// Join token printed by `overlayctl --admin-socket PATH token` on any member; use with --peer <ADDR-OF-ANY-MEMBER>.
-    /// Visible to every local user in `ps`: prefer --token-file.
+    /// Join token printed by `overlayctl --admin-socket PATH token` on an admitter; use with
+    /// --peer <ADDR-OF-ANY-MEMBER>. Visible to every local user in `ps`: prefer --token-file.
     #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]
     pub token: Option<String>,
     /// Read the join token from this file (mode 0600 or stricter; refused if group or others may access it).
@@ -84,30 +116,24 @@ pub struct Args {
     /// UDP port of the QUIC gossip endpoint [default: 7948].
     #[arg(long, value_name = "N")]
     pub gossip_port: Option<u16>,
+    /// Log line format on stderr [default: text; colours only when stderr is a terminal].
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
 }
 
-/// The same options as a TOML file.
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct FileConfig {
-    #[serde(default)]
-    peer: Vec<IpAddr>,
-    local: Option<IpAddr>,
-    vni: Option<u32>,
-    port: Option<u16>,
-    bridge: Option<String>,
-    tap: Option<String>,
-    mtu: Option<u32>,
-    admin: Option<SocketAddr>,
-    admin_socket: Option<PathBuf>,
-    token_file: Option<PathBuf>,
-    ageing: Option<u64>,
-    fdb_max: Option<usize>,
-    no_offload: Option<bool>,
-    src_ports: Option<usize>,
-    learn_any_source: Option<bool>,
-    state_dir: Option<PathBuf>,
-    gossip_port: Option<u16>,
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// How log lines are written to stderr.
+#[derive(clap::ValueEnum, Serialize, Deserialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines (ANSI colours only when stderr is a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line (for journald/log shippers).
+    Json,
 }
 
 /// A validated configuration.
@@ -124,14 +150,20 @@ pub struct Config {
     pub admin_socket: PathBuf,
     pub ageing_s: u64,
     pub fdb_max: usize,
-    pub offload: bool,
+    /// `--max-local-macs`.
+    pub max_local_macs: usize,
+    /// `--bum-pps` (0 = unlimited).
+    pub bum_pps: u32,
     /// Number of outer UDP source ports (send sockets) for flow entropy.
     pub src_ports: usize,
-    /// Static mode: accept VXLAN from any source, not only the peers.
+    pub offload: bool,
     pub learn_any_source: bool,
     pub cluster: Cluster,
+    /// Where the join token came from, if from a file (`--print-config` names the file, not the secret).
+    pub token_file: Option<PathBuf>,
     pub state_dir: PathBuf,
     pub gossip_port: u16,
+    pub log_format: LogFormat,
 }
 
 /// How this daemon finds its peers.
@@ -169,77 +201,140 @@ pub enum ConfigError {
     Ageing,
     #[error("--fdb-max 0 would make learning impossible: use a positive number such as 65536")]
     FdbMax,
+    #[error("--max-local-macs 0 would refuse every local MAC (no spoofing protection, nothing advertised): use a positive number such as 4096")]
+    MaxLocalMacs,
     #[error("--src-ports {0} is out of range: use 1..=1024 outer UDP source ports (default 64; 1 disables flow entropy)")]
     SrcPorts(usize),
     #[error("cannot read config file {path}: {source} (check the path given to --config)")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("config file {path} is not valid: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("invalid join token (--token or --token-file): {0} (copy the single line printed by `overlayctl --admin-socket … token` on a cluster member)")]
-    Token(String),
+    #[error("config file {path}, line {line}: unknown key `{key}` (keys are the long flag names without `--`, e.g. `state-dir`; `overlayd --print-config` lists the ones in effect)")]
+    UnknownKey { path: PathBuf, line: usize, key: String },
+    #[error("config file {path}, line {line}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    /// The token parser's message already says where a good token comes from.
+    #[error("--token: {0}")]
+    Token(#[source] control::auth::AuthError),
+    #[error("init-cluster and token are both set: a node either creates the cluster or joins one, remove one of them")]
+    InitAndToken,
     #[error("--token needs --peer <ADDR-OF-ANY-MEMBER>: the address of a host already in the cluster")]
     TokenWithoutPeer,
     #[error("--gossip-port 0 is not usable: use 7948 (the default) or another free UDP port")]
     GossipPort,
+    #[error("--admin {0} is not a loopback address: the admin endpoint is unauthenticated, keep it on 127.0.0.1 or ::1")]
+    AdminNotLoopback(SocketAddr),
     #[error("--admin-socket {path} is {len} bytes; a Unix socket path is at most 107 bytes: choose a shorter path")]
     AdminSocketTooLong { path: PathBuf, len: usize },
     #[error("cannot read the token file {path}: {source} (check --token-file / token-file)")]
     TokenFile { path: PathBuf, source: std::io::Error },
     #[error("token file {path} has mode {mode:03o}: group or others may access it and the token grants cluster membership; run `chmod 600 {path}`")]
     TokenFileMode { path: PathBuf, mode: u32 },
-    #[error("token-file in the config file conflicts with --init-cluster: the first node creates the cluster, only joiners need a token")]
+    #[error("token-file and init-cluster are both set: the first node creates the cluster, only joiners need a token")]
     InitWithTokenFile,
+    #[error("token and token-file are both set: give the token one way, preferably token-file")]
+    TokenAndTokenFile,
     #[error("--learn-any-source applies to static mode only: a cluster member accepts VXLAN from members only (drop the option, or run in static mode with --peer and no --init-cluster/--token/cluster state dir)")]
     LearnAnySourceInCluster,
-    #[error("--admin {0} is not a loopback address: the admin endpoint is unauthenticated, keep it on 127.0.0.1 or ::1")]
-    AdminNotLoopback(SocketAddr),
+    /// Only if an option cannot be represented in TOML; a bug, not a user error.
+    #[error("internal error while merging the configuration: {0}")]
+    Merge(String),
 }
 
 impl Args {
-    /// Merge the config file (if any) under the flags and validate.
-    pub fn resolve(self) -> Result<Config, ConfigError> {
-        let file = match &self.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?
+    /// Merge the config file (if any) under the flags and validate. Reads the file again on every call, which
+    /// is what a reload (SIGHUP) wants.
+    pub fn resolve(&self) -> Result<Config, ConfigError> {
+        self.effective_options()?.validate()
+    }
+
+    /// The options in force: the file's, overridden key by key by the flags.
+    pub fn effective_options(&self) -> Result<Options, ConfigError> {
+        match &self.config {
+            Some(path) => merge(&load_file(path)?, &self.options),
+            None => Ok(self.options.clone()),
+        }
+    }
+}
+
+/// Parse a config file; an unknown key or a bad value names its line.
+pub fn load_file(path: &Path) -> Result<Options, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_file(path, &text)
+}
+
+/// [`load_file`] on text already read (`path` is only used in messages).
+pub fn parse_file(path: &Path, text: &str) -> Result<Options, ConfigError> {
+    toml::from_str::<Options>(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        let line = text
+            .get(..span.start)
+            .map_or(1, |before| before.matches('\n').count() + 1);
+        let message = e.message().trim().to_string();
+        if message.starts_with("unknown field") {
+            let key = text.get(span).unwrap_or("").trim().trim_matches(['"', '\'']);
+            ConfigError::UnknownKey {
+                path: path.to_path_buf(),
+                line,
+                key: key.to_string(),
             }
-            None => FileConfig::default(),
-        };
-        let peers = if self.peers.is_empty() {
-            file.peer
         } else {
-            self.peers
-        };
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                message,
+            }
+        }
+    })
+}
+
+/// `file` overridden by every option set in `flags`. Generic over the fields: both sides go through TOML
+/// tables, where unset options are absent, so a new field needs no code here.
+pub fn merge(file: &Options, flags: &Options) -> Result<Options, ConfigError> {
+    let table = |o: &Options| match toml::Value::try_from(o) {
+        Ok(toml::Value::Table(t)) => Ok(t),
+        Ok(other) => Err(ConfigError::Merge(format!("options became {}", other.type_str()))),
+        Err(e) => Err(ConfigError::Merge(e.to_string())),
+    };
+    let mut merged = table(file)?;
+    merged.extend(table(flags)?);
+    toml::Value::Table(merged)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Merge(e.to_string()))
+}
+
+impl Options {
+    /// Check every option and fill in the defaults.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let peers = self.peers;
         let state_dir = self
             .state_dir
-            .or(file.state_dir)
             .unwrap_or_else(|| PathBuf::from(control::auth::DEFAULT_STATE_DIR));
-        let token_file = self.token_file.or(file.token_file);
-        let token = match (&self.token, &token_file) {
-            (Some(t), _) => Some(t.clone()),
-            (None, Some(path)) => Some(read_token_file(path)?),
-            (None, None) => None,
-        };
+        let token_file = self.token_file;
         if self.init_cluster && token_file.is_some() {
             return Err(ConfigError::InitWithTokenFile);
         }
+        let token = match (self.token, &token_file) {
+            (Some(_), Some(_)) => return Err(ConfigError::TokenAndTokenFile),
+            (Some(t), None) => Some(t),
+            (None, Some(path)) => Some(read_token_file(path)?),
+            (None, None) => None,
+        };
         let cluster = if self.init_cluster {
+            if token.is_some() {
+                return Err(ConfigError::InitAndToken);
+            }
             Cluster::Init
         } else if let Some(t) = &token {
             if peers.is_empty() {
                 return Err(ConfigError::TokenWithoutPeer);
             }
-            Cluster::Join(
-                t.trim()
-                    .parse()
-                    .map_err(|e: control::auth::AuthError| ConfigError::Token(e.to_string()))?,
-            )
+            Cluster::Join(t.trim().parse().map_err(ConfigError::Token)?)
         } else if control::auth::StateDir::new(&state_dir).is_initialised() {
             Cluster::Member
         } else {
@@ -248,37 +343,29 @@ impl Args {
         if cluster == Cluster::Static && peers.is_empty() {
             return Err(ConfigError::NoPeers);
         }
-        let learn_any_source = self.learn_any_source || file.learn_any_source.unwrap_or(false);
-        if learn_any_source && cluster != Cluster::Static {
+        if self.learn_any_source && cluster != Cluster::Static {
             return Err(ConfigError::LearnAnySourceInCluster);
         }
-        let gossip_port = self
-            .gossip_port
-            .or(file.gossip_port)
-            .unwrap_or(control::DEFAULT_GOSSIP_PORT);
+        let gossip_port = self.gossip_port.unwrap_or(control::DEFAULT_GOSSIP_PORT);
         if gossip_port == 0 {
             return Err(ConfigError::GossipPort);
         }
-        let vni_n = self.vni.or(file.vni).unwrap_or(1);
+        let vni_n = self.vni.unwrap_or(1);
         let vni = dataplane::wire::Vni::new(vni_n).map_err(|_| ConfigError::Vni(vni_n))?;
-        let port = self
-            .port
-            .or(file.port)
-            .unwrap_or(dataplane::wire::vxlan::VXLAN_PORT);
+        let port = self.port.unwrap_or(dataplane::wire::vxlan::VXLAN_PORT);
         if port == 0 {
             return Err(ConfigError::Port);
         }
-        let bridge = self.bridge.or(file.bridge).unwrap_or_else(|| "ovl0".to_string());
+        let bridge = self.bridge.unwrap_or_else(|| "ovl0".to_string());
         check_ifname("bridge", &bridge)?;
-        let tap = self.tap.or(file.tap).unwrap_or_else(|| format!("ovl{vni_n}"));
+        let tap = self.tap.unwrap_or_else(|| format!("ovl{vni_n}"));
         check_ifname("tap", &tap)?;
-        let mtu = self.mtu.or(file.mtu);
-        if let Some(m) = mtu {
+        if let Some(m) = self.mtu {
             if !(576..=65000).contains(&m) {
                 return Err(ConfigError::Mtu(m));
             }
         }
-        let admin = match self.admin.or(file.admin) {
+        let admin = match self.admin {
             Some(a) => a,
             None => DEFAULT_ADMIN
                 .parse()
@@ -289,7 +376,6 @@ impl Args {
         }
         let admin_socket = self
             .admin_socket
-            .or(file.admin_socket)
             .unwrap_or_else(|| PathBuf::from(crate::admin::DEFAULT_ADMIN_SOCKET));
         let len = admin_socket.as_os_str().len();
         if len == 0 || len > crate::admin::socket::MAX_SOCKET_PATH {
@@ -298,45 +384,102 @@ impl Args {
                 len,
             });
         }
-        let ageing_s = self.ageing.or(file.ageing).unwrap_or(300);
+        let ageing_s = self.ageing.unwrap_or(300);
         if ageing_s == 0 {
             return Err(ConfigError::Ageing);
         }
-        let fdb_max = self
-            .fdb_max
-            .or(file.fdb_max)
-            .unwrap_or(dataplane::fdb::Fdb::DEFAULT_CAPACITY);
+        let fdb_max = self.fdb_max.unwrap_or(dataplane::fdb::Fdb::DEFAULT_CAPACITY);
         if fdb_max == 0 {
             return Err(ConfigError::FdbMax);
         }
-        let src_ports = self.src_ports.or(file.src_ports).unwrap_or(DEFAULT_SRC_PORTS);
+        let max_local_macs = self
+            .max_local_macs
+            .unwrap_or(dataplane::fdb::Fdb::DEFAULT_MAX_LOCAL);
+        if max_local_macs == 0 {
+            return Err(ConfigError::MaxLocalMacs);
+        }
+        let bum_pps = self.bum_pps.unwrap_or(dataplane::engine::bum::DEFAULT_BUM_PPS);
+        let src_ports = self.src_ports.unwrap_or(DEFAULT_SRC_PORTS);
         if !(1..=MAX_SRC_PORTS).contains(&src_ports) {
             return Err(ConfigError::SrcPorts(src_ports));
         }
         Ok(Config {
             peers,
-            local: self.local.or(file.local),
+            local: self.local,
             vni,
             port,
             bridge,
             tap,
-            mtu,
+            mtu: self.mtu,
             admin,
             admin_socket,
             ageing_s,
             fdb_max,
-            offload: !(self.no_offload || file.no_offload.unwrap_or(false)),
+            max_local_macs,
+            bum_pps,
             src_ports,
-            learn_any_source,
+            offload: !self.no_offload,
+            learn_any_source: self.learn_any_source,
             cluster,
+            token_file,
             state_dir,
             gossip_port,
+            log_format: self.log_format.unwrap_or_default(),
         })
     }
 }
 
+impl Config {
+    /// The options that give this configuration back, with every default spelled out (`local` and `mtu` stay
+    /// unset when they are derived from the host at start).
+    pub fn to_options(&self) -> Options {
+        Options {
+            peers: self.peers.clone(),
+            local: self.local,
+            vni: Some(self.vni.get()),
+            port: Some(self.port),
+            bridge: Some(self.bridge.clone()),
+            tap: Some(self.tap.clone()),
+            mtu: self.mtu,
+            admin: Some(self.admin),
+            admin_socket: Some(self.admin_socket.clone()),
+            ageing: Some(self.ageing_s),
+            fdb_max: Some(self.fdb_max),
+            max_local_macs: Some(self.max_local_macs),
+            bum_pps: Some(self.bum_pps),
+            src_ports: Some(self.src_ports),
+            no_offload: !self.offload,
+            learn_any_source: self.learn_any_source,
+            init_cluster: self.cluster == Cluster::Init,
+            // A token read from a file stays there: print the file's name, never the secret.
+            token: match (&self.cluster, &self.token_file) {
+                (Cluster::Join(t), None) => Some(t.to_string()),
+                _ => None,
+            },
+            token_file: self.token_file.clone(),
+            state_dir: Some(self.state_dir.clone()),
+            gossip_port: Some(self.gossip_port),
+            log_format: Some(self.log_format),
+        }
+    }
+
+    /// `overlayd --print-config`: this configuration as a TOML file that `--config` reads back to the same.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        let body = toml::to_string(&self.to_options()).map_err(|e| ConfigError::Merge(e.to_string()))?;
+        let mut out = String::from("# overlayd effective configuration (overlayd --print-config)\n");
+        if self.local.is_none() {
+            out.push_str("# local: unset, taken at start from the route to the first peer\n");
+        }
+        if self.mtu.is_none() {
+            out.push_str("# mtu: unset, taken at start as the underlay MTU - 50 (IPv4) or - 70 (IPv6)\n");
+        }
+        out.push_str(&body);
+        Ok(out)
+    }
+}
+
 /// The join token from a file that only its owner can access (the token grants membership).
-fn read_token_file(path: &std::path::Path) -> Result<String, ConfigError> {
+fn read_token_file(path: &Path) -> Result<String, ConfigError> {
     use std::os::unix::fs::PermissionsExt;
     let err = |source| ConfigError::TokenFile {
         path: path.to_path_buf(),
@@ -376,200 +519,5 @@ fn check_ifname(what: &'static str, name: &str) -> Result<(), ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
-        let mut v = vec!["overlayd", "--state-dir", "/nonexistent/overlayd-test"];
-        v.extend_from_slice(args);
-        Args::try_parse_from(v).expect("clap accepts").resolve()
-    }
-
-    #[test]
-    fn defaults() {
-        let c = parse(&["--peer", "10.0.0.2"]).unwrap();
-        assert_eq!(c.vni.get(), 1);
-        assert_eq!(c.port, 4789);
-        assert_eq!(c.bridge, "ovl0");
-        assert_eq!(c.tap, "ovl1");
-        assert_eq!(c.admin.to_string(), "127.0.0.1:7947");
-        assert_eq!(c.admin_socket, PathBuf::from("/run/overlayd/admin.sock"));
-        assert_eq!(c.ageing_s, 300);
-        assert!(c.offload);
-        assert!(!c.learn_any_source, "only peers may send by default");
-        assert_eq!(
-            parse(&["--peer", "10.0.0.2", "--vni", "42"]).unwrap().tap,
-            "ovl42"
-        );
-    }
-
-    #[test]
-    fn errors_name_the_fix() {
-        let e = parse(&["--peer", "10.0.0.2", "--vni", "16777216"]).unwrap_err();
-        assert!(e.to_string().contains("0..=16777215"), "{e}");
-        let e = parse(&["--peer", "10.0.0.2", "--bridge", "a-very-long-bridge-name"]).unwrap_err();
-        assert!(e.to_string().contains("at most 15 bytes"), "{e}");
-        assert!(matches!(parse(&[]).unwrap_err(), ConfigError::NoPeers));
-        assert!(matches!(
-            parse(&["--peer", "10.0.0.2", "--tap", "a b"]).unwrap_err(),
-            ConfigError::BadName { .. }
-        ));
-        assert!(matches!(
-            parse(&["--peer", "10.0.0.2", "--admin", "0.0.0.0:7947"]).unwrap_err(),
-            ConfigError::AdminNotLoopback(_)
-        ));
-        assert!(Args::try_parse_from(["overlayd", "--peer", "notanip"]).is_err());
-        assert!(matches!(
-            parse(&["--token", "OVL1-x"]).unwrap_err(),
-            ConfigError::TokenWithoutPeer
-        ));
-        assert!(matches!(
-            parse(&["--peer", "10.0.0.2", "--token", "garbage"]).unwrap_err(),
-            ConfigError::Token(_)
-        ));
-        assert!(Args::try_parse_from(["overlayd", "--init-cluster", "--token", "t"]).is_err());
-        assert!(matches!(
-            parse(&["--init-cluster", "--learn-any-source"]).unwrap_err(),
-            ConfigError::LearnAnySourceInCluster
-        ));
-    }
-
-    #[test]
-    fn learn_any_source_flag_and_key() {
-        assert!(
-            parse(&["--peer", "10.0.0.2", "--learn-any-source"])
-                .unwrap()
-                .learn_any_source
-        );
-        let dir = std::env::temp_dir().join(format!("overlayd-las-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("o.toml");
-        std::fs::write(&p, "peer = [\"10.0.0.2\"]\nlearn-any-source = true\n").unwrap();
-        assert!(
-            parse(&["--config", p.to_str().unwrap()])
-                .unwrap()
-                .learn_any_source
-        );
-        std::fs::write(&p, "peer = [\"10.0.0.2\"]\nlearn-any-source = false\n").unwrap();
-        assert!(
-            !parse(&["--config", p.to_str().unwrap()])
-                .unwrap()
-                .learn_any_source
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn src_ports() {
-        assert_eq!(parse(&["--peer", "10.0.0.2"]).unwrap().src_ports, 64);
-        assert_eq!(
-            parse(&["--peer", "10.0.0.2", "--src-ports", "1"])
-                .unwrap()
-                .src_ports,
-            1
-        );
-        assert_eq!(
-            parse(&["--peer", "10.0.0.2", "--src-ports", "1024"])
-                .unwrap()
-                .src_ports,
-            1024
-        );
-        for bad in ["0", "1025"] {
-            let e = parse(&["--peer", "10.0.0.2", "--src-ports", bad]).unwrap_err();
-            assert!(matches!(e, ConfigError::SrcPorts(_)), "{e:?}");
-            assert!(e.to_string().contains("use 1..=1024"), "{e}");
-        }
-        // The same key in a config file, and the flag winning over it.
-        let dir = std::env::temp_dir().join(format!("overlayd-cfg-src-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("o.toml");
-        std::fs::write(&p, "peer = [\"10.0.0.2\"]\nsrc-ports = 8\n").unwrap();
-        let f = p.to_str().unwrap();
-        assert_eq!(parse(&["--config", f]).unwrap().src_ports, 8);
-        assert_eq!(parse(&["--config", f, "--src-ports", "2"]).unwrap().src_ports, 2);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn cluster_modes() {
-        assert_eq!(parse(&["--peer", "10.0.0.2"]).unwrap().cluster, Cluster::Static);
-        let c = parse(&["--init-cluster"]).unwrap();
-        assert_eq!(c.cluster, Cluster::Init);
-        assert!(c.peers.is_empty());
-        assert_eq!(c.gossip_port, 7948);
-    }
-
-    #[test]
-    fn admin_socket_and_token_file() {
-        use std::os::unix::fs::PermissionsExt;
-        let c = parse(&["--peer", "10.0.0.2", "--admin-socket", "/tmp/x/a.sock"]).unwrap();
-        assert_eq!(c.admin_socket, PathBuf::from("/tmp/x/a.sock"));
-        let long = format!("/{}", "a".repeat(107));
-        assert!(matches!(
-            parse(&["--peer", "10.0.0.2", "--admin-socket", &long]).unwrap_err(),
-            ConfigError::AdminSocketTooLong { .. }
-        ));
-        let dir = std::env::temp_dir().join(format!("overlayd-tokfile-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let tf = dir.join("token");
-        let garbage = dir.join("garbage");
-        std::fs::write(&garbage, "not a token\n").unwrap();
-        std::fs::set_permissions(&garbage, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let g = garbage.to_str().unwrap();
-        // The file is read and parsed like --token (a garbage token is refused as such).
-        assert!(matches!(
-            parse(&["--peer", "10.0.0.2", "--token-file", g]).unwrap_err(),
-            ConfigError::Token(_)
-        ));
-        std::fs::write(&tf, "x").unwrap();
-        for mode in [0o640, 0o604, 0o620, 0o644] {
-            std::fs::set_permissions(&tf, std::fs::Permissions::from_mode(mode)).unwrap();
-            let e = parse(&["--peer", "10.0.0.2", "--token-file", tf.to_str().unwrap()]).unwrap_err();
-            assert!(matches!(e, ConfigError::TokenFileMode { .. }), "{mode:o}: {e}");
-            assert!(e.to_string().contains("chmod 600"), "{e}");
-        }
-        let e = parse(&["--peer", "10.0.0.2", "--token-file", "/nonexistent/tok"]).unwrap_err();
-        assert!(matches!(e, ConfigError::TokenFile { .. }), "{e}");
-        assert!(Args::try_parse_from(["overlayd", "--token", "t", "--token-file", "f"]).is_err());
-        assert!(Args::try_parse_from(["overlayd", "--init-cluster", "--token-file", "f"]).is_err());
-        // Config keys.
-        let p = dir.join("o.toml");
-        std::fs::write(
-            &p,
-            format!("peer = [\"10.0.0.2\"]\nadmin-socket = \"/tmp/y.sock\"\ntoken-file = \"{g}\"\n"),
-        )
-        .unwrap();
-        let e = parse(&["--config", p.to_str().unwrap()]).unwrap_err();
-        assert!(matches!(e, ConfigError::Token(_)), "token-file key is read: {e}");
-        assert!(matches!(
-            parse(&["--config", p.to_str().unwrap(), "--init-cluster"]).unwrap_err(),
-            ConfigError::InitWithTokenFile
-        ));
-        std::fs::write(&p, "peer = [\"10.0.0.2\"]\nadmin-socket = \"/tmp/y.sock\"\n").unwrap();
-        assert_eq!(
-            parse(&["--config", p.to_str().unwrap()]).unwrap().admin_socket,
-            PathBuf::from("/tmp/y.sock")
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn file_then_flags() {
-        let dir = std::env::temp_dir().join(format!("overlayd-cfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("o.toml");
-        std::fs::write(
-            &p,
-            "peer = [\"10.0.0.2\", \"10.0.0.3\"]\nvni = 7\nbridge = \"br-x\"\n",
-        )
-        .unwrap();
-        let c = parse(&["--config", p.to_str().unwrap(), "--vni", "9"]).unwrap();
-        assert_eq!(c.peers.len(), 2);
-        assert_eq!(c.vni.get(), 9, "flag wins");
-        assert_eq!(c.bridge, "br-x");
-        std::fs::write(&p, "peers = [\"10.0.0.2\"]\n").unwrap();
-        let e = parse(&["--config", p.to_str().unwrap()]).unwrap_err();
-        assert!(e.to_string().contains("unknown field"), "{e}");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

@@ -83,7 +83,7 @@ fn connect(target: &Target) -> Result<Box<dyn Stream>, CtlError> {
                     source,
                 }
             })?;
-            s.set_read_timeout(Some(Duration::from_secs(5))).map_err(io)?;
+            s.set_read_timeout(Some(READ_TIMEOUT)).map_err(io)?;
             s.set_write_timeout(Some(Duration::from_secs(5))).map_err(io)?;
             Ok(Box::new(s))
         }
@@ -100,12 +100,15 @@ fn connect(target: &Target) -> Result<Box<dyn Stream>, CtlError> {
                     source,
                 },
             })?;
-            s.set_read_timeout(Some(Duration::from_secs(5))).map_err(io)?;
+            s.set_read_timeout(Some(READ_TIMEOUT)).map_err(io)?;
             s.set_write_timeout(Some(Duration::from_secs(5))).map_err(io)?;
             Ok(Box::new(s))
         }
     }
 }
+
+/// Long enough for `diag`, which waits for probe replies from every peer (a few seconds when some are lost).
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Send one request and return the body of a 200 answer.
 pub fn request(target: &Target, method: Method, path: &str, body: &str) -> Result<String, CtlError> {
@@ -189,6 +192,7 @@ pub fn render(kind: &str, body: &str) -> Result<String, serde_json::Error> {
     let v: serde_json::Value = serde_json::from_str(body)?;
     let s = |v: &serde_json::Value| match v {
         serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_string(),
         other => other.to_string(),
     };
     let empty = Vec::new();
@@ -197,7 +201,7 @@ pub fn render(kind: &str, body: &str) -> Result<String, serde_json::Error> {
             let cols: &[&str] = if kind == "fdb" {
                 &["vni", "mac", "vtep", "origin", "age_s"]
             } else {
-                &["id", "addr", "state", "generation"]
+                &["id", "addr", "vtep", "state", "generation", "last_seen_s"]
             };
             let rows: Vec<Vec<String>> = v
                 .as_array()
@@ -208,6 +212,34 @@ pub fn render(kind: &str, body: &str) -> Result<String, serde_json::Error> {
             let headers: Vec<String> = cols.iter().map(|c| c.to_uppercase()).collect();
             let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
             table(&headers, &rows)
+        }
+        "trace" => {
+            let mut rows = Vec::new();
+            for k in [
+                "query",
+                "network",
+                "vni",
+                "mac",
+                "resolved_via",
+                "verdict",
+                "vtep",
+                "origin",
+                "age_s",
+                "flood_to",
+                "path_mtu",
+                "note",
+            ] {
+                match &v[k] {
+                    serde_json::Value::Null => {}
+                    serde_json::Value::Array(a) if a.is_empty() => {}
+                    serde_json::Value::Array(a) => rows.push(vec![
+                        k.to_string(),
+                        a.iter().map(&s).collect::<Vec<_>>().join(", "),
+                    ]),
+                    x => rows.push(vec![k.to_string(), s(x)]),
+                }
+            }
+            table(&["FIELD", "VALUE"], &rows)
         }
         _ => {
             let mut rows = Vec::new();
@@ -226,6 +258,42 @@ pub fn render(kind: &str, body: &str) -> Result<String, serde_json::Error> {
             table(&["COUNTER", "VALUE"], &rows)
         }
     })
+}
+
+/// Human rendering of `/v1/diag`: one ✓/✗ line per check, the fix under each ✗; and whether all passed.
+pub fn render_diag(body: &str) -> Result<(String, bool), serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Check {
+        name: String,
+        ok: bool,
+        detail: String,
+        fix: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Report {
+        ok: bool,
+        checks: Vec<Check>,
+    }
+    let r: Report = serde_json::from_str(body)?;
+    let mut out = String::new();
+    for c in &r.checks {
+        out.push_str(&format!(
+            "{} {}: {}\n",
+            if c.ok { "✓" } else { "✗" },
+            c.name,
+            c.detail
+        ));
+        if let (false, Some(f)) = (c.ok, &c.fix) {
+            out.push_str(&format!("    fix: {f}\n"));
+        }
+    }
+    let failed = r.checks.iter().filter(|c| !c.ok).count();
+    out.push_str(&if failed == 0 {
+        format!("all {} checks passed\n", r.checks.len())
+    } else {
+        format!("{failed} of {} checks failed\n", r.checks.len())
+    });
+    Ok((out, r.ok && failed == 0))
 }
 
 #[cfg(test)]
@@ -269,6 +337,21 @@ mod tests {
             target_for("token", Method::Get, "/v1/token", tcp, Some(p.clone())).unwrap(),
             Target::Socket(p)
         );
+    }
+
+    #[test]
+    fn renders_diag_with_fixes() {
+        let body = r#"{"ok":false,"checks":[{"name":"tap ovl1","ok":true,"detail":"up"},{"name":"peer 10.0.0.2 udp/4789","ok":false,"detail":"no answer","fix":"allow UDP 4789"}]}"#;
+        let (t, ok) = render_diag(body).unwrap();
+        assert!(!ok);
+        assert!(t.contains("✓ tap ovl1: up\n"), "{t}");
+        assert!(
+            t.contains("✗ peer 10.0.0.2 udp/4789: no answer\n    fix: allow UDP 4789\n"),
+            "{t}"
+        );
+        assert!(t.ends_with("1 of 2 checks failed\n"), "{t}");
+        assert!(render_diag(r#"{"ok":true,"checks":[]}"#).unwrap().1);
+        assert!(render_diag("nope").is_err());
     }
 
     #[test]

@@ -4,9 +4,14 @@
 
 use crate::admin::{self, AdminSocket, AdminState, Limits, PeerPolicy};
 use crate::cluster::{self, ClusterError, Plumbing};
-use crate::config::Config;
+use crate::config::{Args, Config};
 use crate::devices::{DeviceSpec, Devices, DevicesError};
 use crate::lock::{LockError, StateLock};
+use crate::notify::{Liveness, Service};
+use crate::observe::{NetworkInfo, Observe, DEFAULT_NETWORK};
+use crate::privileges::{self, PrivilegeError};
+use crate::reload::{self, Reloader};
+use dataplane::activity::PeerActivity;
 use dataplane::engine::{Engine, EngineConfig, PeerSet};
 use dataplane::fdb::Fdb;
 use dataplane::io::{self, netlink, SenderSet, UdpOptions, UdpSocket, Waker};
@@ -20,7 +25,6 @@ use tracing::{info, warn};
 
 /// Socket buffers: enough for a few superframe bursts per direction (SO_*BUFFORCE, we run as root).
 const UDP_BUFFER_BYTES: usize = 8 * 1024 * 1024;
-const CAP_NET_ADMIN: u32 = 12;
 /// How often local FDB entries are reconciled with the bridge's table (and aged entries expired).
 const BRIDGE_SYNC: Duration = Duration::from_secs(1);
 
@@ -47,6 +51,8 @@ pub enum DaemonError {
     #[error(transparent)]
     Lock(#[from] LockError),
     #[error(transparent)]
+    Privileges(#[from] PrivilegeError),
+    #[error(transparent)]
     Udp(#[from] io::UdpError),
     #[error("cannot listen on admin address {addr}: {source} (is another overlayd running? choose another --admin)")]
     Admin {
@@ -59,24 +65,19 @@ pub enum DaemonError {
     Runtime(#[from] std::io::Error),
 }
 
-fn has_net_admin() -> bool {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return true;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .map_or(true, |caps| caps & (1 << CAP_NET_ADMIN) != 0)
-}
-
-pub fn run(cfg: Config) -> Result<(), DaemonError> {
-    if !has_net_admin() {
+/// Run until SIGTERM/SIGINT. `args` is kept to re-read the configuration on SIGHUP.
+pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
+    let service = Service::from_env();
+    if !io::tap::has_cap_net_admin() {
         return Err(DaemonError::NoCapability);
     }
     if !std::path::Path::new("/dev/net/tun").exists() {
         return Err(DaemonError::NoTun);
     }
+    // Least privilege, before any thread exists (capabilities are per thread; see privileges.rs).
+    let ports = [cfg.port, cfg.gossip_port, cfg.admin.port()];
+    let kept = privileges::drop_all_but(privileges::needed(&ports))?;
+    info!(capabilities = ?kept, "dropped every other capability");
     // First of all: one daemon per state dir (released by the kernel when we exit or die).
     let _lock = StateLock::acquire(&cfg.state_dir)?;
     let local = match (cfg.local, cfg.peers.first()) {
@@ -100,7 +101,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         })?;
     // Removed when `admin_socket` drops, on every return path below.
     let mut admin_socket = rt.block_on(AdminSocket::bind(&cfg.admin_socket))?;
-    let cluster_cred = rt.block_on(cluster::credentials(&cfg))?;
+    let cluster_cred = rt.block_on(cluster::credentials(&cfg, local))?;
     let cluster_mode = cluster_cred.is_some();
     let underlay = netlink::interface_with_addr(local)?.ok_or(DaemonError::LocalNotOurs(local))?;
     let overhead = if local.is_ipv4() { 50 } else { 70 };
@@ -132,7 +133,9 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let gro = udp.gro_enabled();
 
     let epoch = Instant::now();
-    let fdb = Arc::new(Fdb::new(cfg.fdb_max, Duration::from_secs(cfg.ageing_s), epoch));
+    let fdb = Arc::new(
+        Fdb::new(cfg.fdb_max, Duration::from_secs(cfg.ageing_s), epoch).with_max_local(cfg.max_local_macs),
+    );
     // Static mode floods to the --peer VTEPs; cluster mode to the alive members, filled in by the control plane
     // (there --peer only names members to join through).
     let peers = Arc::new(if cluster_mode {
@@ -142,19 +145,57 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     });
     let mut ecfg = EngineConfig::new(cfg.vni, local);
     ecfg.port = cfg.port;
+    ecfg.bum_pps = cfg.bum_pps;
     // Only members (cluster) or the configured --peers (static) may inject frames, unless the operator asked
     // for kernel-style flood-and-learn from anyone.
     ecfg.require_member = cluster_mode || !cfg.learn_any_source;
     let (tx_counters, rx_counters) = (Arc::new(Counters::default()), Arc::new(Counters::default()));
+    // Static peers' last datagrams (`overlayctl peers`, diag); cluster members are tracked by gossip.
+    let activity = Arc::new(PeerActivity::new(
+        epoch,
+        if cluster_mode {
+            Vec::new()
+        } else {
+            cfg.peers.clone()
+        },
+    ));
     let tx_engine = Engine::new(ecfg.clone(), fdb.clone(), peers.clone(), tx_counters.clone());
-    let rx_engine = Engine::new(ecfg, fdb.clone(), peers.clone(), rx_counters.clone());
+    let rx_engine =
+        Engine::new(ecfg, fdb.clone(), peers.clone(), rx_counters.clone()).with_activity(activity.clone());
+    let mut observe = Observe::new(
+        vec![NetworkInfo {
+            name: DEFAULT_NETWORK.to_string(),
+            vni: cfg.vni,
+            bridge: cfg.bridge.clone(),
+            tap: tap.name().to_string(),
+            mtu,
+        }],
+        local,
+        cluster_mode,
+        activity,
+    );
+    observe.port = cfg.port;
+    observe.gossip_port = cfg.gossip_port;
+    observe.underlay.clone_from(&underlay.0);
+    observe.underlay_mtu = underlay.1;
+    let observe = Arc::new(observe);
 
     let members = cluster::Members::default();
+    let control_stats = cluster::ControlCounters::default();
     let token = match &cluster_cred {
         Some((state, _)) => state.join_token().ok().map(|t| t.to_string()),
         None => None,
     };
+    let (revoke_tx, revoke_rx) = match cluster_mode {
+        true => {
+            let (tx, rx) = tokio::sync::mpsc::channel(8);
+            (Some(tx), Some(rx))
+        }
+        false => (None, None),
+    };
     let state = Arc::new(AdminState {
+        revoke: revoke_tx,
+        control_stats: control_stats.clone(),
         vni: cfg.vni.get(),
         fdb: fdb.clone(),
         counters: vec![tx_counters, rx_counters, fdb.counters().clone()],
@@ -162,6 +203,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         members: members.clone(),
         token,
         socket_path: cfg.admin_socket.clone(),
+        observe: observe.clone(),
     });
     if !cluster_mode {
         info!("control plane off (static peers, flood-and-learn); start one node with --init-cluster and join others with --peer <member> --token-file <file holding `overlayctl --admin-socket … token`> to turn it on");
@@ -184,19 +226,24 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         "overlayd up"
     );
 
+    let reloader = Reloader::new(args, cfg.clone(), peers.clone());
+    let live = Liveness::default();
     let stop = AtomicBool::new(false);
     let (tx_waker, rx_waker) = (Waker::new()?, Waker::new()?);
     let queue = &tap.queues()[0];
     let (fault_tx, fault_rx) = tokio::sync::oneshot::channel();
     std::thread::scope(|s| -> Result<(), DaemonError> {
+        let (tx_alive, rx_alive) = (live.enter(), live.enter());
         let tx = std::thread::Builder::new()
             .name("ovl-tx".into())
             .spawn_scoped(s, || {
+                let _alive = tx_alive;
                 worker::run_tx(tx_engine, queue, &senders, offloads, &stop, &tx_waker)
             })?;
         let rx = std::thread::Builder::new()
             .name("ovl-rx".into())
             .spawn_scoped(s, || {
+                let _alive = rx_alive;
                 worker::run_rx(rx_engine, queue, &udp, gro, tap_mtu, &stop, &rx_waker)
             })?;
         std::thread::Builder::new()
@@ -210,6 +257,9 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                         fdb: fdb.clone(),
                         peers: peers.clone(),
                         members,
+                        revoke: revoke_rx,
+                        control_stats: control_stats.clone(),
+                        membership_changes: observe.membership_changes.clone(),
                     };
                     Some(cluster::start(&cfg, st, cred, p)?)
                 }
@@ -224,6 +274,15 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                     PeerPolicy::current(),
                 ))
             });
+            // TAP up and attached, forwarding threads running, cluster credential in hand (a --token join has
+            // completed above), admin listeners serving: tell systemd.
+            service.ready(if cluster_mode {
+                "forwarding (cluster)"
+            } else {
+                "forwarding (static peers)"
+            });
+            let watchdog = service.spawn_watchdog(live.clone(), 2);
+            let prober = tokio::spawn(crate::observe::run_prober(observe.clone(), peers.clone()));
             let housekeeping = tokio::spawn({
                 let (fdb, bridge, tap) = (fdb.clone(), cfg.bridge.clone(), tap.name().to_string());
                 async move {
@@ -238,9 +297,12 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             });
             // A lost TAP/bridge that cannot be restored ends the daemon like a signal, but as an error.
             let r = tokio::select! {
-                r = wait_for_signal() => r.map_err(DaemonError::Runtime),
+                r = reload::wait_for_stop(reloader, &service) => r.map_err(DaemonError::Runtime),
                 Ok(e) = fault_rx => Err(DaemonError::Devices(e)),
             };
+            if let Some(w) = watchdog {
+                w.abort();
+            }
             if let Some(c) = control {
                 c.leave().await;
             }
@@ -249,6 +311,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 a.abort();
             }
             housekeeping.abort();
+            prober.abort();
             r
         });
         info!("shutting down");
@@ -290,15 +353,4 @@ fn sync_local_macs(fdb: &Fdb, bridge: &str, tap: &str, local: IpAddr, was_ok: bo
             false
         }
     }
-}
-
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM"),
-        _ = int.recv() => info!("SIGINT"),
-    }
-    Ok(())
 }

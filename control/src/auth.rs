@@ -9,6 +9,9 @@
 //! - `join.secret`: 32 random bytes; together with the CA fingerprint it forms the join token.
 //! - `generation`: the last generation used (each start takes a larger one).
 //! - `peers`: members' gossip addresses, so a restart re-joins with no `--peer` and no token.
+//! - `node.attest`: this node's CA-signed [`Attestation`] (postcard): node id, VTEP addresses, admitter
+//!   flag, node public key. It rides inside every gossiped identity.
+//! - `revoked`: the CA-signed revocation list (postcard), enforced again at every start.
 //!
 //! Join token (one line): `OVL1-<sha256(ca.crt DER) hex>-<secret hex>`. The joiner pins the member's CA
 //! by the fingerprint before revealing the secret, and generates its key locally: only its public key
@@ -27,7 +30,9 @@ use rcgen::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+use crate::attest::{self, Attestation, Signer};
 use crate::membership::NodeId;
+use crate::revocation::RevocationList;
 
 /// Default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/overlayd";
@@ -42,6 +47,8 @@ const NODE_ID: &str = "node.id";
 const JOIN_SECRET: &str = "join.secret";
 const GENERATION: &str = "generation";
 const PEERS: &str = "peers";
+const NODE_ATTEST: &str = "node.attest";
+const REVOKED: &str = "revoked";
 const TOKEN_PREFIX: &str = "OVL1";
 
 /// Why credentials could not be created, loaded or used.
@@ -67,6 +74,10 @@ pub enum AuthError {
     Token(&'static str),
     #[error("no randomness available from the OS: {0}")]
     Random(String),
+    #[error("cannot attest this node: {0}")]
+    Attest(#[from] attest::AttestError),
+    #[error("{path} does not vouch for this node ({reason}); the VTEP address changed or the file is stale: re-join the node with a new token and an empty state dir")]
+    AttestationMismatch { path: PathBuf, reason: String },
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> AuthError + 'a {
@@ -258,6 +269,8 @@ impl ClusterCa {
 /// This node's credential, ready for rustls.
 pub struct NodeCredential {
     pub node_id: NodeId,
+    /// The CA's attestation of this node (see [`crate::attest`]); persisted as `node.attest`.
+    pub attestation: Attestation,
     /// [node certificate, CA certificate]: the CA travels in the chain so a joiner can pin it by fingerprint.
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
@@ -279,6 +292,7 @@ impl Clone for NodeCredential {
     fn clone(&self) -> Self {
         NodeCredential {
             node_id: self.node_id,
+            attestation: self.attestation.clone(),
             chain: self.chain.clone(),
             key: self.key.clone_key(),
             ca: self.ca.clone(),
@@ -303,15 +317,86 @@ impl PendingKey {
     }
 }
 
+impl NodeCredential {
+    /// This node's own key as a signer of its gossip claims.
+    pub fn signer(&self) -> Result<Signer, AuthError> {
+        Ok(Signer::from_pkcs8(self.key.secret_der())?)
+    }
+
+    /// The cluster CA's public key (what every attestation and revocation is checked against).
+    pub fn ca_public_key(&self) -> Result<Vec<u8>, AuthError> {
+        attest::certificate_public_key(&self.ca).ok_or_else(|| AuthError::Corrupt {
+            path: PathBuf::from(CA_CERT),
+            reason: "the CA certificate's key is not an ECDSA P-256 key".into(),
+        })
+    }
+}
+
 /// The state directory and everything stored in it.
 #[derive(Debug, Clone)]
 pub struct StateDir {
     path: PathBuf,
+    /// The VTEP (and gossip) addresses this node claims, written into its attestation when one is issued
+    /// here. Interim: the admission branch moves issuing to the admitter (the joiner sends its VTEPs).
+    vteps: Vec<std::net::IpAddr>,
 }
 
 impl StateDir {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        StateDir { path: path.into() }
+        StateDir {
+            path: path.into(),
+            vteps: Vec::new(),
+        }
+    }
+
+    /// The addresses this node will claim (its VTEP first); needed to create or check `node.attest`.
+    pub fn with_vteps(mut self, vteps: Vec<std::net::IpAddr>) -> Self {
+        self.vteps = vteps;
+        self
+    }
+
+    /// The CA key as a signer, on a node that holds it (an admitter); `None` elsewhere.
+    pub fn ca_signer(&self) -> Result<Option<Signer>, AuthError> {
+        let pem = match self.read(CA_KEY) {
+            Ok(p) => p,
+            Err(AuthError::NotInitialised(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let key = KeyPair::from_pem(&pem).map_err(|e| AuthError::Corrupt {
+            path: self.file(CA_KEY),
+            reason: e.to_string(),
+        })?;
+        Ok(Some(Signer::from_pkcs8(&key.serialize_der())?))
+    }
+
+    /// Issue and store this node's attestation with the CA key held here.
+    fn attest_self(&self, node: NodeId, admitter: bool) -> Result<(), AuthError> {
+        let ca = self
+            .ca_signer()?
+            .ok_or(AuthError::NotInitialised(self.path.clone()))?;
+        let key_pem = self.read(NODE_KEY)?;
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| AuthError::Corrupt {
+            path: self.file(NODE_KEY),
+            reason: e.to_string(),
+        })?;
+        let public = Signer::from_pkcs8(&key.serialize_der())?.public_key();
+        let mut vteps = self.vteps.clone();
+        vteps.dedup();
+        let a = Attestation::issue(&ca, node, vteps, admitter, public)?;
+        self.write(NODE_ATTEST, &postcard::to_allocvec(&a).unwrap_or_default())
+    }
+
+    /// Persist the revocation list.
+    pub fn save_revocations(&self, list: &RevocationList) -> Result<(), AuthError> {
+        self.write(REVOKED, &list.to_bytes())
+    }
+
+    /// The persisted revocations that verify under `ca_public_key` (empty if none).
+    pub fn load_revocations(&self, ca_public_key: &[u8]) -> RevocationList {
+        fs::read(self.file(REVOKED))
+            .ok()
+            .and_then(|b| RevocationList::from_bytes(&b, ca_public_key).ok())
+            .unwrap_or_default()
     }
 
     pub fn path(&self) -> &Path {
@@ -340,6 +425,8 @@ impl StateDir {
         self.write(CA_CERT, ca.cert_pem().as_bytes())?;
         self.write(CA_KEY, ca.key_pem().as_bytes())?;
         self.write(JOIN_SECRET, hex(&secret).as_bytes())?;
+        self.write(NODE_KEY, pending.key.serialize_pem().as_bytes())?;
+        self.attest_self(node, true)?;
         self.store_node(node, &pending, &cert_pem)?;
         self.load_credential()
     }
@@ -360,6 +447,8 @@ impl StateDir {
         self.write(CA_CERT, ca_cert_pem.as_bytes())?;
         self.write(CA_KEY, ca_key_pem.as_bytes())?;
         self.write(JOIN_SECRET, hex(secret).as_bytes())?;
+        self.write(NODE_KEY, pending.key.serialize_pem().as_bytes())?;
+        self.attest_self(node, false)?;
         self.store_node(node, pending, node_cert_pem)?;
         self.load_credential()
     }
@@ -392,13 +481,64 @@ impl StateDir {
             path: key_path,
             reason: e.to_string(),
         })?;
+        let signer = Signer::from_pkcs8(&key.serialize_der())?;
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let attestation = self.load_attestation(node_id, &signer)?;
         Ok(NodeCredential {
             node_id,
+            attestation,
             chain: vec![cert, ca.clone()],
             key,
             ca,
         })
+    }
+
+    /// `node.attest`, checked against this node's id, key and claimed VTEPs. A state dir from before
+    /// attestations existed, or whose VTEP changed, gets a new one if the CA key is here.
+    fn load_attestation(&self, node: NodeId, signer: &Signer) -> Result<Attestation, AuthError> {
+        let path = self.file(NODE_ATTEST);
+        let check = |a: &Attestation| -> Result<(), String> {
+            if a.node != node {
+                return Err(format!("it names node {}", a.node));
+            }
+            if a.key != signer.public_key() {
+                return Err("it names another key".into());
+            }
+            match self.vteps.iter().find(|v| !a.allows_vtep(**v)) {
+                Some(v) => Err(format!("it does not list address {v}")),
+                None => Ok(()),
+            }
+        };
+        let current = match fs::read(&path) {
+            Ok(b) => Some(
+                postcard::from_bytes::<Attestation>(&b).map_err(|e| AuthError::Corrupt {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?,
+            ),
+            Err(_) => None,
+        };
+        let reason = match &current {
+            Some(a) => match check(a) {
+                Ok(()) => return Ok(a.clone()),
+                Err(r) => r,
+            },
+            None => "it is missing".into(),
+        };
+        if !self.vteps.is_empty() && self.ca_signer()?.is_some() {
+            // A state dir from before attestations: every member then held the CA key and the join
+            // secret, i.e. could admit, so it stays an admitter (the admission work narrows this).
+            let admitter = current
+                .as_ref()
+                .map_or(self.file(JOIN_SECRET).exists(), |a| a.admitter);
+            self.attest_self(node, admitter)?;
+            let b = fs::read(&path).map_err(io_err("read", &path))?;
+            return postcard::from_bytes(&b).map_err(|e| AuthError::Corrupt {
+                path,
+                reason: e.to_string(),
+            });
+        }
+        Err(AuthError::AttestationMismatch { path, reason })
     }
 
     pub fn load_ca(&self) -> Result<ClusterCa, AuthError> {
@@ -534,8 +674,29 @@ mod tests {
 
     #[test]
     fn init_token_reload() {
-        let dir = StateDir::new(tempdir("init"));
+        let vtep = std::net::IpAddr::from([10, 0, 0, 1]);
+        let dir = StateDir::new(tempdir("init")).with_vteps(vec![vtep]);
         let cred = dir.init_cluster().unwrap();
+        assert!(cred.attestation.admitter && cred.attestation.allows_vtep(vtep));
+        assert_eq!(cred.attestation.node, cred.node_id);
+        let ca_key = cred.ca_public_key().unwrap();
+        assert_eq!(cred.attestation.verify(&ca_key), Ok(()));
+        assert_eq!(cred.attestation.key, cred.signer().unwrap().public_key());
+        assert!(dir.ca_signer().unwrap().is_some());
+        // Another VTEP than the attested one: re-attested here (this node holds the CA key).
+        let moved = StateDir::new(dir.path()).with_vteps(vec![std::net::IpAddr::from([10, 0, 0, 9])]);
+        let c2 = moved.load_credential().unwrap();
+        assert!(c2.attestation.allows_vtep(std::net::IpAddr::from([10, 0, 0, 9])));
+        let dir = StateDir::new(dir.path()).with_vteps(vec![vtep]);
+        // Revocations persist and reload only if CA-signed.
+        let mut list = RevocationList::default();
+        let ca = dir.ca_signer().unwrap().unwrap();
+        assert!(list.insert_verified(
+            crate::revocation::Revocation::issue(&ca, NodeId(9)).unwrap(),
+            &ca_key
+        ));
+        dir.save_revocations(&list).unwrap();
+        assert!(dir.load_revocations(&ca_key).contains(NodeId(9)));
         assert!(matches!(
             dir.init_cluster(),
             Err(AuthError::AlreadyInitialised(_))
@@ -548,7 +709,9 @@ mod tests {
         assert!(!line.contains('\n'));
         assert_eq!(line.parse::<JoinToken>().unwrap(), token);
         assert_eq!(token.ca_fingerprint, fingerprint(&cred.ca));
-        for name in [CA_KEY, NODE_KEY, JOIN_SECRET, NODE_CERT] {
+        let mode = fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "state dir");
+        for name in [CA_KEY, NODE_KEY, JOIN_SECRET, NODE_CERT, NODE_ATTEST, REVOKED] {
             let mode = fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{name}");
         }

@@ -3,7 +3,10 @@
 //!
 //! - [`node::ControlNode`]: the state machine the daemon drives. Inputs: `handle_message`, `handle_timer`,
 //!   `set_local_macs`, `join`, `leave`. Outputs: polled with [`node::ControlNode::poll_output`] as [`Output`].
-//! - [`membership`]: the foca identity (node id + gossip addr + VTEP + generation), RNG and runtime adapter.
+//! - [`identity`]: the signed foca identity (node id + gossip addr + VTEP + generation + CA attestation),
+//!   its verifier and the verifying foca codec.
+//! - [`membership`]: RNG, runtime adapter and the custom-broadcast handler (signed adverts, leaves, revocations).
+//! - [`revocation`]: CA-signed revocations and the revocation list.
 //! - [`sync`]: per-owner MAC tables, cross-owner resolution, anti-entropy digests. Pure data, no foca.
 //! - [`messages`]: the versioned wire envelope (postcard); decoding never panics.
 //! - [`attest`]: compact CA-signed attestations and node signatures that make gossip claims verifiable.
@@ -34,10 +37,12 @@
 
 pub mod attest;
 pub mod auth;
+pub mod identity;
 pub mod join;
 pub mod membership;
 pub mod messages;
 pub mod node;
+pub mod revocation;
 #[cfg(any(test, feature = "testing"))]
 pub mod sim;
 pub mod sync;
@@ -49,7 +54,7 @@ use std::time::Instant;
 pub use dataplane::wire::MacAddr;
 pub use membership::{NodeId, NodeIdentity};
 pub use messages::DecodeError;
-pub use node::{ControlConfig, ControlNode, ControlStats, MemberInfo, MemberState};
+pub use node::{ControlConfig, ControlNode, ControlStats, MemberInfo, MemberState, RevokeOutcome, Trust};
 
 /// Where a peer's gossip endpoint listens (UDP, `--gossip-port`, default [`DEFAULT_GOSSIP_PORT`]).
 pub type PeerAddr = SocketAddr;
@@ -81,6 +86,9 @@ pub enum Output {
     FdbRemove { mac: MacAddr },
     /// Membership or member states changed; re-read [`ControlNode::members`] if you export them.
     MembersChanged,
+    /// A CA-signed revocation of `node` was accepted: close and refuse its connections, and persist
+    /// [`ControlNode::revocations`].
+    Revoked { node: NodeId },
 }
 
 /// Why an input was rejected. Rejected inputs change no state.
@@ -92,6 +100,10 @@ pub enum ControlError {
     Swim(String),
     #[error("cannot encode control message: {0} (this is a bug; please report it)")]
     Encode(String),
-    #[error("node has left the cluster; restart the daemon to rejoin")]
+    #[error("node has left the cluster (or was revoked); restart the daemon to rejoin")]
     Left,
+    #[error("a node cannot revoke itself; run `overlayctl revoke` on another member")]
+    RevokeSelf,
+    #[error("no admitter is reachable to sign the revocation (only admitters hold the CA key); retry when one is up, or run `overlayctl revoke` on an admitter")]
+    NoAdmitter,
 }

@@ -1,97 +1,22 @@
 //! Membership glue around foca (SWIM): the cluster identity type, a seeded RNG, the runtime adapter that
 //! turns foca's callbacks into [`Output`]s, and the custom-broadcast handler that carries FDB adverts.
 //!
-//! Owns: how a node is named on the wire and which of two identities of the same address wins (the newer
-//! generation, then the newer renewal). Must never: do I/O, read a clock, or decide FDB winners (that is
-//! [`crate::sync`]).
+//! The identity type itself and its verification live in [`crate::identity`].
+//! Must never: do I/O, read a clock, relay an item whose signature does not verify, or decide FDB
+//! winners (that is [`crate::sync`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
-use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use foca::{BroadcastHandler, Invalidates, Notification, OwnedNotification, Runtime};
-use serde::{Deserialize, Serialize};
 
 use crate::messages::{self, Broadcast};
 use crate::{MacAddr, Output, Timer, TimerKind};
 
-/// Stable node identifier (derived from the node credential; constant across restarts).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
-pub struct NodeId(pub u64);
-
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
-
-impl fmt::Debug for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-/// A member as SWIM sees it. foca keys members by [`foca::Identity::addr`] (the gossip address) so a
-/// joiner can announce itself to an address without knowing who listens there; two identities with the
-/// same address are the same node at different times and the newer (generation, renewal) wins.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct NodeIdentity {
-    pub id: NodeId,
-    pub addr: SocketAddr,
-    pub vtep: IpAddr,
-    /// One per daemon start (the daemon uses wall-clock milliseconds at start or a persisted counter);
-    /// anything about an older generation of the same node is ignored.
-    pub generation: u64,
-    /// Bumped by [`foca::Identity::renew`] when this run was wrongly declared down; not a new generation:
-    /// the FDB state of the run is unchanged.
-    pub renewal: u32,
-}
-
-impl fmt::Debug for NodeIdentity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}@{}/g{}.{}",
-            self.id, self.addr, self.generation, self.renewal
-        )
-    }
-}
-
-impl NodeIdentity {
-    /// Placeholder for "whoever listens at `addr`", used only as the destination of a join announce:
-    /// foca accepts an Announce whose destination has the receiver's address.
-    pub(crate) fn placeholder(addr: SocketAddr) -> Self {
-        NodeIdentity {
-            id: NodeId(0),
-            addr,
-            vtep: IpAddr::from([0, 0, 0, 0]),
-            generation: 0,
-            renewal: 0,
-        }
-    }
-}
-
-impl foca::Identity for NodeIdentity {
-    type Addr = SocketAddr;
-
-    fn renew(&self) -> Option<Self> {
-        Some(NodeIdentity {
-            renewal: self.renewal.wrapping_add(1),
-            ..self.clone()
-        })
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    fn win_addr_conflict(&self, adversary: &Self) -> bool {
-        (self.generation, self.renewal, self.id) > (adversary.generation, adversary.renewal, adversary.id)
-    }
-}
+pub use crate::identity::{NodeId, NodeIdentity};
 
 /// xorshift64* : tiny, seedable, deterministic. Used for foca's member selection and for picking
 /// anti-entropy partners. Not cryptographic and it need not be.
@@ -175,20 +100,45 @@ impl Runtime<NodeIdentity> for Rt<'_> {
 }
 
 /// State shared between the broadcast handler (owned by foca, which offers no accessor to it) and the
-/// node: the newest version seen per (owner, MAC) and per leaving address, and items accepted but not
-/// yet applied by the node.
+/// node: the newest version seen per (owner, MAC) and per leaving address, the verified identities of
+/// active members (whose keys check adverts and leaves), and items accepted but not yet applied.
 #[derive(Debug, Default)]
 pub(crate) struct BroadcastShared {
     pub seen: HashMap<(NodeId, MacAddr), (u64, u64)>,
     pub seen_leaves: HashMap<SocketAddr, (u64, u32)>,
+    /// Newest active identity per node id (set by the node from foca's member table).
+    pub members: HashMap<NodeId, NodeIdentity>,
+    /// The node's own identity: its adverts pass through the handler too.
+    pub me: Option<NodeIdentity>,
+    pub ca_key: Vec<u8>,
+    pub revoked: std::collections::HashSet<NodeId>,
     pub inbox: Vec<Broadcast>,
+    /// Items refused because a signature did not verify.
+    pub bad_signatures: u64,
+    /// Highest seq relayed per (owner, generation): an advert further than `sync::MAX_JUMP` ahead is
+    /// neither relayed nor applied (counted in `too_far`), so one cannot poison `seen` for later ones.
+    pub seen_max: HashMap<(NodeId, u64), u64>,
+    pub too_far: u64,
+}
+
+impl BroadcastShared {
+    /// The identity whose key must have signed a claim by `owner` at `generation`, if known.
+    pub fn signer_of(&self, owner: NodeId, generation: u64) -> Option<&NodeIdentity> {
+        if let Some(me) = self.me.as_ref().filter(|m| m.id == owner) {
+            return Some(me);
+        }
+        self.members.get(&owner).filter(|m| m.generation == generation)
+    }
 }
 
 /// foca custom-broadcast handler: keeps disseminating an item only while it is the newest known for
-/// its subject ((owner, MAC) for adverts, address for leaves).
+/// its subject ((owner, MAC) for adverts, address for leaves, node for revocations) and only if its
+/// signature verifies. Adverts of an owner not known yet are handed to the node (which parks them
+/// until the owner's identity arrives) but not relayed.
 #[derive(Debug, Clone)]
 pub(crate) struct FdbBroadcasts {
     pub shared: Arc<Mutex<BroadcastShared>>,
+    pub verifier: Arc<Mutex<crate::identity::Verifier>>,
 }
 
 /// Dissemination key: a newer version for the same subject replaces an older one in foca's backlog.
@@ -202,6 +152,9 @@ pub(crate) enum BroadcastKey {
     Leave {
         addr: SocketAddr,
         version: (u64, u32),
+    },
+    Revoke {
+        node: NodeId,
     },
 }
 
@@ -219,6 +172,7 @@ impl Invalidates for BroadcastKey {
             (BroadcastKey::Leave { addr, version }, BroadcastKey::Leave { addr: a, version: v }) => {
                 addr == a && version >= v
             }
+            (BroadcastKey::Revoke { node }, BroadcastKey::Revoke { node: n }) => node == n,
             _ => false,
         }
     }
@@ -239,12 +193,36 @@ impl BroadcastHandler<NodeIdentity> for FdbBroadcasts {
         let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         let key = match &item {
             Broadcast::Fdb(advert) => {
-                let mac = MacAddr(advert.mac);
-                let version = (advert.generation, advert.seq);
+                let mac = MacAddr(advert.entry.mac);
+                let version = (advert.generation, advert.entry.seq);
                 let subject = (advert.owner, mac);
                 if shared.seen.get(&subject).is_some_and(|&old| old >= version) {
                     return Ok(None);
                 }
+                match shared.signer_of(advert.owner, advert.generation) {
+                    None => {
+                        // Unknown owner: the node parks it and checks it once the owner is known.
+                        shared.inbox.push(item);
+                        return Ok(None);
+                    }
+                    Some(owner) if !advert.entry.verify(owner, advert.generation) => {
+                        shared.bad_signatures += 1;
+                        return Err(crate::DecodeError::Signature(advert.owner));
+                    }
+                    Some(_) => {}
+                }
+                let max = shared
+                    .seen_max
+                    .get(&(advert.owner, advert.generation))
+                    .copied()
+                    .unwrap_or(0);
+                if advert.entry.seq > max.saturating_add(crate::sync::MAX_JUMP) {
+                    shared.too_far += 1;
+                    return Ok(None);
+                }
+                shared
+                    .seen_max
+                    .insert((advert.owner, advert.generation), max.max(advert.entry.seq));
                 shared.seen.insert(subject, version);
                 BroadcastKey::Fdb {
                     owner: advert.owner,
@@ -252,7 +230,19 @@ impl BroadcastHandler<NodeIdentity> for FdbBroadcasts {
                     version,
                 }
             }
-            Broadcast::Leave(id) => {
+            Broadcast::Leave(notice) => {
+                let id = &notice.identity;
+                // The identity must be one we hold (or at least attested) and the leave signed by it.
+                let attested = self
+                    .verifier
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .check(id)
+                    .is_ok();
+                if !attested || !notice.verify_sig() {
+                    shared.bad_signatures += 1;
+                    return Err(crate::DecodeError::Signature(id.id));
+                }
                 let version = (id.generation, id.renewal);
                 if shared
                     .seen_leaves
@@ -266,6 +256,17 @@ impl BroadcastHandler<NodeIdentity> for FdbBroadcasts {
                     addr: id.addr,
                     version,
                 }
+            }
+            Broadcast::Revoke(r) => {
+                if shared.revoked.contains(&r.node) {
+                    return Ok(None);
+                }
+                if !r.verify(&shared.ca_key) {
+                    shared.bad_signatures += 1;
+                    return Err(crate::DecodeError::Signature(r.node));
+                }
+                shared.revoked.insert(r.node);
+                BroadcastKey::Revoke { node: r.node }
             }
         };
         shared.inbox.push(item);

@@ -13,12 +13,20 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::membership::{NodeId, NodeIdentity};
+use crate::attest::Signer;
+use crate::identity::{NodeId, NodeIdentity};
+use crate::revocation::Revocation;
 
 /// Bump when the envelope or any body changes incompatibly; receivers drop other versions.
-pub const WIRE_VERSION: u8 = 1;
+/// 2: signed identities, adverts, dump entries and leaves; revocations.
+pub const WIRE_VERSION: u8 = 2;
 const KIND_SWIM: u8 = 0;
 const KIND_SYNC: u8 = 1;
+
+/// Domain strings of a node's signatures over its own claims.
+pub const DOMAIN_FDB: &[u8] = b"overlayd-fdb/1";
+pub const DOMAIN_LEAVE: &[u8] = b"overlayd-leave/1";
+pub const DOMAIN_REVOKE_REQUEST: &[u8] = b"overlayd-revoke-request/1";
 
 /// Why a received buffer is not a valid gossip message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,6 +39,8 @@ pub enum DecodeError {
     Kind(u8),
     #[error("malformed message body: {0}")]
     Body(String),
+    #[error("signature of node {0} does not verify")]
+    Signature(NodeId),
 }
 
 /// A decoded envelope.
@@ -40,15 +50,80 @@ pub enum Packet<'a> {
     Sync(SyncMessage),
 }
 
-/// One MAC change by its owner. `present == false` is a withdrawal (tombstone) so that removals
-/// propagate and order against re-adds like any other change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// One owner's claim on one MAC, signed by the owner (see [`FdbEntry::signed_bytes`]).
+/// `present == false` is a withdrawal (tombstone) so that removals propagate and order against re-adds.
+/// `seq` counts the owner's changes within its generation; `mobility` orders claims on the same MAC
+/// across owners (EVPN MAC mobility, RFC 7432 §15: one more than the highest claim the owner had seen).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbEntry {
+    pub mac: [u8; 6],
+    pub seq: u64,
+    pub mobility: u64,
+    pub present: bool,
+    pub sig: Vec<u8>,
+}
+
+#[derive(Serialize)]
+struct SignedEntryFields {
+    owner: NodeId,
+    generation: u64,
+    mac: [u8; 6],
+    seq: u64,
+    mobility: u64,
+    present: bool,
+}
+
+impl FdbEntry {
+    /// What the owner signs: the entry together with its owner and generation, so an entry cannot be
+    /// moved to another owner's table or generation.
+    pub fn signed_bytes(&self, owner: NodeId, generation: u64) -> Vec<u8> {
+        postcard::to_allocvec(&SignedEntryFields {
+            owner,
+            generation,
+            mac: self.mac,
+            seq: self.seq,
+            mobility: self.mobility,
+            present: self.present,
+        })
+        .unwrap_or_default()
+    }
+
+    /// A new entry of ours, signed.
+    pub fn sign(
+        signer: &Signer,
+        owner: NodeId,
+        generation: u64,
+        mac: [u8; 6],
+        seq: u64,
+        mobility: u64,
+        present: bool,
+    ) -> Self {
+        let mut e = FdbEntry {
+            mac,
+            seq,
+            mobility,
+            present,
+            sig: Vec::new(),
+        };
+        // Signing fails only without OS randomness; an unsigned entry is then refused by everyone,
+        // and anti-entropy re-ships it once re-signed on the next change.
+        e.sig = signer
+            .sign(DOMAIN_FDB, &e.signed_bytes(owner, generation))
+            .unwrap_or_default();
+        e
+    }
+
+    pub fn verify(&self, owner: &NodeIdentity, generation: u64) -> bool {
+        owner.verify_own(DOMAIN_FDB, &self.signed_bytes(owner.id, generation), &self.sig)
+    }
+}
+
+/// One MAC change by its owner, as disseminated by gossip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FdbAdvert {
     pub owner: NodeId,
     pub generation: u64,
-    pub seq: u64,
-    pub mac: [u8; 6],
-    pub present: bool,
+    pub entry: FdbEntry,
 }
 
 /// Summary of one owner's table: equal triples mean equal tables (FNV-1a over the sorted entries).
@@ -59,25 +134,70 @@ pub struct OwnerDigest {
     pub hash: u64,
 }
 
-/// A full copy of one owner's table (including tombstones), shipped when digests differ.
+/// A full copy of one owner's table (including tombstones), shipped when digests differ. Every entry
+/// carries its owner's signature, so a relayed table is as verifiable as the owner's own adverts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnerDump {
     pub owner: NodeId,
     pub generation: u64,
-    /// (mac, seq, present)
-    pub entries: Vec<([u8; 6], u64, bool)>,
+    pub entries: Vec<FdbEntry>,
+}
+
+/// "This run of mine leaves", signed by the leaving node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaveNotice {
+    pub identity: NodeIdentity,
+    pub sig: Vec<u8>,
+}
+
+impl LeaveNotice {
+    fn bytes(i: &NodeIdentity) -> Vec<u8> {
+        postcard::to_allocvec(&(i.id, i.addr, i.generation)).unwrap_or_default()
+    }
+
+    pub fn sign(identity: &NodeIdentity, signer: &Signer) -> Result<Self, crate::attest::AttestError> {
+        Ok(LeaveNotice {
+            sig: signer.sign(DOMAIN_LEAVE, &Self::bytes(identity))?,
+            identity: identity.clone(),
+        })
+    }
+
+    /// The leave signature only; the identity itself is checked by the caller's verifier.
+    pub fn verify_sig(&self) -> bool {
+        self.identity
+            .verify_own(DOMAIN_LEAVE, &Self::bytes(&self.identity), &self.sig)
+    }
 }
 
 /// Control messages that are not SWIM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncMessage {
     /// Anti-entropy: "here is what I hold". `reply == false` asks the receiver to answer with its own
-    /// digest (push-pull); each side then ships the owner tables that differ.
-    Digest { reply: bool, owners: Vec<OwnerDigest> },
+    /// digest (push-pull); each side then ships the owner tables (and revocations) that differ.
+    Digest {
+        reply: bool,
+        owners: Vec<OwnerDigest>,
+        revoked: u64,
+    },
     /// Owner tables the receiver's digest showed as different or missing.
     States { owners: Vec<OwnerDump> },
     /// Graceful leave (SIGTERM), sent directly to every member so withdrawal does not wait for gossip.
-    Leave { identity: NodeIdentity },
+    Leave { notice: LeaveNotice },
+    /// The sender's revocation list (each entry CA-signed).
+    Revocations { list: Vec<Revocation> },
+    /// "Please revoke `target`": a member without the CA key asks an admitter (signed by the requester).
+    RevokeRequest {
+        target: NodeId,
+        requester: NodeId,
+        sig: Vec<u8>,
+    },
+}
+
+/// Bytes a requester signs for [`SyncMessage::RevokeRequest`].
+pub fn revoke_request_bytes(target: NodeId, requester: NodeId) -> Vec<u8> {
+    let mut v = target.0.to_le_bytes().to_vec();
+    v.extend_from_slice(&requester.0.to_le_bytes());
+    v
 }
 
 pub fn encode_swim(foca_packet: &[u8]) -> Vec<u8> {
@@ -118,9 +238,11 @@ pub fn decode(bytes: &[u8]) -> Result<Packet<'_>, DecodeError> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Broadcast {
     Fdb(FdbAdvert),
-    /// "This identity left gracefully". Relayed copies cannot be tied to their author, so receivers
-    /// only use them to label a member that is (or becomes) down as "left", never to take it down.
-    Leave(NodeIdentity),
+    /// "This identity left gracefully" (signed by it). Receivers use relayed copies only to label a
+    /// member that is (or becomes) down as "left"; the direct notice or SWIM takes it down.
+    Leave(LeaveNotice),
+    /// A CA-signed revocation.
+    Revoke(Revocation),
 }
 
 pub fn encode_broadcast(b: &Broadcast) -> Result<Vec<u8>, postcard::Error> {
@@ -135,12 +257,22 @@ pub fn decode_broadcast(bytes: &[u8]) -> Result<Broadcast, DecodeError> {
 mod tests {
     use super::*;
 
+    fn entry(m: u8, seq: u64, present: bool) -> FdbEntry {
+        FdbEntry {
+            mac: [2, 0, 0, 0, 0, m],
+            seq,
+            mobility: seq,
+            present,
+            sig: vec![7; 64],
+        }
+    }
+
     fn sample() -> SyncMessage {
         SyncMessage::States {
             owners: vec![OwnerDump {
                 owner: NodeId(7),
                 generation: 3,
-                entries: vec![([2, 0, 0, 0, 0, 1], 5, true), ([2, 0, 0, 0, 0, 2], 6, false)],
+                entries: vec![entry(1, 5, true), entry(2, 6, false)],
             }],
         }
     }
@@ -164,7 +296,7 @@ mod tests {
     fn rejects_bad_envelopes() {
         assert_eq!(decode(&[]), Err(DecodeError::Truncated));
         assert_eq!(decode(&[WIRE_VERSION]), Err(DecodeError::Truncated));
-        assert_eq!(decode(&[2, 0]), Err(DecodeError::Version(2)));
+        assert_eq!(decode(&[1, 0]), Err(DecodeError::Version(1)));
         assert_eq!(decode(&[WIRE_VERSION, 9]), Err(DecodeError::Kind(9)));
     }
 
@@ -186,9 +318,7 @@ mod tests {
         let a = encode_broadcast(&Broadcast::Fdb(FdbAdvert {
             owner: NodeId(1),
             generation: 2,
-            seq: 3,
-            mac: [2, 0, 0, 0, 0, 9],
-            present: true,
+            entry: entry(9, 3, true),
         }))
         .unwrap();
         for n in 0..a.len() {
@@ -196,5 +326,44 @@ mod tests {
         }
         // A huge declared length fails cleanly (serde caps the preallocation, input runs out).
         assert!(decode(&[WIRE_VERSION, KIND_SYNC, 1, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod signed_tests {
+    use super::*;
+    use crate::identity::tests::{ident, signer};
+
+    /// An entry verifies only under its owner's key, owner id and generation, and with its own fields.
+    #[test]
+    fn entries_and_leaves_are_bound_to_their_owner() {
+        let ca = signer();
+        let (ka, kb) = (signer(), signer());
+        let a = ident(&ca, &ka, 1, 1, 5);
+        let b = ident(&ca, &kb, 2, 2, 5);
+        let e = FdbEntry::sign(&ka, a.id, 5, [2, 0, 0, 0, 0, 1], 3, 3, true);
+        assert!(e.verify(&a, 5));
+        assert!(!e.verify(&b, 5), "another owner's table");
+        assert!(!e.verify(&a, 6), "another generation");
+        for f in 0..4 {
+            let mut x = e.clone();
+            match f {
+                0 => x.seq = u64::MAX,
+                1 => x.mobility += 1,
+                2 => x.present = false,
+                _ => x.mac[5] = 9,
+            }
+            assert!(!x.verify(&a, 5), "field {f}");
+        }
+        // A forger signing with its own key for another owner fails.
+        let f = FdbEntry::sign(&kb, a.id, 5, [2, 0, 0, 0, 0, 1], 4, 4, false);
+        assert!(!f.verify(&a, 5));
+        let l = LeaveNotice::sign(&a, &ka).unwrap();
+        assert!(l.verify_sig());
+        let forged = LeaveNotice {
+            identity: a.clone(),
+            sig: LeaveNotice::sign(&b, &kb).unwrap().sig,
+        };
+        assert!(!forged.verify_sig());
     }
 }

@@ -7,18 +7,21 @@
 //! Inputs carry `now`; outputs are queued and drained with [`ControlNode::poll_output`]. Must never: read
 //! a clock, sleep, touch a socket, or panic on anything received.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::num::{NonZeroU8, NonZeroUsize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use foca::{Foca, Member, OwnedNotification, PostcardCodec, State};
+use foca::{Foca, Member, OwnedNotification, State};
 use serde::Serialize;
 
+use crate::attest::Signer;
+use crate::identity::{Verifier, VerifyingCodec};
 use crate::membership::{BroadcastShared, FdbBroadcasts, NodeId, NodeIdentity, Rt, XorShift};
-use crate::messages::{self, Broadcast, FdbAdvert, Packet, SyncMessage};
-use crate::sync::FdbSync;
+use crate::messages::{self, Broadcast, FdbAdvert, LeaveNotice, OwnerDump, Packet, SyncMessage};
+use crate::revocation::{Revocation, RevocationList};
+use crate::sync::{Admit, FdbSync};
 use crate::{ControlError, MacAddr, Output, PeerAddr, Timer, TimerKind};
 
 /// Timings. The defaults withdraw a SIGKILLed node everywhere within 3 s on a LAN and survive 20 %
@@ -48,7 +51,12 @@ pub struct ControlConfig {
     pub announce_interval: Duration,
     /// Periodic Announce to members believed down: how a healed partition finds its other half.
     pub announce_down_interval: Duration,
-    /// foca's packet budget; fits a QUIC datagram on a 1280-byte path.
+    /// foca's packet budget. Each gossip message travels on its own QUIC stream, so this is not bound
+    /// by the path MTU. Signed identities are 220 bytes on the wire (25 before attestations), and foca
+    /// fills a packet with membership updates before custom broadcasts (FDB adverts, leaves,
+    /// revocations): at 1200 bytes the header (src + dst) left room for two updates and, while a
+    /// bootstrap's update backlog lasted, none for broadcasts (`sigterm_under_loss_withdraws` then
+    /// failed: leave notices never left). 16 KiB carries ~70 updates plus broadcasts.
     pub max_packet_size: usize,
 }
 
@@ -65,7 +73,7 @@ impl Default for ControlConfig {
             anti_entropy_interval: Duration::from_secs(1),
             announce_interval: Duration::from_secs(5),
             announce_down_interval: Duration::from_secs(3),
-            max_packet_size: 1200,
+            max_packet_size: 16 * 1024,
         }
     }
 }
@@ -128,6 +136,15 @@ pub struct ControlStats {
     pub swim_errors: u64,
     /// Well-formed messages refused by policy (e.g. a leave announced on someone else's behalf).
     pub rejected: u64,
+    /// Claims (adverts, dump entries, leaves, revocations, revoke requests) whose signature did not verify.
+    pub bad_signatures: u64,
+    /// FDB entries refused because their seq or mobility jumped more than `sync::MAX_JUMP`.
+    pub seq_refused: u64,
+    /// Identities refused by the verifier (forged, unattested, revoked) and full verifications done.
+    pub identities_refused: u64,
+    pub identity_verifications: u64,
+    /// Revocations known (CA-signed).
+    pub revoked: u64,
     pub anti_entropy_rounds: u64,
     pub fdb_installs: u64,
     pub fdb_removes: u64,
@@ -139,11 +156,38 @@ const MAX_ENTRIES_PER_STATES: usize = 4096;
 /// Bound on adverts parked because their owner is not (yet) a known member; anti-entropy repairs the rest.
 const MAX_PENDING: usize = 4096;
 
-type SwimCore = Foca<NodeIdentity, PostcardCodec, XorShift, FdbBroadcasts>;
+type SwimCore = Foca<NodeIdentity, VerifyingCodec, XorShift, FdbBroadcasts>;
+
+/// What a node needs to sign its own claims and check everyone else's.
+#[derive(Debug, Clone)]
+pub struct Trust {
+    /// The cluster CA's public key (uncompressed P-256), see [`crate::attest::certificate_public_key`].
+    pub ca_key: Vec<u8>,
+    /// This node's own key (the key of its certificate and attestation).
+    pub signer: Arc<Signer>,
+    /// The CA key, on admitters only: signs revocations.
+    pub ca_signer: Option<Arc<Signer>>,
+    /// Revocations known at start (persisted in the state dir).
+    pub revoked: RevocationList,
+}
+
+/// What [`ControlNode::revoke`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    /// Signed here (this node is an admitter) and being disseminated.
+    Revoked,
+    /// Already revoked.
+    AlreadyRevoked,
+    /// Sent to the admitter with this id; it signs and disseminates the revocation.
+    Forwarded(NodeId),
+}
 
 /// The control-plane state machine of one node.
 pub struct ControlNode {
     identity: NodeIdentity,
+    trust: Trust,
+    verifier: Arc<Mutex<Verifier>>,
+    revocations: RevocationList,
     config: ControlConfig,
     foca: SwimCore,
     shared: Arc<Mutex<BroadcastShared>>,
@@ -154,6 +198,10 @@ pub struct ControlNode {
     /// Members that announced a graceful leave, by gossip address.
     left: HashMap<SocketAddr, NodeIdentity>,
     pending: Vec<FdbAdvert>,
+    pending_revocations: Vec<Revocation>,
+    /// Gossip addresses of revoked nodes: their sync messages are dropped (the transport refuses their
+    /// connections anyway; this keeps the state machine closed on its own, e.g. in the simulator).
+    revoked_addrs: HashSet<SocketAddr>,
     /// Addresses given to `join`, re-announced to while we know no member.
     seeds: Vec<SocketAddr>,
     has_left: bool,
@@ -171,21 +219,39 @@ impl std::fmt::Debug for ControlNode {
 impl ControlNode {
     /// A node that is a cluster of one until it [`join`](Self::join)s or is joined. `seed` feeds member
     /// selection (any value; distinct per node and per start is best).
-    pub fn new(now: Instant, identity: NodeIdentity, config: ControlConfig, seed: u64) -> Self {
-        let shared = Arc::new(Mutex::new(BroadcastShared::default()));
+    /// `identity` must be signed with `trust.signer` ([`NodeIdentity::signed`]).
+    pub fn new(now: Instant, identity: NodeIdentity, trust: Trust, config: ControlConfig, seed: u64) -> Self {
+        let mut verifier = Verifier::new(trust.ca_key.clone());
+        for r in trust.revoked.iter() {
+            verifier.revoke(r.node);
+        }
+        let verifier = Arc::new(Mutex::new(verifier));
+        let shared = Arc::new(Mutex::new(BroadcastShared {
+            me: Some(identity.clone()),
+            ca_key: trust.ca_key.clone(),
+            revoked: trust.revoked.iter().map(|r| r.node).collect(),
+            ..BroadcastShared::default()
+        }));
         let handler = FdbBroadcasts {
             shared: Arc::clone(&shared),
+            verifier: Arc::clone(&verifier),
         };
         let foca = Foca::with_custom_broadcast(
             identity.clone(),
             config.to_foca(),
             XorShift::new(seed ^ 0x5157_494d),
-            PostcardCodec,
+            VerifyingCodec {
+                verifier: Arc::clone(&verifier),
+            },
             handler,
         );
         let sync = FdbSync::new(identity.id, identity.generation, identity.vtep);
+        let revocations = trust.revoked.clone();
         let mut node = ControlNode {
             identity,
+            trust,
+            verifier,
+            revocations,
             foca,
             shared,
             sync,
@@ -194,6 +260,8 @@ impl ControlNode {
             notes: Vec::new(),
             left: HashMap::new(),
             pending: Vec::new(),
+            pending_revocations: Vec::new(),
+            revoked_addrs: HashSet::new(),
             seeds: Vec::new(),
             has_left: false,
             stats: ControlStats::default(),
@@ -214,7 +282,14 @@ impl ControlNode {
 
     /// Next action for the caller, in order. Drain after every input.
     pub fn poll_output(&mut self) -> Option<Output> {
-        let out = self.out.pop_front();
+        let mut out = self.out.pop_front();
+        // Nothing goes to a revoked node (foca still announces to members it holds as down).
+        while let Some(Output::Send { to, .. }) = &out {
+            if !self.revoked_addrs.contains(to) {
+                break;
+            }
+            out = self.out.pop_front();
+        }
         match out {
             Some(Output::FdbInstall { .. }) => self.stats.fdb_installs += 1,
             Some(Output::FdbRemove { .. }) => self.stats.fdb_removes += 1,
@@ -225,7 +300,24 @@ impl ControlNode {
 
     /// Counters since start.
     pub fn stats(&self) -> ControlStats {
-        self.stats
+        let mut s = self.stats;
+        {
+            let v = self.verifier.lock().unwrap_or_else(|e| e.into_inner());
+            s.identities_refused = v.refused;
+            s.identity_verifications = v.verifications;
+        }
+        {
+            let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+            s.bad_signatures += shared.bad_signatures;
+            s.seq_refused += shared.too_far;
+        }
+        s.revoked = self.revocations.len() as u64;
+        s
+    }
+
+    /// The CA-signed revocations this node knows (persist them: [`Output::Revoked`] says when).
+    pub fn revocations(&self) -> &RevocationList {
+        &self.revocations
     }
 
     /// Ask the member at `addr` to let us in; it answers with (part of) the membership, the rest follows
@@ -245,8 +337,10 @@ impl ControlNode {
     /// After this the node only drains; restart the daemon to rejoin.
     pub fn leave(&mut self, now: Instant) -> Result<(), ControlError> {
         self.check_not_left()?;
+        let notice = LeaveNotice::sign(&self.identity, &self.trust.signer)
+            .map_err(|e| ControlError::Encode(e.to_string()))?;
         let msg = SyncMessage::Leave {
-            identity: self.identity.clone(),
+            notice: notice.clone(),
         };
         let bytes = messages::encode_sync(&msg).map_err(|e| ControlError::Encode(e.to_string()))?;
         let peers: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
@@ -257,7 +351,7 @@ impl ControlNode {
             });
         }
         // Also as a piggybacked broadcast, so members that missed the direct notice still label us "left".
-        let notice = messages::encode_broadcast(&Broadcast::Leave(self.identity.clone()))
+        let notice = messages::encode_broadcast(&Broadcast::Leave(notice))
             .map_err(|e| ControlError::Encode(e.to_string()))?;
         self.foca
             .add_broadcast(&notice)
@@ -283,7 +377,7 @@ impl ControlNode {
             return Ok(());
         }
         for (mac, present) in changes {
-            let Some(advert) = self.sync.local_change(mac, present) else {
+            let Some(advert) = self.sync.local_change(mac, present, &self.trust.signer) else {
                 continue;
             };
             self.sync.refresh(mac, &mut self.out);
@@ -306,15 +400,28 @@ impl ControlNode {
         }
         self.stats.messages_in += 1;
         let packet = messages::decode(bytes).inspect_err(|_| self.stats.decode_errors += 1)?;
+        if self.revoked_addrs.contains(&from) && matches!(packet, Packet::Sync(_)) {
+            self.stats.rejected += 1;
+            return Ok(());
+        }
         match packet {
             Packet::Swim(body) => {
                 let r = self.swim(now, |foca, rt| foca.handle_data(body, rt));
                 if r.is_err() {
                     self.stats.swim_errors += 1;
                 }
+                self.apply_pending_revocations(now)?;
                 r
             }
-            Packet::Sync(SyncMessage::Digest { reply, owners }) => {
+            Packet::Sync(SyncMessage::Digest {
+                reply,
+                owners,
+                revoked,
+            }) => {
+                if revoked != self.revocations.digest() && !self.revocations.is_empty() {
+                    let list = self.revocations.iter().cloned().collect();
+                    self.send_sync(from, &SyncMessage::Revocations { list })?;
+                }
                 // Several States messages of bounded size rather than one unbounded one.
                 let mut batch = Vec::new();
                 let mut entries = 0;
@@ -335,26 +442,27 @@ impl ControlNode {
                     self.send_sync(from, &SyncMessage::States { owners: batch })?;
                 }
                 if !reply {
-                    self.send_sync(
-                        from,
-                        &SyncMessage::Digest {
-                            reply: true,
-                            owners: self.sync.digest(),
-                        },
-                    )?;
+                    let digest = self.digest_message(true);
+                    self.send_sync(from, &digest)?;
                 }
                 Ok(())
             }
             Packet::Sync(SyncMessage::States { owners }) => {
-                for dump in &owners {
-                    self.sync.merge_dump(dump, &mut self.out);
+                for dump in owners {
+                    self.merge_dump(dump);
                 }
                 Ok(())
             }
-            Packet::Sync(SyncMessage::Leave { identity }) => {
-                // Only a node may announce its own leave (the transport authenticates `from`).
-                if identity.addr == self.identity.addr || identity.addr != from {
+            Packet::Sync(SyncMessage::Leave { notice }) => {
+                let identity = notice.identity.clone();
+                // Only a node may announce its own leave: signed by it, sent from its own address.
+                let attested = self.verifier_check(&identity);
+                if identity.addr == self.identity.addr || identity.addr != from || !attested {
                     self.stats.rejected += 1;
+                    return Ok(());
+                }
+                if !notice.verify_sig() {
+                    self.stats.bad_signatures += 1;
                     return Ok(());
                 }
                 self.left.insert(identity.addr, identity.clone());
@@ -363,6 +471,44 @@ impl ControlNode {
                 })?;
                 self.out.push_back(Output::MembersChanged);
                 Ok(())
+            }
+            Packet::Sync(SyncMessage::Revocations { list }) => {
+                // Bounded by the message size; each entry costs one verification only if new.
+                for r in list {
+                    self.apply_revocation(now, r)?;
+                }
+                Ok(())
+            }
+            Packet::Sync(SyncMessage::RevokeRequest {
+                target,
+                requester,
+                sig,
+            }) => {
+                let Some(ca) = self.trust.ca_signer.clone() else {
+                    self.stats.rejected += 1;
+                    return Ok(());
+                };
+                let Some(req) = self.active_identity(requester) else {
+                    self.stats.rejected += 1;
+                    return Ok(());
+                };
+                let msg = messages::revoke_request_bytes(target, requester);
+                if req.addr != from || !req.verify_own(messages::DOMAIN_REVOKE_REQUEST, &msg, &sig) {
+                    self.stats.bad_signatures += 1;
+                    return Ok(());
+                }
+                // An admitter is revoked only by an admitter acting itself, never on a relayed request.
+                let target_is_admitter = self
+                    .active_identity(target)
+                    .and_then(|t| t.attestation().map(|a| a.admitter))
+                    .unwrap_or(false);
+                if target == self.identity.id || target_is_admitter {
+                    self.stats.rejected += 1;
+                    return Ok(());
+                }
+                tracing::warn!(%target, %requester, "revoking node on a member's request");
+                let r = Revocation::issue(&ca, target).map_err(|e| ControlError::Encode(e.to_string()))?;
+                self.apply_revocation(now, r)
             }
         }
     }
@@ -391,13 +537,8 @@ impl ControlNode {
                 }
                 let to = peers[self.rng.below(peers.len())];
                 self.stats.anti_entropy_rounds += 1;
-                self.send_sync(
-                    to,
-                    &SyncMessage::Digest {
-                        reply: false,
-                        owners: self.sync.digest(),
-                    },
-                )
+                let digest = self.digest_message(false);
+                self.send_sync(to, &digest)
             }
         }
     }
@@ -417,6 +558,9 @@ impl ControlNode {
         }];
         for m in self.foca.iter_membership_state() {
             let id = m.id();
+            if self.revocations.contains(id.id) {
+                continue;
+            }
             let state = match m.state() {
                 State::Alive => MemberState::Alive,
                 State::Suspect => MemberState::Suspect,
@@ -494,14 +638,12 @@ impl ControlNode {
             match note {
                 OwnedNotification::MemberUp(id) | OwnedNotification::Rename(_, id) => {
                     // Push-pull straight away: a new member (or a restarted one) gets the FDB in one RTT.
-                    let digest = SyncMessage::Digest {
-                        reply: false,
-                        owners: self.sync.digest(),
-                    };
+                    let digest = self.digest_message(false);
                     self.send_sync(id.addr, &digest)?;
                 }
                 OwnedNotification::Rejoin(id) => {
                     tracing::info!(identity = ?id, "declared down by the cluster; rejoined with a renewed identity");
+                    self.shared.lock().unwrap_or_else(|e| e.into_inner()).me = Some(id.clone());
                     self.identity = id;
                 }
                 _ => {}
@@ -515,26 +657,41 @@ impl ControlNode {
         r.map_err(|e| ControlError::Swim(e.to_string()))
     }
 
-    /// Align the FDB owners with foca's active members (newest generation per node id).
+    /// Align the FDB owners with foca's active members (newest generation per node id, revoked excluded).
     fn reconcile_membership(&mut self) {
         let mut eligible: BTreeMap<NodeId, (u64, IpAddr)> = BTreeMap::new();
+        let mut idents: HashMap<NodeId, NodeIdentity> = HashMap::new();
         for m in self.foca.iter_membership_state() {
             if matches!(m.state(), State::Down) {
                 continue;
             }
             let id = m.id();
+            if self.revocations.contains(id.id) || id.id == self.identity.id {
+                continue;
+            }
             let e = eligible.entry(id.id).or_insert((id.generation, id.vtep));
             if id.generation > e.0 {
                 *e = (id.generation, id.vtep);
             }
+            let newer = match idents.get(&id.id) {
+                Some(x) => id.generation > x.generation,
+                None => true,
+            };
+            if newer {
+                idents.insert(id.id, id.clone());
+            }
         }
-        eligible.remove(&self.identity.id);
+        // An address reused by a (re-admitted) non-revoked node is no longer blocked.
+        for i in idents.values() {
+            self.revoked_addrs.remove(&i.addr);
+        }
+        self.shared.lock().unwrap_or_else(|e| e.into_inner()).members = idents;
         self.sync.set_eligible(&eligible, &mut self.out);
         self.out.push_back(Output::MembersChanged);
         // Adverts that arrived before their owner became known.
         let pending = std::mem::take(&mut self.pending);
         for a in pending {
-            self.apply_advert(a);
+            self.apply_advert(a, false);
         }
     }
 
@@ -545,30 +702,223 @@ impl ControlNode {
         };
         for item in inbox {
             match item {
-                Broadcast::Fdb(a) => self.apply_advert(a),
-                // Label only (see `Broadcast::Leave`): the authenticated direct notice or SWIM takes it down.
-                Broadcast::Leave(id) if id.addr != self.identity.addr => {
-                    self.left.insert(id.addr, id);
+                Broadcast::Fdb(a) => {
+                    // The handler verified it iff it knew the owner (then held generation matches).
+                    let verified = self.sync.held_generation(a.owner) == Some(a.generation);
+                    self.apply_advert(a, verified);
+                }
+                // Label only (see `Broadcast::Leave`): the direct notice or SWIM takes it down. The
+                // handler checked the identity and the leave signature.
+                Broadcast::Leave(n) if n.identity.addr != self.identity.addr => {
+                    self.left.insert(n.identity.addr, n.identity);
                     self.out.push_back(Output::MembersChanged);
                 }
                 Broadcast::Leave(_) => {}
+                Broadcast::Revoke(r) => self.pending_revocations.push(r),
             }
         }
     }
 
-    fn apply_advert(&mut self, a: FdbAdvert) {
+    /// The newest active identity of `node` (verified when it entered foca's table).
+    fn active_identity(&self, node: NodeId) -> Option<NodeIdentity> {
+        let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        shared.members.get(&node).cloned()
+    }
+
+    fn owner_identity(&self, owner: NodeId, generation: u64) -> Option<NodeIdentity> {
+        let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        shared.signer_of(owner, generation).cloned()
+    }
+
+    fn verifier_check(&self, ident: &NodeIdentity) -> bool {
+        self.verifier
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .check(ident)
+            .is_ok()
+    }
+
+    fn digest_message(&self, reply: bool) -> SyncMessage {
+        SyncMessage::Digest {
+            reply,
+            owners: self.sync.digest(),
+            revoked: self.revocations.digest(),
+        }
+    }
+
+    /// `verified`: the broadcast handler already checked the signature against the held owner.
+    fn apply_advert(&mut self, a: FdbAdvert, verified: bool) {
         if a.owner == self.identity.id {
             return;
         }
-        match self.sync.held_generation(a.owner) {
-            Some(g) if g == a.generation => {
-                self.sync.apply(&a, &mut self.out);
+        match self.sync.admit(a.owner, a.generation, &a.entry) {
+            Admit::New => {
+                if !verified {
+                    let ok = self
+                        .owner_identity(a.owner, a.generation)
+                        .is_some_and(|o| a.entry.verify(&o, a.generation));
+                    if !ok {
+                        self.stats.bad_signatures += 1;
+                        return;
+                    }
+                }
+                self.sync
+                    .apply_entry(a.owner, a.generation, a.entry, &mut self.out);
             }
-            // About an older generation of a node we already know: ignored for good.
-            Some(g) if g > a.generation => {}
-            _ if self.pending.len() < MAX_PENDING => self.pending.push(a),
-            _ => {}
+            Admit::TooFar => self.stats.seq_refused += 1,
+            Admit::Stale => {}
+            Admit::UnknownOwner => match self.sync.held_generation(a.owner) {
+                // About an older generation of a node we already know: ignored for good.
+                Some(g) if g > a.generation => {}
+                _ if self.pending.len() < MAX_PENDING => self.pending.push(a),
+                _ => {}
+            },
         }
+    }
+
+    /// Merge a relayed owner table: entries in seq order, each admitted, verified, applied. A bad
+    /// signature ends the dump (whoever relayed it is lying or corrupt).
+    fn merge_dump(&mut self, mut dump: OwnerDump) {
+        if dump.owner == self.identity.id || self.sync.held_generation(dump.owner) != Some(dump.generation) {
+            return;
+        }
+        let Some(owner) = self.owner_identity(dump.owner, dump.generation) else {
+            return;
+        };
+        dump.entries.sort_by_key(|e| e.seq);
+        for e in dump.entries {
+            match self.sync.admit(dump.owner, dump.generation, &e) {
+                Admit::New if e.verify(&owner, dump.generation) => {
+                    self.sync
+                        .apply_entry(dump.owner, dump.generation, e, &mut self.out);
+                }
+                Admit::New => {
+                    self.stats.bad_signatures += 1;
+                    return;
+                }
+                Admit::TooFar => self.stats.seq_refused += 1,
+                Admit::Stale | Admit::UnknownOwner => {}
+            }
+        }
+    }
+
+    /// `overlayctl revoke NODE_ID`: sign the revocation here if this node is an admitter, otherwise ask
+    /// an admitter (signed request). Static peers are not members and cannot be revoked.
+    pub fn revoke(&mut self, now: Instant, target: NodeId) -> Result<RevokeOutcome, ControlError> {
+        self.check_not_left()?;
+        if target == self.identity.id {
+            return Err(ControlError::RevokeSelf);
+        }
+        if self.revocations.contains(target) {
+            return Ok(RevokeOutcome::AlreadyRevoked);
+        }
+        if let Some(ca) = self.trust.ca_signer.clone() {
+            let r = Revocation::issue(&ca, target).map_err(|e| ControlError::Encode(e.to_string()))?;
+            self.apply_revocation(now, r)?;
+            return Ok(RevokeOutcome::Revoked);
+        }
+        let admitter = {
+            let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+            let mut admitters: Vec<&NodeIdentity> = shared
+                .members
+                .values()
+                .filter(|m| m.id != target && m.attestation().is_some_and(|a| a.admitter))
+                .collect();
+            admitters.sort_by_key(|m| m.id);
+            admitters.first().map(|m| (m.id, m.addr))
+        };
+        let Some((admitter, addr)) = admitter else {
+            return Err(ControlError::NoAdmitter);
+        };
+        let msg = messages::revoke_request_bytes(target, self.identity.id);
+        let sig = self
+            .trust
+            .signer
+            .sign(messages::DOMAIN_REVOKE_REQUEST, &msg)
+            .map_err(|e| ControlError::Encode(e.to_string()))?;
+        self.send_sync(
+            addr,
+            &SyncMessage::RevokeRequest {
+                target,
+                requester: self.identity.id,
+                sig,
+            },
+        )?;
+        Ok(RevokeOutcome::Forwarded(admitter))
+    }
+
+    /// Enforce a CA-signed revocation (no-op if invalid or known): the node leaves foca's table as down,
+    /// its MACs are withdrawn, it vanishes from `members`, and the revocation is disseminated (direct
+    /// to every member, piggybacked, and by anti-entropy).
+    fn apply_revocation(&mut self, now: Instant, r: Revocation) -> Result<(), ControlError> {
+        if self.revocations.contains(r.node) {
+            return Ok(());
+        }
+        if !self.revocations.insert_verified(r.clone(), &self.trust.ca_key) {
+            self.stats.bad_signatures += 1;
+            return Ok(());
+        }
+        let node = r.node;
+        tracing::warn!(%node, "node revoked");
+        self.verifier
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .revoke(node);
+        self.out.push_back(Output::Revoked { node });
+        if node == self.identity.id {
+            tracing::error!("this node was revoked by the cluster; it stops gossiping (re-admit it with a new token and an empty state dir)");
+            self.has_left = true;
+            return Ok(());
+        }
+        let bytes = messages::encode_sync(&SyncMessage::Revocations {
+            list: vec![r.clone()],
+        })
+        .map_err(|e| ControlError::Encode(e.to_string()))?;
+        let victims: Vec<NodeIdentity> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| m.id().id == node)
+            .map(|m| m.id().clone())
+            .collect();
+        let peers: Vec<SocketAddr> = self
+            .foca
+            .iter_members()
+            .filter(|m| m.id().id != node)
+            .map(|m| m.id().addr)
+            .collect();
+        self.revoked_addrs.extend(victims.iter().map(|v| v.addr));
+        for to in peers {
+            self.out.push_back(Output::Send {
+                to,
+                bytes: bytes.clone(),
+            });
+        }
+        let item = messages::encode_broadcast(&Broadcast::Revoke(r))
+            .map_err(|e| ControlError::Encode(e.to_string()))?;
+        // Through the handler first (it skips nodes it already marks revoked), then mark.
+        self.foca
+            .add_broadcast(&item)
+            .map_err(|e| ControlError::Swim(e.to_string()))?;
+        self.shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .revoked
+            .insert(node);
+        // Our own item comes back through the inbox as a pending revocation: a no-op when applied.
+        self.drain_inbox();
+        self.swim(now, |foca, rt| {
+            foca.apply_many(victims.into_iter().map(Member::down), true, rt)
+        })?;
+        self.reconcile_membership();
+        Ok(())
+    }
+
+    /// Revocations received by piggyback, applied after foca returned.
+    fn apply_pending_revocations(&mut self, now: Instant) -> Result<(), ControlError> {
+        while let Some(r) = self.pending_revocations.pop() {
+            self.apply_revocation(now, r)?;
+        }
+        Ok(())
     }
 }
 
@@ -577,15 +927,54 @@ mod tests {
     use super::*;
     use crate::messages::{encode_swim, WIRE_VERSION};
 
-    fn node(i: u8) -> ControlNode {
-        let id = NodeIdentity {
-            id: NodeId(i as u64),
-            addr: SocketAddr::from(([127, 0, 0, i], 7948)),
-            vtep: IpAddr::from([10, 0, 0, i]),
-            generation: 1,
-            renewal: 0,
+    use crate::attest::Attestation;
+    use crate::identity::tests::signer;
+
+    /// One CA and node keys for the tests of this module.
+    struct Keys {
+        ca: Arc<Signer>,
+        nodes: Vec<Arc<Signer>>,
+    }
+
+    fn keys() -> Keys {
+        Keys {
+            ca: Arc::new(signer()),
+            nodes: (0..4).map(|_| Arc::new(signer())).collect(),
+        }
+    }
+
+    fn identity(k: &Keys, i: u8, generation: u64) -> NodeIdentity {
+        let addr = SocketAddr::from(([127, 0, 0, i], 7948));
+        let vtep = IpAddr::from([10, 0, 0, i]);
+        let a = Attestation::issue(
+            &k.ca,
+            NodeId(i as u64),
+            vec![vtep, addr.ip()],
+            i == 1,
+            k.nodes[i as usize].public_key(),
+        )
+        .unwrap();
+        NodeIdentity::signed(addr, vtep, generation, a, &k.nodes[i as usize]).unwrap()
+    }
+
+    fn node_with(k: &Keys, i: u8) -> ControlNode {
+        let trust = Trust {
+            ca_key: k.ca.public_key(),
+            signer: Arc::clone(&k.nodes[i as usize]),
+            ca_signer: (i == 1).then(|| Arc::clone(&k.ca)),
+            revoked: RevocationList::default(),
         };
-        ControlNode::new(Instant::now(), id, ControlConfig::default(), i as u64)
+        ControlNode::new(
+            Instant::now(),
+            identity(k, i, 1),
+            trust,
+            ControlConfig::default(),
+            i as u64,
+        )
+    }
+
+    fn node(i: u8) -> ControlNode {
+        node_with(&keys(), i)
     }
 
     /// Garbage of every shape (random bytes, random bodies behind valid envelopes) is rejected or
@@ -622,15 +1011,157 @@ mod tests {
         assert!(s.decode_errors + s.swim_errors > 10_000, "{s:?}");
     }
 
-    /// A member cannot announce another member's leave.
+    /// A member cannot announce another member's leave: not from another address, and not with a
+    /// signature made by another key even from the victim's address.
     #[test]
     fn leave_on_behalf_of_another_is_rejected() {
-        let mut n = node(1);
-        let victim = node(3).identity().clone();
-        let msg = messages::encode_sync(&SyncMessage::Leave { identity: victim }).unwrap();
+        let k = keys();
+        let mut n = node_with(&k, 1);
+        let victim = identity(&k, 3, 1);
+        let forged = LeaveNotice {
+            identity: victim.clone(),
+            sig: LeaveNotice::sign(&identity(&k, 2, 1), &k.nodes[2]).unwrap().sig,
+        };
+        let msg = messages::encode_sync(&SyncMessage::Leave {
+            notice: forged.clone(),
+        })
+        .unwrap();
         n.handle_message(Instant::now(), SocketAddr::from(([127, 0, 0, 2], 7948)), &msg)
             .unwrap();
         assert_eq!(n.stats().rejected, 1);
+        n.handle_message(Instant::now(), victim.addr, &msg).unwrap();
+        assert_eq!(n.stats().bad_signatures, 1);
         assert!(n.members().iter().all(|m| m.state != MemberState::Left));
+        // Relayed as a piggybacked broadcast: refused by the handler too.
+        let pkt = crate::sim::swim_packet(
+            &identity(&k, 2, 1),
+            n.identity(),
+            foca::Message::Gossip,
+            &[],
+            &[Broadcast::Leave(forged)],
+        );
+        assert!(n
+            .handle_message(Instant::now(), SocketAddr::from(([127, 0, 0, 2], 7948)), &pkt)
+            .is_err());
+        assert!(n.members().iter().all(|m| m.state != MemberState::Left));
+    }
+
+    /// A forged identity (wrong key, wrong VTEP, unattested, other CA) never enters the member table;
+    /// a valid one does, and its verification is cached.
+    #[test]
+    fn forged_identities_never_reach_foca() {
+        let k = keys();
+        let mut n = node_with(&k, 1);
+        let me = n.identity().clone();
+        let from = SocketAddr::from(([127, 0, 0, 2], 7948));
+        let good = identity(&k, 2, 1);
+        let mut wrong_vtep = good.clone();
+        wrong_vtep.vtep = IpAddr::from([10, 0, 0, 3]);
+        let mut wrong_gen = good.clone();
+        wrong_gen.generation = 99;
+        let mut unattested = good.clone();
+        unattested.proof = None;
+        let foreign = {
+            let other = Keys {
+                ca: Arc::new(signer()),
+                nodes: k.nodes.clone(),
+            };
+            identity(&other, 2, 1)
+        };
+        for (i, bad) in [wrong_vtep, wrong_gen, unattested, foreign]
+            .into_iter()
+            .enumerate()
+        {
+            // As the sender, and as a membership update from a valid sender.
+            let p = crate::sim::swim_packet(&bad, &me, foca::Message::Announce, &[], &[]);
+            assert!(n.handle_message(Instant::now(), from, &p).is_err(), "{i} as src");
+            let p = crate::sim::swim_packet(
+                &identity(&k, 3, 1),
+                &me,
+                foca::Message::Gossip,
+                &[Member::alive(bad)],
+                &[],
+            );
+            assert!(
+                n.handle_message(Instant::now(), from, &p).is_err(),
+                "{i} as update"
+            );
+        }
+        assert_eq!(n.active_members(), 0);
+        let p = crate::sim::swim_packet(&good, &me, foca::Message::Gossip, &[], &[]);
+        n.handle_message(Instant::now(), from, &p).unwrap();
+        let before = n.stats().identity_verifications;
+        for _ in 0..10 {
+            n.handle_message(Instant::now(), from, &p).unwrap();
+        }
+        assert_eq!(n.active_members(), 1);
+        let s = n.stats();
+        assert_eq!(s.identities_refused, 8, "{s:?}");
+        assert_eq!(
+            s.identity_verifications, before,
+            "repeated identities are cache hits"
+        );
+    }
+
+    /// Only an admitter acts on a revoke request, only from a member, only with the member's signature,
+    /// and never against an admitter; the revocation it signs is enforced locally at once.
+    #[test]
+    fn revoke_requests_are_checked() {
+        let k = keys();
+        let mut admitter = node_with(&k, 1);
+        let me = admitter.identity().clone();
+        let requester = identity(&k, 2, 1);
+        let now = Instant::now();
+        // Node 2 becomes a member of node 1's view.
+        let p = crate::sim::swim_packet(&requester, &me, foca::Message::Gossip, &[], &[]);
+        admitter.handle_message(now, requester.addr, &p).unwrap();
+        admitter.reconcile_membership();
+        let req = |target: u64, key: &Signer, requester: NodeId| {
+            let msg = messages::revoke_request_bytes(NodeId(target), requester);
+            messages::encode_sync(&SyncMessage::RevokeRequest {
+                target: NodeId(target),
+                requester,
+                sig: key.sign(messages::DOMAIN_REVOKE_REQUEST, &msg).unwrap(),
+            })
+            .unwrap()
+        };
+        // Signed by another key, or from another address: refused.
+        admitter
+            .handle_message(now, requester.addr, &req(3, &k.nodes[3], NodeId(2)))
+            .unwrap();
+        let other = SocketAddr::from(([127, 0, 0, 9], 7948));
+        admitter
+            .handle_message(now, other, &req(3, &k.nodes[2], NodeId(2)))
+            .unwrap();
+        // Against the admitter itself: refused.
+        admitter
+            .handle_message(now, requester.addr, &req(1, &k.nodes[2], NodeId(2)))
+            .unwrap();
+        assert_eq!(admitter.stats().revoked, 0);
+        assert_eq!(admitter.stats().bad_signatures, 2);
+        // Valid: revoked and enforced here.
+        admitter
+            .handle_message(now, requester.addr, &req(3, &k.nodes[2], NodeId(2)))
+            .unwrap();
+        assert!(admitter.revocations().contains(NodeId(3)));
+        let revoked_out =
+            std::iter::from_fn(|| admitter.poll_output()).any(|o| o == Output::Revoked { node: NodeId(3) });
+        assert!(revoked_out);
+        // A non-admitter cannot sign: it forwards to the admitter it knows of.
+        let mut plain = node_with(&k, 2);
+        assert!(matches!(
+            plain.revoke(now, NodeId(3)),
+            Err(ControlError::NoAdmitter)
+        ));
+        let p = crate::sim::swim_packet(&me, plain.identity(), foca::Message::Gossip, &[], &[]);
+        plain.handle_message(now, me.addr, &p).unwrap();
+        assert_eq!(
+            plain.revoke(now, NodeId(3)).unwrap(),
+            RevokeOutcome::Forwarded(NodeId(1))
+        );
+        assert!(matches!(
+            plain.revoke(now, NodeId(2)),
+            Err(ControlError::RevokeSelf)
+        ));
     }
 }

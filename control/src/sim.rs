@@ -4,16 +4,28 @@
 //! xorshift decides latency jitter and loss, so a given seed always replays the same run. Nodes can be
 //! killed (SIGKILL: they vanish, nothing more is delivered to or from them), restarted (new generation),
 //! partitioned into groups and healed. Each node's data-plane FDB is modelled by applying its
-//! FdbInstall/FdbRemove outputs to a map. Must never: read the real clock for decisions, or use
-//! unseeded randomness.
+//! FdbInstall/FdbRemove outputs to a map. Every node has a real credential: a P-256 key and a CA-signed
+//! attestation (node 0 is the admitter and holds the CA key), and a persisted revocation list that
+//! survives restarts like the state dir does. Any node can also act as a rogue: [`Sim::inject`] delivers
+//! arbitrary bytes from its address, and [`swim_packet`] builds SWIM packets with chosen identities,
+//! updates and broadcasts. Must never: read the real clock for decisions, or use unseeded randomness
+//! (keys are random, but no decision depends on their bytes).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use foca::{Codec, Header, PostcardCodec};
+/// foca's packet types, for tests that build SWIM packets by hand (rogue members).
+pub use foca::{Member, Message, State};
+
+use crate::attest::{Attestation, Signer};
 use crate::membership::{NodeId, NodeIdentity, XorShift};
-use crate::node::{ControlConfig, ControlNode, MemberState};
+use crate::messages;
+use crate::node::{ControlConfig, ControlNode, MemberState, Trust};
+use crate::revocation::RevocationList;
 use crate::{MacAddr, Output, Timer};
 
 /// Network and protocol parameters of a simulation.
@@ -66,8 +78,47 @@ pub struct SimNode {
     /// The data plane's control-origin FDB as driven by FdbInstall/FdbRemove.
     pub fdb: BTreeMap<MacAddr, IpAddr>,
     pub macs: Vec<MacAddr>,
+    /// The node's own key and its CA attestation (VTEP and gossip address).
+    pub signer: Arc<Signer>,
+    pub attestation: Attestation,
+    /// What the node's state dir would hold: the revocation list, kept across restarts.
+    pub revoked: RevocationList,
     instance: u64,
     group: usize,
+}
+
+/// A fresh P-256 signer (test keys).
+pub fn new_signer() -> Signer {
+    let kp = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("keygen: {e}"));
+    Signer::from_pkcs8(&kp.serialize_der()).unwrap_or_else(|e| panic!("key: {e}"))
+}
+
+/// A SWIM packet (with envelope) as foca would send it: header, membership updates, custom broadcasts.
+pub fn swim_packet(
+    src: &NodeIdentity,
+    dst: &NodeIdentity,
+    message: Message<NodeIdentity>,
+    updates: &[Member<NodeIdentity>],
+    broadcasts: &[messages::Broadcast],
+) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let header = Header {
+        src: src.clone(),
+        src_incarnation: 0,
+        dst: dst.clone(),
+        message,
+    };
+    let _ = PostcardCodec.encode_header(&header, &mut buf);
+    buf.extend_from_slice(&(updates.len() as u16).to_be_bytes());
+    for m in updates {
+        let _ = PostcardCodec.encode_member(m, &mut buf);
+    }
+    for b in broadcasts {
+        let item = messages::encode_broadcast(b).unwrap_or_default();
+        buf.extend_from_slice(&(item.len() as u16).to_be_bytes());
+        buf.extend_from_slice(&item);
+    }
+    messages::encode_swim(&buf)
 }
 
 /// A death (or leave) some node reported: (observer index, subject node id, subject generation, state).
@@ -91,6 +142,8 @@ pub struct Sim {
     pub dropped: u64,
     /// Errors returned by nodes on inputs (malformed packets etc.); expected to stay empty.
     pub errors: Vec<String>,
+    /// The cluster CA (node 0, the admitter, holds it).
+    pub ca: Arc<Signer>,
 }
 
 fn addr_of(i: usize) -> SocketAddr {
@@ -118,18 +171,28 @@ impl Sim {
             sent: 0,
             dropped: 0,
             errors: Vec::new(),
+            ca: Arc::new(new_signer()),
         };
         for i in 0..n {
             let addr = addr_of(i);
+            let id = NodeId(0x1000 + i as u64);
+            let vtep = IpAddr::from([192, 168, (i / 250) as u8, (i % 250 + 1) as u8]);
+            let signer = Arc::new(new_signer());
+            let attestation =
+                Attestation::issue(&sim.ca, id, vec![vtep, addr.ip()], i == 0, signer.public_key())
+                    .unwrap_or_else(|e| panic!("attest: {e}"));
             sim.by_addr.insert(addr, i);
             sim.nodes.push(SimNode {
-                id: NodeId(0x1000 + i as u64),
+                id,
                 addr,
-                vtep: IpAddr::from([192, 168, (i / 250) as u8, (i % 250 + 1) as u8]),
+                vtep,
                 generation: 0,
                 node: None,
                 fdb: BTreeMap::new(),
                 macs: Vec::new(),
+                signer,
+                attestation,
+                revoked: RevocationList::default(),
                 instance: 0,
                 group: 0,
             });
@@ -154,17 +217,19 @@ impl Sim {
         n.generation += 1;
         n.instance += 1;
         n.fdb.clear();
-        let identity = NodeIdentity {
-            id: n.id,
-            addr: n.addr,
-            vtep: n.vtep,
-            generation: n.generation,
-            renewal: 0,
+        let identity = self.identity_of(i);
+        let n = &mut self.nodes[i];
+        let trust = Trust {
+            ca_key: self.ca.public_key(),
+            signer: Arc::clone(&n.signer),
+            ca_signer: n.attestation.admitter.then(|| Arc::clone(&self.ca)),
+            revoked: n.revoked.clone(),
         };
         let seed = self.cfg.seed.wrapping_mul(1_000_003) ^ ((i as u64) << 20) ^ n.instance;
         n.node = Some(ControlNode::new(
             self.now,
             identity,
+            trust,
             self.cfg.control.clone(),
             seed,
         ));
@@ -180,6 +245,24 @@ impl Sim {
             let now = self.now;
             self.with_node(i, |node| node.set_local_macs(now, &macs));
         }
+    }
+
+    /// Node `i`'s signed identity for its current generation (renewal 0).
+    pub fn identity_of(&self, i: usize) -> NodeIdentity {
+        let n = &self.nodes[i];
+        NodeIdentity::signed(n.addr, n.vtep, n.generation, n.attestation.clone(), &n.signer)
+            .unwrap_or_else(|e| panic!("sign identity: {e}"))
+    }
+
+    /// `overlayctl revoke` on node `on`.
+    pub fn revoke(&mut self, on: usize, target: NodeId) -> Result<crate::RevokeOutcome, crate::ControlError> {
+        let now = self.now;
+        let r = match self.nodes[on].node.as_mut() {
+            Some(n) => n.revoke(now, target),
+            None => Err(crate::ControlError::Left),
+        };
+        self.drain(on);
+        r
     }
 
     fn with_node<F>(&mut self, i: usize, f: F)
@@ -235,6 +318,12 @@ impl Sim {
                 }
                 Output::FdbRemove { mac } => {
                     self.nodes[i].fdb.remove(&mac);
+                }
+                Output::Revoked { .. } => {
+                    // Persist, as the transport does in the state dir.
+                    if let Some(node) = self.nodes[i].node.as_ref() {
+                        self.nodes[i].revoked = node.revocations().clone();
+                    }
                 }
                 Output::MembersChanged => {
                     if let Some(node) = self.nodes[i].node.as_ref() {

@@ -1,39 +1,56 @@
-//! FDB distribution state: per owner (node id, generation) a table MAC → (seq, present), the resolution
-//! of each MAC to one owner across the cluster, and anti-entropy digests.
+//! FDB distribution state: per owner (node id, generation) a table MAC → signed entry (seq, mobility,
+//! present), the resolution of each MAC to one owner across the cluster, and anti-entropy digests.
 //!
 //! Ordering rules (why): an owner's newer generation replaces all its older state (a restart forgets its
-//! MACs). Within an owner, the higher seq wins per MAC. Across owners a MAC goes to the claim with the
-//! highest (seq, generation, node id): seqs are Lamport clocks (a node bumps its counter past every seq it
-//! has seen before advertising), so a MAC that moved to node B after B heard A's claim is ordered after
-//! it regardless of which daemon started last; generation and then node id break the remaining ties
-//! deterministically so every node picks the same winner.
+//! MACs). Within an owner, the higher `seq` wins per MAC; seqs count the owner's own changes in one
+//! generation. Across owners a MAC goes to the live claim with the highest (mobility, generation, node id):
+//! `mobility` is EVPN's MAC-mobility sequence (RFC 7432 §15), one more than the highest claim on that MAC
+//! the owner had seen, so a MAC that moved to node B after B heard A's claim is ordered after it regardless
+//! of which daemon started last; generation and node id break the remaining ties deterministically.
 //!
-//! Only owners the membership layer reports as active ("eligible") are held; an owner that dies, leaves
-//! or is superseded by a newer generation is dropped whole, which withdraws its MACs.
+//! Bounds (why): values come from members, one of which may be compromised. Per (owner, generation) a seq
+//! may not jump more than [`MAX_JUMP`] past the highest seq held for that table, and a mobility not more
+//! than [`MAX_JUMP`] past the highest held for that MAC; anything further is refused and counted. The
+//! number is per MAC (unlike the earlier cluster-wide Lamport clock), so a claim with `u64::MAX` can
+//! neither wrap a counter (all arithmetic saturates) nor freeze every later move: it is refused, and at
+//! most one MAC's counter is pushed 2^20 further per accepted claim.
+//!
+//! Only owners the membership layer reports as active ("eligible") are held; an owner that dies, leaves,
+//! is revoked or is superseded by a newer generation is dropped whole, which withdraws its MACs.
+//! Signatures are checked by the caller ([`crate::node`]) between [`FdbSync::admit`] and
+//! [`FdbSync::apply_entry`], so only entries that would change state cost a verification.
 //! Must never: do I/O, or install an entry for a MAC this node owns itself.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 
-use crate::membership::NodeId;
-use crate::messages::{FdbAdvert, OwnerDigest, OwnerDump};
+use crate::attest::Signer;
+use crate::identity::NodeId;
+use crate::messages::{FdbAdvert, FdbEntry, OwnerDigest, OwnerDump};
 use crate::{MacAddr, Output};
 
-/// One owner's claim on one MAC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MacVersion {
-    pub seq: u64,
-    pub present: bool,
-}
+/// Largest accepted jump of a seq (per owner table) or mobility (per MAC) over the highest value held.
+pub const MAX_JUMP: u64 = 1 << 20;
 
 #[derive(Debug, Clone)]
 struct OwnerState {
     generation: u64,
     vtep: IpAddr,
-    entries: BTreeMap<MacAddr, MacVersion>,
+    /// Highest seq held in this table.
+    max_seq: u64,
+    entries: BTreeMap<MacAddr, FdbEntry>,
 }
 
 impl OwnerState {
+    fn new(generation: u64, vtep: IpAddr) -> Self {
+        OwnerState {
+            generation,
+            vtep,
+            max_seq: 0,
+            entries: BTreeMap::new(),
+        }
+    }
+
     fn hash(&self, owner: NodeId) -> u64 {
         let mut h = Fnv::new();
         h.write(&owner.0.to_le_bytes());
@@ -41,6 +58,7 @@ impl OwnerState {
         for (mac, v) in &self.entries {
             h.write(&mac.0);
             h.write(&v.seq.to_le_bytes());
+            h.write(&v.mobility.to_le_bytes());
             h.write(&[v.present as u8]);
         }
         h.0
@@ -61,6 +79,19 @@ impl Fnv {
     }
 }
 
+/// What [`FdbSync::admit`] thinks of a received entry (before its signature is checked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Newer than what is held: verify the signature, then apply.
+    New,
+    /// Not newer (duplicate, older, or a tie that loses): ignore.
+    Stale,
+    /// Owner or generation not held: park or ignore.
+    UnknownOwner,
+    /// seq or mobility jumps more than [`MAX_JUMP`]: refuse and count.
+    TooFar,
+}
+
 /// The replicated FDB state of one node.
 #[derive(Debug)]
 pub struct FdbSync {
@@ -68,43 +99,48 @@ pub struct FdbSync {
     owners: BTreeMap<NodeId, OwnerState>,
     /// Remote entries currently pushed to the data plane (what the last FdbInstall said).
     installed: BTreeMap<MacAddr, IpAddr>,
-    /// Lamport clock: highest seq seen anywhere.
-    clock: u64,
+}
+
+/// An honest owner never reuses a seq; should two entries still share one, the withdrawal (then the
+/// higher mobility) wins so the outcome does not depend on arrival order.
+fn rank(e: &FdbEntry) -> (u64, bool, u64) {
+    (e.seq, !e.present, e.mobility)
 }
 
 impl FdbSync {
     pub fn new(me: NodeId, generation: u64, vtep: IpAddr) -> Self {
         let mut owners = BTreeMap::new();
-        owners.insert(
-            me,
-            OwnerState {
-                generation,
-                vtep,
-                entries: BTreeMap::new(),
-            },
-        );
+        owners.insert(me, OwnerState::new(generation, vtep));
         FdbSync {
             me,
             owners,
             installed: BTreeMap::new(),
-            clock: 0,
         }
     }
 
-    /// Record a change of this node's own MAC set; returns the advert to disseminate.
-    pub fn local_change(&mut self, mac: MacAddr, present: bool) -> Option<FdbAdvert> {
-        self.clock += 1;
-        let seq = self.clock;
+    /// Highest mobility held for `mac` across all owners (tombstones included).
+    fn max_mobility(&self, mac: MacAddr) -> u64 {
+        self.owners
+            .values()
+            .filter_map(|o| o.entries.get(&mac).map(|e| e.mobility))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Record a change of this node's own MAC set, signed with `signer`; returns the advert to disseminate.
+    pub fn local_change(&mut self, mac: MacAddr, present: bool, signer: &Signer) -> Option<FdbAdvert> {
+        let mobility = self.max_mobility(mac).saturating_add(1);
         let me = self.me;
         let own = self.owners.get_mut(&me)?;
-        own.entries.insert(mac, MacVersion { seq, present });
+        let seq = own.max_seq.saturating_add(1);
+        own.max_seq = seq;
         let generation = own.generation;
+        let entry = FdbEntry::sign(signer, me, generation, mac.0, seq, mobility, present);
+        own.entries.insert(mac, entry.clone());
         Some(FdbAdvert {
             owner: me,
             generation,
-            seq,
-            mac: mac.0,
-            present,
+            entry,
         })
     }
 
@@ -143,14 +179,7 @@ impl FdbSync {
                     }
                 }
                 None => {
-                    self.owners.insert(
-                        *id,
-                        OwnerState {
-                            generation,
-                            vtep,
-                            entries: BTreeMap::new(),
-                        },
-                    );
+                    self.owners.insert(*id, OwnerState::new(generation, vtep));
                 }
             }
         }
@@ -166,49 +195,47 @@ impl FdbSync {
         self.owners.get(&owner).map(|o| o.generation)
     }
 
-    /// Is (owner, generation) currently held, i.e. would data about it be accepted?
-    pub fn accepts(&self, owner: NodeId, generation: u64) -> bool {
-        self.owners
-            .get(&owner)
-            .is_some_and(|o| o.generation == generation)
+    /// Would `entry` of `owner`'s table at `generation` change state, and is it within bounds?
+    /// Entries about this node itself are never taken from others.
+    pub fn admit(&self, owner: NodeId, generation: u64, entry: &FdbEntry) -> Admit {
+        if owner == self.me {
+            return Admit::Stale;
+        }
+        let Some(st) = self.owners.get(&owner).filter(|o| o.generation == generation) else {
+            return Admit::UnknownOwner;
+        };
+        let mac = MacAddr(entry.mac);
+        if st.entries.get(&mac).is_some_and(|old| rank(old) >= rank(entry)) {
+            return Admit::Stale;
+        }
+        if entry.seq > st.max_seq.saturating_add(MAX_JUMP)
+            || entry.mobility > self.max_mobility(mac).saturating_add(MAX_JUMP)
+        {
+            return Admit::TooFar;
+        }
+        Admit::New
     }
 
-    /// Apply one advert. Returns false (no state change) if the owner/generation is not held or the
-    /// advert is not newer than what is known. Adverts about this node itself are never taken from others.
-    pub fn apply(&mut self, a: &FdbAdvert, out: &mut VecDeque<Output>) -> bool {
-        if a.owner == self.me || !self.accepts(a.owner, a.generation) {
+    /// Apply an entry that [`Self::admit`] called [`Admit::New`] and whose signature the caller checked.
+    /// Returns false (no state change) if it is not admissible after all.
+    pub fn apply_entry(
+        &mut self,
+        owner: NodeId,
+        generation: u64,
+        entry: FdbEntry,
+        out: &mut VecDeque<Output>,
+    ) -> bool {
+        if self.admit(owner, generation, &entry) != Admit::New {
             return false;
         }
-        let mac = MacAddr(a.mac);
-        let changed = self.merge_entry(
-            a.owner,
-            mac,
-            MacVersion {
-                seq: a.seq,
-                present: a.present,
-            },
-        );
-        if changed {
-            self.resolve(mac, out);
-        }
-        changed
-    }
-
-    fn merge_entry(&mut self, owner: NodeId, mac: MacAddr, v: MacVersion) -> bool {
-        self.clock = self.clock.max(v.seq);
+        let mac = MacAddr(entry.mac);
         let Some(st) = self.owners.get_mut(&owner) else {
             return false;
         };
-        // An honest owner never reuses a seq; should two claims still share one, the withdrawal wins so
-        // the outcome does not depend on arrival order.
-        let rank = |x: &MacVersion| (x.seq, !x.present);
-        match st.entries.get(&mac) {
-            Some(old) if rank(old) >= rank(&v) => false,
-            _ => {
-                st.entries.insert(mac, v);
-                true
-            }
-        }
+        st.max_seq = st.max_seq.max(entry.seq);
+        st.entries.insert(mac, entry);
+        self.resolve(mac, out);
+        true
     }
 
     /// Digest of every held owner (self included).
@@ -236,22 +263,9 @@ impl FdbSync {
             .map(|(id, st)| OwnerDump {
                 owner: *id,
                 generation: st.generation,
-                entries: st.entries.iter().map(|(m, v)| (m.0, v.seq, v.present)).collect(),
+                entries: st.entries.values().cloned().collect(),
             })
             .collect()
-    }
-
-    /// Merge a received owner table (only if that owner/generation is held here).
-    pub fn merge_dump(&mut self, dump: &OwnerDump, out: &mut VecDeque<Output>) {
-        if dump.owner == self.me || !self.accepts(dump.owner, dump.generation) {
-            return;
-        }
-        for &(mac, seq, present) in &dump.entries {
-            let mac = MacAddr(mac);
-            if self.merge_entry(dump.owner, mac, MacVersion { seq, present }) {
-                self.resolve(mac, out);
-            }
-        }
     }
 
     /// The winning owner of `mac` across all held owners.
@@ -262,7 +276,7 @@ impl FdbSync {
                 st.entries
                     .get(&mac)
                     .filter(|v| v.present)
-                    .map(|v| ((v.seq, st.generation, *id), st.vtep))
+                    .map(|v| ((v.mobility, st.generation, *id), st.vtep))
             })
             .max_by_key(|(k, _)| *k)
             .map(|((_, _, id), vtep)| (id, vtep))
@@ -338,45 +352,49 @@ mod tests {
         list.iter().map(|&(id, g, v)| (NodeId(id), (g, ip(v)))).collect()
     }
 
+    /// Signatures are the node's business (tested there); here entries carry a dummy one.
+    fn adv(owner: u64, generation: u64, seq: u64, mobility: u64, mac: MacAddr, present: bool) -> FdbAdvert {
+        FdbAdvert {
+            owner: NodeId(owner),
+            generation,
+            entry: FdbEntry {
+                mac: mac.0,
+                seq,
+                mobility,
+                present,
+                sig: Vec::new(),
+            },
+        }
+    }
+
+    fn apply(s: &mut FdbSync, a: &FdbAdvert, out: &mut VecDeque<Output>) -> bool {
+        s.apply_entry(a.owner, a.generation, a.entry.clone(), out)
+    }
+
+    fn merge(s: &mut FdbSync, d: &OwnerDump, out: &mut VecDeque<Output>) {
+        let mut entries = d.entries.clone();
+        entries.sort_by_key(|e| e.seq);
+        for e in entries {
+            s.apply_entry(d.owner, d.generation, e, out);
+        }
+    }
+
+    fn key() -> Signer {
+        crate::identity::tests::signer()
+    }
+
     #[test]
     fn install_move_withdraw() {
         let mut out = VecDeque::new();
         let mut s = FdbSync::new(NodeId(1), 1, ip(1));
         s.set_eligible(&elig(&[(2, 5, 2), (3, 5, 3)]), &mut out);
-        assert!(s.apply(
-            &FdbAdvert {
-                owner: NodeId(2),
-                generation: 5,
-                seq: 4,
-                mac: M.0,
-                present: true
-            },
-            &mut out
-        ));
+        assert!(apply(&mut s, &adv(2, 5, 4, 1, M, true), &mut out));
         assert_eq!(out.pop_front(), Some(Output::FdbInstall { mac: M, vtep: ip(2) }));
-        // Move: node 3 claims with a later Lamport seq.
-        assert!(s.apply(
-            &FdbAdvert {
-                owner: NodeId(3),
-                generation: 5,
-                seq: 5,
-                mac: M.0,
-                present: true
-            },
-            &mut out
-        ));
+        // Move: node 3 claims with a higher mobility.
+        assert!(apply(&mut s, &adv(3, 5, 1, 2, M, true), &mut out));
         assert_eq!(out.pop_front(), Some(Output::FdbInstall { mac: M, vtep: ip(3) }));
         // Stale re-delivery of node 2's claim changes nothing.
-        assert!(!s.apply(
-            &FdbAdvert {
-                owner: NodeId(2),
-                generation: 5,
-                seq: 4,
-                mac: M.0,
-                present: true
-            },
-            &mut out
-        ));
+        assert!(!apply(&mut s, &adv(2, 5, 4, 1, M, true), &mut out));
         assert!(out.is_empty());
         // Node 3 dies: falls back to node 2's still-live claim.
         s.set_eligible(&elig(&[(2, 5, 2)]), &mut out);
@@ -385,34 +403,74 @@ mod tests {
         s.set_eligible(&elig(&[(2, 6, 2)]), &mut out);
         assert_eq!(out.pop_front(), Some(Output::FdbRemove { mac: M }));
         // And adverts of the old generation are ignored.
-        assert!(!s.apply(
-            &FdbAdvert {
-                owner: NodeId(2),
-                generation: 5,
-                seq: 9,
-                mac: M.0,
-                present: true
-            },
-            &mut out
-        ));
+        assert_eq!(
+            s.admit(NodeId(2), 5, &adv(2, 5, 9, 9, M, true).entry),
+            Admit::UnknownOwner
+        );
+        assert!(!apply(&mut s, &adv(2, 5, 9, 9, M, true), &mut out));
         assert!(out.is_empty());
+    }
+
+    /// A claim far ahead (u64::MAX included) is refused; no arithmetic on it can overflow; later
+    /// honest moves still win.
+    #[test]
+    fn far_ahead_values_are_refused_and_nothing_wraps() {
+        let mut out = VecDeque::new();
+        let mut s = FdbSync::new(NodeId(1), 1, ip(1));
+        s.set_eligible(&elig(&[(2, 1, 2), (3, 1, 3)]), &mut out);
+        for (seq, mob) in [(u64::MAX, 1), (1, u64::MAX), (MAX_JUMP + 1, 1), (1, MAX_JUMP + 1)] {
+            let a = adv(2, 1, seq, mob, M, true);
+            assert_eq!(s.admit(a.owner, 1, &a.entry), Admit::TooFar, "{seq} {mob}");
+            assert!(!apply(&mut s, &a, &mut out));
+        }
+        assert!(out.is_empty());
+        // Exactly at the bound is fine.
+        assert!(apply(&mut s, &adv(2, 1, MAX_JUMP, MAX_JUMP, M, true), &mut out));
+        assert!(apply(&mut s, &adv(3, 1, 1, MAX_JUMP + 1, M, true), &mut out));
+        assert_eq!(s.installed().get(&M), Some(&ip(3)));
+        // Our own counters keep working next to huge received values.
+        let k = key();
+        let a = s.local_change(M, true, &k).unwrap();
+        assert_eq!(a.entry.seq, 1);
+        assert_eq!(a.entry.mobility, MAX_JUMP + 2);
+    }
+
+    #[test]
+    fn local_counters_saturate() {
+        let mut out = VecDeque::new();
+        let mut s = FdbSync::new(NodeId(1), 1, ip(1));
+        s.set_eligible(&elig(&[(2, 1, 2)]), &mut out);
+        // Held state near the top (reachable only through ~2^44 accepted claims, each a bounded step).
+        if let Some(st) = s.owners.get_mut(&NodeId(2)) {
+            st.entries.insert(M, adv(2, 1, 1, u64::MAX - 1, M, true).entry);
+        }
+        let k = key();
+        assert_eq!(s.local_change(M, true, &k).unwrap().entry.mobility, u64::MAX);
+        let b = s.local_change(M, true, &k).unwrap();
+        assert_eq!(b.entry.mobility, u64::MAX, "saturates, never wraps");
+        // An entry already at the top admits nothing further and panics on nothing.
+        assert_ne!(
+            s.admit(NodeId(2), 1, &adv(2, 1, 2, u64::MAX, M, true).entry),
+            Admit::TooFar
+        );
     }
 
     #[test]
     fn anti_entropy_converges() {
         let mut out = VecDeque::new();
+        let k = key();
         let mut a = FdbSync::new(NodeId(1), 1, ip(1));
         let mut b = FdbSync::new(NodeId(2), 1, ip(2));
         a.set_eligible(&elig(&[(2, 1, 2)]), &mut out);
         b.set_eligible(&elig(&[(1, 1, 1)]), &mut out);
-        a.local_change(M, true);
-        b.local_change(MacAddr([2, 0, 0, 0, 0, 2]), true);
+        a.local_change(M, true, &k);
+        b.local_change(MacAddr([2, 0, 0, 0, 0, 2]), true, &k);
         assert_ne!(a.fdb_digest(), b.fdb_digest());
         for d in a.dumps_for(&b.digest()) {
-            b.merge_dump(&d, &mut out);
+            merge(&mut b, &d, &mut out);
         }
         for d in b.dumps_for(&a.digest()) {
-            a.merge_dump(&d, &mut out);
+            merge(&mut a, &d, &mut out);
         }
         assert_eq!(a.fdb_digest(), b.fdb_digest());
         assert_eq!(a.resolved(), b.resolved());
@@ -425,19 +483,10 @@ mod tests {
         let mut out = VecDeque::new();
         let mut s = FdbSync::new(NodeId(1), 1, ip(1));
         s.set_eligible(&elig(&[(2, 1, 2)]), &mut out);
-        s.apply(
-            &FdbAdvert {
-                owner: NodeId(2),
-                generation: 1,
-                seq: 1,
-                mac: M.0,
-                present: true,
-            },
-            &mut out,
-        );
+        apply(&mut s, &adv(2, 1, 1, 1, M, true), &mut out);
         assert_eq!(out.pop_front(), Some(Output::FdbInstall { mac: M, vtep: ip(2) }));
-        // The MAC shows up locally later (Lamport seq 2 > 1): we win, remote entry removed.
-        s.local_change(M, true);
+        // The MAC shows up locally later (mobility 2 > 1): we win, remote entry removed.
+        s.local_change(M, true, &key());
         s.refresh(M, &mut out);
         assert_eq!(out.pop_front(), Some(Output::FdbRemove { mac: M }));
     }
@@ -447,13 +496,16 @@ mod tests {
         use proptest::prelude::*;
 
         fn advert() -> impl Strategy<Value = FdbAdvert> {
-            (2u64..5, 1u64..3, 1u64..30, 0u8..4, any::<bool>()).prop_map(
-                |(owner, generation, seq, m, present)| FdbAdvert {
-                    owner: NodeId(owner),
-                    generation,
-                    seq,
-                    mac: [2, 0, 0, 0, 0, m],
-                    present,
+            (2u64..5, 1u64..3, 1u64..30, 1u64..30, 0u8..4, any::<bool>()).prop_map(
+                |(owner, generation, seq, mobility, m, present)| {
+                    adv(
+                        owner,
+                        generation,
+                        seq,
+                        mobility,
+                        MacAddr([2, 0, 0, 0, 0, m]),
+                        present,
+                    )
                 },
             )
         }
@@ -472,7 +524,7 @@ mod tests {
                     s.set_eligible(&elig, &mut out);
                 }
                 for x in &adverts {
-                    a.apply(x, &mut out);
+                    apply(&mut a, x, &mut out);
                 }
                 let mut shuffled = adverts.clone();
                 shuffled.reverse();
@@ -481,16 +533,29 @@ mod tests {
                     shuffled.rotate_left(k);
                 }
                 for x in &shuffled {
-                    b.apply(x, &mut out);
+                    apply(&mut b, x, &mut out);
                 }
                 for d in a.dumps_for(&c.digest()) {
-                    c.merge_dump(&d, &mut out);
+                    merge(&mut c, &d, &mut out);
                 }
                 prop_assert_eq!(a.resolved(), b.resolved());
                 prop_assert_eq!(a.installed(), b.installed());
                 prop_assert_eq!(a.fdb_digest(), b.fdb_digest());
                 prop_assert_eq!(a.installed(), c.installed());
                 prop_assert_eq!(a.fdb_digest(), c.fdb_digest());
+            }
+
+            /// Arbitrary (including extreme) values never panic and never install anything for an
+            /// unknown owner.
+            #[test]
+            fn extreme_values_never_panic(seq in any::<u64>(), mob in any::<u64>(), owner in 0u64..6, g in any::<u64>()) {
+                let mut out = VecDeque::new();
+                let mut s = FdbSync::new(NodeId(1), 1, ip(1));
+                s.set_eligible(&elig(&[(2, 1, 2)]), &mut out);
+                let a = adv(owner, g, seq, mob, M, true);
+                let applied = apply(&mut s, &a, &mut out);
+                prop_assert!(!applied || (owner == 2 && g == 1 && seq <= MAX_JUMP && mob <= MAX_JUMP));
+                let _ = s.local_change(M, true, &key());
             }
         }
     }

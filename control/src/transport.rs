@@ -9,12 +9,15 @@
 //!
 //! [`start`] spawns the pump: it feeds received messages, commands and due timers to the node and acts
 //! on its outputs; FDB and membership changes reach the daemon as [`Event`]s.
-//! Must never: hand unauthenticated bytes to the state machine, or block the pump on a slow peer.
+//! Revoked nodes: a connection whose peer certificate names a revoked node id is closed right after the
+//! handshake (both directions), and existing connections to a node are closed when its revocation arrives.
+//! Must never: hand unauthenticated bytes (or a revoked node's bytes) to the state machine, or block the
+//! pump on a slow peer.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -24,9 +27,9 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::auth::{AuthError, NodeCredential, StateDir, CLUSTER_SERVER_NAME};
-use crate::membership::NodeIdentity;
-use crate::node::{ControlConfig, ControlNode, MemberInfo, MemberState};
+use crate::auth::{self, AuthError, NodeCredential, StateDir, CLUSTER_SERVER_NAME};
+use crate::membership::{NodeId, NodeIdentity};
+use crate::node::{ControlConfig, ControlNode, ControlStats, MemberInfo, MemberState, RevokeOutcome, Trust};
 use crate::{MacAddr, Output, PeerAddr, Timer};
 
 pub const ALPN_GOSSIP: &[u8] = b"overlayd-gossip/1";
@@ -153,6 +156,10 @@ async fn handle_incoming(incoming: quinn::Incoming, pool: Arc<Pool>, admission: 
                 conn.close(1u32.into(), b"client certificate required");
                 return;
             }
+            if pool.is_revoked(&conn) {
+                conn.close(4u32.into(), b"revoked");
+                return;
+            }
             pool.adopt(conn.remote_address(), conn.clone()).await;
             read_streams(conn, pool.inbound.clone()).await;
         }
@@ -173,6 +180,17 @@ struct Pool {
     client: quinn::ClientConfig,
     peers: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Link>>>>,
     inbound: mpsc::Sender<Inbound>,
+    /// Node ids of the revocation list (checked against the peer certificate of every connection).
+    revoked: RwLock<HashSet<NodeId>>,
+}
+
+/// The node id in the (CA-verified) certificate the peer presented.
+fn peer_node_id(conn: &quinn::Connection) -> Option<NodeId> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
+    auth::node_id_from_cert(certs.first()?)
 }
 
 #[derive(Default)]
@@ -186,6 +204,39 @@ struct Link {
 const DIAL_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Pool {
+    /// Does the peer's certificate name a revoked node (or no node at all)?
+    fn is_revoked(&self, conn: &quinn::Connection) -> bool {
+        match peer_node_id(conn) {
+            Some(id) => self
+                .revoked
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&id),
+            None => true,
+        }
+    }
+
+    /// Enforce a new revocation: close every connection to that node.
+    async fn close_revoked(&self, node: NodeId) {
+        self.revoked
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node);
+        let links: Vec<_> = {
+            let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            peers.values().cloned().collect()
+        };
+        for link in links {
+            let mut l = link.lock().await;
+            if let Some(c) = &l.conn {
+                if peer_node_id(c) == Some(node) {
+                    c.close(4u32.into(), b"revoked");
+                    l.conn = None;
+                }
+            }
+        }
+    }
+
     fn link(&self, to: SocketAddr) -> Arc<tokio::sync::Mutex<Link>> {
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         Arc::clone(peers.entry(to).or_default())
@@ -219,6 +270,12 @@ impl Pool {
             tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.ok()?.ok()
         };
         match dial.await {
+            Some(conn) if self.is_revoked(&conn) => {
+                conn.close(4u32.into(), b"revoked");
+                l.conn = None;
+                l.backoff_until = Some(Instant::now() + DIAL_BACKOFF);
+                None
+            }
             Some(conn) => {
                 // The peer may also open streams on the connection we initiated.
                 tokio::spawn(read_streams(conn.clone(), self.inbound.clone()));
@@ -255,6 +312,8 @@ enum Command {
     Join(PeerAddr),
     Leave(oneshot::Sender<()>),
     Members(oneshot::Sender<Vec<MemberInfo>>),
+    Revoke(NodeId, oneshot::Sender<Result<RevokeOutcome, String>>),
+    Stats(oneshot::Sender<ControlStats>),
 }
 
 /// What the daemon must act on.
@@ -309,6 +368,27 @@ impl GossipHandle {
             .await
             .map_err(|_| TransportError::Stopped)
     }
+    /// `overlayctl revoke`: revoke `node` (signed here on an admitter, forwarded to one elsewhere).
+    /// The outer error means the control plane is gone; the inner one says why the revocation failed.
+    pub async fn revoke(&self, node: NodeId) -> Result<Result<RevokeOutcome, String>, TransportError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Revoke(node, tx))
+            .await
+            .map_err(|_| TransportError::Stopped)?;
+        rx.await.map_err(|_| TransportError::Stopped)
+    }
+
+    /// The control plane's counters (refused identities, bad signatures, refused seqs, ...).
+    pub async fn stats(&self) -> Result<ControlStats, TransportError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Stats(tx))
+            .await
+            .map_err(|_| TransportError::Stopped)?;
+        rx.await.map_err(|_| TransportError::Stopped)
+    }
+
     pub async fn members(&self) -> Result<Vec<MemberInfo>, TransportError> {
         let (tx, rx) = oneshot::channel();
         self.cmd
@@ -358,11 +438,26 @@ pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let admission = opts.admission.map(Arc::new);
+    let cred = &opts.credential;
+    let ca_key = cred.ca_public_key()?;
+    let signer = Arc::new(cred.signer()?);
+    // Only an admitter signs revocations (today every member still stores the CA key; the admission
+    // work removes it from the others).
+    let ca_signer = match &opts.state {
+        Some(state) if cred.attestation.admitter => state.ca_signer()?.map(Arc::new),
+        _ => None,
+    };
+    let revoked = opts
+        .state
+        .as_ref()
+        .map(|s| s.load_revocations(&ca_key))
+        .unwrap_or_default();
     let pool = Arc::new(Pool {
         endpoint: endpoint.clone(),
         client,
         peers: Mutex::new(HashMap::new()),
         inbound: in_tx,
+        revoked: RwLock::new(revoked.iter().map(|r| r.node).collect()),
     });
     {
         let endpoint = endpoint.clone();
@@ -373,15 +468,22 @@ pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
             }
         });
     }
-    let identity = NodeIdentity {
-        id: opts.credential.node_id,
-        addr: advertise,
-        vtep: opts.vtep,
-        generation: opts.generation,
-        renewal: 0,
+    let identity = NodeIdentity::signed(
+        advertise,
+        opts.vtep,
+        opts.generation,
+        cred.attestation.clone(),
+        &signer,
+    )
+    .map_err(AuthError::from)?;
+    let trust = Trust {
+        ca_key,
+        signer,
+        ca_signer,
+        revoked,
     };
     let now = Instant::now();
-    let mut node = ControlNode::new(now, identity, opts.config, opts.seed);
+    let mut node = ControlNode::new(now, identity, trust, opts.config, opts.seed);
     if let Some(state) = &opts.state {
         for peer in state.load_peers() {
             if peer != advertise {
@@ -449,6 +551,21 @@ async fn pump(
                 Output::FdbRemove { mac } => {
                     let _ = events.send(Event::FdbRemove { mac });
                 }
+                Output::Revoked { node: id } => {
+                    if let Some(state) = &state {
+                        let list = node.revocations().clone();
+                        let state = state.clone();
+                        tokio::task::spawn_blocking(move || {
+                            if let Err(e) = state.save_revocations(&list) {
+                                tracing::error!(error = %e, "cannot persist the revocation list");
+                            }
+                        });
+                    }
+                    // Refuse new connections at once; close existing ones off the pump.
+                    pool.revoked.write().unwrap_or_else(|e| e.into_inner()).insert(id);
+                    let pool = Arc::clone(&pool);
+                    tokio::spawn(async move { pool.close_revoked(id).await });
+                }
                 Output::MembersChanged => {
                     let members = node.members();
                     if let Some(state) = &state {
@@ -479,6 +596,11 @@ async fn pump(
                     Some(Command::SetLocalMacs(m)) => node.set_local_macs(now, &m),
                     Some(Command::Join(p)) => node.join(now, p),
                     Some(Command::Members(tx)) => { let _ = tx.send(node.members()); Ok(()) }
+                    Some(Command::Stats(tx)) => { let _ = tx.send(node.stats()); Ok(()) }
+                    Some(Command::Revoke(id, tx)) => {
+                        let _ = tx.send(node.revoke(now, id).map_err(|e| e.to_string()));
+                        Ok(())
+                    }
                     Some(Command::Leave(tx)) => {
                         let r = node.leave(now);
                         while let Some(out) = node.poll_output() {

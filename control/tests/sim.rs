@@ -99,7 +99,16 @@ fn sigkill_withdraws_within_3s_and_restart_new_generation_wins() {
         owners: vec![control::messages::OwnerDump {
             owner: sim.nodes[victim].id,
             generation: 1,
-            entries: vec![(ghost.0, 1_000_000, true)],
+            // Genuinely signed by the victim for its old generation: still ignored.
+            entries: vec![control::messages::FdbEntry::sign(
+                &sim.nodes[victim].signer,
+                sim.nodes[victim].id,
+                1,
+                ghost.0,
+                1,
+                1,
+                true,
+            )],
         }],
     };
     let bytes = control::messages::encode_sync(&stale).unwrap();

@@ -18,6 +18,11 @@ fn tempdir(tag: &str) -> PathBuf {
     p
 }
 
+/// The VTEP a test node claims and its gossip address's IP (both go into its attestation).
+fn vteps(n: u8) -> Vec<IpAddr> {
+    vec![IpAddr::from([192, 168, 0, n]), IpAddr::from([127, 0, 0, 1])]
+}
+
 fn opts(dir: &StateDir, cred: NodeCredential, vtep: [u8; 4], generation: u64) -> GossipOptions {
     GossipOptions {
         bind: "127.0.0.1:0".parse().unwrap(),
@@ -38,14 +43,14 @@ fn opts(dir: &StateDir, cred: NodeCredential, vtep: [u8; 4], generation: u64) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_gossip_and_refuse_foreign_ca() {
     // First member.
-    let dir_a = StateDir::new(tempdir("a"));
+    let dir_a = StateDir::new(tempdir("a")).with_vteps(vteps(1));
     let cred_a = dir_a.init_cluster().unwrap();
     let mut a = transport::start(opts(&dir_a, cred_a.clone(), [192, 168, 0, 1], 1)).unwrap();
     let addr_a = a.local_addr();
     let token: JoinToken = dir_a.join_token().unwrap().to_string().parse().unwrap();
 
     // Wrong secret: refused, nothing stored.
-    let dir_x = StateDir::new(tempdir("x"));
+    let dir_x = StateDir::new(tempdir("x")).with_vteps(vteps(9));
     let bad = JoinToken {
         secret: [7; 32],
         ..token.clone()
@@ -62,7 +67,7 @@ async fn join_gossip_and_refuse_foreign_ca() {
     assert!(matches!(e, TransportError::Connect { .. }), "{e}");
 
     // Second member joins with the token, then restarts from the stored credential (no token).
-    let dir_b = StateDir::new(tempdir("b"));
+    let dir_b = StateDir::new(tempdir("b")).with_vteps(vteps(2));
     let joined = transport::join_cluster(addr_a, &token, &dir_b).await.unwrap();
     let cred_b = dir_b.load_credential().unwrap();
     assert_eq!(joined.node_id, cred_b.node_id);
@@ -105,7 +110,7 @@ async fn join_gossip_and_refuse_foreign_ca() {
     );
 
     // A node with a credential from another cluster's CA is refused at the handshake.
-    let dir_c = StateDir::new(tempdir("c"));
+    let dir_c = StateDir::new(tempdir("c")).with_vteps(vteps(3));
     let cred_c = dir_c.init_cluster().unwrap();
     let foreign = NodeCredential {
         ca: cred_a.ca.clone(),

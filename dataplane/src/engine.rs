@@ -4,17 +4,25 @@
 //!
 //! Semantics follow Linux vxlan + bridge:
 //! - TAP → underlay: known unicast goes to the owning VTEP; broadcast, multicast and unknown unicast are
-//!   head-end replicated to every peer VTEP; the source MAC is recorded as living behind our bridge.
+//!   head-end replicated to every peer VTEP; the source MAC is recorded as living behind our bridge (up to
+//!   `--max-local-macs`, see [`crate::fdb`]). Broadcast and multicast are rate-limited per source MAC
+//!   (`--bum-pps`, [`bum`]), drops counted as `bum_rate_limited`.
 //! - underlay → TAP: RFC 7348 validation, the outer source must be a member (cluster mode) or a configured
 //!   peer (static mode, unless `learn_any_source`), a datagram whose inner source MAC lives behind our own
 //!   bridge is dropped (`spoofed_src`) before it can reach the bridge and steal that MAC from its container,
 //!   then the inner source MAC is learned against the outer source address. A datagram is only ever delivered to the TAP, never re-sent to another VTEP (split horizon: with
 //!   full-mesh head-end replication every VTEP already got its own copy).
 
+pub mod bum;
+
+use crate::activity::PeerActivity;
 use crate::fdb::{Fdb, Learn, Origin};
 use crate::stats::{Counters, DropReason};
 use crate::wire::ethernet::{ETHERTYPE_QINQ, ETHERTYPE_VLAN};
+use crate::wire::probe::ProbeRepr;
+use crate::wire::MacAddr;
 use crate::wire::{vxlan, EthernetFrame, Vni, VxlanPacket, ETHERNET_HEADER_LEN, VXLAN_HEADER_LEN};
+use bum::BumLimiter;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +42,8 @@ pub struct EngineConfig {
     pub require_member: bool,
     /// Accept 802.1Q-tagged inner frames (RFC 7348 §6.1 says discard unless configured).
     pub allow_vlan: bool,
+    /// Broadcast/multicast frames per second per source MAC from the TAP (`--bum-pps`); 0 = unlimited.
+    pub bum_pps: u32,
 }
 
 impl EngineConfig {
@@ -44,6 +54,7 @@ impl EngineConfig {
             local,
             require_member: true,
             allow_vlan: false,
+            bum_pps: bum::DEFAULT_BUM_PPS,
         }
     }
 }
@@ -102,11 +113,16 @@ pub struct Engine {
     seen_version: u64,
     members: Arc<[IpAddr]>,
     flood: Vec<SocketAddr>,
+    /// Per-source budget for broadcast/multicast from the TAP; `None` when `bum_pps` is 0.
+    bum: Option<BumLimiter>,
+    /// Last datagram per static peer (`overlayctl peers`), if tracked.
+    activity: Option<Arc<PeerActivity>>,
 }
 
 impl Engine {
     pub fn new(cfg: EngineConfig, fdb: Arc<Fdb>, peers: Arc<PeerSet>, counters: Arc<Counters>) -> Self {
         let mut e = Engine {
+            bum: (cfg.bum_pps > 0).then(|| BumLimiter::new(cfg.bum_pps)),
             header: vxlan::header(cfg.vni),
             cfg,
             fdb,
@@ -115,9 +131,34 @@ impl Engine {
             seen_version: u64::MAX,
             members: Arc::from(Vec::new()),
             flood: Vec::new(),
+            activity: None,
         };
         e.refresh_peers();
         e
+    }
+
+    /// Record each accepted datagram's source in `activity`.
+    pub fn with_activity(mut self, activity: Arc<PeerActivity>) -> Self {
+        self.activity = Some(activity);
+        self
+    }
+
+    /// A probe datagram (see [`crate::wire::probe`]) from `src`: checked like any datagram (VXLAN header,
+    /// VNI, membership), recorded as activity, never learned from nor delivered. `None`: drop it.
+    pub fn on_probe(&mut self, now: Instant, src: SocketAddr, dgram: &[u8]) -> Option<ProbeRepr> {
+        let pkt = VxlanPacket::new_checked(dgram).ok()?;
+        if pkt.vni() != self.cfg.vni {
+            return None;
+        }
+        if self.cfg.require_member {
+            self.refresh_peers();
+            self.members.binary_search(&src.ip()).ok()?;
+        }
+        let p = ProbeRepr::parse(pkt.payload()).ok()?;
+        if let Some(a) = &self.activity {
+            a.saw(src.ip(), now);
+        }
+        Some(p)
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -158,8 +199,9 @@ impl Engine {
                 Counters::add(&self.counters.moves, 1);
             }
             Learn::Full => Counters::add(&self.counters.fdb_full, 1),
-            // Dampened moves are counted by the FDB itself (`mac_flaps`), control-plane installs included.
-            Learn::Refreshed | Learn::Ignored | Learn::OwnedLocally | Learn::Dampened => {}
+            // Dampened moves (`mac_flaps`) and refusals at the local cap (`local_mac_cap`) are counted by the
+            // FDB itself, control-plane installs and bridge syncs included.
+            Learn::Refreshed | Learn::Ignored | Learn::OwnedLocally | Learn::Dampened | Learn::LocalCap => {}
         }
     }
 
@@ -178,8 +220,18 @@ impl Engine {
         let l = self.fdb.learn(src, self.cfg.local, Origin::Local, now);
         self.count_learn(l);
         self.refresh_peers();
-        out.flow_hash = crate::flow::flow_hash(frame);
         let dst = eth.dst();
+        if dst.is_multicast() {
+            if let Some(b) = &mut self.bum {
+                // Sources refused as local (beyond --max-local-macs) share one budget, so a flood of new
+                // source MACs cannot buy a fresh burst with each.
+                let key = if l == Learn::LocalCap { MacAddr::ZERO } else { src };
+                if !b.allow(key, now) {
+                    return Err(DropReason::BumRateLimited);
+                }
+            }
+        }
+        out.flow_hash = crate::flow::flow_hash(frame);
         if !dst.is_multicast() {
             match self.fdb.lookup(&dst, now) {
                 Some(d) if d.origin == Origin::Local || d.vtep == self.cfg.local => {
@@ -227,6 +279,9 @@ impl Engine {
         }
         if !self.cfg.allow_vlan && is_vlan(eth.ethertype()) {
             return Err(DropReason::VlanTagged);
+        }
+        if let Some(a) = &self.activity {
+            a.saw(src.ip(), now);
         }
         let l = self.fdb.learn(mac, src.ip(), Origin::Learned, now);
         if l == Learn::OwnedLocally {

@@ -13,13 +13,22 @@
 //! - Every change of owner of a remote claim (learned or control) is subject to dampening ([`Damping`], RFC 7432
 //!   §15); refused moves are counted as `mac_flaps`.
 //!
+//! Floods (issue 9 §4):
+//! - At most `max_local` entries are `local` ([`Fdb::with_max_local`], `--max-local-macs`): a new local MAC
+//!   beyond that is neither learned nor (in cluster mode) advertised, and is counted as `local_mac_cap`.
+//! - A full table makes room for a new entry by evicting a `learned` one, least recently seen first
+//!   (approximately: see `evict.rs`); `local`, `control` and `static` entries are never evicted. Only when no
+//!   learned entry is left is learning refused (`fdb_full`).
+//!
 //! Concurrency: a sharded map (dashmap). The hot path takes one shard read lock per lookup; refreshing an
 //! entry is an atomic store under that read lock, so steady-state traffic never takes a write lock. Moves,
 //! installs and withdrawals take the shard's write lock.
 
 mod damping;
+mod evict;
 pub use damping::Damping;
 use damping::Moves;
+use evict::Hints;
 
 use crate::stats::Counters;
 use crate::wire::MacAddr;
@@ -28,8 +37,8 @@ use dashmap::DashMap;
 use serde::Serialize;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Where an entry came from.
@@ -99,8 +108,10 @@ pub enum Learn {
     OwnedLocally,
     /// The MAC moved too often (dampening): frozen at its current owner, the move was refused and counted.
     Dampened,
-    /// The table is at capacity; nothing learned.
+    /// The table is at capacity and holds no learned entry to evict; nothing learned.
     Full,
+    /// A new local MAC while `max_local` MACs are already local: not learned (counted as `local_mac_cap`).
+    LocalCap,
 }
 
 /// One row of `overlayctl fdb`.
@@ -165,13 +176,26 @@ pub struct Fdb {
     ageing: Duration,
     damping: Damping,
     epoch: Instant,
-    /// What the FDB itself counts (`mac_flaps`); served next to the workers' counters.
+    /// What the FDB itself counts (`mac_flaps`, `local_mac_cap`, `fdb_evictions`); served next to the
+    /// workers' counters.
     counters: Arc<Counters>,
+    /// Most entries with origin `local` at once.
+    max_local: usize,
+    /// Entries with origin `local` now (aged ones included until removed). Changed only under the entry's
+    /// write lock, by [`Fdb::reserve_local`] and [`Fdb::unlocal`].
+    locals: AtomicUsize,
+    /// MACs of the bridge's table refused by the cap at the last [`Fdb::sync_bridge`] (sorted), so each
+    /// refused MAC is counted once while it stays on the bridge.
+    bridge_refused: Mutex<Vec<MacAddr>>,
+    /// Eviction candidates (learned entries), see `evict.rs`.
+    hints: Hints,
 }
 
 impl Fdb {
     pub const DEFAULT_CAPACITY: usize = 65_536;
     pub const DEFAULT_AGEING: Duration = Duration::from_secs(300);
+    /// Default `--max-local-macs`.
+    pub const DEFAULT_MAX_LOCAL: usize = 4096;
 
     /// `epoch` is any instant not later than the first `now` passed in.
     pub fn new(capacity: usize, ageing: Duration, epoch: Instant) -> Fdb {
@@ -182,7 +206,36 @@ impl Fdb {
             damping: Damping::default(),
             epoch,
             counters: Arc::default(),
+            max_local: Fdb::DEFAULT_MAX_LOCAL,
+            locals: AtomicUsize::new(0),
+            bridge_refused: Mutex::new(Vec::new()),
+            hints: Hints::new(capacity),
         }
+    }
+
+    /// At most `n` local MACs (`--max-local-macs`); beyond, new local MACs are refused and counted.
+    pub fn with_max_local(mut self, n: usize) -> Fdb {
+        self.max_local = n;
+        self
+    }
+
+    /// How many entries are `local` now.
+    pub fn local_count(&self) -> usize {
+        self.locals.load(Relaxed)
+    }
+
+    /// Takes one of the `max_local` places for an entry about to become local; false if none is left.
+    fn reserve_local(&self) -> bool {
+        self.locals
+            .fetch_update(Relaxed, Relaxed, |n| (n < self.max_local).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// An entry stops being local (changes origin or is removed).
+    fn unlocal(&self) {
+        let _ = self
+            .locals
+            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
     }
 
     /// Replace the default dampening thresholds (RFC 7432's 5 moves in 180 s).
@@ -226,6 +279,9 @@ impl Fdb {
 
     /// Record that `mac` sits behind `vtep` (learned from a datagram's outer source), or behind our own bridge
     /// (`origin` = [`Origin::Local`], `vtep` = our own address). See the module doc for what wins.
+    ///
+    /// A refusal at the local cap ([`Learn::LocalCap`]) is not counted here, per frame: [`Fdb::sync_bridge`]
+    /// counts each refused MAC once.
     #[inline]
     pub fn learn(&self, mac: MacAddr, vtep: IpAddr, origin: Origin, now: Instant) -> Learn {
         debug_assert!(origin.ages());
@@ -244,28 +300,56 @@ impl Fdb {
                 }
             }
         }
-        if self.map.len() >= self.capacity && !self.map.contains_key(&mac) {
+        // At the local cap, refuse a MAC that is not local yet before any write lock (a flood of new source
+        // MACs costs one read per frame).
+        if origin == Origin::Local
+            && self.locals.load(Relaxed) >= self.max_local
+            && !self.map.get(&mac).is_some_and(|s| s.origin == Origin::Local)
+        {
+            return Learn::LocalCap;
+        }
+        if self.map.len() >= self.capacity && !self.map.contains_key(&mac) && !self.evict_one() {
             return Learn::Full;
         }
-        match self.map.entry(mac) {
+        let (l, hint) = match self.map.entry(mac) {
             Entry::Vacant(v) => {
+                if origin == Origin::Local && !self.reserve_local() {
+                    return Learn::LocalCap;
+                }
                 v.insert(Slot::new(vtep, origin, t));
-                Learn::New
+                (Learn::New, origin == Origin::Learned)
             }
             Entry::Occupied(mut o) => self.relearn(o.get_mut(), vtep, origin, t),
+        };
+        // After the entry's lock is released: the hint queue is always locked before a shard, never after.
+        if hint {
+            self.hint_learned(mac);
         }
+        l
     }
 
-    /// [`Fdb::learn`] on an existing entry, under its shard's write lock.
-    fn relearn(&self, s: &mut Slot, vtep: IpAddr, origin: Origin, t: u64) -> Learn {
+    /// [`Fdb::learn`] on an existing entry, under its shard's write lock. Also returns whether the entry just
+    /// became `learned` (to be noted as an eviction candidate once the lock is released).
+    fn relearn(&self, s: &mut Slot, vtep: IpAddr, origin: Origin, t: u64) -> (Learn, bool) {
         if !self.settle(s, t) {
             // Aged out: as good as absent, but its move history stays (an entry cannot dodge dampening by
             // going quiet for a while).
+            let old = s.origin;
+            match (old == Origin::Local, origin == Origin::Local) {
+                (false, true) if !self.reserve_local() => return (Learn::LocalCap, false),
+                (true, false) => self.unlocal(),
+                _ => {}
+            }
             let moves = s.moves;
             *s = Slot::new(vtep, origin, t);
             s.moves = moves;
-            return Learn::New;
+            return (Learn::New, old != Origin::Learned && origin == Origin::Learned);
         }
+        (self.relearn_fresh(s, vtep, origin, t), false)
+    }
+
+    /// [`Fdb::relearn`] on an entry that has not aged out.
+    fn relearn_fresh(&self, s: &mut Slot, vtep: IpAddr, origin: Origin, t: u64) -> Learn {
         let from = s.vtep;
         match (s.origin, origin) {
             (Origin::Static, _) | (Origin::Control, Origin::Learned) => Learn::Ignored,
@@ -276,7 +360,11 @@ impl Fdb {
             }
             (old, Origin::Local) => {
                 // Our bridge forwarded a frame from this MAC, so it is here whatever remote claims say. A
-                // control claim is kept for when it leaves again.
+                // control claim is kept for when it leaves again. (`old` is control or learned here: a local
+                // entry at our own address was refreshed above.)
+                if !self.reserve_local() {
+                    return Learn::LocalCap;
+                }
                 if old == Origin::Control {
                     s.claim = Some(from);
                 }
@@ -315,6 +403,9 @@ impl Fdb {
             if c != s.vtep {
                 s.moves.try_move(t, &self.damping, true);
             }
+            if s.origin == Origin::Local {
+                self.unlocal();
+            }
             s.vtep = c;
             s.origin = Origin::Control;
             s.seen.store(t, Relaxed);
@@ -336,7 +427,7 @@ impl Fdb {
     /// the MAC leaves our bridge. Returns whether the entry now points at `vtep` with origin `control`.
     pub fn install_control(&self, mac: MacAddr, vtep: IpAddr, now: Instant) -> bool {
         let t = self.ts(now);
-        if self.map.len() >= self.capacity && !self.map.contains_key(&mac) {
+        if self.map.len() >= self.capacity && !self.map.contains_key(&mac) && !self.evict_one() {
             return false;
         }
         let mut o = match self.map.entry(mac) {
@@ -348,6 +439,9 @@ impl Fdb {
         };
         let s = o.get_mut();
         if !self.settle(s, t) {
+            if s.origin == Origin::Local {
+                self.unlocal();
+            }
             let moves = s.moves;
             *s = Slot::new(vtep, Origin::Control, t);
             s.moves = moves;
@@ -416,6 +510,7 @@ impl Fdb {
                 return true;
             }
             gone += 1;
+            self.unlocal();
             match s.claim.take() {
                 Some(c) => {
                     s.moves.try_move(t, &self.damping, true);
@@ -427,17 +522,36 @@ impl Fdb {
                 None => false,
             }
         });
-        for (mac, announce) in on_bridge {
-            if *announce && mac.is_learnable() {
-                self.learn(*mac, local, Origin::Local, now);
-            }
-        }
+        let mut refused: Vec<MacAddr> = on_bridge
+            .iter()
+            .filter(|(mac, announce)| {
+                *announce
+                    && mac.is_learnable()
+                    && self.learn(*mac, local, Origin::Local, now) == Learn::LocalCap
+            })
+            .map(|(mac, _)| *mac)
+            .collect();
+        refused.sort_unstable();
+        // The bridge keeps a refused MAC for its own ageing time: count it once, not at every sync. (Every MAC
+        // that sent a frame through our TAP is in the bridge's table, so this also counts those refused on
+        // the forwarding path.)
+        let mut before = self.bridge_refused.lock().unwrap_or_else(|p| p.into_inner());
+        let new = refused
+            .iter()
+            .filter(|m| before.binary_search(m).is_err())
+            .count();
+        Counters::add(&self.counters.local_mac_cap, new as u64);
+        *before = refused;
         gone
     }
     /// Operator-configured entry; never ages, never overridden.
     pub fn insert_static(&self, mac: MacAddr, vtep: IpAddr, now: Instant) {
         let t = self.ts(now);
-        self.map.insert(mac, Slot::new(vtep, Origin::Static, t));
+        if let Some(old) = self.map.insert(mac, Slot::new(vtep, Origin::Static, t)) {
+            if old.origin == Origin::Local {
+                self.unlocal();
+            }
+        }
     }
 
     /// Remove aged learned and local entries (an aged local entry with a pending control claim becomes that
@@ -446,7 +560,13 @@ impl Fdb {
     pub fn expire(&self, now: Instant) -> usize {
         let t = self.ts(now);
         let before = self.map.len();
-        self.map.retain(|_, s| self.settle(s, t));
+        self.map.retain(|_, s| {
+            let keep = self.settle(s, t);
+            if !keep && s.origin == Origin::Local {
+                self.unlocal();
+            }
+            keep
+        });
         before.saturating_sub(self.map.len())
     }
 
@@ -482,6 +602,8 @@ impl Fdb {
     }
 }
 
+#[cfg(test)]
+mod flood_tests;
 #[cfg(test)]
 mod trust_tests;
 
@@ -562,7 +684,9 @@ mod tests {
         let f = Fdb::new(2, Fdb::DEFAULT_AGEING, t0);
         assert_eq!(f.learn(mac(1), ip(2), Origin::Learned, t0), Learn::New);
         assert_eq!(f.learn(mac(2), ip(2), Origin::Learned, t0), Learn::New);
-        assert_eq!(f.learn(mac(3), ip(2), Origin::Learned, t0), Learn::Full);
+        // Full of learned entries: the least recently seen one makes room.
+        assert_eq!(f.learn(mac(3), ip(2), Origin::Learned, t0), Learn::New);
+        assert_eq!(f.lookup(&mac(1), t0), None);
         // Existing entries can still move when full.
         assert_eq!(
             f.learn(mac(2), ip(3), Origin::Learned, t0),

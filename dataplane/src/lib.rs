@@ -9,6 +9,7 @@
 //! - [`worker`]: the loop that moves batches between [`io`] and [`engine`].
 //! - [`stats`]: per-reason counters shared with the admin endpoint.
 
+pub mod activity;
 pub mod engine;
 pub mod fdb;
 pub mod flow;

@@ -4,7 +4,8 @@
 //! admin endpoint sums them with [`Snapshot::sum`]. Directions are named from the overlay's point of view:
 //! `rx_frames` are frames read from the TAP (sent by local containers), `tx_frames` frames written to the TAP,
 //! `rx_datagrams`/`tx_datagrams` VXLAN datagrams received from / sent to the underlay. A TSO superframe counts
-//! as the number of segments it carries on the wire.
+//! as the number of segments it carries on the wire. Valid overlayd probes (`wire::probe`) are control traffic:
+//! answered and consumed by the RX loop, they are not counted as datagrams.
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -39,10 +40,12 @@ pub enum DropReason {
     SendError,
     /// write to the TAP failed (link down, queue full).
     TapWriteError,
+    /// Broadcast or multicast frame from the TAP over its source MAC's `--bum-pps` budget.
+    BumRateLimited,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Short,
         DropReason::BadFlags,
         DropReason::UnknownVni,
@@ -56,6 +59,7 @@ impl DropReason {
         DropReason::BadOffload,
         DropReason::SendError,
         DropReason::TapWriteError,
+        DropReason::BumRateLimited,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -72,6 +76,7 @@ impl DropReason {
             DropReason::BadOffload => "bad_offload",
             DropReason::SendError => "send_error",
             DropReason::TapWriteError => "tap_write_error",
+            DropReason::BumRateLimited => "bum_rate_limited",
         }
     }
     fn index(self) -> usize {
@@ -93,11 +98,20 @@ pub struct Counters {
     pub learned: AtomicU64,
     /// Learned entries that moved to another VTEP.
     pub moves: AtomicU64,
-    /// Learning skipped because the FDB was full.
+    /// Learning skipped because the FDB was full and held no learned entry to evict.
     pub fdb_full: AtomicU64,
+    /// Learned entries evicted (least recently seen first) to make room in a full FDB.
+    pub fdb_evictions: AtomicU64,
+    /// MACs on our bridge refused as local because `--max-local-macs` were already local; each counted once
+    /// while it stays in the bridge's table (counted by the once-a-second bridge sync).
+    pub local_mac_cap: AtomicU64,
     /// MAC moves refused by dampening (RFC 7432 §15), learned or from the control plane.
     pub mac_flaps: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
+    /// Segments per UDP send (a GSO message carries several; 1 without GSO).
+    pub gso_segments: BatchHistogram,
+    /// Datagrams per UDP receive (a GRO train carries several; 1 without GRO).
+    pub gro_segments: BatchHistogram,
 }
 
 impl Counters {
@@ -114,6 +128,36 @@ impl Counters {
     }
 }
 
+/// Upper bounds of the [`BatchHistogram`] buckets (segments per batch); 64 is the kernel's UDP_MAX_SEGMENTS.
+pub const BATCH_BOUNDS: [u64; 7] = [1, 2, 4, 8, 16, 32, 64];
+
+/// A histogram of batch sizes fed once per batch (never per packet) by one worker: one relaxed atomic add per
+/// observation into a fixed bucket, no lock. The last bucket counts batches above 64.
+#[derive(Debug, Default)]
+pub struct BatchHistogram {
+    buckets: [AtomicU64; BATCH_BOUNDS.len() + 1],
+    sum: AtomicU64,
+}
+
+impl BatchHistogram {
+    #[inline]
+    pub fn observe(&self, n: u64) {
+        let i = BATCH_BOUNDS
+            .iter()
+            .position(|&b| n <= b)
+            .unwrap_or(BATCH_BOUNDS.len());
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum.fetch_add(n, Relaxed);
+    }
+    /// Per-bucket counts (not cumulative) and the sum of all observations.
+    pub fn read(&self) -> ([u64; BATCH_BOUNDS.len() + 1], u64) {
+        (
+            self.buckets.each_ref().map(|b| b.load(Relaxed)),
+            self.sum.load(Relaxed),
+        )
+    }
+}
+
 /// A point-in-time sum over workers, as served to `overlayctl stats`.
 #[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
 pub struct Snapshot {
@@ -126,6 +170,8 @@ pub struct Snapshot {
     pub learned: u64,
     pub moves: u64,
     pub fdb_full: u64,
+    pub fdb_evictions: u64,
+    pub local_mac_cap: u64,
     pub mac_flaps: u64,
     pub drops: BTreeMap<&'static str, u64>,
 }
@@ -146,6 +192,8 @@ impl Snapshot {
             s.learned += c.learned.load(Relaxed);
             s.moves += c.moves.load(Relaxed);
             s.fdb_full += c.fdb_full.load(Relaxed);
+            s.fdb_evictions += c.fdb_evictions.load(Relaxed);
+            s.local_mac_cap += c.local_mac_cap.load(Relaxed);
             s.mac_flaps += c.mac_flaps.load(Relaxed);
             for r in DropReason::ALL {
                 *s.drops.entry(r.name()).or_default() += c.drops(r);
@@ -185,5 +233,16 @@ mod tests {
         assert_eq!(s.drops["short"], 5);
         assert_eq!(s.drops["unknown_vni"], 1);
         assert_eq!(s.drops_total(), 6);
+    }
+
+    #[test]
+    fn batch_histogram_buckets() {
+        let h = BatchHistogram::default();
+        for n in [1, 2, 3, 64, 65, 1000] {
+            h.observe(n);
+        }
+        let (b, sum) = h.read();
+        assert_eq!(b, [1, 1, 1, 0, 0, 0, 1, 2]);
+        assert_eq!(sum, 1 + 2 + 3 + 64 + 65 + 1000);
     }
 }

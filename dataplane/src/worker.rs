@@ -13,6 +13,7 @@ use crate::flow;
 use crate::io::{poll_fds, RecvBatch, SendBatch, SenderSet, TapQueue, UdpSocket, Waker};
 use crate::offload::{self, Coalescer, VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 use crate::stats::{Counters, DropReason};
+use crate::wire::probe::{self, ProbeKind, ProbeRepr};
 use crate::wire::{ETHERNET_HEADER_LEN, VXLAN_HEADER_LEN};
 use std::io::{ErrorKind, IoSlice};
 use std::ops::Range;
@@ -153,6 +154,9 @@ pub fn run_tx(
             for dst in &act.dests {
                 let mut pushed = true;
                 for (r, seg) in gso_messages(range.clone(), segs.stride, per_msg) {
+                    counters
+                        .gso_segments
+                        .observe(r.len().div_ceil(segs.stride) as u64);
                     pushed &= send.push_from(sock, *dst, r, seg);
                 }
                 if pushed {
@@ -211,6 +215,8 @@ pub fn run_rx(
             counters.count_drop(DropReason::TapWriteError, 1);
         }
     };
+    // Probe replies: small, rare (a few per peer and minute), sent once per receive batch.
+    let mut replies = SendBatch::new(PROBE_REPLY_LEN * RECV_SLOTS, RECV_SLOTS);
     let mut fds = [pollfd(udp.as_raw_fd()), pollfd(waker.as_raw_fd())];
     while !stop.load(Ordering::Relaxed) {
         if poll_fds(&mut fds, POLL_MS).is_err() || fds[1].revents != 0 {
@@ -228,7 +234,20 @@ pub fn run_rx(
                 let (src, stride) = (meta.src, meta.stride.max(1));
                 // A GRO train splits at `stride`; an empty datagram still counts (and drops as `short`).
                 let empty: Option<&mut [u8]> = if data.is_empty() { Some(&mut []) } else { None };
+                counters
+                    .gro_segments
+                    .observe(data.len().div_ceil(stride).max(1) as u64);
                 for dgram in data.chunks_mut(stride).chain(empty) {
+                    // A valid overlayd probe is answered (requests) and consumed, outside the traffic
+                    // counters; anything else that looks like one takes the normal path and its checks.
+                    if dgram.get(VXLAN_HEADER_LEN..).is_some_and(probe::is_probe_frame) {
+                        if let Some(p) = engine.on_probe(now, src, dgram) {
+                            if p.kind == ProbeKind::Request {
+                                queue_probe_reply(&mut replies, engine.header(), p.nonce, src);
+                            }
+                            continue;
+                        }
+                    }
                     Counters::add(&counters.rx_datagrams, 1);
                     let range = match engine.on_underlay_datagram(now, src, dgram) {
                         Ok(r) => r,
@@ -282,10 +301,43 @@ pub fn run_rx(
                 }
             }
             gro.flush(write);
+            if !replies.is_empty() {
+                let _ = udp.send_batch(&mut replies);
+                replies.clear();
+            }
             if n < batch.capacity() {
                 break;
             }
         }
+    }
+}
+
+/// A probe reply: VXLAN header + minimal probe frame.
+const PROBE_REPLY_LEN: usize = VXLAN_HEADER_LEN + probe::PROBE_FRAME_MIN;
+
+/// Answer a probe request from `to` with our wall clock (for `overlayctl diag`'s clock-skew check).
+fn queue_probe_reply(
+    replies: &mut SendBatch,
+    header: &[u8; VXLAN_HEADER_LEN],
+    nonce: u64,
+    to: std::net::SocketAddr,
+) {
+    let clock_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let reply = ProbeRepr {
+        kind: ProbeKind::Reply,
+        nonce,
+        clock_ns,
+    };
+    let spare = replies.spare();
+    if spare.len() < PROBE_REPLY_LEN {
+        return;
+    }
+    spare[..VXLAN_HEADER_LEN].copy_from_slice(header);
+    if let Some(n) = reply.emit(&mut spare[VXLAN_HEADER_LEN..], 0) {
+        let range = replies.commit(VXLAN_HEADER_LEN + n);
+        let _ = replies.push(to, range, 0);
     }
 }
 

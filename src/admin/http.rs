@@ -57,6 +57,8 @@ pub struct Request<'a> {
     pub method: Method,
     /// Path without the query string.
     pub path: &'a str,
+    /// The query string after `?` (empty if none), undecoded.
+    pub query: &'a str,
     /// `Host` header value, if any.
     pub host: Option<&'a str>,
     pub content_length: usize,
@@ -146,6 +148,7 @@ pub fn parse_request(head: &[u8]) -> Result<Request<'_>, HttpError> {
     Ok(Request {
         method,
         path: path.split('?').next().unwrap_or(path),
+        query: path.split_once('?').map_or("", |(_, q)| q),
         host,
         content_length: content_length.unwrap_or(0),
         http10,
@@ -179,16 +182,32 @@ fn valid_port(tail: &str) -> bool {
         .is_some_and(|p| !p.is_empty() && p.len() <= 5 && p.parse::<u16>().is_ok())
 }
 
-/// One response; the body is JSON.
+/// One response; the body is JSON unless `content_type` says otherwise (metrics).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
     pub body: String,
+    pub content_type: &'static str,
 }
+
+const JSON: &str = "application/json";
 
 impl Response {
     pub fn ok(body: String) -> Self {
-        Response { status: 200, body }
+        Response {
+            status: 200,
+            body,
+            content_type: JSON,
+        }
+    }
+
+    /// 200 with a body of another type (e.g. Prometheus text).
+    pub fn ok_as(content_type: &'static str, body: String) -> Self {
+        Response {
+            status: 200,
+            body,
+            content_type,
+        }
     }
 
     /// `{"error": message}` with `status`.
@@ -196,6 +215,7 @@ impl Response {
         Response {
             status,
             body: serde_json::json!({ "error": message }).to_string(),
+            content_type: JSON,
         }
     }
 
@@ -207,6 +227,7 @@ impl Response {
             404 => "Not Found",
             405 => "Method Not Allowed",
             408 => "Request Timeout",
+            409 => "Conflict",
             413 => "Content Too Large",
             431 => "Request Header Fields Too Large",
             501 => "Not Implemented",
@@ -214,8 +235,9 @@ impl Response {
             _ => "Internal Server Error",
         };
         format!(
-            "HTTP/1.1 {} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+            "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
             self.status,
+            self.content_type,
             self.body.len(),
             self.body
         )
@@ -311,6 +333,7 @@ mod tests {
             Request {
                 method: Method::Get,
                 path: "/v1/fdb",
+                query: "",
                 host: Some("127.0.0.1:7947"),
                 content_length: 0,
                 http10: false
@@ -318,6 +341,7 @@ mod tests {
         );
         let r = parse_request(b"GET /v1/stats?x=1 HTTP/1.0\r\n\r\n").unwrap();
         assert_eq!((r.path, r.http10, r.host), ("/v1/stats", true, None));
+        assert_eq!(r.query, "x=1");
         let r = parse_request(b"POST /v1/x HTTP/1.1\r\nhost:localhost\r\ncontent-length:  12 \r\n\r\nbody")
             .unwrap();
         assert_eq!(

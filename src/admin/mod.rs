@@ -47,6 +47,10 @@ pub enum Endpoint {
     Stats,
     Peers,
     Token,
+    Revoke,
+    Metrics,
+    Trace,
+    Diag,
 }
 
 /// One row of [`ROUTES`].
@@ -78,6 +82,11 @@ pub const ROUTES: &[Route] = &[
     route(Method::Get, "/v1/stats", Endpoint::Stats, Access::ReadOnly),
     route(Method::Get, "/v1/peers", Endpoint::Peers, Access::ReadOnly),
     route(Method::Get, "/v1/token", Endpoint::Token, Access::Privileged),
+    // Body: {"node": "<id as in peers --json>"}.
+    route(Method::Post, "/v1/revoke", Endpoint::Revoke, Access::Privileged),
+    route(Method::Get, "/metrics", Endpoint::Metrics, Access::ReadOnly),
+    route(Method::Get, "/v1/trace", Endpoint::Trace, Access::ReadOnly),
+    route(Method::Get, "/v1/diag", Endpoint::Diag, Access::ReadOnly),
 ];
 
 /// The route for `method path`; `Err(404)` for an unknown path, `Err(405)` for a known path with another method.
@@ -118,8 +127,13 @@ pub struct FdbEntryJson {
 pub struct PeerJson {
     pub id: String,
     pub addr: IpAddr,
+    pub vtep: IpAddr,
+    /// Static peers: `reachable` (a datagram arrived within the last 30 s) or `silent`.
     pub state: &'static str,
     pub generation: u64,
+    /// Seconds since its last datagram (probe replies included); absent if none arrived yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen_s: Option<f64>,
 }
 
 /// What the endpoints can read. Everything is shared with the data plane; nothing here blocks it.
@@ -135,9 +149,45 @@ pub struct AdminState {
     pub token: Option<String>,
     /// The admin socket's path, named in refusals on TCP.
     pub socket_path: PathBuf,
+    /// `overlayctl revoke`: requests to the control plane (`None` in static mode).
+    pub revoke: Option<RevokeTx>,
+    /// Control-plane counters (cluster mode), shown under `control` in `/v1/stats`.
+    pub control_stats: crate::cluster::ControlCounters,
+    /// Network names, liveness and measurements for metrics, trace and diag.
+    pub observe: Arc<crate::observe::Observe>,
 }
 
+/// A revoke request to the control plane: the node id and where to send the outcome (text) or error.
+pub type RevokeTx = tokio::sync::mpsc::Sender<(
+    control::NodeId,
+    tokio::sync::oneshot::Sender<Result<String, String>>,
+)>;
+
 impl AdminState {
+    /// PRIVILEGED (state-changing): revoke node `id` (hex, as in `peers --json`).
+    pub async fn revoke(&self, id: &str) -> Response {
+        let Ok(node) = id.parse::<control::NodeId>() else {
+            return Response::error(
+                400,
+                "NODE_ID must be the hex id shown by `overlayctl peers --json`",
+            );
+        };
+        let Some(tx) = &self.revoke else {
+            return Response::error(409, "static peers cannot be revoked (this overlayd runs without a cluster); remove the --peer on every host instead");
+        };
+        let (done, rx) = tokio::sync::oneshot::channel();
+        if tx.send((node, done)).await.is_err() {
+            return Response::error(503, "the control plane has stopped; restart overlayd");
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(3), rx).await {
+            Ok(Ok(Ok(outcome))) => {
+                Response::ok(serde_json::json!({ "node": node.to_string(), "outcome": outcome }).to_string())
+            }
+            Ok(Ok(Err(e))) => Response::error(409, &e),
+            _ => Response::error(503, "the control plane did not answer; retry"),
+        }
+    }
+
     /// The whole request pipeline after reading: parse, check the listener's rules, dispatch.
     pub async fn respond(&self, via: &Via, raw: &RawRequest) -> Response {
         let req = match parse_request(&raw.head) {
@@ -179,11 +229,11 @@ impl AdminState {
                 ),
             );
         }
-        self.dispatch(route.endpoint, &raw.body).await
+        self.dispatch(route.endpoint, req.query, &raw.body).await
     }
 
     /// Serve one endpoint. Access has been checked by the caller.
-    pub async fn dispatch(&self, endpoint: Endpoint, _body: &[u8]) -> Response {
+    pub async fn dispatch(&self, endpoint: Endpoint, query: &str, body: &[u8]) -> Response {
         let now = Instant::now();
         let json = |r: Result<String, serde_json::Error>| match r {
             Ok(body) => Response::ok(body),
@@ -206,9 +256,24 @@ impl AdminState {
                     .collect();
                 json(serde_json::to_string(&rows))
             }
-            Endpoint::Stats => json(serde_json::to_string(&Snapshot::sum(
-                self.counters.iter().map(|c| &**c),
-            ))),
+            Endpoint::Stats => {
+                let snap = Snapshot::sum(self.counters.iter().map(|c| &**c));
+                let mut v = serde_json::to_value(&snap).unwrap_or_default();
+                let control = self.control_stats.read().ok().and_then(|c| *c);
+                if let (Some(obj), Some(c)) = (v.as_object_mut(), control) {
+                    obj.insert("control".into(), serde_json::to_value(c).unwrap_or_default());
+                }
+                json(serde_json::to_string(&v))
+            }
+            Endpoint::Revoke => {
+                let node = serde_json::from_slice::<serde_json::Value>(body)
+                    .ok()
+                    .and_then(|v| v["node"].as_str().map(str::to_string));
+                match node {
+                    Some(id) => self.revoke(&id).await,
+                    None => Response::error(400, "body must be {\"node\": \"<id as in peers --json>\"}"),
+                }
+            }
             Endpoint::Peers => {
                 if let Ok(m) = self.members.read() {
                     if let Some(rows) = m.as_ref() {
@@ -219,15 +284,29 @@ impl AdminState {
                     .peers
                     .snapshot()
                     .iter()
-                    .map(|a| PeerJson {
-                        id: a.to_string(),
-                        addr: *a,
-                        state: "static",
-                        generation: 0,
+                    .map(|a| {
+                        let (last_seen_s, state) = self.observe.static_peer_state(*a, now);
+                        PeerJson {
+                            id: a.to_string(),
+                            addr: *a,
+                            vtep: *a,
+                            state,
+                            generation: 0,
+                            last_seen_s: last_seen_s.map(|s| (s * 10.0).round() / 10.0),
+                        }
                     })
                     .collect();
                 json(serde_json::to_string(&peers))
             }
+            Endpoint::Metrics => match crate::metrics::render(self) {
+                Ok(text) => Response::ok_as(crate::metrics::CONTENT_TYPE, text),
+                Err(e) => Response::error(500, &format!("cannot encode metrics: {e}")),
+            },
+            Endpoint::Trace => match crate::trace::trace(self, query) {
+                Ok(t) => json(serde_json::to_string(&t)),
+                Err(e) => Response::error(400, &e.to_string()),
+            },
+            Endpoint::Diag => json(serde_json::to_string(&self.diag())),
             Endpoint::Token => match &self.token {
                 Some(t) => json(serde_json::to_string(&serde_json::json!({ "token": t }))),
                 None if self.is_static() => Response::error(
@@ -239,6 +318,29 @@ impl AdminState {
                     "this member holds no join secret: run `overlayctl --admin-socket … token` on the node started with --init-cluster",
                 ),
             },
+        }
+    }
+
+    /// Run every `diag` check; peers are probed in parallel. Blocks this runtime worker (probes wait for
+    /// replies), which a multi-thread runtime is told about.
+    fn diag(&self) -> crate::diag::Report {
+        let run = || {
+            let mut checks = crate::diag::host_checks(self);
+            let targets = crate::diag::probe_targets(self);
+            let per_peer: Vec<Vec<crate::diag::Check>> = std::thread::scope(|s| {
+                let hs: Vec<_> = targets
+                    .iter()
+                    .map(|p| s.spawn(move || crate::diag::peer_checks(self, *p)))
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+            });
+            checks.extend(per_peer.into_iter().flatten());
+            checks.extend(crate::diag::liveness_checks(self));
+            crate::diag::report(checks)
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
+            _ => run(),
         }
     }
 
@@ -341,6 +443,26 @@ mod tests {
             members: Arc::new(std::sync::RwLock::new(cluster.then(Vec::new))),
             token: token.map(str::to_string),
             socket_path: PathBuf::from("/run/test/admin.sock"),
+            revoke: None,
+            control_stats: Arc::new(std::sync::RwLock::new(Some(control::ControlStats {
+                seq_refused: 3,
+                ..Default::default()
+            }))),
+            observe: Arc::new(crate::observe::Observe::new(
+                vec![crate::observe::NetworkInfo {
+                    name: "default".into(),
+                    vni: dataplane::wire::Vni::new(42).unwrap(),
+                    bridge: "ovl0".into(),
+                    tap: "ovl42".into(),
+                    mtu: 1450,
+                }],
+                IpAddr::from([10, 0, 0, 1]),
+                cluster,
+                Arc::new(dataplane::activity::PeerActivity::new(
+                    now,
+                    [IpAddr::from([10, 0, 0, 2])],
+                )),
+            )),
         }
     }
 
@@ -365,7 +487,7 @@ mod tests {
     #[test]
     fn the_route_table_is_consistent() {
         for (i, a) in ROUTES.iter().enumerate() {
-            assert!(a.path.starts_with("/v1/"), "{}", a.path);
+            assert!(a.path.starts_with("/v1/") || a.path == "/metrics", "{}", a.path);
             for b in &ROUTES[i + 1..] {
                 assert!(
                     !(a.method == b.method && a.path == b.path),
@@ -403,7 +525,63 @@ mod tests {
         assert_eq!(get(&st, &tcp, "/nope", "localhost").status, 404);
         let p: serde_json::Value = serde_json::from_str(&get(&st, &tcp, "/v1/peers", "[::1]").body).unwrap();
         assert_eq!(p[0]["addr"], "10.0.0.2");
-        assert_eq!(p[0]["state"], "static");
+        assert_eq!(p[0]["vtep"], "10.0.0.2");
+        assert_eq!(p[0]["state"], "silent");
+        assert!(p[0].get("last_seen_s").is_none());
+        st.observe
+            .activity
+            .saw(IpAddr::from([10, 0, 0, 2]), Instant::now());
+        let p: serde_json::Value = serde_json::from_str(&get(&st, &tcp, "/v1/peers", "[::1]").body).unwrap();
+        assert_eq!(p[0]["state"], "reachable");
+        assert!(p[0]["last_seen_s"].is_number());
+    }
+
+    #[test]
+    fn metrics_and_trace_are_read_only_routes() {
+        let st = state(None, false);
+        let r = get(&st, &Via::Tcp, "/metrics", "localhost");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.content_type, crate::metrics::CONTENT_TYPE);
+        assert!(String::from_utf8_lossy(&r.to_bytes()).contains("Content-Type: text/plain; version=0.0.4"));
+        assert!(
+            r.body.contains("# TYPE overlayd_frames_total counter"),
+            "{}",
+            r.body
+        );
+        assert!(
+            r.body
+                .contains(r#"overlayd_fdb_entries{network="default",vni="42",origin="learned"} 1"#),
+            "{}",
+            r.body
+        );
+        assert!(
+            r.body
+                .contains(r#"overlayd_peers{kind="static",state="silent"} 1"#),
+            "{}",
+            r.body
+        );
+        let t: serde_json::Value =
+            serde_json::from_str(&get(&st, &Via::Tcp, "/v1/trace?dst=02:00:00:00:00:02", "localhost").body)
+                .unwrap();
+        assert_eq!(t["verdict"], "unicast", "{t}");
+        assert_eq!(t["origin"], "learned", "{t}");
+        let t: serde_json::Value =
+            serde_json::from_str(&get(&st, &Via::Tcp, "/v1/trace?dst=ff:ff:ff:ff:ff:ff", "localhost").body)
+                .unwrap();
+        assert_eq!(t["verdict"], "flood", "{t}");
+        assert_eq!(t["flood_to"][0], "10.0.0.2", "{t}");
+        assert_eq!(get(&st, &Via::Tcp, "/v1/trace", "localhost").status, 400);
+        assert_eq!(get(&st, &Via::Tcp, "/v1/trace?dst=zz", "localhost").status, 400);
+        assert_eq!(
+            get(
+                &st,
+                &Via::Tcp,
+                "/v1/trace?dst=02:00:00:00:00:02&network=x",
+                "localhost"
+            )
+            .status,
+            400
+        );
     }
 
     #[test]

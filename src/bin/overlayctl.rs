@@ -40,9 +40,30 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Prometheus metrics, as served on GET /metrics.
+    Metrics,
+    /// Where a frame to this destination would go: network, FDB entry, VTEP, origin, path MTU, or flooding.
+    Trace {
+        /// Destination MAC (02:00:00:00:00:01) or IP (resolved through the bridge's neighbour table).
+        dst: String,
+        /// Network name or VNI [default: the daemon's network].
+        #[arg(long)]
+        network: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the host plumbing, MTUs, every peer's VXLAN port (probe), path MTU, clocks and liveness. Exits 1
+    /// if any check fails.
+    Diag {
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the cluster join token (one line); needs --admin-socket (root). Save it to a file (chmod 600)
     /// for `overlayd --peer <this host> --token-file <FILE>`.
     Token,
+    /// Remove a node from the cluster for good (NODE_ID is the `id` of `peers --json`); needs --admin-socket
+    /// (root). Works on any member: an admitter signs the revocation, other members forward the request.
+    Revoke { node_id: String },
 }
 
 fn fail(e: &CtlError) -> ExitCode {
@@ -55,17 +76,43 @@ fn fail(e: &CtlError) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Revoke { node_id } = &cli.cmd {
+        let path = "/v1/revoke";
+        let target = match ctl::target_for("revoke", Method::Post, path, cli.admin, cli.admin_socket) {
+            Ok(t) => t,
+            Err(e) => return fail(&e),
+        };
+        let body = serde_json::json!({ "node": node_id.trim() }).to_string();
+        let answer = match ctl::request(&target, Method::Post, path, &body) {
+            Ok(b) => b,
+            Err(e) => return fail(&e),
+        };
+        let v: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
+        println!("{}: {}", node_id.trim(), v["outcome"].as_str().unwrap_or(&answer));
+        return ExitCode::SUCCESS;
+    }
+    let mut query = String::new();
     let (kind, path, json) = match cli.cmd {
+        Cmd::Metrics => ("metrics", "/metrics", false),
+        Cmd::Trace { dst, network, json } => {
+            query = format!("?dst={}", dst.replace(':', "%3A"));
+            if let Some(n) = network {
+                query.push_str(&format!("&network={n}"));
+            }
+            ("trace", "/v1/trace", json)
+        }
+        Cmd::Diag { json } => ("diag", "/v1/diag", json),
         Cmd::Fdb { json } => ("fdb", "/v1/fdb", json),
         Cmd::Stats { json } => ("stats", "/v1/stats", json),
         Cmd::Peers { json } => ("peers", "/v1/peers", json),
         Cmd::Token => ("token", "/v1/token", false),
+        Cmd::Revoke { .. } => return ExitCode::from(2),
     };
     let target = match ctl::target_for(kind, Method::Get, path, cli.admin, cli.admin_socket) {
         Ok(t) => t,
         Err(e) => return fail(&e),
     };
-    let body = match ctl::get(&target, path) {
+    let body = match ctl::get(&target, &format!("{path}{query}")) {
         Ok(b) => b,
         Err(e) => return fail(&e),
     };
@@ -78,6 +125,32 @@ fn main() -> ExitCode {
             }
             None => {
                 eprintln!("overlayctl: overlayd at {target} answered without a token; versions differ?");
+                ExitCode::from(1)
+            }
+        };
+    }
+    if kind == "metrics" {
+        print!("{body}");
+        return ExitCode::SUCCESS;
+    }
+    if kind == "diag" {
+        return match ctl::render_diag(&body) {
+            Ok((text, ok)) => {
+                if json {
+                    println!("{body}");
+                } else {
+                    print!("{text}");
+                }
+                if ok {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => {
+                eprintln!(
+                    "overlayctl: overlayd sent JSON this overlayctl cannot read ({e}): versions differ?"
+                );
                 ExitCode::from(1)
             }
         };

@@ -1,17 +1,11 @@
 //! `overlayd`: parse the configuration and run the daemon. Exit 2 on usage errors, 1 on runtime failures.
 
 use clap::Parser;
+use overlayd::config::LogFormat;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args = overlayd::config::Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cfg = match args.resolve() {
         Ok(c) => c,
         Err(e) => {
@@ -19,10 +13,29 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match overlayd::daemon::run(cfg) {
+    if args.print_config {
+        return match cfg.to_toml() {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("overlayd: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    overlayd::logging::init(cfg.log_format);
+    let json = cfg.log_format == LogFormat::Json;
+    match overlayd::daemon::run(cfg, args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("overlayd: {e}");
+            // In JSON mode stderr stays one JSON object per line.
+            if json {
+                tracing::error!("{e}");
+            } else {
+                eprintln!("overlayd: {e}");
+            }
             ExitCode::from(1)
         }
     }

@@ -39,7 +39,19 @@ pub struct VxlanPkt {
     pub sport: u16,
     pub dport: u16,
     pub vni: u32,
+    /// EtherType of the inner frame (0x88b5: an overlayd liveness probe, see `dataplane::wire::probe`).
+    pub inner_ethertype: u16,
     pub inner: Option<InnerTcp>,
+}
+
+/// EtherType of overlayd's liveness probes (`dataplane::wire::probe::ETHERTYPE_PROBE`).
+pub const ETHERTYPE_PROBE: u16 = 0x88b5;
+
+impl VxlanPkt {
+    /// An overlayd liveness probe (request or reply) rather than a container's frame.
+    pub fn is_probe(&self) -> bool {
+        self.inner_ethertype == ETHERTYPE_PROBE
+    }
 }
 
 impl Capture {
@@ -178,6 +190,7 @@ pub fn parse_vxlan(f: &[u8]) -> Option<VxlanPkt> {
         sport,
         dport,
         vni,
+        inner_ethertype: be16(f, vx + 8 + 12).unwrap_or(0),
         inner: f.get(vx + 8..).and_then(parse_inner_tcp),
     })
 }

@@ -64,15 +64,23 @@ pub fn datagrams(vni: u32) -> Vec<Vec<u8>> {
 
 /// Sends the [`GARBAGE_COUNT`] datagrams from `host`'s namespace to `dst:port`, at a bounded rate.
 pub fn send_from(host: &Host, dst: Ipv4Addr, port: u16, vni: u32) {
+    send_n_from(host, dst, port, vni, GARBAGE_COUNT);
+}
+
+/// Sends `count` datagrams (the [`datagrams`] over and over) from `host`'s namespace to `dst:port`, at a
+/// bounded rate (≤ ~50 000/s).
+pub fn send_n_from(host: &Host, dst: Ipv4Addr, port: u16, vni: u32, count: u64) {
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
     let exe = exe.to_string_lossy();
     let d = format!("OVT_GARBAGE_DST={dst}:{port}");
     let v = format!("OVT_GARBAGE_VNI={vni}");
+    let n = format!("OVT_GARBAGE_COUNT={count}");
     let out = host.run(
         "env",
         &[
             &d,
             &v,
+            &n,
             &exe,
             "--exact",
             "garbage_sender",
@@ -81,7 +89,7 @@ pub fn send_from(host: &Host, dst: Ipv4Addr, port: u16, vni: u32) {
         ],
     );
     assert!(
-        out.contains(&format!("garbage sent: {GARBAGE_COUNT}")),
+        out.contains(&format!("garbage sent: {count}\n")),
         "garbage sender output:\n{out}"
     );
 }
@@ -95,8 +103,13 @@ pub fn sender_main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
+    let count: u64 = std::env::var("OVT_GARBAGE_COUNT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(GARBAGE_COUNT);
     let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap_or_else(|e| panic!("bind: {e}"));
-    for (i, d) in datagrams(vni).iter().enumerate() {
+    let all = datagrams(vni);
+    for (i, d) in all.iter().cycle().take(count as usize).enumerate() {
         sock.send_to(d, &dst)
             .unwrap_or_else(|e| panic!("send_to {dst}: {e}"));
         // Bounded rate (≤ ~50 000/s) so the receiver's socket buffer need not absorb the whole burst.
@@ -104,5 +117,5 @@ pub fn sender_main() {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
-    println!("garbage sent: {GARBAGE_COUNT}");
+    println!("garbage sent: {count}");
 }

@@ -434,3 +434,119 @@ proptest::proptest! {
         let _ = e.on_tap_frame(now, &d, &mut out);
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Floods (issue 9 §4): --bum-pps and --max-local-macs on the TAP path, in virtual time
+// ---------------------------------------------------------------------------------------------------------
+
+/// Default budget: bursts of 100, then 1000 per second, per source MAC; unicast is not limited.
+#[test]
+fn broadcast_and_multicast_are_rate_limited_per_source_mac() {
+    let mut net = Net::new(2);
+    let bcast = |m| frame(MacAddr::BROADCAST, m, b"who-has");
+    let mcast = |m| frame(MacAddr([0x01, 0x00, 0x5e, 0, 0, 1]), m, b"igmp");
+    let burst = bum::burst(bum::DEFAULT_BUM_PPS) as usize;
+    let ok = (0..500)
+        .filter(|i| {
+            let f = if i % 2 == 0 { bcast(mac(1)) } else { mcast(mac(1)) };
+            net.send(0, &f).is_ok()
+        })
+        .count();
+    assert_eq!(ok, burst);
+    assert_eq!(net.send(0, &bcast(mac(1))), Err(DropReason::BumRateLimited));
+    // Another source has its own budget, and the limited source's unicast (known or not) still goes.
+    assert!(net.send(0, &bcast(mac(2))).is_ok());
+    assert!(net.send(0, &frame(mac(9), mac(1), b"unknown unicast")).is_ok());
+    // Virtual time refills the bucket: one frame per millisecond at 1000 pps.
+    net.now += Duration::from_millis(1);
+    assert!(net.send(0, &bcast(mac(1))).is_ok());
+    assert_eq!(net.send(0, &bcast(mac(1))), Err(DropReason::BumRateLimited));
+    net.now += Duration::from_secs(1);
+    let ok = (0..500).filter(|_| net.send(0, &bcast(mac(1))).is_ok()).count();
+    assert_eq!(ok, burst, "a full bucket again after a quiet second");
+}
+
+/// `bum_pps` 0 turns the limiter off.
+#[test]
+fn bum_pps_zero_is_unlimited() {
+    let now = Instant::now();
+    let fdb = Arc::new(Fdb::new(16, Fdb::DEFAULT_AGEING, now));
+    let mut cfg = EngineConfig::new(Vni::new(VNI).unwrap(), ip(1));
+    cfg.bum_pps = 0;
+    let mut e = Engine::new(cfg, fdb, Arc::new(PeerSet::new([ip(2)])), Arc::default());
+    let mut out = TxAction::default();
+    for _ in 0..5000 {
+        e.on_tap_frame(now, &frame(MacAddr::BROADCAST, mac(1), b"x"), &mut out)
+            .unwrap();
+    }
+}
+
+/// Beyond --max-local-macs, new source MACs are not learned, are counted, and share one broadcast budget:
+/// a flood of random source MACs cannot buy a fresh burst with each. Local MACs keep their own budget.
+#[test]
+fn sources_beyond_the_local_cap_share_one_budget() {
+    let now = Instant::now();
+    let fdb = Arc::new(Fdb::new(1024, Fdb::DEFAULT_AGEING, now).with_max_local(2));
+    let counters: Arc<Counters> = Arc::default();
+    let cfg = EngineConfig::new(Vni::new(VNI).unwrap(), ip(1));
+    let mut e = Engine::new(
+        cfg,
+        fdb.clone(),
+        Arc::new(PeerSet::new([ip(2)])),
+        counters.clone(),
+    );
+    let mut out = TxAction::default();
+    let mut send = |src| e.on_tap_frame(now, &frame(MacAddr::BROADCAST, src, b"x"), &mut out);
+    assert!(send(mac(1)).is_ok());
+    assert!(send(mac(2)).is_ok());
+    let burst = bum::burst(bum::DEFAULT_BUM_PPS) as usize;
+    let ok = (10..=250u8).filter(|i| send(mac(*i)).is_ok()).count();
+    assert_eq!(ok, burst, "241 new sources beyond the cap share one burst");
+    assert_eq!(fdb.local_count(), 2);
+    assert_eq!(fdb.local_macs(now), vec![mac(1), mac(2)]);
+    // Counted per MAC by the bridge sync, not per frame here.
+    assert_eq!(fdb.counters().local_mac_cap.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        counters.drops(DropReason::BumRateLimited),
+        0,
+        "the engine's caller counts drops"
+    );
+    // The local sources still have their own budgets.
+    assert!(send(mac(1)).is_ok());
+    assert!(send(mac(2)).is_ok());
+}
+
+/// The flood path with the limiter refusing and the FDB at its caps allocates nothing.
+#[test]
+fn flood_path_does_not_allocate() {
+    use crate::io::testns::alloc_count::allocations;
+    let now = Instant::now();
+    let fdb = Arc::new(Fdb::new(64, Fdb::DEFAULT_AGEING, now).with_max_local(8));
+    for i in 0..60u8 {
+        fdb.learn(mac(i), ip(2), Origin::Learned, now);
+    }
+    let cfg = EngineConfig::new(Vni::new(VNI).unwrap(), ip(1));
+    let mut e = Engine::new(
+        cfg,
+        fdb.clone(),
+        Arc::new(PeerSet::new([ip(2), ip(3)])),
+        Arc::default(),
+    );
+    let frames: Vec<Vec<u8>> = (0..=255u8)
+        .map(|i| frame(MacAddr::BROADCAST, MacAddr([2, 9, 0, 0, 0, i]), b"x"))
+        .collect();
+    let mut out = TxAction::default();
+    // Warm-up: the first 8 sources become local (evicting learned entries), `dests` reaches its capacity.
+    for f in &frames {
+        let _ = e.on_tap_frame(now, f, &mut out);
+    }
+    let before = allocations();
+    let mut ok = 0;
+    for (i, f) in frames.iter().cycle().take(20_000).enumerate() {
+        let t = now + Duration::from_micros(i as u64 * 10);
+        ok += usize::from(e.on_tap_frame(t, f, &mut out).is_ok());
+    }
+    assert_eq!(allocations() - before, 0, "the flood path allocated");
+    assert!(ok < 20_000, "the limiter refused some frames");
+    assert_eq!(fdb.local_count(), 8);
+}

@@ -5,7 +5,9 @@
 //! buffers are preallocated by constructors.
 
 pub mod bridge_fdb;
+pub mod ethtool;
 pub mod netlink;
+pub mod pmtu;
 pub mod poll;
 pub mod tap;
 pub mod udp;

@@ -2,6 +2,7 @@
 //! which the accessors cannot panic. Nothing here allocates.
 
 pub mod ethernet;
+pub mod probe;
 pub mod vxlan;
 
 pub use ethernet::{EthernetFrame, MacAddr, ETHERNET_HEADER_LEN};
@@ -20,4 +21,6 @@ pub enum WireError {
     VniRange(u32),
     #[error("cannot parse MAC address {0:?}: expected six hex octets like 02:00:00:00:00:01")]
     MacSyntax(String),
+    #[error("not an overlayd probe")]
+    NotProbe,
 }

@@ -1,0 +1,448 @@
+//! Unit tests of `config.rs`: defaults, errors, file merging, unknown keys, `--print-config` round trip and the
+//! shipped `dist/overlayd.toml`.
+
+use super::*;
+use clap::CommandFactory;
+
+const STATE: &str = "/nonexistent/overlayd-test";
+
+fn args(a: &[&str]) -> Args {
+    let mut v = vec!["overlayd", "--state-dir", STATE];
+    v.extend_from_slice(a);
+    Args::try_parse_from(v).expect("clap accepts")
+}
+
+fn parse(a: &[&str]) -> Result<Config, ConfigError> {
+    args(a).resolve()
+}
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let d = std::env::temp_dir().join(format!(
+            "overlayd-cfg-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn defaults() {
+    let c = parse(&["--peer", "10.0.0.2"]).unwrap();
+    assert_eq!(c.vni.get(), 1);
+    assert_eq!(c.port, 4789);
+    assert_eq!(c.bridge, "ovl0");
+    assert_eq!(c.tap, "ovl1");
+    assert_eq!(c.admin.to_string(), "127.0.0.1:7947");
+    assert_eq!(c.ageing_s, 300);
+    assert_eq!(c.log_format, LogFormat::Text);
+    assert!(c.offload);
+    assert_eq!(
+        parse(&["--peer", "10.0.0.2", "--vni", "42"]).unwrap().tap,
+        "ovl42"
+    );
+}
+
+#[test]
+fn errors_name_the_fix() {
+    let e = parse(&["--peer", "10.0.0.2", "--vni", "16777216"]).unwrap_err();
+    assert!(e.to_string().contains("0..=16777215"), "{e}");
+    let e = parse(&["--peer", "10.0.0.2", "--bridge", "a-very-long-bridge-name"]).unwrap_err();
+    assert!(e.to_string().contains("at most 15 bytes"), "{e}");
+    assert!(matches!(parse(&[]).unwrap_err(), ConfigError::NoPeers));
+    assert!(matches!(
+        parse(&["--peer", "10.0.0.2", "--tap", "a b"]).unwrap_err(),
+        ConfigError::BadName { .. }
+    ));
+    assert!(matches!(
+        parse(&["--peer", "10.0.0.2", "--admin", "0.0.0.0:7947"]).unwrap_err(),
+        ConfigError::AdminNotLoopback(_)
+    ));
+    assert!(Args::try_parse_from(["overlayd", "--peer", "notanip"]).is_err());
+    assert!(Args::try_parse_from(["overlayd", "--log-format", "xml"]).is_err());
+    assert!(matches!(
+        parse(&["--token", "OVL1-x"]).unwrap_err(),
+        ConfigError::TokenWithoutPeer
+    ));
+    assert!(Args::try_parse_from(["overlayd", "--init-cluster", "--token", "t"]).is_err());
+}
+
+/// Issue 12: "a bad token repeats its hint twice". The hint comes from the token parser, once.
+#[test]
+fn bad_token_says_its_hint_once() {
+    for bad in ["garbage", "OVL1-00-11", "OVL1-x-y-z"] {
+        let e = parse(&["--peer", "10.0.0.2", "--token", bad]).unwrap_err();
+        assert!(matches!(e, ConfigError::Token(_)), "{e:?}");
+        let msg = e.to_string();
+        assert_eq!(msg.matches("overlayctl token").count(), 1, "{msg}");
+        assert_eq!(msg.matches("copy").count(), 1, "{msg}");
+        assert!(msg.starts_with("--token: invalid join token"), "{msg}");
+    }
+}
+
+#[test]
+fn cluster_modes() {
+    assert_eq!(parse(&["--peer", "10.0.0.2"]).unwrap().cluster, Cluster::Static);
+    let c = parse(&["--init-cluster"]).unwrap();
+    assert_eq!(c.cluster, Cluster::Init);
+    assert!(c.peers.is_empty());
+    assert_eq!(c.gossip_port, 7948);
+}
+
+#[test]
+fn file_then_flags() {
+    let d = Scratch::new("merge");
+    let p = d.write(
+        "o.toml",
+        "peer = [\"10.0.0.2\", \"10.0.0.3\"]\nvni = 7\nbridge = \"br-x\"\nno-offload = true\nlog-format = \"json\"\n",
+    );
+    let p = p.to_str().unwrap();
+    let c = parse(&["--config", p, "--vni", "9"]).unwrap();
+    assert_eq!(c.peers.len(), 2);
+    assert_eq!(c.vni.get(), 9, "flag wins");
+    assert_eq!(c.bridge, "br-x");
+    assert!(
+        !c.offload,
+        "a flag left unset does not undo the file's no-offload = true"
+    );
+    assert_eq!(c.log_format, LogFormat::Json);
+    let c = parse(&["--config", p, "--peer", "10.0.0.9", "--log-format", "text"]).unwrap();
+    assert_eq!(
+        c.peers,
+        vec![IpAddr::from([10, 0, 0, 9])],
+        "--peer replaces the file's list"
+    );
+    assert_eq!(c.log_format, LogFormat::Text);
+    let p2 = d.write("both.toml", "init-cluster = true\n");
+    let e = parse(&[
+        "--config",
+        p2.to_str().unwrap(),
+        "--peer",
+        "10.0.0.2",
+        "--token",
+        "x",
+    ])
+    .unwrap_err();
+    assert!(matches!(e, ConfigError::InitAndToken), "{e:?}");
+}
+
+#[test]
+fn unknown_key_names_key_and_line() {
+    let d = Scratch::new("unknown");
+    let p = d.write("o.toml", "# comment\nvni = 7\n\npeers = [\"10.0.0.2\"]\n");
+    let e = parse(&["--config", p.to_str().unwrap()]).unwrap_err();
+    match &e {
+        ConfigError::UnknownKey { line, key, .. } => assert_eq!((*line, key.as_str()), (4, "peers")),
+        other => panic!("expected UnknownKey, got {other:?}"),
+    }
+    let msg = e.to_string();
+    assert!(msg.contains("line 4") && msg.contains("`peers`"), "{msg}");
+    // Inside a table too (no tables exist, so the table name itself is the unknown key).
+    let e = parse_file(Path::new("x.toml"), "vni = 1\n[no-such-table]\n").unwrap_err();
+    assert!(
+        matches!(&e, ConfigError::UnknownKey { line: 2, key, .. } if key == "no-such-table"),
+        "{e:?}"
+    );
+    // A quoted key is named without its quotes.
+    let e = parse_file(Path::new("x.toml"), "\"vnid\" = 1\n").unwrap_err();
+    assert!(
+        matches!(&e, ConfigError::UnknownKey { line: 1, key, .. } if key == "vnid"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn bad_value_names_its_line() {
+    let e = parse_file(Path::new("x.toml"), "vni = 1\nport = \"http\"\n").unwrap_err();
+    match &e {
+        ConfigError::Parse { line, .. } => assert_eq!(*line, 2, "{e}"),
+        other => panic!("expected Parse, got {other:?}"),
+    }
+    let e = parse_file(Path::new("x.toml"), "vni = \n").unwrap_err();
+    assert!(matches!(e, ConfigError::Parse { line: 1, .. }), "{e:?}");
+    let e = parse_file(Path::new("x.toml"), "peer = [\"10.0.0.300\"]\n").unwrap_err();
+    assert!(e.to_string().contains("line 1"), "{e}");
+}
+
+/// Every command-line option is also a config key (the config-only flags aside).
+#[test]
+fn every_flag_is_a_config_key() {
+    let cmd = Args::command();
+    let mut n = 0;
+    for a in cmd.get_arguments() {
+        let Some(long) = a.get_long() else { continue };
+        if ["config", "print-config", "help", "version"].contains(&long) {
+            continue;
+        }
+        n += 1;
+        // Any value: a type error is fine, an unknown key is not.
+        let r = parse_file(Path::new("x.toml"), &format!("{long} = 0\n"));
+        assert!(
+            !matches!(r, Err(ConfigError::UnknownKey { .. })),
+            "--{long} has no config key: {r:?}"
+        );
+    }
+    assert!(n >= 16, "only {n} flags found");
+}
+
+fn round_trip(a: &[&str]) {
+    let original = parse(a).unwrap_or_else(|e| panic!("{a:?}: {e}"));
+    let printed = original.to_toml().unwrap();
+    let d = Scratch::new("rt");
+    let p = d.write("printed.toml", &printed);
+    // Read back with nothing else on the command line (not even --state-dir: it is in the file).
+    let back = Args::try_parse_from(["overlayd", "--config", p.to_str().unwrap()])
+        .unwrap()
+        .resolve()
+        .unwrap_or_else(|e| panic!("{a:?}: printed config does not load: {e}\n{printed}"));
+    assert_eq!(back, original, "{a:?} printed as:\n{printed}");
+    // And printing it again gives the same text.
+    assert_eq!(back.to_toml().unwrap(), printed);
+}
+
+#[test]
+fn print_config_round_trips() {
+    round_trip(&["--peer", "10.0.0.2"]);
+    round_trip(&[
+        "--peer",
+        "10.0.0.2",
+        "--peer",
+        "fd00::3",
+        "--local",
+        "10.0.0.1",
+        "--vni",
+        "4242",
+        "--port",
+        "8472",
+        "--bridge",
+        "br-o",
+        "--tap",
+        "t0",
+        "--mtu",
+        "1400",
+        "--admin",
+        "[::1]:9000",
+        "--ageing",
+        "60",
+        "--fdb-max",
+        "10",
+        "--no-offload",
+        "--gossip-port",
+        "9999",
+        "--log-format",
+        "json",
+    ]);
+    round_trip(&["--init-cluster", "--local", "10.0.0.1"]);
+    let token = control::auth::JoinToken {
+        ca_fingerprint: [0xab; 32],
+        secret: [0x01; 32],
+    }
+    .to_string();
+    round_trip(&["--peer", "10.0.0.1", "--token", &token]);
+    // From a file plus flags, too.
+    let d = Scratch::new("rtfile");
+    let p = d.write("in.toml", "peer = [\"10.0.0.5\"]\nageing = 5\n");
+    round_trip(&["--config", p.to_str().unwrap(), "--vni", "3"]);
+}
+
+#[test]
+fn dist_config_parses_and_states_the_defaults() {
+    let text = include_str!("../dist/overlayd.toml");
+    let file = parse_file(Path::new("dist/overlayd.toml"), text).unwrap_or_else(|e| panic!("{e}"));
+    let mut file = file;
+    // As shipped it needs peers (or a cluster); with one, every value it spells out is the default.
+    file.peers = vec![IpAddr::from([10, 0, 0, 2])];
+    let from_file = file.validate().unwrap_or_else(|e| panic!("{e}"));
+    let defaults = Options {
+        peers: vec![IpAddr::from([10, 0, 0, 2])],
+        ..Options::default()
+    }
+    .validate()
+    .unwrap();
+    assert_eq!(from_file, defaults);
+    // Every key is documented in it, set or commented out.
+    let all = Config {
+        local: Some(IpAddr::from([10, 0, 0, 1])),
+        mtu: Some(1450),
+        offload: false,
+        cluster: Cluster::Init,
+        ..defaults
+    }
+    .to_options();
+    let toml::Value::Table(keys) = toml::Value::try_from(&all).unwrap() else {
+        panic!("not a table")
+    };
+    for key in keys
+        .keys()
+        .map(String::as_str)
+        .chain(["token", "token-file", "learn-any-source"])
+    {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start_matches(['#', ' ']).starts_with(&format!("{key} = "))),
+            "dist/overlayd.toml does not document `{key}`"
+        );
+    }
+}
+
+#[test]
+fn learn_any_source_flag_and_key() {
+    assert!(
+        parse(&["--peer", "10.0.0.2", "--learn-any-source"])
+            .unwrap()
+            .learn_any_source
+    );
+    assert!(
+        !parse(&["--peer", "10.0.0.2"]).unwrap().learn_any_source,
+        "only peers may send by default"
+    );
+    assert!(matches!(
+        parse(&["--init-cluster", "--learn-any-source"]).unwrap_err(),
+        ConfigError::LearnAnySourceInCluster
+    ));
+    let dir = Scratch::new("las");
+    let p = dir.write("o.toml", "peer = [\"10.0.0.2\"]\nlearn-any-source = true\n");
+    assert!(
+        parse(&["--config", p.to_str().unwrap()])
+            .unwrap()
+            .learn_any_source
+    );
+    let p = dir.write("o.toml", "peer = [\"10.0.0.2\"]\nlearn-any-source = false\n");
+    assert!(
+        !parse(&["--config", p.to_str().unwrap()])
+            .unwrap()
+            .learn_any_source
+    );
+}
+
+#[test]
+fn admin_socket_and_token_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = parse(&["--peer", "10.0.0.2"]).unwrap();
+    assert_eq!(c.admin_socket, PathBuf::from("/run/overlayd/admin.sock"));
+    let c = parse(&["--peer", "10.0.0.2", "--admin-socket", "/tmp/x/a.sock"]).unwrap();
+    assert_eq!(c.admin_socket, PathBuf::from("/tmp/x/a.sock"));
+    let long = format!("/{}", "a".repeat(107));
+    assert!(matches!(
+        parse(&["--peer", "10.0.0.2", "--admin-socket", &long]).unwrap_err(),
+        ConfigError::AdminSocketTooLong { .. }
+    ));
+    let dir = Scratch::new("tokfile");
+    let garbage = dir.write("garbage", "not a token\n");
+    std::fs::set_permissions(&garbage, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let g = garbage.to_str().unwrap();
+    // The file is read and parsed like --token (a garbage token is refused as such).
+    assert!(matches!(
+        parse(&["--peer", "10.0.0.2", "--token-file", g]).unwrap_err(),
+        ConfigError::Token(_)
+    ));
+    let tf = dir.write("token", "x");
+    for mode in [0o640, 0o604, 0o620, 0o644] {
+        std::fs::set_permissions(&tf, std::fs::Permissions::from_mode(mode)).unwrap();
+        let e = parse(&["--peer", "10.0.0.2", "--token-file", tf.to_str().unwrap()]).unwrap_err();
+        assert!(matches!(e, ConfigError::TokenFileMode { .. }), "{mode:o}: {e}");
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+    }
+    let e = parse(&["--peer", "10.0.0.2", "--token-file", "/nonexistent/tok"]).unwrap_err();
+    assert!(matches!(e, ConfigError::TokenFile { .. }), "{e}");
+    assert!(Args::try_parse_from(["overlayd", "--token", "t", "--token-file", "f"]).is_err());
+    assert!(Args::try_parse_from(["overlayd", "--init-cluster", "--token-file", "f"]).is_err());
+    // Config keys.
+    let p = dir.write(
+        "o.toml",
+        &format!("peer = [\"10.0.0.2\"]\nadmin-socket = \"/tmp/y.sock\"\ntoken-file = \"{g}\"\n"),
+    );
+    let e = parse(&["--config", p.to_str().unwrap()]).unwrap_err();
+    assert!(matches!(e, ConfigError::Token(_)), "token-file key is read: {e}");
+    assert!(matches!(
+        parse(&["--config", p.to_str().unwrap(), "--init-cluster"]).unwrap_err(),
+        ConfigError::InitWithTokenFile
+    ));
+    let p = dir.write(
+        "o.toml",
+        "peer = [\"10.0.0.2\"]\nadmin-socket = \"/tmp/y.sock\"\n",
+    );
+    assert_eq!(
+        parse(&["--config", p.to_str().unwrap()]).unwrap().admin_socket,
+        PathBuf::from("/tmp/y.sock")
+    );
+}
+
+/// A joiner's `--print-config` names its token file, never the secret in it.
+#[test]
+fn print_config_never_prints_a_token_from_a_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Scratch::new("tokprint");
+    let secret = format!("OVL1-{}-{}", "a".repeat(64), "b".repeat(64));
+    let tf = dir.write("token", &secret);
+    std::fs::set_permissions(&tf, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let c = parse(&["--peer", "10.0.0.2", "--token-file", tf.to_str().unwrap()]).unwrap();
+    assert!(matches!(c.cluster, Cluster::Join(_)));
+    let text = c.to_toml().unwrap();
+    assert!(!text.contains(&"b".repeat(64)), "{text}");
+    assert!(text.contains("token-file"), "{text}");
+}
+
+#[test]
+fn flood_limits_flags_and_keys() {
+    let c = parse(&["--peer", "10.0.0.2"]).unwrap();
+    assert_eq!(c.max_local_macs, 4096);
+    assert_eq!(c.bum_pps, 1000);
+    let c = parse(&["--peer", "10.0.0.2", "--max-local-macs", "64", "--bum-pps", "0"]).unwrap();
+    assert_eq!((c.max_local_macs, c.bum_pps), (64, 0));
+    let e = parse(&["--peer", "10.0.0.2", "--max-local-macs", "0"]).unwrap_err();
+    assert!(matches!(e, ConfigError::MaxLocalMacs), "{e}");
+    let dir = Scratch::new("flood");
+    let p = dir.write(
+        "o.toml",
+        "peer = [\"10.0.0.2\"]\nmax-local-macs = 10\nbum-pps = 50\n",
+    );
+    let c = parse(&["--config", p.to_str().unwrap(), "--bum-pps", "70"]).unwrap();
+    assert_eq!((c.max_local_macs, c.bum_pps), (10, 70), "flags win over the file");
+}
+
+#[test]
+fn src_ports() {
+    assert_eq!(parse(&["--peer", "10.0.0.2"]).unwrap().src_ports, 64);
+    assert_eq!(
+        parse(&["--peer", "10.0.0.2", "--src-ports", "1"])
+            .unwrap()
+            .src_ports,
+        1
+    );
+    assert_eq!(
+        parse(&["--peer", "10.0.0.2", "--src-ports", "1024"])
+            .unwrap()
+            .src_ports,
+        1024
+    );
+    for bad in ["0", "1025"] {
+        let e = parse(&["--peer", "10.0.0.2", "--src-ports", bad]).unwrap_err();
+        assert!(matches!(e, ConfigError::SrcPorts(_)), "{e:?}");
+        assert!(e.to_string().contains("use 1..=1024"), "{e}");
+    }
+    // The same key in a config file, and the flag winning over it.
+    let d = Scratch::new("src-ports");
+    let p = d.write("o.toml", "peer = [\"10.0.0.2\"]\nsrc-ports = 8\n");
+    let f = p.to_str().unwrap();
+    assert_eq!(parse(&["--config", f]).unwrap().src_ports, 8);
+    assert_eq!(parse(&["--config", f, "--src-ports", "2"]).unwrap().src_ports, 2);
+}

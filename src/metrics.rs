@@ -1,0 +1,268 @@
+//! `GET /metrics`: Prometheus text format (0.0.4) through `prometheus-client`, built at scrape time from the
+//! data plane's counters (relaxed loads, no lock the data plane takes), the FDB, membership and the probe
+//! measurements. Every name starts with `overlayd_`; per-network series carry `network` and `vni` labels.
+//! Must never be fed from the hot path: the data plane only bumps its own atomics.
+
+use crate::admin::AdminState;
+use dataplane::fdb::Origin;
+use dataplane::stats::{Snapshot, BATCH_BOUNDS};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+/// The Content-Type of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+type Labels = Vec<(String, String)>;
+
+#[derive(Debug)]
+enum Value {
+    Counter(u64),
+    Gauge(i64),
+    Histogram {
+        buckets: Vec<(f64, u64)>,
+        sum: f64,
+        count: u64,
+    },
+}
+
+#[derive(Debug)]
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    samples: Vec<(Labels, Value)>,
+}
+
+/// One scrape's values, encoded by `prometheus-client`.
+#[derive(Debug, Default)]
+struct Scrape {
+    families: Vec<Family>,
+    /// Histograms kept as `prometheus-client` metrics (the probe RTT), encoded as they are.
+    owned: Vec<(&'static str, &'static str, Histogram)>,
+}
+
+impl Scrape {
+    fn add(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        kind: MetricType,
+        samples: Vec<(Labels, Value)>,
+    ) {
+        self.families.push(Family {
+            name,
+            help,
+            kind,
+            samples,
+        });
+    }
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for f in &self.families {
+            let mut me = enc.encode_descriptor(f.name, f.help, None, f.kind)?;
+            for (labels, v) in &f.samples {
+                let mut fe = me.encode_family(labels)?;
+                match v {
+                    Value::Counter(c) => fe.encode_counter::<NoLabelSet, u64, u64>(c, None)?,
+                    Value::Gauge(g) => fe.encode_gauge(g)?,
+                    Value::Histogram { buckets, sum, count } => {
+                        fe.encode_histogram::<NoLabelSet>(*sum, *count, buckets, None)?
+                    }
+                }
+            }
+        }
+        for (name, help, h) in &self.owned {
+            let me = enc.encode_descriptor(name, help, None, h.metric_type())?;
+            h.encode(me)?;
+        }
+        Ok(())
+    }
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Render the whole exposition.
+pub fn render(st: &AdminState) -> Result<String, std::fmt::Error> {
+    let now = Instant::now();
+    let obs = &st.observe;
+    let mut s = Scrape::default();
+    let (net, vni) = match obs.networks.first() {
+        Some(n) => (n.name.clone(), n.vni.get().to_string()),
+        None => ("default".to_string(), st.vni.to_string()),
+    };
+    let net_labels = |extra: &[(&str, &str)]| {
+        let mut l = labels(&[("network", &net), ("vni", &vni)]);
+        l.extend(labels(extra));
+        l
+    };
+    let snap = Snapshot::sum(st.counters.iter().map(|c| &**c));
+    // Directions as in `overlayctl stats`: rx = read from the TAP / received from the underlay, tx = written to
+    // the TAP / sent to the underlay.
+    s.add(
+        "overlayd_frames",
+        "Inner Ethernet frames: rx read from the TAP (sent by local containers), tx written to the TAP.",
+        MetricType::Counter,
+        vec![
+            (net_labels(&[("direction", "rx")]), Value::Counter(snap.rx_frames)),
+            (net_labels(&[("direction", "tx")]), Value::Counter(snap.tx_frames)),
+        ],
+    );
+    s.add(
+        "overlayd_bytes",
+        "Inner frame bytes: rx read from the TAP, tx written to the TAP.",
+        MetricType::Counter,
+        vec![
+            (net_labels(&[("direction", "rx")]), Value::Counter(snap.rx_bytes)),
+            (net_labels(&[("direction", "tx")]), Value::Counter(snap.tx_bytes)),
+        ],
+    );
+    s.add(
+        "overlayd_datagrams",
+        "VXLAN datagrams: rx received from the underlay, tx sent to it.",
+        MetricType::Counter,
+        vec![
+            (
+                net_labels(&[("direction", "rx")]),
+                Value::Counter(snap.rx_datagrams),
+            ),
+            (
+                net_labels(&[("direction", "tx")]),
+                Value::Counter(snap.tx_datagrams),
+            ),
+        ],
+    );
+    s.add(
+        "overlayd_drops",
+        "Frames and datagrams dropped, by reason (the keys of `overlayctl stats` drops).",
+        MetricType::Counter,
+        snap.drops
+            .iter()
+            .map(|(r, n)| (net_labels(&[("reason", r)]), Value::Counter(*n)))
+            .collect(),
+    );
+    s.add(
+        "overlayd_fdb_learned",
+        "Source MACs learned or moved to a new VTEP.",
+        MetricType::Counter,
+        vec![(net_labels(&[]), Value::Counter(snap.learned))],
+    );
+    s.add(
+        "overlayd_fdb_moves",
+        "Learned MACs that moved to another VTEP.",
+        MetricType::Counter,
+        vec![(net_labels(&[]), Value::Counter(snap.moves))],
+    );
+    let mut by_origin: BTreeMap<&str, i64> = ["local", "learned", "control", "static"]
+        .into_iter()
+        .map(|n| (n, 0))
+        .collect();
+    for r in st.fdb.rows(now) {
+        let name = match r.origin {
+            Origin::Local => "local",
+            Origin::Learned => "learned",
+            Origin::Control => "control",
+            Origin::Static => "static",
+        };
+        *by_origin.entry(name).or_default() += 1;
+    }
+    s.add(
+        "overlayd_fdb_entries",
+        "FDB entries by origin.",
+        MetricType::Gauge,
+        by_origin
+            .iter()
+            .map(|(o, n)| (net_labels(&[("origin", o)]), Value::Gauge(*n)))
+            .collect(),
+    );
+    // Peers by state: cluster members (alive/suspect/dead/left), or static peers (reachable/silent).
+    let mut peers: BTreeMap<(&str, String), i64> = BTreeMap::new();
+    let members = st.members.read().ok().and_then(|m| m.clone());
+    match members {
+        Some(rows) => {
+            for st in ["alive", "suspect", "dead", "left"] {
+                peers.insert(("member", st.to_string()), 0);
+            }
+            for m in rows.iter().filter(|m| m.vtep != obs.local) {
+                let state = format!("{:?}", m.state).to_lowercase();
+                *peers.entry(("member", state)).or_default() += 1;
+            }
+        }
+        None => {
+            for st in ["reachable", "silent"] {
+                peers.insert(("static", st.to_string()), 0);
+            }
+            for p in obs.activity.peers() {
+                let (_, state) = obs.static_peer_state(p, now);
+                *peers.entry(("static", state.to_string())).or_default() += 1;
+            }
+        }
+    }
+    s.add(
+        "overlayd_peers",
+        "Peer VTEPs by kind (member, static) and state.",
+        MetricType::Gauge,
+        peers
+            .iter()
+            .map(|((k, st), n)| (labels(&[("kind", k), ("state", st)]), Value::Gauge(*n)))
+            .collect(),
+    );
+    s.add(
+        "overlayd_membership_changes",
+        "Cluster membership changes seen (a member joined or changed state).",
+        MetricType::Counter,
+        vec![(Vec::new(), Value::Counter(obs.membership_changes.load(Relaxed)))],
+    );
+    let hist = |pick: &dyn Fn(&dataplane::stats::Counters) -> ([u64; 8], u64)| {
+        let mut b = [0u64; 8];
+        let mut sum = 0;
+        for c in &st.counters {
+            let (cb, cs) = pick(c);
+            for (x, y) in b.iter_mut().zip(cb) {
+                *x += y;
+            }
+            sum += cs;
+        }
+        let mut buckets: Vec<(f64, u64)> = BATCH_BOUNDS.iter().zip(b).map(|(u, n)| (*u as f64, n)).collect();
+        buckets.push((f64::INFINITY, b[BATCH_BOUNDS.len()]));
+        Value::Histogram {
+            count: b.iter().sum(),
+            sum: sum as f64,
+            buckets,
+        }
+    };
+    s.add(
+        "overlayd_gso_segments_per_send",
+        "Datagrams per UDP send (UDP GSO batches several; 1 without GSO).",
+        MetricType::Histogram,
+        vec![(net_labels(&[]), hist(&|c| c.gso_segments.read()))],
+    );
+    s.add(
+        "overlayd_gro_segments_per_receive",
+        "Datagrams per received UDP message (UDP GRO coalesces several; 1 without GRO).",
+        MetricType::Histogram,
+        vec![(net_labels(&[]), hist(&|c| c.gro_segments.read()))],
+    );
+    s.owned.push((
+        "overlayd_probe_rtt_seconds",
+        "Round trip of the periodic overlayd probe to each peer's VXLAN port.",
+        obs.probe_rtt.clone(),
+    ));
+    let mut reg = Registry::default();
+    reg.register_collector(Box::new(s));
+    let mut out = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut out, &reg)?;
+    Ok(out)
+}
