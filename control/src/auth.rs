@@ -2,17 +2,21 @@
 //! their persistence under the state dir (default `/var/lib/overlayd`).
 //!
 //! Layout (every file 0600, written atomically via a temp file + rename):
-//! - `ca.crt` / `ca.key`: the cluster CA (ECDSA P-256). Every member keeps the CA key so that a joiner
-//!   can be admitted through *any* member (the issue's `--peer <ANY-MEMBER>`); the trade-off is that a
-//!   compromised member can mint credentials. Keeping the key on a subset ("managers") is future work.
-//! - `node.crt` / `node.key`: this node's credential, SAN = `overlayd` + `node-<id>.overlayd`.
-//! - `join.secret`: 32 random bytes; together with the CA fingerprint it forms the join token.
+//! - `ca.crt`: the cluster CA certificate (ECDSA P-256), on every member.
+//! - `ca.key` and `join.secret`: **admitters only** — the node started with `--init-cluster` and any node
+//!   started with `--admitter --ca-key-file PATH`. A joiner never receives either: it sends a signing
+//!   request and gets back its certificate and attestation (see [`crate::join`]).
+//! - `node.crt` / `node.key` / `node.id`: this node's credential. The certificate's SAN carries `overlayd`,
+//!   `node-<id>.overlayd` and the VTEP address(es) the node may use (IP entries).
+//! - `node.attest`: the CA-signed [`Attestation`] (postcard) of this node: id, VTEPs, admitter flag, key.
+//! - `admitters`: gossip addresses of admitters learned at join, so a member can relay a joiner's request.
 //! - `generation`: the last generation used (each start takes a larger one).
 //! - `peers`: members' gossip addresses, so a restart re-joins with no `--peer` and no token.
 //!
 //! Join token (one line): `OVL1-<sha256(ca.crt DER) hex>-<secret hex>`. The joiner pins the member's CA
-//! by the fingerprint before revealing the secret, and generates its key locally: only its public key
-//! is sent to the member, which signs it. Must never: log key material or the secret.
+//! by the fingerprint, and generates its key locally: only its public key leaves the host, with an HMAC
+//! of the request under the secret. Must never: log key material or the secret, or write `ca.key` or
+//! `join.secret` on a node that is not an admitter.
 
 use std::fmt;
 use std::fs;
@@ -20,13 +24,16 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use std::net::{IpAddr, SocketAddr};
+
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, SubjectPublicKeyInfo,
+    KeyPair, KeyUsagePurpose, SanType, SubjectPublicKeyInfo,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+use crate::attest::{self, Attestation, Signer};
 use crate::membership::NodeId;
 
 /// Default state directory.
@@ -39,6 +46,8 @@ const CA_KEY: &str = "ca.key";
 const NODE_CERT: &str = "node.crt";
 const NODE_KEY: &str = "node.key";
 const NODE_ID: &str = "node.id";
+const NODE_ATTEST: &str = "node.attest";
+const ADMITTERS: &str = "admitters";
 const JOIN_SECRET: &str = "join.secret";
 const GENERATION: &str = "generation";
 const PEERS: &str = "peers";
@@ -67,6 +76,12 @@ pub enum AuthError {
     Token(&'static str),
     #[error("no randomness available from the OS: {0}")]
     Random(String),
+    #[error("cannot sign: {0}")]
+    Attest(#[from] attest::AttestError),
+    #[error("{0} is not the private key of this cluster's CA (copy `ca.key` from the state dir of the node started with --init-cluster)")]
+    WrongCaKey(PathBuf),
+    #[error("this node is not an admitter (no CA key in {0}); run the command on an admitter: the --init-cluster node or one started with --admitter --ca-key-file")]
+    NotAdmitter(PathBuf),
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> AuthError + 'a {
@@ -202,7 +217,8 @@ impl ClusterCa {
         Self::from_pem(&cert_pem, &key_pem, Path::new("<generated>"))
     }
 
-    fn from_pem(cert_pem: &str, key_pem: &str, path: &Path) -> Result<Self, AuthError> {
+    /// The CA from its certificate and private key (PEM); `path` names the key in errors.
+    pub fn from_pem(cert_pem: &str, key_pem: &str, path: &Path) -> Result<Self, AuthError> {
         let corrupt = |reason: String| AuthError::Corrupt {
             path: path.to_path_buf(),
             reason,
@@ -231,18 +247,26 @@ impl ClusterCa {
         &self.cert_pem
     }
 
-    /// PEM of the CA key, handed to an admitted joiner (see the module doc for the trade-off).
-    pub fn key_pem(&self) -> &str {
-        &self.key_pem
+    /// The CA key as an attestation [`Signer`].
+    pub fn signer(&self) -> Result<Signer, AuthError> {
+        let key = KeyPair::from_pem(&self.key_pem).map_err(|e| AuthError::Corrupt {
+            path: PathBuf::from(CA_KEY),
+            reason: e.to_string(),
+        })?;
+        Ok(Signer::from_pkcs8(&key.serialize_der())?)
     }
 
-    /// Sign a node certificate for `node` over the joiner's public key (SubjectPublicKeyInfo DER).
-    pub fn issue(&self, node: NodeId, spki_der: &[u8]) -> Result<String, AuthError> {
+    /// Sign a node certificate for `node` over the joiner's public key (SubjectPublicKeyInfo DER), naming
+    /// the VTEP addresses it may use as SAN IP entries.
+    pub fn issue(&self, node: NodeId, spki_der: &[u8], vteps: &[IpAddr]) -> Result<String, AuthError> {
         let spki = SubjectPublicKeyInfo::from_der(spki_der)?;
         let mut params = CertificateParams::new(vec![
             CLUSTER_SERVER_NAME.to_string(),
             format!("node-{node}.overlayd"),
         ])?;
+        params
+            .subject_alt_names
+            .extend(vteps.iter().map(|ip| SanType::IpAddress(*ip)));
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, format!("overlayd node {node}"));
         params.distinguished_name = dn;
@@ -262,6 +286,8 @@ pub struct NodeCredential {
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
     pub ca: CertificateDer<'static>,
+    /// The CA's statement about this node (id, VTEPs, admitter flag, public key).
+    pub attestation: Attestation,
 }
 
 impl fmt::Debug for NodeCredential {
@@ -282,6 +308,7 @@ impl Clone for NodeCredential {
             chain: self.chain.clone(),
             key: self.key.clone_key(),
             ca: self.ca.clone(),
+            attestation: self.attestation.clone(),
         }
     }
 }
@@ -300,6 +327,10 @@ impl PendingKey {
     }
     pub fn spki_der(&self) -> Vec<u8> {
         rcgen::PublicKeyData::subject_public_key_info(&self.key)
+    }
+    /// The uncompressed P-256 point (what an [`Attestation`] names).
+    pub fn public_key_raw(&self) -> Vec<u8> {
+        self.key.public_key_raw().to_vec()
     }
 }
 
@@ -326,8 +357,9 @@ impl StateDir {
         self.file(NODE_CERT).exists()
     }
 
-    /// `overlayd --init-cluster`: create the CA, the join secret and this node's credential.
-    pub fn init_cluster(&self) -> Result<NodeCredential, AuthError> {
+    /// `overlayd --init-cluster`: create the CA, the join secret and this node's credential. The first node
+    /// is an admitter: its attestation says so, and it keeps `ca.key` and `join.secret`.
+    pub fn init_cluster(&self, vtep: IpAddr) -> Result<NodeCredential, AuthError> {
         if self.is_initialised() || self.file(CA_KEY).exists() {
             return Err(AuthError::AlreadyInitialised(self.path.clone()));
         }
@@ -336,37 +368,75 @@ impl StateDir {
         let secret: [u8; 32] = random()?;
         let node = NodeId(u64::from_le_bytes(random()?));
         let pending = PendingKey::generate()?;
-        let cert_pem = ca.issue(node, &pending.spki_der())?;
+        let cert_pem = ca.issue(node, &pending.spki_der(), &[vtep])?;
+        let attestation =
+            Attestation::issue(&ca.signer()?, node, vec![vtep], true, pending.public_key_raw())?;
         self.write(CA_CERT, ca.cert_pem().as_bytes())?;
-        self.write(CA_KEY, ca.key_pem().as_bytes())?;
+        self.write(CA_KEY, ca.key_pem.as_bytes())?;
         self.write(JOIN_SECRET, hex(&secret).as_bytes())?;
-        self.store_node(node, &pending, &cert_pem)?;
+        self.store_node(node, &pending, &cert_pem, &attestation)?;
         self.load_credential()
     }
 
-    /// After a successful join: persist what the member handed over. Restarts then need no token.
+    /// After a successful join: persist this node's key, the certificate and attestation the admitter
+    /// issued, and the CA certificate — nothing else. Restarts then need no token.
     pub fn store_joined(
         &self,
         node: NodeId,
         pending: &PendingKey,
         node_cert_pem: &str,
         ca_cert_pem: &str,
-        ca_key_pem: &str,
-        secret: &[u8; 32],
+        attestation: &Attestation,
     ) -> Result<NodeCredential, AuthError> {
         self.ensure_dir()?;
         // Validate before writing anything.
-        ClusterCa::from_pem(ca_cert_pem, ca_key_pem, &self.file(CA_KEY))?;
+        CertificateDer::from_pem_slice(ca_cert_pem.as_bytes()).map_err(|e| AuthError::Corrupt {
+            path: self.file(CA_CERT),
+            reason: e.to_string(),
+        })?;
         self.write(CA_CERT, ca_cert_pem.as_bytes())?;
-        self.write(CA_KEY, ca_key_pem.as_bytes())?;
-        self.write(JOIN_SECRET, hex(secret).as_bytes())?;
-        self.store_node(node, pending, node_cert_pem)?;
+        self.store_node(node, pending, node_cert_pem, attestation)?;
         self.load_credential()
     }
 
-    fn store_node(&self, node: NodeId, pending: &PendingKey, cert_pem: &str) -> Result<(), AuthError> {
+    /// `overlayd --admitter --ca-key-file PATH`: make this member an admitter. The key must be this
+    /// cluster's CA key (its public half equals `ca.crt`'s). The join secret comes from `secret` (the
+    /// token's, when given) or an existing `join.secret`. The attestation is re-issued with
+    /// `admitter: true`, signed with that key.
+    pub fn promote_admitter(
+        &self,
+        ca_key_pem: &str,
+        key_path: &Path,
+        secret: Option<[u8; 32]>,
+    ) -> Result<NodeCredential, AuthError> {
+        let cred = self.load_credential()?;
+        let ca = ClusterCa::from_pem(&self.read(CA_CERT)?, ca_key_pem, key_path)?;
+        let signer = ca.signer()?;
+        if attest::certificate_public_key(ca.cert_der()).as_deref() != Some(&signer.public_key()[..]) {
+            return Err(AuthError::WrongCaKey(key_path.to_path_buf()));
+        }
+        let secret = match secret {
+            Some(s) => s,
+            None => self.join_secret()?,
+        };
+        let a = &cred.attestation;
+        let attestation = Attestation::issue(&signer, a.node, a.vteps.clone(), true, a.key.clone())?;
+        self.write(CA_KEY, ca_key_pem.as_bytes())?;
+        self.write(JOIN_SECRET, hex(&secret).as_bytes())?;
+        self.write(NODE_ATTEST, &encode_attestation(&attestation))?;
+        self.load_credential()
+    }
+
+    fn store_node(
+        &self,
+        node: NodeId,
+        pending: &PendingKey,
+        cert_pem: &str,
+        attestation: &Attestation,
+    ) -> Result<(), AuthError> {
         self.write(NODE_KEY, pending.key.serialize_pem().as_bytes())?;
         self.write(NODE_ID, node.to_string().as_bytes())?;
+        self.write(NODE_ATTEST, &encode_attestation(attestation))?;
         // node.crt last: its presence marks the state dir as initialised.
         self.write(NODE_CERT, cert_pem.as_bytes())
     }
@@ -392,19 +462,71 @@ impl StateDir {
             path: key_path,
             reason: e.to_string(),
         })?;
+        let attest_path = self.file(NODE_ATTEST);
+        let bytes = fs::read(&attest_path).map_err(io_err("read", &attest_path))?;
+        let attestation = decode_attestation(&bytes).ok_or_else(|| AuthError::Corrupt {
+            path: attest_path.clone(),
+            reason: "not an attestation".into(),
+        })?;
+        let ca_key = attest::certificate_public_key(&ca);
+        let valid = ca_key.is_some_and(|k| attestation.verify(&k).is_ok());
+        if !valid || attestation.node != node_id || attestation.key != key.public_key_raw() {
+            return Err(AuthError::Corrupt {
+                path: attest_path,
+                reason: "the attestation does not match this node's id, key or CA".into(),
+            });
+        }
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         Ok(NodeCredential {
             node_id,
             chain: vec![cert, ca.clone()],
             key,
             ca,
+            attestation,
         })
     }
 
+    /// The CA (certificate and key). Only admitters have the key: elsewhere this is `NotAdmitter`.
     pub fn load_ca(&self) -> Result<ClusterCa, AuthError> {
+        if !self.file(CA_KEY).exists() {
+            return Err(AuthError::NotAdmitter(self.path.clone()));
+        }
         let cert = self.read(CA_CERT)?;
         let key = self.read(CA_KEY)?;
         ClusterCa::from_pem(&cert, &key, &self.file(CA_KEY))
+    }
+
+    /// The CA key as a signer on an admitter (CA key present), `None` on every other member.
+    pub fn ca_signer(&self) -> Result<Option<Signer>, AuthError> {
+        match self.load_ca() {
+            Ok(ca) => Ok(Some(ca.signer()?)),
+            Err(AuthError::NotAdmitter(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `overlayctl token --rotate`: persist a new join secret (admitters only) and return it. The caller
+    /// swaps it into the running admission only after this returned, so a crash never loses it.
+    pub fn rotate_join_secret(&self) -> Result<[u8; 32], AuthError> {
+        if !self.file(CA_KEY).exists() {
+            return Err(AuthError::NotAdmitter(self.path.clone()));
+        }
+        let secret: [u8; 32] = random()?;
+        self.write(JOIN_SECRET, hex(&secret).as_bytes())?;
+        Ok(secret)
+    }
+
+    /// Remember admitters' gossip addresses (learned at join) for relaying joiners' requests.
+    pub fn save_admitters(&self, admitters: &[SocketAddr]) -> Result<(), AuthError> {
+        let text: String = admitters.iter().map(|p| format!("{p}\n")).collect();
+        self.write(ADMITTERS, text.as_bytes())
+    }
+
+    /// Addresses saved by [`Self::save_admitters`]; empty if none. Unparsable lines are skipped.
+    pub fn load_admitters(&self) -> Vec<SocketAddr> {
+        fs::read_to_string(self.file(ADMITTERS))
+            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
     }
 
     pub fn join_secret(&self) -> Result<[u8; 32], AuthError> {
@@ -500,6 +622,19 @@ impl StateDir {
     }
 }
 
+fn encode_attestation(a: &Attestation) -> Vec<u8> {
+    // postcard of plain fields cannot fail on a Vec sink.
+    postcard::to_allocvec(a).unwrap_or_default()
+}
+
+/// Decode a stored attestation; `None` on garbage or trailing bytes. Never panics.
+pub fn decode_attestation(bytes: &[u8]) -> Option<Attestation> {
+    match postcard::take_from_bytes::<Attestation>(bytes) {
+        Ok((a, rest)) if rest.is_empty() => Some(a),
+        _ => None,
+    }
+}
+
 /// Read the node id out of a node certificate's SAN (`node-<id>.overlayd`). None if the certificate
 /// does not parse or carries no such name.
 pub fn node_id_from_cert(der: &[u8]) -> Option<NodeId> {
@@ -535,9 +670,9 @@ mod tests {
     #[test]
     fn init_token_reload() {
         let dir = StateDir::new(tempdir("init"));
-        let cred = dir.init_cluster().unwrap();
+        let cred = dir.init_cluster(std::net::IpAddr::from([10, 0, 0, 1])).unwrap();
         assert!(matches!(
-            dir.init_cluster(),
+            dir.init_cluster(std::net::IpAddr::from([10, 0, 0, 1])),
             Err(AuthError::AlreadyInitialised(_))
         ));
         let again = dir.load_credential().unwrap();
