@@ -65,6 +65,13 @@ pub struct Args {
     /// UDP port of the QUIC gossip endpoint [default: 7948].
     #[arg(long, value_name = "N")]
     pub gossip_port: Option<u16>,
+    /// Run as an additional admitter (keeps the CA key and the join secret, admits joiners); needs
+    /// --ca-key-file, and a join token (--token) the first time, which also carries the join secret.
+    #[arg(long, requires = "ca_key_file", conflicts_with = "init_cluster")]
+    pub admitter: bool,
+    /// The cluster CA's private key for --admitter: `ca.key` copied from the --init-cluster node's state dir.
+    #[arg(long, value_name = "PATH", requires = "admitter")]
+    pub ca_key_file: Option<PathBuf>,
 }
 
 /// The same options as a TOML file.
@@ -85,6 +92,8 @@ struct FileConfig {
     no_offload: Option<bool>,
     state_dir: Option<PathBuf>,
     gossip_port: Option<u16>,
+    admitter: Option<bool>,
+    ca_key_file: Option<PathBuf>,
 }
 
 /// A validated configuration.
@@ -104,6 +113,8 @@ pub struct Config {
     pub cluster: Cluster,
     pub state_dir: PathBuf,
     pub gossip_port: u16,
+    /// `--admitter --ca-key-file PATH`: the CA key file this node admits with (besides the init node).
+    pub admitter_key: Option<PathBuf>,
 }
 
 /// How this daemon finds its peers.
@@ -151,6 +162,10 @@ pub enum ConfigError {
     TokenWithoutPeer,
     #[error("--gossip-port 0 is not usable: use 7948 (the default) or another free UDP port")]
     GossipPort,
+    #[error("--admitter needs --ca-key-file PATH (the `ca.key` of the --init-cluster node)")]
+    AdmitterWithoutKey,
+    #[error("--admitter needs a cluster: join with --peer <member> --token <TOKEN> (the token also carries the join secret), or restart a node that already joined")]
+    AdmitterNotMember,
     #[error("--admin {0} is not a loopback address: the admin endpoint is unauthenticated, keep it on 127.0.0.1 or ::1")]
     AdminNotLoopback(SocketAddr),
 }
@@ -199,6 +214,18 @@ impl Args {
         if cluster == Cluster::Static && peers.is_empty() {
             return Err(ConfigError::NoPeers);
         }
+        let admitter_key = if self.admitter || file.admitter.unwrap_or(false) {
+            let key = self
+                .ca_key_file
+                .or(file.ca_key_file)
+                .ok_or(ConfigError::AdmitterWithoutKey)?;
+            if matches!(cluster, Cluster::Static | Cluster::Init) {
+                return Err(ConfigError::AdmitterNotMember);
+            }
+            Some(key)
+        } else {
+            None
+        };
         let gossip_port = self
             .gossip_port
             .or(file.gossip_port)
@@ -260,6 +287,7 @@ impl Args {
             cluster,
             state_dir,
             gossip_port,
+            admitter_key,
         })
     }
 }
@@ -338,11 +366,36 @@ mod tests {
             ConfigError::Token(_)
         ));
         assert!(Args::try_parse_from(["overlayd", "--init-cluster", "--token", "t"]).is_err());
+        assert!(
+            Args::try_parse_from(["overlayd", "--admitter"]).is_err(),
+            "needs --ca-key-file"
+        );
+        assert!(
+            Args::try_parse_from(["overlayd", "--init-cluster", "--admitter", "--ca-key-file", "k"]).is_err(),
+            "the init node already is an admitter"
+        );
+        assert!(matches!(
+            parse(&["--peer", "10.0.0.2", "--admitter", "--ca-key-file", "/k"]).unwrap_err(),
+            ConfigError::AdmitterNotMember
+        ));
     }
 
     #[test]
     fn cluster_modes() {
         assert_eq!(parse(&["--peer", "10.0.0.2"]).unwrap().cluster, Cluster::Static);
+        let tok = format!("OVL1-{}-{}", "1".repeat(64), "2".repeat(64));
+        let c = parse(&[
+            "--peer",
+            "10.0.0.2",
+            "--token",
+            &tok,
+            "--admitter",
+            "--ca-key-file",
+            "/k",
+        ])
+        .unwrap();
+        assert!(matches!(c.cluster, Cluster::Join(_)));
+        assert_eq!(c.admitter_key, Some(PathBuf::from("/k")));
         let c = parse(&["--init-cluster"]).unwrap();
         assert_eq!(c.cluster, Cluster::Init);
         assert!(c.peers.is_empty());

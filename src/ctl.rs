@@ -28,13 +28,18 @@ pub enum CtlError {
 
 /// GET `path` from the admin endpoint and return the body.
 pub fn get(addr: SocketAddr, path: &str) -> Result<String, CtlError> {
+    request(addr, "GET", path)
+}
+
+/// `method` (GET or POST, no body) `path` on the admin endpoint; the body of a 200 answer.
+pub fn request(addr: SocketAddr, method: &str, path: &str) -> Result<String, CtlError> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
         .map_err(|source| CtlError::Connect { addr, source })?;
     let io = |source| CtlError::Io { addr, source };
     s.set_read_timeout(Some(Duration::from_secs(5))).map_err(io)?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .map_err(io)?;
     let mut raw = Vec::new();

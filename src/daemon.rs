@@ -101,7 +101,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             addr: cfg.admin,
             source,
         })?;
-    let cluster_cred = rt.block_on(cluster::credentials(&cfg))?;
+    let cluster_cred = rt.block_on(cluster::credentials(&cfg, local))?;
     let cluster_mode = cluster_cred.is_some();
     let underlay = netlink::interface_with_addr(local)?.ok_or(DaemonError::LocalNotOurs(local))?;
     let overhead = if local.is_ipv4() { 50 } else { 70 };
@@ -156,9 +156,9 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let rx_engine = Engine::new(ecfg, fdb.clone(), peers.clone(), rx_counters.clone());
 
     let members = cluster::Members::default();
-    let token = match &cluster_cred {
-        Some((state, _)) => state.join_token().ok().map(|t| t.to_string()),
-        None => None,
+    let (admission, cluster_state, quic) = match &cluster_cred {
+        Some(s) => (s.admission.clone(), Some(s.state.clone()), Some(s.quic.clone())),
+        None => (None, None, None),
     };
     let state = Arc::new(AdminState {
         vni: cfg.vni.get(),
@@ -166,7 +166,9 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         counters: vec![tx_counters, rx_counters],
         peers: peers.clone(),
         members: members.clone(),
-        token,
+        admission,
+        cluster_state,
+        quic,
     });
     if !cluster_mode {
         info!("control plane off (static peers, flood-and-learn); start one node with --init-cluster and join others with --peer <member> --token <`overlayctl token`> to turn it on");
@@ -203,14 +205,14 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             })?;
         let result = rt.block_on(async {
             let control = match cluster_cred {
-                Some((st, cred)) => {
+                Some(setup) => {
                     let p = Plumbing {
                         local,
                         fdb: fdb.clone(),
                         peers: peers.clone(),
                         members,
                     };
-                    Some(cluster::start(&cfg, st, cred, p)?)
+                    Some(cluster::start(&cfg, setup, p)?)
                 }
                 None => None,
             };

@@ -518,6 +518,7 @@ impl StateDir {
 
     /// Remember admitters' gossip addresses (learned at join) for relaying joiners' requests.
     pub fn save_admitters(&self, admitters: &[SocketAddr]) -> Result<(), AuthError> {
+        self.ensure_dir()?;
         let text: String = admitters.iter().map(|p| format!("{p}\n")).collect();
         self.write(ADMITTERS, text.as_bytes())
     }

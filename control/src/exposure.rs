@@ -219,9 +219,8 @@ impl Guard {
         if !t.sources.contains_key(&src) && t.sources.len() >= l.sources {
             // Forget sources with nothing in progress and a full bucket: they are indistinguishable from new.
             let full = l.burst / l.rate_per_s.max(f64::MIN_POSITIVE);
-            t.sources.retain(|_, s| {
-                s.active > 0 || now.saturating_duration_since(s.last).as_secs_f64() < full
-            });
+            t.sources
+                .retain(|_, s| s.active > 0 || now.saturating_duration_since(s.last).as_secs_f64() < full);
             if t.sources.len() >= l.sources {
                 return Err(Refusal::Overloaded);
             }
@@ -256,11 +255,7 @@ impl Guard {
 
     /// Sources currently tracked (for tests).
     pub fn tracked_sources(&self) -> usize {
-        self.table
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .sources
-            .len()
+        self.table.lock().unwrap_or_else(|e| e.into_inner()).sources.len()
     }
 }
 
@@ -281,7 +276,10 @@ mod tests {
         // Another source is unaffected by the flood of the first.
         let other = g.begin(ip(1), now).unwrap();
         drop(permits);
-        assert!(g.begin(ip(9), now).is_ok(), "slots come back when connections end");
+        assert!(
+            g.begin(ip(9), now).is_ok(),
+            "slots come back when connections end"
+        );
         drop(other);
     }
 
@@ -314,9 +312,17 @@ mod tests {
         });
         let now = Instant::now();
         let held: Vec<_> = (1..=3).map(|n| g.begin(ip(n), now).unwrap()).collect();
-        assert_eq!(g.begin(ip(4), now).unwrap_err(), Refusal::Overloaded, "source table full");
+        assert_eq!(
+            g.begin(ip(4), now).unwrap_err(),
+            Refusal::Overloaded,
+            "source table full"
+        );
         let extra = g.begin(ip(1), now).unwrap();
-        assert_eq!(g.begin(ip(2), now).unwrap_err(), Refusal::Overloaded, "total in progress");
+        assert_eq!(
+            g.begin(ip(2), now).unwrap_err(),
+            Refusal::Overloaded,
+            "total in progress"
+        );
         drop(extra);
         drop(held);
         // Idle sources with a refilled bucket are forgotten to make room.

@@ -354,7 +354,8 @@ fn check_grant(
     attestation: &Attestation,
 ) -> Result<(), &'static str> {
     use rustls::pki_types::pem::PemObject;
-    let ca_der = CertificateDer::from_pem_slice(ca_cert_pem.as_bytes()).map_err(|_| "CA certificate unreadable")?;
+    let ca_der =
+        CertificateDer::from_pem_slice(ca_cert_pem.as_bytes()).map_err(|_| "CA certificate unreadable")?;
     if auth::fingerprint(&ca_der) != token.ca_fingerprint {
         return Err("the admitter sent a CA that does not match the token");
     }
@@ -368,8 +369,11 @@ fn check_grant(
     {
         return Err("the attestation does not match the request");
     }
-    let cert = CertificateDer::from_pem_slice(node_cert_pem.as_bytes()).map_err(|_| "certificate unreadable")?;
-    if auth::node_id_from_cert(&cert) != Some(csr.node_id) || attest::certificate_public_key(&cert) != Some(ours) {
+    let cert =
+        CertificateDer::from_pem_slice(node_cert_pem.as_bytes()).map_err(|_| "certificate unreadable")?;
+    if auth::node_id_from_cert(&cert) != Some(csr.node_id)
+        || attest::certificate_public_key(&cert) != Some(ours)
+    {
         return Err("the certificate does not match the request");
     }
     Ok(())
@@ -394,7 +398,9 @@ pub struct Admission {
 
 impl std::fmt::Debug for Admission {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Admission").field("ca", &self.ca).finish_non_exhaustive()
+        f.debug_struct("Admission")
+            .field("ca", &self.ca)
+            .finish_non_exhaustive()
     }
 }
 
@@ -459,11 +465,14 @@ impl Admission {
         let Some(key) = csr.public_key() else {
             return JoinResponse::Refused(RequestError::Key.to_string());
         };
-        let issued = self.ca.issue(csr.node_id, &csr.spki_der, &csr.vteps).and_then(|pem| {
-            Attestation::issue(&self.signer, csr.node_id, csr.vteps.clone(), false, key.to_vec())
-                .map(|a| (pem, a))
-                .map_err(AuthError::from)
-        });
+        let issued = self
+            .ca
+            .issue(csr.node_id, &csr.spki_der, &csr.vteps)
+            .and_then(|pem| {
+                Attestation::issue(&self.signer, csr.node_id, csr.vteps.clone(), false, key.to_vec())
+                    .map(|a| (pem, a))
+                    .map_err(AuthError::from)
+            });
         match issued {
             Ok((node_cert_pem, attestation)) => {
                 tracing::info!(node = %csr.node_id, vteps = ?csr.vteps, "admitted new node");
@@ -619,7 +628,10 @@ impl JoinService {
             .endpoint
             .connect_with(self.relay_client.clone(), admitter, CLUSTER_SERVER_NAME)
             .ok()?;
-        let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.ok()?.ok()?;
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .ok()?
+            .ok()?;
         let (mut send, mut recv) = conn.open_bi().await.ok()?;
         send.write_all(body).await.ok()?;
         send.finish().ok()?;
@@ -710,7 +722,11 @@ mod tests {
         assert_eq!(JoinRequest::decode(&wire), Err(RequestError::Version(1)));
         let mut wire = JoinRequest::new(&secret, &csr()).encode();
         wire.push(0);
-        assert_eq!(JoinRequest::decode(&wire), Err(RequestError::Malformed), "trailing byte");
+        assert_eq!(
+            JoinRequest::decode(&wire),
+            Err(RequestError::Malformed),
+            "trailing byte"
+        );
         assert_eq!(JoinRequest::decode(&[]), Err(RequestError::Malformed));
         assert_eq!(
             JoinRequest::decode(&vec![0; MAX_REQUEST + 1]),
@@ -720,10 +736,13 @@ mod tests {
 
     #[test]
     fn admitter_grants_and_refuses() {
-        let dir = StateDir::new(std::env::temp_dir().join(format!("overlayd-join-unit-{}", std::process::id())));
+        let dir =
+            StateDir::new(std::env::temp_dir().join(format!("overlayd-join-unit-{}", std::process::id())));
         let _ = std::fs::remove_dir_all(dir.path());
         dir.init_cluster(IpAddr::from([10, 0, 0, 1])).unwrap();
-        let adm = Admission::from_state(&dir).unwrap().expect("init node is an admitter");
+        let adm = Admission::from_state(&dir)
+            .unwrap()
+            .expect("init node is an admitter");
         let token = adm.token();
         let pending = PendingKey::generate().unwrap();
         let c = SigningRequest {
@@ -733,7 +752,13 @@ mod tests {
         };
         let me: SocketAddr = "10.0.0.1:7948".parse().unwrap();
         let resp = adm.decide(&JoinRequest::new(&token.secret, &c).encode(), vec![me]);
-        let JoinResponse::Granted { node_cert_pem, ca_cert_pem, attestation, admitters } = resp else {
+        let JoinResponse::Granted {
+            node_cert_pem,
+            ca_cert_pem,
+            attestation,
+            admitters,
+        } = resp
+        else {
             panic!("not granted: {resp:?}");
         };
         assert_eq!(admitters, vec![me]);
@@ -747,7 +772,10 @@ mod tests {
             x509_parser::extensions::GeneralName::IPAddress(b) if *b == [10, 0, 0, 2])));
         // Wrong secret: refused. After rotation the old token is refused and the new one granted.
         let resp = adm.decide(&JoinRequest::new(&[0; 32], &c).encode(), vec![]);
-        assert!(matches!(resp, JoinResponse::Refused(ref r) if r.contains("secret")), "{resp:?}");
+        assert!(
+            matches!(resp, JoinResponse::Refused(ref r) if r.contains("secret")),
+            "{resp:?}"
+        );
         let new = adm.rotate().unwrap();
         assert_ne!(new.secret, token.secret);
         assert_eq!(dir.join_token().unwrap(), new, "rotation is persisted");
@@ -757,10 +785,27 @@ mod tests {
         assert!(matches!(fresh, JoinResponse::Granted { .. }), "{fresh:?}");
         // A grant for someone else's request does not pass the joiner's checks.
         let other = PendingKey::generate().unwrap();
-        if let JoinResponse::Granted { node_cert_pem, ca_cert_pem, attestation, .. } = fresh {
+        if let JoinResponse::Granted {
+            node_cert_pem,
+            ca_cert_pem,
+            attestation,
+            ..
+        } = fresh
+        {
             assert!(check_grant(&new, &c, &other, &node_cert_pem, &ca_cert_pem, &attestation).is_err());
-            let wrong_ca = JoinToken { ca_fingerprint: [0; 32], ..new.clone() };
-            assert!(check_grant(&wrong_ca, &c, &pending, &node_cert_pem, &ca_cert_pem, &attestation).is_err());
+            let wrong_ca = JoinToken {
+                ca_fingerprint: [0; 32],
+                ..new.clone()
+            };
+            assert!(check_grant(
+                &wrong_ca,
+                &c,
+                &pending,
+                &node_cert_pem,
+                &ca_cert_pem,
+                &attestation
+            )
+            .is_err());
         }
         let _ = std::fs::remove_dir_all(dir.path());
     }

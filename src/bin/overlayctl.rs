@@ -31,19 +31,25 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Print the cluster join token (one line) for `overlayd --peer <this host> --token <TOKEN>`.
-    Token,
+    /// Print the cluster join token (one line) for `overlayd --peer <any member> --token <TOKEN>`.
+    /// Runs on an admitter (the --init-cluster node or an --admitter); elsewhere it names one.
+    Token {
+        /// Issue a new join secret: the previous token is refused from now on. Prints the new token.
+        #[arg(long)]
+        rotate: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (kind, path, json) = match cli.cmd {
-        Cmd::Fdb { json } => ("fdb", "/v1/fdb", json),
-        Cmd::Stats { json } => ("stats", "/v1/stats", json),
-        Cmd::Peers { json } => ("peers", "/v1/peers", json),
-        Cmd::Token => ("token", "/v1/token", false),
+    let (kind, method, path, json) = match cli.cmd {
+        Cmd::Fdb { json } => ("fdb", "GET", "/v1/fdb", json),
+        Cmd::Stats { json } => ("stats", "GET", "/v1/stats", json),
+        Cmd::Peers { json } => ("peers", "GET", "/v1/peers", json),
+        Cmd::Token { rotate: false } => ("token", "GET", "/v1/token", false),
+        Cmd::Token { rotate: true } => ("token", "POST", "/v1/token/rotate", false),
     };
-    let body = match overlayd::ctl::get(cli.admin, path) {
+    let body = match overlayd::ctl::request(cli.admin, method, path) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("overlayctl: {e}");
