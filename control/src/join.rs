@@ -55,6 +55,12 @@ pub(crate) const JOIN_SERVE_TIMEOUT: Duration = Duration::from_secs(20);
 pub(crate) const RELAY_BUDGET: Duration = Duration::from_secs(10);
 /// Relaying member: most admitter candidates tried for one request.
 const RELAY_MAX_CANDIDATES: usize = 8;
+/// Relaying member: relays in flight at once, and the least time between two relay starts. Together they
+/// keep what one member's relays cost an admitter (at most 8 new connections/s, 4 at once) well inside
+/// the admitter's per-source caps, so a join flood relayed by a member never crowds out that member's
+/// own gossip connections to the admitter. Extra requests queue (FIFO) within their serve timeout.
+pub(crate) const RELAY_CONCURRENCY: usize = 4;
+const RELAY_INTERVAL: Duration = Duration::from_millis(125);
 
 /// Verifies a member during join: its chain must contain a CA whose SHA-256 matches the token, and the
 /// leaf must be valid under that CA for the cluster server name.
@@ -549,6 +555,10 @@ pub(crate) struct JoinService {
     /// mTLS client config with ALPN `overlayd-relay/1` (this member's credential).
     pub relay_client: quinn::ClientConfig,
     pub stats: Arc<QuicStats>,
+    /// [`RELAY_CONCURRENCY`] permits.
+    pub relay_slots: Arc<tokio::sync::Semaphore>,
+    /// Earliest start of the next relay ([`RELAY_INTERVAL`] pacing).
+    pub relay_next: Mutex<Instant>,
 }
 
 impl JoinService {
@@ -591,6 +601,16 @@ impl JoinService {
         if let Err(e) = JoinRequest::decode(body) {
             return JoinResponse::Refused(e.to_string());
         }
+        let Ok(_slot) = Arc::clone(&self.relay_slots).acquire_owned().await else {
+            return JoinResponse::NoAdmitter("relay stopped".into());
+        };
+        let start = {
+            let mut next = self.relay_next.lock().unwrap_or_else(|e| e.into_inner());
+            let start = (*next).max(Instant::now());
+            *next = start + RELAY_INTERVAL;
+            start
+        };
+        tokio::time::sleep_until(tokio::time::Instant::from_std(start)).await;
         self.relay(body).await
     }
 

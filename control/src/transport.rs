@@ -460,6 +460,8 @@ pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
         endpoint: endpoint.clone(),
         relay_client: member_client_config(&opts.credential, ALPN_RELAY)?,
         stats: Arc::clone(&opts.quic),
+        relay_slots: Arc::new(tokio::sync::Semaphore::new(crate::join::RELAY_CONCURRENCY)),
+        relay_next: Mutex::new(Instant::now()),
     });
     let accept = Arc::new(Accept {
         pool: Arc::clone(&pool),
