@@ -142,7 +142,11 @@ fn admission_relay_rotation_and_no_admitter() {
     // The joiner holds exactly one private key, its own; the admitter also holds the CA key and the secret.
     let (s1, s2) = (state_dir(&tb, h1, "a"), state_dir(&tb, h2, "a"));
     assert_eq!(private_keys(&s2), ["node.key"], "joiner's state dir {s2}");
-    assert_eq!(private_keys(&s1), ["ca.key", "node.key"], "admitter's state dir {s1}");
+    assert_eq!(
+        private_keys(&s1),
+        ["ca.key", "node.key"],
+        "admitter's state dir {s1}"
+    );
     assert!(!PathBuf::from(&s2).join("join.secret").exists());
     assert!(PathBuf::from(&s1).join("join.secret").exists());
 
@@ -161,7 +165,9 @@ fn admission_relay_rotation_and_no_admitter() {
     assert_eq!(private_keys(&state_dir(&tb, h3, "a")), ["node.key"]);
     assert!(all_alive(&[h1, h2, h3], &[h1, h2, h3]), "3 members not all alive");
     ping_ok(h3.container(), h1.container().ip(), 2);
-    let relayed = ctl_json(h2, "stats")["quic"]["joins_relayed"].as_u64().unwrap_or(0);
+    let relayed = ctl_json(h2, "stats")["quic"]["joins_relayed"]
+        .as_u64()
+        .unwrap_or(0);
     assert!(relayed >= 1, "host 2 relayed no join: {}", ctl_json(h2, "stats"));
 
     // Rotation: the old token is refused from then on, the new one accepted (both through host 2).
@@ -169,25 +175,89 @@ fn admission_relay_rotation_and_no_admitter() {
     assert!(t2.starts_with("OVL1-") && t2 != t1, "rotate printed {t2:?}");
     assert_eq!(token(h1), t2);
     let log = join_fails(&tb, h4, h2, &t1, "old");
-    assert!(log.contains("invalid join token secret"), "old token after rotation:\n{log}");
+    assert!(
+        log.contains("invalid join token secret"),
+        "old token after rotation:\n{log}"
+    );
     assert!(
         state_of(&ctl_json(h1, "peers"), h4.underlay_ip()).is_none(),
         "host 4 became a member with the old token"
     );
     let _d4 = join(&tb, h4, h2, &t2, "new");
-    assert!(all_alive(&[h1, h2, h3, h4], &[h1, h2, h3, h4]), "4 members not all alive");
+    assert!(
+        all_alive(&[h1, h2, h3, h4], &[h1, h2, h3, h4]),
+        "4 members not all alive"
+    );
 
     // No admitter reachable: the join fails and says so; the members keep working.
     d1.kill();
     let log = join_fails(&tb, h5, h2, &t2, "noadm");
-    assert!(log.contains("no admitter is reachable"), "join with the admitter down:\n{log}");
     assert!(
-        !PathBuf::from(state_dir(&tb, h5, "noadm")).join("node.crt").exists(),
+        log.contains("no admitter is reachable"),
+        "join with the admitter down:\n{log}"
+    );
+    assert!(
+        !PathBuf::from(state_dir(&tb, h5, "noadm"))
+            .join("node.crt")
+            .exists(),
         "a failed join stored a credential"
     );
     assert!(all_alive(&[h2, h3, h4], &[h2, h3, h4]), "members stopped working");
     ping_ok(h2.container(), h4.container().ip(), 2);
     ping_ok(h4.container(), h3.container().ip(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// A second admitter keeps admission available
+// ---------------------------------------------------------------------------------------------------------
+
+#[test]
+fn second_admitter_admits_when_the_first_is_gone() {
+    let tb = Testbed::builder().hosts(4).build();
+    let h: Vec<&Host> = tb.hosts().iter().collect();
+    let (h1, h2, h3, h4) = (h[0], h[1], h[2], h[3]);
+    let mut d1 = start(
+        h1,
+        &[
+            "--init-cluster",
+            "--local",
+            &h1.underlay_ip().to_string(),
+            "--state-dir",
+            &state_dir(&tb, h1, "a"),
+        ],
+    );
+    let tok = token(h1);
+    // The operator copies ca.key to the second admitter; the token brings the join secret.
+    let key_file = tb.log_dir().join("copied-ca.key");
+    std::fs::copy(PathBuf::from(state_dir(&tb, h1, "a")).join("ca.key"), &key_file).unwrap();
+    let _d2 = start(
+        h2,
+        &[
+            "--peer",
+            &h1.underlay_ip().to_string(),
+            "--token",
+            &tok,
+            "--admitter",
+            "--ca-key-file",
+            key_file.to_str().unwrap(),
+            "--state-dir",
+            &state_dir(&tb, h2, "a"),
+        ],
+    );
+    assert_eq!(private_keys(&state_dir(&tb, h2, "a")), ["ca.key", "node.key"]);
+    assert_eq!(token(h2), tok, "both admitters serve the same token");
+    let _d3 = join(&tb, h3, h1, &tok, "a");
+    assert_eq!(private_keys(&state_dir(&tb, h3, "a")), ["node.key"]);
+    assert!(all_alive(&[h1, h2, h3], &[h1, h2, h3]), "3 members not all alive");
+
+    // The first admitter dies; host 4 joins through host 3 (not an admitter), which relays to host 2.
+    d1.kill();
+    let _d4 = join(&tb, h4, h3, &tok, "a");
+    assert!(
+        all_alive(&[h2, h3, h4], &[h2, h3, h4]),
+        "host 4 not admitted by the second admitter"
+    );
+    ping_ok(h4.container(), h2.container().ip(), 2);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -227,7 +297,9 @@ fn flood_helper() {
             let mut p = vec![0u8; 1200];
             p[..6].copy_from_slice(&[0xc3, 0, 0, 0, 1, 8]);
             for (j, b) in p[6..].iter_mut().enumerate() {
-                *b = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(j as u32 * 40_503) as u8;
+                *b = (i as u32)
+                    .wrapping_mul(2_654_435_761)
+                    .wrapping_add(j as u32 * 40_503) as u8;
             }
             p[14] = 8;
             p[23] = 0; // token length
@@ -284,7 +356,9 @@ fn flood_helper() {
     let _ = std::fs::remove_dir_all(&dir);
     println!(
         "FLOOD handshakes_attempted={} junk_initials={junk} seconds={:.1}",
-        attempts.load(std::sync::atomic::Ordering::Relaxed).min(FLOOD_HANDSHAKES),
+        attempts
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .min(FLOOD_HANDSHAKES),
         started.elapsed().as_secs_f64()
     );
 }
@@ -355,7 +429,10 @@ fn handshake_flood_causes_no_false_death() {
             for o in &members {
                 let st = state_of(&peers, o.underlay_ip()).unwrap_or_else(|| "absent".into());
                 if st != "alive" {
-                    worst.push((m.index(), format!("host {} sees host {} {st}", m.index(), o.index())));
+                    worst.push((
+                        m.index(),
+                        format!("host {} sees host {} {st}", m.index(), o.index()),
+                    ));
                 }
             }
         }
@@ -372,11 +449,16 @@ fn handshake_flood_causes_no_false_death() {
     assert!(flood_log.contains("FLOOD handshakes_attempted="), "{flood_log}");
     eprintln!("{samples} samples during the flood; non-alive observations: {worst:?}");
     assert!(
-        worst.iter().all(|(_, s)| !s.ends_with("dead") && !s.ends_with("absent")),
+        worst
+            .iter()
+            .all(|(_, s)| !s.ends_with("dead") && !s.ends_with("absent")),
         "false death during the flood: {worst:?}"
     );
     assert!(samples >= 4, "the flood ended before it could be observed");
-    assert!(all_alive(&members, &members), "members not all alive after the flood");
+    assert!(
+        all_alive(&members, &members),
+        "members not all alive after the flood"
+    );
 
     // The flood reached host 2 and was refused, retried or capped there.
     let after = ctl_json(h2, "stats")["quic"].clone();
@@ -385,7 +467,10 @@ fn handshake_flood_causes_no_false_death() {
     assert!(delta("retries") >= 100, "few retries: {after}");
     assert!(delta("joins_refused") >= 1, "no forged join refused: {after}");
     assert!(
-        delta("handshakes") + delta("handshake_failures") + delta("refused_source_busy") + delta("refused_source_rate")
+        delta("handshakes")
+            + delta("handshake_failures")
+            + delta("refused_source_busy")
+            + delta("refused_source_rate")
             >= 100,
         "the flood did not reach the guard: {after}"
     );
@@ -394,7 +479,11 @@ fn handshake_flood_causes_no_false_death() {
     let joined = wait_until(Duration::from_secs(30), || {
         !joiner.is_running() || late.exec(OVERLAYCTL, &["stats", "--json"]).is_ok()
     });
-    assert!(joined && joiner.is_running(), "joiner during the flood:\n{}", joiner.log());
+    assert!(
+        joined && joiner.is_running(),
+        "joiner during the flood:\n{}",
+        joiner.log()
+    );
     let all = [h1, h2, h3, late];
     assert!(all_alive(&all, &all), "the late joiner is not alive everywhere");
 }

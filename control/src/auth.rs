@@ -724,4 +724,63 @@ mod tests {
         let e = dir.load_credential().unwrap_err().to_string();
         assert!(e.contains("--init-cluster"), "{e}");
     }
+
+    #[test]
+    fn admitter_state_and_promotion() {
+        let vtep = std::net::IpAddr::from([10, 0, 0, 1]);
+        let a = StateDir::new(tempdir("adm-a"));
+        let cred = a.init_cluster(vtep).unwrap();
+        assert!(cred.attestation.admitter);
+        assert_eq!(cred.attestation.vteps, vec![vtep]);
+        assert!(a.ca_signer().unwrap().is_some());
+        // A member's state dir: same CA certificate, its own key and attestation, no CA key, no secret.
+        let b = StateDir::new(tempdir("adm-b"));
+        let ca = a.load_ca().unwrap();
+        let pending = PendingKey::generate().unwrap();
+        let bvtep = std::net::IpAddr::from([10, 0, 0, 2]);
+        let cert = ca.issue(NodeId(2), &pending.spki_der(), &[bvtep]).unwrap();
+        let att = Attestation::issue(
+            &ca.signer().unwrap(),
+            NodeId(2),
+            vec![bvtep],
+            false,
+            pending.public_key_raw(),
+        )
+        .unwrap();
+        let cb = b
+            .store_joined(NodeId(2), &pending, &cert, ca.cert_pem(), &att)
+            .unwrap();
+        assert!(!cb.attestation.admitter);
+        assert!(b.ca_signer().unwrap().is_none());
+        assert!(matches!(b.load_ca(), Err(AuthError::NotAdmitter(_))));
+        assert!(matches!(b.rotate_join_secret(), Err(AuthError::NotAdmitter(_))));
+        assert!(!b.path().join(CA_KEY).exists() && !b.path().join(JOIN_SECRET).exists());
+        // Another cluster's key is refused; the right key promotes, with the token's secret.
+        let foreign = ClusterCa::generate().unwrap();
+        let e = b
+            .promote_admitter(&foreign.key_pem, Path::new("/k"), Some([5; 32]))
+            .unwrap_err();
+        assert!(
+            matches!(e, AuthError::WrongCaKey(_) | AuthError::Corrupt { .. }),
+            "{e}"
+        );
+        assert!(!b.path().join(CA_KEY).exists(), "nothing written on a wrong key");
+        let promoted = b
+            .promote_admitter(&ca.key_pem, Path::new("/k"), Some([5; 32]))
+            .unwrap();
+        assert!(promoted.attestation.admitter);
+        assert_eq!(promoted.attestation.vteps, vec![bvtep]);
+        assert_eq!(b.join_secret().unwrap(), [5; 32]);
+        assert!(b.ca_signer().unwrap().is_some());
+        // A tampered attestation file makes the credential unloadable rather than trusted.
+        let mut bytes = fs::read(b.path().join(NODE_ATTEST)).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(b.path().join(NODE_ATTEST), &bytes).unwrap();
+        assert!(matches!(b.load_credential(), Err(AuthError::Corrupt { .. })));
+        assert_eq!(decode_attestation(&[]), None);
+        for d in [&a, &b] {
+            let _ = fs::remove_dir_all(d.path());
+        }
+    }
 }
