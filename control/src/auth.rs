@@ -631,7 +631,7 @@ fn encode_attestation(a: &Attestation) -> Vec<u8> {
 /// Decode a stored attestation; `None` on garbage or trailing bytes. Never panics.
 pub fn decode_attestation(bytes: &[u8]) -> Option<Attestation> {
     match postcard::take_from_bytes::<Attestation>(bytes) {
-        Ok((a, rest)) if rest.is_empty() => Some(a),
+        Ok((a, [])) => Some(a),
         _ => None,
     }
 }

@@ -204,7 +204,7 @@ pub fn prove(secret: &[u8; 32], csr: &[u8]) -> [u8; 32] {
 
 fn decode_exact<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, RequestError> {
     match postcard::take_from_bytes::<T>(bytes) {
-        Ok((v, rest)) if rest.is_empty() => Ok(v),
+        Ok((v, [])) => Ok(v),
         _ => Err(RequestError::Malformed),
     }
 }
