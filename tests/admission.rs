@@ -250,9 +250,29 @@ fn second_admitter_admits_when_the_first_is_gone() {
     assert_eq!(private_keys(&state_dir(&tb, h3, "a")), ["node.key"]);
     assert!(all_alive(&[h1, h2, h3], &[h1, h2, h3]), "3 members not all alive");
 
+    // After a rotation on host 1, restarting host 2 with the new token makes it accept the same secret.
+    let t2 = h1.run(OVERLAYCTL, &["token", "--rotate"]).trim().to_string();
+    assert_ne!(t2, tok);
+    drop(_d2);
+    let _d2 = start(
+        h2,
+        &[
+            "--peer",
+            &h1.underlay_ip().to_string(),
+            "--token",
+            &t2,
+            "--admitter",
+            "--ca-key-file",
+            key_file.to_str().unwrap(),
+            "--state-dir",
+            &state_dir(&tb, h2, "a"),
+        ],
+    );
+    assert_eq!(token(h2), t2, "the restarted admitter took the rotated secret");
+
     // The first admitter dies; host 4 joins through host 3 (not an admitter), which relays to host 2.
     d1.kill();
-    let _d4 = join(&tb, h4, h3, &tok, "a");
+    let _d4 = join(&tb, h4, h3, &t2, "a");
     assert!(
         all_alive(&[h2, h3, h4], &[h2, h3, h4]),
         "host 4 not admitted by the second admitter"

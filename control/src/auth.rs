@@ -684,7 +684,9 @@ mod tests {
         assert!(!line.contains('\n'));
         assert_eq!(line.parse::<JoinToken>().unwrap(), token);
         assert_eq!(token.ca_fingerprint, fingerprint(&cred.ca));
-        for name in [CA_KEY, NODE_KEY, JOIN_SECRET, NODE_CERT] {
+        let dir_mode = fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(dir_mode, 0o700, "state dir");
+        for name in [CA_KEY, NODE_KEY, JOIN_SECRET, NODE_CERT, NODE_ATTEST] {
             let mode = fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{name}");
         }
