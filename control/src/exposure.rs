@@ -42,6 +42,8 @@ pub struct Limits {
     pub sources: usize,
     /// A handshake that has not completed by then is abandoned.
     pub handshake_timeout: Duration,
+    /// A member's whole side of one join or relay connection (request, relay, answer).
+    pub join_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -54,6 +56,7 @@ impl Default for Limits {
             queued: 1024,
             sources: 4096,
             handshake_timeout: Duration::from_secs(5),
+            join_timeout: crate::join::JOIN_SERVE_TIMEOUT,
         }
     }
 }

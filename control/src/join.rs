@@ -49,8 +49,9 @@ const P256_SPKI_PREFIX: [u8; 26] = [
 ];
 /// Joiner: how long it waits for the answer once the request is sent (covers a relay's budget).
 pub(crate) const JOIN_REPLY_TIMEOUT: Duration = Duration::from_secs(15);
-/// Member: the whole server side of one join connection (request, relay, answer).
-pub(crate) const JOIN_SERVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Member: the whole server side of one join connection (request, relay, answer); the default of
+/// [`crate::exposure::Limits::join_timeout`].
+pub const JOIN_SERVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Relaying member: total time spent looking for an admitter for one request.
 pub(crate) const RELAY_BUDGET: Duration = Duration::from_secs(10);
 /// Relaying member: most admitter candidates tried for one request.
@@ -129,7 +130,8 @@ impl ServerCertVerifier for PinnedCaVerifier {
     }
 }
 
-fn join_client_config(token: &JoinToken) -> Result<quinn::ClientConfig, TransportError> {
+/// Client config of a joiner: TLS 1.3, ALPN `overlayd-join/1`, the member's CA pinned by the token.
+pub fn join_client_config(token: &JoinToken) -> Result<quinn::ClientConfig, TransportError> {
     let verifier = Arc::new(PinnedCaVerifier {
         fingerprint: token.ca_fingerprint,
         provider: provider(),
@@ -559,11 +561,13 @@ pub(crate) struct JoinService {
     pub relay_slots: Arc<tokio::sync::Semaphore>,
     /// Earliest start of the next relay ([`RELAY_INTERVAL`] pacing).
     pub relay_next: Mutex<Instant>,
+    /// Bound on one connection's whole join ([`JOIN_SERVE_TIMEOUT`] by default).
+    pub serve_timeout: Duration,
 }
 
 impl JoinService {
     /// Serve one join (`may_relay`) or relay (`!may_relay`) connection: one request, one answer, all
-    /// within [`JOIN_SERVE_TIMEOUT`].
+    /// within `serve_timeout`.
     pub(crate) async fn serve(self: Arc<Self>, conn: quinn::Connection, may_relay: bool) {
         let peer = conn.remote_address();
         let work = async {
@@ -584,7 +588,7 @@ impl JoinService {
             let _ = send.stopped().await;
             Some(())
         };
-        if tokio::time::timeout(JOIN_SERVE_TIMEOUT, work).await.is_err() {
+        if tokio::time::timeout(self.serve_timeout, work).await.is_err() {
             self.stats.count_join_timeout();
         }
         conn.close(0u32.into(), b"done");

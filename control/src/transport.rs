@@ -462,6 +462,7 @@ pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
         stats: Arc::clone(&opts.quic),
         relay_slots: Arc::new(tokio::sync::Semaphore::new(crate::join::RELAY_CONCURRENCY)),
         relay_next: Mutex::new(Instant::now()),
+        serve_timeout: opts.limits.join_timeout,
     });
     let accept = Arc::new(Accept {
         pool: Arc::clone(&pool),

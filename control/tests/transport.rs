@@ -303,3 +303,56 @@ async fn relay_through_member_rotation_and_no_admitter() {
         let _ = std::fs::remove_dir_all(d.path());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_join_connections_are_capped_and_timed_out() {
+    let dir = StateDir::new(tempdir("cap"));
+    let cred = dir.init_cluster(IpAddr::from([192, 168, 2, 1])).unwrap();
+    let stats: Arc<control::exposure::QuicStats> = Arc::default();
+    let mut o = opts(&dir, cred, [192, 168, 2, 1], 1);
+    o.quic = Arc::clone(&stats);
+    o.limits = Limits {
+        per_source: 2,
+        join_timeout: Duration::from_secs(3),
+        ..Limits::default()
+    };
+    let a = transport::start(o).unwrap();
+    let addr = a.local_addr();
+    let token = dir.join_token().unwrap();
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse::<SocketAddr>().unwrap()).unwrap();
+    ep.set_default_client_config(control::join::join_client_config(&token).unwrap());
+    let connect = |wait: u64| {
+        let c = ep.connect(addr, "overlayd").unwrap();
+        tokio::time::timeout(Duration::from_millis(wait), c)
+    };
+    // Two idle join connections (handshake done, no request) take this source's two slots ...
+    let c1 = connect(2500).await.expect("first handshake").unwrap();
+    let c2 = connect(2500).await.expect("second handshake").unwrap();
+    // ... so a third from the same source is ignored (until the member gives up on the idle ones at 3 s:
+    // the client retransmits its Initial, so wait less than that).
+    assert!(
+        connect(1000).await.is_err(),
+        "third concurrent connection from one source accepted"
+    );
+    assert!(
+        stats.snapshot().refused_source_busy >= 1,
+        "{:?}",
+        stats.snapshot()
+    );
+    assert!(
+        stats.snapshot().retries >= 2,
+        "address validation: {:?}",
+        stats.snapshot()
+    );
+    // The member gives up on idle joins after join_timeout and closes them, which frees the slots.
+    for c in [&c1, &c2] {
+        tokio::time::timeout(Duration::from_secs(5), c.closed())
+            .await
+            .expect("idle join connection closed by the member");
+    }
+    assert_eq!(stats.snapshot().join_timeouts, 2, "{:?}", stats.snapshot());
+    let c3 = connect(2500).await.expect("slots released").unwrap();
+    c3.close(0u32.into(), b"");
+    a.abort();
+    let _ = std::fs::remove_dir_all(dir.path());
+}
