@@ -56,7 +56,7 @@ impl Default for Limits {
             queued: 1024,
             sources: 4096,
             handshake_timeout: Duration::from_secs(5),
-            join_timeout: crate::join::JOIN_SERVE_TIMEOUT,
+            join_timeout: crate::admission::JOIN_SERVE_TIMEOUT,
         }
     }
 }

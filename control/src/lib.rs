@@ -10,6 +10,7 @@
 //! - [`auth`]: cluster CA, node credentials, join tokens.
 //! - [`join`]: admission (CA pinned by fingerprint, signing request proven by an HMAC under the join
 //!   secret, key generated locally; members without the CA key relay to an admitter).
+//! - [`admission`]: the member's side of a join: admit (admitters) or relay to an admitter.
 //! - [`exposure`]: caps and address validation on the QUIC port, and its counters.
 //! - [`transport`]: the QUIC (quinn + rustls, mTLS, pinned ALPN) shell that pumps a `ControlNode`.
 //! - `sim` (feature `testing`): N nodes in memory with a virtual clock, loss and partitions.
@@ -35,6 +36,7 @@
 //! // SIGTERM → h.leave().await;   `overlayctl token [--rotate]` → admission.token() / .rotate()
 //! ```
 
+pub mod admission;
 pub mod attest;
 pub mod auth;
 pub mod exposure;

@@ -29,9 +29,9 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::admission::{Directory, JoinService};
 use crate::auth::{AuthError, NodeCredential, StateDir, CLUSTER_SERVER_NAME};
 use crate::exposure::{Guard, Limits, QuicStats, SourcePermit};
-use crate::join::{Directory, JoinService};
 use crate::membership::NodeIdentity;
 use crate::node::{ControlConfig, ControlNode, MemberInfo, MemberState};
 use crate::{MacAddr, Output, PeerAddr, Timer};
@@ -42,7 +42,8 @@ pub const ALPN_RELAY: &[u8] = b"overlayd-relay/1";
 /// Largest gossip message accepted on one stream.
 pub const MAX_MESSAGE: usize = 256 * 1024;
 
-pub use crate::join::{join_cluster, Admission};
+pub use crate::admission::Admission;
+pub use crate::join::join_cluster;
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Why the transport could not start or a join failed.
@@ -460,7 +461,7 @@ pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
         endpoint: endpoint.clone(),
         relay_client: member_client_config(&opts.credential, ALPN_RELAY)?,
         stats: Arc::clone(&opts.quic),
-        relay_slots: Arc::new(tokio::sync::Semaphore::new(crate::join::RELAY_CONCURRENCY)),
+        relay_slots: Arc::new(tokio::sync::Semaphore::new(crate::admission::RELAY_CONCURRENCY)),
         relay_next: Mutex::new(Instant::now()),
         serve_timeout: opts.limits.join_timeout,
     });
