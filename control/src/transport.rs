@@ -7,7 +7,7 @@
 //!   [`MAX_MESSAGE`], loss becomes retransmission delay).
 //! - ALPN `overlayd-join/1`: the joiner has no credential yet; handled by [`crate::join`].
 //! - ALPN `overlayd-relay/1`: mutual TLS; a member without the CA key forwards a joiner's request to an
-//!   admitter ([`crate::join`]).
+//!   admitter ([`crate::admission`]).
 //!
 //! Every incoming connection first passes [`crate::exposure`]: a stateless Retry unless the source
 //! address is validated, per-source and total caps, a handshake timeout.
