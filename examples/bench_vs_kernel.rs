@@ -200,21 +200,35 @@ fn measure(mode: Mode, opts: &Opts, overlayd: &str) -> Result<Results, String> {
             }
         }
         Mode::Overlayd => {
+            // Builds with an admin socket need one per daemon (the namespaces share one filesystem); older
+            // builds given with --overlayd do not know the flag.
+            let has_socket = testbed::run_cmd(Command::new(overlayd).arg("--help"))
+                .is_ok_and(|h| h.contains("--admin-socket"));
             for (h, peer) in [(h1, h2), (h2, h1)] {
                 let (local, peer) = (h.underlay_ip().to_string(), peer.underlay_ip().to_string());
-                let mut d = h.spawn(
-                    overlayd,
-                    &[
-                        "--peer",
-                        &peer,
-                        "--local",
-                        &local,
-                        "--vni",
-                        &VNI.to_string(),
-                        "--port",
-                        &PORT.to_string(),
-                    ],
-                );
+                let (vni, port) = (VNI.to_string(), PORT.to_string());
+                let sock = h.admin_socket().to_string_lossy().into_owned();
+                let state = h
+                    .log_dir()
+                    .join(format!("state-{}", h.ns()))
+                    .display()
+                    .to_string();
+                let mut args = vec![
+                    "--peer",
+                    &peer,
+                    "--local",
+                    &local,
+                    "--vni",
+                    &vni,
+                    "--port",
+                    &port,
+                    "--state-dir",
+                    &state,
+                ];
+                if has_socket {
+                    args.extend(["--admin-socket", &sock]);
+                }
+                let mut d = h.spawn(overlayd, &args);
                 let up = wait_until(Duration::from_secs(10), || {
                     !d.is_running() || h.link_exists("ovl1")
                 });

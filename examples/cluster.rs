@@ -267,13 +267,26 @@ fn run(o: &Opts) -> Result<(), String> {
     let mut starts = vec![0u64; n];
     starts[0] = unix_us();
     let local1 = hosts[0].underlay_ip().to_string();
+    // Every daemon gets its own admin socket (the namespaces share one filesystem).
+    let sockets: Vec<String> = hosts
+        .iter()
+        .map(|h| h.admin_socket().to_string_lossy().into_owned())
+        .collect();
     let mut daemons: Vec<Daemon> = vec![hosts[0].spawn(
         &overlayd,
-        &["--init-cluster", "--local", &local1, "--state-dir", &state[0]],
+        &[
+            "--init-cluster",
+            "--local",
+            &local1,
+            "--state-dir",
+            &state[0],
+            "--admin-socket",
+            &sockets[0],
+        ],
     )];
     let mut token = String::new();
     let up = wait_until(Duration::from_secs(20), || {
-        match hosts[0].exec(&overlayctl, &["token"]) {
+        match hosts[0].exec(&overlayctl, &["--admin-socket", &sockets[0], "token"]) {
             Ok(t) => {
                 token = t.trim().to_string();
                 true
@@ -293,7 +306,16 @@ fn run(o: &Opts) -> Result<(), String> {
         starts[i] = unix_us();
         daemons.push(hosts[i].spawn(
             &overlayd,
-            &["--peer", &local1, "--token", &token, "--state-dir", &state[i]],
+            &[
+                "--peer",
+                &local1,
+                "--token",
+                &token,
+                "--state-dir",
+                &state[i],
+                "--admin-socket",
+                &sockets[i],
+            ],
         ));
     }
     let others = |i: usize| -> BTreeSet<String> {
@@ -410,7 +432,17 @@ fn run(o: &Opts) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     }
     let restarted = unix_us();
-    daemons[v] = hosts[v].spawn(&overlayd, &["--peer", &local1, "--state-dir", &state[v]]);
+    daemons[v] = hosts[v].spawn(
+        &overlayd,
+        &[
+            "--peer",
+            &local1,
+            "--state-dir",
+            &state[v],
+            "--admin-socket",
+            &sockets[v],
+        ],
+    );
     // -D: every reply line carries its Unix time, so the figure does not depend on how often we look.
     let pinger = hosts[0]
         .container()

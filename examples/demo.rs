@@ -57,8 +57,31 @@ fn run() -> Result<(), String> {
     step("starting overlayd on both hosts (VNI 1, UDP 4789), each with the other as --peer");
     let start = |h: &Host, peer: &Host| {
         let (local, peer) = (h.underlay_ip().to_string(), peer.underlay_ip().to_string());
-        println!("  host {}: overlayd --peer {peer} --local {local}", h.index());
-        h.spawn(&overlayd, &["--peer", &peer, "--local", &local])
+        // Both "hosts" share this machine's filesystem: each daemon gets its own admin socket and state dir
+        // (and its lock).
+        let sock = h.admin_socket().to_string_lossy().into_owned();
+        let state = h
+            .log_dir()
+            .join(format!("state-h{}", h.index()))
+            .display()
+            .to_string();
+        println!(
+            "  host {}: overlayd --peer {peer} --local {local} --admin-socket {sock} --state-dir {state}",
+            h.index()
+        );
+        h.spawn(
+            &overlayd,
+            &[
+                "--peer",
+                &peer,
+                "--local",
+                &local,
+                "--admin-socket",
+                &sock,
+                "--state-dir",
+                &state,
+            ],
+        )
     };
     let mut d1 = start(h1, h2);
     let mut d2 = start(h2, h1);

@@ -61,7 +61,11 @@ pub async fn credentials(cfg: &Config, vtep: IpAddr) -> Result<Option<Setup>, Cl
         }
         Cluster::Init => {
             let c = state.init_cluster(vtep)?;
-            info!(dir = %cfg.state_dir.display(), "created a new cluster; `overlayctl token` prints the join token");
+            info!(
+                dir = %cfg.state_dir.display(),
+                "created a new cluster; `overlayctl --admin-socket {} token` (as root) prints the join token",
+                cfg.admin_socket.display()
+            );
             c
         }
         Cluster::Join(_) if state.is_initialised() => {

@@ -38,9 +38,13 @@ pub struct Args {
     /// Overlay MTU [default: underlay MTU - 50, i.e. 1450 on a 1500 underlay].
     #[arg(long, value_name = "N")]
     pub mtu: Option<u32>,
-    /// Local HTTP endpoint for overlayctl [default: 127.0.0.1:7947].
+    /// Local HTTP endpoint for overlayctl, read-only (fdb, stats, peers) [default: 127.0.0.1:7947].
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<SocketAddr>,
+    /// Root-only Unix socket serving the whole admin API: the join token and every change
+    /// [default: /run/overlayd/admin.sock].
+    #[arg(long, value_name = "PATH")]
+    pub admin_socket: Option<PathBuf>,
     /// TOML file with any of these options (command-line flags win).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -53,12 +57,20 @@ pub struct Args {
     /// Disable TAP/UDP offloads (TSO, GSO, GRO): one frame per datagram, for debugging.
     #[arg(long)]
     pub no_offload: bool,
+    /// Static mode: accept VXLAN from any source and learn from it, as Linux VXLAN does (default: only from
+    /// the --peer addresses).
+    #[arg(long)]
+    pub learn_any_source: bool,
     /// Create a new cluster (CA + this node's credential in --state-dir) and become its first member.
     #[arg(long, conflicts_with = "token")]
     pub init_cluster: bool,
-    /// Join token printed by `overlayctl token` on any member; use with --peer <ADDR-OF-ANY-MEMBER>.
-    #[arg(long, value_name = "TOKEN")]
+    /// Join token printed by `overlayctl --admin-socket PATH token` on any member; use with --peer <ADDR-OF-ANY-MEMBER>.
+    /// Visible to every local user in `ps`: prefer --token-file.
+    #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]
     pub token: Option<String>,
+    /// Read the join token from this file (mode 0600 or stricter; refused if group or others may access it).
+    #[arg(long, value_name = "PATH", conflicts_with = "init_cluster")]
+    pub token_file: Option<PathBuf>,
     /// Where cluster credentials and state live [default: /var/lib/overlayd].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -87,9 +99,12 @@ struct FileConfig {
     tap: Option<String>,
     mtu: Option<u32>,
     admin: Option<SocketAddr>,
+    admin_socket: Option<PathBuf>,
+    token_file: Option<PathBuf>,
     ageing: Option<u64>,
     fdb_max: Option<usize>,
     no_offload: Option<bool>,
+    learn_any_source: Option<bool>,
     state_dir: Option<PathBuf>,
     gossip_port: Option<u16>,
     admitter: Option<bool>,
@@ -107,9 +122,12 @@ pub struct Config {
     pub tap: String,
     pub mtu: Option<u32>,
     pub admin: SocketAddr,
+    pub admin_socket: PathBuf,
     pub ageing_s: u64,
     pub fdb_max: usize,
     pub offload: bool,
+    /// Static mode: accept VXLAN from any source, not only the peers.
+    pub learn_any_source: bool,
     pub cluster: Cluster,
     pub state_dir: PathBuf,
     pub gossip_port: u16,
@@ -156,7 +174,7 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("invalid --token: {0} (copy the single line printed by `overlayctl token` on a cluster member)")]
+    #[error("invalid join token (--token or --token-file): {0} (copy the single line printed by `overlayctl --admin-socket … token` on a cluster member)")]
     Token(String),
     #[error("--token needs --peer <ADDR-OF-ANY-MEMBER>: the address of a host already in the cluster")]
     TokenWithoutPeer,
@@ -166,6 +184,16 @@ pub enum ConfigError {
     AdmitterWithoutKey,
     #[error("--admitter needs a cluster: join with --peer <member> --token <TOKEN> (the token also carries the join secret), or restart a node that already joined")]
     AdmitterNotMember,
+    #[error("--admin-socket {path} is {len} bytes; a Unix socket path is at most 107 bytes: choose a shorter path")]
+    AdminSocketTooLong { path: PathBuf, len: usize },
+    #[error("cannot read the token file {path}: {source} (check --token-file / token-file)")]
+    TokenFile { path: PathBuf, source: std::io::Error },
+    #[error("token file {path} has mode {mode:03o}: group or others may access it and the token grants cluster membership; run `chmod 600 {path}`")]
+    TokenFileMode { path: PathBuf, mode: u32 },
+    #[error("token-file in the config file conflicts with --init-cluster: the first node creates the cluster, only joiners need a token")]
+    InitWithTokenFile,
+    #[error("--learn-any-source applies to static mode only: a cluster member accepts VXLAN from members only (drop the option, or run in static mode with --peer and no --init-cluster/--token/cluster state dir)")]
+    LearnAnySourceInCluster,
     #[error("--admin {0} is not a loopback address: the admin endpoint is unauthenticated, keep it on 127.0.0.1 or ::1")]
     AdminNotLoopback(SocketAddr),
 }
@@ -195,9 +223,18 @@ impl Args {
             .state_dir
             .or(file.state_dir)
             .unwrap_or_else(|| PathBuf::from(control::auth::DEFAULT_STATE_DIR));
+        let token_file = self.token_file.or(file.token_file);
+        let token = match (&self.token, &token_file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(path)) => Some(read_token_file(path)?),
+            (None, None) => None,
+        };
+        if self.init_cluster && token_file.is_some() {
+            return Err(ConfigError::InitWithTokenFile);
+        }
         let cluster = if self.init_cluster {
             Cluster::Init
-        } else if let Some(t) = &self.token {
+        } else if let Some(t) = &token {
             if peers.is_empty() {
                 return Err(ConfigError::TokenWithoutPeer);
             }
@@ -226,6 +263,10 @@ impl Args {
         } else {
             None
         };
+        let learn_any_source = self.learn_any_source || file.learn_any_source.unwrap_or(false);
+        if learn_any_source && cluster != Cluster::Static {
+            return Err(ConfigError::LearnAnySourceInCluster);
+        }
         let gossip_port = self
             .gossip_port
             .or(file.gossip_port)
@@ -261,6 +302,17 @@ impl Args {
         if !admin.ip().is_loopback() {
             return Err(ConfigError::AdminNotLoopback(admin));
         }
+        let admin_socket = self
+            .admin_socket
+            .or(file.admin_socket)
+            .unwrap_or_else(|| PathBuf::from(crate::admin::DEFAULT_ADMIN_SOCKET));
+        let len = admin_socket.as_os_str().len();
+        if len == 0 || len > crate::admin::socket::MAX_SOCKET_PATH {
+            return Err(ConfigError::AdminSocketTooLong {
+                path: admin_socket,
+                len,
+            });
+        }
         let ageing_s = self.ageing.or(file.ageing).unwrap_or(300);
         if ageing_s == 0 {
             return Err(ConfigError::Ageing);
@@ -281,15 +333,34 @@ impl Args {
             tap,
             mtu,
             admin,
+            admin_socket,
             ageing_s,
             fdb_max,
             offload: !(self.no_offload || file.no_offload.unwrap_or(false)),
+            learn_any_source,
             cluster,
             state_dir,
             gossip_port,
             admitter_key,
         })
     }
+}
+
+/// The join token from a file that only its owner can access (the token grants membership).
+fn read_token_file(path: &std::path::Path) -> Result<String, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |source| ConfigError::TokenFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mode = std::fs::metadata(path).map_err(err)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ConfigError::TokenFileMode {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(std::fs::read_to_string(path).map_err(err)?.trim().to_string())
 }
 
 fn check_ifname(what: &'static str, name: &str) -> Result<(), ConfigError> {
@@ -333,8 +404,10 @@ mod tests {
         assert_eq!(c.bridge, "ovl0");
         assert_eq!(c.tap, "ovl1");
         assert_eq!(c.admin.to_string(), "127.0.0.1:7947");
+        assert_eq!(c.admin_socket, PathBuf::from("/run/overlayd/admin.sock"));
         assert_eq!(c.ageing_s, 300);
         assert!(c.offload);
+        assert!(!c.learn_any_source, "only peers may send by default");
         assert_eq!(
             parse(&["--peer", "10.0.0.2", "--vni", "42"]).unwrap().tap,
             "ovl42"
@@ -378,6 +451,35 @@ mod tests {
             parse(&["--peer", "10.0.0.2", "--admitter", "--ca-key-file", "/k"]).unwrap_err(),
             ConfigError::AdmitterNotMember
         ));
+        assert!(matches!(
+            parse(&["--init-cluster", "--learn-any-source"]).unwrap_err(),
+            ConfigError::LearnAnySourceInCluster
+        ));
+    }
+
+    #[test]
+    fn learn_any_source_flag_and_key() {
+        assert!(
+            parse(&["--peer", "10.0.0.2", "--learn-any-source"])
+                .unwrap()
+                .learn_any_source
+        );
+        let dir = std::env::temp_dir().join(format!("overlayd-las-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("o.toml");
+        std::fs::write(&p, "peer = [\"10.0.0.2\"]\nlearn-any-source = true\n").unwrap();
+        assert!(
+            parse(&["--config", p.to_str().unwrap()])
+                .unwrap()
+                .learn_any_source
+        );
+        std::fs::write(&p, "peer = [\"10.0.0.2\"]\nlearn-any-source = false\n").unwrap();
+        assert!(
+            !parse(&["--config", p.to_str().unwrap()])
+                .unwrap()
+                .learn_any_source
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -400,6 +502,60 @@ mod tests {
         assert_eq!(c.cluster, Cluster::Init);
         assert!(c.peers.is_empty());
         assert_eq!(c.gossip_port, 7948);
+    }
+
+    #[test]
+    fn admin_socket_and_token_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let c = parse(&["--peer", "10.0.0.2", "--admin-socket", "/tmp/x/a.sock"]).unwrap();
+        assert_eq!(c.admin_socket, PathBuf::from("/tmp/x/a.sock"));
+        let long = format!("/{}", "a".repeat(107));
+        assert!(matches!(
+            parse(&["--peer", "10.0.0.2", "--admin-socket", &long]).unwrap_err(),
+            ConfigError::AdminSocketTooLong { .. }
+        ));
+        let dir = std::env::temp_dir().join(format!("overlayd-tokfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tf = dir.join("token");
+        let garbage = dir.join("garbage");
+        std::fs::write(&garbage, "not a token\n").unwrap();
+        std::fs::set_permissions(&garbage, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let g = garbage.to_str().unwrap();
+        // The file is read and parsed like --token (a garbage token is refused as such).
+        assert!(matches!(
+            parse(&["--peer", "10.0.0.2", "--token-file", g]).unwrap_err(),
+            ConfigError::Token(_)
+        ));
+        std::fs::write(&tf, "x").unwrap();
+        for mode in [0o640, 0o604, 0o620, 0o644] {
+            std::fs::set_permissions(&tf, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = parse(&["--peer", "10.0.0.2", "--token-file", tf.to_str().unwrap()]).unwrap_err();
+            assert!(matches!(e, ConfigError::TokenFileMode { .. }), "{mode:o}: {e}");
+            assert!(e.to_string().contains("chmod 600"), "{e}");
+        }
+        let e = parse(&["--peer", "10.0.0.2", "--token-file", "/nonexistent/tok"]).unwrap_err();
+        assert!(matches!(e, ConfigError::TokenFile { .. }), "{e}");
+        assert!(Args::try_parse_from(["overlayd", "--token", "t", "--token-file", "f"]).is_err());
+        assert!(Args::try_parse_from(["overlayd", "--init-cluster", "--token-file", "f"]).is_err());
+        // Config keys.
+        let p = dir.join("o.toml");
+        std::fs::write(
+            &p,
+            format!("peer = [\"10.0.0.2\"]\nadmin-socket = \"/tmp/y.sock\"\ntoken-file = \"{g}\"\n"),
+        )
+        .unwrap();
+        let e = parse(&["--config", p.to_str().unwrap()]).unwrap_err();
+        assert!(matches!(e, ConfigError::Token(_)), "token-file key is read: {e}");
+        assert!(matches!(
+            parse(&["--config", p.to_str().unwrap(), "--init-cluster"]).unwrap_err(),
+            ConfigError::InitWithTokenFile
+        ));
+        std::fs::write(&p, "peer = [\"10.0.0.2\"]\nadmin-socket = \"/tmp/y.sock\"\n").unwrap();
+        assert_eq!(
+            parse(&["--config", p.to_str().unwrap()]).unwrap().admin_socket,
+            PathBuf::from("/tmp/y.sock")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

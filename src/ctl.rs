@@ -1,66 +1,166 @@
-//! `overlayctl`: query a running overlayd's admin endpoint and print JSON or aligned tables.
+//! `overlayctl`: talk to a running overlayd's admin API and print JSON or aligned tables.
+//!
+//! Read-only commands go to the TCP address (`--admin`) by default; `--admin-socket PATH` selects the
+//! root-only Unix socket, which every privileged route (see `admin::ROUTES`) requires.
 
+use crate::admin::{self, Access, Method};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// Where overlayctl sends its requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Tcp(SocketAddr),
+    Socket(PathBuf),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Tcp(a) => write!(f, "{a}"),
+            Target::Socket(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
-    #[error("cannot reach overlayd at {addr}: {source} (is overlayd running? in which network namespace? pass --admin if it listens elsewhere)")]
-    Connect {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("overlayd at {addr} answered with HTTP {status}: {body}")]
+    #[error("`overlayctl {command}` needs overlayd's admin socket (root only): run it as root with --admin-socket {default} (or the --admin-socket overlayd was started with)", default = admin::DEFAULT_ADMIN_SOCKET)]
+    NeedsSocket { command: String },
+    #[error("cannot reach overlayd at {target}: {source} (is overlayd running? in which network namespace? pass --admin if it listens elsewhere)")]
+    Connect { target: Target, source: std::io::Error },
+    #[error("no admin socket at {target}: is overlayd running? pass the --admin-socket it was started with")]
+    NoSocket { target: Target },
+    #[error("permission denied on the admin socket {target}: it is root-only, run overlayctl as root")]
+    SocketDenied { target: Target },
+    #[error("overlayd at {target} refused (HTTP {status}): {message}")]
     Status {
-        addr: SocketAddr,
+        target: Target,
         status: u16,
-        body: String,
+        message: String,
     },
-    #[error("overlayd at {addr} sent a malformed answer: {0}", addr = .1)]
-    Malformed(String, SocketAddr),
-    #[error("I/O error talking to {addr}: {source}")]
-    Io {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error("overlayd at {target} sent a malformed answer: {what}")]
+    Malformed { what: String, target: Target },
+    #[error("I/O error talking to {target}: {source}")]
+    Io { target: Target, source: std::io::Error },
 }
 
-/// GET `path` from the admin endpoint and return the body.
-pub fn get(addr: SocketAddr, path: &str) -> Result<String, CtlError> {
-    request(addr, "GET", path)
+/// The target for a command: the socket if given; else TCP, unless the route is privileged.
+pub fn target_for(
+    command: &str,
+    method: Method,
+    path: &str,
+    admin: SocketAddr,
+    socket: Option<PathBuf>,
+) -> Result<Target, CtlError> {
+    if let Some(p) = socket {
+        return Ok(Target::Socket(p));
+    }
+    match admin::find_route(method, path) {
+        Ok(r) if r.access == Access::Privileged => Err(CtlError::NeedsSocket {
+            command: command.to_string(),
+        }),
+        _ => Ok(Target::Tcp(admin)),
+    }
 }
 
-/// `method` (GET or POST, no body) `path` on the admin endpoint; the body of a 200 answer.
-pub fn request(addr: SocketAddr, method: &str, path: &str) -> Result<String, CtlError> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
-        .map_err(|source| CtlError::Connect { addr, source })?;
-    let io = |source| CtlError::Io { addr, source };
-    s.set_read_timeout(Some(Duration::from_secs(5))).map_err(io)?;
+trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
+
+fn connect(target: &Target) -> Result<Box<dyn Stream>, CtlError> {
+    let io = |source| CtlError::Io {
+        target: target.clone(),
+        source,
+    };
+    match target {
+        Target::Tcp(addr) => {
+            let s = TcpStream::connect_timeout(addr, Duration::from_secs(3)).map_err(|source| {
+                CtlError::Connect {
+                    target: target.clone(),
+                    source,
+                }
+            })?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).map_err(io)?;
+            s.set_write_timeout(Some(Duration::from_secs(5))).map_err(io)?;
+            Ok(Box::new(s))
+        }
+        Target::Socket(path) => {
+            let s = UnixStream::connect(path).map_err(|source| match source.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => CtlError::NoSocket {
+                    target: target.clone(),
+                },
+                std::io::ErrorKind::PermissionDenied => CtlError::SocketDenied {
+                    target: target.clone(),
+                },
+                _ => CtlError::Connect {
+                    target: target.clone(),
+                    source,
+                },
+            })?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).map_err(io)?;
+            s.set_write_timeout(Some(Duration::from_secs(5))).map_err(io)?;
+            Ok(Box::new(s))
+        }
+    }
+}
+
+/// Send one request and return the body of a 200 answer.
+pub fn request(target: &Target, method: Method, path: &str, body: &str) -> Result<String, CtlError> {
+    let mut s = connect(target)?;
+    let io = |source| CtlError::Io {
+        target: target.clone(),
+        source,
+    };
+    let host = match target {
+        Target::Tcp(a) => a.to_string(),
+        Target::Socket(_) => "localhost".to_string(),
+    };
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        method.as_str(),
+        body.len()
     )
     .map_err(io)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).map_err(io)?;
-    let text = String::from_utf8(raw).map_err(|_| CtlError::Malformed("not UTF-8".into(), addr))?;
+    let malformed = |what: &str| CtlError::Malformed {
+        what: what.to_string(),
+        target: target.clone(),
+    };
+    let text = String::from_utf8(raw).map_err(|_| malformed("not UTF-8"))?;
     let (head, body) = text
         .split_once("\r\n\r\n")
-        .ok_or_else(|| CtlError::Malformed("no header end".into(), addr))?;
+        .ok_or_else(|| malformed("no header end"))?;
     let status = head
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| CtlError::Malformed("no status line".into(), addr))?;
+        .ok_or_else(|| malformed("no status line"))?;
     if status != 200 {
         return Err(CtlError::Status {
-            addr,
+            target: target.clone(),
             status,
-            body: body.to_string(),
+            message: error_message(body),
         });
     }
     Ok(body.to_string())
+}
+
+/// GET `path`.
+pub fn get(target: &Target, path: &str) -> Result<String, CtlError> {
+    request(target, Method::Get, path, "")
+}
+
+/// The `error` field of a JSON error body, else the body itself (trimmed).
+pub fn error_message(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .unwrap_or_else(|| body.trim().to_string())
 }
 
 /// Render rows as a table whose columns are as wide as their widest cell.
@@ -150,5 +250,30 @@ mod tests {
         let st = render("stats", r#"{"rx_frames":5,"drops":{"short":2}}"#).unwrap();
         assert!(st.contains("drops.short  2"), "{st}");
         assert!(render("fdb", "not json").is_err());
+    }
+
+    #[test]
+    fn privileged_commands_need_the_socket() {
+        let tcp: SocketAddr = "127.0.0.1:7947".parse().unwrap();
+        let e = target_for("token", Method::Get, "/v1/token", tcp, None).unwrap_err();
+        assert!(
+            e.to_string().contains("--admin-socket /run/overlayd/admin.sock"),
+            "{e}"
+        );
+        assert_eq!(
+            target_for("fdb", Method::Get, "/v1/fdb", tcp, None).unwrap(),
+            Target::Tcp(tcp)
+        );
+        let p = PathBuf::from("/x.sock");
+        assert_eq!(
+            target_for("token", Method::Get, "/v1/token", tcp, Some(p.clone())).unwrap(),
+            Target::Socket(p)
+        );
+    }
+
+    #[test]
+    fn error_bodies_become_messages() {
+        assert_eq!(error_message(r#"{"error":"no join token"}"#), "no join token");
+        assert_eq!(error_message(" plain \n"), "plain");
     }
 }

@@ -2,12 +2,14 @@
 //! endpoint, and tear everything down on SIGTERM/SIGINT. All decisions live in the dataplane crate; this file
 //! only wires it together.
 
-use crate::admin::{self, AdminState};
+use crate::admin::{self, AdminSocket, AdminState, Limits, PeerPolicy};
 use crate::cluster::{self, ClusterError, Plumbing};
 use crate::config::Config;
+use crate::devices::{DeviceSpec, Devices, DevicesError};
+use crate::lock::{LockError, StateLock};
 use dataplane::engine::{Engine, EngineConfig, PeerSet};
 use dataplane::fdb::Fdb;
-use dataplane::io::{self, netlink, Tap, TapConfig, UdpOptions, UdpSocket, Waker};
+use dataplane::io::{self, netlink, UdpOptions, UdpSocket, Waker};
 use dataplane::stats::Counters;
 use dataplane::worker::{self, TxOffloads};
 use std::net::{IpAddr, SocketAddr};
@@ -19,6 +21,8 @@ use tracing::{info, warn};
 /// Socket buffers: enough for a few superframe bursts per direction (SO_*BUFFORCE, we run as root).
 const UDP_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 const CAP_NET_ADMIN: u32 = 12;
+/// How often local FDB entries are reconciled with the bridge's table (and aged entries expired).
+const BRIDGE_SYNC: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -39,12 +43,18 @@ pub enum DaemonError {
     #[error(transparent)]
     Tap(#[from] io::TapError),
     #[error(transparent)]
+    Devices(#[from] DevicesError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
     Udp(#[from] io::UdpError),
     #[error("cannot listen on admin address {addr}: {source} (is another overlayd running? choose another --admin)")]
     Admin {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    AdminSocket(#[from] admin::socket::SocketError),
     #[error("cannot start: {0}")]
     Runtime(#[from] std::io::Error),
 }
@@ -60,21 +70,6 @@ fn has_net_admin() -> bool {
         .map_or(true, |caps| caps & (1 << CAP_NET_ADMIN) != 0)
 }
 
-/// Undo what we created, in reverse order, even on early return.
-struct Cleanup {
-    bridge: Option<String>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(b) = self.bridge.take() {
-            if let Err(e) = netlink::delete_link(&b) {
-                warn!("could not remove bridge {b} we created: {e}");
-            }
-        }
-    }
-}
-
 pub fn run(cfg: Config) -> Result<(), DaemonError> {
     if !has_net_admin() {
         return Err(DaemonError::NoCapability);
@@ -82,6 +77,8 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     if !std::path::Path::new("/dev/net/tun").exists() {
         return Err(DaemonError::NoTun);
     }
+    // First of all: one daemon per state dir (released by the kernel when we exit or die).
+    let _lock = StateLock::acquire(&cfg.state_dir)?;
     let local = match (cfg.local, cfg.peers.first()) {
         (Some(l), _) => l,
         (None, Some(&first)) => {
@@ -93,7 +90,7 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    // Everything that can fail without side effects comes first: the admin socket, then credentials
+    // Everything that can fail without side effects comes first: the admin listeners, then credentials
     // (joining talks to the network); only then is anything created on the host.
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(cfg.admin))
@@ -101,30 +98,24 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             addr: cfg.admin,
             source,
         })?;
+    // Removed when `admin_socket` drops, on every return path below.
+    let mut admin_socket = rt.block_on(AdminSocket::bind(&cfg.admin_socket))?;
     let cluster_cred = rt.block_on(cluster::credentials(&cfg, local))?;
     let cluster_mode = cluster_cred.is_some();
     let underlay = netlink::interface_with_addr(local)?.ok_or(DaemonError::LocalNotOurs(local))?;
     let overhead = if local.is_ipv4() { 50 } else { 70 };
     let mtu = cfg.mtu.unwrap_or(underlay.1.saturating_sub(overhead));
 
-    let mut cleanup = Cleanup { bridge: None };
-    if netlink::ensure_bridge(&cfg.bridge)? {
-        cleanup.bridge = Some(cfg.bridge.clone());
-        info!(bridge = %cfg.bridge, "created bridge");
-    }
-    let tap = Tap::create(&TapConfig {
-        name: cfg.tap.clone(),
-        vnet_hdr: cfg.offload,
-        queues: 1,
+    // Removes only what it created, on every return path (see devices.rs).
+    let devices = Devices::setup(DeviceSpec {
+        tap: cfg.tap.clone(),
+        bridge: cfg.bridge.clone(),
+        mtu,
+        offload: cfg.offload,
+        state_dir: cfg.state_dir.clone(),
     })?;
-    let tso = cfg.offload
-        && tap
-            .set_offload(io::TUN_F_CSUM | io::TUN_F_TSO4 | io::TUN_F_TSO6 | io::TUN_F_TSO_ECN)
-            .map_err(|e| warn!("TAP offloads unavailable, continuing without TSO: {e}"))
-            .is_ok();
-    netlink::set_mtu(tap.name(), mtu)?;
-    netlink::set_master(tap.name(), &cfg.bridge)?;
-    netlink::set_up(tap.name())?;
+    let (tap, tso) = (devices.tap(), devices.tso());
+    let watcher = devices.watcher()?;
 
     let udp = UdpSocket::bind(
         SocketAddr::new(local, cfg.port),
@@ -150,7 +141,9 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     });
     let mut ecfg = EngineConfig::new(cfg.vni, local);
     ecfg.port = cfg.port;
-    ecfg.require_member = cluster_mode;
+    // Only members (cluster) or the configured --peers (static) may inject frames, unless the operator asked
+    // for kernel-style flood-and-learn from anyone.
+    ecfg.require_member = cluster_mode || !cfg.learn_any_source;
     let (tx_counters, rx_counters) = (Arc::new(Counters::default()), Arc::new(Counters::default()));
     let tx_engine = Engine::new(ecfg.clone(), fdb.clone(), peers.clone(), tx_counters.clone());
     let rx_engine = Engine::new(ecfg, fdb.clone(), peers.clone(), rx_counters.clone());
@@ -163,15 +156,16 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
     let state = Arc::new(AdminState {
         vni: cfg.vni.get(),
         fdb: fdb.clone(),
-        counters: vec![tx_counters, rx_counters],
+        counters: vec![tx_counters, rx_counters, fdb.counters().clone()],
         peers: peers.clone(),
         members: members.clone(),
         admission,
         cluster_state,
         quic,
+        socket_path: cfg.admin_socket.clone(),
     });
     if !cluster_mode {
-        info!("control plane off (static peers, flood-and-learn); start one node with --init-cluster and join others with --peer <member> --token <`overlayctl token`> to turn it on");
+        info!("control plane off (static peers, flood-and-learn); start one node with --init-cluster and join others with --peer <member> --token-file <file holding `overlayctl --admin-socket … token`> to turn it on");
     }
 
     info!(
@@ -186,12 +180,14 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         udp_gso = offloads.udp_gso,
         udp_gro = gro,
         admin = %cfg.admin,
+        admin_socket = %cfg.admin_socket.display(),
         "overlayd up"
     );
 
     let stop = AtomicBool::new(false);
     let (tx_waker, rx_waker) = (Waker::new()?, Waker::new()?);
     let queue = &tap.queues()[0];
+    let (fault_tx, fault_rx) = tokio::sync::oneshot::channel();
     std::thread::scope(|s| -> Result<(), DaemonError> {
         let tx = std::thread::Builder::new()
             .name("ovl-tx".into())
@@ -203,6 +199,9 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
             .spawn_scoped(s, || {
                 worker::run_rx(rx_engine, queue, &udp, gro, &stop, &rx_waker)
             })?;
+        std::thread::Builder::new()
+            .name("ovl-devices".into())
+            .spawn_scoped(s, || watcher.run(&stop, fault_tx, || tx_waker.wake()))?;
         let result = rt.block_on(async {
             let control = match cluster_cred {
                 Some(setup) => {
@@ -216,24 +215,41 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
                 }
                 None => None,
             };
-            let admin = tokio::spawn(admin::serve(listener, state));
+            let admin = tokio::spawn(admin::serve_tcp(listener, state.clone(), Limits::default()));
+            let admin_unix = admin_socket.take_listener().map(|l| {
+                tokio::spawn(admin::serve_unix(
+                    l,
+                    state,
+                    Limits::default(),
+                    PeerPolicy::current(),
+                ))
+            });
             let housekeeping = tokio::spawn({
-                let fdb = fdb.clone();
+                let (fdb, bridge, tap) = (fdb.clone(), cfg.bridge.clone(), tap.name().to_string());
                 async move {
-                    let mut tick = tokio::time::interval(Duration::from_secs(1));
+                    let mut tick = tokio::time::interval(BRIDGE_SYNC);
+                    let mut bridge_ok = true;
                     loop {
                         tick.tick().await;
+                        bridge_ok = sync_local_macs(&fdb, &bridge, &tap, local, bridge_ok);
                         fdb.expire(Instant::now());
                     }
                 }
             });
-            let r = wait_for_signal().await;
+            // A lost TAP/bridge that cannot be restored ends the daemon like a signal, but as an error.
+            let r = tokio::select! {
+                r = wait_for_signal() => r.map_err(DaemonError::Runtime),
+                Ok(e) = fault_rx => Err(DaemonError::Devices(e)),
+            };
             if let Some(c) = control {
                 c.leave().await;
             }
             admin.abort();
+            if let Some(a) = admin_unix {
+                a.abort();
+            }
             housekeeping.abort();
-            r.map_err(DaemonError::Runtime)
+            r
         });
         info!("shutting down");
         stop.store(true, Ordering::Relaxed);
@@ -243,11 +259,37 @@ pub fn run(cfg: Config) -> Result<(), DaemonError> {
         let _ = rx.join();
         result
     })?;
-    // Closing the last queue fd removes the (non-persistent) TAP; the bridge goes with `cleanup`.
-    drop(tap);
-    drop(cleanup);
+    // Closing the last queue fd removes the (non-persistent) TAP; the bridge goes only if we created it and
+    // nothing else is plugged into it.
+    drop(devices);
+    drop(admin_socket);
     info!("stopped");
     Ok(())
+}
+
+/// Which MACs are `local` follows our bridge's own table (issue 8, DECISIONS: "local" = on a non-TAP port of
+/// our bridge): a MAC that left it may be claimed from elsewhere, one that is there may not. One netlink dump
+/// of the bridge table per call, off the forwarding threads. Returns whether the bridge could be read; logs
+/// only changes.
+fn sync_local_macs(fdb: &Fdb, bridge: &str, tap: &str, local: IpAddr, was_ok: bool) -> bool {
+    let read_at = Instant::now();
+    match io::bridge_macs(bridge, tap) {
+        Ok(macs) => {
+            // The bridge's and the ports' own addresses count as present but are not announced as containers.
+            let on_bridge: Vec<_> = macs.iter().map(|b| (b.mac, !b.permanent)).collect();
+            fdb.sync_bridge(&on_bridge, local, read_at, Instant::now());
+            if !was_ok {
+                info!(%bridge, "reading the bridge's forwarding table works again");
+            }
+            true
+        }
+        Err(e) => {
+            if was_ok {
+                warn!(%bridge, "cannot read the bridge's forwarding table ({e}); local MACs now only follow TAP traffic and ageing");
+            }
+            false
+        }
+    }
 }
 
 async fn wait_for_signal() -> std::io::Result<()> {

@@ -5,3 +5,7 @@ pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
+pub mod devices;
+pub mod links;
+pub mod lock;
+pub mod ownership;

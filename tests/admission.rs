@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::overlay::{ctl_json, ping_ok, OVERLAYCTL, OVERLAYD};
+use common::overlay::{ctl_json, ctl_socket, ping_ok, spawn_overlayd, OVERLAYCTL};
 
 use common::testbed::{wait_until, Daemon, Host, Netns, Testbed};
 use serde_json::Value;
@@ -27,7 +27,7 @@ fn state_dir(tb: &Testbed, host: &Host, tag: &str) -> String {
 
 /// Starts overlayd on `host` and waits (20 s) until its admin endpoint answers.
 fn start(host: &Host, args: &[&str]) -> Daemon {
-    let mut d = host.spawn(OVERLAYD, args);
+    let mut d = spawn_overlayd(host, args);
     let ready = wait_until(Duration::from_secs(20), || {
         !d.is_running() || host.exec(OVERLAYCTL, &["stats", "--json"]).is_ok()
     });
@@ -54,8 +54,8 @@ fn join(tb: &Testbed, host: &Host, via: &Host, token: &str, tag: &str) -> Daemon
 
 /// A join that must fail: overlayd exits non-zero within 40 s; returns its log.
 fn join_fails(tb: &Testbed, host: &Host, via: &Host, token: &str, tag: &str) -> String {
-    let mut d = host.spawn(
-        OVERLAYD,
+    let mut d = spawn_overlayd(
+        host,
         &[
             "--peer",
             &via.underlay_ip().to_string(),
@@ -72,8 +72,16 @@ fn join_fails(tb: &Testbed, host: &Host, via: &Host, token: &str, tag: &str) -> 
     log
 }
 
+/// `overlayctl --admin-socket … args` (as root) that must succeed, trimmed.
+fn ctl_ok(host: &Host, args: &[&str]) -> String {
+    ctl_socket(host, args)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .trim()
+        .to_string()
+}
+
 fn token(host: &Host) -> String {
-    let t = host.run(OVERLAYCTL, &["token"]).trim().to_string();
+    let t = ctl_ok(host, &["token"]);
     assert!(t.starts_with("OVL1-"), "unexpected token format: {t:?}");
     t
 }
@@ -153,7 +161,7 @@ fn admission_relay_rotation_and_no_admitter() {
     // `token` and `token --rotate` on a non-admitter fail and name the admitter.
     let h1_gossip = format!("{}:7948", h1.underlay_ip());
     for args in [&["token"][..], &["token", "--rotate"][..]] {
-        let e = h2.exec(OVERLAYCTL, args).expect_err("token on a non-admitter");
+        let e = ctl_socket(h2, args).expect_err("token on a non-admitter");
         assert!(
             e.stderr.contains("not an admitter") && e.stderr.contains(&h1_gossip),
             "`overlayctl {args:?}` on host 2: {e}"
@@ -171,7 +179,7 @@ fn admission_relay_rotation_and_no_admitter() {
     assert!(relayed >= 1, "host 2 relayed no join: {}", ctl_json(h2, "stats"));
 
     // Rotation: the old token is refused from then on, the new one accepted (both through host 2).
-    let t2 = h1.run(OVERLAYCTL, &["token", "--rotate"]).trim().to_string();
+    let t2 = ctl_ok(h1, &["token", "--rotate"]);
     assert!(t2.starts_with("OVL1-") && t2 != t1, "rotate printed {t2:?}");
     assert_eq!(token(h1), t2);
     let log = join_fails(&tb, h4, h2, &t1, "old");
@@ -251,7 +259,7 @@ fn second_admitter_admits_when_the_first_is_gone() {
     assert!(all_alive(&[h1, h2, h3], &[h1, h2, h3]), "3 members not all alive");
 
     // After a rotation on host 1, restarting host 2 with the new token makes it accept the same secret.
-    let t2 = h1.run(OVERLAYCTL, &["token", "--rotate"]).trim().to_string();
+    let t2 = ctl_ok(h1, &["token", "--rotate"]);
     assert_ne!(t2, tok);
     drop(_d2);
     let _d2 = start(
@@ -428,8 +436,8 @@ fn handshake_flood_causes_no_false_death() {
 
     // Meanwhile a legitimate node joins through the flooded member.
     std::thread::sleep(Duration::from_secs(1));
-    let mut joiner = late.spawn(
-        OVERLAYD,
+    let mut joiner = spawn_overlayd(
+        late,
         &[
             "--peer",
             &h2.underlay_ip().to_string(),

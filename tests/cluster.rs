@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::overlay::{ctl_json, ping_ok, OVERLAYCTL, OVERLAYD};
+use common::overlay::{ctl_json, ctl_socket, ping_ok, spawn_overlayd, OVERLAYCTL};
 
 use common::testbed::{wait_until, Daemon, Host, Netns, Testbed};
 use serde_json::Value;
@@ -34,7 +34,7 @@ fn state_dir(tb: &Testbed, host: &Host, tag: &str) -> String {
 /// Starts overlayd on `host` with `args` and waits (20 s: a join includes a QUIC handshake) until its admin
 /// endpoint answers. Panics with the log if it exits first.
 fn start(host: &Host, args: &[&str]) -> Daemon {
-    let mut d = host.spawn(OVERLAYD, args);
+    let mut d = spawn_overlayd(host, args);
     let ready = wait_until(Duration::from_secs(20), || {
         !d.is_running() || host.exec(OVERLAYCTL, &["stats", "--json"]).is_ok()
     });
@@ -83,9 +83,12 @@ fn non_member_drops(host: &Host) -> u64 {
         .unwrap_or(0)
 }
 
-/// `overlayctl token` on the first member (one line, trimmed).
+/// `overlayctl --admin-socket … token` on the first member (one line, trimmed).
 fn token(host: &Host) -> String {
-    let t = host.run(OVERLAYCTL, &["token"]).trim().to_string();
+    let t = ctl_socket(host, &["token"])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .trim()
+        .to_string();
     assert!(t.starts_with("OVL1-"), "unexpected token format: {t:?}");
     t
 }
@@ -110,8 +113,8 @@ fn form_cluster(tb: &Testbed, hosts: &[&Host]) -> Vec<Daemon> {
     let spawned: Vec<Daemon> = hosts[1..]
         .iter()
         .map(|h| {
-            h.spawn(
-                OVERLAYD,
+            spawn_overlayd(
+                h,
                 &[
                     "--peer",
                     &seed,
@@ -320,8 +323,8 @@ fn forged_or_absent_token_is_refused() {
     for (part, what) in [(2, "forged secret"), (1, "forged CA fingerprint")] {
         let forged = forge(&real, part);
         let dir = state_dir(&tb, intruder, &format!("forged{part}"));
-        let mut d = intruder.spawn(
-            OVERLAYD,
+        let mut d = spawn_overlayd(
+            intruder,
             &["--peer", &seed, "--token", &forged, "--state-dir", &dir],
         );
         // Meanwhile the intruder's container tries to talk to the members.

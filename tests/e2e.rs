@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::overlay::{ctl_json, ping_ok, OVERLAYCTL, OVERLAYD};
+use common::overlay::{ctl_json, ping_ok, spawn_overlayd, OVERLAYCTL};
 
 use common::garbage::{self, GARBAGE_COUNT};
 use common::testbed::{tcp_transfer, wait_until, BridgeMode, Daemon, Host, Netns, Testbed};
@@ -21,6 +21,7 @@ const UNDERLAY_DROPS: &[&str] = &[
     "unknown_vni",
     "bad_src_mac",
     "non_member",
+    "spoofed_src",
     "vlan_tagged",
     "tap_write_error",
 ];
@@ -39,13 +40,21 @@ fn start_overlayd(host: &Host, peers: &[Ipv4Addr], vni: Option<u32>, extra: &[&s
     }
     args.push("--local".into());
     args.push(host.underlay_ip().to_string());
+    // Every daemon its own state dir (one daemon per state dir: see src/lock.rs).
+    args.push("--state-dir".into());
+    args.push(
+        host.log_dir()
+            .join(format!("state-{}", host.ns()))
+            .display()
+            .to_string(),
+    );
     if let Some(v) = vni {
         args.push("--vni".into());
         args.push(v.to_string());
     }
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut d = host.spawn(OVERLAYD, &args);
+    let mut d = spawn_overlayd(host, &args);
     let tap = format!("ovl{}", vni.unwrap_or(1));
     let ready = wait_until(Duration::from_secs(10), || {
         !d.is_running() || (host.link_exists(&tap) && host.exec(OVERLAYCTL, &["stats", "--json"]).is_ok())
@@ -443,7 +452,7 @@ fn sigint_removes_tap_and_exits_0() {
 /// nothing outside it) and returns (exit code, output).
 fn run_usage(args: &[&str]) -> (Option<i32>, String) {
     let tb = Testbed::builder().hosts(1).containers(false).build();
-    let mut d = tb.host(1).spawn(OVERLAYD, args);
+    let mut d = spawn_overlayd(tb.host(1), args);
     let st = d.wait_timeout(Duration::from_secs(5));
     let st = st.unwrap_or_else(|| {
         panic!(

@@ -5,8 +5,10 @@
 //! Semantics follow Linux vxlan + bridge:
 //! - TAP → underlay: known unicast goes to the owning VTEP; broadcast, multicast and unknown unicast are
 //!   head-end replicated to every peer VTEP; the source MAC is recorded as living behind our bridge.
-//! - underlay → TAP: RFC 7348 validation, then the inner source MAC is learned against the outer source
-//!   address. A datagram is only ever delivered to the TAP, never re-sent to another VTEP (split horizon: with
+//! - underlay → TAP: RFC 7348 validation, the outer source must be a member (cluster mode) or a configured
+//!   peer (static mode, unless `learn_any_source`), a datagram whose inner source MAC lives behind our own
+//!   bridge is dropped (`spoofed_src`) before it can reach the bridge and steal that MAC from its container,
+//!   then the inner source MAC is learned against the outer source address. A datagram is only ever delivered to the TAP, never re-sent to another VTEP (split horizon: with
 //!   full-mesh head-end replication every VTEP already got its own copy).
 
 use crate::fdb::{Fdb, Learn, Origin};
@@ -29,7 +31,8 @@ pub struct EngineConfig {
     pub local: IpAddr,
     /// Outer UDP source port range for flow entropy (Linux uses the ephemeral range).
     pub src_ports: RangeInclusive<u16>,
-    /// Cluster mode: accept datagrams only from addresses in the peer set.
+    /// Accept datagrams only from addresses in the peer set: cluster members, or the static `--peer`s. Off
+    /// only for `--learn-any-source` (kernel-style flood-and-learn from any source).
     pub require_member: bool,
     /// Accept 802.1Q-tagged inner frames (RFC 7348 §6.1 says discard unless configured).
     pub allow_vlan: bool,
@@ -42,7 +45,7 @@ impl EngineConfig {
             port: vxlan::VXLAN_PORT,
             local,
             src_ports: 32768..=60999,
-            require_member: false,
+            require_member: true,
             allow_vlan: false,
         }
     }
@@ -158,7 +161,8 @@ impl Engine {
                 Counters::add(&self.counters.moves, 1);
             }
             Learn::Full => Counters::add(&self.counters.fdb_full, 1),
-            Learn::Refreshed | Learn::Ignored => {}
+            // Dampened moves are counted by the FDB itself (`mac_flaps`), control-plane installs included.
+            Learn::Refreshed | Learn::Ignored | Learn::OwnedLocally | Learn::Dampened => {}
         }
     }
 
@@ -228,6 +232,9 @@ impl Engine {
             return Err(DropReason::VlanTagged);
         }
         let l = self.fdb.learn(mac, src.ip(), Origin::Learned, now);
+        if l == Learn::OwnedLocally {
+            return Err(DropReason::SpoofedSrc);
+        }
         self.count_learn(l);
         Ok(VXLAN_HEADER_LEN..dgram.len())
     }

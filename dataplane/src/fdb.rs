@@ -1,19 +1,35 @@
 //! The forwarding database: MAC → VTEP, bounded, shared between workers, the control plane and the admin API.
 //!
 //! Time is explicit: every call takes `now` and nothing here reads a clock, so tests drive ageing directly.
-//! Precedence (STYLE §5, kernel vxlan semantics): `static` > `control` > `learned`/`local`. Learned and local
-//! entries age out after `ageing` (kernel default 300 s); a lookup treats an aged entry as absent even before
-//! [`Fdb::expire`] removes it. Control entries never age: the control plane withdraws them.
+//! Learned and local entries age out after `ageing` (kernel default 300 s); a lookup treats an aged entry as
+//! absent even before [`Fdb::expire`] removes it. Control entries never age: the control plane withdraws them.
 //!
-//! Concurrency: a sharded map (dashmap). The hot path takes one shard read lock per lookup; refreshing a learned
-//! entry is an atomic store under that read lock, so steady-state traffic never takes a write lock.
+//! Precedence (STYLE §5, issue 8 "Trust"):
+//! - `static` beats everything and is never overridden.
+//! - `local` (the MAC sits on a non-TAP port of our bridge) beats `control` and `learned`: a datagram from
+//!   elsewhere never takes a local MAC away (the engine drops it as `spoofed_src`), and a control claim for it
+//!   is kept aside until the MAC leaves our bridge ([`Fdb::sync_bridge`]), then it wins.
+//! - `control` beats `learned`; a learned sighting never overwrites a control or local entry.
+//! - Every change of owner of a remote claim (learned or control) is subject to dampening ([`Damping`], RFC 7432
+//!   §15); refused moves are counted as `mac_flaps`.
+//!
+//! Concurrency: a sharded map (dashmap). The hot path takes one shard read lock per lookup; refreshing an
+//! entry is an atomic store under that read lock, so steady-state traffic never takes a write lock. Moves,
+//! installs and withdrawals take the shard's write lock.
 
+mod damping;
+pub use damping::Damping;
+use damping::Moves;
+
+use crate::stats::Counters;
 use crate::wire::MacAddr;
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use serde::Serialize;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Where an entry came from.
@@ -42,6 +58,22 @@ struct Slot {
     origin: Origin,
     /// Nanoseconds since the FDB epoch when the entry was last confirmed.
     seen: AtomicU64,
+    /// The control plane's latest claim for this MAC that could not be applied yet: the MAC is local here,
+    /// or dampening froze it. Applied when the MAC leaves our bridge or the dampening window closes.
+    claim: Option<IpAddr>,
+    moves: Moves,
+}
+
+impl Slot {
+    fn new(vtep: IpAddr, origin: Origin, t: u64) -> Slot {
+        Slot {
+            vtep,
+            origin,
+            seen: AtomicU64::new(t),
+            claim: None,
+            moves: Moves::default(),
+        }
+    }
 }
 
 /// A lookup result.
@@ -62,6 +94,11 @@ pub enum Learn {
     Moved { from: IpAddr },
     /// A control or static entry owns this MAC; learning does not override it.
     Ignored,
+    /// A remote sighting of a MAC that lives behind our own bridge: refused (the engine drops the datagram as
+    /// `spoofed_src`).
+    OwnedLocally,
+    /// The MAC moved too often (dampening): frozen at its current owner, the move was refused and counted.
+    Dampened,
     /// The table is at capacity; nothing learned.
     Full,
 }
@@ -126,7 +163,10 @@ pub struct Fdb {
     map: DashMap<MacAddr, Slot, MacHashBuilder>,
     capacity: usize,
     ageing: Duration,
+    damping: Damping,
     epoch: Instant,
+    /// What the FDB itself counts (`mac_flaps`); served next to the workers' counters.
+    counters: Arc<Counters>,
 }
 
 impl Fdb {
@@ -139,8 +179,21 @@ impl Fdb {
             map: DashMap::with_capacity_and_hasher(capacity.min(4096), MacHashBuilder::new()),
             capacity,
             ageing,
+            damping: Damping::default(),
             epoch,
+            counters: Arc::default(),
         }
+    }
+
+    /// Replace the default dampening thresholds (RFC 7432's 5 moves in 180 s).
+    pub fn with_damping(mut self, damping: Damping) -> Fdb {
+        self.damping = damping;
+        self
+    }
+
+    /// The FDB's own counters (`mac_flaps`); add them to the ones `overlayctl stats` sums.
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
     }
 
     fn ts(&self, now: Instant) -> u64 {
@@ -172,87 +225,228 @@ impl Fdb {
     }
 
     /// Record that `mac` sits behind `vtep` (learned from a datagram's outer source), or behind our own bridge
-    /// (`origin` = [`Origin::Local`], `vtep` = our own address).
+    /// (`origin` = [`Origin::Local`], `vtep` = our own address). See the module doc for what wins.
     #[inline]
     pub fn learn(&self, mac: MacAddr, vtep: IpAddr, origin: Origin, now: Instant) -> Learn {
         debug_assert!(origin.ages());
         let t = self.ts(now);
+        // Fast path under the shard read lock: a refresh, or a refusal that changes nothing.
         if let Some(s) = self.map.get(&mac) {
-            match s.origin {
-                Origin::Static => return Learn::Ignored,
-                // A control entry is authoritative for remote sightings; a local sighting means the MAC moved
-                // here, which the control plane will learn from our advertisement.
-                Origin::Control if origin == Origin::Learned => return Learn::Ignored,
-                o if o == origin && s.vtep == vtep => {
-                    s.seen.store(t, Relaxed);
-                    return Learn::Refreshed;
+            if self.fresh(&s, t) {
+                match (s.origin, origin) {
+                    (o, n) if o == n && s.vtep == vtep => {
+                        s.seen.store(t, Relaxed);
+                        return Learn::Refreshed;
+                    }
+                    (Origin::Static, _) | (Origin::Control, Origin::Learned) => return Learn::Ignored,
+                    (Origin::Local, Origin::Learned) => return Learn::OwnedLocally,
+                    _ => {}
                 }
-                _ => {}
             }
         }
         if self.map.len() >= self.capacity && !self.map.contains_key(&mac) {
             return Learn::Full;
         }
-        let new = Slot {
-            vtep,
-            origin,
-            seen: AtomicU64::new(t),
-        };
-        match self.map.insert(mac, new) {
-            None => Learn::New,
-            Some(old) if old.vtep == vtep && old.origin == origin => Learn::Refreshed,
-            Some(old) if !self.fresh(&old, t) => Learn::New,
-            Some(old) => Learn::Moved { from: old.vtep },
+        match self.map.entry(mac) {
+            Entry::Vacant(v) => {
+                v.insert(Slot::new(vtep, origin, t));
+                Learn::New
+            }
+            Entry::Occupied(mut o) => self.relearn(o.get_mut(), vtep, origin, t),
         }
     }
 
-    /// Install an entry owned by the control plane; it beats learned and local entries, not static ones.
-    pub fn install_control(&self, mac: MacAddr, vtep: IpAddr, now: Instant) -> bool {
-        if let Some(s) = self.map.get(&mac) {
-            if s.origin == Origin::Static {
-                return false;
+    /// [`Fdb::learn`] on an existing entry, under its shard's write lock.
+    fn relearn(&self, s: &mut Slot, vtep: IpAddr, origin: Origin, t: u64) -> Learn {
+        if !self.settle(s, t) {
+            // Aged out: as good as absent, but its move history stays (an entry cannot dodge dampening by
+            // going quiet for a while).
+            let moves = s.moves;
+            *s = Slot::new(vtep, origin, t);
+            s.moves = moves;
+            return Learn::New;
+        }
+        let from = s.vtep;
+        match (s.origin, origin) {
+            (Origin::Static, _) | (Origin::Control, Origin::Learned) => Learn::Ignored,
+            (Origin::Local, Origin::Learned) => Learn::OwnedLocally,
+            (o, n) if o == n && from == vtep => {
+                s.seen.store(t, Relaxed);
+                Learn::Refreshed
+            }
+            (old, Origin::Local) => {
+                // Our bridge forwarded a frame from this MAC, so it is here whatever remote claims say. A
+                // control claim is kept for when it leaves again.
+                if old == Origin::Control {
+                    s.claim = Some(from);
+                }
+                s.origin = Origin::Local;
+                s.vtep = vtep;
+                s.seen.store(t, Relaxed);
+                if from == vtep {
+                    Learn::New
+                } else {
+                    s.moves.try_move(t, &self.damping, true);
+                    Learn::Moved { from }
+                }
+            }
+            _ => {
+                // A learned entry seen at another VTEP.
+                if s.moves.try_move(t, &self.damping, false) {
+                    s.vtep = vtep;
+                    s.seen.store(t, Relaxed);
+                    Learn::Moved { from }
+                } else {
+                    Counters::add(&self.counters.mac_flaps, 1);
+                    Learn::Dampened
+                }
             }
         }
+    }
+
+    /// Bring an entry up to date at `t` (under its write lock): an aged local/learned entry gives way to a
+    /// pending control claim, and a claim refused by dampening is applied once its window has closed. Returns
+    /// false for an aged entry with nothing to fall back to (to be removed or overwritten).
+    fn settle(&self, s: &mut Slot, t: u64) -> bool {
+        if !self.fresh(s, t) {
+            let Some(c) = s.claim.take() else {
+                return false;
+            };
+            if c != s.vtep {
+                s.moves.try_move(t, &self.damping, true);
+            }
+            s.vtep = c;
+            s.origin = Origin::Control;
+            s.seen.store(t, Relaxed);
+            return true;
+        }
+        if let (Some(c), Origin::Control | Origin::Learned) = (s.claim, s.origin) {
+            if c == s.vtep || s.moves.try_move(t, &self.damping, false) {
+                s.vtep = c;
+                s.origin = Origin::Control;
+                s.claim = None;
+                s.seen.store(t, Relaxed);
+            }
+        }
+        true
+    }
+
+    /// Install an entry owned by the control plane. It replaces a learned entry and moves a control entry,
+    /// both subject to dampening; it never replaces a static entry, and for a local MAC it is kept aside until
+    /// the MAC leaves our bridge. Returns whether the entry now points at `vtep` with origin `control`.
+    pub fn install_control(&self, mac: MacAddr, vtep: IpAddr, now: Instant) -> bool {
         let t = self.ts(now);
         if self.map.len() >= self.capacity && !self.map.contains_key(&mac) {
             return false;
         }
-        self.map.insert(
-            mac,
-            Slot {
-                vtep,
-                origin: Origin::Control,
-                seen: AtomicU64::new(t),
-            },
-        );
-        true
+        let mut o = match self.map.entry(mac) {
+            Entry::Vacant(v) => {
+                v.insert(Slot::new(vtep, Origin::Control, t));
+                return true;
+            }
+            Entry::Occupied(o) => o,
+        };
+        let s = o.get_mut();
+        if !self.settle(s, t) {
+            let moves = s.moves;
+            *s = Slot::new(vtep, Origin::Control, t);
+            s.moves = moves;
+            return true;
+        }
+        match s.origin {
+            Origin::Static => false,
+            Origin::Local => {
+                s.claim = Some(vtep);
+                false
+            }
+            Origin::Control | Origin::Learned => {
+                if s.vtep == vtep || s.moves.try_move(t, &self.damping, false) {
+                    s.vtep = vtep;
+                    s.origin = Origin::Control;
+                    s.claim = None;
+                    s.seen.store(t, Relaxed);
+                    true
+                } else {
+                    s.claim = Some(vtep);
+                    Counters::add(&self.counters.mac_flaps, 1);
+                    false
+                }
+            }
+        }
     }
 
-    /// Withdraw a control entry (no-op for any other origin).
+    /// Withdraw the control plane's claim: a control entry is removed, a claim kept aside is forgotten.
+    /// Returns whether an entry was removed.
     pub fn remove_control(&self, mac: &MacAddr) -> bool {
+        if let Some(mut s) = self.map.get_mut(mac) {
+            s.claim = None;
+            if s.origin != Origin::Control {
+                return false;
+            }
+        }
         self.map
             .remove_if(mac, |_, s| s.origin == Origin::Control)
             .is_some()
     }
 
+    /// Reconcile local entries with our bridge's own forwarding table, read at `read_at` (an instant just
+    /// before the read). `on_bridge` lists the MACs on non-TAP ports of the bridge (containers' veths), each
+    /// with whether it is to be announced as local. Returns how many local entries were given up.
+    ///
+    /// - A local entry whose MAC is no longer on the bridge (container gone, entry aged there) stops being
+    ///   local, unless it was seen on the TAP after `read_at`: a pending control claim then takes over, else
+    ///   the entry is removed and a remote sighting may learn it.
+    /// - A MAC on the bridge marked `announce` becomes (or stays) local, even if it has not sent a frame
+    ///   through the TAP yet, so a datagram spoofing it is refused from the moment the bridge knows it.
+    pub fn sync_bridge(
+        &self,
+        on_bridge: &[(MacAddr, bool)],
+        local: IpAddr,
+        read_at: Instant,
+        now: Instant,
+    ) -> usize {
+        let read = self.ts(read_at);
+        let t = self.ts(now);
+        let mut sorted: Vec<MacAddr> = on_bridge.iter().map(|(m, _)| *m).collect();
+        sorted.sort_unstable();
+        let present = |m: &MacAddr| sorted.binary_search(m).is_ok();
+        let mut gone = 0;
+        self.map.retain(|mac, s| {
+            if s.origin != Origin::Local || s.seen.load(Relaxed) >= read || present(mac) {
+                return true;
+            }
+            gone += 1;
+            match s.claim.take() {
+                Some(c) => {
+                    s.moves.try_move(t, &self.damping, true);
+                    s.vtep = c;
+                    s.origin = Origin::Control;
+                    s.seen.store(t, Relaxed);
+                    true
+                }
+                None => false,
+            }
+        });
+        for (mac, announce) in on_bridge {
+            if *announce && mac.is_learnable() {
+                self.learn(*mac, local, Origin::Local, now);
+            }
+        }
+        gone
+    }
     /// Operator-configured entry; never ages, never overridden.
     pub fn insert_static(&self, mac: MacAddr, vtep: IpAddr, now: Instant) {
         let t = self.ts(now);
-        self.map.insert(
-            mac,
-            Slot {
-                vtep,
-                origin: Origin::Static,
-                seen: AtomicU64::new(t),
-            },
-        );
+        self.map.insert(mac, Slot::new(vtep, Origin::Static, t));
     }
 
-    /// Remove aged learned and local entries; returns how many.
+    /// Remove aged learned and local entries (an aged local entry with a pending control claim becomes that
+    /// control entry), and apply control claims whose dampening window has closed; returns how many were
+    /// removed. Call it every second or so.
     pub fn expire(&self, now: Instant) -> usize {
         let t = self.ts(now);
         let before = self.map.len();
-        self.map.retain(|_, s| self.fresh(s, t));
+        self.map.retain(|_, s| self.settle(s, t));
         before.saturating_sub(self.map.len())
     }
 
@@ -287,6 +481,9 @@ impl Fdb {
         v
     }
 }
+
+#[cfg(test)]
+mod trust_tests;
 
 #[cfg(test)]
 mod tests {

@@ -21,8 +21,10 @@ pub enum DropReason {
     UnknownVni,
     /// Inner source MAC multicast, broadcast or zero.
     BadSrcMac,
-    /// Outer source is not a cluster member or static peer (cluster mode only).
+    /// Outer source is not a cluster member or a static `--peer` (static mode: unless `--learn-any-source`).
     NonMember,
+    /// Inner source MAC lives behind our own bridge: a remote VTEP cannot speak for it (spoofing).
+    SpoofedSrc,
     /// Inner frame carries an 802.1Q/802.1ad tag (RFC 7348 §6.1).
     VlanTagged,
     /// Frame from the TAP addressed to a MAC that lives behind our own bridge (hairpin).
@@ -40,12 +42,13 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::Short,
         DropReason::BadFlags,
         DropReason::UnknownVni,
         DropReason::BadSrcMac,
         DropReason::NonMember,
+        DropReason::SpoofedSrc,
         DropReason::VlanTagged,
         DropReason::LocalDst,
         DropReason::NoPeers,
@@ -61,6 +64,7 @@ impl DropReason {
             DropReason::UnknownVni => "unknown_vni",
             DropReason::BadSrcMac => "bad_src_mac",
             DropReason::NonMember => "non_member",
+            DropReason::SpoofedSrc => "spoofed_src",
             DropReason::VlanTagged => "vlan_tagged",
             DropReason::LocalDst => "local_dst",
             DropReason::NoPeers => "no_peers",
@@ -91,6 +95,8 @@ pub struct Counters {
     pub moves: AtomicU64,
     /// Learning skipped because the FDB was full.
     pub fdb_full: AtomicU64,
+    /// MAC moves refused by dampening (RFC 7432 §15), learned or from the control plane.
+    pub mac_flaps: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
 }
 
@@ -120,6 +126,7 @@ pub struct Snapshot {
     pub learned: u64,
     pub moves: u64,
     pub fdb_full: u64,
+    pub mac_flaps: u64,
     pub drops: BTreeMap<&'static str, u64>,
 }
 
@@ -139,6 +146,7 @@ impl Snapshot {
             s.learned += c.learned.load(Relaxed);
             s.moves += c.moves.load(Relaxed);
             s.fdb_full += c.fdb_full.load(Relaxed);
+            s.mac_flaps += c.mac_flaps.load(Relaxed);
             for r in DropReason::ALL {
                 *s.drops.entry(r.name()).or_default() += c.drops(r);
             }

@@ -34,6 +34,8 @@ const MAX_GSO_PAYLOAD: usize = 65_507;
 /// Worst-case per-segment header bytes (prefix + Ethernet + IPv6 + TCP with options).
 const SEG_OVERHEAD: usize = VXLAN_HEADER_LEN + 14 + 40 + 60;
 const POLL_MS: i32 = 500;
+/// Pause after a TAP read error other than `EAGAIN` (the TAP was deleted or broke).
+const TAP_BROKEN_BACKOFF_MS: i32 = 100;
 /// TCP flows coalesced at once on RX (each holds a 64 KiB superframe buffer).
 const GRO_FLOWS: usize = 8;
 
@@ -65,11 +67,15 @@ pub fn run_tx(
             continue;
         }
         let now = Instant::now();
+        let mut tap_broken = false;
         for _ in 0..TAP_READS_PER_WAKEUP {
             let n = match tap.read(&mut buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => break,
+                Err(_) => {
+                    tap_broken = true;
+                    break;
+                }
             };
             let Some(read) = buf.get_mut(..n) else { break };
             let (hdr, frame) = if vnet {
@@ -138,6 +144,11 @@ pub fn run_tx(
             }
         }
         flush(udp, &mut send, &counters);
+        if tap_broken {
+            // A deleted TAP polls POLLERR and reads EBADFD forever: wait (on the waker only) until the
+            // daemon's device watcher has recreated it behind the same fd, instead of spinning.
+            let _ = poll_fds(&mut fds[1..], TAP_BROKEN_BACKOFF_MS);
+        }
     }
 }
 

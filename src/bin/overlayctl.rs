@@ -1,15 +1,24 @@
-//! `overlayctl`: show a running overlayd's FDB, counters and peers.
+//! `overlayctl`: show a running overlayd's FDB, counters and peers; print the join token (admin socket only).
+//! Exit 0 on success, 1 when overlayd cannot be reached or refuses, 2 on usage errors (such as a command that
+//! needs `--admin-socket` run without it).
 
 use clap::{Parser, Subcommand};
+use overlayd::admin::Method;
+use overlayd::ctl::{self, CtlError};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "overlayctl", version, about = "Inspect a running overlayd")]
+#[command(name = "overlayctl", version, about = "Inspect and manage a running overlayd")]
 struct Cli {
-    /// overlayd's admin endpoint.
+    /// overlayd's read-only TCP admin address (fdb, stats, peers).
     #[arg(long, global = true, default_value = overlayd::config::DEFAULT_ADMIN)]
     admin: SocketAddr,
+    /// Use overlayd's root-only admin socket instead of the TCP address. Needed for `token` and every
+    /// command that changes state [overlayd's default: /run/overlayd/admin.sock].
+    #[arg(long, global = true, value_name = "PATH")]
+    admin_socket: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -31,8 +40,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Print the cluster join token (one line) for `overlayd --peer <any member> --token <TOKEN>`.
-    /// Runs on an admitter (the --init-cluster node or an --admitter); elsewhere it names one.
+    /// Print the cluster join token (one line); needs --admin-socket (root). Save it to a file (chmod 600)
+    /// for `overlayd --peer <any member> --token-file <FILE>`. Runs on an admitter (the --init-cluster node
+    /// or an --admitter); elsewhere it names one.
     Token {
         /// Issue a new join secret: the previous token is refused from now on. Prints the new token.
         #[arg(long)]
@@ -40,21 +50,30 @@ enum Cmd {
     },
 }
 
+fn fail(e: &CtlError) -> ExitCode {
+    eprintln!("overlayctl: {e}");
+    ExitCode::from(match e {
+        CtlError::NeedsSocket { .. } => 2,
+        _ => 1,
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (kind, method, path, json) = match cli.cmd {
-        Cmd::Fdb { json } => ("fdb", "GET", "/v1/fdb", json),
-        Cmd::Stats { json } => ("stats", "GET", "/v1/stats", json),
-        Cmd::Peers { json } => ("peers", "GET", "/v1/peers", json),
-        Cmd::Token { rotate: false } => ("token", "GET", "/v1/token", false),
-        Cmd::Token { rotate: true } => ("token", "POST", "/v1/token/rotate", false),
+        Cmd::Fdb { json } => ("fdb", Method::Get, "/v1/fdb", json),
+        Cmd::Stats { json } => ("stats", Method::Get, "/v1/stats", json),
+        Cmd::Peers { json } => ("peers", Method::Get, "/v1/peers", json),
+        Cmd::Token { rotate: false } => ("token", Method::Get, "/v1/token", false),
+        Cmd::Token { rotate: true } => ("token", Method::Post, "/v1/token/rotate", false),
     };
-    let body = match overlayd::ctl::request(cli.admin, method, path) {
+    let target = match ctl::target_for(kind, method, path, cli.admin, cli.admin_socket) {
+        Ok(t) => t,
+        Err(e) => return fail(&e),
+    };
+    let body = match ctl::request(&target, method, path, "") {
         Ok(b) => b,
-        Err(e) => {
-            eprintln!("overlayctl: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return fail(&e),
     };
     if kind == "token" {
         let v: Result<serde_json::Value, _> = serde_json::from_str(&body);
@@ -64,7 +83,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             None => {
-                eprintln!("overlayctl: overlayd sent no token: {body}");
+                eprintln!("overlayctl: overlayd at {target} answered without a token; versions differ?");
                 ExitCode::from(1)
             }
         };
@@ -73,7 +92,7 @@ fn main() -> ExitCode {
         println!("{body}");
         return ExitCode::SUCCESS;
     }
-    match overlayd::ctl::render(kind, &body) {
+    match ctl::render(kind, &body) {
         Ok(t) => {
             print!("{t}");
             ExitCode::SUCCESS

@@ -1,7 +1,7 @@
 //! Helpers shared by the overlayd end-to-end tests (not the examples: they include only `testbed.rs`).
 #![allow(dead_code)]
 
-use super::testbed::{wait_until, Host, Netns};
+use super::testbed::{wait_until, CmdError, Daemon, Host, Netns};
 use serde_json::Value;
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -36,4 +36,31 @@ pub fn ctl_json(host: &Host, what: &str) -> Value {
             host.ns()
         )
     })
+}
+
+/// Spawns overlayd on `host` with `args`, plus `--admin-socket <host.admin_socket()>` and
+/// `--state-dir <log dir>/state-<ns>` unless `args` names them: the namespaces share a filesystem, so daemons
+/// must not share the default socket path nor the default state dir (and its lock).
+pub fn spawn_overlayd(host: &Host, args: &[&str]) -> Daemon {
+    let sock = host.admin_socket();
+    let sock = sock.to_string_lossy();
+    let state = host.log_dir().join(format!("state-{}", host.ns()));
+    let state = state.to_string_lossy();
+    let mut v: Vec<&str> = args.to_vec();
+    if !args.contains(&"--admin-socket") {
+        v.extend(["--admin-socket", &sock]);
+    }
+    if !args.contains(&"--state-dir") && !args.contains(&"--print-config") {
+        v.extend(["--state-dir", &state]);
+    }
+    host.spawn(OVERLAYD, &v)
+}
+
+/// `overlayctl --admin-socket <host's socket> args…` as root.
+pub fn ctl_socket(host: &Host, args: &[&str]) -> Result<String, CmdError> {
+    let sock = host.admin_socket();
+    let sock = sock.to_string_lossy();
+    let mut v = vec!["--admin-socket", &sock];
+    v.extend_from_slice(args);
+    host.exec(OVERLAYCTL, &v)
 }

@@ -670,6 +670,13 @@ impl Host {
         self.index
     }
 
+    /// Path for this host's overlayd admin socket (`--admin-socket`), in the testbed's log dir. Network
+    /// namespaces share one filesystem, so every daemon needs its own path, never the default
+    /// `/run/overlayd/admin.sock`.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.log_dir.join(format!("{}-admin.sock", self.ns))
+    }
+
     /// Address on the underlay (10.0.0.N).
     pub fn underlay_ip(&self) -> Ipv4Addr {
         self.underlay_ip

@@ -175,8 +175,10 @@ fn mac_move_follows_the_newest_vtep() {
         .unwrap();
     net.deliver();
     assert_eq!(net.hosts[0].fdb.lookup(&mac(7), net.now).unwrap().vtep, ip(2));
-    // The workload migrates to host 3 and announces itself (gratuitous ARP).
+    // The workload migrates to host 3 and announces itself (gratuitous ARP). Its veth on host 2 is gone, so
+    // host 2's bridge no longer has it: the local entry gives way.
     net.now += Duration::from_secs(5);
+    net.hosts[1].fdb.sync_bridge(&[], ip(2), net.now, net.now);
     net.send(2, &frame(MacAddr::BROADCAST, mac(7), b"at host 3"))
         .unwrap();
     net.deliver();
@@ -274,6 +276,111 @@ fn cluster_mode_drops_non_members() {
     e.on_tap_frame(now, &frame(MacAddr::BROADCAST, mac(3), b"b"), &mut out)
         .unwrap();
     assert_eq!(out.dests.len(), 2);
+}
+
+/// A datagram claiming a MAC that lives behind the receiver's own bridge: dropped before the TAP, counted
+/// `spoofed_src`, the local entry intact — from a member (static peer) as well as with `learn_any_source`.
+#[test]
+fn spoofed_local_source_is_dropped_and_counted() {
+    for any_source in [false, true] {
+        let mut net = Net::new(3);
+        net.hosts[0].engine.cfg.require_member = !any_source;
+        net.send(0, &frame(MacAddr::BROADCAST, mac(1), b"c1 is here"))
+            .unwrap();
+        assert!(net.deliver().iter().all(Result::is_ok));
+        // Host 2 (a peer) sends a frame with container 1's MAC as source to host 1.
+        let mut d = vxlan::header(Vni::new(VNI).unwrap()).to_vec();
+        d.extend_from_slice(&frame(MacAddr::BROADCAST, mac(1), b"spoof"));
+        net.wire.push((ip(2), SocketAddr::new(ip(1), 4789), d.clone()));
+        if any_source {
+            net.wire.push((ip(66), SocketAddr::new(ip(1), 4789), d));
+        }
+        let verdicts = net.deliver();
+        assert!(
+            verdicts.iter().all(|v| *v == Err(DropReason::SpoofedSrc)),
+            "{verdicts:?}"
+        );
+        assert!(net.hosts[0].tap_out.is_empty(), "never reaches the bridge");
+        assert_eq!(
+            net.hosts[0].fdb.lookup(&mac(1), net.now),
+            Some(Dest {
+                vtep: ip(1),
+                origin: Origin::Local
+            })
+        );
+        // Traffic for container 1 from elsewhere is unaffected.
+        net.send(1, &frame(mac(1), mac(2), b"to c1")).unwrap();
+        assert_eq!(net.deliver(), vec![Ok(())]);
+        assert_eq!(net.hosts[0].tap_out.len(), 1);
+    }
+}
+
+/// Static mode: only the configured peers may send; `learn_any_source` restores flood-and-learn from anyone.
+#[test]
+fn static_mode_accepts_only_peers_unless_learn_any_source() {
+    let now = Instant::now();
+    let mut d = vxlan::header(Vni::new(VNI).unwrap()).to_vec();
+    d.extend_from_slice(&frame(mac(1), mac(9), b"x"));
+    let stranger = SocketAddr::new(ip(9), 4789);
+    for any_source in [false, true] {
+        let fdb = Arc::new(Fdb::new(16, Fdb::DEFAULT_AGEING, now));
+        let mut cfg = EngineConfig::new(Vni::new(VNI).unwrap(), ip(1));
+        assert!(cfg.require_member, "membership is checked by default");
+        cfg.require_member = !any_source;
+        let mut e = Engine::new(cfg, fdb.clone(), Arc::new(PeerSet::new([ip(2)])), Arc::default());
+        let v = e.on_underlay_datagram(now, stranger, &d);
+        if any_source {
+            assert!(v.is_ok(), "{v:?}");
+            assert_eq!(fdb.lookup(&mac(9), now).map(|x| x.vtep), Some(ip(9)));
+        } else {
+            assert_eq!(v, Err(DropReason::NonMember));
+            assert!(fdb.is_empty(), "a non-peer learns nothing");
+        }
+    }
+}
+
+/// A MAC flapping between hosts 2 and 3 (the same MAC behind both bridges), seen from host 1: it follows the
+/// first 5 moves, then stays put; refused moves count as `mac_flaps` until the 180 s window closes.
+#[test]
+fn flapping_mac_is_frozen_at_the_threshold() {
+    let mut net = Net::new(3);
+    let t0 = net.now;
+    let dup = mac(7);
+    let mut owners = Vec::new();
+    for i in 0..12u64 {
+        net.now = t0 + Duration::from_secs(i);
+        let from = 1 + (i % 2) as usize; // host 2, host 3, host 2, …
+        net.send(from, &frame(MacAddr::BROADCAST, dup, b"garp")).unwrap();
+        let v = net.deliver();
+        // Once both have seen it on their bridges, hosts 2 and 3 each keep the MAC local and refuse the
+        // other's copy.
+        assert_eq!(
+            v.contains(&Err(DropReason::SpoofedSrc)),
+            i > 0,
+            "sighting {i}: {v:?}"
+        );
+        owners.push(net.hosts[0].fdb.lookup(&dup, net.now).map(|d| d.vtep));
+    }
+    // Sightings 0..=5: learned then five moves; from the sixth move on it is frozen at host 3 (sighting 5).
+    let want: Vec<_> = (0..12)
+        .map(|i| Some(if i < 6 && i % 2 == 0 { ip(2) } else { ip(3) }))
+        .collect();
+    assert_eq!(owners, want);
+    let fdb = &net.hosts[0].fdb;
+    assert_eq!(
+        fdb.counters().mac_flaps.load(Ordering::Relaxed),
+        3,
+        "sightings 6, 8, 10 from host 2"
+    );
+    assert_eq!(net.hosts[0].engine.counters().moves.load(Ordering::Relaxed), 5);
+    // After the window (opened by the first move at t0+1 s) host 2's claim is accepted again.
+    net.now = t0 + Duration::from_secs(181);
+    net.send(1, &frame(MacAddr::BROADCAST, dup, b"garp")).unwrap();
+    net.deliver();
+    assert_eq!(
+        net.hosts[0].fdb.lookup(&dup, net.now).map(|d| d.vtep),
+        Some(ip(2))
+    );
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! what to do with a packet, never allocates on the hot path (`read`/`write`/`recv_batch`/`send_batch`):
 //! buffers are preallocated by constructors.
 
+pub mod bridge_fdb;
 pub mod netlink;
 pub mod poll;
 pub mod tap;
@@ -12,6 +13,7 @@ pub mod udp;
 #[cfg(test)]
 pub(crate) mod testns;
 
+pub use bridge_fdb::{bridge_macs, BridgeMac};
 pub use netlink::NetlinkError;
 pub use poll::{poll_fds, Waker};
 pub use tap::{

@@ -60,7 +60,7 @@ pub enum NetlinkError {
 }
 
 /// Outcome of one request: payloads of the reply messages, or the kernel's errno.
-enum Fail {
+pub(super) enum Fail {
     Kernel(io::Error),
     Local(NetlinkError),
 }
@@ -69,19 +69,25 @@ fn socket_err(e: SocketError) -> NetlinkError {
     NetlinkError::Socket(e.to_string())
 }
 
-struct Rtnl {
+pub(super) struct Rtnl {
     sock: NlSocketHandle,
     seq: u32,
 }
 
 impl Rtnl {
-    fn open() -> Result<Self, NetlinkError> {
+    pub(super) fn open() -> Result<Self, NetlinkError> {
         let sock = NlSocketHandle::connect(NlFamily::Route, None, Groups::empty()).map_err(socket_err)?;
         Ok(Rtnl { sock, seq: 0 })
     }
 
     /// Send one request and collect the payloads of every reply until the ACK / DONE (or an error).
-    fn request<P>(&mut self, op: &'static str, ty: Rtm, flags: NlmF, payload: P) -> Result<Vec<Vec<u8>>, Fail>
+    pub(super) fn request<P>(
+        &mut self,
+        op: &'static str,
+        ty: Rtm,
+        flags: NlmF,
+        payload: P,
+    ) -> Result<Vec<Vec<u8>>, Fail>
     where
         P: Size + ToBytes + std::fmt::Debug,
     {
@@ -134,7 +140,7 @@ impl Rtnl {
 }
 
 /// Turn a kernel errno into an error that names the operation and what to do.
-fn kernel_err(op: &'static str, target: &str, err: Fail) -> NetlinkError {
+pub(super) fn kernel_err(op: &'static str, target: &str, err: Fail) -> NetlinkError {
     match err {
         Fail::Local(e) => e,
         Fail::Kernel(e) => match e.raw_os_error() {
@@ -172,7 +178,7 @@ fn validate_name(name: &str) -> Result<(), NetlinkError> {
     Ok(())
 }
 
-fn proto(op: &'static str, detail: impl std::fmt::Display) -> NetlinkError {
+pub(super) fn proto(op: &'static str, detail: impl std::fmt::Display) -> NetlinkError {
     NetlinkError::Protocol {
         op,
         detail: detail.to_string(),
@@ -181,8 +187,8 @@ fn proto(op: &'static str, detail: impl std::fmt::Display) -> NetlinkError {
 
 /// What we read back about a link.
 #[derive(Debug, Clone)]
-struct LinkInfo {
-    index: i32,
+pub(super) struct LinkInfo {
+    pub(super) index: i32,
     name: String,
     mtu: u32,
     master: Option<u32>,
@@ -255,7 +261,7 @@ fn get_link(rt: &mut Rtnl, name: &str) -> Result<Option<LinkInfo>, NetlinkError>
     }
 }
 
-fn require_link(rt: &mut Rtnl, name: &str) -> Result<LinkInfo, NetlinkError> {
+pub(super) fn require_link(rt: &mut Rtnl, name: &str) -> Result<LinkInfo, NetlinkError> {
     get_link(rt, name)?.ok_or_else(|| NetlinkError::NoSuchDevice {
         name: name.to_owned(),
     })

@@ -77,6 +77,8 @@ pub enum TapError {
 pub struct Tap {
     name: String,
     vnet_hdr: bool,
+    /// `TUNSETIFF` flags, kept so [`Tap::reopen`] recreates the same kind of device.
+    flags: libc::c_int,
     queues: Vec<TapQueue>,
 }
 
@@ -141,8 +143,48 @@ impl Tap {
         Ok(Tap {
             name,
             vnet_hdr: cfg.vnet_hdr,
+            flags,
             queues,
         })
+    }
+
+    /// Whether the device is still behind our queues: false once it was deleted under us (`ip link del`),
+    /// even if another device has taken its name since (`TUNGETIFF` then fails with `EBADFD`).
+    pub fn attached(&self) -> bool {
+        let Some(q) = self.queues.first() else {
+            return false;
+        };
+        // SAFETY: ifreq is plain old data; all-zero is valid.
+        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+        // SAFETY: TUNGETIFF writes one `struct ifreq` into the live, exclusively borrowed `ifr`; the fd is ours.
+        let rc = unsafe { libc::ioctl(q.fd.as_raw_fd(), libc::TUNGETIFF, &mut ifr as *mut libc::ifreq) };
+        rc == 0
+    }
+
+    /// Recreate the device after it was deleted under us (`ip link del`), with the same name and flags, behind
+    /// the *same* queue descriptors: each queue's fd number is pointed at a new `/dev/net/tun` file with
+    /// `dup3`, so threads that hold `&TapQueue` carry on without restarting. A queue of a deleted TAP only
+    /// returns `EBADFD` (and polls `POLLERR`) until then.
+    ///
+    /// Offloads, MTU, master and link state belong to the device: set them again afterwards.
+    /// Fails with [`TapError::Busy`] if another device holds the name meanwhile.
+    pub fn reopen(&self) -> Result<(), TapError> {
+        let existed = name_in_use(&self.name);
+        for q in &self.queues {
+            let (fresh, _) = open_queue(&self.name, self.flags, self.vnet_hdr, existed)?;
+            // SAFETY: both fds are open and owned by live `OwnedFd`s; dup3 atomically makes `q`'s descriptor
+            // number refer to the new file (closing the old file behind it), so `q.fd` stays a valid fd that
+            // `q` alone owns. `fresh` is closed when dropped; the file lives on behind `q.fd`.
+            let rc = unsafe { libc::dup3(fresh.fd.as_raw_fd(), q.fd.as_raw_fd(), libc::O_CLOEXEC) };
+            if rc < 0 {
+                return Err(TapError::Io {
+                    name: self.name.clone(),
+                    op: "dup3",
+                    source: io::Error::last_os_error(),
+                });
+            }
+        }
+        Ok(())
     }
 
     pub fn name(&self) -> &str {
@@ -463,6 +505,46 @@ mod tests {
                 matches!(e, TapError::OffloadRejected { flags: 0x8001, .. }),
                 "{e:?}"
             );
+        });
+    }
+
+    #[test]
+    fn reopen_after_delete_keeps_the_fd() {
+        in_netns(|| {
+            let tap = Tap::create(&TapConfig {
+                name: "ovlre0".into(),
+                vnet_hdr: true,
+                queues: 1,
+            })
+            .unwrap();
+            let q = &tap.queues()[0];
+            let fd = q.as_raw_fd();
+            let mut buf = [0u8; 2048];
+            assert_eq!(q.read(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+            assert!(tap.attached());
+            netlink::delete_link("ovlre0").unwrap();
+            assert!(!tap.attached());
+            // A queue of a deleted TAP is dead: EBADFD on read, POLLERR on poll (the old busy-loop).
+            assert_eq!(q.read(&mut buf).unwrap_err().raw_os_error(), Some(libc::EBADFD));
+            tap.reopen().unwrap();
+            assert_eq!(q.as_raw_fd(), fd, "same descriptor number");
+            assert!(netlink::link_exists("ovlre0").unwrap());
+            assert!(tap.attached());
+            assert_eq!(q.read(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+            tap.set_offload(TUN_F_CSUM | TUN_F_TSO4).unwrap();
+            netlink::set_up("ovlre0").unwrap();
+            assert_eq!(q.write(&[0u8; VNET_HDR_LEN + 42]).unwrap(), VNET_HDR_LEN + 42);
+            // Reopening while the device still exists attaches to nothing new: it is busy (ours).
+            assert!(
+                matches!(tap.reopen(), Err(TapError::Busy { .. })),
+                "reopen of a live TAP"
+            );
+            drop(tap);
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while netlink::link_exists("ovlre0").unwrap() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert!(!netlink::link_exists("ovlre0").unwrap(), "still not persistent");
         });
     }
 

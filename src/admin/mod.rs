@@ -1,0 +1,651 @@
+//! The admin API: one HTTP/JSON API (`overlayctl` is its client) served on two listeners.
+//!
+//! - The TCP address `--admin` (loopback only, any local user may connect): **read-only** endpoints only. It
+//!   checks the `Host` header against DNS rebinding, caps connections, request size and time, and answers a
+//!   privileged endpoint with 403 naming the admin socket.
+//! - The Unix socket `--admin-socket` (mode 0600, callers' SO_PEERCRED checked: root or overlayd's own uid):
+//!   every endpoint, including the join token and every operation that changes state.
+//!
+//! Which endpoint is which is decided in exactly one place, [`ROUTES`]. A new endpoint that reveals a secret
+//! or changes anything is `Access::Privileged`; nothing else needs to know.
+//! Must never: serve a `Privileged` route on TCP, or block the data plane (everything here only reads shared
+//! state).
+
+pub mod http;
+pub mod socket;
+
+pub use http::{is_loopback_host, parse_request, Limits, Method, Request, Response};
+pub use socket::{AdminSocket, PeerPolicy, DEFAULT_ADMIN_SOCKET};
+
+use dataplane::engine::PeerSet;
+use dataplane::fdb::{Fdb, Origin};
+use dataplane::stats::{Counters, Snapshot};
+use dataplane::wire::MacAddr;
+use http::RawRequest;
+use serde::Serialize;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
+
+/// Who may call an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Served on the TCP address and the socket: data any local user may read.
+    ReadOnly,
+    /// Served on the Unix socket only (root): secrets and every state change.
+    Privileged,
+}
+
+/// What a route does; [`AdminState::dispatch`] has one arm per variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Health,
+    Fdb,
+    Stats,
+    Peers,
+    Token,
+    TokenRotate,
+}
+
+/// One row of [`ROUTES`].
+#[derive(Debug)]
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    pub endpoint: Endpoint,
+    pub access: Access,
+}
+
+const fn route(method: Method, path: &'static str, endpoint: Endpoint, access: Access) -> Route {
+    Route {
+        method,
+        path,
+        endpoint,
+        access,
+    }
+}
+
+/// Every admin endpoint and who may call it: the single place that decides what the TCP listener serves.
+/// Add `revoke`, `token --rotate`, `network create/rm`, `attach`/`detach` here as `Access::Privileged`
+/// (e.g. `route(Method::Post, "/v1/revoke", Endpoint::Revoke, Access::Privileged)`); `metrics`, `trace`,
+/// `diag`, `network ls` as `Access::ReadOnly`. `overlayctl` reads this table too, to tell a user without
+/// `--admin-socket` that a command needs it.
+pub const ROUTES: &[Route] = &[
+    route(Method::Get, "/v1/health", Endpoint::Health, Access::ReadOnly),
+    route(Method::Get, "/v1/fdb", Endpoint::Fdb, Access::ReadOnly),
+    route(Method::Get, "/v1/stats", Endpoint::Stats, Access::ReadOnly),
+    route(Method::Get, "/v1/peers", Endpoint::Peers, Access::ReadOnly),
+    route(Method::Get, "/v1/token", Endpoint::Token, Access::Privileged),
+    // `overlayctl token --rotate`: a new join secret on an admitter; the old token is refused from then on.
+    route(
+        Method::Post,
+        "/v1/token/rotate",
+        Endpoint::TokenRotate,
+        Access::Privileged,
+    ),
+];
+
+/// The route for `method path`; `Err(404)` for an unknown path, `Err(405)` for a known path with another method.
+pub fn find_route(method: Method, path: &str) -> Result<&'static Route, u16> {
+    let mut known_path = false;
+    for r in ROUTES {
+        if r.path == path {
+            if r.method == method {
+                return Ok(r);
+            }
+            known_path = true;
+        }
+    }
+    Err(if known_path { 405 } else { 404 })
+}
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// The TCP address: read-only routes, `Host` checked.
+    Tcp,
+    /// The Unix socket; `refused` holds the refusal when the caller's credentials are not allowed.
+    Socket { refused: Option<String> },
+}
+
+/// One FDB row as `overlayctl fdb --json` prints it.
+#[derive(Serialize, Debug)]
+pub struct FdbEntryJson {
+    pub vni: u32,
+    pub mac: MacAddr,
+    pub vtep: IpAddr,
+    pub origin: Origin,
+    pub age_s: u64,
+}
+
+/// One peer as `overlayctl peers --json` prints it.
+#[derive(Serialize, Debug)]
+pub struct PeerJson {
+    pub id: String,
+    pub addr: IpAddr,
+    pub state: &'static str,
+    pub generation: u64,
+}
+
+/// What the endpoints can read. Everything is shared with the data plane; nothing here blocks it.
+#[derive(Debug)]
+pub struct AdminState {
+    pub vni: u32,
+    pub fdb: Arc<Fdb>,
+    pub counters: Vec<Arc<Counters>>,
+    pub peers: Arc<PeerSet>,
+    /// Cluster membership (`None` in static mode).
+    pub members: crate::cluster::Members,
+    /// On admitters: the join token and its rotation.
+    pub admission: Option<Arc<control::transport::Admission>>,
+    /// Cluster mode: the state dir (to name the admitters when this node is not one).
+    pub cluster_state: Option<control::auth::StateDir>,
+    /// Cluster mode: counters of the QUIC port, shown as `quic` in stats.
+    pub quic: Option<Arc<control::exposure::QuicStats>>,
+    /// The admin socket's path, named in refusals on TCP.
+    pub socket_path: PathBuf,
+}
+
+impl AdminState {
+    /// The whole request pipeline after reading: parse, check the listener's rules, dispatch.
+    pub async fn respond(&self, via: &Via, raw: &RawRequest) -> Response {
+        let req = match parse_request(&raw.head) {
+            Ok(r) => r,
+            Err(e) => return Response::error(e.status(), &e.to_string()),
+        };
+        if let Via::Socket { refused: Some(why) } = via {
+            return Response::error(403, why);
+        }
+        if *via == Via::Tcp {
+            match req.host {
+                Some(h) if is_loopback_host(h) => {}
+                Some(h) => {
+                    return Response::error(
+                        403,
+                        &format!("Host {h:?} is not a loopback name: the admin endpoint answers only requests for localhost, 127.0.0.1 or [::1] (DNS rebinding protection)"),
+                    )
+                }
+                None if req.http10 => {}
+                None => return Response::error(400, "HTTP/1.1 request without a Host header"),
+            }
+        }
+        let route = match find_route(req.method, req.path) {
+            Ok(r) => r,
+            Err(404) => {
+                let paths: Vec<&str> = ROUTES.iter().map(|r| r.path).collect();
+                return Response::error(404, &format!("no such route; try {}", paths.join(", ")));
+            }
+            Err(status) => return Response::error(status, "method not allowed on this route"),
+        };
+        if route.access == Access::Privileged && *via == Via::Tcp {
+            let sock = self.socket_path.display();
+            return Response::error(
+                403,
+                &format!(
+                    "{} {} is served only on overlayd's admin socket {sock} (root only), never on the TCP admin address: run `overlayctl --admin-socket {sock} …` as root",
+                    route.method.as_str(),
+                    route.path
+                ),
+            );
+        }
+        self.dispatch(route.endpoint, &raw.body).await
+    }
+
+    /// Serve one endpoint. Access has been checked by the caller.
+    pub async fn dispatch(&self, endpoint: Endpoint, _body: &[u8]) -> Response {
+        let now = Instant::now();
+        let json = |r: Result<String, serde_json::Error>| match r {
+            Ok(body) => Response::ok(body),
+            Err(e) => Response::error(500, &e.to_string()),
+        };
+        match endpoint {
+            Endpoint::Health => Response::ok("{\"ok\":true}".into()),
+            Endpoint::Fdb => {
+                let rows: Vec<FdbEntryJson> = self
+                    .fdb
+                    .rows(now)
+                    .into_iter()
+                    .map(|r| FdbEntryJson {
+                        vni: self.vni,
+                        mac: r.mac,
+                        vtep: r.vtep,
+                        origin: r.origin,
+                        age_s: r.age_s,
+                    })
+                    .collect();
+                json(serde_json::to_string(&rows))
+            }
+            Endpoint::Stats => {
+                let mut v = match serde_json::to_value(Snapshot::sum(self.counters.iter().map(|c| &**c))) {
+                    Ok(v) => v,
+                    Err(e) => return Response::error(500, &e.to_string()),
+                };
+                if let (Some(q), Some(obj)) = (&self.quic, v.as_object_mut()) {
+                    obj.insert("quic".into(), serde_json::json!(q.snapshot()));
+                }
+                json(serde_json::to_string(&v))
+            }
+            Endpoint::Peers => {
+                if let Ok(m) = self.members.read() {
+                    if let Some(rows) = m.as_ref() {
+                        return json(serde_json::to_string(rows));
+                    }
+                }
+                let peers: Vec<PeerJson> = self
+                    .peers
+                    .snapshot()
+                    .iter()
+                    .map(|a| PeerJson {
+                        id: a.to_string(),
+                        addr: *a,
+                        state: "static",
+                        generation: 0,
+                    })
+                    .collect();
+                json(serde_json::to_string(&peers))
+            }
+            Endpoint::Token => match &self.admission {
+                Some(a) => json(serde_json::to_string(
+                    &serde_json::json!({ "token": a.token().to_string() }),
+                )),
+                None => self.not_admitter(),
+            },
+            Endpoint::TokenRotate => match &self.admission {
+                Some(a) => match a.rotate() {
+                    Ok(t) => {
+                        tracing::info!("join secret rotated; the previous token is no longer accepted");
+                        json(serde_json::to_string(
+                            &serde_json::json!({ "token": t.to_string() }),
+                        ))
+                    }
+                    Err(e) => Response::error(500, &e.to_string()),
+                },
+                None => self.not_admitter(),
+            },
+        }
+    }
+
+    /// `token` and `token --rotate` on a node that is not an admitter: name the admitters it knows.
+    fn not_admitter(&self) -> Response {
+        if self.is_static() {
+            return Response::error(
+                404,
+                "this overlayd runs in static mode (no cluster), so there is no join token: start the first node with --init-cluster",
+            );
+        }
+        let admitters: Vec<String> = self
+            .cluster_state
+            .as_ref()
+            .map(|s| s.load_admitters().iter().map(ToString::to_string).collect())
+            .unwrap_or_default();
+        let named = if admitters.is_empty() {
+            "the node started with --init-cluster".to_string()
+        } else {
+            format!("gossip address {}", admitters.join(", "))
+        };
+        Response::error(
+            409,
+            &format!("this node is not an admitter (it holds no CA key or join secret); run `overlayctl --admin-socket … token` on an admitter: {named}"),
+        )
+    }
+
+    fn is_static(&self) -> bool {
+        self.members.read().map_or(true, |m| m.is_none())
+    }
+}
+
+/// Serve the TCP admin address until the task is dropped: read-only routes, `Host` checked, bounded.
+pub async fn serve_tcp(listener: TcpListener, state: Arc<AdminState>, limits: Limits) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        match listener.accept().await {
+            Ok((s, _)) => admit(&slots, s, &state, Via::Tcp, limits),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Serve the admin Unix socket until the task is dropped: every route, for allowed peer credentials only.
+pub async fn serve_unix(listener: UnixListener, state: Arc<AdminState>, limits: Limits, policy: PeerPolicy) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        match listener.accept().await {
+            Ok((s, _)) => {
+                let via = Via::Socket {
+                    refused: policy.check(&s).err(),
+                };
+                admit(&slots, s, &state, via, limits);
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// A stream we can answer without waiting (the 503 of a full listener must not hold a task).
+trait TryWrite {
+    fn try_write_now(&self, bytes: &[u8]);
+}
+
+impl TryWrite for tokio::net::TcpStream {
+    fn try_write_now(&self, bytes: &[u8]) {
+        let _ = self.try_write(bytes);
+    }
+}
+
+impl TryWrite for tokio::net::UnixStream {
+    fn try_write_now(&self, bytes: &[u8]) {
+        let _ = self.try_write(bytes);
+    }
+}
+
+/// Serve `s` on its own task if a connection slot is free; otherwise answer 503 at once and close. Shared by
+/// both listeners, so the cap tested on the socket is the cap of the TCP address.
+fn admit<S>(slots: &Arc<Semaphore>, mut s: S, state: &Arc<AdminState>, via: Via, limits: Limits)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + TryWrite + Unpin + Send + 'static,
+{
+    let Ok(permit) = slots.clone().try_acquire_owned() else {
+        s.try_write_now(&Response::error(503, "too many concurrent admin connections; retry").to_bytes());
+        return;
+    };
+    let st = state.clone();
+    tokio::spawn(async move {
+        serve_conn(&mut s, &st, via, &limits).await;
+        drop(permit);
+    });
+}
+
+async fn serve_conn<S>(s: &mut S, state: &AdminState, via: Via, limits: &Limits)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let resp = match http::read_request(s, limits).await {
+        Ok(raw) => state.respond(&via, &raw).await,
+        Err(e) => Response::error(e.status(), &e.to_string()),
+    };
+    http::write_response(s, &resp, limits).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn state(admission: Option<Arc<control::transport::Admission>>, cluster: bool) -> AdminState {
+        let now = Instant::now();
+        let fdb = Arc::new(Fdb::new(8, Fdb::DEFAULT_AGEING, now));
+        fdb.learn(
+            MacAddr([2, 0, 0, 0, 0, 2]),
+            IpAddr::from([10, 0, 0, 2]),
+            Origin::Learned,
+            now,
+        );
+        AdminState {
+            vni: 42,
+            fdb,
+            counters: vec![Arc::default()],
+            peers: Arc::new(PeerSet::new([IpAddr::from([10, 0, 0, 2])])),
+            members: Arc::new(std::sync::RwLock::new(cluster.then(Vec::new))),
+            admission,
+            cluster_state: None,
+            quic: cluster.then(Arc::default),
+            socket_path: PathBuf::from("/run/test/admin.sock"),
+        }
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn raw(head: &str) -> RawRequest {
+        RawRequest {
+            head: head.as_bytes().to_vec(),
+            body: Vec::new(),
+        }
+    }
+
+    fn get(st: &AdminState, via: &Via, path: &str, host: &str) -> Response {
+        rt().block_on(st.respond(via, &raw(&format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n"))))
+    }
+
+    #[test]
+    fn the_route_table_is_consistent() {
+        for (i, a) in ROUTES.iter().enumerate() {
+            assert!(a.path.starts_with("/v1/"), "{}", a.path);
+            for b in &ROUTES[i + 1..] {
+                assert!(
+                    !(a.method == b.method && a.path == b.path),
+                    "duplicate {}",
+                    a.path
+                );
+            }
+        }
+        assert_eq!(
+            find_route(Method::Get, "/v1/token").unwrap().access,
+            Access::Privileged
+        );
+        assert_eq!(find_route(Method::Post, "/v1/fdb").unwrap_err(), 405);
+        assert_eq!(find_route(Method::Get, "/v2/x").unwrap_err(), 404);
+    }
+
+    #[test]
+    fn routes() {
+        let st = state(None, false);
+        let tcp = Via::Tcp;
+        let r = get(&st, &tcp, "/v1/fdb", "127.0.0.1:7947");
+        assert_eq!(r.status, 200);
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v[0]["vni"], 42);
+        assert_eq!(v[0]["mac"], "02:00:00:00:00:02");
+        assert_eq!(v[0]["vtep"], "10.0.0.2");
+        assert_eq!(v[0]["origin"], "learned");
+        assert!(v[0]["age_s"].is_u64());
+        let s: serde_json::Value =
+            serde_json::from_str(&get(&st, &tcp, "/v1/stats", "localhost").body).unwrap();
+        for k in ["rx_frames", "tx_frames", "rx_datagrams", "tx_datagrams"] {
+            assert_eq!(s[k], 0, "{k}");
+        }
+        assert!(s["drops"].is_object());
+        assert_eq!(get(&st, &tcp, "/nope", "localhost").status, 404);
+        let p: serde_json::Value = serde_json::from_str(&get(&st, &tcp, "/v1/peers", "[::1]").body).unwrap();
+        assert_eq!(p[0]["addr"], "10.0.0.2");
+        assert_eq!(p[0]["state"], "static");
+    }
+
+    #[test]
+    fn token_only_on_the_socket_and_only_for_allowed_peers() {
+        let (dir, adm) = admitter("sock");
+        let secret = adm.token().to_string();
+        let st = state(Some(adm), true);
+        let r = get(&st, &Via::Tcp, "/v1/token", "127.0.0.1:7947");
+        assert_eq!(r.status, 403);
+        assert!(!r.body.contains(&secret));
+        assert!(r.body.contains("/run/test/admin.sock"), "{}", r.body);
+        let refused = Via::Socket {
+            refused: Some("uid 65534 may not".into()),
+        };
+        for path in ["/v1/token", "/v1/fdb"] {
+            let r = get(&st, &refused, path, "localhost");
+            assert_eq!(r.status, 403, "{path}");
+            assert!(r.body.contains("uid 65534"), "{}", r.body);
+        }
+        let ok = Via::Socket { refused: None };
+        let r = get(&st, &ok, "/v1/token", "whatever");
+        assert_eq!(r.status, 200);
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["token"], secret.as_str());
+        // Every privileged route is refused on TCP, whatever its handler.
+        for route in ROUTES.iter().filter(|r| r.access == Access::Privileged) {
+            let head = format!(
+                "{} {} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+                route.method.as_str(),
+                route.path
+            );
+            let r = rt().block_on(st.respond(&Via::Tcp, &raw(&head)));
+            assert_eq!(r.status, 403, "{}", route.path);
+        }
+        assert_eq!(adm_token(&st), secret, "a refused rotation changed nothing");
+        let _ = std::fs::remove_dir_all(dir.path());
+    }
+
+    fn admitter(tag: &str) -> (control::auth::StateDir, Arc<control::transport::Admission>) {
+        let dir = control::auth::StateDir::new(
+            std::env::temp_dir().join(format!("overlayd-admin-{tag}-{}", std::process::id())),
+        );
+        let _ = std::fs::remove_dir_all(dir.path());
+        dir.init_cluster(IpAddr::from([10, 0, 0, 1])).unwrap();
+        let adm = control::transport::Admission::from_state(&dir).unwrap().unwrap();
+        (dir, Arc::new(adm))
+    }
+
+    fn adm_token(st: &AdminState) -> String {
+        st.admission.as_ref().unwrap().token().to_string()
+    }
+
+    fn call(st: &AdminState, method: &str, path: &str) -> Response {
+        let head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        rt().block_on(st.respond(&Via::Socket { refused: None }, &raw(&head)))
+    }
+
+    #[test]
+    fn rotation_only_on_admitters() {
+        let (dir, adm) = admitter("rot");
+        let mut st = state(Some(adm), true);
+        st.cluster_state = Some(dir.clone());
+        let token = |r: Response| -> String {
+            assert_eq!(r.status, 200, "{}", r.body);
+            let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            v["token"].as_str().unwrap().to_string()
+        };
+        let old = token(call(&st, "GET", "/v1/token"));
+        let new = token(call(&st, "POST", "/v1/token/rotate"));
+        assert_ne!(old, new);
+        assert_eq!(token(call(&st, "GET", "/v1/token")), new);
+        assert_eq!(dir.join_token().unwrap().to_string(), new, "persisted");
+        assert_eq!(
+            call(&st, "GET", "/v1/token/rotate").status,
+            405,
+            "rotation needs POST"
+        );
+        let stats: serde_json::Value = serde_json::from_str(&call(&st, "GET", "/v1/stats").body).unwrap();
+        assert_eq!(stats["quic"]["retries"], 0);
+        // A member that is not an admitter names the admitters it knows.
+        let member = control::auth::StateDir::new(dir.path().join("member"));
+        member
+            .save_admitters(&["10.0.0.1:7948".parse().unwrap()])
+            .unwrap();
+        let mut st = state(None, true);
+        st.cluster_state = Some(member);
+        for (m, p) in [("GET", "/v1/token"), ("POST", "/v1/token/rotate")] {
+            let r = call(&st, m, p);
+            assert_eq!(r.status, 409);
+            assert!(
+                r.body.contains("not an admitter") && r.body.contains("10.0.0.1:7948"),
+                "{}",
+                r.body
+            );
+        }
+        let _ = std::fs::remove_dir_all(dir.path());
+    }
+
+    #[test]
+    fn token_absent_says_why() {
+        let r = get(
+            &state(None, false),
+            &Via::Socket { refused: None },
+            "/v1/token",
+            "x",
+        );
+        assert_eq!(r.status, 404);
+        assert!(r.body.contains("static mode"), "{}", r.body);
+        let r = get(
+            &state(None, true),
+            &Via::Socket { refused: None },
+            "/v1/token",
+            "x",
+        );
+        assert!(r.body.contains("--init-cluster"), "{}", r.body);
+    }
+
+    #[test]
+    fn host_header_is_checked_on_tcp() {
+        let st = state(None, false);
+        let r = get(&st, &Via::Tcp, "/v1/stats", "evil.example:7947");
+        assert_eq!(r.status, 403);
+        assert!(r.body.contains("DNS rebinding"), "{}", r.body);
+        let no_host = rt().block_on(st.respond(&Via::Tcp, &raw("GET /v1/stats HTTP/1.1\r\n\r\n")));
+        assert_eq!(no_host.status, 400);
+        let http10 = rt().block_on(st.respond(&Via::Tcp, &raw("GET /v1/stats HTTP/1.0\r\n\r\n")));
+        assert_eq!(http10.status, 200);
+        // The socket does not care about Host.
+        let r = get(&st, &Via::Socket { refused: None }, "/v1/stats", "evil.example");
+        assert_eq!(r.status, 200);
+    }
+
+    /// The accept loop end to end on a Unix socket in a temp dir: the connection cap answers 503 at once,
+    /// slow clients get 408 after the request timeout, oversize heads 431, and the socket serves again after.
+    #[test]
+    fn accept_loop_caps_connections_and_times_out_slow_clients() {
+        rt().block_on(async {
+            let dir = std::env::temp_dir().join(format!("ovl-admin-loop-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let path = dir.join("a.sock");
+            let mut sock = AdminSocket::bind(&path).await.unwrap();
+            let limits = Limits {
+                max_connections: 2,
+                max_head: 512,
+                max_body: 64,
+                request_timeout: Duration::from_millis(300),
+                write_timeout: Duration::from_millis(300),
+            };
+            let server = tokio::spawn(serve_unix(
+                sock.take_listener().unwrap(),
+                Arc::new(state(None, false)),
+                limits,
+                PeerPolicy::current(),
+            ));
+            async fn answer(s: &mut tokio::net::UnixStream) -> String {
+                let mut out = Vec::new();
+                let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+                String::from_utf8_lossy(&out).into_owned()
+            }
+            let mut slow1 = tokio::net::UnixStream::connect(&path).await.unwrap();
+            let mut slow2 = tokio::net::UnixStream::connect(&path).await.unwrap();
+            slow1.write_all(b"GET /v1/fdb HTTP/1.1\r\n").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let started = Instant::now();
+            let mut third = tokio::net::UnixStream::connect(&path).await.unwrap();
+            let busy = answer(&mut third).await;
+            assert!(busy.starts_with("HTTP/1.1 503"), "{busy:?}");
+            assert!(started.elapsed() < Duration::from_millis(250), "503 is immediate");
+            let a1 = answer(&mut slow1).await;
+            let a2 = answer(&mut slow2).await;
+            assert!(a1.starts_with("HTTP/1.1 408"), "{a1:?}");
+            assert!(a2.starts_with("HTTP/1.1 408"), "{a2:?}");
+            // Once those clients hang up, their slots free up (the server drains them until EOF).
+            drop((slow1, slow2, third));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Oversize head.
+            let mut big = tokio::net::UnixStream::connect(&path).await.unwrap();
+            let _ = big.write_all(&[b'a'; 2048]).await;
+            let a = answer(&mut big).await;
+            assert!(a.starts_with("HTTP/1.1 431"), "{a:?}");
+            // Slots are free again: a normal request is served.
+            let mut ok = tokio::net::UnixStream::connect(&path).await.unwrap();
+            ok.write_all(b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .await
+                .unwrap();
+            let a = answer(&mut ok).await;
+            assert!(a.starts_with("HTTP/1.1 200"), "{a:?}");
+            server.abort();
+            drop(sock);
+            std::fs::remove_dir_all(&dir).unwrap();
+        });
+    }
+}
