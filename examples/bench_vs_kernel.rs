@@ -208,9 +208,22 @@ fn measure(mode: Mode, opts: &Opts, overlayd: &str) -> Result<Results, String> {
                 let (local, peer) = (h.underlay_ip().to_string(), peer.underlay_ip().to_string());
                 let (vni, port) = (VNI.to_string(), PORT.to_string());
                 let sock = h.admin_socket().to_string_lossy().into_owned();
-                let state = h.log_dir().join(format!("state-{}", h.ns())).display().to_string();
+                let state = h
+                    .log_dir()
+                    .join(format!("state-{}", h.ns()))
+                    .display()
+                    .to_string();
                 let mut args = vec![
-                    "--peer", &peer, "--local", &local, "--vni", &vni, "--port", &port, "--state-dir", &state,
+                    "--peer",
+                    &peer,
+                    "--local",
+                    &local,
+                    "--vni",
+                    &vni,
+                    "--port",
+                    &port,
+                    "--state-dir",
+                    &state,
                 ];
                 if has_socket {
                     args.extend(["--admin-socket", &sock]);

@@ -498,6 +498,35 @@ mod tests {
         .unwrap();
         assert!(matches!(c.cluster, Cluster::Join(_)));
         assert_eq!(c.admitter_key, Some(PathBuf::from("/k")));
+        // The same from the config file; without the key file it says what is missing.
+        let dir = std::env::temp_dir().join(format!("overlayd-adm-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("o.toml");
+        std::fs::write(&p, "admitter = true\nca-key-file = \"/k2\"\n").unwrap();
+        let c = parse(&[
+            "--peer",
+            "10.0.0.2",
+            "--token",
+            &tok,
+            "--config",
+            p.to_str().unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(c.admitter_key, Some(PathBuf::from("/k2")));
+        std::fs::write(&p, "admitter = true\n").unwrap();
+        assert!(matches!(
+            parse(&[
+                "--peer",
+                "10.0.0.2",
+                "--token",
+                &tok,
+                "--config",
+                p.to_str().unwrap()
+            ])
+            .unwrap_err(),
+            ConfigError::AdmitterWithoutKey
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
         let c = parse(&["--init-cluster"]).unwrap();
         assert_eq!(c.cluster, Cluster::Init);
         assert!(c.peers.is_empty());
