@@ -290,11 +290,13 @@ fn dist_config_parses_and_states_the_defaults() {
     let toml::Value::Table(keys) = toml::Value::try_from(&all).unwrap() else {
         panic!("not a table")
     };
-    for key in keys
-        .keys()
-        .map(String::as_str)
-        .chain(["token", "token-file", "learn-any-source", "admitter", "ca-key-file"])
-    {
+    for key in keys.keys().map(String::as_str).chain([
+        "token",
+        "token-file",
+        "learn-any-source",
+        "admitter",
+        "ca-key-file",
+    ]) {
         assert!(
             text.lines()
                 .any(|l| l.trim_start_matches(['#', ' ']).starts_with(&format!("{key} = "))),
@@ -440,7 +442,10 @@ fn admitter_flags_and_keys() {
     assert!(matches!(parse(&a).unwrap_err(), ConfigError::AdmitterWithoutKey));
     let mut a = join.to_vec();
     a.extend(["--ca-key-file", "/k"]);
-    assert!(matches!(parse(&a).unwrap_err(), ConfigError::CaKeyWithoutAdmitter));
+    assert!(matches!(
+        parse(&a).unwrap_err(),
+        ConfigError::CaKeyWithoutAdmitter
+    ));
     for mode in [&["--peer", "10.0.0.2"][..], &["--init-cluster"][..]] {
         let mut a = mode.to_vec();
         a.extend(["--admitter", "--ca-key-file", "/k"]);

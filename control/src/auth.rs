@@ -866,7 +866,10 @@ mod tests {
             moved.load_credential(),
             Err(AuthError::AttestationMismatch { .. })
         ));
-        assert!(StateDir::new(b.path()).with_vteps(vec![bvtep]).load_credential().is_ok());
+        assert!(StateDir::new(b.path())
+            .with_vteps(vec![bvtep])
+            .load_credential()
+            .is_ok());
         // Another cluster's key is refused; the right key promotes, with the token's secret.
         let foreign = ClusterCa::generate().unwrap();
         let e = b
