@@ -13,7 +13,7 @@ use std::sync::Arc;
 use control::auth::{JoinToken, NodeCredential, StateDir};
 use control::exposure::Limits;
 use control::transport::{self, Admission, Event, GossipOptions, TransportError};
-use control::{ControlConfig, MacAddr, MemberState};
+use control::{ControlConfig, MacAddr, MemberState, RevokeOutcome};
 
 fn tempdir(tag: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("overlayd-transport-{tag}-{}", std::process::id()));
@@ -262,6 +262,7 @@ async fn relay_through_member_rotation_and_no_admitter() {
     assert!(Admission::from_state(&dir_b).unwrap().is_none());
     assert_eq!(dir_b.load_admitters(), vec![addr_a]);
     let stats_b: Arc<control::exposure::QuicStats> = Arc::default();
+    let b_id = cred_b.node_id;
     let mut ob = opts(&dir_b, cred_b, [192, 168, 1, 2], 1);
     ob.quic = Arc::clone(&stats_b);
     let b = transport::start(ob).unwrap();
@@ -294,6 +295,15 @@ async fn relay_through_member_rotation_and_no_admitter() {
         .await
         .unwrap();
 
+    // B revoked (A, the admitter, signs): A refuses B's relay connections, so B brings no one in.
+    assert_eq!(a.revoke(b_id).await.unwrap(), Ok(RevokeOutcome::Revoked));
+    let dir_f = StateDir::new(tempdir("rf")).with_vteps(claimed(6));
+    let e = transport::join_cluster(addr_b, &new, &dir_f, vtep(6))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, TransportError::NoAdmitter { .. }), "{e}");
+    assert!(!dir_f.is_initialised());
+
     // A gone: a join through B fails saying no admitter is reachable, and B keeps working.
     a.abort();
     let dir_e = StateDir::new(tempdir("re")).with_vteps(claimed(5));
@@ -306,7 +316,7 @@ async fn relay_through_member_rotation_and_no_admitter() {
     );
     assert!(!dir_e.is_initialised());
     assert!(!b.members().await.unwrap().is_empty(), "B still answers");
-    for d in [&dir_a, &dir_b, &dir_c, &dir_d, &dir_e] {
+    for d in [&dir_a, &dir_b, &dir_c, &dir_d, &dir_e, &dir_f] {
         let _ = std::fs::remove_dir_all(d.path());
     }
 }

@@ -343,7 +343,9 @@ impl AdminState {
     }
 
     fn is_static(&self) -> bool {
-        self.members.read().map_or(true, |m| m.is_none())
+        // The state dir is there from the start in cluster mode; the member list only after the first
+        // membership event, which may come after the admin socket answers.
+        self.cluster_state.is_none() && self.members.read().map_or(true, |m| m.is_none())
     }
 }
 
