@@ -181,9 +181,9 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
 
     let members = cluster::Members::default();
     let control_stats = cluster::ControlCounters::default();
-    let token = match &cluster_cred {
-        Some((state, _)) => state.join_token().ok().map(|t| t.to_string()),
-        None => None,
+    let (admission, cluster_state, quic) = match &cluster_cred {
+        Some(s) => (s.admission.clone(), Some(s.state.clone()), Some(s.quic.clone())),
+        None => (None, None, None),
     };
     let (revoke_tx, revoke_rx) = match cluster_mode {
         true => {
@@ -200,7 +200,9 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
         counters: vec![tx_counters, rx_counters, fdb.counters().clone()],
         peers: peers.clone(),
         members: members.clone(),
-        token,
+        admission,
+        cluster_state,
+        quic,
         socket_path: cfg.admin_socket.clone(),
         observe: observe.clone(),
     });
@@ -249,7 +251,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
             .spawn_scoped(s, || watcher.run(&stop, fault_tx, || tx_waker.wake()))?;
         let result = rt.block_on(async {
             let control = match cluster_cred {
-                Some((st, cred)) => {
+                Some(setup) => {
                     let p = Plumbing {
                         local,
                         fdb: fdb.clone(),
@@ -259,7 +261,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
                         control_stats: control_stats.clone(),
                         membership_changes: observe.membership_changes.clone(),
                     };
-                    Some(cluster::start(&cfg, st, cred, p)?)
+                    Some(cluster::start(&cfg, setup, p)?)
                 }
                 None => None,
             };
