@@ -104,7 +104,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
     let cluster_cred = rt.block_on(cluster::credentials(&cfg, local))?;
     let cluster_mode = cluster_cred.is_some();
     let underlay = netlink::interface_with_addr(local)?.ok_or(DaemonError::LocalNotOurs(local))?;
-    let overhead = if local.is_ipv4() { 50 } else { 70 };
+    let overhead = dataplane::wire::vxlan::vxlan_overhead(local);
     let mtu = cfg.mtu.unwrap_or(underlay.1.saturating_sub(overhead));
 
     // Removes only what it created, on every return path (see devices.rs).

@@ -19,8 +19,19 @@ pub const VXLAN_FLAG_I: u8 = 0x08;
 pub const VXLAN_FLAG_GPE_P: u8 = 0x04;
 /// IANA-assigned VXLAN UDP port.
 pub const VXLAN_PORT: u16 = 4789;
-/// Outer IPv4 + UDP + VXLAN + inner Ethernet.
+/// Outer IPv4 + UDP + VXLAN + inner Ethernet: 20 + 8 + 8 + 14.
 pub const VXLAN_OVERHEAD_V4: u32 = 50;
+/// Outer IPv6 + UDP + VXLAN + inner Ethernet: 40 + 8 + 8 + 14.
+pub const VXLAN_OVERHEAD_V6: u32 = 70;
+
+/// Bytes VXLAN adds on an underlay whose local address is `local`: the overlay MTU is the underlay's minus this.
+pub fn vxlan_overhead(local: std::net::IpAddr) -> u32 {
+    if local.is_ipv4() {
+        VXLAN_OVERHEAD_V4
+    } else {
+        VXLAN_OVERHEAD_V6
+    }
+}
 
 /// A 24-bit VXLAN network identifier.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
