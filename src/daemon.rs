@@ -40,6 +40,8 @@ pub enum DaemonError {
     NeedLocal,
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Underlay(#[from] crate::underlay::UnderlayError),
     #[error("--local {0} is not an address of this host: pass one of this host's underlay addresses")]
     LocalNotOurs(IpAddr),
     #[error(transparent)]
@@ -87,6 +89,8 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
         }
         (None, None) => return Err(DaemonError::NeedLocal),
     };
+    // Static peers and cluster seeds alike: one socket bound to `local` must reach them all.
+    crate::underlay::check(local, &cfg.peers)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

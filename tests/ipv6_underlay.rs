@@ -40,11 +40,15 @@ fn start(host: &Host, args: &[&str]) -> Daemon {
     d
 }
 
-/// Static mode: `--local fd00::N --peer fd00::M …` for every other host `M` of `peers`.
-fn start_static(host: &Host, peers: &[Ipv6Addr]) -> Daemon {
-    let local = host.underlay_ip6().to_string();
+/// Static mode: `--local fd00::N --peer fd00::M …` for every other host `M` of `peers`; without `--local`
+/// unless `local` (the daemon then takes the kernel's source address for the route to the first peer).
+fn start_static(host: &Host, peers: &[Ipv6Addr], local: bool) -> Daemon {
+    let own = host.underlay_ip6().to_string();
     let peers: Vec<String> = peers.iter().map(Ipv6Addr::to_string).collect();
-    let mut args: Vec<&str> = vec!["--local", &local];
+    let mut args: Vec<&str> = Vec::new();
+    if local {
+        args.extend(["--local", &own]);
+    }
     for p in &peers {
         args.extend(["--peer", p]);
     }
@@ -164,7 +168,8 @@ fn static_mode_over_ipv6_underlay() {
     let mut daemons: Vec<Daemon> = Vec::new();
     for h in tb.hosts() {
         let peers: Vec<Ipv6Addr> = ips.iter().copied().filter(|ip| *ip != h.underlay_ip6()).collect();
-        daemons.push(start_static(h, &peers));
+        // Host 3 leaves the local address to the IPv6 route lookup.
+        daemons.push(start_static(h, &peers, h.index() != 3));
     }
     // Default MTU: the underlay's minus 70 (40-byte IPv6 header).
     for h in tb.hosts() {
@@ -215,6 +220,23 @@ fn static_mode_over_ipv6_underlay() {
         "IPv4 VXLAN on the underlay:\n{text}"
     );
 
+    // `trace` resolves the container's MAC to its IPv6 VTEP, with the path MTU minus 70.
+    let trace = tb
+        .host(1)
+        .run(OVERLAYCTL, &["trace", tb.container(3).mac(), "--json"]);
+    let t: Value = serde_json::from_str(&trace).unwrap_or_else(|e| panic!("trace --json: {e}: {trace}"));
+    assert_eq!(t["vtep"], ips[2].to_string(), "{t}");
+    assert_eq!(t["path_mtu"], OVERLAY_MTU_V6, "{t}");
+    // `diag` passes: MTU, peers reachable over IPv6 through overlayd's probes.
+    let healthy = wait_until(Duration::from_secs(30), || {
+        tb.hosts().iter().all(|h| h.exec(OVERLAYCTL, &["diag"]).is_ok())
+    });
+    if !healthy {
+        for h in tb.hosts() {
+            eprintln!("diag on {}: {:?}", h.ns(), h.exec(OVERLAYCTL, &["diag"]));
+        }
+        panic!("diag not passing on every host within 30 s");
+    }
     for (a, b, port) in [(1, 2, 5201), (3, 1, 5202)] {
         tcp_transfer(tb.container(a), tb.container(b), port, 2, Duration::from_secs(60))
             .unwrap_or_else(|e| panic!("{e}"));
@@ -255,7 +277,7 @@ fn kernel_vxlan_interop_over_ipv6() {
     // Host 2: kernel VXLAN VNI 1 on port 4789 with checksums over IPv6 (its default); it drops zero-checksum
     // datagrams (udp6zerocsumrx off), so every frame it delivers from overlayd carried a UDP checksum.
     h2.add_kernel_vxlan6(1, 4789, &[h1.underlay_ip6()]);
-    let mut d = start_static(h1, &[h2.underlay_ip6()]);
+    let mut d = start_static(h1, &[h2.underlay_ip6()], true);
     assert_eq!(tap_mtu(h1, "ovl1"), OVERLAY_MTU_V6);
 
     ping_ok(tb.container(1), tb.container(2).ip(), 5);
@@ -368,5 +390,51 @@ fn cluster_mode_over_ipv6_underlay() {
         .unwrap_or_else(|e| panic!("{e}"));
     for (h, d) in tb.hosts().iter().zip(daemons.iter_mut()) {
         assert!(d.is_running(), "overlayd on {} exited:\n{}", h.ns(), d.log());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// d. one address family per underlay
+// ---------------------------------------------------------------------------------------------------------
+
+#[test]
+fn mixed_address_families_are_refused_at_start() {
+    let tb = Testbed::builder()
+        .hosts(2)
+        .containers(false)
+        .ipv6_underlay(true)
+        .build();
+    let (h1, h2) = (tb.host(1), tb.host(2));
+    let (l6, p4) = (h1.underlay_ip6().to_string(), h2.underlay_ip().to_string());
+    let (l4, p6) = (h1.underlay_ip().to_string(), h2.underlay_ip6().to_string());
+    for (local, peer) in [(&l6, &p4), (&l4, &p6)] {
+        let mut d = spawn_overlayd(
+            h1,
+            &[
+                "--local",
+                local,
+                "--peer",
+                peer,
+                "--state-dir",
+                &state_dir(h1, "m"),
+            ],
+        );
+        let st = d.wait_timeout(Duration::from_secs(10)).unwrap_or_else(|| {
+            panic!(
+                "`{}` still running with mixed families:\n{}",
+                d.cmdline(),
+                d.log()
+            )
+        });
+        assert!(!st.success(), "`{}` exited 0:\n{}", d.cmdline(), d.log());
+        let log = d.log();
+        assert!(
+            log.contains("one address family") && log.contains(peer.as_str()),
+            "error does not name the peer and the fix:\n{log}"
+        );
+        assert!(
+            !h1.link_exists("ovl1"),
+            "a TAP was left behind by the refused start"
+        );
     }
 }
