@@ -81,6 +81,22 @@ fn udp_mib(host: &Host, v6: bool, name: &str) -> u64 {
     }
 }
 
+/// From `overlayctl metrics`: (sends with one segment, all sends) of `overlayd_gso_segments_per_send`.
+fn gso_sends(host: &Host) -> (f64, f64) {
+    let text = host.run(OVERLAYCTL, &["metrics"]);
+    let val = |prefix: &str, needle: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix) && l.contains(needle))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {prefix}…{needle} in /metrics:\n{text}"))
+    };
+    (
+        val("overlayd_gso_segments_per_send_bucket{", "le=\"1\""),
+        val("overlayd_gso_segments_per_send_count", ""),
+    )
+}
+
 fn tap_mtu(host: &Host, tap: &str) -> u32 {
     let path = format!("/sys/class/net/{tap}/mtu");
     host.run("cat", &[&path]).trim().parse().unwrap_or_else(|e| {
@@ -241,6 +257,14 @@ fn static_mode_over_ipv6_underlay() {
         tcp_transfer(tb.container(a), tb.container(b), port, 2, Duration::from_secs(60))
             .unwrap_or_else(|e| panic!("{e}"));
     }
+    // Host 1 sent 2 MiB of TCP: the TAP's TSO superframes left as UDP GSO trains over IPv6 (some send carried
+    // more than one segment).
+    let (single, sends) = gso_sends(tb.host(1));
+    eprintln!("host 1: {sends} UDP sends, {single} of them with one segment");
+    assert!(
+        sends > single,
+        "no UDP GSO send over IPv6 on host 1 ({sends} sends, all single-segment)"
+    );
     // The daemons sent nothing over IPv4 UDP (only the IPv6 underlay carried the overlay).
     for (h, before) in tb.hosts().iter().zip(v4_out_before) {
         assert_eq!(
