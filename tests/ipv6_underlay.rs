@@ -134,7 +134,7 @@ fn finish_capture(mut c: Child) -> String {
     if !done {
         let _ = c.kill();
     }
-    let out = c.wait_with_output().expect("tcpdump output");
+    let out = c.wait_with_output().unwrap_or_else(|e| panic!("tcpdump: {e}"));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         done,
@@ -350,8 +350,9 @@ fn cluster_mode_over_ipv6_underlay() {
     );
     let tok = ctl_socket(h1, &["token"]).unwrap_or_else(|e| panic!("{e}"));
     let tok_file = tb.log_dir().join("token");
-    std::fs::write(&tok_file, tok.trim()).expect("write token file");
-    std::fs::set_permissions(&tok_file, std::fs::Permissions::from_mode(0o600)).expect("chmod token file");
+    std::fs::write(&tok_file, tok.trim()).unwrap_or_else(|e| panic!("write token file: {e}"));
+    std::fs::set_permissions(&tok_file, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("chmod token file: {e}"));
     let tok_file = tok_file.display().to_string();
     // Host 2 names its address; host 3 leaves it to the kernel's IPv6 route towards the seed.
     let l2 = h2.underlay_ip6().to_string();

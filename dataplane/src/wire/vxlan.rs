@@ -104,6 +104,17 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn overhead_per_underlay_family() {
+        // outer IP header + UDP (8) + VXLAN + inner Ethernet (14)
+        let rest = 8 + VXLAN_HEADER_LEN as u32 + 14;
+        assert_eq!(vxlan_overhead([10, 0, 0, 1].into()), 20 + rest);
+        assert_eq!(
+            vxlan_overhead("fd00::1".parse::<std::net::Ipv6Addr>().unwrap().into()),
+            40 + rest
+        );
+    }
+
     /// A datagram captured from Linux 6.18 kernel VXLAN (`ip link add vx type vxlan id 42 dstport 4789 …`,
     /// address 02:00:00:00:01:01) with a Python UDP listener: the UDP payload of an IPv6 router solicitation.
     const KERNEL_RS_HEX: &str =
