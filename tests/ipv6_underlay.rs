@@ -411,6 +411,24 @@ fn cluster_mode_over_ipv6_underlay() {
             }
         }
     }
+    // Every node's FDB holds every other container's MAC from the control plane, behind its IPv6 VTEP.
+    let complete = |h: &Host| {
+        let fdb = ctl_json(h, "fdb");
+        tb.hosts().iter().filter(|o| o.index() != h.index()).all(|o| {
+            fdb.as_array().into_iter().flatten().any(|r| {
+                let f = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("");
+                f("mac").eq_ignore_ascii_case(o.container().mac())
+                    && f("origin") == "control"
+                    && f("vtep") == o.underlay_ip6().to_string()
+            })
+        })
+    };
+    if !wait_until(Duration::from_secs(10), || tb.hosts().iter().all(complete)) {
+        for h in tb.hosts() {
+            eprintln!("fdb on {}: {}", h.ns(), ctl_json(h, "fdb"));
+        }
+        panic!("not every node has every other container's MAC with origin control behind its IPv6 VTEP");
+    }
     tcp_transfer(tb.container(3), tb.container(1), 5401, 1, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e}"));
     for (h, d) in tb.hosts().iter().zip(daemons.iter_mut()) {
