@@ -40,6 +40,8 @@ pub enum DaemonError {
     NeedLocal,
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Underlay(#[from] crate::underlay::UnderlayError),
     #[error("--local {0} is not an address of this host: pass one of this host's underlay addresses")]
     LocalNotOurs(IpAddr),
     #[error(transparent)]
@@ -87,6 +89,8 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
         }
         (None, None) => return Err(DaemonError::NeedLocal),
     };
+    // Static peers and cluster seeds alike: one socket bound to `local` must reach them all.
+    crate::underlay::check(local, &cfg.peers)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -104,7 +108,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
     let cluster_cred = rt.block_on(cluster::credentials(&cfg, local))?;
     let cluster_mode = cluster_cred.is_some();
     let underlay = netlink::interface_with_addr(local)?.ok_or(DaemonError::LocalNotOurs(local))?;
-    let overhead = if local.is_ipv4() { 50 } else { 70 };
+    let overhead = dataplane::wire::vxlan::vxlan_overhead(local);
     let mtu = cfg.mtu.unwrap_or(underlay.1.saturating_sub(overhead));
 
     // Removes only what it created, on every return path (see devices.rs).
