@@ -4,6 +4,7 @@
 
 use crate::config::{Cluster, Config};
 use control::auth::{NodeCredential, StateDir};
+use control::exposure::{Limits, QuicStats};
 use control::transport::{self, Admission, Event, GossipHandle, GossipOptions};
 use control::{ControlConfig, ControlStats, MemberInfo, MemberState, RevokeOutcome};
 use dataplane::engine::PeerSet;
@@ -26,6 +27,13 @@ pub enum ClusterError {
     /// `last` is the transport's error, which already says what to check.
     #[error("could not join the cluster through any --peer ({tried}): {last}")]
     Join { tried: String, last: String },
+    #[error(
+        "cannot read --ca-key-file {path}: {source} (copy `ca.key` from the --init-cluster node's state dir)"
+    )]
+    CaKeyFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Membership as `overlayctl peers` shows it; `None` in static mode.
@@ -37,13 +45,20 @@ pub type ControlCounters = Arc<RwLock<Option<ControlStats>>>;
 /// How often the control-plane counters are copied for `overlayctl stats`.
 const STATS_COPY: Duration = Duration::from_secs(1);
 
-/// The credential this node uses, obtained as the configuration says. `None`: static mode.
-/// `local` is the VTEP (and gossip) address the node's attestation must name.
-pub async fn credentials(
-    cfg: &Config,
-    local: IpAddr,
-) -> Result<Option<(StateDir, NodeCredential)>, ClusterError> {
-    let state = StateDir::new(&cfg.state_dir).with_vteps(vec![local]);
+/// What cluster mode runs with: the state dir, this node's credential and, on admitters, the admission
+/// (CA key + join secret) shared by the gossip endpoint and the admin endpoint (token, rotation).
+#[derive(Debug)]
+pub struct Setup {
+    pub state: StateDir,
+    pub cred: NodeCredential,
+    pub admission: Option<Arc<Admission>>,
+    pub quic: Arc<QuicStats>,
+}
+
+/// The credential this node uses, obtained as the configuration says (`vtep`: our underlay address, also
+/// the gossip address; the certificate and attestation name it). `None`: static mode.
+pub async fn credentials(cfg: &Config, vtep: IpAddr) -> Result<Option<Setup>, ClusterError> {
+    let state = StateDir::new(&cfg.state_dir).with_vteps(vec![vtep]);
     let cred = match &cfg.cluster {
         Cluster::Static => return Ok(None),
         Cluster::Init if state.is_initialised() => {
@@ -51,7 +66,7 @@ pub async fn credentials(
             state.load_credential()?
         }
         Cluster::Init => {
-            let c = state.init_cluster()?;
+            let c = state.init_cluster(vtep)?;
             info!(
                 dir = %cfg.state_dir.display(),
                 "created a new cluster; `overlayctl --admin-socket {} token` (as root) prints the join token",
@@ -60,7 +75,7 @@ pub async fn credentials(
             c
         }
         Cluster::Join(_) if state.is_initialised() => {
-            info!("already a cluster member; ignoring --token");
+            info!("already a cluster member; not joining again with the token");
             state.load_credential()?
         }
         Cluster::Join(token) => {
@@ -68,7 +83,7 @@ pub async fn credentials(
             let mut joined = None;
             for p in &cfg.peers {
                 let addr = SocketAddr::new(*p, cfg.gossip_port);
-                match transport::join_cluster(addr, token, &state).await {
+                match transport::join_cluster(addr, token, &state, vtep).await {
                     Ok(c) => {
                         info!(member = %addr, "joined the cluster");
                         joined = Some(c);
@@ -89,7 +104,31 @@ pub async fn credentials(
         }
         Cluster::Member => state.load_credential()?,
     };
-    Ok(Some((state, cred)))
+    let cred = match &cfg.admitter_key {
+        // `--admitter --ca-key-file`: keep the CA key and the join secret (from the token when one is
+        // given, else the one stored by an earlier start) and re-issue our attestation as an admitter.
+        Some(path) => {
+            let key = std::fs::read_to_string(path).map_err(|source| ClusterError::CaKeyFile {
+                path: path.clone(),
+                source,
+            })?;
+            let secret = match &cfg.cluster {
+                Cluster::Join(t) => Some(t.secret),
+                _ => None,
+            };
+            let c = state.promote_admitter(&key, path, secret)?;
+            info!("admitter: this node holds the CA key and admits joiners");
+            c
+        }
+        None => cred,
+    };
+    let admission = Admission::from_state(&state)?.map(Arc::new);
+    Ok(Some(Setup {
+        state,
+        cred,
+        admission,
+        quic: Arc::default(),
+    }))
 }
 
 /// A running control plane; [`Running::leave`] on shutdown.
@@ -124,16 +163,13 @@ pub struct Plumbing {
 pub type RevokeRequest = (control::NodeId, oneshot::Sender<Result<String, String>>);
 
 /// Start gossip and the task that connects it to the data plane. Must run inside the tokio runtime.
-pub fn start(
-    cfg: &Config,
-    state: StateDir,
-    cred: NodeCredential,
-    p: Plumbing,
-) -> Result<Running, ClusterError> {
-    let admission = match (state.load_ca(), state.join_secret()) {
-        (Ok(ca), Ok(secret)) => Some(Admission { ca, secret }),
-        _ => None,
-    };
+pub fn start(cfg: &Config, setup: Setup, p: Plumbing) -> Result<Running, ClusterError> {
+    let Setup {
+        state,
+        cred,
+        admission,
+        quic,
+    } = setup;
     let bind = SocketAddr::new(p.local, cfg.gossip_port);
     let mut handle = transport::start(GossipOptions {
         bind,
@@ -142,6 +178,8 @@ pub fn start(
         generation: state.next_generation()?,
         credential: cred,
         admission,
+        quic,
+        limits: Limits::default(),
         config: ControlConfig::default(),
         seed: seed(),
         state: Some(state),

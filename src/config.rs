@@ -119,6 +119,14 @@ pub struct Options {
     /// Log line format on stderr [default: text; colours only when stderr is a terminal].
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Run as an additional admitter (keeps the CA key and the join secret, admits joiners); needs
+    /// --ca-key-file, and the first time a join token (which also carries the join secret).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "is_false")]
+    pub admitter: bool,
+    /// The cluster CA's private key for --admitter: `ca.key` copied from the --init-cluster node's state dir.
+    #[arg(long, value_name = "PATH")]
+    pub ca_key_file: Option<PathBuf>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -164,6 +172,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub gossip_port: u16,
     pub log_format: LogFormat,
+    /// `--admitter --ca-key-file PATH`: the CA key file this node admits with (besides the init node).
+    pub admitter_key: Option<PathBuf>,
 }
 
 /// How this daemon finds its peers.
@@ -224,6 +234,12 @@ pub enum ConfigError {
     TokenWithoutPeer,
     #[error("--gossip-port 0 is not usable: use 7948 (the default) or another free UDP port")]
     GossipPort,
+    #[error("--admitter needs --ca-key-file PATH (the `ca.key` of the --init-cluster node)")]
+    AdmitterWithoutKey,
+    #[error("--ca-key-file is only read with --admitter: add --admitter, or drop --ca-key-file")]
+    CaKeyWithoutAdmitter,
+    #[error("--admitter needs a cluster: join with --peer <member> --token <TOKEN> (the token also carries the join secret), or restart a node that already joined; the --init-cluster node is an admitter already")]
+    AdmitterNotMember,
     #[error("--admin {0} is not a loopback address: the admin endpoint is unauthenticated, keep it on 127.0.0.1 or ::1")]
     AdminNotLoopback(SocketAddr),
     #[error("--admin-socket {path} is {len} bytes; a Unix socket path is at most 107 bytes: choose a shorter path")]
@@ -346,6 +362,15 @@ impl Options {
         if self.learn_any_source && cluster != Cluster::Static {
             return Err(ConfigError::LearnAnySourceInCluster);
         }
+        let admitter_key = match (self.admitter, self.ca_key_file) {
+            (false, None) => None,
+            (false, Some(_)) => return Err(ConfigError::CaKeyWithoutAdmitter),
+            (true, None) => return Err(ConfigError::AdmitterWithoutKey),
+            (true, Some(_)) if matches!(cluster, Cluster::Static | Cluster::Init) => {
+                return Err(ConfigError::AdmitterNotMember)
+            }
+            (true, Some(key)) => Some(key),
+        };
         let gossip_port = self.gossip_port.unwrap_or(control::DEFAULT_GOSSIP_PORT);
         if gossip_port == 0 {
             return Err(ConfigError::GossipPort);
@@ -425,6 +450,7 @@ impl Options {
             state_dir,
             gossip_port,
             log_format: self.log_format.unwrap_or_default(),
+            admitter_key,
         })
     }
 }
@@ -460,6 +486,8 @@ impl Config {
             state_dir: Some(self.state_dir.clone()),
             gossip_port: Some(self.gossip_port),
             log_format: Some(self.log_format),
+            admitter: self.admitter_key.is_some(),
+            ca_key_file: self.admitter_key.clone(),
         }
     }
 

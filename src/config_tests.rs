@@ -290,11 +290,13 @@ fn dist_config_parses_and_states_the_defaults() {
     let toml::Value::Table(keys) = toml::Value::try_from(&all).unwrap() else {
         panic!("not a table")
     };
-    for key in keys
-        .keys()
-        .map(String::as_str)
-        .chain(["token", "token-file", "learn-any-source"])
-    {
+    for key in keys.keys().map(String::as_str).chain([
+        "token",
+        "token-file",
+        "learn-any-source",
+        "admitter",
+        "ca-key-file",
+    ]) {
         assert!(
             text.lines()
                 .any(|l| l.trim_start_matches(['#', ' ']).starts_with(&format!("{key} = "))),
@@ -445,4 +447,52 @@ fn src_ports() {
     let f = p.to_str().unwrap();
     assert_eq!(parse(&["--config", f]).unwrap().src_ports, 8);
     assert_eq!(parse(&["--config", f, "--src-ports", "2"]).unwrap().src_ports, 2);
+}
+
+#[test]
+fn admitter_flags_and_keys() {
+    let tok = control::auth::JoinToken {
+        ca_fingerprint: [0x11; 32],
+        secret: [0x22; 32],
+    }
+    .to_string();
+    let join = ["--peer", "10.0.0.2", "--token", tok.as_str()];
+    assert_eq!(parse(&join).unwrap().admitter_key, None);
+    let mut a = join.to_vec();
+    a.extend(["--admitter", "--ca-key-file", "/k"]);
+    let c = parse(&a).unwrap();
+    assert!(matches!(c.cluster, Cluster::Join(_)));
+    assert_eq!(c.admitter_key, Some(PathBuf::from("/k")));
+    round_trip(&a);
+    // Each half alone says what is missing; an admitter must be (or become) a member.
+    let mut a = join.to_vec();
+    a.push("--admitter");
+    assert!(matches!(parse(&a).unwrap_err(), ConfigError::AdmitterWithoutKey));
+    let mut a = join.to_vec();
+    a.extend(["--ca-key-file", "/k"]);
+    assert!(matches!(
+        parse(&a).unwrap_err(),
+        ConfigError::CaKeyWithoutAdmitter
+    ));
+    for mode in [&["--peer", "10.0.0.2"][..], &["--init-cluster"][..]] {
+        let mut a = mode.to_vec();
+        a.extend(["--admitter", "--ca-key-file", "/k"]);
+        let e = parse(&a).unwrap_err();
+        assert!(matches!(e, ConfigError::AdmitterNotMember), "{a:?}: {e}");
+        assert!(e.to_string().contains("--token"), "{e}");
+    }
+    // The same from the config file, and split between the file and the flags.
+    let d = Scratch::new("adm");
+    let p = d.write("o.toml", "admitter = true\nca-key-file = \"/k2\"\n");
+    let mut a = join.to_vec();
+    a.extend(["--config", p.to_str().unwrap()]);
+    assert_eq!(parse(&a).unwrap().admitter_key, Some(PathBuf::from("/k2")));
+    let p = d.write("half.toml", "ca-key-file = \"/k3\"\n");
+    let mut a = join.to_vec();
+    a.extend(["--config", p.to_str().unwrap(), "--admitter"]);
+    assert_eq!(parse(&a).unwrap().admitter_key, Some(PathBuf::from("/k3")));
+    let p = d.write("nokey.toml", "admitter = true\n");
+    let mut a = join.to_vec();
+    a.extend(["--config", p.to_str().unwrap()]);
+    assert!(matches!(parse(&a).unwrap_err(), ConfigError::AdmitterWithoutKey));
 }

@@ -40,6 +40,8 @@ pub enum DaemonError {
     NeedLocal,
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Underlay(#[from] crate::underlay::UnderlayError),
     #[error("--local {0} is not an address of this host: pass one of this host's underlay addresses")]
     LocalNotOurs(IpAddr),
     #[error(transparent)]
@@ -87,6 +89,8 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
         }
         (None, None) => return Err(DaemonError::NeedLocal),
     };
+    // Static peers and cluster seeds alike: one socket bound to `local` must reach them all.
+    crate::underlay::check(local, &cfg.peers)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -104,7 +108,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
     let cluster_cred = rt.block_on(cluster::credentials(&cfg, local))?;
     let cluster_mode = cluster_cred.is_some();
     let underlay = netlink::interface_with_addr(local)?.ok_or(DaemonError::LocalNotOurs(local))?;
-    let overhead = if local.is_ipv4() { 50 } else { 70 };
+    let overhead = dataplane::wire::vxlan::vxlan_overhead(local);
     let mtu = cfg.mtu.unwrap_or(underlay.1.saturating_sub(overhead));
 
     // Removes only what it created, on every return path (see devices.rs).
@@ -182,9 +186,9 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
 
     let members = cluster::Members::default();
     let control_stats = cluster::ControlCounters::default();
-    let token = match &cluster_cred {
-        Some((state, _)) => state.join_token().ok().map(|t| t.to_string()),
-        None => None,
+    let (admission, cluster_state, quic) = match &cluster_cred {
+        Some(s) => (s.admission.clone(), Some(s.state.clone()), Some(s.quic.clone())),
+        None => (None, None, None),
     };
     let (revoke_tx, revoke_rx) = match cluster_mode {
         true => {
@@ -201,7 +205,9 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
         counters: vec![tx_counters, rx_counters, fdb.counters().clone()],
         peers: peers.clone(),
         members: members.clone(),
-        token,
+        admission,
+        cluster_state,
+        quic,
         socket_path: cfg.admin_socket.clone(),
         observe: observe.clone(),
     });
@@ -251,7 +257,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
             .spawn_scoped(s, || watcher.run(&stop, fault_tx, || tx_waker.wake()))?;
         let result = rt.block_on(async {
             let control = match cluster_cred {
-                Some((st, cred)) => {
+                Some(setup) => {
                     let p = Plumbing {
                         local,
                         fdb: fdb.clone(),
@@ -261,7 +267,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
                         control_stats: control_stats.clone(),
                         membership_changes: observe.membership_changes.clone(),
                     };
-                    Some(cluster::start(&cfg, st, cred, p)?)
+                    Some(cluster::start(&cfg, setup, p)?)
                 }
                 None => None,
             };

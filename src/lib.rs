@@ -18,3 +18,4 @@ pub mod privileges;
 pub mod probe;
 pub mod reload;
 pub mod trace;
+pub mod underlay;

@@ -72,11 +72,7 @@ impl Observe {
 
     /// Bytes of VXLAN overhead on the underlay (outer IP + UDP + VXLAN + inner Ethernet).
     pub fn overhead(&self) -> u32 {
-        if self.local.is_ipv4() {
-            dataplane::wire::vxlan::VXLAN_OVERHEAD_V4
-        } else {
-            dataplane::wire::vxlan::VXLAN_OVERHEAD_V4 + 20
-        }
+        dataplane::wire::vxlan::vxlan_overhead(self.local)
     }
 
     /// A static peer's liveness: seconds since its last datagram, and `reachable`/`silent`.

@@ -2,20 +2,22 @@
 //! their persistence under the state dir (default `/var/lib/overlayd`).
 //!
 //! Layout (every file 0600, written atomically via a temp file + rename):
-//! - `ca.crt` / `ca.key`: the cluster CA (ECDSA P-256). Every member keeps the CA key so that a joiner
-//!   can be admitted through *any* member (the issue's `--peer <ANY-MEMBER>`); the trade-off is that a
-//!   compromised member can mint credentials. Keeping the key on a subset ("managers") is future work.
-//! - `node.crt` / `node.key`: this node's credential, SAN = `overlayd` + `node-<id>.overlayd`.
-//! - `join.secret`: 32 random bytes; together with the CA fingerprint it forms the join token.
+//! - `ca.crt`: the cluster CA certificate (ECDSA P-256), on every member.
+//! - `ca.key` and `join.secret`: **admitters only** — the node started with `--init-cluster` and any node
+//!   started with `--admitter --ca-key-file PATH`. A joiner never receives either: it sends a signing
+//!   request and gets back its certificate and attestation (see [`crate::join`]).
+//! - `node.crt` / `node.key` / `node.id`: this node's credential. The certificate's SAN carries `overlayd`,
+//!   `node-<id>.overlayd` and the VTEP address(es) the node may use (IP entries).
+//! - `node.attest`: the CA-signed [`Attestation`] (postcard) of this node: id, VTEPs, admitter flag, key.
+//! - `admitters`: gossip addresses of admitters learned at join, so a member can relay a joiner's request.
 //! - `generation`: the last generation used (each start takes a larger one).
 //! - `peers`: members' gossip addresses, so a restart re-joins with no `--peer` and no token.
-//! - `node.attest`: this node's CA-signed [`Attestation`] (postcard): node id, VTEP addresses, admitter
-//!   flag, node public key. It rides inside every gossiped identity.
 //! - `revoked`: the CA-signed revocation list (postcard), enforced again at every start.
 //!
 //! Join token (one line): `OVL1-<sha256(ca.crt DER) hex>-<secret hex>`. The joiner pins the member's CA
-//! by the fingerprint before revealing the secret, and generates its key locally: only its public key
-//! is sent to the member, which signs it. Must never: log key material or the secret.
+//! by the fingerprint, and generates its key locally: only its public key leaves the host, with an HMAC
+//! of the request under the secret. Must never: log key material or the secret, or write `ca.key` or
+//! `join.secret` on a node that is not an admitter.
 
 use std::fmt;
 use std::fs;
@@ -23,9 +25,11 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use std::net::{IpAddr, SocketAddr};
+
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, SubjectPublicKeyInfo,
+    KeyPair, KeyUsagePurpose, SanType, SubjectPublicKeyInfo,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -44,10 +48,11 @@ const CA_KEY: &str = "ca.key";
 const NODE_CERT: &str = "node.crt";
 const NODE_KEY: &str = "node.key";
 const NODE_ID: &str = "node.id";
+const NODE_ATTEST: &str = "node.attest";
+const ADMITTERS: &str = "admitters";
 const JOIN_SECRET: &str = "join.secret";
 const GENERATION: &str = "generation";
 const PEERS: &str = "peers";
-const NODE_ATTEST: &str = "node.attest";
 const REVOKED: &str = "revoked";
 const TOKEN_PREFIX: &str = "OVL1";
 
@@ -74,8 +79,12 @@ pub enum AuthError {
     Token(&'static str),
     #[error("no randomness available from the OS: {0}")]
     Random(String),
-    #[error("cannot attest this node: {0}")]
+    #[error("cannot sign: {0}")]
     Attest(#[from] attest::AttestError),
+    #[error("{0} is not the private key of this cluster's CA (copy `ca.key` from the state dir of the node started with --init-cluster)")]
+    WrongCaKey(PathBuf),
+    #[error("this node is not an admitter (no CA key in {0}); run the command on an admitter: the --init-cluster node or one started with --admitter --ca-key-file")]
+    NotAdmitter(PathBuf),
     #[error("{path} does not vouch for this node ({reason}); the VTEP address changed or the file is stale: re-join the node with a new token and an empty state dir")]
     AttestationMismatch { path: PathBuf, reason: String },
 }
@@ -213,7 +222,8 @@ impl ClusterCa {
         Self::from_pem(&cert_pem, &key_pem, Path::new("<generated>"))
     }
 
-    fn from_pem(cert_pem: &str, key_pem: &str, path: &Path) -> Result<Self, AuthError> {
+    /// The CA from its certificate and private key (PEM); `path` names the key in errors.
+    pub fn from_pem(cert_pem: &str, key_pem: &str, path: &Path) -> Result<Self, AuthError> {
         let corrupt = |reason: String| AuthError::Corrupt {
             path: path.to_path_buf(),
             reason,
@@ -242,18 +252,26 @@ impl ClusterCa {
         &self.cert_pem
     }
 
-    /// PEM of the CA key, handed to an admitted joiner (see the module doc for the trade-off).
-    pub fn key_pem(&self) -> &str {
-        &self.key_pem
+    /// The CA key as an attestation [`Signer`].
+    pub fn signer(&self) -> Result<Signer, AuthError> {
+        let key = KeyPair::from_pem(&self.key_pem).map_err(|e| AuthError::Corrupt {
+            path: PathBuf::from(CA_KEY),
+            reason: e.to_string(),
+        })?;
+        Ok(Signer::from_pkcs8(&key.serialize_der())?)
     }
 
-    /// Sign a node certificate for `node` over the joiner's public key (SubjectPublicKeyInfo DER).
-    pub fn issue(&self, node: NodeId, spki_der: &[u8]) -> Result<String, AuthError> {
+    /// Sign a node certificate for `node` over the joiner's public key (SubjectPublicKeyInfo DER), naming
+    /// the VTEP addresses it may use as SAN IP entries.
+    pub fn issue(&self, node: NodeId, spki_der: &[u8], vteps: &[IpAddr]) -> Result<String, AuthError> {
         let spki = SubjectPublicKeyInfo::from_der(spki_der)?;
         let mut params = CertificateParams::new(vec![
             CLUSTER_SERVER_NAME.to_string(),
             format!("node-{node}.overlayd"),
         ])?;
+        params
+            .subject_alt_names
+            .extend(vteps.iter().map(|ip| SanType::IpAddress(*ip)));
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, format!("overlayd node {node}"));
         params.distinguished_name = dn;
@@ -269,12 +287,12 @@ impl ClusterCa {
 /// This node's credential, ready for rustls.
 pub struct NodeCredential {
     pub node_id: NodeId,
-    /// The CA's attestation of this node (see [`crate::attest`]); persisted as `node.attest`.
-    pub attestation: Attestation,
     /// [node certificate, CA certificate]: the CA travels in the chain so a joiner can pin it by fingerprint.
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
     pub ca: CertificateDer<'static>,
+    /// The CA's statement about this node (id, VTEPs, admitter flag, public key).
+    pub attestation: Attestation,
 }
 
 impl fmt::Debug for NodeCredential {
@@ -292,10 +310,10 @@ impl Clone for NodeCredential {
     fn clone(&self) -> Self {
         NodeCredential {
             node_id: self.node_id,
-            attestation: self.attestation.clone(),
             chain: self.chain.clone(),
             key: self.key.clone_key(),
             ca: self.ca.clone(),
+            attestation: self.attestation.clone(),
         }
     }
 }
@@ -314,6 +332,10 @@ impl PendingKey {
     }
     pub fn spki_der(&self) -> Vec<u8> {
         rcgen::PublicKeyData::subject_public_key_info(&self.key)
+    }
+    /// The uncompressed P-256 point (what an [`Attestation`] names).
+    pub fn public_key_raw(&self) -> Vec<u8> {
+        self.key.public_key_raw().to_vec()
     }
 }
 
@@ -336,9 +358,9 @@ impl NodeCredential {
 #[derive(Debug, Clone)]
 pub struct StateDir {
     path: PathBuf,
-    /// The VTEP (and gossip) addresses this node claims, written into its attestation when one is issued
-    /// here. Interim: the admission branch moves issuing to the admitter (the joiner sends its VTEPs).
-    vteps: Vec<std::net::IpAddr>,
+    /// The VTEP addresses this node is configured with: [`Self::load_credential`] checks that its
+    /// attestation lists them (peers drop claims from an address the attestation does not name).
+    vteps: Vec<IpAddr>,
 }
 
 impl StateDir {
@@ -349,41 +371,24 @@ impl StateDir {
         }
     }
 
-    /// The addresses this node will claim (its VTEP first); needed to create or check `node.attest`.
-    pub fn with_vteps(mut self, vteps: Vec<std::net::IpAddr>) -> Self {
+    /// The addresses this node will claim (its VTEP first, then its gossip address's IP if that
+    /// differs); requested at join or init and checked against `node.attest` at load.
+    pub fn with_vteps(mut self, vteps: Vec<IpAddr>) -> Self {
         self.vteps = vteps;
         self
     }
 
-    /// The CA key as a signer, on a node that holds it (an admitter); `None` elsewhere.
-    pub fn ca_signer(&self) -> Result<Option<Signer>, AuthError> {
-        let pem = match self.read(CA_KEY) {
-            Ok(p) => p,
-            Err(AuthError::NotInitialised(_)) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let key = KeyPair::from_pem(&pem).map_err(|e| AuthError::Corrupt {
-            path: self.file(CA_KEY),
-            reason: e.to_string(),
-        })?;
-        Ok(Some(Signer::from_pkcs8(&key.serialize_der())?))
-    }
-
-    /// Issue and store this node's attestation with the CA key held here.
-    fn attest_self(&self, node: NodeId, admitter: bool) -> Result<(), AuthError> {
-        let ca = self
-            .ca_signer()?
-            .ok_or(AuthError::NotInitialised(self.path.clone()))?;
-        let key_pem = self.read(NODE_KEY)?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| AuthError::Corrupt {
-            path: self.file(NODE_KEY),
-            reason: e.to_string(),
-        })?;
-        let public = Signer::from_pkcs8(&key.serialize_der())?.public_key();
-        let mut vteps = self.vteps.clone();
-        vteps.dedup();
-        let a = Attestation::issue(&ca, node, vteps, admitter, public)?;
-        self.write(NODE_ATTEST, &postcard::to_allocvec(&a).unwrap_or_default())
+    /// What this node asks to be attested for: `vtep`, then the [`Self::with_vteps`] addresses, without
+    /// repeats, at most [`attest::MAX_VTEPS`].
+    pub fn claimed_vteps(&self, vtep: IpAddr) -> Vec<IpAddr> {
+        let mut v = vec![vtep];
+        for a in &self.vteps {
+            if !v.contains(a) {
+                v.push(*a);
+            }
+        }
+        v.truncate(attest::MAX_VTEPS);
+        v
     }
 
     /// Persist the revocation list.
@@ -411,8 +416,9 @@ impl StateDir {
         self.file(NODE_CERT).exists()
     }
 
-    /// `overlayd --init-cluster`: create the CA, the join secret and this node's credential.
-    pub fn init_cluster(&self) -> Result<NodeCredential, AuthError> {
+    /// `overlayd --init-cluster`: create the CA, the join secret and this node's credential. The first node
+    /// is an admitter: its attestation says so, and it keeps `ca.key` and `join.secret`.
+    pub fn init_cluster(&self, vtep: IpAddr) -> Result<NodeCredential, AuthError> {
         if self.is_initialised() || self.file(CA_KEY).exists() {
             return Err(AuthError::AlreadyInitialised(self.path.clone()));
         }
@@ -421,41 +427,75 @@ impl StateDir {
         let secret: [u8; 32] = random()?;
         let node = NodeId(u64::from_le_bytes(random()?));
         let pending = PendingKey::generate()?;
-        let cert_pem = ca.issue(node, &pending.spki_der())?;
+        let vteps = self.claimed_vteps(vtep);
+        let cert_pem = ca.issue(node, &pending.spki_der(), &vteps)?;
+        let attestation = Attestation::issue(&ca.signer()?, node, vteps, true, pending.public_key_raw())?;
         self.write(CA_CERT, ca.cert_pem().as_bytes())?;
-        self.write(CA_KEY, ca.key_pem().as_bytes())?;
+        self.write(CA_KEY, ca.key_pem.as_bytes())?;
         self.write(JOIN_SECRET, hex(&secret).as_bytes())?;
-        self.write(NODE_KEY, pending.key.serialize_pem().as_bytes())?;
-        self.attest_self(node, true)?;
-        self.store_node(node, &pending, &cert_pem)?;
+        self.store_node(node, &pending, &cert_pem, &attestation)?;
         self.load_credential()
     }
 
-    /// After a successful join: persist what the member handed over. Restarts then need no token.
+    /// After a successful join: persist this node's key, the certificate and attestation the admitter
+    /// issued, and the CA certificate — nothing else. Restarts then need no token.
     pub fn store_joined(
         &self,
         node: NodeId,
         pending: &PendingKey,
         node_cert_pem: &str,
         ca_cert_pem: &str,
-        ca_key_pem: &str,
-        secret: &[u8; 32],
+        attestation: &Attestation,
     ) -> Result<NodeCredential, AuthError> {
         self.ensure_dir()?;
         // Validate before writing anything.
-        ClusterCa::from_pem(ca_cert_pem, ca_key_pem, &self.file(CA_KEY))?;
+        CertificateDer::from_pem_slice(ca_cert_pem.as_bytes()).map_err(|e| AuthError::Corrupt {
+            path: self.file(CA_CERT),
+            reason: e.to_string(),
+        })?;
         self.write(CA_CERT, ca_cert_pem.as_bytes())?;
-        self.write(CA_KEY, ca_key_pem.as_bytes())?;
-        self.write(JOIN_SECRET, hex(secret).as_bytes())?;
-        self.write(NODE_KEY, pending.key.serialize_pem().as_bytes())?;
-        self.attest_self(node, false)?;
-        self.store_node(node, pending, node_cert_pem)?;
+        self.store_node(node, pending, node_cert_pem, attestation)?;
         self.load_credential()
     }
 
-    fn store_node(&self, node: NodeId, pending: &PendingKey, cert_pem: &str) -> Result<(), AuthError> {
+    /// `overlayd --admitter --ca-key-file PATH`: make this member an admitter. The key must be this
+    /// cluster's CA key (its public half equals `ca.crt`'s). The join secret comes from `secret` (the
+    /// token's, when given) or an existing `join.secret`. The attestation is re-issued with
+    /// `admitter: true`, signed with that key.
+    pub fn promote_admitter(
+        &self,
+        ca_key_pem: &str,
+        key_path: &Path,
+        secret: Option<[u8; 32]>,
+    ) -> Result<NodeCredential, AuthError> {
+        let cred = self.load_credential()?;
+        let ca = ClusterCa::from_pem(&self.read(CA_CERT)?, ca_key_pem, key_path)?;
+        let signer = ca.signer()?;
+        if attest::certificate_public_key(ca.cert_der()).as_deref() != Some(&signer.public_key()[..]) {
+            return Err(AuthError::WrongCaKey(key_path.to_path_buf()));
+        }
+        let secret = match secret {
+            Some(s) => s,
+            None => self.join_secret()?,
+        };
+        let a = &cred.attestation;
+        let attestation = Attestation::issue(&signer, a.node, a.vteps.clone(), true, a.key.clone())?;
+        self.write(CA_KEY, ca_key_pem.as_bytes())?;
+        self.write(JOIN_SECRET, hex(&secret).as_bytes())?;
+        self.write(NODE_ATTEST, &encode_attestation(&attestation))?;
+        self.load_credential()
+    }
+
+    fn store_node(
+        &self,
+        node: NodeId,
+        pending: &PendingKey,
+        cert_pem: &str,
+        attestation: &Attestation,
+    ) -> Result<(), AuthError> {
         self.write(NODE_KEY, pending.key.serialize_pem().as_bytes())?;
         self.write(NODE_ID, node.to_string().as_bytes())?;
+        self.write(NODE_ATTEST, &encode_attestation(attestation))?;
         // node.crt last: its presence marks the state dir as initialised.
         self.write(NODE_CERT, cert_pem.as_bytes())
     }
@@ -481,70 +521,94 @@ impl StateDir {
             path: key_path,
             reason: e.to_string(),
         })?;
-        let signer = Signer::from_pkcs8(&key.serialize_der())?;
+        let attest_path = self.file(NODE_ATTEST);
+        let bytes = fs::read(&attest_path).map_err(io_err("read", &attest_path))?;
+        let attestation = decode_attestation(&bytes).ok_or_else(|| AuthError::Corrupt {
+            path: attest_path.clone(),
+            reason: "not an attestation".into(),
+        })?;
+        let ca_key = attest::certificate_public_key(&ca);
+        let valid = ca_key.is_some_and(|k| attestation.verify(&k).is_ok());
+        if !valid || attestation.node != node_id || attestation.key != key.public_key_raw() {
+            return Err(AuthError::Corrupt {
+                path: attest_path,
+                reason: "the attestation does not match this node's id, key or CA".into(),
+            });
+        }
+        let attestation = self.check_vteps(attestation)?;
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let attestation = self.load_attestation(node_id, &signer)?;
         Ok(NodeCredential {
             node_id,
-            attestation,
             chain: vec![cert, ca.clone()],
             key,
             ca,
+            attestation,
         })
     }
 
-    /// `node.attest`, checked against this node's id, key and claimed VTEPs. A state dir from before
-    /// attestations existed, or whose VTEP changed, gets a new one if the CA key is here.
-    fn load_attestation(&self, node: NodeId, signer: &Signer) -> Result<Attestation, AuthError> {
+    /// `attestation` if it lists every configured VTEP ([`Self::with_vteps`]). Otherwise an admitter
+    /// (CA key here) re-issues it for the new addresses, keeping its admitter flag; any other member
+    /// must re-join (only an admitter can vouch for a new address).
+    fn check_vteps(&self, attestation: Attestation) -> Result<Attestation, AuthError> {
+        let Some(missing) = self.vteps.iter().find(|v| !attestation.allows_vtep(**v)) else {
+            return Ok(attestation);
+        };
         let path = self.file(NODE_ATTEST);
-        let check = |a: &Attestation| -> Result<(), String> {
-            if a.node != node {
-                return Err(format!("it names node {}", a.node));
-            }
-            if a.key != signer.public_key() {
-                return Err("it names another key".into());
-            }
-            match self.vteps.iter().find(|v| !a.allows_vtep(**v)) {
-                Some(v) => Err(format!("it does not list address {v}")),
-                None => Ok(()),
-            }
-        };
-        let current = match fs::read(&path) {
-            Ok(b) => Some(
-                postcard::from_bytes::<Attestation>(&b).map_err(|e| AuthError::Corrupt {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?,
-            ),
-            Err(_) => None,
-        };
-        let reason = match &current {
-            Some(a) => match check(a) {
-                Ok(()) => return Ok(a.clone()),
-                Err(r) => r,
-            },
-            None => "it is missing".into(),
-        };
-        if !self.vteps.is_empty() && self.ca_signer()?.is_some() {
-            // A state dir from before attestations: every member then held the CA key and the join
-            // secret, i.e. could admit, so it stays an admitter (the admission work narrows this).
-            let admitter = current
-                .as_ref()
-                .map_or(self.file(JOIN_SECRET).exists(), |a| a.admitter);
-            self.attest_self(node, admitter)?;
-            let b = fs::read(&path).map_err(io_err("read", &path))?;
-            return postcard::from_bytes(&b).map_err(|e| AuthError::Corrupt {
+        let Some(ca) = self.ca_signer()? else {
+            return Err(AuthError::AttestationMismatch {
                 path,
-                reason: e.to_string(),
+                reason: format!("it does not list address {missing}"),
             });
-        }
-        Err(AuthError::AttestationMismatch { path, reason })
+        };
+        let vteps = self.claimed_vteps(self.vteps[0]);
+        let a = &attestation;
+        let reissued = Attestation::issue(&ca, a.node, vteps, a.admitter, a.key.clone())?;
+        self.write(NODE_ATTEST, &encode_attestation(&reissued))?;
+        Ok(reissued)
     }
 
+    /// The CA (certificate and key). Only admitters have the key: elsewhere this is `NotAdmitter`.
     pub fn load_ca(&self) -> Result<ClusterCa, AuthError> {
+        if !self.file(CA_KEY).exists() {
+            return Err(AuthError::NotAdmitter(self.path.clone()));
+        }
         let cert = self.read(CA_CERT)?;
         let key = self.read(CA_KEY)?;
         ClusterCa::from_pem(&cert, &key, &self.file(CA_KEY))
+    }
+
+    /// The CA key as a signer on an admitter (CA key present), `None` on every other member.
+    pub fn ca_signer(&self) -> Result<Option<Signer>, AuthError> {
+        match self.load_ca() {
+            Ok(ca) => Ok(Some(ca.signer()?)),
+            Err(AuthError::NotAdmitter(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `overlayctl token --rotate`: persist a new join secret (admitters only) and return it. The caller
+    /// swaps it into the running admission only after this returned, so a crash never loses it.
+    pub fn rotate_join_secret(&self) -> Result<[u8; 32], AuthError> {
+        if !self.file(CA_KEY).exists() {
+            return Err(AuthError::NotAdmitter(self.path.clone()));
+        }
+        let secret: [u8; 32] = random()?;
+        self.write(JOIN_SECRET, hex(&secret).as_bytes())?;
+        Ok(secret)
+    }
+
+    /// Remember admitters' gossip addresses (learned at join) for relaying joiners' requests.
+    pub fn save_admitters(&self, admitters: &[SocketAddr]) -> Result<(), AuthError> {
+        self.ensure_dir()?;
+        let text: String = admitters.iter().map(|p| format!("{p}\n")).collect();
+        self.write(ADMITTERS, text.as_bytes())
+    }
+
+    /// Addresses saved by [`Self::save_admitters`]; empty if none. Unparsable lines are skipped.
+    pub fn load_admitters(&self) -> Vec<SocketAddr> {
+        fs::read_to_string(self.file(ADMITTERS))
+            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
     }
 
     pub fn join_secret(&self) -> Result<[u8; 32], AuthError> {
@@ -640,6 +704,19 @@ impl StateDir {
     }
 }
 
+fn encode_attestation(a: &Attestation) -> Vec<u8> {
+    // postcard of plain fields cannot fail on a Vec sink.
+    postcard::to_allocvec(a).unwrap_or_default()
+}
+
+/// Decode a stored attestation; `None` on garbage or trailing bytes. Never panics.
+pub fn decode_attestation(bytes: &[u8]) -> Option<Attestation> {
+    match postcard::take_from_bytes::<Attestation>(bytes) {
+        Ok((a, [])) => Some(a),
+        _ => None,
+    }
+}
+
 /// Read the node id out of a node certificate's SAN (`node-<id>.overlayd`). None if the certificate
 /// does not parse or carries no such name.
 pub fn node_id_from_cert(der: &[u8]) -> Option<NodeId> {
@@ -676,7 +753,7 @@ mod tests {
     fn init_token_reload() {
         let vtep = std::net::IpAddr::from([10, 0, 0, 1]);
         let dir = StateDir::new(tempdir("init")).with_vteps(vec![vtep]);
-        let cred = dir.init_cluster().unwrap();
+        let cred = dir.init_cluster(vtep).unwrap();
         assert!(cred.attestation.admitter && cred.attestation.allows_vtep(vtep));
         assert_eq!(cred.attestation.node, cred.node_id);
         let ca_key = cred.ca_public_key().unwrap();
@@ -687,6 +764,7 @@ mod tests {
         let moved = StateDir::new(dir.path()).with_vteps(vec![std::net::IpAddr::from([10, 0, 0, 9])]);
         let c2 = moved.load_credential().unwrap();
         assert!(c2.attestation.allows_vtep(std::net::IpAddr::from([10, 0, 0, 9])));
+        assert!(c2.attestation.admitter, "re-issuing keeps the admitter flag");
         let dir = StateDir::new(dir.path()).with_vteps(vec![vtep]);
         // Revocations persist and reload only if CA-signed.
         let mut list = RevocationList::default();
@@ -698,7 +776,7 @@ mod tests {
         dir.save_revocations(&list).unwrap();
         assert!(dir.load_revocations(&ca_key).contains(NodeId(9)));
         assert!(matches!(
-            dir.init_cluster(),
+            dir.init_cluster(vtep),
             Err(AuthError::AlreadyInitialised(_))
         ));
         let again = dir.load_credential().unwrap();
@@ -709,8 +787,8 @@ mod tests {
         assert!(!line.contains('\n'));
         assert_eq!(line.parse::<JoinToken>().unwrap(), token);
         assert_eq!(token.ca_fingerprint, fingerprint(&cred.ca));
-        let mode = fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o700, "state dir");
+        let dir_mode = fs::metadata(dir.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(dir_mode, 0o700, "state dir");
         for name in [CA_KEY, NODE_KEY, JOIN_SECRET, NODE_CERT, NODE_ATTEST, REVOKED] {
             let mode = fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600, "{name}");
@@ -750,5 +828,74 @@ mod tests {
         let dir = StateDir::new(tempdir("none"));
         let e = dir.load_credential().unwrap_err().to_string();
         assert!(e.contains("--init-cluster"), "{e}");
+    }
+
+    #[test]
+    fn admitter_state_and_promotion() {
+        let vtep = std::net::IpAddr::from([10, 0, 0, 1]);
+        let a = StateDir::new(tempdir("adm-a"));
+        let cred = a.init_cluster(vtep).unwrap();
+        assert!(cred.attestation.admitter);
+        assert_eq!(cred.attestation.vteps, vec![vtep]);
+        assert!(a.ca_signer().unwrap().is_some());
+        // A member's state dir: same CA certificate, its own key and attestation, no CA key, no secret.
+        let b = StateDir::new(tempdir("adm-b"));
+        let ca = a.load_ca().unwrap();
+        let pending = PendingKey::generate().unwrap();
+        let bvtep = std::net::IpAddr::from([10, 0, 0, 2]);
+        let cert = ca.issue(NodeId(2), &pending.spki_der(), &[bvtep]).unwrap();
+        let att = Attestation::issue(
+            &ca.signer().unwrap(),
+            NodeId(2),
+            vec![bvtep],
+            false,
+            pending.public_key_raw(),
+        )
+        .unwrap();
+        let cb = b
+            .store_joined(NodeId(2), &pending, &cert, ca.cert_pem(), &att)
+            .unwrap();
+        assert!(!cb.attestation.admitter);
+        assert!(b.ca_signer().unwrap().is_none());
+        assert!(matches!(b.load_ca(), Err(AuthError::NotAdmitter(_))));
+        assert!(matches!(b.rotate_join_secret(), Err(AuthError::NotAdmitter(_))));
+        assert!(!b.path().join(CA_KEY).exists() && !b.path().join(JOIN_SECRET).exists());
+        // A member cannot vouch for a new VTEP itself: it must re-join.
+        let moved = StateDir::new(b.path()).with_vteps(vec![std::net::IpAddr::from([10, 0, 0, 7])]);
+        assert!(matches!(
+            moved.load_credential(),
+            Err(AuthError::AttestationMismatch { .. })
+        ));
+        assert!(StateDir::new(b.path())
+            .with_vteps(vec![bvtep])
+            .load_credential()
+            .is_ok());
+        // Another cluster's key is refused; the right key promotes, with the token's secret.
+        let foreign = ClusterCa::generate().unwrap();
+        let e = b
+            .promote_admitter(&foreign.key_pem, Path::new("/k"), Some([5; 32]))
+            .unwrap_err();
+        assert!(
+            matches!(e, AuthError::WrongCaKey(_) | AuthError::Corrupt { .. }),
+            "{e}"
+        );
+        assert!(!b.path().join(CA_KEY).exists(), "nothing written on a wrong key");
+        let promoted = b
+            .promote_admitter(&ca.key_pem, Path::new("/k"), Some([5; 32]))
+            .unwrap();
+        assert!(promoted.attestation.admitter);
+        assert_eq!(promoted.attestation.vteps, vec![bvtep]);
+        assert_eq!(b.join_secret().unwrap(), [5; 32]);
+        assert!(b.ca_signer().unwrap().is_some());
+        // A tampered attestation file makes the credential unloadable rather than trusted.
+        let mut bytes = fs::read(b.path().join(NODE_ATTEST)).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(b.path().join(NODE_ATTEST), &bytes).unwrap();
+        assert!(matches!(b.load_credential(), Err(AuthError::Corrupt { .. })));
+        assert_eq!(decode_attestation(&[]), None);
+        for d in [&a, &b] {
+            let _ = fs::remove_dir_all(d.path());
+        }
     }
 }

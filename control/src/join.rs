@@ -1,14 +1,24 @@
-//! The join exchange (ALPN `overlayd-join/1`): how a host without a credential becomes a member.
+//! Admission (ALPN `overlayd-join/1`, relayed over `overlayd-relay/1`): how a host without a credential
+//! becomes a member without anyone but an admitter holding the CA key or the join secret.
 //!
-//! Joiner: connects to any member, accepts the member only if its chain contains a CA whose SHA-256
-//! equals the token's fingerprint and the leaf is valid under that CA (so the secret is never shown to
-//! an impostor), then sends {secret, node id, public key} on one bidirectional stream. The private key
-//! never leaves the joiner. Member: compares the secret in constant time, signs a node certificate
-//! for the public key, and returns it with the CA (certificate and key, see [`crate::auth`]).
-//! Must never: store anything on the joiner before the CA check passed, or admit on a wrong secret.
+//! This file: the wire format and the joiner's side; the member's side (admit or relay) is
+//! [`crate::admission`].
+//!
+//! Joiner: connects to any member, accepts it only if its chain contains a CA whose SHA-256 equals the
+//! token's fingerprint and the leaf is valid under that CA, generates its key locally and sends a
+//! [`SigningRequest`] (node id, public key, requested VTEPs) with a proof: HMAC-SHA256 under the join
+//! secret of exactly the request bytes ([`JoinRequest`]). The secret itself never travels.
+//! Admitter (holds the CA key and the secret): checks the proof in constant time, returns a certificate
+//! naming the node id and VTEPs (SAN IP entries), the CA-signed [`Attestation`] and the admitters'
+//! addresses. Member without the CA key: forwards the request bytes verbatim, with the joiner's proof, to
+//! an admitter over a mutually authenticated connection (so it never learns the secret and cannot alter
+//! the request), and passes the answer back; with no admitter reachable it says so.
+//! Must never: store anything on the joiner before the CA check passed, admit on a wrong proof, relay a
+//! request twice (a relayed request is never relayed again), or wait on any step without a timeout.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -18,13 +28,27 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{
-    self, AuthError, ClusterCa, JoinToken, NodeCredential, PendingKey, StateDir, CLUSTER_SERVER_NAME,
-};
+use crate::attest::{self, Attestation};
+use crate::auth::{self, AuthError, JoinToken, NodeCredential, PendingKey, StateDir, CLUSTER_SERVER_NAME};
 use crate::membership::NodeId;
 use crate::transport::{provider, tls, TransportError, ALPN_JOIN, CONNECT_TIMEOUT};
 
-const JOIN_VERSION: u8 = 1;
+/// Version 2: signing request + proof (version 1 sent the secret itself and received the CA key).
+pub const JOIN_VERSION: u8 = 2;
+/// HMAC domain of the join proof, so the secret's MAC for this purpose is useless for any other.
+pub const DOMAIN_JOIN_PROOF: &[u8] = b"overlayd-join-proof/1";
+/// Largest encoded [`JoinRequest`] accepted (a real one is ~150 bytes).
+pub const MAX_REQUEST: usize = 1024;
+/// Largest encoded [`JoinResponse`] accepted by a joiner or a relay.
+pub const MAX_RESPONSE: usize = 16 * 1024;
+/// DER prefix of a P-256 SubjectPublicKeyInfo (id-ecPublicKey, prime256v1, BIT STRING of 66 bytes);
+/// the 65-byte uncompressed point follows. The only key type admitted.
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86,
+    0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+/// Joiner: how long it waits for the answer once the request is sent (covers a relay's budget).
+pub(crate) const JOIN_REPLY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Verifies a member during join: its chain must contain a CA whose SHA-256 matches the token, and the
 /// leaf must be valid under that CA for the cluster server name.
@@ -93,7 +117,8 @@ impl ServerCertVerifier for PinnedCaVerifier {
     }
 }
 
-fn join_client_config(token: &JoinToken) -> Result<quinn::ClientConfig, TransportError> {
+/// Client config of a joiner: TLS 1.3, ALPN `overlayd-join/1`, the member's CA pinned by the token.
+pub fn join_client_config(token: &JoinToken) -> Result<quinn::ClientConfig, TransportError> {
     let verifier = Arc::new(PinnedCaVerifier {
         fingerprint: token.ca_fingerprint,
         provider: provider(),
@@ -111,30 +136,151 @@ fn join_client_config(token: &JoinToken) -> Result<quinn::ClientConfig, Transpor
     )))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct JoinRequest {
-    version: u8,
-    secret: [u8; 32],
-    node_id: NodeId,
-    spki_der: Vec<u8>,
+/// What the joiner asks the admitter to certify.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningRequest {
+    pub node_id: NodeId,
+    /// P-256 SubjectPublicKeyInfo DER of the joiner's freshly generated key.
+    pub spki_der: Vec<u8>,
+    /// VTEP addresses the joiner will use (1 to [`attest::MAX_VTEPS`]).
+    pub vteps: Vec<IpAddr>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-enum JoinResponse {
+impl SigningRequest {
+    /// The uncompressed P-256 point inside `spki_der`, if it is exactly a P-256 SPKI.
+    pub fn public_key(&self) -> Option<&[u8]> {
+        let key = self.spki_der.strip_prefix(&P256_SPKI_PREFIX[..])?;
+        (key.len() == attest::PUBLIC_KEY_LEN && key.first() == Some(&0x04)).then_some(key)
+    }
+}
+
+/// On the wire: the encoded [`SigningRequest`] and HMAC-SHA256(secret, domain || those bytes). A relay
+/// forwards this verbatim; any change to the request breaks the proof.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub version: u8,
+    pub csr: Vec<u8>,
+    pub proof: [u8; 32],
+}
+
+/// Why a join request was not accepted (the admitter's answer names it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("join request larger than {MAX_REQUEST} bytes")]
+    TooLarge,
+    #[error("malformed join request")]
+    Malformed,
+    #[error("join protocol {0} not supported (this overlayd speaks {JOIN_VERSION}; upgrade the older host)")]
+    Version(u8),
+    #[error("the request must name 1 to 4 VTEP addresses")]
+    Vteps,
+    #[error("the request's key is not a P-256 public key")]
+    Key,
+    #[error("invalid join token secret (get a fresh token with `overlayctl token` on an admitter)")]
+    BadProof,
+}
+
+/// HMAC-SHA256 under the join secret of `domain || csr`.
+pub fn prove(secret: &[u8; 32], csr: &[u8]) -> [u8; 32] {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let mut ctx = ring::hmac::Context::with_key(&key);
+    ctx.update(DOMAIN_JOIN_PROOF);
+    ctx.update(csr);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.sign().as_ref());
+    out
+}
+
+fn decode_exact<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, RequestError> {
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((v, [])) => Ok(v),
+        _ => Err(RequestError::Malformed),
+    }
+}
+
+impl JoinRequest {
+    /// The request for `csr`, proven with `secret`.
+    pub fn new(secret: &[u8; 32], csr: &SigningRequest) -> Self {
+        // postcard of plain fields cannot fail on a Vec sink.
+        let csr = postcard::to_allocvec(csr).unwrap_or_default();
+        let proof = prove(secret, &csr);
+        JoinRequest {
+            version: JOIN_VERSION,
+            csr,
+            proof,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Parse and check the structure (size, version, VTEP count, key type). Says nothing about the proof:
+    /// a relay calls this to drop garbage early, the admitter then calls [`Self::proof_valid`].
+    pub fn decode(bytes: &[u8]) -> Result<(JoinRequest, SigningRequest), RequestError> {
+        if bytes.len() > MAX_REQUEST {
+            return Err(RequestError::TooLarge);
+        }
+        let req: JoinRequest = decode_exact(bytes)?;
+        if req.version != JOIN_VERSION {
+            return Err(RequestError::Version(req.version));
+        }
+        let csr: SigningRequest = decode_exact(&req.csr)?;
+        if csr.vteps.is_empty() || csr.vteps.len() > attest::MAX_VTEPS {
+            return Err(RequestError::Vteps);
+        }
+        if csr.public_key().is_none() {
+            return Err(RequestError::Key);
+        }
+        Ok((req, csr))
+    }
+
+    /// Constant-time check of the proof against `secret` (ring's HMAC verify).
+    pub fn proof_valid(&self, secret: &[u8; 32]) -> bool {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+        let mut msg = Vec::with_capacity(DOMAIN_JOIN_PROOF.len() + self.csr.len());
+        msg.extend_from_slice(DOMAIN_JOIN_PROOF);
+        msg.extend_from_slice(&self.csr);
+        ring::hmac::verify(&key, &msg, &self.proof).is_ok()
+    }
+}
+
+/// The admitter's answer, forwarded unchanged by a relay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JoinResponse {
     Granted {
         node_cert_pem: String,
         ca_cert_pem: String,
-        ca_key_pem: String,
+        attestation: Attestation,
+        /// Gossip addresses of the admitters known to the issuer (itself first).
+        admitters: Vec<SocketAddr>,
     },
     Refused(String),
+    /// The member is not an admitter and could not reach one.
+    NoAdmitter(String),
 }
 
-/// `overlayd --peer ADDR --token TOKEN`: obtain a node credential from the member at `peer` and store it
-/// (with the CA and secret) under `state`. Restarts then use [`StateDir::load_credential`].
+impl JoinResponse {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() > MAX_RESPONSE {
+            return None;
+        }
+        decode_exact(bytes).ok()
+    }
+}
+
+/// `overlayd --peer ADDR --token TOKEN`: obtain a credential for VTEP `vtep` (and the state dir's other
+/// claimed addresses, [`StateDir::claimed_vteps`]) through the member at `peer`
+/// (an admitter, or a member that relays to one) and store it under `state`. Restarts then use
+/// [`StateDir::load_credential`].
 pub async fn join_cluster(
     peer: SocketAddr,
     token: &JoinToken,
     state: &StateDir,
+    vtep: IpAddr,
 ) -> Result<NodeCredential, TransportError> {
     let bind: SocketAddr = if peer.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
@@ -154,46 +300,79 @@ pub async fn join_cluster(
         .map_err(|e| connect_err(e.to_string()))?;
     let pending = PendingKey::generate()?;
     let node_id = NodeId(u64::from_le_bytes(random8()?));
-    let req = JoinRequest {
-        version: JOIN_VERSION,
-        secret: token.secret,
+    let csr = SigningRequest {
         node_id,
         spki_der: pending.spki_der(),
+        vteps: state.claimed_vteps(vtep),
     };
+    let body = JoinRequest::new(&token.secret, &csr).encode();
     let proto = |reason: String| TransportError::Protocol { addr: peer, reason };
-    let body = postcard::to_allocvec(&req).map_err(|e| proto(e.to_string()))?;
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| connect_err(e.to_string()))?;
-    send.write_all(&body).await.map_err(|e| proto(e.to_string()))?;
-    send.finish().map_err(|e| proto(e.to_string()))?;
-    let reply = tokio::time::timeout(CONNECT_TIMEOUT, recv.read_to_end(64 * 1024))
+    let exchange = async {
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| connect_err(e.to_string()))?;
+        send.write_all(&body).await.map_err(|e| proto(e.to_string()))?;
+        send.finish().map_err(|e| proto(e.to_string()))?;
+        recv.read_to_end(MAX_RESPONSE)
+            .await
+            .map_err(|e| proto(e.to_string()))
+    };
+    let reply = tokio::time::timeout(JOIN_REPLY_TIMEOUT, exchange)
         .await
-        .map_err(|_| proto("no answer".into()))?
-        .map_err(|e| proto(e.to_string()))?;
+        .map_err(|_| proto("no answer".into()))??;
     conn.close(0u32.into(), b"joined");
-    endpoint.wait_idle().await;
-    match postcard::from_bytes::<JoinResponse>(&reply).map_err(|e| proto(e.to_string()))? {
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    match JoinResponse::decode(&reply).ok_or_else(|| proto("malformed answer".into()))? {
         JoinResponse::Granted {
             node_cert_pem,
             ca_cert_pem,
-            ca_key_pem,
+            attestation,
+            admitters,
         } => {
-            let ca_der = rustls::pki_types::pem::PemObject::from_pem_slice(ca_cert_pem.as_bytes())
-                .map_err(|e: rustls::pki_types::pem::Error| proto(e.to_string()))?;
-            let ca_der: CertificateDer<'static> = ca_der;
-            if auth::fingerprint(&ca_der) != token.ca_fingerprint {
-                return Err(proto("member sent a CA that does not match the token".into()));
-            }
-            Ok(state.store_joined(
-                node_id,
-                &pending,
-                &node_cert_pem,
-                &ca_cert_pem,
-                &ca_key_pem,
-                &token.secret,
-            )?)
+            check_grant(token, &csr, &pending, &node_cert_pem, &ca_cert_pem, &attestation)
+                .map_err(|r| proto(r.into()))?;
+            let cred = state.store_joined(node_id, &pending, &node_cert_pem, &ca_cert_pem, &attestation)?;
+            state.save_admitters(&admitters)?;
+            Ok(cred)
         }
         JoinResponse::Refused(reason) => Err(TransportError::Refused { addr: peer, reason }),
+        JoinResponse::NoAdmitter(reason) => Err(TransportError::NoAdmitter { addr: peer, reason }),
     }
+}
+
+/// Everything a joiner checks in a grant before storing it: the CA is the token's, the attestation is
+/// the CA's and names exactly what was asked (our id, our key, our VTEPs, not an admitter), and the
+/// certificate carries our key and id.
+pub(crate) fn check_grant(
+    token: &JoinToken,
+    csr: &SigningRequest,
+    pending: &PendingKey,
+    node_cert_pem: &str,
+    ca_cert_pem: &str,
+    attestation: &Attestation,
+) -> Result<(), &'static str> {
+    use rustls::pki_types::pem::PemObject;
+    let ca_der =
+        CertificateDer::from_pem_slice(ca_cert_pem.as_bytes()).map_err(|_| "CA certificate unreadable")?;
+    if auth::fingerprint(&ca_der) != token.ca_fingerprint {
+        return Err("the admitter sent a CA that does not match the token");
+    }
+    let ca_key = attest::certificate_public_key(&ca_der).ok_or("CA key is not P-256")?;
+    let ours = pending.public_key_raw();
+    if attestation.verify(&ca_key).is_err()
+        || attestation.node != csr.node_id
+        || attestation.key != ours
+        || attestation.vteps != csr.vteps
+        || attestation.admitter
+    {
+        return Err("the attestation does not match the request");
+    }
+    let cert =
+        CertificateDer::from_pem_slice(node_cert_pem.as_bytes()).map_err(|_| "certificate unreadable")?;
+    if auth::node_id_from_cert(&cert) != Some(csr.node_id)
+        || attest::certificate_public_key(&cert) != Some(ours)
+    {
+        return Err("the certificate does not match the request");
+    }
+    Ok(())
 }
 
 fn random8() -> Result<[u8; 8], TransportError> {
@@ -205,47 +384,120 @@ fn random8() -> Result<[u8; 8], TransportError> {
     Ok(b)
 }
 
-/// Member side of a join: check the secret, sign the joiner's key.
-pub(crate) async fn admit(conn: quinn::Connection, admission: Arc<Admission>) {
-    let Ok((mut send, mut recv)) = conn.accept_bi().await else {
-        return;
-    };
-    let Ok(body) = recv.read_to_end(16 * 1024).await else {
-        return;
-    };
-    let resp = match postcard::from_bytes::<JoinRequest>(&body) {
-        Err(_) => JoinResponse::Refused("malformed join request".into()),
-        Ok(r) if r.version != JOIN_VERSION => {
-            JoinResponse::Refused(format!("join protocol {} not supported", r.version))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csr() -> SigningRequest {
+        let mut spki = P256_SPKI_PREFIX.to_vec();
+        spki.push(0x04);
+        spki.extend((1..=64u8).collect::<Vec<_>>());
+        SigningRequest {
+            node_id: NodeId(0x0102_0304_0506_0708),
+            spki_der: spki,
+            vteps: vec![IpAddr::from([10, 0, 0, 7])],
         }
-        Ok(r) if !auth::secrets_equal(&r.secret, &admission.secret) => {
-            tracing::warn!(peer = %conn.remote_address(), "join refused: wrong secret");
-            JoinResponse::Refused(
-                "invalid join token secret (get a fresh token with `overlayctl token`)".into(),
-            )
+    }
+
+    #[test]
+    fn request_bytes_are_stable() {
+        // postcard: node id varint, spki len + bytes, vteps len, IpAddr enum tag 0 (V4) + 4 bytes.
+        let c = csr();
+        let bytes = postcard::to_allocvec(&c).unwrap();
+        assert_eq!(
+            &bytes[..9],
+            &[0x88, 0x8e, 0x98, 0xa8, 0xc0, 0xe0, 0x80, 0x81, 0x01]
+        );
+        assert_eq!(bytes[9], 91, "spki length");
+        assert_eq!(&bytes[10..36], &P256_SPKI_PREFIX[..]);
+        assert_eq!(&bytes[bytes.len() - 6..], &[1, 0, 10, 0, 0, 7]);
+        let req = JoinRequest::new(&[7; 32], &c);
+        let wire = req.encode();
+        assert_eq!(wire[0], JOIN_VERSION);
+        assert_eq!(JoinRequest::decode(&wire), Ok((req.clone(), c)));
+        // The proof is HMAC-SHA256(secret, domain || csr): recompute independently.
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[7; 32]);
+        let mut m = DOMAIN_JOIN_PROOF.to_vec();
+        m.extend_from_slice(&req.csr);
+        assert_eq!(ring::hmac::sign(&key, &m).as_ref(), &req.proof[..]);
+    }
+
+    #[test]
+    fn proof_checks() {
+        let req = JoinRequest::new(&[7; 32], &csr());
+        assert!(req.proof_valid(&[7; 32]));
+        assert!(!req.proof_valid(&[8; 32]), "another secret");
+        // A relay that changes the request (e.g. the VTEP) breaks the proof.
+        let mut c = csr();
+        c.vteps = vec![IpAddr::from([10, 0, 0, 9])];
+        let forged = JoinRequest {
+            csr: postcard::to_allocvec(&c).unwrap(),
+            ..req.clone()
+        };
+        assert!(!forged.proof_valid(&[7; 32]));
+        let mut flipped = req.clone();
+        flipped.proof[31] ^= 1;
+        assert!(!flipped.proof_valid(&[7; 32]));
+    }
+
+    #[test]
+    fn structural_refusals() {
+        let secret = [1; 32];
+        let mut c = csr();
+        c.vteps.clear();
+        assert_eq!(
+            JoinRequest::decode(&JoinRequest::new(&secret, &c).encode()),
+            Err(RequestError::Vteps)
+        );
+        c.vteps = vec![IpAddr::from([1, 1, 1, 1]); 5];
+        assert_eq!(
+            JoinRequest::decode(&JoinRequest::new(&secret, &c).encode()),
+            Err(RequestError::Vteps)
+        );
+        let mut c = csr();
+        c.spki_der[3] ^= 0xff; // not the P-256 prefix
+        assert_eq!(
+            JoinRequest::decode(&JoinRequest::new(&secret, &c).encode()),
+            Err(RequestError::Key)
+        );
+        let mut wire = JoinRequest::new(&secret, &csr()).encode();
+        wire[0] = 1;
+        assert_eq!(JoinRequest::decode(&wire), Err(RequestError::Version(1)));
+        let mut wire = JoinRequest::new(&secret, &csr()).encode();
+        wire.push(0);
+        assert_eq!(
+            JoinRequest::decode(&wire),
+            Err(RequestError::Malformed),
+            "trailing byte"
+        );
+        assert_eq!(JoinRequest::decode(&[]), Err(RequestError::Malformed));
+        assert_eq!(
+            JoinRequest::decode(&vec![0; MAX_REQUEST + 1]),
+            Err(RequestError::TooLarge)
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoder_never_panics(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1200)) {
+            let _ = JoinRequest::decode(&data);
+            let _ = JoinResponse::decode(&data);
         }
-        Ok(r) => match admission.ca.issue(r.node_id, &r.spki_der) {
-            Ok(node_cert_pem) => {
-                tracing::info!(peer = %conn.remote_address(), node = %r.node_id, "admitted new node");
-                JoinResponse::Granted {
-                    node_cert_pem,
-                    ca_cert_pem: admission.ca.cert_pem().to_string(),
-                    ca_key_pem: admission.ca.key_pem().to_string(),
+
+        #[test]
+        fn every_truncation_or_flip_is_refused_or_unproven(cut in 0usize..300, flip in 0usize..300, bit in 0u8..8) {
+            let secret = [3; 32];
+            let wire = JoinRequest::new(&secret, &csr()).encode();
+            if cut < wire.len() {
+                proptest::prop_assert!(JoinRequest::decode(&wire[..cut]).is_err());
+            }
+            if flip < wire.len() {
+                let mut w = wire.clone();
+                w[flip] ^= 1 << bit;
+                if let Ok((r, _)) = JoinRequest::decode(&w) {
+                    proptest::prop_assert!(!r.proof_valid(&secret), "a flipped request still proves");
                 }
             }
-            Err(e) => JoinResponse::Refused(format!("cannot issue certificate: {e}")),
-        },
-    };
-    if let Ok(bytes) = postcard::to_allocvec(&resp) {
-        let _ = send.write_all(&bytes).await;
-        let _ = send.finish();
-        let _ = send.stopped().await;
+        }
     }
-}
-
-/// What a member needs to admit joiners.
-#[derive(Debug)]
-pub struct Admission {
-    pub ca: ClusterCa,
-    pub secret: [u8; 32],
 }

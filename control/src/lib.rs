@@ -11,7 +11,10 @@
 //! - [`messages`]: the versioned wire envelope (postcard); decoding never panics.
 //! - [`attest`]: compact CA-signed attestations and node signatures that make gossip claims verifiable.
 //! - [`auth`]: cluster CA, node credentials, join tokens.
-//! - [`join`]: the token join exchange (CA pinned by fingerprint, secret proven, key generated locally).
+//! - [`join`]: admission (CA pinned by fingerprint, signing request proven by an HMAC under the join
+//!   secret, key generated locally; members without the CA key relay to an admitter).
+//! - [`admission`]: the member's side of a join: admit (admitters) or relay to an admitter.
+//! - [`exposure`]: caps and address validation on the QUIC port, and its counters.
 //! - [`transport`]: the QUIC (quinn + rustls, mTLS, pinned ALPN) shell that pumps a `ControlNode`.
 //! - `sim` (feature `testing`): N nodes in memory with a virtual clock, loss and partitions.
 //!
@@ -20,23 +23,26 @@
 //! # Wiring it into the daemon
 //! ```text
 //! let state = auth::StateDir::new(state_dir);                      // default auth::DEFAULT_STATE_DIR
-//! let cred = if init_cluster { state.init_cluster()? }             // overlayd --init-cluster
+//! let cred = if init_cluster { state.init_cluster(vtep)? }         // overlayd --init-cluster
 //!     else if let (Some(peer), Some(tok)) = (peer, token) {        // overlayd --peer ADDR --token TOKEN
-//!         transport::join_cluster(peer, &tok.parse()?, &state).await? }
+//!         transport::join_cluster(peer, &tok.parse()?, &state, vtep).await? }
 //!     else { state.load_credential()? };                           // restart: no token needed
 //! let mut h = transport::start(transport::GossipOptions {
 //!     bind, advertise, vtep, generation: state.next_generation()?, credential: cred,
-//!     admission: Some(transport::Admission { ca: state.load_ca()?, secret: state.join_secret()? }),
+//!     admission: transport::Admission::from_state(&state)?.map(Arc::new), // admitters only
+//!     quic: Arc::default(), limits: exposure::Limits::default(),
 //!     config: ControlConfig::default(), seed, state: Some(state.clone()) })?;
 //! if let Some(peer) = peer { h.join(peer).await?; }                // restarts re-join via state's `peers`
 //! // TAP learner → h.set_local_macs(all MACs currently behind the bridge).await
 //! // h.events: Event::FdbInstall{mac,vtep} → FDB entry origin Control; FdbRemove{mac} → remove it;
 //! //           Event::MembersChanged(rows) → cache for `overlayctl peers --json` (serde_json of rows).
-//! // SIGTERM → h.leave().await;   `overlayctl token` → state.join_token()?.to_string()
+//! // SIGTERM → h.leave().await;   `overlayctl token [--rotate]` → admission.token() / .rotate()
 //! ```
 
+pub mod admission;
 pub mod attest;
 pub mod auth;
+pub mod exposure;
 pub mod identity;
 pub mod join;
 pub mod membership;

@@ -585,6 +585,21 @@ impl ControlNode {
         v
     }
 
+    /// Gossip addresses of the active members whose attestation says admitter (where a joiner's
+    /// request is best relayed), by node id.
+    pub fn admitter_addrs(&self) -> Vec<SocketAddr> {
+        let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<(NodeId, SocketAddr)> = shared
+            .members
+            .values()
+            .filter(|m| m.id != self.identity.id && !self.revocations.contains(m.id))
+            .filter(|m| m.attestation().is_some_and(|a| a.admitter))
+            .map(|m| (m.id, m.addr))
+            .collect();
+        v.sort_unstable();
+        v.into_iter().map(|(_, a)| a).collect()
+    }
+
     /// Number of active (alive or suspect) members besides this node.
     pub fn active_members(&self) -> usize {
         self.foca.num_members()

@@ -6,6 +6,11 @@
 //!   handshake. Each gossip message travels on its own unidirectional stream (no size limit beyond
 //!   [`MAX_MESSAGE`], loss becomes retransmission delay).
 //! - ALPN `overlayd-join/1`: the joiner has no credential yet; handled by [`crate::join`].
+//! - ALPN `overlayd-relay/1`: mutual TLS; a member without the CA key forwards a joiner's request to an
+//!   admitter ([`crate::admission`]).
+//!
+//! Every incoming connection first passes [`crate::exposure`]: a stateless Retry unless the source
+//! address is validated, per-source and total caps, a handshake timeout.
 //!
 //! [`start`] spawns the pump: it feeds received messages, commands and due timers to the node and acts
 //! on its outputs; FDB and membership changes reach the daemon as [`Event`]s.
@@ -27,17 +32,21 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::admission::{Directory, JoinService};
 use crate::auth::{self, AuthError, NodeCredential, StateDir, CLUSTER_SERVER_NAME};
+use crate::exposure::{Guard, Limits, QuicStats, SourcePermit};
 use crate::membership::{NodeId, NodeIdentity};
 use crate::node::{ControlConfig, ControlNode, ControlStats, MemberInfo, MemberState, RevokeOutcome, Trust};
 use crate::{MacAddr, Output, PeerAddr, Timer};
 
 pub const ALPN_GOSSIP: &[u8] = b"overlayd-gossip/1";
 pub const ALPN_JOIN: &[u8] = b"overlayd-join/1";
+pub const ALPN_RELAY: &[u8] = b"overlayd-relay/1";
 /// Largest gossip message accepted on one stream.
 pub const MAX_MESSAGE: usize = 256 * 1024;
 
-pub use crate::join::{join_cluster, Admission};
+pub use crate::admission::Admission;
+pub use crate::join::join_cluster;
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Why the transport could not start or a join failed.
@@ -54,6 +63,8 @@ pub enum TransportError {
     Connect { addr: SocketAddr, reason: String },
     #[error("member {addr} refused the join: {reason}")]
     Refused { addr: SocketAddr, reason: String },
+    #[error("member {addr} cannot admit: {reason}")]
+    NoAdmitter { addr: SocketAddr, reason: String },
     #[error("join protocol error with {addr}: {reason} (do both hosts run the same overlayd version?)")]
     Protocol { addr: SocketAddr, reason: String },
     #[error(transparent)]
@@ -100,22 +111,34 @@ pub fn server_config(cred: &NodeCredential) -> Result<quinn::ServerConfig, Trans
         .with_client_cert_verifier(verifier)
         .with_single_cert(cred.chain.clone(), cred.key.clone_key())
         .map_err(tls)?;
-    c.alpn_protocols = vec![ALPN_GOSSIP.to_vec(), ALPN_JOIN.to_vec()];
+    c.alpn_protocols = vec![ALPN_GOSSIP.to_vec(), ALPN_JOIN.to_vec(), ALPN_RELAY.to_vec()];
     c.max_early_data_size = 0; // no 0-RTT: control messages must not be replayable
     let mut s = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(c).map_err(tls)?));
     s.transport_config(transport_config());
+    // Bound what unvalidated Initials can make quinn buffer before our accept loop decides (the guard
+    // in `crate::exposure` does the per-source part).
+    s.max_incoming(MAX_INCOMING)
+        .incoming_buffer_size(16 * 1024)
+        .incoming_buffer_size_total(4 * 1024 * 1024);
     Ok(s)
 }
 
+/// Connections quinn holds before our accept loop has looked at them.
+const MAX_INCOMING: usize = 1024;
+
 /// Client side between members: verify the server against the cluster CA, present our credential.
 pub fn gossip_client_config(cred: &NodeCredential) -> Result<quinn::ClientConfig, TransportError> {
+    member_client_config(cred, ALPN_GOSSIP)
+}
+
+fn member_client_config(cred: &NodeCredential, alpn: &[u8]) -> Result<quinn::ClientConfig, TransportError> {
     let mut c = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls)?
         .with_root_certificates(roots(&cred.ca)?)
         .with_client_auth_cert(cred.chain.clone(), cred.key.clone_key())
         .map_err(tls)?;
-    c.alpn_protocols = vec![ALPN_GOSSIP.to_vec()];
+    c.alpn_protocols = vec![alpn.to_vec()];
     c.enable_early_data = false;
     let mut q = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(c).map_err(tls)?));
     q.transport_config(transport_config());
@@ -139,34 +162,90 @@ async fn read_streams(conn: quinn::Connection, tx: mpsc::Sender<Inbound>) {
     }
 }
 
-async fn handle_incoming(incoming: quinn::Incoming, pool: Arc<Pool>, admission: Option<Arc<Admission>>) {
-    let Ok(conn) = incoming.await else { return };
+/// Accept loop: address validation (Retry), then the guard's per-source and total caps; everything
+/// after that runs in its own task so the loop never waits on a handshake.
+async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<Accept>) {
+    while let Some(incoming) = endpoint.accept().await {
+        if !incoming.remote_address_validated() {
+            // Stateless: no TLS work and no state until the source proves it receives our packets.
+            ctx.stats.count_retry();
+            let _ = incoming.retry();
+            continue;
+        }
+        match ctx.guard.begin(incoming.remote_address().ip(), Instant::now()) {
+            Ok(permit) => {
+                tokio::spawn(handle_incoming(incoming, permit, Arc::clone(&ctx)));
+            }
+            Err(r) => {
+                ctx.stats.count_refusal(r);
+                incoming.ignore();
+            }
+        }
+    }
+}
+
+/// What the accept loop and its connection tasks share.
+struct Accept {
+    pool: Arc<Pool>,
+    join: Arc<JoinService>,
+    guard: Arc<Guard>,
+    stats: Arc<QuicStats>,
+}
+
+fn is_authenticated(conn: &quinn::Connection) -> bool {
+    // rustls already verified any presented certificate against the CA; require that one was.
+    conn.peer_identity()
+        .and_then(|p| p.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .is_some_and(|c| !c.is_empty())
+}
+
+async fn handle_incoming(incoming: quinn::Incoming, permit: SourcePermit, ctx: Arc<Accept>) {
+    let handshake = async {
+        // Queued (FIFO) behind the total cap rather than refused.
+        let _slot = ctx.guard.handshake_slot().await?;
+        incoming.accept().ok()?.await.ok()
+    };
+    let conn = match tokio::time::timeout(ctx.guard.limits().handshake_timeout, handshake).await {
+        Ok(Some(c)) => {
+            ctx.stats.count_handshake(true);
+            c
+        }
+        _ => {
+            ctx.stats.count_handshake(false);
+            return;
+        }
+    };
     let alpn = conn
         .handshake_data()
         .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
         .and_then(|h| h.protocol);
     match alpn.as_deref() {
         Some(p) if p == ALPN_GOSSIP => {
-            // rustls already verified any presented certificate against the CA; require that one was.
-            let authenticated = conn
-                .peer_identity()
-                .and_then(|p| p.downcast::<Vec<CertificateDer<'static>>>().ok())
-                .is_some_and(|c| !c.is_empty());
-            if !authenticated {
+            // A member's long-lived connection: it no longer counts against its source's handshake slots.
+            drop(permit);
+            if !is_authenticated(&conn) {
                 conn.close(1u32.into(), b"client certificate required");
                 return;
             }
-            if pool.is_revoked(&conn) {
+            if ctx.pool.is_revoked(&conn) {
                 conn.close(4u32.into(), b"revoked");
                 return;
             }
-            pool.adopt(conn.remote_address(), conn.clone()).await;
-            read_streams(conn, pool.inbound.clone()).await;
+            ctx.pool.adopt(conn.remote_address(), conn.clone()).await;
+            read_streams(conn, ctx.pool.inbound.clone()).await;
         }
-        Some(p) if p == ALPN_JOIN => match admission {
-            Some(a) => crate::join::admit(conn, a).await,
-            None => conn.close(2u32.into(), b"this member cannot admit nodes"),
-        },
+        // Unauthenticated join: the source's slot stays taken until the join is answered or times out.
+        Some(p) if p == ALPN_JOIN => Arc::clone(&ctx.join).serve(conn, true).await,
+        Some(p) if p == ALPN_RELAY => {
+            if !is_authenticated(&conn) {
+                conn.close(1u32.into(), b"client certificate required");
+            } else if ctx.pool.is_revoked(&conn) {
+                // A revoked member must not keep relaying joiners into the cluster.
+                conn.close(4u32.into(), b"revoked");
+            } else {
+                Arc::clone(&ctx.join).serve(conn, false).await;
+            }
+        }
         _ => conn.close(3u32.into(), b"unsupported ALPN"),
     }
 }
@@ -334,8 +413,13 @@ pub struct GossipOptions {
     /// One per daemon start; must grow across restarts (e.g. milliseconds since the epoch).
     pub generation: u64,
     pub credential: NodeCredential,
-    /// Present if this node may admit joiners (it holds the CA key and the join secret).
-    pub admission: Option<Admission>,
+    /// Present if this node may admit joiners (it holds the CA key and the join secret). Shared with the
+    /// admin endpoint, which serves the token and its rotation.
+    pub admission: Option<Arc<Admission>>,
+    /// Counters of the QUIC port (shared with `overlayctl stats`).
+    pub quic: Arc<QuicStats>,
+    /// Caps on unauthenticated connections.
+    pub limits: Limits,
     pub config: ControlConfig,
     pub seed: u64,
     /// Where to remember members' addresses: a restart re-joins through them with no --peer/--token.
@@ -437,12 +521,11 @@ pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
     let (in_tx, in_rx) = mpsc::channel::<Inbound>(4096);
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-    let admission = opts.admission.map(Arc::new);
     let cred = &opts.credential;
     let ca_key = cred.ca_public_key()?;
     let signer = Arc::new(cred.signer()?);
-    // Only an admitter signs revocations (today every member still stores the CA key; the admission
-    // work removes it from the others).
+    // Only an admitter (attested as one, CA key in its state dir) signs revocations; every other
+    // member forwards `overlayctl revoke` to an admitter.
     let ca_signer = match &opts.state {
         Some(state) if cred.attestation.admitter => state.ca_signer()?.map(Arc::new),
         _ => None,
@@ -459,15 +542,34 @@ pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
         inbound: in_tx,
         revoked: RwLock::new(revoked.iter().map(|r| r.node).collect()),
     });
-    {
-        let endpoint = endpoint.clone();
-        let pool = Arc::clone(&pool);
-        tokio::spawn(async move {
-            while let Some(incoming) = endpoint.accept().await {
-                tokio::spawn(handle_incoming(incoming, Arc::clone(&pool), admission.clone()));
-            }
-        });
-    }
+    let directory = Arc::new(Directory {
+        me: advertise,
+        admitters: Mutex::new(
+            opts.state
+                .as_ref()
+                .map(StateDir::load_admitters)
+                .unwrap_or_default(),
+        ),
+        members: Mutex::new(Vec::new()),
+        state: opts.state.clone(),
+    });
+    let join = Arc::new(JoinService {
+        admission: opts.admission,
+        directory: Arc::clone(&directory),
+        endpoint: endpoint.clone(),
+        relay_client: member_client_config(&opts.credential, ALPN_RELAY)?,
+        stats: Arc::clone(&opts.quic),
+        relay_slots: Arc::new(tokio::sync::Semaphore::new(crate::admission::RELAY_CONCURRENCY)),
+        relay_next: Mutex::new(Instant::now()),
+        serve_timeout: opts.limits.join_timeout,
+    });
+    let accept = Arc::new(Accept {
+        pool: Arc::clone(&pool),
+        join,
+        guard: Guard::new(opts.limits),
+        stats: opts.quic,
+    });
+    tokio::spawn(accept_loop(endpoint.clone(), accept));
     let identity = NodeIdentity::signed(
         advertise,
         opts.vtep,
@@ -491,7 +593,7 @@ pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
             }
         }
     }
-    tokio::spawn(pump(node, pool, in_rx, cmd_rx, ev_tx, opts.state));
+    tokio::spawn(pump(node, pool, in_rx, cmd_rx, ev_tx, opts.state, directory));
     Ok(GossipHandle {
         cmd: cmd_tx,
         events: ev_rx,
@@ -531,6 +633,7 @@ async fn pump(
     mut cmds: mpsc::Receiver<Command>,
     events: mpsc::UnboundedSender<Event>,
     state: Option<StateDir>,
+    directory: Arc<Directory>,
 ) {
     let mut saved_peers: Vec<SocketAddr> = Vec::new();
     let mut timers: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
@@ -571,6 +674,16 @@ async fn pump(
                     if let Some(state) = &state {
                         remember_peers(state, &members, node.identity().addr, &mut saved_peers);
                     }
+                    // Relay candidates for joiners: the alive members, those attested as admitters
+                    // first (an admitter answers, the others decline).
+                    let admitters = node.admitter_addrs();
+                    let mut alive: Vec<SocketAddr> = members
+                        .iter()
+                        .filter(|m| m.state == MemberState::Alive)
+                        .map(|m| m.addr)
+                        .collect();
+                    alive.sort_by_key(|a| !admitters.contains(a));
+                    *directory.members.lock().unwrap_or_else(|e| e.into_inner()) = alive;
                     let _ = events.send(Event::MembersChanged(members));
                 }
             }

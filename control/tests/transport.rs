@@ -8,9 +8,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use control::auth::{JoinToken, NodeCredential, StateDir};
+use control::exposure::Limits;
 use control::transport::{self, Admission, Event, GossipOptions, TransportError};
-use control::{ControlConfig, MacAddr, MemberState};
+use control::{ControlConfig, MacAddr, MemberState, RevokeOutcome};
 
 fn tempdir(tag: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("overlayd-transport-{tag}-{}", std::process::id()));
@@ -30,10 +33,9 @@ fn opts(dir: &StateDir, cred: NodeCredential, vtep: [u8; 4], generation: u64) ->
         vtep: IpAddr::from(vtep),
         generation,
         credential: cred,
-        admission: Some(Admission {
-            ca: dir.load_ca().unwrap(),
-            secret: dir.join_secret().unwrap(),
-        }),
+        admission: Admission::from_state(dir).unwrap().map(Arc::new),
+        quic: Arc::default(),
+        limits: Limits::default(),
         config: ControlConfig::default(),
         seed: generation,
         state: Some(dir.clone()),
@@ -44,7 +46,7 @@ fn opts(dir: &StateDir, cred: NodeCredential, vtep: [u8; 4], generation: u64) ->
 async fn join_gossip_and_refuse_foreign_ca() {
     // First member.
     let dir_a = StateDir::new(tempdir("a")).with_vteps(vteps(1));
-    let cred_a = dir_a.init_cluster().unwrap();
+    let cred_a = dir_a.init_cluster(IpAddr::from([192, 168, 0, 1])).unwrap();
     let mut a = transport::start(opts(&dir_a, cred_a.clone(), [192, 168, 0, 1], 1)).unwrap();
     let addr_a = a.local_addr();
     let token: JoinToken = dir_a.join_token().unwrap().to_string().parse().unwrap();
@@ -55,7 +57,9 @@ async fn join_gossip_and_refuse_foreign_ca() {
         secret: [7; 32],
         ..token.clone()
     };
-    let e = transport::join_cluster(addr_a, &bad, &dir_x).await.unwrap_err();
+    let e = transport::join_cluster(addr_a, &bad, &dir_x, IpAddr::from([192, 168, 0, 9]))
+        .await
+        .unwrap_err();
     assert!(matches!(e, TransportError::Refused { .. }), "{e}");
     assert!(!dir_x.is_initialised());
     // Wrong CA fingerprint: the joiner refuses the member before sending the secret.
@@ -63,12 +67,16 @@ async fn join_gossip_and_refuse_foreign_ca() {
         ca_fingerprint: [9; 32],
         ..token.clone()
     };
-    let e = transport::join_cluster(addr_a, &bad, &dir_x).await.unwrap_err();
+    let e = transport::join_cluster(addr_a, &bad, &dir_x, IpAddr::from([192, 168, 0, 9]))
+        .await
+        .unwrap_err();
     assert!(matches!(e, TransportError::Connect { .. }), "{e}");
 
     // Second member joins with the token, then restarts from the stored credential (no token).
     let dir_b = StateDir::new(tempdir("b")).with_vteps(vteps(2));
-    let joined = transport::join_cluster(addr_a, &token, &dir_b).await.unwrap();
+    let joined = transport::join_cluster(addr_a, &token, &dir_b, IpAddr::from([192, 168, 0, 2]))
+        .await
+        .unwrap();
     let cred_b = dir_b.load_credential().unwrap();
     assert_eq!(joined.node_id, cred_b.node_id);
     assert_eq!(
@@ -111,7 +119,7 @@ async fn join_gossip_and_refuse_foreign_ca() {
 
     // A node with a credential from another cluster's CA is refused at the handshake.
     let dir_c = StateDir::new(tempdir("c")).with_vteps(vteps(3));
-    let cred_c = dir_c.init_cluster().unwrap();
+    let cred_c = dir_c.init_cluster(IpAddr::from([192, 168, 0, 3])).unwrap();
     let foreign = NodeCredential {
         ca: cred_a.ca.clone(),
         ..cred_c
@@ -203,4 +211,165 @@ async fn join_gossip_and_refuse_foreign_ca() {
     for d in [&dir_a, &dir_b, &dir_c, &dir_x] {
         let _ = std::fs::remove_dir_all(d.path());
     }
+}
+
+/// Files in a state dir that hold a private key (PEM "PRIVATE KEY").
+fn private_keys(dir: &StateDir) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.unwrap();
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            text.contains("PRIVATE KEY")
+                .then(|| e.file_name().to_string_lossy().into_owned())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_through_member_rotation_and_no_admitter() {
+    let vtep = |n: u8| IpAddr::from([192, 168, 1, n]);
+    // Gossip runs on 127.0.0.1: each node's attestation names its VTEP and that address.
+    let claimed = |n: u8| vec![vtep(n), IpAddr::from([127, 0, 0, 1])];
+    // A: the admitter.
+    let dir_a = StateDir::new(tempdir("ra")).with_vteps(claimed(1));
+    let cred_a = dir_a.init_cluster(vtep(1)).unwrap();
+    assert!(cred_a.attestation.admitter);
+    let adm = Arc::new(Admission::from_state(&dir_a).unwrap().unwrap());
+    let mut oa = opts(&dir_a, cred_a, [192, 168, 1, 1], 1);
+    oa.admission = Some(Arc::clone(&adm));
+    let a = transport::start(oa).unwrap();
+    let addr_a = a.local_addr();
+    let token = adm.token();
+
+    // B joins through A: it stores its own key only, learns A as an admitter, and cannot admit.
+    let dir_b = StateDir::new(tempdir("rb")).with_vteps(claimed(2));
+    let cred_b = transport::join_cluster(addr_a, &token, &dir_b, vtep(2))
+        .await
+        .unwrap();
+    assert!(!cred_b.attestation.admitter);
+    assert_eq!(cred_b.attestation.vteps, claimed(2));
+    assert_eq!(private_keys(&dir_b), vec!["node.key".to_string()]);
+    assert_eq!(
+        private_keys(&dir_a),
+        vec!["ca.key".to_string(), "node.key".to_string()]
+    );
+    assert!(!dir_b.path().join("join.secret").exists());
+    assert!(dir_b.ca_signer().unwrap().is_none());
+    assert!(dir_a.ca_signer().unwrap().is_some());
+    assert!(Admission::from_state(&dir_b).unwrap().is_none());
+    assert_eq!(dir_b.load_admitters(), vec![addr_a]);
+    let stats_b: Arc<control::exposure::QuicStats> = Arc::default();
+    let b_id = cred_b.node_id;
+    let mut ob = opts(&dir_b, cred_b, [192, 168, 1, 2], 1);
+    ob.quic = Arc::clone(&stats_b);
+    let b = transport::start(ob).unwrap();
+    b.join(addr_a).await.unwrap();
+    let addr_b = b.local_addr();
+
+    // C joins through B, which is not an admitter: B relays to A.
+    let dir_c = StateDir::new(tempdir("rc")).with_vteps(claimed(3));
+    let cred_c = transport::join_cluster(addr_b, &token, &dir_c, vtep(3))
+        .await
+        .unwrap();
+    assert_eq!(private_keys(&dir_c), vec!["node.key".to_string()]);
+    assert_eq!(
+        dir_c.load_admitters(),
+        vec![addr_a],
+        "A's address travels with the grant"
+    );
+    assert_eq!(cred_c.attestation.vteps, claimed(3));
+    assert_eq!(stats_b.snapshot().joins_relayed, 1);
+
+    // Rotation on A: through B, the old token is refused and the new one accepted.
+    let new = adm.rotate().unwrap();
+    let dir_d = StateDir::new(tempdir("rd")).with_vteps(claimed(4));
+    let e = transport::join_cluster(addr_b, &token, &dir_d, vtep(4))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, TransportError::Refused { .. }), "{e}");
+    assert!(!dir_d.is_initialised());
+    transport::join_cluster(addr_b, &new, &dir_d, vtep(4))
+        .await
+        .unwrap();
+
+    // B revoked (A, the admitter, signs): A refuses B's relay connections, so B brings no one in.
+    assert_eq!(a.revoke(b_id).await.unwrap(), Ok(RevokeOutcome::Revoked));
+    let dir_f = StateDir::new(tempdir("rf")).with_vteps(claimed(6));
+    let e = transport::join_cluster(addr_b, &new, &dir_f, vtep(6))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, TransportError::NoAdmitter { .. }), "{e}");
+    assert!(!dir_f.is_initialised());
+
+    // A gone: a join through B fails saying no admitter is reachable, and B keeps working.
+    a.abort();
+    let dir_e = StateDir::new(tempdir("re")).with_vteps(claimed(5));
+    let e = transport::join_cluster(addr_b, &new, &dir_e, vtep(5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, TransportError::NoAdmitter { .. }) && e.to_string().contains("no admitter is reachable"),
+        "{e}"
+    );
+    assert!(!dir_e.is_initialised());
+    assert!(!b.members().await.unwrap().is_empty(), "B still answers");
+    for d in [&dir_a, &dir_b, &dir_c, &dir_d, &dir_e, &dir_f] {
+        let _ = std::fs::remove_dir_all(d.path());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_join_connections_are_capped_and_timed_out() {
+    let dir = StateDir::new(tempdir("cap"));
+    let cred = dir.init_cluster(IpAddr::from([192, 168, 2, 1])).unwrap();
+    let stats: Arc<control::exposure::QuicStats> = Arc::default();
+    let mut o = opts(&dir, cred, [192, 168, 2, 1], 1);
+    o.quic = Arc::clone(&stats);
+    o.limits = Limits {
+        per_source: 2,
+        join_timeout: Duration::from_secs(3),
+        ..Limits::default()
+    };
+    let a = transport::start(o).unwrap();
+    let addr = a.local_addr();
+    let token = dir.join_token().unwrap();
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse::<SocketAddr>().unwrap()).unwrap();
+    ep.set_default_client_config(control::join::join_client_config(&token).unwrap());
+    let connect = |wait: u64| {
+        let c = ep.connect(addr, "overlayd").unwrap();
+        tokio::time::timeout(Duration::from_millis(wait), c)
+    };
+    // Two idle join connections (handshake done, no request) take this source's two slots ...
+    let c1 = connect(2500).await.expect("first handshake").unwrap();
+    let c2 = connect(2500).await.expect("second handshake").unwrap();
+    // ... so a third from the same source is ignored (until the member gives up on the idle ones at 3 s:
+    // the client retransmits its Initial, so wait less than that).
+    assert!(
+        connect(1000).await.is_err(),
+        "third concurrent connection from one source accepted"
+    );
+    assert!(
+        stats.snapshot().refused_source_busy >= 1,
+        "{:?}",
+        stats.snapshot()
+    );
+    assert!(
+        stats.snapshot().retries >= 2,
+        "address validation: {:?}",
+        stats.snapshot()
+    );
+    // The member gives up on idle joins after join_timeout and closes them, which frees the slots.
+    for c in [&c1, &c2] {
+        tokio::time::timeout(Duration::from_secs(5), c.closed())
+            .await
+            .expect("idle join connection closed by the member");
+    }
+    assert_eq!(stats.snapshot().join_timeouts, 2, "{:?}", stats.snapshot());
+    let c3 = connect(2500).await.expect("slots released").unwrap();
+    c3.close(0u32.into(), b"");
+    a.abort();
+    let _ = std::fs::remove_dir_all(dir.path());
 }

@@ -51,6 +51,7 @@ pub enum Endpoint {
     Metrics,
     Trace,
     Diag,
+    TokenRotate,
 }
 
 /// One row of [`ROUTES`].
@@ -87,6 +88,13 @@ pub const ROUTES: &[Route] = &[
     route(Method::Get, "/metrics", Endpoint::Metrics, Access::ReadOnly),
     route(Method::Get, "/v1/trace", Endpoint::Trace, Access::ReadOnly),
     route(Method::Get, "/v1/diag", Endpoint::Diag, Access::ReadOnly),
+    // `overlayctl token --rotate`: a new join secret on an admitter; the old token is refused from then on.
+    route(
+        Method::Post,
+        "/v1/token/rotate",
+        Endpoint::TokenRotate,
+        Access::Privileged,
+    ),
 ];
 
 /// The route for `method path`; `Err(404)` for an unknown path, `Err(405)` for a known path with another method.
@@ -145,8 +153,12 @@ pub struct AdminState {
     pub peers: Arc<PeerSet>,
     /// Cluster membership (`None` in static mode).
     pub members: crate::cluster::Members,
-    /// Join token, on cluster members that can admit joiners.
-    pub token: Option<String>,
+    /// On admitters: the join token and its rotation.
+    pub admission: Option<Arc<control::transport::Admission>>,
+    /// Cluster mode: the state dir (to name the admitters when this node is not one).
+    pub cluster_state: Option<control::auth::StateDir>,
+    /// Cluster mode: counters of the QUIC port, shown as `quic` in stats.
+    pub quic: Option<Arc<control::exposure::QuicStats>>,
     /// The admin socket's path, named in refusals on TCP.
     pub socket_path: PathBuf,
     /// `overlayctl revoke`: requests to the control plane (`None` in static mode).
@@ -257,11 +269,16 @@ impl AdminState {
                 json(serde_json::to_string(&rows))
             }
             Endpoint::Stats => {
-                let snap = Snapshot::sum(self.counters.iter().map(|c| &**c));
-                let mut v = serde_json::to_value(&snap).unwrap_or_default();
+                let mut v = match serde_json::to_value(Snapshot::sum(self.counters.iter().map(|c| &**c))) {
+                    Ok(v) => v,
+                    Err(e) => return Response::error(500, &e.to_string()),
+                };
                 let control = self.control_stats.read().ok().and_then(|c| *c);
                 if let (Some(obj), Some(c)) = (v.as_object_mut(), control) {
                     obj.insert("control".into(), serde_json::to_value(c).unwrap_or_default());
+                }
+                if let (Some(q), Some(obj)) = (&self.quic, v.as_object_mut()) {
+                    obj.insert("quic".into(), serde_json::json!(q.snapshot()));
                 }
                 json(serde_json::to_string(&v))
             }
@@ -307,16 +324,23 @@ impl AdminState {
                 Err(e) => Response::error(400, &e.to_string()),
             },
             Endpoint::Diag => json(serde_json::to_string(&self.diag())),
-            Endpoint::Token => match &self.token {
-                Some(t) => json(serde_json::to_string(&serde_json::json!({ "token": t }))),
-                None if self.is_static() => Response::error(
-                    404,
-                    "this overlayd runs in static mode (no cluster), so there is no join token: start the first node with --init-cluster",
-                ),
-                None => Response::error(
-                    404,
-                    "this member holds no join secret: run `overlayctl --admin-socket … token` on the node started with --init-cluster",
-                ),
+            Endpoint::Token => match &self.admission {
+                Some(a) => json(serde_json::to_string(
+                    &serde_json::json!({ "token": a.token().to_string() }),
+                )),
+                None => self.not_admitter(),
+            },
+            Endpoint::TokenRotate => match &self.admission {
+                Some(a) => match a.rotate() {
+                    Ok(t) => {
+                        tracing::info!("join secret rotated; the previous token is no longer accepted");
+                        json(serde_json::to_string(
+                            &serde_json::json!({ "token": t.to_string() }),
+                        ))
+                    }
+                    Err(e) => Response::error(500, &e.to_string()),
+                },
+                None => self.not_admitter(),
             },
         }
     }
@@ -344,8 +368,34 @@ impl AdminState {
         }
     }
 
+    /// `token` and `token --rotate` on a node that is not an admitter: name the admitters it knows.
+    fn not_admitter(&self) -> Response {
+        if self.is_static() {
+            return Response::error(
+                404,
+                "this overlayd runs in static mode (no cluster), so there is no join token: start the first node with --init-cluster",
+            );
+        }
+        let admitters: Vec<String> = self
+            .cluster_state
+            .as_ref()
+            .map(|s| s.load_admitters().iter().map(ToString::to_string).collect())
+            .unwrap_or_default();
+        let named = if admitters.is_empty() {
+            "the node started with --init-cluster".to_string()
+        } else {
+            format!("gossip address {}", admitters.join(", "))
+        };
+        Response::error(
+            409,
+            &format!("this node is not an admitter (it holds no CA key or join secret); run `overlayctl --admin-socket … token` on an admitter: {named}"),
+        )
+    }
+
     fn is_static(&self) -> bool {
-        self.members.read().map_or(true, |m| m.is_none())
+        // The state dir is there from the start in cluster mode; the member list only after the first
+        // membership event, which may come after the admin socket answers.
+        self.cluster_state.is_none() && self.members.read().map_or(true, |m| m.is_none())
     }
 }
 
@@ -426,7 +476,7 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    fn state(token: Option<&str>, cluster: bool) -> AdminState {
+    fn state(admission: Option<Arc<control::transport::Admission>>, cluster: bool) -> AdminState {
         let now = Instant::now();
         let fdb = Arc::new(Fdb::new(8, Fdb::DEFAULT_AGEING, now));
         fdb.learn(
@@ -441,7 +491,9 @@ mod tests {
             counters: vec![Arc::default()],
             peers: Arc::new(PeerSet::new([IpAddr::from([10, 0, 0, 2])])),
             members: Arc::new(std::sync::RwLock::new(cluster.then(Vec::new))),
-            token: token.map(str::to_string),
+            admission,
+            cluster_state: None,
+            quic: cluster.then(Arc::default),
             socket_path: PathBuf::from("/run/test/admin.sock"),
             revoke: None,
             control_stats: Arc::new(std::sync::RwLock::new(Some(control::ControlStats {
@@ -586,10 +638,12 @@ mod tests {
 
     #[test]
     fn token_only_on_the_socket_and_only_for_allowed_peers() {
-        let st = state(Some("OVL1-secret"), true);
+        let (dir, adm) = admitter("sock");
+        let secret = adm.token().to_string();
+        let st = state(Some(adm), true);
         let r = get(&st, &Via::Tcp, "/v1/token", "127.0.0.1:7947");
         assert_eq!(r.status, 403);
-        assert!(!r.body.contains("OVL1-secret"));
+        assert!(!r.body.contains(&secret));
         assert!(r.body.contains("/run/test/admin.sock"), "{}", r.body);
         let refused = Via::Socket {
             refused: Some("uid 65534 may not".into()),
@@ -603,7 +657,7 @@ mod tests {
         let r = get(&st, &ok, "/v1/token", "whatever");
         assert_eq!(r.status, 200);
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-        assert_eq!(v["token"], "OVL1-secret");
+        assert_eq!(v["token"], secret.as_str());
         // Every privileged route is refused on TCP, whatever its handler.
         for route in ROUTES.iter().filter(|r| r.access == Access::Privileged) {
             let head = format!(
@@ -614,6 +668,68 @@ mod tests {
             let r = rt().block_on(st.respond(&Via::Tcp, &raw(&head)));
             assert_eq!(r.status, 403, "{}", route.path);
         }
+        assert_eq!(adm_token(&st), secret, "a refused rotation changed nothing");
+        let _ = std::fs::remove_dir_all(dir.path());
+    }
+
+    fn admitter(tag: &str) -> (control::auth::StateDir, Arc<control::transport::Admission>) {
+        let dir = control::auth::StateDir::new(
+            std::env::temp_dir().join(format!("overlayd-admin-{tag}-{}", std::process::id())),
+        );
+        let _ = std::fs::remove_dir_all(dir.path());
+        dir.init_cluster(IpAddr::from([10, 0, 0, 1])).unwrap();
+        let adm = control::transport::Admission::from_state(&dir).unwrap().unwrap();
+        (dir, Arc::new(adm))
+    }
+
+    fn adm_token(st: &AdminState) -> String {
+        st.admission.as_ref().unwrap().token().to_string()
+    }
+
+    fn call(st: &AdminState, method: &str, path: &str) -> Response {
+        let head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        rt().block_on(st.respond(&Via::Socket { refused: None }, &raw(&head)))
+    }
+
+    #[test]
+    fn rotation_only_on_admitters() {
+        let (dir, adm) = admitter("rot");
+        let mut st = state(Some(adm), true);
+        st.cluster_state = Some(dir.clone());
+        let token = |r: Response| -> String {
+            assert_eq!(r.status, 200, "{}", r.body);
+            let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            v["token"].as_str().unwrap().to_string()
+        };
+        let old = token(call(&st, "GET", "/v1/token"));
+        let new = token(call(&st, "POST", "/v1/token/rotate"));
+        assert_ne!(old, new);
+        assert_eq!(token(call(&st, "GET", "/v1/token")), new);
+        assert_eq!(dir.join_token().unwrap().to_string(), new, "persisted");
+        assert_eq!(
+            call(&st, "GET", "/v1/token/rotate").status,
+            405,
+            "rotation needs POST"
+        );
+        let stats: serde_json::Value = serde_json::from_str(&call(&st, "GET", "/v1/stats").body).unwrap();
+        assert_eq!(stats["quic"]["retries"], 0);
+        // A member that is not an admitter names the admitters it knows.
+        let member = control::auth::StateDir::new(dir.path().join("member"));
+        member
+            .save_admitters(&["10.0.0.1:7948".parse().unwrap()])
+            .unwrap();
+        let mut st = state(None, true);
+        st.cluster_state = Some(member);
+        for (m, p) in [("GET", "/v1/token"), ("POST", "/v1/token/rotate")] {
+            let r = call(&st, m, p);
+            assert_eq!(r.status, 409);
+            assert!(
+                r.body.contains("not an admitter") && r.body.contains("10.0.0.1:7948"),
+                "{}",
+                r.body
+            );
+        }
+        let _ = std::fs::remove_dir_all(dir.path());
     }
 
     #[test]

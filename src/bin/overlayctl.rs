@@ -59,8 +59,13 @@ enum Cmd {
         json: bool,
     },
     /// Print the cluster join token (one line); needs --admin-socket (root). Save it to a file (chmod 600)
-    /// for `overlayd --peer <this host> --token-file <FILE>`.
-    Token,
+    /// for `overlayd --peer <any member> --token-file <FILE>`. Runs on an admitter (the --init-cluster node
+    /// or an --admitter); elsewhere it names one.
+    Token {
+        /// Issue a new join secret: the previous token is refused from now on. Prints the new token.
+        #[arg(long)]
+        rotate: bool,
+    },
     /// Remove a node from the cluster for good (NODE_ID is the `id` of `peers --json`); needs --admin-socket
     /// (root). Works on any member: an admitter signs the revocation, other members forward the request.
     Revoke { node_id: String },
@@ -92,27 +97,28 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let mut query = String::new();
-    let (kind, path, json) = match cli.cmd {
-        Cmd::Metrics => ("metrics", "/metrics", false),
+    let (kind, method, path, json) = match cli.cmd {
+        Cmd::Metrics => ("metrics", Method::Get, "/metrics", false),
         Cmd::Trace { dst, network, json } => {
             query = format!("?dst={}", dst.replace(':', "%3A"));
             if let Some(n) = network {
                 query.push_str(&format!("&network={n}"));
             }
-            ("trace", "/v1/trace", json)
+            ("trace", Method::Get, "/v1/trace", json)
         }
-        Cmd::Diag { json } => ("diag", "/v1/diag", json),
-        Cmd::Fdb { json } => ("fdb", "/v1/fdb", json),
-        Cmd::Stats { json } => ("stats", "/v1/stats", json),
-        Cmd::Peers { json } => ("peers", "/v1/peers", json),
-        Cmd::Token => ("token", "/v1/token", false),
+        Cmd::Diag { json } => ("diag", Method::Get, "/v1/diag", json),
+        Cmd::Fdb { json } => ("fdb", Method::Get, "/v1/fdb", json),
+        Cmd::Stats { json } => ("stats", Method::Get, "/v1/stats", json),
+        Cmd::Peers { json } => ("peers", Method::Get, "/v1/peers", json),
+        Cmd::Token { rotate: false } => ("token", Method::Get, "/v1/token", false),
+        Cmd::Token { rotate: true } => ("token", Method::Post, "/v1/token/rotate", false),
         Cmd::Revoke { .. } => return ExitCode::from(2),
     };
-    let target = match ctl::target_for(kind, Method::Get, path, cli.admin, cli.admin_socket) {
+    let target = match ctl::target_for(kind, method, path, cli.admin, cli.admin_socket) {
         Ok(t) => t,
         Err(e) => return fail(&e),
     };
-    let body = match ctl::get(&target, &format!("{path}{query}")) {
+    let body = match ctl::request(&target, method, &format!("{path}{query}"), "") {
         Ok(b) => b,
         Err(e) => return fail(&e),
     };

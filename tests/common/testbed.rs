@@ -13,6 +13,9 @@
 //!   ovt<id>h<N>: eth0 10.0.0.N ; ovl0 ── vc<N>     host; overlayd or kernel VXLAN also plug into ovl0
 //!   ovt<id>c<N>: eth0 10.1.0.N, 02:00:00:00:01:0N, MTU 1450
 //! ```
+//! With [`TestbedBuilder::ipv6_underlay`], each host's `eth0` also gets `fd00::N/64` (without duplicate address
+//! detection, so it is usable at once) and the containers' MTU is 1430 (the IPv6 underlay's 70 bytes of VXLAN
+//! overhead). IPv6 stays disabled everywhere else, so the IPv4 testbed is unchanged.
 //! Every link is created directly inside its namespace (`ip -n … link add … peer … netns …`), so no name ever
 //! exists in the root namespace and interface names stay short.
 #![allow(dead_code)]
@@ -21,7 +24,7 @@ use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{Read, Write};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -29,6 +32,8 @@ use std::time::{Duration, Instant};
 
 /// Inner MTU of a VXLAN overlay on a 1500-byte IPv4 underlay (RFC 7348: 50 bytes of overhead).
 pub const OVERLAY_MTU: u32 = 1450;
+/// Inner MTU of a VXLAN overlay on a 1500-byte IPv6 underlay (40-byte IPv6 header instead of 20: 70 bytes).
+pub const OVERLAY_MTU_V6: u32 = 1430;
 /// Underlay MTU.
 pub const UNDERLAY_MTU: u32 = 1500;
 /// Name of the overlay bridge in every host namespace (overlayd's default `--bridge`).
@@ -366,9 +371,16 @@ pub struct TestbedBuilder {
     hosts: usize,
     containers: bool,
     bridge: BridgeMode,
+    ipv6: bool,
 }
 
 impl TestbedBuilder {
+    /// Whether each host's `eth0` also gets `fd00::N/64` and containers get MTU [`OVERLAY_MTU_V6`] (default
+    /// false).
+    pub fn ipv6_underlay(mut self, yes: bool) -> Self {
+        self.ipv6 = yes;
+        self
+    }
     /// Number of host namespaces (1..=200).
     pub fn hosts(mut self, n: usize) -> Self {
         self.hosts = n;
@@ -419,10 +431,13 @@ impl TestbedBuilder {
         let u = tb.underlay.name.clone();
         quiet_ipv6(&u, true);
         ipn(&u, "link set lo up");
-        ipn(&u, "link add br0 type bridge stp_state 0");
+        // No MLD snooping: the hosts' neighbour solicitations go to solicited-node groups nobody queries for.
+        let snoop = if self.ipv6 { " mcast_snooping 0" } else { "" };
+        ipn(&u, &format!("link add br0 type bridge stp_state 0{snoop}"));
         ipn(&u, "link set br0 up");
         for n in 1..=self.hosts {
-            tb.hosts.push(Host::create(&tb, n, self.containers, self.bridge));
+            tb.hosts
+                .push(Host::create(&tb, n, self.containers, self.bridge, self.ipv6));
         }
         tb
     }
@@ -472,6 +487,7 @@ impl Testbed {
             hosts: 2,
             containers: true,
             bridge: BridgeMode::Testbed,
+            ipv6: false,
         }
     }
 
@@ -594,6 +610,7 @@ pub struct Host {
     index: usize,
     ns: String,
     underlay_ip: Ipv4Addr,
+    underlay_ip6: Option<Ipv6Addr>,
     container: Option<Container>,
     log_dir: PathBuf,
 }
@@ -608,7 +625,7 @@ impl Netns for Host {
 }
 
 impl Host {
-    fn create(tb: &Testbed, n: usize, container: bool, bridge: BridgeMode) -> Host {
+    fn create(tb: &Testbed, n: usize, container: bool, bridge: BridgeMode, ipv6: bool) -> Host {
         let u = &tb.underlay.name;
         let ns = format!("ovt{}h{n}", tb.id);
         ip(&["netns", "add", &ns]);
@@ -618,6 +635,7 @@ impl Host {
             index: n,
             ns,
             underlay_ip,
+            underlay_ip6: ipv6.then(|| Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, n as u16)),
             container: None,
             log_dir: tb.log_dir.clone(),
         };
@@ -631,6 +649,16 @@ impl Host {
         );
         ipn(u, &format!("link set h{n} master br0 up"));
         ipn(&h, &format!("addr add {underlay_ip}/24 dev eth0"));
+        if let Some(ip6) = host.underlay_ip6 {
+            // eth0 inherited disable_ipv6 from `default` (quiet_ipv6); no router solicitations either.
+            let script = "echo 0 > /proc/sys/net/ipv6/conf/eth0/router_solicitations \
+                          && echo 0 > /proc/sys/net/ipv6/conf/eth0/disable_ipv6";
+            if !Path::new("/proc/sys/net/ipv6").exists() {
+                panic!("an IPv6 underlay needs a kernel with IPv6 (no /proc/sys/net/ipv6)");
+            }
+            ip(&["netns", "exec", &h, "sh", "-c", script]);
+            ipn(&h, &format!("addr add {ip6}/64 dev eth0 nodad"));
+        }
         ipn(&h, "link set eth0 up");
         if bridge == BridgeMode::Testbed {
             ipn(&h, &format!("link add {BRIDGE} type bridge stp_state 0"));
@@ -650,7 +678,7 @@ impl Host {
             host.container = Some(c);
             quiet_ipv6(&cns, true);
             ipn(&cns, "link set lo up");
-            let m = OVERLAY_MTU;
+            let m = if ipv6 { OVERLAY_MTU_V6 } else { OVERLAY_MTU };
             ipn(
                 &h,
                 &format!("link add vc{n} mtu {m} type veth peer name eth0 netns {cns} mtu {m} address {mac}"),
@@ -680,6 +708,13 @@ impl Host {
     /// Address on the underlay (10.0.0.N).
     pub fn underlay_ip(&self) -> Ipv4Addr {
         self.underlay_ip
+    }
+
+    /// IPv6 address on the underlay (fd00::N); panics unless the testbed was built with
+    /// [`TestbedBuilder::ipv6_underlay`].
+    pub fn underlay_ip6(&self) -> Ipv6Addr {
+        self.underlay_ip6
+            .unwrap_or_else(|| panic!("host {} has no IPv6 underlay address", self.index))
     }
 
     pub fn container(&self) -> &Container {
@@ -713,18 +748,36 @@ impl Host {
     /// TSO superframes as UDP-tunnel GSO packets, as on a virtio underlay; [`Host::kernel_tx_csum_off`] makes
     /// it fill them in like a physical NIC would.
     pub fn add_kernel_vxlan(&self, vni: u32, dstport: u16, peers: &[Ipv4Addr]) -> String {
+        let peers: Vec<String> = peers.iter().map(Ipv4Addr::to_string).collect();
+        self.kernel_vxlan(vni, dstport, &self.underlay_ip.to_string(), OVERLAY_MTU, &peers)
+    }
+
+    /// Like [`Host::add_kernel_vxlan`] over the IPv6 underlay: `local fd00::N`, MTU 1430. The kernel sends UDP
+    /// checksums over IPv6 by default (`udp6zerocsumtx` off) and refuses zero-checksum datagrams
+    /// (`udp6zerocsumrx` off), as RFC 6935/7348 ask.
+    pub fn add_kernel_vxlan6(&self, vni: u32, dstport: u16, peers: &[Ipv6Addr]) -> String {
+        let peers: Vec<String> = peers.iter().map(Ipv6Addr::to_string).collect();
+        self.kernel_vxlan(
+            vni,
+            dstport,
+            &self.underlay_ip6().to_string(),
+            OVERLAY_MTU_V6,
+            &peers,
+        )
+    }
+
+    fn kernel_vxlan(&self, vni: u32, dstport: u16, local: &str, m: u32, peers: &[String]) -> String {
         let dev = format!("vx{vni}");
-        let (h, local, m) = (&self.ns, self.underlay_ip, OVERLAY_MTU);
+        let h = &self.ns;
         ipn(
             h,
             &format!("link add {dev} type vxlan id {vni} dstport {dstport} local {local} dev eth0"),
         );
         ipn(h, &format!("link set {dev} mtu {m}"));
-        for p in peers {
-            let dst = p.to_string();
+        for dst in peers {
             self.run(
                 "bridge",
-                &["fdb", "append", "00:00:00:00:00:00", "dev", &dev, "dst", &dst],
+                &["fdb", "append", "00:00:00:00:00:00", "dev", &dev, "dst", dst],
             );
         }
         ipn(h, &format!("link set {dev} master {BRIDGE} up"));

@@ -19,8 +19,19 @@ pub const VXLAN_FLAG_I: u8 = 0x08;
 pub const VXLAN_FLAG_GPE_P: u8 = 0x04;
 /// IANA-assigned VXLAN UDP port.
 pub const VXLAN_PORT: u16 = 4789;
-/// Outer IPv4 + UDP + VXLAN + inner Ethernet.
+/// Outer IPv4 + UDP + VXLAN + inner Ethernet: 20 + 8 + 8 + 14.
 pub const VXLAN_OVERHEAD_V4: u32 = 50;
+/// Outer IPv6 + UDP + VXLAN + inner Ethernet: 40 + 8 + 8 + 14.
+pub const VXLAN_OVERHEAD_V6: u32 = 70;
+
+/// Bytes VXLAN adds on an underlay whose local address is `local`: the overlay MTU is the underlay's minus this.
+pub fn vxlan_overhead(local: std::net::IpAddr) -> u32 {
+    if local.is_ipv4() {
+        VXLAN_OVERHEAD_V4
+    } else {
+        VXLAN_OVERHEAD_V6
+    }
+}
 
 /// A 24-bit VXLAN network identifier.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
@@ -92,6 +103,17 @@ pub fn header(vni: Vni) -> [u8; VXLAN_HEADER_LEN] {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn overhead_per_underlay_family() {
+        // outer IP header + UDP (8) + VXLAN + inner Ethernet (14)
+        let rest = 8 + VXLAN_HEADER_LEN as u32 + 14;
+        assert_eq!(vxlan_overhead([10, 0, 0, 1].into()), 20 + rest);
+        assert_eq!(
+            vxlan_overhead("fd00::1".parse::<std::net::Ipv6Addr>().unwrap().into()),
+            40 + rest
+        );
+    }
 
     /// A datagram captured from Linux 6.18 kernel VXLAN (`ip link add vx type vxlan id 42 dstport 4789 …`,
     /// address 02:00:00:00:01:01) with a Python UDP listener: the UDP payload of an IPv6 router solicitation.
