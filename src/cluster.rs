@@ -157,6 +157,8 @@ pub struct Plumbing {
     pub control_stats: ControlCounters,
     /// Counts membership changes for `/metrics`.
     pub membership_changes: Arc<std::sync::atomic::AtomicU64>,
+    /// Gossip round trips for `/metrics` (`overlayd_gossip_rtt_seconds`).
+    pub gossip_rtt: prometheus_client::metrics::histogram::Histogram,
 }
 
 /// A revoke request from the admin endpoint (see `admin::RevokeTx`).
@@ -236,6 +238,11 @@ async fn pump(
                         *c = Some(s);
                     }
                 }
+                if let Ok(rtts) = handle.rtts().await {
+                    for r in rtts {
+                        p.gossip_rtt.observe(r.as_secs_f64());
+                    }
+                }
             }
             ev = events.recv() => match ev {
                 Some(ev) => apply(&p, ev),
@@ -309,6 +316,7 @@ mod tests {
             revoke: None,
             control_stats: Arc::default(),
             membership_changes: Arc::default(),
+            gossip_rtt: prometheus_client::metrics::histogram::Histogram::new(std::iter::once(1.0)),
         }
     }
 

@@ -266,6 +266,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
                         revoke: revoke_rx,
                         control_stats: control_stats.clone(),
                         membership_changes: observe.membership_changes.clone(),
+                        gossip_rtt: observe.gossip_rtt.clone(),
                     };
                     Some(cluster::start(&cfg, setup, p)?)
                 }

@@ -260,6 +260,11 @@ pub fn render(st: &AdminState) -> Result<String, std::fmt::Error> {
         "Round trip of the periodic overlayd probe to each peer's VXLAN port.",
         obs.probe_rtt.clone(),
     ));
+    s.owned.push((
+        "overlayd_gossip_rtt_seconds",
+        "QUIC round-trip estimate of each open gossip connection, sampled every second (cluster mode).",
+        obs.gossip_rtt.clone(),
+    ));
     let mut reg = Registry::default();
     reg.register_collector(Box::new(s));
     let mut out = String::new();

@@ -44,6 +44,8 @@ pub struct Observe {
     pub membership_changes: Arc<AtomicU64>,
     /// Round trips of the periodic probes to every peer, seconds.
     pub probe_rtt: Histogram,
+    /// QUIC round-trip estimates of the gossip connections, sampled every second (cluster mode), seconds.
+    pub gossip_rtt: Histogram,
     pub epoch: Instant,
 }
 
@@ -66,6 +68,7 @@ impl Observe {
             membership_changes: Arc::default(),
             // 100 µs … ~3.3 s.
             probe_rtt: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            gossip_rtt: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             epoch: Instant::now(),
         }
     }

@@ -601,6 +601,11 @@ fn trace_and_metrics_in_cluster_mode() {
     let m = scrape(h1);
     assert!(value(&m, "overlayd_peers", &[("kind", "member"), ("state", "alive")]).unwrap() >= 1.0);
     assert!(value(&m, "overlayd_membership_changes_total", &[]).unwrap() >= 1.0);
+    // Gossip round trips are sampled from the open QUIC connections every second.
+    let sampled = wait_until(Duration::from_secs(10), || {
+        value(&scrape(h1), "overlayd_gossip_rtt_seconds_count", &[]).unwrap_or(0.0) >= 1.0
+    });
+    assert!(sampled, "no gossip RTT sample within 10 s: {:?}", scrape(h1));
     // Diag in cluster mode checks gossip too, and passes.
     let ok = wait_until(Duration::from_secs(30), || diag(h1).is_ok());
     let out = h1.exec(OVERLAYCTL, &["diag"]).unwrap_or_else(|e| e.stdout);

@@ -283,6 +283,20 @@ struct Link {
 const DIAL_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Pool {
+    /// Round-trip estimates of the open connections. A link busy dialling or sending is skipped: this is
+    /// a sample for a histogram, not an inventory.
+    fn rtts(&self) -> Vec<Duration> {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers
+            .values()
+            .filter_map(|l| {
+                let l = l.try_lock().ok()?;
+                let c = l.conn.as_ref()?;
+                c.close_reason().is_none().then(|| c.rtt())
+            })
+            .collect()
+    }
+
     /// Does the peer's certificate name a revoked node (or no node at all)?
     fn is_revoked(&self, conn: &quinn::Connection) -> bool {
         match peer_node_id(conn) {
@@ -393,6 +407,8 @@ enum Command {
     Members(oneshot::Sender<Vec<MemberInfo>>),
     Revoke(NodeId, oneshot::Sender<Result<RevokeOutcome, String>>),
     Stats(oneshot::Sender<ControlStats>),
+    /// QUIC's round-trip estimate of every open gossip connection.
+    Rtts(oneshot::Sender<Vec<Duration>>),
 }
 
 /// What the daemon must act on.
@@ -458,6 +474,16 @@ impl GossipHandle {
         let (tx, rx) = oneshot::channel();
         self.cmd
             .send(Command::Revoke(node, tx))
+            .await
+            .map_err(|_| TransportError::Stopped)?;
+        rx.await.map_err(|_| TransportError::Stopped)
+    }
+
+    /// QUIC's smoothed round-trip estimate of each open gossip connection (for the RTT histogram).
+    pub async fn rtts(&self) -> Result<Vec<Duration>, TransportError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Rtts(tx))
             .await
             .map_err(|_| TransportError::Stopped)?;
         rx.await.map_err(|_| TransportError::Stopped)
@@ -709,6 +735,7 @@ async fn pump(
                     Some(Command::SetLocalMacs(m)) => node.set_local_macs(now, &m),
                     Some(Command::Join(p)) => node.join(now, p),
                     Some(Command::Members(tx)) => { let _ = tx.send(node.members()); Ok(()) }
+                    Some(Command::Rtts(tx)) => { let _ = tx.send(pool.rtts()); Ok(()) }
                     Some(Command::Stats(tx)) => { let _ = tx.send(node.stats()); Ok(()) }
                     Some(Command::Revoke(id, tx)) => {
                         let _ = tx.send(node.revoke(now, id).map_err(|e| e.to_string()));
