@@ -11,8 +11,8 @@
 
 mod common;
 
-use common::overlay::{ctl_json, ctl_socket, spawn_overlayd, OVERLAYCTL};
-use common::testbed::{wait_until, CmdError, Daemon, Host, Netns, Testbed};
+use common::overlay::{ctl_json, ctl_socket, spawn_overlayd, start_overlayd, OVERLAYCTL};
+use common::testbed::{wait_until, CmdError, Host, Netns, Testbed};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
@@ -22,19 +22,6 @@ fn need(host: &Host, tool: &str, package: &str) {
     if host.exec("sh", &["-c", &format!("command -v {tool}")]).is_err() {
         panic!("this test needs `{tool}`: apt-get install {package}");
     }
-}
-
-/// Starts overlayd and waits (20 s) until its TCP admin address answers; panics with the log if it exits.
-fn start(host: &Host, args: &[&str]) -> Daemon {
-    let mut d = spawn_overlayd(host, args);
-    let ready = wait_until(Duration::from_secs(20), || {
-        !d.is_running() || host.exec(OVERLAYCTL, &["stats", "--json"]).is_ok()
-    });
-    if let Some(st) = d.try_wait() {
-        panic!("`{}` exited during startup ({st}):\n{}", d.cmdline(), d.log());
-    }
-    assert!(ready, "`{}` not ready within 20 s:\n{}", d.cmdline(), d.log());
-    d
 }
 
 fn state_dir(tb: &Testbed, host: &Host) -> String {
@@ -100,7 +87,7 @@ fn token_only_for_root_on_the_admin_socket() {
     need(h, "curl", "curl");
     need(h, "ps", "procps");
     let local = h.underlay_ip().to_string();
-    let _d = start(
+    let _d = start_overlayd(
         h,
         &[
             "--init-cluster",
@@ -184,7 +171,7 @@ fn token_file_keeps_the_secret_off_the_command_line() {
     let tb = Testbed::builder().hosts(2).containers(false).build();
     let (h1, h2) = (tb.host(1), tb.host(2));
     let l1 = h1.underlay_ip().to_string();
-    let _d1 = start(
+    let _d1 = start_overlayd(
         h1,
         &[
             "--init-cluster",
@@ -219,7 +206,7 @@ fn token_file_keeps_the_secret_off_the_command_line() {
     assert!(d.log().contains("chmod 600"), "{}", d.log());
 
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let d2 = start(h2, &join_args);
+    let d2 = start_overlayd(h2, &join_args);
     let joined = wait_until(Duration::from_secs(20), || {
         let p = ctl_json(h1, "peers");
         p.as_array()
@@ -256,7 +243,7 @@ fn one_live_daemon_per_admin_socket_and_stale_ones_are_replaced() {
     let (l1, l2) = (h1.underlay_ip().to_string(), h2.underlay_ip().to_string());
     let sock = h1.admin_socket();
     let sock_s = sock.to_string_lossy().into_owned();
-    let mut a = start(h1, &["--peer", &l2, "--local", &l1, "--admin-socket", &sock_s]);
+    let mut a = start_overlayd(h1, &["--peer", &l2, "--local", &l1, "--admin-socket", &sock_s]);
 
     // Static mode: `token` gets a clear sentence, not JSON.
     let e = failure(ctl_socket(h1, &["token"]), "token on a static-mode daemon");
@@ -279,7 +266,7 @@ fn one_live_daemon_per_admin_socket_and_stale_ones_are_replaced() {
     // SIGKILL leaves the socket file behind; the next daemon replaces the stale socket.
     a.kill();
     assert!(Path::new(&sock).exists(), "socket file gone after SIGKILL?");
-    let mut c = start(h2, &["--peer", &l1, "--local", &l2, "--admin-socket", &sock_s]);
+    let mut c = start_overlayd(h2, &["--peer", &l1, "--local", &l2, "--admin-socket", &sock_s]);
     assert!(c.log().contains("stale admin socket"), "{}", c.log());
     let peers = ctl_socket(h1, &["peers", "--json"]).unwrap_or_else(|e| panic!("{e}"));
     assert!(

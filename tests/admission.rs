@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::overlay::{ctl_json, ctl_socket, ping_ok, spawn_overlayd, OVERLAYCTL};
+use common::overlay::{ctl_json, ctl_socket, ping_ok, spawn_overlayd, start_overlayd, OVERLAYCTL};
 
 use common::testbed::{wait_until, Daemon, Host, Netns, Testbed};
 use serde_json::Value;
@@ -25,21 +25,8 @@ fn state_dir(tb: &Testbed, host: &Host, tag: &str) -> String {
     d.to_string_lossy().into_owned()
 }
 
-/// Starts overlayd on `host` and waits (20 s) until its admin endpoint answers.
-fn start(host: &Host, args: &[&str]) -> Daemon {
-    let mut d = spawn_overlayd(host, args);
-    let ready = wait_until(Duration::from_secs(20), || {
-        !d.is_running() || host.exec(OVERLAYCTL, &["stats", "--json"]).is_ok()
-    });
-    if let Some(st) = d.try_wait() {
-        panic!("`{}` exited during startup ({st}):\n{}", d.cmdline(), d.log());
-    }
-    assert!(ready, "`{}` not ready within 20 s:\n{}", d.cmdline(), d.log());
-    d
-}
-
 fn join(tb: &Testbed, host: &Host, via: &Host, token: &str, tag: &str) -> Daemon {
-    start(
+    start_overlayd(
         host,
         &[
             "--peer",
@@ -134,7 +121,7 @@ fn admission_relay_rotation_and_no_admitter() {
     let tb = Testbed::builder().hosts(5).build();
     let h: Vec<&Host> = tb.hosts().iter().collect();
     let (h1, h2, h3, h4, h5) = (h[0], h[1], h[2], h[3], h[4]);
-    let mut d1 = start(
+    let mut d1 = start_overlayd(
         h1,
         &[
             "--init-cluster",
@@ -224,7 +211,7 @@ fn second_admitter_admits_when_the_first_is_gone() {
     let tb = Testbed::builder().hosts(4).build();
     let h: Vec<&Host> = tb.hosts().iter().collect();
     let (h1, h2, h3, h4) = (h[0], h[1], h[2], h[3]);
-    let mut d1 = start(
+    let mut d1 = start_overlayd(
         h1,
         &[
             "--init-cluster",
@@ -238,7 +225,7 @@ fn second_admitter_admits_when_the_first_is_gone() {
     // The operator copies ca.key to the second admitter; the token brings the join secret.
     let key_file = tb.log_dir().join("copied-ca.key");
     std::fs::copy(PathBuf::from(state_dir(&tb, h1, "a")).join("ca.key"), &key_file).unwrap();
-    let _d2 = start(
+    let _d2 = start_overlayd(
         h2,
         &[
             "--peer",
@@ -262,7 +249,7 @@ fn second_admitter_admits_when_the_first_is_gone() {
     let t2 = ctl_ok(h1, &["token", "--rotate"]);
     assert_ne!(t2, tok);
     drop(_d2);
-    let _d2 = start(
+    let _d2 = start_overlayd(
         h2,
         &[
             "--peer",
@@ -396,7 +383,7 @@ fn handshake_flood_causes_no_false_death() {
     let tb = Testbed::builder().hosts(5).build();
     let h: Vec<&Host> = tb.hosts().iter().collect();
     let (h1, h2, h3, flooder, late) = (h[0], h[1], h[2], h[3], h[4]);
-    let _d1 = start(
+    let _d1 = start_overlayd(
         h1,
         &[
             "--init-cluster",

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::overlay::{ctl_json, ctl_socket, ping_ok, spawn_overlayd, OVERLAYCTL};
+use common::overlay::{ctl_json, ctl_socket, ping_ok, spawn_overlayd, start_overlayd, OVERLAYCTL};
 
 use common::testbed::{wait_until, Daemon, Host, Netns, Testbed};
 use serde_json::Value;
@@ -29,20 +29,6 @@ const WITHDRAW_BOUND: Duration = Duration::from_secs(3);
 fn state_dir(tb: &Testbed, host: &Host, tag: &str) -> String {
     let d: PathBuf = tb.log_dir().join(format!("state-h{}-{tag}", host.index()));
     d.to_string_lossy().into_owned()
-}
-
-/// Starts overlayd on `host` with `args` and waits (20 s: a join includes a QUIC handshake) until its admin
-/// endpoint answers. Panics with the log if it exits first.
-fn start(host: &Host, args: &[&str]) -> Daemon {
-    let mut d = spawn_overlayd(host, args);
-    let ready = wait_until(Duration::from_secs(20), || {
-        !d.is_running() || host.exec(OVERLAYCTL, &["stats", "--json"]).is_ok()
-    });
-    if let Some(st) = d.try_wait() {
-        panic!("`{}` exited during startup ({st}):\n{}", d.cmdline(), d.log());
-    }
-    assert!(ready, "`{}` not ready within 20 s:\n{}", d.cmdline(), d.log());
-    d
 }
 
 fn rows(v: &Value) -> &[Value] {
@@ -97,7 +83,7 @@ fn token(host: &Host) -> String {
 /// at once; waits until every node lists all of them alive (20 s).
 fn form_cluster(tb: &Testbed, hosts: &[&Host]) -> Vec<Daemon> {
     let h1 = hosts[0];
-    let d1 = start(
+    let d1 = start_overlayd(
         h1,
         &[
             "--init-cluster",
@@ -351,7 +337,7 @@ fn forged_or_absent_token_is_refused() {
     args.extend(["--local".into(), intruder_ip.to_string()]);
     args.extend(["--state-dir".into(), state_dir(&tb, intruder, "static")]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut d = start(intruder, &args);
+    let mut d = start_overlayd(intruder, &args);
     assert!(
         wait_until(Duration::from_secs(10), || intruder.link_exists("ovl1")),
         "no TAP ovl1 on host 4"

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::overlay::{ctl_json, ctl_socket, ping_ok, spawn_overlayd, OVERLAYCTL};
+use common::overlay::{ctl_json, ctl_socket, ping_ok, spawn_overlayd, start_overlayd, OVERLAYCTL};
 use common::testbed::{tcp_transfer, wait_until, Daemon, Host, Netns, Testbed, OVERLAY_MTU_V6, UNDERLAY_MTU};
 use serde_json::Value;
 use std::net::Ipv6Addr;
@@ -26,20 +26,6 @@ fn state_dir(host: &Host, tag: &str) -> String {
         .to_string()
 }
 
-/// Spawns overlayd on `host` with `args` and waits (20 s) until `overlayctl stats` answers; panics with the log
-/// if it exits first.
-fn start(host: &Host, args: &[&str]) -> Daemon {
-    let mut d = spawn_overlayd(host, args);
-    let ready = wait_until(Duration::from_secs(20), || {
-        !d.is_running() || host.exec(OVERLAYCTL, &["stats", "--json"]).is_ok()
-    });
-    if let Some(st) = d.try_wait() {
-        panic!("`{}` exited during startup ({st}):\n{}", d.cmdline(), d.log());
-    }
-    assert!(ready, "`{}` not ready within 20 s:\n{}", d.cmdline(), d.log());
-    d
-}
-
 /// Static mode: `--local fd00::N --peer fd00::M …` for every other host `M` of `peers`; without `--local`
 /// unless `local` (the daemon then takes the kernel's source address for the route to the first peer).
 fn start_static(host: &Host, peers: &[Ipv6Addr], local: bool) -> Daemon {
@@ -54,7 +40,7 @@ fn start_static(host: &Host, peers: &[Ipv6Addr], local: bool) -> Daemon {
     }
     let dir = state_dir(host, "s");
     args.extend(["--state-dir", &dir]);
-    start(host, &args)
+    start_overlayd(host, &args)
 }
 
 /// A value of the IPv4 (`/proc/net/snmp`) or IPv6 (`/proc/net/snmp6`) UDP MIB in `host`'s namespace.
@@ -338,7 +324,7 @@ fn cluster_mode_over_ipv6_underlay() {
     let tb = Testbed::builder().hosts(3).ipv6_underlay(true).build();
     let (h1, h2, h3) = (tb.host(1), tb.host(2), tb.host(3));
     let l1 = h1.underlay_ip6().to_string();
-    let d1 = start(
+    let d1 = start_overlayd(
         h1,
         &[
             "--init-cluster",
@@ -356,7 +342,7 @@ fn cluster_mode_over_ipv6_underlay() {
     let tok_file = tok_file.display().to_string();
     // Host 2 names its address; host 3 leaves it to the kernel's IPv6 route towards the seed.
     let l2 = h2.underlay_ip6().to_string();
-    let d2 = start(
+    let d2 = start_overlayd(
         h2,
         &[
             "--peer",
@@ -369,7 +355,7 @@ fn cluster_mode_over_ipv6_underlay() {
             &state_dir(h2, "c"),
         ],
     );
-    let d3 = start(
+    let d3 = start_overlayd(
         h3,
         &[
             "--peer",

@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::overlay::{ctl_json, ctl_socket, ping_ok, spawn_overlayd, OVERLAYCTL};
+use common::overlay::{ctl_json, ctl_socket, ping_ok, spawn_overlayd, start_overlayd, OVERLAYCTL};
 use common::testbed::{wait_until, Daemon, Host, Netns, Testbed};
 use serde_json::Value;
 use std::net::Ipv4Addr;
@@ -27,18 +27,6 @@ const REVOKE_BOUND: Duration = Duration::from_secs(3);
 fn state_dir(tb: &Testbed, host: &Host, tag: &str) -> String {
     let d: PathBuf = tb.log_dir().join(format!("state-h{}-{tag}", host.index()));
     d.to_string_lossy().into_owned()
-}
-
-fn start(host: &Host, args: &[&str]) -> Daemon {
-    let mut d = spawn_overlayd(host, args);
-    let ready = wait_until(Duration::from_secs(20), || {
-        !d.is_running() || host.exec(OVERLAYCTL, &["stats", "--json"]).is_ok()
-    });
-    if let Some(st) = d.try_wait() {
-        panic!("`{}` exited during startup ({st}):\n{}", d.cmdline(), d.log());
-    }
-    assert!(ready, "`{}` not ready within 20 s:\n{}", d.cmdline(), d.log());
-    d
 }
 
 fn rows(v: &Value) -> &[Value] {
@@ -73,7 +61,7 @@ fn non_member_drops(host: &Host) -> u64 {
 /// Host 1 `--init-cluster` (the admitter), the others join through it; waits until all see all alive.
 fn form_cluster(tb: &Testbed, hosts: &[&Host]) -> Vec<Daemon> {
     let h1 = hosts[0];
-    let d1 = start(
+    let d1 = start_overlayd(
         h1,
         &[
             "--init-cluster",
@@ -227,7 +215,7 @@ fn revoked_node_is_gone_everywhere_and_cannot_return() {
 
     // Restart with the old state dir (and the old --peer): it never becomes a member again.
     daemons[3].kill();
-    let _again = start(
+    let _again = start_overlayd(
         revoked,
         &[
             "--peer",
@@ -238,7 +226,7 @@ fn revoked_node_is_gone_everywhere_and_cannot_return() {
     );
     // A member restarting keeps enforcing the list from its state dir.
     daemons[2].kill();
-    daemons[2] = start(
+    daemons[2] = start_overlayd(
         hosts[2],
         &[
             "--local",

@@ -64,3 +64,17 @@ pub fn ctl_socket(host: &Host, args: &[&str]) -> Result<String, CmdError> {
     v.extend_from_slice(args);
     host.exec(OVERLAYCTL, &v)
 }
+
+/// [`spawn_overlayd`], then waits (20 s: a join includes a QUIC handshake) until its TCP admin address
+/// answers; panics with the log if it exits first.
+pub fn start_overlayd(host: &Host, args: &[&str]) -> Daemon {
+    let mut d = spawn_overlayd(host, args);
+    let ready = wait_until(Duration::from_secs(20), || {
+        !d.is_running() || host.exec(OVERLAYCTL, &["stats", "--json"]).is_ok()
+    });
+    if let Some(st) = d.try_wait() {
+        panic!("`{}` exited during startup ({st}):\n{}", d.cmdline(), d.log());
+    }
+    assert!(ready, "`{}` not ready within 20 s:\n{}", d.cmdline(), d.log());
+    d
+}
