@@ -109,3 +109,31 @@ fn tcp_keeps_working_when_the_underlay_mtu_drops() {
     let lost = drop_count(h1, "send_error") - send_errors;
     assert!(lost < 64, "{lost} datagrams failed to send after the MTU drop");
 }
+
+#[test]
+fn start_up_names_the_fix_for_an_mtu_that_does_not_fit() {
+    let tb = Testbed::builder().hosts(2).build();
+    let (h1, h2) = (tb.host(1), tb.host(2));
+    h1.run("ip", &["link", "set", "eth0", "mtu", &SHRUNK.to_string()]);
+    let peer = h2.underlay_ip().to_string();
+    let own = h1.underlay_ip().to_string();
+    let dir = h1.log_dir().join(format!("state-{}", h1.ns())).display().to_string();
+    let mtu = OVERLAY_MTU.to_string();
+    let mut d = spawn_overlayd(
+        h1,
+        &["--peer", &peer, "--local", &own, "--state-dir", &dir, "--mtu", &mtu],
+    );
+    let fix = format!("--mtu {INNER}");
+    let warned = wait_until(Duration::from_secs(20), || !d.is_running() || d.log().contains(&fix));
+    assert!(d.is_running(), "a too-large --mtu is a warning, not fatal:\n{}", d.log());
+    assert!(warned, "no warning naming `{fix}`:\n{}", d.log());
+    let log = d.log();
+    assert!(log.contains("WARN") && log.contains("eth0 has MTU 1400"), "{log}");
+
+    // The same host with a fitting MTU: no warning.
+    let h2dir = h2.log_dir().join(format!("state-{}", h2.ns())).display().to_string();
+    let mut d2 = spawn_overlayd(h2, &["--peer", &own, "--local", &peer, "--state-dir", &h2dir]);
+    let up = wait_until(Duration::from_secs(20), || !d2.is_running() || d2.log().contains("overlayd up"));
+    assert!(up && d2.is_running(), "{}", d2.log());
+    assert!(!d2.log().contains("does not fit the underlay"), "{}", d2.log());
+}
