@@ -4,6 +4,7 @@
 //! `EMSGSIZE` (the path shrank), so the next frame re-probes. Entries also expire after [`PMTU_TTL`], so a
 //! path that grew back is noticed. Sans-IO: no socket or clock here.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -12,16 +13,18 @@ pub const PMTU_TTL: Duration = Duration::from_secs(600);
 /// VTEPs remembered per worker; beyond it the oldest probe makes room.
 pub const PMTU_CAPACITY: usize = 1024;
 
+/// Per-VTEP path MTUs. The map is allocated once with room for `capacity` entries and never grows beyond it,
+/// so lookups and inserts on the TX path do not allocate.
 #[derive(Debug)]
 pub struct PathMtus {
-    entries: Vec<(IpAddr, u32, Instant)>,
+    entries: HashMap<IpAddr, (u32, Instant)>,
     capacity: usize,
 }
 
 impl PathMtus {
     pub fn new(capacity: usize) -> Self {
         PathMtus {
-            entries: Vec::with_capacity(capacity.max(1)),
+            entries: HashMap::with_capacity(capacity.max(1)),
             capacity: capacity.max(1),
         }
     }
@@ -29,24 +32,20 @@ impl PathMtus {
     /// The outer path MTU to `vtep`, if probed less than [`PMTU_TTL`] ago; `None`: probe it.
     pub fn get(&self, vtep: IpAddr, now: Instant) -> Option<u32> {
         self.entries
-            .iter()
-            .find(|e| e.0 == vtep)
-            .filter(|e| now.saturating_duration_since(e.2) < PMTU_TTL)
-            .map(|e| e.1)
+            .get(&vtep)
+            .filter(|e| now.saturating_duration_since(e.1) < PMTU_TTL)
+            .map(|e| e.0)
     }
 
     /// Record a probe result.
     pub fn learn(&mut self, vtep: IpAddr, mtu: u32, now: Instant) {
-        if let Some(e) = self.entries.iter_mut().find(|e| e.0 == vtep) {
-            *e = (vtep, mtu, now);
-            return;
-        }
-        if self.entries.len() >= self.capacity {
-            if let Some(oldest) = self.entries.iter().enumerate().min_by_key(|(_, e)| e.2).map(|(i, _)| i) {
-                self.entries.swap_remove(oldest);
+        if self.entries.len() >= self.capacity && !self.entries.contains_key(&vtep) {
+            // Full (rare: more VTEPs than the capacity): the oldest probe makes room.
+            if let Some(oldest) = self.entries.iter().min_by_key(|(_, e)| e.1).map(|(k, _)| *k) {
+                self.entries.remove(&oldest);
             }
         }
-        self.entries.push((vtep, mtu, now));
+        self.entries.insert(vtep, (mtu, now));
     }
 
     /// A send failed with `EMSGSIZE`: some path shrank. Every VTEP is re-probed on its next frame.
