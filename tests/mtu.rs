@@ -18,6 +18,10 @@ const SHRUNK: u32 = 1400;
 const INNER: u32 = SHRUNK - 50;
 
 fn start(host: &Host, peer: Ipv4Addr) -> Daemon {
+    start_with(host, peer, &[])
+}
+
+fn start_with(host: &Host, peer: Ipv4Addr, extra: &[&str]) -> Daemon {
     let peer = peer.to_string();
     let own = host.underlay_ip().to_string();
     let dir = host
@@ -25,10 +29,9 @@ fn start(host: &Host, peer: Ipv4Addr) -> Daemon {
         .join(format!("state-{}", host.ns()))
         .display()
         .to_string();
-    let mut d = spawn_overlayd(
-        host,
-        &["--peer", &peer, "--local", &own, "--state-dir", &dir],
-    );
+    let mut args = vec!["--peer", &peer, "--local", &own, "--state-dir", &dir];
+    args.extend_from_slice(extra);
+    let mut d = spawn_overlayd(host, &args);
     let ready = wait_until(Duration::from_secs(20), || {
         !d.is_running() || (host.link_exists("ovl1") && host.exec(OVERLAYCTL, &["stats", "--json"]).is_ok())
     });
@@ -89,14 +92,27 @@ fn df_ping_over_a_shrunken_underlay_gets_fragmentation_needed() {
 
 #[test]
 fn tcp_keeps_working_when_the_underlay_mtu_drops() {
+    tcp_after_mtu_drop(&[]);
+}
+
+/// Without offloads every frame from the TAP is at most 1450 bytes: TCP adapts through the ICMP alone.
+#[test]
+fn tcp_keeps_working_when_the_underlay_mtu_drops_without_offloads() {
+    let too_big = tcp_after_mtu_drop(&["--no-offload"]);
+    assert!(too_big > 0, "TCP cannot have adapted without an ICMP: too_big is {too_big}");
+}
+
+/// Returns how many frames host 1 counted as `too_big` after the drop.
+fn tcp_after_mtu_drop(extra: &[&str]) -> u64 {
     let tb = Testbed::builder().hosts(2).build();
     let (h1, h2) = (tb.host(1), tb.host(2));
-    let d1 = start(h1, h2.underlay_ip());
-    let _d2 = start(h2, h1.underlay_ip());
+    let d1 = start_with(h1, h2.underlay_ip(), extra);
+    let _d2 = start_with(h2, h1.underlay_ip(), extra);
     let (c1, c2) = (tb.container(1), tb.container(2));
     ping_ok(c1, c2.ip(), 2);
     tcp_transfer(c1, c2, 5201, 2, Duration::from_secs(60)).unwrap_or_else(|e| panic!("before the drop: {e}"));
     let send_errors = drop_count(h1, "send_error");
+    let too_big = drop_count(h1, "too_big");
     h1.run("ip", &["link", "set", "eth0", "mtu", &SHRUNK.to_string()]);
     // A fresh connection (MSS 1410 from the 1450-byte overlay MTU) over the shrunken path: it must complete,
     // byte-identical, within a functional deadline instead of stalling.
@@ -108,6 +124,7 @@ fn tcp_keeps_working_when_the_underlay_mtu_drops() {
     // the link shrank fail with EMSGSIZE).
     let lost = drop_count(h1, "send_error") - send_errors;
     assert!(lost < 64, "{lost} datagrams failed to send after the MTU drop");
+    drop_count(h1, "too_big") - too_big
 }
 
 #[test]
