@@ -558,7 +558,9 @@ fn oversized_datagrams_are_not_fragmented_over_ipv6() {
     );
     // overlayd answers with ICMP "fragmentation needed" carrying 1400 - 70 = 1330 (the container's kernel then
     // refuses the next ones locally): at least one oversized frame reached it and was counted as too_big.
-    let text = big.as_ref().map_or_else(|e| format!("{}\n{}", e.stdout, e.stderr), String::clone);
+    let text = big
+        .as_ref()
+        .map_or_else(|e| format!("{}\n{}", e.stdout, e.stderr), String::clone);
     assert!(
         text.contains("mtu = 1330") || text.contains("mtu=1330"),
         "no fragmentation needed with mtu 1330 reached container 1:\n{text}"

@@ -58,13 +58,18 @@ fn df_ping_over_a_shrunken_underlay_gets_fragmentation_needed() {
     ping_ok(c1, c2.ip(), 2);
     let to = c2.ip().to_string();
     // Positive control: a full-size DF ping (1422 + 8 + 20 = 1450 bytes) fits before the drop.
-    c1.run("ping", &["-n", "-q", "-c", "1", "-W", "2", "-M", "do", "-s", "1422", &to]);
+    c1.run(
+        "ping",
+        &["-n", "-q", "-c", "1", "-W", "2", "-M", "do", "-s", "1422", &to],
+    );
     let before = drop_count(h1, "too_big");
     h1.run("ip", &["link", "set", "eth0", "mtu", &SHRUNK.to_string()]);
 
     let big = c1.exec(
         "ping",
-        &["-n", "-c", "3", "-i", "0.2", "-W", "1", "-M", "do", "-s", "1422", &to],
+        &[
+            "-n", "-c", "3", "-i", "0.2", "-W", "1", "-M", "do", "-s", "1422", &to,
+        ],
     );
     let e = big.expect_err("a 1450-byte DF ping came back over a 1400-byte underlay");
     let text = format!("{}\n{}", e.stdout, e.stderr);
@@ -82,12 +87,17 @@ fn df_ping_over_a_shrunken_underlay_gets_fragmentation_needed() {
         "container 1's kernel did not cache PMTU {INNER} towards {to}: {route}"
     );
     let too_big = drop_count(h1, "too_big");
-    assert!(too_big > before, "the oversized frame was not counted as too_big ({before} → {too_big})");
+    assert!(
+        too_big > before,
+        "the oversized frame was not counted as too_big ({before} → {too_big})"
+    );
     // The overlay still works for what fits, and pings sized for the new MTU pass.
     ping_ok(c1, c2.ip(), 2);
     let fits = (INNER - 28).to_string();
-    c1.run("ping", &["-n", "-q", "-c", "2", "-W", "2", "-M", "do", "-s", &fits, &to]);
-    assert!(OVERLAY_MTU > INNER);
+    c1.run(
+        "ping",
+        &["-n", "-q", "-c", "2", "-W", "2", "-M", "do", "-s", &fits, &to],
+    );
 }
 
 #[test]
@@ -99,7 +109,10 @@ fn tcp_keeps_working_when_the_underlay_mtu_drops() {
 #[test]
 fn tcp_keeps_working_when_the_underlay_mtu_drops_without_offloads() {
     let too_big = tcp_after_mtu_drop(&["--no-offload"]);
-    assert!(too_big > 0, "TCP cannot have adapted without an ICMP: too_big is {too_big}");
+    assert!(
+        too_big > 0,
+        "TCP cannot have adapted without an ICMP: too_big is {too_big}"
+    );
 }
 
 /// Returns how many frames host 1 counted as `too_big` after the drop.
@@ -134,23 +147,48 @@ fn start_up_names_the_fix_for_an_mtu_that_does_not_fit() {
     h1.run("ip", &["link", "set", "eth0", "mtu", &SHRUNK.to_string()]);
     let peer = h2.underlay_ip().to_string();
     let own = h1.underlay_ip().to_string();
-    let dir = h1.log_dir().join(format!("state-{}", h1.ns())).display().to_string();
+    let dir = h1
+        .log_dir()
+        .join(format!("state-{}", h1.ns()))
+        .display()
+        .to_string();
     let mtu = OVERLAY_MTU.to_string();
     let mut d = spawn_overlayd(
         h1,
-        &["--peer", &peer, "--local", &own, "--state-dir", &dir, "--mtu", &mtu],
+        &[
+            "--peer",
+            &peer,
+            "--local",
+            &own,
+            "--state-dir",
+            &dir,
+            "--mtu",
+            &mtu,
+        ],
     );
     let fix = format!("--mtu {INNER}");
-    let warned = wait_until(Duration::from_secs(20), || !d.is_running() || d.log().contains(&fix));
-    assert!(d.is_running(), "a too-large --mtu is a warning, not fatal:\n{}", d.log());
+    let warned = wait_until(Duration::from_secs(20), || {
+        !d.is_running() || d.log().contains(&fix)
+    });
+    assert!(
+        d.is_running(),
+        "a too-large --mtu is a warning, not fatal:\n{}",
+        d.log()
+    );
     assert!(warned, "no warning naming `{fix}`:\n{}", d.log());
     let log = d.log();
     assert!(log.contains("WARN") && log.contains("eth0 has MTU 1400"), "{log}");
 
     // The same host with a fitting MTU: no warning.
-    let h2dir = h2.log_dir().join(format!("state-{}", h2.ns())).display().to_string();
+    let h2dir = h2
+        .log_dir()
+        .join(format!("state-{}", h2.ns()))
+        .display()
+        .to_string();
     let mut d2 = spawn_overlayd(h2, &["--peer", &own, "--local", &peer, "--state-dir", &h2dir]);
-    let up = wait_until(Duration::from_secs(20), || !d2.is_running() || d2.log().contains("overlayd up"));
+    let up = wait_until(Duration::from_secs(20), || {
+        !d2.is_running() || d2.log().contains("overlayd up")
+    });
     assert!(up && d2.is_running(), "{}", d2.log());
     assert!(!d2.log().contains("does not fit the underlay"), "{}", d2.log());
 }

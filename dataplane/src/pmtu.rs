@@ -88,7 +88,11 @@ mod tests {
         t.learn(b, 1500, t0 + Duration::from_secs(3));
         t.learn(c, 1500, t0 + Duration::from_secs(4));
         assert_eq!(t.len(), 2, "bounded");
-        assert_eq!(t.get(a, t0 + Duration::from_secs(5)), None, "the oldest made room");
+        assert_eq!(
+            t.get(a, t0 + Duration::from_secs(5)),
+            None,
+            "the oldest made room"
+        );
         assert_eq!(t.get(c, t0 + Duration::from_secs(5)), Some(1500));
         t.forget_all();
         assert!(t.is_empty());

@@ -10,9 +10,9 @@
 
 use crate::engine::{too_big, Engine, TxAction};
 use crate::flow;
-use crate::pmtu::{inner_mtu, PathMtus, PMTU_CAPACITY};
 use crate::io::{pmtu::path_mtu, poll_fds, RecvBatch, SendBatch, SenderSet, TapQueue, UdpSocket, Waker};
 use crate::offload::{self, Coalescer, VirtioNetHdr, VIRTIO_NET_HDR_LEN};
+use crate::pmtu::{inner_mtu, PathMtus, PMTU_CAPACITY};
 use crate::stats::{Counters, DropReason};
 use crate::wire::probe::{self, ProbeKind, ProbeRepr};
 use crate::wire::{ETHERNET_HEADER_LEN, VXLAN_HEADER_LEN};

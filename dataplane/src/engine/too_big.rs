@@ -99,8 +99,26 @@ fn reply_v4(eth: &EthernetFrame<&[u8]>, mtu: u32, out: &mut [u8]) -> Option<usiz
     let total = (ip_len as u16).to_be_bytes();
     let ttl = *ip.get(8)?;
     iph.copy_from_slice(&[
-        0x45, 0, total[0], total[1], 0, 0, 0x40, 0, ttl, IPPROTO_ICMP, 0, 0, dst[0], dst[1], dst[2], dst[3], src[0],
-        src[1], src[2], src[3],
+        0x45,
+        0,
+        total[0],
+        total[1],
+        0,
+        0,
+        0x40,
+        0,
+        ttl,
+        IPPROTO_ICMP,
+        0,
+        0,
+        dst[0],
+        dst[1],
+        dst[2],
+        dst[3],
+        src[0],
+        src[1],
+        src[2],
+        src[3],
     ]);
     let c = checksum::checksum(iph, 0).to_be_bytes();
     iph.get_mut(10..12)?.copy_from_slice(&c);

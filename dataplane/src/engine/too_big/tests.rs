@@ -13,7 +13,20 @@ fn v4_frame(payload: usize, df: bool, icmp_type: u8) -> Vec<u8> {
     f.extend_from_slice(&A);
     f.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
     let l = (ip_len as u16).to_be_bytes();
-    f.extend_from_slice(&[0x45, 0, l[0], l[1], 0x12, 0x34, if df { 0x40 } else { 0 }, 0, 64, 1, 0, 0]);
+    f.extend_from_slice(&[
+        0x45,
+        0,
+        l[0],
+        l[1],
+        0x12,
+        0x34,
+        if df { 0x40 } else { 0 },
+        0,
+        64,
+        1,
+        0,
+        0,
+    ]);
     f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
     f.extend_from_slice(&[icmp_type, 0, 0, 0, 0, 1, 0, 1]);
     f.extend((0..payload).map(|i| i as u8));
@@ -54,11 +67,22 @@ fn ipv4_frag_needed_matches_linux() {
     assert_eq!(&r[6..12], &B, "from the MAC it sent to");
     assert_eq!(&r[12..14], &[0x08, 0x00]);
     let ip = &r[14..];
-    assert_eq!(&ip[..12], &[0x45, 0, 0x02, 0x40, 0, 0, 0x40, 0, 64, 1, ip[10], ip[11]]);
-    assert_eq!(&ip[12..20], &[10, 0, 0, 2, 10, 0, 0, 1], "from the inner destination to the sender");
+    assert_eq!(
+        &ip[..12],
+        &[0x45, 0, 0x02, 0x40, 0, 0, 0x40, 0, 64, 1, ip[10], ip[11]]
+    );
+    assert_eq!(
+        &ip[12..20],
+        &[10, 0, 0, 2, 10, 0, 0, 1],
+        "from the inner destination to the sender"
+    );
     assert_eq!(checksum(&ip[..20], 0), 0, "IPv4 header checksum");
     let icmp = &ip[20..];
-    assert_eq!(&icmp[..2], &[3, 4], "destination unreachable, fragmentation needed");
+    assert_eq!(
+        &icmp[..2],
+        &[3, 4],
+        "destination unreachable, fragmentation needed"
+    );
     assert_eq!(&icmp[4..8], &[0, 0, 0x05, 0x46], "next-hop MTU 1350");
     assert_eq!(checksum(icmp, 0), 0, "ICMP checksum");
     assert_eq!(&icmp[8..], &f[14..14 + 548], "quotes the original packet");
@@ -76,10 +100,26 @@ fn ipv4_small_packet_is_quoted_whole() {
 #[test]
 fn ipv4_no_reply_cases() {
     let mut out = [0u8; MAX_REPLY_LEN];
-    assert_eq!(reply(&v4_frame(1422, false, 8), 1350, &mut out), None, "no DF: no ICMP");
-    assert_eq!(reply(&v4_frame(1422, true, 3), 1350, &mut out), None, "ICMP error: no ICMP");
-    assert_eq!(reply(&v4_frame(1422, true, 8), 500, &mut out), None, "MTU below 576");
-    assert_eq!(reply(&v4_frame(1422, true, 8), 1350, &mut out[..100]), None, "out too small");
+    assert_eq!(
+        reply(&v4_frame(1422, false, 8), 1350, &mut out),
+        None,
+        "no DF: no ICMP"
+    );
+    assert_eq!(
+        reply(&v4_frame(1422, true, 3), 1350, &mut out),
+        None,
+        "ICMP error: no ICMP"
+    );
+    assert_eq!(
+        reply(&v4_frame(1422, true, 8), 500, &mut out),
+        None,
+        "MTU below 576"
+    );
+    assert_eq!(
+        reply(&v4_frame(1422, true, 8), 1350, &mut out[..100]),
+        None,
+        "out too small"
+    );
     let mut arp = v4_frame(10, true, 8);
     arp[12..14].copy_from_slice(&[0x08, 0x06]);
     assert_eq!(reply(&arp, 1350, &mut out), None, "not IP");
@@ -102,7 +142,11 @@ fn ipv6_packet_too_big_matches_linux() {
     assert_eq!(&r[6..12], &B);
     assert_eq!(&r[12..14], &[0x86, 0xdd]);
     let ip = &r[14..];
-    assert_eq!(&ip[..8], &[0x60, 0, 0, 0, 0x04, 0xd8, 58, 63], "payload 1240, ICMPv6, hop limit kept");
+    assert_eq!(
+        &ip[..8],
+        &[0x60, 0, 0, 0, 0x04, 0xd8, 58, 63],
+        "payload 1240, ICMPv6, hop limit kept"
+    );
     assert_eq!(&ip[8..24], &f[14 + 24..14 + 40], "from the inner destination");
     assert_eq!(&ip[24..40], &f[14 + 8..14 + 24], "to the sender");
     let icmp = &ip[40..];
@@ -118,12 +162,23 @@ fn ipv6_packet_too_big_matches_linux() {
 #[test]
 fn ipv6_no_reply_cases() {
     let mut out = [0u8; MAX_REPLY_LEN];
-    assert_eq!(reply(&v6_frame(1400, 58, 1), 1330, &mut out), None, "ICMPv6 error");
-    assert_eq!(reply(&v6_frame(1400, 6, 1), 1200, &mut out), None, "MTU below 1280");
+    assert_eq!(
+        reply(&v6_frame(1400, 58, 1), 1330, &mut out),
+        None,
+        "ICMPv6 error"
+    );
+    assert_eq!(
+        reply(&v6_frame(1400, 6, 1), 1200, &mut out),
+        None,
+        "MTU below 1280"
+    );
     let mut mc = v6_frame(1400, 6, 0);
     mc[14 + 8] = 0xff;
     assert_eq!(reply(&mc, 1330, &mut out), None, "multicast source");
-    assert!(reply(&v6_frame(1400, 6, 0), 1330, &mut out).is_some(), "TCP is answered");
+    assert!(
+        reply(&v6_frame(1400, 6, 0), 1330, &mut out).is_some(),
+        "TCP is answered"
+    );
 }
 
 proptest! {

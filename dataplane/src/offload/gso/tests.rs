@@ -414,7 +414,10 @@ fn fit_mss_lowers_the_mss_to_the_path() {
         assert_eq!(fitted.gso_type, hdr.gso_type);
         let (s, out) = run(fitted, &mut f);
         let segs = parse_segments(&out, &s);
-        assert!(segs.iter().all(|sg| sg.ip_len <= 1350), "every segment fits the path");
+        assert!(
+            segs.iter().all(|sg| sg.ip_len <= 1350),
+            "every segment fits the path"
+        );
         assert!(segs.iter().any(|sg| sg.ip_len == 1350), "and uses it fully");
         let joined: Vec<u8> = segs.iter().flat_map(|sg| sg.payload.clone()).collect();
         assert_eq!(joined, data, "byte-identical stream");
@@ -429,7 +432,11 @@ fn fit_mss_keeps_what_fits_and_refuses_udp() {
     let hdr = tso_hdr(VIRTIO_NET_HDR_GSO_TCPV4, 1000, 34);
     assert_eq!(fit_mss(&hdr, &f, 1350).unwrap(), hdr, "already fits");
     let none = VirtioNetHdr::default();
-    assert_eq!(fit_mss(&none, &f, 100).unwrap(), none, "GSO_NONE is the caller's business");
+    assert_eq!(
+        fit_mss(&none, &f, 100).unwrap(),
+        none,
+        "GSO_NONE is the caller's business"
+    );
     assert_eq!(
         fit_mss(&hdr, &f, 40).unwrap_err(),
         OffloadError::ZeroGsoSize,
@@ -437,7 +444,10 @@ fn fit_mss_keeps_what_fits_and_refuses_udp() {
     );
     let u = udp4(1, 2, &payload(4000, 5));
     let uh = tso_hdr(VIRTIO_NET_HDR_GSO_UDP_L4, 1400, 34);
-    assert!(matches!(fit_mss(&uh, &u, 1350), Err(OffloadError::Unsupported(..))));
+    assert!(matches!(
+        fit_mss(&uh, &u, 1350),
+        Err(OffloadError::Unsupported(..))
+    ));
     assert_eq!(fit_mss(&uh, &u, 1500).unwrap(), uh);
 }
 
