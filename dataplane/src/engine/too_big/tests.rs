@@ -187,7 +187,7 @@ proptest! {
                                                mtu in 0u32..70_000) {
         let mut out = [0u8; MAX_REPLY_LEN];
         if let Some(n) = reply(&bytes, mtu, &mut out) {
-            prop_assert!(n <= MAX_REPLY_LEN && n >= 14 + 28);
+            prop_assert!((14 + 28..=MAX_REPLY_LEN).contains(&n));
             prop_assert_eq!(&out[0..6], &bytes[6..12]);
         }
     }
