@@ -141,8 +141,13 @@ pub fn run_tx(
                 } else {
                     match offload::fit_mss(&hdr, frame, limit as usize) {
                         Ok(h) => hdr = h,
-                        Err(_) => {
+                        // UDP GSO datagrams over the path MTU cannot be re-cut.
+                        Err(offload::OffloadError::Unsupported(..)) => {
                             counters.count_drop(DropReason::TooBig, est_segs as u64);
+                            continue;
+                        }
+                        Err(_) => {
+                            counters.count_drop(DropReason::BadOffload, est_segs as u64);
                             continue;
                         }
                     }
