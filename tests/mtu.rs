@@ -129,10 +129,15 @@ fn tcp_after_mtu_drop(extra: &[&str]) -> u64 {
     h1.run("ip", &["link", "set", "eth0", "mtu", &SHRUNK.to_string()]);
     // A fresh connection (MSS 1410 from the 1450-byte overlay MTU) over the shrunken path: it must complete,
     // byte-identical, within a functional deadline instead of stalling.
+    let t = std::time::Instant::now();
     tcp_transfer(c1, c2, 5202, 8, Duration::from_secs(90))
         .unwrap_or_else(|e| panic!("after the drop: {e}\n{}", d1.log()));
+    let took = t.elapsed();
     let stats = ctl_json(h1, "stats");
-    eprintln!("host 1 after the transfer: drops {}", stats["drops"]);
+    eprintln!(
+        "{extra:?}: 8 MiB after the MTU drop in {took:?}; host 1 drops {}",
+        stats["drops"]
+    );
     // Nothing went into the kernel too big once the daemon knew the path (at most the frames in flight when
     // the link shrank fail with EMSGSIZE).
     let lost = drop_count(h1, "send_error") - send_errors;
