@@ -18,18 +18,21 @@ const SHRUNK: u32 = 1400;
 const INNER: u32 = SHRUNK - 50;
 
 fn start(host: &Host, peer: Ipv4Addr) -> Daemon {
-    start_with(host, peer, &[])
+    start_with(host, &[peer], &[])
 }
 
-fn start_with(host: &Host, peer: Ipv4Addr, extra: &[&str]) -> Daemon {
-    let peer = peer.to_string();
+fn start_with(host: &Host, peers: &[Ipv4Addr], extra: &[&str]) -> Daemon {
+    let peers: Vec<String> = peers.iter().map(Ipv4Addr::to_string).collect();
     let own = host.underlay_ip().to_string();
     let dir = host
         .log_dir()
         .join(format!("state-{}", host.ns()))
         .display()
         .to_string();
-    let mut args = vec!["--peer", &peer, "--local", &own, "--state-dir", &dir];
+    let mut args = vec!["--local", &own, "--state-dir", &dir];
+    for p in &peers {
+        args.extend(["--peer", p]);
+    }
     args.extend_from_slice(extra);
     let mut d = spawn_overlayd(host, &args);
     let ready = wait_until(Duration::from_secs(20), || {
@@ -119,8 +122,8 @@ fn tcp_keeps_working_when_the_underlay_mtu_drops_without_offloads() {
 fn tcp_after_mtu_drop(extra: &[&str]) -> u64 {
     let tb = Testbed::builder().hosts(2).build();
     let (h1, h2) = (tb.host(1), tb.host(2));
-    let d1 = start_with(h1, h2.underlay_ip(), extra);
-    let _d2 = start_with(h2, h1.underlay_ip(), extra);
+    let d1 = start_with(h1, &[h2.underlay_ip()], extra);
+    let _d2 = start_with(h2, &[h1.underlay_ip()], extra);
     let (c1, c2) = (tb.container(1), tb.container(2));
     ping_ok(c1, c2.ip(), 2);
     tcp_transfer(c1, c2, 5201, 2, Duration::from_secs(60)).unwrap_or_else(|e| panic!("before the drop: {e}"));
@@ -196,4 +199,33 @@ fn start_up_names_the_fix_for_an_mtu_that_does_not_fit() {
     });
     assert!(up && d2.is_running(), "{}", d2.log());
     assert!(!d2.log().contains("does not fit the underlay"), "{}", d2.log());
+}
+
+/// The path MTU is per VTEP: a route to host 3 with MTU 1300 (as a router's ICMP would leave in the kernel's
+/// cache) limits only frames to container 3; container 2, behind a full 1500-byte path, still gets 1450.
+#[test]
+fn path_mtu_is_per_vtep() {
+    let tb = Testbed::builder().hosts(3).build();
+    let (h1, h2, h3) = (tb.host(1), tb.host(2), tb.host(3));
+    let all = [h1.underlay_ip(), h2.underlay_ip(), h3.underlay_ip()];
+    let others = |me: Ipv4Addr| all.iter().copied().filter(|a| *a != me).collect::<Vec<_>>();
+    let d1 = start_with(h1, &others(all[0]), &[]);
+    let _d2 = start_with(h2, &others(all[1]), &[]);
+    let _d3 = start_with(h3, &others(all[2]), &[]);
+    let (c1, c2, c3) = (tb.container(1), tb.container(2), tb.container(3));
+    ping_ok(c1, c2.ip(), 2);
+    ping_ok(c1, c3.ip(), 2);
+    let to3 = format!("{}/32", all[2]);
+    h1.run("ip", &["route", "add", &to3, "dev", "eth0", "mtu", "1300"]);
+    let (s2, s3) = (c2.ip().to_string(), c3.ip().to_string());
+    let full = ["-n", "-c", "3", "-i", "0.2", "-W", "1", "-M", "do", "-s", "1422"];
+    let to_c3 = c1.exec("ping", &[&full[..], &[s3.as_str()]].concat());
+    let e = to_c3.expect_err("a 1450-byte DF ping reached container 3 over a 1300-byte path");
+    let text = format!("{}\n{}", e.stdout, e.stderr);
+    assert!(
+        text.contains("Frag needed") && text.contains("mtu = 1250"),
+        "no fragmentation needed with mtu 1250 (1300 - 50) from the path to host 3:\n{text}\n{}",
+        d1.log()
+    );
+    c1.run("ping", &[&full[..], &[s2.as_str()]].concat());
 }
