@@ -110,6 +110,21 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
     let underlay = netlink::interface_with_addr(local)?.ok_or(DaemonError::LocalNotOurs(local))?;
     let overhead = dataplane::wire::vxlan::vxlan_overhead(local);
     let mtu = cfg.mtu.unwrap_or(underlay.1.saturating_sub(overhead));
+    // Issue 9 §3: name the fix when the overlay MTU does not fit the underlay (a warning: the data path copes).
+    let paths: Vec<(IpAddr, u32)> = cfg
+        .peers
+        .iter()
+        .filter_map(|&p| dataplane::io::pmtu::path_mtu(local, p).ok().map(|m| (p, m)))
+        .collect();
+    let measured = crate::mtu_check::UnderlayMtu {
+        iface: &underlay.0,
+        iface_mtu: underlay.1,
+        overhead,
+        paths: &paths,
+    };
+    if let Some(w) = crate::mtu_check::mismatch(mtu, &measured) {
+        warn!("{w}");
+    }
 
     // Removes only what it created, on every return path (see devices.rs).
     let devices = Devices::setup(DeviceSpec {

@@ -11,6 +11,7 @@ pub mod links;
 pub mod lock;
 pub mod logging;
 pub mod metrics;
+pub mod mtu_check;
 pub mod notify;
 pub mod observe;
 pub mod ownership;

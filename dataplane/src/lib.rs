@@ -16,6 +16,7 @@ pub mod flow;
 #[allow(unsafe_code)]
 pub mod io;
 pub mod offload;
+pub mod pmtu;
 pub mod stats;
 pub mod wire;
 pub mod worker;

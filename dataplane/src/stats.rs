@@ -42,10 +42,13 @@ pub enum DropReason {
     TapWriteError,
     /// Broadcast or multicast frame from the TAP over its source MAC's `--bum-pps` budget.
     BumRateLimited,
+    /// Frame from the TAP too big for the path MTU to its VTEP (minus VXLAN overhead); the sender got ICMP
+    /// "fragmentation needed" / ICMPv6 "packet too big" when one is due (`engine::too_big`).
+    TooBig,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::Short,
         DropReason::BadFlags,
         DropReason::UnknownVni,
@@ -60,6 +63,7 @@ impl DropReason {
         DropReason::SendError,
         DropReason::TapWriteError,
         DropReason::BumRateLimited,
+        DropReason::TooBig,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -77,6 +81,7 @@ impl DropReason {
             DropReason::SendError => "send_error",
             DropReason::TapWriteError => "tap_write_error",
             DropReason::BumRateLimited => "bum_rate_limited",
+            DropReason::TooBig => "too_big",
         }
     }
     fn index(self) -> usize {

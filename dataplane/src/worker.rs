@@ -8,14 +8,16 @@
 //! message (or a few, see [`gso_messages`]). The inner flow's hash picks the send socket, i.e. the outer source
 //! port ([`crate::flow`]). Nothing here allocates after start-up and nothing logs per packet.
 
-use crate::engine::{Engine, TxAction};
+use crate::engine::{too_big, Engine, TxAction};
 use crate::flow;
-use crate::io::{poll_fds, RecvBatch, SendBatch, SenderSet, TapQueue, UdpSocket, Waker};
+use crate::io::{pmtu::path_mtu, poll_fds, RecvBatch, SendBatch, SenderSet, TapQueue, UdpSocket, Waker};
 use crate::offload::{self, Coalescer, VirtioNetHdr, VIRTIO_NET_HDR_LEN};
+use crate::pmtu::{inner_mtu, PathMtus, PMTU_CAPACITY};
 use crate::stats::{Counters, DropReason};
 use crate::wire::probe::{self, ProbeKind, ProbeRepr};
 use crate::wire::{ETHERNET_HEADER_LEN, VXLAN_HEADER_LEN};
 use std::io::{ErrorKind, IoSlice};
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,6 +85,10 @@ pub fn run_tx(
     let mut send = SendBatch::new(SEND_DATA, SEND_MSGS);
     let mut act = TxAction::default();
     let vnet = tap.vnet_hdr();
+    let local = engine.config().local;
+    let overhead = crate::wire::vxlan::vxlan_overhead(local);
+    let mut pmtus = PathMtus::new(PMTU_CAPACITY);
+    let mut icmp = vec![0u8; too_big::MAX_REPLY_LEN];
     let mut fds = [pollfd(tap.as_raw_fd()), pollfd(waker.as_raw_fd())];
     while !stop.load(Ordering::Relaxed) {
         if poll_fds(&mut fds, POLL_MS).is_err() || fds[1].revents != 0 {
@@ -101,7 +107,7 @@ pub fn run_tx(
                 }
             };
             let Some(read) = buf.get_mut(..n) else { break };
-            let (hdr, frame) = if vnet {
+            let (mut hdr, frame) = if vnet {
                 let (h, f) = read.split_at_mut(VIRTIO_NET_HDR_LEN.min(n));
                 match VirtioNetHdr::decode(h) {
                     Ok(h) => (h, f),
@@ -121,6 +127,36 @@ pub fn run_tx(
                 counters.count_drop(r, est_segs as u64);
                 continue;
             }
+            // Path MTU (issue 9 §3): a frame too big for the path to its VTEP(s) is answered with ICMP, a
+            // TCP superframe is cut to fit.
+            if let Some(limit) = path_inner_mtu(&mut pmtus, local, overhead, &act.dests, now) {
+                if hdr.gso_size == 0 || hdr.gso_type == offload::VIRTIO_NET_HDR_GSO_NONE {
+                    if too_big::exceeds(frame, limit as usize) {
+                        if let Some(n) = too_big::reply(frame, limit, &mut icmp) {
+                            write_tap(tap, vnet, icmp.get(..n).unwrap_or(&[]), &counters);
+                        }
+                        counters.count_drop(DropReason::TooBig, 1);
+                        continue;
+                    }
+                } else {
+                    match offload::fit_mss(&hdr, frame, limit as usize) {
+                        Ok(h) => hdr = h,
+                        // UDP GSO datagrams over the path MTU cannot be re-cut.
+                        Err(offload::OffloadError::Unsupported(..)) => {
+                            counters.count_drop(DropReason::TooBig, est_segs as u64);
+                            continue;
+                        }
+                        Err(_) => {
+                            counters.count_drop(DropReason::BadOffload, est_segs as u64);
+                            continue;
+                        }
+                    }
+                }
+            }
+            let est_segs = match usize::from(hdr.gso_size) {
+                0 => 1,
+                g => frame.len() / g + 1,
+            };
             let per_msg_est = if offloads.udp_gso {
                 (MAX_GSO_PAYLOAD / (usize::from(hdr.gso_size) + SEG_OVERHEAD)).clamp(1, MAX_GSO_SEGMENTS)
             } else {
@@ -128,7 +164,7 @@ pub fn run_tx(
             };
             let msgs_needed = act.dests.len() * est_segs.div_ceil(per_msg_est);
             if send.remaining() < frame.len() + est_segs * SEG_OVERHEAD || send.msgs_free() < msgs_needed {
-                flush(udp, &mut send, &counters);
+                flush(udp, &mut send, &counters, &mut pmtus);
             }
             let segs = match offload::segment(&hdr, frame, engine.header(), send.spare()) {
                 Ok(s) if s.count > 0 && s.stride > 0 => s,
@@ -166,7 +202,7 @@ pub fn run_tx(
                 }
             }
         }
-        flush(udp, &mut send, &counters);
+        flush(udp, &mut send, &counters, &mut pmtus);
         if tap_broken {
             // A deleted TAP polls POLLERR and reads EBADFD forever: wait (on the waker only) until the
             // daemon's device watcher has recreated it behind the same fd, instead of spinning.
@@ -175,13 +211,55 @@ pub fn run_tx(
     }
 }
 
-fn flush(udp: &SenderSet, send: &mut SendBatch, counters: &Counters) {
+fn flush(udp: &SenderSet, send: &mut SendBatch, counters: &Counters, pmtus: &mut PathMtus) {
     if send.is_empty() {
         return;
     }
     let report = udp.send_batch(send);
     if report.failed > 0 {
         counters.count_drop(DropReason::SendError, report.failed as u64);
+    }
+    if report.too_big > 0 {
+        // EMSGSIZE: a path shrank under us. Re-probe (IP_MTU) on the next frame to each VTEP.
+        pmtus.forget_all();
+    }
+}
+
+/// The inner MTU towards `dests` (the smallest path MTU among them minus the VXLAN overhead), probing the
+/// kernel (`IP_MTU`) for VTEPs not in `pmtus` (a socket and a few syscalls, at most once per VTEP per
+/// [`crate::pmtu::PMTU_TTL`] or after an `EMSGSIZE`). `None` when no path is known (the send reports).
+fn path_inner_mtu(
+    pmtus: &mut PathMtus,
+    local: IpAddr,
+    overhead: u32,
+    dests: &[SocketAddr],
+    now: Instant,
+) -> Option<u32> {
+    let mut min: Option<u32> = None;
+    for d in dests {
+        let m = match pmtus.get(d.ip(), now) {
+            Some(m) => m,
+            None => {
+                // A failed probe is remembered as "no limit known" too, so it is not retried per frame.
+                let m = path_mtu(local, d.ip()).unwrap_or(u32::MAX);
+                pmtus.learn(d.ip(), m, now);
+                m
+            }
+        };
+        min = Some(min.map_or(m, |x| x.min(m)));
+    }
+    min.filter(|m| *m != u32::MAX).map(|m| inner_mtu(m, overhead))
+}
+
+/// Write one frame (no offload) to the TAP; a failure is counted, never waited for.
+fn write_tap(tap: &TapQueue, vnet: bool, frame: &[u8], counters: &Counters) {
+    let r = if vnet {
+        tap.write_vectored(&[IoSlice::new(&[0; VIRTIO_NET_HDR_LEN]), IoSlice::new(frame)])
+    } else {
+        tap.write(frame)
+    };
+    if r.is_err() {
+        counters.count_drop(DropReason::TapWriteError, 1);
     }
 }
 

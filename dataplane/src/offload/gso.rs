@@ -64,6 +64,37 @@ pub fn segment(
     }
 }
 
+/// `hdr` for segmenting `frame` so that every segment's IP packet fits `inner_mtu` bytes (the path MTU to the
+/// VTEP minus the VXLAN overhead): a TCP superframe gets its `gso_size` (MSS) lowered if needed, as the kernel
+/// does when it segments for a smaller path (`tcp_gso_segment` after `skb_gso_validate_network_len` fails).
+/// `GSO_NONE` frames are returned unchanged (the caller compares their length). A UDP GSO superframe whose
+/// datagrams do not fit cannot be re-cut (datagram boundaries belong to the application): `Unsupported`.
+pub fn fit_mss(hdr: &VirtioNetHdr, frame: &[u8], inner_mtu: usize) -> Result<VirtioNetHdr, OffloadError> {
+    let gso = hdr.gso_type & !VIRTIO_NET_HDR_GSO_ECN;
+    if gso == VIRTIO_NET_HDR_GSO_NONE {
+        return Ok(*hdr);
+    }
+    let h = parse(frame)?;
+    let room = inner_mtu.saturating_sub(h.payload_off - ETH_HLEN);
+    if usize::from(hdr.gso_size) <= room {
+        return Ok(*hdr);
+    }
+    if gso != VIRTIO_NET_HDR_GSO_TCPV4 && gso != VIRTIO_NET_HDR_GSO_TCPV6 {
+        return Err(OffloadError::Unsupported(
+            hdr.gso_type,
+            "UDP GSO datagrams larger than the path MTU cannot be re-cut",
+        ));
+    }
+    let mss = u16::try_from(room).map_err(|_| OffloadError::SegmentTooLarge(room))?;
+    if mss == 0 {
+        return Err(OffloadError::ZeroGsoSize);
+    }
+    Ok(VirtioNetHdr {
+        gso_size: mss,
+        ..*hdr
+    })
+}
+
 fn too_small(need: usize, have: usize) -> OffloadError {
     OffloadError::OutputTooSmall { need, have }
 }

@@ -34,7 +34,7 @@ mod testutil;
 
 pub use error::OffloadError;
 pub use gro::{Bypass, Coalescer, PushOutcome, MAX_SUPERFRAME_LEN};
-pub use gso::{segment, Segments};
+pub use gso::{fit_mss, segment, Segments};
 pub use partial::{fill_partial, partial_checksum, rx_header};
 pub use tunnel::superframe_hdr;
 pub use virtio::{

@@ -16,6 +16,8 @@ pub struct SendReport {
     pub sent: usize,
     /// Messages dropped: rejected by the kernel, or still queued when the wait budget ran out.
     pub failed: usize,
+    /// Of `failed`, messages rejected with `EMSGSIZE`: larger than the kernel's path MTU (the path shrank).
+    pub too_big: usize,
     /// The most recent error (`TimedOut` when the socket stayed full).
     pub last_error: Option<io::Error>,
 }

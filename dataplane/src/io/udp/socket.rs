@@ -308,6 +308,9 @@ impl UdpSocket {
                 _ => {
                     // sendmmsg reports an error only for the first message it could not send: skip it.
                     report.failed += 1;
+                    if err.raw_os_error() == Some(libc::EMSGSIZE) {
+                        report.too_big += 1;
+                    }
                     report.last_error = Some(err);
                     start += 1;
                 }
@@ -324,6 +327,7 @@ pub(super) fn send_batch_on(socks: &[UdpSocket], batch: &mut SendBatch, all_via_
     let mut report = SendReport {
         sent: 0,
         failed: 0,
+        too_big: 0,
         last_error: None,
     };
     let Some(first) = socks.first() else {

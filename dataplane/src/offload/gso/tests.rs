@@ -393,3 +393,77 @@ proptest! {
         prop_assert_eq!(joined, data);
     }
 }
+
+#[test]
+fn fit_mss_lowers_the_mss_to_the_path() {
+    // A superframe cut for a 1450-byte overlay MTU (MSS 1398 with timestamps), over a path that allows 1350.
+    let t = Tcp {
+        psh: true,
+        timestamps: Some((1, 2)),
+        ..Tcp::default()
+    };
+    let data = payload(30_000, 3);
+    for (mut f, gso_type, hlen) in [
+        (tcp4(&t, &data), VIRTIO_NET_HDR_GSO_TCPV4, 20 + 32),
+        (tcp6(&t, &data), VIRTIO_NET_HDR_GSO_TCPV6, 40 + 32),
+    ] {
+        kernelize(&mut f);
+        let hdr = tso_hdr(gso_type, 1398, 14 + hlen as u16 - 32);
+        let fitted = fit_mss(&hdr, &f, 1350).unwrap();
+        assert_eq!(usize::from(fitted.gso_size), 1350 - hlen);
+        assert_eq!(fitted.gso_type, hdr.gso_type);
+        let (s, out) = run(fitted, &mut f);
+        let segs = parse_segments(&out, &s);
+        assert!(
+            segs.iter().all(|sg| sg.ip_len <= 1350),
+            "every segment fits the path"
+        );
+        assert!(segs.iter().any(|sg| sg.ip_len == 1350), "and uses it fully");
+        let joined: Vec<u8> = segs.iter().flat_map(|sg| sg.payload.clone()).collect();
+        assert_eq!(joined, data, "byte-identical stream");
+    }
+}
+
+#[test]
+fn fit_mss_keeps_what_fits_and_refuses_udp() {
+    let t = Tcp::default();
+    let data = payload(5000, 4);
+    let f = tcp4(&t, &data);
+    let hdr = tso_hdr(VIRTIO_NET_HDR_GSO_TCPV4, 1000, 34);
+    assert_eq!(fit_mss(&hdr, &f, 1350).unwrap(), hdr, "already fits");
+    let none = VirtioNetHdr::default();
+    assert_eq!(
+        fit_mss(&none, &f, 100).unwrap(),
+        none,
+        "GSO_NONE is the caller's business"
+    );
+    assert_eq!(
+        fit_mss(&hdr, &f, 40).unwrap_err(),
+        OffloadError::ZeroGsoSize,
+        "no room for payload"
+    );
+    let u = udp4(1, 2, &payload(4000, 5));
+    let uh = tso_hdr(VIRTIO_NET_HDR_GSO_UDP_L4, 1400, 34);
+    assert!(matches!(
+        fit_mss(&uh, &u, 1350),
+        Err(OffloadError::Unsupported(..))
+    ));
+    assert_eq!(fit_mss(&uh, &u, 1500).unwrap(), uh);
+}
+
+proptest! {
+    #[test]
+    fn fit_mss_segments_always_fit(mtu in 200usize..1500, mss in 100u16..9000, len in 1usize..20_000) {
+        let t = Tcp::default();
+        let data = payload(len, 6);
+        let mut f = tcp4(&t, &data);
+        kernelize(&mut f);
+        let hdr = tso_hdr(VIRTIO_NET_HDR_GSO_TCPV4, mss, 34);
+        let fitted = fit_mss(&hdr, &f, mtu).unwrap();
+        prop_assert!(fitted.gso_size <= mss);
+        let (s, out) = run(fitted, &mut f);
+        for seg in out.chunks(s.stride) {
+            prop_assert!(seg.len() - PREFIX.len() - 14 <= mtu);
+        }
+    }
+}
