@@ -327,6 +327,7 @@ mod tests {
             vtep: IpAddr::from([10, 0, 0, n]),
             state,
             generation: 1,
+            renewal: 0,
         }
     }
 

@@ -1,7 +1,9 @@
 //! Cluster identity material: the cluster CA, node credentials, the join secret and join tokens, and
 //! their persistence under the state dir (default `/var/lib/overlayd`).
 //!
-//! Layout (every file 0600, written atomically via a temp file + rename):
+//! Layout (every file 0600, written atomically: a temp file created with `O_EXCL`, written, fsynced,
+//! renamed over the old file, then the directory fsynced; a corrupt file is an error naming the file
+//! and the fix, never a silent reset):
 //! - `ca.crt`: the cluster CA certificate (ECDSA P-256), on every member.
 //! - `ca.key` and `join.secret`: **admitters only** — the node started with `--init-cluster` and any node
 //!   started with `--admitter --ca-key-file PATH`. A joiner never receives either: it sends a signing
@@ -73,6 +75,12 @@ pub enum AuthError {
     NotInitialised(PathBuf),
     #[error("corrupt credential file {path}: {reason} (restore it from backup or re-join the node)")]
     Corrupt { path: PathBuf, reason: String },
+    #[error("corrupt state file {path}: {reason}; {fix}")]
+    CorruptState {
+        path: PathBuf,
+        reason: String,
+        fix: &'static str,
+    },
     #[error("certificate generation failed: {0}")]
     Cert(#[from] rcgen::Error),
     #[error("invalid join token: {0} (copy the whole line printed by `overlayctl token`)")]
@@ -396,12 +404,30 @@ impl StateDir {
         self.write(REVOKED, &list.to_bytes())
     }
 
-    /// The persisted revocations that verify under `ca_public_key` (empty if none).
-    pub fn load_revocations(&self, ca_public_key: &[u8]) -> RevocationList {
-        fs::read(self.file(REVOKED))
-            .ok()
-            .and_then(|b| RevocationList::from_bytes(&b, ca_public_key).ok())
-            .unwrap_or_default()
+    /// The persisted revocations, each verified under `ca_public_key` (empty if the file does not
+    /// exist). A file that does not decode or verify is an error: silently forgetting revocations
+    /// would let revoked nodes back in.
+    pub fn load_revocations(&self, ca_public_key: &[u8]) -> Result<RevocationList, AuthError> {
+        let Some(bytes) = self.read_optional(REVOKED)? else {
+            return Ok(RevocationList::default());
+        };
+        let corrupt = |reason: String| AuthError::CorruptState {
+            path: self.file(REVOKED),
+            reason,
+            fix: "restore it from backup or copy `revoked` from another member's state dir (deleting it forgets every revocation)",
+        };
+        let entries: Vec<crate::revocation::Revocation> =
+            postcard::from_bytes(&bytes).map_err(|e| corrupt(format!("does not decode ({e})")))?;
+        let mut list = RevocationList::default();
+        for (i, r) in entries.into_iter().enumerate() {
+            if !list.contains(r.node) && !list.insert_verified(r, ca_public_key) {
+                return Err(corrupt(format!(
+                    "entry {} is not signed by this cluster's CA",
+                    i + 1
+                )));
+            }
+        }
+        Ok(list)
     }
 
     pub fn path(&self) -> &Path {
@@ -532,7 +558,9 @@ impl StateDir {
         if !valid || attestation.node != node_id || attestation.key != key.public_key_raw() {
             return Err(AuthError::Corrupt {
                 path: attest_path,
-                reason: "the attestation does not match this node's id, key or CA".into(),
+                reason: format!(
+                    "the attestation does not match this node's id ({NODE_ID}), key ({NODE_KEY}) or CA ({CA_CERT}); one of them is damaged or from another node"
+                ),
             });
         }
         let attestation = self.check_vteps(attestation)?;
@@ -604,11 +632,34 @@ impl StateDir {
         self.write(ADMITTERS, text.as_bytes())
     }
 
-    /// Addresses saved by [`Self::save_admitters`]; empty if none. Unparsable lines are skipped.
-    pub fn load_admitters(&self) -> Vec<SocketAddr> {
-        fs::read_to_string(self.file(ADMITTERS))
-            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
-            .unwrap_or_default()
+    /// Addresses saved by [`Self::save_admitters`]; empty if none. A line that is not an address is
+    /// an error naming the file.
+    pub fn load_admitters(&self) -> Result<Vec<SocketAddr>, AuthError> {
+        self.load_addrs(
+            ADMITTERS,
+            "fix or delete the file (it only lists admitters' gossip addresses for relaying joins; it is rewritten at the next join)",
+        )
+    }
+
+    fn load_addrs(&self, name: &str, fix: &'static str) -> Result<Vec<SocketAddr>, AuthError> {
+        let Some(bytes) = self.read_optional(name)? else {
+            return Ok(Vec::new());
+        };
+        let corrupt = |reason: String| AuthError::CorruptState {
+            path: self.file(name),
+            reason,
+            fix,
+        };
+        let text = String::from_utf8(bytes).map_err(|_| corrupt("not UTF-8 text".into()))?;
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .enumerate()
+            .map(|(i, l)| {
+                l.parse()
+                    .map_err(|_| corrupt(format!("entry {} ({l:?}) is not an IP:port address", i + 1)))
+            })
+            .collect()
     }
 
     pub fn join_secret(&self) -> Result<[u8; 32], AuthError> {
@@ -624,9 +675,16 @@ impl StateDir {
     /// the wall clock stepped back (max(previous + 1, Unix time in ms)), persisted before use.
     pub fn next_generation(&self) -> Result<u64, AuthError> {
         self.ensure_dir()?;
-        let previous = match fs::read_to_string(self.file(GENERATION)) {
-            Ok(s) => s.trim().parse::<u64>().unwrap_or(0),
-            Err(_) => 0,
+        let previous = match self.read_optional(GENERATION)? {
+            None => 0,
+            Some(b) => std::str::from_utf8(&b)
+                .ok()
+                .and_then(|t| t.trim().parse::<u64>().ok())
+                .ok_or_else(|| AuthError::CorruptState {
+                    path: self.file(GENERATION),
+                    reason: "expected one decimal number".into(),
+                    fix: "delete it: the next start then takes the current time in milliseconds, which is newer than any generation used unless the clock stepped back",
+                })?,
         };
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -643,11 +701,13 @@ impl StateDir {
         self.write(PEERS, text.as_bytes())
     }
 
-    /// Addresses saved by [`Self::save_peers`]; empty if none. Unparsable lines are skipped.
-    pub fn load_peers(&self) -> Vec<std::net::SocketAddr> {
-        fs::read_to_string(self.file(PEERS))
-            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
-            .unwrap_or_default()
+    /// Addresses saved by [`Self::save_peers`]; empty if none. A line that is not an address is an
+    /// error naming the file.
+    pub fn load_peers(&self) -> Result<Vec<std::net::SocketAddr>, AuthError> {
+        self.load_addrs(
+            PEERS,
+            "fix or delete the file (it only lists members to re-join at start; without it, start with --peer ADDR)",
+        )
     }
 
     /// `overlayctl token`: the one-line join token of this cluster.
@@ -672,6 +732,24 @@ impl StateDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(AuthError::NotInitialised(self.path.clone()))
             }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(AuthError::Corrupt {
+                path: p,
+                reason: "not UTF-8 text".into(),
+            }),
+            Err(e) => Err(AuthError::Io {
+                what: "read",
+                path: p,
+                source: e,
+            }),
+        }
+    }
+
+    /// The file's bytes, or None if it does not exist (any other read error is an error).
+    fn read_optional(&self, name: &str) -> Result<Option<Vec<u8>>, AuthError> {
+        let p = self.file(name);
+        match fs::read(&p) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(AuthError::Io {
                 what: "read",
                 path: p,
@@ -688,19 +766,38 @@ impl StateDir {
         })
     }
 
+    /// Atomic replace: a temp file created with `O_EXCL` and mode 0600 (a leftover from a crash is
+    /// removed first; `O_EXCL` refuses to follow a planted symlink), written and fsynced, renamed over
+    /// `name`, then the directory fsynced so the rename itself survives a crash.
     fn write(&self, name: &str, data: &[u8]) -> Result<(), AuthError> {
         let p = self.file(name);
         let tmp = self.file(&format!(".{name}.tmp"));
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io_err("create", &tmp))?;
-        f.write_all(data).map_err(io_err("write", &tmp))?;
-        f.sync_all().map_err(io_err("sync", &tmp))?;
-        fs::rename(&tmp, &p).map_err(io_err("rename into", &p))
+        match fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("remove stale", &tmp)(e)),
+        }
+        let written = (|| {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io_err("create", &tmp))?;
+            // The mode above is filtered by the umask; make it exact.
+            f.set_permissions(fs::Permissions::from_mode(0o600))
+                .map_err(io_err("chmod", &tmp))?;
+            f.write_all(data).map_err(io_err("write", &tmp))?;
+            f.sync_all().map_err(io_err("sync", &tmp))?;
+            fs::rename(&tmp, &p).map_err(io_err("rename into", &p))
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written?;
+        fs::File::open(&self.path)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("sync directory", &self.path))
     }
 }
 
@@ -774,7 +871,7 @@ mod tests {
             &ca_key
         ));
         dir.save_revocations(&list).unwrap();
-        assert!(dir.load_revocations(&ca_key).contains(NodeId(9)));
+        assert!(dir.load_revocations(&ca_key).unwrap().contains(NodeId(9)));
         assert!(matches!(
             dir.init_cluster(vtep),
             Err(AuthError::AlreadyInitialised(_))
@@ -808,6 +905,121 @@ mod tests {
             u64::MAX / 2 + 1,
             "clock behind the stored value"
         );
+        let _ = fs::remove_dir_all(dir.path());
+    }
+
+    /// Every state file that fails to parse (garbage, truncated, empty where a value is needed) is an
+    /// error that names the file and says what to do; nothing is silently reset.
+    #[test]
+    fn corrupt_state_files_are_clear_errors() {
+        let vtep = std::net::IpAddr::from([10, 0, 0, 1]);
+        let dir = StateDir::new(tempdir("corrupt")).with_vteps(vec![vtep]);
+        let cred = dir.init_cluster(vtep).unwrap();
+        let ca_key = cred.ca_public_key().unwrap();
+        let ca = dir.ca_signer().unwrap().unwrap();
+        let peer: SocketAddr = "10.0.0.2:7948".parse().unwrap();
+        dir.save_peers(&[peer]).unwrap();
+        dir.save_admitters(&[peer]).unwrap();
+        let mut list = RevocationList::default();
+        list.insert_verified(crate::revocation::Revocation::issue(&ca, NodeId(9)).unwrap(), &ca_key);
+        dir.save_revocations(&list).unwrap();
+        let generation = dir.next_generation().unwrap();
+        let path = |n: &str| dir.path().join(n);
+        let pristine: Vec<(&str, Vec<u8>)> = [
+            NODE_ID, NODE_CERT, NODE_KEY, NODE_ATTEST, CA_CERT, CA_KEY, JOIN_SECRET, GENERATION, PEERS,
+            ADMITTERS, REVOKED,
+        ]
+        .into_iter()
+        .map(|n| (n, fs::read(path(n)).unwrap()))
+        .collect();
+        // What loading each file means, as the daemon does at start.
+        let load = |name: &str| -> Result<(), AuthError> {
+            match name {
+                GENERATION => dir.next_generation().map(drop),
+                PEERS => dir.load_peers().map(drop),
+                ADMITTERS => dir.load_admitters().map(drop),
+                REVOKED => dir.load_revocations(&ca_key).map(drop),
+                JOIN_SECRET => dir.join_token().map(drop),
+                CA_KEY => dir.load_ca().map(drop),
+                _ => dir.load_credential().map(drop),
+            }
+        };
+        for (name, good) in &pristine {
+            let truncated = good[..good.len() / 2].to_vec();
+            let mut flipped = good.clone();
+            let mid = flipped.len() / 2;
+            flipped[mid] ^= 0x5a;
+            let garbage = b"\xff\xfe not a state file \x00".to_vec();
+            for (how, bytes) in [("truncated", truncated), ("flipped", flipped), ("garbage", garbage)] {
+                fs::write(path(name), &bytes).unwrap();
+                match load(name) {
+                    Err(e @ (AuthError::Corrupt { .. } | AuthError::CorruptState { .. })) => {
+                        let msg = e.to_string();
+                        assert!(msg.contains(name), "{name} {how}: names the file: {msg}");
+                        assert!(
+                            msg.contains("restore") || msg.contains("delete") || msg.contains("re-join"),
+                            "{name} {how}: says what to do: {msg}"
+                        );
+                    }
+                    // A flipped byte inside base64/hex text may still decode to another valid value
+                    // (then the signature/fingerprint checks catch it) or leave a PEM parsable.
+                    Ok(()) if how == "flipped" && [NODE_CERT, CA_CERT, NODE_KEY, CA_KEY, PEERS, ADMITTERS, GENERATION, JOIN_SECRET].contains(name) => {}
+                    // Half a decimal number is a smaller number: harmless, the next generation is
+                    // max(previous + 1, now in ms).
+                    Ok(()) if how == "truncated" && *name == GENERATION => {}
+                    // A bad certificate may surface as a mismatch with the attestation or key.
+                    Err(AuthError::WrongCaKey(_)) if *name == CA_KEY || *name == CA_CERT => {}
+                    other => panic!("{name} {how}: expected a corrupt-file error, got {other:?}"),
+                }
+            }
+            fs::write(path(name), good).unwrap();
+        }
+        // Restored: everything loads again, and the generation kept increasing.
+        assert!(dir.next_generation().unwrap() > generation);
+        assert_eq!(dir.load_peers().unwrap(), vec![peer]);
+        assert!(dir.load_revocations(&ca_key).unwrap().contains(NodeId(9)));
+        dir.load_credential().unwrap();
+        // A revocation that does not verify is not silently dropped.
+        let rogue = crate::identity::tests::signer();
+        let forged = postcard::to_allocvec(&vec![crate::revocation::Revocation::issue(&rogue, NodeId(7)).unwrap()]).unwrap();
+        fs::write(path(REVOKED), forged).unwrap();
+        let e = dir.load_revocations(&ca_key).unwrap_err().to_string();
+        assert!(e.contains("not signed by this cluster's CA"), "{e}");
+        // Missing optional files are fine (a fresh node has none).
+        for n in [PEERS, ADMITTERS, REVOKED] {
+            fs::remove_file(path(n)).unwrap();
+        }
+        assert!(dir.load_peers().unwrap().is_empty() && dir.load_admitters().unwrap().is_empty());
+        assert!(dir.load_revocations(&ca_key).unwrap().is_empty());
+        let _ = fs::remove_dir_all(dir.path());
+    }
+
+    /// Writes are atomic and private: mode 0600 even under a permissive umask and over a file that
+    /// was 0644, no temp file left behind, a stale temp file (crash) or a symlink planted at the temp
+    /// path does not redirect the write.
+    #[test]
+    fn writes_are_atomic_and_private() {
+        let dir = StateDir::new(tempdir("write"));
+        dir.ensure_dir().unwrap();
+        let target = dir.path().join(PEERS);
+        fs::write(&target, "old\n").unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o644)).unwrap();
+        let outside = dir.path().with_extension("outside");
+        fs::write(&outside, "untouched").unwrap();
+        std::os::unix::fs::symlink(&outside, dir.path().join(format!(".{PEERS}.tmp"))).unwrap();
+        let peer: SocketAddr = "10.0.0.3:7948".parse().unwrap();
+        dir.save_peers(&[peer]).unwrap();
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "untouched");
+        assert_eq!(dir.load_peers().unwrap(), vec![peer]);
+        let mode = fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        let _ = fs::remove_file(&outside);
         let _ = fs::remove_dir_all(dir.path());
     }
 

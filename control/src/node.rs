@@ -40,6 +40,17 @@ pub struct ControlConfig {
     pub probe_rtt: Duration,
     pub num_indirect_probes: usize,
     pub suspect_to_down_after: Duration,
+    /// A suspect is declared down only once it has also been silent towards this node (no valid SWIM
+    /// packet from its address) for this long, times the local health multiplier (1 + health, health
+    /// in 0..=`max_local_health`). A crashed node is silent from the moment it died, so without loss
+    /// this bounds detection (≈ death + this + dissemination), independently of probe timing.
+    pub suspect_silence: Duration,
+    /// Lifeguard-style local health: each suspicion this node raised that was refuted (its probe
+    /// failed although the member was alive) raises it by one, up to this; it decays by one per
+    /// `health_decay`. Under loss or overload this node's own probes fail, so it waits longer before
+    /// believing them. 1 keeps crash detection under loss within ≈ 2 × `suspect_silence`.
+    pub max_local_health: u32,
+    pub health_decay: Duration,
     /// How often and to how many members foca gossips (this carries FDB adverts and suspicions).
     pub gossip_interval: Duration,
     pub gossip_fanout: usize,
@@ -67,6 +78,9 @@ impl Default for ControlConfig {
             probe_rtt: Duration::from_millis(100),
             num_indirect_probes: 8,
             suspect_to_down_after: Duration::from_millis(1200),
+            suspect_silence: Duration::from_millis(1800),
+            max_local_health: 1,
+            health_decay: Duration::from_secs(10),
             gossip_interval: Duration::from_millis(200),
             gossip_fanout: 3,
             max_transmissions: 15,
@@ -124,6 +138,8 @@ pub struct MemberInfo {
     pub vtep: IpAddr,
     pub state: MemberState,
     pub generation: u64,
+    /// Bumped each time this run of the node was declared down and rejoined (a false death shows here).
+    pub renewal: u32,
 }
 
 /// Per-reason counters (exported by `overlayctl stats`); counted, not logged.
@@ -148,6 +164,13 @@ pub struct ControlStats {
     pub anti_entropy_rounds: u64,
     pub fdb_installs: u64,
     pub fdb_removes: u64,
+    /// Times this node learnt it had been declared down and rejoined with a renewed identity.
+    pub rejoins: u64,
+    /// Suspicion timeouts that did not declare the member down because it was heard from directly
+    /// within the last `suspect_to_down_after` (see [`ControlNode::handle_timer`]).
+    pub suspicions_deferred: u64,
+    /// Suspect-to-down timers dropped because the suspicion had been refuted meanwhile.
+    pub stale_down_timers: u64,
 }
 
 /// Keeps one States message well under the transport's per-message limit (~20 bytes per entry).
@@ -206,6 +229,12 @@ pub struct ControlNode {
     seeds: Vec<SocketAddr>,
     has_left: bool,
     stats: ControlStats,
+    /// When a message from each member's gossip address last passed its checks: a suspect that is
+    /// still talking to us is not declared down (pruned to foca's member table on each change).
+    last_heard: HashMap<SocketAddr, Instant>,
+    /// Local health (0 = healthy) and when it next decays by one.
+    health: u32,
+    health_decay_at: Instant,
 }
 
 impl std::fmt::Debug for ControlNode {
@@ -265,6 +294,9 @@ impl ControlNode {
             seeds: Vec::new(),
             has_left: false,
             stats: ControlStats::default(),
+            last_heard: HashMap::new(),
+            health: 0,
+            health_decay_at: now,
             config,
         };
         let at = now + node.config.anti_entropy_interval;
@@ -409,6 +441,8 @@ impl ControlNode {
                 let r = self.swim(now, |foca, rt| foca.handle_data(body, rt));
                 if r.is_err() {
                     self.stats.swim_errors += 1;
+                } else {
+                    self.last_heard.insert(from, now);
                 }
                 self.apply_pending_revocations(now)?;
                 r
@@ -518,6 +552,37 @@ impl ControlNode {
         if self.has_left {
             return Ok(());
         }
+        // Lifeguard-style guard against false deaths: foca declares a suspect down after a fixed
+        // timeout, but a member whose own packets still reach us is alive (the probes that failed
+        // were lost, not unanswered). Wait until it has been silent for the silence window; a
+        // refutation (new incarnation) usually arrives meanwhile and voids the timer. A crashed
+        // member is silent from the moment it died, so crash detection is bounded by the window.
+        if let TimerKind::Swim(foca::Timer::ChangeSuspectToDown {
+            member_id,
+            incarnation,
+            ..
+        }) = &timer.0
+        {
+            if !self.still_suspect(member_id, *incarnation) {
+                // Refuted (or renamed, or already down). foca 2.0 would do nothing here except send
+                // the member a TurnUndead "as a courtesy", which makes a perfectly alive member that
+                // merely refuted a suspicion rejoin with a renewed identity: under loss every node
+                // did, again and again. Drop the stale timer instead.
+                // Our own probe failed although the member was alive: Lifeguard's signal that this
+                // node's view is degraded (loss, overload), so it gets more patient for a while.
+                self.stats.stale_down_timers += 1;
+                self.decay_health(now);
+                self.health = (self.health + 1).min(self.config.max_local_health);
+                self.health_decay_at = now + self.config.health_decay;
+                return Ok(());
+            }
+            self.decay_health(now);
+            if let Some(at) = self.silent_until(member_id.addr).filter(|at| *at > now) {
+                self.stats.suspicions_deferred += 1;
+                self.out.push_back(Output::ScheduleTimer { at, timer });
+                return Ok(());
+            }
+        }
         match timer.0 {
             TimerKind::Swim(t) => self.swim(now, |foca, rt| foca.handle_timer(t, rt)),
             TimerKind::AntiEntropy => {
@@ -555,6 +620,7 @@ impl ControlNode {
                 MemberState::Alive
             },
             generation: self.identity.generation,
+            renewal: self.identity.renewal,
         }];
         for m in self.foca.iter_membership_state() {
             let id = m.id();
@@ -580,6 +646,7 @@ impl ControlNode {
                 vtep: id.vtep,
                 state,
                 generation: id.generation,
+                renewal: id.renewal,
             });
         }
         v
@@ -620,6 +687,26 @@ impl ControlNode {
         self.sync.installed()
     }
 
+    /// Whether foca still holds `id` as suspect at `incarnation` (else its down timer is a no-op).
+    fn still_suspect(&self, id: &NodeIdentity, incarnation: foca::Incarnation) -> bool {
+        self.foca
+            .iter_membership_state()
+            .any(|m| m.id() == id && m.incarnation() == incarnation && m.state() == State::Suspect)
+    }
+
+    /// When `addr`'s silence will have lasted the (health-scaled) window; None if never heard from.
+    fn silent_until(&self, addr: SocketAddr) -> Option<Instant> {
+        let window = self.config.suspect_silence * (1 + self.health);
+        Some(*self.last_heard.get(&addr)? + window)
+    }
+
+    fn decay_health(&mut self, now: Instant) {
+        while self.health > 0 && now >= self.health_decay_at {
+            self.health -= 1;
+            self.health_decay_at += self.config.health_decay;
+        }
+    }
+
     fn check_not_left(&self) -> Result<(), ControlError> {
         if self.has_left {
             Err(ControlError::Left)
@@ -657,6 +744,7 @@ impl ControlNode {
                     self.send_sync(id.addr, &digest)?;
                 }
                 OwnedNotification::Rejoin(id) => {
+                    self.stats.rejoins += 1;
                     tracing::info!(identity = ?id, "declared down by the cluster; rejoined with a renewed identity");
                     self.shared.lock().unwrap_or_else(|e| e.into_inner()).me = Some(id.clone());
                     self.identity = id;
@@ -700,6 +788,8 @@ impl ControlNode {
         for i in idents.values() {
             self.revoked_addrs.remove(&i.addr);
         }
+        let known: HashSet<SocketAddr> = self.foca.iter_membership_state().map(|m| m.id().addr).collect();
+        self.last_heard.retain(|a, _| known.contains(a));
         self.shared.lock().unwrap_or_else(|e| e.into_inner()).members = idents;
         self.sync.set_eligible(&eligible, &mut self.out);
         self.out.push_back(Output::MembersChanged);

@@ -36,6 +36,7 @@ use crate::admission::{Directory, JoinService};
 use crate::auth::{self, AuthError, NodeCredential, StateDir, CLUSTER_SERVER_NAME};
 use crate::exposure::{Guard, Limits, QuicStats, SourcePermit};
 use crate::membership::{NodeId, NodeIdentity};
+use crate::revocation::RevocationList;
 use crate::node::{ControlConfig, ControlNode, ControlStats, MemberInfo, MemberState, RevokeOutcome, Trust};
 use crate::{MacAddr, Output, PeerAddr, Timer};
 
@@ -556,11 +557,18 @@ pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
         Some(state) if cred.attestation.admitter => state.ca_signer()?.map(Arc::new),
         _ => None,
     };
-    let revoked = opts
-        .state
-        .as_ref()
-        .map(|s| s.load_revocations(&ca_key))
-        .unwrap_or_default();
+    let revoked = match &opts.state {
+        Some(s) => s.load_revocations(&ca_key)?,
+        None => RevocationList::default(),
+    };
+    let admitters = match &opts.state {
+        Some(s) => s.load_admitters()?,
+        None => Vec::new(),
+    };
+    let peers = match &opts.state {
+        Some(s) => s.load_peers()?,
+        None => Vec::new(),
+    };
     let pool = Arc::new(Pool {
         endpoint: endpoint.clone(),
         client,
@@ -570,12 +578,7 @@ pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
     });
     let directory = Arc::new(Directory {
         me: advertise,
-        admitters: Mutex::new(
-            opts.state
-                .as_ref()
-                .map(StateDir::load_admitters)
-                .unwrap_or_default(),
-        ),
+        admitters: Mutex::new(admitters),
         members: Mutex::new(Vec::new()),
         state: opts.state.clone(),
     });
@@ -612,11 +615,9 @@ pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
     };
     let now = Instant::now();
     let mut node = ControlNode::new(now, identity, trust, opts.config, opts.seed);
-    if let Some(state) = &opts.state {
-        for peer in state.load_peers() {
-            if peer != advertise {
-                let _ = node.join(now, peer);
-            }
+    for peer in peers {
+        if peer != advertise {
+            let _ = node.join(now, peer);
         }
     }
     tokio::spawn(pump(node, pool, in_rx, cmd_rx, ev_tx, opts.state, directory));

@@ -175,12 +175,12 @@ async fn join_gossip_and_refuse_foreign_ca() {
     // No join call: B2 re-joins through the members remembered in its state dir.
     // (Saved off the pump thread when B first learned A; poll rather than assume it has landed.)
     for _ in 0..100 {
-        if dir_b.load_peers() == vec![addr_a] {
+        if dir_b.load_peers().unwrap() == vec![addr_a] {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(dir_b.load_peers(), vec![addr_a]);
+    assert_eq!(dir_b.load_peers().unwrap(), vec![addr_a]);
     b2.set_local_macs(vec![mac]).await.unwrap();
     let gen2 = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
@@ -260,7 +260,7 @@ async fn relay_through_member_rotation_and_no_admitter() {
     assert!(dir_b.ca_signer().unwrap().is_none());
     assert!(dir_a.ca_signer().unwrap().is_some());
     assert!(Admission::from_state(&dir_b).unwrap().is_none());
-    assert_eq!(dir_b.load_admitters(), vec![addr_a]);
+    assert_eq!(dir_b.load_admitters().unwrap(), vec![addr_a]);
     let stats_b: Arc<control::exposure::QuicStats> = Arc::default();
     let b_id = cred_b.node_id;
     let mut ob = opts(&dir_b, cred_b, [192, 168, 1, 2], 1);
@@ -276,7 +276,7 @@ async fn relay_through_member_rotation_and_no_admitter() {
         .unwrap();
     assert_eq!(private_keys(&dir_c), vec!["node.key".to_string()]);
     assert_eq!(
-        dir_c.load_admitters(),
+        dir_c.load_admitters().unwrap(),
         vec![addr_a],
         "A's address travels with the grant"
     );

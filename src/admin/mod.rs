@@ -379,7 +379,8 @@ impl AdminState {
         let admitters: Vec<String> = self
             .cluster_state
             .as_ref()
-            .map(|s| s.load_admitters().iter().map(ToString::to_string).collect())
+            .and_then(|s| s.load_admitters().ok())
+            .map(|a| a.iter().map(ToString::to_string).collect())
             .unwrap_or_default();
         let named = if admitters.is_empty() {
             "the node started with --init-cluster".to_string()
