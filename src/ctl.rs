@@ -201,7 +201,15 @@ pub fn render(kind: &str, body: &str) -> Result<String, serde_json::Error> {
             let cols: &[&str] = if kind == "fdb" {
                 &["vni", "mac", "vtep", "origin", "age_s"]
             } else {
-                &["id", "addr", "vtep", "state", "generation", "last_seen_s"]
+                &[
+                    "id",
+                    "addr",
+                    "vtep",
+                    "state",
+                    "generation",
+                    "renewal",
+                    "last_seen_s",
+                ]
             };
             let rows: Vec<Vec<String>> = v
                 .as_array()

@@ -411,10 +411,12 @@ impl StateDir {
         let Some(bytes) = self.read_optional(REVOKED)? else {
             return Ok(RevocationList::default());
         };
-        let corrupt = |reason: String| AuthError::CorruptState {
+        let corrupt = |reason: String| {
+            AuthError::CorruptState {
             path: self.file(REVOKED),
             reason,
             fix: "restore it from backup or copy `revoked` from another member's state dir (deleting it forgets every revocation)",
+        }
         };
         let entries: Vec<crate::revocation::Revocation> =
             postcard::from_bytes(&bytes).map_err(|e| corrupt(format!("does not decode ({e})")))?;
@@ -921,13 +923,25 @@ mod tests {
         dir.save_peers(&[peer]).unwrap();
         dir.save_admitters(&[peer]).unwrap();
         let mut list = RevocationList::default();
-        list.insert_verified(crate::revocation::Revocation::issue(&ca, NodeId(9)).unwrap(), &ca_key);
+        list.insert_verified(
+            crate::revocation::Revocation::issue(&ca, NodeId(9)).unwrap(),
+            &ca_key,
+        );
         dir.save_revocations(&list).unwrap();
         let generation = dir.next_generation().unwrap();
         let path = |n: &str| dir.path().join(n);
         let pristine: Vec<(&str, Vec<u8>)> = [
-            NODE_ID, NODE_CERT, NODE_KEY, NODE_ATTEST, CA_CERT, CA_KEY, JOIN_SECRET, GENERATION, PEERS,
-            ADMITTERS, REVOKED,
+            NODE_ID,
+            NODE_CERT,
+            NODE_KEY,
+            NODE_ATTEST,
+            CA_CERT,
+            CA_KEY,
+            JOIN_SECRET,
+            GENERATION,
+            PEERS,
+            ADMITTERS,
+            REVOKED,
         ]
         .into_iter()
         .map(|n| (n, fs::read(path(n)).unwrap()))
@@ -950,7 +964,11 @@ mod tests {
             let mid = flipped.len() / 2;
             flipped[mid] ^= 0x5a;
             let garbage = b"\xff\xfe not a state file \x00".to_vec();
-            for (how, bytes) in [("truncated", truncated), ("flipped", flipped), ("garbage", garbage)] {
+            for (how, bytes) in [
+                ("truncated", truncated),
+                ("flipped", flipped),
+                ("garbage", garbage),
+            ] {
                 fs::write(path(name), &bytes).unwrap();
                 match load(name) {
                     Err(e @ (AuthError::Corrupt { .. } | AuthError::CorruptState { .. })) => {
@@ -963,7 +981,19 @@ mod tests {
                     }
                     // A flipped byte inside base64/hex text may still decode to another valid value
                     // (then the signature/fingerprint checks catch it) or leave a PEM parsable.
-                    Ok(()) if how == "flipped" && [NODE_CERT, CA_CERT, NODE_KEY, CA_KEY, PEERS, ADMITTERS, GENERATION, JOIN_SECRET].contains(name) => {}
+                    Ok(())
+                        if how == "flipped"
+                            && [
+                                NODE_CERT,
+                                CA_CERT,
+                                NODE_KEY,
+                                CA_KEY,
+                                PEERS,
+                                ADMITTERS,
+                                GENERATION,
+                                JOIN_SECRET,
+                            ]
+                            .contains(name) => {}
                     // Half a decimal number is a smaller number: harmless, the next generation is
                     // max(previous + 1, now in ms).
                     Ok(()) if how == "truncated" && *name == GENERATION => {}
@@ -981,7 +1011,10 @@ mod tests {
         dir.load_credential().unwrap();
         // A revocation that does not verify is not silently dropped.
         let rogue = crate::identity::tests::signer();
-        let forged = postcard::to_allocvec(&vec![crate::revocation::Revocation::issue(&rogue, NodeId(7)).unwrap()]).unwrap();
+        let forged = postcard::to_allocvec(&vec![
+            crate::revocation::Revocation::issue(&rogue, NodeId(7)).unwrap()
+        ])
+        .unwrap();
         fs::write(path(REVOKED), forged).unwrap();
         let e = dir.load_revocations(&ca_key).unwrap_err().to_string();
         assert!(e.contains("not signed by this cluster's CA"), "{e}");

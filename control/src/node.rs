@@ -69,6 +69,9 @@ pub struct ControlConfig {
     /// bootstrap's update backlog lasted, none for broadcasts (`sigterm_under_loss_withdraws` then
     /// failed: leave notices never left). 16 KiB carries ~70 updates plus broadcasts.
     pub max_packet_size: usize,
+    /// Present MACs accepted from any one owner (beyond: refused, counted in `over_cap`); the data
+    /// plane's default `--max-local-macs`.
+    pub max_entries_per_owner: usize,
 }
 
 impl Default for ControlConfig {
@@ -88,6 +91,7 @@ impl Default for ControlConfig {
             announce_interval: Duration::from_secs(5),
             announce_down_interval: Duration::from_secs(3),
             max_packet_size: 16 * 1024,
+            max_entries_per_owner: crate::sync::DEFAULT_MAX_PER_OWNER,
         }
     }
 }
@@ -171,6 +175,8 @@ pub struct ControlStats {
     pub suspicions_deferred: u64,
     /// Suspect-to-down timers dropped because the suspicion had been refuted meanwhile.
     pub stale_down_timers: u64,
+    /// FDB entries refused because their owner already holds `max_entries_per_owner` present MACs.
+    pub over_cap: u64,
 }
 
 /// Keeps one States message well under the transport's per-message limit (~20 bytes per entry).
@@ -274,7 +280,8 @@ impl ControlNode {
             },
             handler,
         );
-        let sync = FdbSync::new(identity.id, identity.generation, identity.vtep);
+        let mut sync = FdbSync::new(identity.id, identity.generation, identity.vtep);
+        sync.set_max_per_owner(config.max_entries_per_owner);
         let revocations = trust.revoked.clone();
         let mut node = ControlNode {
             identity,
@@ -871,6 +878,7 @@ impl ControlNode {
                     .apply_entry(a.owner, a.generation, a.entry, &mut self.out);
             }
             Admit::TooFar => self.stats.seq_refused += 1,
+            Admit::OverCap => self.stats.over_cap += 1,
             Admit::Stale => {}
             Admit::UnknownOwner => match self.sync.held_generation(a.owner) {
                 // About an older generation of a node we already know: ignored for good.
@@ -902,6 +910,7 @@ impl ControlNode {
                     return;
                 }
                 Admit::TooFar => self.stats.seq_refused += 1,
+                Admit::OverCap => self.stats.over_cap += 1,
                 Admit::Stale | Admit::UnknownOwner => {}
             }
         }

@@ -83,6 +83,8 @@ pub struct SimNode {
     pub attestation: Attestation,
     /// What the node's state dir would hold: the revocation list, kept across restarts.
     pub revoked: RevocationList,
+    /// Bytes this node has handed to the network (all gossip: membership, adverts, anti-entropy).
+    pub sent_bytes: u64,
     instance: u64,
     group: usize,
 }
@@ -193,6 +195,7 @@ impl Sim {
                 signer,
                 attestation,
                 revoked: RevocationList::default(),
+                sent_bytes: 0,
                 instance: 0,
                 group: 0,
             });
@@ -289,6 +292,7 @@ impl Sim {
             match out {
                 Output::Send { to, bytes } => {
                     self.sent += 1;
+                    self.nodes[i].sent_bytes += bytes.len() as u64;
                     let Some(&j) = self.by_addr.get(&to) else {
                         self.dropped += 1;
                         continue;

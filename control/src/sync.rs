@@ -32,12 +32,18 @@ use crate::{MacAddr, Output};
 /// Largest accepted jump of a seq (per owner table) or mobility (per MAC) over the highest value held.
 pub const MAX_JUMP: u64 = 1 << 20;
 
+/// Default cap on the MACs any one owner may hold present in this node's tables (the data plane's
+/// default `--max-local-macs`): a flooding or compromised member cannot grow everyone's FDB.
+pub const DEFAULT_MAX_PER_OWNER: usize = 4096;
+
 #[derive(Debug, Clone)]
 struct OwnerState {
     generation: u64,
     vtep: IpAddr,
     /// Highest seq held in this table.
     max_seq: u64,
+    /// Entries with `present` (the rest are tombstones).
+    present: usize,
     entries: BTreeMap<MacAddr, FdbEntry>,
 }
 
@@ -47,6 +53,7 @@ impl OwnerState {
             generation,
             vtep,
             max_seq: 0,
+            present: 0,
             entries: BTreeMap::new(),
         }
     }
@@ -90,6 +97,8 @@ pub enum Admit {
     UnknownOwner,
     /// seq or mobility jumps more than [`MAX_JUMP`]: refuse and count.
     TooFar,
+    /// A MAC the owner does not hold present yet while it already holds the cap: refuse and count.
+    OverCap,
 }
 
 /// The replicated FDB state of one node.
@@ -99,6 +108,7 @@ pub struct FdbSync {
     owners: BTreeMap<NodeId, OwnerState>,
     /// Remote entries currently pushed to the data plane (what the last FdbInstall said).
     installed: BTreeMap<MacAddr, IpAddr>,
+    max_per_owner: usize,
 }
 
 /// An honest owner never reuses a seq; should two entries still share one, the withdrawal (then the
@@ -115,7 +125,13 @@ impl FdbSync {
             me,
             owners,
             installed: BTreeMap::new(),
+            max_per_owner: DEFAULT_MAX_PER_OWNER,
         }
+    }
+
+    /// Cap on present MACs per remote owner (see [`DEFAULT_MAX_PER_OWNER`]).
+    pub fn set_max_per_owner(&mut self, max: usize) {
+        self.max_per_owner = max;
     }
 
     /// Highest mobility held for `mac` across all owners (tombstones included).
@@ -136,7 +152,10 @@ impl FdbSync {
         own.max_seq = seq;
         let generation = own.generation;
         let entry = FdbEntry::sign(signer, me, generation, mac.0, seq, mobility, present);
-        own.entries.insert(mac, entry.clone());
+        if let Some(old) = own.entries.insert(mac, entry.clone()) {
+            own.present -= usize::from(old.present);
+        }
+        own.present += usize::from(present);
         Some(FdbAdvert {
             owner: me,
             generation,
@@ -205,8 +224,12 @@ impl FdbSync {
             return Admit::UnknownOwner;
         };
         let mac = MacAddr(entry.mac);
-        if st.entries.get(&mac).is_some_and(|old| rank(old) >= rank(entry)) {
+        let old = st.entries.get(&mac);
+        if old.is_some_and(|old| rank(old) >= rank(entry)) {
             return Admit::Stale;
+        }
+        if entry.present && !old.is_some_and(|o| o.present) && st.present >= self.max_per_owner {
+            return Admit::OverCap;
         }
         if entry.seq > st.max_seq.saturating_add(MAX_JUMP)
             || entry.mobility > self.max_mobility(mac).saturating_add(MAX_JUMP)
@@ -233,7 +256,10 @@ impl FdbSync {
             return false;
         };
         st.max_seq = st.max_seq.max(entry.seq);
-        st.entries.insert(mac, entry);
+        st.present += usize::from(entry.present);
+        if let Some(old) = st.entries.insert(mac, entry) {
+            st.present -= usize::from(old.present);
+        }
         self.resolve(mac, out);
         true
     }
@@ -476,6 +502,37 @@ mod tests {
         assert_eq!(a.resolved(), b.resolved());
         assert_eq!(a.installed().get(&MacAddr([2, 0, 0, 0, 0, 2])), Some(&ip(2)));
         assert_eq!(b.installed().get(&M), Some(&ip(1)));
+    }
+
+    /// Beyond the per-owner cap a new MAC is refused (before any signature check), while updates and
+    /// withdrawals of held MACs still apply; a withdrawal makes room again.
+    #[test]
+    fn per_owner_cap() {
+        let mut out = VecDeque::new();
+        let mut s = FdbSync::new(NodeId(1), 1, ip(1));
+        s.set_max_per_owner(3);
+        s.set_eligible(&elig(&[(2, 1, 2), (3, 1, 3)]), &mut out);
+        let m = |k: u8| MacAddr([2, 0, 0, 0, 1, k]);
+        for k in 1..=3 {
+            assert!(apply(&mut s, &adv(2, 1, k as u64, 1, m(k), true), &mut out));
+        }
+        let over = adv(2, 1, 4, 1, m(4), true);
+        assert_eq!(s.admit(over.owner, over.generation, &over.entry), Admit::OverCap);
+        assert!(!apply(&mut s, &over, &mut out));
+        // Another owner has its own allowance.
+        assert!(apply(&mut s, &adv(3, 1, 1, 1, m(9), true), &mut out));
+        // A newer entry for a held MAC (a MAC move back, say) is not a new MAC.
+        assert!(apply(&mut s, &adv(2, 1, 5, 2, m(1), true), &mut out));
+        // A withdrawal applies and makes room.
+        assert!(apply(&mut s, &adv(2, 1, 6, 1, m(2), false), &mut out));
+        assert!(apply(&mut s, &adv(2, 1, 7, 1, m(4), true), &mut out));
+        let held: Vec<MacAddr> = s
+            .resolved()
+            .into_iter()
+            .filter(|(_, o)| *o == NodeId(2))
+            .map(|(m, _)| m)
+            .collect();
+        assert_eq!(held, vec![m(1), m(3), m(4)]);
     }
 
     #[test]

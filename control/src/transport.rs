@@ -36,8 +36,8 @@ use crate::admission::{Directory, JoinService};
 use crate::auth::{self, AuthError, NodeCredential, StateDir, CLUSTER_SERVER_NAME};
 use crate::exposure::{Guard, Limits, QuicStats, SourcePermit};
 use crate::membership::{NodeId, NodeIdentity};
-use crate::revocation::RevocationList;
 use crate::node::{ControlConfig, ControlNode, ControlStats, MemberInfo, MemberState, RevokeOutcome, Trust};
+use crate::revocation::RevocationList;
 use crate::{MacAddr, Output, PeerAddr, Timer};
 
 pub const ALPN_GOSSIP: &[u8] = b"overlayd-gossip/1";

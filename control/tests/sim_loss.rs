@@ -75,10 +75,7 @@ fn lossy_minute(n: usize, loss: f64, seed: u64) {
         .run_until(Duration::from_secs(30), TICK, |s| holds_none_of(s, victim))
         .expect("killed node withdrawn");
     println!("{what}: SIGKILL withdrawn everywhere after {t:?}");
-    assert!(
-        t <= KILL_BOUND_UNDER_LOSS,
-        "{what}: withdrawal took {t:?}"
-    );
+    assert!(t <= KILL_BOUND_UNDER_LOSS, "{what}: withdrawal took {t:?}");
     assert!(
         sim.deaths.iter().all(|d| d.1 == sim.nodes[victim].id),
         "{what}: only the victim died: {:?}",
