@@ -14,49 +14,17 @@
 
 mod common;
 
-use common::overlay::{ctl_json, ctl_socket, ping_ok, spawn_overlayd, start_overlayd, OVERLAYCTL};
+use common::overlay::{
+    ctl_json, ctl_socket, fdb_row, non_member_drops, peer_row, ping_ok, rows, spawn_overlayd, start_overlayd,
+    state_dir, str_field, OVERLAYCTL,
+};
 use common::testbed::{wait_until, Daemon, Host, Netns, Testbed};
 use serde_json::Value;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The bound for enforcing a revocation everywhere.
 const REVOKE_BOUND: Duration = Duration::from_secs(3);
-
-fn state_dir(tb: &Testbed, host: &Host, tag: &str) -> String {
-    let d: PathBuf = tb.log_dir().join(format!("state-h{}-{tag}", host.index()));
-    d.to_string_lossy().into_owned()
-}
-
-fn rows(v: &Value) -> &[Value] {
-    v.as_array().map_or(&[], Vec::as_slice)
-}
-
-fn str_field<'a>(row: &'a Value, k: &str) -> &'a str {
-    row.get(k).and_then(Value::as_str).unwrap_or("")
-}
-
-fn peer_row(peers: &Value, ip: Ipv4Addr) -> Option<&Value> {
-    let prefix = format!("{ip}:");
-    rows(peers)
-        .iter()
-        .find(|r| str_field(r, "addr").starts_with(&prefix))
-}
-
-fn fdb_row<'a>(fdb: &'a Value, mac: &str) -> Option<&'a Value> {
-    rows(fdb)
-        .iter()
-        .find(|r| str_field(r, "mac").eq_ignore_ascii_case(mac))
-}
-
-fn non_member_drops(host: &Host) -> u64 {
-    let v = ctl_json(host, "stats");
-    v.get("drops")
-        .and_then(|d| d.get("non_member"))
-        .and_then(Value::as_u64)
-        .unwrap_or(0)
-}
 
 /// Host 1 `--init-cluster` (the admitter), the others join through it; waits until all see all alive.
 fn form_cluster(tb: &Testbed, hosts: &[&Host]) -> Vec<Daemon> {

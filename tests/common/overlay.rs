@@ -1,9 +1,10 @@
 //! Helpers shared by the overlayd end-to-end tests (not the examples: they include only `testbed.rs`).
 #![allow(dead_code)]
 
-use super::testbed::{wait_until, CmdError, Daemon, Host, Netns};
+use super::testbed::{wait_until, CmdError, Daemon, Host, Netns, Testbed};
 use serde_json::Value;
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub const OVERLAYD: &str = env!("CARGO_BIN_EXE_overlayd");
@@ -77,4 +78,45 @@ pub fn start_overlayd(host: &Host, args: &[&str]) -> Daemon {
     }
     assert!(ready, "`{}` not ready within 20 s:\n{}", d.cmdline(), d.log());
     d
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Cluster tests: state dirs and `peers`/`fdb`/`stats` JSON rows (tests/cluster.rs, tests/trust_cluster.rs).
+// ---------------------------------------------------------------------------------------------------------
+
+/// A per-daemon state dir inside the testbed's log dir (unique per testbed, removed by its Drop).
+pub fn state_dir(tb: &Testbed, host: &Host, tag: &str) -> String {
+    let d: PathBuf = tb.log_dir().join(format!("state-h{}-{tag}", host.index()));
+    d.to_string_lossy().into_owned()
+}
+
+pub fn rows(v: &Value) -> &[Value] {
+    v.as_array().map_or(&[], Vec::as_slice)
+}
+
+pub fn str_field<'a>(row: &'a Value, k: &str) -> &'a str {
+    row.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+/// The `peers` row whose address is `ip:<gossip port>`, if any.
+pub fn peer_row(peers: &Value, ip: Ipv4Addr) -> Option<&Value> {
+    let prefix = format!("{ip}:");
+    rows(peers)
+        .iter()
+        .find(|r| str_field(r, "addr").starts_with(&prefix))
+}
+
+pub fn fdb_row<'a>(fdb: &'a Value, mac: &str) -> Option<&'a Value> {
+    rows(fdb)
+        .iter()
+        .find(|r| str_field(r, "mac").eq_ignore_ascii_case(mac))
+}
+
+/// `drops.non_member` of `overlayctl stats --json`.
+pub fn non_member_drops(host: &Host) -> u64 {
+    let v = ctl_json(host, "stats");
+    v.get("drops")
+        .and_then(|d| d.get("non_member"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
 }
