@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::overlay::{ctl_json, ping_ok, spawn_overlayd, OVERLAYCTL};
+use common::overlay::{counter, ctl_json, drops, ping_ok, spawn_overlayd, OVERLAYCTL};
 use common::testbed::{pseudo_random_bytes, wait_until, Daemon, Host, Netns, Testbed};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -57,19 +57,6 @@ fn start_with(host: &Host, args: &[&str]) -> Daemon {
     }
     assert!(ready, "`{}` not ready within 20 s:\n{}", d.cmdline(), d.log());
     d
-}
-
-fn counter(s: &Value, key: &str) -> u64 {
-    s.get(key)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("stats has no counter `{key}`: {s}"))
-}
-
-fn drops(s: &Value, reason: &str) -> u64 {
-    s.get("drops")
-        .and_then(|d| d.get(reason))
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("stats has no drops.{reason}: {s}"))
 }
 
 /// (entries, of which local) in `overlayctl fdb` on `host`.

@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::overlay::{ctl_json, ctl_socket, ping_ok, spawn_overlayd, OVERLAYCTL};
+use common::overlay::{counter, ctl_json, ctl_socket, drops, ping_ok, spawn_overlayd, OVERLAYCTL};
 use common::testbed::{wait_until, Daemon, Host, Netns, Testbed};
 use serde_json::Value;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -111,19 +111,6 @@ fn form_cluster(tb: &Testbed, h1: &Host, h2: &Host) -> Vec<Daemon> {
 /// `overlayctl stats --json` on `host`.
 fn stats(host: &Host) -> Value {
     ctl_json(host, "stats")
-}
-
-fn counter(s: &Value, key: &str) -> u64 {
-    s.get(key)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("stats has no counter `{key}`: {s}"))
-}
-
-fn drops(s: &Value, reason: &str) -> u64 {
-    s.get("drops")
-        .and_then(|d| d.get(reason))
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("stats has no drops.{reason}: {s}"))
 }
 
 /// The FDB row of `mac` on `host` as (vtep, origin).

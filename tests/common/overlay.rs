@@ -120,3 +120,18 @@ pub fn non_member_drops(host: &Host) -> u64 {
         .and_then(Value::as_u64)
         .unwrap_or(0)
 }
+
+/// A top-level counter of `overlayctl stats --json`; panics naming it when absent.
+pub fn counter(s: &Value, key: &str) -> u64 {
+    s.get(key)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("stats has no counter `{key}`: {s}"))
+}
+
+/// `drops.<reason>` of `overlayctl stats --json`; panics naming it when absent.
+pub fn drops(s: &Value, reason: &str) -> u64 {
+    s.get("drops")
+        .and_then(|d| d.get(reason))
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("stats has no drops.{reason}: {s}"))
+}
