@@ -225,20 +225,24 @@ fn second_admitter_admits_when_the_first_is_gone() {
     // The operator copies ca.key to the second admitter; the token brings the join secret.
     let key_file = tb.log_dir().join("copied-ca.key");
     std::fs::copy(PathBuf::from(state_dir(&tb, h1, "a")).join("ca.key"), &key_file).unwrap();
-    let _d2 = start_overlayd(
-        h2,
-        &[
-            "--peer",
-            &h1.underlay_ip().to_string(),
-            "--token",
-            &tok,
-            "--admitter",
-            "--ca-key-file",
-            key_file.to_str().unwrap(),
-            "--state-dir",
-            &state_dir(&tb, h2, "a"),
-        ],
-    );
+    // Host 2 as a second admitter, joining with `token`.
+    let second_admitter = |token: &str| {
+        start_overlayd(
+            h2,
+            &[
+                "--peer",
+                &h1.underlay_ip().to_string(),
+                "--token",
+                token,
+                "--admitter",
+                "--ca-key-file",
+                key_file.to_str().unwrap(),
+                "--state-dir",
+                &state_dir(&tb, h2, "a"),
+            ],
+        )
+    };
+    let _d2 = second_admitter(&tok);
     assert_eq!(private_keys(&state_dir(&tb, h2, "a")), ["ca.key", "node.key"]);
     assert_eq!(token(h2), tok, "both admitters serve the same token");
     let _d3 = join(&tb, h3, h1, &tok, "a");
@@ -249,20 +253,7 @@ fn second_admitter_admits_when_the_first_is_gone() {
     let t2 = ctl_ok(h1, &["token", "--rotate"]);
     assert_ne!(t2, tok);
     drop(_d2);
-    let _d2 = start_overlayd(
-        h2,
-        &[
-            "--peer",
-            &h1.underlay_ip().to_string(),
-            "--token",
-            &t2,
-            "--admitter",
-            "--ca-key-file",
-            key_file.to_str().unwrap(),
-            "--state-dir",
-            &state_dir(&tb, h2, "a"),
-        ],
-    );
+    let _d2 = second_admitter(&t2);
     assert_eq!(token(h2), t2, "the restarted admitter took the rotated secret");
 
     // The first admitter dies; host 4 joins through host 3 (not an admitter), which relays to host 2.
