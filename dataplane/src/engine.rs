@@ -18,6 +18,7 @@ pub mod too_big;
 
 use crate::activity::PeerActivity;
 use crate::fdb::{Fdb, Learn, Origin};
+use crate::network::{Network, NetworkTable};
 use crate::stats::{Counters, DropReason};
 use crate::wire::ethernet::{ETHERTYPE_QINQ, ETHERTYPE_VLAN};
 use crate::wire::probe::ProbeRepr;
@@ -30,9 +31,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-/// Static configuration of one overlay network.
+/// Static configuration of an engine (all networks alike).
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
+    /// The network of a single-network engine ([`Engine::new`]); unused by [`Engine::serving`].
     pub vni: Vni,
     /// Destination UDP port on peer VTEPs.
     pub port: u16,
@@ -100,41 +102,88 @@ impl PeerSet {
 pub struct TxAction {
     /// Hash of the inner flow ([`crate::flow::flow_hash`]): picks the outer UDP source port.
     pub flow_hash: u64,
-    /// Destination VTEPs: one for known unicast, every peer for flooding.
+    /// Destination VTEPs: one for known unicast, every peer of the network's flood set for flooding.
     pub dests: Vec<SocketAddr>,
+}
+
+/// Which loop an engine serves: picks the network's counters ([`Network::tx`] or [`Network::rx`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Tx,
+    Rx,
+}
+
+/// A datagram accepted for network `net` (an index into [`Engine::networks`]): `frame` is the range of the
+/// datagram holding the inner Ethernet frame, to be written to that network's TAP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub net: usize,
+    pub frame: Range<usize>,
+}
+
+/// A dropped datagram, with the network it was for when the VNI named one we serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RxDrop {
+    pub net: Option<usize>,
+    pub reason: DropReason,
+}
+
+/// The engine's private state of one network, rebuilt when the table changes.
+#[derive(Debug)]
+struct Slot {
+    net: Arc<Network>,
+    header: [u8; VXLAN_HEADER_LEN],
+    flood_version: u64,
+    flood: Vec<SocketAddr>,
+    /// Per-source budget for broadcast/multicast from the TAP; `None` when `bum_pps` is 0.
+    bum: Option<BumLimiter>,
 }
 
 #[derive(Debug)]
 pub struct Engine {
     cfg: EngineConfig,
-    header: [u8; VXLAN_HEADER_LEN],
-    fdb: Arc<Fdb>,
-    peers: Arc<PeerSet>,
-    counters: Arc<Counters>,
+    side: Side,
+    table: Arc<NetworkTable>,
+    table_version: u64,
+    nets: Arc<[Arc<Network>]>,
+    slots: Vec<Slot>,
+    /// Who may send us datagrams (cluster members or static peers), one set for all networks.
+    members_set: Arc<PeerSet>,
     seen_version: u64,
     members: Arc<[IpAddr]>,
-    flood: Vec<SocketAddr>,
-    /// Per-source budget for broadcast/multicast from the TAP; `None` when `bum_pps` is 0.
-    bum: Option<BumLimiter>,
     /// Last datagram per static peer (`overlayctl peers`), if tracked.
     activity: Option<Arc<PeerActivity>>,
 }
 
 impl Engine {
+    /// An engine for one network (`cfg.vni`) whose flood set is also the member set, counting into
+    /// `counters` (both sides). Tests, benches and the simulator use it; the daemon uses [`Engine::serving`].
     pub fn new(cfg: EngineConfig, fdb: Arc<Fdb>, peers: Arc<PeerSet>, counters: Arc<Counters>) -> Self {
+        let mut net = Network::new("default", cfg.vni, fdb, peers.clone());
+        net.tx = counters.clone();
+        net.rx = counters;
+        let table = Arc::new(NetworkTable::default());
+        // A fresh table has no name or VNI to collide with.
+        let _ = table.insert(Arc::new(net));
+        Engine::serving(cfg, Side::Tx, table, peers)
+    }
+
+    /// An engine for every network of `table` (`cfg.vni` is unused), accepting datagrams from `members`.
+    pub fn serving(cfg: EngineConfig, side: Side, table: Arc<NetworkTable>, members: Arc<PeerSet>) -> Self {
         let mut e = Engine {
-            bum: (cfg.bum_pps > 0).then(|| BumLimiter::new(cfg.bum_pps)),
-            header: vxlan::header(cfg.vni),
             cfg,
-            fdb,
-            peers,
-            counters,
+            side,
+            table,
+            table_version: u64::MAX,
+            nets: Arc::from(Vec::new()),
+            slots: Vec::new(),
+            members_set: members,
             seen_version: u64::MAX,
             members: Arc::from(Vec::new()),
-            flood: Vec::new(),
             activity: None,
         };
-        e.refresh_peers();
+        e.sync();
+        e.refresh_members();
         e
     }
 
@@ -144,71 +193,145 @@ impl Engine {
         self
     }
 
+    /// Take the network table's current set if it changed since the last call (one relaxed load otherwise);
+    /// returns whether it did. Network indices (in [`Engine::networks`], [`Delivery`], [`Engine::on_tap`])
+    /// change only here. A network that stays keeps its rate-limiter state.
+    pub fn sync(&mut self) -> bool {
+        let v = self.table.version();
+        if v == self.table_version {
+            return false;
+        }
+        self.table_version = v;
+        self.nets = self.table.snapshot();
+        let mut old = std::mem::take(&mut self.slots);
+        for n in self.nets.iter() {
+            let bum = match old.iter().position(|s| Arc::ptr_eq(&s.net, n)) {
+                Some(i) => old.swap_remove(i).bum,
+                None => (self.cfg.bum_pps > 0).then(|| BumLimiter::new(self.cfg.bum_pps)),
+            };
+            self.slots.push(Slot {
+                net: n.clone(),
+                header: vxlan::header(n.vni),
+                flood_version: u64::MAX,
+                flood: Vec::new(),
+                bum,
+            });
+        }
+        true
+    }
+
+    /// The networks served, in the order the indices refer to.
+    pub fn networks(&self) -> &Arc<[Arc<Network>]> {
+        &self.nets
+    }
+
+    /// The index of the network with `vni`.
+    #[inline]
+    pub fn index_of(&self, vni: Vni) -> Option<usize> {
+        self.slots.binary_search_by_key(&vni.get(), |s| s.net.vni.get()).ok()
+    }
+
     /// A probe datagram (see [`crate::wire::probe`]) from `src`: checked like any datagram (VXLAN header,
     /// VNI, membership), recorded as activity, never learned from nor delivered. `None`: drop it.
     pub fn on_probe(&mut self, now: Instant, src: SocketAddr, dgram: &[u8]) -> Option<ProbeRepr> {
+        self.on_probe_for(now, src, dgram).map(|(p, _)| p)
+    }
+
+    /// [`Engine::on_probe`], also naming the network the probe was sent on (answer with its header).
+    pub fn on_probe_for(&mut self, now: Instant, src: SocketAddr, dgram: &[u8]) -> Option<(ProbeRepr, usize)> {
         let pkt = VxlanPacket::new_checked(dgram).ok()?;
-        if pkt.vni() != self.cfg.vni {
-            return None;
-        }
+        let net = self.index_of(pkt.vni())?;
         if self.cfg.require_member {
-            self.refresh_peers();
+            self.refresh_members();
             self.members.binary_search(&src.ip()).ok()?;
         }
         let p = ProbeRepr::parse(pkt.payload()).ok()?;
         if let Some(a) = &self.activity {
             a.saw(src.ip(), now);
         }
-        Some(p)
+        Some((p, net))
     }
 
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
     }
-    /// The VXLAN header every datagram we send starts with.
+    /// The VXLAN header every datagram of the first network starts with (single-network engines).
     pub fn header(&self) -> &[u8; VXLAN_HEADER_LEN] {
-        &self.header
+        self.slots.first().map_or(&[0; VXLAN_HEADER_LEN], |s| &s.header)
     }
+    /// The VXLAN header every datagram of network `net` starts with.
+    pub fn header_of(&self, net: usize) -> &[u8; VXLAN_HEADER_LEN] {
+        self.slots.get(net).map_or(&[0; VXLAN_HEADER_LEN], |s| &s.header)
+    }
+    /// This side's counters of the first network (single-network engines).
     pub fn counters(&self) -> &Arc<Counters> {
-        &self.counters
+        self.counters_of(0)
+    }
+    /// This side's counters of network `net`; drops without a network go to the table's unattributed ones.
+    pub fn counters_of(&self, net: usize) -> &Arc<Counters> {
+        match (self.slots.get(net), self.side) {
+            (Some(s), Side::Tx) => &s.net.tx,
+            (Some(s), Side::Rx) => &s.net.rx,
+            (None, _) => self.table.unattributed(),
+        }
+    }
+    /// Where drops that belong to no network are counted.
+    pub fn unattributed(&self) -> &Arc<Counters> {
+        self.table.unattributed()
     }
 
     #[inline]
-    fn refresh_peers(&mut self) {
-        let v = self.peers.version();
+    fn refresh_members(&mut self) {
+        let v = self.members_set.version();
         if v == self.seen_version {
             return;
         }
         self.seen_version = v;
-        self.members = self.peers.snapshot();
-        self.flood.clear();
-        let local = self.cfg.local;
-        let port = self.cfg.port;
-        self.flood.extend(
-            self.members
+        self.members = self.members_set.snapshot();
+    }
+
+    #[inline]
+    fn refresh_flood(&mut self, net: usize) {
+        let (local, port) = (self.cfg.local, self.cfg.port);
+        let Some(s) = self.slots.get_mut(net) else { return };
+        let v = s.net.peers.version();
+        if v == s.flood_version {
+            return;
+        }
+        s.flood_version = v;
+        s.flood.clear();
+        s.flood.extend(
+            s.net
+                .peers
+                .snapshot()
                 .iter()
                 .filter(|p| **p != local)
                 .map(|p| SocketAddr::new(*p, port)),
         );
     }
 
-    fn count_learn(&self, l: Learn) {
+    fn count_learn(counters: &Counters, l: Learn) {
         match l {
-            Learn::New => Counters::add(&self.counters.learned, 1),
+            Learn::New => Counters::add(&counters.learned, 1),
             Learn::Moved { .. } => {
-                Counters::add(&self.counters.learned, 1);
-                Counters::add(&self.counters.moves, 1);
+                Counters::add(&counters.learned, 1);
+                Counters::add(&counters.moves, 1);
             }
-            Learn::Full => Counters::add(&self.counters.fdb_full, 1),
+            Learn::Full => Counters::add(&counters.fdb_full, 1),
             // Dampened moves (`mac_flaps`) and refusals at the local cap (`local_mac_cap`) are counted by the
             // FDB itself, control-plane installs and bridge syncs included.
             Learn::Refreshed | Learn::Ignored | Learn::OwnedLocally | Learn::Dampened | Learn::LocalCap => {}
         }
     }
 
-    /// A frame (or TSO superframe: only its headers are read) from the TAP. On success `out` holds the
-    /// destinations; the caller prepends [`Engine::header`] and sends.
+    /// [`Engine::on_tap`] for the first network (single-network engines).
     pub fn on_tap_frame(&mut self, now: Instant, frame: &[u8], out: &mut TxAction) -> Result<(), DropReason> {
+        self.on_tap(now, 0, frame, out)
+    }
+
+    /// A frame (or TSO superframe: only its headers are read) from the TAP of network `net`. On success `out`
+    /// holds the destinations; the caller prepends [`Engine::header_of`]`(net)` and sends.
+    pub fn on_tap(&mut self, now: Instant, net: usize, frame: &[u8], out: &mut TxAction) -> Result<(), DropReason> {
         out.dests.clear();
         let eth = EthernetFrame::new_checked(frame).map_err(|_| DropReason::BadFrame)?;
         if !self.cfg.allow_vlan && is_vlan(eth.ethertype()) {
@@ -218,12 +341,16 @@ impl Engine {
         if !src.is_learnable() {
             return Err(DropReason::BadSrcMac);
         }
-        let l = self.fdb.learn(src, self.cfg.local, Origin::Local, now);
-        self.count_learn(l);
-        self.refresh_peers();
+        self.refresh_flood(net);
+        let (local, port, side) = (self.cfg.local, self.cfg.port, self.side);
+        let Some(s) = self.slots.get_mut(net) else {
+            return Err(DropReason::UnknownVni);
+        };
+        let l = s.net.fdb.learn(src, local, Origin::Local, now);
+        Engine::count_learn(if side == Side::Tx { &s.net.tx } else { &s.net.rx }, l);
         let dst = eth.dst();
         if dst.is_multicast() {
-            if let Some(b) = &mut self.bum {
+            if let Some(b) = &mut s.bum {
                 // Sources refused as local (beyond --max-local-macs) share one budget, so a flood of new
                 // source MACs cannot buy a fresh burst with each.
                 let key = if l == Learn::LocalCap { MacAddr::ZERO } else { src };
@@ -234,62 +361,76 @@ impl Engine {
         }
         out.flow_hash = crate::flow::flow_hash(frame);
         if !dst.is_multicast() {
-            match self.fdb.lookup(&dst, now) {
-                Some(d) if d.origin == Origin::Local || d.vtep == self.cfg.local => {
-                    return Err(DropReason::LocalDst)
-                }
+            match s.net.fdb.lookup(&dst, now) {
+                Some(d) if d.origin == Origin::Local || d.vtep == local => return Err(DropReason::LocalDst),
                 Some(d) => {
-                    out.dests.push(SocketAddr::new(d.vtep, self.cfg.port));
+                    out.dests.push(SocketAddr::new(d.vtep, port));
                     return Ok(());
                 }
                 None => {}
             }
         }
-        if self.flood.is_empty() {
+        if s.flood.is_empty() {
             return Err(DropReason::NoPeers);
         }
-        out.dests.extend_from_slice(&self.flood);
+        out.dests.extend_from_slice(&s.flood);
         Ok(())
     }
 
-    /// A UDP datagram received on the VXLAN port from `src`. On success returns the range of `dgram` holding
-    /// the inner Ethernet frame, to be written to the TAP.
+    /// [`Engine::on_underlay`] without the network index (single-network engines).
     pub fn on_underlay_datagram(
         &mut self,
         now: Instant,
         src: SocketAddr,
         dgram: &[u8],
     ) -> Result<Range<usize>, DropReason> {
+        self.on_underlay(now, src, dgram)
+            .map(|d| d.frame)
+            .map_err(|d| d.reason)
+    }
+
+    /// A UDP datagram received on the VXLAN port from `src`. On success names the network (by its VNI) and
+    /// the range of `dgram` holding the inner Ethernet frame, to be written to that network's TAP. A VNI we
+    /// do not serve is dropped as `unknown_vni`.
+    pub fn on_underlay(&mut self, now: Instant, src: SocketAddr, dgram: &[u8]) -> Result<Delivery, RxDrop> {
+        let drop = |net, reason| RxDrop { net, reason };
         if dgram.len() < VXLAN_HEADER_LEN + ETHERNET_HEADER_LEN {
-            return Err(DropReason::Short);
+            return Err(drop(None, DropReason::Short));
         }
-        let pkt = VxlanPacket::new_checked(dgram).map_err(|_| DropReason::BadFlags)?;
-        if pkt.vni() != self.cfg.vni {
-            return Err(DropReason::UnknownVni);
-        }
+        let pkt = VxlanPacket::new_checked(dgram).map_err(|_| drop(None, DropReason::BadFlags))?;
+        let Some(net) = self.index_of(pkt.vni()) else {
+            return Err(drop(None, DropReason::UnknownVni));
+        };
+        let n = Some(net);
         if self.cfg.require_member {
-            self.refresh_peers();
+            self.refresh_members();
             if self.members.binary_search(&src.ip()).is_err() {
-                return Err(DropReason::NonMember);
+                return Err(drop(n, DropReason::NonMember));
             }
         }
-        let eth = EthernetFrame::new_checked(pkt.payload()).map_err(|_| DropReason::Short)?;
+        let eth = EthernetFrame::new_checked(pkt.payload()).map_err(|_| drop(n, DropReason::Short))?;
         let mac = eth.src();
         if !mac.is_learnable() {
-            return Err(DropReason::BadSrcMac);
+            return Err(drop(n, DropReason::BadSrcMac));
         }
         if !self.cfg.allow_vlan && is_vlan(eth.ethertype()) {
-            return Err(DropReason::VlanTagged);
+            return Err(drop(n, DropReason::VlanTagged));
         }
         if let Some(a) = &self.activity {
             a.saw(src.ip(), now);
         }
-        let l = self.fdb.learn(mac, src.ip(), Origin::Learned, now);
+        let Some(s) = self.slots.get(net) else {
+            return Err(drop(None, DropReason::UnknownVni));
+        };
+        let l = s.net.fdb.learn(mac, src.ip(), Origin::Learned, now);
         if l == Learn::OwnedLocally {
-            return Err(DropReason::SpoofedSrc);
+            return Err(drop(n, DropReason::SpoofedSrc));
         }
-        self.count_learn(l);
-        Ok(VXLAN_HEADER_LEN..dgram.len())
+        Engine::count_learn(if self.side == Side::Tx { &s.net.tx } else { &s.net.rx }, l);
+        Ok(Delivery {
+            net,
+            frame: VXLAN_HEADER_LEN..dgram.len(),
+        })
     }
 }
 

@@ -15,6 +15,7 @@ pub mod fdb;
 pub mod flow;
 #[allow(unsafe_code)]
 pub mod io;
+pub mod network;
 pub mod offload;
 pub mod pmtu;
 pub mod stats;

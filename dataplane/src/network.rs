@@ -1,0 +1,191 @@
+//! Networks (issue 10 §1): one daemon serves any number of overlay networks from one UDP socket set,
+//! demultiplexed by VNI. A [`Network`] owns what is per network: name, VNI, FDB, flood set, counters, its TAP
+//! queue, the bridge's MAC and the gateway. The [`NetworkTable`] is the set of networks, swapped as a whole
+//! with a version counter (the [`crate::engine::PeerSet`] pattern): engines and workers notice a change with
+//! one relaxed load per wakeup and take a new snapshot; nothing on the hot path locks.
+//!
+//! Must never: let two networks share a name or a VNI (the table refuses), or let a frame of one network
+//! reach another (the engine looks the network up by VNI and uses only that network's state).
+
+use crate::engine::PeerSet;
+use crate::fdb::Fdb;
+use crate::io::{Tap, TapQueue};
+use crate::stats::Counters;
+use crate::wire::{MacAddr, Vni};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// One overlay network as the data path sees it.
+#[derive(Debug)]
+pub struct Network {
+    pub name: String,
+    pub vni: Vni,
+    pub fdb: Arc<Fdb>,
+    /// Where broadcast, multicast and unknown unicast of this network go.
+    pub peers: Arc<PeerSet>,
+    /// Counted by the TX loop (TAP → underlay) and the RX loop (underlay → TAP).
+    pub tx: Arc<Counters>,
+    pub rx: Arc<Counters>,
+    /// The TAP device (one queue); `None` for engines without I/O (tests, simulator).
+    pub tap: Option<Arc<Tap>>,
+    /// The TAP's MTU: the inner IP packet size the segments of a received superframe must fit.
+    pub tap_mtu: u16,
+    pub bridge_mac: Option<MacAddr>,
+    /// The anycast gateway address (egress networks only).
+    pub gateway: Option<IpAddr>,
+}
+
+impl Network {
+    /// A network without a TAP, fresh counters, MTU 1500, no bridge MAC or gateway.
+    pub fn new(name: impl Into<String>, vni: Vni, fdb: Arc<Fdb>, peers: Arc<PeerSet>) -> Network {
+        Network {
+            name: name.into(),
+            vni,
+            fdb,
+            peers,
+            tx: Arc::default(),
+            rx: Arc::default(),
+            tap: None,
+            tap_mtu: 1500,
+            bridge_mac: None,
+            gateway: None,
+        }
+    }
+
+    pub fn with_tap(mut self, tap: Arc<Tap>, mtu: u16) -> Network {
+        self.tap = Some(tap);
+        self.tap_mtu = mtu;
+        self
+    }
+
+    /// The queue the workers read and write.
+    pub fn queue(&self) -> Option<&TapQueue> {
+        self.tap.as_ref().and_then(|t| t.queues().first())
+    }
+}
+
+/// Why a network cannot join the table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    #[error("a network named {0} already exists: choose another name")]
+    NameTaken(String),
+    #[error("VNI {vni} is already used by network {by}: choose another VNI")]
+    VniTaken { vni: u32, by: String },
+}
+
+/// The networks served, sorted by VNI. Swapped as a whole; readers keep their snapshot until
+/// [`NetworkTable::version`] changes.
+#[derive(Debug, Default)]
+pub struct NetworkTable {
+    list: RwLock<Arc<[Arc<Network>]>>,
+    version: AtomicU64,
+    /// Drops that belong to no network (a datagram too short to name one, an unknown VNI).
+    unattributed: Arc<Counters>,
+}
+
+impl NetworkTable {
+    pub fn new(nets: impl IntoIterator<Item = Arc<Network>>) -> Result<NetworkTable, TableError> {
+        let t = NetworkTable::default();
+        for n in nets {
+            t.insert(n)?;
+        }
+        Ok(t)
+    }
+
+    pub fn snapshot(&self) -> Arc<[Arc<Network>]> {
+        match self.list.read() {
+            Ok(l) => l.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    pub fn unattributed(&self) -> &Arc<Counters> {
+        &self.unattributed
+    }
+
+    /// Add a network; refused if its name or VNI is taken.
+    pub fn insert(&self, net: Arc<Network>) -> Result<(), TableError> {
+        let mut l = self.list.write().unwrap_or_else(|p| p.into_inner());
+        if l.iter().any(|n| n.name == net.name) {
+            return Err(TableError::NameTaken(net.name.clone()));
+        }
+        if let Some(n) = l.iter().find(|n| n.vni == net.vni) {
+            return Err(TableError::VniTaken {
+                vni: net.vni.get(),
+                by: n.name.clone(),
+            });
+        }
+        let mut v: Vec<Arc<Network>> = l.iter().cloned().collect();
+        v.push(net);
+        v.sort_by_key(|n| n.vni.get());
+        *l = v.into();
+        self.version.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Remove a network by name; returns it if it was there.
+    pub fn remove(&self, name: &str) -> Option<Arc<Network>> {
+        let mut l = self.list.write().unwrap_or_else(|p| p.into_inner());
+        let gone = l.iter().find(|n| n.name == name).cloned()?;
+        let v: Vec<Arc<Network>> = l.iter().filter(|n| n.name != name).cloned().collect();
+        *l = v.into();
+        self.version.fetch_add(1, Ordering::Release);
+        Some(gone)
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<Arc<Network>> {
+        self.snapshot().iter().find(|n| n.name == name).cloned()
+    }
+
+    pub fn by_vni(&self, vni: Vni) -> Option<Arc<Network>> {
+        self.snapshot().iter().find(|n| n.vni == vni).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.snapshot().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn net(name: &str, vni: u32) -> Arc<Network> {
+        let fdb = Arc::new(Fdb::new(16, Fdb::DEFAULT_AGEING, Instant::now()));
+        Arc::new(Network::new(name, Vni::new(vni).unwrap(), fdb, Arc::default()))
+    }
+
+    #[test]
+    fn table_refuses_duplicate_names_and_vnis_and_bumps_its_version() {
+        let t = NetworkTable::new([net("b", 200), net("a", 100)]).unwrap();
+        let names: Vec<_> = t.snapshot().iter().map(|n| n.name.clone()).collect();
+        assert_eq!(names, ["a", "b"], "sorted by VNI");
+        let v = t.version();
+        assert_eq!(t.insert(net("a", 300)), Err(TableError::NameTaken("a".into())));
+        assert_eq!(
+            t.insert(net("c", 200)),
+            Err(TableError::VniTaken {
+                vni: 200,
+                by: "b".into()
+            })
+        );
+        assert_eq!(t.version(), v, "a refused insert changes nothing");
+        t.insert(net("c", 150)).unwrap();
+        assert!(t.version() > v);
+        assert_eq!(t.by_vni(Vni::new(150).unwrap()).unwrap().name, "c");
+        assert_eq!(t.remove("a").unwrap().vni.get(), 100);
+        assert!(t.remove("a").is_none());
+        assert_eq!(t.len(), 2);
+        assert!(t.by_name("a").is_none());
+    }
+}
