@@ -440,3 +440,5 @@ fn is_vlan(ethertype: u16) -> bool {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod network_tests;

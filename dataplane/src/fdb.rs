@@ -38,6 +38,7 @@ use serde::Serialize;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::OnceLock;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -189,6 +190,19 @@ pub struct Fdb {
     bridge_refused: Mutex<Vec<MacAddr>>,
     /// Eviction candidates (learned entries), see `evict.rs`.
     hints: Hints,
+    /// Bumped whenever the set of local MACs changes (an entry becomes or stops being local).
+    local_version: AtomicU64,
+    /// Called after each such change (the cluster glue wakes up and re-advertises); set once.
+    on_local_change: OnceLock<LocalNotifier>,
+}
+
+/// The callback of [`Fdb::notify_local_changes`].
+struct LocalNotifier(Box<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for LocalNotifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LocalNotifier")
+    }
 }
 
 impl Fdb {
@@ -210,6 +224,28 @@ impl Fdb {
             locals: AtomicUsize::new(0),
             bridge_refused: Mutex::new(Vec::new()),
             hints: Hints::new(capacity),
+            local_version: AtomicU64::new(0),
+            on_local_change: OnceLock::new(),
+        }
+    }
+
+    /// Changes whenever the set of local MACs ([`Fdb::local_macs`]) changes: a MAC became local or stopped
+    /// being local (left the bridge, aged out at [`Fdb::expire`], claimed elsewhere).
+    pub fn local_version(&self) -> u64 {
+        self.local_version.load(Relaxed)
+    }
+
+    /// Call `f` after every change of the local MAC set (from whichever thread made it, forwarding threads
+    /// included: keep it cheap and non-blocking, e.g. `tokio::sync::Notify::notify_one`). Only the first call
+    /// installs a callback; returns whether this one did.
+    pub fn notify_local_changes(&self, f: impl Fn() + Send + Sync + 'static) -> bool {
+        self.on_local_change.set(LocalNotifier(Box::new(f))).is_ok()
+    }
+
+    fn local_changed(&self) {
+        self.local_version.fetch_add(1, Relaxed);
+        if let Some(n) = self.on_local_change.get() {
+            (n.0)();
         }
     }
 
@@ -226,9 +262,14 @@ impl Fdb {
 
     /// Takes one of the `max_local` places for an entry about to become local; false if none is left.
     fn reserve_local(&self) -> bool {
-        self.locals
+        let ok = self
+            .locals
             .fetch_update(Relaxed, Relaxed, |n| (n < self.max_local).then_some(n + 1))
-            .is_ok()
+            .is_ok();
+        if ok {
+            self.local_changed();
+        }
+        ok
     }
 
     /// An entry stops being local (changes origin or is removed).
@@ -236,6 +277,7 @@ impl Fdb {
         let _ = self
             .locals
             .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+        self.local_changed();
     }
 
     /// Replace the default dampening thresholds (RFC 7432's 5 moves in 180 s).
@@ -338,6 +380,8 @@ impl Fdb {
             match (old == Origin::Local, origin == Origin::Local) {
                 (false, true) if !self.reserve_local() => return (Learn::LocalCap, false),
                 (true, false) => self.unlocal(),
+                // An aged local entry (already out of `local_macs`) is back.
+                (true, true) => self.local_changed(),
                 _ => {}
             }
             let moves = s.moves;
@@ -693,6 +737,35 @@ mod tests {
             Learn::Moved { from: ip(2) }
         );
         assert_eq!(f.len(), 2);
+    }
+
+    #[test]
+    fn local_mac_changes_are_pushed() {
+        let t0 = Instant::now();
+        let f = Fdb::new(16, Duration::from_secs(10), t0);
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = hits.clone();
+        assert!(f.notify_local_changes(move || {
+            h.fetch_add(1, Relaxed);
+        }));
+        assert!(!f.notify_local_changes(|| {}), "one callback only");
+        let v0 = f.local_version();
+        let local = IpAddr::from([10, 0, 0, 1]);
+        f.learn(mac(1), local, Origin::Local, t0);
+        assert!(f.local_version() > v0);
+        assert_eq!(hits.load(Relaxed), 1);
+        // A refresh or a remote MAC changes nothing.
+        let v1 = f.local_version();
+        f.learn(mac(1), local, Origin::Local, t0);
+        f.learn(mac(2), IpAddr::from([10, 0, 0, 2]), Origin::Learned, t0);
+        assert_eq!((f.local_version(), hits.load(Relaxed)), (v1, 1));
+        // Leaving the bridge and ageing out are changes.
+        f.sync_bridge(&[], local, t0 + Duration::from_secs(1), t0 + Duration::from_secs(1));
+        assert!(f.local_macs(t0).is_empty());
+        assert_eq!(hits.load(Relaxed), 2);
+        f.learn(mac(3), local, Origin::Local, t0);
+        f.expire(t0 + Duration::from_secs(11));
+        assert_eq!(hits.load(Relaxed), 4);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The forwarding loops: move batches between the I/O layer and the engine. Safe code only; every syscall is in
-//! [`crate::io`]. One TX loop per TAP queue (TAP → underlay) and one RX loop per UDP socket (underlay → TAP), so
-//! the two directions of a TCP connection run on different cores.
+//! [`crate::io`]. One TX loop polls the TAPs of every network (TAP → underlay) and one RX loop per UDP socket
+//! writes each datagram to its network's TAP (underlay → TAP), so the two directions of a TCP connection run on
+//! different cores. Both take a new snapshot of the network table when its version changes.
 //!
 //! Per wakeup a loop handles a bounded batch (STYLE §4): up to [`TAP_READS_PER_WAKEUP`] TAP reads, each of which
 //! may be a TSO superframe, or [`RECV_BATCHES_PER_WAKEUP`] `recvmmsg` batches of which each datagram may be a GRO
@@ -18,6 +19,7 @@ use crate::wire::probe::{self, ProbeKind, ProbeRepr};
 use crate::wire::{ETHERNET_HEADER_LEN, VXLAN_HEADER_LEN};
 use std::io::{ErrorKind, IoSlice};
 use std::net::{IpAddr, SocketAddr};
+use std::cell::Cell;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,8 +42,6 @@ const MAX_GSO_PAYLOAD: usize = 65_507;
 /// Worst-case per-segment header bytes (prefix + Ethernet + IPv6 + TCP with options).
 const SEG_OVERHEAD: usize = VXLAN_HEADER_LEN + 14 + 40 + 60;
 const POLL_MS: i32 = 500;
-/// Pause after a TAP read error other than `EAGAIN` (the TAP was deleted or broke).
-const TAP_BROKEN_BACKOFF_MS: i32 = 100;
 /// TCP flows coalesced at once on RX (each holds a 64 KiB superframe buffer).
 const GRO_FLOWS: usize = 8;
 
@@ -71,144 +71,205 @@ pub fn gso_messages(
     })
 }
 
-/// TAP → underlay.
-pub fn run_tx(
-    mut engine: Engine,
-    tap: &TapQueue,
-    udp: &SenderSet,
-    offloads: TxOffloads,
-    stop: &AtomicBool,
-    waker: &Waker,
-) {
-    let counters = engine.counters().clone();
+/// The TX loop's poll set: one entry per network with a TAP, then the waker.
+struct TxPoll {
+    fds: Vec<libc::pollfd>,
+    /// Network index (in [`Engine::networks`]) of each TAP entry of `fds`.
+    nets: Vec<usize>,
+}
+
+impl TxPoll {
+    fn build(engine: &Engine, waker: &Waker) -> TxPoll {
+        let mut p = TxPoll {
+            fds: Vec::new(),
+            nets: Vec::new(),
+        };
+        for (i, n) in engine.networks().iter().enumerate() {
+            if let Some(q) = n.queue() {
+                p.fds.push(pollfd(q.as_raw_fd()));
+                p.nets.push(i);
+            }
+        }
+        p.fds.push(pollfd(waker.as_raw_fd()));
+        p
+    }
+}
+
+/// TAP → underlay, for every network of the engine's table: one poll over all TAPs (rebuilt when the table
+/// changes; wake the loop through `waker` after changing it).
+pub fn run_tx(mut engine: Engine, udp: &SenderSet, offloads: TxOffloads, stop: &AtomicBool, waker: &Waker) {
     let mut buf = vec![0u8; TAP_BUF];
     let mut send = SendBatch::new(SEND_DATA, SEND_MSGS);
     let mut act = TxAction::default();
-    let vnet = tap.vnet_hdr();
     let local = engine.config().local;
     let overhead = crate::wire::vxlan::vxlan_overhead(local);
     let mut pmtus = PathMtus::new(PMTU_CAPACITY);
     let mut icmp = vec![0u8; too_big::MAX_REPLY_LEN];
-    let mut fds = [pollfd(tap.as_raw_fd()), pollfd(waker.as_raw_fd())];
+    engine.sync();
+    let mut nets = engine.networks().clone();
+    let mut poll = TxPoll::build(&engine, waker);
     while !stop.load(Ordering::Relaxed) {
-        if poll_fds(&mut fds, POLL_MS).is_err() || fds[1].revents != 0 {
+        let r = poll_fds(&mut poll.fds, POLL_MS);
+        let woken = poll.fds.last().is_some_and(|f| f.revents != 0);
+        if woken {
             waker.drain();
+        }
+        // A changed table, a wakeup (a TAP recreated) or a quiet interval: rebuild the poll set (which also
+        // re-enables TAPs set aside as broken).
+        if engine.sync() || woken || matches!(r, Ok(0)) {
+            nets = engine.networks().clone();
+            poll = TxPoll::build(&engine, waker);
+            continue;
+        }
+        if r.is_err() {
             continue;
         }
         let now = Instant::now();
-        let mut tap_broken = false;
-        for _ in 0..TAP_READS_PER_WAKEUP {
-            let n = match tap.read(&mut buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    tap_broken = true;
-                    break;
-                }
-            };
-            let Some(read) = buf.get_mut(..n) else { break };
-            let (mut hdr, frame) = if vnet {
-                let (h, f) = read.split_at_mut(VIRTIO_NET_HDR_LEN.min(n));
-                match VirtioNetHdr::decode(h) {
-                    Ok(h) => (h, f),
-                    Err(_) => {
-                        counters.count_drop(DropReason::BadOffload, 1);
-                        continue;
-                    }
-                }
-            } else {
-                (VirtioNetHdr::default(), read)
-            };
-            let est_segs = match usize::from(hdr.gso_size) {
-                0 => 1,
-                g => frame.len() / g + 1,
-            };
-            if let Err(r) = engine.on_tap_frame(now, frame, &mut act) {
-                counters.count_drop(r, est_segs as u64);
+        for k in 0..poll.nets.len() {
+            if poll.fds[k].revents == 0 {
                 continue;
             }
-            // Path MTU (issue 9 §3): a frame too big for the path to its VTEP(s) is answered with ICMP, a
-            // TCP superframe is cut to fit.
-            if let Some(limit) = path_inner_mtu(&mut pmtus, local, overhead, &act.dests, now) {
-                if hdr.gso_size == 0 || hdr.gso_type == offload::VIRTIO_NET_HDR_GSO_NONE {
-                    if too_big::exceeds(frame, limit as usize) {
-                        if let Some(n) = too_big::reply(frame, limit, &mut icmp) {
-                            write_tap(tap, vnet, icmp.get(..n).unwrap_or(&[]), &counters);
-                        }
-                        counters.count_drop(DropReason::TooBig, 1);
-                        continue;
-                    }
-                } else {
-                    match offload::fit_mss(&hdr, frame, limit as usize) {
-                        Ok(h) => hdr = h,
-                        // UDP GSO datagrams over the path MTU cannot be re-cut.
-                        Err(offload::OffloadError::Unsupported(..)) => {
-                            counters.count_drop(DropReason::TooBig, est_segs as u64);
-                            continue;
-                        }
-                        Err(_) => {
-                            counters.count_drop(DropReason::BadOffload, est_segs as u64);
-                            continue;
-                        }
-                    }
-                }
-            }
-            let est_segs = match usize::from(hdr.gso_size) {
-                0 => 1,
-                g => frame.len() / g + 1,
+            let ni = poll.nets[k];
+            let Some(tap) = nets.get(ni).and_then(|n| n.queue()) else {
+                continue;
             };
-            let per_msg_est = if offloads.udp_gso {
-                (MAX_GSO_PAYLOAD / (usize::from(hdr.gso_size) + SEG_OVERHEAD)).clamp(1, MAX_GSO_SEGMENTS)
-            } else {
-                1
-            };
-            let msgs_needed = act.dests.len() * est_segs.div_ceil(per_msg_est);
-            if send.remaining() < frame.len() + est_segs * SEG_OVERHEAD || send.msgs_free() < msgs_needed {
-                flush(udp, &mut send, &counters, &mut pmtus);
+            if tx_tap(
+                &mut engine, ni, tap, udp, offloads, &mut buf, &mut send, &mut act, &mut pmtus, &mut icmp,
+                local, overhead, now,
+            ) {
+                // A deleted TAP polls POLLERR and reads EBADFD forever: leave it out of the poll set until
+                // the daemon's device watcher has recreated it behind the same fd (and woken us), instead
+                // of spinning.
+                poll.fds[k].fd = -1;
             }
-            let segs = match offload::segment(&hdr, frame, engine.header(), send.spare()) {
-                Ok(s) if s.count > 0 && s.stride > 0 => s,
-                _ => {
-                    counters.count_drop(DropReason::BadOffload, est_segs as u64);
+        }
+        flush(udp, &mut send, engine.unattributed(), &mut pmtus);
+    }
+}
+
+/// Up to [`TAP_READS_PER_WAKEUP`] reads from network `ni`'s TAP, queued into `send`. Returns whether the TAP
+/// is broken (a read error other than `EAGAIN`).
+#[allow(clippy::too_many_arguments)]
+fn tx_tap(
+    engine: &mut Engine,
+    ni: usize,
+    tap: &TapQueue,
+    udp: &SenderSet,
+    offloads: TxOffloads,
+    buf: &mut [u8],
+    send: &mut SendBatch,
+    act: &mut TxAction,
+    pmtus: &mut PathMtus,
+    icmp: &mut [u8],
+    local: IpAddr,
+    overhead: u32,
+    now: Instant,
+) -> bool {
+    let counters = engine.counters_of(ni).clone();
+    let vnet = tap.vnet_hdr();
+    for _ in 0..TAP_READS_PER_WAKEUP {
+        let n = match tap.read(buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        };
+        let Some(read) = buf.get_mut(..n) else { break };
+        let (mut hdr, frame) = if vnet {
+            let (h, f) = read.split_at_mut(VIRTIO_NET_HDR_LEN.min(n));
+            match VirtioNetHdr::decode(h) {
+                Ok(h) => (h, f),
+                Err(_) => {
+                    counters.count_drop(DropReason::BadOffload, 1);
                     continue;
                 }
-            };
-            let range = send.commit(segs.total_len);
-            let count = segs.count as u64;
-            Counters::add(&counters.rx_frames, count);
-            Counters::add(
-                &counters.rx_bytes,
-                (segs.total_len - segs.count * VXLAN_HEADER_LEN) as u64,
-            );
-            let per_msg = if offloads.udp_gso {
-                (MAX_GSO_PAYLOAD / segs.stride).clamp(1, MAX_GSO_SEGMENTS)
-            } else {
-                1
-            };
-            // The flow's socket: its outer source port. `udp.len()` fits u16 (the config caps it).
-            let sock = u16::try_from(flow::pick(act.flow_hash, udp.len())).unwrap_or(0);
-            for dst in &act.dests {
-                let mut pushed = true;
-                for (r, seg) in gso_messages(range.clone(), segs.stride, per_msg) {
-                    counters
-                        .gso_segments
-                        .observe(r.len().div_ceil(segs.stride) as u64);
-                    pushed &= send.push_from(sock, *dst, r, seg);
+            }
+        } else {
+            (VirtioNetHdr::default(), read)
+        };
+        let est_segs = match usize::from(hdr.gso_size) {
+            0 => 1,
+            g => frame.len() / g + 1,
+        };
+        if let Err(r) = engine.on_tap(now, ni, frame, act) {
+            counters.count_drop(r, est_segs as u64);
+            continue;
+        }
+        // Path MTU (issue 9 §3): a frame too big for the path to its VTEP(s) is answered with ICMP, a
+        // TCP superframe is cut to fit.
+        if let Some(limit) = path_inner_mtu(pmtus, local, overhead, &act.dests, now) {
+            if hdr.gso_size == 0 || hdr.gso_type == offload::VIRTIO_NET_HDR_GSO_NONE {
+                if too_big::exceeds(frame, limit as usize) {
+                    if let Some(n) = too_big::reply(frame, limit, icmp) {
+                        write_tap(tap, vnet, icmp.get(..n).unwrap_or(&[]), &counters);
+                    }
+                    counters.count_drop(DropReason::TooBig, 1);
+                    continue;
                 }
-                if pushed {
-                    Counters::add(&counters.tx_datagrams, count);
-                } else {
-                    counters.count_drop(DropReason::SendError, count);
+            } else {
+                match offload::fit_mss(&hdr, frame, limit as usize) {
+                    Ok(h) => hdr = h,
+                    // UDP GSO datagrams over the path MTU cannot be re-cut.
+                    Err(offload::OffloadError::Unsupported(..)) => {
+                        counters.count_drop(DropReason::TooBig, est_segs as u64);
+                        continue;
+                    }
+                    Err(_) => {
+                        counters.count_drop(DropReason::BadOffload, est_segs as u64);
+                        continue;
+                    }
                 }
             }
         }
-        flush(udp, &mut send, &counters, &mut pmtus);
-        if tap_broken {
-            // A deleted TAP polls POLLERR and reads EBADFD forever: wait (on the waker only) until the
-            // daemon's device watcher has recreated it behind the same fd, instead of spinning.
-            let _ = poll_fds(&mut fds[1..], TAP_BROKEN_BACKOFF_MS);
+        let est_segs = match usize::from(hdr.gso_size) {
+            0 => 1,
+            g => frame.len() / g + 1,
+        };
+        let per_msg_est = if offloads.udp_gso {
+            (MAX_GSO_PAYLOAD / (usize::from(hdr.gso_size) + SEG_OVERHEAD)).clamp(1, MAX_GSO_SEGMENTS)
+        } else {
+            1
+        };
+        let msgs_needed = act.dests.len() * est_segs.div_ceil(per_msg_est);
+        if send.remaining() < frame.len() + est_segs * SEG_OVERHEAD || send.msgs_free() < msgs_needed {
+            flush(udp, send, engine.unattributed(), pmtus);
+        }
+        let segs = match offload::segment(&hdr, frame, engine.header_of(ni), send.spare()) {
+            Ok(s) if s.count > 0 && s.stride > 0 => s,
+            _ => {
+                counters.count_drop(DropReason::BadOffload, est_segs as u64);
+                continue;
+            }
+        };
+        let range = send.commit(segs.total_len);
+        let count = segs.count as u64;
+        Counters::add(&counters.rx_frames, count);
+        Counters::add(
+            &counters.rx_bytes,
+            (segs.total_len - segs.count * VXLAN_HEADER_LEN) as u64,
+        );
+        let per_msg = if offloads.udp_gso {
+            (MAX_GSO_PAYLOAD / segs.stride).clamp(1, MAX_GSO_SEGMENTS)
+        } else {
+            1
+        };
+        // The flow's socket: its outer source port. `udp.len()` fits u16 (the config caps it).
+        let sock = u16::try_from(flow::pick(act.flow_hash, udp.len())).unwrap_or(0);
+        for dst in &act.dests {
+            let mut pushed = true;
+            for (r, seg) in gso_messages(range.clone(), segs.stride, per_msg) {
+                counters
+                    .gso_segments
+                    .observe(r.len().div_ceil(segs.stride) as u64);
+                pushed &= send.push_from(sock, *dst, r, seg);
+            }
+            if pushed {
+                Counters::add(&counters.tx_datagrams, count);
+            } else {
+                counters.count_drop(DropReason::SendError, count);
+            }
         }
     }
+    false
 }
 
 fn flush(udp: &SenderSet, send: &mut SendBatch, counters: &Counters, pmtus: &mut PathMtus) {
@@ -263,44 +324,44 @@ fn write_tap(tap: &TapQueue, vnet: bool, frame: &[u8], counters: &Counters) {
     }
 }
 
-/// Underlay → TAP. `tap_mtu` is the TAP's MTU (the inner IP packet size the segments of a received
-/// superframe must fit).
-pub fn run_rx(
-    mut engine: Engine,
-    tap: &TapQueue,
-    udp: &UdpSocket,
-    coalesce: bool,
-    tap_mtu: u16,
-    stop: &AtomicBool,
-    waker: &Waker,
-) {
-    let counters = engine.counters().clone();
+/// Underlay → TAP, for every network of the engine's table: each accepted datagram goes to the TAP of the
+/// network its VNI names (the table is re-read once per wakeup).
+pub fn run_rx(mut engine: Engine, udp: &UdpSocket, coalesce: bool, stop: &AtomicBool, waker: &Waker) {
     let mut batch = RecvBatch::new(RECV_SLOTS, RECV_SLOT_SIZE);
-    let vnet = tap.vnet_hdr();
-    let coalesce = coalesce && vnet;
+    // Coalescing needs the virtio header; a TAP without one is written frame by frame.
     let mut gro = Coalescer::new(if coalesce { GRO_FLOWS } else { 0 });
     // Without a virtio header, a received superframe is cut into frames here (a 64 KiB superframe plus the
     // headers of each segment).
-    let mut seg_buf = vec![0u8; if vnet { 0 } else { 2 * RECV_SLOT_SIZE }];
-    // One TAP write per frame or coalesced superframe; a full or down TAP drops (counted), never blocks.
-    let write = |hdr: &[u8; VIRTIO_NET_HDR_LEN], frame: &[u8]| {
-        let r = if vnet {
-            tap.write_vectored(&[IoSlice::new(hdr), IoSlice::new(frame)])
-        } else {
-            tap.write(frame)
-        };
-        if r.is_err() {
-            counters.count_drop(DropReason::TapWriteError, 1);
-        }
-    };
+    let mut seg_buf = vec![0u8; 2 * RECV_SLOT_SIZE];
     // Probe replies: small, rare (a few per peer and minute), sent once per receive batch.
     let mut replies = SendBatch::new(PROBE_REPLY_LEN * RECV_SLOTS, RECV_SLOTS);
     let mut fds = [pollfd(udp.as_raw_fd()), pollfd(waker.as_raw_fd())];
+    let unattributed = engine.unattributed().clone();
+    engine.sync();
+    let mut nets = engine.networks().clone();
     while !stop.load(Ordering::Relaxed) {
         if poll_fds(&mut fds, POLL_MS).is_err() || fds[1].revents != 0 {
             waker.drain();
             continue;
         }
+        if engine.sync() {
+            nets = engine.networks().clone();
+        }
+        // The network whose TAP the coalescer's pending frames go to.
+        let cur = Cell::new(usize::MAX);
+        // One TAP write per frame or coalesced superframe; a full or down TAP drops (counted), never blocks.
+        let write = |hdr: &[u8; VIRTIO_NET_HDR_LEN], frame: &[u8]| {
+            let Some(n) = nets.get(cur.get()) else { return };
+            let Some(tap) = n.queue() else { return };
+            let r = if tap.vnet_hdr() {
+                tap.write_vectored(&[IoSlice::new(hdr), IoSlice::new(frame)])
+            } else {
+                tap.write(frame)
+            };
+            if r.is_err() {
+                n.rx.count_drop(DropReason::TapWriteError, 1);
+            }
+        };
         for _ in 0..RECV_BATCHES_PER_WAKEUP {
             let n = match udp.recv_batch(&mut batch) {
                 Ok(n) => n,
@@ -312,31 +373,42 @@ pub fn run_rx(
                 let (src, stride) = (meta.src, meta.stride.max(1));
                 // A GRO train splits at `stride`; an empty datagram still counts (and drops as `short`).
                 let empty: Option<&mut [u8]> = if data.is_empty() { Some(&mut []) } else { None };
-                counters
+                unattributed
                     .gro_segments
                     .observe(data.len().div_ceil(stride).max(1) as u64);
                 for dgram in data.chunks_mut(stride).chain(empty) {
                     // A valid overlayd probe is answered (requests) and consumed, outside the traffic
                     // counters; anything else that looks like one takes the normal path and its checks.
                     if dgram.get(VXLAN_HEADER_LEN..).is_some_and(probe::is_probe_frame) {
-                        if let Some(p) = engine.on_probe(now, src, dgram) {
+                        if let Some((p, ni)) = engine.on_probe_for(now, src, dgram) {
                             if p.kind == ProbeKind::Request {
-                                queue_probe_reply(&mut replies, engine.header(), p.nonce, src);
+                                queue_probe_reply(&mut replies, engine.header_of(ni), p.nonce, src);
                             }
                             continue;
                         }
                     }
-                    Counters::add(&counters.rx_datagrams, 1);
-                    let range = match engine.on_underlay_datagram(now, src, dgram) {
-                        Ok(r) => r,
-                        Err(r) => {
-                            counters.count_drop(r, 1);
+                    let d = match engine.on_underlay(now, src, dgram) {
+                        Ok(d) => d,
+                        Err(d) => {
+                            let c = engine.counters_of(d.net.unwrap_or(usize::MAX));
+                            Counters::add(&c.rx_datagrams, 1);
+                            c.count_drop(d.reason, 1);
                             continue;
                         }
                     };
-                    let Some(frame) = dgram.get_mut(range) else {
+                    let Some(net) = nets.get(d.net) else { continue };
+                    let counters = &net.rx;
+                    Counters::add(&counters.rx_datagrams, 1);
+                    let Some(frame) = dgram.get_mut(d.frame) else {
                         continue;
                     };
+                    if cur.get() != d.net {
+                        // Frames pending for another network's TAP go out first.
+                        gro.flush(write);
+                        cur.set(d.net);
+                    }
+                    let vnet = net.queue().is_some_and(TapQueue::vnet_hdr);
+                    let tap_mtu = net.tap_mtu;
                     // A kernel sender's UDP-tunnel GSO packet arrives whole (offload::tunnel): one TSO
                     // superframe to the TAP, after any pending coalesced frames (flow order); without a virtio
                     // header, cut into MTU-sized frames here.
@@ -368,7 +440,7 @@ pub fn run_rx(
                     Counters::add(&counters.tx_bytes, frame.len() as u64);
                     // Inner checksums a kernel sender left partial (offload::partial): NEEDS_CSUM through the
                     // virtio header, or completed here when the TAP has none.
-                    if coalesce {
+                    if coalesce && vnet {
                         gro.push(frame, write);
                     } else if vnet {
                         write(&offload::rx_header(frame), frame);
