@@ -15,8 +15,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-/// How often the MACs behind our bridge are compared with what we advertise.
-const LOCAL_MAC_SCAN: Duration = Duration::from_millis(100);
+/// After the FDB reports a change of its local MACs, wait this long for more before advertising (a burst of
+/// new containers becomes one advert).
+const LOCAL_MAC_SETTLE: Duration = Duration::from_millis(20);
+/// Safety net: compare the FDB's local-MAC version with the advertised one this often (one atomic load).
+const LOCAL_MAC_RECHECK: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -217,12 +220,29 @@ async fn pump(
             warn!(%peer, "cannot contact member: {e}");
         }
     }
-    let mut tick = tokio::time::interval(LOCAL_MAC_SCAN);
+    // The FDB pushes changes of its local MACs (dataplane::fdb::Fdb::notify_local_changes).
+    let changed = Arc::new(tokio::sync::Notify::new());
+    p.fdb.notify_local_changes({
+        let changed = changed.clone();
+        move || changed.notify_one()
+    });
+    let mut recheck = tokio::time::interval(LOCAL_MAC_RECHECK);
     let mut stats_tick = tokio::time::interval(STATS_COPY);
     let mut advertised = Vec::new();
+    let mut advertised_version = u64::MAX;
     loop {
         tokio::select! {
-            _ = tick.tick() => {
+            due = async {
+                tokio::select! {
+                    _ = changed.notified() => true,
+                    _ = recheck.tick() => p.fdb.local_version() != advertised_version,
+                }
+            } => {
+                if !due {
+                    continue;
+                }
+                tokio::time::sleep(LOCAL_MAC_SETTLE).await;
+                advertised_version = p.fdb.local_version();
                 let macs = p.fdb.local_macs(Instant::now());
                 if macs != advertised {
                     advertised.clone_from(&macs);

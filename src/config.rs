@@ -7,6 +7,7 @@
 //! check it in [`Options::validate`] into a field of [`Config`], and give it back in [`Config::to_options`] so
 //! that `--print-config` shows it. Merging, unknown-key errors and the round trip need no further change.
 
+use crate::netspec::NetworkSpec;
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
@@ -62,6 +63,12 @@ pub struct Options {
     /// TAP device name [default: ovl<VNI>].
     #[arg(long, value_name = "NAME")]
     pub tap: Option<String>,
+    /// A network NAME:VNI[:SUBNET] on bridge ovbr<VNI> and TAP ovl<VNI> (repeatable; in the config file
+    /// `[[network]]` tables with keys name, vni, subnet, mtu, egress). With any network given, the legacy
+    /// network `default` (--vni, --bridge, --tap) exists only if --vni is given too.
+    #[arg(long = "network", value_name = "NAME:VNI[:SUBNET]")]
+    #[serde(rename = "network", skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<crate::netspec::NetworkOpt>,
     /// Overlay MTU [default: underlay MTU - 50, i.e. 1450 on a 1500 underlay].
     #[arg(long, value_name = "N")]
     pub mtu: Option<u32>,
@@ -149,6 +156,10 @@ pub enum LogFormat {
 pub struct Config {
     pub peers: Vec<IpAddr>,
     pub local: Option<IpAddr>,
+    /// Every network served, the legacy `default` one (if any) first.
+    pub networks: Vec<NetworkSpec>,
+    /// Whether the legacy flags define the network `default` (then `vni`, `bridge`, `tap` are its own).
+    pub legacy: bool,
     pub vni: dataplane::wire::Vni,
     pub port: u16,
     pub bridge: String,
@@ -191,6 +202,10 @@ pub enum Cluster {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error(transparent)]
+    Network(#[from] crate::netspec::NetSpecError),
+    #[error("--bridge and --tap name the devices of the network `default`, which exists with --network only if --vni is given too: add --vni N, or drop --bridge/--tap")]
+    LegacyFlagsWithoutVni,
     #[error("VNI {0} is out of range: a VXLAN network identifier is 24 bits, use 0..=16777215")]
     Vni(u32),
     #[error("{what} name {name:?} is {len} bytes; Linux interface names are at most 15 bytes: choose a shorter --{what}")]
@@ -375,7 +390,11 @@ impl Options {
         if gossip_port == 0 {
             return Err(ConfigError::GossipPort);
         }
-        let vni_n = self.vni.unwrap_or(1);
+        let legacy = self.networks.is_empty() || self.vni.is_some();
+        if !legacy && (self.bridge.is_some() || self.tap.is_some()) {
+            return Err(ConfigError::LegacyFlagsWithoutVni);
+        }
+        let vni_n = self.vni.or(self.networks.first().map(|n| n.vni)).unwrap_or(1);
         let vni = dataplane::wire::Vni::new(vni_n).map_err(|_| ConfigError::Vni(vni_n))?;
         let port = self.port.unwrap_or(dataplane::wire::vxlan::VXLAN_PORT);
         if port == 0 {
@@ -389,6 +408,23 @@ impl Options {
             if !(576..=65000).contains(&m) {
                 return Err(ConfigError::Mtu(m));
             }
+        }
+        let mut networks = Vec::new();
+        if legacy {
+            networks.push(NetworkSpec {
+                name: crate::netspec::DEFAULT_NETWORK.to_string(),
+                vni,
+                subnet: None,
+                mtu: None,
+                egress: false,
+                bridge: bridge.clone(),
+                tap: tap.clone(),
+            });
+        }
+        for o in &self.networks {
+            let n = o.check()?;
+            crate::netspec::check_collisions(&n, &networks)?;
+            networks.push(n);
         }
         let admin = match self.admin {
             Some(a) => a,
@@ -431,6 +467,8 @@ impl Options {
         Ok(Config {
             peers,
             local: self.local,
+            networks,
+            legacy,
             vni,
             port,
             bridge,
@@ -462,10 +500,16 @@ impl Config {
         Options {
             peers: self.peers.clone(),
             local: self.local,
-            vni: Some(self.vni.get()),
+            vni: self.legacy.then(|| self.vni.get()),
+            networks: self
+                .networks
+                .iter()
+                .skip(usize::from(self.legacy))
+                .map(NetworkSpec::to_opt)
+                .collect(),
             port: Some(self.port),
-            bridge: Some(self.bridge.clone()),
-            tap: Some(self.tap.clone()),
+            bridge: self.legacy.then(|| self.bridge.clone()),
+            tap: self.legacy.then(|| self.tap.clone()),
             mtu: self.mtu,
             admin: Some(self.admin),
             admin_socket: Some(self.admin_socket.clone()),

@@ -5,17 +5,17 @@
 use crate::admin::{self, AdminSocket, AdminState, Limits, PeerPolicy};
 use crate::cluster::{self, ClusterError, Plumbing};
 use crate::config::{Args, Config};
-use crate::devices::{DeviceSpec, Devices, DevicesError};
+use crate::devices::DevicesError;
+use crate::networks::{Networks, Settings};
 use crate::lock::{LockError, StateLock};
 use crate::notify::{Liveness, Service};
-use crate::observe::{NetworkInfo, Observe, DEFAULT_NETWORK};
+use crate::observe::{Observe, DEFAULT_NETWORK};
 use crate::privileges::{self, PrivilegeError};
 use crate::reload::{self, Reloader};
 use dataplane::activity::PeerActivity;
-use dataplane::engine::{Engine, EngineConfig, PeerSet};
-use dataplane::fdb::Fdb;
+use dataplane::engine::{Engine, EngineConfig, PeerSet, Side};
+use dataplane::network::NetworkTable;
 use dataplane::io::{self, netlink, SenderSet, UdpOptions, UdpSocket, Waker};
-use dataplane::stats::Counters;
 use dataplane::worker::{self, TxOffloads};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +52,10 @@ pub enum DaemonError {
     Devices(#[from] DevicesError),
     #[error(transparent)]
     Lock(#[from] LockError),
+    #[error(transparent)]
+    Networks(#[from] crate::networks::NetworksError),
+    #[error("no network configured: give --network NAME:VNI or --vni")]
+    NoNetwork,
     #[error(transparent)]
     Privileges(#[from] PrivilegeError),
     #[error(transparent)]
@@ -126,24 +130,13 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
         warn!("{w}");
     }
 
-    // Removes only what it created, on every return path (see devices.rs).
-    let devices = Devices::setup(DeviceSpec {
-        tap: cfg.tap.clone(),
-        bridge: cfg.bridge.clone(),
-        mtu,
-        offload: cfg.offload,
-        state_dir: cfg.state_dir.clone(),
-    })?;
-    let (tap, tso) = (devices.tap(), devices.tso());
-    let watcher = devices.watcher()?;
-    let tap_mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
-
     let udp_opts = UdpOptions {
         reuse_port: false,
         buffer_bytes: UDP_BUFFER_BYTES,
         gro: cfg.offload,
     };
-    // Receive on the VXLAN port; send from `src_ports` sockets on ephemeral ports (flow entropy).
+    // Receive on the VXLAN port; send from `src_ports` sockets on ephemeral ports (flow entropy). One socket
+    // set for every network, demultiplexed by VNI.
     let udp = UdpSocket::bind(SocketAddr::new(local, cfg.port), &udp_opts)?;
     let senders = SenderSet::bind(local, cfg.src_ports, &udp_opts)?;
     let offloads = TxOffloads {
@@ -152,23 +145,21 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
     let gro = udp.gro_enabled();
 
     let epoch = Instant::now();
-    let fdb = Arc::new(
-        Fdb::new(cfg.fdb_max, Duration::from_secs(cfg.ageing_s), epoch).with_max_local(cfg.max_local_macs),
-    );
     // Static mode floods to the --peer VTEPs; cluster mode to the alive members, filled in by the control plane
-    // (there --peer only names members to join through).
+    // (there --peer only names members to join through). The same set is the membership check of every
+    // datagram, and (for now) every network's flood set.
     let peers = Arc::new(if cluster_mode {
         PeerSet::default()
     } else {
         PeerSet::new(cfg.peers.iter().copied())
     });
-    let mut ecfg = EngineConfig::new(cfg.vni, local);
+    let first_vni = cfg.networks.first().map_or(cfg.vni, |n| n.vni);
+    let mut ecfg = EngineConfig::new(first_vni, local);
     ecfg.port = cfg.port;
     ecfg.bum_pps = cfg.bum_pps;
     // Only members (cluster) or the configured --peers (static) may inject frames, unless the operator asked
     // for kernel-style flood-and-learn from anyone.
     ecfg.require_member = cluster_mode || !cfg.learn_any_source;
-    let (tx_counters, rx_counters) = (Arc::new(Counters::default()), Arc::new(Counters::default()));
     // Static peers' last datagrams (`overlayctl peers`, diag); cluster members are tracked by gossip.
     let activity = Arc::new(PeerActivity::new(
         epoch,
@@ -178,26 +169,39 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
             cfg.peers.clone()
         },
     ));
-    let tx_engine = Engine::new(ecfg.clone(), fdb.clone(), peers.clone(), tx_counters.clone());
-    let rx_engine =
-        Engine::new(ecfg, fdb.clone(), peers.clone(), rx_counters.clone()).with_activity(activity.clone());
-    let mut observe = Observe::new(
-        vec![NetworkInfo {
-            name: DEFAULT_NETWORK.to_string(),
-            vni: cfg.vni,
-            bridge: cfg.bridge.clone(),
-            tap: tap.name().to_string(),
-            mtu,
-        }],
-        local,
-        cluster_mode,
-        activity,
-    );
+    let mut observe = Observe::new(Vec::new(), local, cluster_mode, activity.clone());
     observe.port = cfg.port;
     observe.gossip_port = cfg.gossip_port;
     observe.underlay.clone_from(&underlay.0);
     observe.underlay_mtu = underlay.1;
     let observe = Arc::new(observe);
+
+    let table = Arc::new(NetworkTable::default());
+    let (tx_waker, rx_waker) = (Arc::new(Waker::new()?), Arc::new(Waker::new()?));
+    let (fault_tx, mut fault_rx) = tokio::sync::mpsc::unbounded_channel();
+    // Removes only what it created, on every return path (see devices.rs and networks.rs).
+    let networks = Arc::new(Networks::new(
+        Settings {
+            local,
+            default_mtu: mtu,
+            offload: cfg.offload,
+            state_dir: cfg.state_dir.clone(),
+            fdb_max: cfg.fdb_max,
+            ageing: Duration::from_secs(cfg.ageing_s),
+            max_local_macs: cfg.max_local_macs,
+            epoch,
+            flood: peers.clone(),
+        },
+        table.clone(),
+        vec![tx_waker.clone(), rx_waker.clone()],
+        observe.clone(),
+        fault_tx,
+    ));
+    for spec in &cfg.networks {
+        networks.add(spec.clone())?;
+    }
+    let tx_engine = Engine::serving(ecfg.clone(), Side::Tx, table.clone(), peers.clone());
+    let rx_engine = Engine::serving(ecfg, Side::Rx, table.clone(), peers.clone()).with_activity(activity);
 
     let members = cluster::Members::default();
     let control_stats = cluster::ControlCounters::default();
@@ -215,9 +219,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
     let state = Arc::new(AdminState {
         revoke: revoke_tx,
         control_stats: control_stats.clone(),
-        vni: cfg.vni.get(),
-        fdb: fdb.clone(),
-        counters: vec![tx_counters, rx_counters, fdb.counters().clone()],
+        table: table.clone(),
         peers: peers.clone(),
         members: members.clone(),
         admission,
@@ -231,14 +233,11 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
     }
 
     info!(
-        vni = cfg.vni.get(),
-        tap = tap.name(),
-        bridge = %cfg.bridge,
+        networks = ?cfg.networks.iter().map(|n| format!("{}:{}", n.name, n.vni.get())).collect::<Vec<_>>(),
         mtu,
         local = %SocketAddr::new(local, cfg.port),
         mode = if cluster_mode { "cluster" } else { "static" },
         peers = ?cfg.peers,
-        tso,
         udp_gso = offloads.udp_gso,
         src_ports = senders.len(),
         udp_gro = gro,
@@ -250,32 +249,33 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
     let reloader = Reloader::new(args, cfg.clone(), peers.clone());
     let live = Liveness::default();
     let stop = AtomicBool::new(false);
-    let (tx_waker, rx_waker) = (Waker::new()?, Waker::new()?);
-    let queue = &tap.queues()[0];
-    let (fault_tx, fault_rx) = tokio::sync::oneshot::channel();
     std::thread::scope(|s| -> Result<(), DaemonError> {
         let (tx_alive, rx_alive) = (live.enter(), live.enter());
         let tx = std::thread::Builder::new()
             .name("ovl-tx".into())
             .spawn_scoped(s, || {
                 let _alive = tx_alive;
-                worker::run_tx(tx_engine, queue, &senders, offloads, &stop, &tx_waker)
+                worker::run_tx(tx_engine, &senders, offloads, &stop, &tx_waker)
             })?;
         let rx = std::thread::Builder::new()
             .name("ovl-rx".into())
             .spawn_scoped(s, || {
                 let _alive = rx_alive;
-                worker::run_rx(rx_engine, queue, &udp, gro, tap_mtu, &stop, &rx_waker)
+                worker::run_rx(rx_engine, &udp, gro, &stop, &rx_waker)
             })?;
-        std::thread::Builder::new()
-            .name("ovl-devices".into())
-            .spawn_scoped(s, || watcher.run(&stop, fault_tx, || tx_waker.wake()))?;
         let result = rt.block_on(async {
             let control = match cluster_cred {
                 Some(setup) => {
+                    // The control plane speaks for one network until it learns about several: the
+                    // `default` one, else the first.
+                    let fdb = table
+                        .by_name(DEFAULT_NETWORK)
+                        .or_else(|| table.snapshot().first().cloned())
+                        .map(|n| n.fdb.clone())
+                        .ok_or(DaemonError::NoNetwork)?;
                     let p = Plumbing {
                         local,
-                        fdb: fdb.clone(),
+                        fdb,
                         peers: peers.clone(),
                         members,
                         revoke: revoke_rx,
@@ -306,21 +306,23 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
             let watchdog = service.spawn_watchdog(live.clone(), 2);
             let prober = tokio::spawn(crate::observe::run_prober(observe.clone(), peers.clone()));
             let housekeeping = tokio::spawn({
-                let (fdb, bridge, tap) = (fdb.clone(), cfg.bridge.clone(), tap.name().to_string());
+                let networks = networks.clone();
                 async move {
                     let mut tick = tokio::time::interval(BRIDGE_SYNC);
-                    let mut bridge_ok = true;
                     loop {
                         tick.tick().await;
-                        bridge_ok = sync_local_macs(&fdb, &bridge, &tap, local, bridge_ok);
-                        fdb.expire(Instant::now());
+                        let n = networks.clone();
+                        let _ = tokio::task::spawn_blocking(move || n.housekeeping()).await;
                     }
                 }
             });
             // A lost TAP/bridge that cannot be restored ends the daemon like a signal, but as an error.
             let r = tokio::select! {
                 r = reload::wait_for_stop(reloader, &service) => r.map_err(DaemonError::Runtime),
-                Ok(e) = fault_rx => Err(DaemonError::Devices(e)),
+                Some((name, e)) = fault_rx.recv() => {
+                    tracing::error!(network = %name, "a device of this network is lost");
+                    Err(DaemonError::Devices(e))
+                }
             };
             if let Some(w) = watchdog {
                 w.abort();
@@ -346,33 +348,9 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
     })?;
     // Closing the last queue fd removes the (non-persistent) TAP; the bridge goes only if we created it and
     // nothing else is plugged into it.
-    drop(devices);
+    networks.shutdown();
+    drop(networks);
     drop(admin_socket);
     info!("stopped");
     Ok(())
-}
-
-/// Which MACs are `local` follows our bridge's own table (issue 8, DECISIONS: "local" = on a non-TAP port of
-/// our bridge): a MAC that left it may be claimed from elsewhere, one that is there may not. One netlink dump
-/// of the bridge table per call, off the forwarding threads. Returns whether the bridge could be read; logs
-/// only changes.
-fn sync_local_macs(fdb: &Fdb, bridge: &str, tap: &str, local: IpAddr, was_ok: bool) -> bool {
-    let read_at = Instant::now();
-    match io::bridge_macs(bridge, tap) {
-        Ok(macs) => {
-            // The bridge's and the ports' own addresses count as present but are not announced as containers.
-            let on_bridge: Vec<_> = macs.iter().map(|b| (b.mac, !b.permanent)).collect();
-            fdb.sync_bridge(&on_bridge, local, read_at, Instant::now());
-            if !was_ok {
-                info!(%bridge, "reading the bridge's forwarding table works again");
-            }
-            true
-        }
-        Err(e) => {
-            if was_ok {
-                warn!(%bridge, "cannot read the bridge's forwarding table ({e}); local MACs now only follow TAP traffic and ageing");
-            }
-            false
-        }
-    }
 }

@@ -13,6 +13,7 @@
 //! Must never: touch links other than its TAP and bridge, or spin when a device is gone.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dataplane::io::{self, netlink, NetlinkError, Tap, TapConfig, TapError};
@@ -61,6 +62,9 @@ pub struct DeviceSpec {
     pub offload: bool,
     /// Where the record of a bridge we created lives (see ownership.rs).
     pub state_dir: std::path::PathBuf,
+    /// The legacy network's bridge keeps the record file of single-network releases (`created-bridge`);
+    /// any other network's is named after its bridge.
+    pub legacy_record: bool,
 }
 
 /// The bridge and whether it is ours to remove. Removal happens on drop (also on an early error return).
@@ -136,7 +140,7 @@ impl Drop for Bridge {
 pub struct Devices {
     spec: DeviceSpec,
     // Field order is drop order: the TAP (closing its fds removes it) goes before the bridge is considered.
-    tap: Tap,
+    tap: Arc<Tap>,
     tso: bool,
     bridge: Bridge,
 }
@@ -148,7 +152,11 @@ impl Devices {
             name: spec.bridge.clone(),
             tap: spec.tap.clone(),
             created: AtomicBool::new(false),
-            record: Record::new(&spec.state_dir),
+            record: if spec.legacy_record {
+                Record::new(&spec.state_dir)
+            } else {
+                Record::for_bridge(&spec.state_dir, &spec.bridge)
+            },
         };
         if netlink::ensure_bridge(&spec.bridge)? {
             info!(bridge = %spec.bridge, "created bridge");
@@ -169,7 +177,7 @@ impl Devices {
                 .is_ok();
         let d = Devices {
             spec,
-            tap,
+            tap: Arc::new(tap),
             tso,
             bridge,
         };
@@ -177,8 +185,12 @@ impl Devices {
         Ok(d)
     }
 
-    pub fn tap(&self) -> &Tap {
+    pub fn tap(&self) -> &Arc<Tap> {
         &self.tap
+    }
+
+    pub fn spec(&self) -> &DeviceSpec {
+        &self.spec
     }
 
     /// Whether the TAP hands us TSO superframes.
@@ -187,9 +199,9 @@ impl Devices {
     }
 
     /// Subscribe to link events; run the returned watcher on its own thread.
-    pub fn watcher(&self) -> Result<Watcher<'_>, DevicesError> {
+    pub fn watcher(self: &Arc<Self>) -> Result<Watcher, DevicesError> {
         Ok(Watcher {
-            devices: self,
+            devices: self.clone(),
             events: LinkEvents::subscribe()?,
         })
     }
@@ -318,19 +330,19 @@ impl Seen {
 
 /// Keeps the devices in place; see the module comment.
 #[derive(Debug)]
-pub struct Watcher<'a> {
-    devices: &'a Devices,
+pub struct Watcher {
+    devices: Arc<Devices>,
     events: LinkEvents,
 }
 
-impl Watcher<'_> {
+impl Watcher {
     /// Runs until `stop` is set, or until a repair has failed for [`GIVE_UP`]: then the reason goes to
     /// `fatal` (the daemon exits non-zero with it) and the watcher returns. `tap_back` runs after the TAP
     /// was recreated (the daemon wakes the TAP reader, which backs off while the TAP is gone).
     pub fn run(
         self,
         stop: &AtomicBool,
-        fatal: tokio::sync::oneshot::Sender<DevicesError>,
+        fatal: impl FnOnce(DevicesError),
         tap_back: impl Fn(),
     ) {
         let mut seen = Seen::default();
@@ -356,7 +368,7 @@ impl Watcher<'_> {
                         if since.elapsed() >= GIVE_UP {
                             let what = seen.describe();
                             error!("{what}; giving up: {e}");
-                            let _ = fatal.send(DevicesError::Unrecoverable {
+                            fatal(DevicesError::Unrecoverable {
                                 what,
                                 source: Box::new(e),
                             });

@@ -12,6 +12,8 @@ pub mod lock;
 pub mod logging;
 pub mod metrics;
 pub mod mtu_check;
+pub mod netspec;
+pub mod networks;
 pub mod notify;
 pub mod observe;
 pub mod ownership;

@@ -99,16 +99,19 @@ pub fn render(st: &AdminState) -> Result<String, std::fmt::Error> {
     let now = Instant::now();
     let obs = &st.observe;
     let mut s = Scrape::default();
-    let (net, vni) = match obs.networks.first() {
-        Some(n) => (n.name.clone(), n.vni.get().to_string()),
-        None => ("default".to_string(), st.vni.to_string()),
+    // One network: its name and VNI; several: their sum, labelled `all` (per-network series: not yet).
+    let nets = st.table.snapshot();
+    let (net, vni) = match &nets[..] {
+        [n] => (n.name.clone(), n.vni.get().to_string()),
+        _ => ("all".to_string(), String::new()),
     };
+    let counters = st.counters_of(&nets, true);
     let net_labels = |extra: &[(&str, &str)]| {
         let mut l = labels(&[("network", &net), ("vni", &vni)]);
         l.extend(labels(extra));
         l
     };
-    let snap = Snapshot::sum(st.counters.iter().map(|c| &**c));
+    let snap = Snapshot::sum(counters.iter().map(|c| &**c));
     // Directions as in `overlayctl stats`: rx = read from the TAP / received from the underlay, tx = written to
     // the TAP / sent to the underlay.
     s.add(
@@ -169,7 +172,7 @@ pub fn render(st: &AdminState) -> Result<String, std::fmt::Error> {
         .into_iter()
         .map(|n| (n, 0))
         .collect();
-    for r in st.fdb.rows(now) {
+    for r in nets.iter().flat_map(|n| n.fdb.rows(now)) {
         let name = match r.origin {
             Origin::Local => "local",
             Origin::Learned => "learned",
@@ -228,7 +231,7 @@ pub fn render(st: &AdminState) -> Result<String, std::fmt::Error> {
     let hist = |pick: &dyn Fn(&dataplane::stats::Counters) -> ([u64; 8], u64)| {
         let mut b = [0u64; 8];
         let mut sum = 0;
-        for c in &st.counters {
+        for c in &counters {
             let (cb, cs) = pick(c);
             for (x, y) in b.iter_mut().zip(cb) {
                 *x += y;

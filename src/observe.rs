@@ -10,11 +10,11 @@ use dataplane::wire::{Vni, ETHERNET_HEADER_LEN};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-/// The network's name until several networks exist: the legacy flags define `default` (DECISIONS).
-pub const DEFAULT_NETWORK: &str = "default";
+/// The network the legacy flags define (DECISIONS).
+pub use crate::netspec::DEFAULT_NETWORK;
 
 /// One overlay network as the operator endpoints see it.
 #[derive(Debug, Clone)]
@@ -25,11 +25,15 @@ pub struct NetworkInfo {
     pub tap: String,
     /// Overlay (inner) MTU set on the TAP.
     pub mtu: u32,
+    pub subnet: Option<ipnet::IpNet>,
+    pub egress: bool,
+    pub gateway: Option<IpAddr>,
 }
 
 #[derive(Debug)]
 pub struct Observe {
-    pub networks: Vec<NetworkInfo>,
+    /// The networks served now, kept up to date by [`crate::networks::Networks`].
+    networks: RwLock<Vec<NetworkInfo>>,
     /// Our VTEP address and the VXLAN / gossip ports.
     pub local: IpAddr,
     pub port: u16,
@@ -57,7 +61,7 @@ impl Observe {
         activity: Arc<PeerActivity>,
     ) -> Self {
         Observe {
-            networks,
+            networks: RwLock::new(networks),
             local,
             port: dataplane::wire::vxlan::VXLAN_PORT,
             gossip_port: control::DEFAULT_GOSSIP_PORT,
@@ -87,13 +91,26 @@ impl Observe {
         }
     }
 
+    /// The networks served now, sorted by VNI.
+    pub fn networks(&self) -> Vec<NetworkInfo> {
+        let mut v = self.networks.read().map(|n| n.clone()).unwrap_or_default();
+        v.sort_by_key(|n| n.vni.get());
+        v
+    }
+
+    pub fn set_networks(&self, networks: Vec<NetworkInfo>) {
+        if let Ok(mut n) = self.networks.write() {
+            *n = networks;
+        }
+    }
+
     /// The network named `name` (or whose VNI is `name`); the first one for `None`.
-    pub fn network(&self, name: Option<&str>) -> Option<&NetworkInfo> {
+    pub fn network(&self, name: Option<&str>) -> Option<NetworkInfo> {
+        let nets = self.networks();
         match name {
-            None => self.networks.first(),
-            Some(n) => self
-                .networks
-                .iter()
+            None => nets.into_iter().next(),
+            Some(n) => nets
+                .into_iter()
                 .find(|x| x.name == n || x.vni.get().to_string() == n),
         }
     }
@@ -123,7 +140,7 @@ pub async fn run_prober(obs: Arc<Observe>, peers: Arc<PeerSet>) {
             .copied()
             .filter(|p| *p != obs.local)
             .collect();
-        let Some(vni) = obs.networks.first().map(|n| n.vni) else {
+        let Some(vni) = obs.network(None).map(|n| n.vni) else {
             continue;
         };
         let o = obs.clone();

@@ -86,17 +86,28 @@ pub struct RecordError {
 #[derive(Debug, Clone)]
 pub struct Record {
     dir: PathBuf,
+    file: String,
 }
 
 impl Record {
+    /// The record of the legacy network's bridge.
     pub fn new(state_dir: &Path) -> Record {
         Record {
             dir: state_dir.to_owned(),
+            file: RECORD_FILE.to_owned(),
+        }
+    }
+
+    /// The record of another network's bridge: `<state-dir>/created-bridge.<bridge>`.
+    pub fn for_bridge(state_dir: &Path, bridge: &str) -> Record {
+        Record {
+            dir: state_dir.to_owned(),
+            file: format!("{RECORD_FILE}.{bridge}"),
         }
     }
 
     fn path(&self) -> PathBuf {
-        self.dir.join(RECORD_FILE)
+        self.dir.join(&self.file)
     }
 
     /// The recorded bridge, if there is a well-formed record.
@@ -109,7 +120,7 @@ impl Record {
 
     pub fn store(&self, id: &BridgeId) -> Result<(), RecordError> {
         let path = self.path();
-        let tmp = self.dir.join(format!(".{RECORD_FILE}.tmp"));
+        let tmp = self.dir.join(format!(".{}.tmp", self.file));
         let err = |op: &'static str, p: &Path| {
             let path = p.to_owned();
             move |source| RecordError { path, op, source }

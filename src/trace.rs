@@ -72,7 +72,8 @@ pub fn trace(st: &AdminState, query: &str) -> Result<Trace, TraceError> {
     let want = query_param(query, "network");
     let obs = &st.observe;
     let net = obs.network(want.as_deref()).ok_or_else(|| {
-        let names: Vec<&str> = obs.networks.iter().map(|n| n.name.as_str()).collect();
+        let nets = obs.networks();
+        let names: Vec<&str> = nets.iter().map(|n| n.name.as_str()).collect();
         TraceError::NoNetwork(want.clone().unwrap_or_default(), names.join(", "))
     })?;
     let mut t = Trace {
@@ -130,14 +131,17 @@ pub fn trace(st: &AdminState, query: &str) -> Result<Trace, TraceError> {
         flood(&mut t, "broadcast/multicast destination");
         return Ok(t);
     }
-    let Some(d) = st.fdb.lookup(&mac, now) else {
+    let Some(fdb) = st.table.by_name(&net.name).map(|n| n.fdb.clone()) else {
+        flood(&mut t, "unknown unicast (the network is being removed)");
+        return Ok(t);
+    };
+    let Some(d) = fdb.lookup(&mac, now) else {
         flood(&mut t, "unknown unicast (no FDB entry)");
         return Ok(t);
     };
     t.origin = Some(d.origin);
     t.vtep = Some(d.vtep);
-    t.age_s = st
-        .fdb
+    t.age_s = fdb
         .rows(now)
         .into_iter()
         .find(|r| r.mac == mac)

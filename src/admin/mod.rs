@@ -12,14 +12,14 @@
 //! state).
 
 pub mod http;
+pub mod networks;
 pub mod socket;
 
 pub use http::{is_loopback_host, parse_request, Limits, Method, Request, Response};
 pub use socket::{AdminSocket, PeerPolicy, DEFAULT_ADMIN_SOCKET};
 
 use dataplane::engine::PeerSet;
-use dataplane::fdb::{Fdb, Origin};
-use dataplane::stats::{Counters, Snapshot};
+use dataplane::fdb::Origin;
 use dataplane::wire::MacAddr;
 use http::RawRequest;
 use serde::Serialize;
@@ -52,6 +52,7 @@ pub enum Endpoint {
     Trace,
     Diag,
     TokenRotate,
+    Networks,
 }
 
 /// One row of [`ROUTES`].
@@ -88,6 +89,7 @@ pub const ROUTES: &[Route] = &[
     route(Method::Get, "/metrics", Endpoint::Metrics, Access::ReadOnly),
     route(Method::Get, "/v1/trace", Endpoint::Trace, Access::ReadOnly),
     route(Method::Get, "/v1/diag", Endpoint::Diag, Access::ReadOnly),
+    route(Method::Get, "/v1/networks", Endpoint::Networks, Access::ReadOnly),
     // `overlayctl token --rotate`: a new join secret on an admitter; the old token is refused from then on.
     route(
         Method::Post,
@@ -123,6 +125,7 @@ pub enum Via {
 /// One FDB row as `overlayctl fdb --json` prints it.
 #[derive(Serialize, Debug)]
 pub struct FdbEntryJson {
+    pub network: String,
     pub vni: u32,
     pub mac: MacAddr,
     pub vtep: IpAddr,
@@ -147,9 +150,9 @@ pub struct PeerJson {
 /// What the endpoints can read. Everything is shared with the data plane; nothing here blocks it.
 #[derive(Debug)]
 pub struct AdminState {
-    pub vni: u32,
-    pub fdb: Arc<Fdb>,
-    pub counters: Vec<Arc<Counters>>,
+    /// The networks served: their FDBs and counters.
+    pub table: Arc<dataplane::network::NetworkTable>,
+    /// Static peers (static mode) or alive members (cluster mode).
     pub peers: Arc<PeerSet>,
     /// Cluster membership (`None` in static mode).
     pub members: crate::cluster::Members,
@@ -253,25 +256,15 @@ impl AdminState {
         };
         match endpoint {
             Endpoint::Health => Response::ok("{\"ok\":true}".into()),
-            Endpoint::Fdb => {
-                let rows: Vec<FdbEntryJson> = self
-                    .fdb
-                    .rows(now)
-                    .into_iter()
-                    .map(|r| FdbEntryJson {
-                        vni: self.vni,
-                        mac: r.mac,
-                        vtep: r.vtep,
-                        origin: r.origin,
-                        age_s: r.age_s,
-                    })
-                    .collect();
-                json(serde_json::to_string(&rows))
-            }
+            Endpoint::Fdb => match self.fdb_json(query, now) {
+                Ok(rows) => json(serde_json::to_string(&rows)),
+                Err(r) => r,
+            },
+            Endpoint::Networks => json(serde_json::to_string(&self.networks_json())),
             Endpoint::Stats => {
-                let mut v = match serde_json::to_value(Snapshot::sum(self.counters.iter().map(|c| &**c))) {
+                let mut v = match self.stats_json(query) {
                     Ok(v) => v,
-                    Err(e) => return Response::error(500, &e.to_string()),
+                    Err(r) => return r,
                 };
                 let control = self.control_stats.read().ok().and_then(|c| *c);
                 if let (Some(obj), Some(c)) = (v.as_object_mut(), control) {
@@ -292,10 +285,16 @@ impl AdminState {
                 }
             }
             Endpoint::Peers => {
-                if let Ok(m) = self.members.read() {
-                    if let Some(rows) = m.as_ref() {
-                        return json(serde_json::to_string(rows));
-                    }
+                let members = self.members.read().ok().and_then(|m| m.clone());
+                if let Some(rows) = members {
+                    let rows = serde_json::to_value(rows)
+                        .ok()
+                        .and_then(|v| v.as_array().cloned())
+                        .unwrap_or_default();
+                    return match self.with_network_column(rows, query) {
+                        Ok(r) => json(serde_json::to_string(&r)),
+                        Err(r) => r,
+                    };
                 }
                 let peers: Vec<PeerJson> = self
                     .peers
@@ -313,7 +312,14 @@ impl AdminState {
                         }
                     })
                     .collect();
-                json(serde_json::to_string(&peers))
+                let rows = serde_json::to_value(peers)
+                    .ok()
+                    .and_then(|v| v.as_array().cloned())
+                    .unwrap_or_default();
+                match self.with_network_column(rows, query) {
+                    Ok(r) => json(serde_json::to_string(&r)),
+                    Err(r) => r,
+                }
             }
             Endpoint::Metrics => match crate::metrics::render(self) {
                 Ok(text) => Response::ok_as(crate::metrics::CONTENT_TYPE, text),

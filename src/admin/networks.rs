@@ -1,0 +1,136 @@
+//! The per-network views of the admin API (issue 10 §1): `GET /v1/networks`, and the `?network=NAME` filter
+//! and `network` column of `fdb`, `stats` and `peers`.
+
+use super::{AdminState, FdbEntryJson, Response};
+use dataplane::network::Network;
+use dataplane::stats::{Counters, Snapshot};
+use serde::Serialize;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One network as `overlayctl network ls --json` prints it.
+#[derive(Serialize, Debug)]
+pub struct NetworkJson {
+    pub name: String,
+    pub vni: u32,
+    pub subnet: Option<String>,
+    pub mtu: u32,
+    pub bridge: String,
+    pub tap: String,
+    pub egress: bool,
+    pub gateway: Option<IpAddr>,
+    /// This host's IPAM blocks of the network (none in static mode).
+    pub blocks: Vec<String>,
+}
+
+impl AdminState {
+    /// The networks `?network=NAME` selects (all of them without it); 404 naming the served ones.
+    pub fn select(&self, query: &str) -> Result<(Vec<Arc<Network>>, bool), Response> {
+        let nets = self.table.snapshot();
+        match crate::trace::query_param(query, "network") {
+            None => Ok((nets.to_vec(), true)),
+            Some(name) => match nets.iter().find(|n| n.name == name || n.vni.get().to_string() == name) {
+                Some(n) => Ok((vec![n.clone()], false)),
+                None => {
+                    let names: Vec<&str> = nets.iter().map(|n| n.name.as_str()).collect();
+                    Err(Response::error(
+                        404,
+                        &format!("no network named {name}: this overlayd serves {}", names.join(", ")),
+                    ))
+                }
+            },
+        }
+    }
+
+    /// Every counter set of `nets` (both loops and the FDB's), plus the drops of no network if `all`.
+    pub fn counters_of(&self, nets: &[Arc<Network>], all: bool) -> Vec<Arc<Counters>> {
+        let mut v: Vec<Arc<Counters>> = nets
+            .iter()
+            .flat_map(|n| [n.tx.clone(), n.rx.clone(), n.fdb.counters().clone()])
+            .collect();
+        if all {
+            v.push(self.table.unattributed().clone());
+        }
+        v
+    }
+
+    pub(super) fn networks_json(&self) -> Vec<NetworkJson> {
+        self.observe
+            .networks()
+            .into_iter()
+            .map(|n| NetworkJson {
+                name: n.name,
+                vni: n.vni.get(),
+                subnet: n.subnet.map(|s| s.to_string()),
+                mtu: n.mtu,
+                bridge: n.bridge,
+                tap: n.tap,
+                egress: n.egress,
+                gateway: n.gateway,
+                blocks: Vec::new(),
+            })
+            .collect()
+    }
+
+    pub(super) fn fdb_json(&self, query: &str, now: Instant) -> Result<Vec<FdbEntryJson>, Response> {
+        let (nets, _) = self.select(query)?;
+        Ok(nets
+            .iter()
+            .flat_map(|n| {
+                n.fdb.rows(now).into_iter().map(|r| FdbEntryJson {
+                    network: n.name.clone(),
+                    vni: n.vni.get(),
+                    mac: r.mac,
+                    vtep: r.vtep,
+                    origin: r.origin,
+                    age_s: r.age_s,
+                })
+            })
+            .collect())
+    }
+
+    /// The counters of the selected networks, summed; `network` names them (`all` without a filter).
+    pub(super) fn stats_json(&self, query: &str) -> Result<serde_json::Value, Response> {
+        let (nets, all) = self.select(query)?;
+        let counters = self.counters_of(&nets, all);
+        let mut v = serde_json::to_value(Snapshot::sum(counters.iter().map(|c| &**c)))
+            .map_err(|e| Response::error(500, &e.to_string()))?;
+        if let Some(obj) = v.as_object_mut() {
+            let name = match (all, nets.first()) {
+                (false, Some(n)) => n.name.clone(),
+                _ => "all".to_string(),
+            };
+            obj.insert("network".into(), serde_json::Value::String(name));
+        }
+        Ok(v)
+    }
+
+    /// `peers` rows with a `network` column: the selected networks whose flood set holds the peer (our own
+    /// row, in cluster mode, is kept and names every selected network). A filter keeps only those rows.
+    pub(super) fn with_network_column(
+        &self,
+        rows: Vec<serde_json::Value>,
+        query: &str,
+    ) -> Result<Vec<serde_json::Value>, Response> {
+        let (nets, all) = self.select(query)?;
+        let local = self.observe.local;
+        let mut out = Vec::with_capacity(rows.len());
+        for mut r in rows {
+            let vtep = r["vtep"].as_str().and_then(|s| s.parse::<IpAddr>().ok());
+            let names: Vec<&str> = nets
+                .iter()
+                .filter(|n| vtep.is_some_and(|v| v == local || n.peers.snapshot().contains(&v)))
+                .map(|n| n.name.as_str())
+                .collect();
+            if names.is_empty() && !all {
+                continue;
+            }
+            if let Some(o) = r.as_object_mut() {
+                o.insert("network".into(), serde_json::Value::String(names.join(",")));
+            }
+            out.push(r);
+        }
+        Ok(out)
+    }
+}
