@@ -485,7 +485,7 @@ mod tests {
 
     fn state(admission: Option<Arc<control::transport::Admission>>, cluster: bool) -> AdminState {
         let now = Instant::now();
-        let fdb = Arc::new(Fdb::new(8, Fdb::DEFAULT_AGEING, now));
+        let fdb = Arc::new(dataplane::fdb::Fdb::new(8, dataplane::fdb::Fdb::DEFAULT_AGEING, now));
         fdb.learn(
             MacAddr([2, 0, 0, 0, 0, 2]),
             IpAddr::from([10, 0, 0, 2]),
@@ -493,9 +493,15 @@ mod tests {
             now,
         );
         AdminState {
-            vni: 42,
-            fdb,
-            counters: vec![Arc::default()],
+            table: Arc::new(
+                dataplane::network::NetworkTable::new([Arc::new(dataplane::network::Network::new(
+                    "default",
+                    dataplane::wire::Vni::new(42).unwrap(),
+                    fdb,
+                    Arc::new(PeerSet::new([IpAddr::from([10, 0, 0, 2])])),
+                ))])
+                .unwrap(),
+            ),
             peers: Arc::new(PeerSet::new([IpAddr::from([10, 0, 0, 2])])),
             members: Arc::new(std::sync::RwLock::new(cluster.then(Vec::new))),
             admission,
@@ -514,6 +520,9 @@ mod tests {
                     bridge: "ovl0".into(),
                     tap: "ovl42".into(),
                     mtu: 1450,
+                    subnet: None,
+                    egress: false,
+                    gateway: None,
                 }],
                 IpAddr::from([10, 0, 0, 1]),
                 cluster,
@@ -571,6 +580,21 @@ mod tests {
         assert_eq!(r.status, 200);
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(v[0]["vni"], 42);
+        assert_eq!(v[0]["network"], "default");
+        let r = get(&st, &tcp, "/v1/fdb?network=default", "127.0.0.1:7947");
+        assert_eq!(r.status, 200);
+        let r = get(&st, &tcp, "/v1/fdb?network=nope", "127.0.0.1:7947");
+        assert_eq!(r.status, 404);
+        assert!(r.body.contains("serves default"), "{}", r.body);
+        let r = get(&st, &tcp, "/v1/networks", "127.0.0.1:7947");
+        assert_eq!(r.status, 200, "read-only: served on TCP");
+        let n: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(n[0]["name"], "default");
+        assert_eq!(n[0]["bridge"], "ovl0");
+        assert_eq!(n[0]["blocks"], serde_json::json!([]));
+        let r = get(&st, &tcp, "/v1/peers?network=default", "127.0.0.1:7947");
+        let p: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(p[0]["network"], "default", "{}", r.body);
         assert_eq!(v[0]["mac"], "02:00:00:00:00:02");
         assert_eq!(v[0]["vtep"], "10.0.0.2");
         assert_eq!(v[0]["origin"], "learned");
