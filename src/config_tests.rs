@@ -496,3 +496,95 @@ fn admitter_flags_and_keys() {
     a.extend(["--config", p.to_str().unwrap()]);
     assert!(matches!(parse(&a).unwrap_err(), ConfigError::AdmitterWithoutKey));
 }
+
+#[test]
+fn networks_from_flags_and_file() {
+    // The legacy flags alone: one network `default` on ovl0/ovl<VNI>.
+    let c = parse(&["--peer", "10.0.0.2", "--vni", "7"]).unwrap();
+    let names: Vec<_> = c
+        .networks
+        .iter()
+        .map(|n| (n.name.as_str(), n.vni.get(), n.bridge.as_str(), n.tap.as_str()))
+        .collect();
+    assert_eq!(names, [("default", 7, "ovl0", "ovl7")]);
+    // --network without --vni: no `default`.
+    let c = parse(&[
+        "--peer",
+        "10.0.0.2",
+        "--network",
+        "a:100",
+        "--network",
+        "b:200:10.20.0.0/16",
+    ])
+    .unwrap();
+    let names: Vec<_> = c
+        .networks
+        .iter()
+        .map(|n| (n.name.as_str(), n.vni.get(), n.bridge.as_str(), n.tap.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [("a", 100, "ovbr100", "ovl100"), ("b", 200, "ovbr200", "ovl200")]
+    );
+    assert_eq!(c.networks[1].subnet.unwrap().to_string(), "10.20.0.0/16");
+    assert!(!c.legacy);
+    // With --vni as well: `default` first.
+    let c = parse(&["--peer", "10.0.0.2", "--vni", "5", "--network", "a:100"]).unwrap();
+    assert_eq!(
+        c.networks.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+        ["default", "a"]
+    );
+    // [[network]] tables, with mtu and egress.
+    let d = Scratch::new("nets");
+    let p = d.write(
+        "n.toml",
+        "peer = [\"10.0.0.2\"]\n[[network]]\nname = \"blue\"\nvni = 10\nsubnet = \"10.30.0.0/16\"\nmtu = 1400\negress = true\n\n[[network]]\nname = \"red\"\nvni = 11\n",
+    );
+    let c = parse(&["--config", p.to_str().unwrap()]).unwrap();
+    assert_eq!(c.networks.len(), 2);
+    let blue = &c.networks[0];
+    assert_eq!((blue.mtu, blue.egress), (Some(1400), true));
+    assert_eq!(blue.gateway(), Some("10.30.0.1".parse().unwrap()));
+    // Flags replace the file's list.
+    let c = parse(&["--config", p.to_str().unwrap(), "--network", "green:12"]).unwrap();
+    assert_eq!(
+        c.networks.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+        ["green"]
+    );
+    let bad = d.write(
+        "bad.toml",
+        "peer = [\"10.0.0.2\"]\n[[network]]\nname = \"x\"\nvni = 1\ncolour = 3\n",
+    );
+    assert!(parse(&["--config", bad.to_str().unwrap()]).is_err());
+    round_trip(&[
+        "--peer",
+        "10.0.0.2",
+        "--network",
+        "a:100",
+        "--network",
+        "b:200:fd20::/64",
+    ]);
+    round_trip(&["--peer", "10.0.0.2", "--vni", "3", "--network", "a:100"]);
+    round_trip(&["--config", p.to_str().unwrap()]);
+}
+
+#[test]
+fn network_collisions_are_errors_naming_the_fix() {
+    let e = |a: &[&str]| {
+        let mut v = vec!["--peer", "10.0.0.2"];
+        v.extend_from_slice(a);
+        parse(&v).unwrap_err().to_string()
+    };
+    assert!(e(&["--network", "a:1", "--network", "a:2"]).contains("two networks are named a"));
+    assert!(e(&["--network", "a:1", "--network", "b:1"]).contains("both use VNI 1"));
+    assert!(e(&["--vni", "1", "--network", "b:1"]).contains("both use VNI 1"));
+    assert!(e(&["--vni", "1", "--network", "default:2"]).contains("two networks are named default"));
+    // The default network's TAP named like another network's device.
+    assert!(e(&["--vni", "1", "--tap", "ovl100", "--network", "a:100"]).contains("interface ovl100"));
+    assert!(e(&["--network", "a:1", "--bridge", "br0"]).contains("add --vni N"));
+    assert!(e(&["--network", "bad name:1"]).contains("letters"));
+    let clap_err = Args::try_parse_from(["overlayd", "--network", "a"])
+        .unwrap_err()
+        .to_string();
+    assert!(clap_err.contains("NAME:VNI"), "{clap_err}");
+}

@@ -197,11 +197,13 @@ pub fn render(kind: &str, body: &str) -> Result<String, serde_json::Error> {
     };
     let empty = Vec::new();
     Ok(match kind {
-        "fdb" | "peers" => {
-            let cols: &[&str] = if kind == "fdb" {
-                &["vni", "mac", "vtep", "origin", "age_s"]
-            } else {
-                &[
+        "fdb" | "peers" | "networks" => {
+            let cols: &[&str] = match kind {
+                "fdb" => &["network", "vni", "mac", "vtep", "origin", "age_s"],
+                "networks" => &[
+                    "name", "vni", "subnet", "mtu", "bridge", "tap", "egress", "gateway", "blocks",
+                ],
+                _ => &[
                     "id",
                     "addr",
                     "vtep",
@@ -209,7 +211,13 @@ pub fn render(kind: &str, body: &str) -> Result<String, serde_json::Error> {
                     "generation",
                     "renewal",
                     "last_seen_s",
-                ]
+                    "network",
+                ],
+            };
+            let s = |v: &serde_json::Value| match v {
+                serde_json::Value::Array(a) if a.is_empty() => "-".to_string(),
+                serde_json::Value::Array(a) => a.iter().map(&s).collect::<Vec<_>>().join(","),
+                other => s(other),
             };
             let rows: Vec<Vec<String>> = v
                 .as_array()
@@ -321,8 +329,18 @@ mod tests {
     fn renders_fdb_and_stats() {
         let fdb = r#"[{"vni":42,"mac":"02:00:00:00:00:02","vtep":"10.0.0.2","origin":"learned","age_s":3}]"#;
         let t = render("fdb", fdb).unwrap();
-        assert!(t.starts_with("VNI  MAC"), "{t}");
-        assert!(t.contains("42   02:00:00:00:00:02  10.0.0.2  learned  3"), "{t}");
+        assert!(t.starts_with("NETWORK  VNI  MAC"), "{t}");
+        assert!(
+            t.contains("-        42   02:00:00:00:00:02  10.0.0.2  learned  3"),
+            "{t}"
+        );
+        let nets = r#"[{"name":"a","vni":100,"subnet":"10.20.0.0/16","mtu":1450,"bridge":"ovbr100","tap":"ovl100","egress":false,"gateway":null,"blocks":[]}]"#;
+        let t = render("networks", nets).unwrap();
+        assert!(t.starts_with("NAME  VNI  SUBNET"), "{t}");
+        assert!(
+            t.contains("a     100  10.20.0.0/16  1450  ovbr100  ovl100  false   -        -"),
+            "{t}"
+        );
         let st = render("stats", r#"{"rx_frames":5,"drops":{"short":2}}"#).unwrap();
         assert!(st.contains("drops.short  2"), "{st}");
         assert!(render("fdb", "not json").is_err());

@@ -339,12 +339,7 @@ impl Watcher {
     /// Runs until `stop` is set, or until a repair has failed for [`GIVE_UP`]: then the reason goes to
     /// `fatal` (the daemon exits non-zero with it) and the watcher returns. `tap_back` runs after the TAP
     /// was recreated (the daemon wakes the TAP reader, which backs off while the TAP is gone).
-    pub fn run(
-        self,
-        stop: &AtomicBool,
-        fatal: impl FnOnce(DevicesError),
-        tap_back: impl Fn(),
-    ) {
+    pub fn run(self, stop: &AtomicBool, fatal: impl FnOnce(DevicesError), tap_back: impl Fn()) {
         let mut seen = Seen::default();
         let mut failing_since: Option<Instant> = None;
         let mut last_check = Instant::now();

@@ -114,7 +114,11 @@ impl FromStr for NetworkOpt {
             None => None,
             Some(t) => Some(
                 t.parse::<IpNet>()
-                    .map_err(|_| part(format!("subnet {t:?} is not a CIDR such as 10.20.0.0/16 or fd20::/64")))?
+                    .map_err(|_| {
+                        part(format!(
+                            "subnet {t:?} is not a CIDR such as 10.20.0.0/16 or fd20::/64"
+                        ))
+                    })?
                     .trunc(),
             ),
         };
@@ -259,7 +263,11 @@ mod tests {
         assert!(e("a:16777216").contains("1..=16777215"));
         let mut o: NetworkOpt = "g:5".parse().unwrap();
         o.egress = true;
-        assert!(o.check().unwrap_err().to_string().contains("egress needs a subnet"));
+        assert!(o
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("egress needs a subnet"));
         o.subnet = Some("10.20.0.0/16".parse().unwrap());
         assert_eq!(o.check().unwrap().gateway(), Some("10.20.0.1".parse().unwrap()));
         o.subnet = Some("fd20::/64".parse().unwrap());

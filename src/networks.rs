@@ -138,7 +138,8 @@ impl Networks {
     }
 
     fn publish(&self, entries: &[Entry]) {
-        self.observe.set_networks(entries.iter().map(Entry::info).collect());
+        self.observe
+            .set_networks(entries.iter().map(Entry::info).collect());
     }
 
     /// Serve a new network: check it against the served ones, build its bridge and TAP, start its device

@@ -141,11 +141,7 @@ pub fn trace(st: &AdminState, query: &str) -> Result<Trace, TraceError> {
     };
     t.origin = Some(d.origin);
     t.vtep = Some(d.vtep);
-    t.age_s = fdb
-        .rows(now)
-        .into_iter()
-        .find(|r| r.mac == mac)
-        .map(|r| r.age_s);
+    t.age_s = fdb.rows(now).into_iter().find(|r| r.mac == mac).map(|r| r.age_s);
     if d.origin == Origin::Local || d.vtep == obs.local {
         t.verdict = "local";
         t.note = format!(

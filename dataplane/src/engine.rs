@@ -228,7 +228,9 @@ impl Engine {
     /// The index of the network with `vni`.
     #[inline]
     pub fn index_of(&self, vni: Vni) -> Option<usize> {
-        self.slots.binary_search_by_key(&vni.get(), |s| s.net.vni.get()).ok()
+        self.slots
+            .binary_search_by_key(&vni.get(), |s| s.net.vni.get())
+            .ok()
     }
 
     /// A probe datagram (see [`crate::wire::probe`]) from `src`: checked like any datagram (VXLAN header,
@@ -238,7 +240,12 @@ impl Engine {
     }
 
     /// [`Engine::on_probe`], also naming the network the probe was sent on (answer with its header).
-    pub fn on_probe_for(&mut self, now: Instant, src: SocketAddr, dgram: &[u8]) -> Option<(ProbeRepr, usize)> {
+    pub fn on_probe_for(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        dgram: &[u8],
+    ) -> Option<(ProbeRepr, usize)> {
         let pkt = VxlanPacket::new_checked(dgram).ok()?;
         let net = self.index_of(pkt.vni())?;
         if self.cfg.require_member {
@@ -331,7 +338,13 @@ impl Engine {
 
     /// A frame (or TSO superframe: only its headers are read) from the TAP of network `net`. On success `out`
     /// holds the destinations; the caller prepends [`Engine::header_of`]`(net)` and sends.
-    pub fn on_tap(&mut self, now: Instant, net: usize, frame: &[u8], out: &mut TxAction) -> Result<(), DropReason> {
+    pub fn on_tap(
+        &mut self,
+        now: Instant,
+        net: usize,
+        frame: &[u8],
+        out: &mut TxAction,
+    ) -> Result<(), DropReason> {
         out.dests.clear();
         let eth = EthernetFrame::new_checked(frame).map_err(|_| DropReason::BadFrame)?;
         if !self.cfg.allow_vlan && is_vlan(eth.ethertype()) {
@@ -426,7 +439,14 @@ impl Engine {
         if l == Learn::OwnedLocally {
             return Err(drop(n, DropReason::SpoofedSrc));
         }
-        Engine::count_learn(if self.side == Side::Tx { &s.net.tx } else { &s.net.rx }, l);
+        Engine::count_learn(
+            if self.side == Side::Tx {
+                &s.net.tx
+            } else {
+                &s.net.rx
+            },
+            l,
+        );
         Ok(Delivery {
             net,
             frame: VXLAN_HEADER_LEN..dgram.len(),
@@ -439,6 +459,6 @@ fn is_vlan(ethertype: u16) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod network_tests;
+#[cfg(test)]
+mod tests;

@@ -760,7 +760,12 @@ mod tests {
         f.learn(mac(2), IpAddr::from([10, 0, 0, 2]), Origin::Learned, t0);
         assert_eq!((f.local_version(), hits.load(Relaxed)), (v1, 1));
         // Leaving the bridge and ageing out are changes.
-        f.sync_bridge(&[], local, t0 + Duration::from_secs(1), t0 + Duration::from_secs(1));
+        f.sync_bridge(
+            &[],
+            local,
+            t0 + Duration::from_secs(1),
+            t0 + Duration::from_secs(1),
+        );
         assert!(f.local_macs(t0).is_empty());
         assert_eq!(hits.load(Relaxed), 2);
         f.learn(mac(3), local, Origin::Local, t0);

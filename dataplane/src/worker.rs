@@ -17,9 +17,9 @@ use crate::pmtu::{inner_mtu, PathMtus, PMTU_CAPACITY};
 use crate::stats::{Counters, DropReason};
 use crate::wire::probe::{self, ProbeKind, ProbeRepr};
 use crate::wire::{ETHERNET_HEADER_LEN, VXLAN_HEADER_LEN};
+use std::cell::Cell;
 use std::io::{ErrorKind, IoSlice};
 use std::net::{IpAddr, SocketAddr};
-use std::cell::Cell;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -134,8 +134,19 @@ pub fn run_tx(mut engine: Engine, udp: &SenderSet, offloads: TxOffloads, stop: &
                 continue;
             };
             if tx_tap(
-                &mut engine, ni, tap, udp, offloads, &mut buf, &mut send, &mut act, &mut pmtus, &mut icmp,
-                local, overhead, now,
+                &mut engine,
+                ni,
+                tap,
+                udp,
+                offloads,
+                &mut buf,
+                &mut send,
+                &mut act,
+                &mut pmtus,
+                &mut icmp,
+                local,
+                overhead,
+                now,
             ) {
                 // A deleted TAP polls POLLERR and reads EBADFD forever: leave it out of the poll set until
                 // the daemon's device watcher has recreated it behind the same fd (and woken us), instead

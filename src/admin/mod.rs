@@ -485,7 +485,11 @@ mod tests {
 
     fn state(admission: Option<Arc<control::transport::Admission>>, cluster: bool) -> AdminState {
         let now = Instant::now();
-        let fdb = Arc::new(dataplane::fdb::Fdb::new(8, dataplane::fdb::Fdb::DEFAULT_AGEING, now));
+        let fdb = Arc::new(dataplane::fdb::Fdb::new(
+            8,
+            dataplane::fdb::Fdb::DEFAULT_AGEING,
+            now,
+        ));
         fdb.learn(
             MacAddr([2, 0, 0, 0, 0, 2]),
             IpAddr::from([10, 0, 0, 2]),

@@ -30,13 +30,19 @@ impl AdminState {
         let nets = self.table.snapshot();
         match crate::trace::query_param(query, "network") {
             None => Ok((nets.to_vec(), true)),
-            Some(name) => match nets.iter().find(|n| n.name == name || n.vni.get().to_string() == name) {
+            Some(name) => match nets
+                .iter()
+                .find(|n| n.name == name || n.vni.get().to_string() == name)
+            {
                 Some(n) => Ok((vec![n.clone()], false)),
                 None => {
                     let names: Vec<&str> = nets.iter().map(|n| n.name.as_str()).collect();
                     Err(Response::error(
                         404,
-                        &format!("no network named {name}: this overlayd serves {}", names.join(", ")),
+                        &format!(
+                            "no network named {name}: this overlayd serves {}",
+                            names.join(", ")
+                        ),
                     ))
                 }
             },

@@ -27,18 +27,32 @@ struct Cli {
 enum Cmd {
     /// MAC → VTEP forwarding table.
     Fdb {
+        /// Only this network (name or VNI).
+        #[arg(long)]
+        network: Option<String>,
         #[arg(long)]
         json: bool,
     },
     /// Traffic and per-reason drop counters.
     Stats {
+        /// Only this network (name or VNI).
+        #[arg(long)]
+        network: Option<String>,
         #[arg(long)]
         json: bool,
     },
     /// Peer VTEPs (cluster members with their state, or the static peers).
     Peers {
+        /// Only this network (name or VNI).
+        #[arg(long)]
+        network: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// The networks this overlayd serves.
+    Network {
+        #[command(subcommand)]
+        cmd: NetworkCmd,
     },
     /// Prometheus metrics, as served on GET /metrics.
     Metrics,
@@ -69,6 +83,20 @@ enum Cmd {
     /// Remove a node from the cluster for good (NODE_ID is the `id` of `peers --json`); needs --admin-socket
     /// (root). Works on any member: an admitter signs the revocation, other members forward the request.
     Revoke { node_id: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum NetworkCmd {
+    /// Name, VNI, subnet, MTU, bridge, TAP, egress, gateway and this host's address blocks of each network.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `?network=NAME` for a filter.
+fn network_query(network: Option<String>) -> String {
+    network.map_or_else(String::new, |n| format!("?network={n}"))
 }
 
 fn fail(e: &CtlError) -> ExitCode {
@@ -107,9 +135,21 @@ fn main() -> ExitCode {
             ("trace", Method::Get, "/v1/trace", json)
         }
         Cmd::Diag { json } => ("diag", Method::Get, "/v1/diag", json),
-        Cmd::Fdb { json } => ("fdb", Method::Get, "/v1/fdb", json),
-        Cmd::Stats { json } => ("stats", Method::Get, "/v1/stats", json),
-        Cmd::Peers { json } => ("peers", Method::Get, "/v1/peers", json),
+        Cmd::Fdb { network, json } => {
+            query = network_query(network);
+            ("fdb", Method::Get, "/v1/fdb", json)
+        }
+        Cmd::Stats { network, json } => {
+            query = network_query(network);
+            ("stats", Method::Get, "/v1/stats", json)
+        }
+        Cmd::Peers { network, json } => {
+            query = network_query(network);
+            ("peers", Method::Get, "/v1/peers", json)
+        }
+        Cmd::Network {
+            cmd: NetworkCmd::Ls { json },
+        } => ("networks", Method::Get, "/v1/networks", json),
         Cmd::Token { rotate: false } => ("token", Method::Get, "/v1/token", false),
         Cmd::Token { rotate: true } => ("token", Method::Post, "/v1/token/rotate", false),
         Cmd::Revoke { .. } => return ExitCode::from(2),

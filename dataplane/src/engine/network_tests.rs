@@ -41,7 +41,12 @@ fn setup(side: Side) -> (Engine, Arc<NetworkTable>, Instant) {
         NetworkTable::new([net("b", 200, &[ip(3)], now), net("a", 100, &[ip(2), ip(3)], now)]).unwrap(),
     );
     let members = Arc::new(PeerSet::new([ip(2), ip(3), ip(4)]));
-    let e = Engine::serving(EngineConfig::new(Vni::new(1).unwrap(), ip(1)), side, table.clone(), members);
+    let e = Engine::serving(
+        EngineConfig::new(Vni::new(1).unwrap(), ip(1)),
+        side,
+        table.clone(),
+        members,
+    );
     (e, table, now)
 }
 
@@ -49,11 +54,18 @@ fn setup(side: Side) -> (Engine, Arc<NetworkTable>, Instant) {
 fn datagrams_go_to_the_network_of_their_vni_and_unknown_vnis_drop() {
     let (mut e, table, now) = setup(Side::Rx);
     let src = SocketAddr::new(ip(2), 4789);
-    let (a, b) = (e.index_of(Vni::new(100).unwrap()).unwrap(), e.index_of(Vni::new(200).unwrap()).unwrap());
+    let (a, b) = (
+        e.index_of(Vni::new(100).unwrap()).unwrap(),
+        e.index_of(Vni::new(200).unwrap()).unwrap(),
+    );
     assert_eq!(e.networks()[a].name, "a");
-    let d = e.on_underlay(now, src, &dgram(100, &frame(mac(1), mac(7)))).unwrap();
+    let d = e
+        .on_underlay(now, src, &dgram(100, &frame(mac(1), mac(7))))
+        .unwrap();
     assert_eq!(d.net, a);
-    let d = e.on_underlay(now, src, &dgram(200, &frame(mac(1), mac(8)))).unwrap();
+    let d = e
+        .on_underlay(now, src, &dgram(200, &frame(mac(1), mac(8))))
+        .unwrap();
     assert_eq!(d.net, b);
     let nets = table.snapshot();
     // Each network learned only its own MAC.
@@ -70,7 +82,11 @@ fn datagrams_go_to_the_network_of_their_vni_and_unknown_vnis_drop() {
     );
     // A non-member is refused whatever the VNI, and the drop names the network.
     assert_eq!(
-        e.on_underlay(now, SocketAddr::new(ip(66), 4789), &dgram(200, &frame(mac(1), mac(9)))),
+        e.on_underlay(
+            now,
+            SocketAddr::new(ip(66), 4789),
+            &dgram(200, &frame(mac(1), mac(9)))
+        ),
         Err(RxDrop {
             net: Some(b),
             reason: DropReason::NonMember
@@ -81,22 +97,28 @@ fn datagrams_go_to_the_network_of_their_vni_and_unknown_vnis_drop() {
 #[test]
 fn a_mac_of_one_network_does_not_route_frames_of_another() {
     let (mut rx, table, now) = setup(Side::Rx);
-    let mut tx = (
-        Engine::serving(
-            EngineConfig::new(Vni::new(1).unwrap(), ip(1)),
-            Side::Tx,
-            table.clone(),
-            Arc::new(PeerSet::new([ip(2), ip(3)])),
-        )
-    );
+    let mut tx = (Engine::serving(
+        EngineConfig::new(Vni::new(1).unwrap(), ip(1)),
+        Side::Tx,
+        table.clone(),
+        Arc::new(PeerSet::new([ip(2), ip(3)])),
+    ));
     let a = rx.index_of(Vni::new(100).unwrap()).unwrap();
     let b = rx.index_of(Vni::new(200).unwrap()).unwrap();
     // mac(7) lives behind host 2 in network a.
-    rx.on_underlay(now, SocketAddr::new(ip(2), 4789), &dgram(100, &frame(mac(1), mac(7))))
-        .unwrap();
+    rx.on_underlay(
+        now,
+        SocketAddr::new(ip(2), 4789),
+        &dgram(100, &frame(mac(1), mac(7))),
+    )
+    .unwrap();
     let mut out = TxAction::default();
     tx.on_tap(now, a, &frame(mac(7), mac(1)), &mut out).unwrap();
-    assert_eq!(out.dests, vec![SocketAddr::new(ip(2), 4789)], "known unicast in a");
+    assert_eq!(
+        out.dests,
+        vec![SocketAddr::new(ip(2), 4789)],
+        "known unicast in a"
+    );
     // The same destination MAC in network b is unknown there: flooded to b's set only.
     tx.on_tap(now, b, &frame(mac(7), mac(1)), &mut out).unwrap();
     assert_eq!(out.dests, vec![SocketAddr::new(ip(3), 4789)]);
@@ -114,12 +136,18 @@ fn flood_sets_are_per_network_and_follow_changes() {
     let a = e.index_of(Vni::new(100).unwrap()).unwrap();
     let b = e.index_of(Vni::new(200).unwrap()).unwrap();
     let mut out = TxAction::default();
-    e.on_tap(now, a, &frame(MacAddr::BROADCAST, mac(1)), &mut out).unwrap();
-    assert_eq!(out.dests, vec![SocketAddr::new(ip(2), 4789), SocketAddr::new(ip(3), 4789)]);
-    e.on_tap(now, b, &frame(MacAddr::BROADCAST, mac(2)), &mut out).unwrap();
+    e.on_tap(now, a, &frame(MacAddr::BROADCAST, mac(1)), &mut out)
+        .unwrap();
+    assert_eq!(
+        out.dests,
+        vec![SocketAddr::new(ip(2), 4789), SocketAddr::new(ip(3), 4789)]
+    );
+    e.on_tap(now, b, &frame(MacAddr::BROADCAST, mac(2)), &mut out)
+        .unwrap();
     assert_eq!(out.dests, vec![SocketAddr::new(ip(3), 4789)]);
     table.snapshot()[b].peers.set([ip(4)]);
-    e.on_tap(now, b, &frame(MacAddr::BROADCAST, mac(2)), &mut out).unwrap();
+    e.on_tap(now, b, &frame(MacAddr::BROADCAST, mac(2)), &mut out)
+        .unwrap();
     assert_eq!(out.dests, vec![SocketAddr::new(ip(4), 4789)]);
     table.snapshot()[b].peers.set([]);
     assert_eq!(
@@ -136,17 +164,24 @@ fn networks_added_and_removed_at_runtime() {
     table.insert(net("c", 300, &[ip(2)], now)).unwrap();
     // Until the engine syncs, its indices stay valid and VNI 300 is unknown.
     assert_eq!(
-        e.on_underlay(now, src, &dgram(300, &frame(mac(1), mac(9)))).map_err(|d| d.reason),
+        e.on_underlay(now, src, &dgram(300, &frame(mac(1), mac(9))))
+            .map_err(|d| d.reason),
         Err(DropReason::UnknownVni)
     );
     assert!(e.sync());
     let c = e.index_of(Vni::new(300).unwrap()).unwrap();
-    assert_eq!(e.on_underlay(now, src, &dgram(300, &frame(mac(1), mac(9)))).unwrap().net, c);
+    assert_eq!(
+        e.on_underlay(now, src, &dgram(300, &frame(mac(1), mac(9))))
+            .unwrap()
+            .net,
+        c
+    );
     table.remove("a").unwrap();
     assert!(e.sync());
     assert_eq!(e.networks().len(), 2);
     assert_eq!(
-        e.on_underlay(now, src, &dgram(100, &frame(mac(1), mac(9)))).map_err(|d| d.reason),
+        e.on_underlay(now, src, &dgram(100, &frame(mac(1), mac(9))))
+            .map_err(|d| d.reason),
         Err(DropReason::UnknownVni)
     );
     assert!(e.index_of(Vni::new(100).unwrap()).is_none());
