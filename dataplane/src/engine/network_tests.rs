@@ -97,12 +97,12 @@ fn datagrams_go_to_the_network_of_their_vni_and_unknown_vnis_drop() {
 #[test]
 fn a_mac_of_one_network_does_not_route_frames_of_another() {
     let (mut rx, table, now) = setup(Side::Rx);
-    let mut tx = (Engine::serving(
+    let mut tx = Engine::serving(
         EngineConfig::new(Vni::new(1).unwrap(), ip(1)),
         Side::Tx,
         table.clone(),
         Arc::new(PeerSet::new([ip(2), ip(3)])),
-    ));
+    );
     let a = rx.index_of(Vni::new(100).unwrap()).unwrap();
     let b = rx.index_of(Vni::new(200).unwrap()).unwrap();
     // mac(7) lives behind host 2 in network a.
