@@ -279,3 +279,119 @@ fn two_networks_on_three_hosts_stay_isolated() {
         );
     }
 }
+
+/// The manager's runtime API (`Networks::add` / `remove`, which the cluster glue and admin endpoints call):
+/// run as `networks_manager_helper` inside a testbed host namespace (it creates links).
+#[test]
+fn networks_are_added_and_removed_at_runtime() {
+    let tb = Testbed::builder()
+        .hosts(1)
+        .containers(false)
+        .bridge(BridgeMode::Daemon)
+        .build();
+    let h = tb.host(1);
+    let exe = std::env::current_exe().unwrap();
+    let state = format!("OVERLAYD_NETS_STATE={}", h.log_dir().join("nets-state").display());
+    let out = h.exec(
+        "env",
+        &[
+            &state,
+            exe.to_str().unwrap(),
+            "--ignored",
+            "--exact",
+            "networks_manager_helper",
+            "--nocapture",
+        ],
+    );
+    match out {
+        Ok(o) => assert!(o.contains("1 passed"), "helper did not pass:\n{o}"),
+        Err(e) => panic!("networks_manager_helper failed: {e}"),
+    }
+    for dev in ["ovl100", "ovbr100", "ovl200", "ovbr200"] {
+        assert!(!h.link_exists(dev), "{dev} left behind");
+    }
+}
+
+/// Not a test by itself: run by `networks_are_added_and_removed_at_runtime` inside a testbed namespace.
+#[test]
+#[ignore = "helper: run by networks_are_added_and_removed_at_runtime inside a testbed namespace"]
+fn networks_manager_helper() {
+    use dataplane::engine::PeerSet;
+    use dataplane::io::netlink::link_exists;
+    use dataplane::network::NetworkTable;
+    use overlayd::netspec::NetworkOpt;
+    use overlayd::networks::{Networks, NetworksError, Settings};
+    use std::os::fd::AsRawFd;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    let state = std::path::PathBuf::from(std::env::var("OVERLAYD_NETS_STATE").expect("OVERLAYD_NETS_STATE"));
+    std::fs::create_dir_all(&state).unwrap();
+    let local = std::net::IpAddr::from([10, 0, 0, 1]);
+    let epoch = Instant::now();
+    let observe = Arc::new(overlayd::observe::Observe::new(
+        Vec::new(),
+        local,
+        false,
+        Arc::new(dataplane::activity::PeerActivity::new(epoch, Vec::new())),
+    ));
+    let table = Arc::new(NetworkTable::default());
+    let waker = Arc::new(dataplane::io::Waker::new().unwrap());
+    let (fatal, _fatal_rx) = tokio::sync::mpsc::unbounded_channel();
+    let nets = Networks::new(
+        Settings {
+            local,
+            default_mtu: 1400,
+            offload: true,
+            state_dir: state,
+            fdb_max: 64,
+            ageing: Duration::from_secs(300),
+            max_local_macs: 16,
+            epoch,
+            flood: Arc::new(PeerSet::default()),
+        },
+        table.clone(),
+        vec![waker.clone()],
+        observe.clone(),
+        fatal,
+    );
+    let spec = |s: &str| s.parse::<NetworkOpt>().unwrap().check().unwrap();
+    let woken = || dataplane::io::poll::wait_fd(waker.as_raw_fd(), libc::POLLIN, 0).unwrap();
+
+    let a = nets.add(spec("a:100:10.20.0.0/16")).unwrap();
+    assert_eq!((a.name.as_str(), a.vni.get(), a.tap_mtu), ("a", 100, 1400));
+    assert!(link_exists("ovl100").unwrap() && link_exists("ovbr100").unwrap());
+    assert!(woken(), "forwarding threads not woken after add");
+    waker.drain();
+    drop(a);
+    // Collisions are refused before anything is created.
+    for (bad, what) in [
+        ("a:300", "two networks are named a"),
+        ("c:100", "both use VNI 100"),
+    ] {
+        let e = nets.add(spec(bad)).unwrap_err().to_string();
+        assert!(e.contains(what), "{bad}: {e}");
+    }
+    assert!(!link_exists("ovl300").unwrap());
+    nets.add(spec("b:200")).unwrap();
+    assert_eq!(table.len(), 2);
+    let listed: Vec<String> = observe.networks().into_iter().map(|n| n.name).collect();
+    assert_eq!(listed, ["a", "b"]);
+    waker.drain();
+
+    nets.remove("a").unwrap();
+    assert!(woken(), "forwarding threads not woken after remove");
+    assert!(table.by_name("a").is_none() && table.by_name("b").is_some());
+    assert_eq!(observe.networks().len(), 1);
+    // Its TAP and the bridge we created are gone (no forwarding thread holds the table's snapshot here).
+    assert!(!link_exists("ovl100").unwrap() && !link_exists("ovbr100").unwrap());
+    assert!(matches!(nets.remove("a"), Err(NetworksError::NotFound(_))));
+    // It can come back.
+    drop(nets.add(spec("a:100")).unwrap());
+    assert!(link_exists("ovl100").unwrap());
+    nets.shutdown();
+    assert!(table.is_empty());
+    for dev in ["ovl100", "ovbr100", "ovl200", "ovbr200"] {
+        assert!(!link_exists(dev).unwrap(), "{dev} left after shutdown");
+    }
+}
