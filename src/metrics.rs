@@ -99,96 +99,118 @@ pub fn render(st: &AdminState) -> Result<String, std::fmt::Error> {
     let now = Instant::now();
     let obs = &st.observe;
     let mut s = Scrape::default();
-    // One network: its name and VNI; several: their sum, labelled `all` (per-network series: not yet).
+    // One set of series per network (`network`, `vni` labels), and one with empty labels for what belongs to
+    // no network (a datagram too short to name one, an unknown VNI).
     let nets = st.table.snapshot();
-    let (net, vni) = match &nets[..] {
-        [n] => (n.name.clone(), n.vni.get().to_string()),
-        _ => ("all".to_string(), String::new()),
-    };
     let counters = st.counters_of(&nets, true);
-    let net_labels = |extra: &[(&str, &str)]| {
-        let mut l = labels(&[("network", &net), ("vni", &vni)]);
+    let mut per: Vec<(String, String, Snapshot)> = nets
+        .iter()
+        .map(|n| {
+            let c = st.counters_of(std::slice::from_ref(n), false);
+            (
+                n.name.clone(),
+                n.vni.get().to_string(),
+                Snapshot::sum(c.iter().map(|c| &**c)),
+            )
+        })
+        .collect();
+    per.push((
+        String::new(),
+        String::new(),
+        Snapshot::sum([&**st.table.unattributed()]),
+    ));
+    let net_labels = |net: &str, vni: &str, extra: &[(&str, &str)]| {
+        let mut l = labels(&[("network", net), ("vni", vni)]);
         l.extend(labels(extra));
         l
     };
-    let snap = Snapshot::sum(counters.iter().map(|c| &**c));
+    let series = |pick: &dyn Fn(&Snapshot) -> Vec<(Vec<(&'static str, &'static str)>, u64)>| {
+        let mut v = Vec::new();
+        for (net, vni, snap) in &per {
+            for (extra, n) in pick(snap) {
+                v.push((net_labels(net, vni, &extra), Value::Counter(n)));
+            }
+        }
+        v
+    };
     // Directions as in `overlayctl stats`: rx = read from the TAP / received from the underlay, tx = written to
     // the TAP / sent to the underlay.
     s.add(
         "overlayd_frames",
         "Inner Ethernet frames: rx read from the TAP (sent by local containers), tx written to the TAP.",
         MetricType::Counter,
-        vec![
-            (net_labels(&[("direction", "rx")]), Value::Counter(snap.rx_frames)),
-            (net_labels(&[("direction", "tx")]), Value::Counter(snap.tx_frames)),
-        ],
+        series(&|x| {
+            vec![
+                (vec![("direction", "rx")], x.rx_frames),
+                (vec![("direction", "tx")], x.tx_frames),
+            ]
+        }),
     );
     s.add(
         "overlayd_bytes",
         "Inner frame bytes: rx read from the TAP, tx written to the TAP.",
         MetricType::Counter,
-        vec![
-            (net_labels(&[("direction", "rx")]), Value::Counter(snap.rx_bytes)),
-            (net_labels(&[("direction", "tx")]), Value::Counter(snap.tx_bytes)),
-        ],
+        series(&|x| {
+            vec![
+                (vec![("direction", "rx")], x.rx_bytes),
+                (vec![("direction", "tx")], x.tx_bytes),
+            ]
+        }),
     );
     s.add(
         "overlayd_datagrams",
         "VXLAN datagrams: rx received from the underlay, tx sent to it.",
         MetricType::Counter,
-        vec![
-            (
-                net_labels(&[("direction", "rx")]),
-                Value::Counter(snap.rx_datagrams),
-            ),
-            (
-                net_labels(&[("direction", "tx")]),
-                Value::Counter(snap.tx_datagrams),
-            ),
-        ],
+        series(&|x| {
+            vec![
+                (vec![("direction", "rx")], x.rx_datagrams),
+                (vec![("direction", "tx")], x.tx_datagrams),
+            ]
+        }),
     );
     s.add(
         "overlayd_drops",
         "Frames and datagrams dropped, by reason (the keys of `overlayctl stats` drops).",
         MetricType::Counter,
-        snap.drops
-            .iter()
-            .map(|(r, n)| (net_labels(&[("reason", r)]), Value::Counter(*n)))
-            .collect(),
+        series(&|x| x.drops.iter().map(|(r, n)| (vec![("reason", *r)], *n)).collect()),
     );
     s.add(
         "overlayd_fdb_learned",
         "Source MACs learned or moved to a new VTEP.",
         MetricType::Counter,
-        vec![(net_labels(&[]), Value::Counter(snap.learned))],
+        series(&|x| vec![(vec![], x.learned)]),
     );
     s.add(
         "overlayd_fdb_moves",
         "Learned MACs that moved to another VTEP.",
         MetricType::Counter,
-        vec![(net_labels(&[]), Value::Counter(snap.moves))],
+        series(&|x| vec![(vec![], x.moves)]),
     );
-    let mut by_origin: BTreeMap<&str, i64> = ["local", "learned", "control", "static"]
-        .into_iter()
-        .map(|n| (n, 0))
-        .collect();
-    for r in nets.iter().flat_map(|n| n.fdb.rows(now)) {
-        let name = match r.origin {
-            Origin::Local => "local",
-            Origin::Learned => "learned",
-            Origin::Control => "control",
-            Origin::Static => "static",
-        };
-        *by_origin.entry(name).or_default() += 1;
+    let mut entries = Vec::new();
+    for n in nets.iter() {
+        let mut by_origin: BTreeMap<&str, i64> = ["local", "learned", "control", "static"]
+            .into_iter()
+            .map(|o| (o, 0))
+            .collect();
+        for r in n.fdb.rows(now) {
+            let name = match r.origin {
+                Origin::Local => "local",
+                Origin::Learned => "learned",
+                Origin::Control => "control",
+                Origin::Static => "static",
+            };
+            *by_origin.entry(name).or_default() += 1;
+        }
+        let vni = n.vni.get().to_string();
+        for (o, c) in by_origin {
+            entries.push((net_labels(&n.name, &vni, &[("origin", o)]), Value::Gauge(c)));
+        }
     }
     s.add(
         "overlayd_fdb_entries",
         "FDB entries by origin.",
         MetricType::Gauge,
-        by_origin
-            .iter()
-            .map(|(o, n)| (net_labels(&[("origin", o)]), Value::Gauge(*n)))
-            .collect(),
+        entries,
     );
     // Peers by state: cluster members (alive/suspect/dead/left), or static peers (reachable/silent).
     let mut peers: BTreeMap<(&str, String), i64> = BTreeMap::new();
@@ -250,13 +272,13 @@ pub fn render(st: &AdminState) -> Result<String, std::fmt::Error> {
         "overlayd_gso_segments_per_send",
         "Datagrams per UDP send (UDP GSO batches several; 1 without GSO).",
         MetricType::Histogram,
-        vec![(net_labels(&[]), hist(&|c| c.gso_segments.read()))],
+        vec![(Vec::new(), hist(&|c| c.gso_segments.read()))],
     );
     s.add(
         "overlayd_gro_segments_per_receive",
         "Datagrams per received UDP message (UDP GRO coalesces several; 1 without GRO).",
         MetricType::Histogram,
-        vec![(net_labels(&[]), hist(&|c| c.gro_segments.read()))],
+        vec![(Vec::new(), hist(&|c| c.gro_segments.read()))],
     );
     s.owned.push((
         "overlayd_probe_rtt_seconds",

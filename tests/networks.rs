@@ -258,6 +258,19 @@ fn two_networks_on_three_hosts_stay_isolated() {
         "{peers_b}"
     );
 
+    // Metrics carry one series set per network.
+    let metrics = h1.run(OVERLAYCTL, &["metrics"]);
+    for net in [r#"network="a",vni="100""#, r#"network="b",vni="200""#] {
+        let rx = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("overlayd_frames_total{") && l.contains(net) && l.contains(r#"direction="rx""#)
+            })
+            .unwrap_or_else(|| panic!("no rx frames series for {net}:\n{metrics}"));
+        let n: f64 = rx.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        assert!(n > 0.0, "{rx}");
+    }
+
     // Both networks share one UDP port: one socket bound to 4789.
     let socks = h1.run("ss", &["-Hunl", "sport", "=", ":4789"]);
     assert_eq!(socks.lines().count(), 1, "{socks}");
