@@ -19,6 +19,8 @@ use std::time::Instant;
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 type Labels = Vec<(String, String)>;
+/// Labels of a series besides `network` and `vni`.
+type Extra = Vec<(&'static str, &'static str)>;
 
 #[derive(Debug)]
 enum Value {
@@ -124,7 +126,7 @@ pub fn render(st: &AdminState) -> Result<String, std::fmt::Error> {
         l.extend(labels(extra));
         l
     };
-    let series = |pick: &dyn Fn(&Snapshot) -> Vec<(Vec<(&'static str, &'static str)>, u64)>| {
+    let series = |pick: &dyn Fn(&Snapshot) -> Vec<(Extra, u64)>| {
         let mut v = Vec::new();
         for (net, vni, snap) in &per {
             for (extra, n) in pick(snap) {
