@@ -271,6 +271,19 @@ fn two_networks_on_three_hosts_stay_isolated() {
         assert!(n > 0.0, "{rx}");
     }
 
+    // Each network has its own device watcher: network b's TAP deleted on host 1 comes back (on its bridge)
+    // and b works again, while a keeps working.
+    h1.run("ip", &["link", "del", "ovl200"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || h1
+            .exec("ip", &["-o", "link", "show", "ovl200"])
+            .is_ok_and(|l| l.contains("master ovbr200") && l.contains(",UP"))),
+        "ovl200 not restored:\n{}",
+        daemons[0].log()
+    );
+    ping_ok(h1, Ipv4Addr::new(10, 2, 0, 3), 3);
+    ping_ok(tb.container(1), tb.container(2).ip(), 3);
+
     // Both networks share one UDP port: one socket bound to 4789.
     let socks = h1.run("ss", &["-Hunl", "sport", "=", ":4789"]);
     assert_eq!(socks.lines().count(), 1, "{socks}");
