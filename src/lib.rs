@@ -2,11 +2,13 @@
 
 pub mod admin;
 pub mod cluster;
+pub mod cni;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
 pub mod devices;
 pub mod diag;
+pub mod docker;
 pub mod links;
 pub mod lock;
 pub mod logging;
