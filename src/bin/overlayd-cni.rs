@@ -29,14 +29,15 @@ fn main() {
 }
 
 fn run(input: &mut Vec<u8>) -> Result<String, CniError> {
+    // Read the configuration first, so that even an environment error is answered in its cniVersion.
+    let read = read_stdin(input);
     let env = cni::parse_env(|k| std::env::var(k).ok())?;
     if env.command == Command::Version {
         // VERSION may come with a config ({"cniVersion": ...}) or none at all.
-        let _ = read_stdin(input);
         let v = cni::config_version(input).unwrap_or_else(|| cni::SUPPORTED_VERSIONS[0].to_string());
         return Ok(cni::version_json(&v));
     }
-    read_stdin(input)?;
+    read?;
     let conf = cni::parse_config(input)?;
     let target = Target::Socket(PathBuf::from(&conf.socket));
     match env.command {
