@@ -11,6 +11,8 @@
 //! (`cni_with_env` below, `socket` = the host's admin socket), ping between the two addresses of the
 //! results, CHECK succeeds, DEL twice succeeds both times, then `ip netns del` and DEL once more succeeds.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{Read, Write};

@@ -2,6 +2,8 @@
 //! end-to-end tests (issue 11). This one needs no overlayd: it proves that two dockerds run side by side, each
 //! in its own host namespace with its own state, and run busybox containers from the imported image.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::docker::{Dockerd, BUSYBOX_IMAGE};

@@ -5,6 +5,8 @@
 //! driver and IPAM options, `docker run` (address, MAC, MTU, gateway route), `docker rm` and
 //! `docker network rm` leaving no veth behind.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::docker::{Dockerd, BUSYBOX_IMAGE};
