@@ -11,18 +11,50 @@ mod common;
 
 use common::docker::{Dockerd, BUSYBOX_IMAGE};
 use common::testbed::{run_cmd, Netns, Testbed};
+use overlayd::docker::listen::Listener;
 use overlayd::docker::{listen, BackendError, DockerAddr, DockerBackend, Driver, NetworkDef, NetworkInfo};
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 /// Wires what the driver asks for with `ip -n NS` in one host namespace.
+/// The cluster networks every host sees (what the control plane distributes).
+type Cluster = Arc<Mutex<Vec<NetworkInfo>>>;
+
 #[derive(Debug)]
 struct IpBackend {
     ns: String,
-    networks: Mutex<Vec<NetworkInfo>>,
+    networks: Cluster,
+    /// This host's block: `subnet + 64 * block`, a /26.
+    block: u32,
     next: Mutex<u32>,
     released: Mutex<Vec<IpAddr>>,
+}
+
+impl IpBackend {
+    fn new(ns: &str, networks: Cluster, block: u32) -> IpBackend {
+        IpBackend {
+            ns: ns.to_string(),
+            networks,
+            block,
+            next: Mutex::new(0),
+            released: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The network's bridge in this host namespace, created on first use (as the daemon does when a
+    /// network appears).
+    fn bridge(&self, n: &NetworkInfo) -> Result<String, BackendError> {
+        let br = format!("ovbr{}", n.vni);
+        if self.ip(&format!("link show {br}")).is_err() {
+            self.ip(&format!("link add {br} type bridge stp_state 0"))?;
+            self.ip(&format!("link set {br} up"))?;
+            if let (true, Some(g), Some(s)) = (n.egress, n.gateway, n.subnet) {
+                self.ip(&format!("addr add {g}/{} dev {br}", s.prefix_len()))?;
+            }
+        }
+        Ok(br)
+    }
 }
 
 impl IpBackend {
@@ -42,14 +74,7 @@ impl DockerBackend for IpBackend {
     }
 
     fn create_network(&self, def: &NetworkDef) -> Result<NetworkInfo, BackendError> {
-        let br = format!("ovbr{}", def.vni);
-        self.ip(&format!("link add {br} type bridge stp_state 0"))?;
-        self.ip(&format!("link set {br} up"))?;
         let gateway = overlayd::docker::gateway_of(&def.subnet);
-        if def.egress {
-            let g = gateway.unwrap();
-            self.ip(&format!("addr add {g}/{} dev {br}", def.subnet.prefix_len()))?;
-        }
         let info = NetworkInfo {
             name: def.name.clone(),
             vni: def.vni,
@@ -58,6 +83,7 @@ impl DockerBackend for IpBackend {
             egress: def.egress,
             gateway: if def.egress { gateway } else { None },
         };
+        self.bridge(&info)?;
         self.networks.lock().unwrap().push(info.clone());
         Ok(info)
     }
@@ -76,8 +102,9 @@ impl DockerBackend for IpBackend {
         };
         let mut next = self.next.lock().unwrap();
         *next += 1;
-        // This host's "block": 10.20.0.64/26.
-        Ok(IpAddr::V4(Ipv4Addr::from(u32::from(base) + 64 + *next)))
+        Ok(IpAddr::V4(Ipv4Addr::from(
+            u32::from(base) + 64 * self.block + *next,
+        )))
     }
 
     fn release_address(&self, _: &str, ip: IpAddr) -> Result<(), BackendError> {
@@ -102,12 +129,13 @@ impl DockerBackend for IpBackend {
             .cloned()
             .ok_or_else(|| BackendError::NotFound(network.into()))?;
         let m = n.mtu;
+        let br = self.bridge(&n)?;
         let mac: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
         self.ip(&format!(
             "link add {host} mtu {m} type veth peer name {peer} mtu {m} address {}",
             mac.join(":")
         ))?;
-        self.ip(&format!("link set {host} master ovbr{} up", n.vni))?;
+        self.ip(&format!("link set {host} master {br} up"))?;
         Ok(m)
     }
 
@@ -140,12 +168,7 @@ fn real_dockerd_drives_the_driver() {
     let addr: DockerAddr = format!("unix:{}", sock.display()).parse().unwrap();
     let driver = Arc::new(
         Driver::new(
-            IpBackend {
-                ns: host.ns().to_string(),
-                networks: Mutex::new(Vec::new()),
-                next: Mutex::new(0),
-                released: Mutex::new(Vec::new()),
-            },
+            IpBackend::new(host.ns(), Cluster::default(), 1),
             Some(tb.log_dir()),
         )
         .unwrap(),
@@ -262,4 +285,145 @@ fn real_dockerd_drives_the_driver() {
     d.must(&["network", "rm", "app"]);
     assert!(driver.snapshot().networks.is_empty());
     drop(d);
+}
+
+/// Bind a TCP listener on the loopback of a host namespace (from a short-lived thread that enters it), on
+/// `port` (0: any); the socket stays in that namespace.
+fn bind_in(ns: &str, port: u16) -> std::net::TcpListener {
+    let path = format!("/run/netns/{ns}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let f = std::fs::File::open(&path).unwrap();
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&f),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .unwrap();
+            let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+            l.set_nonblocking(true).unwrap();
+            l
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// The production layout for several dockerds: one `.spec` file naming `tcp://127.0.0.1:PORT`, and in every
+/// host namespace its own driver on that port. The same cluster network is joined from the second host with
+/// `--ipam-opt network=NAME` and no subnet; a different subnet is refused there.
+#[test]
+fn two_dockerds_share_one_tcp_spec_and_one_cluster_network() {
+    let tb = Testbed::builder().hosts(2).containers(false).build();
+    tb.cleanup_on_exit();
+    let cluster = Cluster::default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let l1 = bind_in(tb.host(1).ns(), 0);
+    let port = l1.local_addr().unwrap().port();
+    let l2 = bind_in(tb.host(2).ns(), port);
+    let mut drivers = Vec::new();
+    for (i, l) in [(1u32, l1), (2, l2)] {
+        let h = tb.host(i as usize);
+        let dir = tb.log_dir().join(format!("state{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = Arc::new(Driver::new(IpBackend::new(h.ns(), cluster.clone(), i), Some(&dir)).unwrap());
+        let listener = rt
+            .block_on(async { tokio::net::TcpListener::from_std(l) })
+            .unwrap();
+        rt.spawn(listen::serve(Listener::Tcp(listener), d.clone()));
+        drivers.push(d);
+    }
+    let plugin = format!("ovd{}", tb.id());
+    let addr: DockerAddr = format!("tcp:127.0.0.1:{port}").parse().unwrap();
+    std::fs::create_dir_all("/etc/docker/plugins").unwrap();
+    let spec = SpecFile(format!("/etc/docker/plugins/{plugin}.spec").into());
+    std::fs::write(&spec.0, format!("{}\n", addr.spec_url())).unwrap();
+
+    let d1 = Dockerd::start(tb.host(1));
+    let d2 = Dockerd::start(tb.host(2));
+    let p = plugin.as_str();
+    d1.must(&[
+        "network",
+        "create",
+        "-d",
+        p,
+        "--ipam-driver",
+        p,
+        "--subnet",
+        "10.20.0.0/16",
+        "--ipam-opt",
+        "network=app",
+        "app",
+    ]);
+    let e = d2
+        .docker(&[
+            "network",
+            "create",
+            "-d",
+            p,
+            "--ipam-driver",
+            p,
+            "--subnet",
+            "10.21.0.0/16",
+            "--ipam-opt",
+            "network=app",
+            "app",
+        ])
+        .unwrap_err();
+    assert!(e.stderr.contains("has subnet 10.20.0.0/16"), "{e}");
+    d2.must(&[
+        "network",
+        "create",
+        "-d",
+        p,
+        "--ipam-driver",
+        p,
+        "--ipam-opt",
+        "network=app",
+        "app",
+    ]);
+    let subnet = d2.must(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+        "app",
+    ]);
+    assert_eq!(subnet.trim(), "10.20.0.0/16");
+    assert_eq!(cluster.lock().unwrap().len(), 1, "one cluster network");
+
+    let mut ips = Vec::new();
+    for (d, h) in [(&d1, tb.host(1)), (&d2, tb.host(2))] {
+        d.import_busybox();
+        let c = d.run_detached(&["--network", "app", BUSYBOX_IMAGE, "sleep", "600"]);
+        let a = d.exec(&c, &["ip", "-o", "-4", "addr", "show", "eth0"]).unwrap();
+        let ip = a.split_whitespace().nth(3).unwrap().to_string();
+        assert!(ip.ends_with("/16"), "{a}");
+        // Without egress there is no gateway and no default route (and no docker_gwbridge).
+        let routes = d.exec(&c, &["ip", "route"]).unwrap();
+        assert!(!routes.contains("default"), "{routes}");
+        assert!(!h.link_exists("docker_gwbridge"));
+        ips.push(ip);
+        d.rm(&c);
+        let links = run_cmd(Command::new("ip").args(["-n", h.ns(), "-o", "link", "show"])).unwrap();
+        assert!(
+            !links.lines().any(|l| l.contains(": ovh") || l.contains(": ovc")),
+            "endpoint veths left in {}: {links}",
+            h.ns()
+        );
+        d.must(&["network", "rm", "app"]);
+    }
+    println!("addresses from the two hosts' blocks: {ips:?}");
+    assert_ne!(ips[0], ips[1]);
+    for d in &drivers {
+        let st = d.snapshot();
+        assert!(
+            st.networks.is_empty() && st.endpoints.is_empty() && st.named_pools.is_empty(),
+            "{st:?}"
+        );
+    }
+    drop((d1, d2));
 }
