@@ -77,6 +77,10 @@ pub struct Env {
     /// Path of the network namespace (may be empty or gone for DEL).
     pub netns: String,
     pub ifname: String,
+    /// `IP=` of `CNI_ARGS`: the address to use (static mode needs one), with or without prefix length.
+    pub ip: Option<String>,
+    /// `MAC=` of `CNI_ARGS`.
+    pub mac: Option<String>,
 }
 
 /// Parse the environment as the spec defines it. `get` reads one variable (std::env::var in the binary).
@@ -106,6 +110,8 @@ pub fn parse_env(get: impl Fn(&str) -> Option<String>) -> Result<Env, CniError> 
             container_id: String::new(),
             netns: String::new(),
             ifname: String::new(),
+            ip: None,
+            mac: None,
         });
     }
     let container_id = get("CNI_CONTAINERID").unwrap_or_default();
@@ -137,12 +143,47 @@ pub fn parse_env(get: impl Fn(&str) -> Option<String>) -> Result<Env, CniError> 
             format!("{netns:?}: an absolute path is needed"),
         ));
     }
+    let (ip, mac) = parse_args(&get("CNI_ARGS").unwrap_or_default())?;
     Ok(Env {
         command,
         container_id,
         netns,
         ifname,
+        ip,
+        mac,
     })
+}
+
+/// `CNI_ARGS` (`K=V;K=V`): `IP` and `MAC` are used and checked; other keys (runtimes pass e.g.
+/// `K8S_POD_NAME`, `IgnoreUnknown`) are ignored.
+pub fn parse_args(args: &str) -> Result<(Option<String>, Option<String>), CniError> {
+    let bad = |d: String| CniError::new(Code::InvalidEnvironment, "invalid CNI_ARGS", d);
+    let (mut ip, mut mac) = (None, None);
+    for pair in args.split(';').filter(|p| !p.is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| bad(format!("{pair:?} is not KEY=VALUE")))?;
+        match k {
+            "IP" => {
+                if split_cidr(v).is_none() && v.parse::<std::net::IpAddr>().is_err() {
+                    return Err(bad(format!("IP={v}: an address, optionally with /prefix")));
+                }
+                ip = Some(v.to_string());
+            }
+            "MAC" => {
+                let ok = v.len() == 17
+                    && v.split(':').count() == 6
+                    && v.split(':')
+                        .all(|b| b.len() == 2 && u8::from_str_radix(b, 16).is_ok());
+                if !ok {
+                    return Err(bad(format!("MAC={v}: six hex bytes separated by ':'")));
+                }
+                mac = Some(v.to_string());
+            }
+            _ => {}
+        }
+    }
+    Ok((ip, mac))
 }
 
 /// Container ids per the spec: `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`.
@@ -278,7 +319,14 @@ pub fn version_json(cni_version: &str) -> String {
 
 /// Body of `POST /v1/attach`.
 pub fn attach_body(conf: &NetConf, env: &Env) -> String {
-    json!({ "netns": env.netns, "network": conf.network, "ifname": env.ifname }).to_string()
+    let mut b = json!({ "netns": env.netns, "network": conf.network, "ifname": env.ifname });
+    if let Some(ip) = &env.ip {
+        b["ip"] = json!(ip);
+    }
+    if let Some(mac) = &env.mac {
+        b["mac"] = json!(mac);
+    }
+    b.to_string()
 }
 
 /// Body of `POST /v1/detach`.

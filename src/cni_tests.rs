@@ -56,6 +56,38 @@ fn env_errors_use_code_4() {
 }
 
 #[test]
+fn cni_args_ip_and_mac() {
+    assert_eq!(parse_args("").unwrap(), (None, None));
+    assert_eq!(
+        parse_args("IgnoreUnknown=1;K8S_POD_NAME=x;IP=10.20.0.9/16;MAC=02:00:00:00:00:09").unwrap(),
+        (Some("10.20.0.9/16".into()), Some("02:00:00:00:00:09".into()))
+    );
+    assert_eq!(parse_args("IP=fd00::9").unwrap().0.as_deref(), Some("fd00::9"));
+    for bad in [
+        "IP=x",
+        "IP=10.0.0.1/40",
+        "MAC=02:00",
+        "MAC=zz:00:00:00:00:00",
+        "novalue",
+    ] {
+        assert_eq!(
+            parse_args(bad).unwrap_err().code,
+            Code::InvalidEnvironment,
+            "{bad}"
+        );
+    }
+    let c = parse_config(CONF.as_bytes()).unwrap();
+    let mut m = env("ADD");
+    m.insert("CNI_ARGS", "IP=10.20.0.9/16;MAC=02:00:00:00:00:09");
+    let e = env_from(&m).unwrap();
+    let v: Value = serde_json::from_str(&attach_body(&c, &e)).unwrap();
+    assert_eq!(
+        v,
+        json!({"netns":"/run/netns/pod1","network":"app","ifname":"eth0","ip":"10.20.0.9/16","mac":"02:00:00:00:00:09"})
+    );
+}
+
+#[test]
 fn names() {
     assert!(valid_ifname("eth0"));
     assert!(!valid_ifname(""));
@@ -239,6 +271,11 @@ proptest! {
     #[test]
     fn truncated_configs_are_refused(cut in 0usize..CONF.len()) {
         prop_assert!(parse_config(&CONF.as_bytes()[..cut]).is_err());
+    }
+
+    #[test]
+    fn args_parser_never_panics(s in ".{0,200}") {
+        let _ = parse_args(&s);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::docker::{Dockerd, BUSYBOX_IMAGE};
+use common::docker::{Dockerd, PluginSpec, BUSYBOX_IMAGE};
 use common::testbed::{run_cmd, Netns, Testbed};
 use overlayd::docker::listen::Listener;
 use overlayd::docker::{listen, BackendError, DockerAddr, DockerBackend, Driver, NetworkDef, NetworkInfo};
@@ -147,15 +147,6 @@ impl DockerBackend for IpBackend {
     }
 }
 
-/// `/etc/docker/plugins/NAME.spec`, removed on drop.
-struct SpecFile(std::path::PathBuf);
-
-impl Drop for SpecFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 #[test]
 fn real_dockerd_drives_the_driver() {
     let tb = Testbed::builder().hosts(1).containers(false).build();
@@ -180,9 +171,7 @@ fn real_dockerd_drives_the_driver() {
         .unwrap();
     let listener = rt.block_on(listen::bind(&addr)).unwrap();
     rt.spawn(listen::serve(listener, driver.clone()));
-    std::fs::create_dir_all("/etc/docker/plugins").unwrap();
-    let spec = SpecFile(format!("/etc/docker/plugins/{plugin}.spec").into());
-    std::fs::write(&spec.0, format!("{}\n", addr.spec_url())).unwrap();
+    let _spec = PluginSpec::write(&plugin, &addr.spec_url());
 
     let d = Dockerd::start(host);
     d.import_busybox();
@@ -338,9 +327,7 @@ fn two_dockerds_share_one_tcp_spec_and_one_cluster_network() {
     }
     let plugin = format!("ovd{}", tb.id());
     let addr: DockerAddr = format!("tcp:127.0.0.1:{port}").parse().unwrap();
-    std::fs::create_dir_all("/etc/docker/plugins").unwrap();
-    let spec = SpecFile(format!("/etc/docker/plugins/{plugin}.spec").into());
-    std::fs::write(&spec.0, format!("{}\n", addr.spec_url())).unwrap();
+    let _spec = PluginSpec::write(&plugin, &addr.spec_url());
 
     let d1 = Dockerd::start(tb.host(1));
     let d2 = Dockerd::start(tb.host(2));

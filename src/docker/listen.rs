@@ -108,6 +108,15 @@ pub async fn bind(addr: &DockerAddr) -> Result<Listener, ListenError> {
     }
 }
 
+/// Bind `addr` and serve `driver` there until the task is dropped: what `--docker-plugin ADDR` runs, e.g.
+/// `tokio::spawn(docker::listen::run(addr, Arc::new(Driver::new(backend, Some(state_dir))?)))` after a
+/// successful [`bind`] check, or bind first and pass the listener to [`serve`] to report errors at start.
+pub async fn run<B: DockerBackend>(addr: DockerAddr, driver: Arc<Driver<B>>) -> Result<(), ListenError> {
+    let l = bind(&addr).await?;
+    serve(l, driver).await;
+    Ok(())
+}
+
 /// Serve plugin calls until the task is dropped.
 pub async fn serve<B: DockerBackend>(listener: Listener, driver: Arc<Driver<B>>) {
     let limits = Limits::default();

@@ -24,6 +24,35 @@ pub const APPLETS: &[&str] = &[
     "sh", "ping", "wget", "httpd", "sleep", "ip", "cat", "echo", "ls", "hostname", "ifconfig", "seq",
 ];
 
+/// `/etc/docker/plugins/NAME.spec` naming a plugin URL (`tcp://127.0.0.1:PORT` or `unix:///path.sock`):
+/// dockerd discovers the plugin `NAME` through it. Every test uses a unique NAME (the file is shared by all
+/// dockerds on the machine); removed on drop.
+#[derive(Debug)]
+pub struct PluginSpec {
+    pub name: String,
+    path: PathBuf,
+}
+
+impl PluginSpec {
+    pub fn write(name: &str, url: &str) -> PluginSpec {
+        let dir = Path::new("/etc/docker/plugins");
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        let path = dir.join(format!("{name}.spec"));
+        std::fs::write(&path, format!("{url}\n"))
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        PluginSpec {
+            name: name.to_string(),
+            path,
+        }
+    }
+}
+
+impl Drop for PluginSpec {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// A tool the harness needs and the Debian package that provides it.
 fn need(tool: &str, package: &str) {
     let found = if tool.starts_with('/') {
