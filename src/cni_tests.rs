@@ -105,6 +105,21 @@ fn names() {
 }
 
 #[test]
+fn the_shipped_conflist_is_accepted() {
+    // A runtime hands each plugin of a list its entry plus the list's "cniVersion" and "name".
+    let list: Value = serde_json::from_str(include_str!("../dist/overlayd-cni.conflist")).unwrap();
+    let plugins = list["plugins"].as_array().unwrap();
+    let mine: Vec<&Value> = plugins.iter().filter(|p| p["type"] == "overlayd-cni").collect();
+    assert_eq!(mine.len(), 1);
+    let mut conf = mine[0].clone();
+    conf["cniVersion"] = list["cniVersion"].clone();
+    conf["name"] = list["name"].clone();
+    let c = parse_config(conf.to_string().as_bytes()).unwrap();
+    assert_eq!(c.socket, DEFAULT_SOCKET);
+    assert_eq!(c.network, "app");
+}
+
+#[test]
 fn config_parses_with_default_socket() {
     let c = parse_config(CONF.as_bytes()).unwrap();
     assert_eq!(c.network, "app");

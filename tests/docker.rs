@@ -70,3 +70,14 @@ fn two_dockerds_in_two_host_namespaces_run_busybox() {
     );
     assert_eq!(d2.containers(), vec![c2]);
 }
+
+#[test]
+fn the_image_check_tells_static_from_dynamic_binaries() {
+    use common::docker::is_static_elf;
+    let sh = std::fs::read("/bin/sh").unwrap();
+    assert!(!is_static_elf(&sh), "/bin/sh (dash) is dynamically linked");
+    let bb = std::fs::read("/bin/busybox").expect("apt-get install -y busybox-static");
+    assert!(is_static_elf(&bb), "/bin/busybox must come from busybox-static");
+    assert!(!is_static_elf(b""));
+    assert!(!is_static_elf(b"\x7fELF\x02\x01"));
+}

@@ -935,6 +935,20 @@ proptest! {
     }
 
     #[test]
+    fn pool_id_parser_never_panics(s in ".{0,80}") {
+        let _ = ipam::Pool::parse(&s);
+    }
+
+    #[test]
+    fn state_loader_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let dir = std::env::temp_dir().join(format!("overlayd-docker-prop-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(state::STATE_FILE), &bytes).unwrap();
+        let _ = State::load(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn macs_are_unicast_local(id in "[a-f0-9]{64}") {
         let m = network::derived_mac(&id);
         prop_assert_eq!(m[0], 0x02);
