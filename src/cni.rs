@@ -416,7 +416,7 @@ pub fn check(conf: &NetConf, env: &Env, attachments_body: &str) -> Result<(), Cn
     })?;
     let Some(a) = list
         .iter()
-        .find(|a| a.netns == env.netns && a.ifname == env.ifname && a.network == conf.network)
+        .find(|a| same_netns(&a.netns, &env.netns) && a.ifname == env.ifname && a.network == conf.network)
     else {
         return Err(CniError::new(
             Code::UnknownContainer,
@@ -446,6 +446,18 @@ pub fn check(conf: &NetConf, env: &Env, attachments_body: &str) -> Result<(), Cn
         }
     }
     Ok(())
+}
+
+/// Whether two namespace references name the same `ip netns` namespace: equal, or one is the path
+/// `/run/netns/NAME` (or `/var/run/netns/NAME`) and the other `NAME` (the daemon may report either form).
+pub fn same_netns(a: &str, b: &str) -> bool {
+    let name = |s: &str| {
+        s.strip_prefix("/run/netns/")
+            .or_else(|| s.strip_prefix("/var/run/netns/"))
+            .map(str::to_string)
+            .unwrap_or_else(|| s.to_string())
+    };
+    a == b || (!a.is_empty() && name(a) == name(b))
 }
 
 /// Map a failed admin request to a CNI error.

@@ -255,6 +255,20 @@ fn check_finds_the_attachment_and_compares_prev_result() {
 }
 
 #[test]
+fn netns_forms() {
+    assert!(same_netns("/run/netns/pod1", "/run/netns/pod1"));
+    assert!(same_netns("pod1", "/run/netns/pod1"));
+    assert!(same_netns("/var/run/netns/pod1", "/run/netns/pod1"));
+    assert!(!same_netns("pod2", "/run/netns/pod1"));
+    assert!(!same_netns("/proc/5/ns/net", "/proc/6/ns/net"));
+    assert!(!same_netns("", "/run/netns/"));
+    let c = parse_config(CONF.as_bytes()).unwrap();
+    let e = env_from(&env("CHECK")).unwrap();
+    let list = format!("[{}]", ATTACHED.replace("/run/netns/pod1", "pod1"));
+    check(&c, &e, &list).unwrap();
+}
+
+#[test]
 fn admin_errors_map_to_codes() {
     use crate::ctl::{CtlError, Target};
     let t = Target::Socket("/x".into());
