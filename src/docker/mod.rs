@@ -32,7 +32,8 @@ pub trait DockerBackend: Send + Sync + 'static {
     /// Every network the daemon knows (as `GET /v1/networks`).
     fn networks(&self) -> Result<Vec<NetworkInfo>, BackendError>;
     /// Create a cluster network (as `POST /v1/networks`); `Conflict` if the name or VNI is taken with
-    /// other parameters.
+    /// other parameters. Must succeed (idempotent) when the same definition already exists: the same
+    /// `docker network create` may run on two hosts before the first definition has spread.
     fn create_network(&self, def: &NetworkDef) -> Result<NetworkInfo, BackendError>;
     /// An address from this host's block(s) of `network`; `want` asks for that one (`docker run --ip`).
     /// `Unavailable` when no block can be granted now.
@@ -42,7 +43,8 @@ pub trait DockerBackend: Send + Sync + 'static {
     /// Create the veth pair `host_ifname`/`peer_ifname` with the network's MTU, `mac` on the peer end,
     /// plug the host end into the network's bridge and set it up. Docker moves the peer end into the
     /// container, renames it and puts `ip` on it itself; `ip` is passed so the daemon can advertise the
-    /// binding. Returns the MTU used.
+    /// binding. A leftover pair of the same name (crash between Join and Leave) is replaced. Returns the
+    /// MTU used.
     fn create_veth(
         &self,
         network: &str,
@@ -51,7 +53,8 @@ pub trait DockerBackend: Send + Sync + 'static {
         mac: [u8; 6],
         ip: IpAddr,
     ) -> Result<u32, BackendError>;
-    /// Delete the veth pair whose host end is `host_ifname`; `Ok` if it is already gone.
+    /// Delete the veth pair whose host end is `host_ifname` (and forget its IP→MAC binding); `Ok` if it is
+    /// already gone. The address itself is released by IPAM `ReleaseAddress` ([`Self::release_address`]).
     fn delete_veth(&self, host_ifname: &str) -> Result<(), BackendError>;
 }
 
