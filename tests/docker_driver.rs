@@ -270,6 +270,28 @@ fn real_dockerd_drives_the_driver() {
             .unwrap();
     assert!(ports.trim().is_empty(), "{ports}");
 
+    // Ten containers started at once: concurrent plugin calls, ten distinct addresses and veths.
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let d = &d;
+        let handles: Vec<_> = (0..10)
+            .map(|_| s.spawn(move || d.run_detached(&["--network", "app", BUSYBOX_IMAGE, "sleep", "600"])))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut addrs: Vec<String> = ids.iter().map(|id| ip_of(id)).collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 10, "{addrs:?}");
+    assert_eq!(driver.snapshot().endpoints.len(), 10);
+    for id in &ids {
+        d.rm(id);
+    }
+    assert!(driver.snapshot().endpoints.is_empty());
+    let ports =
+        run_cmd(Command::new("ip").args(["-n", host.ns(), "-o", "link", "show", "master", "ovbr4242"]))
+            .unwrap();
+    assert!(ports.trim().is_empty(), "{ports}");
+
     // docker network rm: forgotten on this host.
     d.must(&["network", "rm", "app"]);
     assert!(driver.snapshot().networks.is_empty());
