@@ -7,6 +7,8 @@ pub mod ctl;
 pub mod daemon;
 pub mod devices;
 pub mod diag;
+pub mod host;
+pub mod ipam;
 pub mod links;
 pub mod lock;
 pub mod logging;
