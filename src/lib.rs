@@ -1,6 +1,7 @@
 //! overlayd daemon: configuration, runtime wiring, the admin endpoint and the `overlayctl` client.
 
 pub mod admin;
+pub mod attach;
 pub mod cluster;
 pub mod config;
 pub mod ctl;
