@@ -8,6 +8,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod devices;
 pub mod diag;
+pub mod egress;
 pub mod host;
 pub mod ipam;
 pub mod links;
