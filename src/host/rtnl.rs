@@ -220,7 +220,7 @@ fn link_msg(index: i32, attrs: RtBuffer<Ifla, Buffer>, up: bool) -> Result<Ifinf
 
 fn name_attrs(name: &str) -> Result<RtBuffer<Ifla, Buffer>, HostError> {
     let mut attrs = RtBuffer::new();
-    attrs.push(attr(Ifla::Ifname, format!("{name}\0"))?);
+    attrs.push(attr(Ifla::Ifname, name.to_owned())?);
     Ok(attrs)
 }
 
@@ -334,7 +334,7 @@ pub(super) fn create_veth(
         .map_err(|e| proto("encode veth peer", e))?;
     let peer_bytes = peer_bytes.into_inner();
     let mut info = RtBuffer::<IflaInfo, Buffer>::new();
-    info.push(attr(IflaInfo::Kind, "veth\0".to_owned())?);
+    info.push(attr(IflaInfo::Kind, "veth".to_owned())?);
     let mut data = RtBuffer::<Ifla, Buffer>::new();
     // Ifla is only used as a carrier for the numeric type VETH_INFO_PEER of the nested attribute.
     data.push(attr(Ifla::from(VETH_INFO_PEER), Buffer::from(peer_bytes))?);
