@@ -89,7 +89,8 @@ mod mac_text {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<MacAddr, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map_err(|_| serde::de::Error::custom(format!("invalid MAC {s:?}")))
+        s.parse()
+            .map_err(|_| serde::de::Error::custom(format!("invalid MAC {s:?}")))
     }
 }
 
@@ -138,7 +139,11 @@ pub enum AttachError {
 /// runs and Rust versions, unlike `DefaultHasher`).
 pub fn host_ifname(netns: &NetnsRef, network: &str, ifname: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in [netns.to_string().as_bytes(), network.as_bytes(), ifname.as_bytes()] {
+    for part in [
+        netns.to_string().as_bytes(),
+        network.as_bytes(),
+        ifname.as_bytes(),
+    ] {
         for &b in part.iter().chain([0u8].iter()) {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
@@ -156,7 +161,9 @@ fn is_our_name(name: &str) -> bool {
 }
 
 fn valid_network_name(n: &str) -> bool {
-    (1..=15).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    (1..=15).contains(&n.len())
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 /// Check a record read from the state file (untrusted: it may have been edited).
@@ -167,7 +174,10 @@ fn check_record(a: &Attachment) -> Result<(), String> {
     host::validate_ifname(&a.ifname).map_err(|e| e.to_string())?;
     host::validate_ifname(&a.bridge).map_err(|e| e.to_string())?;
     if a.host_ifname != host_ifname(&a.netns, &a.network, &a.ifname) {
-        return Err(format!("host interface {:?} does not match its attachment", a.host_ifname));
+        return Err(format!(
+            "host interface {:?} does not match its attachment",
+            a.host_ifname
+        ));
     }
     Ok(())
 }
@@ -398,7 +408,10 @@ fn parse_state(text: &str) -> Result<Vec<Attachment>, String> {
     }
     let file: StateFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
     if file.version != STATE_VERSION {
-        return Err(format!("unknown version {} (this overlayd writes {STATE_VERSION})", file.version));
+        return Err(format!(
+            "unknown version {} (this overlayd writes {STATE_VERSION})",
+            file.version
+        ));
     }
     let mut seen = HashSet::new();
     for a in &file.attachments {
@@ -427,7 +440,10 @@ mod tests {
             gateway: Some("10.20.0.1".parse().unwrap()),
             mtu: 1450,
             bridge: "ovbr10".into(),
-            netns_id: NetnsId { dev: 4, ino: 4026532000 },
+            netns_id: NetnsId {
+                dev: 4,
+                ino: 4026532000,
+            },
         }
     }
 
@@ -457,7 +473,11 @@ mod tests {
     #[test]
     fn state_file_round_trip_and_corruption() {
         let a = sample();
-        let text = serde_json::to_string(&StateFile { version: 1, attachments: vec![a.clone()] }).unwrap();
+        let text = serde_json::to_string(&StateFile {
+            version: 1,
+            attachments: vec![a.clone()],
+        })
+        .unwrap();
         assert_eq!(parse_state(&text).unwrap(), vec![a.clone()]);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let rec = &v["attachments"][0];
@@ -476,7 +496,10 @@ mod tests {
             text.replace("\"blue\"", "\"a-network-name-too-long\""),
             text.replace(&a.host_ifname, "ovv000000000000"),
             text.replace("\"c1\"", "\"a/b\""),
-            format!("{{\"version\":1,\"attachments\":[{r},{r}]}}", r = serde_json::to_string(&a).unwrap()),
+            format!(
+                "{{\"version\":1,\"attachments\":[{r},{r}]}}",
+                r = serde_json::to_string(&a).unwrap()
+            ),
         ] {
             assert!(parse_state(&bad).is_err(), "{bad}");
         }
@@ -497,7 +520,10 @@ mod tests {
         at.save(&[sample()]).unwrap();
         let again = Attachments::open(&dir).unwrap();
         assert_eq!(again.list(), vec![sample()]);
-        assert_eq!(again.used_addresses("blue"), HashSet::from(["10.20.0.2".parse().unwrap()]));
+        assert_eq!(
+            again.used_addresses("blue"),
+            HashSet::from(["10.20.0.2".parse().unwrap()])
+        );
         assert!(again.used_addresses("red").is_empty());
         fs::write(dir.join(STATE_FILE), "{\"version\":1,\"attachments\":[{}]}").unwrap();
         let e = Attachments::open(&dir).unwrap_err();
@@ -509,7 +535,10 @@ mod tests {
     #[test]
     fn bad_specs_are_refused_before_touching_the_host() {
         let dir = std::env::temp_dir().join(format!("overlayd-attach-spec-{}", std::process::id()));
-        let at = Attachments { dir: dir.clone(), state: Mutex::new(Vec::new()) };
+        let at = Attachments {
+            dir: dir.clone(),
+            state: Mutex::new(Vec::new()),
+        };
         let spec = AttachSpec {
             netns: NetnsRef::Name("overlayd-no-such-ns".into()),
             network: "blue".into(),
@@ -528,9 +557,15 @@ mod tests {
         assert!(matches!(at.attach(s), Err(AttachError::BadMtu(10))));
         let mut s = spec.clone();
         s.ifname = "way-too-long-ifname".into();
-        assert!(matches!(at.attach(s), Err(AttachError::Host(HostError::NameTooLong { .. }))));
+        assert!(matches!(
+            at.attach(s),
+            Err(AttachError::Host(HostError::NameTooLong { .. }))
+        ));
         let e = at.attach(spec).unwrap_err();
-        assert!(matches!(e, AttachError::Host(HostError::NetnsGone { .. })), "{e:?}");
+        assert!(
+            matches!(e, AttachError::Host(HostError::NetnsGone { .. })),
+            "{e:?}"
+        );
         assert!(!dir.exists(), "nothing was written");
     }
 

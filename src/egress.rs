@@ -57,10 +57,7 @@ pub enum EgressError {
     #[error("nft rejected overlayd's ruleset ({status}): {stderr} (is nf_tables available in this kernel: `modprobe nf_tables`?)")]
     Nft { status: String, stderr: String },
     #[error("cannot run {}: {source}", path.display())]
-    NftRun {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    NftRun { path: PathBuf, source: std::io::Error },
     #[error("cannot enable forwarding in {path}: {source} (overlayd needs write access to /proc/sys/net)")]
     Sysctl {
         path: &'static str,
@@ -80,7 +77,8 @@ pub enum EgressError {
 
 fn check_name(n: &str) -> Result<(), EgressError> {
     let ok = host::validate_ifname(n).is_ok()
-        && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -254,7 +252,9 @@ fn remove_gateway(n: &EgressNet) {
     if let Some(gw) = n.gateway() {
         match host::veth::set_address(&n.bridge, gw, false) {
             Ok(()) | Err(HostError::NoSuchDevice { .. }) => {}
-            Err(e) => tracing::warn!(bridge = %n.bridge, gateway = %gw, error = %e, "cannot remove the gateway address"),
+            Err(e) => {
+                tracing::warn!(bridge = %n.bridge, gateway = %gw, error = %e, "cannot remove the gateway address")
+            }
         }
     }
 }
@@ -305,7 +305,10 @@ mod tests {
         };
         let ifaces = vec!["ovbr10".to_owned(), "ovbr20".to_owned(), "ovl10".to_owned()];
         let s = ruleset(&[blue(), red6], &ifaces);
-        assert!(s.starts_with("table inet overlayd {}\ndelete table inet overlayd\n"), "{s}");
+        assert!(
+            s.starts_with("table inet overlayd {}\ndelete table inet overlayd\n"),
+            "{s}"
+        );
         assert!(s.contains(
             "ip saddr 10.20.0.0/16 oifname != { \"ovbr10\", \"ovbr20\", \"ovl10\" } masquerade comment \"egress blue\""
         ), "{s}");
@@ -320,20 +323,34 @@ mod tests {
     #[test]
     fn gateway_on_the_bridge_has_the_subnet_prefix() {
         assert_eq!(blue().gateway(), Some("10.20.0.1/16".parse().unwrap()));
-        let tiny = EgressNet { subnet: "10.0.0.0/31".parse().unwrap(), ..blue() };
+        let tiny = EgressNet {
+            subnet: "10.0.0.0/31".parse().unwrap(),
+            ..blue()
+        };
         assert_eq!(tiny.gateway(), None);
     }
 
     #[test]
     fn unsafe_names_and_tiny_subnets_are_refused_before_anything_runs() {
         let mut e = Egress::new();
-        let bad = EgressNet { bridge: "br\"x".into(), ..blue() };
+        let bad = EgressNet {
+            bridge: "br\"x".into(),
+            ..blue()
+        };
         assert!(matches!(e.apply(&[bad], &[]), Err(EgressError::BadName(_))));
-        assert!(matches!(e.apply(&[blue()], &["a b".into()]), Err(EgressError::BadName(_))));
-        let tiny = EgressNet { subnet: "10.0.0.0/31".parse().unwrap(), ..blue() };
+        assert!(matches!(
+            e.apply(&[blue()], &["a b".into()]),
+            Err(EgressError::BadName(_))
+        ));
+        let tiny = EgressNet {
+            subnet: "10.0.0.0/31".parse().unwrap(),
+            ..blue()
+        };
         let err = e.apply(&[tiny], &[]).unwrap_err();
         assert!(matches!(err, EgressError::NoGateway { .. }), "{err:?}");
         assert!(e.applied().is_empty());
-        assert!(EgressError::NftMissing.to_string().contains("Debian package `nftables`"));
+        assert!(EgressError::NftMissing
+            .to_string()
+            .contains("Debian package `nftables`"));
     }
 }

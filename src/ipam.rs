@@ -13,7 +13,9 @@ use ipnet::IpNet;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IpamError {
-    #[error("no free address in this host's blocks of {subnet} (request another block from the control plane)")]
+    #[error(
+        "no free address in this host's blocks of {subnet} (request another block from the control plane)"
+    )]
     BlockFull { subnet: IpNet },
     #[error("block {block} is not inside subnet {subnet} (a grant for another network? it is ignored)")]
     BlockOutsideSubnet { block: IpNet, subnet: IpNet },
@@ -25,7 +27,9 @@ pub fn gateway(subnet: IpNet) -> Option<IpAddr> {
     let subnet = subnet.trunc();
     match subnet {
         IpNet::V4(n) if n.prefix_len() <= 30 => Some(IpAddr::V4(Ipv4Addr::from(u32::from(n.network()) + 1))),
-        IpNet::V6(n) if n.prefix_len() <= 126 => Some(IpAddr::V6(Ipv6Addr::from(u128::from(n.network()) + 1))),
+        IpNet::V6(n) if n.prefix_len() <= 126 => {
+            Some(IpAddr::V6(Ipv6Addr::from(u128::from(n.network()) + 1)))
+        }
         _ => None,
     }
 }
@@ -53,7 +57,10 @@ pub fn next_free(
             return Err(IpamError::BlockOutsideSubnet { block, subnet });
         }
         let (start, last) = match block {
-            IpNet::V4(b) => (u128::from(u32::from(b.network())), u128::from(u32::from(b.broadcast()))),
+            IpNet::V4(b) => (
+                u128::from(u32::from(b.network())),
+                u128::from(u32::from(b.broadcast())),
+            ),
             IpNet::V6(b) => (u128::from(b.network()), u128::from(b.broadcast())),
         };
         // At most used.len() + 3 candidates are skipped before a free one is found, so this loop is short
@@ -127,10 +134,15 @@ mod tests {
             next_free(s, &[last, net("10.20.0.64/26")], gw, &used),
             Ok(net("10.20.0.64/24"))
         );
-        assert_eq!(next_free(s, &[], gw, &used), Err(IpamError::BlockFull { subnet: s }));
+        assert_eq!(
+            next_free(s, &[], gw, &used),
+            Err(IpamError::BlockFull { subnet: s })
+        );
         let e = next_free(s, &[net("10.30.0.0/26")], gw, &used).unwrap_err();
         assert!(matches!(e, IpamError::BlockOutsideSubnet { .. }), "{e:?}");
-        assert!(IpamError::BlockFull { subnet: s }.to_string().contains("request another block"));
+        assert!(IpamError::BlockFull { subnet: s }
+            .to_string()
+            .contains("request another block"));
     }
 
     #[test]
@@ -138,10 +150,18 @@ mod tests {
         let s = net("fd00:20::/64");
         let gw = gateway(s);
         let used = HashSet::new();
-        assert_eq!(next_free(s, &[net("fd00:20::/122")], gw, &used), Ok(net("fd00:20::2/64")));
+        assert_eq!(
+            next_free(s, &[net("fd00:20::/122")], gw, &used),
+            Ok(net("fd00:20::2/64"))
+        );
         // No broadcast in IPv6: the block's last address is usable.
-        let used: HashSet<IpAddr> = (0..63u128).map(|i| IpAddr::V6(Ipv6Addr::from(0xfd00_0020_u128 << 96 | i))).collect();
-        assert_eq!(next_free(s, &[net("fd00:20::/122")], gw, &used), Ok(net("fd00:20::3f/64")));
+        let used: HashSet<IpAddr> = (0..63u128)
+            .map(|i| IpAddr::V6(Ipv6Addr::from(0xfd00_0020_u128 << 96 | i)))
+            .collect();
+        assert_eq!(
+            next_free(s, &[net("fd00:20::/122")], gw, &used),
+            Ok(net("fd00:20::3f/64"))
+        );
     }
 
     proptest! {

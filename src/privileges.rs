@@ -107,10 +107,7 @@ mod tests {
     fn net_admin_and_attach_caps_unless_a_port_is_privileged() {
         let base = CapabilitySet::NET_ADMIN | CapabilitySet::SYS_ADMIN | CapabilitySet::SYS_PTRACE;
         assert_eq!(needed(&[4789, 7948, 7947]), base);
-        assert_eq!(
-            needed(&[4789, 7948, 80]),
-            base | CapabilitySet::NET_BIND_SERVICE
-        );
+        assert_eq!(needed(&[4789, 7948, 80]), base | CapabilitySet::NET_BIND_SERVICE);
         assert_eq!(CapabilitySet::SYS_ADMIN.bits(), 1 << 21);
         assert_eq!(CapabilitySet::SYS_PTRACE.bits(), 1 << 19);
         assert_eq!(

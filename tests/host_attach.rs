@@ -112,11 +112,13 @@ impl Drop for Proc {
 
 /// Run `f` on a thread inside namespace `ns` (as the daemon runs in its own), propagating panics.
 fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("open the host namespace");
+    let file = std::fs::File::open(format!("/run/netns/{ns}"))
+        .unwrap_or_else(|e| panic!("open the host namespace {ns}: {e}"));
     std::thread::scope(|s| {
         s.spawn(move || {
             use std::os::fd::AsFd;
-            move_into_link_name_space(file.as_fd(), Some(LinkNameSpaceType::Network)).expect("setns");
+            move_into_link_name_space(file.as_fd(), Some(LinkNameSpaceType::Network))
+                .unwrap_or_else(|e| panic!("setns: {e}"));
             f()
         })
         .join()
@@ -126,7 +128,7 @@ fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
 
 fn state_dir(tb: &Testbed, tag: &str) -> PathBuf {
     let d = tb.log_dir().join(format!("state-{tag}"));
-    std::fs::create_dir_all(&d).expect("create the state dir");
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("create {}: {e}", d.display()));
     d
 }
 
@@ -141,7 +143,7 @@ fn spec(netns: NetnsRef, ip: &str, ifname: &str) -> AttachSpec {
         network: "blue".into(),
         bridge: "ovbr10".into(),
         mtu: 1400,
-        ip: Some(ip.parse().expect("cidr")),
+        ip: Some(ip.parse().unwrap_or_else(|e| panic!("{ip}: {e}"))),
         mac: None,
         ifname: ifname.into(),
         gateway: None,
@@ -150,7 +152,8 @@ fn spec(netns: NetnsRef, ip: &str, ifname: &str) -> AttachSpec {
 
 /// `ip -d link show` of the host end: exists, is up, MTU and master.
 fn host_end(h: &impl testbed::Netns, a: &Attachment) -> Option<String> {
-    h.exec("ip", &["-o", "-d", "link", "show", "dev", &a.host_ifname]).ok()
+    h.exec("ip", &["-o", "-d", "link", "show", "dev", &a.host_ifname])
+        .ok()
 }
 
 fn ovv_links(h: &impl testbed::Netns) -> Vec<String> {
@@ -198,23 +201,37 @@ fn attach_by_name_and_pid_then_detach() {
 
         // Inside: address with the subnet prefix, MTU, MAC, up.
         let link = c1.run("ip", &["-o", "link", "show", "dev", "eth0"]);
-        assert!(link.contains("mtu 1400") && link.contains("02:00:00:00:aa:01"), "{link}");
+        assert!(
+            link.contains("mtu 1400") && link.contains("02:00:00:00:aa:01"),
+            "{link}"
+        );
         assert!(link.contains(",UP"), "{link}");
         let addr = c1.run("ip", &["-o", "addr", "show", "dev", "eth0"]);
         assert!(addr.contains("inet 10.20.0.2/16"), "{addr}");
         let addr2 = p2.exec("ip", &["-o", "addr", "show", "dev", "net1"]);
         assert!(addr2.contains("inet 10.20.0.3/16"), "{addr2}");
-        assert!(p2.exec("ip", &["-o", "link", "show", "lo"]).contains("UP"), "lo up");
+        assert!(
+            p2.exec("ip", &["-o", "link", "show", "lo"]).contains("UP"),
+            "lo up"
+        );
         // Host end: MTU, bridge port, up.
         for a in [&a1, &a2] {
             let l = host_end(h, a).expect("host end exists");
-            assert!(l.contains("mtu 1400") && l.contains("master ovbr10") && l.contains(",UP"), "{l}");
+            assert!(
+                l.contains("mtu 1400") && l.contains("master ovbr10") && l.contains(",UP"),
+                "{l}"
+            );
         }
-        assert!(ping_within(&c1, "10.20.0.3"), "no ping between the two attached namespaces");
+        assert!(
+            ping_within(&c1, "10.20.0.3"),
+            "no ping between the two attached namespaces"
+        );
 
         // Attaching the same again is refused, naming what to do.
         match at.attach(s1) {
-            Err(e @ AttachError::AlreadyAttached { .. }) => assert!(e.to_string().contains("detach it first")),
+            Err(e @ AttachError::AlreadyAttached { .. }) => {
+                assert!(e.to_string().contains("detach it first"))
+            }
             other => panic!("expected AlreadyAttached, got {other:?}"),
         }
         assert_eq!(at.list().len(), 2);
@@ -222,14 +239,24 @@ fn attach_by_name_and_pid_then_detach() {
 
         assert!(at.detach(&c1.netns_ref(), "blue", "eth0").expect("detach"));
         assert!(host_end(h, &a1).is_none(), "veth left behind");
-        assert!(c1.exec("ip", &["link", "show", "dev", "eth0"]).is_err(), "inner end left behind");
+        assert!(
+            c1.exec("ip", &["link", "show", "dev", "eth0"]).is_err(),
+            "inner end left behind"
+        );
         assert!(!bridge_ports(h, "ovbr10").contains(&a1.host_ifname));
-        assert!(!at.detach(&c1.netns_ref(), "blue", "eth0").expect("second detach"), "nothing attached");
+        assert!(
+            !at.detach(&c1.netns_ref(), "blue", "eth0").expect("second detach"),
+            "nothing attached"
+        );
 
         // The process exits: its namespace is gone; detach still succeeds (false) and cleans the record.
         drop(p2);
         assert!(!at
-            .detach(&NetnsRef::Pid(a2.netns.to_string().parse().expect("pid")), "blue", "net1")
+            .detach(
+                &NetnsRef::Pid(a2.netns.to_string().parse().expect("pid")),
+                "blue",
+                "net1"
+            )
             .expect("detach after the namespace is gone"));
         assert!(at.list().is_empty());
         assert!(ovv_links(h).is_empty(), "{:?}", ovv_links(h));
@@ -253,24 +280,47 @@ fn persistence_and_reconcile() {
     let dir = state_dir(&tb, "persist");
     in_ns(h.ns(), || {
         let at = Attachments::open(&dir).expect("open");
-        let a1 = at.attach(spec(c1.netns_ref(), "10.20.0.2/16", "eth0")).expect("attach c1");
-        let a2 = at.attach(spec(c2.netns_ref(), "10.20.0.3/16", "eth0")).expect("attach c2");
+        let a1 = at
+            .attach(spec(c1.netns_ref(), "10.20.0.2/16", "eth0"))
+            .expect("attach c1");
+        let a2 = at
+            .attach(spec(c2.netns_ref(), "10.20.0.3/16", "eth0"))
+            .expect("attach c2");
         drop(at); // the daemon exits, attachments stay
 
         c2.delete();
         h.run("ip", &["link", "del", "ovbr10"]);
         add_bridge(h, "ovbr10");
-        h.run("ip", &["link", "add", "ovv0123456789ab", "type", "veth", "peer", "name", "ovvpeer0"]);
+        h.run(
+            "ip",
+            &[
+                "link",
+                "add",
+                "ovv0123456789ab",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "ovvpeer0",
+            ],
+        );
 
         let at = Attachments::open(&dir).expect("reopen");
-        assert_eq!(at.list(), vec![a1.clone(), a2.clone()], "records survive a restart");
+        assert_eq!(
+            at.list(),
+            vec![a1.clone(), a2.clone()],
+            "records survive a restart"
+        );
         let r = at.reconcile().expect("reconcile");
         assert_eq!(r.kept, vec![a1.clone()]);
         assert_eq!(r.dropped, vec![a2.clone()]);
         assert_eq!(r.orphans, vec!["ovv0123456789ab".to_owned()]);
         assert_eq!(at.list(), vec![a1.clone()]);
         let l = host_end(h, &a1).expect("kept veth exists");
-        assert!(l.contains("master ovbr10"), "not re-plugged into the new bridge: {l}");
+        assert!(
+            l.contains("master ovbr10"),
+            "not re-plugged into the new bridge: {l}"
+        );
         assert!(!h.link_exists("ovv0123456789ab"), "orphan not removed");
         // What reconcile decided is persisted.
         assert_eq!(Attachments::open(&dir).expect("reopen").list(), vec![a1.clone()]);
@@ -302,7 +352,9 @@ fn attach_by_pid_after_the_capability_drop() {
             .expect("attach by pid after the drop");
         at.attach(spec(c.netns_ref(), "10.20.0.3/16", "eth0"))
             .expect("attach by name after the drop");
-        assert!(p.exec("ip", &["-o", "addr", "show", "dev", "eth0"]).contains("10.20.0.2/16"));
+        assert!(p
+            .exec("ip", &["-o", "addr", "show", "dev", "eth0"])
+            .contains("10.20.0.2/16"));
         assert!(at.detach(&a.netns, "blue", "eth0").expect("detach"));
         assert!(at.detach(&c.netns_ref(), "blue", "eth0").expect("detach"));
     });
@@ -356,11 +408,17 @@ fn egress_masquerades_and_tears_down() {
         let mut eg = Egress::new();
         let ifaces = vec!["ovbr10".to_owned(), "ovbr20".to_owned()];
         eg.apply(&[blue.clone(), red.clone()], &ifaces).expect("egress");
-        assert!(egress::table_exists().expect("nft"), "table inet overlayd missing");
+        assert!(
+            egress::table_exists().expect("nft"),
+            "table inet overlayd missing"
+        );
         let fwd = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("sysctl");
         assert_eq!(fwd.trim(), "1");
         let addr = h.run("ip", &["-o", "addr", "show", "dev", "ovbr10"]);
-        assert!(addr.contains("inet 10.20.0.1/16"), "gateway not on the bridge: {addr}");
+        assert!(
+            addr.contains("inet 10.20.0.1/16"),
+            "gateway not on the bridge: {addr}"
+        );
 
         let at = Attachments::open(&dir).expect("open");
         let gw = egress::gateway_ip(blue.subnet);
@@ -376,7 +434,10 @@ fn egress_masquerades_and_tears_down() {
         let route = c.run("ip", &["route", "show", "default"]);
         assert!(route.contains("via 10.20.0.1 dev eth0"), "{route}");
 
-        assert!(ping_within(&c, "10.0.0.254"), "container cannot reach the outside through its host");
+        assert!(
+            ping_within(&c, "10.0.0.254"),
+            "container cannot reach the outside through its host"
+        );
         assert!(ping_within(&d, "10.0.0.254"), "second network has no egress");
         let seen = outside.run("nft", &["list", "table", "inet", "t"]);
         println!("{seen}");
@@ -385,9 +446,15 @@ fn egress_masquerades_and_tears_down() {
                 && !seen.contains("ip saddr 10.0.0.1 icmp type echo-request counter packets 0 "),
             "the outside did not see the host's address: {seen}"
         );
-        assert!(seen.contains("ip saddr 10.20.0.0/16 counter packets 0 "), "not masqueraded: {seen}");
+        assert!(
+            seen.contains("ip saddr 10.20.0.0/16 counter packets 0 "),
+            "not masqueraded: {seen}"
+        );
         // Between networks: dropped in the host's forward chain.
-        assert!(!ping(&c, "10.30.0.2") && !ping(&c, "10.30.0.2"), "traffic crossed networks");
+        assert!(
+            !ping(&c, "10.30.0.2") && !ping(&c, "10.30.0.2"),
+            "traffic crossed networks"
+        );
 
         eg.teardown().expect("teardown");
         assert!(!egress::table_exists().expect("nft"), "table left after teardown");

@@ -32,7 +32,9 @@ pub enum HostError {
     Permission { op: &'static str, target: String },
     #[error("interface name {name:?} is too long: at most {MAX_IFNAME_LEN} bytes (IFNAMSIZ-1)")]
     NameTooLong { name: String },
-    #[error("interface name {name:?} is invalid: it must be non-empty and contain no '/', ':', NUL or whitespace")]
+    #[error(
+        "interface name {name:?} is invalid: it must be non-empty and contain no '/', ':', NUL or whitespace"
+    )]
     InvalidName { name: String },
     #[error("network device {name} already exists (detach it first, or choose another --ifname)")]
     Exists { name: String },
@@ -57,15 +59,9 @@ pub enum HostError {
     #[error("{} is not a network namespace file (give an `ip netns` name, a PID or a path like /proc/PID/ns/net)", path.display())]
     NotANetns { path: PathBuf },
     #[error("cannot open network namespace {}: {source} (overlayd needs CAP_SYS_ADMIN; for a PID of a privileged process also CAP_SYS_PTRACE)", path.display())]
-    NetnsPermission {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    NetnsPermission { path: PathBuf, source: std::io::Error },
     #[error("cannot open network namespace {}: {source}", path.display())]
-    NetnsOpen {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    NetnsOpen { path: PathBuf, source: std::io::Error },
     #[error("cannot enter the network namespace: {0} (overlayd needs CAP_SYS_ADMIN for setns)")]
     Setns(std::io::Error),
     #[error("cannot start a thread to enter the namespace: {0}")]

@@ -53,7 +53,12 @@ impl FromStr for NetnsRef {
             return Ok(NetnsRef::Path(PathBuf::from(s)));
         }
         if s.bytes().all(|b| b.is_ascii_digit()) {
-            return s.parse::<u32>().ok().filter(|&p| p > 0).map(NetnsRef::Pid).ok_or_else(bad);
+            return s
+                .parse::<u32>()
+                .ok()
+                .filter(|&p| p > 0)
+                .map(NetnsRef::Pid)
+                .ok_or_else(bad);
         }
         if s == "." || s == ".." || s.contains('/') || s.len() > 255 {
             return Err(bad());

@@ -355,9 +355,7 @@ pub(super) fn create_veth(
         Err(Fail::Kernel(e)) if e.raw_os_error() == Some(libc::EEXIST) => Err(HostError::Exists {
             name: format!("{host} (here) or {peer} (in the target namespace)"),
         }),
-        Err(Fail::Kernel(e)) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-            Err(HostError::NoVeth)
-        }
+        Err(Fail::Kernel(e)) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Err(HostError::NoVeth),
         Err(e) => Err(kernel_err("create veth", host, e)),
     }
 }
@@ -457,7 +455,17 @@ mod tests {
         for ok in ["eth0", "ovv0123456789ab", "a", "net-1_x.y"] {
             assert!(validate_ifname(ok).is_ok(), "{ok}");
         }
-        for bad in ["", ".", "..", "a/b", "a:b", "a b", "a\0b", "é", "0123456789abcdef"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a:b",
+            "a b",
+            "a\0b",
+            "é",
+            "0123456789abcdef",
+        ] {
             assert!(validate_ifname(bad).is_err(), "{bad:?}");
         }
         assert!(validate_ifname("0123456789abcdef")
