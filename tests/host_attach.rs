@@ -466,3 +466,96 @@ fn egress_masquerades_and_tears_down() {
         at.detach(&d.netns_ref(), "red", "eth0").expect("detach");
     });
 }
+
+/// IPv6: addresses usable at once (no DAD), default route via the gateway, ping between two attached
+/// namespaces; egress with the gateway on the bridge (`nodad`) and `ip6` masquerade to the other testbed host.
+#[test]
+fn ipv6_attach_and_egress() {
+    let tb = Testbed::builder()
+        .hosts(2)
+        .containers(false)
+        .ipv6_underlay(true)
+        .build();
+    let (h, outside) = (tb.host(1), tb.host(2));
+    add_bridge(h, "ovbr30");
+    // The testbed keeps IPv6 off on new host links; the egress bridge needs it for its gateway address.
+    h.run(
+        "sh",
+        &["-c", "echo 0 > /proc/sys/net/ipv6/conf/ovbr30/disable_ipv6"],
+    );
+    outside
+        .exec(
+            "nft",
+            &[
+                "table inet t { chain in { type filter hook input priority 0; policy accept; \
+               ip6 saddr fd00::1 icmpv6 type echo-request counter; \
+               ip6 saddr fd00:30::/64 counter; }; }",
+            ],
+        )
+        .unwrap_or_else(|e| panic!("(apt-get install nftables) {e}"));
+    let c1 = Ns::new(&tb, "v1");
+    let c2 = Ns::new(&tb, "v2");
+    let dir = state_dir(&tb, "v6");
+    let net = EgressNet {
+        name: "six".into(),
+        bridge: "ovbr30".into(),
+        subnet: "fd00:30::/64".parse().expect("subnet"),
+    };
+    in_ns(h.ns(), || {
+        let at = Attachments::open(&dir).expect("open");
+        let gw = egress::gateway_ip(net.subnet);
+        assert_eq!(gw, Some("fd00:30::1".parse().expect("ip")));
+        for (c, ip) in [(&c1, "fd00:30::2/64"), (&c2, "fd00:30::3/64")] {
+            let mut s = spec(c.netns_ref(), ip, "eth0");
+            s.network = "six".into();
+            s.bridge = "ovbr30".into();
+            s.gateway = gw;
+            at.attach(s).expect("attach v6");
+        }
+        let addr = c1.run(
+            "ip",
+            &["-o", "-6", "addr", "show", "dev", "eth0", "scope", "global"],
+        );
+        assert!(
+            addr.contains("inet6 fd00:30::2/64") && !addr.contains("tentative"),
+            "{addr}"
+        );
+        let route = c1.run("ip", &["-6", "route", "show", "default"]);
+        assert!(route.contains("via fd00:30::1 dev eth0"), "{route}");
+        assert!(
+            ping_within(&c1, "fd00:30::3"),
+            "no IPv6 ping between attached namespaces"
+        );
+
+        let mut eg = Egress::new();
+        eg.apply(std::slice::from_ref(&net), &["ovbr30".to_owned()])
+            .expect("egress v6");
+        let fwd = std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding").expect("sysctl");
+        assert_eq!(fwd.trim(), "1");
+        let br = h.run(
+            "ip",
+            &["-o", "-6", "addr", "show", "dev", "ovbr30", "scope", "global"],
+        );
+        assert!(
+            br.contains("inet6 fd00:30::1/64") && !br.contains("tentative"),
+            "{br}"
+        );
+        assert!(ping_within(&c1, "fd00::2"), "no IPv6 egress to the other host");
+        let seen = outside.run("nft", &["list", "table", "inet", "t"]);
+        println!("{seen}");
+        assert!(
+            !seen.contains("ip6 saddr fd00::1 icmpv6 type echo-request counter packets 0 "),
+            "the outside did not see the host's address: {seen}"
+        );
+        assert!(
+            seen.contains("ip6 saddr fd00:30::/64 counter packets 0 "),
+            "not masqueraded: {seen}"
+        );
+        eg.teardown().expect("teardown");
+        assert!(!egress::table_exists().expect("nft"));
+        let br = h.run("ip", &["-o", "-6", "addr", "show", "dev", "ovbr30"]);
+        assert!(!br.contains("fd00:30::1"), "{br}");
+        assert!(at.detach(&c1.netns_ref(), "six", "eth0").expect("detach"));
+        assert!(at.detach(&c2.netns_ref(), "six", "eth0").expect("detach"));
+    });
+}
