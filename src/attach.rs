@@ -7,12 +7,20 @@
 //! kept (and re-plugged into their bridge if it was re-created), the others are dropped and their leftovers
 //! removed, and veths named like ours that no record accounts for (a crash between creating the veth and
 //! writing the record) are deleted.
-//! Must never: pick addresses (the caller does, with [`crate::ipam`] and [`Attachments::used_addresses`]),
-//! touch veths that are not named like ours, or fail a detach because the namespace is gone (CNI DEL must be
+//! Must never: hand out an address twice on this host (explicit addresses are checked against the records;
+//! [`Attachments::attach_allocating`] picks one with [`crate::ipam`] under the attach lock), touch veths that are not named like ours, or fail a detach because the namespace is gone (CNI DEL must be
 //! idempotent).
 //!
 //! The host end of a veth is named `ovv` + 12 hex digits of a stable hash of (netns, network, ifname): the
 //! same attachment always gets the same name, so a half-done attach from a crash is found again.
+//!
+//! How the daemon uses it (all calls in the daemon's own network namespace):
+//! - at start, after the networks' bridges exist: `Attachments::open(state_dir)?` then `reconcile()?`;
+//! - `POST /v1/attach`: build an [`AttachSpec`] from the network (bridge, MTU, `gateway:
+//!   egress.then(|| ipam::gateway(subnet))`) and call [`Attachments::attach`] with `--ip`, or
+//!   [`Attachments::attach_allocating`] with the network's subnet and this host's blocks without it;
+//! - `POST /v1/detach`: [`Attachments::detach`]; `network rm --force`: [`Attachments::detach_network`];
+//! - `GET /v1/attachments`: [`Attachments::list`]; ARP/ND bindings: the `mac` and `ip` of each attachment.
 //!
 //! Blocking (netlink, a thread per namespace entry, file writes): call it from `spawn_blocking`. Methods
 //! take `&self`; one mutex serialises them, so `Attachments` can be shared in an `Arc`.
@@ -30,6 +38,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::host::{self, HostError, Netns, NetnsId, NetnsRef, VethSpec};
+use crate::ipam::{self, IpamError};
 
 /// File name inside the state dir.
 pub const STATE_FILE: &str = "attachments.json";
@@ -125,6 +134,14 @@ pub enum AttachError {
         network: String,
         ifname: String,
     },
+    #[error("address {ip} of network {network} is already used by {netns} on this host (choose another --ip, or omit it to get a free one)")]
+    AddressInUse {
+        ip: IpAddr,
+        network: String,
+        netns: String,
+    },
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
     #[error("cannot write {}: {op}: {source} (check that --state-dir is writable)", path.display())]
     State {
         path: PathBuf,
@@ -235,15 +252,38 @@ impl Attachments {
 
     /// Addresses of `network` held by attachments of this host (the `used` set for [`crate::ipam`]).
     pub fn used_addresses(&self, network: &str) -> HashSet<IpAddr> {
-        self.lock()
-            .iter()
-            .filter(|a| a.network == network)
-            .filter_map(|a| a.ip.map(|n| n.addr()))
-            .collect()
+        used_in(&self.lock(), network)
     }
 
-    /// Wire `spec.netns` into `spec.network`'s bridge and record it.
+    /// Wire `spec.netns` into `spec.network`'s bridge and record it. `spec.ip` is used as given (static
+    /// mode's `--ip`); it must not be held by another attachment of the network on this host.
     pub fn attach(&self, spec: AttachSpec) -> Result<Attachment, AttachError> {
+        let mut state = self.lock();
+        self.attach_locked(&mut state, spec)
+    }
+
+    /// Like [`Attachments::attach`], but the address is the next free one of this host's `blocks` of
+    /// `subnet` ([`crate::ipam::next_free`], skipping the network address, the gateway
+    /// [`crate::ipam::gateway`] and the IPv4 broadcast), picked under the same lock as the attach so two
+    /// concurrent attaches never get one address. [`AttachError::Ipam`] with [`IpamError::BlockFull`]: ask
+    /// the control plane for another block and retry. `spec.ip` is ignored.
+    pub fn attach_allocating(
+        &self,
+        mut spec: AttachSpec,
+        subnet: IpNet,
+        blocks: &[IpNet],
+    ) -> Result<Attachment, AttachError> {
+        let mut state = self.lock();
+        let used = used_in(&state, &spec.network);
+        spec.ip = Some(ipam::next_free(subnet, blocks, ipam::gateway(subnet), &used)?);
+        self.attach_locked(&mut state, spec)
+    }
+
+    fn attach_locked(
+        &self,
+        state: &mut Vec<Attachment>,
+        spec: AttachSpec,
+    ) -> Result<Attachment, AttachError> {
         if !valid_network_name(&spec.network) {
             return Err(AttachError::BadNetwork(spec.network));
         }
@@ -252,9 +292,21 @@ impl Attachments {
         }
         host::validate_ifname(&spec.ifname)?;
         host::validate_ifname(&spec.bridge)?;
-        let mut state = self.lock();
         let netns = Netns::open(&spec.netns)?;
         let name = host_ifname(&spec.netns, &spec.network, &spec.ifname);
+        if let Some(ip) = spec.ip {
+            if let Some(other) = state.iter().find(|a| {
+                a.network == spec.network
+                    && a.host_ifname != name
+                    && a.ip.map(|n| n.addr()) == Some(ip.addr())
+            }) {
+                return Err(AttachError::AddressInUse {
+                    ip: ip.addr(),
+                    network: spec.network,
+                    netns: other.netns.to_string(),
+                });
+            }
+        }
         if let Some(i) = state.iter().position(|a| a.host_ifname == name) {
             let old = &state[i];
             if old.netns_id == netns.id() && host::veth::link(&name)?.is_some() {
@@ -267,7 +319,7 @@ impl Attachments {
             // A stale record (namespace re-created, or the veth vanished): clean it up first.
             host::veth::delete(&name)?;
             state.remove(i);
-            self.save(&state)?;
+            self.save(state)?;
         } else if host::veth::link(&name)?.is_some() {
             // Left by a crash between creating the veth and recording it.
             host::veth::delete(&name)?;
@@ -295,7 +347,7 @@ impl Attachments {
             netns_id: netns.id(),
         };
         state.push(a.clone());
-        if let Err(e) = self.save(&state) {
+        if let Err(e) = self.save(state) {
             state.pop();
             let _ = host::veth::delete(&a.host_ifname);
             return Err(e);
@@ -400,6 +452,13 @@ impl Attachments {
             .and_then(|d| d.sync_all())
             .map_err(err("fsync", &self.dir))
     }
+}
+
+fn used_in(list: &[Attachment], network: &str) -> HashSet<IpAddr> {
+    list.iter()
+        .filter(|a| a.network == network)
+        .filter_map(|a| a.ip.map(|n| n.addr()))
+        .collect()
 }
 
 fn parse_state(text: &str) -> Result<Vec<Attachment>, String> {
