@@ -274,9 +274,42 @@ impl Attachments {
         blocks: &[IpNet],
     ) -> Result<Attachment, AttachError> {
         let mut state = self.lock();
-        let used = used_in(&state, &spec.network);
-        spec.ip = Some(ipam::next_free(subnet, blocks, ipam::gateway(subnet), &used)?);
+        let pick = |state: &[Attachment]| {
+            ipam::next_free(
+                subnet,
+                blocks,
+                ipam::gateway(subnet),
+                &used_in(state, &spec.network),
+            )
+        };
+        let ip = match pick(&state) {
+            Ok(ip) => ip,
+            // Containers that died without a detach still hold addresses: free those, then try again.
+            Err(IpamError::BlockFull { .. }) if self.prune_dead(&mut state)? > 0 => pick(&state)?,
+            Err(e) => return Err(e.into()),
+        };
+        spec.ip = Some(ip);
         self.attach_locked(&mut state, spec)
+    }
+
+    /// Drop the records whose namespace is gone (and their veths, if anything still holds them). Returns
+    /// how many were dropped.
+    fn prune_dead(&self, state: &mut Vec<Attachment>) -> Result<usize, AttachError> {
+        let before = state.len();
+        let mut keep = Vec::with_capacity(before);
+        for a in state.drain(..) {
+            if host::netns_alive(&a.netns, a.netns_id) {
+                keep.push(a);
+            } else {
+                host::veth::delete(&a.host_ifname)?;
+            }
+        }
+        *state = keep;
+        let dropped = before - state.len();
+        if dropped > 0 {
+            self.save(state)?;
+        }
+        Ok(dropped)
     }
 
     fn attach_locked(
@@ -295,11 +328,17 @@ impl Attachments {
         let netns = Netns::open(&spec.netns)?;
         let name = host_ifname(&spec.netns, &spec.network, &spec.ifname);
         if let Some(ip) = spec.ip {
-            if let Some(other) = state.iter().find(|a| {
-                a.network == spec.network
-                    && a.host_ifname != name
-                    && a.ip.map(|n| n.addr()) == Some(ip.addr())
-            }) {
+            let holder = |state: &[Attachment]| {
+                state.iter().position(|a| {
+                    a.network == spec.network
+                        && a.host_ifname != name
+                        && a.ip.map(|n| n.addr()) == Some(ip.addr())
+                })
+            };
+            if holder(state).is_some() {
+                self.prune_dead(state)?;
+            }
+            if let Some(other) = holder(state).map(|i| &state[i]) {
                 return Err(AttachError::AddressInUse {
                     ip: ip.addr(),
                     network: spec.network,

@@ -605,8 +605,16 @@ fn allocating_attach_uses_the_blocks() {
         let a3 = at.attach_allocating(any(&cs[3]), subnet, &blocks).expect("reuse");
         assert_eq!(a3.ip, Some("10.20.0.3/16".parse().expect("ip")));
         assert!(ping_within(&cs[3], "10.20.0.2"));
-        for c in [&cs[0], &cs[2], &cs[3]] {
+        // A container that dies without a detach frees its address once the block runs full.
+        cs[0].delete();
+        let a4 = at
+            .attach_allocating(any(&cs[1]), subnet, &blocks)
+            .expect("reuse a dead one's");
+        assert_eq!(a4.ip, Some("10.20.0.2/16".parse().expect("ip")));
+        assert_eq!(at.list().len(), 3, "{:?}", at.list());
+        for c in [&cs[1], &cs[2], &cs[3]] {
             assert!(at.detach(&c.netns_ref(), "blue", "eth0").expect("detach"));
         }
+        assert!(at.list().is_empty());
     });
 }
