@@ -152,6 +152,32 @@ pub enum AttachError {
     Corrupt { path: PathBuf, detail: String },
 }
 
+impl AttachError {
+    /// The admin API's HTTP status for this error (CONTRACT "Admin API"): 400 bad input (including a
+    /// namespace that does not exist), 409 conflict, 503 no free address (the caller asks for a block
+    /// first; this is what remains if none could be had), 500 anything else (host or state-dir failure).
+    pub fn http_status(&self) -> u16 {
+        match self {
+            AttachError::BadNetwork(_) | AttachError::BadMtu(_) => 400,
+            AttachError::AlreadyAttached { .. } | AttachError::AddressInUse { .. } => 409,
+            AttachError::Ipam(IpamError::BlockFull { .. }) => 503,
+            AttachError::Ipam(IpamError::BlockOutsideSubnet { .. }) => 500,
+            AttachError::Host(h) => match h {
+                HostError::NameTooLong { .. }
+                | HostError::InvalidName { .. }
+                | HostError::BadNetns { .. }
+                | HostError::NetnsGone { .. }
+                | HostError::NotANetns { .. }
+                | HostError::FamilyMismatch { .. }
+                | HostError::SameNetns => 400,
+                HostError::Exists { .. } => 409,
+                _ => 500,
+            },
+            AttachError::State { .. } | AttachError::Corrupt { .. } => 500,
+        }
+    }
+}
+
 /// The host-end veth name of an attachment: `ovv` + 12 hex digits of FNV-1a 64 over the key (stable across
 /// runs and Rust versions, unlike `DefaultHasher`).
 pub fn host_ifname(netns: &NetnsRef, network: &str, ifname: &str) -> String {
@@ -628,6 +654,24 @@ mod tests {
         assert!(matches!(e, AttachError::Corrupt { .. }), "{e:?}");
         assert!(e.to_string().contains("repair or remove it"), "{e}");
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn http_status_of_errors() {
+        assert_eq!(AttachError::BadMtu(1).http_status(), 400);
+        let gone = AttachError::Host(HostError::NetnsGone { netns: "x".into() });
+        assert_eq!(gone.http_status(), 400);
+        let busy = AttachError::AlreadyAttached {
+            netns: "x".into(),
+            network: "blue".into(),
+            ifname: "eth0".into(),
+        };
+        assert_eq!(busy.http_status(), 409);
+        let full = AttachError::Ipam(IpamError::BlockFull {
+            subnet: "10.0.0.0/8".parse().unwrap(),
+        });
+        assert_eq!(full.http_status(), 503);
+        assert_eq!(AttachError::Host(HostError::NoVeth).http_status(), 500);
     }
 
     #[test]
