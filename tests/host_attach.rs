@@ -126,6 +126,20 @@ fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
+/// Run `f` on a new thread (in the caller's namespace) with only the capabilities the daemon keeps, as
+/// after its start-up drop. Commands run from the caller's thread keep theirs (ping needs CAP_NET_RAW).
+fn with_daemon_caps<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            privileges::drop_all_but(privileges::needed(&[4789, 7948]))
+                .unwrap_or_else(|e| panic!("drop capabilities: {e}"));
+            f()
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
 fn state_dir(tb: &Testbed, tag: &str) -> PathBuf {
     let d = tb.log_dir().join(format!("state-{tag}"));
     std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("create {}: {e}", d.display()));
@@ -372,7 +386,8 @@ fn attach_by_pid_after_the_capability_drop() {
     });
 }
 
-/// Egress: a namespace attached with the gateway reaches an address outside the overlay (the testbed's
+/// Egress, with the daemon's capabilities only: a namespace attached with the gateway reaches an address
+/// outside the overlay (the testbed's
 /// underlay namespace) through the host, masqueraded (the outside sees the host's address and has no route
 /// back to the subnet); traffic between two overlay bridges is dropped; teardown removes the table and the
 /// gateway address.
@@ -407,7 +422,7 @@ fn egress_masquerades_and_tears_down() {
     in_ns(h.ns(), || {
         let mut eg = Egress::new();
         let ifaces = vec!["ovbr10".to_owned(), "ovbr20".to_owned()];
-        eg.apply(&[blue.clone(), red.clone()], &ifaces).expect("egress");
+        with_daemon_caps(|| eg.apply(&[blue.clone(), red.clone()], &ifaces)).expect("egress");
         assert!(
             egress::table_exists().expect("nft"),
             "table inet overlayd missing"
@@ -456,7 +471,7 @@ fn egress_masquerades_and_tears_down() {
             "traffic crossed networks"
         );
 
-        eg.teardown().expect("teardown");
+        with_daemon_caps(|| eg.teardown()).expect("teardown");
         assert!(!egress::table_exists().expect("nft"), "table left after teardown");
         let addr = h.run("ip", &["-o", "addr", "show", "dev", "ovbr10"]);
         assert!(!addr.contains("10.20.0.1"), "gateway left on the bridge: {addr}");
