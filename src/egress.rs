@@ -91,7 +91,8 @@ fn name_set(names: &[String]) -> String {
     format!("{{ {} }}", quoted.join(", "))
 }
 
-/// The nft script that replaces table `inet overlayd` (pure; names must have passed [`check_name`]).
+/// The nft script that replaces table `inet overlayd` (pure; names must be checked first, as
+/// [`Egress::apply`] does: only `A-Z a-z 0-9 _ . -`).
 /// `overlay_ifaces`: every overlay bridge and TAP of this host, of all networks.
 pub fn ruleset(nets: &[EgressNet], overlay_ifaces: &[String]) -> String {
     // Declaring the table first makes the delete succeed when it does not exist yet; the whole script is
