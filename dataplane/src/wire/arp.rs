@@ -164,7 +164,7 @@ impl ArpRepr {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::wire::EthernetFrame;
     use proptest::prelude::*;

@@ -238,9 +238,10 @@ impl NdRepr {
                 override_,
             } => {
                 icmp[0] = ICMPV6_NEIGHBOR_ADVERT;
-                icmp[4] = u8::from(router) * NA_FLAG_ROUTER
-                    | u8::from(solicited) * NA_FLAG_SOLICITED
-                    | u8::from(override_) * NA_FLAG_OVERRIDE;
+                let flag = |on: bool, f: u8| if on { f } else { 0 };
+                icmp[4] = flag(router, NA_FLAG_ROUTER)
+                    | flag(solicited, NA_FLAG_SOLICITED)
+                    | flag(override_, NA_FLAG_OVERRIDE);
                 ND_OPT_TARGET_LLADDR
             }
         };
@@ -288,7 +289,7 @@ impl NdRepr {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::wire::EthernetFrame;
     use proptest::prelude::*;
