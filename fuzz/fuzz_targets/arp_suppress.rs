@@ -1,9 +1,14 @@
 //! ARP/ND suppression as the TAP path sees it (`dataplane::engine::suppress`): any frame a local container
 //! can write, against a table holding local and control bindings and a gateway. Also the ARP and NS/NA
 //! parsers alone, and the invariant that every reply re-parses as the answer with the bound MAC.
+//!
+//! Input: first byte `k`. `k < 0x80`: the rest is the frame. Otherwise the rest is XORed into one of four
+//! Linux captures (ARP request/reply, NS/NA; `k & 3`), cut to `len(rest)` if `k & 4`, and for NS/NA the ICMPv6
+//! checksum is fixed up when `k & 8`: so the fuzzer reaches deep paths without a seed corpus.
 #![no_main]
 use dataplane::engine::suppress::{decide, NetView, Verdict, REPLY_BUF_LEN};
 use dataplane::neigh::{Binding, NeighOrigin, NeighTable};
+use dataplane::offload::checksum::{checksum, pseudo_header_v6};
 use dataplane::wire::arp::ArpRepr;
 use dataplane::wire::nd::NdRepr;
 use dataplane::wire::{EthernetFrame, MacAddr, ETHERNET_HEADER_LEN};
@@ -26,7 +31,52 @@ fn table() -> &'static NeighTable {
     })
 }
 
-fuzz_target!(|data: &[u8]| {
+const ARP_REQUEST: &str = "ffffffffffff02aa000000010806000108000604000102aa000000010a1400050000000000000a140006";
+const ARP_REPLY: &str = "02aa0000000102bb00000002080600010800060400020\
+2bb000000020a14000602aa000000010a140005";
+const NS: &str = "3333ff00000602aa0000000186dd6000000000203afffd000020000000000000000000000005ff020000000000000000\
+0001ff0000068700 7ca100000000fd000020000000000000000000000006010102aa00000001";
+const NA: &str = "02aa0000000102bb0000000286dd6000000000203afffd000020000000000000000000000006fd00002000000000000000\
+00000000058800 1b7360000000fd000020000000000000000000000006020102bb00000002";
+
+fn hex(s: &str) -> Vec<u8> {
+    let s: Vec<u8> = s.bytes().filter(u8::is_ascii_hexdigit).collect();
+    s.chunks(2)
+        .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
+        .collect()
+}
+
+fn frame(data: &[u8]) -> Vec<u8> {
+    let (&k, rest) = match data.split_first() {
+        Some(x) => x,
+        None => return Vec::new(),
+    };
+    if k < 0x80 {
+        return rest.to_vec();
+    }
+    let mut f = hex([ARP_REQUEST, ARP_REPLY, NS, NA][usize::from(k & 3)]);
+    for (b, x) in f.iter_mut().zip(rest) {
+        *b ^= x;
+    }
+    if k & 4 != 0 {
+        f.truncate(rest.len());
+    }
+    if k & 8 != 0 && f.len() >= 86 && k & 2 != 0 {
+        let mut src = [0u8; 16];
+        let mut dst = [0u8; 16];
+        src.copy_from_slice(&f[22..38]);
+        dst.copy_from_slice(&f[38..54]);
+        let plen = f.len() - 54;
+        f[56..58].fill(0);
+        let c = checksum(&f[54..], pseudo_header_v6(src, dst, 58, plen as u32));
+        f[56..58].copy_from_slice(&c.to_be_bytes());
+    }
+    f
+}
+
+fuzz_target!(|input: &[u8]| {
+    let owned = frame(input);
+    let data = &owned[..];
     let _ = ArpRepr::parse(data);
     let _ = NdRepr::parse(data);
     let net = NetView {
