@@ -11,11 +11,15 @@
 //! Precedence, as in the FDB: `local` beats `control`. A local sighting replaces a control binding for the
 //! same address (the container is here now). A control install for an address bound locally is refused
 //! ([`Insert::OwnedLocally`]) while the local binding was seen within `stale_after` (default 300 s, the FDB's
-//! ageing); after that the remote claim wins (the container moved away and went quiet here). A binding whose
-//! MAC leaves our bridge should be dropped with [`NeighTable::remove_mac`].
+//! ageing); after that the remote claim wins (the container moved away and went quiet here). A refused or
+//! overridden control claim is kept aside with the local binding (the latest one per address, as in the FDB):
+//! when the MAC leaves our bridge ([`NeighTable::remove_mac`], called by the caller when the FDB forgets a
+//! local MAC) the address falls back to that claim instead of being forgotten, since the control plane does
+//! not re-send an advert it already sent.
 //!
 //! Bounded (STYLE §5): at most `capacity` addresses (default 4096). A new address in a full table first
-//! sweeps out every `local` binding not seen for `stale_after` (the only ones that may be evicted: a
+//! sweeps out every `local` binding not seen for `stale_after` (one with a control claim kept aside falls
+//! back to it instead; stale local bindings are the only ones that may be evicted: a
 //! container that still speaks keeps refreshing its binding, and `control` bindings are the control plane's
 //! to withdraw). If nothing is stale the new binding is refused ([`Insert::Full`]) — fail closed: its
 //! requests are then flooded, as without suppression. A refused sweep remembers the earliest time any
@@ -102,6 +106,9 @@ struct Slot {
     origin: NeighOrigin,
     /// Nanoseconds since the table's epoch when last seen (local) or installed (control).
     seen: AtomicU64,
+    /// Local bindings only: the control plane's latest claim for this address, applied when the local
+    /// binding goes ([`NeighTable::remove_mac`]).
+    claim: Option<MacAddr>,
 }
 
 #[derive(Debug)]
@@ -124,7 +131,8 @@ impl NeighTable {
     /// `epoch` is any instant not later than the first `now` passed in.
     pub fn new(capacity: usize, epoch: Instant) -> NeighTable {
         NeighTable {
-            map: DashMap::with_capacity(capacity.min(1024)),
+            // Room for a full table up front: inserts then rarely grow a shard.
+            map: DashMap::with_capacity(capacity.min(65_536)),
             capacity,
             stale_after: NeighTable::DEFAULT_STALE_AFTER,
             epoch,
@@ -210,11 +218,16 @@ impl NeighTable {
                     mac: b.mac,
                     origin,
                     seen: AtomicU64::new(t),
+                    claim: None,
                 });
                 Insert::New
             }
             Entry::Occupied(mut o) => {
-                let s = o.get();
+                let s = o.get_mut();
+                if s.origin == NeighOrigin::Local && origin == NeighOrigin::Control {
+                    // Kept aside either way; applied below if the local binding went stale.
+                    s.claim = Some(b.mac);
+                }
                 if s.origin == origin && s.mac == b.mac {
                     if origin == NeighOrigin::Local {
                         s.seen.store(t, Relaxed);
@@ -225,10 +238,17 @@ impl NeighTable {
                     return Insert::OwnedLocally;
                 }
                 let from = (s.mac, s.origin);
+                // A local binding keeps the control claim it replaces (or the one it already held).
+                let claim = match (origin, s.origin) {
+                    (NeighOrigin::Local, NeighOrigin::Control) => Some(s.mac),
+                    (NeighOrigin::Local, NeighOrigin::Local) => s.claim,
+                    _ => None,
+                };
                 o.insert(Slot {
                     mac: b.mac,
                     origin,
                     seen: AtomicU64::new(t),
+                    claim,
                 });
                 Insert::Changed {
                     from: from.0,
@@ -256,9 +276,17 @@ impl NeighTable {
         }
         let stale = self.stale_ns();
         let mut removed = 0usize;
+        let mut fell_back = 0usize;
         let mut oldest_local = u64::MAX;
         self.map.retain(|_, s| {
             if self.is_stale(s, t) {
+                // A stale local binding with a control claim kept aside falls back to it (no room made).
+                if let Some(c) = s.claim.take() {
+                    s.mac = c;
+                    s.origin = NeighOrigin::Control;
+                    fell_back += 1;
+                    return true;
+                }
                 removed += 1;
                 return false;
             }
@@ -267,8 +295,10 @@ impl NeighTable {
             }
             true
         });
-        if removed > 0 {
+        if removed + fell_back > 0 {
             self.bump();
+        }
+        if removed > 0 {
             self.no_room_until.store(0, Relaxed);
             return true;
         }
@@ -278,35 +308,58 @@ impl NeighTable {
         false
     }
 
-    /// Withdraw a control binding (the control plane's `FdbRemove`, or an advert that dropped the address).
-    /// A local binding of the same address is kept. True if one was removed.
+    /// Withdraw the control binding of `ip` (an advert that dropped the address), or the claim kept aside
+    /// with a local binding. A local binding itself is kept. True if a binding or claim was removed.
     pub fn remove_control(&self, ip: &IpAddr) -> bool {
+        if let Some(mut s) = self.map.get_mut(ip) {
+            if s.origin == NeighOrigin::Local {
+                return s.claim.take().is_some();
+            }
+        }
         self.map
             .remove_if(ip, |_, s| s.origin == NeighOrigin::Control)
             .is_some()
     }
 
-    /// Withdraw every control binding to `mac` (the MAC's advert was withdrawn). Returns how many.
+    /// Withdraw every control binding and kept-aside claim to `mac` (the control plane's `FdbRemove`: the
+    /// MAC's advert was withdrawn). Returns how many bindings went.
     pub fn remove_control_mac(&self, mac: &MacAddr) -> usize {
-        self.remove_where(|s| s.origin == NeighOrigin::Control && s.mac == *mac)
-    }
-
-    /// `mac` left our bridge: forget its local bindings. Returns how many.
-    pub fn remove_mac(&self, mac: &MacAddr) -> usize {
-        let n = self.remove_where(|s| s.origin == NeighOrigin::Local && s.mac == *mac);
-        if n > 0 {
-            self.bump();
-        }
+        let mut n = 0;
+        self.map.retain(|_, s| {
+            if s.origin == NeighOrigin::Control {
+                let drop = s.mac == *mac;
+                n += usize::from(drop);
+                return !drop;
+            }
+            if s.claim == Some(*mac) {
+                s.claim = None;
+            }
+            true
+        });
         n
     }
 
-    fn remove_where(&self, f: impl Fn(&Slot) -> bool) -> usize {
+    /// `mac` left our bridge: forget its local bindings; an address with a control claim kept aside falls
+    /// back to it. Returns how many local bindings went.
+    pub fn remove_mac(&self, mac: &MacAddr) -> usize {
         let mut n = 0;
         self.map.retain(|_, s| {
-            let drop = f(s);
-            n += usize::from(drop);
-            !drop
+            if s.origin != NeighOrigin::Local || s.mac != *mac {
+                return true;
+            }
+            n += 1;
+            match s.claim.take() {
+                Some(c) => {
+                    s.mac = c;
+                    s.origin = NeighOrigin::Control;
+                    true
+                }
+                None => false,
+            }
         });
+        if n > 0 {
+            self.bump();
+        }
         n
     }
 

@@ -71,6 +71,51 @@ fn learn_install_lookup_and_precedence() {
 }
 
 #[test]
+fn control_claims_wait_beside_local_bindings() {
+    let t0 = Instant::now();
+    let t = NeighTable::new(16, t0);
+    // A local container takes over an address another host advertised; when it leaves, the advert is back.
+    t.install(b(1, 1), t0);
+    t.learn(b(1, 3), t0);
+    assert_eq!(t.remove_mac(&mac(3)), 1);
+    assert_eq!(t.lookup(&ip(1)), Some((mac(1), NeighOrigin::Control)));
+    // An advert for a fresh local address is refused but remembered (the latest one).
+    t.learn(b(2, 5), t0);
+    assert_eq!(t.install(b(2, 6), t0), Insert::OwnedLocally);
+    assert_eq!(t.install(b(2, 7), t0), Insert::OwnedLocally);
+    assert_eq!(t.learn(b(2, 5), t0 + S), Insert::Refreshed);
+    assert_eq!(t.lookup(&ip(2)), Some((mac(5), NeighOrigin::Local)));
+    let v = t.local_version();
+    assert_eq!(t.remove_mac(&mac(5)), 1);
+    assert_eq!(t.local_version(), v + 1);
+    assert_eq!(t.lookup(&ip(2)), Some((mac(7), NeighOrigin::Control)));
+    // A withdrawn claim is forgotten: by address or by MAC.
+    t.learn(b(3, 8), t0);
+    t.install(b(3, 9), t0);
+    assert!(t.remove_control(&ip(3)));
+    assert_eq!(
+        t.lookup(&ip(3)),
+        Some((mac(8), NeighOrigin::Local)),
+        "the local binding stays"
+    );
+    t.learn(b(4, 8), t0);
+    t.install(b(4, 9), t0);
+    assert_eq!(t.remove_control_mac(&mac(9)), 0);
+    assert_eq!(t.remove_mac(&mac(8)), 2);
+    assert_eq!(t.lookup(&ip(3)), None);
+    assert_eq!(t.lookup(&ip(4)), None);
+    // A full table sweeping a stale local binding falls back to its claim rather than dropping the address.
+    let t = NeighTable::new(2, t0);
+    t.learn(b(1, 1), t0);
+    assert_eq!(t.install(b(1, 2), t0), Insert::OwnedLocally);
+    t.install(b(2, 3), t0);
+    let v = t.local_version();
+    assert_eq!(t.learn(b(3, 4), t0 + 400 * S), Insert::Full);
+    assert_eq!(t.lookup(&ip(1)), Some((mac(2), NeighOrigin::Control)));
+    assert_eq!(t.local_version(), v + 1, "the local set changed");
+}
+
+#[test]
 fn invalid_bindings_are_refused() {
     let t0 = Instant::now();
     let t = NeighTable::new(16, t0);
