@@ -33,7 +33,8 @@
 //!    `if from_bridge(frame, net.bridge_mac) { return Err(DropReason::BridgeMac) }` — so the bridge MAC is
 //!    never learned as local nor advertised (the anycast gateway would otherwise move between hosts).
 //! 2. After the BUM rate-limit check (a flood of broadcast ARP is limited before it reaches the table) and
-//!    before the FDB lookup:
+//!    before the FDB lookup (`TxOutcome` is illustrative: the engine needs some way to say "write this into
+//!    the TAP" and "consumed, not a drop"):
 //!    ```ignore
 //!    let d = suppress::suppress(frame, &net_view, &self.counters, &mut self.arp_reply);
 //!    if let Some(b) = d.learn { net.neigh.learn(b, now); }   // Insert::* needs no counting
@@ -48,9 +49,12 @@
 //!    ```
 //!    `arp_reply` is a per-engine `[u8; REPLY_BUF_LEN]`, allocated once. The reply is not counted in
 //!    `tx_frames` by `suppress` (the caller decides; it is a frame written to the TAP).
-//! 3. Control-plane glue: `FdbInstall { ips }` → [`NeighTable::install`] per address; `FdbRemove` →
-//!    [`NeighTable::remove_control_mac`]; adverts of local MACs read [`NeighTable::local_ips_of`] and re-send
-//!    when [`NeighTable::local_version`] moves; a MAC leaving our bridge → [`NeighTable::remove_mac`].
+//! 3. Control-plane glue: `FdbInstall { ips }` → [`NeighTable::install`] per address (and
+//!    [`NeighTable::remove_control`] for addresses the advert no longer carries); `FdbRemove` →
+//!    [`NeighTable::remove_control_mac`]; adverts of local MACs read [`NeighTable::local_ips_of`] (bounded)
+//!    and are re-sent when [`NeighTable::local_version`] moves; a MAC leaving our bridge (the FDB forgets a
+//!    local MAC) → [`NeighTable::remove_mac`]; `attach` → [`NeighTable::learn`] with the attached address.
+//!    A network appearing after its entries arrived installs `GossipHandle::installed(vni)`'s addresses.
 
 use crate::neigh::{Binding, NeighOrigin, NeighTable};
 use crate::stats::{Counters, DropReason};
