@@ -165,6 +165,22 @@ pub fn render(st: &AdminState) -> Result<String, std::fmt::Error> {
         MetricType::Counter,
         vec![(net_labels(&[]), Value::Counter(snap.moves))],
     );
+    s.add(
+        "overlayd_arp",
+        "ARP requests and IPv6 neighbour solicitations from the TAP: suppressed (answered here or kept on this \
+         host) or flooded (`arp_suppressed`, `arp_flooded` in `overlayctl stats`).",
+        MetricType::Counter,
+        vec![
+            (
+                net_labels(&[("result", "suppressed")]),
+                Value::Counter(snap.arp_suppressed),
+            ),
+            (
+                net_labels(&[("result", "flooded")]),
+                Value::Counter(snap.arp_flooded),
+            ),
+        ],
+    );
     let mut by_origin: BTreeMap<&str, i64> = ["local", "learned", "control", "static"]
         .into_iter()
         .map(|n| (n, 0))

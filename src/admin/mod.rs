@@ -592,6 +592,7 @@ mod tests {
     #[test]
     fn metrics_and_trace_are_read_only_routes() {
         let st = state(None, false);
+        Counters::add(&st.counters[0].arp_suppressed, 3);
         let r = get(&st, &Via::Tcp, "/metrics", "localhost");
         assert_eq!(r.status, 200);
         assert_eq!(r.content_type, crate::metrics::CONTENT_TYPE);
@@ -604,6 +605,12 @@ mod tests {
         assert!(
             r.body
                 .contains(r#"overlayd_fdb_entries{network="default",vni="42",origin="learned"} 1"#),
+            "{}",
+            r.body
+        );
+        assert!(
+            r.body
+                .contains(r#"overlayd_arp_total{network="default",vni="42",result="suppressed"} 3"#),
             "{}",
             r.body
         );
