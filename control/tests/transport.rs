@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use control::auth::{JoinToken, NodeCredential, StateDir};
 use control::exposure::Limits;
-use control::transport::{self, Admission, Event, GossipOptions, TransportError};
+use control::transport::{self, Admission, GossipOptions, TransportError};
+use control::Output;
 use control::{ControlConfig, MacAddr, MemberState, RevokeOutcome};
 
 fn tempdir(tag: &str) -> PathBuf {
@@ -86,15 +87,18 @@ async fn join_gossip_and_refuse_foreign_ca() {
     let b = transport::start(opts(&dir_b, cred_b.clone(), [192, 168, 0, 2], 1)).unwrap();
     b.join(addr_a).await.unwrap();
     let mac: MacAddr = "02:00:00:00:0b:01".parse().unwrap();
-    b.set_local_macs(vec![mac]).await.unwrap();
+    let ip = IpAddr::from([10, 20, 0, 11]);
+    b.set_local(vec![(vni(), mac, vec![ip])]).await.unwrap();
 
     // A learns B as alive and installs B's MAC → B's VTEP.
     let installed = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(ev) = a.events.recv().await {
             if ev
-                == (Event::FdbInstall {
+                == (Output::FdbInstall {
+                    vni: vni(),
                     mac,
                     vtep: IpAddr::from([192, 168, 0, 2]),
+                    ips: vec![ip],
                 })
             {
                 return true;
@@ -181,7 +185,7 @@ async fn join_gossip_and_refuse_foreign_ca() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(dir_b.load_peers().unwrap(), vec![addr_a]);
-    b2.set_local_macs(vec![mac]).await.unwrap();
+    b2.set_local(vec![(vni(), mac, vec![ip])]).await.unwrap();
     let gen2 = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             let ms = a.members().await.unwrap();
@@ -372,4 +376,8 @@ async fn unauthenticated_join_connections_are_capped_and_timed_out() {
     c3.close(0u32.into(), b"");
     a.abort();
     let _ = std::fs::remove_dir_all(dir.path());
+}
+
+fn vni() -> control::Vni {
+    control::Vni::new(42).unwrap()
 }
