@@ -2,7 +2,10 @@
 //! transport that carries them. The state machine is sans-IO: it is fed messages and `now`.
 //!
 //! - [`node::ControlNode`]: the state machine the daemon drives. Inputs: `handle_message`, `handle_timer`,
-//!   `set_local_macs`, `join`, `leave`. Outputs: polled with [`node::ControlNode::poll_output`] as [`Output`].
+//!   `set_local`, `join`, `leave`, `revoke`, `create_network`, `remove_network`, `request_block`.
+//!   Outputs: polled with [`node::ControlNode::poll_output`] as [`Output`].
+//! - [`catalog`]: cluster-wide network definitions ([`NetworkDef`]), signed by their author, tombstones.
+//! - [`ipam`]: CA-signed address-block grants and releases.
 //! - [`identity`]: the signed foca identity (node id + gossip addr + VTEP + generation + CA attestation),
 //!   its verifier and the verifying foca codec.
 //! - [`membership`]: RNG, runtime adapter and the custom-broadcast handler (signed adverts, leaves, revocations).
@@ -33,9 +36,23 @@
 //!     quic: Arc::default(), limits: exposure::Limits::default(),
 //!     config: ControlConfig::default(), seed, state: Some(state.clone()) })?;
 //! if let Some(peer) = peer { h.join(peer).await?; }                // restarts re-join via state's `peers`
-//! // TAP learner → h.set_local_macs(all MACs currently behind the bridge).await
-//! // h.events: Event::FdbInstall{mac,vtep} → FDB entry origin Control; FdbRemove{mac} → remove it;
-//! //           Event::MembersChanged(rows) → cache for `overlayctl peers --json` (serde_json of rows).
+//! // Local entries are pushed, not scanned: on every change of the local (VNI, MAC, IPs) set:
+//! //   h.set_local(vec![(vni, mac, ips), ...]).await?   // full set; ≤ 8 IPs per MAC (else TooManyIps)
+//! // h.events yields control::Output (never Send/ScheduleTimer), in order:
+//! //   FdbInstall{vni,mac,vtep,ips} → network vni's FDB: mac behind vtep (origin Control) + ARP/ND bindings
+//! //   FdbRemove{vni,mac}           → remove that entry and its bindings
+//! //   FloodSet{vni,vteps}          → the network's BUM flood set (complete list; empty = none)
+//! //   NetworkUpsert(def)           → create/update bridge ovbr<VNI> + TAP ovl<VNI> (idempotent)
+//! //   NetworkRemoved{name,vni}     → tear them down
+//! //   BlockGranted{network,block} / BlockReleased{network,block} → this host's IPAM blocks
+//! //   MembersChanged(rows)         → cache for `overlayctl peers --json` (serde_json of rows)
+//! //   Revoked{node}                → (already enforced by the transport; informational)
+//! // A network that appears locally after its entries arrived: h.installed(vni).await → (mac, vtep, ips).
+//! // `overlayctl network create/rm`: h.create_network(NetworkDef::new(..)?).await / h.remove_network(name)
+//! // `network ls`: h.networks().await → [NetworkInfo{def, blocks}]
+//! // attach without --ip and no free address: h.request_block(name).await → Granted(block) on an
+//! //   admitter, Requested(admitter) elsewhere (BlockGranted follows), Pending (no admitter: 503; the
+//! //   request is retried every anti-entropy tick)
 //! // SIGTERM → h.leave().await;   `overlayctl token [--rotate]` → admission.token() / .rotate()
 //! ```
 

@@ -2,6 +2,7 @@
 //! tombstones that survive anti-entropy, re-creation), block grants that never collide, release of a
 //! dead holder's blocks after the grace, adverts with IP bindings and per-VNI flood sets, and forged
 //! grants / definitions from a rogue member.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed expectation is the assertion
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -379,8 +380,8 @@ fn rogue_cannot_forge_grants_or_network_definitions() {
     sim.run_for(Duration::from_secs(5));
     let grants_after: Vec<_> = sim.running().map(|(_, c)| c.grants()).collect();
     assert_eq!(grants_after, grants_before);
-    for i in 0..n {
-        assert_eq!(sim.nodes[i].networks, nets_before[i], "node {i}");
+    for (i, before) in nets_before.iter().enumerate() {
+        assert_eq!(sim.nodes[i].networks, *before, "node {i}");
     }
     let bad_after: u64 = sim.running().map(|(_, c)| c.stats().bad_signatures).sum();
     assert!(bad_after > bad_before, "forgeries were counted");
