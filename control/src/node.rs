@@ -265,6 +265,8 @@ pub struct ControlNode {
     pending_blocks: BTreeMap<String, u32>,
     /// Admitters: since when each holder of a block has not been an active member.
     absent_since: HashMap<NodeId, Instant>,
+    /// Admitters: since when each granted block has had no network (removed or redefined).
+    orphan_since: BTreeMap<(String, crate::IpNet), Instant>,
 }
 
 impl std::fmt::Debug for ControlNode {
@@ -334,6 +336,7 @@ impl ControlNode {
             my_blocks: BTreeSet::new(),
             pending_blocks: BTreeMap::new(),
             absent_since: HashMap::new(),
+            orphan_since: BTreeMap::new(),
         };
         let at = now + node.config.anti_entropy_interval;
         node.out.push_back(Output::ScheduleTimer {

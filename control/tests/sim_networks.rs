@@ -211,6 +211,20 @@ fn dead_holders_blocks_are_released_after_grace_and_regranted() {
     assert_eq!(sim.nodes[restarts].blocks, kept);
     let h = holders(&sim);
     assert!(h.values().all(|v| v.len() == 1), "{h:?}");
+
+    // Network removed: holders are told at once; the admitter releases the grants after the grace,
+    // so the network re-created later starts with every block free.
+    sim.on(2, |c, now| c.remove_network(now, "two")).unwrap();
+    sim.run_until(Duration::from_secs(5), TICK, |s| holders(s).is_empty())
+        .expect("blocks of a removed network are released to their holders");
+    sim.run_until(Duration::from_secs(15), TICK, |s| {
+        s.running().all(|(_, c)| c.grants().is_empty())
+    })
+    .expect("grants of a removed network released after the grace");
+    let again = def("two", 9, "10.8.0.0/27", Some(28));
+    sim.on(3, |c, now| c.create_network(now, again.clone())).unwrap();
+    sim.run_for(Duration::from_secs(3));
+    assert!(holders(&sim).is_empty());
     assert!(sim.errors.is_empty(), "{:?}", sim.errors);
 }
 

@@ -403,13 +403,35 @@ impl ControlNode {
                 expired.push(*h);
             }
         }
-        if expired.is_empty() {
+        // Grants of a network that has been removed (or redefined without that block) for the grace
+        // too: released, so a re-created network starts empty and the table does not keep them forever.
+        // (The grace covers an admitter that has not heard of a new network yet.)
+        let defs = self.catalog.effective();
+        let orphans: std::collections::BTreeSet<(String, IpNet)> = self
+            .grants
+            .iter()
+            .filter(|g| !g.released && !defs.get(&g.network).is_some_and(|d| d.has_block(&g.block)))
+            .map(|g| (g.network.clone(), g.block))
+            .collect();
+        self.orphan_since.retain(|k, _| orphans.contains(k));
+        let mut orphans_expired = std::collections::BTreeSet::new();
+        for k in orphans {
+            let since = *self.orphan_since.entry(k.clone()).or_insert(now);
+            if now.saturating_duration_since(since) >= self.config.block_grace {
+                orphans_expired.insert(k);
+            }
+        }
+        if expired.is_empty() && orphans_expired.is_empty() {
             return Ok(());
         }
         let releases: Vec<BlockGrant> = self
             .grants
             .iter()
-            .filter(|g| !g.released && expired.contains(&g.holder))
+            .filter(|g| {
+                !g.released
+                    && (expired.contains(&g.holder)
+                        || orphans_expired.contains(&(g.network.clone(), g.block)))
+            })
             .cloned()
             .collect();
         for g in releases {
@@ -424,6 +446,9 @@ impl ControlNode {
         }
         for h in expired {
             self.absent_since.remove(&h);
+        }
+        for k in orphans_expired {
+            self.orphan_since.remove(&k);
         }
         self.report_blocks();
         Ok(())
