@@ -267,6 +267,8 @@ pub struct ControlNode {
     absent_since: HashMap<NodeId, Instant>,
     /// Admitters: since when each granted block has had no network (removed or redefined).
     orphan_since: BTreeMap<(String, crate::IpNet), Instant>,
+    /// Admitters: the grant table has matched a peer's at least once since start (see `ipam_ready`).
+    ipam_synced: bool,
 }
 
 impl std::fmt::Debug for ControlNode {
@@ -337,6 +339,7 @@ impl ControlNode {
             pending_blocks: BTreeMap::new(),
             absent_since: HashMap::new(),
             orphan_since: BTreeMap::new(),
+            ipam_synced: false,
         };
         let at = now + node.config.anti_entropy_interval;
         node.out.push_back(Output::ScheduleTimer {
@@ -538,6 +541,9 @@ impl ControlNode {
                     self.send_sync(from, &SyncMessage::Revocations { list })?;
                 }
                 self.ship_catalog(from, catalog, grants)?;
+                if grants == self.grants.digest() {
+                    self.ipam_synced = true;
+                }
                 // Several States messages of bounded size rather than one unbounded one.
                 let mut batch = Vec::new();
                 let mut entries = 0;
@@ -1343,6 +1349,45 @@ mod tests {
             s.identity_verifications, before,
             "repeated identities are cache hits"
         );
+    }
+
+    /// An admitter that founded the cluster and is alone grants at once; one that (re)started by
+    /// joining waits until its grant table matched a peer's (it could otherwise reuse held blocks).
+    #[test]
+    fn restarted_admitter_grants_only_after_sync() {
+        let k = keys();
+        let now = Instant::now();
+        let def =
+            crate::NetworkDef::new("blue", 5, "10.1.0.0/24".parse().unwrap(), None, false, None).unwrap();
+        let mut founder = node_with(&k, 1);
+        founder.create_network(now, def.clone()).unwrap();
+        assert_eq!(
+            founder.request_block(now, "blue").unwrap(),
+            BlockOutcome::Granted("10.1.0.0/26".parse().unwrap())
+        );
+        let mut restarted = node_with(&k, 1);
+        restarted
+            .join(now, SocketAddr::from(([127, 0, 0, 2], 7948)))
+            .unwrap();
+        restarted.create_network(now, def).unwrap();
+        assert_eq!(
+            restarted.request_block(now, "blue").unwrap(),
+            BlockOutcome::Pending
+        );
+        assert!(restarted.grants().is_empty());
+        // A non-admitter with no admitter known: pending too.
+        let mut plain = node_with(&k, 2);
+        plain
+            .create_network(
+                now,
+                crate::NetworkDef::new("red", 6, "10.2.0.0/24".parse().unwrap(), None, false, None).unwrap(),
+            )
+            .unwrap();
+        assert_eq!(plain.request_block(now, "red").unwrap(), BlockOutcome::Pending);
+        assert!(matches!(
+            plain.request_block(now, "nope"),
+            Err(ControlError::Network(crate::NetworkError::NoSuchNetwork(_)))
+        ));
     }
 
     /// Only an admitter acts on a revoke request, only from a member, only with the member's signature,

@@ -401,3 +401,45 @@ fn rogue_cannot_forge_grants_or_network_definitions() {
     assert!(bad_after > bad_before, "forgeries were counted");
     assert!(catalogs_equal(&sim));
 }
+
+#[test]
+fn requests_wait_for_an_admitter_and_a_restarted_admitter_does_not_reuse_blocks() {
+    let mut sim = sim(6, 36);
+    let four = def("four", 11, "10.7.0.0/27", Some(29));
+    sim.on(5, |c, now| c.create_network(now, four.clone())).unwrap();
+    let want: BTreeMap<String, NetworkDef> = [("four".to_string(), four)].into();
+    sim.run_until(Duration::from_secs(5), TICK, |s| all_have(s, &want))
+        .expect("network everywhere");
+    for i in [1, 2] {
+        sim.on(i, |c, now| c.request_block(now, "four")).unwrap();
+        sim.run_until(Duration::from_secs(5), TICK, |s| s.nodes[i].blocks.len() == 1)
+            .expect("granted");
+    }
+    let before = holders(&sim);
+    // The only admitter dies: a request waits (existing blocks stay).
+    sim.kill(0);
+    sim.run_until(Duration::from_secs(10), TICK, |s| {
+        s.running().all(|(_, c)| c.admitter_addrs().is_empty())
+    })
+    .expect("admitter declared down");
+    assert_eq!(
+        sim.on(3, |c, now| c.request_block(now, "four")).unwrap(),
+        BlockOutcome::Pending
+    );
+    sim.run_for(Duration::from_secs(3));
+    assert!(sim.nodes[3].blocks.is_empty());
+    assert_eq!(holders(&sim), before);
+    // It comes back with an empty memory: it syncs the grant table before granting, so node 3 gets
+    // a free block, not one of the held ones.
+    sim.restart(0);
+    sim.run_until(Duration::from_secs(10), TICK, |s| s.nodes[3].blocks.len() == 1)
+        .expect("pending request granted once an admitter is back");
+    sim.run_for(Duration::from_secs(3));
+    let h = holders(&sim);
+    assert_eq!(h.len(), 3, "{h:?}");
+    assert!(h.values().all(|v| v.len() == 1), "{h:?}");
+    for (k, v) in &before {
+        assert_eq!(h.get(k), Some(v), "held blocks kept");
+    }
+    assert!(sim.errors.is_empty(), "{:?}", sim.errors);
+}

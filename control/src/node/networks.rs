@@ -82,6 +82,12 @@ impl ControlNode {
             return Err(ControlError::TooManyBlocks(held));
         }
         if self.trust.ca_signer.is_some() {
+            if !self.ipam_ready() {
+                // Restarted admitter: wait until its grant table has been synced (ipam_tick grants).
+                let w = self.pending_blocks.entry(network.to_string()).or_insert(want);
+                *w = (*w).max(want);
+                return Ok(BlockOutcome::Pending);
+            }
             let me = self.identity.id;
             let new = self.grant_to(now, &def, me, want)?;
             self.report_blocks();
@@ -299,6 +305,13 @@ impl ControlNode {
         Ok(())
     }
 
+    /// May this admitter grant? Only once its grant table matched a peer's (an anti-entropy digest
+    /// with equal grant digests), or if it founded the cluster and is still alone: a restarted
+    /// admitter starts with an empty table and must not hand out blocks others hold.
+    pub(super) fn ipam_ready(&self) -> bool {
+        self.ipam_synced || (self.seeds.is_empty() && self.foca.num_members() == 0)
+    }
+
     /// Admitter: a member asks for blocks.
     pub(super) fn handle_block_request(
         &mut self,
@@ -326,6 +339,10 @@ impl ControlNode {
             // Not (yet) in our catalog: anti-entropy brings it, the requester asks again.
             return Ok(());
         };
+        if !self.ipam_ready() {
+            // Not synced yet after a restart: the requester asks again next tick.
+            return Ok(());
+        }
         let new = self.grant_to(now, &def, requester, want)?;
         if !new.is_empty() {
             // Also straight to the holder, so it need not wait for gossip.
@@ -354,7 +371,7 @@ impl ControlNode {
         let mut new = Vec::new();
         while (self.grants.held(def, holder).len() as u32) < want {
             let Some(block) = self.grants.first_free(def) else {
-                tracing::warn!(network = %def.name, "no free address block left");
+                tracing::debug!(network = %def.name, "no free address block left");
                 break;
             };
             let stamp = self.grants.next_stamp(&def.name, block);
@@ -378,6 +395,18 @@ impl ControlNode {
         let Some(ca) = self.trust.ca_signer.clone() else {
             return Ok(());
         };
+        if !self.ipam_ready() {
+            return Ok(());
+        }
+        // Our own requests that waited for the sync.
+        let own: Vec<(String, u32)> = self.pending_blocks.iter().map(|(n, w)| (n.clone(), *w)).collect();
+        let me = self.identity.id;
+        for (network, want) in own {
+            if let Some(def) = self.catalog.get(&network) {
+                self.grant_to(now, &def, me, want)?;
+            }
+        }
+        self.report_blocks();
         let active: std::collections::HashSet<NodeId> = {
             let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
             shared
