@@ -5,7 +5,7 @@
 //! killed (SIGKILL: they vanish, nothing more is delivered to or from them), restarted (new generation),
 //! partitioned into groups and healed. Each node's data-plane FDB is modelled by applying its
 //! FdbInstall/FdbRemove outputs to a map. Every node has a real credential: a P-256 key and a CA-signed
-//! attestation (node 0 is the admitter and holds the CA key), and a persisted revocation list that
+//! attestation (node 0 is the admitter and holds the CA key; [`SimConfig::admitters`] makes more), and a persisted revocation list that
 //! survives restarts like the state dir does. Any node can also act as a rogue: [`Sim::inject`] delivers
 //! arbitrary bytes from its address, and [`swim_packet`] builds SWIM packets with chosen identities,
 //! updates and broadcasts. Must never: read the real clock for decisions, or use unseeded randomness
@@ -51,6 +51,8 @@ pub struct SimConfig {
     pub loss: f64,
     pub seed: u64,
     pub control: ControlConfig,
+    /// Nodes 0..admitters are attested as admitters and hold the CA key.
+    pub admitters: usize,
 }
 
 impl Default for SimConfig {
@@ -61,6 +63,7 @@ impl Default for SimConfig {
             loss: 0.0,
             seed: 1,
             control: ControlConfig::default(),
+            admitters: 1,
         }
     }
 }
@@ -204,9 +207,14 @@ impl Sim {
             let id = NodeId(0x1000 + i as u64);
             let vtep = IpAddr::from([192, 168, (i / 250) as u8, (i % 250 + 1) as u8]);
             let signer = Arc::new(new_signer());
-            let attestation =
-                Attestation::issue(&sim.ca, id, vec![vtep, addr.ip()], i == 0, signer.public_key())
-                    .unwrap_or_else(|e| panic!("attest: {e}"));
+            let attestation = Attestation::issue(
+                &sim.ca,
+                id,
+                vec![vtep, addr.ip()],
+                i < sim.cfg.admitters,
+                signer.public_key(),
+            )
+            .unwrap_or_else(|e| panic!("attest: {e}"));
             sim.by_addr.insert(addr, i);
             sim.nodes.push(SimNode {
                 id,

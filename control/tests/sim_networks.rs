@@ -17,10 +17,15 @@ use control::{BlockOutcome, ControlConfig, ControlError, IpNet, NodeId};
 const TICK: Duration = Duration::from_millis(10);
 
 fn sim(n: usize, seed: u64) -> Sim {
+    sim_with(n, seed, 1)
+}
+
+fn sim_with(n: usize, seed: u64, admitters: usize) -> Sim {
     let mut sim = Sim::new(
         n,
         SimConfig {
             seed,
+            admitters,
             control: ControlConfig {
                 block_grace: Duration::from_secs(5),
                 ..ControlConfig::default()
@@ -441,5 +446,53 @@ fn requests_wait_for_an_admitter_and_a_restarted_admitter_does_not_reuse_blocks(
     for (k, v) in &before {
         assert_eq!(h.get(k), Some(v), "held blocks kept");
     }
+    assert!(sim.errors.is_empty(), "{:?}", sim.errors);
+}
+
+/// The documented residual risk with several admitters: two admitters that cannot see each other
+/// grant the same block to two holders. After the heal every node keeps the same grant (the lower
+/// admitter's), the other holder is told BlockReleased, and a new request gets it another block.
+#[test]
+fn partitioned_admitters_conflict_resolves_deterministically() {
+    let mut sim = sim_with(6, 37, 2);
+    let duo = def("duo", 12, "10.6.0.0/28", Some(30));
+    sim.on(4, |c, now| c.create_network(now, duo.clone())).unwrap();
+    let want: BTreeMap<String, NetworkDef> = [("duo".to_string(), duo)].into();
+    sim.run_until(Duration::from_secs(5), TICK, |s| all_have(s, &want))
+        .expect("network everywhere");
+    sim.run_for(Duration::from_secs(3));
+    sim.partition(&[vec![0, 2], vec![1, 3, 4, 5]]);
+    sim.run_until(Duration::from_secs(15), TICK, |s| {
+        s.running()
+            .all(|(i, c)| c.active_members() == if i == 0 || i == 2 { 1 } else { 3 })
+    })
+    .expect("each side sees only itself");
+    assert_eq!(
+        sim.on(2, |c, now| c.request_block(now, "duo")).unwrap(),
+        BlockOutcome::Requested(sim.nodes[0].id)
+    );
+    assert_eq!(
+        sim.on(3, |c, now| c.request_block(now, "duo")).unwrap(),
+        BlockOutcome::Requested(sim.nodes[1].id)
+    );
+    let first = net("10.6.0.0/30");
+    sim.run_until(Duration::from_secs(5), TICK, |s| {
+        s.nodes[2].blocks.contains(&("duo".to_string(), first))
+            && s.nodes[3].blocks.contains(&("duo".to_string(), first))
+    })
+    .expect("both sides granted the same block");
+    sim.heal();
+    sim.run_until(Duration::from_secs(20), TICK, |s| {
+        s.membership_converged() && s.nodes[3].blocks.is_empty()
+    })
+    .expect("the higher admitter's grant loses after the heal");
+    assert!(sim.nodes[2].blocks.contains(&("duo".to_string(), first)));
+    let views: BTreeSet<Vec<(String, IpNet, NodeId)>> = sim.running().map(|(_, c)| c.grants()).collect();
+    assert_eq!(views.len(), 1, "{views:?}");
+    sim.on(3, |c, now| c.request_block(now, "duo")).unwrap();
+    sim.run_until(Duration::from_secs(5), TICK, |s| s.nodes[3].blocks.len() == 1)
+        .expect("re-requested");
+    let h = holders(&sim);
+    assert!(h.values().all(|v| v.len() == 1), "{h:?}");
     assert!(sim.errors.is_empty(), "{:?}", sim.errors);
 }
