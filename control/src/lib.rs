@@ -8,9 +8,11 @@
 //! - [`ipam`]: CA-signed address-block grants and releases.
 //! - [`identity`]: the signed foca identity (node id + gossip addr + VTEP + generation + CA attestation),
 //!   its verifier and the verifying foca codec.
-//! - [`membership`]: RNG, runtime adapter and the custom-broadcast handler (signed adverts, leaves, revocations).
+//! - [`membership`]: RNG, runtime adapter and the custom-broadcast handler (signed adverts, leaves, revocations,
+//!   network records, block grants).
 //! - [`revocation`]: CA-signed revocations and the revocation list.
-//! - [`sync`]: per-owner MAC tables, cross-owner resolution, anti-entropy digests. Pure data, no foca.
+//! - [`sync`]: per-owner (VNI, MAC) tables with IP bindings, cross-owner resolution, per-VNI flood sets,
+//!   anti-entropy digests. Pure data, no foca.
 //! - [`messages`]: the versioned wire envelope (postcard); decoding never panics.
 //! - [`attest`]: compact CA-signed attestations and node signatures that make gossip claims verifiable.
 //! - [`auth`]: cluster CA, node credentials, join tokens.

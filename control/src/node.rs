@@ -4,6 +4,9 @@
 //! broadcasts) with [`FdbSync`] (per-owner MAC tables and their resolution) and a periodic push-pull
 //! anti-entropy exchange that repairs whatever gossip lost (healed partitions, loss, late joiners).
 //!
+//! The network catalog and IPAM blocks (signed records and CA-signed grants, gossiped the same way and
+//! part of the same anti-entropy exchange) are handled in `node/networks.rs`.
+//!
 //! Inputs carry `now`; outputs are queued and drained with [`ControlNode::poll_output`]. Must never: read
 //! a clock, sleep, touch a socket, or panic on anything received.
 
