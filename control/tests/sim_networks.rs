@@ -496,3 +496,29 @@ fn partitioned_admitters_conflict_resolves_deterministically() {
     assert!(h.values().all(|v| v.len() == 1), "{h:?}");
     assert!(sim.errors.is_empty(), "{:?}", sim.errors);
 }
+
+/// Under 20 % message loss definitions and grants still reach everyone (anti-entropy repairs what
+/// gossip lost; pending requests are repeated) and no block has two holders.
+#[test]
+fn networks_and_blocks_under_loss() {
+    let n = 8;
+    let mut sim = sim(n, 38);
+    sim.set_loss(0.2);
+    let lossy = def("lossy", 13, "10.5.0.0/24", Some(28));
+    sim.on(6, |c, now| c.create_network(now, lossy.clone())).unwrap();
+    let want: BTreeMap<String, NetworkDef> = [("lossy".to_string(), lossy)].into();
+    sim.run_until(Duration::from_secs(10), TICK, |s| all_have(s, &want))
+        .expect("definition everywhere under loss");
+    for i in 0..n {
+        sim.on(i, |c, now| c.request_block(now, "lossy")).unwrap();
+    }
+    sim.run_until(Duration::from_secs(20), TICK, |s| {
+        s.running()
+            .all(|(i, c)| s.nodes[i].blocks.len() == 1 && c.grants().len() == n)
+    })
+    .expect("every node granted one block under loss");
+    let h = holders(&sim);
+    assert_eq!(h.len(), n);
+    assert!(h.values().all(|v| v.len() == 1), "{h:?}");
+    assert!(sim.errors.is_empty(), "{:?}", sim.errors);
+}
