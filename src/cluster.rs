@@ -5,8 +5,8 @@
 use crate::config::{Cluster, Config};
 use control::auth::{NodeCredential, StateDir};
 use control::exposure::{Limits, QuicStats};
-use control::transport::{self, Admission, Event, GossipHandle, GossipOptions};
-use control::{ControlConfig, ControlStats, MemberInfo, MemberState, RevokeOutcome};
+use control::transport::{self, Admission, GossipHandle, GossipOptions};
+use control::{ControlConfig, ControlStats, MemberInfo, MemberState, Output, RevokeOutcome, Vni};
 use dataplane::engine::PeerSet;
 use dataplane::fdb::Fdb;
 use std::net::{IpAddr, SocketAddr};
@@ -197,7 +197,7 @@ pub fn start(cfg: &Config, setup: Setup, p: Plumbing) -> Result<Running, Cluster
         .iter()
         .map(|ip| SocketAddr::new(*ip, cfg.gossip_port))
         .collect();
-    let task = tokio::spawn(pump(handle, events, peers, p, stop));
+    let task = tokio::spawn(pump(handle, events, peers, cfg.vni, p, stop));
     info!(gossip = %bind, "control plane up");
     Ok(Running { shutdown, task })
 }
@@ -209,8 +209,9 @@ fn seed() -> u64 {
 
 async fn pump(
     handle: GossipHandle,
-    mut events: mpsc::UnboundedReceiver<Event>,
+    mut events: mpsc::UnboundedReceiver<Output>,
     join: Vec<SocketAddr>,
+    vni: Vni,
     mut p: Plumbing,
     mut stop: oneshot::Receiver<()>,
 ) {
@@ -246,7 +247,12 @@ async fn pump(
                 let macs = p.fdb.local_macs(Instant::now());
                 if macs != advertised {
                     advertised.clone_from(&macs);
-                    if handle.set_local_macs(macs).await.is_err() {
+                    let entries = macs.iter().map(|m| (vni, *m, Vec::new())).collect();
+                    if let Err(e) = handle.set_local(entries).await {
+                        if !matches!(e, control::transport::TransportError::Stopped) {
+                            warn!("cannot advertise local MACs: {e}");
+                            continue;
+                        }
                         warn!("control plane stopped");
                         return;
                     }
@@ -292,20 +298,21 @@ async fn pump(
     }
 }
 
-/// Apply one control-plane decision to the data plane.
-pub fn apply(p: &Plumbing, ev: Event) {
+/// Apply one control-plane decision to the data plane (one network: every VNI maps to it; network,
+/// flood-set and block outputs are not used yet).
+pub fn apply(p: &Plumbing, ev: Output) {
     match ev {
-        Event::FdbInstall { mac, vtep } if vtep == p.local => {
+        Output::FdbInstall { mac, vtep, .. } if vtep == p.local => {
             // Our own advertisement coming back: the local entry is authoritative here.
             p.fdb.remove_control(&mac);
         }
-        Event::FdbInstall { mac, vtep } => {
+        Output::FdbInstall { mac, vtep, .. } => {
             p.fdb.install_control(mac, vtep, Instant::now());
         }
-        Event::FdbRemove { mac } => {
+        Output::FdbRemove { mac, .. } => {
             p.fdb.remove_control(&mac);
         }
-        Event::MembersChanged(rows) => {
+        Output::MembersChanged(rows) => {
             let vteps = rows
                 .iter()
                 .filter(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect) && m.vtep != p.local)
@@ -318,6 +325,8 @@ pub fn apply(p: &Plumbing, ev: Event) {
                 *m = Some(rows);
             }
         }
+        // Multi-network outputs: wired in by the networks glue (not yet).
+        _ => {}
     }
 }
 
@@ -357,18 +366,26 @@ mod tests {
         let mac = MacAddr([2, 0, 0, 0, 1, 2]);
         apply(
             &p,
-            Event::FdbInstall {
+            Output::FdbInstall {
+                vni: Vni::new(1).unwrap(),
                 mac,
                 vtep: IpAddr::from([10, 0, 0, 2]),
+                ips: vec![],
             },
         );
         let d = p.fdb.lookup(&mac, Instant::now()).unwrap();
         assert_eq!((d.vtep, d.origin), (IpAddr::from([10, 0, 0, 2]), Origin::Control));
-        apply(&p, Event::FdbRemove { mac });
+        apply(
+            &p,
+            Output::FdbRemove {
+                vni: Vni::new(1).unwrap(),
+                mac,
+            },
+        );
         assert_eq!(p.fdb.lookup(&mac, Instant::now()), None);
         apply(
             &p,
-            Event::MembersChanged(vec![
+            Output::MembersChanged(vec![
                 member(1, MemberState::Alive),
                 member(2, MemberState::Alive),
                 member(3, MemberState::Suspect),
@@ -388,9 +405,11 @@ mod tests {
         p.fdb.learn(own, p.local, Origin::Local, Instant::now());
         apply(
             &p,
-            Event::FdbInstall {
+            Output::FdbInstall {
+                vni: Vni::new(1).unwrap(),
                 mac: own,
                 vtep: p.local,
+                ips: vec![],
             },
         );
         assert_eq!(p.fdb.lookup(&own, Instant::now()).unwrap().origin, Origin::Local);

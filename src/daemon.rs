@@ -9,7 +9,7 @@ use crate::devices::DevicesError;
 use crate::lock::{LockError, StateLock};
 use crate::networks::{Networks, Settings};
 use crate::notify::{Liveness, Service};
-use crate::observe::{Observe, DEFAULT_NETWORK};
+use crate::observe::Observe;
 use crate::privileges::{self, PrivilegeError};
 use crate::reload::{self, Reloader};
 use dataplane::activity::PeerActivity;
@@ -267,10 +267,12 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
             let control = match cluster_cred {
                 Some(setup) => {
                     // The control plane speaks for one network until it learns about several: the
-                    // `default` one, else the first.
-                    let fdb = table
-                        .by_name(DEFAULT_NETWORK)
-                        .or_else(|| table.snapshot().first().cloned())
+                    // `default` one, else the first one configured (its VNI is `cfg.vni`, which the
+                    // control glue advertises under).
+                    let fdb = cfg
+                        .networks
+                        .first()
+                        .and_then(|n| table.by_name(&n.name))
                         .map(|n| n.fdb.clone())
                         .ok_or(DaemonError::NoNetwork)?;
                     let p = Plumbing {

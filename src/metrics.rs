@@ -188,6 +188,18 @@ pub fn render(st: &AdminState) -> Result<String, std::fmt::Error> {
         MetricType::Counter,
         series(&|x| vec![(vec![], x.moves)]),
     );
+    s.add(
+        "overlayd_arp",
+        "ARP requests and IPv6 neighbour solicitations from the TAP: suppressed (answered here or kept on this \
+         host) or flooded (`arp_suppressed`, `arp_flooded` in `overlayctl stats`).",
+        MetricType::Counter,
+        series(&|x| {
+            vec![
+                (vec![("result", "suppressed")], x.arp_suppressed),
+                (vec![("result", "flooded")], x.arp_flooded),
+            ]
+        }),
+    );
     let mut entries = Vec::new();
     for n in nets.iter() {
         let mut by_origin: BTreeMap<&str, i64> = ["local", "learned", "control", "static"]

@@ -1,4 +1,5 @@
-//! Least privilege (issue 9 §7, DECISIONS "Capabilities and state"): overlayd keeps only CAP_NET_ADMIN.
+//! Least privilege (issue 9 §7, DECISIONS "Capabilities and state"): overlayd keeps CAP_NET_ADMIN, and for
+//! attaching containers (issue 10 §3) CAP_SYS_ADMIN and CAP_SYS_PTRACE.
 //!
 //! Owns: dropping every other capability from the bounding, permitted, effective, inheritable and ambient
 //! sets, and setting `no_new_privs`, once, at start.
@@ -9,12 +10,19 @@
 //! What needs which capability after the drop:
 //! - CAP_NET_ADMIN: creating and re-creating the TAP and the bridge (also by the device watcher after a lost
 //!   device), netlink link/FDB changes, `SO_RCVBUFFORCE`/`SO_SNDBUFFORCE`.
+//! - CAP_SYS_ADMIN: `setns` into a container's network namespace ([`crate::host::Netns::run`], attach).
+//! - CAP_SYS_PTRACE: opening `/proc/PID/ns/net` of a container process (`attach --netns PID`). The kernel
+//!   checks ptrace read access there, and a process whose permitted capabilities are not a subset of ours
+//!   (any container's root: Docker's default set has CAP_CHOWN, CAP_KILL, …) is only reachable with
+//!   CAP_SYS_PTRACE; a pidfd `setns` makes the same check. Verified by
+//!   `tests/host_attach.rs::attach_by_pid_after_the_capability_drop`. `ip netns` names and paths need it not.
 //! - CAP_NET_BIND_SERVICE: kept only when a configured port (VXLAN, gossip, admin) is below 1024.
 //! - Nothing else. The state dir, its lock and state files, and the admin socket are created by the daemon
 //!   itself (uid 0), so the owner's permission bits let it in without CAP_DAC_OVERRIDE. The configuration
 //!   file and `--token-file` are read before `run` (in `config`), so with every capability.
-//! - CAP_SYS_ADMIN (`setns` for attach) and CAP_NET_RAW are not used yet: whoever adds a use adds it to
-//!   [`needed`].
+//! - CAP_NET_RAW is not used: whoever adds a use adds it to [`needed`].
+//! - The `nft` child of [`crate::egress`] runs as uid 0 with `no_new_privs`: it gets the daemon's permitted
+//!   set (never more), which includes the CAP_NET_ADMIN it needs.
 
 use rustix::thread::{self, CapabilitySet, CapabilitySets};
 
@@ -48,7 +56,7 @@ pub enum PrivilegeError {
 
 /// The capabilities overlayd needs for its whole life, given the ports it listens on.
 pub fn needed(ports: &[u16]) -> CapabilitySet {
-    let mut keep = CapabilitySet::NET_ADMIN;
+    let mut keep = CapabilitySet::NET_ADMIN | CapabilitySet::SYS_ADMIN | CapabilitySet::SYS_PTRACE;
     if ports.iter().any(|&p| p < 1024) {
         keep |= CapabilitySet::NET_BIND_SERVICE;
     }
@@ -96,12 +104,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_net_admin_unless_a_port_is_privileged() {
-        assert_eq!(needed(&[4789, 7948, 7947]), CapabilitySet::NET_ADMIN);
-        assert_eq!(
-            needed(&[4789, 7948, 80]),
-            CapabilitySet::NET_ADMIN | CapabilitySet::NET_BIND_SERVICE
-        );
+    fn net_admin_and_attach_caps_unless_a_port_is_privileged() {
+        let base = CapabilitySet::NET_ADMIN | CapabilitySet::SYS_ADMIN | CapabilitySet::SYS_PTRACE;
+        assert_eq!(needed(&[4789, 7948, 7947]), base);
+        assert_eq!(needed(&[4789, 7948, 80]), base | CapabilitySet::NET_BIND_SERVICE);
+        assert_eq!(CapabilitySet::SYS_ADMIN.bits(), 1 << 21);
+        assert_eq!(CapabilitySet::SYS_PTRACE.bits(), 1 << 19);
         assert_eq!(
             CapabilitySet::NET_ADMIN.bits(),
             1 << 12,

@@ -748,12 +748,13 @@ fn thread_caps(pid: u32) -> Vec<(String, BTreeMap<String, u64>)> {
     out
 }
 
-/// Every thread of a running overlayd has exactly CAP_NET_ADMIN effective, permitted and bounding, nothing
+/// Every thread of a running overlayd has exactly CAP_NET_ADMIN, CAP_SYS_ADMIN (setns for attach) and
+/// CAP_SYS_PTRACE (/proc/PID/ns/net for attach by PID) effective, permitted and bounding, nothing
 /// inheritable or ambient, and `NoNewPrivs`; the daemon still forwards and still restores a deleted TAP.
 #[test]
-fn daemon_keeps_only_cap_net_admin_and_still_works() {
+fn daemon_keeps_only_its_capabilities_and_still_works() {
     let _one = one_at_a_time();
-    const NET_ADMIN: u64 = 1 << 12;
+    const KEPT: u64 = 1 << 12 | 1 << 19 | 1 << 21;
     let tb = Testbed::builder().hosts(2).build();
     let (h1, h2) = (tb.host(1), tb.host(2));
     let mut d1 = spawn_overlayd(
@@ -789,9 +790,9 @@ fn daemon_keeps_only_cap_net_admin_and_still_works() {
     );
     for (name, caps) in &threads {
         for (k, want) in [
-            ("CapEff", NET_ADMIN),
-            ("CapPrm", NET_ADMIN),
-            ("CapBnd", NET_ADMIN),
+            ("CapEff", KEPT),
+            ("CapPrm", KEPT),
+            ("CapBnd", KEPT),
             ("CapInh", 0),
             ("CapAmb", 0),
         ] {
@@ -806,7 +807,7 @@ fn daemon_keeps_only_cap_net_admin_and_still_works() {
         "{status}"
     );
 
-    // Still works: the TAP is deleted and overlayd (CAP_NET_ADMIN only) recreates it.
+    // Still works: the TAP is deleted and overlayd (with only those capabilities) recreates it.
     h1.run("ip", &["link", "del", "ovl1"]);
     assert!(
         wait_until(Duration::from_secs(5), || h1.link_exists("ovl1")),

@@ -322,7 +322,7 @@ fn rogue_harness() {
     let steal_addr = NodeIdentity::signed(vaddr, rogue_ip, u64::MAX, cred.attestation.clone(), &key).unwrap();
     let vm = mac_bytes(&cfg.victim_mac);
     let sign = |owner: NodeId, generation: u64, mac: [u8; 6], seq: u64, mobility: u64, present: bool| {
-        FdbEntry::sign(&key, owner, generation, mac, seq, mobility, present)
+        FdbEntry::sign(&key, owner, generation, (1, mac), vec![], seq, mobility, present)
     };
     let adverts = [
         // Withdraw the victim's MAC / add one to the victim: signed by the wrong key.

@@ -2,12 +2,17 @@
 //! transport that carries them. The state machine is sans-IO: it is fed messages and `now`.
 //!
 //! - [`node::ControlNode`]: the state machine the daemon drives. Inputs: `handle_message`, `handle_timer`,
-//!   `set_local_macs`, `join`, `leave`. Outputs: polled with [`node::ControlNode::poll_output`] as [`Output`].
+//!   `set_local`, `join`, `leave`, `revoke`, `create_network`, `remove_network`, `request_block`.
+//!   Outputs: polled with [`node::ControlNode::poll_output`] as [`Output`].
+//! - [`catalog`]: cluster-wide network definitions ([`NetworkDef`]), signed by their author, tombstones.
+//! - [`ipam`]: CA-signed address-block grants and releases.
 //! - [`identity`]: the signed foca identity (node id + gossip addr + VTEP + generation + CA attestation),
 //!   its verifier and the verifying foca codec.
-//! - [`membership`]: RNG, runtime adapter and the custom-broadcast handler (signed adverts, leaves, revocations).
+//! - [`membership`]: RNG, runtime adapter and the custom-broadcast handler (signed adverts, leaves, revocations,
+//!   network records, block grants).
 //! - [`revocation`]: CA-signed revocations and the revocation list.
-//! - [`sync`]: per-owner MAC tables, cross-owner resolution, anti-entropy digests. Pure data, no foca.
+//! - [`sync`]: per-owner (VNI, MAC) tables with IP bindings, cross-owner resolution, per-VNI flood sets,
+//!   anti-entropy digests. Pure data, no foca.
 //! - [`messages`]: the versioned wire envelope (postcard); decoding never panics.
 //! - [`attest`]: compact CA-signed attestations and node signatures that make gossip claims verifiable.
 //! - [`auth`]: cluster CA, node credentials, join tokens.
@@ -33,17 +38,33 @@
 //!     quic: Arc::default(), limits: exposure::Limits::default(),
 //!     config: ControlConfig::default(), seed, state: Some(state.clone()) })?;
 //! if let Some(peer) = peer { h.join(peer).await?; }                // restarts re-join via state's `peers`
-//! // TAP learner → h.set_local_macs(all MACs currently behind the bridge).await
-//! // h.events: Event::FdbInstall{mac,vtep} → FDB entry origin Control; FdbRemove{mac} → remove it;
-//! //           Event::MembersChanged(rows) → cache for `overlayctl peers --json` (serde_json of rows).
+//! // Local entries are pushed, not scanned: on every change of the local (VNI, MAC, IPs) set:
+//! //   h.set_local(vec![(vni, mac, ips), ...]).await?   // full set; ≤ 8 IPs per MAC (else TooManyIps)
+//! // h.events yields control::Output (never Send/ScheduleTimer), in order:
+//! //   FdbInstall{vni,mac,vtep,ips} → network vni's FDB: mac behind vtep (origin Control) + ARP/ND bindings
+//! //   FdbRemove{vni,mac}           → remove that entry and its bindings
+//! //   FloodSet{vni,vteps}          → the network's BUM flood set (complete list; empty = none)
+//! //   NetworkUpsert(def)           → create/update bridge ovbr<VNI> + TAP ovl<VNI> (idempotent)
+//! //   NetworkRemoved{name,vni}     → tear them down
+//! //   BlockGranted{network,block} / BlockReleased{network,block} → this host's IPAM blocks
+//! //   MembersChanged(rows)         → cache for `overlayctl peers --json` (serde_json of rows)
+//! //   Revoked{node}                → (already enforced by the transport; informational)
+//! // A network that appears locally after its entries arrived: h.installed(vni).await → (mac, vtep, ips).
+//! // `overlayctl network create/rm`: h.create_network(NetworkDef::new(..)?).await / h.remove_network(name)
+//! // `network ls`: h.networks().await → [NetworkInfo{def, blocks}]
+//! // attach without --ip and no free address: h.request_block(name).await → Granted(block) on an
+//! //   admitter, Requested(admitter) elsewhere (BlockGranted follows), Pending (no admitter: 503; the
+//! //   request is retried every anti-entropy tick)
 //! // SIGTERM → h.leave().await;   `overlayctl token [--rotate]` → admission.token() / .rotate()
 //! ```
 
 pub mod admission;
 pub mod attest;
 pub mod auth;
+pub mod catalog;
 pub mod exposure;
 pub mod identity;
+pub mod ipam;
 pub mod join;
 pub mod membership;
 pub mod messages;
@@ -57,10 +78,15 @@ pub mod transport;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-pub use dataplane::wire::MacAddr;
+pub use catalog::{NetworkDef, NetworkError};
+pub use dataplane::wire::{MacAddr, Vni};
+pub use ipnet::IpNet;
 pub use membership::{NodeId, NodeIdentity};
 pub use messages::DecodeError;
-pub use node::{ControlConfig, ControlNode, ControlStats, MemberInfo, MemberState, RevokeOutcome, Trust};
+pub use node::{
+    BlockOutcome, ControlConfig, ControlNode, ControlStats, MemberInfo, MemberState, NetworkInfo,
+    RevokeOutcome, Trust,
+};
 
 /// Where a peer's gossip endpoint listens (UDP, `--gossip-port`, default [`DEFAULT_GOSSIP_PORT`]).
 pub type PeerAddr = SocketAddr;
@@ -79,26 +105,48 @@ pub(crate) enum TimerKind {
     AntiEntropy,
 }
 
-/// What the caller must do after feeding the state machine an input.
+/// What the caller must do after feeding the state machine an input. The transport handles `Send` and
+/// `ScheduleTimer` itself and hands every other variant, unchanged and in order, to the daemon
+/// (`GossipHandle::events`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     /// Send `bytes` to the peer's gossip endpoint. Best effort: loss is tolerated.
     Send { to: PeerAddr, bytes: Vec<u8> },
     /// Call [`ControlNode::handle_timer`] with `timer` once `now >= at`.
     ScheduleTimer { at: Instant, timer: Timer },
-    /// Install (or overwrite) an FDB entry of origin "control": `mac` lives behind `vtep`.
-    FdbInstall { mac: MacAddr, vtep: IpAddr },
-    /// Remove the control-plane FDB entry for `mac` (its owner withdrew it, left or died).
-    FdbRemove { mac: MacAddr },
-    /// Membership or member states changed; re-read [`ControlNode::members`] if you export them.
-    MembersChanged,
+    /// Install (or overwrite) an FDB entry of origin "control" in network `vni`: `mac` lives behind
+    /// `vtep` and answers for `ips` (≤ 8; ARP/ND suppression bindings; replaces any earlier list).
+    /// Never emitted for our own entries.
+    FdbInstall {
+        vni: Vni,
+        mac: MacAddr,
+        vtep: IpAddr,
+        ips: Vec<IpAddr>,
+    },
+    /// Remove the control-plane FDB entry (and its IP bindings) for `mac` in `vni`.
+    FdbRemove { vni: Vni, mac: MacAddr },
+    /// The complete BUM flood set of `vni` changed: the VTEPs of the alive/suspect members (not us)
+    /// that advertise at least one MAC on it, sorted. An empty list ends the set.
+    FloodSet { vni: Vni, vteps: Vec<IpAddr> },
+    /// A network was defined or its definition changed (create its bridge/TAP; idempotent).
+    NetworkUpsert(NetworkDef),
+    /// A network was removed (its tombstone won): tear down its devices.
+    NetworkRemoved { name: String, vni: Vni },
+    /// This node now holds IPAM `block` of `network` (CA-signed grant).
+    BlockGranted { network: String, block: IpNet },
+    /// This node no longer holds `block` (released by an admitter, lost to a concurrent grant, or the
+    /// network was removed / redefined without it).
+    BlockReleased { network: String, block: IpNet },
+    /// Membership or member states changed: every member known, this node first (what
+    /// `overlayctl peers --json` shows). Filled in by [`ControlNode::poll_output`] when drained.
+    MembersChanged(Vec<MemberInfo>),
     /// A CA-signed revocation of `node` was accepted: close and refuse its connections, and persist
     /// [`ControlNode::revocations`].
     Revoked { node: NodeId },
 }
 
 /// Why an input was rejected. Rejected inputs change no state.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ControlError {
     #[error("dropped gossip packet: {0}")]
     Decode(#[from] DecodeError),
@@ -112,4 +160,15 @@ pub enum ControlError {
     RevokeSelf,
     #[error("no admitter is reachable to sign the revocation (only admitters hold the CA key); retry when one is up, or run `overlayctl revoke` on an admitter")]
     NoAdmitter,
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+    #[error("at most {max} IP addresses may be bound to one MAC ({mac} on VNI {vni} has {got}); bind fewer")]
+    TooManyIps {
+        vni: Vni,
+        mac: MacAddr,
+        got: usize,
+        max: usize,
+    },
+    #[error("this node already holds (or asked for) {0} blocks of the network; release addresses or use another network")]
+    TooManyBlocks(u32),
 }

@@ -104,7 +104,10 @@ impl Runtime<NodeIdentity> for Rt<'_> {
 /// active members (whose keys check adverts and leaves), and items accepted but not yet applied.
 #[derive(Debug, Default)]
 pub(crate) struct BroadcastShared {
-    pub seen: HashMap<(NodeId, MacAddr), (u64, u64)>,
+    pub seen: HashMap<(NodeId, u32, MacAddr), (u64, u64)>,
+    /// Newest rank relayed per network name and per (network, block) grant.
+    pub seen_networks: HashMap<String, (u64, bool, u64, Vec<u8>)>,
+    pub seen_grants: HashMap<(String, ipnet::IpNet), crate::ipam::GrantRank>,
     pub seen_leaves: HashMap<SocketAddr, (u64, u32)>,
     /// Newest active identity per node id (set by the node from foca's member table).
     pub members: HashMap<NodeId, NodeIdentity>,
@@ -146,8 +149,18 @@ pub(crate) struct FdbBroadcasts {
 pub(crate) enum BroadcastKey {
     Fdb {
         owner: NodeId,
+        vni: u32,
         mac: MacAddr,
         version: (u64, u64),
+    },
+    Network {
+        name: String,
+        rank: (u64, bool, u64, Vec<u8>),
+    },
+    Grant {
+        network: String,
+        block: ipnet::IpNet,
+        rank: crate::ipam::GrantRank,
     },
     Leave {
         addr: SocketAddr,
@@ -162,13 +175,30 @@ impl Invalidates for BroadcastKey {
     fn invalidates(&self, other: &Self) -> bool {
         match (self, other) {
             (
-                BroadcastKey::Fdb { owner, mac, version },
+                BroadcastKey::Fdb {
+                    owner,
+                    vni,
+                    mac,
+                    version,
+                },
                 BroadcastKey::Fdb {
                     owner: o,
+                    vni: n,
                     mac: m,
                     version: v,
                 },
-            ) => owner == o && mac == m && version >= v,
+            ) => owner == o && vni == n && mac == m && version >= v,
+            (BroadcastKey::Network { name, rank }, BroadcastKey::Network { name: n, rank: r }) => {
+                name == n && rank >= r
+            }
+            (
+                BroadcastKey::Grant { network, block, rank },
+                BroadcastKey::Grant {
+                    network: n,
+                    block: b,
+                    rank: r,
+                },
+            ) => network == n && block == b && rank >= r,
             (BroadcastKey::Leave { addr, version }, BroadcastKey::Leave { addr: a, version: v }) => {
                 addr == a && version >= v
             }
@@ -195,7 +225,10 @@ impl BroadcastHandler<NodeIdentity> for FdbBroadcasts {
             Broadcast::Fdb(advert) => {
                 let mac = MacAddr(advert.entry.mac);
                 let version = (advert.generation, advert.entry.seq);
-                let subject = (advert.owner, mac);
+                let subject = (advert.owner, advert.entry.vni, mac);
+                if !advert.entry.well_formed() {
+                    return Err(crate::DecodeError::Body("malformed FDB advert".into()));
+                }
                 if shared.seen.get(&subject).is_some_and(|&old| old >= version) {
                     return Ok(None);
                 }
@@ -226,6 +259,7 @@ impl BroadcastHandler<NodeIdentity> for FdbBroadcasts {
                 shared.seen.insert(subject, version);
                 BroadcastKey::Fdb {
                     owner: advert.owner,
+                    vni: advert.entry.vni,
                     mac,
                     version,
                 }
@@ -267,6 +301,51 @@ impl BroadcastHandler<NodeIdentity> for FdbBroadcasts {
                 }
                 shared.revoked.insert(r.node);
                 BroadcastKey::Revoke { node: r.node }
+            }
+            Broadcast::Network(r) => {
+                let rank = r.rank();
+                if shared.seen_networks.get(&r.name).is_some_and(|old| *old >= rank) {
+                    return Ok(None);
+                }
+                if !r.verify(&shared.ca_key) {
+                    shared.bad_signatures += 1;
+                    return Err(crate::DecodeError::Signature(r.author.node));
+                }
+                if shared.seen_networks.len() >= crate::catalog::MAX_RECORDS
+                    && !shared.seen_networks.contains_key(&r.name)
+                {
+                    return Ok(None);
+                }
+                shared.seen_networks.insert(r.name.clone(), rank.clone());
+                BroadcastKey::Network {
+                    name: r.name.clone(),
+                    rank,
+                }
+            }
+            Broadcast::Grant(g) => {
+                let subject = (g.network.clone(), g.block);
+                if shared
+                    .seen_grants
+                    .get(&subject)
+                    .is_some_and(|old| *old >= g.rank())
+                {
+                    return Ok(None);
+                }
+                if !g.verify(&shared.ca_key) {
+                    shared.bad_signatures += 1;
+                    return Err(crate::DecodeError::Signature(g.admitter));
+                }
+                if shared.seen_grants.len() >= crate::ipam::MAX_GRANTS
+                    && !shared.seen_grants.contains_key(&subject)
+                {
+                    return Ok(None);
+                }
+                shared.seen_grants.insert(subject, g.rank());
+                BroadcastKey::Grant {
+                    network: g.network.clone(),
+                    block: g.block,
+                    rank: g.rank(),
+                }
             }
         };
         shared.inbox.push(item);

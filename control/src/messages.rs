@@ -14,12 +14,15 @@
 use serde::{Deserialize, Serialize};
 
 use crate::attest::Signer;
+use crate::catalog::NetworkRecord;
 use crate::identity::{NodeId, NodeIdentity};
+use crate::ipam::BlockGrant;
 use crate::revocation::Revocation;
 
 /// Bump when the envelope or any body changes incompatibly; receivers drop other versions.
 /// 2: signed identities, adverts, dump entries and leaves; revocations.
-pub const WIRE_VERSION: u8 = 2;
+/// 3: adverts keyed by (vni, mac) with IP bindings; network catalog and IPAM grants.
+pub const WIRE_VERSION: u8 = 3;
 const KIND_SWIM: u8 = 0;
 const KIND_SYNC: u8 = 1;
 
@@ -27,6 +30,13 @@ const KIND_SYNC: u8 = 1;
 pub const DOMAIN_FDB: &[u8] = b"overlayd-fdb/1";
 pub const DOMAIN_LEAVE: &[u8] = b"overlayd-leave/1";
 pub const DOMAIN_REVOKE_REQUEST: &[u8] = b"overlayd-revoke-request/1";
+pub const DOMAIN_BLOCK_REQUEST: &[u8] = b"overlayd-block-request/1";
+
+/// Most IP bindings one advert may carry (more: the advert is refused; the local side truncates).
+pub const MAX_IPS_PER_ENTRY: usize = 8;
+
+/// Largest VXLAN network identifier (24 bits).
+pub const MAX_VNI: u32 = (1 << 24) - 1;
 
 /// Why a received buffer is not a valid gossip message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,13 +60,17 @@ pub enum Packet<'a> {
     Sync(SyncMessage),
 }
 
-/// One owner's claim on one MAC, signed by the owner (see [`FdbEntry::signed_bytes`]).
+/// One owner's claim on one MAC of one VNI, with the IP addresses bound to it (ARP/ND suppression),
+/// signed by the owner (see [`FdbEntry::signed_bytes`]).
 /// `present == false` is a withdrawal (tombstone) so that removals propagate and order against re-adds.
 /// `seq` counts the owner's changes within its generation; `mobility` orders claims on the same MAC
 /// across owners (EVPN MAC mobility, RFC 7432 §15: one more than the highest claim the owner had seen).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FdbEntry {
+    pub vni: u32,
     pub mac: [u8; 6],
+    /// At most [`MAX_IPS_PER_ENTRY`], sorted and deduplicated by the owner.
+    pub ips: Vec<std::net::IpAddr>,
     pub seq: u64,
     pub mobility: u64,
     pub present: bool,
@@ -64,10 +78,12 @@ pub struct FdbEntry {
 }
 
 #[derive(Serialize)]
-struct SignedEntryFields {
+struct SignedEntryFields<'a> {
     owner: NodeId,
     generation: u64,
+    vni: u32,
     mac: [u8; 6],
+    ips: &'a [std::net::IpAddr],
     seq: u64,
     mobility: u64,
     present: bool,
@@ -80,7 +96,9 @@ impl FdbEntry {
         postcard::to_allocvec(&SignedEntryFields {
             owner,
             generation,
+            vni: self.vni,
             mac: self.mac,
+            ips: &self.ips,
             seq: self.seq,
             mobility: self.mobility,
             present: self.present,
@@ -88,18 +106,22 @@ impl FdbEntry {
         .unwrap_or_default()
     }
 
-    /// A new entry of ours, signed.
+    /// A new entry of ours, signed. `key` is (vni, mac).
+    #[allow(clippy::too_many_arguments)]
     pub fn sign(
         signer: &Signer,
         owner: NodeId,
         generation: u64,
-        mac: [u8; 6],
+        key: (u32, [u8; 6]),
+        ips: Vec<std::net::IpAddr>,
         seq: u64,
         mobility: u64,
         present: bool,
     ) -> Self {
         let mut e = FdbEntry {
-            mac,
+            vni: key.0,
+            mac: key.1,
+            ips,
             seq,
             mobility,
             present,
@@ -111,6 +133,11 @@ impl FdbEntry {
             .sign(DOMAIN_FDB, &e.signed_bytes(owner, generation))
             .unwrap_or_default();
         e
+    }
+
+    /// Within the bounds every receiver enforces: a 24-bit VNI, at most [`MAX_IPS_PER_ENTRY`] IPs.
+    pub fn well_formed(&self) -> bool {
+        self.vni >= 1 && self.vni <= MAX_VNI && self.ips.len() <= MAX_IPS_PER_ENTRY
     }
 
     pub fn verify(&self, owner: &NodeIdentity, generation: u64) -> bool {
@@ -178,6 +205,10 @@ pub enum SyncMessage {
         reply: bool,
         owners: Vec<OwnerDigest>,
         revoked: u64,
+        /// [`crate::catalog::Catalog::digest`] and [`crate::ipam::Grants::digest`]: when they differ
+        /// the receiver ships its whole catalog / grant table (both small, merges idempotent).
+        catalog: u64,
+        grants: u64,
     },
     /// Owner tables the receiver's digest showed as different or missing.
     States { owners: Vec<OwnerDump> },
@@ -191,6 +222,23 @@ pub enum SyncMessage {
         requester: NodeId,
         sig: Vec<u8>,
     },
+    /// Network definitions and tombstones (each signed by its author).
+    Catalog { records: Vec<NetworkRecord> },
+    /// IPAM block grants and releases (each CA-signed).
+    Grants { list: Vec<BlockGrant> },
+    /// "I want to hold `want` blocks of `network`": a member asks an admitter (signed by the
+    /// requester; idempotent, so it is simply repeated until granted).
+    BlockRequest {
+        network: String,
+        requester: NodeId,
+        want: u32,
+        sig: Vec<u8>,
+    },
+}
+
+/// Bytes a requester signs for [`SyncMessage::BlockRequest`].
+pub fn block_request_bytes(network: &str, requester: NodeId, want: u32) -> Vec<u8> {
+    postcard::to_allocvec(&(network, requester, want)).unwrap_or_default()
 }
 
 /// Bytes a requester signs for [`SyncMessage::RevokeRequest`].
@@ -243,6 +291,10 @@ pub enum Broadcast {
     Leave(LeaveNotice),
     /// A CA-signed revocation.
     Revoke(Revocation),
+    /// A network definition or tombstone, signed by its author.
+    Network(NetworkRecord),
+    /// A CA-signed IPAM block grant or release.
+    Grant(BlockGrant),
 }
 
 pub fn encode_broadcast(b: &Broadcast) -> Result<Vec<u8>, postcard::Error> {
@@ -259,7 +311,9 @@ mod tests {
 
     fn entry(m: u8, seq: u64, present: bool) -> FdbEntry {
         FdbEntry {
+            vni: 42,
             mac: [2, 0, 0, 0, 0, m],
+            ips: vec![std::net::IpAddr::from([10, 20, 0, m])],
             seq,
             mobility: seq,
             present,
@@ -341,22 +395,25 @@ mod signed_tests {
         let (ka, kb) = (signer(), signer());
         let a = ident(&ca, &ka, 1, 1, 5);
         let b = ident(&ca, &kb, 2, 2, 5);
-        let e = FdbEntry::sign(&ka, a.id, 5, [2, 0, 0, 0, 0, 1], 3, 3, true);
+        let ips = vec![std::net::IpAddr::from([10, 0, 0, 9])];
+        let e = FdbEntry::sign(&ka, a.id, 5, (7, [2, 0, 0, 0, 0, 1]), ips.clone(), 3, 3, true);
         assert!(e.verify(&a, 5));
         assert!(!e.verify(&b, 5), "another owner's table");
         assert!(!e.verify(&a, 6), "another generation");
-        for f in 0..4 {
+        for f in 0..6 {
             let mut x = e.clone();
             match f {
                 0 => x.seq = u64::MAX,
                 1 => x.mobility += 1,
                 2 => x.present = false,
+                3 => x.vni = 8,
+                4 => x.ips.push(std::net::IpAddr::from([10, 0, 0, 10])),
                 _ => x.mac[5] = 9,
             }
             assert!(!x.verify(&a, 5), "field {f}");
         }
         // A forger signing with its own key for another owner fails.
-        let f = FdbEntry::sign(&kb, a.id, 5, [2, 0, 0, 0, 0, 1], 4, 4, false);
+        let f = FdbEntry::sign(&kb, a.id, 5, (7, [2, 0, 0, 0, 0, 1]), ips, 4, 4, false);
         assert!(!f.verify(&a, 5));
         let l = LeaveNotice::sign(&a, &ka).unwrap();
         assert!(l.verify_sig());
@@ -365,5 +422,147 @@ mod signed_tests {
             sig: LeaveNotice::sign(&b, &kb).unwrap().sig,
         };
         assert!(!forged.verify_sig());
+    }
+}
+
+#[cfg(test)]
+mod network_tests {
+    use super::*;
+    use crate::attest::Attestation;
+    use crate::catalog::NetworkDef;
+    use crate::identity::tests::signer;
+
+    fn samples() -> Vec<Vec<u8>> {
+        let ca = signer();
+        let k = signer();
+        let att = Attestation::issue(
+            &ca,
+            NodeId(3),
+            vec![std::net::IpAddr::from([10, 0, 0, 3])],
+            false,
+            k.public_key(),
+        )
+        .unwrap();
+        let d = NetworkDef::new(
+            "blue",
+            100,
+            "10.20.0.0/16".parse().unwrap(),
+            Some(1450),
+            true,
+            None,
+        )
+        .unwrap();
+        let r = NetworkRecord::sign(&k, att, "blue", 100, 1, Some(d)).unwrap();
+        let g = BlockGrant::issue(
+            &ca,
+            "blue",
+            "10.20.0.0/26".parse().unwrap(),
+            NodeId(3),
+            1,
+            false,
+            NodeId(1),
+        )
+        .unwrap();
+        vec![
+            encode_sync(&SyncMessage::Catalog {
+                records: vec![r.clone()],
+            })
+            .unwrap(),
+            encode_sync(&SyncMessage::Grants {
+                list: vec![g.clone()],
+            })
+            .unwrap(),
+            encode_sync(&SyncMessage::BlockRequest {
+                network: "blue".into(),
+                requester: NodeId(3),
+                want: 2,
+                sig: vec![1; 64],
+            })
+            .unwrap(),
+            encode_sync(&SyncMessage::Digest {
+                reply: true,
+                owners: vec![],
+                revoked: 1,
+                catalog: 2,
+                grants: 3,
+            })
+            .unwrap(),
+            encode_broadcast(&Broadcast::Network(r)).unwrap(),
+            encode_broadcast(&Broadcast::Grant(g)).unwrap(),
+        ]
+    }
+
+    /// The new messages round-trip; every truncation and single-bit flip decodes to Ok or Err (never a
+    /// panic), and whatever decodes still validates without panicking.
+    #[test]
+    fn new_messages_roundtrip_and_never_panic() {
+        for b in samples() {
+            let ok = decode(&b).is_ok() || decode_broadcast(&b).is_ok();
+            assert!(ok);
+            for n in 0..b.len() {
+                let _ = decode(&b[..n]);
+                let _ = decode_broadcast(&b[..n]);
+            }
+            for i in 0..b.len() {
+                for bit in 0..8 {
+                    let mut c = b.clone();
+                    c[i] ^= 1 << bit;
+                    check(&c);
+                }
+            }
+        }
+    }
+
+    fn check(bytes: &[u8]) {
+        if let Ok(Packet::Sync(SyncMessage::Catalog { records })) = decode(bytes) {
+            for r in records {
+                let _ = r.verify(&[4; 65]);
+            }
+        }
+        if let Ok(Packet::Sync(SyncMessage::Grants { list })) = decode(bytes) {
+            for g in list {
+                let _ = g.verify(&[4; 65]);
+            }
+        }
+        match decode_broadcast(bytes) {
+            Ok(Broadcast::Network(r)) => {
+                let _ = r.well_formed();
+            }
+            Ok(Broadcast::Grant(g)) => {
+                let _ = g.well_formed();
+            }
+            Ok(Broadcast::Fdb(a)) => {
+                let _ = a.entry.well_formed();
+            }
+            _ => {}
+        }
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Arbitrary bodies behind a valid envelope, and arbitrary broadcasts, never panic.
+            #[test]
+            fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..600)) {
+                let mut b = vec![WIRE_VERSION, KIND_SYNC];
+                b.extend_from_slice(&body);
+                check(&b);
+                check(&body);
+            }
+
+            /// Small-variant-index prefixes (Catalog = 5, Grants = 6, BlockRequest = 7; Network = 3,
+            /// Grant = 4) with random tails reach the new decoders.
+            #[test]
+            fn new_variants_with_random_tails(kind in 3u8..8, tail in proptest::collection::vec(any::<u8>(), 0..400)) {
+                let mut b = vec![WIRE_VERSION, KIND_SYNC, kind];
+                b.extend_from_slice(&tail);
+                check(&b);
+                let mut c = vec![kind];
+                c.extend_from_slice(&tail);
+                check(&c);
+            }
+        }
     }
 }

@@ -4,6 +4,9 @@
 //! broadcasts) with [`FdbSync`] (per-owner MAC tables and their resolution) and a periodic push-pull
 //! anti-entropy exchange that repairs whatever gossip lost (healed partitions, loss, late joiners).
 //!
+//! The network catalog and IPAM blocks (signed records and CA-signed grants, gossiped the same way and
+//! part of the same anti-entropy exchange) are handled in `node/networks.rs`.
+//!
 //! Inputs carry `now`; outputs are queued and drained with [`ControlNode::poll_output`]. Must never: read
 //! a clock, sleep, touch a socket, or panic on anything received.
 
@@ -17,12 +20,17 @@ use foca::{Foca, Member, OwnedNotification, State};
 use serde::Serialize;
 
 use crate::attest::Signer;
+use crate::catalog::Catalog;
 use crate::identity::{Verifier, VerifyingCodec};
+use crate::ipam::Grants;
 use crate::membership::{BroadcastShared, FdbBroadcasts, NodeId, NodeIdentity, Rt, XorShift};
 use crate::messages::{self, Broadcast, FdbAdvert, LeaveNotice, OwnerDump, Packet, SyncMessage};
 use crate::revocation::{Revocation, RevocationList};
-use crate::sync::{Admit, FdbSync};
-use crate::{ControlError, MacAddr, Output, PeerAddr, Timer, TimerKind};
+use crate::sync::{Admit, FdbSync, Key};
+use crate::{ControlError, MacAddr, Output, PeerAddr, Timer, TimerKind, Vni};
+
+mod networks;
+pub use networks::{BlockOutcome, NetworkInfo};
 
 /// Timings. The defaults withdraw a SIGKILLed node everywhere within 3 s on a LAN and survive 20 %
 /// message loss without false deaths. Worst case detection ≈ wait until some member probes the victim
@@ -72,6 +80,9 @@ pub struct ControlConfig {
     /// Present MACs accepted from any one owner (beyond: refused, counted in `over_cap`); the data
     /// plane's default `--max-local-macs`.
     pub max_entries_per_owner: usize,
+    /// An IPAM block whose holder has been dead or gone (not an alive/suspect member) this long is
+    /// released by an admitter. A restarted holder (same node id) keeps its blocks.
+    pub block_grace: Duration,
 }
 
 impl Default for ControlConfig {
@@ -92,6 +103,7 @@ impl Default for ControlConfig {
             announce_down_interval: Duration::from_secs(3),
             max_packet_size: 16 * 1024,
             max_entries_per_owner: crate::sync::DEFAULT_MAX_PER_OWNER,
+            block_grace: Duration::from_secs(60),
         }
     }
 }
@@ -177,6 +189,11 @@ pub struct ControlStats {
     pub stale_down_timers: u64,
     /// FDB entries refused because their owner already holds `max_entries_per_owner` present MACs.
     pub over_cap: u64,
+    /// FDB entries, network records or grants refused as malformed (VNI range, too many IPs, bad name...).
+    pub malformed: u64,
+    /// IPAM grants this admitter signed, and releases.
+    pub blocks_granted: u64,
+    pub blocks_released: u64,
 }
 
 /// Keeps one States message well under the transport's per-message limit (~20 bytes per entry).
@@ -241,6 +258,20 @@ pub struct ControlNode {
     /// Local health (0 = healthy) and when it next decays by one.
     health: u32,
     health_decay_at: Instant,
+    /// Network definitions and tombstones.
+    catalog: Catalog,
+    /// IPAM grant records (all networks, all holders).
+    grants: Grants,
+    /// Blocks reported to the caller as ours (BlockGranted not yet followed by BlockReleased).
+    my_blocks: BTreeSet<(String, crate::IpNet)>,
+    /// Block requests not yet satisfied: network → number of blocks we want to hold.
+    pending_blocks: BTreeMap<String, u32>,
+    /// Admitters: since when each holder of a block has not been an active member.
+    absent_since: HashMap<NodeId, Instant>,
+    /// Admitters: since when each granted block has had no network (removed or redefined).
+    orphan_since: BTreeMap<(String, crate::IpNet), Instant>,
+    /// Admitters: the grant table has matched a peer's at least once since start (see `ipam_ready`).
+    ipam_synced: bool,
 }
 
 impl std::fmt::Debug for ControlNode {
@@ -305,6 +336,13 @@ impl ControlNode {
             health: 0,
             health_decay_at: now,
             config,
+            catalog: Catalog::default(),
+            grants: Grants::default(),
+            my_blocks: BTreeSet::new(),
+            pending_blocks: BTreeMap::new(),
+            absent_since: HashMap::new(),
+            orphan_since: BTreeMap::new(),
+            ipam_synced: false,
         };
         let at = now + node.config.anti_entropy_interval;
         node.out.push_back(Output::ScheduleTimer {
@@ -329,9 +367,16 @@ impl ControlNode {
             }
             out = self.out.pop_front();
         }
-        match out {
+        match &mut out {
             Some(Output::FdbInstall { .. }) => self.stats.fdb_installs += 1,
             Some(Output::FdbRemove { .. }) => self.stats.fdb_removes += 1,
+            Some(Output::MembersChanged(rows)) => {
+                // Several changes queued in one burst become one snapshot.
+                while matches!(self.out.front(), Some(Output::MembersChanged(_))) {
+                    self.out.pop_front();
+                }
+                *rows = self.members();
+            }
             _ => {}
         }
         out
@@ -401,25 +446,58 @@ impl ControlNode {
         r
     }
 
-    /// The MACs currently behind this node's bridge (the full set, not a delta). Differences from the
-    /// previous call become adverts (adds and withdrawals) with increasing sequence numbers.
-    pub fn set_local_macs(&mut self, now: Instant, macs: &[MacAddr]) -> Result<(), ControlError> {
+    /// The (VNI, MAC, IPs) currently behind this node's bridges (the full set, not a delta). Differences
+    /// from the previous call (a new or gone MAC, or a changed IP list) become adverts with increasing
+    /// sequence numbers. IPs are sorted and deduplicated; more than
+    /// [`crate::messages::MAX_IPS_PER_ENTRY`] for one MAC is an error (nothing is changed). A MAC listed
+    /// twice for one VNI has its IP lists merged.
+    pub fn set_local(
+        &mut self,
+        now: Instant,
+        entries: &[(Vni, MacAddr, Vec<IpAddr>)],
+    ) -> Result<(), ControlError> {
         self.check_not_left()?;
-        let want: BTreeSet<MacAddr> = macs.iter().copied().filter(|m| m.is_learnable()).collect();
-        let have: BTreeSet<MacAddr> = self.sync.local_macs().collect();
-        let changes: Vec<(MacAddr, bool)> = want
-            .difference(&have)
-            .map(|m| (*m, true))
-            .chain(have.difference(&want).map(|m| (*m, false)))
+        let mut want: BTreeMap<Key, Vec<IpAddr>> = BTreeMap::new();
+        for (vni, mac, ips) in entries {
+            if !mac.is_learnable() || vni.get() == 0 {
+                continue;
+            }
+            let e = want.entry((*vni, *mac)).or_default();
+            e.extend(ips.iter().copied());
+            e.sort_unstable();
+            e.dedup();
+            if e.len() > messages::MAX_IPS_PER_ENTRY {
+                return Err(ControlError::TooManyIps {
+                    vni: *vni,
+                    mac: *mac,
+                    got: e.len(),
+                    max: messages::MAX_IPS_PER_ENTRY,
+                });
+            }
+        }
+        let have: BTreeMap<Key, Vec<IpAddr>> = self
+            .sync
+            .local_entries()
+            .map(|(k, ips)| (k, ips.to_vec()))
             .collect();
+        let mut changes: Vec<(Key, Vec<IpAddr>, bool)> = want
+            .iter()
+            .filter(|(k, ips)| have.get(*k) != Some(*ips))
+            .map(|(k, ips)| (*k, ips.clone(), true))
+            .collect();
+        changes.extend(
+            have.keys()
+                .filter(|k| !want.contains_key(*k))
+                .map(|k| (*k, Vec::new(), false)),
+        );
         if changes.is_empty() {
             return Ok(());
         }
-        for (mac, present) in changes {
-            let Some(advert) = self.sync.local_change(mac, present, &self.trust.signer) else {
+        for (key, ips, present) in changes {
+            let Some(advert) = self.sync.local_change(key, ips, present, &self.trust.signer) else {
                 continue;
             };
-            self.sync.refresh(mac, &mut self.out);
+            self.sync.refresh(key, &mut self.out);
             let data = messages::encode_broadcast(&Broadcast::Fdb(advert))
                 .map_err(|e| ControlError::Encode(e.to_string()))?;
             self.foca
@@ -458,10 +536,16 @@ impl ControlNode {
                 reply,
                 owners,
                 revoked,
+                catalog,
+                grants,
             }) => {
                 if revoked != self.revocations.digest() && !self.revocations.is_empty() {
                     let list = self.revocations.iter().cloned().collect();
                     self.send_sync(from, &SyncMessage::Revocations { list })?;
+                }
+                self.ship_catalog(from, catalog, grants)?;
+                if grants == self.grants.digest() {
+                    self.ipam_synced = true;
                 }
                 // Several States messages of bounded size rather than one unbounded one.
                 let mut batch = Vec::new();
@@ -510,9 +594,29 @@ impl ControlNode {
                 self.swim(now, |foca, rt| {
                     foca.apply_many(std::iter::once(Member::down(identity)), true, rt)
                 })?;
-                self.out.push_back(Output::MembersChanged);
+                self.out.push_back(Output::MembersChanged(Vec::new()));
                 Ok(())
             }
+            Packet::Sync(SyncMessage::Catalog { records }) => {
+                for r in records {
+                    self.apply_network_record(r, false);
+                }
+                self.report_networks();
+                Ok(())
+            }
+            Packet::Sync(SyncMessage::Grants { list }) => {
+                for g in list {
+                    self.apply_grant(g, false);
+                }
+                self.report_blocks();
+                Ok(())
+            }
+            Packet::Sync(SyncMessage::BlockRequest {
+                network,
+                requester,
+                want,
+                sig,
+            }) => self.handle_block_request(now, from, &network, requester, want, &sig),
             Packet::Sync(SyncMessage::Revocations { list }) => {
                 // Bounded by the message size; each entry costs one verification only if new.
                 for r in list {
@@ -610,7 +714,8 @@ impl ControlNode {
                 let to = peers[self.rng.below(peers.len())];
                 self.stats.anti_entropy_rounds += 1;
                 let digest = self.digest_message(false);
-                self.send_sync(to, &digest)
+                self.send_sync(to, &digest)?;
+                self.ipam_tick(now)
             }
         }
     }
@@ -684,14 +789,29 @@ impl ControlNode {
         self.sync.fdb_digest()
     }
 
-    /// MAC → winning owner, for every MAC with a live claim (own MACs included).
-    pub fn resolved_fdb(&self) -> BTreeMap<MacAddr, NodeId> {
+    /// (VNI, MAC) → winning owner, for every key with a live claim (own MACs included).
+    pub fn resolved_fdb(&self) -> BTreeMap<Key, NodeId> {
         self.sync.resolved()
     }
 
-    /// Remote entries this node has told the data plane to install.
-    pub fn installed_fdb(&self) -> &BTreeMap<MacAddr, IpAddr> {
+    /// Remote entries this node has told the data plane to install: (VNI, MAC) → (VTEP, IPs).
+    pub fn installed_fdb(&self) -> &BTreeMap<Key, (IpAddr, Vec<IpAddr>)> {
         self.sync.installed()
+    }
+
+    /// The current control entries of one VNI, (MAC, VTEP, IPs) (what the FdbInstall outputs said):
+    /// for a network that appears locally after its entries arrived.
+    pub fn installed(&self, vni: Vni) -> Vec<(MacAddr, IpAddr, Vec<IpAddr>)> {
+        self.sync
+            .installed()
+            .range((vni, MacAddr([0; 6]))..=(vni, MacAddr([0xff; 6])))
+            .map(|((_, mac), (vtep, ips))| (*mac, *vtep, ips.clone()))
+            .collect()
+    }
+
+    /// The flood set of `vni` as last reported by [`Output::FloodSet`].
+    pub fn flood_set(&self, vni: Vni) -> Vec<IpAddr> {
+        self.sync.flood_set(vni)
     }
 
     /// Whether foca still holds `id` as suspect at `incarnation` (else its down timer is a no-op).
@@ -749,6 +869,10 @@ impl ControlNode {
                     // Push-pull straight away: a new member (or a restarted one) gets the FDB in one RTT.
                     let digest = self.digest_message(false);
                     self.send_sync(id.addr, &digest)?;
+                    // An admitter came up: pending block requests need not wait for the next tick.
+                    if id.attestation().is_some_and(|a| a.admitter) {
+                        self.request_pending_blocks()?;
+                    }
                 }
                 OwnedNotification::Rejoin(id) => {
                     self.stats.rejoins += 1;
@@ -799,7 +923,7 @@ impl ControlNode {
         self.last_heard.retain(|a, _| known.contains(a));
         self.shared.lock().unwrap_or_else(|e| e.into_inner()).members = idents;
         self.sync.set_eligible(&eligible, &mut self.out);
-        self.out.push_back(Output::MembersChanged);
+        self.out.push_back(Output::MembersChanged(Vec::new()));
         // Adverts that arrived before their owner became known.
         let pending = std::mem::take(&mut self.pending);
         for a in pending {
@@ -823,10 +947,19 @@ impl ControlNode {
                 // handler checked the identity and the leave signature.
                 Broadcast::Leave(n) if n.identity.addr != self.identity.addr => {
                     self.left.insert(n.identity.addr, n.identity);
-                    self.out.push_back(Output::MembersChanged);
+                    self.out.push_back(Output::MembersChanged(Vec::new()));
                 }
                 Broadcast::Leave(_) => {}
                 Broadcast::Revoke(r) => self.pending_revocations.push(r),
+                // The handler verified these (self-contained signatures).
+                Broadcast::Network(r) => {
+                    self.apply_network_record(r, true);
+                    self.report_networks();
+                }
+                Broadcast::Grant(g) => {
+                    self.apply_grant(g, true);
+                    self.report_blocks();
+                }
             }
         }
     }
@@ -855,6 +988,8 @@ impl ControlNode {
             reply,
             owners: self.sync.digest(),
             revoked: self.revocations.digest(),
+            catalog: self.catalog.digest(),
+            grants: self.grants.digest(),
         }
     }
 
@@ -879,6 +1014,7 @@ impl ControlNode {
             }
             Admit::TooFar => self.stats.seq_refused += 1,
             Admit::OverCap => self.stats.over_cap += 1,
+            Admit::Malformed => self.stats.malformed += 1,
             Admit::Stale => {}
             Admit::UnknownOwner => match self.sync.held_generation(a.owner) {
                 // About an older generation of a node we already know: ignored for good.
@@ -911,6 +1047,7 @@ impl ControlNode {
                 }
                 Admit::TooFar => self.stats.seq_refused += 1,
                 Admit::OverCap => self.stats.over_cap += 1,
+                Admit::Malformed => self.stats.malformed += 1,
                 Admit::Stale | Admit::UnknownOwner => {}
             }
         }
@@ -1116,7 +1253,7 @@ mod tests {
         assert!(n.installed_fdb().is_empty());
         while let Some(o) = n.poll_output() {
             assert!(
-                !matches!(o, Output::FdbInstall { .. } | Output::MembersChanged),
+                !matches!(o, Output::FdbInstall { .. } | Output::MembersChanged(_)),
                 "{o:?}"
             );
         }
@@ -1215,6 +1352,45 @@ mod tests {
             s.identity_verifications, before,
             "repeated identities are cache hits"
         );
+    }
+
+    /// An admitter that founded the cluster and is alone grants at once; one that (re)started by
+    /// joining waits until its grant table matched a peer's (it could otherwise reuse held blocks).
+    #[test]
+    fn restarted_admitter_grants_only_after_sync() {
+        let k = keys();
+        let now = Instant::now();
+        let def =
+            crate::NetworkDef::new("blue", 5, "10.1.0.0/24".parse().unwrap(), None, false, None).unwrap();
+        let mut founder = node_with(&k, 1);
+        founder.create_network(now, def.clone()).unwrap();
+        assert_eq!(
+            founder.request_block(now, "blue").unwrap(),
+            BlockOutcome::Granted("10.1.0.0/26".parse().unwrap())
+        );
+        let mut restarted = node_with(&k, 1);
+        restarted
+            .join(now, SocketAddr::from(([127, 0, 0, 2], 7948)))
+            .unwrap();
+        restarted.create_network(now, def).unwrap();
+        assert_eq!(
+            restarted.request_block(now, "blue").unwrap(),
+            BlockOutcome::Pending
+        );
+        assert!(restarted.grants().is_empty());
+        // A non-admitter with no admitter known: pending too.
+        let mut plain = node_with(&k, 2);
+        plain
+            .create_network(
+                now,
+                crate::NetworkDef::new("red", 6, "10.2.0.0/24".parse().unwrap(), None, false, None).unwrap(),
+            )
+            .unwrap();
+        assert_eq!(plain.request_block(now, "red").unwrap(), BlockOutcome::Pending);
+        assert!(matches!(
+            plain.request_block(now, "nope"),
+            Err(ControlError::Network(crate::NetworkError::NoSuchNetwork(_)))
+        ));
     }
 
     /// Only an admitter acts on a revoke request, only from a member, only with the member's signature,

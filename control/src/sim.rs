@@ -5,7 +5,7 @@
 //! killed (SIGKILL: they vanish, nothing more is delivered to or from them), restarted (new generation),
 //! partitioned into groups and healed. Each node's data-plane FDB is modelled by applying its
 //! FdbInstall/FdbRemove outputs to a map. Every node has a real credential: a P-256 key and a CA-signed
-//! attestation (node 0 is the admitter and holds the CA key), and a persisted revocation list that
+//! attestation (node 0 is the admitter and holds the CA key; [`SimConfig::admitters`] makes more), and a persisted revocation list that
 //! survives restarts like the state dir does. Any node can also act as a rogue: [`Sim::inject`] delivers
 //! arbitrary bytes from its address, and [`swim_packet`] builds SWIM packets with chosen identities,
 //! updates and broadcasts. Must never: read the real clock for decisions, or use unseeded randomness
@@ -26,7 +26,20 @@ use crate::membership::{NodeId, NodeIdentity, XorShift};
 use crate::messages;
 use crate::node::{ControlConfig, ControlNode, MemberState, Trust};
 use crate::revocation::RevocationList;
-use crate::{MacAddr, Output, Timer};
+use crate::{IpNet, MacAddr, NetworkDef, Output, Timer, Vni};
+
+/// The VNI [`Sim::set_macs`] advertises on (and that [`SimNode::fdb`] mirrors).
+pub const SIM_VNI: u32 = 1;
+
+/// [`SIM_VNI`] as a data-plane VNI.
+pub fn sim_vni() -> Vni {
+    vni(SIM_VNI)
+}
+
+/// A data-plane VNI for tests (panics if out of range).
+pub fn vni(v: u32) -> Vni {
+    Vni::new(v).unwrap_or_else(|e| panic!("vni {v}: {e}"))
+}
 
 /// Network and protocol parameters of a simulation.
 #[derive(Debug, Clone)]
@@ -38,6 +51,8 @@ pub struct SimConfig {
     pub loss: f64,
     pub seed: u64,
     pub control: ControlConfig,
+    /// Nodes 0..admitters are attested as admitters and hold the CA key.
+    pub admitters: usize,
 }
 
 impl Default for SimConfig {
@@ -48,6 +63,7 @@ impl Default for SimConfig {
             loss: 0.0,
             seed: 1,
             control: ControlConfig::default(),
+            admitters: 1,
         }
     }
 }
@@ -75,9 +91,20 @@ pub struct SimNode {
     pub generation: u64,
     /// None while killed.
     pub node: Option<ControlNode>,
-    /// The data plane's control-origin FDB as driven by FdbInstall/FdbRemove.
+    /// The data plane's control-origin FDB of [`SIM_VNI`] as driven by FdbInstall/FdbRemove.
     pub fdb: BTreeMap<MacAddr, IpAddr>,
+    /// Every VNI's control entries: (VNI, MAC) → (VTEP, IPs).
+    pub entries: BTreeMap<(Vni, MacAddr), (IpAddr, Vec<IpAddr>)>,
+    /// Flood sets as reported by FloodSet (empty sets removed).
+    pub flood: BTreeMap<Vni, Vec<IpAddr>>,
+    /// Networks as reported by NetworkUpsert/NetworkRemoved.
+    pub networks: BTreeMap<String, NetworkDef>,
+    /// Blocks as reported by BlockGranted/BlockReleased.
+    pub blocks: BTreeSet<(String, IpNet)>,
+    /// MACs advertised on [`SIM_VNI`] (kept across restarts, like the bridge's contents).
     pub macs: Vec<MacAddr>,
+    /// Entries on other VNIs / with IPs (kept across restarts); advertised together with `macs`.
+    pub local: Vec<(Vni, MacAddr, Vec<IpAddr>)>,
     /// The node's own key and its CA attestation (VTEP and gossip address).
     pub signer: Arc<Signer>,
     pub attestation: Attestation,
@@ -180,9 +207,14 @@ impl Sim {
             let id = NodeId(0x1000 + i as u64);
             let vtep = IpAddr::from([192, 168, (i / 250) as u8, (i % 250 + 1) as u8]);
             let signer = Arc::new(new_signer());
-            let attestation =
-                Attestation::issue(&sim.ca, id, vec![vtep, addr.ip()], i == 0, signer.public_key())
-                    .unwrap_or_else(|e| panic!("attest: {e}"));
+            let attestation = Attestation::issue(
+                &sim.ca,
+                id,
+                vec![vtep, addr.ip()],
+                i < sim.cfg.admitters,
+                signer.public_key(),
+            )
+            .unwrap_or_else(|e| panic!("attest: {e}"));
             sim.by_addr.insert(addr, i);
             sim.nodes.push(SimNode {
                 id,
@@ -191,7 +223,12 @@ impl Sim {
                 generation: 0,
                 node: None,
                 fdb: BTreeMap::new(),
+                entries: BTreeMap::new(),
+                flood: BTreeMap::new(),
+                networks: BTreeMap::new(),
+                blocks: BTreeSet::new(),
                 macs: Vec::new(),
+                local: Vec::new(),
                 signer,
                 attestation,
                 revoked: RevocationList::default(),
@@ -220,6 +257,10 @@ impl Sim {
         n.generation += 1;
         n.instance += 1;
         n.fdb.clear();
+        n.entries.clear();
+        n.flood.clear();
+        n.networks.clear();
+        n.blocks.clear();
         let identity = self.identity_of(i);
         let n = &mut self.nodes[i];
         let trust = Trust {
@@ -243,11 +284,42 @@ impl Sim {
             let now = self.now;
             self.with_node(i, |node| node.join(now, to));
         }
-        let macs = self.nodes[i].macs.clone();
-        if !macs.is_empty() {
-            let now = self.now;
-            self.with_node(i, |node| node.set_local_macs(now, &macs));
+        if !self.nodes[i].macs.is_empty() || !self.nodes[i].local.is_empty() {
+            self.push_local(i);
         }
+    }
+
+    /// Hand node `i`'s `macs` (on [`SIM_VNI`]) and `local` entries to its state machine.
+    fn push_local(&mut self, i: usize) {
+        let mut all: Vec<(Vni, MacAddr, Vec<IpAddr>)> = self.nodes[i]
+            .macs
+            .iter()
+            .map(|m| (sim_vni(), *m, Vec::new()))
+            .collect();
+        all.extend(self.nodes[i].local.iter().cloned());
+        let now = self.now;
+        self.with_node(i, |n| n.set_local(now, &all));
+    }
+
+    /// Report node `i`'s entries on other VNIs / with IPs (replacing earlier ones; `macs` stay).
+    pub fn set_local(&mut self, i: usize, entries: Vec<(Vni, MacAddr, Vec<IpAddr>)>) {
+        self.nodes[i].local = entries;
+        self.push_local(i);
+    }
+
+    /// Run `f` on node `i`'s state machine (if running) and process its outputs.
+    pub fn on<T>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut ControlNode, Instant) -> Result<T, crate::ControlError>,
+    ) -> Result<T, crate::ControlError> {
+        let now = self.now;
+        let r = match self.nodes[i].node.as_mut() {
+            Some(n) => f(n, now),
+            None => Err(crate::ControlError::Left),
+        };
+        self.drain(i);
+        r
     }
 
     /// Node `i`'s signed identity for its current generation (renewal 0).
@@ -317,11 +389,42 @@ impl Sim {
                         },
                     );
                 }
-                Output::FdbInstall { mac, vtep } => {
-                    self.nodes[i].fdb.insert(mac, vtep);
+                Output::FdbInstall { vni, mac, vtep, ips } => {
+                    if vni.get() == SIM_VNI {
+                        self.nodes[i].fdb.insert(mac, vtep);
+                    }
+                    self.nodes[i].entries.insert((vni, mac), (vtep, ips));
                 }
-                Output::FdbRemove { mac } => {
-                    self.nodes[i].fdb.remove(&mac);
+                Output::FdbRemove { vni, mac } => {
+                    if vni.get() == SIM_VNI {
+                        self.nodes[i].fdb.remove(&mac);
+                    }
+                    self.nodes[i].entries.remove(&(vni, mac));
+                }
+                Output::FloodSet { vni, vteps } => {
+                    if vteps.is_empty() {
+                        self.nodes[i].flood.remove(&vni);
+                    } else {
+                        self.nodes[i].flood.insert(vni, vteps);
+                    }
+                }
+                Output::NetworkUpsert(d) => {
+                    self.nodes[i].networks.insert(d.name.clone(), d);
+                }
+                Output::NetworkRemoved { name, .. } => {
+                    self.nodes[i].networks.remove(&name);
+                }
+                Output::BlockGranted { network, block } => {
+                    if !self.nodes[i].blocks.insert((network.clone(), block)) {
+                        self.errors
+                            .push(format!("node {i}: block {network} {block} granted twice"));
+                    }
+                }
+                Output::BlockReleased { network, block } => {
+                    if !self.nodes[i].blocks.remove(&(network.clone(), block)) {
+                        self.errors
+                            .push(format!("node {i}: block {network} {block} released but not held"));
+                    }
                 }
                 Output::Revoked { .. } => {
                     // Persist, as the transport does in the state dir.
@@ -329,13 +432,11 @@ impl Sim {
                         self.nodes[i].revoked = node.revocations().clone();
                     }
                 }
-                Output::MembersChanged => {
-                    if let Some(node) = self.nodes[i].node.as_ref() {
-                        for m in node.members() {
-                            if matches!(m.state, MemberState::Dead | MemberState::Left) {
-                                let id = u64::from_str_radix(&m.id, 16).map(NodeId).unwrap_or_default();
-                                self.deaths.insert((i, id, m.generation, m.state));
-                            }
+                Output::MembersChanged(rows) => {
+                    for m in rows {
+                        if matches!(m.state, MemberState::Dead | MemberState::Left) {
+                            let id = u64::from_str_radix(&m.id, 16).map(NodeId).unwrap_or_default();
+                            self.deaths.insert((i, id, m.generation, m.state));
                         }
                     }
                 }
@@ -426,11 +527,10 @@ impl Sim {
         self.nodes[i].node = None;
     }
 
-    /// Report the MACs behind node `i`'s bridge.
+    /// Report the MACs behind node `i`'s bridge (on [`SIM_VNI`], no IPs; `local` entries stay).
     pub fn set_macs(&mut self, i: usize, macs: Vec<MacAddr>) {
-        self.nodes[i].macs = macs.clone();
-        let now = self.now;
-        self.with_node(i, |n| n.set_local_macs(now, &macs));
+        self.nodes[i].macs = macs;
+        self.push_local(i);
     }
 
     /// Split the cluster: `groups[k]` lists the node indices that can talk to each other.

@@ -1,5 +1,7 @@
-//! FDB distribution state: per owner (node id, generation) a table MAC → signed entry (seq, mobility,
-//! present), the resolution of each MAC to one owner across the cluster, and anti-entropy digests.
+//! FDB distribution state: per owner (node id, generation) a table (VNI, MAC) → signed entry (IPs, seq,
+//! mobility, present), the resolution of each (VNI, MAC) to one owner across the cluster, the per-VNI
+//! flood sets (members advertising at least one MAC on the VNI) and anti-entropy digests. "MAC" below
+//! means the (VNI, MAC) key: the same MAC on two VNIs is two independent entries.
 //!
 //! Ordering rules (why): an owner's newer generation replaces all its older state (a restart forgets its
 //! MACs). Within an owner, the higher `seq` wins per MAC; seqs count the owner's own changes in one
@@ -21,13 +23,21 @@
 //! [`FdbSync::apply_entry`], so only entries that would change state cost a verification.
 //! Must never: do I/O, or install an entry for a MAC this node owns itself.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
 
 use crate::attest::Signer;
 use crate::identity::NodeId;
 use crate::messages::{FdbAdvert, FdbEntry, OwnerDigest, OwnerDump};
-use crate::{MacAddr, Output};
+use crate::{MacAddr, Output, Vni};
+
+/// The key of an entry: (VNI, MAC).
+pub type Key = (Vni, MacAddr);
+
+/// The key of a received entry; None if its VNI is out of range.
+pub fn key_of(e: &FdbEntry) -> Option<Key> {
+    Some((Vni::new(e.vni).ok()?, MacAddr(e.mac)))
+}
 
 /// Largest accepted jump of a seq (per owner table) or mobility (per MAC) over the highest value held.
 pub const MAX_JUMP: u64 = 1 << 20;
@@ -44,7 +54,9 @@ struct OwnerState {
     max_seq: u64,
     /// Entries with `present` (the rest are tombstones).
     present: usize,
-    entries: BTreeMap<MacAddr, FdbEntry>,
+    entries: BTreeMap<Key, FdbEntry>,
+    /// Present entries per VNI (flood-set membership).
+    per_vni: BTreeMap<Vni, usize>,
 }
 
 impl OwnerState {
@@ -55,6 +67,26 @@ impl OwnerState {
             max_seq: 0,
             present: 0,
             entries: BTreeMap::new(),
+            per_vni: BTreeMap::new(),
+        }
+    }
+
+    /// Replace the entry at `key`, keeping the present counters right.
+    fn put(&mut self, key: Key, entry: FdbEntry) {
+        if entry.present {
+            self.present += 1;
+            *self.per_vni.entry(key.0).or_default() += 1;
+        }
+        if let Some(old) = self.entries.insert(key, entry) {
+            if old.present {
+                self.present -= 1;
+                if let Some(n) = self.per_vni.get_mut(&key.0) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.per_vni.remove(&key.0);
+                    }
+                }
+            }
         }
     }
 
@@ -62,8 +94,16 @@ impl OwnerState {
         let mut h = Fnv::new();
         h.write(&owner.0.to_le_bytes());
         h.write(&self.generation.to_le_bytes());
-        for (mac, v) in &self.entries {
+        for ((vni, mac), v) in &self.entries {
+            h.write(&vni.get().to_le_bytes());
             h.write(&mac.0);
+            h.write(&(v.ips.len() as u32).to_le_bytes());
+            for ip in &v.ips {
+                match ip {
+                    IpAddr::V4(a) => h.write(&a.octets()),
+                    IpAddr::V6(a) => h.write(&a.octets()),
+                }
+            }
             h.write(&v.seq.to_le_bytes());
             h.write(&v.mobility.to_le_bytes());
             h.write(&[v.present as u8]);
@@ -73,12 +113,12 @@ impl OwnerState {
 }
 
 /// FNV-1a 64: stable across builds and platforms (std's hasher is not guaranteed to be), cheap.
-struct Fnv(u64);
+pub(crate) struct Fnv(pub(crate) u64);
 impl Fnv {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Fnv(0xcbf2_9ce4_8422_2325)
     }
-    fn write(&mut self, bytes: &[u8]) {
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
             self.0 ^= b as u64;
             self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
@@ -99,6 +139,8 @@ pub enum Admit {
     TooFar,
     /// A MAC the owner does not hold present yet while it already holds the cap: refuse and count.
     OverCap,
+    /// VNI out of range or too many IPs: refuse and count.
+    Malformed,
 }
 
 /// The replicated FDB state of one node.
@@ -107,7 +149,9 @@ pub struct FdbSync {
     me: NodeId,
     owners: BTreeMap<NodeId, OwnerState>,
     /// Remote entries currently pushed to the data plane (what the last FdbInstall said).
-    installed: BTreeMap<MacAddr, IpAddr>,
+    installed: BTreeMap<Key, (IpAddr, Vec<IpAddr>)>,
+    /// Flood sets last reported per VNI (empty sets are dropped after being reported).
+    flood: BTreeMap<Vni, BTreeSet<IpAddr>>,
     max_per_owner: usize,
 }
 
@@ -125,6 +169,7 @@ impl FdbSync {
             me,
             owners,
             installed: BTreeMap::new(),
+            flood: BTreeMap::new(),
             max_per_owner: DEFAULT_MAX_PER_OWNER,
         }
     }
@@ -134,28 +179,42 @@ impl FdbSync {
         self.max_per_owner = max;
     }
 
-    /// Highest mobility held for `mac` across all owners (tombstones included).
-    fn max_mobility(&self, mac: MacAddr) -> u64 {
+    /// Highest mobility held for `key` across all owners (tombstones included).
+    fn max_mobility(&self, key: Key) -> u64 {
         self.owners
             .values()
-            .filter_map(|o| o.entries.get(&mac).map(|e| e.mobility))
+            .filter_map(|o| o.entries.get(&key).map(|e| e.mobility))
             .max()
             .unwrap_or(0)
     }
 
-    /// Record a change of this node's own MAC set, signed with `signer`; returns the advert to disseminate.
-    pub fn local_change(&mut self, mac: MacAddr, present: bool, signer: &Signer) -> Option<FdbAdvert> {
-        let mobility = self.max_mobility(mac).saturating_add(1);
+    /// Record a change of this node's own entry set, signed with `signer`; returns the advert to
+    /// disseminate. `ips` are bound to the MAC (ignored for a withdrawal).
+    pub fn local_change(
+        &mut self,
+        key: Key,
+        ips: Vec<IpAddr>,
+        present: bool,
+        signer: &Signer,
+    ) -> Option<FdbAdvert> {
+        let mobility = self.max_mobility(key).saturating_add(1);
         let me = self.me;
         let own = self.owners.get_mut(&me)?;
         let seq = own.max_seq.saturating_add(1);
         own.max_seq = seq;
         let generation = own.generation;
-        let entry = FdbEntry::sign(signer, me, generation, mac.0, seq, mobility, present);
-        if let Some(old) = own.entries.insert(mac, entry.clone()) {
-            own.present -= usize::from(old.present);
-        }
-        own.present += usize::from(present);
+        let ips = if present { ips } else { Vec::new() };
+        let entry = FdbEntry::sign(
+            signer,
+            me,
+            generation,
+            (key.0.get(), key.1 .0),
+            ips,
+            seq,
+            mobility,
+            present,
+        );
+        own.put(key, entry.clone());
         Some(FdbAdvert {
             owner: me,
             generation,
@@ -163,18 +222,20 @@ impl FdbSync {
         })
     }
 
-    /// MACs this node currently advertises as present.
-    pub fn local_macs(&self) -> impl Iterator<Item = MacAddr> + '_ {
-        self.owners
-            .get(&self.me)
-            .into_iter()
-            .flat_map(|o| o.entries.iter().filter(|(_, v)| v.present).map(|(m, _)| *m))
+    /// Entries this node currently advertises as present, with their IPs.
+    pub fn local_entries(&self) -> impl Iterator<Item = (Key, &[IpAddr])> + '_ {
+        self.owners.get(&self.me).into_iter().flat_map(|o| {
+            o.entries
+                .iter()
+                .filter(|(_, v)| v.present)
+                .map(|(k, v)| (*k, v.ips.as_slice()))
+        })
     }
 
     /// Make the held owners match the membership layer's active set (`owner → (generation, vtep)`),
     /// dropping departed or superseded owners (withdrawing their MACs) and opening empty tables for new ones.
     pub fn set_eligible(&mut self, eligible: &BTreeMap<NodeId, (u64, IpAddr)>, out: &mut VecDeque<Output>) {
-        let mut touched: Vec<MacAddr> = Vec::new();
+        let mut touched: Vec<Key> = Vec::new();
         let me = self.me;
         self.owners.retain(|id, st| {
             if *id == me {
@@ -204,9 +265,10 @@ impl FdbSync {
         }
         touched.sort_unstable();
         touched.dedup();
-        for mac in touched {
-            self.resolve(mac, out);
+        for key in touched {
+            self.resolve(key, out);
         }
+        self.update_flood(out);
     }
 
     /// The generation held for `owner`, if it is a known active member (or this node).
@@ -220,11 +282,13 @@ impl FdbSync {
         if owner == self.me {
             return Admit::Stale;
         }
+        let Some(key) = key_of(entry).filter(|_| entry.well_formed()) else {
+            return Admit::Malformed;
+        };
         let Some(st) = self.owners.get(&owner).filter(|o| o.generation == generation) else {
             return Admit::UnknownOwner;
         };
-        let mac = MacAddr(entry.mac);
-        let old = st.entries.get(&mac);
+        let old = st.entries.get(&key);
         if old.is_some_and(|old| rank(old) >= rank(entry)) {
             return Admit::Stale;
         }
@@ -232,7 +296,7 @@ impl FdbSync {
             return Admit::OverCap;
         }
         if entry.seq > st.max_seq.saturating_add(MAX_JUMP)
-            || entry.mobility > self.max_mobility(mac).saturating_add(MAX_JUMP)
+            || entry.mobility > self.max_mobility(key).saturating_add(MAX_JUMP)
         {
             return Admit::TooFar;
         }
@@ -251,16 +315,16 @@ impl FdbSync {
         if self.admit(owner, generation, &entry) != Admit::New {
             return false;
         }
-        let mac = MacAddr(entry.mac);
+        let Some(key) = key_of(&entry) else {
+            return false;
+        };
         let Some(st) = self.owners.get_mut(&owner) else {
             return false;
         };
         st.max_seq = st.max_seq.max(entry.seq);
-        st.present += usize::from(entry.present);
-        if let Some(old) = st.entries.insert(mac, entry) {
-            st.present -= usize::from(old.present);
-        }
-        self.resolve(mac, out);
+        st.put(key, entry);
+        self.resolve(key, out);
+        self.update_flood(out);
         true
     }
 
@@ -294,49 +358,92 @@ impl FdbSync {
             .collect()
     }
 
-    /// The winning owner of `mac` across all held owners.
-    fn winner(&self, mac: MacAddr) -> Option<(NodeId, IpAddr)> {
+    /// The winning owner of `key` across all held owners, with its VTEP and the IPs it binds.
+    fn winner(&self, key: Key) -> Option<(NodeId, IpAddr, &[IpAddr])> {
         self.owners
             .iter()
             .filter_map(|(id, st)| {
                 st.entries
-                    .get(&mac)
+                    .get(&key)
                     .filter(|v| v.present)
-                    .map(|v| ((v.mobility, st.generation, *id), st.vtep))
+                    .map(|v| ((v.mobility, st.generation, *id), st.vtep, v.ips.as_slice()))
             })
-            .max_by_key(|(k, _)| *k)
-            .map(|((_, _, id), vtep)| (id, vtep))
+            .max_by_key(|(k, _, _)| *k)
+            .map(|((_, _, id), vtep, ips)| (id, vtep, ips))
     }
 
-    fn resolve(&mut self, mac: MacAddr, out: &mut VecDeque<Output>) {
-        let want = match self.winner(mac) {
-            Some((id, vtep)) if id != self.me => Some(vtep),
+    fn resolve(&mut self, key: Key, out: &mut VecDeque<Output>) {
+        let want = match self.winner(key) {
+            Some((id, vtep, ips)) if id != self.me => Some((vtep, ips.to_vec())),
             _ => None,
         };
-        let have = self.installed.get(&mac).copied();
-        if want == have {
+        let have = self.installed.get(&key);
+        if want.as_ref() == have {
             return;
         }
+        let (vni, mac) = key;
         match want {
-            Some(vtep) => {
-                self.installed.insert(mac, vtep);
-                out.push_back(Output::FdbInstall { mac, vtep });
+            Some((vtep, ips)) => {
+                self.installed.insert(key, (vtep, ips.clone()));
+                out.push_back(Output::FdbInstall { vni, mac, vtep, ips });
             }
             None => {
-                self.installed.remove(&mac);
-                out.push_back(Output::FdbRemove { mac });
+                self.installed.remove(&key);
+                out.push_back(Output::FdbRemove { vni, mac });
             }
         }
     }
 
-    /// Re-resolve one MAC (after a local change, the winner may switch between us and a remote).
-    pub fn refresh(&mut self, mac: MacAddr, out: &mut VecDeque<Output>) {
-        self.resolve(mac, out);
+    /// Recompute the per-VNI flood sets (VTEPs of other held owners with ≥ 1 present entry on the
+    /// VNI) and report the ones that changed.
+    fn update_flood(&mut self, out: &mut VecDeque<Output>) {
+        let mut now: BTreeMap<Vni, BTreeSet<IpAddr>> = BTreeMap::new();
+        for (id, st) in &self.owners {
+            if *id == self.me {
+                continue;
+            }
+            for v in st.per_vni.keys() {
+                now.entry(*v).or_default().insert(st.vtep);
+            }
+        }
+        if now == self.flood {
+            return;
+        }
+        for (v, old) in &self.flood {
+            if !now.contains_key(v) && !old.is_empty() {
+                out.push_back(Output::FloodSet {
+                    vni: *v,
+                    vteps: Vec::new(),
+                });
+            }
+        }
+        for (v, set) in &now {
+            if self.flood.get(v) != Some(set) {
+                out.push_back(Output::FloodSet {
+                    vni: *v,
+                    vteps: set.iter().copied().collect(),
+                });
+            }
+        }
+        self.flood = now;
     }
 
-    /// Every MAC with a live claim → its winning owner (self included). Identical on all converged nodes.
-    pub fn resolved(&self) -> BTreeMap<MacAddr, NodeId> {
-        let mut macs: Vec<MacAddr> = self
+    /// The flood set of `vni` as last reported.
+    pub fn flood_set(&self, vni: Vni) -> Vec<IpAddr> {
+        self.flood
+            .get(&vni)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Re-resolve one key (after a local change, the winner may switch between us and a remote).
+    pub fn refresh(&mut self, key: Key, out: &mut VecDeque<Output>) {
+        self.resolve(key, out);
+    }
+
+    /// Every key with a live claim → its winning owner (self included). Identical on all converged nodes.
+    pub fn resolved(&self) -> BTreeMap<Key, NodeId> {
+        let mut macs: Vec<Key> = self
             .owners
             .values()
             .flat_map(|o| o.entries.keys().copied())
@@ -344,12 +451,12 @@ impl FdbSync {
         macs.sort_unstable();
         macs.dedup();
         macs.into_iter()
-            .filter_map(|m| self.winner(m).map(|(id, _)| (m, id)))
+            .filter_map(|m| self.winner(m).map(|(id, _, _)| (m, id)))
             .collect()
     }
 
-    /// Remote entries this node has installed in the data plane.
-    pub fn installed(&self) -> &BTreeMap<MacAddr, IpAddr> {
+    /// Remote entries this node has installed in the data plane: (VNI, MAC) → (VTEP, IPs).
+    pub fn installed(&self) -> &BTreeMap<Key, (IpAddr, Vec<IpAddr>)> {
         &self.installed
     }
 
@@ -373,6 +480,38 @@ mod tests {
         IpAddr::from([10, 0, 0, n])
     }
     const M: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+    const V: u32 = 5;
+
+    fn v() -> Vni {
+        Vni::new(V).unwrap()
+    }
+
+    fn k(m: MacAddr) -> Key {
+        (v(), m)
+    }
+
+    fn inst(mac: MacAddr, vtep: IpAddr) -> Option<Output> {
+        Some(Output::FdbInstall {
+            vni: v(),
+            mac,
+            vtep,
+            ips: Vec::new(),
+        })
+    }
+
+    fn rm(mac: MacAddr) -> Option<Output> {
+        Some(Output::FdbRemove { vni: v(), mac })
+    }
+
+    /// The next FDB output (flood-set changes are tested on their own).
+    fn next(out: &mut VecDeque<Output>) -> Option<Output> {
+        while let Some(o) = out.pop_front() {
+            if !matches!(o, Output::FloodSet { .. }) {
+                return Some(o);
+            }
+        }
+        None
+    }
 
     fn elig(list: &[(u64, u64, u8)]) -> BTreeMap<NodeId, (u64, IpAddr)> {
         list.iter().map(|&(id, g, v)| (NodeId(id), (g, ip(v)))).collect()
@@ -384,7 +523,9 @@ mod tests {
             owner: NodeId(owner),
             generation,
             entry: FdbEntry {
+                vni: V,
                 mac: mac.0,
+                ips: Vec::new(),
                 seq,
                 mobility,
                 present,
@@ -415,26 +556,26 @@ mod tests {
         let mut s = FdbSync::new(NodeId(1), 1, ip(1));
         s.set_eligible(&elig(&[(2, 5, 2), (3, 5, 3)]), &mut out);
         assert!(apply(&mut s, &adv(2, 5, 4, 1, M, true), &mut out));
-        assert_eq!(out.pop_front(), Some(Output::FdbInstall { mac: M, vtep: ip(2) }));
+        assert_eq!(next(&mut out), inst(M, ip(2)));
         // Move: node 3 claims with a higher mobility.
         assert!(apply(&mut s, &adv(3, 5, 1, 2, M, true), &mut out));
-        assert_eq!(out.pop_front(), Some(Output::FdbInstall { mac: M, vtep: ip(3) }));
+        assert_eq!(next(&mut out), inst(M, ip(3)));
         // Stale re-delivery of node 2's claim changes nothing.
         assert!(!apply(&mut s, &adv(2, 5, 4, 1, M, true), &mut out));
-        assert!(out.is_empty());
+        assert_eq!(next(&mut out), None);
         // Node 3 dies: falls back to node 2's still-live claim.
         s.set_eligible(&elig(&[(2, 5, 2)]), &mut out);
-        assert_eq!(out.pop_front(), Some(Output::FdbInstall { mac: M, vtep: ip(2) }));
+        assert_eq!(next(&mut out), inst(M, ip(2)));
         // Node 2 restarts (new generation): old claims vanish.
         s.set_eligible(&elig(&[(2, 6, 2)]), &mut out);
-        assert_eq!(out.pop_front(), Some(Output::FdbRemove { mac: M }));
+        assert_eq!(next(&mut out), rm(M));
         // And adverts of the old generation are ignored.
         assert_eq!(
             s.admit(NodeId(2), 5, &adv(2, 5, 9, 9, M, true).entry),
             Admit::UnknownOwner
         );
         assert!(!apply(&mut s, &adv(2, 5, 9, 9, M, true), &mut out));
-        assert!(out.is_empty());
+        assert_eq!(next(&mut out), None);
     }
 
     /// A claim far ahead (u64::MAX included) is refused; no arithmetic on it can overflow; later
@@ -449,14 +590,14 @@ mod tests {
             assert_eq!(s.admit(a.owner, 1, &a.entry), Admit::TooFar, "{seq} {mob}");
             assert!(!apply(&mut s, &a, &mut out));
         }
-        assert!(out.is_empty());
+        assert_eq!(next(&mut out), None);
         // Exactly at the bound is fine.
         assert!(apply(&mut s, &adv(2, 1, MAX_JUMP, MAX_JUMP, M, true), &mut out));
         assert!(apply(&mut s, &adv(3, 1, 1, MAX_JUMP + 1, M, true), &mut out));
-        assert_eq!(s.installed().get(&M), Some(&ip(3)));
+        assert_eq!(s.installed().get(&k(M)).map(|e| e.0), Some(ip(3)));
         // Our own counters keep working next to huge received values.
-        let k = key();
-        let a = s.local_change(M, true, &k).unwrap();
+        let kk = key();
+        let a = s.local_change(k(M), Vec::new(), true, &kk).unwrap();
         assert_eq!(a.entry.seq, 1);
         assert_eq!(a.entry.mobility, MAX_JUMP + 2);
     }
@@ -468,11 +609,17 @@ mod tests {
         s.set_eligible(&elig(&[(2, 1, 2)]), &mut out);
         // Held state near the top (reachable only through ~2^44 accepted claims, each a bounded step).
         if let Some(st) = s.owners.get_mut(&NodeId(2)) {
-            st.entries.insert(M, adv(2, 1, 1, u64::MAX - 1, M, true).entry);
+            st.put(k(M), adv(2, 1, 1, u64::MAX - 1, M, true).entry);
         }
-        let k = key();
-        assert_eq!(s.local_change(M, true, &k).unwrap().entry.mobility, u64::MAX);
-        let b = s.local_change(M, true, &k).unwrap();
+        let kk = key();
+        assert_eq!(
+            s.local_change(k(M), Vec::new(), true, &kk)
+                .unwrap()
+                .entry
+                .mobility,
+            u64::MAX
+        );
+        let b = s.local_change(k(M), Vec::new(), true, &kk).unwrap();
         assert_eq!(b.entry.mobility, u64::MAX, "saturates, never wraps");
         // An entry already at the top admits nothing further and panics on nothing.
         assert_ne!(
@@ -484,13 +631,13 @@ mod tests {
     #[test]
     fn anti_entropy_converges() {
         let mut out = VecDeque::new();
-        let k = key();
+        let kk = key();
         let mut a = FdbSync::new(NodeId(1), 1, ip(1));
         let mut b = FdbSync::new(NodeId(2), 1, ip(2));
         a.set_eligible(&elig(&[(2, 1, 2)]), &mut out);
         b.set_eligible(&elig(&[(1, 1, 1)]), &mut out);
-        a.local_change(M, true, &k);
-        b.local_change(MacAddr([2, 0, 0, 0, 0, 2]), true, &k);
+        a.local_change(k(M), Vec::new(), true, &kk);
+        b.local_change(k(MacAddr([2, 0, 0, 0, 0, 2])), Vec::new(), true, &kk);
         assert_ne!(a.fdb_digest(), b.fdb_digest());
         for d in a.dumps_for(&b.digest()) {
             merge(&mut b, &d, &mut out);
@@ -500,8 +647,11 @@ mod tests {
         }
         assert_eq!(a.fdb_digest(), b.fdb_digest());
         assert_eq!(a.resolved(), b.resolved());
-        assert_eq!(a.installed().get(&MacAddr([2, 0, 0, 0, 0, 2])), Some(&ip(2)));
-        assert_eq!(b.installed().get(&M), Some(&ip(1)));
+        assert_eq!(
+            a.installed().get(&k(MacAddr([2, 0, 0, 0, 0, 2]))).map(|e| e.0),
+            Some(ip(2))
+        );
+        assert_eq!(b.installed().get(&k(M)).map(|e| e.0), Some(ip(1)));
     }
 
     /// Beyond the per-owner cap a new MAC is refused (before any signature check), while updates and
@@ -530,7 +680,7 @@ mod tests {
             .resolved()
             .into_iter()
             .filter(|(_, o)| *o == NodeId(2))
-            .map(|(m, _)| m)
+            .map(|((_, m), _)| m)
             .collect();
         assert_eq!(held, vec![m(1), m(3), m(4)]);
     }
@@ -541,11 +691,110 @@ mod tests {
         let mut s = FdbSync::new(NodeId(1), 1, ip(1));
         s.set_eligible(&elig(&[(2, 1, 2)]), &mut out);
         apply(&mut s, &adv(2, 1, 1, 1, M, true), &mut out);
-        assert_eq!(out.pop_front(), Some(Output::FdbInstall { mac: M, vtep: ip(2) }));
+        assert_eq!(next(&mut out), inst(M, ip(2)));
         // The MAC shows up locally later (mobility 2 > 1): we win, remote entry removed.
-        s.local_change(M, true, &key());
-        s.refresh(M, &mut out);
-        assert_eq!(out.pop_front(), Some(Output::FdbRemove { mac: M }));
+        s.local_change(k(M), Vec::new(), true, &key());
+        s.refresh(k(M), &mut out);
+        assert_eq!(next(&mut out), rm(M));
+    }
+
+    /// IPs travel with the entry; an IP change re-installs; flood sets list exactly the other owners
+    /// with a present entry on each VNI, and change only when that set does.
+    #[test]
+    fn ips_and_flood_sets_per_vni() {
+        let mut out = VecDeque::new();
+        let mut s = FdbSync::new(NodeId(1), 1, ip(1));
+        s.set_eligible(&elig(&[(2, 1, 2), (3, 1, 3)]), &mut out);
+        assert!(out.is_empty(), "no MACs: no flood sets");
+        let w = Vni::new(9).unwrap();
+        let mut a = adv(2, 1, 1, 1, M, true);
+        a.entry.ips = vec![IpAddr::from([10, 20, 0, 5])];
+        assert!(apply(&mut s, &a, &mut out));
+        assert_eq!(
+            out.drain(..).collect::<Vec<_>>(),
+            vec![
+                Output::FdbInstall {
+                    vni: v(),
+                    mac: M,
+                    vtep: ip(2),
+                    ips: a.entry.ips.clone()
+                },
+                Output::FloodSet {
+                    vni: v(),
+                    vteps: vec![ip(2)]
+                },
+            ]
+        );
+        // Same MAC on another VNI by node 3: independent entry, its own flood set.
+        let mut b = adv(3, 1, 1, 1, M, true);
+        b.entry.vni = 9;
+        assert!(apply(&mut s, &b, &mut out));
+        assert_eq!(
+            out.drain(..).collect::<Vec<_>>(),
+            vec![
+                Output::FdbInstall {
+                    vni: w,
+                    mac: M,
+                    vtep: ip(3),
+                    ips: vec![]
+                },
+                Output::FloodSet {
+                    vni: w,
+                    vteps: vec![ip(3)]
+                },
+            ]
+        );
+        assert_eq!(s.flood_set(v()), vec![ip(2)]);
+        // IP change: re-installed, flood set unchanged.
+        let mut a2 = adv(2, 1, 2, 1, M, true);
+        a2.entry.ips = vec![IpAddr::from([10, 20, 0, 6])];
+        assert!(apply(&mut s, &a2, &mut out));
+        assert_eq!(
+            out.drain(..).collect::<Vec<_>>(),
+            vec![Output::FdbInstall {
+                vni: v(),
+                mac: M,
+                vtep: ip(2),
+                ips: a2.entry.ips.clone()
+            }]
+        );
+        // Too many IPs or VNI 0 / out of range: malformed.
+        let mut bad = adv(2, 1, 3, 1, M, true);
+        bad.entry.ips = vec![ip(9); crate::messages::MAX_IPS_PER_ENTRY + 1];
+        assert_eq!(s.admit(NodeId(2), 1, &bad.entry), Admit::Malformed);
+        bad.entry.ips.clear();
+        bad.entry.vni = 1 << 24;
+        assert_eq!(s.admit(NodeId(2), 1, &bad.entry), Admit::Malformed);
+        bad.entry.vni = 0;
+        assert_eq!(s.admit(NodeId(2), 1, &bad.entry), Admit::Malformed);
+        // Withdrawal: removed, flood set of that VNI ends (empty list).
+        assert!(apply(&mut s, &adv(2, 1, 4, 1, M, false), &mut out));
+        assert_eq!(
+            out.drain(..).collect::<Vec<_>>(),
+            vec![
+                Output::FdbRemove { vni: v(), mac: M },
+                Output::FloodSet {
+                    vni: v(),
+                    vteps: vec![]
+                }
+            ]
+        );
+        // Owner 3 dies: its entry and flood set go.
+        s.set_eligible(&elig(&[(2, 1, 2)]), &mut out);
+        assert_eq!(
+            out.drain(..).collect::<Vec<_>>(),
+            vec![
+                Output::FdbRemove { vni: w, mac: M },
+                Output::FloodSet {
+                    vni: w,
+                    vteps: vec![]
+                }
+            ]
+        );
+        // Our own entries never enter a flood set.
+        s.local_change((w, M), vec![], true, &key());
+        s.refresh((w, M), &mut out);
+        assert!(s.flood_set(w).is_empty());
     }
 
     mod prop {
@@ -612,7 +861,7 @@ mod tests {
                 let a = adv(owner, g, seq, mob, M, true);
                 let applied = apply(&mut s, &a, &mut out);
                 prop_assert!(!applied || (owner == 2 && g == 1 && seq <= MAX_JUMP && mob <= MAX_JUMP));
-                let _ = s.local_change(M, true, &key());
+                let _ = s.local_change(k(M), Vec::new(), true, &key());
             }
         }
     }

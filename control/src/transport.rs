@@ -13,7 +13,8 @@
 //! address is validated, per-source and total caps, a handshake timeout.
 //!
 //! [`start`] spawns the pump: it feeds received messages, commands and due timers to the node and acts
-//! on its outputs; FDB and membership changes reach the daemon as [`Event`]s.
+//! on its outputs; every [`Output`] other than `Send`/`ScheduleTimer` (FDB, flood sets, networks,
+//! blocks, membership, revocations) reaches the daemon unchanged through [`GossipHandle::events`].
 //! Revoked nodes: a connection whose peer certificate names a revoked node id is closed right after the
 //! handshake (both directions), and existing connections to a node are closed when its revocation arrives.
 //! Must never: hand unauthenticated bytes (or a revoked node's bytes) to the state machine, or block the
@@ -36,9 +37,12 @@ use crate::admission::{Directory, JoinService};
 use crate::auth::{self, AuthError, NodeCredential, StateDir, CLUSTER_SERVER_NAME};
 use crate::exposure::{Guard, Limits, QuicStats, SourcePermit};
 use crate::membership::{NodeId, NodeIdentity};
-use crate::node::{ControlConfig, ControlNode, ControlStats, MemberInfo, MemberState, RevokeOutcome, Trust};
+use crate::node::{
+    BlockOutcome, ControlConfig, ControlNode, ControlStats, MemberInfo, MemberState, NetworkInfo,
+    RevokeOutcome, Trust,
+};
 use crate::revocation::RevocationList;
-use crate::{MacAddr, Output, PeerAddr, Timer};
+use crate::{ControlError, MacAddr, NetworkDef, Output, PeerAddr, Timer, Vni};
 
 pub const ALPN_GOSSIP: &[u8] = b"overlayd-gossip/1";
 pub const ALPN_JOIN: &[u8] = b"overlayd-join/1";
@@ -72,6 +76,8 @@ pub enum TransportError {
     Auth(#[from] AuthError),
     #[error("the control-plane task has stopped; restart the daemon")]
     Stopped,
+    #[error(transparent)]
+    Control(#[from] ControlError),
 }
 
 pub(crate) fn provider() -> Arc<CryptoProvider> {
@@ -399,10 +405,20 @@ impl Pool {
     }
 }
 
+/// One local FDB entry: (VNI, MAC, IPs bound to it).
+pub type LocalEntry = (Vni, MacAddr, Vec<IpAddr>);
+
+type Reply<T> = oneshot::Sender<Result<T, ControlError>>;
+
 /// Requests from the daemon to the control-plane task.
 #[derive(Debug)]
 enum Command {
-    SetLocalMacs(Vec<MacAddr>),
+    SetLocal(Vec<LocalEntry>, Reply<()>),
+    CreateNetwork(NetworkDef, Reply<NetworkDef>),
+    RemoveNetwork(String, Reply<()>),
+    RequestBlock(String, Reply<BlockOutcome>),
+    Installed(Vni, oneshot::Sender<Vec<(MacAddr, IpAddr, Vec<IpAddr>)>>),
+    Networks(oneshot::Sender<Vec<NetworkInfo>>),
     Join(PeerAddr),
     Leave(oneshot::Sender<()>),
     Members(oneshot::Sender<Vec<MemberInfo>>),
@@ -410,14 +426,6 @@ enum Command {
     Stats(oneshot::Sender<ControlStats>),
     /// QUIC's round-trip estimate of every open gossip connection.
     Rtts(oneshot::Sender<Vec<Duration>>),
-}
-
-/// What the daemon must act on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    FdbInstall { mac: MacAddr, vtep: IpAddr },
-    FdbRemove { mac: MacAddr },
-    MembersChanged(Vec<MemberInfo>),
 }
 
 /// Parameters of [`start`].
@@ -447,8 +455,8 @@ pub struct GossipOptions {
 #[derive(Debug)]
 pub struct GossipHandle {
     cmd: mpsc::Sender<Command>,
-    /// FDB changes and membership snapshots, in order.
-    pub events: mpsc::UnboundedReceiver<Event>,
+    /// What the daemon must act on, in order: every [`Output`] except `Send` and `ScheduleTimer`.
+    pub events: mpsc::UnboundedReceiver<Output>,
     local_addr: SocketAddr,
     endpoint: quinn::Endpoint,
 }
@@ -457,11 +465,46 @@ impl GossipHandle {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
-    pub async fn set_local_macs(&self, macs: Vec<MacAddr>) -> Result<(), TransportError> {
+    /// Send a command and wait for its answer.
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, TransportError> {
+        let (tx, rx) = oneshot::channel();
         self.cmd
-            .send(Command::SetLocalMacs(macs))
+            .send(make(tx))
             .await
-            .map_err(|_| TransportError::Stopped)
+            .map_err(|_| TransportError::Stopped)?;
+        rx.await.map_err(|_| TransportError::Stopped)
+    }
+
+    /// The full set of local (VNI, MAC, IPs) behind this node's bridges ([`ControlNode::set_local`]).
+    pub async fn set_local(&self, entries: Vec<LocalEntry>) -> Result<(), TransportError> {
+        Ok(self.ask(|tx| Command::SetLocal(entries, tx)).await??)
+    }
+
+    /// `overlayctl network create` ([`ControlNode::create_network`]).
+    pub async fn create_network(&self, def: NetworkDef) -> Result<NetworkDef, TransportError> {
+        Ok(self.ask(|tx| Command::CreateNetwork(def, tx)).await??)
+    }
+
+    /// `overlayctl network rm` ([`ControlNode::remove_network`]).
+    pub async fn remove_network(&self, name: &str) -> Result<(), TransportError> {
+        let name = name.to_string();
+        Ok(self.ask(|tx| Command::RemoveNetwork(name, tx)).await??)
+    }
+
+    /// Ask for one more address block of `network` ([`ControlNode::request_block`]).
+    pub async fn request_block(&self, network: &str) -> Result<BlockOutcome, TransportError> {
+        let network = network.to_string();
+        Ok(self.ask(|tx| Command::RequestBlock(network, tx)).await??)
+    }
+
+    /// Current control entries of `vni`: (MAC, VTEP, IPs) ([`ControlNode::installed`]).
+    pub async fn installed(&self, vni: Vni) -> Result<Vec<(MacAddr, IpAddr, Vec<IpAddr>)>, TransportError> {
+        self.ask(|tx| Command::Installed(vni, tx)).await
+    }
+
+    /// Current network definitions with this node's blocks ([`ControlNode::networks`]).
+    pub async fn networks(&self) -> Result<Vec<NetworkInfo>, TransportError> {
+        self.ask(Command::Networks).await
     }
     pub async fn join(&self, peer: PeerAddr) -> Result<(), TransportError> {
         self.cmd
@@ -658,7 +701,7 @@ async fn pump(
     pool: Arc<Pool>,
     mut inbound: mpsc::Receiver<Inbound>,
     mut cmds: mpsc::Receiver<Command>,
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::UnboundedSender<Output>,
     state: Option<StateDir>,
     directory: Arc<Directory>,
 ) {
@@ -675,13 +718,8 @@ async fn pump(
                     timer_of.insert(next_id, timer);
                     next_id += 1;
                 }
-                Output::FdbInstall { mac, vtep } => {
-                    let _ = events.send(Event::FdbInstall { mac, vtep });
-                }
-                Output::FdbRemove { mac } => {
-                    let _ = events.send(Event::FdbRemove { mac });
-                }
                 Output::Revoked { node: id } => {
+                    let _ = events.send(Output::Revoked { node: id });
                     if let Some(state) = &state {
                         let list = node.revocations().clone();
                         let state = state.clone();
@@ -696,8 +734,7 @@ async fn pump(
                     let pool = Arc::clone(&pool);
                     tokio::spawn(async move { pool.close_revoked(id).await });
                 }
-                Output::MembersChanged => {
-                    let members = node.members();
+                Output::MembersChanged(members) => {
                     if let Some(state) = &state {
                         remember_peers(state, &members, node.identity().addr, &mut saved_peers);
                     }
@@ -711,7 +748,10 @@ async fn pump(
                         .collect();
                     alive.sort_by_key(|a| !admitters.contains(a));
                     *directory.members.lock().unwrap_or_else(|e| e.into_inner()) = alive;
-                    let _ = events.send(Event::MembersChanged(members));
+                    let _ = events.send(Output::MembersChanged(members));
+                }
+                other => {
+                    let _ = events.send(other);
                 }
             }
         }
@@ -733,7 +773,12 @@ async fn pump(
                 let now = Instant::now();
                 let r = match cmd {
                     None => return,
-                    Some(Command::SetLocalMacs(m)) => node.set_local_macs(now, &m),
+                    Some(Command::SetLocal(e, tx)) => { let _ = tx.send(node.set_local(now, &e)); Ok(()) }
+                    Some(Command::CreateNetwork(d, tx)) => { let _ = tx.send(node.create_network(now, d)); Ok(()) }
+                    Some(Command::RemoveNetwork(n, tx)) => { let _ = tx.send(node.remove_network(now, &n)); Ok(()) }
+                    Some(Command::RequestBlock(n, tx)) => { let _ = tx.send(node.request_block(now, &n)); Ok(()) }
+                    Some(Command::Installed(v, tx)) => { let _ = tx.send(node.installed(v)); Ok(()) }
+                    Some(Command::Networks(tx)) => { let _ = tx.send(node.networks()); Ok(()) }
                     Some(Command::Join(p)) => node.join(now, p),
                     Some(Command::Members(tx)) => { let _ = tx.send(node.members()); Ok(()) }
                     Some(Command::Rtts(tx)) => { let _ = tx.send(pool.rtts()); Ok(()) }

@@ -104,7 +104,8 @@ fn sigkill_withdraws_within_3s_and_restart_new_generation_wins() {
                 &sim.nodes[victim].signer,
                 sim.nodes[victim].id,
                 1,
-                ghost.0,
+                (control::sim::SIM_VNI, ghost.0),
+                vec![],
                 1,
                 1,
                 true,
@@ -159,7 +160,10 @@ fn mac_move_points_everyone_to_new_owner() {
         .expect("move applied everywhere");
     println!("MAC move: applied everywhere after {t:?} virtual");
     let resolved = sim.nodes[0].node.as_ref().unwrap().resolved_fdb();
-    assert_eq!(resolved.get(&moving), Some(&sim.nodes[10].id));
+    assert_eq!(
+        resolved.get(&(control::sim::sim_vni(), moving)),
+        Some(&sim.nodes[10].id)
+    );
     // And back again, the other way round (withdraw first, then add elsewhere).
     sim.set_macs(10, vec![mac(10, 1), mac(10, 2)]);
     sim.set_macs(3, vec![moving, mac(3, 2)]);

@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use control::auth::{JoinToken, NodeCredential, StateDir};
 use control::exposure::Limits;
-use control::transport::{self, Admission, Event, GossipOptions, TransportError};
+use control::transport::{self, Admission, GossipOptions, TransportError};
+use control::Output;
 use control::{ControlConfig, MacAddr, MemberState, RevokeOutcome};
 
 fn tempdir(tag: &str) -> PathBuf {
@@ -83,18 +84,21 @@ async fn join_gossip_and_refuse_foreign_ca() {
         control::auth::node_id_from_cert(&cred_b.chain[0]),
         Some(cred_b.node_id)
     );
-    let b = transport::start(opts(&dir_b, cred_b.clone(), [192, 168, 0, 2], 1)).unwrap();
+    let mut b = transport::start(opts(&dir_b, cred_b.clone(), [192, 168, 0, 2], 1)).unwrap();
     b.join(addr_a).await.unwrap();
     let mac: MacAddr = "02:00:00:00:0b:01".parse().unwrap();
-    b.set_local_macs(vec![mac]).await.unwrap();
+    let ip = IpAddr::from([10, 20, 0, 11]);
+    b.set_local(vec![(vni(), mac, vec![ip])]).await.unwrap();
 
     // A learns B as alive and installs B's MAC → B's VTEP.
     let installed = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(ev) = a.events.recv().await {
             if ev
-                == (Event::FdbInstall {
+                == (Output::FdbInstall {
+                    vni: vni(),
                     mac,
                     vtep: IpAddr::from([192, 168, 0, 2]),
+                    ips: vec![ip],
                 })
             {
                 return true;
@@ -105,6 +109,58 @@ async fn join_gossip_and_refuse_foreign_ca() {
     .await
     .unwrap_or(false);
     assert!(installed, "A never installed B's MAC");
+    assert_eq!(
+        a.installed(vni()).await.unwrap(),
+        vec![(mac, IpAddr::from([192, 168, 0, 2]), vec![ip])]
+    );
+
+    // Networks and blocks through the handle: B (no CA key) defines a network, A learns it; B asks
+    // for a block, A (the admitter) grants it, B is told.
+    let blue =
+        control::NetworkDef::new("blue", 100, "10.20.0.0/16".parse().unwrap(), None, false, None).unwrap();
+    b.create_network(blue.clone()).await.unwrap();
+    let e = b
+        .create_network(control::NetworkDef {
+            mtu: Some(1400),
+            ..blue.clone()
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("already exists"), "{e}");
+    let upsert = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(ev) = a.events.recv().await {
+            if ev == Output::NetworkUpsert(blue.clone()) {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(upsert, "A never heard of the network");
+    assert_eq!(
+        b.request_block("blue").await.unwrap(),
+        control::BlockOutcome::Requested(cred_a.node_id)
+    );
+    let block: control::IpNet = "10.20.0.0/26".parse().unwrap();
+    let granted = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(ev) = b.events.recv().await {
+            if ev
+                == (Output::BlockGranted {
+                    network: "blue".into(),
+                    block,
+                })
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(granted, "B never got a block");
+    let nets = b.networks().await.unwrap();
+    assert_eq!((nets[0].def.clone(), nets[0].blocks.clone()), (blue, vec![block]));
     let members = a.members().await.unwrap();
     let b_row = members
         .iter()
@@ -181,7 +237,7 @@ async fn join_gossip_and_refuse_foreign_ca() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(dir_b.load_peers().unwrap(), vec![addr_a]);
-    b2.set_local_macs(vec![mac]).await.unwrap();
+    b2.set_local(vec![(vni(), mac, vec![ip])]).await.unwrap();
     let gen2 = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             let ms = a.members().await.unwrap();
@@ -372,4 +428,8 @@ async fn unauthenticated_join_connections_are_capped_and_timed_out() {
     c3.close(0u32.into(), b"");
     a.abort();
     let _ = std::fs::remove_dir_all(dir.path());
+}
+
+fn vni() -> control::Vni {
+    control::Vni::new(42).unwrap()
 }

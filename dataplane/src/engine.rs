@@ -14,6 +14,7 @@
 //!   full-mesh head-end replication every VTEP already got its own copy).
 
 pub mod bum;
+pub mod suppress;
 pub mod too_big;
 
 use crate::activity::PeerActivity;

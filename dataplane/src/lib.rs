@@ -2,6 +2,7 @@
 //!
 //! - [`wire`]: byte views over Ethernet and VXLAN headers with checked constructors (never panic on input).
 //! - [`fdb`]: the bounded, shared MAC → VTEP forwarding database with explicit time.
+//! - [`neigh`]: the bounded, shared IP → MAC neighbour table that answers ARP/ND on the TAP path.
 //! - [`flow`]: the inner-flow hash that picks the outer UDP source port (flow entropy).
 //! - [`engine`]: the sans-IO forwarding engine: a frame or datagram plus `now` in, a verdict out.
 //! - [`offload`]: virtio-net header, TSO superframe segmentation and TCP receive coalescing (pure functions).
@@ -15,6 +16,7 @@ pub mod fdb;
 pub mod flow;
 #[allow(unsafe_code)]
 pub mod io;
+pub mod neigh;
 pub mod network;
 pub mod offload;
 pub mod pmtu;

@@ -45,10 +45,13 @@ pub enum DropReason {
     /// Frame from the TAP too big for the path MTU to its VTEP (minus VXLAN overhead); the sender got ICMP
     /// "fragmentation needed" / ICMPv6 "packet too big" when one is due (`engine::too_big`).
     TooBig,
+    /// Frame from the TAP whose source is the network bridge's own MAC (`engine::suppress`): the bridge's own
+    /// traffic (anycast gateway ARP/ND and the like) never enters the tunnel.
+    BridgeMac,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::Short,
         DropReason::BadFlags,
         DropReason::UnknownVni,
@@ -64,6 +67,7 @@ impl DropReason {
         DropReason::TapWriteError,
         DropReason::BumRateLimited,
         DropReason::TooBig,
+        DropReason::BridgeMac,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -82,6 +86,7 @@ impl DropReason {
             DropReason::TapWriteError => "tap_write_error",
             DropReason::BumRateLimited => "bum_rate_limited",
             DropReason::TooBig => "too_big",
+            DropReason::BridgeMac => "bridge_mac",
         }
     }
     fn index(self) -> usize {
@@ -112,6 +117,13 @@ pub struct Counters {
     pub local_mac_cap: AtomicU64,
     /// MAC moves refused by dampening (RFC 7432 §15), learned or from the control plane.
     pub mac_flaps: AtomicU64,
+    /// ARP requests and IPv6 neighbour solicitations from the TAP that did not cross the underlay: answered
+    /// from the neighbour table, or addressed to the gateway or to a binding on our own bridge
+    /// (`engine::suppress`).
+    pub arp_suppressed: AtomicU64,
+    /// ARP requests and neighbour solicitations from the TAP passed on to be flooded: unknown target,
+    /// gratuitous, probe / duplicate address detection.
+    pub arp_flooded: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
     /// Segments per UDP send (a GSO message carries several; 1 without GSO).
     pub gso_segments: BatchHistogram,
@@ -178,6 +190,8 @@ pub struct Snapshot {
     pub fdb_evictions: u64,
     pub local_mac_cap: u64,
     pub mac_flaps: u64,
+    pub arp_suppressed: u64,
+    pub arp_flooded: u64,
     pub drops: BTreeMap<&'static str, u64>,
 }
 
@@ -200,6 +214,8 @@ impl Snapshot {
             s.fdb_evictions += c.fdb_evictions.load(Relaxed);
             s.local_mac_cap += c.local_mac_cap.load(Relaxed);
             s.mac_flaps += c.mac_flaps.load(Relaxed);
+            s.arp_suppressed += c.arp_suppressed.load(Relaxed);
+            s.arp_flooded += c.arp_flooded.load(Relaxed);
             for r in DropReason::ALL {
                 *s.drops.entry(r.name()).or_default() += c.drops(r);
             }
@@ -230,11 +246,21 @@ mod tests {
         let b = Counters::default();
         Counters::add(&a.rx_frames, 2);
         Counters::add(&b.rx_frames, 3);
+        Counters::add(&a.arp_suppressed, 2);
+        Counters::add(&b.arp_suppressed, 1);
+        Counters::add(&b.arp_flooded, 7);
         a.count_drop(DropReason::Short, 1);
         b.count_drop(DropReason::Short, 4);
         b.count_drop(DropReason::UnknownVni, 1);
         let s = Snapshot::sum([&a, &b]);
         assert_eq!(s.rx_frames, 5);
+        assert_eq!((s.arp_suppressed, s.arp_flooded), (3, 7));
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            (v["arp_suppressed"].as_u64(), v["arp_flooded"].as_u64()),
+            (Some(3), Some(7))
+        );
+        assert_eq!(v["drops"]["bridge_mac"].as_u64(), Some(0));
         assert_eq!(s.drops["short"], 5);
         assert_eq!(s.drops["unknown_vni"], 1);
         assert_eq!(s.drops_total(), 6);

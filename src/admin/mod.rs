@@ -626,6 +626,8 @@ mod tests {
     #[test]
     fn metrics_and_trace_are_read_only_routes() {
         let st = state(None, false);
+        let tx = st.table.by_name("default").unwrap().tx.clone();
+        dataplane::stats::Counters::add(&tx.arp_suppressed, 3);
         let r = get(&st, &Via::Tcp, "/metrics", "localhost");
         assert_eq!(r.status, 200);
         assert_eq!(r.content_type, crate::metrics::CONTENT_TYPE);
@@ -638,6 +640,12 @@ mod tests {
         assert!(
             r.body
                 .contains(r#"overlayd_fdb_entries{network="default",vni="42",origin="learned"} 1"#),
+            "{}",
+            r.body
+        );
+        assert!(
+            r.body
+                .contains(r#"overlayd_arp_total{network="default",vni="42",result="suppressed"} 3"#),
             "{}",
             r.body
         );

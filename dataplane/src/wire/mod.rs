@@ -1,7 +1,9 @@
 //! Wire formats as checked byte views (smoltcp style): `new_checked` validates length and flags once, after
 //! which the accessors cannot panic. Nothing here allocates.
 
+pub mod arp;
 pub mod ethernet;
+pub mod nd;
 pub mod probe;
 pub mod vxlan;
 
@@ -23,4 +25,16 @@ pub enum WireError {
     MacSyntax(String),
     #[error("not an overlayd probe")]
     NotProbe,
+    #[error("not an ARP packet for Ethernet/IPv4 (hardware type 1, protocol 0x0800, lengths 6 and 4)")]
+    NotArpEthIpv4,
+    #[error("ARP operation {0} is neither request (1) nor reply (2)")]
+    ArpOp(u16),
+    #[error("not an IPv6 neighbour solicitation or advertisement")]
+    NotNeighbor,
+    #[error("neighbour discovery message with hop limit {0}, not 255 (RFC 4861 §7.1: it crossed a router)")]
+    NdHopLimit(u8),
+    #[error("ICMPv6 checksum mismatch")]
+    Icmpv6Checksum,
+    #[error("invalid neighbour discovery message: {0}")]
+    NdInvalid(&'static str),
 }

@@ -1,0 +1,476 @@
+//! Synchronous rtnetlink in the calling thread's network namespace (a netlink socket binds to the netns of
+//! the thread that opens it): links, veth pairs, addresses and routes. Each public call opens one socket,
+//! does its request/ack exchanges and closes it; these run at attach/detach time, never per packet.
+//!
+//! Same crate and pattern as `dataplane::io::netlink` (neli's plain `NlSocketHandle` and typed message
+//! structs, no router thread, no runtime). That module keeps the helpers the data path's start-up uses
+//! (bridge, TAP master); this one adds what container wiring needs: veth pairs created across namespaces,
+//! address and route set-up, reading a link's MAC.
+
+use std::io::{self, Cursor};
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use neli::consts::nl::NlmF;
+use neli::consts::rtnl::{
+    Ifa, IfaF, Iff, Ifla, IflaInfo, RtAddrFamily, RtScope, RtTable, Rta, Rtm, Rtn, Rtprot,
+};
+use neli::consts::socket::NlFamily;
+use neli::nl::{NlPayload, NlmsghdrBuilder};
+use neli::rtnl::{IfaddrmsgBuilder, Ifinfomsg, IfinfomsgBuilder, RtattrBuilder, RtmsgBuilder};
+use neli::socket::synchronous::NlSocketHandle;
+use neli::types::{Buffer, RtBuffer};
+use neli::utils::Groups;
+use neli::{FromBytesWithInput, Size, ToBytes};
+
+use super::HostError;
+
+/// Longest interface name: `IFNAMSIZ` (16) minus the NUL.
+pub const MAX_IFNAME_LEN: usize = libc::IFNAMSIZ - 1;
+/// `VETH_INFO_PEER` from `<linux/veth.h>` (not in neli or libc).
+const VETH_INFO_PEER: u16 = 1;
+
+pub(super) enum Fail {
+    Kernel(io::Error),
+    Local(HostError),
+}
+
+fn socket_err(e: neli::err::SocketError) -> HostError {
+    HostError::Netlink(e.to_string())
+}
+
+fn proto(op: &'static str, detail: impl std::fmt::Display) -> HostError {
+    HostError::Protocol {
+        op,
+        detail: detail.to_string(),
+    }
+}
+
+/// Turn a kernel errno into an error that names the operation and what to do.
+pub(super) fn kernel_err(op: &'static str, target: &str, err: Fail) -> HostError {
+    match err {
+        Fail::Local(e) => e,
+        Fail::Kernel(e) => match e.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => HostError::Permission {
+                op,
+                target: target.to_owned(),
+            },
+            Some(libc::ENODEV) => HostError::NoSuchDevice {
+                name: target.to_owned(),
+            },
+            Some(libc::EEXIST) => HostError::Exists {
+                name: target.to_owned(),
+            },
+            _ => HostError::Kernel {
+                op,
+                target: target.to_owned(),
+                source: e,
+            },
+        },
+    }
+}
+
+/// Non-empty, at most 15 bytes, no '/', ':', NUL or whitespace.
+pub fn validate_ifname(name: &str) -> Result<(), HostError> {
+    if name.len() > MAX_IFNAME_LEN {
+        return Err(HostError::NameTooLong {
+            name: name.to_owned(),
+        });
+    }
+    if name.is_empty()
+        || name == "."
+        || name == ".."
+        || name
+            .bytes()
+            .any(|b| b == 0 || b == b'/' || b == b':' || !b.is_ascii_graphic())
+    {
+        return Err(HostError::InvalidName {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+pub(super) struct Rtnl {
+    sock: NlSocketHandle,
+    seq: u32,
+}
+
+impl Rtnl {
+    pub(super) fn open() -> Result<Self, HostError> {
+        let sock = NlSocketHandle::connect(NlFamily::Route, None, Groups::empty()).map_err(socket_err)?;
+        Ok(Rtnl { sock, seq: 0 })
+    }
+
+    /// Send one request and collect the payloads of every reply until the ACK / DONE (or an error).
+    fn request<P>(&mut self, op: &'static str, ty: Rtm, flags: NlmF, payload: P) -> Result<Vec<Vec<u8>>, Fail>
+    where
+        P: Size + ToBytes + std::fmt::Debug,
+    {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let msg = NlmsghdrBuilder::default()
+            .nl_type(ty)
+            .nl_flags(NlmF::REQUEST | flags)
+            .nl_seq(seq)
+            .nl_payload(NlPayload::Payload(payload))
+            .build()
+            .map_err(|e| Fail::Local(proto(op, e)))?;
+        self.sock.send(&msg).map_err(|e| Fail::Local(socket_err(e)))?;
+        let done_ty = libc::NLMSG_DONE as u16;
+        let mut out = Vec::new();
+        loop {
+            let (iter, _) = self
+                .sock
+                .recv::<u16, Buffer>()
+                .map_err(|e| Fail::Local(socket_err(e)))?;
+            for reply in iter {
+                let reply = reply.map_err(|e| Fail::Local(socket_err(e)))?;
+                if *reply.nl_seq() != seq {
+                    continue; // stale reply to an earlier request on this socket
+                }
+                match reply.nl_payload() {
+                    NlPayload::Ack(_) => return Ok(out),
+                    NlPayload::Err(e) => return Err(Fail::Kernel(io::Error::from_raw_os_error(-*e.error()))),
+                    NlPayload::DumpExtAck(_) | NlPayload::Empty => {
+                        if *reply.nl_type() == done_ty {
+                            return Ok(out);
+                        }
+                    }
+                    NlPayload::Payload(buf) => {
+                        if *reply.nl_type() == done_ty {
+                            return Ok(out);
+                        }
+                        out.push(buf.as_ref().to_vec());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What we read back about a link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    pub index: i32,
+    pub name: String,
+    pub mtu: u32,
+    /// Ifindex of the master (bridge), if any.
+    pub master: Option<i32>,
+    pub kind: Option<String>,
+    pub up: bool,
+    /// Link-layer address (6 bytes for Ethernet).
+    pub mac: Option<[u8; 6]>,
+}
+
+fn parse_link(op: &'static str, bytes: &[u8]) -> Result<LinkInfo, HostError> {
+    let msg =
+        Ifinfomsg::from_bytes_with_input(&mut Cursor::new(bytes), bytes.len()).map_err(|e| proto(op, e))?;
+    let attrs = msg.rtattrs().get_attr_handle();
+    let name = attrs
+        .get_attr_payload_as_with_len::<String>(Ifla::Ifname)
+        .map(|s| s.trim_end_matches('\0').to_owned())
+        .map_err(|e| proto(op, e))?;
+    let mtu = attrs.get_attr_payload_as::<u32>(Ifla::Mtu).unwrap_or(0);
+    let master = attrs
+        .get_attr_payload_as::<u32>(Ifla::Master)
+        .ok()
+        .filter(|&m| m != 0)
+        .and_then(|m| i32::try_from(m).ok());
+    let kind = attrs
+        .get_attribute(Ifla::Linkinfo)
+        .and_then(|a| a.get_attr_handle::<IflaInfo>().ok())
+        .and_then(|h| h.get_attr_payload_as_with_len::<String>(IflaInfo::Kind).ok())
+        .map(|s| s.trim_end_matches('\0').to_owned());
+    let mac = attrs
+        .get_attribute(Ifla::Address)
+        .and_then(|a| <[u8; 6]>::try_from(a.rta_payload().as_ref()).ok());
+    Ok(LinkInfo {
+        index: *msg.ifi_index(),
+        name,
+        mtu,
+        master,
+        kind,
+        up: msg.ifi_flags().contains(Iff::UP),
+        mac,
+    })
+}
+
+fn attr<T: neli::consts::rtnl::RtaType, P: Size + ToBytes>(
+    ty: T,
+    payload: P,
+) -> Result<neli::rtnl::Rtattr<T, Buffer>, HostError> {
+    RtattrBuilder::default()
+        .rta_type(ty)
+        .rta_payload(payload)
+        .build()
+        .map_err(|e| proto("build attribute", e))
+}
+
+fn link_msg(index: i32, attrs: RtBuffer<Ifla, Buffer>, up: bool) -> Result<Ifinfomsg, HostError> {
+    let mut b = IfinfomsgBuilder::default()
+        .ifi_family(RtAddrFamily::Unspecified)
+        .ifi_index(index)
+        .rtattrs(attrs);
+    if up {
+        b = b.up();
+    }
+    b.build().map_err(|e| proto("build ifinfomsg", e))
+}
+
+fn name_attrs(name: &str) -> Result<RtBuffer<Ifla, Buffer>, HostError> {
+    let mut attrs = RtBuffer::new();
+    attrs.push(attr(Ifla::Ifname, name.to_owned())?);
+    Ok(attrs)
+}
+
+/// `RTM_GETLINK` by name. `Ok(None)` when there is no such link.
+pub(super) fn get_link(rt: &mut Rtnl, name: &str) -> Result<Option<LinkInfo>, HostError> {
+    validate_ifname(name)?;
+    let msg = link_msg(0, name_attrs(name)?, false)?;
+    match rt.request("get link", Rtm::Getlink, NlmF::ACK, msg) {
+        Ok(replies) => replies.first().map(|b| parse_link("get link", b)).transpose(),
+        Err(Fail::Kernel(e)) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(kernel_err("get link", name, e)),
+    }
+}
+
+pub(super) fn require_link(rt: &mut Rtnl, name: &str) -> Result<LinkInfo, HostError> {
+    get_link(rt, name)?.ok_or_else(|| HostError::NoSuchDevice {
+        name: name.to_owned(),
+    })
+}
+
+/// Every link of this namespace.
+pub(super) fn dump_links(rt: &mut Rtnl) -> Result<Vec<LinkInfo>, HostError> {
+    let msg = link_msg(0, RtBuffer::new(), false)?;
+    let replies = rt
+        .request("list links", Rtm::Getlink, NlmF::DUMP, msg)
+        .map_err(|e| kernel_err("list links", "", e))?;
+    replies.iter().map(|b| parse_link("list links", b)).collect()
+}
+
+/// Apply `attrs` (and optionally the UP flag) to an existing link (`RTM_NEWLINK` without CREATE).
+fn modify_link(
+    rt: &mut Rtnl,
+    op: &'static str,
+    link: &LinkInfo,
+    attrs: RtBuffer<Ifla, Buffer>,
+    up: bool,
+) -> Result<(), HostError> {
+    let msg = link_msg(link.index, attrs, up)?;
+    rt.request(op, Rtm::Newlink, NlmF::ACK, msg)
+        .map_err(|e| kernel_err(op, &link.name, e))?;
+    Ok(())
+}
+
+/// Set MTU, master and the UP flag of link `name` in one request each (a master change needs its own).
+pub(super) fn set_link(
+    rt: &mut Rtnl,
+    name: &str,
+    mtu: Option<u32>,
+    master: Option<&str>,
+    up: bool,
+) -> Result<(), HostError> {
+    let link = require_link(rt, name)?;
+    if let Some(mtu) = mtu {
+        let mut attrs = RtBuffer::new();
+        attrs.push(attr(Ifla::Mtu, mtu)?);
+        modify_link(rt, "set mtu", &link, attrs, false)?;
+    }
+    if let Some(master) = master {
+        let m = require_link(rt, master)?;
+        if m.kind.as_deref() != Some("bridge") {
+            return Err(HostError::NotABridge {
+                name: master.to_owned(),
+            });
+        }
+        let mut attrs = RtBuffer::new();
+        attrs.push(attr(Ifla::Master, m.index as u32)?);
+        modify_link(rt, "set master", &link, attrs, false)?;
+    }
+    if up {
+        modify_link(rt, "set up", &link, RtBuffer::new(), true)?;
+    }
+    Ok(())
+}
+
+/// Delete link `name`; `Ok(false)` if it did not exist.
+pub(super) fn delete_link(rt: &mut Rtnl, name: &str) -> Result<bool, HostError> {
+    let Some(link) = get_link(rt, name)? else {
+        return Ok(false);
+    };
+    let msg = link_msg(link.index, RtBuffer::new(), false)?;
+    match rt.request("delete link", Rtm::Dellink, NlmF::ACK, msg) {
+        Ok(_) => Ok(true),
+        Err(Fail::Kernel(e)) if e.raw_os_error() == Some(libc::ENODEV) => Ok(false),
+        Err(e) => Err(kernel_err("delete link", name, e)),
+    }
+}
+
+/// The veth pair `host` (here) ↔ `peer` (created directly inside the namespace `peer_ns`, so its name never
+/// exists here and cannot collide with a host link). Both ends get `mtu`; the peer gets `peer_mac` if given.
+pub(super) fn create_veth(
+    rt: &mut Rtnl,
+    host: &str,
+    peer: &str,
+    peer_ns: BorrowedFd<'_>,
+    mtu: u32,
+    peer_mac: Option<[u8; 6]>,
+) -> Result<(), HostError> {
+    validate_ifname(host)?;
+    validate_ifname(peer)?;
+    // The peer: a struct ifinfomsg followed by its attributes, inside VETH_INFO_PEER.
+    let mut peer_attrs = name_attrs(peer)?;
+    peer_attrs.push(attr(Ifla::Mtu, mtu)?);
+    peer_attrs.push(attr(Ifla::NetNsFd, peer_ns.as_raw_fd() as u32)?);
+    if let Some(mac) = peer_mac {
+        peer_attrs.push(attr(Ifla::Address, Buffer::from(mac.to_vec()))?);
+    }
+    let peer_msg = link_msg(0, peer_attrs, false)?;
+    let mut peer_bytes = Cursor::new(Vec::new());
+    peer_msg
+        .to_bytes(&mut peer_bytes)
+        .map_err(|e| proto("encode veth peer", e))?;
+    let peer_bytes = peer_bytes.into_inner();
+    let mut info = RtBuffer::<IflaInfo, Buffer>::new();
+    info.push(attr(IflaInfo::Kind, "veth".to_owned())?);
+    let mut data = RtBuffer::<Ifla, Buffer>::new();
+    // Ifla is only used as a carrier for the numeric type VETH_INFO_PEER of the nested attribute.
+    data.push(attr(Ifla::from(VETH_INFO_PEER), Buffer::from(peer_bytes))?);
+    info.push(attr(IflaInfo::Data, data)?);
+
+    let mut attrs = name_attrs(host)?;
+    attrs.push(attr(Ifla::Mtu, mtu)?);
+    attrs.push(attr(Ifla::Linkinfo, info)?);
+    let msg = link_msg(0, attrs, false)?;
+    match rt.request(
+        "create veth",
+        Rtm::Newlink,
+        NlmF::CREATE | NlmF::EXCL | NlmF::ACK,
+        msg,
+    ) {
+        Ok(_) => Ok(()),
+        // EEXIST names either end: the host end was checked by the caller, so report both.
+        Err(Fail::Kernel(e)) if e.raw_os_error() == Some(libc::EEXIST) => Err(HostError::Exists {
+            name: format!("{host} (here) or {peer} (in the target namespace)"),
+        }),
+        Err(Fail::Kernel(e)) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Err(HostError::NoVeth),
+        Err(e) => Err(kernel_err("create veth", host, e)),
+    }
+}
+
+fn ip_bytes(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+fn family(ip: IpAddr) -> RtAddrFamily {
+    if ip.is_ipv4() {
+        RtAddrFamily::Inet
+    } else {
+        RtAddrFamily::Inet6
+    }
+}
+
+/// Add or delete `addr/prefix` on `ifname`. Adding an address that is there, or deleting one that is not,
+/// is not an error. `nodad` skips IPv6 duplicate address detection (usable at once).
+pub(super) fn change_address(
+    rt: &mut Rtnl,
+    add: bool,
+    ifname: &str,
+    addr: IpAddr,
+    prefix: u8,
+    nodad: bool,
+) -> Result<(), HostError> {
+    let op = if add { "add address" } else { "delete address" };
+    let link = require_link(rt, ifname)?;
+    let mut attrs = RtBuffer::<Ifa, Buffer>::new();
+    for ty in [Ifa::Local, Ifa::Address] {
+        attrs.push(attr(ty, Buffer::from(ip_bytes(addr)))?);
+    }
+    let flags = if nodad && addr.is_ipv6() {
+        IfaF::NODAD
+    } else {
+        IfaF::empty()
+    };
+    let msg = IfaddrmsgBuilder::default()
+        .ifa_family(family(addr))
+        .ifa_prefixlen(prefix)
+        .ifa_flags(flags)
+        .ifa_scope(RtScope::Universe)
+        .ifa_index(link.index as u32)
+        .rtattrs(attrs)
+        .build()
+        .map_err(|e| proto(op, e))?;
+    let (ty, fl) = if add {
+        (Rtm::Newaddr, NlmF::CREATE | NlmF::EXCL | NlmF::ACK)
+    } else {
+        (Rtm::Deladdr, NlmF::ACK)
+    };
+    match rt.request(op, ty, fl, msg) {
+        Ok(_) => Ok(()),
+        Err(Fail::Kernel(e)) if add && e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        Err(Fail::Kernel(e))
+            if !add && matches!(e.raw_os_error(), Some(libc::EADDRNOTAVAIL) | Some(libc::ENOENT)) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(kernel_err(op, &format!("{addr}/{prefix} on {ifname}"), e)),
+    }
+}
+
+/// Add the default route via `gateway` out of `ifname` (main table). An existing default route is replaced.
+pub(super) fn add_default_route(rt: &mut Rtnl, ifname: &str, gateway: IpAddr) -> Result<(), HostError> {
+    const OP: &str = "add default route";
+    let link = require_link(rt, ifname)?;
+    let mut attrs = RtBuffer::<Rta, Buffer>::new();
+    attrs.push(attr(Rta::Gateway, Buffer::from(ip_bytes(gateway)))?);
+    attrs.push(attr(Rta::Oif, link.index as u32)?);
+    let msg = RtmsgBuilder::default()
+        .rtm_family(family(gateway))
+        .rtm_dst_len(0)
+        .rtm_src_len(0)
+        .rtm_tos(0)
+        .rtm_table(RtTable::Main)
+        .rtm_protocol(Rtprot::Static)
+        .rtm_scope(RtScope::Universe)
+        .rtm_type(Rtn::Unicast)
+        .rtattrs(attrs)
+        .build()
+        .map_err(|e| proto(OP, e))?;
+    rt.request(OP, Rtm::Newroute, NlmF::CREATE | NlmF::REPLACE | NlmF::ACK, msg)
+        .map_err(|e| kernel_err(OP, &format!("via {gateway} dev {ifname}"), e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ifname_validation() {
+        for ok in ["eth0", "ovv0123456789ab", "a", "net-1_x.y"] {
+            assert!(validate_ifname(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a:b",
+            "a b",
+            "a\0b",
+            "é",
+            "0123456789abcdef",
+        ] {
+            assert!(validate_ifname(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_ifname("0123456789abcdef")
+            .unwrap_err()
+            .to_string()
+            .contains("at most 15 bytes"));
+    }
+}
