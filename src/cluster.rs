@@ -139,9 +139,15 @@ pub async fn credentials(cfg: &Config, vtep: IpAddr) -> Result<Option<Setup>, Cl
 pub struct Running {
     shutdown: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
+    client: control::transport::GossipClient,
 }
 
 impl Running {
+    /// A client for the control plane's commands (network create/rm, blocks), for [`crate::ops::Ops`].
+    pub fn client(&self) -> control::transport::GossipClient {
+        self.client.clone()
+    }
+
     /// Announce our leave (members withdraw us at once) and stop.
     pub async fn leave(self) {
         let _ = self.shutdown.send(());
@@ -191,6 +197,7 @@ pub fn start(cfg: &Config, setup: Setup, p: Plumbing) -> Result<Running, Cluster
     })?;
     let (_, placeholder) = mpsc::unbounded_channel();
     let events = std::mem::replace(&mut handle.events, placeholder);
+    let client = handle.client();
     let (shutdown, stop) = oneshot::channel();
     let peers = cfg
         .peers
@@ -199,7 +206,11 @@ pub fn start(cfg: &Config, setup: Setup, p: Plumbing) -> Result<Running, Cluster
         .collect();
     let task = tokio::spawn(pump(handle, events, peers, cfg.vni, p, stop));
     info!(gossip = %bind, "control plane up");
-    Ok(Running { shutdown, task })
+    Ok(Running {
+        shutdown,
+        task,
+        client,
+    })
 }
 
 fn seed() -> u64 {

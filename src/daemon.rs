@@ -3,6 +3,7 @@
 //! only wires it together.
 
 use crate::admin::{self, AdminSocket, AdminState, Limits, PeerPolicy};
+use crate::attach::{AttachError, Attachments};
 use crate::cluster::{self, ClusterError, Plumbing};
 use crate::config::{Args, Config};
 use crate::devices::DevicesError;
@@ -10,6 +11,7 @@ use crate::lock::{LockError, StateLock};
 use crate::networks::{Networks, Settings};
 use crate::notify::{Liveness, Service};
 use crate::observe::Observe;
+use crate::ops::Ops;
 use crate::privileges::{self, PrivilegeError};
 use crate::reload::{self, Reloader};
 use dataplane::activity::PeerActivity;
@@ -50,6 +52,8 @@ pub enum DaemonError {
     Tap(#[from] io::TapError),
     #[error(transparent)]
     Devices(#[from] DevicesError),
+    #[error(transparent)]
+    Attach(#[from] AttachError),
     #[error(transparent)]
     Lock(#[from] LockError),
     #[error(transparent)]
@@ -200,6 +204,11 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
     for spec in &cfg.networks {
         networks.add(spec.clone())?;
     }
+    // Attachments of an earlier run: keep the live ones (re-plugged into their bridges), clean the rest.
+    let attachments = Arc::new(Attachments::open(&cfg.state_dir)?);
+    let kept = attachments.reconcile()?;
+    info!(?kept, "attachments reconciled");
+    let ops = Arc::new(Ops::new(networks.clone(), attachments, cluster_mode));
     let tx_engine = Engine::serving(ecfg.clone(), Side::Tx, table.clone(), peers.clone());
     let rx_engine = Engine::serving(ecfg, Side::Rx, table.clone(), peers.clone()).with_activity(activity);
 
@@ -227,6 +236,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
         quic,
         socket_path: cfg.admin_socket.clone(),
         observe: observe.clone(),
+        ops: Some(ops.clone()),
     });
     if !cluster_mode {
         info!("control plane off (static peers, flood-and-learn); start one node with --init-cluster and join others with --peer <member> --token-file <file holding `overlayctl --admin-socket … token`> to turn it on");
@@ -285,7 +295,9 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
                         membership_changes: observe.membership_changes.clone(),
                         gossip_rtt: observe.gossip_rtt.clone(),
                     };
-                    Some(cluster::start(&cfg, setup, p)?)
+                    let running = cluster::start(&cfg, setup, p)?;
+                    let _ = ops.control.set(running.client());
+                    Some(running)
                 }
                 None => None,
             };

@@ -22,6 +22,7 @@ pub mod netspec;
 pub mod networks;
 pub mod notify;
 pub mod observe;
+pub mod ops;
 pub mod ownership;
 pub mod privileges;
 pub mod probe;

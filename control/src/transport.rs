@@ -454,17 +454,58 @@ pub struct GossipOptions {
 /// Handle to the running control plane.
 #[derive(Debug)]
 pub struct GossipHandle {
-    cmd: mpsc::Sender<Command>,
+    client: GossipClient,
     /// What the daemon must act on, in order: every [`Output`] except `Send` and `ScheduleTimer`.
     pub events: mpsc::UnboundedReceiver<Output>,
     local_addr: SocketAddr,
     endpoint: quinn::Endpoint,
 }
 
+/// The command side of a [`GossipHandle`]: cheap to clone, so the admin API, the Docker driver and the
+/// daemon's glue can all ask the control plane. Every command method of the handle lives here (the handle
+/// derefs to it); only `leave` and `abort`, which end the control plane, need the handle itself.
+#[derive(Debug, Clone)]
+pub struct GossipClient {
+    cmd: mpsc::Sender<Command>,
+}
+
+impl std::ops::Deref for GossipHandle {
+    type Target = GossipClient;
+    fn deref(&self) -> &GossipClient {
+        &self.client
+    }
+}
+
 impl GossipHandle {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
+    /// A clonable client for the command methods.
+    pub fn client(&self) -> GossipClient {
+        self.client.clone()
+    }
+    /// Stop abruptly without announcing anything (what a crash looks like to the others; for tests and
+    /// fatal errors). The pump stops once this handle is gone.
+    pub fn abort(self) {
+        self.endpoint.close(0u32.into(), b"abort");
+    }
+
+    /// SIGTERM path: announce the leave, give the packets a moment to leave, close the endpoint.
+    pub async fn leave(self) -> Result<(), TransportError> {
+        let (tx, rx) = oneshot::channel();
+        self.client
+            .cmd
+            .send(Command::Leave(tx))
+            .await
+            .map_err(|_| TransportError::Stopped)?;
+        rx.await.map_err(|_| TransportError::Stopped)?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.endpoint.close(0u32.into(), b"leaving");
+        Ok(())
+    }
+}
+
+impl GossipClient {
     /// Send a command and wait for its answer.
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, TransportError> {
         let (tx, rx) = oneshot::channel();
@@ -550,24 +591,6 @@ impl GossipHandle {
             .await
             .map_err(|_| TransportError::Stopped)?;
         rx.await.map_err(|_| TransportError::Stopped)
-    }
-    /// Stop abruptly without announcing anything (what a crash looks like to the others; for tests and
-    /// fatal errors). The pump stops once this handle is gone.
-    pub fn abort(self) {
-        self.endpoint.close(0u32.into(), b"abort");
-    }
-
-    /// SIGTERM path: announce the leave, give the packets a moment to leave, close the endpoint.
-    pub async fn leave(self) -> Result<(), TransportError> {
-        let (tx, rx) = oneshot::channel();
-        self.cmd
-            .send(Command::Leave(tx))
-            .await
-            .map_err(|_| TransportError::Stopped)?;
-        rx.await.map_err(|_| TransportError::Stopped)?;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        self.endpoint.close(0u32.into(), b"leaving");
-        Ok(())
     }
 }
 
@@ -665,7 +688,7 @@ pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
     }
     tokio::spawn(pump(node, pool, in_rx, cmd_rx, ev_tx, opts.state, directory));
     Ok(GossipHandle {
-        cmd: cmd_tx,
+        client: GossipClient { cmd: cmd_tx },
         events: ev_rx,
         local_addr,
         endpoint,

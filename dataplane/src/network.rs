@@ -10,6 +10,7 @@
 use crate::engine::PeerSet;
 use crate::fdb::Fdb;
 use crate::io::{Tap, TapQueue};
+use crate::neigh::NeighTable;
 use crate::stats::Counters;
 use crate::wire::{MacAddr, Vni};
 use std::net::IpAddr;
@@ -34,6 +35,9 @@ pub struct Network {
     pub bridge_mac: Option<MacAddr>,
     /// The anycast gateway address (egress networks only).
     pub gateway: Option<IpAddr>,
+    /// IP → MAC bindings for ARP/ND suppression ([`crate::engine::suppress`]): local ones learned from the
+    /// TAP and from attach, remote ones installed from control adverts.
+    pub neigh: Arc<NeighTable>,
 }
 
 impl Network {
@@ -50,6 +54,10 @@ impl Network {
             tap_mtu: 1500,
             bridge_mac: None,
             gateway: None,
+            neigh: Arc::new(NeighTable::new(
+                NeighTable::DEFAULT_CAPACITY,
+                std::time::Instant::now(),
+            )),
         }
     }
 

@@ -170,6 +170,9 @@ pub struct AdminState {
     pub control_stats: crate::cluster::ControlCounters,
     /// Network names, liveness and measurements for metrics, trace and diag.
     pub observe: Arc<crate::observe::Observe>,
+    /// Network create/rm, attach/detach, addresses: shared with the Docker driver. `None` only in unit
+    /// tests of the read-only views.
+    pub ops: Option<Arc<crate::ops::Ops>>,
 }
 
 /// A revoke request to the control plane: the node id and where to send the outcome (text) or error.
@@ -517,6 +520,7 @@ mod tests {
                 seq_refused: 3,
                 ..Default::default()
             }))),
+            ops: None,
             observe: Arc::new(crate::observe::Observe::new(
                 vec![crate::observe::NetworkInfo {
                     name: "default".into(),
