@@ -12,7 +12,9 @@
 use crate::attach::Attachments;
 use crate::networks::Networks;
 use control::transport::GossipClient;
-use std::sync::{Arc, OnceLock};
+use ipnet::IpNet;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Shared by the admin API, the Docker driver and the cluster glue.
 #[derive(Debug)]
@@ -24,15 +26,25 @@ pub struct Ops {
     /// The control plane, set once it runs; never set in static mode.
     pub control: OnceLock<GossipClient>,
     pub cluster_mode: bool,
+    /// This host's IPAM blocks per network name, as the control plane granted them (`BlockGranted` /
+    /// `BlockReleased`, kept by the cluster glue); empty in static mode.
+    pub blocks: Mutex<BTreeMap<String, Vec<IpNet>>>,
 }
 
 impl Ops {
+    /// This host's blocks of `network`.
+    pub fn blocks_of(&self, network: &str) -> Vec<IpNet> {
+        let b = self.blocks.lock().unwrap_or_else(|p| p.into_inner());
+        b.get(network).cloned().unwrap_or_default()
+    }
+
     pub fn new(networks: Arc<Networks>, attachments: Arc<Attachments>, cluster_mode: bool) -> Ops {
         Ops {
             networks,
             attachments,
             control: OnceLock::new(),
             cluster_mode,
+            blocks: Mutex::default(),
         }
     }
 
