@@ -6,7 +6,9 @@
 //! - TAP → underlay: known unicast goes to the owning VTEP; broadcast, multicast and unknown unicast are
 //!   head-end replicated to every peer VTEP; the source MAC is recorded as living behind our bridge (up to
 //!   `--max-local-macs`, see [`crate::fdb`]). Broadcast and multicast are rate-limited per source MAC
-//!   (`--bum-pps`, [`bum`]), drops counted as `bum_rate_limited`.
+//!   (`--bum-pps`, [`bum`]), drops counted as `bum_rate_limited`. Frames from the bridge's own MAC are dropped
+//!   (`bridge_mac`) before anything is learned from them; ARP requests and neighbour solicitations are
+//!   answered from the network's neighbour table when the binding is known ([`suppress`], [`TxVerdict`]).
 //! - underlay → TAP: RFC 7348 validation, the outer source must be a member (cluster mode) or a configured
 //!   peer (static mode, unless `learn_any_source`), a datagram whose inner source MAC lives behind our own
 //!   bridge is dropped (`spoofed_src`) before it can reach the bridge and steal that MAC from its container,
@@ -98,13 +100,47 @@ impl PeerSet {
     }
 }
 
-/// Where the engine wants a frame from the TAP sent. Caller-owned and reused: `dests` keeps its capacity.
-#[derive(Debug, Default)]
+/// Where the engine wants a frame from the TAP sent. Caller-owned and reused: `dests` keeps its capacity and
+/// `reply` is allocated once with it, so the TX path allocates nothing per frame.
+#[derive(Debug)]
 pub struct TxAction {
     /// Hash of the inner flow ([`crate::flow::flow_hash`]): picks the outer UDP source port.
     pub flow_hash: u64,
     /// Destination VTEPs: one for known unicast, every peer of the network's flood set for flooding.
     pub dests: Vec<SocketAddr>,
+    /// An ARP reply / neighbour advertisement to write back into the TAP: `reply[..n]` for
+    /// [`TxVerdict::Reply`]`(n)`.
+    pub reply: [u8; suppress::REPLY_BUF_LEN],
+}
+
+impl Default for TxAction {
+    fn default() -> Self {
+        TxAction {
+            flow_hash: 0,
+            dests: Vec::new(),
+            reply: [0; suppress::REPLY_BUF_LEN],
+        }
+    }
+}
+
+impl TxAction {
+    /// The reply of a [`TxVerdict::Reply`]`(n)`.
+    pub fn reply(&self, n: usize) -> &[u8] {
+        self.reply.get(..n).unwrap_or(&[])
+    }
+}
+
+/// What to do with a frame from the TAP that is not dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxVerdict {
+    /// Send it to [`TxAction::dests`] (prepend [`Engine::header_of`]).
+    Send,
+    /// Do not send it; write [`TxAction::reply`]`(n)` into the same network's TAP: an answer to an ARP request
+    /// or neighbour solicitation for another host's container (counted as `arp_suppressed`).
+    Reply(usize),
+    /// Do not send it, and it is no drop: a request the local bridge answers (the gateway, a container on our
+    /// own bridge), already counted as `arp_suppressed`.
+    Consumed,
 }
 
 /// Which loop an engine serves: picks the network's counters ([`Network::tx`] or [`Network::rx`]).
@@ -333,19 +369,25 @@ impl Engine {
     }
 
     /// [`Engine::on_tap`] for the first network (single-network engines).
-    pub fn on_tap_frame(&mut self, now: Instant, frame: &[u8], out: &mut TxAction) -> Result<(), DropReason> {
+    pub fn on_tap_frame(
+        &mut self,
+        now: Instant,
+        frame: &[u8],
+        out: &mut TxAction,
+    ) -> Result<TxVerdict, DropReason> {
         self.on_tap(now, 0, frame, out)
     }
 
-    /// A frame (or TSO superframe: only its headers are read) from the TAP of network `net`. On success `out`
-    /// holds the destinations; the caller prepends [`Engine::header_of`]`(net)` and sends.
+    /// A frame (or TSO superframe: only its headers are read) from the TAP of network `net`. On
+    /// [`TxVerdict::Send`] `out` holds the destinations; the caller prepends [`Engine::header_of`]`(net)` and
+    /// sends. On [`TxVerdict::Reply`] the caller writes the reply into that network's TAP and sends nothing.
     pub fn on_tap(
         &mut self,
         now: Instant,
         net: usize,
         frame: &[u8],
         out: &mut TxAction,
-    ) -> Result<(), DropReason> {
+    ) -> Result<TxVerdict, DropReason> {
         out.dests.clear();
         let eth = EthernetFrame::new_checked(frame).map_err(|_| DropReason::BadFrame)?;
         if !self.cfg.allow_vlan && is_vlan(eth.ethertype()) {
@@ -360,8 +402,15 @@ impl Engine {
         let Some(s) = self.slots.get_mut(net) else {
             return Err(DropReason::UnknownVni);
         };
+        // The bridge's own frames (the anycast gateway's ARP/ND above all) never enter the tunnel, and the
+        // bridge MAC is never learned as local (it would be advertised and move between hosts).
+        let bridge_mac = s.net.bridge_mac.get();
+        if suppress::from_bridge(frame, bridge_mac) {
+            return Err(DropReason::BridgeMac);
+        }
+        let counters = if side == Side::Tx { &s.net.tx } else { &s.net.rx };
         let l = s.net.fdb.learn(src, local, Origin::Local, now);
-        Engine::count_learn(if side == Side::Tx { &s.net.tx } else { &s.net.rx }, l);
+        Engine::count_learn(counters, l);
         let dst = eth.dst();
         if dst.is_multicast() {
             if let Some(b) = &mut s.bum {
@@ -373,13 +422,33 @@ impl Engine {
                 }
             }
         }
+        // ARP/ND suppression (after the rate limit, so a flood of requests is limited before the table).
+        let view = suppress::NetView {
+            neigh: &s.net.neigh,
+            gateway: s.net.gateway,
+            bridge_mac,
+        };
+        let d = suppress::suppress(frame, &view, counters, &mut out.reply);
+        if let Some(b) = d.learn {
+            s.net.neigh.learn(b, now);
+        }
+        match d.verdict {
+            suppress::Verdict::Forward => {}
+            suppress::Verdict::Reply(n) => return Ok(TxVerdict::Reply(n)),
+            suppress::Verdict::Drop(why) => {
+                return match why.reason() {
+                    Some(r) => Err(r),
+                    None => Ok(TxVerdict::Consumed),
+                }
+            }
+        }
         out.flow_hash = crate::flow::flow_hash(frame);
         if !dst.is_multicast() {
             match s.net.fdb.lookup(&dst, now) {
                 Some(d) if d.origin == Origin::Local || d.vtep == local => return Err(DropReason::LocalDst),
                 Some(d) => {
                     out.dests.push(SocketAddr::new(d.vtep, port));
-                    return Ok(());
+                    return Ok(TxVerdict::Send);
                 }
                 None => {}
             }
@@ -388,7 +457,7 @@ impl Engine {
             return Err(DropReason::NoPeers);
         }
         out.dests.extend_from_slice(&s.flood);
-        Ok(())
+        Ok(TxVerdict::Send)
     }
 
     /// [`Engine::on_underlay`] without the network index (single-network engines).
@@ -459,6 +528,8 @@ fn is_vlan(ethertype: u16) -> bool {
     ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ
 }
 
+#[cfg(test)]
+mod arp_tests;
 #[cfg(test)]
 mod network_tests;
 #[cfg(test)]

@@ -32,7 +32,9 @@ pub struct Network {
     pub tap: Option<Arc<Tap>>,
     /// The TAP's MTU: the inner IP packet size the segments of a received superframe must fit.
     pub tap_mtu: u16,
-    pub bridge_mac: Option<MacAddr>,
+    /// The MAC of the network's bridge: frames from it never enter the tunnel ([`crate::engine::suppress`]).
+    /// Set by the daemon when the network is added and kept current (a bridge may change its address).
+    pub bridge_mac: AtomicMac,
     /// The anycast gateway address (egress networks only).
     pub gateway: Option<IpAddr>,
     /// IP → MAC bindings for ARP/ND suppression ([`crate::engine::suppress`]): local ones learned from the
@@ -52,7 +54,7 @@ impl Network {
             rx: Arc::default(),
             tap: None,
             tap_mtu: 1500,
-            bridge_mac: None,
+            bridge_mac: AtomicMac::default(),
             gateway: None,
             neigh: Arc::new(NeighTable::new(
                 NeighTable::DEFAULT_CAPACITY,
@@ -70,6 +72,40 @@ impl Network {
     /// The queue the workers read and write.
     pub fn queue(&self) -> Option<&TapQueue> {
         self.tap.as_ref().and_then(|t| t.queues().first())
+    }
+}
+
+/// An `Option<MacAddr>` readable and replaceable without a lock (one relaxed load on the hot path).
+#[derive(Debug, Default)]
+pub struct AtomicMac(AtomicU64);
+
+/// Marks a set value in [`AtomicMac`] (a MAC is 48 bits, so 0 is free to mean "none").
+const MAC_SET: u64 = 1 << 48;
+
+impl AtomicMac {
+    pub fn new(mac: Option<MacAddr>) -> AtomicMac {
+        let a = AtomicMac::default();
+        a.set(mac);
+        a
+    }
+
+    #[inline]
+    pub fn get(&self) -> Option<MacAddr> {
+        let v = self.0.load(Ordering::Relaxed);
+        if v & MAC_SET == 0 {
+            return None;
+        }
+        let b = v.to_be_bytes();
+        Some(MacAddr([b[2], b[3], b[4], b[5], b[6], b[7]]))
+    }
+
+    /// Replace the value; returns whether it changed.
+    pub fn set(&self, mac: Option<MacAddr>) -> bool {
+        let v = mac.map_or(0, |m| {
+            let [a, b, c, d, e, f] = m.0;
+            u64::from_be_bytes([0, 0, a, b, c, d, e, f]) | MAC_SET
+        });
+        self.0.swap(v, Ordering::Relaxed) != v
     }
 }
 
@@ -171,6 +207,24 @@ mod tests {
     fn net(name: &str, vni: u32) -> Arc<Network> {
         let fdb = Arc::new(Fdb::new(16, Fdb::DEFAULT_AGEING, Instant::now()));
         Arc::new(Network::new(name, Vni::new(vni).unwrap(), fdb, Arc::default()))
+    }
+
+    #[test]
+    fn atomic_mac_round_trips_and_reports_changes() {
+        let a = AtomicMac::default();
+        assert_eq!(a.get(), None);
+        for m in [
+            MacAddr([0, 0, 0, 0, 0, 0]),
+            MacAddr([0xff; 6]),
+            MacAddr([2, 0x4f, 0, 0, 1, 0xaa]),
+        ] {
+            assert!(a.set(Some(m)));
+            assert_eq!(a.get(), Some(m));
+            assert!(!a.set(Some(m)), "same value: no change");
+        }
+        assert!(a.set(None));
+        assert_eq!(a.get(), None);
+        assert_eq!(AtomicMac::new(Some(MacAddr([1; 6]))).get(), Some(MacAddr([1; 6])));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! message (or a few, see [`gso_messages`]). The inner flow's hash picks the send socket, i.e. the outer source
 //! port ([`crate::flow`]). Nothing here allocates after start-up and nothing logs per packet.
 
-use crate::engine::{too_big, Engine, TxAction};
+use crate::engine::{too_big, Engine, TxAction, TxVerdict};
 use crate::flow;
 use crate::io::{pmtu::path_mtu, poll_fds, RecvBatch, SendBatch, SenderSet, TapQueue, UdpSocket, Waker};
 use crate::offload::{self, Coalescer, VirtioNetHdr, VIRTIO_NET_HDR_LEN};
@@ -201,9 +201,18 @@ fn tx_tap(
             0 => 1,
             g => frame.len() / g + 1,
         };
-        if let Err(r) = engine.on_tap(now, ni, frame, act) {
-            counters.count_drop(r, est_segs as u64);
-            continue;
+        match engine.on_tap(now, ni, frame, act) {
+            Ok(TxVerdict::Send) => {}
+            // ARP/ND suppression: the answer goes back into the TAP it came from; nothing is sent.
+            Ok(TxVerdict::Reply(n)) => {
+                write_tap(tap, vnet, act.reply(n), &counters);
+                continue;
+            }
+            Ok(TxVerdict::Consumed) => continue,
+            Err(r) => {
+                counters.count_drop(r, est_segs as u64);
+                continue;
+            }
         }
         // Path MTU (issue 9 §3): a frame too big for the path to its VTEP(s) is answered with ICMP, a
         // TCP superframe is cut to fit.
@@ -323,7 +332,8 @@ fn path_inner_mtu(
     min.filter(|m| *m != u32::MAX).map(|m| inner_mtu(m, overhead))
 }
 
-/// Write one frame (no offload) to the TAP; a failure is counted, never waited for.
+/// Write one frame (no offload) to the TAP (an ICMP too-big or an ARP/ND reply); a failure is counted, never
+/// waited for.
 fn write_tap(tap: &TapQueue, vnet: bool, frame: &[u8], counters: &Counters) {
     let r = if vnet {
         tap.write_vectored(&[IoSlice::new(&[0; VIRTIO_NET_HDR_LEN]), IoSlice::new(frame)])
