@@ -45,12 +45,10 @@ fn setup() -> (Engine, Arc<Network>, Instant) {
     n.bridge_mac.set(Some(BRIDGE));
     let n = Arc::new(n);
     let table = Arc::new(NetworkTable::new([n.clone()]).unwrap());
-    let e = Engine::serving(
-        EngineConfig::new(Vni::new(1).unwrap(), ip(1)),
-        Side::Tx,
-        table,
-        Arc::new(PeerSet::new([ip(2)])),
-    );
+    // No broadcast rate limit here (tests.rs covers it): every request reaches the suppressor.
+    let mut cfg = EngineConfig::new(Vni::new(1).unwrap(), ip(1));
+    cfg.bum_pps = 0;
+    let e = Engine::serving(cfg, Side::Tx, table, Arc::new(PeerSet::new([ip(2)])));
     (e, n, now)
 }
 
@@ -140,4 +138,34 @@ fn frames_from_the_bridge_mac_are_dropped_and_not_learned() {
     assert_eq!(e.on_tap(now, 0, &g, &mut out), Ok(TxVerdict::Send));
     g[6..12].copy_from_slice(&other.0);
     assert_eq!(e.on_tap(now, 0, &g, &mut out), Err(DropReason::BridgeMac));
+}
+
+/// Answering a known binding (the requester's binding and FDB entry already there) allocates nothing.
+#[test]
+fn the_reply_path_does_not_allocate() {
+    use crate::io::testns::alloc_count::allocations;
+    let (mut e, n, now) = setup();
+    n.neigh.install(
+        Binding {
+            ip: IpAddr::V4(v4(6)),
+            mac: B,
+        },
+        now,
+    );
+    let (known, unknown, gateway) = (request(6), request(7), request(1));
+    let mut out = TxAction::default();
+    out.dests.reserve(8);
+    for f in [&known, &unknown, &gateway] {
+        let _ = e.on_tap(now, 0, f, &mut out);
+    }
+    let before = allocations();
+    for _ in 0..100 {
+        assert!(matches!(
+            e.on_tap(now, 0, &known, &mut out),
+            Ok(TxVerdict::Reply(_))
+        ));
+        assert_eq!(e.on_tap(now, 0, &unknown, &mut out), Ok(TxVerdict::Send));
+        assert_eq!(e.on_tap(now, 0, &gateway, &mut out), Ok(TxVerdict::Consumed));
+    }
+    assert_eq!(allocations() - before, 0, "the suppression path allocated");
 }
