@@ -65,6 +65,9 @@ pub struct DeviceSpec {
     /// The legacy network's bridge keeps the record file of single-network releases (`created-bridge`);
     /// any other network's is named after its bridge.
     pub legacy_record: bool,
+    /// The fixed address a bridge we create (or created in an earlier run) gets
+    /// ([`crate::host::bridge::derived_mac`]); a bridge someone else made keeps its own.
+    pub bridge_mac: Option<dataplane::wire::MacAddr>,
 }
 
 /// The bridge and whether it is ours to remove. Removal happens on drop (also on an early error return).
@@ -161,9 +164,11 @@ impl Devices {
         if netlink::ensure_bridge(&spec.bridge)? {
             info!(bridge = %spec.bridge, "created bridge");
             bridge.created_now();
+            fix_bridge_mac(&spec);
         } else if bridge.recorded_as_ours() {
             info!(bridge = %spec.bridge, "found the bridge an earlier overlayd created; removing it on exit if nothing else is on it");
             bridge.created.store(true, Ordering::Relaxed);
+            fix_bridge_mac(&spec);
         }
         let tap = Tap::create(&TapConfig {
             name: spec.tap.clone(),
@@ -233,6 +238,7 @@ impl Devices {
                 if netlink::ensure_bridge(b)? {
                     // We made this one, so it is ours to remove on exit (if it has no other ports then).
                     self.bridge.created_now();
+                    fix_bridge_mac(&self.spec);
                 }
                 info!(bridge = %b, "bridge restored");
             }
@@ -279,6 +285,16 @@ impl Devices {
 }
 
 /// `Some(up)` for an existing link, `None` if there is none (also if it vanishes while we look).
+/// Give a bridge we created its fixed address, so it does not follow the lowest port MAC (the data path drops
+/// frames from the bridge's MAC, and containers cache the gateway's). A failure only costs that stability.
+fn fix_bridge_mac(spec: &DeviceSpec) {
+    if let Some(mac) = spec.bridge_mac {
+        if let Err(e) = crate::host::bridge::set_mac(&spec.bridge, mac) {
+            warn!(bridge = %spec.bridge, %mac, "cannot set the bridge's address; it follows its ports' addresses: {e}");
+        }
+    }
+}
+
 fn link_up(name: &str) -> Result<Option<bool>, NetlinkError> {
     match netlink::link_is_up(name) {
         Ok(up) => Ok(Some(up)),

@@ -2,7 +2,9 @@
 //! bridge and TAP (devices.rs), its FDB and counters, starts its device watcher and puts it in the
 //! [`NetworkTable`] the forwarding threads read; [`Networks::remove`] undoes that. Both work at runtime (the
 //! cluster glue and the admin endpoints call them) and wake the forwarding threads, which take the new table
-//! at once. Housekeeping ([`Networks::housekeeping`]) reconciles each network's local MACs with its bridge.
+//! at once. Housekeeping ([`Networks::housekeeping`]) reconciles each network's local MACs with its bridge,
+//! forgets the local neighbour bindings (ARP/ND suppression) of MACs that stopped being local, and keeps the
+//! bridge's own MAC current (the data path drops frames from it, see `dataplane::engine::suppress`).
 //!
 //! Must never: let two networks share a name, VNI or device (checked before anything is created), or leave a
 //! removed network's watcher running.
@@ -14,6 +16,7 @@ use dataplane::engine::PeerSet;
 use dataplane::fdb::Fdb;
 use dataplane::io::{self, Waker};
 use dataplane::network::{Network, NetworkTable, TableError};
+use dataplane::wire::MacAddr;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,6 +70,25 @@ struct Entry {
     watcher: Option<std::thread::JoinHandle<()>>,
     /// Whether the bridge's forwarding table could be read at the last sync (logs only changes).
     bridge_ok: AtomicBool,
+    /// The FDB's local MACs at the last housekeeping.
+    locals: Arc<Mutex<LocalMacs>>,
+}
+
+/// The local MACs of a network's FDB as housekeeping last saw them, to tell which ones the FDB forgot.
+#[derive(Debug)]
+struct LocalMacs {
+    /// [`Fdb::local_version`] they were read at (`u64::MAX`: never).
+    version: u64,
+    macs: Vec<MacAddr>,
+}
+
+impl Default for LocalMacs {
+    fn default() -> Self {
+        LocalMacs {
+            version: u64::MAX,
+            macs: Vec::new(),
+        }
+    }
 }
 
 impl Entry {
@@ -162,6 +184,7 @@ impl Networks {
                 offload: s.offload,
                 state_dir: s.state_dir.clone(),
                 legacy_record: spec.name == netspec::DEFAULT_NETWORK,
+                bridge_mac: Some(crate::host::bridge::derived_mac(spec.vni.get(), s.local)),
             })
             .map_err(dev_err)?,
         );
@@ -170,6 +193,7 @@ impl Networks {
         let mut net = Network::new(spec.name.clone(), spec.vni, fdb, s.flood.clone())
             .with_tap(devices.tap().clone(), u16::try_from(mtu).unwrap_or(u16::MAX));
         net.gateway = spec.gateway();
+        refresh_bridge_mac(&net, &spec.bridge);
         let net = Arc::new(net);
         self.table.insert(net.clone())?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -215,6 +239,7 @@ impl Networks {
             stop,
             watcher: Some(watcher),
             bridge_ok: AtomicBool::new(true),
+            locals: Arc::default(),
         });
         self.publish(&entries);
         drop(entries);
@@ -264,7 +289,8 @@ impl Networks {
     pub fn housekeeping(&self) {
         let local = self.settings.local;
         // Snapshot what to look at, then read the bridges without holding the lock.
-        let work: Vec<(Arc<Network>, String, String, bool)> = self
+        type Work = (Arc<Network>, String, String, bool, Arc<Mutex<LocalMacs>>);
+        let work: Vec<Work> = self
             .entries()
             .iter()
             .map(|e| {
@@ -273,12 +299,15 @@ impl Networks {
                     e.spec.bridge.clone(),
                     e.spec.tap.clone(),
                     e.bridge_ok.load(Ordering::Relaxed),
+                    e.locals.clone(),
                 )
             })
             .collect();
-        for (net, bridge, tap, was_ok) in work {
+        for (net, bridge, tap, was_ok, locals) in work {
+            refresh_bridge_mac(&net, &bridge);
             let ok = sync_local_macs(&net.fdb, &bridge, &tap, local, was_ok);
             net.fdb.expire(Instant::now());
+            forget_gone_locals(&net, &mut locals.lock().unwrap_or_else(|p| p.into_inner()));
             if let Some(e) = self.entries().iter().find(|e| Arc::ptr_eq(&e.net, &net)) {
                 e.bridge_ok.store(ok, Ordering::Relaxed);
             }
@@ -298,6 +327,38 @@ impl Drop for Networks {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// Read the bridge's address into the network (a bridge without a fixed address follows its ports'). A
+/// bridge that cannot be read keeps the last known address.
+fn refresh_bridge_mac(net: &Network, bridge: &str) {
+    match crate::host::bridge::mac(bridge) {
+        Ok(Some(mac)) => {
+            if net.bridge_mac.set(Some(mac)) {
+                info!(network = %net.name, %bridge, %mac, "bridge address");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => warn!(network = %net.name, %bridge, "cannot read the bridge's address: {e}"),
+    }
+}
+
+/// A MAC the FDB no longer holds as local (it left the bridge, aged out, was claimed elsewhere) takes its local
+/// neighbour bindings with it (a control claim kept aside takes over, see `dataplane::neigh`). Only MACs that
+/// were local at the previous call count: an address bound at attach before its container spoke is kept.
+fn forget_gone_locals(net: &Network, seen: &mut LocalMacs) {
+    let v = net.fdb.local_version();
+    if v == seen.version {
+        return;
+    }
+    let now = net.fdb.local_macs(Instant::now());
+    for gone in seen.macs.iter().filter(|m| now.binary_search(m).is_err()) {
+        net.neigh.remove_mac(gone);
+    }
+    *seen = LocalMacs {
+        version: v,
+        macs: now,
+    };
 }
 
 /// Which MACs are `local` follows our bridge's own table (issue 8, DECISIONS: "local" = on a non-TAP port of

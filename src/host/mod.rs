@@ -11,6 +11,7 @@
 //! `/proc/PID/ns/net` of a process with capabilities the daemon lacks also needs CAP_SYS_PTRACE (the
 //! kernel's ptrace access check), which `ip netns` names and paths do not.
 
+pub mod bridge;
 pub mod netns;
 pub mod rtnl;
 pub mod veth;

@@ -295,6 +295,18 @@ pub(super) fn set_link(
     Ok(())
 }
 
+/// Set the link-layer address of link `name` (`IFLA_ADDRESS`). On a bridge this also fixes the address: it no
+/// longer follows the lowest port MAC (the kernel marks it `NET_ADDR_SET`).
+pub(super) fn set_link_mac(rt: &mut Rtnl, name: &str, mac: [u8; 6]) -> Result<(), HostError> {
+    let link = require_link(rt, name)?;
+    if link.mac == Some(mac) {
+        return Ok(());
+    }
+    let mut attrs = RtBuffer::new();
+    attrs.push(attr(Ifla::Address, Buffer::from(mac.to_vec()))?);
+    modify_link(rt, "set address", &link, attrs, false)
+}
+
 /// Delete link `name`; `Ok(false)` if it did not exist.
 pub(super) fn delete_link(rt: &mut Rtnl, name: &str) -> Result<bool, HostError> {
     let Some(link) = get_link(rt, name)? else {
