@@ -18,9 +18,9 @@ pub fn derived_mac(vni: u32, host: IpAddr) -> MacAddr {
         IpAddr::V4(a) => a.octets().to_vec(),
         IpAddr::V6(a) => a.octets().to_vec(),
     };
-    let h = bytes
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3));
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    });
     let [.., h1, h0] = h.to_be_bytes();
     let [_, v2, v1, v0] = vni.to_be_bytes();
     MacAddr([0x02, h1 ^ h0.rotate_left(4), h0, v2, v1, v0])
