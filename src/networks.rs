@@ -385,3 +385,43 @@ fn sync_local_macs(fdb: &Fdb, bridge: &str, tap: &str, local: IpAddr, was_ok: bo
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dataplane::fdb::Origin;
+    use dataplane::neigh::{Binding, NeighOrigin};
+    use dataplane::wire::Vni;
+
+    #[test]
+    fn a_mac_the_fdb_forgets_as_local_takes_its_neighbour_bindings_along() {
+        let t0 = Instant::now();
+        let local: IpAddr = "192.0.2.1".parse().unwrap();
+        let fdb = Arc::new(Fdb::new(64, Duration::from_secs(300), t0));
+        let net = Network::new("n", Vni::new(7).unwrap(), fdb, Arc::default());
+        let (a, b) = (MacAddr([2, 0, 0, 0, 0, 0xa]), MacAddr([2, 0, 0, 0, 0, 0xb]));
+        let ip = |n: u8| IpAddr::from([10, 20, 0, n]);
+        // An attached address whose container has not spoken yet (its MAC is not local in the FDB).
+        let attached = MacAddr([2, 0, 0, 0, 0, 0xc]);
+        for (n, mac) in [(5, a), (6, b), (7, attached)] {
+            net.neigh.learn(Binding { ip: ip(n), mac }, t0);
+        }
+        net.fdb.learn(a, local, Origin::Local, t0);
+        net.fdb.learn(b, local, Origin::Local, t0);
+        let mut seen = LocalMacs::default();
+        forget_gone_locals(&net, &mut seen);
+        assert_eq!(net.neigh.len(), 3, "nothing forgotten yet");
+        // A leaves the bridge: the next bridge sync gives it up.
+        let later = t0 + Duration::from_secs(1);
+        net.fdb.sync_bridge(&[(b, true)], local, later, later);
+        forget_gone_locals(&net, &mut seen);
+        assert_eq!(net.neigh.lookup(&ip(5)), None, "A's binding went with A");
+        assert_eq!(net.neigh.lookup(&ip(6)), Some((b, NeighOrigin::Local)));
+        assert_eq!(net.neigh.lookup(&ip(7)), Some((attached, NeighOrigin::Local)));
+        // B ages out.
+        net.fdb.expire(t0 + Duration::from_secs(400));
+        forget_gone_locals(&net, &mut seen);
+        assert_eq!(net.neigh.lookup(&ip(6)), None, "B's binding went when B aged out");
+        assert_eq!(net.neigh.lookup(&ip(7)), Some((attached, NeighOrigin::Local)));
+    }
+}
