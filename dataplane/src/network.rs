@@ -109,6 +109,13 @@ impl AtomicMac {
     }
 }
 
+/// `Some(mac) == net.bridge_mac` reads the current value (the field was a plain `Option<MacAddr>` once).
+impl PartialEq<AtomicMac> for Option<MacAddr> {
+    fn eq(&self, other: &AtomicMac) -> bool {
+        *self == other.get()
+    }
+}
+
 /// Why a network cannot join the table.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TableError {
@@ -224,6 +231,7 @@ mod tests {
         }
         assert!(a.set(None));
         assert_eq!(a.get(), None);
+        assert!(None == a && Some(MacAddr([1; 6])) != a);
         assert_eq!(AtomicMac::new(Some(MacAddr([1; 6]))).get(), Some(MacAddr([1; 6])));
     }
 
