@@ -4,6 +4,8 @@
 //! port and is idempotent; a namespace is also attached by PID; attachments survive a daemon restart; and
 //! attached containers talk ping and TCP over an IPv6 underlay.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::overlay::{ctl_socket, ping_ok, spawn_overlayd, OVERLAYCTL};
@@ -72,7 +74,16 @@ fn start(host: &Host, local: &str, peers: &[String], extra: &[&str]) -> Daemon {
 fn attach(host: &Host, netns: &str, ip: &str) -> Value {
     let out = ctl_socket(
         host,
-        &["attach", "--netns", netns, "--network", "app", "--ip", ip, "--json"],
+        &[
+            "attach",
+            "--netns",
+            netns,
+            "--network",
+            "app",
+            "--ip",
+            ip,
+            "--json",
+        ],
     )
     .unwrap_or_else(|e| panic!("attach {netns} {ip} on {}: {e}", host.ns()));
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("attach answer is not JSON ({e}): {out}"))
@@ -99,18 +110,37 @@ fn static_attach_pings_across_hosts_and_detach_leaves_nothing() {
     // Static mode: no --ip, no address.
     let err = ctl_socket(h1, &["attach", "--netns", c1.ns(), "--network", "app"])
         .expect_err("attach without --ip in static mode must fail");
-    assert!(err.to_string().contains("--ip"), "error does not name --ip: {err}");
+    assert!(
+        err.to_string().contains("--ip"),
+        "error does not name --ip: {err}"
+    );
     // Outside the subnet: refused.
     let err = ctl_socket(
         h1,
-        &["attach", "--netns", c1.ns(), "--network", "app", "--ip", "10.41.0.10/16"],
+        &[
+            "attach",
+            "--netns",
+            c1.ns(),
+            "--network",
+            "app",
+            "--ip",
+            "10.41.0.10/16",
+        ],
     )
     .expect_err("an address outside the subnet must be refused");
     assert!(err.to_string().contains("outside"), "{err}");
     // Unknown network: refused, naming the served ones.
     let err = ctl_socket(
         h1,
-        &["attach", "--netns", c1.ns(), "--network", "nope", "--ip", "10.40.0.10/16"],
+        &[
+            "attach",
+            "--netns",
+            c1.ns(),
+            "--network",
+            "nope",
+            "--ip",
+            "10.40.0.10/16",
+        ],
     )
     .expect_err("an unknown network must be refused");
     assert!(err.to_string().contains("app"), "{err}");
@@ -130,7 +160,15 @@ fn static_attach_pings_across_hosts_and_detach_leaves_nothing() {
     let c3 = Ns::new(&tb, "a3");
     let err = ctl_socket(
         h1,
-        &["attach", "--netns", c3.ns(), "--network", "app", "--ip", "10.40.0.10/16"],
+        &[
+            "attach",
+            "--netns",
+            c3.ns(),
+            "--network",
+            "app",
+            "--ip",
+            "10.40.0.10/16",
+        ],
     )
     .expect_err("an address in use must be refused");
     assert!(err.to_string().contains("already used"), "{err}");
@@ -154,19 +192,17 @@ fn static_attach_pings_across_hosts_and_detach_leaves_nothing() {
     assert!(attachments(h1).is_empty());
     let out = ctl_socket(h1, &["detach", "--netns", c1.ns(), "--network", "app"]).unwrap();
     assert!(out.contains("nothing was attached"), "{out}");
-    let v: Value = serde_json::from_str(
-        &h1.run(
-            "curl",
-            &[
-                "-s",
-                "--unix-socket",
-                &h1.admin_socket().to_string_lossy(),
-                "-d",
-                &format!(r#"{{"netns":"{}","network":"app"}}"#, c1.ns()),
-                "http://localhost/v1/detach",
-            ],
-        ),
-    )
+    let v: Value = serde_json::from_str(&h1.run(
+        "curl",
+        &[
+            "-s",
+            "--unix-socket",
+            &h1.admin_socket().to_string_lossy(),
+            "-d",
+            &format!(r#"{{"netns":"{}","network":"app"}}"#, c1.ns()),
+            "http://localhost/v1/detach",
+        ],
+    ))
     .expect("detach answer is JSON");
     assert_eq!(v, serde_json::json!({"detached": false}));
 
@@ -174,8 +210,7 @@ fn static_attach_pings_across_hosts_and_detach_leaves_nothing() {
     let mut sleeper = h1.spawn("unshare", &["-n", "sleep", "120"]);
     let pid = sleeper.pid().to_string();
     assert!(wait_until(Duration::from_secs(5), || {
-        std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()
-            != std::fs::read_link("/proc/self/ns/net").ok()
+        std::fs::read_link(format!("/proc/{pid}/ns/net")).ok() != std::fs::read_link("/proc/self/ns/net").ok()
             && Command::new("nsenter")
                 .args(["-t", &pid, "-n", "true"])
                 .status()
@@ -186,7 +221,10 @@ fn static_attach_pings_across_hosts_and_detach_leaves_nothing() {
     ping_ok(&c2, Ipv4Addr::new(10, 40, 0, 30), 3);
     let out = ctl_socket(h1, &["detach", "--netns", &pid, "--network", "app"]).unwrap();
     assert!(out.contains("detached"), "{out}");
-    assert!(c2.ping(Ipv4Addr::new(10, 40, 0, 30), 2).is_err(), "still reachable after detach");
+    assert!(
+        c2.ping(Ipv4Addr::new(10, 40, 0, 30), 2).is_err(),
+        "still reachable after detach"
+    );
     sleeper.kill();
 }
 
@@ -247,13 +285,22 @@ fn attached_containers_ping_and_talk_tcp_over_an_ipv6_underlay() {
     let sent = wait_until(Duration::from_secs(10), || {
         c1.exec(
             "sh",
-            &["-c", "echo overlay-over-ipv6 | socat -u - TCP:10.40.2.20:7001,connect-timeout=2"],
+            &[
+                "-c",
+                "echo overlay-over-ipv6 | socat -u - TCP:10.40.2.20:7001,connect-timeout=2",
+            ],
         )
         .is_ok()
     });
-    assert!(sent, "no TCP connection to 10.40.2.20:7001 (socat: apt-get install socat)\n{}", server.log());
-    assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(&out)
-        .is_ok_and(|s| s.contains("overlay-over-ipv6"))));
+    assert!(
+        sent,
+        "no TCP connection to 10.40.2.20:7001 (socat: apt-get install socat)\n{}",
+        server.log()
+    );
+    assert!(wait_until(Duration::from_secs(5), || std::fs::read_to_string(
+        &out
+    )
+    .is_ok_and(|s| s.contains("overlay-over-ipv6"))));
     server.kill();
     let _ = OVERLAYCTL;
 }

@@ -4,9 +4,13 @@
 //! detach leaves no veth behind. Scale: a /16 with 3 hosts and more than 100 attached namespaces, one host
 //! holding more than one /26 block.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
-use common::overlay::{ctl_json, ctl_socket, rows, spawn_overlayd, start_overlayd, state_dir, str_field, OVERLAYCTL};
+use common::overlay::{
+    ctl_json, ctl_socket, rows, spawn_overlayd, start_overlayd, state_dir, str_field, OVERLAYCTL,
+};
 use common::testbed::{wait_until, BridgeMode, Daemon, Host, Netns, Testbed};
 use ipnet::Ipv4Net;
 use serde_json::Value;
@@ -90,12 +94,24 @@ fn form_cluster(tb: &Testbed, hosts: &[&Host]) -> Vec<Daemon> {
     for h in &hosts[1..] {
         let mut d = spawn_overlayd(
             h,
-            &["--peer", &seed, "--token", &tok, "--state-dir", &state_dir(tb, h, "c")],
+            &[
+                "--peer",
+                &seed,
+                "--token",
+                &tok,
+                "--state-dir",
+                &state_dir(tb, h, "c"),
+            ],
         );
         let ready = wait_until(Duration::from_secs(20), || {
             !d.is_running() || h.exec(OVERLAYCTL, &["stats", "--json"]).is_ok()
         });
-        assert!(ready && d.is_running(), "`{}` did not join:\n{}", d.cmdline(), d.log());
+        assert!(
+            ready && d.is_running(),
+            "`{}` did not join:\n{}",
+            d.cmdline(),
+            d.log()
+        );
         daemons.push(d);
     }
     let n = hosts.len();
@@ -136,7 +152,12 @@ fn block_of(ip: Ipv4Net, prefix: u8) -> Ipv4Net {
 }
 
 /// Attach `counts[i]` fresh namespaces on host i+1 (no --ip); returns (host index, ns, address).
-fn attach_many(tb: &Testbed, nss: &mut Nss, hosts: &[&Host], counts: &[usize]) -> Vec<(usize, String, Ipv4Net)> {
+fn attach_many(
+    tb: &Testbed,
+    nss: &mut Nss,
+    hosts: &[&Host],
+    counts: &[usize],
+) -> Vec<(usize, String, Ipv4Net)> {
     let mut out = Vec::new();
     for (i, (h, &n)) in hosts.iter().zip(counts).enumerate() {
         for k in 0..n {
@@ -149,19 +170,30 @@ fn attach_many(tb: &Testbed, nss: &mut Nss, hosts: &[&Host], counts: &[usize]) -
 }
 
 /// Every address distinct, inside the subnet with its prefix; no block on two hosts.
-fn check_distinct(att: &[(usize, String, Ipv4Net)], subnet: Ipv4Net, prefix: u8) -> BTreeMap<usize, BTreeSet<Ipv4Net>> {
+fn check_distinct(
+    att: &[(usize, String, Ipv4Net)],
+    subnet: Ipv4Net,
+    prefix: u8,
+) -> BTreeMap<usize, BTreeSet<Ipv4Net>> {
     let mut seen = BTreeSet::new();
     let mut blocks: BTreeMap<usize, BTreeSet<Ipv4Net>> = BTreeMap::new();
     for (h, ns, ip) in att {
         assert!(seen.insert(ip.addr()), "address {ip} of {ns} handed out twice");
         assert!(subnet.contains(&ip.addr()), "{ip} outside {subnet}");
-        assert_eq!(ip.prefix_len(), subnet.prefix_len(), "{ip}: not the subnet's prefix");
+        assert_eq!(
+            ip.prefix_len(),
+            subnet.prefix_len(),
+            "{ip}: not the subnet's prefix"
+        );
         blocks.entry(*h).or_default().insert(block_of(*ip, prefix));
     }
     for (a, ba) in &blocks {
         for (b, bb) in &blocks {
             if a < b {
-                assert!(ba.is_disjoint(bb), "hosts {a} and {b} share a block: {ba:?} {bb:?}");
+                assert!(
+                    ba.is_disjoint(bb),
+                    "hosts {a} and {b} share a block: {ba:?} {bb:?}"
+                );
             }
         }
     }
@@ -207,10 +239,15 @@ fn cluster_attach_without_ip_gets_distinct_blocks_and_pings() {
     for (i, _, ip) in &att {
         let out = hosts[*i].run(OVERLAYCTL, &["network", "ls", "--json"]);
         let v: Value = serde_json::from_str(&out).unwrap();
-        let app = rows(&v).iter().find(|r| str_field(r, "name") == "app").expect("app listed");
+        let app = rows(&v)
+            .iter()
+            .find(|r| str_field(r, "name") == "app")
+            .expect("app listed");
         let want = block_of(*ip, 26).to_string();
         assert!(
-            app["blocks"].as_array().is_some_and(|b| b.iter().any(|x| x == want.as_str())),
+            app["blocks"]
+                .as_array()
+                .is_some_and(|b| b.iter().any(|x| x == want.as_str())),
             "host {} does not list block {want}: {app}",
             i + 1
         );
@@ -231,7 +268,10 @@ fn cluster_scale_a_16_with_over_100_namespaces_on_3_hosts() {
     assert!(att.len() >= 100);
     let blocks = check_distinct(&att, "10.61.0.0/16".parse().unwrap(), 26);
     println!("blocks per host: {blocks:?}");
-    assert!(blocks[&0].len() > 1, "host 1 holds one block for 70 addresses: {blocks:?}");
+    assert!(
+        blocks[&0].len() > 1,
+        "host 1 holds one block for 70 addresses: {blocks:?}"
+    );
     // A sample of cross-host pairs.
     let mut pairs = 0;
     for k in 0..12 {

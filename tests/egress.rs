@@ -4,6 +4,8 @@
 //! replies only arrive because the source was masqueraded); after overlayd exits (SIGTERM), the table
 //! `inet overlayd` and the gateway are gone.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::overlay::{ctl_socket, spawn_overlayd};
@@ -32,7 +34,10 @@ fn egress_reaches_another_hosts_underlay_and_is_removed_on_exit() {
     assert!(ready && d.is_running(), "overlayd did not start:\n{}", d.log());
 
     let tables = h1.run("nft", &["list", "tables"]);
-    assert!(tables.contains("inet overlayd"), "no egress table while running: {tables}");
+    assert!(
+        tables.contains("inet overlayd"),
+        "no egress table while running: {tables}"
+    );
     let gw = h1.run("ip", &["-o", "addr", "show", "dev", "ovbr300"]);
     assert!(gw.contains("10.50.0.1/16"), "no gateway on the bridge: {gw}");
 
@@ -48,25 +53,42 @@ fn egress_reaches_another_hosts_underlay_and_is_removed_on_exit() {
     let _del = Del(name.clone());
     let out = ctl_socket(
         h1,
-        &["attach", "--netns", &name, "--network", "web", "--ip", "10.50.0.10/16", "--json"],
+        &[
+            "attach",
+            "--netns",
+            &name,
+            "--network",
+            "web",
+            "--ip",
+            "10.50.0.10/16",
+            "--json",
+        ],
     )
     .unwrap_or_else(|e| panic!("attach: {e}\n{}", d.log()));
     let a: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(a["gateway"], "10.50.0.1", "{a}");
     let route = run_in(&name, "ip", &["route", "show", "default"]);
-    assert!(route.contains("via 10.50.0.1"), "no default route via the gateway: {route}");
+    assert!(
+        route.contains("via 10.50.0.1"),
+        "no default route via the gateway: {route}"
+    );
 
     // The container reaches host 2's underlay address (inside the testbed) through host 1.
     let to = h2.underlay_ip().to_string();
     let ok = wait_until(Duration::from_secs(10), || {
         Command::new("ip")
-            .args(["netns", "exec", &name, "ping", "-n", "-q", "-c", "1", "-W", "2", &to])
+            .args([
+                "netns", "exec", &name, "ping", "-n", "-q", "-c", "1", "-W", "2", &to,
+            ])
             .status()
             .is_ok_and(|s| s.success())
     });
     assert!(ok, "container → {to} through egress failed:\n{}", d.log());
     let back = h2.exec("ip", &["route", "get", "10.50.0.10"]);
-    assert!(back.is_err(), "host 2 must have no route back to the overlay: {back:?}");
+    assert!(
+        back.is_err(),
+        "host 2 must have no route back to the overlay: {back:?}"
+    );
 
     d.signal("TERM").unwrap();
     assert!(
@@ -75,7 +97,10 @@ fn egress_reaches_another_hosts_underlay_and_is_removed_on_exit() {
         d.log()
     );
     let tables = h1.run("nft", &["list", "tables"]);
-    assert!(!tables.contains("overlayd"), "egress table left after exit: {tables}");
+    assert!(
+        !tables.contains("overlayd"),
+        "egress table left after exit: {tables}"
+    );
     assert!(
         h1.exec("ip", &["-o", "addr", "show", "dev", "ovbr300"])
             .map_or(true, |s| !s.contains("10.50.0.1/16")),

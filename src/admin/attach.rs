@@ -9,12 +9,14 @@ fn ops_error(e: &OpsError) -> Response {
 }
 
 fn no_ops() -> Response {
-    Response::error(503, "this overlayd cannot attach namespaces (still starting?): retry in a moment")
+    Response::error(
+        503,
+        "this overlayd cannot attach namespaces (still starting?): retry in a moment",
+    )
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, Response> {
-    serde_json::from_slice(body)
-        .map_err(|e| Response::error(400, &format!("body must be {shape}: {e}")))
+    serde_json::from_slice(body).map_err(|e| Response::error(400, &format!("body must be {shape}: {e}")))
 }
 
 impl AdminState {

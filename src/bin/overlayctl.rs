@@ -210,7 +210,9 @@ fn main() -> ExitCode {
                 s("ifname"),
                 s("network"),
                 s("ip"),
-                v["mtu"].as_u64().map_or_else(|| "-".into(), |m| format!("mtu {m}")),
+                v["mtu"]
+                    .as_u64()
+                    .map_or_else(|| "-".into(), |m| format!("mtu {m}")),
                 s("mac"),
                 s("host_ifname")
             );

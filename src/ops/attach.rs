@@ -184,7 +184,11 @@ impl Ops {
             let names: Vec<String> = self.networks.specs().into_iter().map(|s| s.name).collect();
             OpsError::NotFound(format!(
                 "no network named {name:?}: this overlayd serves {} (see `overlayctl network ls`)",
-                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
             ))
         })
     }
@@ -210,9 +214,10 @@ impl Ops {
     /// `before` (at most [`BLOCK_WAIT`]).
     async fn grow_blocks(&self, network: &str, before: usize) -> Result<(), OpsError> {
         let control = self.control()?;
-        let outcome = control.request_block(network).await.map_err(|e| {
-            OpsError::Unavailable(format!("cannot ask the control plane for a block: {e}"))
-        })?;
+        let outcome = control
+            .request_block(network)
+            .await
+            .map_err(|e| OpsError::Unavailable(format!("cannot ask the control plane for a block: {e}")))?;
         if let BlockOutcome::Granted(block) = outcome {
             let mut b = self.blocks.lock().unwrap_or_else(|p| p.into_inner());
             let v = b.entry(network.to_string()).or_default();
@@ -264,7 +269,9 @@ impl Ops {
             None => None,
             Some(m) => {
                 let mac: MacAddr = m.parse().map_err(|_| {
-                    OpsError::BadRequest(format!("invalid --mac {m:?}: give six hex octets, e.g. 02:00:00:00:00:01"))
+                    OpsError::BadRequest(format!(
+                        "invalid --mac {m:?}: give six hex octets, e.g. 02:00:00:00:00:01"
+                    ))
                 })?;
                 if !mac.is_learnable() {
                     return Err(OpsError::BadRequest(format!(
@@ -274,7 +281,11 @@ impl Ops {
                 Some(mac)
             }
         };
-        let gateway = if spec.egress { spec.subnet.and_then(ipam::gateway) } else { None };
+        let gateway = if spec.egress {
+            spec.subnet.and_then(ipam::gateway)
+        } else {
+            None
+        };
         let aspec = AttachSpec {
             netns,
             network: spec.name.clone(),
@@ -454,14 +465,64 @@ mod tests {
     #[test]
     fn explicit_addresses_are_checked_against_the_subnet() {
         let s: IpNet = "10.40.0.0/16".parse().unwrap();
-        assert_eq!(parse_ip("10.40.0.10/16", Some(s)).unwrap().to_string(), "10.40.0.10/16");
-        assert_eq!(parse_ip("10.40.0.10", Some(s)).unwrap().to_string(), "10.40.0.10/16");
-        assert!(matches!(parse_ip("10.41.0.10/16", Some(s)), Err(OpsError::BadRequest(_))));
-        assert!(matches!(parse_ip("10.40.0.1/16", Some(s)), Err(OpsError::BadRequest(_))));
-        assert!(matches!(parse_ip("10.40.0.0/16", Some(s)), Err(OpsError::BadRequest(_))));
-        assert!(matches!(parse_ip("10.40.255.255/16", Some(s)), Err(OpsError::BadRequest(_))));
-        assert!(matches!(parse_ip("nonsense", Some(s)), Err(OpsError::BadRequest(_))));
+        assert_eq!(
+            parse_ip("10.40.0.10/16", Some(s)).unwrap().to_string(),
+            "10.40.0.10/16"
+        );
+        assert_eq!(
+            parse_ip("10.40.0.10", Some(s)).unwrap().to_string(),
+            "10.40.0.10/16"
+        );
+        assert!(matches!(
+            parse_ip("10.41.0.10/16", Some(s)),
+            Err(OpsError::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse_ip("10.40.0.1/16", Some(s)),
+            Err(OpsError::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse_ip("10.40.0.0/16", Some(s)),
+            Err(OpsError::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse_ip("10.40.255.255/16", Some(s)),
+            Err(OpsError::BadRequest(_))
+        ));
+        assert!(matches!(
+            parse_ip("nonsense", Some(s)),
+            Err(OpsError::BadRequest(_))
+        ));
         assert_eq!(parse_ip("fd00::5", None).unwrap().to_string(), "fd00::5/128");
+    }
+
+    /// What `POST /v1/attach` answers is what `overlayd-cni` parses (CONTRACT "Admin API").
+    #[test]
+    fn the_attach_answer_is_what_the_cni_plugin_reads() {
+        let netns = NetnsRef::Name("c1".into());
+        let a = Attachment {
+            host_ifname: crate::attach::host_ifname(&netns, "blue", "eth0"),
+            network: "blue".into(),
+            netns,
+            ifname: "eth0".into(),
+            mac: "02:00:00:00:00:01".parse().unwrap(),
+            ip: Some("10.20.0.2/16".parse().unwrap()),
+            gateway: Some("10.20.0.1".parse().unwrap()),
+            mtu: 1450,
+            bridge: "ovbr10".into(),
+            netns_id: crate::host::NetnsId { dev: 4, ino: 5 },
+        };
+        let body = serde_json::to_string(&a).unwrap();
+        let c = crate::cni::parse_attachment(&body).unwrap();
+        assert_eq!(c.network, "blue");
+        assert_eq!(c.netns, "c1");
+        assert_eq!(c.ip, "10.20.0.2/16");
+        assert_eq!(c.mac, "02:00:00:00:00:01");
+        assert_eq!(c.gateway.as_deref(), Some("10.20.0.1"));
+        assert_eq!(c.mtu, Some(1450));
+        assert_eq!(c.host_ifname, a.host_ifname);
+        let list: Vec<crate::cni::Attachment> = serde_json::from_str(&format!("[{body}]")).unwrap();
+        assert_eq!(list.len(), 1);
     }
 
     #[test]

@@ -12,8 +12,8 @@
 use crate::attach::Attachments;
 
 mod attach;
-pub use attach::{AttachRequest, DetachRequest, Reservations, RESERVATIONS_FILE};
 use crate::networks::Networks;
+pub use attach::{AttachRequest, DetachRequest, Reservations, RESERVATIONS_FILE};
 use control::transport::GossipClient;
 use ipnet::IpNet;
 use std::collections::BTreeMap;
