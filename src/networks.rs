@@ -273,6 +273,14 @@ impl Networks {
         self.entries().iter().map(|e| e.spec.clone()).collect()
     }
 
+    /// The spec and effective MTU of network `name`.
+    pub fn get(&self, name: &str) -> Option<(NetworkSpec, u32)> {
+        self.entries()
+            .iter()
+            .find(|e| e.spec.name == name)
+            .map(|e| (e.spec.clone(), e.mtu))
+    }
+
     /// Stop every watcher and forget every network (shutdown). Devices are removed as in [`Networks::remove`].
     pub fn shutdown(&self) {
         let mut entries = std::mem::take(&mut *self.entries());
