@@ -169,3 +169,28 @@ fn the_reply_path_does_not_allocate() {
     }
     assert_eq!(allocations() - before, 0, "the suppression path allocated");
 }
+
+/// IPv6: a neighbour solicitation for a known remote binding is answered with the advertisement Linux itself
+/// sends (the captures in `wire::nd`), and nothing goes to the underlay.
+#[test]
+fn a_solicitation_for_a_known_remote_binding_is_answered_into_the_tap() {
+    use crate::wire::nd::tests::{LINUX_NA, LINUX_NS};
+    let (mut e, n, now) = setup();
+    let owner: IpAddr = "fd00:20::6".parse().unwrap();
+    n.neigh.install(Binding { ip: owner, mac: B }, now);
+    let mut out = TxAction::default();
+    assert_eq!(
+        e.on_tap(now, 0, &LINUX_NS, &mut out),
+        Ok(TxVerdict::Reply(LINUX_NA.len()))
+    );
+    assert!(out.dests.is_empty());
+    assert_eq!(out.reply(LINUX_NA.len()), &LINUX_NA[..]);
+    assert_eq!(n.tx.arp_suppressed.load(Relaxed), 1);
+    let requester: IpAddr = "fd00:20::5".parse().unwrap();
+    assert_eq!(n.neigh.lookup(&requester), Some((A, NeighOrigin::Local)));
+    // Unknown target: flooded, counted.
+    n.neigh.remove_control(&owner);
+    assert_eq!(e.on_tap(now, 0, &LINUX_NS, &mut out), Ok(TxVerdict::Send));
+    assert_eq!(out.dests, vec![SocketAddr::new(ip(2), 4789)]);
+    assert_eq!(n.tx.arp_flooded.load(Relaxed), 1);
+}

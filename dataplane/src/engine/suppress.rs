@@ -33,21 +33,21 @@
 //!    `if from_bridge(frame, net.bridge_mac) { return Err(DropReason::BridgeMac) }` — so the bridge MAC is
 //!    never learned as local nor advertised (the anycast gateway would otherwise move between hosts).
 //! 2. After the BUM rate-limit check (a flood of broadcast ARP is limited before it reaches the table) and
-//!    before the FDB lookup (`TxOutcome` is illustrative: the engine needs some way to say "write this into
-//!    the TAP" and "consumed, not a drop"):
+//!    before the FDB lookup (as [`crate::engine::Engine::on_tap`] does it, returning a
+//!    [`crate::engine::TxVerdict`]; the worker writes a reply into the TAP):
 //!    ```ignore
-//!    let d = suppress::suppress(frame, &net_view, &self.counters, &mut self.arp_reply);
+//!    let d = suppress::suppress(frame, &view, counters, &mut out.reply);
 //!    if let Some(b) = d.learn { net.neigh.learn(b, now); }   // Insert::* needs no counting
 //!    match d.verdict {
 //!        Verdict::Forward => {}                               // continue: FDB lookup, else flood
-//!        Verdict::Reply(n) => return Ok(TxOutcome::ToTap(&self.arp_reply[..n])), // write into the TAP
+//!        Verdict::Reply(n) => return Ok(TxVerdict::Reply(n)),  // the worker writes out.reply[..n] to the TAP
 //!        Verdict::Drop(why) => return match why.reason() {
 //!            Some(r) => Err(r),                               // bridge_mac (unreachable after step 1)
-//!            None => Ok(TxOutcome::Consumed),                 // suppressed: not a drop, already counted
+//!            None => Ok(TxVerdict::Consumed),                 // suppressed: not a drop, already counted
 //!        },
 //!    }
 //!    ```
-//!    `arp_reply` is a per-engine `[u8; REPLY_BUF_LEN]`, allocated once. The reply is not counted in
+//!    `out.reply` is the loop's `[u8; REPLY_BUF_LEN]` in its reused `TxAction`. The reply is not counted in
 //!    `tx_frames` by `suppress` (the caller decides; it is a frame written to the TAP).
 //! 3. Control-plane glue: `FdbInstall { ips }` → [`NeighTable::install`] per address (and
 //!    [`NeighTable::remove_control`] for addresses the advert no longer carries); `FdbRemove` →
