@@ -52,8 +52,9 @@ pub struct Settings {
     pub ageing: Duration,
     pub max_local_macs: usize,
     pub epoch: Instant,
-    /// Every network's flood set for now: the static `--peer`s, or the alive members in cluster mode.
-    pub flood: Arc<PeerSet>,
+    /// Static mode: one flood set shared by every network (the `--peer`s). `None` (cluster mode): each
+    /// network gets its own, which the cluster glue fills from the control plane's `FloodSet` outputs.
+    pub flood: Option<Arc<PeerSet>>,
 }
 
 /// A served network and what keeps it running.
@@ -167,7 +168,8 @@ impl Networks {
         );
         let watcher = devices.watcher().map_err(dev_err)?;
         let fdb = Arc::new(Fdb::new(s.fdb_max, s.ageing, s.epoch).with_max_local(s.max_local_macs));
-        let mut net = Network::new(spec.name.clone(), spec.vni, fdb, s.flood.clone())
+        let flood = s.flood.clone().unwrap_or_default();
+        let mut net = Network::new(spec.name.clone(), spec.vni, fdb, flood)
             .with_tap(devices.tap().clone(), u16::try_from(mtu).unwrap_or(u16::MAX));
         net.gateway = spec.gateway();
         let net = Arc::new(net);
@@ -241,6 +243,16 @@ impl Networks {
         // The TAP goes when the forwarding threads have dropped their snapshots; the bridge now.
         drop(e);
         Ok(())
+    }
+
+    /// Every served network as `network ls` shows it.
+    pub fn infos(&self) -> Vec<NetworkInfo> {
+        self.entries().iter().map(Entry::info).collect()
+    }
+
+    /// The spec of network `name`, if served.
+    pub fn spec(&self, name: &str) -> Option<NetworkSpec> {
+        self.entries().iter().find(|e| e.spec.name == name).map(|e| e.spec.clone())
     }
 
     /// The specs of the networks served, in the order they were added.
