@@ -252,7 +252,10 @@ impl Networks {
 
     /// The spec of network `name`, if served.
     pub fn spec(&self, name: &str) -> Option<NetworkSpec> {
-        self.entries().iter().find(|e| e.spec.name == name).map(|e| e.spec.clone())
+        self.entries()
+            .iter()
+            .find(|e| e.spec.name == name)
+            .map(|e| e.spec.clone())
     }
 
     /// The specs of the networks served, in the order they were added.

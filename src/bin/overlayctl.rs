@@ -163,11 +163,13 @@ fn main() -> ExitCode {
                 },
         } => {
             let path = "/v1/networks";
-            let target = match ctl::target_for("network create", Method::Post, path, cli.admin, cli.admin_socket) {
-                Ok(t) => t,
-                Err(e) => return fail(&e),
-            };
-            let mut body = serde_json::json!({ "name": name, "vni": vni, "subnet": subnet, "egress": egress });
+            let target =
+                match ctl::target_for("network create", Method::Post, path, cli.admin, cli.admin_socket) {
+                    Ok(t) => t,
+                    Err(e) => return fail(&e),
+                };
+            let mut body =
+                serde_json::json!({ "name": name, "vni": vni, "subnet": subnet, "egress": egress });
             if let Some(m) = mtu {
                 body["mtu"] = serde_json::json!(m);
             }
@@ -186,12 +188,20 @@ fn main() -> ExitCode {
             cmd: NetworkCmd::Rm { name, force },
         } => {
             // The route is `/v1/networks/*`; any name selects it.
-            let target = match ctl::target_for("network rm", Method::Delete, "/v1/networks/x", cli.admin, cli.admin_socket) {
+            let target = match ctl::target_for(
+                "network rm",
+                Method::Delete,
+                "/v1/networks/x",
+                cli.admin,
+                cli.admin_socket,
+            ) {
                 Ok(t) => t,
                 Err(e) => return fail(&e),
             };
             if !overlayd::netspec::valid_name(name) {
-                eprintln!("overlayctl: invalid network name {name:?}: use 1-15 characters of A-Z a-z 0-9 _ . -");
+                eprintln!(
+                    "overlayctl: invalid network name {name:?}: use 1-15 characters of A-Z a-z 0-9 _ . -"
+                );
                 return ExitCode::from(2);
             }
             let path = format!("/v1/networks/{name}{}", if *force { "?force=true" } else { "" });
