@@ -199,7 +199,10 @@ pub fn start(cfg: &Config, setup: Setup, p: Plumbing) -> Result<Running, Cluster
         admission,
         quic,
         limits: Limits::default(),
-        config: ControlConfig::default(),
+        config: ControlConfig {
+            block_grace: Duration::from_secs(cfg.block_grace_s),
+            ..ControlConfig::default()
+        },
         seed: seed(),
         state: Some(state),
     })?;
