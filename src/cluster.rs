@@ -1,14 +1,19 @@
 //! Glue between the control plane (`control` crate) and the data plane: obtain credentials (init, join with a
 //! token, or reload), start the QUIC gossip endpoint, feed it the MACs seen behind our bridge, and apply what
-//! it decides — control FDB entries and the member VTEPs used for flooding and the membership check.
+//! it decides — through [`apply::Glue`]: control FDB entries and bindings per network, per-network flood
+//! sets, the member set (membership check), networks created/removed cluster-wide, this host's IPAM blocks.
+//! Local MACs (with their addresses) of every network are pushed to the control plane as one batch
+//! ([`local`]) whenever the data path reports a change.
+
+pub mod apply;
+pub mod local;
 
 use crate::config::{Cluster, Config};
 use control::auth::{NodeCredential, StateDir};
 use control::exposure::{Limits, QuicStats};
 use control::transport::{self, Admission, GossipHandle, GossipOptions};
-use control::{ControlConfig, ControlStats, MemberInfo, MemberState, Output, RevokeOutcome, Vni};
+use control::{ControlConfig, ControlStats, MemberInfo, Output, RevokeOutcome};
 use dataplane::engine::PeerSet;
-use dataplane::fdb::Fdb;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -18,8 +23,9 @@ use tracing::{info, warn};
 /// After the FDB reports a change of its local MACs, wait this long for more before advertising (a burst of
 /// new containers becomes one advert).
 const LOCAL_MAC_SETTLE: Duration = Duration::from_millis(20);
-/// Safety net: compare the FDB's local-MAC version with the advertised one this often (one atomic load).
-const LOCAL_MAC_RECHECK: Duration = Duration::from_secs(1);
+/// Compare the local versions (networks, FDBs, ARP/ND tables) with the advertised ones this often (atomic
+/// loads only). The FDBs also push their changes at once; the ARP/ND tables and the network set do not.
+const LOCAL_MAC_RECHECK: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -158,7 +164,9 @@ impl Running {
 #[derive(Debug)]
 pub struct Plumbing {
     pub local: IpAddr,
-    pub fdb: Arc<Fdb>,
+    /// The networks (and attachments and blocks) the control plane drives.
+    pub ops: Arc<crate::ops::Ops>,
+    /// The alive members: the membership check of every datagram (flood sets are per network).
     pub peers: Arc<PeerSet>,
     pub members: Members,
     /// `overlayctl revoke` requests from the admin endpoint.
@@ -191,7 +199,10 @@ pub fn start(cfg: &Config, setup: Setup, p: Plumbing) -> Result<Running, Cluster
         admission,
         quic,
         limits: Limits::default(),
-        config: ControlConfig::default(),
+        config: ControlConfig {
+            block_grace: Duration::from_secs(cfg.block_grace_s),
+            ..ControlConfig::default()
+        },
         seed: seed(),
         state: Some(state),
     })?;
@@ -204,7 +215,7 @@ pub fn start(cfg: &Config, setup: Setup, p: Plumbing) -> Result<Running, Cluster
         .iter()
         .map(|ip| SocketAddr::new(*ip, cfg.gossip_port))
         .collect();
-    let task = tokio::spawn(pump(handle, events, peers, cfg.vni, p, stop));
+    let task = tokio::spawn(pump(handle, events, peers, p, stop));
     info!(gossip = %bind, "control plane up");
     Ok(Running {
         shutdown,
@@ -222,7 +233,6 @@ async fn pump(
     handle: GossipHandle,
     mut events: mpsc::UnboundedReceiver<Output>,
     join: Vec<SocketAddr>,
-    vni: Vni,
     mut p: Plumbing,
     mut stop: oneshot::Receiver<()>,
 ) {
@@ -232,34 +242,41 @@ async fn pump(
             warn!(%peer, "cannot contact member: {e}");
         }
     }
-    // The FDB pushes changes of its local MACs (dataplane::fdb::Fdb::notify_local_changes).
+    let table = p.ops.networks.table().clone();
+    let mut glue = apply::Glue::new(
+        p.local,
+        table.clone(),
+        p.peers.clone(),
+        p.members.clone(),
+        p.membership_changes.clone(),
+        Some(p.ops.clone()),
+    );
+    let client = handle.client();
+    // Every FDB pushes changes of its local MACs (dataplane::fdb::Fdb::notify_local_changes).
     let changed = Arc::new(tokio::sync::Notify::new());
-    p.fdb.notify_local_changes({
-        let changed = changed.clone();
-        move || changed.notify_one()
-    });
+    local::hook(&table, &changed);
     let mut recheck = tokio::time::interval(LOCAL_MAC_RECHECK);
     let mut stats_tick = tokio::time::interval(STATS_COPY);
-    let mut advertised = Vec::new();
-    let mut advertised_version = u64::MAX;
+    let mut advertised: Option<Vec<local::Entry>> = None;
+    let mut advertised_versions = Vec::new();
     loop {
         tokio::select! {
             due = async {
                 tokio::select! {
                     _ = changed.notified() => true,
-                    _ = recheck.tick() => p.fdb.local_version() != advertised_version,
+                    _ = recheck.tick() => local::versions(&table) != advertised_versions,
                 }
             } => {
                 if !due {
                     continue;
                 }
                 tokio::time::sleep(LOCAL_MAC_SETTLE).await;
-                advertised_version = p.fdb.local_version();
-                let macs = p.fdb.local_macs(Instant::now());
-                if macs != advertised {
-                    advertised.clone_from(&macs);
-                    let entries = macs.iter().map(|m| (vni, *m, Vec::new())).collect();
-                    if let Err(e) = handle.set_local(entries).await {
+                // New networks' FDBs start pushing too.
+                local::hook(&table, &changed);
+                advertised_versions = local::versions(&table);
+                let entries = local::entries(&table, Instant::now());
+                if advertised.as_ref() != Some(&entries) {
+                    if let Err(e) = handle.set_local(entries.clone()).await {
                         if !matches!(e, control::transport::TransportError::Stopped) {
                             warn!("cannot advertise local MACs: {e}");
                             continue;
@@ -267,6 +284,7 @@ async fn pump(
                         warn!("control plane stopped");
                         return;
                     }
+                    advertised = Some(entries);
                 }
             }
             _ = stats_tick.tick() => {
@@ -282,7 +300,7 @@ async fn pump(
                 }
             }
             ev = events.recv() => match ev {
-                Some(ev) => apply(&p, ev),
+                Some(ev) => glue.apply(Some(&client), ev).await,
                 None => return,
             },
             req = async { match revoke.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
@@ -309,56 +327,15 @@ async fn pump(
     }
 }
 
-/// Apply one control-plane decision to the data plane (one network: every VNI maps to it; network,
-/// flood-set and block outputs are not used yet).
-pub fn apply(p: &Plumbing, ev: Output) {
-    match ev {
-        Output::FdbInstall { mac, vtep, .. } if vtep == p.local => {
-            // Our own advertisement coming back: the local entry is authoritative here.
-            p.fdb.remove_control(&mac);
-        }
-        Output::FdbInstall { mac, vtep, .. } => {
-            p.fdb.install_control(mac, vtep, Instant::now());
-        }
-        Output::FdbRemove { mac, .. } => {
-            p.fdb.remove_control(&mac);
-        }
-        Output::MembersChanged(rows) => {
-            let vteps = rows
-                .iter()
-                .filter(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect) && m.vtep != p.local)
-                .map(|m| m.vtep);
-            p.peers.set(vteps);
-            if let Ok(mut m) = p.members.write() {
-                let n = crate::observe::membership_changes(m.as_deref(), &rows);
-                p.membership_changes
-                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                *m = Some(rows);
-            }
-        }
-        // Multi-network outputs: wired in by the networks glue (not yet).
-        _ => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::apply::Glue;
     use super::*;
-    use dataplane::fdb::Origin;
+    use control::{MemberState, Vni};
+    use dataplane::fdb::{Fdb, Origin};
+    use dataplane::neigh::{Binding, NeighOrigin};
+    use dataplane::network::{Network, NetworkTable};
     use dataplane::wire::MacAddr;
-
-    fn plumbing() -> Plumbing {
-        Plumbing {
-            local: IpAddr::from([10, 0, 0, 1]),
-            fdb: Arc::new(Fdb::new(64, Fdb::DEFAULT_AGEING, Instant::now())),
-            peers: Arc::new(PeerSet::default()),
-            members: Arc::default(),
-            revoke: None,
-            control_stats: Arc::default(),
-            membership_changes: Arc::default(),
-            gossip_rtt: prometheus_client::metrics::histogram::Histogram::new(std::iter::once(1.0)),
-        }
-    }
 
     fn member(n: u8, state: MemberState) -> MemberInfo {
         MemberInfo {
@@ -371,58 +348,197 @@ mod tests {
         }
     }
 
+    fn net(name: &str, vni: u32) -> Arc<Network> {
+        let fdb = Arc::new(Fdb::new(64, Fdb::DEFAULT_AGEING, Instant::now()));
+        Arc::new(Network::new(name, Vni::new(vni).unwrap(), fdb, Arc::default()))
+    }
+
     #[test]
-    fn events_drive_fdb_and_flood_set() {
-        let p = plumbing();
+    fn outputs_land_in_the_network_of_their_vni() {
+        let (a, b) = (net("a", 100), net("b", 200));
+        // A network declared on this host floods to every member: the shared member set.
+        let members_set: Arc<PeerSet> = Arc::default();
+        let legacy = Arc::new(Network::new(
+            "default",
+            Vni::new(42).unwrap(),
+            Arc::new(Fdb::new(64, Fdb::DEFAULT_AGEING, Instant::now())),
+            members_set.clone(),
+        ));
+        let table = Arc::new(NetworkTable::new([a.clone(), b.clone(), legacy.clone()]).unwrap());
+        let local = IpAddr::from([10, 0, 0, 1]);
+        let mut g = Glue::new(local, table, members_set, Arc::default(), Arc::default(), None);
+        let (va, vb) = (Vni::new(100).unwrap(), Vni::new(200).unwrap());
         let mac = MacAddr([2, 0, 0, 0, 1, 2]);
-        apply(
-            &p,
-            Output::FdbInstall {
-                vni: Vni::new(1).unwrap(),
-                mac,
-                vtep: IpAddr::from([10, 0, 0, 2]),
-                ips: vec![],
-            },
-        );
-        let d = p.fdb.lookup(&mac, Instant::now()).unwrap();
-        assert_eq!((d.vtep, d.origin), (IpAddr::from([10, 0, 0, 2]), Origin::Control));
-        apply(
-            &p,
-            Output::FdbRemove {
-                vni: Vni::new(1).unwrap(),
-                mac,
-            },
-        );
-        assert_eq!(p.fdb.lookup(&mac, Instant::now()), None);
-        apply(
-            &p,
-            Output::MembersChanged(vec![
-                member(1, MemberState::Alive),
-                member(2, MemberState::Alive),
-                member(3, MemberState::Suspect),
-                member(4, MemberState::Dead),
-                member(5, MemberState::Left),
-            ]),
-        );
-        let set = p.peers.snapshot();
+        let ip: IpAddr = "10.20.0.7".parse().unwrap();
+        let remote = IpAddr::from([10, 0, 0, 2]);
+        g.apply_state(Output::FdbInstall {
+            vni: vb,
+            mac,
+            vtep: remote,
+            ips: vec![ip],
+        });
+        let d = b.fdb.lookup(&mac, Instant::now()).unwrap();
+        assert_eq!((d.vtep, d.origin), (remote, Origin::Control));
+        assert_eq!(b.neigh.lookup(&ip), Some((mac, NeighOrigin::Control)));
         assert_eq!(
-            &set[..],
+            a.fdb.lookup(&mac, Instant::now()),
+            None,
+            "never in another network"
+        );
+        assert_eq!(a.neigh.lookup(&ip), None);
+        // A new list replaces the old one.
+        let ip2: IpAddr = "10.20.0.8".parse().unwrap();
+        g.apply_state(Output::FdbInstall {
+            vni: vb,
+            mac,
+            vtep: remote,
+            ips: vec![ip2],
+        });
+        assert_eq!(b.neigh.lookup(&ip), None);
+        assert_eq!(b.neigh.lookup(&ip2), Some((mac, NeighOrigin::Control)));
+        g.apply_state(Output::FdbRemove { vni: vb, mac });
+        assert_eq!(b.fdb.lookup(&mac, Instant::now()), None);
+        assert_eq!(b.neigh.lookup(&ip2), None);
+        // An unknown VNI changes nothing.
+        g.apply_state(Output::FdbInstall {
+            vni: Vni::new(300).unwrap(),
+            mac,
+            vtep: remote,
+            ips: vec![],
+        });
+        assert_eq!(b.fdb.lookup(&mac, Instant::now()), None);
+        // Flood sets are per network; members are one global set.
+        g.apply_state(Output::FloodSet {
+            vni: va,
+            vteps: vec![remote],
+        });
+        assert_eq!(&a.peers.snapshot()[..], &[remote]);
+        assert!(b.peers.snapshot().is_empty());
+        g.apply_state(Output::MembersChanged(vec![
+            member(1, MemberState::Alive),
+            member(2, MemberState::Alive),
+            member(3, MemberState::Suspect),
+            member(4, MemberState::Dead),
+            member(5, MemberState::Left),
+        ]));
+        assert_eq!(
+            &g.members_set.snapshot()[..],
             &[IpAddr::from([10, 0, 0, 2]), IpAddr::from([10, 0, 0, 3])]
         );
-        assert_eq!(p.members.read().unwrap().as_ref().unwrap().len(), 5);
-        assert_eq!(p.membership_changes.load(std::sync::atomic::Ordering::Relaxed), 5);
+        assert_eq!(
+            &a.peers.snapshot()[..],
+            &[remote],
+            "membership does not touch flood sets"
+        );
+        assert_eq!(g.members.read().unwrap().as_ref().unwrap().len(), 5);
+        assert_eq!(g.membership_changes.load(std::sync::atomic::Ordering::Relaxed), 5);
+        g.apply_state(Output::FloodSet {
+            vni: va,
+            vteps: vec![],
+        });
+        assert!(a.peers.snapshot().is_empty());
         // Our own MAC advertised back to us is not installed as remote.
         let own = MacAddr([2, 0, 0, 0, 1, 1]);
-        p.fdb.learn(own, p.local, Origin::Local, Instant::now());
-        apply(
-            &p,
-            Output::FdbInstall {
-                vni: Vni::new(1).unwrap(),
-                mac: own,
-                vtep: p.local,
-                ips: vec![],
+        a.fdb.learn(own, local, Origin::Local, Instant::now());
+        a.neigh.learn(Binding { ip, mac: own }, Instant::now());
+        g.apply_state(Output::FdbInstall {
+            vni: va,
+            mac: own,
+            vtep: local,
+            ips: vec![ip],
+        });
+        assert_eq!(a.fdb.lookup(&own, Instant::now()).unwrap().origin, Origin::Local);
+        assert_eq!(a.neigh.lookup(&ip), Some((own, NeighOrigin::Local)));
+    }
+
+    /// An [`crate::ops::Ops`] with no network and no attachment (state in a fresh temporary dir).
+    fn ops(tag: &str) -> (Arc<crate::ops::Ops>, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("ovl-glue-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let local = IpAddr::from([10, 0, 0, 1]);
+        let observe = Arc::new(crate::observe::Observe::new(
+            Vec::new(),
+            local,
+            true,
+            Arc::new(dataplane::activity::PeerActivity::new(Instant::now(), [])),
+        ));
+        let (fatal, _) = tokio::sync::mpsc::unbounded_channel();
+        let networks = Arc::new(crate::networks::Networks::new(
+            crate::networks::Settings {
+                local,
+                default_mtu: 1450,
+                offload: false,
+                state_dir: dir.clone(),
+                fdb_max: 64,
+                ageing: Fdb::DEFAULT_AGEING,
+                max_local_macs: 16,
+                epoch: Instant::now(),
+                flood: Arc::default(),
             },
+            Arc::default(),
+            Vec::new(),
+            observe,
+            fatal,
+        ));
+        let attachments = Arc::new(crate::attach::Attachments::open(&dir).unwrap());
+        (Arc::new(crate::ops::Ops::new(networks, attachments, true)), dir)
+    }
+
+    #[test]
+    fn blocks_granted_and_released_are_this_hosts_blocks() {
+        let (ops, dir) = ops("blocks");
+        let mut g = Glue::new(
+            IpAddr::from([10, 0, 0, 1]),
+            ops.networks.table().clone(),
+            Arc::default(),
+            Arc::default(),
+            Arc::default(),
+            Some(ops.clone()),
         );
-        assert_eq!(p.fdb.lookup(&own, Instant::now()).unwrap().origin, Origin::Local);
+        let b = |s: &str| s.parse::<control::IpNet>().unwrap();
+        for block in ["10.30.0.64/26", "10.30.0.0/26", "10.30.0.0/26"] {
+            g.apply_state(Output::BlockGranted {
+                network: "blue".into(),
+                block: b(block),
+            });
+        }
+        assert_eq!(ops.blocks_of("blue"), [b("10.30.0.0/26"), b("10.30.0.64/26")]);
+        assert!(ops.blocks_of("red").is_empty());
+        g.apply_state(Output::BlockReleased {
+            network: "blue".into(),
+            block: b("10.30.0.0/26"),
+        });
+        assert_eq!(ops.blocks_of("blue"), [b("10.30.0.64/26")]);
+        g.apply_state(Output::BlockReleased {
+            network: "blue".into(),
+            block: b("10.30.0.64/26"),
+        });
+        assert!(ops.blocks.lock().unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn static_mode_refuses_network_create_naming_the_flag() {
+        let (ops, dir) = ops("static");
+        let ops = crate::ops::Ops::new(ops.networks.clone(), ops.attachments.clone(), false);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let req = crate::ops::networks::CreateRequest {
+            name: "blue".into(),
+            vni: 300,
+            subnet: "10.30.0.0/16".parse().unwrap(),
+            mtu: None,
+            egress: false,
+            block_prefix: None,
+        };
+        let e = rt.block_on(ops.create_network(req)).unwrap_err();
+        assert_eq!(e.http_status(), 409);
+        assert!(e.to_string().contains("--network"), "{e}");
+        let e = rt.block_on(ops.remove_network("blue", false)).unwrap_err();
+        assert_eq!(e.http_status(), 409);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

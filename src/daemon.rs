@@ -286,18 +286,9 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
         let result = rt.block_on(async {
             let control = match cluster_cred {
                 Some(setup) => {
-                    // The control plane speaks for one network until it learns about several: the
-                    // `default` one, else the first one configured (its VNI is `cfg.vni`, which the
-                    // control glue advertises under).
-                    let fdb = cfg
-                        .networks
-                        .first()
-                        .and_then(|n| table.by_name(&n.name))
-                        .map(|n| n.fdb.clone())
-                        .ok_or(DaemonError::NoNetwork)?;
                     let p = Plumbing {
                         local,
-                        fdb,
+                        ops: ops.clone(),
                         peers: peers.clone(),
                         members,
                         revoke: revoke_rx,

@@ -132,13 +132,17 @@ impl FromStr for NetworkOpt {
     }
 }
 
-fn check_name(name: &str) -> Result<(), NetSpecError> {
-    let ok = !name.is_empty()
+/// 1 to [`NAME_MAX`] letters, digits, `_`, `.` or `-`.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= NAME_MAX
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if ok {
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+fn check_name(name: &str) -> Result<(), NetSpecError> {
+    if valid_name(name) {
         Ok(())
     } else {
         Err(NetSpecError::Name(name.to_string()))

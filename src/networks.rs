@@ -55,7 +55,9 @@ pub struct Settings {
     pub ageing: Duration,
     pub max_local_macs: usize,
     pub epoch: Instant,
-    /// Every network's flood set for now: the static `--peer`s, or the alive members in cluster mode.
+    /// The flood set of the networks declared on this host (`--network`, the legacy flags): the static
+    /// `--peer`s, or the alive members in cluster mode (their endpoints may stay silent, so the control plane
+    /// cannot know which members serve them). Cluster-defined networks get their own ([`Networks::add_own_flood`]).
     pub flood: Arc<PeerSet>,
 }
 
@@ -168,6 +170,16 @@ impl Networks {
     /// watcher and hand it to the forwarding threads. Blocks for the netlink calls (a few ms). On error
     /// nothing is left behind.
     pub fn add(&self, spec: NetworkSpec) -> Result<Arc<Network>, NetworksError> {
+        self.add_with(spec, self.settings.flood.clone())
+    }
+
+    /// [`Networks::add`] with a flood set of its own (empty at first): a cluster-defined network, whose flood
+    /// set the control plane maintains (members advertising a MAC on it).
+    pub fn add_own_flood(&self, spec: NetworkSpec) -> Result<Arc<Network>, NetworksError> {
+        self.add_with(spec, Arc::default())
+    }
+
+    fn add_with(&self, spec: NetworkSpec, flood: Arc<PeerSet>) -> Result<Arc<Network>, NetworksError> {
         let mut entries = self.entries();
         netspec::check_collisions(&spec, entries.iter().map(|e| &e.spec))?;
         let s = &self.settings;
@@ -190,7 +202,7 @@ impl Networks {
         );
         let watcher = devices.watcher().map_err(dev_err)?;
         let fdb = Arc::new(Fdb::new(s.fdb_max, s.ageing, s.epoch).with_max_local(s.max_local_macs));
-        let mut net = Network::new(spec.name.clone(), spec.vni, fdb, s.flood.clone())
+        let mut net = Network::new(spec.name.clone(), spec.vni, fdb, flood)
             .with_tap(devices.tap().clone(), u16::try_from(mtu).unwrap_or(u16::MAX));
         net.gateway = spec.gateway();
         refresh_bridge_mac(&net, &spec.bridge);
@@ -266,6 +278,19 @@ impl Networks {
         // The TAP goes when the forwarding threads have dropped their snapshots; the bridge now.
         drop(e);
         Ok(())
+    }
+
+    /// Every served network as `network ls` shows it.
+    pub fn infos(&self) -> Vec<NetworkInfo> {
+        self.entries().iter().map(Entry::info).collect()
+    }
+
+    /// The spec of network `name`, if served.
+    pub fn spec(&self, name: &str) -> Option<NetworkSpec> {
+        self.entries()
+            .iter()
+            .find(|e| e.spec.name == name)
+            .map(|e| e.spec.clone())
     }
 
     /// The specs of the networks served, in the order they were added.

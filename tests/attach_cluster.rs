@@ -217,7 +217,7 @@ fn detach_all(hosts: &[&Host], att: &[(usize, String, Ipv4Net)]) {
 }
 
 #[test]
-#[ignore = "needs `overlayctl network create` (branch cluster-glue); run with --ignored once it is merged"]
+
 fn cluster_attach_without_ip_gets_distinct_blocks_and_pings() {
     let tb = Testbed::builder().hosts(3).bridge(BridgeMode::Daemon).build();
     let hosts: Vec<&Host> = tb.hosts().iter().collect();
@@ -256,7 +256,7 @@ fn cluster_attach_without_ip_gets_distinct_blocks_and_pings() {
 }
 
 #[test]
-#[ignore = "needs `overlayctl network create` (branch cluster-glue); run with --ignored once it is merged"]
+
 fn cluster_scale_a_16_with_over_100_namespaces_on_3_hosts() {
     let tb = Testbed::builder().hosts(3).bridge(BridgeMode::Daemon).build();
     let hosts: Vec<&Host> = tb.hosts().iter().collect();
@@ -286,7 +286,7 @@ fn cluster_scale_a_16_with_over_100_namespaces_on_3_hosts() {
 }
 
 #[test]
-#[ignore = "needs `overlayctl network create` (branch cluster-glue); run with --ignored once it is merged"]
+
 fn cluster_egress_follows_network_create_and_rm() {
     let tb = Testbed::builder().hosts(3).bridge(BridgeMode::Daemon).build();
     let hosts: Vec<&Host> = tb.hosts().iter().collect();
@@ -338,7 +338,7 @@ fn cluster_egress_follows_network_create_and_rm() {
 }
 
 #[test]
-#[ignore = "needs `overlayctl network create` (branch cluster-glue); run with --ignored once it is merged"]
+
 fn cluster_attachments_survive_a_restart_and_keep_their_addresses() {
     let tb = Testbed::builder().hosts(2).bridge(BridgeMode::Daemon).build();
     let hosts: Vec<&Host> = tb.hosts().iter().collect();

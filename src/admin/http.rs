@@ -40,6 +40,7 @@ impl Default for Limits {
 pub enum Method {
     Get,
     Post,
+    Delete,
 }
 
 impl Method {
@@ -47,6 +48,7 @@ impl Method {
         match self {
             Method::Get => "GET",
             Method::Post => "POST",
+            Method::Delete => "DELETE",
         }
     }
 }
@@ -71,7 +73,7 @@ pub struct Request<'a> {
 pub enum HttpError {
     #[error("malformed request")]
     BadRequest,
-    #[error("only GET and POST are served")]
+    #[error("only GET, POST and DELETE are served")]
     Method,
     #[error("Transfer-Encoding is not supported: send a Content-Length")]
     TransferEncoding,
@@ -121,6 +123,7 @@ pub fn parse_request(head: &[u8]) -> Result<Request<'_>, HttpError> {
     let method = match method {
         "GET" => Method::Get,
         "POST" => Method::Post,
+        "DELETE" => Method::Delete,
         m if !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()) => return Err(HttpError::Method),
         _ => return Err(HttpError::BadRequest),
     };
@@ -349,7 +352,7 @@ mod tests {
             (Method::Post, Some("localhost"), 12)
         );
         assert_eq!(
-            parse_request(b"DELETE /v1/fdb HTTP/1.1\r\n\r\n"),
+            parse_request(b"PUT /v1/fdb HTTP/1.1\r\n\r\n"),
             Err(HttpError::Method)
         );
         assert_eq!(parse_request(b"GET /v1/fdb\r\n\r\n"), Err(HttpError::BadRequest));

@@ -54,12 +54,15 @@ pub enum Endpoint {
     Diag,
     TokenRotate,
     Networks,
+    NetworkCreate,
+    NetworkRemove,
     Attach,
     Detach,
     Attachments,
 }
 
-/// One row of [`ROUTES`].
+/// One row of [`ROUTES`]. A `path` ending in `*` matches every path with that prefix plus a non-empty,
+/// slash-free tail (the tail is handed to the endpoint, e.g. a network's name).
 #[derive(Debug)]
 pub struct Route {
     pub method: Method,
@@ -94,6 +97,20 @@ pub const ROUTES: &[Route] = &[
     route(Method::Get, "/v1/trace", Endpoint::Trace, Access::ReadOnly),
     route(Method::Get, "/v1/diag", Endpoint::Diag, Access::ReadOnly),
     route(Method::Get, "/v1/networks", Endpoint::Networks, Access::ReadOnly),
+    // Body: {"name","vni","subnet","mtu"?,"egress"?,"block_prefix"?}; cluster mode only.
+    route(
+        Method::Post,
+        "/v1/networks",
+        Endpoint::NetworkCreate,
+        Access::Privileged,
+    ),
+    // `DELETE /v1/networks/NAME[?force=true]`.
+    route(
+        Method::Delete,
+        "/v1/networks/*",
+        Endpoint::NetworkRemove,
+        Access::Privileged,
+    ),
     // `overlayctl token --rotate`: a new join secret on an admitter; the old token is refused from then on.
     route(
         Method::Post,
@@ -117,7 +134,7 @@ pub const ROUTES: &[Route] = &[
 pub fn find_route(method: Method, path: &str) -> Result<&'static Route, u16> {
     let mut known_path = false;
     for r in ROUTES {
-        if r.path == path {
+        if route_matches(r.path, path) {
             if r.method == method {
                 return Ok(r);
             }
@@ -125,6 +142,23 @@ pub fn find_route(method: Method, path: &str) -> Result<&'static Route, u16> {
         }
     }
     Err(if known_path { 405 } else { 404 })
+}
+
+fn route_matches(pattern: &str, path: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => path
+            .strip_prefix(prefix)
+            .is_some_and(|tail| !tail.is_empty() && !tail.contains('/')),
+        None => pattern == path,
+    }
+}
+
+/// The tail of `path` matched by a `*` route (`/v1/networks/blue` → `blue`).
+fn route_tail<'a>(pattern: &str, path: &'a str) -> &'a str {
+    pattern
+        .strip_suffix('*')
+        .and_then(|p| path.strip_prefix(p))
+        .unwrap_or("")
 }
 
 /// Which listener a request came in on.
@@ -261,11 +295,12 @@ impl AdminState {
                 ),
             );
         }
-        self.dispatch(route.endpoint, req.query, &raw.body).await
+        let tail = route_tail(route.path, req.path);
+        self.dispatch(route.endpoint, tail, req.query, &raw.body).await
     }
 
-    /// Serve one endpoint. Access has been checked by the caller.
-    pub async fn dispatch(&self, endpoint: Endpoint, query: &str, body: &[u8]) -> Response {
+    /// Serve one endpoint; `tail` is what a `*` route matched. Access has been checked by the caller.
+    pub async fn dispatch(&self, endpoint: Endpoint, tail: &str, query: &str, body: &[u8]) -> Response {
         let now = Instant::now();
         let json = |r: Result<String, serde_json::Error>| match r {
             Ok(body) => Response::ok(body),
@@ -278,6 +313,8 @@ impl AdminState {
                 Err(r) => r,
             },
             Endpoint::Networks => json(serde_json::to_string(&self.networks_json())),
+            Endpoint::NetworkCreate => self.network_create(body).await,
+            Endpoint::NetworkRemove => self.network_remove(tail, query).await,
             Endpoint::Attach => self.attach(body).await,
             Endpoint::Detach => self.detach(body).await,
             Endpoint::Attachments => self.attachments_json(),
@@ -595,6 +632,25 @@ mod tests {
         );
         assert_eq!(find_route(Method::Post, "/v1/fdb").unwrap_err(), 405);
         assert_eq!(find_route(Method::Get, "/v2/x").unwrap_err(), 404);
+        // `*` routes: one path segment, handed to the endpoint.
+        let r = find_route(Method::Delete, "/v1/networks/blue").unwrap();
+        assert_eq!(
+            (r.endpoint, r.access),
+            (Endpoint::NetworkRemove, Access::Privileged)
+        );
+        assert_eq!(route_tail(r.path, "/v1/networks/blue"), "blue");
+        assert_eq!(find_route(Method::Delete, "/v1/networks/").unwrap_err(), 404);
+        assert_eq!(find_route(Method::Delete, "/v1/networks/a/b").unwrap_err(), 404);
+        assert_eq!(find_route(Method::Get, "/v1/networks/blue").unwrap_err(), 405);
+        let r = find_route(Method::Post, "/v1/networks").unwrap();
+        assert_eq!(
+            (r.endpoint, r.access),
+            (Endpoint::NetworkCreate, Access::Privileged)
+        );
+        assert_eq!(
+            find_route(Method::Get, "/v1/networks").unwrap().access,
+            Access::ReadOnly
+        );
     }
 
     #[test]

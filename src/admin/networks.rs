@@ -4,25 +4,12 @@
 use super::{AdminState, FdbEntryJson, Response};
 use dataplane::network::Network;
 use dataplane::stats::{Counters, Snapshot};
-use serde::Serialize;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 /// One network as `overlayctl network ls --json` prints it.
-#[derive(Serialize, Debug)]
-pub struct NetworkJson {
-    pub name: String,
-    pub vni: u32,
-    pub subnet: Option<String>,
-    pub mtu: u32,
-    pub bridge: String,
-    pub tap: String,
-    pub egress: bool,
-    pub gateway: Option<IpAddr>,
-    /// This host's IPAM blocks of the network (none in static mode).
-    pub blocks: Vec<String>,
-}
+pub type NetworkJson = crate::ops::networks::NetworkView;
 
 impl AdminState {
     /// The networks `?network=NAME` selects (all of them without it); 404 naming the served ones.
@@ -62,6 +49,9 @@ impl AdminState {
     }
 
     pub(super) fn networks_json(&self) -> Vec<NetworkJson> {
+        if let Some(ops) = &self.ops {
+            return ops.list_networks();
+        }
         self.observe
             .networks()
             .into_iter()
@@ -81,6 +71,41 @@ impl AdminState {
                 gateway: n.gateway,
             })
             .collect()
+    }
+
+    /// PRIVILEGED: `POST /v1/networks` (cluster mode): define a network cluster-wide.
+    pub(super) async fn network_create(&self, body: &[u8]) -> Response {
+        let Some(ops) = &self.ops else {
+            return Response::error(503, "network operations are not available in this overlayd");
+        };
+        let req: crate::ops::networks::CreateRequest = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => {
+                return Response::error(
+                    400,
+                    &format!("body must be {{\"name\", \"vni\", \"subnet\", \"mtu\"?, \"egress\"?, \"block_prefix\"?}}: {e}"),
+                )
+            }
+        };
+        match ops.create_network(req).await {
+            Ok(v) => match serde_json::to_string(&v) {
+                Ok(b) => Response::ok(b),
+                Err(e) => Response::error(500, &e.to_string()),
+            },
+            Err(e) => Response::error(e.http_status(), &e.to_string()),
+        }
+    }
+
+    /// PRIVILEGED: `DELETE /v1/networks/NAME[?force=true]`.
+    pub(super) async fn network_remove(&self, name: &str, query: &str) -> Response {
+        let Some(ops) = &self.ops else {
+            return Response::error(503, "network operations are not available in this overlayd");
+        };
+        let force = crate::trace::query_param(query, "force").is_some_and(|v| v == "true" || v == "1");
+        match ops.remove_network(name, force).await {
+            Ok(()) => Response::ok(serde_json::json!({ "removed": name }).to_string()),
+            Err(e) => Response::error(e.http_status(), &e.to_string()),
+        }
     }
 
     pub(super) fn fdb_json(&self, query: &str, now: Instant) -> Result<Vec<FdbEntryJson>, Response> {

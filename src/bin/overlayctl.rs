@@ -128,6 +128,32 @@ enum NetworkCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Define a network on every member (cluster mode; needs --admin-socket). Every member creates its bridge
+    /// ovbr<VNI> and TAP ovl<VNI> within seconds; prints the network as `ls --json` does.
+    Create {
+        name: String,
+        #[arg(long)]
+        vni: u32,
+        /// The network's address range, e.g. 10.30.0.0/16 (split into per-host blocks).
+        #[arg(long)]
+        subnet: String,
+        /// Inner MTU [default: the underlay's minus the VXLAN overhead].
+        #[arg(long)]
+        mtu: Option<u32>,
+        /// Give the network a gateway on every host and masquerade its traffic leaving the overlay.
+        #[arg(long)]
+        egress: bool,
+        /// IPAM block size per host [default: 26 for IPv4, 122 for IPv6].
+        #[arg(long)]
+        block_prefix: Option<u8>,
+    },
+    /// Remove a network from every member (cluster mode; needs --admin-socket). Refused while namespaces
+    /// are attached to it, unless --force (which detaches them).
+    Rm {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `?network=NAME` for a filter.
@@ -223,6 +249,71 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
+    match &cli.cmd {
+        Cmd::Network {
+            cmd:
+                NetworkCmd::Create {
+                    name,
+                    vni,
+                    subnet,
+                    mtu,
+                    egress,
+                    block_prefix,
+                },
+        } => {
+            let path = "/v1/networks";
+            let target =
+                match ctl::target_for("network create", Method::Post, path, cli.admin, cli.admin_socket) {
+                    Ok(t) => t,
+                    Err(e) => return fail(&e),
+                };
+            let mut body =
+                serde_json::json!({ "name": name, "vni": vni, "subnet": subnet, "egress": egress });
+            if let Some(m) = mtu {
+                body["mtu"] = serde_json::json!(m);
+            }
+            if let Some(b) = block_prefix {
+                body["block_prefix"] = serde_json::json!(b);
+            }
+            return match ctl::request(&target, Method::Post, path, &body.to_string()) {
+                Ok(b) => {
+                    println!("{b}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            };
+        }
+        Cmd::Network {
+            cmd: NetworkCmd::Rm { name, force },
+        } => {
+            // The route is `/v1/networks/*`; any name selects it.
+            let target = match ctl::target_for(
+                "network rm",
+                Method::Delete,
+                "/v1/networks/x",
+                cli.admin,
+                cli.admin_socket,
+            ) {
+                Ok(t) => t,
+                Err(e) => return fail(&e),
+            };
+            if !overlayd::netspec::valid_name(name) {
+                eprintln!(
+                    "overlayctl: invalid network name {name:?}: use 1-15 characters of A-Z a-z 0-9 _ . -"
+                );
+                return ExitCode::from(2);
+            }
+            let path = format!("/v1/networks/{name}{}", if *force { "?force=true" } else { "" });
+            return match ctl::request(&target, Method::Delete, &path, "") {
+                Ok(_) => {
+                    println!("network {name} removed");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            };
+        }
+        _ => {}
+    }
     let mut query = String::new();
     let (kind, method, path, json) = match cli.cmd {
         Cmd::Metrics => ("metrics", Method::Get, "/metrics", false),
@@ -252,7 +343,12 @@ fn main() -> ExitCode {
         Cmd::Token { rotate: false } => ("token", Method::Get, "/v1/token", false),
         Cmd::Token { rotate: true } => ("token", Method::Post, "/v1/token/rotate", false),
         Cmd::Attachments { json } => ("attachments", Method::Get, "/v1/attachments", json),
-        Cmd::Revoke { .. } | Cmd::Attach { .. } | Cmd::Detach { .. } => return ExitCode::from(2),
+        Cmd::Revoke { .. }
+        | Cmd::Attach { .. }
+        | Cmd::Detach { .. }
+        | Cmd::Network {
+            cmd: NetworkCmd::Create { .. } | NetworkCmd::Rm { .. },
+        } => return ExitCode::from(2),
     };
     let target = match ctl::target_for(kind, method, path, cli.admin, cli.admin_socket) {
         Ok(t) => t,

@@ -9,6 +9,8 @@
 //!
 //! Everything that blocks (netlink, setns, nft, state files) runs in `spawn_blocking`; callers are async.
 
+pub mod networks;
+
 use crate::attach::Attachments;
 
 mod attach;
