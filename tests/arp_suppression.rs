@@ -254,7 +254,6 @@ fn form_cluster(tb: &Testbed, h1: &Host, h2: &Host) -> Vec<Daemon> {
 /// requests for that container itself. Issue 10 "Must be shown": a capture on the underlay shows 0 ARP frames
 /// inside VXLAN for a known binding, and the container still gets its answer.
 #[test]
-#[ignore = "needs the cluster glue (cluster-glue branch) installing control bindings from adverts with IPs; un-ignore once it is on main"]
 fn requests_for_remote_containers_are_answered_locally_in_cluster_mode() {
     let tb = Testbed::builder().hosts(2).build();
     let (h1, h2) = (tb.host(1), tb.host(2));
