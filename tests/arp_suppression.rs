@@ -299,6 +299,65 @@ fn requests_for_remote_containers_are_answered_locally_in_cluster_mode() {
         );
     }
 
+    // IPv6: neighbour solicitations for a known binding are answered the same way.
+    let v6 = |c: &common::testbed::Container| format!("fd20::{}", c.index());
+    for c in [c1, c2] {
+        // The testbed turns IPv6 off in containers; this test needs it on eth0.
+        c.run(
+            "sysctl",
+            &[
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=0",
+                "net.ipv6.conf.eth0.disable_ipv6=0",
+            ],
+        );
+        c.run(
+            "ip",
+            &[
+                "-6",
+                "addr",
+                "add",
+                &format!("{}/64", v6(c)),
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        );
+    }
+    let ping6 = |from: &common::testbed::Container, to: &str, n: &str| {
+        from.exec("ping", &["-6", "-c", n, "-W", "1", to]).is_ok()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || ping6(c1, &v6(c2), "1")
+            && ping6(c2, &v6(c1), "1")),
+        "no IPv6 ping between c1 and c2 within 10 s"
+    );
+    let arrived = wait_until(Duration::from_secs(10), || {
+        let before = suppressed(h1);
+        c1.run("ip", &["-6", "neigh", "flush", "all"]);
+        let _ = ping6(c1, &v6(c2), "1");
+        suppressed(h1) > before
+    });
+    assert!(arrived, "host 1 never answered c1's solicitation for c2 itself");
+    c1.run("ip", &["-6", "neigh", "flush", "all"]);
+    // VXLAN datagrams carrying an NS (ICMPv6 type 135) for fd20::2: inner EtherType at udp[28], IPv6 header at
+    // udp[30] (next header at +6), ICMPv6 at udp[70], its target's last 4 bytes at udp[90].
+    let ns_filter = "udp port 4789 and udp[28:2] = 0x86dd and udp[36] = 58 and udp[70] = 135 \
+                     and udp[90:4] = 0x00000002";
+    let cap = Capture::start(h1, "eth0", ns_filter);
+    assert!(ping6(c1, &v6(c2), "3"), "c1 → fd20::2 failed after the flush");
+    let pkts = cap.stop();
+    assert_eq!(pkts.len(), 0, "NS for a known binding inside VXLAN: {pkts:?}");
+    // The same filter does see a solicitation when one crosses: for an address nobody has.
+    let cap = Capture::start(
+        h1,
+        "eth0",
+        "udp port 4789 and udp[28:2] = 0x86dd and udp[36] = 58 and udp[70] = 135 and udp[90:4] = 0x00000099",
+    );
+    let _ = ping6(c1, "fd20::99", "1");
+    let pkts = cap.stop();
+    assert!(!pkts.is_empty(), "the NS for an unknown address was not flooded");
+
     // An unknown address is still flooded, and counted.
     let flooded = counter(&ctl_json(h1, "stats"), "arp_flooded");
     let cap = Capture::start(h1, "eth0", &arp_filter(false, Ipv4Addr::new(10, 1, 0, 99)));
