@@ -1,11 +1,12 @@
-//! End-to-end proof of issue 10 §4 (ARP/ND suppression) on the data path, in static mode: real overlayd
+//! End-to-end proof of issue 10 §4 (ARP/ND suppression) on the data path, in static and cluster mode: real overlayd
 //! processes, real containers (namespaces behind the bridge), a capture on the underlay.
 //!
 //! Owns: requests for an address bound on our own bridge never cross the underlay (and the container still
 //! gets its answer, from its neighbour on the bridge), requests for an unknown address are flooded and counted
 //! (`arp_flooded`), frames from the bridge's own MAC never enter the tunnel (`bridge_mac` drops), and a bridge
 //! overlayd creates keeps a fixed address whatever ports join it.
-//! Not here: answers for bindings on other hosts (they arrive with the control plane's adverts, cluster mode).
+//! Cluster mode: bindings of other hosts arrive with their MAC adverts, and requests (ARP and IPv6 NS) for them
+//! are answered on this host.
 //! Must never: send to any address outside the testbed, or assert on timings other than functional deadlines.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
