@@ -369,6 +369,8 @@ fn refresh_bridge_mac(net: &Network, bridge: &str) {
         Ok(Some(mac)) => {
             if net.bridge_mac.set(Some(mac)) {
                 info!(network = %net.name, %bridge, %mac, "bridge address");
+                // Frames the bridge sent from its new address before now may have been learned as local.
+                net.fdb.forget_local(&mac, Instant::now());
             }
         }
         Ok(None) => {}

@@ -171,22 +171,26 @@ fn requests_for_local_bindings_stay_home_unknown_ones_flood_and_bridge_frames_ne
     assert!(counter(&ctl_json(h1, "stats"), "arp_flooded") > flooded);
 
     // The bridge's own frames (here: host 1 asking for c2 from an address on the bridge) never enter the
-    // tunnel. The testbed's bridge has no fixed address (it takes its lowest port's), so give overlayd's
-    // housekeeping a moment to see the address it has now that every port is there.
-    std::thread::sleep(Duration::from_secs(2));
+    // tunnel. The testbed's bridge has no fixed address (it takes its lowest port's), so first wait (10 s)
+    // until overlayd's housekeeping knows the address it has now that every port is there.
     let bridge_drops = drops(&ctl_json(h1, "stats"), "bridge_mac");
     let bridge_ip = Ipv4Addr::new(10, 1, 0, 254);
     h1.run("ip", &["addr", "add", &format!("{bridge_ip}/24"), "dev", BRIDGE]);
+    let c2_ip = c2.ip().to_string();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let _ = h1.exec("ping", &["-c", "1", "-W", "1", &c2_ip]);
+            drops(&ctl_json(h1, "stats"), "bridge_mac") > bridge_drops
+        }),
+        "frames from the bridge's MAC ({}) were not dropped as bridge_mac: {}",
+        link_mac(h1, BRIDGE),
+        ctl_json(h1, "stats")
+    );
+    h1.run("ip", &["neigh", "flush", "dev", BRIDGE]);
     let cap = Capture::start(h1, "eth0", &arp_filter(true, bridge_ip));
-    let _ = h1.exec("ping", &["-c", "2", "-W", "1", &c2.ip().to_string()]);
+    let _ = h1.exec("ping", &["-c", "2", "-W", "1", &c2_ip]);
     let pkts = cap.stop();
     assert_eq!(arp_frames(&pkts), 0, "the bridge's ARP entered VXLAN: {pkts:?}");
-    let s = ctl_json(h1, "stats");
-    assert!(
-        drops(&s, "bridge_mac") > bridge_drops,
-        "frames from the bridge's MAC ({}) were not dropped as bridge_mac: {s}",
-        link_mac(h1, BRIDGE)
-    );
     // The bridge MAC was never learned as a container's.
     let fdb = ctl_json(h1, "fdb");
     let bmac = link_mac(h1, BRIDGE);

@@ -527,6 +527,34 @@ impl Fdb {
             .is_some()
     }
 
+    /// Stop holding `mac` as local: it turned out to be the bridge's own address (a bridge without a fixed
+    /// address takes a port's MAC, and its frames may have been learned before the daemon saw the change). A
+    /// pending control claim takes over, else the entry goes. Returns whether `mac` was local.
+    pub fn forget_local(&self, mac: &MacAddr, now: Instant) -> bool {
+        let t = self.ts(now);
+        let mut was_local = false;
+        self.map.remove_if_mut(mac, |_, s| {
+            if s.origin != Origin::Local {
+                return false;
+            }
+            was_local = true;
+            match s.claim.take() {
+                Some(c) => {
+                    s.moves.try_move(t, &self.damping, true);
+                    s.vtep = c;
+                    s.origin = Origin::Control;
+                    s.seen.store(t, Relaxed);
+                    false
+                }
+                None => true,
+            }
+        });
+        if was_local {
+            self.unlocal();
+        }
+        was_local
+    }
+
     /// Reconcile local entries with our bridge's own forwarding table, read at `read_at` (an instant just
     /// before the read). `on_bridge` lists the MACs on non-TAP ports of the bridge (containers' veths), each
     /// with whether it is to be announced as local. Returns how many local entries were given up.
@@ -694,6 +722,33 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f.expire(later), 1);
         assert!(f.is_empty());
+    }
+
+    #[test]
+    fn forget_local_gives_up_a_local_entry_to_its_claim_or_removes_it() {
+        let t0 = Instant::now();
+        let f = Fdb::new(16, Fdb::DEFAULT_AGEING, t0);
+        f.learn(mac(1), ip(1), Origin::Local, t0);
+        f.learn(mac(2), ip(1), Origin::Local, t0);
+        f.learn(mac(3), ip(3), Origin::Learned, t0);
+        // A control claim for a local MAC is kept aside.
+        f.install_control(mac(2), ip(2), t0);
+        let v = f.local_version();
+        assert!(f.forget_local(&mac(1), t0));
+        assert_eq!(f.lookup(&mac(1), t0), None);
+        assert!(f.forget_local(&mac(2), t0));
+        assert_eq!(
+            f.lookup(&mac(2), t0),
+            Some(Dest {
+                vtep: ip(2),
+                origin: Origin::Control
+            })
+        );
+        assert!(!f.forget_local(&mac(3), t0), "not local: untouched");
+        assert!(f.lookup(&mac(3), t0).is_some());
+        assert!(!f.forget_local(&mac(9), t0));
+        assert_eq!(f.local_count(), 0);
+        assert!(f.local_version() > v);
     }
 
     #[test]
