@@ -355,37 +355,52 @@ mod tests {
         let (a, b) = (net("a", 100), net("b", 200));
         let table = Arc::new(NetworkTable::new([a.clone(), b.clone()]).unwrap());
         let local = IpAddr::from([10, 0, 0, 1]);
-        let mut g = Glue::new(
-            local,
-            table,
-            Arc::default(),
-            Arc::default(),
-            Arc::default(),
-            None,
-        );
+        let mut g = Glue::new(local, table, Arc::default(), Arc::default(), Arc::default(), None);
         let (va, vb) = (Vni::new(100).unwrap(), Vni::new(200).unwrap());
         let mac = MacAddr([2, 0, 0, 0, 1, 2]);
         let ip: IpAddr = "10.20.0.7".parse().unwrap();
         let remote = IpAddr::from([10, 0, 0, 2]);
-        g.apply_state(Output::FdbInstall { vni: vb, mac, vtep: remote, ips: vec![ip] });
+        g.apply_state(Output::FdbInstall {
+            vni: vb,
+            mac,
+            vtep: remote,
+            ips: vec![ip],
+        });
         let d = b.fdb.lookup(&mac, Instant::now()).unwrap();
         assert_eq!((d.vtep, d.origin), (remote, Origin::Control));
         assert_eq!(b.neigh.lookup(&ip), Some((mac, NeighOrigin::Control)));
-        assert_eq!(a.fdb.lookup(&mac, Instant::now()), None, "never in another network");
+        assert_eq!(
+            a.fdb.lookup(&mac, Instant::now()),
+            None,
+            "never in another network"
+        );
         assert_eq!(a.neigh.lookup(&ip), None);
         // A new list replaces the old one.
         let ip2: IpAddr = "10.20.0.8".parse().unwrap();
-        g.apply_state(Output::FdbInstall { vni: vb, mac, vtep: remote, ips: vec![ip2] });
+        g.apply_state(Output::FdbInstall {
+            vni: vb,
+            mac,
+            vtep: remote,
+            ips: vec![ip2],
+        });
         assert_eq!(b.neigh.lookup(&ip), None);
         assert_eq!(b.neigh.lookup(&ip2), Some((mac, NeighOrigin::Control)));
         g.apply_state(Output::FdbRemove { vni: vb, mac });
         assert_eq!(b.fdb.lookup(&mac, Instant::now()), None);
         assert_eq!(b.neigh.lookup(&ip2), None);
         // An unknown VNI changes nothing.
-        g.apply_state(Output::FdbInstall { vni: Vni::new(300).unwrap(), mac, vtep: remote, ips: vec![] });
+        g.apply_state(Output::FdbInstall {
+            vni: Vni::new(300).unwrap(),
+            mac,
+            vtep: remote,
+            ips: vec![],
+        });
         assert_eq!(b.fdb.lookup(&mac, Instant::now()), None);
         // Flood sets are per network; members are one global set.
-        g.apply_state(Output::FloodSet { vni: va, vteps: vec![remote] });
+        g.apply_state(Output::FloodSet {
+            vni: va,
+            vteps: vec![remote],
+        });
         assert_eq!(&a.peers.snapshot()[..], &[remote]);
         assert!(b.peers.snapshot().is_empty());
         g.apply_state(Output::MembersChanged(vec![
@@ -399,16 +414,28 @@ mod tests {
             &g.members_set.snapshot()[..],
             &[IpAddr::from([10, 0, 0, 2]), IpAddr::from([10, 0, 0, 3])]
         );
-        assert_eq!(&a.peers.snapshot()[..], &[remote], "membership does not touch flood sets");
+        assert_eq!(
+            &a.peers.snapshot()[..],
+            &[remote],
+            "membership does not touch flood sets"
+        );
         assert_eq!(g.members.read().unwrap().as_ref().unwrap().len(), 5);
         assert_eq!(g.membership_changes.load(std::sync::atomic::Ordering::Relaxed), 5);
-        g.apply_state(Output::FloodSet { vni: va, vteps: vec![] });
+        g.apply_state(Output::FloodSet {
+            vni: va,
+            vteps: vec![],
+        });
         assert!(a.peers.snapshot().is_empty());
         // Our own MAC advertised back to us is not installed as remote.
         let own = MacAddr([2, 0, 0, 0, 1, 1]);
         a.fdb.learn(own, local, Origin::Local, Instant::now());
         a.neigh.learn(Binding { ip, mac: own }, Instant::now());
-        g.apply_state(Output::FdbInstall { vni: va, mac: own, vtep: local, ips: vec![ip] });
+        g.apply_state(Output::FdbInstall {
+            vni: va,
+            mac: own,
+            vtep: local,
+            ips: vec![ip],
+        });
         assert_eq!(a.fdb.lookup(&own, Instant::now()).unwrap().origin, Origin::Local);
         assert_eq!(a.neigh.lookup(&ip), Some((own, NeighOrigin::Local)));
     }

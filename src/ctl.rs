@@ -197,8 +197,9 @@ pub fn render(kind: &str, body: &str) -> Result<String, serde_json::Error> {
     };
     let empty = Vec::new();
     Ok(match kind {
-        "fdb" | "peers" | "networks" => {
+        "fdb" | "peers" | "networks" | "attachments" => {
             let cols: &[&str] = match kind {
+                "attachments" => &["network", "netns", "ifname", "ip", "mac", "host_ifname", "mtu"],
                 "fdb" => &["network", "vni", "mac", "vtep", "origin", "age_s"],
                 "networks" => &[
                     "name", "vni", "subnet", "mtu", "bridge", "tap", "egress", "gateway", "blocks",

@@ -7,6 +7,7 @@ use crate::attach::{AttachError, Attachments};
 use crate::cluster::{self, ClusterError, Plumbing};
 use crate::config::{Args, Config};
 use crate::devices::DevicesError;
+use crate::egress::{Egress, EgressNet};
 use crate::lock::{LockError, StateLock};
 use crate::networks::{Networks, Settings};
 use crate::notify::{Liveness, Service};
@@ -58,6 +59,8 @@ pub enum DaemonError {
     Lock(#[from] LockError),
     #[error(transparent)]
     Networks(#[from] crate::networks::NetworksError),
+    #[error(transparent)]
+    Egress(#[from] crate::egress::EgressError),
     #[error("no network configured: give --network NAME:VNI or --vni")]
     NoNetwork,
     #[error(transparent)]
@@ -209,6 +212,11 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
     let kept = attachments.reconcile()?;
     info!(?kept, "attachments reconciled");
     let ops = Arc::new(Ops::new(networks.clone(), attachments, cluster_mode));
+    // Egress of the networks that have it: gateway on the bridge, nft masquerade; follows the set of
+    // networks (checked every EGRESS_CHECK), removed at exit.
+    let egress = Arc::new(std::sync::Mutex::new(Egress::new()));
+    let egress_version = table.version();
+    apply_egress(&networks, &egress)?;
     let tx_engine = Engine::serving(ecfg.clone(), Side::Tx, table.clone(), peers.clone());
     let rx_engine = Engine::serving(ecfg, Side::Rx, table.clone(), peers.clone()).with_activity(activity);
 
@@ -321,6 +329,27 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
                     }
                 }
             });
+            let egress_watch = tokio::spawn({
+                let (networks, egress, table) = (networks.clone(), egress.clone(), table.clone());
+                async move {
+                    let mut seen = egress_version;
+                    let mut tick = tokio::time::interval(EGRESS_CHECK);
+                    loop {
+                        tick.tick().await;
+                        let v = table.version();
+                        if v == seen {
+                            continue;
+                        }
+                        seen = v;
+                        let (n, e) = (networks.clone(), egress.clone());
+                        match tokio::task::spawn_blocking(move || apply_egress(&n, &e)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => tracing::error!(error = %e, "cannot update egress"),
+                            Err(e) => tracing::error!(error = %e, "egress update failed"),
+                        }
+                    }
+                }
+            });
             // A lost TAP/bridge that cannot be restored ends the daemon like a signal, but as an error.
             let r = tokio::select! {
                 r = reload::wait_for_stop(reloader, &service) => r.map_err(DaemonError::Runtime),
@@ -340,6 +369,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
                 a.abort();
             }
             housekeeping.abort();
+            egress_watch.abort();
             prober.abort();
             r
         });
@@ -351,11 +381,49 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
         let _ = rx.join();
         result
     })?;
+    if let Err(e) = egress.lock().unwrap_or_else(|p| p.into_inner()).teardown() {
+        warn!(error = %e, "cannot remove overlayd's egress rules (nft delete table inet overlayd)");
+    }
     // Closing the last queue fd removes the (non-persistent) TAP; the bridge goes only if we created it and
     // nothing else is plugged into it.
     networks.shutdown();
     drop(networks);
     drop(admin_socket);
     info!("stopped");
+    Ok(())
+}
+
+/// How often the egress task looks for a changed set of networks.
+const EGRESS_CHECK: Duration = Duration::from_millis(500);
+
+/// Make egress match the networks served now (those with `egress` and a subnet).
+fn apply_egress(
+    networks: &Networks,
+    egress: &std::sync::Mutex<Egress>,
+) -> Result<(), crate::egress::EgressError> {
+    let specs = networks.specs();
+    let nets: Vec<EgressNet> = specs
+        .iter()
+        .filter(|s| s.egress)
+        .filter_map(|s| {
+            s.subnet.map(|subnet| EgressNet {
+                name: s.name.clone(),
+                bridge: s.bridge.clone(),
+                subnet,
+            })
+        })
+        .collect();
+    let ifaces: Vec<String> = specs
+        .iter()
+        .flat_map(|s| [s.bridge.clone(), s.tap.clone()])
+        .collect();
+    let mut e = egress.lock().unwrap_or_else(|p| p.into_inner());
+    if nets.is_empty() && e.applied().is_empty() {
+        return Ok(());
+    }
+    e.apply(&nets, &ifaces)?;
+    if !nets.is_empty() {
+        info!(networks = ?nets.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), "egress applied");
+    }
     Ok(())
 }

@@ -252,12 +252,23 @@ impl Networks {
 
     /// The spec of network `name`, if served.
     pub fn spec(&self, name: &str) -> Option<NetworkSpec> {
-        self.entries().iter().find(|e| e.spec.name == name).map(|e| e.spec.clone())
+        self.entries()
+            .iter()
+            .find(|e| e.spec.name == name)
+            .map(|e| e.spec.clone())
     }
 
     /// The specs of the networks served, in the order they were added.
     pub fn specs(&self) -> Vec<NetworkSpec> {
         self.entries().iter().map(|e| e.spec.clone()).collect()
+    }
+
+    /// The spec and effective MTU of network `name`.
+    pub fn get(&self, name: &str) -> Option<(NetworkSpec, u32)> {
+        self.entries()
+            .iter()
+            .find(|e| e.spec.name == name)
+            .map(|e| (e.spec.clone(), e.mtu))
     }
 
     /// Stop every watcher and forget every network (shutdown). Devices are removed as in [`Networks::remove`].

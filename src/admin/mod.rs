@@ -11,6 +11,7 @@
 //! Must never: serve a `Privileged` route on TCP, or block the data plane (everything here only reads shared
 //! state).
 
+mod attach;
 pub mod http;
 pub mod networks;
 pub mod socket;
@@ -55,6 +56,9 @@ pub enum Endpoint {
     Networks,
     NetworkCreate,
     NetworkRemove,
+    Attach,
+    Detach,
+    Attachments,
 }
 
 /// One row of [`ROUTES`]. A `path` ending in `*` matches every path with that prefix plus a non-empty,
@@ -112,6 +116,16 @@ pub const ROUTES: &[Route] = &[
         Method::Post,
         "/v1/token/rotate",
         Endpoint::TokenRotate,
+        Access::Privileged,
+    ),
+    // Body: {"netns", "network", "ip"?, "mac"?, "ifname"?} → the attachment (CONTRACT "Admin API").
+    route(Method::Post, "/v1/attach", Endpoint::Attach, Access::Privileged),
+    // Body: {"netns", "network", "ifname"?} → {"detached": bool}; idempotent.
+    route(Method::Post, "/v1/detach", Endpoint::Detach, Access::Privileged),
+    route(
+        Method::Get,
+        "/v1/attachments",
+        Endpoint::Attachments,
         Access::Privileged,
     ),
 ];
@@ -301,6 +315,9 @@ impl AdminState {
             Endpoint::Networks => json(serde_json::to_string(&self.networks_json())),
             Endpoint::NetworkCreate => self.network_create(body).await,
             Endpoint::NetworkRemove => self.network_remove(tail, query).await,
+            Endpoint::Attach => self.attach(body).await,
+            Endpoint::Detach => self.detach(body).await,
+            Endpoint::Attachments => self.attachments_json(),
             Endpoint::Stats => {
                 let mut v = match self.stats_json(query) {
                     Ok(v) => v,

@@ -56,6 +56,11 @@ impl AdminState {
             .networks()
             .into_iter()
             .map(|n| NetworkJson {
+                blocks: self
+                    .ops
+                    .as_ref()
+                    .map(|o| o.blocks_of(&n.name).iter().map(ToString::to_string).collect())
+                    .unwrap_or_default(),
                 name: n.name,
                 vni: n.vni.get(),
                 subnet: n.subnet.map(|s| s.to_string()),
@@ -64,7 +69,6 @@ impl AdminState {
                 tap: n.tap,
                 egress: n.egress,
                 gateway: n.gateway,
-                blocks: Vec::new(),
             })
             .collect()
     }

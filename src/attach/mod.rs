@@ -202,6 +202,11 @@ impl Attachments {
         })
     }
 
+    /// The state directory the records live in.
+    pub fn state_dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn lock(&self) -> MutexGuard<'_, Vec<Attachment>> {
         // A panic while holding the lock leaves a consistent Vec (we only push/retain): keep going.
         self.state.lock().unwrap_or_else(|p| p.into_inner())

@@ -83,6 +83,42 @@ enum Cmd {
     /// Remove a node from the cluster for good (NODE_ID is the `id` of `peers --json`); needs --admin-socket
     /// (root). Works on any member: an admitter signs the revocation, other members forward the request.
     Revoke { node_id: String },
+    /// Wire a network namespace into a network: veth pair, MTU, address (from this host's block without
+    /// --ip; static mode needs --ip), default route via the gateway (egress networks), bridge port. Needs
+    /// --admin-socket (root).
+    Attach {
+        /// `ip netns` name, PID (e.g. `docker inspect -f '{{.State.Pid}}'`) or path of an nsfs file.
+        #[arg(long, value_name = "NAME|PID|PATH")]
+        netns: String,
+        #[arg(long)]
+        network: String,
+        /// Address with the subnet's prefix, e.g. 10.20.0.5/16.
+        #[arg(long, value_name = "CIDR")]
+        ip: Option<String>,
+        /// MAC of the interface in the namespace [default: random, locally administered].
+        #[arg(long)]
+        mac: Option<String>,
+        /// Interface name inside the namespace.
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Undo `attach` (veth, address, route, bridge port; the address is released). Succeeds when nothing is
+    /// attached. Needs --admin-socket (root).
+    Detach {
+        #[arg(long, value_name = "NAME|PID|PATH")]
+        netns: String,
+        #[arg(long)]
+        network: String,
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+    },
+    /// The namespaces attached by this overlayd. Needs --admin-socket (root).
+    Attachments {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -163,11 +199,13 @@ fn main() -> ExitCode {
                 },
         } => {
             let path = "/v1/networks";
-            let target = match ctl::target_for("network create", Method::Post, path, cli.admin, cli.admin_socket) {
-                Ok(t) => t,
-                Err(e) => return fail(&e),
-            };
-            let mut body = serde_json::json!({ "name": name, "vni": vni, "subnet": subnet, "egress": egress });
+            let target =
+                match ctl::target_for("network create", Method::Post, path, cli.admin, cli.admin_socket) {
+                    Ok(t) => t,
+                    Err(e) => return fail(&e),
+                };
+            let mut body =
+                serde_json::json!({ "name": name, "vni": vni, "subnet": subnet, "egress": egress });
             if let Some(m) = mtu {
                 body["mtu"] = serde_json::json!(m);
             }
@@ -186,12 +224,20 @@ fn main() -> ExitCode {
             cmd: NetworkCmd::Rm { name, force },
         } => {
             // The route is `/v1/networks/*`; any name selects it.
-            let target = match ctl::target_for("network rm", Method::Delete, "/v1/networks/x", cli.admin, cli.admin_socket) {
+            let target = match ctl::target_for(
+                "network rm",
+                Method::Delete,
+                "/v1/networks/x",
+                cli.admin,
+                cli.admin_socket,
+            ) {
                 Ok(t) => t,
                 Err(e) => return fail(&e),
             };
             if !overlayd::netspec::valid_name(name) {
-                eprintln!("overlayctl: invalid network name {name:?}: use 1-15 characters of A-Z a-z 0-9 _ . -");
+                eprintln!(
+                    "overlayctl: invalid network name {name:?}: use 1-15 characters of A-Z a-z 0-9 _ . -"
+                );
                 return ExitCode::from(2);
             }
             let path = format!("/v1/networks/{name}{}", if *force { "?force=true" } else { "" });
@@ -204,6 +250,69 @@ fn main() -> ExitCode {
             };
         }
         _ => {}
+    }
+    let posted = match &cli.cmd {
+        Cmd::Attach {
+            netns,
+            network,
+            ip,
+            mac,
+            ifname,
+            json,
+        } => {
+            let mut b = serde_json::json!({ "netns": netns, "network": network, "ifname": ifname });
+            if let Some(ip) = ip {
+                b["ip"] = serde_json::json!(ip);
+            }
+            if let Some(mac) = mac {
+                b["mac"] = serde_json::json!(mac);
+            }
+            Some(("attach", "/v1/attach", b, *json))
+        }
+        Cmd::Detach {
+            netns,
+            network,
+            ifname,
+        } => Some((
+            "detach",
+            "/v1/detach",
+            serde_json::json!({ "netns": netns, "network": network, "ifname": ifname }),
+            false,
+        )),
+        _ => None,
+    };
+    if let Some((kind, path, body, json)) = posted {
+        let target = match ctl::target_for(kind, Method::Post, path, cli.admin, cli.admin_socket) {
+            Ok(t) => t,
+            Err(e) => return fail(&e),
+        };
+        let answer = match ctl::request(&target, Method::Post, path, &body.to_string()) {
+            Ok(b) => b,
+            Err(e) => return fail(&e),
+        };
+        let v: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
+        if json {
+            println!("{answer}");
+        } else if kind == "attach" {
+            let s = |k: &str| v[k].as_str().map_or_else(|| "-".to_string(), str::to_string);
+            println!(
+                "{} {} attached to {} as {} ({}, mac {}, host side {})",
+                s("netns"),
+                s("ifname"),
+                s("network"),
+                s("ip"),
+                v["mtu"]
+                    .as_u64()
+                    .map_or_else(|| "-".into(), |m| format!("mtu {m}")),
+                s("mac"),
+                s("host_ifname")
+            );
+        } else if v["detached"].as_bool() == Some(true) {
+            println!("detached");
+        } else {
+            println!("nothing was attached (or the namespace is gone)");
+        }
+        return ExitCode::SUCCESS;
     }
     let mut query = String::new();
     let (kind, method, path, json) = match cli.cmd {
@@ -233,7 +342,10 @@ fn main() -> ExitCode {
         } => ("networks", Method::Get, "/v1/networks", json),
         Cmd::Token { rotate: false } => ("token", Method::Get, "/v1/token", false),
         Cmd::Token { rotate: true } => ("token", Method::Post, "/v1/token/rotate", false),
+        Cmd::Attachments { json } => ("attachments", Method::Get, "/v1/attachments", json),
         Cmd::Revoke { .. }
+        | Cmd::Attach { .. }
+        | Cmd::Detach { .. }
         | Cmd::Network {
             cmd: NetworkCmd::Create { .. } | NetworkCmd::Rm { .. },
         } => return ExitCode::from(2),

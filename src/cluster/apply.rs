@@ -252,10 +252,7 @@ impl Glue {
             }
             Err(e) => warn!(network = %name, "cannot remove the network: {e}"),
         }
-        ops.blocks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+        ops.blocks.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
     }
 }
 

@@ -85,7 +85,10 @@ mod tests {
             ]
         );
         // The hook fired: a permit is stored, so this returns at once.
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
         rt.block_on(async {
             tokio::time::timeout(std::time::Duration::from_secs(1), changed.notified())
                 .await

@@ -12,7 +12,10 @@
 pub mod networks;
 
 use crate::attach::Attachments;
+
+mod attach;
 use crate::networks::Networks;
+pub use attach::{AttachRequest, DetachRequest, Reservations, RESERVATIONS_FILE};
 use control::transport::GossipClient;
 use ipnet::IpNet;
 use std::collections::BTreeMap;
@@ -31,6 +34,9 @@ pub struct Ops {
     /// This host's IPAM blocks per network name, as the control plane granted them (`BlockGranted` /
     /// `BlockReleased`, kept by the cluster glue); empty in static mode.
     pub blocks: Mutex<BTreeMap<String, Vec<IpNet>>>,
+    /// Addresses handed out without an attachment (Docker's IPAM driver), persisted in the state dir; its
+    /// lock also serialises every address allocation of this host.
+    pub reservations: Mutex<Reservations>,
 }
 
 impl Ops {
@@ -41,9 +47,11 @@ impl Ops {
     }
 
     pub fn new(networks: Arc<Networks>, attachments: Arc<Attachments>, cluster_mode: bool) -> Ops {
+        let reservations = Reservations::open(attachments.state_dir());
         Ops {
             networks,
             attachments,
+            reservations: Mutex::new(reservations),
             control: OnceLock::new(),
             cluster_mode,
             blocks: Mutex::default(),

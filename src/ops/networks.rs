@@ -75,8 +75,15 @@ impl Ops {
     /// serves it. An identical definition is a no-op that succeeds.
     pub async fn create_network(&self, req: CreateRequest) -> Result<NetworkView, OpsError> {
         let control = self.control()?;
-        let def = NetworkDef::new(&req.name, req.vni, req.subnet, req.mtu, req.egress, req.block_prefix)
-            .map_err(network_error)?;
+        let def = NetworkDef::new(
+            &req.name,
+            req.vni,
+            req.subnet,
+            req.mtu,
+            req.egress,
+            req.block_prefix,
+        )
+        .map_err(network_error)?;
         // The checks every member applies when it builds the devices: refuse here rather than there.
         let spec = crate::cluster::apply::spec_of(&def).map_err(|e| OpsError::BadRequest(e.to_string()))?;
         // A network declared on this host (--network, legacy flags) must not clash with the new one.
