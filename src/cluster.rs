@@ -353,9 +353,17 @@ mod tests {
     #[test]
     fn outputs_land_in_the_network_of_their_vni() {
         let (a, b) = (net("a", 100), net("b", 200));
-        let table = Arc::new(NetworkTable::new([a.clone(), b.clone()]).unwrap());
+        // A network declared on this host floods to every member: the shared member set.
+        let members_set: Arc<PeerSet> = Arc::default();
+        let legacy = Arc::new(Network::new(
+            "default",
+            Vni::new(42).unwrap(),
+            Arc::new(Fdb::new(64, Fdb::DEFAULT_AGEING, Instant::now())),
+            members_set.clone(),
+        ));
+        let table = Arc::new(NetworkTable::new([a.clone(), b.clone(), legacy.clone()]).unwrap());
         let local = IpAddr::from([10, 0, 0, 1]);
-        let mut g = Glue::new(local, table, Arc::default(), Arc::default(), Arc::default(), None);
+        let mut g = Glue::new(local, table, members_set, Arc::default(), Arc::default(), None);
         let (va, vb) = (Vni::new(100).unwrap(), Vni::new(200).unwrap());
         let mac = MacAddr([2, 0, 0, 0, 1, 2]);
         let ip: IpAddr = "10.20.0.7".parse().unwrap();

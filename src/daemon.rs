@@ -197,7 +197,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
             ageing: Duration::from_secs(cfg.ageing_s),
             max_local_macs: cfg.max_local_macs,
             epoch,
-            flood: (!cluster_mode).then(|| peers.clone()),
+            flood: peers.clone(),
         },
         table.clone(),
         vec![tx_waker.clone(), rx_waker.clone()],

@@ -52,9 +52,10 @@ pub struct Settings {
     pub ageing: Duration,
     pub max_local_macs: usize,
     pub epoch: Instant,
-    /// Static mode: one flood set shared by every network (the `--peer`s). `None` (cluster mode): each
-    /// network gets its own, which the cluster glue fills from the control plane's `FloodSet` outputs.
-    pub flood: Option<Arc<PeerSet>>,
+    /// The flood set of the networks declared on this host (`--network`, the legacy flags): the static
+    /// `--peer`s, or the alive members in cluster mode (their endpoints may stay silent, so the control plane
+    /// cannot know which members serve them). Cluster-defined networks get their own ([`Networks::add_own_flood`]).
+    pub flood: Arc<PeerSet>,
 }
 
 /// A served network and what keeps it running.
@@ -147,6 +148,16 @@ impl Networks {
     /// watcher and hand it to the forwarding threads. Blocks for the netlink calls (a few ms). On error
     /// nothing is left behind.
     pub fn add(&self, spec: NetworkSpec) -> Result<Arc<Network>, NetworksError> {
+        self.add_with(spec, self.settings.flood.clone())
+    }
+
+    /// [`Networks::add`] with a flood set of its own (empty at first): a cluster-defined network, whose flood
+    /// set the control plane maintains (members advertising a MAC on it).
+    pub fn add_own_flood(&self, spec: NetworkSpec) -> Result<Arc<Network>, NetworksError> {
+        self.add_with(spec, Arc::default())
+    }
+
+    fn add_with(&self, spec: NetworkSpec, flood: Arc<PeerSet>) -> Result<Arc<Network>, NetworksError> {
         let mut entries = self.entries();
         netspec::check_collisions(&spec, entries.iter().map(|e| &e.spec))?;
         let s = &self.settings;
@@ -168,7 +179,6 @@ impl Networks {
         );
         let watcher = devices.watcher().map_err(dev_err)?;
         let fdb = Arc::new(Fdb::new(s.fdb_max, s.ageing, s.epoch).with_max_local(s.max_local_macs));
-        let flood = s.flood.clone().unwrap_or_default();
         let mut net = Network::new(spec.name.clone(), spec.vni, fdb, flood)
             .with_tap(devices.tap().clone(), u16::try_from(mtu).unwrap_or(u16::MAX));
         net.gateway = spec.gateway();

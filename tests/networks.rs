@@ -374,7 +374,7 @@ fn networks_manager_helper() {
             ageing: Duration::from_secs(300),
             max_local_macs: 16,
             epoch,
-            flood: Some(Arc::new(PeerSet::default())),
+            flood: Arc::new(PeerSet::default()),
         },
         table.clone(),
         vec![waker.clone()],

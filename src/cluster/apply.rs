@@ -1,5 +1,5 @@
 //! Control plane → data plane in one hop: every [`Output`] the gossip endpoint hands us is applied here to
-//! the network of its VNI (FDB entries and ARP/ND bindings, flood sets), to the set of networks (create or
+//! the network of its VNI (FDB entries and ARP/ND bindings, flood sets of cluster-defined networks), to the set of networks (create or
 //! remove their bridge and TAP) and to this host's IPAM blocks ([`Ops::blocks`]).
 //!
 //! Must never: block the async runtime (netlink runs in `spawn_blocking`), apply an entry to a network of
@@ -96,8 +96,13 @@ impl Glue {
                 }
             }
             Output::FloodSet { vni, vteps } => {
-                if let Some(net) = self.table.by_vni(vni) {
-                    // Static mode never gets here; in cluster mode every network has its own set.
+                // Networks declared on this host flood to every member (the shared member set); only
+                // cluster-defined networks have a flood set of their own.
+                if let Some(net) = self
+                    .table
+                    .by_vni(vni)
+                    .filter(|n| !Arc::ptr_eq(&n.peers, &self.members_set))
+                {
                     net.peers.set(vteps.iter().copied().filter(|v| *v != self.local));
                 }
                 if vteps.is_empty() {
@@ -200,14 +205,16 @@ impl Glue {
             }
         }
         if let (Some(vteps), Some(net)) = (self.flood.get(&vni), self.table.by_vni(vni)) {
-            net.peers.set(vteps.iter().copied().filter(|v| *v != self.local));
+            if !Arc::ptr_eq(&net.peers, &self.members_set) {
+                net.peers.set(vteps.iter().copied().filter(|v| *v != self.local));
+            }
         }
     }
 
     async fn add(&mut self, ops: &Arc<Ops>, spec: crate::netspec::NetworkSpec) -> bool {
         let name = spec.name.clone();
         let networks = ops.networks.clone();
-        match tokio::task::spawn_blocking(move || networks.add(spec)).await {
+        match tokio::task::spawn_blocking(move || networks.add_own_flood(spec)).await {
             Ok(Ok(_)) => {
                 self.managed.insert(name);
                 true

@@ -38,11 +38,20 @@ pub fn hook(table: &NetworkTable, changed: &Arc<Notify>) {
     }
 }
 
-/// The full local set, sorted (VNI, MAC).
+/// The full local set, sorted (VNI, MAC): the FDB's local MACs and the MACs of local ARP/ND bindings (an
+/// attached container that has not sent a frame yet still makes this host serve its network), never the
+/// bridge's own MAC.
 pub fn entries(table: &NetworkTable, now: Instant) -> Vec<Entry> {
     let mut out = Vec::new();
     for n in table.snapshot().iter() {
-        for mac in n.fdb.local_macs(now) {
+        let mut macs = n.fdb.local_macs(now);
+        macs.extend(n.neigh.local_bindings().iter().map(|b| b.mac));
+        macs.sort_unstable();
+        macs.dedup();
+        for mac in macs {
+            if Some(mac) == n.bridge_mac {
+                continue;
+            }
             out.push((n.vni, mac, n.neigh.local_ips_of(&mac, MAX_IPS_PER_MAC)));
         }
     }
@@ -75,6 +84,9 @@ mod tests {
         b.fdb.learn(m2, local, Origin::Local, now);
         let ip: IpAddr = "10.20.0.5".parse().unwrap();
         b.neigh.learn(Binding { ip, mac: m2 }, now);
+        // A binding whose MAC has not sent a frame yet (attached, silent) is advertised too.
+        let (m3, ip3): (MacAddr, IpAddr) = (MacAddr([2, 0, 0, 0, 0, 3]), "10.20.0.6".parse().unwrap());
+        b.neigh.learn(Binding { ip: ip3, mac: m3 }, now);
         assert_ne!(versions(&table), v0, "FDB and neigh changes move the versions");
         let e = entries(&table, now);
         assert_eq!(
@@ -82,6 +94,7 @@ mod tests {
             vec![
                 (Vni::new(100).unwrap(), m1, vec![]),
                 (Vni::new(200).unwrap(), m2, vec![ip]),
+                (Vni::new(200).unwrap(), m3, vec![ip3]),
             ]
         );
         // The hook fired: a permit is stored, so this returns at once.
