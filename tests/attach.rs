@@ -4,6 +4,8 @@
 //! port and is idempotent; a namespace is also attached by PID; attachments survive a daemon restart; and
 //! attached containers talk ping and TCP over an IPv6 underlay.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::overlay::{ctl_socket, ping_ok, spawn_overlayd, OVERLAYCTL};

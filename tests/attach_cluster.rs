@@ -4,6 +4,8 @@
 //! detach leaves no veth behind. Scale: a /16 with 3 hosts and more than 100 attached namespaces, one host
 //! holding more than one /26 block.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::overlay::{

@@ -4,6 +4,8 @@
 //! replies only arrive because the source was masqueraded); after overlayd exits (SIGTERM), the table
 //! `inet overlayd` and the gateway are gone.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::overlay::{ctl_socket, spawn_overlayd};

@@ -496,6 +496,35 @@ mod tests {
         assert_eq!(parse_ip("fd00::5", None).unwrap().to_string(), "fd00::5/128");
     }
 
+    /// What `POST /v1/attach` answers is what `overlayd-cni` parses (CONTRACT "Admin API").
+    #[test]
+    fn the_attach_answer_is_what_the_cni_plugin_reads() {
+        let netns = NetnsRef::Name("c1".into());
+        let a = Attachment {
+            host_ifname: crate::attach::host_ifname(&netns, "blue", "eth0"),
+            network: "blue".into(),
+            netns,
+            ifname: "eth0".into(),
+            mac: "02:00:00:00:00:01".parse().unwrap(),
+            ip: Some("10.20.0.2/16".parse().unwrap()),
+            gateway: Some("10.20.0.1".parse().unwrap()),
+            mtu: 1450,
+            bridge: "ovbr10".into(),
+            netns_id: crate::host::NetnsId { dev: 4, ino: 5 },
+        };
+        let body = serde_json::to_string(&a).unwrap();
+        let c = crate::cni::parse_attachment(&body).unwrap();
+        assert_eq!(c.network, "blue");
+        assert_eq!(c.netns, "c1");
+        assert_eq!(c.ip, "10.20.0.2/16");
+        assert_eq!(c.mac, "02:00:00:00:00:01");
+        assert_eq!(c.gateway.as_deref(), Some("10.20.0.1"));
+        assert_eq!(c.mtu, Some(1450));
+        assert_eq!(c.host_ifname, a.host_ifname);
+        let list: Vec<crate::cni::Attachment> = serde_json::from_str(&format!("[{body}]")).unwrap();
+        assert_eq!(list.len(), 1);
+    }
+
     #[test]
     fn reservations_persist() {
         let dir = std::env::temp_dir().join(format!("ovl-resv-{}", std::process::id()));
