@@ -263,3 +263,34 @@ fn two_dockerds_with_their_overlayds_run_containers_that_talk_across_hosts() {
     }
     drop(docks);
 }
+
+/// `--docker-plugin unix:PATH`: the daemon serves the plugin API on a root-only socket and removes the
+/// socket when it exits.
+#[test]
+fn docker_plugin_unix_socket_is_served_and_removed_on_exit() {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+    let tb = Testbed::builder().hosts(2).containers(false).build();
+    tb.cleanup_on_exit();
+    let h = tb.host(1);
+    let sock = tb.log_dir().join("overlayd-plugin.sock");
+    let arg = format!("unix:{}", sock.display());
+    let peer = tb.host(2).underlay_ip().to_string();
+    let mut d = start_overlayd(h, &["--peer", &peer, "--docker-plugin", &arg]);
+    assert!(sock.exists(), "{} not created:\n{}", sock.display(), d.log());
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the plugin socket must be root-only");
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.write_all(b"POST /Plugin.Activate HTTP/1.1\r\nHost: plugin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains(r#"{"Implements":["NetworkDriver","IpamDriver"]}"#),
+        "{answer}"
+    );
+    d.signal("TERM").unwrap();
+    assert!(d.wait_timeout(Duration::from_secs(20)).is_some(), "overlayd did not exit:\n{}", d.log());
+    assert!(!sock.exists(), "{} left behind after exit", sock.display());
+}
