@@ -138,9 +138,18 @@ fn cni(command: &str, container: &str, netns: &str, conf: &Value) -> (i32, Value
     )
 }
 
+/// The plugin's configuration as a runtime (libcni) derives it from the shipped
+/// `dist/overlayd-cni.conflist`: the list's `cniVersion` and `name` put into its plugin entry; only the
+/// admin socket is this host's.
 fn conf(host: &Host) -> Value {
-    json!({"cniVersion": "1.0.0", "name": "app-net", "type": "overlayd-cni", "network": "app",
-           "socket": host.admin_socket().display().to_string()})
+    let list: Value = serde_json::from_str(include_str!("../dist/overlayd-cni.conflist")).unwrap();
+    let mut c = list["plugins"][0].clone();
+    assert_eq!(c["type"], "overlayd-cni");
+    assert_eq!(c["network"], "app");
+    c["cniVersion"] = list["cniVersion"].clone();
+    c["name"] = list["name"].clone();
+    c["socket"] = json!(host.admin_socket().display().to_string());
+    c
 }
 
 /// veth links in `host`'s namespace.

@@ -187,6 +187,14 @@ fn two_dockerds_with_their_overlayds_run_containers_that_talk_across_hosts() {
         let a: std::net::Ipv4Addr = ip.parse().unwrap_or_else(|e| panic!("{ip:?}: {e}"));
         assert!(subnet.contains(&a), "{a} outside {subnet}");
     }
+    // eth0: the subnet's prefix, the network's MTU, the MAC Docker reports for the endpoint.
+    let mtu = net["mtu"].as_u64().unwrap_or_else(|| panic!("no mtu: {net}"));
+    let link = d1.exec(&ids1[0], &["ip", "-o", "link", "show", "eth0"]).unwrap();
+    assert!(link.contains(&format!("mtu {mtu} ")), "{link} should have mtu {mtu}");
+    let mac = d1.must(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.MacAddress}}{{end}}", &ids1[0]]);
+    assert!(link.contains(mac.trim()), "{link} should have {}", mac.trim());
+    let addrs = d1.exec(&ids1[0], &["ip", "-o", "addr", "show", "eth0"]).unwrap();
+    assert!(addrs.contains(&format!("{}/16", ips1[0])), "{addrs}");
     assert_eq!(driver_veths(hosts[0]).len(), PER_HOST);
     assert_eq!(driver_veths(hosts[1]).len(), PER_HOST);
     for h in &hosts {
