@@ -591,7 +591,11 @@ fn network_collisions_are_errors_naming_the_fix() {
 
 #[test]
 fn docker_plugin_flag_and_key() {
-    assert_eq!(parse(&["--peer", "10.0.0.2"]).unwrap().docker_plugin, None, "off by default");
+    assert_eq!(
+        parse(&["--peer", "10.0.0.2"]).unwrap().docker_plugin,
+        None,
+        "off by default"
+    );
     let c = parse(&["--peer", "10.0.0.2", "--docker-plugin", "tcp:127.0.0.1:9100"]).unwrap();
     assert_eq!(
         c.docker_plugin,

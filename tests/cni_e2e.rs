@@ -55,7 +55,10 @@ impl Pod {
     }
 
     fn delete(&self) {
-        let out = Command::new("ip").args(["netns", "del", &self.name]).output().unwrap();
+        let out = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "ip netns del {}: {out:?}", self.name);
     }
 }
@@ -96,7 +99,12 @@ fn form_cluster(tb: &Testbed, hosts: &[&Host], extra: &dyn Fn(&Host) -> Vec<Stri
         let ready = wait_until(Duration::from_secs(20), || {
             !d.is_running() || h.exec(OVERLAYCTL, &["stats", "--json"]).is_ok()
         });
-        assert!(ready && d.is_running(), "`{}` did not join:\n{}", d.cmdline(), d.log());
+        assert!(
+            ready && d.is_running(),
+            "`{}` did not join:\n{}",
+            d.cmdline(),
+            d.log()
+        );
         daemons.push(d);
     }
     let n = hosts.len();
@@ -175,11 +183,21 @@ fn cni_add_check_del_against_real_overlayds_on_two_hosts() {
     let _daemons = form_cluster(&tb, &hosts, &|_| Vec::new());
     ctl_socket(
         hosts[0],
-        &["network", "create", "app", "--vni", "4242", "--subnet", "10.20.0.0/16"],
+        &[
+            "network",
+            "create",
+            "app",
+            "--vni",
+            "4242",
+            "--subnet",
+            "10.20.0.0/16",
+        ],
     )
     .unwrap_or_else(|e| panic!("network create: {e}"));
     assert!(
-        wait_until(Duration::from_secs(5), || hosts.iter().all(|h| h.link_exists("ovbr4242"))),
+        wait_until(Duration::from_secs(5), || hosts
+            .iter()
+            .all(|h| h.link_exists("ovbr4242"))),
         "network app did not reach both hosts within 5 s"
     );
     let before: Vec<Vec<String>> = hosts.iter().map(|h| veths(h)).collect();
@@ -191,7 +209,9 @@ fn cni_add_check_del_against_real_overlayds_on_two_hosts() {
         let (code, r, err) = cni("ADD", &id, &pod.path(), &conf(h));
         assert_eq!(code, 0, "ADD on host {}: {r} {err}", h.index());
         assert_eq!(r["cniVersion"], "1.0.0", "{r}");
-        let ifs = r["interfaces"].as_array().unwrap_or_else(|| panic!("no interfaces: {r}"));
+        let ifs = r["interfaces"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no interfaces: {r}"));
         let inner = ifs
             .iter()
             .find(|i| i["sandbox"] == pod.path().as_str())
@@ -200,10 +220,19 @@ fn cni_add_check_del_against_real_overlayds_on_two_hosts() {
         assert!(inner["mtu"].as_u64().is_some_and(|m| m > 0), "no mtu: {r}");
         let host_if = ifs[0]["name"].as_str().unwrap_or_else(|| panic!("{r}"));
         assert!(h.link_exists(host_if), "host end {host_if} missing");
-        let ip = r["ips"][0]["address"].as_str().unwrap_or_else(|| panic!("no ips: {r}"));
+        let ip = r["ips"][0]["address"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no ips: {r}"));
         let net: ipnet::Ipv4Net = ip.parse().unwrap_or_else(|e| panic!("{ip}: {e}"));
-        assert_eq!(net.prefix_len(), 16, "container addresses carry the subnet's prefix: {r}");
-        assert!("10.20.0.0/16".parse::<ipnet::Ipv4Net>().unwrap().contains(&net.addr()));
+        assert_eq!(
+            net.prefix_len(),
+            16,
+            "container addresses carry the subnet's prefix: {r}"
+        );
+        assert!("10.20.0.0/16"
+            .parse::<ipnet::Ipv4Net>()
+            .unwrap()
+            .contains(&net.addr()));
         // The address is really on eth0 inside the pod.
         let shown = pod.run("ip", &["-o", "addr", "show", "dev", "eth0"]);
         assert!(shown.contains(ip), "eth0 in {} lacks {ip}: {shown}", pod.ns());
@@ -221,12 +250,21 @@ fn cni_add_check_del_against_real_overlayds_on_two_hosts() {
             let (code, r, err) = cni("DEL", &id, &pod.path(), &conf(h));
             assert_eq!(code, 0, "DEL #{} on host {}: {r} {err}", n + 1, h.index());
         }
-        assert!(attachments(h).is_empty(), "attachments left on host {}", h.index());
+        assert!(
+            attachments(h).is_empty(),
+            "attachments left on host {}",
+            h.index()
+        );
         assert_eq!(veths(h), before[i], "veths left on host {}", h.index());
         // Again once the namespace is gone (a runtime may retry DEL after deleting it).
         pod.delete();
         let (code, r, err) = cni("DEL", &id, &pod.path(), &conf(h));
-        assert_eq!(code, 0, "DEL after netns deletion on host {}: {r} {err}", h.index());
+        assert_eq!(
+            code,
+            0,
+            "DEL after netns deletion on host {}: {r} {err}",
+            h.index()
+        );
     }
     // A pod deleted while attached: DEL still succeeds and cleans up.
     let pod = Pod::new(&tb, "c");

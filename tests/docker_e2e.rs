@@ -54,7 +54,12 @@ fn form_cluster(tb: &Testbed, hosts: &[&Host], extra: &dyn Fn(&Host) -> Vec<Stri
         let ready = wait_until(Duration::from_secs(20), || {
             !d.is_running() || h.exec(OVERLAYCTL, &["stats", "--json"]).is_ok()
         });
-        assert!(ready && d.is_running(), "`{}` did not join:\n{}", d.cmdline(), d.log());
+        assert!(
+            ready && d.is_running(),
+            "`{}` did not join:\n{}",
+            d.cmdline(),
+            d.log()
+        );
         daemons.push(d);
     }
     let n = hosts.len();
@@ -147,8 +152,17 @@ fn two_dockerds_with_their_overlayds_run_containers_that_talk_across_hosts() {
 
     // Host 1 creates the cluster network; host 2 waits until it has spread, then joins it without --subnet.
     d1.must(&[
-        "network", "create", "-d", &plugin, "--ipam-driver", &plugin, "--subnet", "10.20.0.0/16", "-o",
-        "network=app", "app",
+        "network",
+        "create",
+        "-d",
+        &plugin,
+        "--ipam-driver",
+        &plugin,
+        "--subnet",
+        "10.20.0.0/16",
+        "-o",
+        "network=app",
+        "app",
     ]);
     assert!(
         wait_until(Duration::from_secs(10), || listed(hosts[1], "app").is_some()),
@@ -161,14 +175,34 @@ fn two_dockerds_with_their_overlayds_run_containers_that_talk_across_hosts() {
     // A different subnet for the same cluster network is an error on host 2.
     let e = d2
         .docker(&[
-            "network", "create", "-d", &plugin, "--ipam-driver", &plugin, "--subnet", "10.30.0.0/16",
-            "--ipam-opt", "network=app", "-o", "network=app", "wrong",
+            "network",
+            "create",
+            "-d",
+            &plugin,
+            "--ipam-driver",
+            &plugin,
+            "--subnet",
+            "10.30.0.0/16",
+            "--ipam-opt",
+            "network=app",
+            "-o",
+            "network=app",
+            "wrong",
         ])
         .unwrap_err();
     assert!(e.stderr.contains("has subnet 10.20.0.0/16"), "{e}");
     d2.must(&[
-        "network", "create", "-d", &plugin, "--ipam-driver", &plugin, "--ipam-opt", "network=app", "-o",
-        "network=app", "app",
+        "network",
+        "create",
+        "-d",
+        &plugin,
+        "--ipam-driver",
+        &plugin,
+        "--ipam-opt",
+        "network=app",
+        "-o",
+        "network=app",
+        "app",
     ]);
 
     // 10 containers per host, all addresses unique and inside the subnet.
@@ -190,15 +224,28 @@ fn two_dockerds_with_their_overlayds_run_containers_that_talk_across_hosts() {
     // eth0: the subnet's prefix, the network's MTU, the MAC Docker reports for the endpoint.
     let mtu = net["mtu"].as_u64().unwrap_or_else(|| panic!("no mtu: {net}"));
     let link = d1.exec(&ids1[0], &["ip", "-o", "link", "show", "eth0"]).unwrap();
-    assert!(link.contains(&format!("mtu {mtu} ")), "{link} should have mtu {mtu}");
-    let mac = d1.must(&["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.MacAddress}}{{end}}", &ids1[0]]);
+    assert!(
+        link.contains(&format!("mtu {mtu} ")),
+        "{link} should have mtu {mtu}"
+    );
+    let mac = d1.must(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.MacAddress}}{{end}}",
+        &ids1[0],
+    ]);
     assert!(link.contains(mac.trim()), "{link} should have {}", mac.trim());
     let addrs = d1.exec(&ids1[0], &["ip", "-o", "addr", "show", "eth0"]).unwrap();
     assert!(addrs.contains(&format!("{}/16", ips1[0])), "{addrs}");
     assert_eq!(driver_veths(hosts[0]).len(), PER_HOST);
     assert_eq!(driver_veths(hosts[1]).len(), PER_HOST);
     for h in &hosts {
-        assert_eq!(bridge_ports(h, &bridge, &tap).len(), PER_HOST, "host {}", h.index());
+        assert_eq!(
+            bridge_ports(h, &bridge, &tap).len(),
+            PER_HOST,
+            "host {}",
+            h.index()
+        );
     }
 
     // Cross-host ping: container i on host 1 ↔ container i on host 2.
@@ -217,7 +264,17 @@ fn two_dockerds_with_their_overlayds_run_containers_that_talk_across_hosts() {
     });
 
     // TCP: busybox httpd in a container on host 1, wget from a container on host 2.
-    let web = d1.run_detached(&["--network", "app", BUSYBOX_IMAGE, "httpd", "-f", "-p", "8080", "-h", "/var/www"]);
+    let web = d1.run_detached(&[
+        "--network",
+        "app",
+        BUSYBOX_IMAGE,
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+        "-h",
+        "/var/www",
+    ]);
     let web_ip = ip_of(d1, &web);
     d1.exec(&web, &["sh", "-c", "seq 1 40000 > /var/www/data"])
         .unwrap_or_else(|e| panic!("{e}"));
@@ -254,20 +311,25 @@ fn two_dockerds_with_their_overlayds_run_containers_that_talk_across_hosts() {
         d.must(&["network", "rm", "app"]);
     }
     for h in &hosts {
-        assert!(driver_veths(h).is_empty(), "veths left on host {}: {:?}", h.index(), driver_veths(h));
+        assert!(
+            driver_veths(h).is_empty(),
+            "veths left on host {}: {:?}",
+            h.index(),
+            driver_veths(h)
+        );
         let ports = bridge_ports(h, &bridge, &tap);
-        assert!(ports.is_empty(), "ports left on {bridge} of host {}: {ports:?}", h.index());
+        assert!(
+            ports.is_empty(),
+            "ports left on {bridge} of host {}: {ports:?}",
+            h.index()
+        );
     }
     // The addresses went back: this host's allocator has no reservation left.
     for (i, h) in hosts.iter().enumerate() {
         let f = std::path::Path::new(&state_dir(&tb, h, "c")).join("ipam-reservations.json");
         let text = std::fs::read_to_string(&f).unwrap_or_default();
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        assert!(
-            rows(&v).is_empty(),
-            "host {}: reservations left: {text}",
-            i + 1
-        );
+        assert!(rows(&v).is_empty(), "host {}: reservations left: {text}", i + 1);
     }
     drop(docks);
 }
@@ -289,8 +351,10 @@ fn docker_plugin_unix_socket_is_served_and_removed_on_exit() {
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the plugin socket must be root-only");
     let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-    s.write_all(b"POST /Plugin.Activate HTTP/1.1\r\nHost: plugin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    s.write_all(
+        b"POST /Plugin.Activate HTTP/1.1\r\nHost: plugin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
     let mut answer = String::new();
     s.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -299,6 +363,10 @@ fn docker_plugin_unix_socket_is_served_and_removed_on_exit() {
         "{answer}"
     );
     d.signal("TERM").unwrap();
-    assert!(d.wait_timeout(Duration::from_secs(20)).is_some(), "overlayd did not exit:\n{}", d.log());
+    assert!(
+        d.wait_timeout(Duration::from_secs(20)).is_some(),
+        "overlayd did not exit:\n{}",
+        d.log()
+    );
     assert!(!sock.exists(), "{} left behind after exit", sock.display());
 }

@@ -160,7 +160,14 @@ pub fn create_local(
         source,
     })?;
     use std::os::fd::AsFd;
-    rtnl::create_veth(&mut rt, host_ifname, peer_ifname, here.as_fd(), mtu, Some(peer_mac.0))?;
+    rtnl::create_veth(
+        &mut rt,
+        host_ifname,
+        peer_ifname,
+        here.as_fd(),
+        mtu,
+        Some(peer_mac.0),
+    )?;
     let r = rtnl::set_link(&mut rt, host_ifname, None, Some(bridge), true);
     if r.is_err() {
         let _ = rtnl::delete_link(&mut rt, host_ifname);
