@@ -199,7 +199,10 @@ pub fn start(cfg: &Config, setup: Setup, p: Plumbing) -> Result<Running, Cluster
         admission,
         quic,
         limits: Limits::default(),
-        config: ControlConfig::default(),
+        config: ControlConfig {
+            block_grace: Duration::from_secs(cfg.block_grace_s),
+            ..ControlConfig::default()
+        },
         seed: seed(),
         state: Some(state),
     })?;
@@ -446,5 +449,96 @@ mod tests {
         });
         assert_eq!(a.fdb.lookup(&own, Instant::now()).unwrap().origin, Origin::Local);
         assert_eq!(a.neigh.lookup(&ip), Some((own, NeighOrigin::Local)));
+    }
+
+    /// An [`crate::ops::Ops`] with no network and no attachment (state in a fresh temporary dir).
+    fn ops(tag: &str) -> (Arc<crate::ops::Ops>, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("ovl-glue-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let local = IpAddr::from([10, 0, 0, 1]);
+        let observe = Arc::new(crate::observe::Observe::new(
+            Vec::new(),
+            local,
+            true,
+            Arc::new(dataplane::activity::PeerActivity::new(Instant::now(), [])),
+        ));
+        let (fatal, _) = tokio::sync::mpsc::unbounded_channel();
+        let networks = Arc::new(crate::networks::Networks::new(
+            crate::networks::Settings {
+                local,
+                default_mtu: 1450,
+                offload: false,
+                state_dir: dir.clone(),
+                fdb_max: 64,
+                ageing: Fdb::DEFAULT_AGEING,
+                max_local_macs: 16,
+                epoch: Instant::now(),
+                flood: Arc::default(),
+            },
+            Arc::default(),
+            Vec::new(),
+            observe,
+            fatal,
+        ));
+        let attachments = Arc::new(crate::attach::Attachments::open(&dir).unwrap());
+        (Arc::new(crate::ops::Ops::new(networks, attachments, true)), dir)
+    }
+
+    #[test]
+    fn blocks_granted_and_released_are_this_hosts_blocks() {
+        let (ops, dir) = ops("blocks");
+        let mut g = Glue::new(
+            IpAddr::from([10, 0, 0, 1]),
+            ops.networks.table().clone(),
+            Arc::default(),
+            Arc::default(),
+            Arc::default(),
+            Some(ops.clone()),
+        );
+        let b = |s: &str| s.parse::<control::IpNet>().unwrap();
+        for block in ["10.30.0.64/26", "10.30.0.0/26", "10.30.0.0/26"] {
+            g.apply_state(Output::BlockGranted {
+                network: "blue".into(),
+                block: b(block),
+            });
+        }
+        assert_eq!(ops.blocks_of("blue"), [b("10.30.0.0/26"), b("10.30.0.64/26")]);
+        assert!(ops.blocks_of("red").is_empty());
+        g.apply_state(Output::BlockReleased {
+            network: "blue".into(),
+            block: b("10.30.0.0/26"),
+        });
+        assert_eq!(ops.blocks_of("blue"), [b("10.30.0.64/26")]);
+        g.apply_state(Output::BlockReleased {
+            network: "blue".into(),
+            block: b("10.30.0.64/26"),
+        });
+        assert!(ops.blocks.lock().unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn static_mode_refuses_network_create_naming_the_flag() {
+        let (ops, dir) = ops("static");
+        let ops = crate::ops::Ops::new(ops.networks.clone(), ops.attachments.clone(), false);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let req = crate::ops::networks::CreateRequest {
+            name: "blue".into(),
+            vni: 300,
+            subnet: "10.30.0.0/16".parse().unwrap(),
+            mtu: None,
+            egress: false,
+            block_prefix: None,
+        };
+        let e = rt.block_on(ops.create_network(req)).unwrap_err();
+        assert_eq!(e.http_status(), 409);
+        assert!(e.to_string().contains("--network"), "{e}");
+        let e = rt.block_on(ops.remove_network("blue", false)).unwrap_err();
+        assert_eq!(e.http_status(), 409);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

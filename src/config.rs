@@ -82,6 +82,10 @@ pub struct Options {
     /// Seconds before a learned MAC is forgotten [default: 300, as Linux].
     #[arg(long, value_name = "SECONDS")]
     pub ageing: Option<u64>,
+    /// Cluster mode: seconds a member may be dead or gone before the IPAM address blocks it holds are given
+    /// back [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    pub block_grace: Option<u64>,
     /// Maximum FDB entries; when full, the least recently seen learned entry makes room (never a local or
     /// control one) [default: 65536].
     #[arg(long, value_name = "N")]
@@ -173,6 +177,8 @@ pub struct Config {
     pub admin: SocketAddr,
     pub admin_socket: PathBuf,
     pub ageing_s: u64,
+    /// `--block-grace` in seconds.
+    pub block_grace_s: u64,
     pub fdb_max: usize,
     /// `--max-local-macs`.
     pub max_local_macs: usize,
@@ -229,6 +235,8 @@ pub enum ConfigError {
     Mtu(u32),
     #[error("--port 0 is not a usable VXLAN port: use 4789 (IANA) or 8472 (Linux's legacy default)")]
     Port,
+    #[error("--block-grace 0 would take the address blocks of a member away at its first hiccup: use a number of seconds such as 60")]
+    BlockGrace,
     #[error("--ageing 0 would forget every MAC at once: use a number of seconds such as 300")]
     Ageing,
     #[error("--fdb-max 0 would make learning impossible: use a positive number such as 65536")]
@@ -458,6 +466,10 @@ impl Options {
         if ageing_s == 0 {
             return Err(ConfigError::Ageing);
         }
+        let block_grace_s = self.block_grace.unwrap_or(60);
+        if block_grace_s == 0 {
+            return Err(ConfigError::BlockGrace);
+        }
         let fdb_max = self.fdb_max.unwrap_or(dataplane::fdb::Fdb::DEFAULT_CAPACITY);
         if fdb_max == 0 {
             return Err(ConfigError::FdbMax);
@@ -486,6 +498,7 @@ impl Options {
             admin,
             admin_socket,
             ageing_s,
+            block_grace_s,
             fdb_max,
             max_local_macs,
             bum_pps,
@@ -524,6 +537,7 @@ impl Config {
             admin: Some(self.admin),
             admin_socket: Some(self.admin_socket.clone()),
             ageing: Some(self.ageing_s),
+            block_grace: Some(self.block_grace_s),
             fdb_max: Some(self.fdb_max),
             max_local_macs: Some(self.max_local_macs),
             bum_pps: Some(self.bum_pps),

@@ -53,6 +53,17 @@ fn defaults() {
     assert_eq!(c.tap, "ovl1");
     assert_eq!(c.admin.to_string(), "127.0.0.1:7947");
     assert_eq!(c.ageing_s, 300);
+    assert_eq!(c.block_grace_s, 60);
+    assert_eq!(
+        parse(&["--init-cluster", "--local", "10.0.0.1", "--block-grace", "5"])
+            .unwrap()
+            .block_grace_s,
+        5
+    );
+    assert!(matches!(
+        parse(&["--init-cluster", "--local", "10.0.0.1", "--block-grace", "0"]),
+        Err(ConfigError::BlockGrace)
+    ));
     assert_eq!(c.log_format, LogFormat::Text);
     assert!(c.offload);
     assert_eq!(
@@ -242,6 +253,8 @@ fn print_config_round_trips() {
         "[::1]:9000",
         "--ageing",
         "60",
+        "--block-grace",
+        "90",
         "--fdb-max",
         "10",
         "--no-offload",

@@ -632,6 +632,25 @@ mod tests {
         );
         assert_eq!(find_route(Method::Post, "/v1/fdb").unwrap_err(), 405);
         assert_eq!(find_route(Method::Get, "/v2/x").unwrap_err(), 404);
+        // `*` routes: one path segment, handed to the endpoint.
+        let r = find_route(Method::Delete, "/v1/networks/blue").unwrap();
+        assert_eq!(
+            (r.endpoint, r.access),
+            (Endpoint::NetworkRemove, Access::Privileged)
+        );
+        assert_eq!(route_tail(r.path, "/v1/networks/blue"), "blue");
+        assert_eq!(find_route(Method::Delete, "/v1/networks/").unwrap_err(), 404);
+        assert_eq!(find_route(Method::Delete, "/v1/networks/a/b").unwrap_err(), 404);
+        assert_eq!(find_route(Method::Get, "/v1/networks/blue").unwrap_err(), 405);
+        let r = find_route(Method::Post, "/v1/networks").unwrap();
+        assert_eq!(
+            (r.endpoint, r.access),
+            (Endpoint::NetworkCreate, Access::Privileged)
+        );
+        assert_eq!(
+            find_route(Method::Get, "/v1/networks").unwrap().access,
+            Access::ReadOnly
+        );
     }
 
     #[test]
