@@ -230,10 +230,12 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
         None => None,
     };
     // Egress of the networks that have it: gateway on the bridge, nft masquerade; follows the set of
-    // networks (checked every EGRESS_CHECK), removed at exit.
+    // networks (checked every EGRESS_CHECK; attachments are re-plugged and their bindings re-learned then
+    // too), removed at exit.
     let egress = Arc::new(std::sync::Mutex::new(Egress::new()));
     let egress_version = table.version();
     apply_egress(&networks, &egress)?;
+    ops.resync_attachments();
     let tx_engine = Engine::serving(ecfg.clone(), Side::Tx, table.clone(), peers.clone());
     let rx_engine = Engine::serving(ecfg, Side::Rx, table.clone(), peers.clone()).with_activity(activity);
 
@@ -355,6 +357,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
             });
             let egress_watch = tokio::spawn({
                 let (networks, egress, table) = (networks.clone(), egress.clone(), table.clone());
+                let ops = ops.clone();
                 async move {
                     let mut seen = egress_version;
                     let mut tick = tokio::time::interval(EGRESS_CHECK);
@@ -365,8 +368,16 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
                             continue;
                         }
                         seen = v;
-                        let (n, e) = (networks.clone(), egress.clone());
-                        match tokio::task::spawn_blocking(move || apply_egress(&n, &e)).await {
+                        let (n, e, o) = (networks.clone(), egress.clone(), ops.clone());
+                        let r = tokio::task::spawn_blocking(move || {
+                            let r = apply_egress(&n, &e);
+                            let replugged = o.resync_attachments();
+                            if replugged > 0 {
+                                info!(replugged, "attachments plugged back into their bridges");
+                            }
+                            r
+                        });
+                        match r.await {
                             Ok(Ok(())) => {}
                             Ok(Err(e)) => tracing::error!(error = %e, "cannot update egress"),
                             Err(e) => tracing::error!(error = %e, "egress update failed"),

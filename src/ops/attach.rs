@@ -379,6 +379,42 @@ impl Ops {
         Ok(detached)
     }
 
+    /// Blocking. Bring the attachments in line with the networks served now: each attachment of a served
+    /// network is plugged into its bridge (a network that came back, e.g. from the control plane after a
+    /// restart, has a new bridge) and its IP→MAC binding is known as local (advertised, ARP-suppressed).
+    /// Called at start and whenever the set of networks changes. Returns how many were re-plugged.
+    pub fn resync_attachments(&self) -> usize {
+        let mut replugged = 0;
+        for a in self.attachments.list() {
+            let Some(net) = self.networks.table().by_name(&a.network) else {
+                continue;
+            };
+            if let Some(ip) = a.ip {
+                if net.neigh.lookup(&ip.addr()).map(|(m, _)| m) != Some(a.mac) {
+                    net.neigh.learn(
+                        Binding {
+                            ip: ip.addr(),
+                            mac: a.mac,
+                        },
+                        Instant::now(),
+                    );
+                }
+            }
+            match crate::host::veth::master_of(&a.host_ifname) {
+                Ok(Some(m)) if m == a.bridge => {}
+                Ok(_) => match crate::host::veth::plug(&a.host_ifname, &a.bridge) {
+                    Ok(()) => replugged += 1,
+                    Err(e) => tracing::warn!(host_ifname = %a.host_ifname, bridge = %a.bridge, error = %e,
+                        "cannot plug an attachment into its bridge"),
+                },
+                Err(e) => {
+                    tracing::warn!(host_ifname = %a.host_ifname, error = %e, "cannot read an attachment's veth")
+                }
+            }
+        }
+        replugged
+    }
+
     /// `GET /v1/attachments`.
     pub fn attachments(&self) -> Vec<Attachment> {
         self.attachments.list()
