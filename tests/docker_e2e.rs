@@ -294,6 +294,42 @@ fn two_dockerds_with_their_overlayds_run_containers_that_talk_across_hosts() {
     assert_eq!(got.len(), expected.len(), "transfer truncated");
     assert!(got == expected, "transfer corrupted");
 
+    // The documented usage: the very same command on every host, right after each other (the second may
+    // run before the definition has spread: an identical definition is accepted).
+    let web_cmd = [
+        "network",
+        "create",
+        "-d",
+        &plugin,
+        "--ipam-driver",
+        &plugin,
+        "--subnet",
+        "10.21.0.0/16",
+        "-o",
+        "network=web",
+        "web",
+    ];
+    d1.must(&web_cmd);
+    d2.must(&web_cmd);
+    let w1 = d1.run_detached(&["--network", "web", BUSYBOX_IMAGE, "sleep", "600"]);
+    let w2 = d2.run_detached(&["--network", "web", BUSYBOX_IMAGE, "sleep", "600"]);
+    let (wip1, wip2) = (ip_of(d1, &w1), ip_of(d2, &w2));
+    assert!(
+        wip1.starts_with("10.21.") && wip2.starts_with("10.21.") && wip1 != wip2,
+        "{wip1} {wip2}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || d1
+            .exec(&w1, &["ping", "-c", "1", "-W", "1", &wip2])
+            .is_ok()),
+        "{wip1} (host 1, web) cannot ping {wip2} (host 2, web)"
+    );
+    d1.rm(&w1);
+    d2.rm(&w2);
+    for d in [d1, d2] {
+        d.must(&["network", "rm", "web"]);
+    }
+
     // docker rm -f and docker network rm leave no veth and no bridge port behind.
     std::thread::scope(|s| {
         s.spawn(|| {
