@@ -140,8 +140,9 @@ pub struct Options {
     pub ca_key_file: Option<PathBuf>,
     /// Serve Docker's remote network and IPAM driver here: `unix:PATH` (root-only; dockerd discovers
     /// `/run/docker/plugins/overlayd.sock`) or `tcp:127.0.0.1:PORT` (with a `.spec` file; unsafe on
-    /// multi-user hosts: any local user can call it) [default: off].
-    #[arg(long, value_name = "ADDR")]
+    /// multi-user hosts: any local user can call it) [default: off; `--docker-plugin` alone:
+    /// unix:/run/docker/plugins/overlayd.sock].
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = crate::docker::DEFAULT_DOCKER_PLUGIN)]
     pub docker_plugin: Option<String>,
 }
 

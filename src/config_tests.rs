@@ -618,6 +618,15 @@ fn docker_plugin_flag_and_key() {
         c.to_options().docker_plugin.as_deref(),
         Some("tcp:127.0.0.1:9100")
     );
+    assert_eq!(
+        parse(&["--docker-plugin", "--peer", "10.0.0.2"])
+            .unwrap()
+            .docker_plugin,
+        Some(crate::docker::DockerAddr::Unix(
+            "/run/docker/plugins/overlayd.sock".into()
+        )),
+        "the flag alone serves the default socket"
+    );
     assert!(matches!(
         parse(&["--peer", "10.0.0.2", "--docker-plugin", "tcp:10.0.0.1:9100"]).unwrap_err(),
         ConfigError::DockerPlugin(_)
