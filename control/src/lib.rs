@@ -103,6 +103,10 @@ pub struct Timer(pub(crate) TimerKind);
 pub(crate) enum TimerKind {
     Swim(foca::Timer<NodeIdentity>),
     AntiEntropy,
+    /// The gossip budget has refilled enough for the next waiting sync message.
+    Pace,
+    /// The advert batch window ended.
+    FlushAdverts,
 }
 
 /// What the caller must do after feeding the state machine an input. The transport handles `Send` and

@@ -262,6 +262,11 @@ pub fn encode_sync(msg: &SyncMessage) -> Result<Vec<u8>, postcard::Error> {
     Ok(v)
 }
 
+/// Whether `bytes` is a SWIM (membership) packet, judged by its envelope only.
+pub fn is_swim(bytes: &[u8]) -> bool {
+    bytes.get(1) == Some(&KIND_SWIM)
+}
+
 pub fn decode(bytes: &[u8]) -> Result<Packet<'_>, DecodeError> {
     let (&version, rest) = bytes.split_first().ok_or(DecodeError::Truncated)?;
     if version != WIRE_VERSION {
