@@ -22,7 +22,8 @@ use crate::revocation::Revocation;
 /// Bump when the envelope or any body changes incompatibly; receivers drop other versions.
 /// 2: signed identities, adverts, dump entries and leaves; revocations.
 /// 3: adverts keyed by (vni, mac) with IP bindings; network catalog and IPAM grants.
-pub const WIRE_VERSION: u8 = 3;
+/// 4: owner digests carry the highest seq held (anti-entropy ships only the missing tail).
+pub const WIRE_VERSION: u8 = 4;
 const KIND_SWIM: u8 = 0;
 const KIND_SYNC: u8 = 1;
 
@@ -153,12 +154,16 @@ pub struct FdbAdvert {
     pub entry: FdbEntry,
 }
 
-/// Summary of one owner's table: equal triples mean equal tables (FNV-1a over the sorted entries).
+/// Summary of one owner's table: equal (owner, generation, hash) mean equal tables (FNV-1a over the
+/// sorted entries). `max_seq` is the highest seq held: a peer holding more of the table ships only
+/// the entries after it (tables mostly arrive in seq order); if the hashes still differ once the
+/// seqs are equal, the whole table is shipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnerDigest {
     pub owner: NodeId,
     pub generation: u64,
     pub hash: u64,
+    pub max_seq: u64,
 }
 
 /// A full copy of one owner's table (including tombstones), shipped when digests differ. Every entry

@@ -548,15 +548,17 @@ impl ControlNode {
             }
             want.retain(|k, _| keep.contains(k));
         }
-        let mut changes: Vec<(Key, Vec<IpAddr>, bool)> = want
-            .iter()
-            .filter(|(k, ips)| have.get(*k) != Some(*ips))
-            .map(|(k, ips)| (*k, ips.clone(), true))
+        // Withdrawals first: members apply our entries in seq order, and an addition ordered before
+        // the withdrawal that makes room for it would meet their per-owner cap and be refused.
+        let mut changes: Vec<(Key, Vec<IpAddr>, bool)> = have
+            .keys()
+            .filter(|k| !want.contains_key(*k))
+            .map(|k| (*k, Vec::new(), false))
             .collect();
         changes.extend(
-            have.keys()
-                .filter(|k| !want.contains_key(*k))
-                .map(|k| (*k, Vec::new(), false)),
+            want.iter()
+                .filter(|(k, ips)| have.get(*k) != Some(*ips))
+                .map(|(k, ips)| (*k, ips.clone(), true)),
         );
         if changes.is_empty() {
             return Ok(());
@@ -634,7 +636,12 @@ impl ControlNode {
         r
     }
 
-    fn handle_message_inner(&mut self, now: Instant, from: PeerAddr, bytes: &[u8]) -> Result<(), ControlError> {
+    fn handle_message_inner(
+        &mut self,
+        now: Instant,
+        from: PeerAddr,
+        bytes: &[u8],
+    ) -> Result<(), ControlError> {
         if self.has_left {
             return Ok(());
         }
@@ -672,8 +679,8 @@ impl ControlNode {
                 }
                 // The tables that differ leave in pieces as the budget allows (a pass already
                 // under way towards this peer continues where it is).
-                for (owner, generation) in self.sync.differing(&owners) {
-                    self.outbox.want_table(from, owner, generation, 0);
+                for (owner, generation, from_seq) in self.sync.differing(&owners) {
+                    self.outbox.want_table(from, owner, generation, from_seq);
                 }
                 if !reply {
                     let digest = self.digest_message(true);

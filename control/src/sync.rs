@@ -373,6 +373,7 @@ impl FdbSync {
                 owner: *id,
                 generation: st.generation,
                 hash: st.hash(*id),
+                max_seq: st.max_seq,
             })
             .collect()
     }
@@ -395,17 +396,22 @@ impl FdbSync {
             .collect()
     }
 
-    /// The held owners (with their generation) that a peer whose digest is `theirs` lacks or holds
-    /// differently: what anti-entropy ships to it (see [`Self::entries_from`]).
-    pub fn differing(&self, theirs: &[OwnerDigest]) -> Vec<(NodeId, u64)> {
+    /// The held owners that a peer whose digest is `theirs` lacks or holds differently, as
+    /// (owner, generation, first seq to ship): what anti-entropy ships to it (see
+    /// [`Self::entries_from`]). Tables mostly arrive in seq order, so: a peer that holds the table up
+    /// to a lower seq gets the entries after it; one that holds a higher seq is ahead of us (it
+    /// ships to us instead); one that holds the same seq but another hash missed something in
+    /// between and gets the whole table.
+    pub fn differing(&self, theirs: &[OwnerDigest]) -> Vec<(NodeId, u64, u64)> {
         let theirs: BTreeMap<NodeId, &OwnerDigest> = theirs.iter().map(|d| (d.owner, d)).collect();
         self.owners
             .iter()
-            .filter(|(id, st)| match theirs.get(id) {
-                Some(d) => d.generation != st.generation || d.hash != st.hash(**id),
-                None => true,
+            .filter_map(|(id, st)| match theirs.get(id) {
+                Some(d) if d.generation != st.generation => Some((*id, st.generation, 0)),
+                Some(d) if d.max_seq > st.max_seq || d.hash == st.hash(*id) => None,
+                Some(d) if d.max_seq < st.max_seq => Some((*id, st.generation, d.max_seq.saturating_add(1))),
+                _ => Some((*id, st.generation, 0)),
             })
-            .map(|(id, st)| (*id, st.generation))
             .collect()
     }
 

@@ -153,17 +153,20 @@ impl Outbox {
     }
 
     /// Ship `owner`'s table (at `generation`) to `to`, from seq `from` on. A pass already under way
-    /// for that peer and owner continues where it is (it reaches newer entries anyway).
+    /// for that peer and owner continues where it is (it reaches newer entries anyway), skipping
+    /// ahead to `from` if the peer already holds more.
     pub fn want_table(&mut self, to: SocketAddr, owner: NodeId, generation: u64, from: u64) {
-        let c = self.cursors.entry((to, owner)).or_insert(Cursor {
+        let fresh = Cursor {
             generation,
             pos: Pos::FromSeq(from),
-        });
-        if c.generation != generation {
-            *c = Cursor {
-                generation,
-                pos: Pos::FromSeq(from),
-            };
+        };
+        let c = self.cursors.entry((to, owner)).or_insert(fresh);
+        let behind = match c.pos {
+            Pos::FromSeq(s) => s < from,
+            Pos::After((s, _)) => s < from.saturating_sub(1),
+        };
+        if c.generation != generation || behind {
+            *c = fresh;
         }
     }
 
