@@ -8,7 +8,7 @@
 //! - [`ipam`]: CA-signed address-block grants and releases.
 //! - [`identity`]: the signed foca identity (node id + gossip addr + VTEP + generation + CA attestation),
 //!   its verifier and the verifying foca codec.
-//! - [`membership`]: RNG, runtime adapter and the custom-broadcast handler (signed adverts, leaves, revocations,
+//! - [`membership`]: RNG, runtime adapter and the custom-broadcast handler (leaves, revocations,
 //!   network records, block grants).
 //! - [`revocation`]: CA-signed revocations and the revocation list.
 //! - [`sync`]: per-owner (VNI, MAC) tables with IP bindings, cross-owner resolution, per-VNI flood sets,

@@ -3,8 +3,9 @@
 //! - kind 0: a foca (SWIM) packet, passed through untouched (foca encodes it with postcard itself).
 //! - kind 1: a [`SyncMessage`] (anti-entropy digest/state, leave), postcard-encoded.
 //!
-//! FDB adverts and leave notices travel inside foca packets as custom broadcasts: postcard-encoded
-//! [`Broadcast`]s.
+//! Leave notices, revocations, network records and grants travel inside foca packets as custom
+//! broadcasts, postcard-encoded [`Broadcast`]s. FDB adverts do not: they leave as `States` pieces
+//! within the gossip budget.
 //! postcard was chosen over bincode: varint integers make these messages small, it is the codec foca
 //! already puts on the wire, and its decoder returns `Err` (never panics) on truncated or garbage input.
 //! Owns: byte layout and versioning. Must never: panic on input, or allocate unboundedly from a length

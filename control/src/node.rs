@@ -1,8 +1,10 @@
 //! [`ControlNode`]: the sans-IO control-plane state machine the daemon (or the simulator) drives.
 //!
-//! It composes foca (SWIM membership and failure detection; FDB adverts ride on its piggybacked custom
-//! broadcasts) with [`FdbSync`] (per-owner MAC tables and their resolution) and a periodic push-pull
-//! anti-entropy exchange that repairs whatever gossip lost (healed partitions, loss, late joiners).
+//! It composes foca (SWIM membership and failure detection) with [`FdbSync`] (per-owner MAC tables
+//! and their resolution). Local MAC changes are batched (`advert_batch_window`) and pushed to every
+//! member as pieces of this node's table; a periodic push-pull anti-entropy exchange repairs whatever
+//! was lost (healed partitions, loss, late joiners). All of that FDB sync traffic leaves within the
+//! per-node gossip budget (`node/outbox.rs`); membership traffic never waits for it.
 //!
 //! The network catalog and IPAM blocks (signed records and CA-signed grants, gossiped the same way and
 //! part of the same anti-entropy exchange) are handled in `node/networks.rs`.
@@ -1400,6 +1402,25 @@ mod tests {
         let s = n.stats();
         assert_eq!(s.messages_in, 20_000);
         assert!(s.decode_errors + s.swim_errors > 10_000, "{s:?}");
+    }
+
+    /// `overlayctl stats` shows `ControlStats` as serialized: the gossip budget's counters appear
+    /// under the names docs/RELIABILITY.md gives.
+    #[test]
+    fn budget_counters_are_exported() {
+        let v = serde_json::to_value(ControlStats::default()).unwrap();
+        for k in [
+            "gossip_bytes_sent",
+            "sync_bytes_sent",
+            "sync_messages_sent",
+            "sync_deferred",
+            "sync_dropped",
+            "sync_pending",
+            "advert_batches",
+            "local_over_cap",
+        ] {
+            assert_eq!(v.get(k), Some(&serde_json::json!(0)), "{k}");
+        }
     }
 
     /// A member cannot announce another member's leave: not from another address, and not with a

@@ -213,9 +213,8 @@ impl Outbox {
                 Some(p) => Some((p, true)),
                 None => self.next_piece(sync, me).map(|p| (p, false)),
             };
-            let Some(((to, bytes), was_deferred)) = piece else {
-                return None;
-            };
+            // Nothing left: no wake-up needed.
+            let ((to, bytes), was_deferred) = piece?;
             if !self.bucket.take(now, bytes.len()) {
                 if !was_deferred {
                     self.stats.sync_deferred += 1;
