@@ -740,6 +740,53 @@ mod tests {
         assert_eq!(b.installed().get(&k(M)).map(|e| e.0), Some(ip(1)));
     }
 
+    /// Anti-entropy ships a peer that is behind only the tail it lacks, nothing to a peer that is
+    /// ahead, and the whole table to one with the same highest seq but a gap; pieces resume after
+    /// the last position shipped and see entries changed meanwhile at the end.
+    #[test]
+    fn differing_ships_the_missing_tail() {
+        let mut out = VecDeque::new();
+        let mut a = FdbSync::new(NodeId(1), 1, ip(1));
+        let mut b = FdbSync::new(NodeId(1), 1, ip(1));
+        let mut c = FdbSync::new(NodeId(1), 1, ip(1));
+        for s in [&mut a, &mut b, &mut c] {
+            s.set_eligible(&elig(&[(7, 3, 7)]), &mut out);
+        }
+        let m = |i: u8| MacAddr([2, 0, 0, 0, 1, i]);
+        for seq in 1..=10u64 {
+            apply(&mut a, &adv(7, 3, seq, 1, m(seq as u8), true), &mut out);
+            if seq <= 5 {
+                apply(&mut b, &adv(7, 3, seq, 1, m(seq as u8), true), &mut out);
+            }
+            if seq != 4 {
+                apply(&mut c, &adv(7, 3, seq, 1, m(seq as u8), true), &mut out);
+            }
+        }
+        let owner = |v: Vec<(NodeId, u64, u64)>| v.into_iter().find(|d| d.0 == NodeId(7));
+        assert_eq!(owner(a.differing(&b.digest())), Some((NodeId(7), 3, 6)));
+        assert_eq!(owner(b.differing(&a.digest())), None);
+        assert_eq!(owner(a.differing(&c.digest())), Some((NodeId(7), 3, 0)));
+        assert_eq!(owner(a.differing(&a.digest())), None);
+        let seqs = |s: &FdbSync, p: Pos| {
+            s.entries_from(NodeId(7), 3, p)
+                .map(|(p, _)| p.0)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(seqs(&a, Pos::FromSeq(6)), vec![6, 7, 8, 9, 10]);
+        let after = a
+            .entries_from(NodeId(7), 3, Pos::FromSeq(0))
+            .nth(2)
+            .map(|(p, _)| p)
+            .unwrap();
+        assert_eq!(seqs(&a, Pos::After(after)), vec![4, 5, 6, 7, 8, 9, 10]);
+        // MAC 2 changes (seq 11): it moves to the end of the order.
+        apply(&mut a, &adv(7, 3, 11, 1, m(2), false), &mut out);
+        assert_eq!(seqs(&a, Pos::After(after)), vec![4, 5, 6, 7, 8, 9, 10, 11]);
+        assert_eq!(seqs(&a, Pos::FromSeq(0)), vec![1, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+        assert!(seqs(&a, Pos::FromSeq(12)).is_empty());
+        assert_eq!(a.entries_from(NodeId(7), 2, Pos::FromSeq(0)).count(), 0);
+    }
+
     /// Beyond the per-owner cap a new MAC is refused (before any signature check), while updates and
     /// withdrawals of held MACs still apply; a withdrawal makes room again.
     #[test]

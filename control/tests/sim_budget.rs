@@ -87,7 +87,6 @@ fn flood(budget: u64, limit: Duration) -> Run {
         s.membership_converged() && s.fdb_converged() && s.digests_equal()
     })
     .expect("cluster formed");
-    let start = sim.elapsed();
     let marks: Vec<(usize, usize)> = sim
         .nodes
         .iter()
@@ -177,7 +176,6 @@ fn flood(budget: u64, limit: Duration) -> Run {
             msgs as f64 / (MACS * (N - 1)) as f64
         );
     }
-    let _ = start;
     run
 }
 
