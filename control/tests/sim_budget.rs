@@ -11,7 +11,8 @@
 //!     member for 4096 MACs, not one per MAC.
 //! The same flood without a budget (`gossip_budget = 0`) is run as the control: there the probes
 //! wait seconds behind the sync traffic and members are declared down, which is what the budget
-//! prevents. Printed values are virtual times and byte counts (`--nocapture`).
+//! prevents. A third test shows the batch window on its own (20 changes 2 ms apart: one batch).
+//! Printed values are virtual times and byte counts (`--nocapture`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed expectation is the assertion
 
@@ -242,4 +243,55 @@ fn without_budget_the_same_flood_delays_probes_and_kills_members() {
         run.deaths > 0 || run.rejoins > 0,
         "expected false deaths without a budget"
     );
+}
+
+/// The batch window: a host whose bridge learns 20 MACs one at a time, 2 ms apart (the daemon hands
+/// the control plane its full local set on every change), sends them as one message per member,
+/// not one per change.
+#[test]
+fn changes_within_the_batch_window_leave_together() {
+    let mut sim = Sim::new(
+        3,
+        SimConfig {
+            seed: 5,
+            record_sync: true,
+            ..SimConfig::default()
+        },
+    );
+    sim.run_until(Duration::from_secs(10), TICK, |s| s.membership_converged())
+        .expect("cluster formed");
+    let mark = sim.nodes[1].sync_sent.len();
+    let mut macs = Vec::new();
+    for k in 0..20 {
+        macs.push(flood_mac(1, k));
+        sim.set_macs(1, macs.clone());
+        sim.run_for(Duration::from_millis(2));
+    }
+    let t = sim
+        .run_until(Duration::from_secs(10), Duration::from_millis(10), |s| {
+            s.fdb_converged() && s.digests_equal()
+        })
+        .expect("converged");
+    let own_id = sim.nodes[1].id;
+    let (mut msgs, mut entries) = (0, 0);
+    for (_, bytes) in &sim.nodes[1].sync_sent[mark..] {
+        if let Ok(Packet::Sync(SyncMessage::States { owners })) = messages::decode(bytes) {
+            let own: usize = owners
+                .iter()
+                .filter(|d| d.owner == own_id)
+                .map(|d| d.entries.len())
+                .sum();
+            if own > 0 {
+                msgs += 1;
+                entries += own;
+            }
+        }
+    }
+    let batches = sim.nodes[1].node.as_ref().unwrap().stats().advert_batches;
+    println!(
+        "20 changes in 40 ms: {batches} batch(es), {msgs} messages carrying {entries} entries to 2 members; converged {t:?} after the last change"
+    );
+    assert_eq!(batches, 1);
+    assert!(entries >= 40, "{entries}");
+    assert!(msgs <= 4, "{msgs} messages for 20 changes to 2 members");
 }
