@@ -138,6 +138,12 @@ pub struct Options {
     /// The cluster CA's private key for --admitter: `ca.key` copied from the --init-cluster node's state dir.
     #[arg(long, value_name = "PATH")]
     pub ca_key_file: Option<PathBuf>,
+    /// Serve Docker's remote network and IPAM driver here: `unix:PATH` (root-only; dockerd discovers
+    /// `/run/docker/plugins/overlayd.sock`) or `tcp:127.0.0.1:PORT` (with a `.spec` file; unsafe on
+    /// multi-user hosts: any local user can call it) [default: off; `--docker-plugin` alone:
+    /// unix:/run/docker/plugins/overlayd.sock].
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = crate::docker::DEFAULT_DOCKER_PLUGIN)]
+    pub docker_plugin: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -191,6 +197,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `--admitter --ca-key-file PATH`: the CA key file this node admits with (besides the init node).
     pub admitter_key: Option<PathBuf>,
+    /// `--docker-plugin ADDR` (off when `None`).
+    pub docker_plugin: Option<crate::docker::DockerAddr>,
 }
 
 /// How this daemon finds its peers.
@@ -277,6 +285,8 @@ pub enum ConfigError {
     TokenAndTokenFile,
     #[error("--learn-any-source applies to static mode only: a cluster member accepts VXLAN from members only (drop the option, or run in static mode with --peer and no --init-cluster/--token/cluster state dir)")]
     LearnAnySourceInCluster,
+    #[error(transparent)]
+    DockerPlugin(#[from] crate::docker::listen::AddrError),
     /// Only if an option cannot be represented in TOML; a bug, not a user error.
     #[error("internal error while merging the configuration: {0}")]
     Merge(String),
@@ -502,6 +512,7 @@ impl Options {
             gossip_port,
             log_format: self.log_format.unwrap_or_default(),
             admitter_key,
+            docker_plugin: self.docker_plugin.as_deref().map(str::parse).transpose()?,
         })
     }
 }
@@ -546,6 +557,7 @@ impl Config {
             log_format: Some(self.log_format),
             admitter: self.admitter_key.is_some(),
             ca_key_file: self.admitter_key.clone(),
+            docker_plugin: self.docker_plugin.as_ref().map(ToString::to_string),
         }
     }
 

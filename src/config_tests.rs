@@ -601,3 +601,45 @@ fn network_collisions_are_errors_naming_the_fix() {
         .to_string();
     assert!(clap_err.contains("NAME:VNI"), "{clap_err}");
 }
+
+#[test]
+fn docker_plugin_flag_and_key() {
+    assert_eq!(
+        parse(&["--peer", "10.0.0.2"]).unwrap().docker_plugin,
+        None,
+        "off by default"
+    );
+    let c = parse(&["--peer", "10.0.0.2", "--docker-plugin", "tcp:127.0.0.1:9100"]).unwrap();
+    assert_eq!(
+        c.docker_plugin,
+        Some(crate::docker::DockerAddr::Tcp("127.0.0.1:9100".parse().unwrap()))
+    );
+    assert_eq!(
+        c.to_options().docker_plugin.as_deref(),
+        Some("tcp:127.0.0.1:9100")
+    );
+    assert_eq!(
+        parse(&["--docker-plugin", "--peer", "10.0.0.2"])
+            .unwrap()
+            .docker_plugin,
+        Some(crate::docker::DockerAddr::Unix(
+            "/run/docker/plugins/overlayd.sock".into()
+        )),
+        "the flag alone serves the default socket"
+    );
+    assert!(matches!(
+        parse(&["--peer", "10.0.0.2", "--docker-plugin", "tcp:10.0.0.1:9100"]).unwrap_err(),
+        ConfigError::DockerPlugin(_)
+    ));
+    let file = parse_file(
+        Path::new("t.toml"),
+        "peer = [\"10.0.0.2\"]\ndocker-plugin = \"unix:/run/docker/plugins/overlayd.sock\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        file.validate().unwrap().docker_plugin,
+        Some(crate::docker::DockerAddr::Unix(
+            "/run/docker/plugins/overlayd.sock".into()
+        ))
+    );
+}

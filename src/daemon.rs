@@ -74,6 +74,10 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     AdminSocket(#[from] admin::socket::SocketError),
+    #[error(transparent)]
+    DockerPlugin(#[from] crate::docker::listen::ListenError),
+    #[error("Docker driver state: {0}")]
+    DockerState(#[from] crate::docker::StateError),
     #[error("cannot start: {0}")]
     Runtime(#[from] std::io::Error),
 }
@@ -116,6 +120,12 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
         })?;
     // Removed when `admin_socket` drops, on every return path below.
     let mut admin_socket = rt.block_on(AdminSocket::bind(&cfg.admin_socket))?;
+    // `--docker-plugin`: bound now so a bad address fails the start; a Unix socket is removed when the
+    // listener drops (the serving task is awaited after its abort below).
+    let docker_listener = match &cfg.docker_plugin {
+        Some(a) => Some(rt.block_on(crate::docker::listen::bind(a))?),
+        None => None,
+    };
     let cluster_cred = rt.block_on(cluster::credentials(&cfg, local))?;
     let cluster_mode = cluster_cred.is_some();
     let underlay = netlink::interface_with_addr(local)?.ok_or(DaemonError::LocalNotOurs(local))?;
@@ -212,6 +222,13 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
     let kept = attachments.reconcile()?;
     info!(?kept, "attachments reconciled");
     let ops = Arc::new(Ops::new(networks.clone(), attachments, cluster_mode));
+    let docker_driver = match &docker_listener {
+        Some(_) => Some(Arc::new(crate::docker::Driver::new(
+            crate::docker::backend::OpsBackend::new(ops.clone(), rt.handle().clone()),
+            Some(&cfg.state_dir),
+        )?)),
+        None => None,
+    };
     // Egress of the networks that have it: gateway on the bridge, nft masquerade; follows the set of
     // networks (checked every EGRESS_CHECK; attachments are re-plugged and their bindings re-learned then
     // too), removed at exit.
@@ -303,6 +320,13 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
                 None => None,
             };
             let admin = tokio::spawn(admin::serve_tcp(listener, state.clone(), Limits::default()));
+            let docker = match (docker_listener, docker_driver) {
+                (Some(l), Some(d)) => {
+                    info!(addr = %cfg.docker_plugin.as_ref().map(ToString::to_string).unwrap_or_default(), "serving the Docker network and IPAM driver");
+                    Some(tokio::spawn(crate::docker::listen::serve(l, d)))
+                }
+                _ => None,
+            };
             let admin_unix = admin_socket.take_listener().map(|l| {
                 tokio::spawn(admin::serve_unix(
                     l,
@@ -376,6 +400,11 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
                 c.leave().await;
             }
             admin.abort();
+            if let Some(d) = docker {
+                d.abort();
+                // Dropping the task drops the listener, which removes a Unix socket.
+                let _ = d.await;
+            }
             if let Some(a) = admin_unix {
                 a.abort();
             }

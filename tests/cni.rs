@@ -5,11 +5,7 @@
 //! The admin API side is played by a scripted server on a Unix socket that answers as CONTRACT.md specifies
 //! (`POST /v1/attach`, `POST /v1/detach`, `GET /v1/attachments`) and records what the plugin sent.
 //!
-//! TODO(lead, once /v1/attach and /v1/detach are served by the daemon): add the end-to-end case of issue 11
-//! against real cluster-mode overlayds: a testbed with two hosts, `overlayctl network create app --vni 42
-//! --subnet 10.20.0.0/16`, `ip netns add` one pod namespace per host, ADD through this binary on each host
-//! (`cni_with_env` below, `socket` = the host's admin socket), ping between the two addresses of the
-//! results, CHECK succeeds, DEL twice succeeds both times, then `ip netns del` and DEL once more succeeds.
+//! The end-to-end case against real cluster-mode overlayds on two hosts is tests/cni_e2e.rs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -8,7 +8,7 @@
 //! - [`ipam`]: CA-signed address-block grants and releases.
 //! - [`identity`]: the signed foca identity (node id + gossip addr + VTEP + generation + CA attestation),
 //!   its verifier and the verifying foca codec.
-//! - [`membership`]: RNG, runtime adapter and the custom-broadcast handler (signed adverts, leaves, revocations,
+//! - [`membership`]: RNG, runtime adapter and the custom-broadcast handler (leaves, revocations,
 //!   network records, block grants).
 //! - [`revocation`]: CA-signed revocations and the revocation list.
 //! - [`sync`]: per-owner (VNI, MAC) tables with IP bindings, cross-owner resolution, per-VNI flood sets,
@@ -103,6 +103,10 @@ pub struct Timer(pub(crate) TimerKind);
 pub(crate) enum TimerKind {
     Swim(foca::Timer<NodeIdentity>),
     AntiEntropy,
+    /// The gossip budget has refilled enough for the next waiting sync message.
+    Pace,
+    /// The advert batch window ended.
+    FlushAdverts,
 }
 
 /// What the caller must do after feeding the state machine an input. The transport handles `Send` and

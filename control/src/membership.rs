@@ -1,5 +1,6 @@
 //! Membership glue around foca (SWIM): the cluster identity type, a seeded RNG, the runtime adapter that
-//! turns foca's callbacks into [`Output`]s, and the custom-broadcast handler that carries FDB adverts.
+//! turns foca's callbacks into [`Output`]s, and the custom-broadcast handler (leaves, revocations,
+//! network records, block grants; FDB adverts are checked and applied but not relayed).
 //!
 //! The identity type itself and its verification live in [`crate::identity`].
 //! Must never: do I/O, read a clock, relay an item whose signature does not verify, or decide FDB
@@ -135,9 +136,10 @@ impl BroadcastShared {
 }
 
 /// foca custom-broadcast handler: keeps disseminating an item only while it is the newest known for
-/// its subject ((owner, MAC) for adverts, address for leaves, node for revocations) and only if its
-/// signature verifies. Adverts of an owner not known yet are handed to the node (which parks them
-/// until the owner's identity arrives) but not relayed.
+/// its subject (address for leaves, node for revocations, name for networks, block for grants) and
+/// only if its signature verifies. A single FDB advert (older overlayd versions piggybacked them)
+/// is checked and handed to the node but never relayed; adverts of an owner not known yet are
+/// parked by the node until the owner's identity arrives.
 #[derive(Debug, Clone)]
 pub(crate) struct FdbBroadcasts {
     pub shared: Arc<Mutex<BroadcastShared>>,
@@ -147,12 +149,6 @@ pub(crate) struct FdbBroadcasts {
 /// Dissemination key: a newer version for the same subject replaces an older one in foca's backlog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum BroadcastKey {
-    Fdb {
-        owner: NodeId,
-        vni: u32,
-        mac: MacAddr,
-        version: (u64, u64),
-    },
     Network {
         name: String,
         rank: (u64, bool, u64, Vec<u8>),
@@ -174,20 +170,6 @@ pub(crate) enum BroadcastKey {
 impl Invalidates for BroadcastKey {
     fn invalidates(&self, other: &Self) -> bool {
         match (self, other) {
-            (
-                BroadcastKey::Fdb {
-                    owner,
-                    vni,
-                    mac,
-                    version,
-                },
-                BroadcastKey::Fdb {
-                    owner: o,
-                    vni: n,
-                    mac: m,
-                    version: v,
-                },
-            ) => owner == o && vni == n && mac == m && version >= v,
             (BroadcastKey::Network { name, rank }, BroadcastKey::Network { name: n, rank: r }) => {
                 name == n && rank >= r
             }
@@ -257,12 +239,11 @@ impl BroadcastHandler<NodeIdentity> for FdbBroadcasts {
                     .seen_max
                     .insert((advert.owner, advert.generation), max.max(advert.entry.seq));
                 shared.seen.insert(subject, version);
-                BroadcastKey::Fdb {
-                    owner: advert.owner,
-                    vni: advert.entry.vni,
-                    mac,
-                    version,
-                }
+                // Applied, never relayed: FDB traffic travels in budgeted batches (`SyncMessage::States`,
+                // see `node/outbox.rs`), never inside membership packets, so that a MAC flood cannot
+                // grow the packets that carry probes. This node no longer sends single adverts.
+                shared.inbox.push(item);
+                return Ok(None);
             }
             Broadcast::Leave(notice) => {
                 let id = &notice.identity;

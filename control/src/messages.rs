@@ -3,8 +3,9 @@
 //! - kind 0: a foca (SWIM) packet, passed through untouched (foca encodes it with postcard itself).
 //! - kind 1: a [`SyncMessage`] (anti-entropy digest/state, leave), postcard-encoded.
 //!
-//! FDB adverts and leave notices travel inside foca packets as custom broadcasts: postcard-encoded
-//! [`Broadcast`]s.
+//! Leave notices, revocations, network records and grants travel inside foca packets as custom
+//! broadcasts, postcard-encoded [`Broadcast`]s. FDB adverts do not: they leave as `States` pieces
+//! within the gossip budget.
 //! postcard was chosen over bincode: varint integers make these messages small, it is the codec foca
 //! already puts on the wire, and its decoder returns `Err` (never panics) on truncated or garbage input.
 //! Owns: byte layout and versioning. Must never: panic on input, or allocate unboundedly from a length
@@ -22,7 +23,8 @@ use crate::revocation::Revocation;
 /// Bump when the envelope or any body changes incompatibly; receivers drop other versions.
 /// 2: signed identities, adverts, dump entries and leaves; revocations.
 /// 3: adverts keyed by (vni, mac) with IP bindings; network catalog and IPAM grants.
-pub const WIRE_VERSION: u8 = 3;
+/// 4: owner digests carry the highest seq held (anti-entropy ships only the missing tail).
+pub const WIRE_VERSION: u8 = 4;
 const KIND_SWIM: u8 = 0;
 const KIND_SYNC: u8 = 1;
 
@@ -153,12 +155,16 @@ pub struct FdbAdvert {
     pub entry: FdbEntry,
 }
 
-/// Summary of one owner's table: equal triples mean equal tables (FNV-1a over the sorted entries).
+/// Summary of one owner's table: equal (owner, generation, hash) mean equal tables (FNV-1a over the
+/// sorted entries). `max_seq` is the highest seq held: a peer holding more of the table ships only
+/// the entries after it (tables mostly arrive in seq order); if the hashes still differ once the
+/// seqs are equal, the whole table is shipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnerDigest {
     pub owner: NodeId,
     pub generation: u64,
     pub hash: u64,
+    pub max_seq: u64,
 }
 
 /// A full copy of one owner's table (including tombstones), shipped when digests differ. Every entry
@@ -260,6 +266,11 @@ pub fn encode_sync(msg: &SyncMessage) -> Result<Vec<u8>, postcard::Error> {
     let mut v = vec![WIRE_VERSION, KIND_SYNC];
     postcard::to_io(msg, &mut v)?;
     Ok(v)
+}
+
+/// Whether `bytes` is a SWIM (membership) packet, judged by its envelope only.
+pub fn is_swim(bytes: &[u8]) -> bool {
+    bytes.get(1) == Some(&KIND_SWIM)
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Packet<'_>, DecodeError> {

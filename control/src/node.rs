@@ -1,8 +1,10 @@
 //! [`ControlNode`]: the sans-IO control-plane state machine the daemon (or the simulator) drives.
 //!
-//! It composes foca (SWIM membership and failure detection; FDB adverts ride on its piggybacked custom
-//! broadcasts) with [`FdbSync`] (per-owner MAC tables and their resolution) and a periodic push-pull
-//! anti-entropy exchange that repairs whatever gossip lost (healed partitions, loss, late joiners).
+//! It composes foca (SWIM membership and failure detection) with [`FdbSync`] (per-owner MAC tables
+//! and their resolution). Local MAC changes are batched (`advert_batch_window`) and pushed to every
+//! member as pieces of this node's table; a periodic push-pull anti-entropy exchange repairs whatever
+//! was lost (healed partitions, loss, late joiners). All of that FDB sync traffic leaves within the
+//! per-node gossip budget (`node/outbox.rs`); membership traffic never waits for it.
 //!
 //! The network catalog and IPAM blocks (signed records and CA-signed grants, gossiped the same way and
 //! part of the same anti-entropy exchange) are handled in `node/networks.rs`.
@@ -30,7 +32,9 @@ use crate::sync::{Admit, FdbSync, Key};
 use crate::{ControlError, MacAddr, Output, PeerAddr, Timer, TimerKind, Vni};
 
 mod networks;
+mod outbox;
 pub use networks::{BlockOutcome, NetworkInfo};
+use outbox::Outbox;
 
 /// Timings. The defaults withdraw a SIGKILLed node everywhere within 3 s on a LAN and survive 20 %
 /// message loss without false deaths. Worst case detection ≈ wait until some member probes the victim
@@ -83,6 +87,14 @@ pub struct ControlConfig {
     /// An IPAM block whose holder has been dead or gone (not an alive/suspect member) this long is
     /// released by an admitter. A restarted holder (same node id) keeps its blocks.
     pub block_grace: Duration,
+    /// Bytes per second this node may spend on FDB sync traffic: advert batches, anti-entropy table
+    /// pieces and digests, network catalog and IPAM grant repair (issue 9 §4, default 256 kB/s).
+    /// Membership (SWIM probes, acks, indirect probes, foca's gossip) and leave notices are not
+    /// counted against it and never wait for it. 0: no limit. See `node/outbox.rs`.
+    pub gossip_budget: u64,
+    /// Local MAC changes within this window after the first leave as one batch (one message per
+    /// member per ~16 KiB of entries) instead of one advert per MAC. Zero: at once.
+    pub advert_batch_window: Duration,
 }
 
 impl Default for ControlConfig {
@@ -104,9 +116,14 @@ impl Default for ControlConfig {
             max_packet_size: 16 * 1024,
             max_entries_per_owner: crate::sync::DEFAULT_MAX_PER_OWNER,
             block_grace: Duration::from_secs(60),
+            gossip_budget: DEFAULT_GOSSIP_BUDGET,
+            advert_batch_window: Duration::from_millis(50),
         }
     }
 }
+
+/// Default [`ControlConfig::gossip_budget`]: 256 kB/s.
+pub const DEFAULT_GOSSIP_BUDGET: u64 = 256_000;
 
 impl ControlConfig {
     fn to_foca(&self) -> foca::Config {
@@ -194,10 +211,24 @@ pub struct ControlStats {
     /// IPAM grants this admitter signed, and releases.
     pub blocks_granted: u64,
     pub blocks_released: u64,
+    /// Every byte handed to the transport (membership and sync).
+    pub gossip_bytes_sent: u64,
+    /// Bytes and messages of FDB sync traffic (adverts, anti-entropy, catalog/grant repair): what
+    /// `gossip_budget` limits.
+    pub sync_bytes_sent: u64,
+    pub sync_messages_sent: u64,
+    /// Sync messages that had to wait for the budget (sent later, in order).
+    pub sync_deferred: u64,
+    /// Small sync messages dropped because too many were waiting (anti-entropy repeats them).
+    pub sync_dropped: u64,
+    /// Now: table transfers (one owner's table to one member) in progress or waiting for the budget.
+    pub sync_pending: u64,
+    /// Batches of local MAC changes flushed (each leaves as one message per member per ~16 KiB).
+    pub advert_batches: u64,
+    /// Local MACs not advertised because this node already advertises `max_entries_per_owner`
+    /// (members would refuse them anyway).
+    pub local_over_cap: u64,
 }
-
-/// Keeps one States message well under the transport's per-message limit (~20 bytes per entry).
-const MAX_ENTRIES_PER_STATES: usize = 4096;
 
 /// Bound on adverts parked because their owner is not (yet) a known member; anti-entropy repairs the rest.
 const MAX_PENDING: usize = 4096;
@@ -272,6 +303,12 @@ pub struct ControlNode {
     orphan_since: BTreeMap<(String, crate::IpNet), Instant>,
     /// Admitters: the grant table has matched a peer's at least once since start (see `ipam_ready`).
     ipam_synced: bool,
+    /// Budgeted sync traffic (see `node/outbox.rs`).
+    outbox: Outbox,
+    /// A pacing timer is pending for this instant.
+    pace_at: Option<Instant>,
+    /// The current advert batch is flushed at this instant.
+    flush_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for ControlNode {
@@ -314,6 +351,7 @@ impl ControlNode {
         let mut sync = FdbSync::new(identity.id, identity.generation, identity.vtep);
         sync.set_max_per_owner(config.max_entries_per_owner);
         let revocations = trust.revoked.clone();
+        let outbox = Outbox::new(now, config.gossip_budget);
         let mut node = ControlNode {
             identity,
             trust,
@@ -343,6 +381,9 @@ impl ControlNode {
             absent_since: HashMap::new(),
             orphan_since: BTreeMap::new(),
             ipam_synced: false,
+            outbox,
+            pace_at: None,
+            flush_at: None,
         };
         let at = now + node.config.anti_entropy_interval;
         node.out.push_back(Output::ScheduleTimer {
@@ -368,6 +409,7 @@ impl ControlNode {
             out = self.out.pop_front();
         }
         match &mut out {
+            Some(Output::Send { bytes, .. }) => self.stats.gossip_bytes_sent += bytes.len() as u64,
             Some(Output::FdbInstall { .. }) => self.stats.fdb_installs += 1,
             Some(Output::FdbRemove { .. }) => self.stats.fdb_removes += 1,
             Some(Output::MembersChanged(rows)) => {
@@ -396,6 +438,12 @@ impl ControlNode {
             s.seq_refused += shared.too_far;
         }
         s.revoked = self.revocations.len() as u64;
+        let o = self.outbox.stats;
+        s.sync_bytes_sent = o.sync_bytes_sent;
+        s.sync_messages_sent = o.sync_messages_sent;
+        s.sync_deferred = o.sync_deferred;
+        s.sync_dropped = o.sync_dropped;
+        s.sync_pending = self.outbox.pending_tables() as u64;
         s
     }
 
@@ -414,7 +462,9 @@ impl ControlNode {
             self.seeds.push(addr);
         }
         let dst = NodeIdentity::placeholder(addr);
-        self.swim(now, |foca, rt| foca.announce(dst, rt))
+        let r = self.swim(now, |foca, rt| foca.announce(dst, rt));
+        self.release(now);
+        r
     }
 
     /// Graceful leave (SIGTERM): tell every member directly, then let foca gossip our departure.
@@ -480,38 +530,120 @@ impl ControlNode {
             .local_entries()
             .map(|(k, ips)| (k, ips.to_vec()))
             .collect();
-        let mut changes: Vec<(Key, Vec<IpAddr>, bool)> = want
-            .iter()
-            .filter(|(k, ips)| have.get(*k) != Some(*ips))
-            .map(|(k, ips)| (*k, ips.clone(), true))
+        // Members refuse more than `max_entries_per_owner` of ours; advertising them anyway would
+        // keep our table's digest different from theirs forever (anti-entropy resending it). Those
+        // already advertised keep their place.
+        let cap = self.config.max_entries_per_owner;
+        self.stats.local_over_cap = want.len().saturating_sub(cap) as u64;
+        if want.len() > cap {
+            let mut keep: BTreeSet<Key> = want
+                .keys()
+                .filter(|k| have.contains_key(*k))
+                .take(cap)
+                .copied()
+                .collect();
+            for k in want.keys() {
+                if keep.len() >= cap {
+                    break;
+                }
+                keep.insert(*k);
+            }
+            want.retain(|k, _| keep.contains(k));
+        }
+        // Withdrawals first: members apply our entries in seq order, and an addition ordered before
+        // the withdrawal that makes room for it would meet their per-owner cap and be refused.
+        let mut changes: Vec<(Key, Vec<IpAddr>, bool)> = have
+            .keys()
+            .filter(|k| !want.contains_key(*k))
+            .map(|k| (*k, Vec::new(), false))
             .collect();
         changes.extend(
-            have.keys()
-                .filter(|k| !want.contains_key(*k))
-                .map(|k| (*k, Vec::new(), false)),
+            want.iter()
+                .filter(|(k, ips)| have.get(*k) != Some(*ips))
+                .map(|(k, ips)| (*k, ips.clone(), true)),
         );
         if changes.is_empty() {
             return Ok(());
         }
         for (key, ips, present) in changes {
-            let Some(advert) = self.sync.local_change(key, ips, present, &self.trust.signer) else {
-                continue;
-            };
-            self.sync.refresh(key, &mut self.out);
-            let data = messages::encode_broadcast(&Broadcast::Fdb(advert))
-                .map_err(|e| ControlError::Encode(e.to_string()))?;
-            self.foca
-                .add_broadcast(&data)
-                .map_err(|e| ControlError::Swim(e.to_string()))?;
+            // Each entry is signed on its own (not the batch): members relay single entries of our
+            // table in anti-entropy pieces, and each must stay verifiable against our key there.
+            if self
+                .sync
+                .local_change(key, ips, present, &self.trust.signer)
+                .is_some()
+            {
+                self.sync.refresh(key, &mut self.out);
+            }
         }
-        // Our own adverts went through the handler too; nothing to apply, just clear them.
-        self.drain_inbox();
-        // Push now instead of waiting for the next gossip tick.
-        self.swim(now, |foca, rt| foca.broadcast(rt))
+        // Adverts are batched: the changes of the next `advert_batch_window` leave together, as
+        // pieces of our table (`States` messages) pushed straight to every member within the
+        // gossip budget, not piggybacked one by one on membership packets. Anti-entropy repairs
+        // what a member missed.
+        if self.config.advert_batch_window.is_zero() {
+            self.flush_adverts();
+        } else if self.flush_at.is_none() {
+            let at = now + self.config.advert_batch_window;
+            self.flush_at = Some(at);
+            self.out.push_back(Output::ScheduleTimer {
+                at,
+                timer: Timer(TimerKind::FlushAdverts),
+            });
+        }
+        self.release(now);
+        Ok(())
+    }
+
+    /// End of the batch window: our changes since the last flush are released to every member.
+    fn flush_adverts(&mut self) {
+        self.flush_at = None;
+        let from = self.outbox.own_released.saturating_add(1);
+        let upto = self.sync.own_max_seq();
+        let me = self.identity.id;
+        let Some(generation) = self.sync.held_generation(me) else {
+            return;
+        };
+        if upto < from {
+            return;
+        }
+        self.outbox.own_released = upto;
+        self.stats.advert_batches += 1;
+        let peers: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
+        for to in peers {
+            self.outbox.want_table(to, me, generation, from);
+        }
+    }
+
+    /// Let out the sync traffic the budget allows now; wake up when the rest may go.
+    fn release(&mut self, now: Instant) {
+        if self.has_left {
+            return;
+        }
+        let me = self.identity.id;
+        if let Some(at) = self.outbox.release(now, &self.sync, me, &mut self.out) {
+            if !matches!(self.pace_at, Some(p) if p <= at) {
+                self.pace_at = Some(at);
+                self.out.push_back(Output::ScheduleTimer {
+                    at,
+                    timer: Timer(TimerKind::Pace),
+                });
+            }
+        }
     }
 
     /// A datagram/stream payload received from `from`'s gossip endpoint.
     pub fn handle_message(&mut self, now: Instant, from: PeerAddr, bytes: &[u8]) -> Result<(), ControlError> {
+        let r = self.handle_message_inner(now, from, bytes);
+        self.release(now);
+        r
+    }
+
+    fn handle_message_inner(
+        &mut self,
+        now: Instant,
+        from: PeerAddr,
+        bytes: &[u8],
+    ) -> Result<(), ControlError> {
         if self.has_left {
             return Ok(());
         }
@@ -547,24 +679,10 @@ impl ControlNode {
                 if grants == self.grants.digest() {
                     self.ipam_synced = true;
                 }
-                // Several States messages of bounded size rather than one unbounded one.
-                let mut batch = Vec::new();
-                let mut entries = 0;
-                for dump in self.sync.dumps_for(&owners) {
-                    entries += dump.entries.len() + 1;
-                    batch.push(dump);
-                    if entries >= MAX_ENTRIES_PER_STATES {
-                        self.send_sync(
-                            from,
-                            &SyncMessage::States {
-                                owners: std::mem::take(&mut batch),
-                            },
-                        )?;
-                        entries = 0;
-                    }
-                }
-                if !batch.is_empty() {
-                    self.send_sync(from, &SyncMessage::States { owners: batch })?;
+                // The tables that differ leave in pieces as the budget allows (a pass already
+                // under way towards this peer continues where it is).
+                for (owner, generation, from_seq) in self.sync.differing(&owners) {
+                    self.outbox.want_table(from, owner, generation, from_seq);
                 }
                 if !reply {
                     let digest = self.digest_message(true);
@@ -660,6 +778,12 @@ impl ControlNode {
 
     /// A timer previously requested through [`Output::ScheduleTimer`] is due.
     pub fn handle_timer(&mut self, now: Instant, timer: Timer) -> Result<(), ControlError> {
+        let r = self.handle_timer_inner(now, timer);
+        self.release(now);
+        r
+    }
+
+    fn handle_timer_inner(&mut self, now: Instant, timer: Timer) -> Result<(), ControlError> {
         if self.has_left {
             return Ok(());
         }
@@ -696,6 +820,14 @@ impl ControlNode {
         }
         match timer.0 {
             TimerKind::Swim(t) => self.swim(now, |foca, rt| foca.handle_timer(t, rt)),
+            TimerKind::Pace => {
+                self.pace_at = None;
+                Ok(())
+            }
+            TimerKind::FlushAdverts => {
+                self.flush_adverts();
+                Ok(())
+            }
             TimerKind::AntiEntropy => {
                 let at = now + self.config.anti_entropy_interval;
                 self.out.push_back(Output::ScheduleTimer {
@@ -842,7 +974,15 @@ impl ControlNode {
         }
     }
 
+    /// Sync traffic: queued behind the gossip budget (see `node/outbox.rs`).
     fn send_sync(&mut self, to: SocketAddr, msg: &SyncMessage) -> Result<(), ControlError> {
+        let bytes = messages::encode_sync(msg).map_err(|e| ControlError::Encode(e.to_string()))?;
+        self.outbox.queue_control(to, bytes);
+        Ok(())
+    }
+
+    /// A small, rare message that must not wait for the budget (revoke requests).
+    fn send_now(&mut self, to: SocketAddr, msg: &SyncMessage) -> Result<(), ControlError> {
         let bytes = messages::encode_sync(msg).map_err(|e| ControlError::Encode(e.to_string()))?;
         self.out.push_back(Output::Send { to, bytes });
         Ok(())
@@ -921,6 +1061,8 @@ impl ControlNode {
         }
         let known: HashSet<SocketAddr> = self.foca.iter_membership_state().map(|m| m.id().addr).collect();
         self.last_heard.retain(|a, _| known.contains(a));
+        let active: HashSet<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
+        self.outbox.retain_peers(|a| active.contains(a));
         self.shared.lock().unwrap_or_else(|e| e.into_inner()).members = idents;
         self.sync.set_eligible(&eligible, &mut self.out);
         self.out.push_back(Output::MembersChanged(Vec::new()));
@@ -1087,7 +1229,7 @@ impl ControlNode {
             .signer
             .sign(messages::DOMAIN_REVOKE_REQUEST, &msg)
             .map_err(|e| ControlError::Encode(e.to_string()))?;
-        self.send_sync(
+        self.send_now(
             addr,
             &SyncMessage::RevokeRequest {
                 target,
@@ -1260,6 +1402,25 @@ mod tests {
         let s = n.stats();
         assert_eq!(s.messages_in, 20_000);
         assert!(s.decode_errors + s.swim_errors > 10_000, "{s:?}");
+    }
+
+    /// `overlayctl stats` shows `ControlStats` as serialized: the gossip budget's counters appear
+    /// under the names docs/RELIABILITY.md gives.
+    #[test]
+    fn budget_counters_are_exported() {
+        let v = serde_json::to_value(ControlStats::default()).unwrap();
+        for k in [
+            "gossip_bytes_sent",
+            "sync_bytes_sent",
+            "sync_messages_sent",
+            "sync_deferred",
+            "sync_dropped",
+            "sync_pending",
+            "advert_batches",
+            "local_over_cap",
+        ] {
+            assert_eq!(v.get(k), Some(&serde_json::json!(0)), "{k}");
+        }
     }
 
     /// A member cannot announce another member's leave: not from another address, and not with a

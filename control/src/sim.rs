@@ -53,6 +53,12 @@ pub struct SimConfig {
     pub control: ControlConfig,
     /// Nodes 0..admitters are attested as admitters and hold the CA key.
     pub admitters: usize,
+    /// Each node's uplink in bytes per second (0: unlimited). Everything a node sends queues on it
+    /// in order (FIFO, like a NIC queue or a congested path): a message leaves once the ones before
+    /// it have, after `len / uplink`. This is what makes unbudgeted sync traffic delay probes.
+    pub uplink: u64,
+    /// Keep a copy of every sync (non-SWIM) message each node sends, in [`SimNode::sync_sent`].
+    pub record_sync: bool,
 }
 
 impl Default for SimConfig {
@@ -64,6 +70,8 @@ impl Default for SimConfig {
             seed: 1,
             control: ControlConfig::default(),
             admitters: 1,
+            uplink: 0,
+            record_sync: false,
         }
     }
 }
@@ -112,6 +120,14 @@ pub struct SimNode {
     pub revoked: RevocationList,
     /// Bytes this node has handed to the network (all gossip: membership, adverts, anti-entropy).
     pub sent_bytes: u64,
+    /// Every sync (non-SWIM) message sent: (virtual time since start, length).
+    pub sync_log: Vec<(Duration, usize)>,
+    /// With [`SimConfig::record_sync`]: the sync messages themselves, (virtual time, bytes).
+    pub sync_sent: Vec<(Duration, Vec<u8>)>,
+    /// Longest time a SWIM packet of this node waited behind other traffic on its uplink.
+    pub max_swim_wait: Duration,
+    /// When this node's uplink is free again.
+    link_free_at: Instant,
     instance: u64,
     group: usize,
 }
@@ -233,6 +249,10 @@ impl Sim {
                 attestation,
                 revoked: RevocationList::default(),
                 sent_bytes: 0,
+                sync_log: Vec::new(),
+                sync_sent: Vec::new(),
+                max_swim_wait: Duration::ZERO,
+                link_free_at: start,
                 instance: 0,
                 group: 0,
             });
@@ -364,7 +384,28 @@ impl Sim {
             match out {
                 Output::Send { to, bytes } => {
                     self.sent += 1;
-                    self.nodes[i].sent_bytes += bytes.len() as u64;
+                    let elapsed = self.now - self.start;
+                    let swim = messages::is_swim(&bytes);
+                    let n = &mut self.nodes[i];
+                    n.sent_bytes += bytes.len() as u64;
+                    if !swim {
+                        n.sync_log.push((elapsed, bytes.len()));
+                        if self.cfg.record_sync {
+                            n.sync_sent.push((elapsed, bytes.clone()));
+                        }
+                    }
+                    // The uplink: FIFO, `uplink` bytes per second.
+                    let depart = if self.cfg.uplink > 0 {
+                        let start = n.link_free_at.max(self.now);
+                        let nanos = bytes.len() as u128 * 1_000_000_000 / self.cfg.uplink as u128;
+                        n.link_free_at = start + Duration::from_nanos(nanos as u64);
+                        if swim {
+                            n.max_swim_wait = n.max_swim_wait.max(start - self.now);
+                        }
+                        n.link_free_at
+                    } else {
+                        self.now
+                    };
                     let Some(&j) = self.by_addr.get(&to) else {
                         self.dropped += 1;
                         continue;
@@ -374,7 +415,7 @@ impl Sim {
                         continue;
                     }
                     let jitter = self.cfg.jitter.mul_f64(self.rng.unit());
-                    let at = self.now + self.cfg.latency + jitter;
+                    let at = depart + self.cfg.latency + jitter;
                     let from = self.nodes[i].addr;
                     self.push(at, Event::Deliver { to: j, from, bytes });
                 }

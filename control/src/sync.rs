@@ -23,8 +23,10 @@
 //! [`FdbSync::apply_entry`], so only entries that would change state cost a verification.
 //! Must never: do I/O, or install an entry for a MAC this node owns itself.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::IpAddr;
+use std::ops::Bound;
 
 use crate::attest::Signer;
 use crate::identity::NodeId;
@@ -37,6 +39,18 @@ pub type Key = (Vni, MacAddr);
 /// The key of a received entry; None if its VNI is out of range.
 pub fn key_of(e: &FdbEntry) -> Option<Key> {
     Some((Vni::new(e.vni).ok()?, MacAddr(e.mac)))
+}
+
+/// A position in an owner table's (seq, key) order (see [`FdbSync::entries_from`]).
+pub type SeqPos = (u64, Key);
+
+/// Where [`FdbSync::entries_from`] starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pos {
+    /// The first entry whose seq is at least this (`FromSeq(0)`: the whole table).
+    FromSeq(u64),
+    /// The first entry after this position (where the previous piece stopped).
+    After(SeqPos),
 }
 
 /// Largest accepted jump of a seq (per owner table) or mobility (per MAC) over the highest value held.
@@ -55,8 +69,14 @@ struct OwnerState {
     /// Entries with `present` (the rest are tombstones).
     present: usize,
     entries: BTreeMap<Key, FdbEntry>,
+    /// The same entries ordered by (seq, key): what anti-entropy and adverts ship, in the order the
+    /// owner made them, so a table sent in pieces can resume where it stopped.
+    by_seq: BTreeSet<(u64, Key)>,
     /// Present entries per VNI (flood-set membership).
     per_vni: BTreeMap<Vni, usize>,
+    /// [`OwnerState::hash`] of the current entries (None after a change): digests are asked for on
+    /// every anti-entropy round and a table holds thousands of entries.
+    hash: Cell<Option<u64>>,
 }
 
 impl OwnerState {
@@ -67,17 +87,25 @@ impl OwnerState {
             max_seq: 0,
             present: 0,
             entries: BTreeMap::new(),
+            by_seq: BTreeSet::new(),
             per_vni: BTreeMap::new(),
+            hash: Cell::new(None),
         }
     }
 
-    /// Replace the entry at `key`, keeping the present counters right.
+    /// Replace the entry at `key`, keeping the present counters and the seq index right.
     fn put(&mut self, key: Key, entry: FdbEntry) {
+        self.hash.set(None);
+        self.by_seq.insert((entry.seq, key));
         if entry.present {
             self.present += 1;
             *self.per_vni.entry(key.0).or_default() += 1;
         }
+        let seq = entry.seq;
         if let Some(old) = self.entries.insert(key, entry) {
+            if old.seq != seq {
+                self.by_seq.remove(&(old.seq, key));
+            }
             if old.present {
                 self.present -= 1;
                 if let Some(n) = self.per_vni.get_mut(&key.0) {
@@ -91,6 +119,15 @@ impl OwnerState {
     }
 
     fn hash(&self, owner: NodeId) -> u64 {
+        if let Some(h) = self.hash.get() {
+            return h;
+        }
+        let h = self.compute_hash(owner);
+        self.hash.set(Some(h));
+        h
+    }
+
+    fn compute_hash(&self, owner: NodeId) -> u64 {
         let mut h = Fnv::new();
         h.write(&owner.0.to_le_bytes());
         h.write(&self.generation.to_le_bytes());
@@ -336,6 +373,7 @@ impl FdbSync {
                 owner: *id,
                 generation: st.generation,
                 hash: st.hash(*id),
+                max_seq: st.max_seq,
             })
             .collect()
     }
@@ -356,6 +394,54 @@ impl FdbSync {
                 entries: st.entries.values().cloned().collect(),
             })
             .collect()
+    }
+
+    /// The held owners that a peer whose digest is `theirs` lacks or holds differently, as
+    /// (owner, generation, first seq to ship): what anti-entropy ships to it (see
+    /// [`Self::entries_from`]). Tables mostly arrive in seq order, so: a peer that holds the table up
+    /// to a lower seq gets the entries after it; one that holds a higher seq is ahead of us (it
+    /// ships to us instead); one that holds the same seq but another hash missed something in
+    /// between and gets the whole table.
+    pub fn differing(&self, theirs: &[OwnerDigest]) -> Vec<(NodeId, u64, u64)> {
+        let theirs: BTreeMap<NodeId, &OwnerDigest> = theirs.iter().map(|d| (d.owner, d)).collect();
+        self.owners
+            .iter()
+            .filter_map(|(id, st)| match theirs.get(id) {
+                Some(d) if d.generation != st.generation => Some((*id, st.generation, 0)),
+                Some(d) if d.max_seq > st.max_seq || d.hash == st.hash(*id) => None,
+                Some(d) if d.max_seq < st.max_seq => Some((*id, st.generation, d.max_seq.saturating_add(1))),
+                _ => Some((*id, st.generation, 0)),
+            })
+            .collect()
+    }
+
+    /// `owner`'s entries (at `generation`) in (seq, key) order, from `pos` on. Empty if the owner or
+    /// that generation is not held. A table shipped in pieces resumes here; entries changed meanwhile
+    /// move to the end (their seq grew), so a pass that runs to the end ships every current entry.
+    pub fn entries_from(
+        &self,
+        owner: NodeId,
+        generation: u64,
+        pos: Pos,
+    ) -> impl Iterator<Item = (SeqPos, &FdbEntry)> + '_ {
+        let st = self.owners.get(&owner).filter(|o| o.generation == generation);
+        st.into_iter().flat_map(move |st| {
+            let lower = match pos {
+                Pos::After(p) => Bound::Excluded(p),
+                Pos::FromSeq(seq) => match Vni::new(0) {
+                    Ok(v) => Bound::Included((seq, (v, MacAddr([0; 6])))),
+                    Err(_) => Bound::Unbounded,
+                },
+            };
+            st.by_seq
+                .range((lower, Bound::Unbounded))
+                .filter_map(move |&(seq, key)| st.entries.get(&key).map(|e| ((seq, key), e)))
+        })
+    }
+
+    /// Highest seq of this node's own table (the last local change).
+    pub fn own_max_seq(&self) -> u64 {
+        self.owners.get(&self.me).map(|o| o.max_seq).unwrap_or(0)
     }
 
     /// The winning owner of `key` across all held owners, with its VTEP and the IPs it binds.
@@ -652,6 +738,53 @@ mod tests {
             Some(ip(2))
         );
         assert_eq!(b.installed().get(&k(M)).map(|e| e.0), Some(ip(1)));
+    }
+
+    /// Anti-entropy ships a peer that is behind only the tail it lacks, nothing to a peer that is
+    /// ahead, and the whole table to one with the same highest seq but a gap; pieces resume after
+    /// the last position shipped and see entries changed meanwhile at the end.
+    #[test]
+    fn differing_ships_the_missing_tail() {
+        let mut out = VecDeque::new();
+        let mut a = FdbSync::new(NodeId(1), 1, ip(1));
+        let mut b = FdbSync::new(NodeId(1), 1, ip(1));
+        let mut c = FdbSync::new(NodeId(1), 1, ip(1));
+        for s in [&mut a, &mut b, &mut c] {
+            s.set_eligible(&elig(&[(7, 3, 7)]), &mut out);
+        }
+        let m = |i: u8| MacAddr([2, 0, 0, 0, 1, i]);
+        for seq in 1..=10u64 {
+            apply(&mut a, &adv(7, 3, seq, 1, m(seq as u8), true), &mut out);
+            if seq <= 5 {
+                apply(&mut b, &adv(7, 3, seq, 1, m(seq as u8), true), &mut out);
+            }
+            if seq != 4 {
+                apply(&mut c, &adv(7, 3, seq, 1, m(seq as u8), true), &mut out);
+            }
+        }
+        let owner = |v: Vec<(NodeId, u64, u64)>| v.into_iter().find(|d| d.0 == NodeId(7));
+        assert_eq!(owner(a.differing(&b.digest())), Some((NodeId(7), 3, 6)));
+        assert_eq!(owner(b.differing(&a.digest())), None);
+        assert_eq!(owner(a.differing(&c.digest())), Some((NodeId(7), 3, 0)));
+        assert_eq!(owner(a.differing(&a.digest())), None);
+        let seqs = |s: &FdbSync, p: Pos| {
+            s.entries_from(NodeId(7), 3, p)
+                .map(|(p, _)| p.0)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(seqs(&a, Pos::FromSeq(6)), vec![6, 7, 8, 9, 10]);
+        let after = a
+            .entries_from(NodeId(7), 3, Pos::FromSeq(0))
+            .nth(2)
+            .map(|(p, _)| p)
+            .unwrap();
+        assert_eq!(seqs(&a, Pos::After(after)), vec![4, 5, 6, 7, 8, 9, 10]);
+        // MAC 2 changes (seq 11): it moves to the end of the order.
+        apply(&mut a, &adv(7, 3, 11, 1, m(2), false), &mut out);
+        assert_eq!(seqs(&a, Pos::After(after)), vec![4, 5, 6, 7, 8, 9, 10, 11]);
+        assert_eq!(seqs(&a, Pos::FromSeq(0)), vec![1, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+        assert!(seqs(&a, Pos::FromSeq(12)).is_empty());
+        assert_eq!(a.entries_from(NodeId(7), 2, Pos::FromSeq(0)).count(), 0);
     }
 
     /// Beyond the per-owner cap a new MAC is refused (before any signature check), while updates and

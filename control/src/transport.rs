@@ -398,6 +398,12 @@ impl Pool {
                 return;
             };
             if let Ok(mut s) = conn.open_uni().await {
+                // Membership first: quinn sends higher-priority streams of a connection before
+                // others, so a probe or ack never waits behind a table piece (the node's gossip
+                // budget keeps the path itself from filling up with sync traffic).
+                if crate::messages::is_swim(&bytes) {
+                    let _ = s.set_priority(1);
+                }
                 let _ = s.write_all(&bytes).await;
                 let _ = s.finish();
             }

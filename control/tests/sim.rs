@@ -171,7 +171,12 @@ fn mac_move_points_everyone_to_new_owner() {
         .run_until(Duration::from_secs(10), TICK, |s| s.fdb_converged())
         .expect("move back");
     println!("MAC move back: applied everywhere after {t:?} virtual");
-    assert!(sim.digests_equal());
+    // Node 10's withdrawal changes no FDB (node 3's new claim wins anyway) and may arrive a batch
+    // window later (adverts are batched): the tables end up identical all the same.
+    let t = sim
+        .run_until(Duration::from_secs(10), TICK, |s| s.digests_equal())
+        .expect("digests equal");
+    println!("MAC move back: all digests equal {t:?} later");
 }
 
 #[test]

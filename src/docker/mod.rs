@@ -14,6 +14,7 @@
 //! may use it) until `overlayctl network rm`.
 
 pub mod api;
+pub mod backend;
 pub mod ipam;
 pub mod listen;
 pub mod network;

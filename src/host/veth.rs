@@ -132,3 +132,45 @@ pub fn set_address(ifname: &str, addr: IpNet, present: bool) -> Result<(), HostE
     let mut rt = Rtnl::open()?;
     rtnl::change_address(&mut rt, present, ifname, addr.addr(), addr.prefix_len(), true)
 }
+
+/// A veth pair with both ends in the calling thread's namespace (Docker's driver: Docker moves the peer into
+/// the container, renames it and sets its address itself). Both ends get `mtu`, the peer `peer_mac`; the host
+/// end is plugged into `bridge` and set up, the peer is left down. A leftover pair with the same host end (a
+/// crash between Join and Leave) is deleted first. On failure nothing is left.
+pub fn create_local(
+    host_ifname: &str,
+    peer_ifname: &str,
+    bridge: &str,
+    mtu: u32,
+    peer_mac: MacAddr,
+) -> Result<(), HostError> {
+    rtnl::validate_ifname(host_ifname)?;
+    rtnl::validate_ifname(peer_ifname)?;
+    let mut rt = Rtnl::open()?;
+    let br = rtnl::require_link(&mut rt, bridge)?;
+    if br.kind.as_deref() != Some("bridge") {
+        return Err(HostError::NotABridge {
+            name: bridge.to_owned(),
+        });
+    }
+    rtnl::delete_link(&mut rt, host_ifname)?;
+    // The calling thread's own namespace (not the process's: a thread may have entered another one).
+    let here = std::fs::File::open("/proc/thread-self/ns/net").map_err(|source| HostError::NetnsOpen {
+        path: "/proc/thread-self/ns/net".into(),
+        source,
+    })?;
+    use std::os::fd::AsFd;
+    rtnl::create_veth(
+        &mut rt,
+        host_ifname,
+        peer_ifname,
+        here.as_fd(),
+        mtu,
+        Some(peer_mac.0),
+    )?;
+    let r = rtnl::set_link(&mut rt, host_ifname, None, Some(bridge), true);
+    if r.is_err() {
+        let _ = rtnl::delete_link(&mut rt, host_ifname);
+    }
+    r
+}

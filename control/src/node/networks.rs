@@ -98,7 +98,9 @@ impl ControlNode {
         }
         let w = self.pending_blocks.entry(network.to_string()).or_insert(want);
         *w = (*w).max(want);
-        match self.send_block_request(network, want)? {
+        let sent = self.send_block_request(network, want)?;
+        self.release(now);
+        match sent {
             Some(a) => Ok(BlockOutcome::Requested(a)),
             None => Ok(BlockOutcome::Pending),
         }

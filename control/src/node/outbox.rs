@@ -1,0 +1,330 @@
+//! The gossip byte budget of [`super::ControlNode`]: FDB sync traffic (advert batches, anti-entropy
+//! table pieces, catalog/grant repair, digests) leaves only as fast as a token bucket refilled at
+//! `ControlConfig::gossip_budget` bytes per second allows; membership (foca's probes, acks, indirect
+//! probes and gossip, leave notices) never passes through here and is never held back.
+//!
+//! Why here and not in the transport: the node is sans-IO and driven by `now`, so the budget is
+//! deterministic in the simulator and the same code paces the daemon; and only the node knows what a
+//! message is, so instead of queueing bytes it keeps one cursor per (peer, owner table) and builds the
+//! next piece of a table only when the budget lets it leave. A table larger than the budget allows
+//! is therefore sent in pieces over successive ticks, a pass resumes where it stopped (a new
+//! anti-entropy round does not restart it), and whatever changed meanwhile is shipped in its newest
+//! version only (entries are ordered by seq, a change moves an entry to the end). Nothing grows with
+//! the backlog except the bounded queue of small control messages.
+//!
+//! Order of what leaves: control messages (FIFO) first, then table pieces, round-robin over the
+//! (peer, owner) cursors. Must never: read a clock, block, or hold back a membership message.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::identity::NodeId;
+use crate::messages::{self, FdbEntry, OwnerDump, SyncMessage};
+use crate::sync::{FdbSync, Pos};
+use crate::Output;
+
+/// Target size of one table piece (a `States` message): also the bucket's burst, so over any window
+/// of T seconds sync traffic stays within `budget × T` plus one message.
+pub(crate) const PIECE_BYTES: usize = 16 * 1024;
+
+/// Bound on queued control messages (digests, repairs, requests); beyond it new ones are dropped
+/// (counted in `sync_dropped`) and anti-entropy sends them again later.
+const MAX_CONTROL_BYTES: usize = 1 << 20;
+
+/// A token bucket in exact integer arithmetic (nanobytes), so the simulator replays bit for bit and
+/// a timer set for the instant the bucket refills always finds it refilled.
+#[derive(Debug, Clone)]
+struct Bucket {
+    /// Bytes per second; 0 = no limit.
+    rate: u64,
+    /// Most tokens held (bytes × 1e9).
+    burst: i128,
+    tokens: i128,
+    at: Instant,
+}
+
+const NANO: i128 = 1_000_000_000;
+
+impl Bucket {
+    fn new(now: Instant, rate: u64, burst: usize) -> Self {
+        let burst = burst as i128 * NANO;
+        Bucket {
+            rate,
+            burst,
+            tokens: burst,
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        if now > self.at {
+            let dt = now.duration_since(self.at).as_nanos() as i128;
+            self.tokens = (self.tokens + dt * self.rate as i128).min(self.burst);
+            self.at = now;
+        }
+    }
+
+    /// What must be held to send `len` bytes: all of it, or a full bucket for a message larger than
+    /// the burst (which then leaves the bucket in debt).
+    fn need(&self, len: usize) -> i128 {
+        (len as i128 * NANO).min(self.burst)
+    }
+
+    /// Take `len` bytes if the budget allows now.
+    fn take(&mut self, now: Instant, len: usize) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        self.refill(now);
+        if self.tokens < self.need(len) {
+            return false;
+        }
+        self.tokens -= len as i128 * NANO;
+        true
+    }
+
+    /// When `len` bytes will be allowed (after a failed [`Self::take`] at `self.at`).
+    fn ready_at(&self, len: usize) -> Instant {
+        let deficit = (self.need(len) - self.tokens).max(0);
+        let rate = self.rate.max(1) as i128;
+        let nanos = (deficit + rate - 1) / rate;
+        self.at + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+}
+
+/// One table pass towards one peer: the owner's generation and where the next piece starts.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    generation: u64,
+    pos: Pos,
+}
+
+/// Counters of the budget (folded into `ControlStats`).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct OutboxStats {
+    pub sync_bytes_sent: u64,
+    pub sync_messages_sent: u64,
+    pub sync_deferred: u64,
+    pub sync_dropped: u64,
+}
+
+/// Budgeted sync traffic of one node.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    bucket: Bucket,
+    control: VecDeque<(SocketAddr, Vec<u8>)>,
+    control_bytes: usize,
+    /// Whether the control message at the front already counted as deferred.
+    front_deferred: bool,
+    cursors: BTreeMap<(SocketAddr, NodeId), Cursor>,
+    /// The cursor served last (round-robin).
+    last: Option<(SocketAddr, NodeId)>,
+    /// A table piece built but not yet allowed out (already counted as deferred).
+    staged: Option<(SocketAddr, Vec<u8>)>,
+    /// This node's own entries with a higher seq are held back until the advert batch is flushed.
+    pub own_released: u64,
+    pub stats: OutboxStats,
+}
+
+impl Outbox {
+    pub fn new(now: Instant, budget: u64) -> Self {
+        Outbox {
+            bucket: Bucket::new(now, budget, PIECE_BYTES),
+            control: VecDeque::new(),
+            control_bytes: 0,
+            front_deferred: false,
+            cursors: BTreeMap::new(),
+            last: None,
+            staged: None,
+            own_released: 0,
+            stats: OutboxStats::default(),
+        }
+    }
+
+    /// Queue a small sync message (digest, repair, request); sent before any table piece.
+    pub fn queue_control(&mut self, to: SocketAddr, bytes: Vec<u8>) {
+        if self.control_bytes + bytes.len() > MAX_CONTROL_BYTES {
+            self.stats.sync_dropped += 1;
+            return;
+        }
+        self.control_bytes += bytes.len();
+        self.control.push_back((to, bytes));
+    }
+
+    /// Ship `owner`'s table (at `generation`) to `to`, from seq `from` on. A pass already under way
+    /// for that peer and owner continues where it is (it reaches newer entries anyway), skipping
+    /// ahead to `from` if the peer already holds more.
+    pub fn want_table(&mut self, to: SocketAddr, owner: NodeId, generation: u64, from: u64) {
+        let fresh = Cursor {
+            generation,
+            pos: Pos::FromSeq(from),
+        };
+        let c = self.cursors.entry((to, owner)).or_insert(fresh);
+        let behind = match c.pos {
+            Pos::FromSeq(s) => s < from,
+            Pos::After((s, _)) => s < from.saturating_sub(1),
+        };
+        if c.generation != generation || behind {
+            *c = fresh;
+        }
+    }
+
+    /// Forget passes towards peers that are no longer members.
+    pub fn retain_peers(&mut self, keep: impl Fn(&SocketAddr) -> bool) {
+        self.cursors.retain(|(to, _), _| keep(to));
+        if self.staged.as_ref().is_some_and(|(to, _)| !keep(to)) {
+            self.staged = None;
+        }
+    }
+
+    /// Table passes in progress.
+    pub fn pending_tables(&self) -> usize {
+        self.cursors.len() + usize::from(self.staged.is_some())
+    }
+
+    /// Send what the budget allows at `now` into `out`. Returns when to call again if something is
+    /// left waiting for the budget.
+    pub fn release(
+        &mut self,
+        now: Instant,
+        sync: &FdbSync,
+        me: NodeId,
+        out: &mut VecDeque<Output>,
+    ) -> Option<Instant> {
+        loop {
+            if let Some((_, bytes)) = self.control.front() {
+                let len = bytes.len();
+                if !self.bucket.take(now, len) {
+                    if !self.front_deferred {
+                        self.front_deferred = true;
+                        self.stats.sync_deferred += 1;
+                    }
+                    return Some(self.bucket.ready_at(len));
+                }
+                self.front_deferred = false;
+                if let Some((to, bytes)) = self.control.pop_front() {
+                    self.control_bytes -= bytes.len();
+                    self.emit(to, bytes, out);
+                }
+                continue;
+            }
+            let piece = match self.staged.take() {
+                Some(p) => Some((p, true)),
+                None => self.next_piece(sync, me).map(|p| (p, false)),
+            };
+            // Nothing left: no wake-up needed.
+            let ((to, bytes), was_deferred) = piece?;
+            if !self.bucket.take(now, bytes.len()) {
+                if !was_deferred {
+                    self.stats.sync_deferred += 1;
+                }
+                let at = self.bucket.ready_at(bytes.len());
+                self.staged = Some((to, bytes));
+                return Some(at);
+            }
+            self.emit(to, bytes, out);
+        }
+    }
+
+    fn emit(&mut self, to: SocketAddr, bytes: Vec<u8>, out: &mut VecDeque<Output>) {
+        self.stats.sync_bytes_sent += bytes.len() as u64;
+        self.stats.sync_messages_sent += 1;
+        out.push_back(Output::Send { to, bytes });
+    }
+
+    /// The next table piece, round-robin over the cursors; finished passes are dropped.
+    fn next_piece(&mut self, sync: &FdbSync, me: NodeId) -> Option<(SocketAddr, Vec<u8>)> {
+        let order: Vec<(SocketAddr, NodeId)> = match self.last {
+            Some(last) => {
+                let (before, after): (Vec<_>, Vec<_>) = self.cursors.keys().partition(|k| **k <= last);
+                after.into_iter().chain(before).collect()
+            }
+            None => self.cursors.keys().copied().collect(),
+        };
+        for key in order {
+            let Some(cursor) = self.cursors.get(&key).copied() else {
+                continue;
+            };
+            let (to, owner) = key;
+            let limit = if owner == me { self.own_released } else { u64::MAX };
+            let mut entries: Vec<FdbEntry> = Vec::new();
+            let mut size = 0;
+            let mut end = None;
+            for (pos, e) in sync.entries_from(owner, cursor.generation, cursor.pos) {
+                if pos.0 > limit || size >= PIECE_BYTES {
+                    break;
+                }
+                size += entry_size(e);
+                entries.push(e.clone());
+                end = Some(pos);
+            }
+            let Some(end) = end else {
+                // Pass complete (or the owner is gone): later changes start a new one.
+                self.cursors.remove(&key);
+                continue;
+            };
+            if let Some(c) = self.cursors.get_mut(&key) {
+                c.pos = Pos::After(end);
+            }
+            self.last = Some(key);
+            let msg = SyncMessage::States {
+                owners: vec![OwnerDump {
+                    owner,
+                    generation: cursor.generation,
+                    entries,
+                }],
+            };
+            match messages::encode_sync(&msg) {
+                Ok(bytes) => return Some((to, bytes)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot encode a table piece (this is a bug)");
+                    self.cursors.remove(&key);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// An upper bound of an entry's encoded size (postcard varints at their widest).
+fn entry_size(e: &FdbEntry) -> usize {
+    4 + 6 + 1 + e.ips.len() * 17 + 10 + 10 + 1 + 2 + e.sig.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bucket lets `rate` bytes per second through plus at most one burst, and a timer set to
+    /// `ready_at` always finds the tokens there.
+    #[test]
+    fn bucket_paces_exactly() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(t0, 1000, 500);
+        assert!(b.take(t0, 500));
+        assert!(!b.take(t0, 100));
+        let at = b.ready_at(100);
+        assert_eq!(at - t0, Duration::from_millis(100));
+        assert!(b.take(at, 100));
+        // Over 10 s of 100-byte messages sent as soon as allowed: 10 × 1000 + the initial 500.
+        let mut now = at;
+        let mut sent = 600;
+        while now - t0 < Duration::from_secs(10) {
+            if b.take(now, 100) {
+                sent += 100;
+            } else {
+                now = b.ready_at(100);
+            }
+        }
+        assert!(sent <= 10_000 + 500 + 100, "{sent}");
+        // A message larger than the burst waits for a full bucket, then leaves it in debt.
+        let mut b = Bucket::new(t0, 1000, 500);
+        assert!(b.take(t0, 2000));
+        assert!(!b.take(t0 + Duration::from_millis(1400), 1));
+        assert!(b.take(t0 + Duration::from_millis(1501), 1));
+        // Unlimited.
+        let mut b = Bucket::new(t0, 0, 500);
+        assert!(b.take(t0, usize::MAX / 2));
+    }
+}
