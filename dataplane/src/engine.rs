@@ -402,10 +402,12 @@ impl Engine {
         let Some(s) = self.slots.get_mut(net) else {
             return Err(DropReason::UnknownVni);
         };
-        // The bridge's own frames (the anycast gateway's ARP/ND above all) never enter the tunnel, and the
-        // bridge MAC is never learned as local (it would be advertised and move between hosts).
-        let bridge_mac = s.net.bridge_mac.get();
-        if suppress::from_bridge(frame, bridge_mac) {
+        // On a network with the anycast gateway (egress), the bridge's own frames (the gateway's ARP/ND above
+        // all) never enter the tunnel and the bridge MAC is never learned as local: every host's bridge holds
+        // the same gateway address, so its answers would make the address move between hosts. Without a
+        // gateway the bridge is an ordinary local endpoint (the host may talk over it, as with Linux VXLAN);
+        // its MAC is still never advertised (the cluster glue skips it).
+        if s.net.gateway.is_some() && suppress::from_bridge(frame, s.net.bridge_mac.get()) {
             return Err(DropReason::BridgeMac);
         }
         let counters = if side == Side::Tx { &s.net.tx } else { &s.net.rx };
@@ -426,7 +428,8 @@ impl Engine {
         let view = suppress::NetView {
             neigh: &s.net.neigh,
             gateway: s.net.gateway,
-            bridge_mac,
+            // The bridge's own requests are only held back where it holds the anycast gateway (see above).
+            bridge_mac: s.net.gateway.and(s.net.bridge_mac.get()),
         };
         let d = suppress::suppress(frame, &view, counters, &mut out.reply);
         if let Some(b) = d.learn {

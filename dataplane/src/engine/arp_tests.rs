@@ -140,6 +140,26 @@ fn frames_from_the_bridge_mac_are_dropped_and_not_learned() {
     assert_eq!(e.on_tap(now, 0, &g, &mut out), Err(DropReason::BridgeMac));
 }
 
+/// Without an anycast gateway (no egress) the bridge is an ordinary local endpoint: the host may talk over it.
+#[test]
+fn without_a_gateway_the_bridge_may_talk_over_the_overlay() {
+    let now = Instant::now();
+    let fdb = Arc::new(Fdb::new(64, Fdb::DEFAULT_AGEING, now));
+    let n = Network::new("a", Vni::new(100).unwrap(), fdb, Arc::new(PeerSet::new([ip(2)])));
+    n.bridge_mac.set(Some(BRIDGE));
+    let table = Arc::new(NetworkTable::new([Arc::new(n)]).unwrap());
+    let mut cfg = EngineConfig::new(Vni::new(1).unwrap(), ip(1));
+    cfg.bum_pps = 0;
+    let mut e = Engine::serving(cfg, Side::Tx, table, Arc::new(PeerSet::new([ip(2)])));
+    let mut out = TxAction::default();
+    let mut g = vec![0u8; 60];
+    g[0..6].copy_from_slice(&B.0);
+    g[6..12].copy_from_slice(&BRIDGE.0);
+    g[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    assert_eq!(e.on_tap(now, 0, &g, &mut out), Ok(TxVerdict::Send));
+    assert!(!out.dests.is_empty());
+}
+
 /// Answering a known binding (the requester's binding and FDB entry already there) allocates nothing.
 #[test]
 fn the_reply_path_does_not_allocate() {
