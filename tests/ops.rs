@@ -459,7 +459,7 @@ fn systemd_unit_verifies() {
         "AmbientCapabilities=CAP_NET_ADMIN CAP_SYS_ADMIN CAP_SYS_PTRACE",
         "RestrictNamespaces=net",
         "ProtectSystem=strict",
-        "ReadWritePaths=/var/lib/overlayd /run/overlayd",
+        "ReadWritePaths=/var/lib/overlayd /run/overlayd -/run/docker/plugins",
         "ExecStart=/usr/local/bin/overlayd --config /etc/overlayd/overlayd.toml",
     ] {
         assert!(

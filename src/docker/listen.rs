@@ -128,7 +128,11 @@ pub async fn serve<B: DockerBackend>(listener: Listener, driver: Arc<Driver<B>>)
             };
             let policy = PeerPolicy::current();
             loop {
-                let Ok((s, _)) = l.accept().await else { continue };
+                let Ok((s, _)) = l.accept().await else {
+                    // EMFILE and the like: back off instead of spinning (as the admin listeners do).
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                };
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     continue;
                 };
@@ -146,7 +150,10 @@ pub async fn serve<B: DockerBackend>(listener: Listener, driver: Arc<Driver<B>>)
             // `sock` (and so the socket file) lives as long as this loop.
         }
         Listener::Tcp(l) => loop {
-            let Ok((s, _)) = l.accept().await else { continue };
+            let Ok((s, _)) = l.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            };
             let Ok(permit) = slots.clone().try_acquire_owned() else {
                 continue;
             };
