@@ -328,7 +328,7 @@ fn cluster_egress_follows_network_create_and_rm() {
     let to = hosts[2].underlay_ip();
     common::overlay::ping_ok(&nss.get(&ns), to, 2);
     ctl_socket(hosts[1], &["detach", "--netns", &ns, "--network", "web"]).unwrap();
-    ctl_socket(hosts[0], &["network", "rm", "web"]).unwrap_or_else(|e| panic!("network rm: {e}"));
+    ctl_socket(hosts[0], &["network", "rm", "web", "--force"]).unwrap_or_else(|e| panic!("network rm: {e}"));
     assert!(
         wait_until(Duration::from_secs(5), || hosts.iter().all(|h| h
             .exec("nft", &["list", "tables"])

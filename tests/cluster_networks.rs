@@ -317,12 +317,22 @@ fn cluster_networks_are_created_isolated_flooded_to_members_and_removed() {
         h1.run(OVERLAYCTL, &["fdb", "--network", "blue", "--json"])
     );
 
-    // rm: the hand-wired endpoints go first (a bridge with foreign ports is left in place by design).
+    // rm while other hosts have endpoints on blue (host 1 sees their MACs as control entries): refused,
+    // naming --force.
+    let e = ctl_socket(h1, &["network", "rm", "blue"]).expect_err("rm with remote endpoints");
+    assert!(
+        e.to_string().contains("409") && e.to_string().contains("--force"),
+        "{e}"
+    );
+    assert!(hosts.iter().all(|h| h.link_exists("ovbr300")));
+    // The hand-wired endpoints go first (a bridge with foreign ports is left in place by design), then
+    // `--force` (their withdrawals may still be on the way).
     for h in [h1, h2, h3] {
         h.run("ip", &["link", "del", &format!("e300h{}", h.index())]);
     }
     let t0 = Instant::now();
-    ctl_socket(h1, &["network", "rm", "blue"]).unwrap_or_else(|e| panic!("network rm blue: {e}"));
+    ctl_socket(h1, &["network", "rm", "blue", "--force"])
+        .unwrap_or_else(|e| panic!("network rm blue --force: {e}"));
     let gone = wait_until(SPREAD_BOUND * 5, || {
         hosts
             .iter()

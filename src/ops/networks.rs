@@ -113,8 +113,8 @@ impl Ops {
         }
     }
 
-    /// `network rm`: refused (409) while namespaces are attached to it, unless `force`, which detaches them
-    /// first. Waits (≤ [`LOCAL_DEADLINE`]) until this host has removed its devices.
+    /// `network rm`: refused (409) while namespaces are attached to it here or endpoints of it exist on other
+    /// hosts (MACs they advertise on it), unless `force`, which detaches them everywhere first. Waits (≤ [`LOCAL_DEADLINE`]) until this host has removed its devices.
     pub async fn remove_network(&self, name: &str, force: bool) -> Result<(), OpsError> {
         let control = self.control()?;
         let attached = self
@@ -126,6 +126,20 @@ impl Ops {
         if attached > 0 && !force {
             return Err(OpsError::Conflict(format!(
                 "network {name} has {attached} attached namespace(s): detach them first (`overlayctl detach`) or use `network rm {name} --force`, which detaches them"
+            )));
+        }
+        // Endpoints on other hosts: the MACs other members advertise on this network (their attachments,
+        // Docker and CNI endpoints). `rm` would detach them all on their hosts, so it needs `--force` too.
+        let remote = self.networks.table().by_name(name).map_or(0, |n| {
+            n.fdb
+                .rows(std::time::Instant::now())
+                .iter()
+                .filter(|r| r.origin == dataplane::fdb::Origin::Control)
+                .count()
+        });
+        if remote > 0 && !force {
+            return Err(OpsError::Conflict(format!(
+                "network {name} has {remote} endpoint(s) on other hosts: detach them there first or use `network rm {name} --force`, which detaches them on every host"
             )));
         }
         let declared_here = self.networks.spec(name).is_some();
