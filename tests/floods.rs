@@ -48,7 +48,12 @@ fn start_with(host: &Host, args: &[&str]) -> Daemon {
     let (max_local, fdb_max) = (MAX_LOCAL.to_string(), FDB_MAX.to_string());
     let mut args = args.to_vec();
     args.extend(["--max-local-macs", &max_local, "--fdb-max", &fdb_max]);
-    let mut d = spawn_overlayd(host, &args);
+    start_plain(host, &args)
+}
+
+/// overlayd on `host` with exactly `args` (default limits); waits as [`start_with`] does.
+fn start_plain(host: &Host, args: &[&str]) -> Daemon {
+    let mut d = spawn_overlayd(host, args);
     let ready = wait_until(Duration::from_secs(20), || {
         !d.is_running() || (host.link_exists("ovl1") && host.exec(OVERLAYCTL, &["stats", "--json"]).is_ok())
     });
@@ -371,4 +376,203 @@ fn cluster_mode_advertises_at_most_max_local_macs() {
     );
     ping_ok(c2, c1.ip(), 3);
     println!("cluster: host 1 local MACs {h1_local}, host 2 control entries for host 1 {seen}");
+}
+
+/// overlayd's gossip budget (the default `ControlConfig::gossip_budget`), bytes per second.
+const GOSSIP_BUDGET: u64 = 256_000;
+/// The budget's burst: one table piece (`outbox::PIECE_BYTES`).
+const PIECE_BYTES: u64 = 16 * 1024;
+/// How often overlayd copies the control plane's counters for `overlayctl stats` (`cluster::STATS_COPY`).
+const STATS_COPY: Duration = Duration::from_secs(1);
+/// How late that copy may be on a loaded machine (the daemon's runtime is busy with the flood).
+const COPY_LATE: Duration = Duration::from_millis(250);
+
+/// `control.<key>` of `overlayctl stats --json`; panics naming it when absent.
+fn control_counter(s: &Value, key: &str) -> u64 {
+    s.get("control")
+        .and_then(|c| c.get(key))
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("stats has no control.{key}: {s}"))
+}
+
+/// How many `control` entries `host` holds for MACs behind `owner`.
+fn control_entries_from(host: &Host, owner: &Host) -> usize {
+    let fdb = ctl_json(host, "fdb");
+    let ip = owner.underlay_ip().to_string();
+    fdb.as_array().map_or(0, |rows| {
+        rows.iter()
+            .filter(|r| {
+                r.get("origin").and_then(Value::as_str) == Some("control")
+                    && r.get("vtep").and_then(Value::as_str) == Some(ip.as_str())
+            })
+            .count()
+    })
+}
+
+/// One sample of host 1's sync counter: the test's clock just before and just after `overlayctl stats`.
+struct Sample {
+    before: Instant,
+    after: Instant,
+    sync_bytes: u64,
+}
+
+/// Cluster mode, default limits (`--max-local-macs 4096`, gossip budget 256 kB/s, 50 ms advert batches):
+/// the flood brings 4096 new local MACs to host 1 at once. Host 1's FDB sync traffic stays within the
+/// budget (plus one 16 KiB piece) while it ships them, no host ever reports a member other than alive,
+/// hosts 2 and 3 end up with every MAC host 1 advertises as a `control` entry, and the MACs leave in
+/// batches, not one advert each.
+#[test]
+fn cluster_flood_sync_stays_within_gossip_budget_without_false_deaths() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let tb = Testbed::builder().hosts(3).build();
+    let (h1, h2, h3) = (tb.host(1), tb.host(2), tb.host(3));
+    let _d1 = start_plain(h1, &["--init-cluster", "--local", &h1.underlay_ip().to_string()]);
+    let tok = common::overlay::ctl_socket(h1, &["token"])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .trim()
+        .to_string();
+    let seed = h1.underlay_ip().to_string();
+    let _d2 = start_plain(h2, &["--peer", &seed, "--token", &tok]);
+    let _d3 = start_plain(h3, &["--peer", &seed, "--token", &tok]);
+    let hosts = [h1, h2, h3];
+    let all_alive = |h: &Host| {
+        let p = ctl_json(h, "peers");
+        let rows = p.as_array().map_or(&[][..], Vec::as_slice);
+        let ok = rows.len() == 3
+            && rows
+                .iter()
+                .all(|r| r.get("state").and_then(Value::as_str) == Some("alive"));
+        (ok, p)
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || hosts.iter().all(|h| all_alive(h).0)),
+        "the 3 nodes did not all see 3 alive members within 20 s: {:?}",
+        hosts.map(|h| ctl_json(h, "peers"))
+    );
+    let (c1, c2) = (tb.container(1), tb.container(2));
+    ping_ok(c1, c2.ip(), 2);
+    // Let start-up sync settle (the counters are copied for `overlayctl` once a second).
+    std::thread::sleep(Duration::from_secs(2));
+    let s0 = ctl_json(h1, "stats");
+    let rejoins0 = hosts.map(|h| control_counter(&ctl_json(h, "stats"), "rejoins"));
+
+    let stop = AtomicBool::new(false);
+    let t0 = Instant::now();
+    let (samples, false_deaths, polls, converged, flood) = std::thread::scope(|sc| {
+        // Polls host 1's sync counter and every host's member list (~every 250 ms) until told to stop.
+        let sampler = sc.spawn(|| {
+            let mut samples = Vec::new();
+            let mut false_deaths = Vec::new();
+            let mut polls = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let next = Instant::now() + Duration::from_millis(250);
+                let before = Instant::now();
+                let s = ctl_json(h1, "stats");
+                let after = Instant::now();
+                samples.push(Sample {
+                    before,
+                    after,
+                    sync_bytes: control_counter(&s, "sync_bytes_sent"),
+                });
+                for h in hosts {
+                    let (ok, p) = all_alive(h);
+                    if !ok {
+                        false_deaths.push(format!("host {} at {:?}: {p}", h.index(), t0.elapsed()));
+                    }
+                }
+                polls += 1;
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+            (samples, false_deaths, polls)
+        });
+        let flood = start_flood(h1);
+        // Host 1 reads its bridge every second: wait until it keeps its 4096 local MACs and hosts 2 and 3
+        // hold every one of them as a control entry (60 s: a functional deadline).
+        let mut last = (0, 0, 0);
+        let converged = wait_until(Duration::from_secs(60), || {
+            let (_, local) = fdb_size(h1);
+            last = (local, control_entries_from(h2, h1), control_entries_from(h3, h1));
+            local >= 4000 && last.1 == local && last.2 == local
+        })
+        .then(|| t0.elapsed());
+        // A little longer, so the samples show the sync traffic has ended.
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, Ordering::Relaxed);
+        let (samples, false_deaths, polls) = sampler.join().unwrap();
+        (samples, false_deaths, polls, converged.ok_or(last), flood)
+    });
+    drop(flood);
+    let converged = converged.unwrap_or_else(|(local, on2, on3)| {
+        panic!("after 60 s host 1 keeps {local} local MACs; hosts 2 and 3 hold {on2} and {on3} of them as control entries")
+    });
+    let (_, advertised) = fdb_size(h1);
+    let s1 = ctl_json(h1, "stats");
+
+    // (a) The budget. The counters are a copy made once a second (`STATS_COPY`), so a sample shows the
+    // counter as of some instant in [before - STATS_COPY - COPY_LATE, after]: the bytes between samples
+    // i < j were sent within T = after_j - before_i + STATS_COPY + COPY_LATE, and a token bucket of
+    // GOSSIP_BUDGET B/s with a burst of one piece lets at most GOSSIP_BUDGET × T + PIECE_BYTES through.
+    let mut worst: Option<(u64, f64, u64)> = None;
+    for (i, a) in samples.iter().enumerate() {
+        for b in &samples[i + 1..] {
+            let sent = b.sync_bytes - a.sync_bytes;
+            let t = (b.after - a.before + STATS_COPY + COPY_LATE).as_secs_f64();
+            let bound = (GOSSIP_BUDGET as f64 * t) as u64 + PIECE_BYTES;
+            assert!(
+                sent <= bound,
+                "host 1 sent {sent} sync bytes within {t:.2} s: more than the budget allows ({bound})"
+            );
+            let ratio = |(s, _, bd): (u64, f64, u64)| s as f64 / bd as f64;
+            if worst.is_none_or(|w| ratio((sent, t, bound)) > ratio(w)) {
+                worst = Some((sent, t, bound));
+            }
+        }
+    }
+    // Per copy of the counters (≈ 1 s of the daemon's time each): the sync bytes of each copy with traffic.
+    let changes: Vec<u64> = samples
+        .windows(2)
+        .map(|w| w[1].sync_bytes - w[0].sync_bytes)
+        .filter(|d| *d > 0)
+        .collect();
+    let max_per_second = changes.iter().copied().max().unwrap_or(0);
+    let copies = changes.len();
+    let total = control_counter(&s1, "sync_bytes_sent") - control_counter(&s0, "sync_bytes_sent");
+    let deferred = control_counter(&s1, "sync_deferred") - control_counter(&s0, "sync_deferred");
+    // The flood needed the budget: more than two seconds of it, and messages waited for tokens.
+    assert!(
+        total > 2 * GOSSIP_BUDGET && deferred > 0,
+        "the flood did not exercise the budget: {total} sync bytes, {deferred} deferred"
+    );
+
+    // (b) No false death, and nobody rejoined.
+    assert!(polls >= 8, "only {polls} polls of the member lists");
+    assert!(
+        false_deaths.is_empty(),
+        "members reported non-alive during the flood:\n{}",
+        false_deaths.join("\n")
+    );
+    let rejoins = hosts.map(|h| control_counter(&ctl_json(h, "stats"), "rejoins"));
+    assert_eq!(rejoins, rejoins0, "a node was declared down and rejoined");
+
+    // (d) Batching: far fewer batches and messages than MACs.
+    let batches = control_counter(&s1, "advert_batches") - control_counter(&s0, "advert_batches");
+    let messages = control_counter(&s1, "sync_messages_sent") - control_counter(&s0, "sync_messages_sent");
+    assert!(
+        (batches as usize) < advertised / 10 && (messages as usize) < advertised / 10,
+        "host 1 advertised {advertised} MACs in {batches} batches and {messages} sync messages"
+    );
+
+    let (sent, t, bound) = worst.unwrap_or_default();
+    println!(
+        "budget: host 1 sent {total} sync bytes for the flood ({deferred} times a message waited for the budget); \
+         most in one counter copy (~1 s): {max_per_second} B (budget {GOSSIP_BUDGET} + piece {PIECE_BYTES}); \
+         per copy: {changes:?}; tightest window: {sent} B in ≤ {t:.2} s (bound {bound})"
+    );
+    println!("members: {polls} polls of 3 member lists, 0 non-alive rows, rejoins {rejoins:?}");
+    println!(
+        "convergence: hosts 2 and 3 held all {advertised} MACs of host 1 as control entries {converged:?} after the flood started"
+    );
+    println!(
+        "batching: {advertised} MACs, {batches} advert batches, {messages} sync messages ({copies} counter copies with traffic)"
+    );
 }
