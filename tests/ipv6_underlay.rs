@@ -504,12 +504,17 @@ fn oversized_datagrams_are_not_fragmented_over_ipv6() {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run tcpdump: {e} (apt-get install tcpdump)"));
     wait_capture_armed(h2, &cap);
+    // The packet socket can show before tcpdump has entered h2's namespace and attached its filter (the
+    // check reads the namespace of a pid that `ip netns exec` is still switching): give it a moment.
+    std::thread::sleep(Duration::from_millis(500));
     // Positive control for the filter: ping6 between the hosts does fragment at the source. (Its reply, cut
-    // into 1500-byte fragments by host 2, does not fit host 1's link now: only the request matters here.)
+    // into 1500-byte fragments by host 2, does not fit host 1's link now: only the requests matter here.)
     let to2 = h2.underlay_ip6().to_string();
     let _ = h1.exec(
         "ping",
-        &["-6", "-n", "-q", "-c", "1", "-W", "1", "-s", "1600", &to2],
+        &[
+            "-6", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "1", "-s", "1600", &to2,
+        ],
     );
     // 1380 bytes of ICMP payload: a 1408-byte inner IPv4 packet, within the containers' MTU of 1430.
     let to = c2.ip().to_string();
