@@ -82,8 +82,8 @@ pub struct Options {
     /// Seconds before a learned MAC is forgotten [default: 300, as Linux].
     #[arg(long, value_name = "SECONDS")]
     pub ageing: Option<u64>,
-    /// Cluster mode: seconds a member may be dead or gone before the IPAM address blocks it holds are given
-    /// back [default: 60].
+    /// Cluster mode: seconds after a member left or was revoked before the IPAM address blocks it held are
+    /// given back (a silent member keeps them) [default: 60].
     #[arg(long, value_name = "SECONDS")]
     pub block_grace: Option<u64>,
     /// Maximum FDB entries; when full, the least recently seen learned entry makes room (never a local or

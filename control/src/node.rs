@@ -84,8 +84,9 @@ pub struct ControlConfig {
     /// Present MACs accepted from any one owner (beyond: refused, counted in `over_cap`); the data
     /// plane's default `--max-local-macs`.
     pub max_entries_per_owner: usize,
-    /// An IPAM block whose holder has been dead or gone (not an alive/suspect member) this long is
-    /// released by an admitter. A restarted holder (same node id) keeps its blocks.
+    /// An IPAM block whose holder left (signed leave) or was revoked this long ago is released by an
+    /// admitter. A holder that is merely silent (crashed, or behind a partition) keeps its blocks, and a
+    /// restarted holder (same node id) too.
     pub block_grace: Duration,
     /// Bytes per second this node may spend on FDB sync traffic: advert batches, anti-entropy table
     /// pieces and digests, network catalog and IPAM grant repair (issue 9 §4, default 256 kB/s).

@@ -176,7 +176,7 @@ fn concurrent_block_requests_never_collide() {
 }
 
 #[test]
-fn dead_holders_blocks_are_released_after_grace_and_regranted() {
+fn a_leaving_holders_blocks_are_released_after_grace_and_regranted() {
     let mut sim = sim(8, 33);
     let two = def("two", 9, "10.8.0.0/27", Some(28));
     sim.on(1, |c, now| c.create_network(now, two.clone())).unwrap();
@@ -195,14 +195,17 @@ fn dead_holders_blocks_are_released_after_grace_and_regranted() {
     sim.run_for(Duration::from_secs(3));
     assert!(sim.nodes[waits].blocks.is_empty());
 
-    // A restarted holder (same node id, new generation) keeps its block.
+    // A restarted holder (same node id, new generation) keeps its block; the other holder leaves (a
+    // signed leave, then gone).
     let kept = sim.nodes[restarts].blocks.clone();
     sim.restart(restarts);
+    sim.on(dies, |c, now| c.leave(now)).unwrap();
+    sim.run_for(Duration::from_millis(500));
     sim.kill(dies);
     sim.run_until(Duration::from_secs(5), TICK, |s| s.nodes[restarts].blocks == kept)
         .expect("restarted holder is told its block again");
 
-    // Before the grace (5 s here) the dead holder's block stays granted; after it, released and
+    // Before the grace (5 s here) the departed holder's block stays granted; after it, released and
     // given to the waiting node.
     sim.run_for(Duration::from_secs(2));
     assert!(sim.nodes[waits].blocks.is_empty());
@@ -211,7 +214,7 @@ fn dead_holders_blocks_are_released_after_grace_and_regranted() {
             s.nodes[waits].blocks.iter().any(|(_, b)| *b == dead_block)
         })
         .expect("released and re-granted");
-    println!("dead holder's block re-granted after {t:?} more");
+    println!("departed holder's block re-granted after {t:?} more");
     sim.run_for(Duration::from_secs(3));
     assert_eq!(sim.nodes[restarts].blocks, kept);
     let h = holders(&sim);
@@ -231,6 +234,46 @@ fn dead_holders_blocks_are_released_after_grace_and_regranted() {
     sim.run_for(Duration::from_secs(3));
     assert!(holders(&sim).is_empty());
     assert!(sim.errors.is_empty(), "{:?}", sim.errors);
+}
+
+/// A holder that stops without leaving (a crash, or a partition: the admitter cannot tell them apart)
+/// keeps its blocks however long it is gone, so no partition gives one block to two hosts; an operator
+/// ends a dead host's hold by revoking it.
+#[test]
+fn a_silent_holder_keeps_its_blocks_until_revoked() {
+    let mut sim = sim(6, 35);
+    let two = def("two", 9, "10.8.0.0/27", Some(28));
+    sim.on(1, |c, now| c.create_network(now, two.clone())).unwrap();
+    let want: BTreeMap<String, NetworkDef> = [("two".to_string(), two)].into();
+    sim.run_until(Duration::from_secs(5), TICK, |s| all_have(s, &want))
+        .expect("network everywhere");
+    let (crashes, holds, waits) = (3, 4, 5);
+    for i in [crashes, holds] {
+        sim.on(i, |c, now| c.request_block(now, "two")).unwrap();
+        sim.run_until(Duration::from_secs(5), TICK, |s| s.nodes[i].blocks.len() == 1)
+            .expect("granted");
+    }
+    let silent_block = sim.nodes[crashes].blocks.iter().next().unwrap().1;
+    sim.kill(crashes);
+    sim.on(waits, |c, now| c.request_block(now, "two")).unwrap();
+    // Four times the grace: the block stays with its silent holder, the request waits.
+    sim.run_for(Duration::from_secs(20));
+    assert!(
+        sim.nodes[waits].blocks.is_empty(),
+        "{:?}",
+        sim.nodes[waits].blocks
+    );
+    let admitter_holds = sim
+        .running()
+        .any(|(_, c)| c.grants().iter().any(|(_, b, _)| *b == silent_block));
+    assert!(admitter_holds, "the silent holder's grant was released");
+    // Revoked: released after the grace and given to the waiting node.
+    let target = sim.nodes[crashes].id;
+    sim.on(1, |c, now| c.revoke(now, target).map(|_| ())).unwrap();
+    sim.run_until(Duration::from_secs(20), TICK, |s| {
+        s.nodes[waits].blocks.iter().any(|(_, b)| *b == silent_block)
+    })
+    .expect("a revoked holder's block is released and re-granted");
 }
 
 #[test]

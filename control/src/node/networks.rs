@@ -425,10 +425,19 @@ impl ControlNode {
             .filter(|g| !g.released)
             .map(|g| g.holder)
             .collect();
+        // Only a holder that left (a signed leave) or was revoked loses its blocks after the grace. One that is
+        // merely down may be alive behind a partition, still using its addresses: releasing its blocks could
+        // give one block to two hosts. A host that is gone for good without leaving is revoked by the operator.
+        let gone: std::collections::HashSet<NodeId> = self
+            .left
+            .values()
+            .map(|i| i.id)
+            .chain(holders.iter().copied().filter(|h| self.revocations.contains(*h)))
+            .collect();
         self.absent_since
-            .retain(|id, _| holders.contains(id) && !active.contains(id));
+            .retain(|id, _| holders.contains(id) && !active.contains(id) && gone.contains(id));
         let mut expired = Vec::new();
-        for h in holders.iter().filter(|h| !active.contains(h)) {
+        for h in holders.iter().filter(|h| !active.contains(h) && gone.contains(h)) {
             let since = *self.absent_since.entry(*h).or_insert(now);
             if now.saturating_duration_since(since) >= self.config.block_grace {
                 expired.push(*h);
