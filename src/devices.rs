@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dataplane::io::{self, netlink, NetlinkError, Tap, TapConfig, TapError};
+use crate::host::netlink::{self, NetlinkError};
+use dataplane::io::{self, Tap, TapConfig, TapError};
 use tracing::{error, info, warn};
 
 use crate::links::{self, LinkEvents, LinksError};

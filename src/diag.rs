@@ -7,8 +7,8 @@
 //! Read-only: it sends probes but changes nothing.
 
 use crate::admin::AdminState;
+use crate::host::netlink;
 use crate::probe::{self, ProbeError};
-use dataplane::io::netlink;
 use dataplane::wire::ETHERNET_HEADER_LEN;
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};

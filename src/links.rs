@@ -1,6 +1,6 @@
 //! Host links as the daemon watches them: a subscription to rtnetlink link events (RTNLGRP_LINK: every
 //! RTM_NEWLINK/RTM_DELLINK in this network namespace) and the list of a bridge's ports. Set-up of links
-//! (create, MTU, master, up) stays in `dataplane::io::netlink`; this module only observes.
+//! (create, MTU, master, up) stays in `crate::host::netlink`; this module only observes.
 //!
 //! Events are wake-ups, not state: the watcher re-reads the links it cares about after any event, so a
 //! lost or coalesced event (ENOBUFS on a busy host) costs nothing but a re-read. Never on the hot path.

@@ -14,7 +14,7 @@ use crate::netspec::{self, NetSpecError, NetworkSpec};
 use crate::observe::{NetworkInfo, Observe};
 use dataplane::engine::PeerSet;
 use dataplane::fdb::Fdb;
-use dataplane::io::{self, Waker};
+use dataplane::io::Waker;
 use dataplane::network::{Network, NetworkTable, TableError};
 use dataplane::wire::MacAddr;
 use std::net::IpAddr;
@@ -402,7 +402,7 @@ fn forget_gone_locals(net: &Network, seen: &mut LocalMacs) {
 /// only changes.
 fn sync_local_macs(fdb: &Fdb, bridge: &str, tap: &str, local: IpAddr, was_ok: bool) -> bool {
     let read_at = Instant::now();
-    match io::bridge_macs(bridge, tap) {
+    match crate::host::bridge_macs(bridge, tap) {
         Ok(macs) => {
             // The bridge's and the ports' own addresses count as present but are not announced as containers.
             let on_bridge: Vec<_> = macs.iter().map(|b| (b.mac, !b.permanent)).collect();

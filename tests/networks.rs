@@ -343,8 +343,8 @@ fn networks_are_added_and_removed_at_runtime() {
 #[ignore = "helper: run by networks_are_added_and_removed_at_runtime inside a testbed namespace"]
 fn networks_manager_helper() {
     use dataplane::engine::PeerSet;
-    use dataplane::io::netlink::link_exists;
     use dataplane::network::NetworkTable;
+    use overlayd::host::netlink::link_exists;
     use overlayd::netspec::NetworkOpt;
     use overlayd::networks::{Networks, NetworksError, Settings};
     use std::os::fd::AsRawFd;

@@ -6,7 +6,7 @@
 //! - [`flow`]: the inner-flow hash that picks the outer UDP source port (flow entropy).
 //! - [`engine`]: the sans-IO forwarding engine: a frame or datagram plus `now` in, a verdict out.
 //! - [`offload`]: virtio-net header, TSO superframe segmentation and TCP receive coalescing (pure functions).
-//! - [`io`]: TAP, UDP and netlink syscalls; the only module allowed `unsafe`.
+//! - [`io`]: TAP and UDP syscalls; the only module allowed `unsafe`.
 //! - [`worker`]: the loop that moves batches between [`io`] and [`engine`].
 //! - [`stats`]: per-reason counters shared with the admin endpoint.
 

@@ -2,7 +2,9 @@
 //!
 //! Owns: veth pairs between the daemon's namespace and a container's ([`veth::create`], [`veth::delete`]),
 //! naming and entering namespaces ([`NetnsRef`], [`Netns`]), and addresses on host links
-//! ([`veth::set_address`], used by [`crate::egress`] for the gateway).
+//! ([`veth::set_address`], used by [`crate::egress`] for the gateway); the data path's start-up plumbing
+//! ([`netlink`]: bridges, TAP MTU/master/up, the underlay link of a local address) and bridge FDB reads
+//! ([`bridge_fdb`]). `dataplane::io` keeps only the hot-path syscalls (TAP, UDP).
 //! Must never: change the namespace of a long-lived thread (work inside a container's namespace runs on a
 //! short-lived thread, [`Netns::run`]), shell out to `ip`, or run on the hot path.
 //!
@@ -12,6 +14,8 @@
 //! kernel's ptrace access check), which `ip netns` names and paths do not.
 
 pub mod bridge;
+pub mod bridge_fdb;
+pub mod netlink;
 pub mod netns;
 pub mod rtnl;
 pub mod veth;
@@ -19,6 +23,8 @@ pub mod veth;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+pub use bridge_fdb::{bridge_macs, BridgeMac};
+pub use netlink::NetlinkError;
 pub use netns::{netns_alive, Netns, NetnsId, NetnsRef};
 pub use rtnl::{validate_ifname, LinkInfo, MAX_IFNAME_LEN};
 pub use veth::VethSpec;

@@ -2,10 +2,10 @@
 //! the thread that opens it): links, veth pairs, addresses and routes. Each public call opens one socket,
 //! does its request/ack exchanges and closes it; these run at attach/detach time, never per packet.
 //!
-//! Same crate and pattern as `dataplane::io::netlink` (neli's plain `NlSocketHandle` and typed message
-//! structs, no router thread, no runtime). That module keeps the helpers the data path's start-up uses
-//! (bridge, TAP master); this one adds what container wiring needs: veth pairs created across namespaces,
-//! address and route set-up, reading a link's MAC.
+//! Shares the socket and request/reply code of [`super::netlink`] (neli's plain `NlSocketHandle` and typed
+//! message structs, no router thread, no runtime). That module keeps the helpers the data path's start-up
+//! uses (bridge, TAP master); this one adds what container wiring needs: veth pairs created across
+//! namespaces, address and route set-up, reading a link's MAC.
 
 use std::io::{self, Cursor};
 use std::net::IpAddr;
@@ -15,14 +15,11 @@ use neli::consts::nl::NlmF;
 use neli::consts::rtnl::{
     Ifa, IfaF, Iff, Ifla, IflaInfo, RtAddrFamily, RtScope, RtTable, Rta, Rtm, Rtn, Rtprot,
 };
-use neli::consts::socket::NlFamily;
-use neli::nl::{NlPayload, NlmsghdrBuilder};
 use neli::rtnl::{IfaddrmsgBuilder, Ifinfomsg, IfinfomsgBuilder, RtattrBuilder, RtmsgBuilder};
-use neli::socket::synchronous::NlSocketHandle;
 use neli::types::{Buffer, RtBuffer};
-use neli::utils::Groups;
 use neli::{FromBytesWithInput, Size, ToBytes};
 
+use super::netlink::{self, NetlinkError};
 use super::HostError;
 
 /// Longest interface name: `IFNAMSIZ` (16) minus the NUL.
@@ -33,10 +30,6 @@ const VETH_INFO_PEER: u16 = 1;
 pub(super) enum Fail {
     Kernel(io::Error),
     Local(HostError),
-}
-
-fn socket_err(e: neli::err::SocketError) -> HostError {
-    HostError::Netlink(e.to_string())
 }
 
 fn proto(op: &'static str, detail: impl std::fmt::Display) -> HostError {
@@ -91,15 +84,12 @@ pub fn validate_ifname(name: &str) -> Result<(), HostError> {
     Ok(())
 }
 
-pub(super) struct Rtnl {
-    sock: NlSocketHandle,
-    seq: u32,
-}
+/// A route netlink socket: [`super::netlink`]'s, with its errors as [`HostError`]s.
+pub(super) struct Rtnl(netlink::Rtnl);
 
 impl Rtnl {
     pub(super) fn open() -> Result<Self, HostError> {
-        let sock = NlSocketHandle::connect(NlFamily::Route, None, Groups::empty()).map_err(socket_err)?;
-        Ok(Rtnl { sock, seq: 0 })
+        netlink::Rtnl::open().map(Rtnl).map_err(local_err)
     }
 
     /// Send one request and collect the payloads of every reply until the ACK / DONE (or an error).
@@ -107,45 +97,19 @@ impl Rtnl {
     where
         P: Size + ToBytes + std::fmt::Debug,
     {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        let msg = NlmsghdrBuilder::default()
-            .nl_type(ty)
-            .nl_flags(NlmF::REQUEST | flags)
-            .nl_seq(seq)
-            .nl_payload(NlPayload::Payload(payload))
-            .build()
-            .map_err(|e| Fail::Local(proto(op, e)))?;
-        self.sock.send(&msg).map_err(|e| Fail::Local(socket_err(e)))?;
-        let done_ty = libc::NLMSG_DONE as u16;
-        let mut out = Vec::new();
-        loop {
-            let (iter, _) = self
-                .sock
-                .recv::<u16, Buffer>()
-                .map_err(|e| Fail::Local(socket_err(e)))?;
-            for reply in iter {
-                let reply = reply.map_err(|e| Fail::Local(socket_err(e)))?;
-                if *reply.nl_seq() != seq {
-                    continue; // stale reply to an earlier request on this socket
-                }
-                match reply.nl_payload() {
-                    NlPayload::Ack(_) => return Ok(out),
-                    NlPayload::Err(e) => return Err(Fail::Kernel(io::Error::from_raw_os_error(-*e.error()))),
-                    NlPayload::DumpExtAck(_) | NlPayload::Empty => {
-                        if *reply.nl_type() == done_ty {
-                            return Ok(out);
-                        }
-                    }
-                    NlPayload::Payload(buf) => {
-                        if *reply.nl_type() == done_ty {
-                            return Ok(out);
-                        }
-                        out.push(buf.as_ref().to_vec());
-                    }
-                }
-            }
-        }
+        self.0.request(op, ty, flags, payload).map_err(|f| match f {
+            netlink::Fail::Kernel(e) => Fail::Kernel(e),
+            netlink::Fail::Local(e) => Fail::Local(local_err(e)),
+        })
+    }
+}
+
+/// The socket's own failures (it cannot talk to rtnetlink, or an unexpected reply) as a [`HostError`].
+fn local_err(e: NetlinkError) -> HostError {
+    match e {
+        NetlinkError::Socket(detail) => HostError::Netlink(detail),
+        NetlinkError::Protocol { op, detail } => HostError::Protocol { op, detail },
+        other => HostError::Netlink(other.to_string()),
     }
 }
 

@@ -1,12 +1,12 @@
-//! Syscalls: TAP, UDP batching/offloads, netlink. The only module allowed `unsafe`; every block has a SAFETY line.
+//! The data path's syscalls: TAP, UDP batching/offloads, polling, PMTU, ethtool reads. The only module allowed
+//! `unsafe`; every block has a SAFETY line. Host set-up (rtnetlink: bridges, links, addresses, bridge FDB) lives in the daemon crate
+//! (`overlayd::host`), not here.
 //!
-//! Owns file descriptors and the kernel ABI (ioctl numbers, cmsg layouts, rtnetlink messages). Never decides
+//! Owns file descriptors and the kernel ABI (ioctl numbers, cmsg layouts). Never decides
 //! what to do with a packet, never allocates on the hot path (`read`/`write`/`recv_batch`/`send_batch`):
 //! buffers are preallocated by constructors.
 
-pub mod bridge_fdb;
 pub mod ethtool;
-pub mod netlink;
 pub mod pmtu;
 pub mod poll;
 pub mod tap;
@@ -15,8 +15,6 @@ pub mod udp;
 #[cfg(test)]
 pub(crate) mod testns;
 
-pub use bridge_fdb::{bridge_macs, BridgeMac};
-pub use netlink::NetlinkError;
 pub use poll::{poll_fds, Waker};
 pub use tap::{
     Tap, TapConfig, TapError, TapQueue, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN, TUN_F_UFO,

@@ -444,9 +444,8 @@ impl AsRawFd for TapQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::netlink;
     use crate::io::poll::poll_fds;
-    use crate::io::testns::in_netns;
+    use crate::io::testns::{self, in_netns};
     use std::net::{IpAddr, Ipv4Addr};
     use std::time::{Duration, Instant};
 
@@ -509,8 +508,8 @@ mod tests {
             let mut b = [0u8; 2048];
             assert_eq!(q.read(&mut b).unwrap_err().kind(), io::ErrorKind::WouldBlock);
 
-            netlink::add_address("ovltap0", IpAddr::V4(Ipv4Addr::from(TAP_IP)), 24).unwrap();
-            netlink::set_up("ovltap0").unwrap();
+            testns::add_address("ovltap0", IpAddr::V4(Ipv4Addr::from(TAP_IP)), 24);
+            testns::set_up("ovltap0");
             let req = arp_request();
             if vnet_hdr {
                 let hdr = [0u8; VNET_HDR_LEN];
@@ -550,7 +549,7 @@ mod tests {
             .unwrap();
             let e = tap.queues()[0].write(&arp_request()).unwrap_err();
             assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
-            netlink::set_up("ovltap4").unwrap();
+            testns::set_up("ovltap4");
             assert_eq!(tap.queues()[0].write(&arp_request()).unwrap(), 42);
         });
     }
@@ -602,17 +601,17 @@ mod tests {
             let mut buf = [0u8; 2048];
             assert_eq!(q.read(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
             assert!(tap.attached());
-            netlink::delete_link("ovlre0").unwrap();
+            testns::delete_link("ovlre0");
             assert!(!tap.attached());
             // A queue of a deleted TAP is dead: EBADFD on read, POLLERR on poll (the old busy-loop).
             assert_eq!(q.read(&mut buf).unwrap_err().raw_os_error(), Some(libc::EBADFD));
             tap.reopen().unwrap();
             assert_eq!(q.as_raw_fd(), fd, "same descriptor number");
-            assert!(netlink::link_exists("ovlre0").unwrap());
+            assert!(testns::link_exists("ovlre0"));
             assert!(tap.attached());
             assert_eq!(q.read(&mut buf).unwrap_err().kind(), io::ErrorKind::WouldBlock);
             tap.set_offload(TUN_F_CSUM | TUN_F_TSO4).unwrap();
-            netlink::set_up("ovlre0").unwrap();
+            testns::set_up("ovlre0");
             assert_eq!(q.write(&[0u8; VNET_HDR_LEN + 42]).unwrap(), VNET_HDR_LEN + 42);
             // Reopening while the device still exists attaches to nothing new: it is busy (ours).
             assert!(
@@ -621,10 +620,10 @@ mod tests {
             );
             drop(tap);
             let deadline = Instant::now() + Duration::from_secs(2);
-            while netlink::link_exists("ovlre0").unwrap() && Instant::now() < deadline {
+            while testns::link_exists("ovlre0") && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            assert!(!netlink::link_exists("ovlre0").unwrap(), "still not persistent");
+            assert!(!testns::link_exists("ovlre0"), "still not persistent");
         });
     }
 
@@ -638,7 +637,7 @@ mod tests {
             })
             .unwrap();
             assert_eq!(tap.queues().len(), 3);
-            assert!(netlink::link_exists("ovlmq0").unwrap());
+            assert!(testns::link_exists("ovlmq0"));
             // A "%d" pattern is expanded by the kernel and reported back.
             let pat = Tap::create(&TapConfig {
                 name: "ovlp%d".into(),
@@ -647,18 +646,15 @@ mod tests {
             })
             .unwrap();
             assert_eq!(pat.name(), "ovlp0");
-            assert!(netlink::link_exists("ovlp0").unwrap());
+            assert!(testns::link_exists("ovlp0"));
             let queues = tap.into_queues();
             assert_eq!(queues.len(), 3);
             drop(queues);
             let deadline = Instant::now() + Duration::from_secs(2);
-            while netlink::link_exists("ovlmq0").unwrap() && Instant::now() < deadline {
+            while testns::link_exists("ovlmq0") && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            assert!(
-                !netlink::link_exists("ovlmq0").unwrap(),
-                "TAP must not be persistent"
-            );
+            assert!(!testns::link_exists("ovlmq0"), "TAP must not be persistent");
         });
     }
 
@@ -785,7 +781,7 @@ mod tests {
             })
             .unwrap_err();
             assert!(matches!(e, TapError::NoQueues { .. }), "{e:?}");
-            netlink::ensure_bridge("ovlbr9").unwrap();
+            testns::add_bridge("ovlbr9");
             let e = Tap::create(&TapConfig {
                 name: "ovlbr9".into(),
                 vnet_hdr: false,

@@ -17,13 +17,58 @@ where
             "unshare(CLONE_NEWNET) failed (tests need root): {}",
             std::io::Error::last_os_error()
         );
-        super::netlink::set_up("lo").unwrap();
+        ip(&["link", "set", "lo", "up"]);
         f()
     });
     match handle.join() {
         Ok(r) => r,
         Err(p) => std::panic::resume_unwind(p),
     }
+}
+
+/// Run `ip ARGS` (iproute2) in the calling thread's network namespace (a child process inherits it, so this
+/// works inside [`in_netns`]) and panic with its output if it fails. Test-only: the daemon never runs `ip`.
+pub(crate) fn ip(args: &[&str]) {
+    let out = ip_output(args);
+    assert!(out.status.success(), "ip {}: {out:?}", args.join(" "));
+}
+
+fn ip_output(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("these tests need the `ip` command (apt-get install iproute2): {e}"))
+}
+
+/// Whether link `name` exists (`ip link show NAME` succeeds).
+pub(crate) fn link_exists(name: &str) -> bool {
+    ip_output(&["link", "show", name]).status.success()
+}
+
+/// `ip link set NAME up`.
+pub(crate) fn set_up(name: &str) {
+    ip(&["link", "set", name, "up"]);
+}
+
+/// `ip link set NAME mtu MTU`.
+pub(crate) fn set_mtu(name: &str, mtu: u32) {
+    ip(&["link", "set", name, "mtu", &mtu.to_string()]);
+}
+
+/// `ip addr add ADDR/PREFIX dev NAME`.
+pub(crate) fn add_address(name: &str, addr: std::net::IpAddr, prefix: u8) {
+    ip(&["addr", "add", &format!("{addr}/{prefix}"), "dev", name]);
+}
+
+/// `ip link del NAME`.
+pub(crate) fn delete_link(name: &str) {
+    ip(&["link", "del", name]);
+}
+
+/// `ip link add NAME type bridge`, then up.
+pub(crate) fn add_bridge(name: &str) {
+    ip(&["link", "add", name, "type", "bridge"]);
+    set_up(name);
 }
 
 /// Counts heap allocations made by the current thread, so tests can prove the hot path allocates nothing.

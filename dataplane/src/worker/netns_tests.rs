@@ -4,8 +4,8 @@
 use super::*;
 use crate::engine::{EngineConfig, PeerSet, Side};
 use crate::fdb::Fdb;
-use crate::io::testns::in_netns;
-use crate::io::{netlink, Tap, TapConfig, UdpOptions};
+use crate::io::testns::{self, in_netns};
+use crate::io::{Tap, TapConfig, UdpOptions};
 use crate::network::{Network, NetworkTable};
 use crate::wire::{vxlan, Vni, VxlanPacket};
 use std::net::{Ipv4Addr, UdpSocket as StdUdp};
@@ -22,7 +22,7 @@ fn tap(name: &str) -> Arc<Tap> {
         queues: 1,
     })
     .unwrap();
-    netlink::set_up(name).unwrap();
+    testns::set_up(name);
     Arc::new(t)
 }
 
@@ -140,7 +140,7 @@ fn tx_loop_polls_a_tap_added_at_runtime() {
             s.spawn(|| run_tx(engine, &senders, TxOffloads::default(), &stop, &waker));
             let _stop = StopOnDrop(&stop, &waker);
             let tap_b = tap("tb200");
-            netlink::add_address("tb200", IpAddr::from([10, 9, 0, 1]), 24).unwrap();
+            testns::add_address("tb200", IpAddr::from([10, 9, 0, 1]), 24);
             table.insert(net("b", 200, tap_b, &flood)).unwrap();
             waker.wake();
             // The kernel resolves 10.9.0.2 with an ARP broadcast out of tb200: flooded as VNI 200.

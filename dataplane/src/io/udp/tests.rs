@@ -8,8 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use crate::io::netlink;
-use crate::io::testns::in_netns;
+use crate::io::testns::{self, in_netns};
 
 fn lo4() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
@@ -322,7 +321,7 @@ fn hot_path_does_not_allocate() {
             queues: 1,
         })
         .unwrap();
-        netlink::set_up("ovlal0").unwrap();
+        testns::set_up("ovlal0");
         let q = &tap.queues()[0];
         let mut sb = SendBatch::new(65536, 8);
         let mut rb = RecvBatch::new(8, 65535);
@@ -370,7 +369,7 @@ fn hot_path_does_not_allocate() {
 #[test]
 fn df_set_no_local_fragmentation() {
     in_netns(|| {
-        netlink::set_mtu("lo", 1500).unwrap();
+        testns::set_mtu("lo", 1500);
         let tx = UdpSocket::bind(lo4(), &opts(false)).unwrap();
         assert_eq!(
             getsockopt_int(tx.as_raw_fd(), libc::IPPROTO_IP, libc::IP_MTU_DISCOVER).unwrap(),
