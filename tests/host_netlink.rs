@@ -6,6 +6,8 @@
 //! does the work. `OVERLAYD_HOST_NETLINK_INNER` marks the inner run, so an inner test run by hand (outside a
 //! fresh namespace) refuses instead of changing the host's links.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::Command;
 

@@ -1,4 +1,4 @@
-//! Host set-up for containers (issue 10 §3): rtnetlink in the daemon crate, never `ip`.
+//! Host set-up (issue 10 §3): rtnetlink in the daemon crate, never `ip`.
 //!
 //! Owns: veth pairs between the daemon's namespace and a container's ([`veth::create`], [`veth::delete`]),
 //! naming and entering namespaces ([`NetnsRef`], [`Netns`]), and addresses on host links
