@@ -205,39 +205,6 @@ fn a_bridge_overlayd_creates_keeps_a_fixed_address() {
     assert_eq!(link_mac(h1, BRIDGE), mac, "the bridge's address followed a port");
 }
 
-/// Host 1 with `--init-cluster`, host 2 joining through it; waits until both see two alive members (20 s).
-fn form_cluster(tb: &Testbed, h1: &Host, h2: &Host) -> Vec<Daemon> {
-    let state = |h: &Host| common::overlay::state_dir(tb, h, "arp");
-    let d1 = common::overlay::start_overlayd(
-        h1,
-        &[
-            "--init-cluster",
-            "--local",
-            &h1.underlay_ip().to_string(),
-            "--state-dir",
-            &state(h1),
-        ],
-    );
-    let tok = common::overlay::ctl_socket(h1, &["token"])
-        .unwrap_or_else(|e| panic!("{e}"))
-        .trim()
-        .to_string();
-    let seed = h1.underlay_ip().to_string();
-    let d2 =
-        common::overlay::start_overlayd(h2, &["--peer", &seed, "--token", &tok, "--state-dir", &state(h2)]);
-    let alive = |h: &Host| {
-        common::overlay::rows(&ctl_json(h, "peers"))
-            .iter()
-            .filter(|r| common::overlay::str_field(r, "state") == "alive")
-            .count()
-    };
-    assert!(
-        wait_until(Duration::from_secs(20), || alive(h1) == 2 && alive(h2) == 2),
-        "the two nodes did not see each other alive within 20 s"
-    );
-    vec![d1, d2]
-}
-
 /// Cluster mode: bindings learned on one host travel with its MAC adverts, so the other host answers ARP
 /// requests for that container itself. Issue 10 "Must be shown": a capture on the underlay shows 0 ARP frames
 /// inside VXLAN for a known binding, and the container still gets its answer.
@@ -245,7 +212,7 @@ fn form_cluster(tb: &Testbed, h1: &Host, h2: &Host) -> Vec<Daemon> {
 fn requests_for_remote_containers_are_answered_locally_in_cluster_mode() {
     let tb = Testbed::builder().hosts(2).build();
     let (h1, h2) = (tb.host(1), tb.host(2));
-    let _daemons = form_cluster(&tb, h1, h2);
+    let _daemons = common::overlay::form_cluster(&tb, &[h1, h2], "arp", &|_| Vec::new());
     let (c1, c2) = (tb.container(1), tb.container(2));
     // The first exchange binds c1 on host 1 and c2 on host 2 (their ARP request and reply pass the TAPs).
     ping_ok(c1, c2.ip(), 2);

@@ -8,10 +8,8 @@
 
 mod common;
 
-use common::overlay::{
-    ctl_json, ctl_socket, rows, spawn_overlayd, start_overlayd, state_dir, str_field, OVERLAYCTL,
-};
-use common::testbed::{wait_until, BridgeMode, Daemon, Host, Netns, Testbed};
+use common::overlay::{ctl_socket, form_cluster, rows, spawn_overlayd, state_dir, str_field, OVERLAYCTL};
+use common::testbed::{wait_until, BridgeMode, Host, Netns, Testbed};
 use ipnet::Ipv4Net;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -65,63 +63,6 @@ impl Drop for Nss {
             let _ = Command::new("ip").args(["netns", "del", n]).output();
         }
     }
-}
-
-fn alive_count(peers: &Value) -> usize {
-    rows(peers)
-        .iter()
-        .filter(|r| str_field(r, "state") == "alive")
-        .count()
-}
-
-/// Host 1 `--init-cluster`, the others join through it; waits until all see each other alive.
-fn form_cluster(tb: &Testbed, hosts: &[&Host]) -> Vec<Daemon> {
-    let h1 = hosts[0];
-    let d1 = start_overlayd(
-        h1,
-        &[
-            "--init-cluster",
-            "--local",
-            &h1.underlay_ip().to_string(),
-            "--state-dir",
-            &state_dir(tb, h1, "c"),
-        ],
-    );
-    let tok = ctl_socket(h1, &["token"]).unwrap_or_else(|e| panic!("{e}"));
-    let tok = tok.trim().to_string();
-    let seed = h1.underlay_ip().to_string();
-    let mut daemons = vec![d1];
-    for h in &hosts[1..] {
-        let mut d = spawn_overlayd(
-            h,
-            &[
-                "--peer",
-                &seed,
-                "--token",
-                &tok,
-                "--state-dir",
-                &state_dir(tb, h, "c"),
-            ],
-        );
-        let ready = wait_until(Duration::from_secs(20), || {
-            !d.is_running() || h.exec(OVERLAYCTL, &["stats", "--json"]).is_ok()
-        });
-        assert!(
-            ready && d.is_running(),
-            "`{}` did not join:\n{}",
-            d.cmdline(),
-            d.log()
-        );
-        daemons.push(d);
-    }
-    let n = hosts.len();
-    assert!(
-        wait_until(Duration::from_secs(20), || hosts
-            .iter()
-            .all(|h| alive_count(&ctl_json(h, "peers")) == n)),
-        "the {n} nodes did not all see {n} alive members within 20 s"
-    );
-    daemons
 }
 
 /// `network create app --vni 100 --subnet SUBNET` on host 1; waits for its bridge on every host.
@@ -221,7 +162,7 @@ fn detach_all(hosts: &[&Host], att: &[(usize, String, Ipv4Net)]) {
 fn cluster_attach_without_ip_gets_distinct_blocks_and_pings() {
     let tb = Testbed::builder().hosts(3).bridge(BridgeMode::Daemon).build();
     let hosts: Vec<&Host> = tb.hosts().iter().collect();
-    let _daemons = form_cluster(&tb, &hosts);
+    let _daemons = form_cluster(&tb, &hosts, "c", &|_| Vec::new());
     create_network(&hosts, "10.60.0.0/16");
     let mut nss = Nss::new(&tb);
     let att = attach_many(&tb, &mut nss, &hosts, &[1, 1, 1]);
@@ -260,7 +201,7 @@ fn cluster_attach_without_ip_gets_distinct_blocks_and_pings() {
 fn cluster_scale_a_16_with_over_100_namespaces_on_3_hosts() {
     let tb = Testbed::builder().hosts(3).bridge(BridgeMode::Daemon).build();
     let hosts: Vec<&Host> = tb.hosts().iter().collect();
-    let _daemons = form_cluster(&tb, &hosts);
+    let _daemons = form_cluster(&tb, &hosts, "c", &|_| Vec::new());
     create_network(&hosts, "10.61.0.0/16");
     let mut nss = Nss::new(&tb);
     // Host 1 needs more than one /26 block (64 addresses minus the reserved ones of the first block).
@@ -290,7 +231,7 @@ fn cluster_scale_a_16_with_over_100_namespaces_on_3_hosts() {
 fn cluster_egress_follows_network_create_and_rm() {
     let tb = Testbed::builder().hosts(3).bridge(BridgeMode::Daemon).build();
     let hosts: Vec<&Host> = tb.hosts().iter().collect();
-    let _daemons = form_cluster(&tb, &hosts);
+    let _daemons = form_cluster(&tb, &hosts, "c", &|_| Vec::new());
     ctl_socket(
         hosts[0],
         &[
@@ -342,7 +283,7 @@ fn cluster_egress_follows_network_create_and_rm() {
 fn cluster_attachments_survive_a_restart_and_keep_their_addresses() {
     let tb = Testbed::builder().hosts(2).bridge(BridgeMode::Daemon).build();
     let hosts: Vec<&Host> = tb.hosts().iter().collect();
-    let mut daemons = form_cluster(&tb, &hosts);
+    let mut daemons = form_cluster(&tb, &hosts, "c", &|_| Vec::new());
     create_network(&hosts, "10.63.0.0/16");
     let mut nss = Nss::new(&tb);
     let att = attach_many(&tb, &mut nss, &hosts, &[1, 1]);

@@ -9,8 +9,7 @@
 mod common;
 
 use common::overlay::{
-    ctl_json, ctl_socket, fdb_row, ping_ok, rows, spawn_overlayd, start_overlayd, state_dir, str_field,
-    OVERLAYCTL,
+    ctl_json, ctl_socket, fdb_row, form_cluster, ping_ok, rows, spawn_overlayd, str_field, OVERLAYCTL,
 };
 use common::testbed::{wait_until, Daemon, Host, Netns, Testbed};
 use serde_json::Value;
@@ -19,59 +18,6 @@ use std::time::{Duration, Instant};
 
 /// The bound for a network create/rm to reach every member.
 const SPREAD_BOUND: Duration = Duration::from_secs(2);
-
-fn alive_count(peers: &Value) -> usize {
-    rows(peers)
-        .iter()
-        .filter(|r| str_field(r, "state") == "alive")
-        .count()
-}
-
-/// Host 1 with `--init-cluster`, every other host joining through it; waits until all see all alive.
-fn form_cluster(tb: &Testbed, hosts: &[&Host]) -> Vec<Daemon> {
-    let h1 = hosts[0];
-    let d1 = start_overlayd(
-        h1,
-        &[
-            "--init-cluster",
-            "--local",
-            &h1.underlay_ip().to_string(),
-            "--state-dir",
-            &state_dir(tb, h1, "n"),
-        ],
-    );
-    let tok = ctl_socket(h1, &["token"]).unwrap_or_else(|e| panic!("{e}"));
-    let tok = tok.trim().to_string();
-    let token_file = tb.log_dir().join("token");
-    std::fs::write(&token_file, &tok).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let token_file = token_file.to_string_lossy().into_owned();
-    let seed = h1.underlay_ip().to_string();
-    let mut daemons = vec![d1];
-    for h in &hosts[1..] {
-        daemons.push(start_overlayd(
-            h,
-            &[
-                "--peer",
-                &seed,
-                "--token-file",
-                &token_file,
-                "--state-dir",
-                &state_dir(tb, h, "n"),
-            ],
-        ));
-    }
-    let n = hosts.len();
-    let formed = wait_until(Duration::from_secs(20), || {
-        hosts.iter().all(|h| alive_count(&ctl_json(h, "peers")) == n)
-    });
-    assert!(
-        formed,
-        "the {n} nodes did not all see {n} alive members within 20 s"
-    );
-    daemons
-}
 
 /// An endpoint of network `vni` on `host`: veth `e<vni>h<N>` (address `prefix.N/16`, MAC
 /// 02:00:00:<vni>:00:0N) in the host's namespace, its peer in the network's bridge `ovbr<vni>`.
@@ -190,7 +136,7 @@ fn cluster_networks_are_created_isolated_flooded_to_members_and_removed() {
             h.run("sysctl", &["-qw", &format!("net.ipv6.conf.{k}.disable_ipv6=1")]);
         }
     }
-    let _daemons = form_cluster(&tb, &hosts);
+    let _daemons = form_cluster(&tb, &hosts, "n", &|_| Vec::new());
     let (h1, h2, h3, h4) = (hosts[0], hosts[1], hosts[2], hosts[3]);
 
     // Created on host 2, which is not the admitter; then red on host 3.

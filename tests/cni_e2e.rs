@@ -9,10 +9,8 @@
 
 mod common;
 
-use common::overlay::{
-    ctl_json, ctl_socket, ping_ok, rows, spawn_overlayd, start_overlayd, state_dir, str_field, OVERLAYCTL,
-};
-use common::testbed::{wait_until, BridgeMode, Daemon, Host, Netns, Testbed};
+use common::overlay::{ctl_socket, form_cluster, ping_ok, rows};
+use common::testbed::{wait_until, BridgeMode, Host, Netns, Testbed};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -67,54 +65,6 @@ impl Drop for Pod {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
     }
-}
-
-fn alive_count(peers: &Value) -> usize {
-    rows(peers)
-        .iter()
-        .filter(|r| str_field(r, "state") == "alive")
-        .count()
-}
-
-/// Host 1 with `--init-cluster`, the others joining through it (each with `extra(host)` added); waits until
-/// every node sees every node alive.
-fn form_cluster(tb: &Testbed, hosts: &[&Host], extra: &dyn Fn(&Host) -> Vec<String>) -> Vec<Daemon> {
-    let h1 = hosts[0];
-    let local = h1.underlay_ip().to_string();
-    let sd = state_dir(tb, h1, "c");
-    let mut a1: Vec<&str> = vec!["--init-cluster", "--local", &local, "--state-dir", &sd];
-    let x1 = extra(h1);
-    a1.extend(x1.iter().map(String::as_str));
-    let d1 = start_overlayd(h1, &a1);
-    let tok = ctl_socket(h1, &["token"]).unwrap_or_else(|e| panic!("{e}"));
-    let tok = tok.trim().to_string();
-    let seed = h1.underlay_ip().to_string();
-    let mut daemons = vec![d1];
-    for h in &hosts[1..] {
-        let sd = state_dir(tb, h, "c");
-        let mut a: Vec<&str> = vec!["--peer", &seed, "--token", &tok, "--state-dir", &sd];
-        let x = extra(h);
-        a.extend(x.iter().map(String::as_str));
-        let mut d = spawn_overlayd(h, &a);
-        let ready = wait_until(Duration::from_secs(20), || {
-            !d.is_running() || h.exec(OVERLAYCTL, &["stats", "--json"]).is_ok()
-        });
-        assert!(
-            ready && d.is_running(),
-            "`{}` did not join:\n{}",
-            d.cmdline(),
-            d.log()
-        );
-        daemons.push(d);
-    }
-    let n = hosts.len();
-    assert!(
-        wait_until(Duration::from_secs(20), || hosts
-            .iter()
-            .all(|h| alive_count(&ctl_json(h, "peers")) == n)),
-        "the {n} nodes did not all see {n} alive members within 20 s"
-    );
-    daemons
 }
 
 /// Run the plugin as a runtime does: `(exit code, stdout as JSON or Null, stderr)`.
@@ -180,7 +130,7 @@ fn cni_add_check_del_against_real_overlayds_on_two_hosts() {
     let tb = Testbed::builder().hosts(2).bridge(BridgeMode::Daemon).build();
     tb.cleanup_on_exit();
     let hosts: Vec<&Host> = tb.hosts().iter().collect();
-    let _daemons = form_cluster(&tb, &hosts, &|_| Vec::new());
+    let _daemons = form_cluster(&tb, &hosts, "c", &|_| Vec::new());
     ctl_socket(
         hosts[0],
         &[

@@ -11,10 +11,8 @@
 mod common;
 
 use common::docker::{Dockerd, PluginSpec, BUSYBOX_IMAGE};
-use common::overlay::{
-    ctl_json, ctl_socket, rows, spawn_overlayd, start_overlayd, state_dir, str_field, OVERLAYCTL,
-};
-use common::testbed::{run_cmd, wait_until, Daemon, Host, Netns, Testbed};
+use common::overlay::{form_cluster, rows, start_overlayd, state_dir, str_field, OVERLAYCTL};
+use common::testbed::{run_cmd, wait_until, Host, Netns, Testbed};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -23,54 +21,6 @@ use std::time::Duration;
 /// The plugin port on every host's own loopback.
 const PLUGIN_PORT: u16 = 9476;
 const PER_HOST: usize = 10;
-
-fn alive_count(peers: &Value) -> usize {
-    rows(peers)
-        .iter()
-        .filter(|r| str_field(r, "state") == "alive")
-        .count()
-}
-
-/// Host 1 with `--init-cluster`, the others joining through it (each with `extra(host)` added); waits until
-/// every node sees every node alive.
-fn form_cluster(tb: &Testbed, hosts: &[&Host], extra: &dyn Fn(&Host) -> Vec<String>) -> Vec<Daemon> {
-    let h1 = hosts[0];
-    let local = h1.underlay_ip().to_string();
-    let sd = state_dir(tb, h1, "c");
-    let mut a1: Vec<&str> = vec!["--init-cluster", "--local", &local, "--state-dir", &sd];
-    let x1 = extra(h1);
-    a1.extend(x1.iter().map(String::as_str));
-    let d1 = start_overlayd(h1, &a1);
-    let tok = ctl_socket(h1, &["token"]).unwrap_or_else(|e| panic!("{e}"));
-    let tok = tok.trim().to_string();
-    let seed = h1.underlay_ip().to_string();
-    let mut daemons = vec![d1];
-    for h in &hosts[1..] {
-        let sd = state_dir(tb, h, "c");
-        let mut a: Vec<&str> = vec!["--peer", &seed, "--token", &tok, "--state-dir", &sd];
-        let x = extra(h);
-        a.extend(x.iter().map(String::as_str));
-        let mut d = spawn_overlayd(h, &a);
-        let ready = wait_until(Duration::from_secs(20), || {
-            !d.is_running() || h.exec(OVERLAYCTL, &["stats", "--json"]).is_ok()
-        });
-        assert!(
-            ready && d.is_running(),
-            "`{}` did not join:\n{}",
-            d.cmdline(),
-            d.log()
-        );
-        daemons.push(d);
-    }
-    let n = hosts.len();
-    assert!(
-        wait_until(Duration::from_secs(20), || hosts
-            .iter()
-            .all(|h| alive_count(&ctl_json(h, "peers")) == n)),
-        "the {n} nodes did not all see {n} alive members within 20 s"
-    );
-    daemons
-}
 
 /// The network `name` as `overlayctl network ls --json` on `host` shows it.
 fn listed(host: &Host, name: &str) -> Option<Value> {
@@ -130,7 +80,7 @@ fn two_dockerds_with_their_overlayds_run_containers_that_talk_across_hosts() {
         h.run("ip", &["link", "set", "lo", "up"]);
     }
     let plugin_addr = format!("tcp:127.0.0.1:{PLUGIN_PORT}");
-    let _daemons = form_cluster(&tb, &hosts, &|_| {
+    let _daemons = form_cluster(&tb, &hosts, "c", &|_| {
         vec!["--docker-plugin".to_string(), plugin_addr.clone()]
     });
     let plugin = format!("ovd{}", tb.id());

@@ -90,6 +90,60 @@ pub fn state_dir(tb: &Testbed, host: &Host, tag: &str) -> String {
     d.to_string_lossy().into_owned()
 }
 
+/// Members `peers --json` shows as alive.
+pub fn alive_count(peers: &Value) -> usize {
+    rows(peers)
+        .iter()
+        .filter(|r| str_field(r, "state") == "alive")
+        .count()
+}
+
+/// A cluster on `hosts`: the first with `--init-cluster`, the others joining through it with its token (each
+/// daemon with `extra(host)` added and its own state dir tagged `tag`); waits (20 s) until every node sees
+/// every node alive.
+pub fn form_cluster(
+    tb: &Testbed,
+    hosts: &[&Host],
+    tag: &str,
+    extra: &dyn Fn(&Host) -> Vec<String>,
+) -> Vec<Daemon> {
+    let h1 = hosts[0];
+    let local = h1.underlay_ip().to_string();
+    let sd = state_dir(tb, h1, tag);
+    let mut a1: Vec<&str> = vec!["--init-cluster", "--local", &local, "--state-dir", &sd];
+    let x1 = extra(h1);
+    a1.extend(x1.iter().map(String::as_str));
+    let d1 = start_overlayd(h1, &a1);
+    let tok = ctl_socket(h1, &["token"]).unwrap_or_else(|e| panic!("{e}"));
+    let tok = tok.trim().to_string();
+    let mut daemons = vec![d1];
+    for h in &hosts[1..] {
+        let sd = state_dir(tb, h, tag);
+        let mut a: Vec<&str> = vec!["--peer", &local, "--token", &tok, "--state-dir", &sd];
+        let x = extra(h);
+        a.extend(x.iter().map(String::as_str));
+        let mut d = spawn_overlayd(h, &a);
+        let ready = wait_until(Duration::from_secs(20), || {
+            !d.is_running() || h.exec(OVERLAYCTL, &["stats", "--json"]).is_ok()
+        });
+        assert!(
+            ready && d.is_running(),
+            "`{}` did not join:\n{}",
+            d.cmdline(),
+            d.log()
+        );
+        daemons.push(d);
+    }
+    let n = hosts.len();
+    assert!(
+        wait_until(Duration::from_secs(20), || hosts
+            .iter()
+            .all(|h| alive_count(&ctl_json(h, "peers")) == n)),
+        "the {n} nodes did not all see {n} alive members within 20 s"
+    );
+    daemons
+}
+
 pub fn rows(v: &Value) -> &[Value] {
     v.as_array().map_or(&[], Vec::as_slice)
 }
