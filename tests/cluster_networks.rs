@@ -8,10 +8,11 @@
 
 mod common;
 
+use common::capture::{text_capture, text_lines};
 use common::overlay::{
     ctl_json, ctl_socket, fdb_row, form_cluster, ping_ok, rows, spawn_overlayd, str_field, OVERLAYCTL,
 };
-use common::testbed::{wait_until, Daemon, Host, Netns, Testbed};
+use common::testbed::{wait_until, Host, Netns, Testbed};
 use serde_json::Value;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -39,39 +40,6 @@ fn wire(host: &Host, vni: u32, prefix: &str) -> String {
     );
     host.run("ip", &["link", "set", &dev, "up"]);
     mac
-}
-
-/// `tcpdump -e -n -l -i iface filter` in `host`; returns it once it listens.
-fn capture(host: &Host, iface: &str, filter: &str) -> Daemon {
-    if let Err(e) = host.exec("tcpdump", &["--version"]) {
-        panic!("this test needs tcpdump (apt-get install tcpdump): {e}");
-    }
-    let mut args = vec!["-e", "-n", "-l", "-i", iface];
-    args.extend(filter.split(' '));
-    let mut t = host.spawn("tcpdump", &args);
-    let up = wait_until(Duration::from_secs(10), || {
-        t.log().contains("listening on") || !t.is_running()
-    });
-    assert!(
-        up && t.is_running(),
-        "tcpdump on {iface} did not start:\n{}",
-        t.log()
-    );
-    t
-}
-
-/// Stops a capture and returns its packet lines.
-fn lines(mut t: Daemon) -> Vec<String> {
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = t.signal("INT");
-    if t.wait_timeout(Duration::from_secs(10)).is_none() {
-        t.kill();
-    }
-    t.log()
-        .lines()
-        .filter(|l| l.contains(" > ") || l.contains("ARP"))
-        .map(str::to_string)
-        .collect()
 }
 
 fn network_ls(host: &Host) -> Value {
@@ -179,10 +147,10 @@ fn cluster_networks_are_created_isolated_flooded_to_members_and_removed() {
         .map(|m| format!("ether host {m}"))
         .collect::<Vec<_>>()
         .join(" or ");
-    let on_red_bridge = capture(h3, "ovbr400", &blue_filter);
-    let on_blue_bridge = capture(h3, "ovbr300", &blue_filter);
+    let on_red_bridge = text_capture(h3, "ovbr400", &blue_filter);
+    let on_blue_bridge = text_capture(h3, "ovbr300", &blue_filter);
     // VXLAN datagrams of VNI 300 (0x12c, the top 24 bits of the word after the flags) arriving at host 4.
-    let blue_at_h4 = capture(
+    let blue_at_h4 = text_capture(
         h4,
         "eth0",
         &format!(
@@ -208,7 +176,7 @@ fn cluster_networks_are_created_isolated_flooded_to_members_and_removed() {
         })
     });
     assert!(settled, "endpoint MACs not in every FDB: {}", ctl_json(h1, "fdb"));
-    let blue_at_h2 = capture(
+    let blue_at_h2 = text_capture(
         h2,
         "eth0",
         &format!(
@@ -226,10 +194,10 @@ fn cluster_networks_are_created_isolated_flooded_to_members_and_removed() {
     // (No reply is expected: the address is unused.)
     let _ = h1.exec("ping", &["-c", "2", "-W", "1", "10.30.9.9"]);
 
-    let seen_red = lines(on_red_bridge);
-    let seen_blue = lines(on_blue_bridge);
-    let seen_h4 = lines(blue_at_h4);
-    let seen_h2 = lines(blue_at_h2);
+    let seen_red = text_lines(on_red_bridge);
+    let seen_blue = text_lines(on_blue_bridge);
+    let seen_h4 = text_lines(blue_at_h4);
+    let seen_h2 = text_lines(blue_at_h2);
     assert!(
         !seen_h2.is_empty(),
         "the VNI 300 capture on host 2's underlay saw nothing, so the host 4 check proves nothing"

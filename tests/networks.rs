@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::capture::{text_capture, text_lines};
 use common::overlay::{ctl_json, ping_ok, rows, spawn_overlayd, str_field, OVERLAYCTL};
 use common::testbed::{wait_until, BridgeMode, Daemon, Host, Netns, Testbed};
 use serde_json::Value;
@@ -75,39 +76,6 @@ fn attach_b(host: &Host) {
     host.run("ip", &["link", "set", &format!("vb{n}"), "up"]);
 }
 
-/// `tcpdump -e -n -l -i iface filter` in `host`; returns it once it listens.
-fn capture(host: &Host, iface: &str, filter: &str) -> Daemon {
-    if let Err(e) = host.exec("tcpdump", &["--version"]) {
-        panic!("this test needs tcpdump (apt-get install tcpdump): {e}");
-    }
-    let mut args = vec!["-e", "-n", "-l", "-i", iface];
-    args.extend(filter.split(' '));
-    let mut t = host.spawn("tcpdump", &args);
-    let up = wait_until(Duration::from_secs(10), || {
-        t.log().contains("listening on") || !t.is_running()
-    });
-    assert!(
-        up && t.is_running(),
-        "tcpdump on {iface} did not start:\n{}",
-        t.log()
-    );
-    t
-}
-
-/// Stops a capture and returns its packet lines.
-fn lines(mut t: Daemon) -> Vec<String> {
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = t.signal("INT");
-    if t.wait_timeout(Duration::from_secs(10)).is_none() {
-        t.kill();
-    }
-    t.log()
-        .lines()
-        .filter(|l| l.contains(" > ") || l.contains("ARP"))
-        .map(str::to_string)
-        .collect()
-}
-
 fn ctl(host: &Host, args: &[&str]) -> Value {
     let out = host.run(OVERLAYCTL, args);
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("`overlayctl {args:?}` is not JSON ({e}):\n{out}"))
@@ -148,9 +116,9 @@ fn two_networks_on_three_hosts_stay_isolated() {
         .map(|m| format!("ether host {m}"))
         .collect::<Vec<_>>()
         .join(" or ");
-    let on_b_tap = capture(h2, "ovl200", &a_filter);
-    let on_b_bridge = capture(h2, "ovbr200", &a_filter);
-    let on_a_tap = capture(h2, "ovl100", &a_filter);
+    let on_b_tap = text_capture(h2, "ovl200", &a_filter);
+    let on_b_bridge = text_capture(h2, "ovbr200", &a_filter);
+    let on_a_tap = text_capture(h2, "ovl100", &a_filter);
 
     // Same-network traffic works across hosts, in both networks (ARP broadcasts first).
     ping_ok(tb.container(1), tb.container(2).ip(), 3);
@@ -161,9 +129,9 @@ fn two_networks_on_three_hosts_stay_isolated() {
     // Network b has no route to network a's addresses: a ping from a container to b's range goes nowhere.
     assert!(tb.container(1).ping(Ipv4Addr::new(10, 2, 0, 2), 1).is_err());
 
-    let seen_b_tap = lines(on_b_tap);
-    let seen_b_bridge = lines(on_b_bridge);
-    let seen_a_tap = lines(on_a_tap);
+    let seen_b_tap = text_lines(on_b_tap);
+    let seen_b_bridge = text_lines(on_b_bridge);
+    let seen_a_tap = text_lines(on_a_tap);
     assert!(
         !seen_a_tap.is_empty(),
         "the capture on network a's TAP saw none of a's frames, so the isolation check below proves nothing"

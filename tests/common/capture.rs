@@ -3,7 +3,7 @@
 //! tcpdump's text output. Headers only: the capture is cut at [`SNAPLEN`] bytes per packet.
 #![allow(dead_code)]
 
-use super::testbed::{wait_until, Daemon, Netns};
+use super::testbed::{wait_until, Daemon, Host, Netns};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -223,4 +223,37 @@ pub fn parse_inner_tcp(f: &[u8]) -> Option<InnerTcp> {
         checksum,
         partial: checksum == s as u16,
     })
+}
+
+/// Text capture (when a test only needs tcpdump's one-line summaries): `tcpdump -e -n -l -i iface filter` in `host`; returns it once it listens.
+pub fn text_capture(host: &Host, iface: &str, filter: &str) -> Daemon {
+    if let Err(e) = host.exec("tcpdump", &["--version"]) {
+        panic!("this test needs tcpdump (apt-get install tcpdump): {e}");
+    }
+    let mut args = vec!["-e", "-n", "-l", "-i", iface];
+    args.extend(filter.split(' '));
+    let mut t = host.spawn("tcpdump", &args);
+    let up = wait_until(Duration::from_secs(10), || {
+        t.log().contains("listening on") || !t.is_running()
+    });
+    assert!(
+        up && t.is_running(),
+        "tcpdump on {iface} did not start:\n{}",
+        t.log()
+    );
+    t
+}
+
+/// Stops a capture and returns its packet lines.
+pub fn text_lines(mut t: Daemon) -> Vec<String> {
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = t.signal("INT");
+    if t.wait_timeout(Duration::from_secs(10)).is_none() {
+        t.kill();
+    }
+    t.log()
+        .lines()
+        .filter(|l| l.contains(" > ") || l.contains("ARP"))
+        .map(str::to_string)
+        .collect()
 }
