@@ -403,15 +403,21 @@ impl Engine {
             return Err(DropReason::UnknownVni);
         };
         // On a network with the anycast gateway (egress), the bridge's own frames (the gateway's ARP/ND above
-        // all) never enter the tunnel and the bridge MAC is never learned as local: every host's bridge holds
-        // the same gateway address, so its answers would make the address move between hosts. Without a
-        // gateway the bridge is an ordinary local endpoint (the host may talk over it, as with Linux VXLAN);
-        // its MAC is still never advertised (the cluster glue skips it).
-        if s.net.gateway.is_some() && suppress::from_bridge(frame, s.net.bridge_mac.get()) {
+        // all) never enter the tunnel: every host's bridge holds the same gateway address, so its answers
+        // would make the address move between hosts. Without a gateway the host may talk over its bridge, as
+        // with Linux VXLAN.
+        let from_bridge = suppress::from_bridge(frame, s.net.bridge_mac.get());
+        if from_bridge && s.net.gateway.is_some() {
             return Err(DropReason::BridgeMac);
         }
         let counters = if side == Side::Tx { &s.net.tx } else { &s.net.rx };
-        let l = s.net.fdb.learn(src, local, Origin::Local, now);
+        // The bridge's MAC is never a container: not learned as local (it would take a `--max-local-macs`
+        // slot and be a local entry nobody advertises); remote hosts learn it from its frames.
+        let l = if from_bridge {
+            Learn::Ignored
+        } else {
+            s.net.fdb.learn(src, local, Origin::Local, now)
+        };
         Engine::count_learn(counters, l);
         let dst = eth.dst();
         if dst.is_multicast() {

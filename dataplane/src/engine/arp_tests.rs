@@ -145,7 +145,12 @@ fn frames_from_the_bridge_mac_are_dropped_and_not_learned() {
 fn without_a_gateway_the_bridge_may_talk_over_the_overlay() {
     let now = Instant::now();
     let fdb = Arc::new(Fdb::new(64, Fdb::DEFAULT_AGEING, now));
-    let n = Network::new("a", Vni::new(100).unwrap(), fdb, Arc::new(PeerSet::new([ip(2)])));
+    let n = Network::new(
+        "a",
+        Vni::new(100).unwrap(),
+        fdb.clone(),
+        Arc::new(PeerSet::new([ip(2)])),
+    );
     n.bridge_mac.set(Some(BRIDGE));
     let table = Arc::new(NetworkTable::new([Arc::new(n)]).unwrap());
     let mut cfg = EngineConfig::new(Vni::new(1).unwrap(), ip(1));
@@ -158,6 +163,10 @@ fn without_a_gateway_the_bridge_may_talk_over_the_overlay() {
     g[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
     assert_eq!(e.on_tap(now, 0, &g, &mut out), Ok(TxVerdict::Send));
     assert!(!out.dests.is_empty());
+    assert!(
+        fdb.lookup(&BRIDGE, now).is_none(),
+        "the bridge MAC is not learned as local"
+    );
 }
 
 /// Answering a known binding (the requester's binding and FDB entry already there) allocates nothing.
