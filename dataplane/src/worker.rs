@@ -16,7 +16,7 @@ use crate::offload::{self, Coalescer, VirtioNetHdr, VIRTIO_NET_HDR_LEN};
 use crate::pmtu::{inner_mtu, PathMtus, PMTU_CAPACITY};
 use crate::stats::{Counters, DropReason};
 use crate::wire::probe::{self, ProbeKind, ProbeRepr};
-use crate::wire::{ETHERNET_HEADER_LEN, VXLAN_HEADER_LEN};
+use crate::wire::VXLAN_HEADER_LEN;
 use std::cell::Cell;
 use std::io::{ErrorKind, IoSlice};
 use std::net::{IpAddr, SocketAddr};
@@ -345,21 +345,27 @@ fn write_tap(tap: &TapQueue, vnet: bool, frame: &[u8], counters: &Counters) {
     }
 }
 
+/// One TAP write of the RX loop, as iovecs: the virtio header first, then the frame's bytes (one slice, or a
+/// coalesced superframe's headers and payloads).
+pub(crate) type TapWrite<'a> = dyn Fn(&[IoSlice<'_>]) + 'a;
+
 /// Underlay → TAP, for every network of the engine's table: each accepted datagram goes to the TAP of the
 /// network its VNI names (the table is re-read once per wakeup).
 pub fn run_rx(mut engine: Engine, udp: &UdpSocket, coalesce: bool, stop: &AtomicBool, waker: &Waker) {
     let mut batch = RecvBatch::new(RECV_SLOTS, RECV_SLOT_SIZE);
-    // Coalescing needs the virtio header; a TAP without one is written frame by frame.
-    let mut gro = Coalescer::new(if coalesce { GRO_FLOWS } else { 0 });
-    // Without a virtio header, a received superframe is cut into frames here (a 64 KiB superframe plus the
-    // headers of each segment).
-    let mut seg_buf = vec![0u8; 2 * RECV_SLOT_SIZE];
-    // Probe replies: small, rare (a few per peer and minute), sent once per receive batch.
-    let mut replies = SendBatch::new(PROBE_REPLY_LEN * RECV_SLOTS, RECV_SLOTS);
     let mut fds = [pollfd(udp.as_raw_fd()), pollfd(waker.as_raw_fd())];
-    let unattributed = engine.unattributed().clone();
     engine.sync();
     let mut nets = engine.networks().clone();
+    let mut st = rx::RxState {
+        // Coalescing needs the virtio header; a TAP without one is written frame by frame.
+        gro: Coalescer::new(if coalesce { GRO_FLOWS } else { 0 }),
+        coalesce,
+        // Without a virtio header, a received superframe is cut into frames here (a 64 KiB superframe plus the
+        // headers of each segment).
+        seg_buf: vec![0u8; 2 * RECV_SLOT_SIZE],
+        // Probe replies: small, rare (a few per peer and minute), sent once per receive batch.
+        replies: SendBatch::new(PROBE_REPLY_LEN * RECV_SLOTS, RECV_SLOTS),
+    };
     while !stop.load(Ordering::Relaxed) {
         if poll_fds(&mut fds, POLL_MS).is_err() || fds[1].revents != 0 {
             waker.drain();
@@ -370,14 +376,15 @@ pub fn run_rx(mut engine: Engine, udp: &UdpSocket, coalesce: bool, stop: &Atomic
         }
         // The network whose TAP the coalescer's pending frames go to.
         let cur = Cell::new(usize::MAX);
-        // One TAP write per frame or coalesced superframe; a full or down TAP drops (counted), never blocks.
-        let write = |hdr: &[u8; VIRTIO_NET_HDR_LEN], frame: &[u8]| {
+        // One TAP write per frame or coalesced superframe (gathered from the receive buffer); a full or down
+        // TAP drops (counted), never blocks. Without a virtio header the first iovec (the header) is left out.
+        let write = |iov: &[IoSlice<'_>]| {
             let Some(n) = nets.get(cur.get()) else { return };
             let Some(tap) = n.queue() else { return };
             let r = if tap.vnet_hdr() {
-                tap.write_vectored(&[IoSlice::new(hdr), IoSlice::new(frame)])
+                tap.write_vectored(iov)
             } else {
-                tap.write(frame)
+                tap.write_vectored(iov.get(1..).unwrap_or(&[]))
             };
             if r.is_err() {
                 n.rx.count_drop(DropReason::TapWriteError, 1);
@@ -388,93 +395,10 @@ pub fn run_rx(mut engine: Engine, udp: &UdpSocket, coalesce: bool, stop: &Atomic
                 Ok(n) => n,
                 Err(_) => break,
             };
-            let now = Instant::now();
-            for i in 0..n {
-                let (meta, data) = batch.get_mut(i);
-                let (src, stride) = (meta.src, meta.stride.max(1));
-                // A GRO train splits at `stride`; an empty datagram still counts (and drops as `short`).
-                let empty: Option<&mut [u8]> = if data.is_empty() { Some(&mut []) } else { None };
-                unattributed
-                    .gro_segments
-                    .observe(data.len().div_ceil(stride).max(1) as u64);
-                for dgram in data.chunks_mut(stride).chain(empty) {
-                    // A valid overlayd probe is answered (requests) and consumed, outside the traffic
-                    // counters; anything else that looks like one takes the normal path and its checks.
-                    if dgram.get(VXLAN_HEADER_LEN..).is_some_and(probe::is_probe_frame) {
-                        if let Some((p, ni)) = engine.on_probe_for(now, src, dgram) {
-                            if p.kind == ProbeKind::Request {
-                                queue_probe_reply(&mut replies, engine.header_of(ni), p.nonce, src);
-                            }
-                            continue;
-                        }
-                    }
-                    let d = match engine.on_underlay(now, src, dgram) {
-                        Ok(d) => d,
-                        Err(d) => {
-                            let c = engine.counters_of(d.net.unwrap_or(usize::MAX));
-                            Counters::add(&c.rx_datagrams, 1);
-                            c.count_drop(d.reason, 1);
-                            continue;
-                        }
-                    };
-                    let Some(net) = nets.get(d.net) else { continue };
-                    let counters = &net.rx;
-                    Counters::add(&counters.rx_datagrams, 1);
-                    let Some(frame) = dgram.get_mut(d.frame) else {
-                        continue;
-                    };
-                    if cur.get() != d.net {
-                        // Frames pending for another network's TAP go out first.
-                        gro.flush(write);
-                        cur.set(d.net);
-                    }
-                    let vnet = net.queue().is_some_and(TapQueue::vnet_hdr);
-                    let tap_mtu = net.tap_mtu;
-                    // A kernel sender's UDP-tunnel GSO packet arrives whole (offload::tunnel): one TSO
-                    // superframe to the TAP, after any pending coalesced frames (flow order); without a virtio
-                    // header, cut into MTU-sized frames here.
-                    let sf = (frame.len() > ETHERNET_HEADER_LEN + usize::from(tap_mtu))
-                        .then(|| offload::superframe_hdr(frame, tap_mtu))
-                        .flatten();
-                    if let Some(h) = sf {
-                        Counters::add(&counters.tx_bytes, frame.len() as u64);
-                        if vnet {
-                            let payload = frame.len().saturating_sub(usize::from(h.hdr_len));
-                            let segs = payload.div_ceil(usize::from(h.gso_size).max(1));
-                            Counters::add(&counters.tx_frames, segs as u64);
-                            gro.flush(write);
-                            write(&h.to_bytes(), frame);
-                        } else {
-                            match offload::segment(&h, frame, &[], &mut seg_buf) {
-                                Ok(s) if s.stride > 0 => {
-                                    Counters::add(&counters.tx_frames, s.count as u64);
-                                    for f in seg_buf.get(..s.total_len).unwrap_or(&[]).chunks(s.stride) {
-                                        write(&[0; VIRTIO_NET_HDR_LEN], f);
-                                    }
-                                }
-                                _ => counters.count_drop(DropReason::BadOffload, 1),
-                            }
-                        }
-                        continue;
-                    }
-                    Counters::add(&counters.tx_frames, 1);
-                    Counters::add(&counters.tx_bytes, frame.len() as u64);
-                    // Inner checksums a kernel sender left partial (offload::partial): NEEDS_CSUM through the
-                    // virtio header, or completed here when the TAP has none.
-                    if coalesce && vnet {
-                        gro.push(frame, write);
-                    } else if vnet {
-                        write(&offload::rx_header(frame), frame);
-                    } else {
-                        offload::fill_partial(frame);
-                        write(&[0; VIRTIO_NET_HDR_LEN], frame);
-                    }
-                }
-            }
-            gro.flush(write);
-            if !replies.is_empty() {
-                let _ = udp.send_batch(&mut replies);
-                replies.clear();
+            rx::rx_batch(&mut engine, &mut st, &nets, &cur, &mut batch, n, &write);
+            if !st.replies.is_empty() {
+                let _ = udp.send_batch(&mut st.replies);
+                st.replies.clear();
             }
             if n < batch.capacity() {
                 break;
@@ -558,6 +482,8 @@ mod tests {
         }
     }
 }
+
+mod rx;
 
 #[cfg(test)]
 mod netns_tests;

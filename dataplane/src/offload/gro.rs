@@ -23,8 +23,24 @@
 //! Other frames (non-IP, UDP, ICMP, malformed) are emitted at once: they are not part of a TCP flow, or
 //! the kernel drops them anyway.
 //!
-//! The buffer pool (`max_flows` × 65 549 bytes) is allocated in [`Coalescer::new`]; `push` and `flush`
-//! never allocate. When the pool is full, the oldest pending superframe is emitted to make room.
+//! **No payload copy** ([`gather`]): a pending superframe is the first segment's headers (copied, at most
+//! [`MAX_HDRS`] bytes) plus the ranges of every segment's payload in the receive buffer, passed in as a
+//! [`Region`]. The sink gets the superframe as iovecs `[virtio header, headers, payload...]` for one `writev`, so
+//! the payload is copied once, by the kernel, from the receive buffer. Pending superframes refer to the
+//! receive buffer: flush before refilling it (the worker flushes after every `recvmmsg` batch); a push or flush
+//! under another [`Region::epoch`] drops what is pending instead of writing refilled bytes (counted by
+//! [`Coalescer::stale_drops`]). At most [`MAX_SEGMENTS`] segments go into one superframe.
+//!
+//! **Checksums:** every segment's IPv4 header and TCP checksum are still verified here, one read pass over the
+//! payload (no write). The superframe goes to the TAP with `NEEDS_CSUM`, which the kernel trusts without looking
+//! (`CHECKSUM_PARTIAL`), so this check is the only one the payload gets: the outer UDP checksum may be zero
+//! (Linux's VXLAN default over IPv4) and a UDP socket does not say whether it was, so the wire guarantees
+//! nothing. `DATA_VALID` on a lone segment is a no-op for a TAP write on Linux 6.18 (`tun` does not read it; a
+//! bad checksum written with it was still dropped by the kernel, measured), so it is set only on frames that
+//! verified and never replaces verification.
+//!
+//! The slot pool (`max_flows` slots of headers and a range table) is allocated in [`Coalescer::new`]; `push` and
+//! `flush` never allocate. When the pool is full, the oldest pending superframe is emitted to make room.
 //!
 //! What the kernel requires of a TAP write with `gso_type` TCPV4/TCPV6 (`tun_get_user` →
 //! `virtio_net_hdr_to_skb`, then `ip_rcv`), all of which [`Coalescer::flush`] provides:
@@ -45,8 +61,15 @@ use super::virtio::{
     VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_LEN,
 };
 use super::OffloadError;
+use std::io::IoSlice;
+use std::ops::Range;
 
-/// Largest frame a slot holds: Ethernet header + the largest IP packet a 16-bit length field describes.
+mod gather;
+use gather::{finish_headers, gather};
+pub use gather::{Region, MAX_HDRS, MAX_IOVECS, MAX_SEGMENTS};
+
+/// Largest frame one superframe write carries: Ethernet header + the largest IP packet a 16-bit length field
+/// describes.
 pub const MAX_SUPERFRAME_LEN: usize = ETH_HLEN + u16::MAX as usize;
 
 const TCP_FLAG_PSH: u8 = 0x08;
@@ -69,7 +92,8 @@ pub enum PushOutcome {
 /// Why a frame was passed through instead of coalesced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bypass {
-    /// Not an untagged IPv4/IPv6 TCP frame we can parse (ARP, UDP, fragments, VLAN, malformed...).
+    /// Not an untagged IPv4/IPv6 TCP frame we can parse (ARP, UDP, fragments, VLAN, malformed...), or a
+    /// frame range outside the region.
     NotTcp,
     /// IPv4 options: legal but never coalesced.
     IpOptions,
@@ -119,17 +143,19 @@ impl FlowKey {
     }
 }
 
-/// One pending superframe. `len == 0` means free.
+/// One pending superframe: the first segment's headers and the payload ranges. `segs == 0` means free.
 #[derive(Debug)]
 struct Slot {
-    buf: Box<[u8]>,
-    len: usize,
+    hdr: [u8; MAX_HDRS],
+    /// Header bytes in `hdr` (Ethernet + IP + TCP).
+    hdrs: usize,
+    payloads: [Range<usize>; MAX_SEGMENTS],
+    segs: usize,
+    payload_len: usize,
     key: FlowKey,
     ip: Ip,
     l4_off: usize,
-    hdrs: usize,
     mss: usize,
-    segs: usize,
     next_seq: u32,
     last_id: u16,
     /// PSH seen or a short segment appended: nothing may follow.
@@ -139,27 +165,31 @@ struct Slot {
     stamp: u64,
 }
 
-/// TCP receive coalescer with a fixed pool of superframe buffers. See the module docs for rules and the
-/// ordering guarantee.
+/// TCP receive coalescer with a fixed pool of slots. See the module docs for rules, the ordering guarantee
+/// and the receive buffer's lifetime.
 #[derive(Debug)]
 pub struct Coalescer {
     slots: Vec<Slot>,
     clock: u64,
+    /// Epoch of the region the pending ranges point into (meaningful while something is pending).
+    epoch: u64,
+    stale: u64,
 }
 
 impl Coalescer {
-    /// Preallocate `max_flows` superframe buffers (~64 KiB each). 16 is plenty for one worker's batch.
+    /// Preallocate `max_flows` slots. 8–16 is plenty for one worker's batch.
     pub fn new(max_flows: usize) -> Self {
         let slots = (0..max_flows)
             .map(|_| Slot {
-                buf: vec![0u8; MAX_SUPERFRAME_LEN].into_boxed_slice(),
-                len: 0,
+                hdr: [0; MAX_HDRS],
+                hdrs: 0,
+                payloads: std::array::from_fn(|_| 0..0),
+                segs: 0,
+                payload_len: 0,
                 key: FlowKey::default(),
                 ip: Ip::V4,
                 l4_off: 0,
-                hdrs: 0,
                 mss: 0,
-                segs: 0,
                 next_seq: 0,
                 last_id: 0,
                 closed: false,
@@ -167,71 +197,100 @@ impl Coalescer {
                 stamp: 0,
             })
             .collect();
-        Coalescer { slots, clock: 0 }
+        Coalescer {
+            slots,
+            clock: 0,
+            epoch: 0,
+            stale: 0,
+        }
     }
 
     /// Number of pending superframes.
     pub fn pending(&self) -> usize {
-        self.slots.iter().filter(|s| s.len != 0).count()
+        self.slots.iter().filter(|s| s.segs != 0).count()
     }
 
-    /// Offer one inner Ethernet frame. It is either copied into a pending superframe (emitted later by
-    /// [`flush`](Self::flush), or earlier by a later `push` of the same flow that cannot join it), or written
-    /// to `emit` right away — after the flow's pending superframe, so the flow's order is kept. `emit`
-    /// receives the 10-byte virtio header to write in front of each frame.
+    /// Segments dropped because a push or flush came with another region epoch than the one they were
+    /// recorded under (a caller bug: the receive buffer was refilled before the flush). Never written.
+    pub fn stale_drops(&self) -> u64 {
+        self.stale
+    }
+
+    /// Drop whatever is pending if `region` is not the one it was recorded in.
+    fn check_epoch(&mut self, region: &Region<'_>) {
+        if region.epoch == self.epoch {
+            return;
+        }
+        for s in self.slots.iter_mut().filter(|s| s.segs != 0) {
+            self.stale += s.segs as u64;
+            s.segs = 0;
+        }
+        self.epoch = region.epoch;
+    }
+
+    /// Offer the inner Ethernet frame at `frame` in `region`. It is either recorded into a pending superframe
+    /// (emitted later by [`flush`](Self::flush), or earlier by a later `push` of the same flow that cannot join
+    /// it), or written to `emit` right away — after the flow's pending superframe, so the flow's order is kept.
+    /// `emit` receives the iovecs of one TAP write: the 10-byte virtio header first, then the frame's bytes.
     pub fn push(
         &mut self,
-        frame: &[u8],
-        mut emit: impl FnMut(&[u8; VIRTIO_NET_HDR_LEN], &[u8]),
+        region: Region<'_>,
+        frame: Range<usize>,
+        mut emit: impl FnMut(&[IoSlice<'_>]),
     ) -> PushOutcome {
-        let h = match parse(frame) {
+        self.check_epoch(&region);
+        let Some(f) = region.bytes.get(frame.clone()) else {
+            return PushOutcome::PassedThrough(Bypass::NotTcp);
+        };
+        let h = match parse(f) {
             Ok(h) if h.proto == IPPROTO_TCP => h,
             Err(OffloadError::Fragment(_) | OffloadError::Ipv6ExtensionHeader(_)) => {
                 // Well-formed IP whose flow we cannot see (ports in a later fragment or behind extension
                 // headers): it may belong to a pending flow, so emit everything pending first. Rare.
-                self.flush(&mut emit);
-                emit(&PLAIN_HDR, frame);
+                self.flush(region, &mut emit);
+                emit_one(&mut emit, &PLAIN_HDR, f);
                 return PushOutcome::PassedThrough(Bypass::NotTcp);
             }
             Ok(h) => {
                 // UDP and other IP: written as it is, completed by the kernel if partial.
-                emit(&pass_hdr(frame, &h), frame);
+                emit_one(&mut emit, &pass_hdr(f, &h), f);
                 return PushOutcome::PassedThrough(Bypass::NotTcp);
             }
             Err(_) => {
-                emit(&PLAIN_HDR, frame);
+                emit_one(&mut emit, &PLAIN_HDR, f);
                 return PushOutcome::PassedThrough(Bypass::NotTcp);
             }
         };
-        let key = FlowKey::of(frame, &h);
-        let existing = self.slots.iter().position(|s| s.len != 0 && s.key == key);
+        let key = FlowKey::of(f, &h);
+        let existing = self.slots.iter().position(|s| s.segs != 0 && s.key == key);
 
-        let partial = match coalescible(frame, &h) {
+        let partial = match coalescible(f, &h) {
             Ok(p) => p,
             Err(why) => {
                 if let Some(slot) = existing.and_then(|i| self.slots.get_mut(i)) {
-                    slot.flush(&mut emit);
+                    slot.flush(region.bytes, &mut emit);
                 }
                 let hdr = if why == Bypass::BadChecksum {
                     PLAIN_HDR
                 } else {
-                    pass_hdr(frame, &h)
+                    pass_hdr(f, &h)
                 };
-                emit(&hdr, frame);
+                emit_one(&mut emit, &hdr, f);
                 return PushOutcome::PassedThrough(why);
             }
         };
+        let payload = frame.start + h.payload_off..frame.start + h.ip_end;
 
         if let Some(slot) = existing.and_then(|i| self.slots.get_mut(i)) {
-            if slot.can_merge(frame, &h) {
-                slot.append(frame, &h);
+            if slot.can_merge(f, &h) {
+                slot.append(f, &h, payload);
                 slot.partial |= partial;
                 return PushOutcome::Merged;
             }
-            slot.flush(&mut emit);
+            slot.flush(region.bytes, &mut emit);
         }
         let idx = existing
-            .or_else(|| self.slots.iter().position(|s| s.len == 0))
+            .or_else(|| self.slots.iter().position(|s| s.segs == 0))
             .or_else(|| {
                 // Pool full: evict the oldest pending superframe.
                 self.slots
@@ -243,30 +302,36 @@ impl Coalescer {
         self.clock += 1;
         match idx.and_then(|i| self.slots.get_mut(i)) {
             Some(slot) => {
-                if slot.len != 0 {
-                    slot.flush(&mut emit);
+                if slot.segs != 0 {
+                    slot.flush(region.bytes, &mut emit);
                 }
-                slot.start(frame, &h, key, self.clock);
+                slot.start(f, &h, payload, key, self.clock);
                 slot.partial = partial;
                 PushOutcome::Started
             }
             None => {
-                emit(&pass_hdr(frame, &h), frame);
+                emit_one(&mut emit, &pass_hdr(f, &h), f);
                 PushOutcome::PassedThrough(Bypass::NoSlots)
             }
         }
     }
 
-    /// Emit every pending superframe as (virtio header, frame) and reset. A superframe of one segment goes out
-    /// unchanged with `GSO_NONE` + `DATA_VALID` (its checksum was verified), or `NEEDS_CSUM` if its checksum
-    /// is partial; merged ones with `NEEDS_CSUM`,
-    /// `gso_type` TCPV4/TCPV6, `gso_size` = MSS, `csum_start` = TCP header offset (from the Ethernet header,
-    /// as on a TAP), `csum_offset` = 16 and the TCP checksum field holding the pseudo-header sum.
-    pub fn flush(&mut self, mut emit: impl FnMut(&[u8; VIRTIO_NET_HDR_LEN], &[u8])) {
-        for slot in self.slots.iter_mut().filter(|s| s.len != 0) {
-            slot.flush(&mut emit);
+    /// Emit every pending superframe and reset. A superframe of one segment goes out unchanged with
+    /// `GSO_NONE` + `DATA_VALID` (its checksum was verified), or `NEEDS_CSUM` if its checksum is partial;
+    /// merged ones with `NEEDS_CSUM`, `gso_type` TCPV4/TCPV6, `gso_size` = MSS, `csum_start` = TCP header
+    /// offset (from the Ethernet header, as on a TAP), `csum_offset` = 16 and the TCP checksum field holding
+    /// the pseudo-header sum. `region` must be the one the frames were pushed with.
+    pub fn flush(&mut self, region: Region<'_>, mut emit: impl FnMut(&[IoSlice<'_>])) {
+        self.check_epoch(&region);
+        for slot in self.slots.iter_mut().filter(|s| s.segs != 0) {
+            slot.flush(region.bytes, &mut emit);
         }
     }
+}
+
+/// One frame written as it is: `[virtio header, frame]`.
+fn emit_one(emit: &mut impl FnMut(&[IoSlice<'_>]), hdr: &[u8; VIRTIO_NET_HDR_LEN], frame: &[u8]) {
+    emit(&[IoSlice::new(hdr), IoSlice::new(frame)]);
 }
 
 /// The virtio header for a frame written unchanged: `NEEDS_CSUM` if its checksum is partial, else plain.
@@ -279,6 +344,9 @@ fn pass_hdr(frame: &[u8], h: &Headers) -> [u8; VIRTIO_NET_HDR_LEN] {
 fn coalescible(frame: &[u8], h: &Headers) -> Result<bool, Bypass> {
     if h.ip == Ip::V4 && h.ip_hlen() != 20 {
         return Err(Bypass::IpOptions);
+    }
+    if h.payload_off > MAX_HDRS {
+        return Err(Bypass::NotTcp); // cannot happen after the IPv4 options check; kept for the slot's buffer
     }
     let flags = byte(frame, h.l4_off + 13);
     if flags != TCP_FLAG_ACK && flags != TCP_FLAG_ACK | TCP_FLAG_PSH {
@@ -316,19 +384,23 @@ fn same(a: &[u8], b: &[u8], from: usize, to: usize) -> bool {
 }
 
 impl Slot {
-    fn start(&mut self, frame: &[u8], h: &Headers, key: FlowKey, stamp: u64) {
-        let Some(src) = frame.get(..h.ip_end) else { return };
-        let Some(dst) = self.buf.get_mut(..src.len()) else {
+    fn start(&mut self, frame: &[u8], h: &Headers, payload: Range<usize>, key: FlowKey, stamp: u64) {
+        let (Some(src), Some(dst), Some(p0)) = (
+            frame.get(..h.payload_off),
+            self.hdr.get_mut(..h.payload_off),
+            self.payloads.first_mut(),
+        ) else {
             return;
         };
         dst.copy_from_slice(src);
-        self.len = src.len();
+        *p0 = payload;
+        self.hdrs = h.payload_off;
+        self.segs = 1;
+        self.payload_len = h.payload_len();
         self.key = key;
         self.ip = h.ip;
         self.l4_off = h.l4_off;
-        self.hdrs = h.payload_off;
         self.mss = h.payload_len();
-        self.segs = 1;
         self.next_seq = be32(frame, h.l4_off + 4).wrapping_add(self.mss as u32);
         self.last_id = be16(frame, ETH_HLEN + 4);
         self.closed = byte(frame, h.l4_off + 13) & TCP_FLAG_PSH != 0;
@@ -336,13 +408,16 @@ impl Slot {
     }
 
     fn can_merge(&self, frame: &[u8], h: &Headers) -> bool {
-        let buf = &self.buf[..];
+        let buf = &self.hdr[..];
         let l4 = self.l4_off;
         let payload = h.payload_len();
         if self.closed || h.ip != self.ip || h.l4_off != l4 || h.payload_off != self.hdrs {
             return false;
         }
-        if payload > self.mss || self.len + payload > buf.len() {
+        if payload > self.mss
+            || self.segs >= MAX_SEGMENTS
+            || self.hdrs + self.payload_len + payload > MAX_SUPERFRAME_LEN
+        {
             return false;
         }
         if be32(frame, l4 + 4) != self.next_seq {
@@ -370,87 +445,68 @@ impl Slot {
             && same(frame, buf, l4 + 20, self.hdrs)
     }
 
-    fn append(&mut self, frame: &[u8], h: &Headers) {
-        let Some(src) = frame.get(h.payload_off..h.ip_end) else {
+    fn append(&mut self, frame: &[u8], h: &Headers, payload: Range<usize>) {
+        let len = payload.len();
+        let Some(p) = self.payloads.get_mut(self.segs) else {
             return;
         };
-        let Some(dst) = self.buf.get_mut(self.len..self.len + src.len()) else {
-            return;
-        };
-        dst.copy_from_slice(src);
-        self.len += src.len();
+        *p = payload;
         self.segs += 1;
-        self.next_seq = self.next_seq.wrapping_add(src.len() as u32);
+        self.payload_len += len;
+        self.next_seq = self.next_seq.wrapping_add(len as u32);
         self.last_id = be16(frame, ETH_HLEN + 4);
-        if src.len() < self.mss {
+        if len < self.mss {
             self.closed = true;
         }
         if byte(frame, h.l4_off + 13) & TCP_FLAG_PSH != 0 {
-            let flags = byte(&self.buf, self.l4_off + 13) | TCP_FLAG_PSH;
-            put(&mut self.buf, self.l4_off + 13, &[flags]);
+            let flags = byte(&self.hdr, self.l4_off + 13) | TCP_FLAG_PSH;
+            put(&mut self.hdr, self.l4_off + 13, &[flags]);
             self.closed = true;
         }
     }
 
-    fn flush(&mut self, emit: &mut impl FnMut(&[u8; VIRTIO_NET_HDR_LEN], &[u8])) {
-        let len = std::mem::take(&mut self.len);
-        if len == 0 {
+    fn flush(&mut self, region: &[u8], emit: &mut impl FnMut(&[IoSlice<'_>])) {
+        let segs = std::mem::take(&mut self.segs);
+        if segs == 0 {
             return;
         }
-        if self.segs <= 1 {
-            let Some(f) = self.buf.get(..len) else { return };
-            let valid = VirtioNetHdr {
+        let hdr = if segs == 1 {
+            let h = Headers {
+                ip: self.ip,
+                l4_off: self.l4_off,
+                proto: IPPROTO_TCP,
+                payload_off: self.hdrs,
+                ip_end: self.hdrs + self.payload_len,
+            };
+            // partial_hdr only reads the headers (addresses and the checksum field).
+            let partial = self.partial.then(|| partial_hdr(&self.hdr, &h)).flatten();
+            partial.unwrap_or(VirtioNetHdr {
                 flags: VIRTIO_NET_HDR_F_DATA_VALID,
                 ..VirtioNetHdr::default()
-            };
-            let hdr = if self.partial {
-                parse(f).ok().and_then(|h| partial_hdr(f, &h)).unwrap_or_default()
-            } else {
-                valid
-            };
-            emit(&hdr.to_bytes(), f);
+            })
+        } else {
+            if finish_headers(&mut self.hdr, self.ip, self.l4_off, self.hdrs, self.payload_len).is_none() {
+                return; // cannot happen: can_merge keeps the IP length within 16 bits
+            }
+            VirtioNetHdr {
+                flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+                gso_type: match self.ip {
+                    Ip::V4 => VIRTIO_NET_HDR_GSO_TCPV4,
+                    Ip::V6 => VIRTIO_NET_HDR_GSO_TCPV6,
+                },
+                hdr_len: self.hdrs as u16,
+                gso_size: self.mss as u16,
+                csum_start: self.l4_off as u16,
+                csum_offset: 16,
+            }
+        };
+        let vnet = hdr.to_bytes();
+        let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
+        let (Some(headers), Some(payloads)) = (self.hdr.get(..self.hdrs), self.payloads.get(..segs)) else {
             return;
-        }
-        let l4_len = len - self.l4_off;
-        let ip_len = len - ETH_HLEN;
-        // len <= MAX_SUPERFRAME_LEN, so ip_len fits 16 bits.
-        let gso_type = match self.ip {
-            Ip::V4 => {
-                put(&mut self.buf, ETH_HLEN + 2, &(ip_len as u16).to_be_bytes());
-                put(&mut self.buf, ETH_HLEN + 10, &[0, 0]);
-                let c = self
-                    .buf
-                    .get(ETH_HLEN..self.l4_off)
-                    .map_or(0, |iph| !fold(sum(iph, 0)));
-                put(&mut self.buf, ETH_HLEN + 10, &c.to_be_bytes());
-                VIRTIO_NET_HDR_GSO_TCPV4
-            }
-            Ip::V6 => {
-                put(&mut self.buf, ETH_HLEN + 4, &((ip_len - 40) as u16).to_be_bytes());
-                VIRTIO_NET_HDR_GSO_TCPV6
-            }
         };
-        // CHECKSUM_PARTIAL convention: the field holds the folded, uncomplemented pseudo-header sum over the
-        // whole TCP length; the kernel (or the NIC after re-segmentation) completes it.
-        let h = Headers {
-            ip: self.ip,
-            l4_off: self.l4_off,
-            proto: IPPROTO_TCP,
-            payload_off: self.hdrs,
-            ip_end: len,
-        };
-        let pseudo = fold(h.pseudo(&self.buf, l4_len));
-        put(&mut self.buf, self.l4_off + 16, &pseudo.to_be_bytes());
-        let hdr = VirtioNetHdr {
-            flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
-            gso_type,
-            hdr_len: self.hdrs as u16,
-            gso_size: self.mss as u16,
-            csum_start: self.l4_off as u16,
-            csum_offset: 16,
-        };
-        if let Some(f) = self.buf.get(..len) {
-            emit(&hdr.to_bytes(), f);
+        if let Some(n) = gather(&vnet, headers, region, payloads, &mut iov) {
+            emit(iov.get(..n).unwrap_or(&[]));
         }
     }
 }

@@ -33,7 +33,7 @@ pub mod virtio;
 mod testutil;
 
 pub use error::OffloadError;
-pub use gro::{Bypass, Coalescer, PushOutcome, MAX_SUPERFRAME_LEN};
+pub use gro::{Bypass, Coalescer, PushOutcome, Region, MAX_SEGMENTS, MAX_SUPERFRAME_LEN};
 pub use gso::{fit_mss, segment, Segments};
 pub use partial::{fill_partial, partial_checksum, rx_header};
 pub use tunnel::superframe_hdr;

@@ -5,6 +5,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
 
+use crate::offload::Region;
+
 use super::sys::{
     empty_iovecs, zeroed_mmsghdrs, zeroed_storage, RECV_CTRL_WORDS, SEND_CTRL_WORDS, UNSPEC_ADDR,
 };
@@ -39,6 +41,8 @@ pub struct RecvBatch {
     pub(super) data: Vec<u8>,
     pub(super) metas: Vec<RecvMeta>,
     pub(super) len: usize,
+    /// Bumped by every receive: ranges into `data` recorded under one epoch are stale under the next.
+    pub(super) epoch: u64,
     pub(super) truncated: u64,
     pub(super) names: Vec<libc::sockaddr_storage>,
     pub(super) iovs: Vec<libc::iovec>,
@@ -80,6 +84,7 @@ impl RecvBatch {
                 slots
             ],
             len: 0,
+            epoch: 0,
             truncated: 0,
             names: zeroed_storage(slots),
             iovs: empty_iovecs(slots),
@@ -100,6 +105,23 @@ impl RecvBatch {
         let meta = &self.metas[i];
         let start = i * self.slot_size;
         (meta, &mut self.data[start..start + meta.len])
+    }
+
+    /// All slots' bytes with the current receive epoch, for holding byte ranges across slots until the next
+    /// receive (RX coalescing without a copy, [`crate::offload::Coalescer`]). Slot `i` starts at
+    /// [`RecvBatch::slot_start`]`(i)`.
+    pub fn region(&self) -> Region<'_> {
+        Region::new(&self.data, self.epoch)
+    }
+
+    /// Offset of slot `i` in [`RecvBatch::region`].
+    pub fn slot_start(&self, i: usize) -> usize {
+        i * self.slot_size
+    }
+
+    /// Bytes `range` of the region, writable (e.g. to complete a checksum in place before pushing it).
+    pub fn region_mut(&mut self, range: Range<usize>) -> Option<&mut [u8]> {
+        self.data.get_mut(range)
     }
 
     /// The datagrams of slot `i`: its bytes split at `stride` (one item when not coalesced).

@@ -161,6 +161,7 @@ impl UdpSocket {
     /// were filled (also [`RecvBatch::len`]); `ErrorKind::WouldBlock` when nothing is queued.
     pub fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
         batch.len = 0;
+        batch.epoch = batch.epoch.wrapping_add(1);
         let slots = batch.metas.len();
         let slot_size = batch.slot_size;
         let data = batch.data.as_mut_ptr();
