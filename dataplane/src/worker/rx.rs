@@ -86,7 +86,9 @@ fn rx_datagram(
     write: &TapWrite<'_>,
 ) {
     let region = batch.region();
-    let Some(dgram) = region.bytes.get(dg.clone()) else { return };
+    let Some(dgram) = region.bytes.get(dg.clone()) else {
+        return;
+    };
     // A valid overlayd probe is answered (requests) and consumed, outside the traffic counters; anything else
     // that looks like one takes the normal path and its checks.
     if dgram.get(VXLAN_HEADER_LEN..).is_some_and(probe::is_probe_frame) {

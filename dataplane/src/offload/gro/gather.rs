@@ -47,7 +47,13 @@ impl<'a> Region<'a> {
 /// payload length, and the TCP checksum field set to the folded, uncomplemented pseudo-header sum over the
 /// whole TCP length (the `CHECKSUM_PARTIAL` convention, completed by the kernel or a NIC). Returns `None`
 /// (headers untouched) when the lengths do not fit the 16-bit IP length or `hdr` is shorter than `hdrs`.
-pub(crate) fn finish_headers(hdr: &mut [u8], ip: Ip, l4_off: usize, hdrs: usize, payload_len: usize) -> Option<()> {
+pub(crate) fn finish_headers(
+    hdr: &mut [u8],
+    ip: Ip,
+    l4_off: usize,
+    hdrs: usize,
+    payload_len: usize,
+) -> Option<()> {
     if hdr.len() < hdrs || l4_off + 20 > hdrs || hdrs < ETH_HLEN + 20 {
         return None;
     }
@@ -145,9 +151,21 @@ mod tests {
         let first = tcp4(&Tcp::default(), &payload(10, 1));
         let mut hdr = first[..54].to_vec();
         let before = hdr.clone();
-        assert_eq!(finish_headers(&mut hdr, Ip::V4, 34, 54, 65_536), None, "over 16 bits");
-        assert_eq!(finish_headers(&mut hdr, Ip::V4, 34, 60, 10), None, "hdr shorter than hdrs");
-        assert_eq!(finish_headers(&mut hdr, Ip::V4, 40, 54, 10), None, "TCP header cut");
+        assert_eq!(
+            finish_headers(&mut hdr, Ip::V4, 34, 54, 65_536),
+            None,
+            "over 16 bits"
+        );
+        assert_eq!(
+            finish_headers(&mut hdr, Ip::V4, 34, 60, 10),
+            None,
+            "hdr shorter than hdrs"
+        );
+        assert_eq!(
+            finish_headers(&mut hdr, Ip::V4, 40, 54, 10),
+            None,
+            "TCP header cut"
+        );
         assert_eq!(hdr, before);
         assert!(finish_headers(&mut hdr, Ip::V4, 34, 54, 65_535 - 40).is_some());
     }
