@@ -196,7 +196,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
     observe.underlay_mtu = underlay.1;
     let observe = Arc::new(observe);
 
-    let table = Arc::new(NetworkTable::default());
+    let table = Arc::new(NetworkTable::with_workers(workers));
     // One waker per forwarding thread: worker i's TX loop, then worker i's RX loop.
     let wakers = (0..2 * workers)
         .map(|_| Waker::new().map(Arc::new))

@@ -328,12 +328,12 @@ impl Engine {
         match (self.slots.get(net), self.side) {
             (Some(s), Side::Tx) => s.net.tx.of(self.worker),
             (Some(s), Side::Rx) => s.net.rx.of(self.worker),
-            (None, _) => self.table.unattributed(),
+            (None, _) => self.table.unattributed_all().of(self.worker),
         }
     }
     /// Where drops that belong to no network are counted.
     pub fn unattributed(&self) -> &Arc<Counters> {
-        self.table.unattributed()
+        self.table.unattributed_all().of(self.worker)
     }
 
     #[inline]

@@ -193,8 +193,9 @@ pub enum TableError {
 pub struct NetworkTable {
     list: RwLock<Arc<[Arc<Network>]>>,
     version: AtomicU64,
-    /// Drops that belong to no network (a datagram too short to name one, an unknown VNI).
-    unattributed: Arc<Counters>,
+    /// Drops that belong to no network (a datagram too short to name one, an unknown VNI) and the batch
+    /// histograms counted before a network is known: one set per worker.
+    unattributed: WorkerCounters,
 }
 
 impl NetworkTable {
@@ -217,7 +218,21 @@ impl NetworkTable {
         self.version.load(Ordering::Acquire)
     }
 
+    /// An empty table whose unattributed counters have one set per worker (`--workers`).
+    pub fn with_workers(workers: usize) -> NetworkTable {
+        NetworkTable {
+            unattributed: WorkerCounters::new(workers),
+            ..NetworkTable::default()
+        }
+    }
+
+    /// Worker 0's unattributed counters (single-worker engines, tests).
     pub fn unattributed(&self) -> &Arc<Counters> {
+        self.unattributed.of(0)
+    }
+
+    /// Every worker's unattributed counters (sum them for totals).
+    pub fn unattributed_all(&self) -> &WorkerCounters {
         &self.unattributed
     }
 

@@ -49,7 +49,7 @@ impl AdminState {
             })
             .collect();
         if all {
-            v.push(self.table.unattributed().clone());
+            v.extend(self.table.unattributed_all().iter().cloned());
         }
         v
     }
