@@ -483,7 +483,15 @@ fn workers() {
         assert!(msg.contains("use 1..=64 forwarding workers"), "{msg}");
     }
     // Not a number at all: clap refuses it before validation.
-    let v = ["overlayd", "--state-dir", STATE, "--peer", "10.0.0.2", "--workers", "many"];
+    let v = [
+        "overlayd",
+        "--state-dir",
+        STATE,
+        "--peer",
+        "10.0.0.2",
+        "--workers",
+        "many",
+    ];
     assert!(Args::try_parse_from(v).is_err());
     // The TOML key, the flag winning over it, and a bad value in the file.
     let d = Scratch::new("workers");

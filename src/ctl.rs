@@ -359,7 +359,10 @@ mod tests {
             r#"{"workers":[{"worker":0,"rx_datagrams":3},{"worker":1,"rx_datagrams":4}]}"#,
         )
         .unwrap();
-        assert!(st.contains("workers.0.rx_datagrams  3") && st.contains("workers.1.rx_datagrams  4"), "{st}");
+        assert!(
+            st.contains("workers.0.rx_datagrams  3") && st.contains("workers.1.rx_datagrams  4"),
+            "{st}"
+        );
         assert!(render("fdb", "not json").is_err());
     }
 

@@ -50,7 +50,11 @@ fn per_worker(stats: &Value, key: &str) -> Vec<u64> {
         .as_array()
         .unwrap_or_else(|| panic!("no workers array in stats: {stats}"))
         .iter()
-        .map(|w| w[key].as_u64().unwrap_or_else(|| panic!("workers[].{key} missing: {stats}")))
+        .map(|w| {
+            w[key]
+                .as_u64()
+                .unwrap_or_else(|| panic!("workers[].{key} missing: {stats}"))
+        })
         .collect()
 }
 
@@ -82,7 +86,12 @@ fn run(workers: usize, also: impl FnOnce(&Testbed, &Daemon)) -> (Value, Value) {
     let mut d1 = start(h1, h2, workers);
     let mut d2 = start(h2, h1, workers);
     for h in [h1, h2] {
-        assert_eq!(tap_queues(h, TAP), workers, "{TAP} on {} has one queue per worker", h.ns());
+        assert_eq!(
+            tap_queues(h, TAP),
+            workers,
+            "{TAP} on {} has one queue per worker",
+            h.ns()
+        );
     }
     let (c1, c2) = (tb.container(1), tb.container(2));
     ping_ok(c1, c2.ip(), 3);
@@ -91,7 +100,12 @@ fn run(workers: usize, also: impl FnOnce(&Testbed, &Daemon)) -> (Value, Value) {
     also(&tb, &d1);
     let (s1, s2) = (ctl_json(h1, "stats"), ctl_json(h2, "stats"));
     for (h, s, d) in [(h1, &s1, &mut d1), (h2, &s2, &mut d2)] {
-        assert!(d.try_wait().is_none(), "overlayd on {} died:\n{}", h.ns(), d.log());
+        assert!(
+            d.try_wait().is_none(),
+            "overlayd on {} died:\n{}",
+            h.ns(),
+            d.log()
+        );
         for key in ["rx_frames", "tx_frames", "rx_datagrams", "tx_datagrams"] {
             let per = per_worker(s, key);
             assert_eq!(per.len(), workers, "one row per worker: {s}");
@@ -150,7 +164,10 @@ fn four_workers_spread_flows_over_sockets_and_queues() {
         ] {
             let per = per_worker(s, key);
             let busy = per.iter().filter(|&&n| n > 0).count();
-            assert!(busy > 1, "{name}: only {busy} of 4 {what} carried traffic ({key} per worker {per:?})");
+            assert!(
+                busy > 1,
+                "{name}: only {busy} of 4 {what} carried traffic ({key} per worker {per:?})"
+            );
         }
     }
 }

@@ -342,7 +342,10 @@ mod tests {
         assert_eq!((n.tx.len(), n.rx.len()), (3, 3));
         Counters::add(&n.rx.of(1).rx_datagrams, 5);
         Counters::add(&n.rx.of(4).rx_datagrams, 1); // round-robin: worker 4 of 3 is worker 1's set
-        let per: Vec<u64> = n.rx.iter().map(|c| c.rx_datagrams.load(Ordering::Relaxed)).collect();
+        let per: Vec<u64> =
+            n.rx.iter()
+                .map(|c| c.rx_datagrams.load(Ordering::Relaxed))
+                .collect();
         assert_eq!(per, [0, 6, 0]);
         assert!(!Arc::ptr_eq(n.tx.of(0), n.tx.of(1)));
         assert_eq!(WorkerCounters::new(0).len(), 1, "never empty");

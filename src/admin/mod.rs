@@ -555,13 +555,15 @@ mod tests {
         );
         AdminState {
             table: Arc::new(
-                dataplane::network::NetworkTable::new([Arc::new(dataplane::network::Network::new(
-                    "default",
-                    dataplane::wire::Vni::new(42).unwrap(),
-                    fdb,
-                    Arc::new(PeerSet::new([IpAddr::from([10, 0, 0, 2])])),
-                )
-                .with_workers(2))])
+                dataplane::network::NetworkTable::new([Arc::new(
+                    dataplane::network::Network::new(
+                        "default",
+                        dataplane::wire::Vni::new(42).unwrap(),
+                        fdb,
+                        Arc::new(PeerSet::new([IpAddr::from([10, 0, 0, 2])])),
+                    )
+                    .with_workers(2),
+                )])
                 .unwrap(),
             ),
             peers: Arc::new(PeerSet::new([IpAddr::from([10, 0, 0, 2])])),
@@ -696,10 +698,22 @@ mod tests {
             serde_json::from_str(&get(&st, &tcp, "/v1/stats", "localhost").body).unwrap();
         let w = s["workers"].as_array().unwrap();
         assert_eq!(w.len(), 2, "{s}");
-        assert_eq!((w[0]["worker"].as_u64(), w[1]["worker"].as_u64()), (Some(0), Some(1)));
-        assert_eq!((w[0]["rx_datagrams"].as_u64(), w[1]["rx_datagrams"].as_u64()), (Some(2), Some(5)));
-        assert_eq!((w[0]["rx_frames"].as_u64(), w[1]["rx_frames"].as_u64()), (Some(0), Some(7)));
-        assert_eq!((s["rx_datagrams"].as_u64(), s["rx_frames"].as_u64()), (Some(7), Some(7)));
+        assert_eq!(
+            (w[0]["worker"].as_u64(), w[1]["worker"].as_u64()),
+            (Some(0), Some(1))
+        );
+        assert_eq!(
+            (w[0]["rx_datagrams"].as_u64(), w[1]["rx_datagrams"].as_u64()),
+            (Some(2), Some(5))
+        );
+        assert_eq!(
+            (w[0]["rx_frames"].as_u64(), w[1]["rx_frames"].as_u64()),
+            (Some(0), Some(7))
+        );
+        assert_eq!(
+            (s["rx_datagrams"].as_u64(), s["rx_frames"].as_u64()),
+            (Some(7), Some(7))
+        );
         assert_eq!(get(&st, &tcp, "/nope", "localhost").status, 404);
         let p: serde_json::Value = serde_json::from_str(&get(&st, &tcp, "/v1/peers", "[::1]").body).unwrap();
         assert_eq!(p[0]["addr"], "10.0.0.2");

@@ -71,8 +71,8 @@ fn datagrams_go_to_the_network_of_their_vni_and_unknown_vnis_drop() {
     // Each network learned only its own MAC.
     assert!(nets[a].fdb.lookup(&mac(7), now).is_some() && nets[a].fdb.lookup(&mac(8), now).is_none());
     assert!(nets[b].fdb.lookup(&mac(8), now).is_some() && nets[b].fdb.lookup(&mac(7), now).is_none());
-    assert_eq!(nets[a].rx.of(0).learned.load(std::sync::atomic::Ordering::Relaxed), 1);
-    assert_eq!(nets[b].rx.of(0).learned.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(nets[a].rx.of(0).learned.load(Ordering::Relaxed), 1);
+    assert_eq!(nets[b].rx.of(0).learned.load(Ordering::Relaxed), 1);
     assert_eq!(
         e.on_underlay(now, src, &dgram(300, &frame(mac(1), mac(9)))),
         Err(RxDrop {
@@ -126,8 +126,8 @@ fn a_mac_of_one_network_does_not_route_frames_of_another() {
     let nets = table.snapshot();
     assert_eq!(nets[a].fdb.local_macs(now), vec![mac(1)]);
     assert_eq!(nets[b].fdb.local_macs(now), vec![mac(1)]);
-    assert_eq!(nets[a].tx.of(0).learned.load(std::sync::atomic::Ordering::Relaxed), 1);
-    assert_eq!(nets[b].tx.of(0).learned.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(nets[a].tx.of(0).learned.load(Ordering::Relaxed), 1);
+    assert_eq!(nets[b].tx.of(0).learned.load(Ordering::Relaxed), 1);
 }
 
 #[test]
@@ -198,9 +198,8 @@ fn workers_count_apart_and_share_the_broadcast_budget() {
     let table = Arc::new(NetworkTable::new([Arc::new(a)]).unwrap());
     let members = Arc::new(PeerSet::new([ip(2)]));
     let cfg = EngineConfig::new(Vni::new(1).unwrap(), ip(1));
-    let mut w = [0, 1].map(|i| {
-        Engine::serving(cfg.clone(), Side::Tx, table.clone(), members.clone()).for_worker(i)
-    });
+    let mut w =
+        [0, 1].map(|i| Engine::serving(cfg.clone(), Side::Tx, table.clone(), members.clone()).for_worker(i));
     assert_eq!(w[1].worker(), 1);
     let burst = bum::burst(cfg.bum_pps) as usize;
     let bcast = frame(MacAddr::BROADCAST, mac(1));
@@ -214,19 +213,18 @@ fn workers_count_apart_and_share_the_broadcast_budget() {
             Err(r) => w[i % 2].counters_of(0).count_drop(r, 1),
         }
     }
-    assert_eq!(sent[0] + sent[1], burst, "one burst in total, not one per worker: {sent:?}");
+    assert_eq!(
+        sent[0] + sent[1],
+        burst,
+        "one burst in total, not one per worker: {sent:?}"
+    );
     let n = &table.snapshot()[0];
-    let learned: Vec<u64> = n
-        .tx
-        .iter()
-        .map(|c| c.learned.load(std::sync::atomic::Ordering::Relaxed))
-        .collect();
+    let learned: Vec<u64> = n.tx.iter().map(|c| c.learned.load(Ordering::Relaxed)).collect();
     assert_eq!(learned.iter().sum::<u64>(), 1, "{learned:?}");
-    let limited: Vec<u64> = n
-        .tx
-        .iter()
-        .map(|c| c.drops(DropReason::BumRateLimited))
-        .collect();
-    assert!(limited.iter().all(|&d| d > 0), "each worker counted its own drops: {limited:?}");
+    let limited: Vec<u64> = n.tx.iter().map(|c| c.drops(DropReason::BumRateLimited)).collect();
+    assert!(
+        limited.iter().all(|&d| d > 0),
+        "each worker counted its own drops: {limited:?}"
+    );
     assert_eq!(limited.iter().sum::<u64>() as usize, 3 * burst);
 }

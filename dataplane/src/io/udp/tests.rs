@@ -481,7 +481,9 @@ fn receive_group_shares_the_port_and_refuses_a_held_one() {
         let e = bind_group(addr, 2, &opts(false)).unwrap_err();
         assert!(e.to_string().contains("already in use"), "{e}");
         // 64 senders, one datagram each: the kernel's 4-tuple hash lands them on more than one socket.
-        let senders: Vec<UdpSocket> = (0..64).map(|_| UdpSocket::bind(lo4(), &opts(false)).unwrap()).collect();
+        let senders: Vec<UdpSocket> = (0..64)
+            .map(|_| UdpSocket::bind(lo4(), &opts(false)).unwrap())
+            .collect();
         for (i, s) in senders.iter().enumerate() {
             let mut b = SendBatch::new(64, 1);
             b.spare()[..8].copy_from_slice(&[i as u8; 8]);
@@ -501,6 +503,9 @@ fn receive_group_shares_the_port_and_refuses_a_held_one() {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(got.iter().sum::<usize>(), 64, "{got:?}");
-        assert!(got.iter().filter(|&&n| n > 0).count() > 1, "one socket took all: {got:?}");
+        assert!(
+            got.iter().filter(|&&n| n > 0).count() > 1,
+            "one socket took all: {got:?}"
+        );
     });
 }
