@@ -4,6 +4,8 @@
 //! `overlayctl stats --json`, whose sums are the totals); a TAP deleted under 2 workers comes back with its
 //! queues and forwards again.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::overlay::{ctl_json, ping_ok, spawn_overlayd, OVERLAYCTL};
