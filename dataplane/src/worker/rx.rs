@@ -109,7 +109,8 @@ fn rx_datagram(
         }
     };
     let Some(net) = nets.nets.get(d.net) else { return };
-    let counters = &net.rx;
+    let w = engine.worker();
+    let counters = net.rx.of(w);
     Counters::add(&counters.rx_datagrams, 1);
     let frange = dg.start + d.frame.start..dg.start + d.frame.end;
     let Some(flen) = region.bytes.get(frange.clone()).map(<[u8]>::len) else {
@@ -120,7 +121,7 @@ fn rx_datagram(
         st.gro.flush(batch.region(), write);
         nets.cur.set(d.net);
     }
-    let vnet = net.queue().is_some_and(TapQueue::vnet_hdr);
+    let vnet = net.queue_of(w).is_some_and(TapQueue::vnet_hdr);
     let tap_mtu = net.tap_mtu;
     // A kernel sender's UDP-tunnel GSO packet arrives whole (offload::tunnel): one TSO superframe to the TAP,
     // after any pending coalesced frames (flow order); without a virtio header, cut into MTU-sized frames here.
