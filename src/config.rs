@@ -20,6 +20,10 @@ pub const DEFAULT_ADMIN: &str = "127.0.0.1:7947";
 pub const DEFAULT_SRC_PORTS: usize = 64;
 /// Upper bound for `--src-ports`: one socket (file descriptor) each.
 pub const MAX_SRC_PORTS: usize = 1024;
+/// `--busy-poll-us` default: see `dataplane/src/worker/busy.rs` and README "Latency" for the measurements.
+pub const DEFAULT_BUSY_POLL_US: u32 = 0;
+/// Upper bound for `--busy-poll-us` (10 ms): beyond it a loop is simply spinning, not bridging a round trip.
+pub const MAX_BUSY_POLL_US: u32 = 10_000;
 
 /// The command line: every [`Options`] field as a flag, plus the flags that only make sense there.
 #[derive(Parser, Debug, Default, Clone)]
@@ -101,6 +105,11 @@ pub struct Options {
     /// Outer UDP source ports (one send socket each) that inner flows are hashed over, 1..=1024 [default: 64].
     #[arg(long, value_name = "N")]
     pub src_ports: Option<usize>,
+    /// Microseconds each forwarding loop keeps polling without sleeping after its last packet (adaptive
+    /// busy-poll: lower latency for CPU time while traffic flows; an idle daemon never spins), 0..=10000;
+    /// 0 = off [default: 0].
+    #[arg(long, value_name = "US")]
+    pub busy_poll_us: Option<u32>,
     /// Disable TAP/UDP offloads (TSO, GSO, GRO): one frame per datagram, for debugging.
     #[arg(long)]
     #[serde(skip_serializing_if = "is_false")]
@@ -187,6 +196,8 @@ pub struct Config {
     pub bum_pps: u32,
     /// Number of outer UDP source ports (send sockets) for flow entropy.
     pub src_ports: usize,
+    /// `--busy-poll-us` (0 = off).
+    pub busy_poll_us: u32,
     pub offload: bool,
     pub learn_any_source: bool,
     pub cluster: Cluster,
@@ -246,6 +257,8 @@ pub enum ConfigError {
     MaxLocalMacs,
     #[error("--src-ports {0} is out of range: use 1..=1024 outer UDP source ports (default 64; 1 disables flow entropy)")]
     SrcPorts(usize),
+    #[error("--busy-poll-us {0} is out of range: use 0..=10000 microseconds (0 turns busy-polling off)")]
+    BusyPollUs(u32),
     #[error("cannot read config file {path}: {source} (check the path given to --config)")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path}, line {line}: unknown key `{key}` (keys are the long flag names without `--`, e.g. `state-dir`; `overlayd --print-config` lists the ones in effect)")]
@@ -486,6 +499,10 @@ impl Options {
         if !(1..=MAX_SRC_PORTS).contains(&src_ports) {
             return Err(ConfigError::SrcPorts(src_ports));
         }
+        let busy_poll_us = self.busy_poll_us.unwrap_or(DEFAULT_BUSY_POLL_US);
+        if busy_poll_us > MAX_BUSY_POLL_US {
+            return Err(ConfigError::BusyPollUs(busy_poll_us));
+        }
         Ok(Config {
             peers,
             local: self.local,
@@ -504,6 +521,7 @@ impl Options {
             max_local_macs,
             bum_pps,
             src_ports,
+            busy_poll_us,
             offload: !self.no_offload,
             learn_any_source: self.learn_any_source,
             cluster,
@@ -543,6 +561,7 @@ impl Config {
             max_local_macs: Some(self.max_local_macs),
             bum_pps: Some(self.bum_pps),
             src_ports: Some(self.src_ports),
+            busy_poll_us: Some(self.busy_poll_us),
             no_offload: !self.offload,
             learn_any_source: self.learn_any_source,
             init_cluster: self.cluster == Cluster::Init,

@@ -23,6 +23,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
+use busy::BusyPoll;
 use std::time::Instant;
 
 pub const TAP_READS_PER_WAKEUP: usize = 64;
@@ -108,8 +109,9 @@ pub fn run_tx(mut engine: Engine, udp: &SenderSet, offloads: TxOffloads, stop: &
     engine.sync();
     let mut nets = engine.networks().clone();
     let mut poll = TxPoll::build(&engine, waker);
+    let mut busy = BusyPoll::new(engine.config().busy_poll_us);
     while !stop.load(Ordering::Relaxed) {
-        let r = poll_fds(&mut poll.fds, POLL_MS);
+        let r = busy.wait(POLL_MS, engine.unattributed(), Instant::now, |t| poll_fds(&mut poll.fds, t));
         let woken = poll.fds.last().is_some_and(|f| f.revents != 0);
         if woken {
             waker.drain();
@@ -125,6 +127,7 @@ pub fn run_tx(mut engine: Engine, udp: &SenderSet, offloads: TxOffloads, stop: &
             continue;
         }
         let now = Instant::now();
+        busy.worked(now);
         for k in 0..poll.nets.len() {
             if poll.fds[k].revents == 0 {
                 continue;
@@ -360,8 +363,10 @@ pub fn run_rx(mut engine: Engine, udp: &UdpSocket, coalesce: bool, stop: &Atomic
     let unattributed = engine.unattributed().clone();
     engine.sync();
     let mut nets = engine.networks().clone();
+    let mut busy = BusyPoll::new(engine.config().busy_poll_us);
     while !stop.load(Ordering::Relaxed) {
-        if poll_fds(&mut fds, POLL_MS).is_err() || fds[1].revents != 0 {
+        let r = busy.wait(POLL_MS, &unattributed, Instant::now, |t| poll_fds(&mut fds, t));
+        if r.is_err() || fds[1].revents != 0 {
             waker.drain();
             continue;
         }
@@ -389,6 +394,9 @@ pub fn run_rx(mut engine: Engine, udp: &UdpSocket, coalesce: bool, stop: &Atomic
                 Err(_) => break,
             };
             let now = Instant::now();
+            if n > 0 {
+                busy.worked(now);
+            }
             for i in 0..n {
                 let (meta, data) = batch.get_mut(i);
                 let (src, stride) = (meta.src, meta.stride.max(1));
@@ -558,6 +566,8 @@ mod tests {
         }
     }
 }
+
+mod busy;
 
 #[cfg(test)]
 mod netns_tests;
