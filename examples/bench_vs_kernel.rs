@@ -42,6 +42,8 @@ use testbed::{wait_until, Container, Daemon, Netns, Testbed};
 const VNI: u32 = 1;
 const PORT: u16 = 4789;
 const IPERF_PORT: &str = "5201";
+/// Pings of the RTT test, 10 ms apart.
+const PINGS: u32 = 100;
 
 #[derive(Debug, Clone)]
 struct Opts {
@@ -85,6 +87,8 @@ struct Results {
     udp64_cpu: Option<f64>,
     /// Busy fraction of all CPUs (0..=1) over one second before the tests: the machine's background load.
     background: Option<f64>,
+    /// cpuidle entries (all CPUs, all states but polling) per ping during the ping test.
+    idle_per_ping: Option<f64>,
 }
 
 fn main() -> ExitCode {
@@ -319,7 +323,14 @@ fn measure(mode: Mode, opts: &Opts, overlayd: &str) -> Result<Results, String> {
         ),
     ));
     note(opts, &format!("{}: ping RTT", mode.name()));
+    let halts = cpustat::idle_entries();
     r.ping_p50_ms = report(mode, "ping", ping_p50(c1, c2));
+    // Where the RTT goes (README "Latency and busy-poll"): how often a vCPU went idle per ping. Each idle
+    // entry is a later wake-up some packet of a round trip may have to wait for.
+    r.idle_per_ping = match (halts, cpustat::idle_entries()) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / PINGS as f64),
+        _ => None,
+    };
 
     let _ = server.signal("TERM");
     for d in &mut daemons {
@@ -340,7 +351,7 @@ impl Results {
         };
         format!(
             "TCP1 {} Gbit/s ({} CPU-s/GB), TCP4 {} Gbit/s ({} CPU-s/GB), UDP64 {} kpps ({} CPU-s/Mpkt), \
-             ping p50 {} ms, background load {}%, {}",
+             ping p50 {} ms ({} vCPU idle entries per ping), background load {}%, {}",
             f(self.tcp1_gbps, 1.0, 2),
             f(self.tcp1_cpu, 1.0, 3),
             f(self.tcp4_gbps, 1.0, 2),
@@ -348,6 +359,7 @@ impl Results {
             f(self.udp64_pps, 1e-3, 1),
             f(self.udp64_cpu, 1.0, 2),
             f(self.ping_p50_ms, 1.0, 3),
+            f(self.idle_per_ping, 1.0, 1),
             f(self.background, 100.0, 0),
             uptime()
         )
@@ -370,6 +382,7 @@ fn median(rs: &[Results]) -> Results {
         tcp4_cpu: m(|r| r.tcp4_cpu),
         udp64_cpu: m(|r| r.udp64_cpu),
         background: m(|r| r.background),
+        idle_per_ping: m(|r| r.idle_per_ping),
     }
 }
 
@@ -459,7 +472,7 @@ fn ping_p50(c1: &Container, c2: &Container) -> Result<f64, String> {
     let out = c1
         .exec(
             "ping",
-            &["-n", "-c", "100", "-i", "0.01", "-W", "1", &c2.ip().to_string()],
+            &["-n", "-c", &PINGS.to_string(), "-i", "0.01", "-W", "1", &c2.ip().to_string()],
         )
         .map_err(|e| e.to_string())?;
     let mut times: Vec<f64> = out
@@ -677,6 +690,27 @@ mod cpustat {
                 .saturating_add(softirq),
             not_busy: idle.saturating_add(iowait).saturating_add(steal),
         })
+    }
+
+    /// How many times the CPUs entered an idle state (cpuidle `usage` of every state but `POLL`, summed
+    /// over CPUs); `None` without cpuidle in sysfs.
+    pub fn idle_entries() -> Option<u64> {
+        let mut total = None;
+        for cpu in std::fs::read_dir("/sys/devices/system/cpu").ok()?.flatten() {
+            let Ok(states) = std::fs::read_dir(cpu.path().join("cpuidle")) else {
+                continue;
+            };
+            for st in states.flatten() {
+                let read = |f: &str| std::fs::read_to_string(st.path().join(f)).ok();
+                if read("name").is_some_and(|n| n.trim() == "POLL") {
+                    continue;
+                }
+                if let Some(u) = read("usage").and_then(|u| u.trim().parse::<u64>().ok()) {
+                    total = Some(total.unwrap_or(0) + u);
+                }
+            }
+        }
+        total
     }
 
     pub fn read() -> Result<CpuTimes, String> {

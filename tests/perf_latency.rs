@@ -6,7 +6,7 @@
 mod common;
 
 use common::overlay::{ctl_json, ping_ok, spawn_overlayd, OVERLAYCTL};
-use common::testbed::{tcp_transfer, wait_until, Daemon, Host, Testbed};
+use common::testbed::{tcp_transfer, wait_until, Daemon, Host, Netns, Testbed};
 use serde_json::Value;
 use std::net::Ipv4Addr;
 use std::time::Duration;

@@ -45,15 +45,6 @@ impl BusyPoll {
             .is_some_and(|t| now.saturating_duration_since(t) < self.budget)
     }
 
-    /// The poll timeout at `now`: 0 while spinning, else `idle_ms`.
-    pub fn timeout_ms(&self, now: Instant, idle_ms: i32) -> i32 {
-        if self.spinning(now) {
-            0
-        } else {
-            idle_ms
-        }
-    }
-
     /// Wait for events: `poll(timeout)` (the caller's `poll_fds` over its fd set) with timeout 0 while
     /// spinning, yielding the CPU between empty polls, then one blocking `poll(idle_ms)` once the budget is
     /// spent. Returns the first poll result with events, an error, or the blocking poll's result. A blocking
@@ -109,7 +100,6 @@ mod tests {
         let mut b = BusyPoll::new(0);
         b.worked(t0);
         assert!(!b.spinning(t0));
-        assert_eq!(b.timeout_ms(t0, 500), 500);
     }
 
     #[test]
@@ -117,11 +107,11 @@ mod tests {
         let t0 = Instant::now();
         let mut b = BusyPoll::new(200);
         // Nothing handled yet: block.
-        assert_eq!(b.timeout_ms(t0, 500), 500);
+        assert!(!b.spinning(t0));
         b.worked(t0);
-        assert_eq!(b.timeout_ms(t0, 500), 0);
-        assert_eq!(b.timeout_ms(t0 + Duration::from_micros(199), 500), 0);
-        assert_eq!(b.timeout_ms(t0 + Duration::from_micros(200), 500), 500);
+        assert!(b.spinning(t0));
+        assert!(b.spinning(t0 + Duration::from_micros(199)));
+        assert!(!b.spinning(t0 + Duration::from_micros(200)));
         // A new packet restarts the budget.
         b.worked(t0 + Duration::from_micros(150));
         assert!(b.spinning(t0 + Duration::from_micros(349)));
