@@ -127,7 +127,6 @@ pub fn run_tx(mut engine: Engine, udp: &SenderSet, offloads: TxOffloads, stop: &
             continue;
         }
         let now = Instant::now();
-        busy.worked(now);
         for k in 0..poll.nets.len() {
             if poll.fds[k].revents == 0 {
                 continue;
@@ -158,6 +157,7 @@ pub fn run_tx(mut engine: Engine, udp: &SenderSet, offloads: TxOffloads, stop: &
             }
         }
         flush(udp, &mut send, engine.unattributed(), &mut pmtus);
+        busy.worked(Instant::now());
     }
 }
 
@@ -394,9 +394,6 @@ pub fn run_rx(mut engine: Engine, udp: &UdpSocket, coalesce: bool, stop: &Atomic
                 Err(_) => break,
             };
             let now = Instant::now();
-            if n > 0 {
-                busy.worked(now);
-            }
             for i in 0..n {
                 let (meta, data) = batch.get_mut(i);
                 let (src, stride) = (meta.src, meta.stride.max(1));
@@ -480,6 +477,9 @@ pub fn run_rx(mut engine: Engine, udp: &UdpSocket, coalesce: bool, stop: &Atomic
                 }
             }
             gro.flush(write);
+            if n > 0 {
+                busy.worked(Instant::now());
+            }
             if !replies.is_empty() {
                 let _ = udp.send_batch(&mut replies);
                 replies.clear();
