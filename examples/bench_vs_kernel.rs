@@ -289,24 +289,24 @@ fn measure(mode: Mode, opts: &Opts, overlayd: &str) -> Result<Results, String> {
         ));
     }
     let secs = opts.seconds.to_string();
-    let mut r = Results::default();
-    r.background = background_load();
+    let mut r = Results {
+        background: background_load(),
+        ..Results::default()
+    };
 
     note(opts, &format!("{}: TCP, 1 stream, {secs} s", mode.name()));
     (r.tcp1_gbps, r.tcp1_cpu) = split(report(
         mode,
         "TCP 1 stream",
-        with_cpu(|| iperf(c1, c2, &["-t", &secs])).and_then(|(j, cpu)| {
-            Ok((tcp_gbps(&j)?, per_unit(cpu, tcp_rx_bytes(&j)? / 1e9)?))
-        }),
+        with_cpu(|| iperf(c1, c2, &["-t", &secs]))
+            .and_then(|(j, cpu)| Ok((tcp_gbps(&j)?, per_unit(cpu, tcp_rx_bytes(&j)? / 1e9)?))),
     ));
     note(opts, &format!("{}: TCP, 4 streams, {secs} s", mode.name()));
     (r.tcp4_gbps, r.tcp4_cpu) = split(report(
         mode,
         "TCP 4 streams",
-        with_cpu(|| iperf(c1, c2, &["-t", &secs, "-P", "4"])).and_then(|(j, cpu)| {
-            Ok((tcp_gbps(&j)?, per_unit(cpu, tcp_rx_bytes(&j)? / 1e9)?))
-        }),
+        with_cpu(|| iperf(c1, c2, &["-t", &secs, "-P", "4"]))
+            .and_then(|(j, cpu)| Ok((tcp_gbps(&j)?, per_unit(cpu, tcp_rx_bytes(&j)? / 1e9)?))),
     ));
     note(
         opts,
@@ -315,12 +315,10 @@ fn measure(mode: Mode, opts: &Opts, overlayd: &str) -> Result<Results, String> {
     (r.udp64_pps, r.udp64_cpu) = split(report(
         mode,
         "UDP 64 B",
-        with_cpu(|| iperf(c1, c2, &["-t", &secs, "-u", "-l", "64", "-b", "0"])).and_then(
-            |(j, cpu)| {
-                let (pps, packets) = udp_rx(&j)?;
-                Ok((pps, per_unit(cpu, packets / 1e6)?))
-            },
-        ),
+        with_cpu(|| iperf(c1, c2, &["-t", &secs, "-u", "-l", "64", "-b", "0"])).and_then(|(j, cpu)| {
+            let (pps, packets) = udp_rx(&j)?;
+            Ok((pps, per_unit(cpu, packets / 1e6)?))
+        }),
     ));
     note(opts, &format!("{}: ping RTT", mode.name()));
     let halts = cpustat::idle_entries();
@@ -472,7 +470,16 @@ fn ping_p50(c1: &Container, c2: &Container) -> Result<f64, String> {
     let out = c1
         .exec(
             "ping",
-            &["-n", "-c", &PINGS.to_string(), "-i", "0.01", "-W", "1", &c2.ip().to_string()],
+            &[
+                "-n",
+                "-c",
+                &PINGS.to_string(),
+                "-i",
+                "0.01",
+                "-W",
+                "1",
+                &c2.ip().to_string(),
+            ],
         )
         .map_err(|e| e.to_string())?;
     let mut times: Vec<f64> = out
@@ -580,7 +587,15 @@ fn table(opts: &Opts, k: &Results, o: &Results) -> String {
     let _ = writeln!(
         s,
         "| {:<14} | {:<6} | {:>10} | {:>10} | {:>16} | {:<10} | {:>10} | {:>10} | {:>16} |",
-        "test", "unit", "kernel", "overlayd", "overlayd÷kernel", "CPU cost", "kernel", "overlayd", "overlayd÷kernel"
+        "test",
+        "unit",
+        "kernel",
+        "overlayd",
+        "overlayd÷kernel",
+        "CPU cost",
+        "kernel",
+        "overlayd",
+        "overlayd÷kernel"
     );
     let _ = writeln!(
         s,
@@ -635,7 +650,12 @@ fn to_json(opts: &Opts, k: &Results, o: &Results) -> String {
 fn uptime() -> String {
     std::fs::read_to_string("/proc/loadavg").map_or_else(
         |_| "load ?".into(),
-        |s| format!("load {}", s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")),
+        |s| {
+            format!(
+                "load {}",
+                s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+            )
+        },
     )
 }
 
@@ -674,7 +694,10 @@ mod cpustat {
         let v: Vec<u64> = line
             .split_whitespace()
             .skip(1)
-            .map(|f| f.parse::<u64>().map_err(|_| format!("/proc/stat: bad number {f:?} in {line:?}")))
+            .map(|f| {
+                f.parse::<u64>()
+                    .map_err(|_| format!("/proc/stat: bad number {f:?} in {line:?}"))
+            })
             .collect::<Result<_, _>>()?;
         if v.len() < 4 {
             return Err(format!("/proc/stat: too few columns in {line:?}"));
@@ -748,7 +771,10 @@ mod cpustat {
         fn old_kernels_and_errors() {
             let t = parse("cpu 1 2 3 4\n").unwrap();
             assert_eq!((t.busy, t.not_busy), (6, 4));
-            assert!(parse("cpu0 1 2 3 4\n").is_err(), "per-CPU lines are not the aggregate");
+            assert!(
+                parse("cpu0 1 2 3 4\n").is_err(),
+                "per-CPU lines are not the aggregate"
+            );
             assert!(parse("cpu 1 2 3\n").is_err());
             assert!(parse("cpu 1 2 x 4\n").is_err());
             assert!(parse("").is_err());
@@ -757,8 +783,14 @@ mod cpustat {
 
         #[test]
         fn busy_seconds() {
-            let a = CpuTimes { busy: 1000, not_busy: 0 };
-            let b = CpuTimes { busy: 1250, not_busy: 50 };
+            let a = CpuTimes {
+                busy: 1000,
+                not_busy: 0,
+            };
+            let b = CpuTimes {
+                busy: 1250,
+                not_busy: 50,
+            };
             assert!((b.busy_seconds_since(&a, 100) - 2.5).abs() < 1e-9);
             assert_eq!(a.busy_seconds_since(&b, 100), 0.0, "counters never go backwards");
         }

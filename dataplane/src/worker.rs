@@ -17,13 +17,13 @@ use crate::pmtu::{inner_mtu, PathMtus, PMTU_CAPACITY};
 use crate::stats::{Counters, DropReason};
 use crate::wire::probe::{self, ProbeKind, ProbeRepr};
 use crate::wire::{ETHERNET_HEADER_LEN, VXLAN_HEADER_LEN};
+use busy::BusyPoll;
 use std::cell::Cell;
 use std::io::{ErrorKind, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use busy::BusyPoll;
 use std::time::Instant;
 
 pub const TAP_READS_PER_WAKEUP: usize = 64;
@@ -111,7 +111,9 @@ pub fn run_tx(mut engine: Engine, udp: &SenderSet, offloads: TxOffloads, stop: &
     let mut poll = TxPoll::build(&engine, waker);
     let mut busy = BusyPoll::new(engine.config().busy_poll_us);
     while !stop.load(Ordering::Relaxed) {
-        let r = busy.wait(POLL_MS, engine.unattributed(), Instant::now, |t| poll_fds(&mut poll.fds, t));
+        let r = busy.wait(POLL_MS, engine.unattributed(), Instant::now, |t| {
+            poll_fds(&mut poll.fds, t)
+        });
         let woken = poll.fds.last().is_some_and(|f| f.revents != 0);
         if woken {
             waker.drain();
