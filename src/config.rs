@@ -24,6 +24,18 @@ pub const MAX_SRC_PORTS: usize = 1024;
 pub const DEFAULT_BUSY_POLL_US: u32 = 0;
 /// Upper bound for `--busy-poll-us` (10 ms): beyond it a loop is simply spinning, not bridging a round trip.
 pub const MAX_BUSY_POLL_US: u32 = 10_000;
+/// The default `--workers` is the number of CPUs, but at most this many.
+pub const DEFAULT_MAX_WORKERS: usize = 8;
+/// Upper bound for `--workers`: two threads, one TAP queue per network and one UDP socket each.
+pub const MAX_WORKERS: usize = 64;
+
+/// The default `--workers`: the CPUs this process may run on (online CPUs, less any affinity or cgroup limit),
+/// at most [`DEFAULT_MAX_WORKERS`].
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, DEFAULT_MAX_WORKERS)
+}
 
 /// The command line: every [`Options`] field as a flag, plus the flags that only make sense there.
 #[derive(Parser, Debug, Default, Clone)]
@@ -110,6 +122,11 @@ pub struct Options {
     /// 0 = off [default: 0].
     #[arg(long, value_name = "US")]
     pub busy_poll_us: Option<u32>,
+    /// Forwarding workers, 1..=64: each is a TX thread on its own queue of every network's TAP and an RX
+    /// thread on its own UDP socket on the VXLAN port (SO_REUSEPORT), so flows spread over cores
+    /// [default: the number of CPUs, at most 8].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
     /// Disable TAP/UDP offloads (TSO, GSO, GRO): one frame per datagram, for debugging.
     #[arg(long)]
     #[serde(skip_serializing_if = "is_false")]
@@ -198,6 +215,8 @@ pub struct Config {
     pub src_ports: usize,
     /// `--busy-poll-us` (0 = off).
     pub busy_poll_us: u32,
+    /// `--workers`: forwarding threads per direction, TAP queues per network, receive sockets.
+    pub workers: usize,
     pub offload: bool,
     pub learn_any_source: bool,
     pub cluster: Cluster,
@@ -259,6 +278,8 @@ pub enum ConfigError {
     SrcPorts(usize),
     #[error("--busy-poll-us {0} is out of range: use 0..=10000 microseconds (0 turns busy-polling off)")]
     BusyPollUs(u32),
+    #[error("--workers {0} is out of range: use 1..=64 forwarding workers (default: the number of CPUs, at most 8)")]
+    Workers(usize),
     #[error("cannot read config file {path}: {source} (check the path given to --config)")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path}, line {line}: unknown key `{key}` (keys are the long flag names without `--`, e.g. `state-dir`; `overlayd --print-config` lists the ones in effect)")]
@@ -503,6 +524,10 @@ impl Options {
         if busy_poll_us > MAX_BUSY_POLL_US {
             return Err(ConfigError::BusyPollUs(busy_poll_us));
         }
+        let workers = self.workers.unwrap_or_else(default_workers);
+        if !(1..=MAX_WORKERS).contains(&workers) {
+            return Err(ConfigError::Workers(workers));
+        }
         Ok(Config {
             peers,
             local: self.local,
@@ -522,6 +547,7 @@ impl Options {
             bum_pps,
             src_ports,
             busy_poll_us,
+            workers,
             offload: !self.no_offload,
             learn_any_source: self.learn_any_source,
             cluster,
@@ -562,6 +588,7 @@ impl Config {
             bum_pps: Some(self.bum_pps),
             src_ports: Some(self.src_ports),
             busy_poll_us: Some(self.busy_poll_us),
+            workers: Some(self.workers),
             no_offload: !self.offload,
             learn_any_source: self.learn_any_source,
             init_cluster: self.cluster == Cluster::Init,

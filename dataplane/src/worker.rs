@@ -1,7 +1,8 @@
 //! The forwarding loops: move batches between the I/O layer and the engine. Safe code only; every syscall is in
-//! [`crate::io`]. One TX loop polls the TAPs of every network (TAP → underlay) and one RX loop per UDP socket
-//! writes each datagram to its network's TAP (underlay → TAP), so the two directions of a TCP connection run on
-//! different cores. Both take a new snapshot of the network table when its version changes.
+//! [`crate::io`]. Worker `w` (`--workers`, [`Engine::worker`]) is one TX loop polling queue `w` of every
+//! network's TAP (TAP → underlay) and one RX loop on its own UDP socket writing each datagram to queue `w` of
+//! its network's TAP (underlay → TAP), so the two directions of a TCP connection run on different cores and
+//! flows spread over workers. All take a new snapshot of the network table when its version changes.
 //!
 //! Per wakeup a loop handles a bounded batch (STYLE §4): up to [`TAP_READS_PER_WAKEUP`] TAP reads, each of which
 //! may be a TSO superframe, or [`RECV_BATCHES_PER_WAKEUP`] `recvmmsg` batches of which each datagram may be a GRO
@@ -86,7 +87,7 @@ impl TxPoll {
             nets: Vec::new(),
         };
         for (i, n) in engine.networks().iter().enumerate() {
-            if let Some(q) = n.queue() {
+            if let Some(q) = n.queue_of(engine.worker()) {
                 p.fds.push(pollfd(q.as_raw_fd()));
                 p.nets.push(i);
             }
@@ -96,8 +97,9 @@ impl TxPoll {
     }
 }
 
-/// TAP → underlay, for every network of the engine's table: one poll over all TAPs (rebuilt when the table
-/// changes; wake the loop through `waker` after changing it).
+/// TAP → underlay, for every network of the engine's table: one poll over the engine's worker's queue of all
+/// TAPs (rebuilt when the table changes; wake the loop through `waker` after changing it). Several TX loops
+/// may share `udp` (each `sendmmsg` is one syscall).
 pub fn run_tx(mut engine: Engine, udp: &SenderSet, offloads: TxOffloads, stop: &AtomicBool, waker: &Waker) {
     let mut buf = vec![0u8; TAP_BUF];
     let mut send = SendBatch::new(SEND_DATA, SEND_MSGS);
@@ -134,7 +136,7 @@ pub fn run_tx(mut engine: Engine, udp: &SenderSet, offloads: TxOffloads, stop: &
                 continue;
             }
             let ni = poll.nets[k];
-            let Some(tap) = nets.get(ni).and_then(|n| n.queue()) else {
+            let Some(tap) = nets.get(ni).and_then(|n| n.queue_of(engine.worker())) else {
                 continue;
             };
             if tx_tap(
@@ -350,8 +352,8 @@ fn write_tap(tap: &TapQueue, vnet: bool, frame: &[u8], counters: &Counters) {
     }
 }
 
-/// Underlay → TAP, for every network of the engine's table: each accepted datagram goes to the TAP of the
-/// network its VNI names (the table is re-read once per wakeup).
+/// Underlay → TAP, for every network of the engine's table: each accepted datagram goes to the engine's
+/// worker's queue of the TAP of the network its VNI names (the table is re-read once per wakeup).
 pub fn run_rx(mut engine: Engine, udp: &UdpSocket, coalesce: bool, stop: &AtomicBool, waker: &Waker) {
     let mut batch = RecvBatch::new(RECV_SLOTS, RECV_SLOT_SIZE);
     // Coalescing needs the virtio header; a TAP without one is written frame by frame.
@@ -363,6 +365,7 @@ pub fn run_rx(mut engine: Engine, udp: &UdpSocket, coalesce: bool, stop: &Atomic
     let mut replies = SendBatch::new(PROBE_REPLY_LEN * RECV_SLOTS, RECV_SLOTS);
     let mut fds = [pollfd(udp.as_raw_fd()), pollfd(waker.as_raw_fd())];
     let unattributed = engine.unattributed().clone();
+    let w = engine.worker();
     engine.sync();
     let mut nets = engine.networks().clone();
     let mut busy = BusyPoll::new(engine.config().busy_poll_us);
@@ -380,14 +383,14 @@ pub fn run_rx(mut engine: Engine, udp: &UdpSocket, coalesce: bool, stop: &Atomic
         // One TAP write per frame or coalesced superframe; a full or down TAP drops (counted), never blocks.
         let write = |hdr: &[u8; VIRTIO_NET_HDR_LEN], frame: &[u8]| {
             let Some(n) = nets.get(cur.get()) else { return };
-            let Some(tap) = n.queue() else { return };
+            let Some(tap) = n.queue_of(w) else { return };
             let r = if tap.vnet_hdr() {
                 tap.write_vectored(&[IoSlice::new(hdr), IoSlice::new(frame)])
             } else {
                 tap.write(frame)
             };
             if r.is_err() {
-                n.rx.count_drop(DropReason::TapWriteError, 1);
+                n.rx.of(w).count_drop(DropReason::TapWriteError, 1);
             }
         };
         for _ in 0..RECV_BATCHES_PER_WAKEUP {
@@ -425,7 +428,7 @@ pub fn run_rx(mut engine: Engine, udp: &UdpSocket, coalesce: bool, stop: &Atomic
                         }
                     };
                     let Some(net) = nets.get(d.net) else { continue };
-                    let counters = &net.rx;
+                    let counters = net.rx.of(w);
                     Counters::add(&counters.rx_datagrams, 1);
                     let Some(frame) = dgram.get_mut(d.frame) else {
                         continue;
@@ -435,7 +438,7 @@ pub fn run_rx(mut engine: Engine, udp: &UdpSocket, coalesce: bool, stop: &Atomic
                         gro.flush(write);
                         cur.set(d.net);
                     }
-                    let vnet = net.queue().is_some_and(TapQueue::vnet_hdr);
+                    let vnet = net.queue_of(w).is_some_and(TapQueue::vnet_hdr);
                     let tap_mtu = net.tap_mtu;
                     // A kernel sender's UDP-tunnel GSO packet arrives whole (offload::tunnel): one TSO
                     // superframe to the TAP, after any pending coalesced frames (flow order); without a virtio

@@ -39,9 +39,10 @@ pub fn ctl_json(host: &Host, what: &str) -> Value {
     })
 }
 
-/// Spawns overlayd on `host` with `args`, plus `--admin-socket <host.admin_socket()>`,
-/// `--state-dir <log dir>/state-<ns>` and `--busy-poll-us 0` unless `args` names them: the namespaces share a
-/// filesystem, so daemons must not share the default socket path nor the default state dir (and its lock).
+/// Spawns overlayd on `host` with `args`, plus `--admin-socket <host.admin_socket()>` and
+/// `--state-dir <log dir>/state-<ns>` unless `args` names them: the namespaces share a filesystem, so daemons
+/// must not share the default socket path nor the default state dir (and its lock). Like every overlayd the
+/// testbed spawns, it runs `--workers 1` unless `args` give `--workers` (see `Host::spawn`).
 pub fn spawn_overlayd(host: &Host, args: &[&str]) -> Daemon {
     let sock = host.admin_socket();
     let sock = sock.to_string_lossy();
@@ -53,10 +54,6 @@ pub fn spawn_overlayd(host: &Host, args: &[&str]) -> Daemon {
     }
     if !args.contains(&"--state-dir") && !args.contains(&"--print-config") {
         v.extend(["--state-dir", &state]);
-    }
-    // DECISIONS: tests run without busy-polling unless they test it (it would only burn the shared CPUs).
-    if !args.contains(&"--busy-poll-us") && !args.contains(&"--print-config") {
-        v.extend(["--busy-poll-us", "0"]);
     }
     host.spawn(OVERLAYD, &v)
 }

@@ -459,3 +459,53 @@ fn route_source_loopback() {
         assert!(route_source("192.0.2.1".parse().unwrap()).is_err());
     });
 }
+
+/// `--workers`: a group of receive sockets shares the port, the kernel spreads 4-tuples over them, and a
+/// group refuses to join a port someone else holds, with or without SO_REUSEPORT.
+#[test]
+fn receive_group_shares_the_port_and_refuses_a_held_one() {
+    in_netns(|| {
+        let one = bind_group(lo4(), 1, &opts(false)).unwrap();
+        assert_eq!(one.len(), 1);
+        let addr = one[0].local_addr().unwrap();
+        // A plain socket holds the port: no group may join it (the one-socket case is the old error).
+        let e = bind_group(addr, 4, &opts(false)).unwrap_err();
+        assert!(matches!(e, UdpError::AddrInUse { .. }), "{e:?}");
+        drop(one);
+        let group = bind_group(addr, 4, &opts(false)).unwrap();
+        assert_eq!(group.len(), 4);
+        for s in &group {
+            assert_eq!(s.local_addr().unwrap(), addr);
+        }
+        // A second group (another overlayd with --workers) and a lone SO_REUSEPORT socket are refused too.
+        let e = bind_group(addr, 2, &opts(false)).unwrap_err();
+        assert!(e.to_string().contains("already in use"), "{e}");
+        // 64 senders, one datagram each: the kernel's 4-tuple hash lands them on more than one socket.
+        let senders: Vec<UdpSocket> = (0..64)
+            .map(|_| UdpSocket::bind(lo4(), &opts(false)).unwrap())
+            .collect();
+        for (i, s) in senders.iter().enumerate() {
+            let mut b = SendBatch::new(64, 1);
+            b.spare()[..8].copy_from_slice(&[i as u8; 8]);
+            let r = b.commit(8);
+            assert!(b.push(addr, r, 0));
+            assert_eq!(s.send_batch(&mut b).sent, 1);
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut got = [0usize; 4];
+        let mut batch = RecvBatch::new(64, 2048);
+        while got.iter().sum::<usize>() < 64 && Instant::now() < deadline {
+            for (k, s) in group.iter().enumerate() {
+                if let Ok(n) = s.recv_batch(&mut batch) {
+                    got[k] += n;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(got.iter().sum::<usize>(), 64, "{got:?}");
+        assert!(
+            got.iter().filter(|&&n| n > 0).count() > 1,
+            "one socket took all: {got:?}"
+        );
+    });
+}
