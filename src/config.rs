@@ -23,8 +23,8 @@ pub const MAX_SRC_PORTS: usize = 1024;
 /// `--busy-poll-us` default: off. Busy-polling only saves the wake-up of a vCPU that went idle in the middle of
 /// a round trip; on a machine whose CPUs are busy anyway it finds no idle vCPU to save and takes CPU from the
 /// threads doing the work. Measured on the project's shared 2-vCPU VM (README "Latency and busy-poll"): TCP
-/// 1 stream median 2.04 Gbit/s at 0 µs, 1.14 at 50 µs, 0.83 at 200 µs, ping no better. An operator of a
-/// dedicated, mostly idle host who wants lower latency turns it on.
+/// 1 stream median 2.04 Gbit/s at 0 µs, 1.14 at 50 µs, 0.83 at 200 µs (load 11-19); ping inconclusive. An
+/// operator of a dedicated, mostly idle host who wants lower latency turns it on.
 pub const DEFAULT_BUSY_POLL_US: u32 = 0;
 /// Upper bound for `--busy-poll-us` (10 ms): beyond it a loop is simply spinning, not bridging a round trip.
 pub const MAX_BUSY_POLL_US: u32 = 10_000;
