@@ -18,7 +18,7 @@ mod senders;
 mod socket;
 mod sys;
 
-pub use batch::{RecvBatch, RecvMeta, SendBatch, SendReport};
+pub use batch::{RecvBatch, RecvMeta, SendBatch, SendReport, MAX_PIECES_PER_MSG};
 pub use group::bind_group;
 pub use senders::SenderSet;
 pub use socket::{route_source, UdpError, UdpOptions, UdpSocket, GSO_MAX_SEGMENTS};
