@@ -463,6 +463,26 @@ fn src_ports() {
 }
 
 #[test]
+fn busy_poll_us() {
+    let get = |a: &[&str]| parse(a).unwrap().busy_poll_us;
+    assert_eq!(get(&["--peer", "10.0.0.2"]), DEFAULT_BUSY_POLL_US);
+    assert_eq!(get(&["--peer", "10.0.0.2", "--busy-poll-us", "0"]), 0);
+    assert_eq!(get(&["--peer", "10.0.0.2", "--busy-poll-us", "10000"]), 10_000);
+    let e = parse(&["--peer", "10.0.0.2", "--busy-poll-us", "10001"]).unwrap_err();
+    assert!(matches!(e, ConfigError::BusyPollUs(10_001)), "{e:?}");
+    assert!(e.to_string().contains("use 0..=10000"), "{e}");
+    assert!(Args::try_parse_from(["overlayd", "--peer", "10.0.0.2", "--busy-poll-us", "-1"]).is_err());
+    // The same key in a config file, the flag winning over it, and --print-config giving it back.
+    let d = Scratch::new("busy-poll");
+    let p = d.write("o.toml", "peer = [\"10.0.0.2\"]\nbusy-poll-us = 75\n");
+    let f = p.to_str().unwrap();
+    let c = parse(&["--config", f]).unwrap();
+    assert_eq!(c.busy_poll_us, 75);
+    assert_eq!(c.to_options().busy_poll_us, Some(75));
+    assert_eq!(get(&["--config", f, "--busy-poll-us", "5"]), 5);
+}
+
+#[test]
 fn workers() {
     // Default: the CPUs available, at most 8.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -177,6 +177,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
     let mut ecfg = EngineConfig::new(first_vni, local);
     ecfg.port = cfg.port;
     ecfg.bum_pps = cfg.bum_pps;
+    ecfg.busy_poll_us = cfg.busy_poll_us;
     // Only members (cluster) or the configured --peers (static) may inject frames, unless the operator asked
     // for kernel-style flood-and-learn from anyone.
     ecfg.require_member = cluster_mode || !cfg.learn_any_source;
@@ -293,6 +294,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
         peers = ?cfg.peers,
         udp_gso = offloads.udp_gso,
         src_ports = senders.len(),
+        busy_poll_us = cfg.busy_poll_us,
         udp_gro = gro,
         workers,
         admin = %cfg.admin,

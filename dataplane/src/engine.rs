@@ -50,6 +50,9 @@ pub struct EngineConfig {
     pub allow_vlan: bool,
     /// Broadcast/multicast frames per second per source MAC from the TAP (`--bum-pps`); 0 = unlimited.
     pub bum_pps: u32,
+    /// Microseconds the forwarding loops keep polling without sleeping after their last packet
+    /// (`--busy-poll-us`, `worker::busy`); 0 = off. Read by the loops, not by the engine.
+    pub busy_poll_us: u32,
 }
 
 impl EngineConfig {
@@ -61,6 +64,7 @@ impl EngineConfig {
             require_member: true,
             allow_vlan: false,
             bum_pps: bum::DEFAULT_BUM_PPS,
+            busy_poll_us: 0,
         }
     }
 }

@@ -124,6 +124,10 @@ pub struct Counters {
     /// ARP requests and neighbour solicitations from the TAP passed on to be flooded: unknown target,
     /// gratuitous, probe / duplicate address detection.
     pub arp_flooded: AtomicU64,
+    /// Zero-timeout polls of the forwarding loops while busy-polling after traffic (`--busy-poll-us`).
+    pub busy_polls: AtomicU64,
+    /// Busy-poll spells that found the next packet (or wakeup) before their budget ran out.
+    pub busy_poll_hits: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
     /// Segments per UDP send (a GSO message carries several; 1 without GSO).
     pub gso_segments: BatchHistogram,
@@ -192,6 +196,8 @@ pub struct Snapshot {
     pub mac_flaps: u64,
     pub arp_suppressed: u64,
     pub arp_flooded: u64,
+    pub busy_polls: u64,
+    pub busy_poll_hits: u64,
     pub drops: BTreeMap<&'static str, u64>,
 }
 
@@ -216,6 +222,8 @@ impl Snapshot {
             s.mac_flaps += c.mac_flaps.load(Relaxed);
             s.arp_suppressed += c.arp_suppressed.load(Relaxed);
             s.arp_flooded += c.arp_flooded.load(Relaxed);
+            s.busy_polls += c.busy_polls.load(Relaxed);
+            s.busy_poll_hits += c.busy_poll_hits.load(Relaxed);
             for r in DropReason::ALL {
                 *s.drops.entry(r.name()).or_default() += c.drops(r);
             }

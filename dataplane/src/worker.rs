@@ -19,6 +19,7 @@ use crate::pmtu::{inner_mtu, PathMtus, PMTU_CAPACITY};
 use crate::stats::{Counters, DropReason};
 use crate::wire::probe::{self, ProbeKind, ProbeRepr};
 use crate::wire::VXLAN_HEADER_LEN;
+use busy::BusyPoll;
 use std::cell::Cell;
 use std::io::{ErrorKind, IoSlice};
 use std::net::{IpAddr, SocketAddr};
@@ -106,8 +107,11 @@ pub fn run_tx(mut engine: Engine, udp: &SenderSet, offloads: TxOffloads, stop: &
     engine.sync();
     let mut nets = engine.networks().clone();
     let mut poll = TxPoll::build(&engine, waker);
+    let mut busy = BusyPoll::new(engine.config().busy_poll_us);
     while !stop.load(Ordering::Relaxed) {
-        let r = poll_fds(&mut poll.fds, POLL_MS);
+        let r = busy.wait(POLL_MS, engine.unattributed(), Instant::now, |t| {
+            poll_fds(&mut poll.fds, t)
+        });
         let woken = poll.fds.last().is_some_and(|f| f.revents != 0);
         if woken {
             waker.drain();
@@ -152,6 +156,7 @@ pub fn run_tx(mut engine: Engine, udp: &SenderSet, offloads: TxOffloads, stop: &
             }
         }
         flush(udp, &mut send, engine.unattributed(), &mut pmtus);
+        busy.worked(Instant::now());
     }
 }
 
@@ -336,6 +341,7 @@ pub(crate) type TapWrite<'a> = dyn Fn(&[IoSlice<'_>]) + 'a;
 pub fn run_rx(mut engine: Engine, udp: &UdpSocket, coalesce: bool, stop: &AtomicBool, waker: &Waker) {
     let mut batch = RecvBatch::new(RECV_SLOTS, RECV_SLOT_SIZE);
     let mut fds = [pollfd(udp.as_raw_fd()), pollfd(waker.as_raw_fd())];
+    let unattributed = engine.unattributed().clone();
     let w = engine.worker();
     engine.sync();
     let mut nets = engine.networks().clone();
@@ -349,8 +355,10 @@ pub fn run_rx(mut engine: Engine, udp: &UdpSocket, coalesce: bool, stop: &Atomic
         // Probe replies: small, rare (a few per peer and minute), sent once per receive batch.
         replies: SendBatch::new(PROBE_REPLY_LEN * RECV_SLOTS, RECV_SLOTS),
     };
+    let mut busy = BusyPoll::new(engine.config().busy_poll_us);
     while !stop.load(Ordering::Relaxed) {
-        if poll_fds(&mut fds, POLL_MS).is_err() || fds[1].revents != 0 {
+        let r = busy.wait(POLL_MS, &unattributed, Instant::now, |t| poll_fds(&mut fds, t));
+        if r.is_err() || fds[1].revents != 0 {
             waker.drain();
             continue;
         }
@@ -379,6 +387,9 @@ pub fn run_rx(mut engine: Engine, udp: &UdpSocket, coalesce: bool, stop: &Atomic
                 Err(_) => break,
             };
             rx::rx_batch(&mut engine, &mut st, &nets, &cur, &mut batch, n, &write);
+            if n > 0 {
+                busy.worked(Instant::now());
+            }
             if !st.replies.is_empty() {
                 let _ = udp.send_batch(&mut st.replies);
                 st.replies.clear();
@@ -466,6 +477,7 @@ mod tests {
     }
 }
 
+mod busy;
 mod rx;
 
 #[cfg(test)]

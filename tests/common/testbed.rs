@@ -223,6 +223,14 @@ pub trait Netns {
             if !a.iter().any(own) {
                 c.args(["--workers", "1"]);
             }
+            // Likewise no busy-polling (`--busy-poll-us 0`) unless the test gives it: it would only burn the
+            // shared CPUs.
+            let own_busy = |a: &&str| {
+                a.starts_with("--busy-poll-us") || ["--print-config", "--help", "--version"].contains(a)
+            };
+            if !a.iter().any(own_busy) {
+                c.args(["--busy-poll-us", "0"]);
+            }
         }
         let line = cmdline(&c);
         // `ip netns exec` exec()s the command, so the child's pid is the process itself: signals reach it.
