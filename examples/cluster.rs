@@ -1,11 +1,17 @@
 //! Cluster-mode figures: N namespaced hosts form a cluster through one member, then we measure how the gossip
 //! control plane behaves.
 //!
-//! `cargo run --release --example cluster -- --nodes N [--json]` (as root). Builds `overlayd`/`overlayctl`,
+//! `cargo run --release --example cluster -- --nodes N [--json] [--overlayd PATH]` (as root). Builds
+//! `overlayd`/`overlayctl` (`--overlayd`: run that overlayd binary instead, for A/B comparisons),
 //! creates N hosts with one container each (the testbed of `tests/common/testbed.rs`), starts host 1 with
 //! `--init-cluster`, all others at once with `--peer <host 1> --token <token>`, and prints:
 //! - time from each node's daemon start until its FDB holds every other container's MAC with origin `control`
 //!   (p50/p99/max over nodes), and until that is true on every node (from the joiners' launch);
+//! - per container MAC, from its first appearance on its bridge (the first time its own node lists it as
+//!   `local`) until every other node holds it as `control`;
+//! - once the cluster is formed and idle: a new MAC behind every host's bridge (a macvlan with its own MAC
+//!   in each container, sending broadcast pings), per MAC from just before the commands that create it
+//!   until every other node holds it;
 //! - time until every other node has dropped a SIGKILLed node's MAC;
 //! - time until that node, restarted with its state dir and no token, answers a container ping from host 1;
 //! - gossip bytes/s per node: `eth0` TX bytes of each host over an idle 10 s window (no container traffic;
@@ -39,7 +45,9 @@ fn main() -> ExitCode {
     let opts = match Opts::parse(&args) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("{e}\nusage: cargo run --release --example cluster -- --nodes N [--json]");
+            eprintln!(
+                "{e}\nusage: cargo run --release --example cluster -- --nodes N [--json] [--overlayd PATH]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -56,6 +64,8 @@ fn main() -> ExitCode {
 struct Opts {
     nodes: usize,
     json: bool,
+    /// Run this overlayd binary instead of the one built from this tree (A/B comparisons).
+    overlayd: Option<String>,
 }
 
 impl Opts {
@@ -63,6 +73,7 @@ impl Opts {
         let mut o = Opts {
             nodes: 8,
             json: false,
+            overlayd: None,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -75,6 +86,7 @@ impl Opts {
                     }
                 }
                 "--json" => o.json = true,
+                "--overlayd" => o.overlayd = Some(it.next().ok_or("--overlayd needs a path")?.clone()),
                 other => return Err(format!("unknown argument {other}")),
             }
         }
@@ -241,7 +253,10 @@ fn run(o: &Opts) -> Result<(), String> {
         }
     };
     let bin = testbed::build_binaries()?;
-    let overlayd = bin.join("overlayd").to_string_lossy().into_owned();
+    let overlayd = match &o.overlayd {
+        Some(p) => p.clone(),
+        None => bin.join("overlayd").to_string_lossy().into_owned(),
+    };
     let overlayctl = bin.join("overlayctl").to_string_lossy().into_owned();
     let me = std::env::current_exe()
         .map_err(|e| e.to_string())?
@@ -416,7 +431,9 @@ fn run(o: &Opts) -> Result<(), String> {
     gossip_bps.sort_by(f64::total_cmp);
 
     say("a new MAC behind every host's bridge (a macvlan in each container)");
-    let new_macs: Vec<String> = (0..n).map(|i| format!("02:00:00:ee:{:02x}:{:02x}", i >> 8, i & 0xff)).collect();
+    let new_macs: Vec<String> = (0..n)
+        .map(|i| format!("02:00:00:ee:{:02x}:{:02x}", i >> 8, i & 0xff))
+        .collect();
     let mut appeared = vec![0u64; n];
     let mut new_emitters = Vec::new();
     for (i, h) in hosts.iter().enumerate() {

@@ -201,6 +201,7 @@ fn addr_of(i: usize) -> SocketAddr {
 impl Sim {
     /// `n` nodes; node 0 starts the cluster, every other node joins it at t≈0.
     pub fn new(n: usize, cfg: SimConfig) -> Self {
+        crate::attest::memo::enable();
         let start = Instant::now();
         let mut sim = Sim {
             start,
