@@ -3,8 +3,11 @@
 //! It composes foca (SWIM membership and failure detection) with [`FdbSync`] (per-owner MAC tables
 //! and their resolution). Local MAC changes are batched (`advert_batch_window`) and pushed to every
 //! member as pieces of this node's table; a periodic push-pull anti-entropy exchange repairs whatever
-//! was lost (healed partitions, loss, late joiners). All of that FDB sync traffic leaves within the
-//! per-node gossip budget (`node/outbox.rs`); membership traffic never waits for it.
+//! was lost (healed partitions, loss, late joiners). Each round starts with a root hash over all owner
+//! tables (`SyncMessage::Summary`); bucket hashes, then the owner digests of differing buckets, follow
+//! only where the roots differ, so an idle round costs the same at any cluster size. When two nodes
+//! learn of each other, each pushes its own table and pulls the other's bucket. All of that FDB sync
+//! traffic leaves within the per-node gossip budget (`node/outbox.rs`); membership traffic never waits for it.
 //!
 //! The network catalog and IPAM blocks (signed records and CA-signed grants, gossiped the same way and
 //! part of the same anti-entropy exchange) are handled in `node/networks.rs`.
@@ -65,10 +68,10 @@ pub struct ControlConfig {
     pub health_decay: Duration,
     /// How often and to how many members foca gossips (membership updates, suspicions, leaves,
     /// revocations; FDB adverts are pushed directly). foca gossips only while it has updates to
-    /// spread, so an idle cluster pays nothing for a short interval. 100 ms × 4 members (was
-    /// 200 ms × 3): a joiner is known everywhere in ~log5(N) rounds; in the simulator
+    /// spread, so an idle cluster pays nothing for it. 100 ms × 4 was tried: in the simulator
     /// (`examples/converge`, N = 32, all starting at once) per-MAC formation p99 went from 420 to
-    /// 270 ms, with the idle cost per node unchanged.
+    /// 270 ms, but on a 2-vCPU machine running all 32 daemons (`examples/cluster --nodes 32`) it was
+    /// slower (more 16 KiB gossip messages to encrypt while 31 joins are under way), so 200 ms × 3 stays.
     pub gossip_interval: Duration,
     pub gossip_fanout: usize,
     /// How many times an update/advert is piggybacked before it is dropped from the backlog.
@@ -113,8 +116,8 @@ impl Default for ControlConfig {
             suspect_silence: Duration::from_millis(1800),
             max_local_health: 1,
             health_decay: Duration::from_secs(10),
-            gossip_interval: Duration::from_millis(100),
-            gossip_fanout: 4,
+            gossip_interval: Duration::from_millis(200),
+            gossip_fanout: 3,
             max_transmissions: 15,
             anti_entropy_interval: Duration::from_secs(1),
             announce_interval: Duration::from_secs(5),

@@ -67,3 +67,61 @@ fn per_node_cost_grows_like_log_n_and_new_macs_spread_in_one_hop() {
         "per-node idle cost grew {ratio:.2}× from 16 to 128 nodes (log N: {log_ratio:.2}×, N: 8×)"
     );
 }
+
+/// Malformed anti-entropy messages from a member (bucket counts out of range, bucket indices beyond
+/// the count) are dropped and counted, and change nothing.
+#[test]
+fn malformed_bucket_messages_are_counted_and_ignored() {
+    use control::messages::{encode_sync, OwnerDigest, SyncMessage};
+    let mut sim = control::sim::Sim::new(4, SimConfig::default());
+    for i in 0..4 {
+        sim.set_macs(i, vec![control::sim::mac(i, 1)]);
+    }
+    sim.run_until(Duration::from_secs(10), Duration::from_millis(10), |s| {
+        s.membership_converged() && s.fdb_converged()
+    })
+    .expect("converged");
+    let before = sim.nodes[0].node.as_ref().unwrap().stats().malformed;
+    let digest = OwnerDigest {
+        owner: sim.nodes[2].id,
+        generation: 99,
+        hash: 1,
+        max_seq: 1,
+    };
+    let bad = [
+        SyncMessage::BucketDigest {
+            reply: false,
+            k: 0,
+            which: vec![],
+            owners: vec![digest],
+        },
+        SyncMessage::BucketDigest {
+            reply: false,
+            k: 1 << 20,
+            which: vec![0],
+            owners: vec![],
+        },
+        SyncMessage::BucketDigest {
+            reply: true,
+            k: 8,
+            which: vec![8],
+            owners: vec![digest],
+        },
+        SyncMessage::Summary {
+            reply: true,
+            root: 0,
+            buckets: vec![0; 5000],
+            revoked: 0,
+            catalog: 0,
+            grants: 0,
+        },
+    ];
+    for m in &bad {
+        sim.inject(1, 0, encode_sync(m).unwrap());
+    }
+    sim.run_for(Duration::from_secs(2));
+    let after = sim.nodes[0].node.as_ref().unwrap().stats().malformed;
+    assert_eq!(after - before, bad.len() as u64);
+    assert!(sim.fdb_converged() && sim.digests_equal());
+    assert!(sim.errors.is_empty(), "{:?}", sim.errors);
+}
