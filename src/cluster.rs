@@ -474,6 +474,7 @@ mod tests {
                 ageing: Fdb::DEFAULT_AGEING,
                 max_local_macs: 16,
                 epoch: Instant::now(),
+                workers: 1,
                 flood: Arc::default(),
             },
             Arc::default(),

@@ -20,6 +20,18 @@ pub const DEFAULT_ADMIN: &str = "127.0.0.1:7947";
 pub const DEFAULT_SRC_PORTS: usize = 64;
 /// Upper bound for `--src-ports`: one socket (file descriptor) each.
 pub const MAX_SRC_PORTS: usize = 1024;
+/// The default `--workers` is the number of CPUs, but at most this many.
+pub const DEFAULT_MAX_WORKERS: usize = 8;
+/// Upper bound for `--workers`: two threads, one TAP queue per network and one UDP socket each.
+pub const MAX_WORKERS: usize = 64;
+
+/// The default `--workers`: the CPUs this process may run on (online CPUs, less any affinity or cgroup limit),
+/// at most [`DEFAULT_MAX_WORKERS`].
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, DEFAULT_MAX_WORKERS)
+}
 
 /// The command line: every [`Options`] field as a flag, plus the flags that only make sense there.
 #[derive(Parser, Debug, Default, Clone)]
@@ -101,6 +113,11 @@ pub struct Options {
     /// Outer UDP source ports (one send socket each) that inner flows are hashed over, 1..=1024 [default: 64].
     #[arg(long, value_name = "N")]
     pub src_ports: Option<usize>,
+    /// Forwarding workers, 1..=64: each is a TX thread on its own queue of every network's TAP and an RX
+    /// thread on its own UDP socket on the VXLAN port (SO_REUSEPORT), so flows spread over cores
+    /// [default: the number of CPUs, at most 8].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
     /// Disable TAP/UDP offloads (TSO, GSO, GRO): one frame per datagram, for debugging.
     #[arg(long)]
     #[serde(skip_serializing_if = "is_false")]
@@ -187,6 +204,8 @@ pub struct Config {
     pub bum_pps: u32,
     /// Number of outer UDP source ports (send sockets) for flow entropy.
     pub src_ports: usize,
+    /// `--workers`: forwarding threads per direction, TAP queues per network, receive sockets.
+    pub workers: usize,
     pub offload: bool,
     pub learn_any_source: bool,
     pub cluster: Cluster,
@@ -246,6 +265,8 @@ pub enum ConfigError {
     MaxLocalMacs,
     #[error("--src-ports {0} is out of range: use 1..=1024 outer UDP source ports (default 64; 1 disables flow entropy)")]
     SrcPorts(usize),
+    #[error("--workers {0} is out of range: use 1..=64 forwarding workers (default: the number of CPUs, at most 8)")]
+    Workers(usize),
     #[error("cannot read config file {path}: {source} (check the path given to --config)")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path}, line {line}: unknown key `{key}` (keys are the long flag names without `--`, e.g. `state-dir`; `overlayd --print-config` lists the ones in effect)")]
@@ -486,6 +507,10 @@ impl Options {
         if !(1..=MAX_SRC_PORTS).contains(&src_ports) {
             return Err(ConfigError::SrcPorts(src_ports));
         }
+        let workers = self.workers.unwrap_or_else(default_workers);
+        if !(1..=MAX_WORKERS).contains(&workers) {
+            return Err(ConfigError::Workers(workers));
+        }
         Ok(Config {
             peers,
             local: self.local,
@@ -504,6 +529,7 @@ impl Options {
             max_local_macs,
             bum_pps,
             src_ports,
+            workers,
             offload: !self.no_offload,
             learn_any_source: self.learn_any_source,
             cluster,
@@ -543,6 +569,7 @@ impl Config {
             max_local_macs: Some(self.max_local_macs),
             bum_pps: Some(self.bum_pps),
             src_ports: Some(self.src_ports),
+            workers: Some(self.workers),
             no_offload: !self.offload,
             learn_any_source: self.learn_any_source,
             init_cluster: self.cluster == Cluster::Init,

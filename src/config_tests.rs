@@ -463,6 +463,48 @@ fn src_ports() {
 }
 
 #[test]
+fn workers() {
+    // Default: the CPUs available, at most 8.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let d = parse(&["--peer", "10.0.0.2"]).unwrap().workers;
+    assert_eq!(d, cpus.clamp(1, 8));
+    assert_eq!(d, crate::config::default_workers());
+    for (flag, want) in [("1", 1), ("4", 4), ("64", 64)] {
+        assert_eq!(
+            parse(&["--peer", "10.0.0.2", "--workers", flag]).unwrap().workers,
+            want
+        );
+    }
+    for bad in ["0", "65", "1000"] {
+        let e = parse(&["--peer", "10.0.0.2", "--workers", bad]).unwrap_err();
+        assert!(matches!(e, ConfigError::Workers(_)), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.contains(&format!("--workers {bad} is out of range")), "{msg}");
+        assert!(msg.contains("use 1..=64 forwarding workers"), "{msg}");
+    }
+    // Not a number at all: clap refuses it before validation.
+    let v = [
+        "overlayd",
+        "--state-dir",
+        STATE,
+        "--peer",
+        "10.0.0.2",
+        "--workers",
+        "many",
+    ];
+    assert!(Args::try_parse_from(v).is_err());
+    // The TOML key, the flag winning over it, and a bad value in the file.
+    let d = Scratch::new("workers");
+    let p = d.write("o.toml", "peer = [\"10.0.0.2\"]\nworkers = 3\n");
+    let f = p.to_str().unwrap();
+    assert_eq!(parse(&["--config", f]).unwrap().workers, 3);
+    assert_eq!(parse(&["--config", f, "--workers", "2"]).unwrap().workers, 2);
+    let p = d.write("bad.toml", "peer = [\"10.0.0.2\"]\nworkers = 0\n");
+    let e = parse(&["--config", p.to_str().unwrap()]).unwrap_err();
+    assert!(matches!(e, ConfigError::Workers(0)), "{e:?}");
+}
+
+#[test]
 fn admitter_flags_and_keys() {
     let tok = control::auth::JoinToken {
         ca_fingerprint: [0x11; 32],

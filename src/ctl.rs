@@ -262,13 +262,23 @@ pub fn render(kind: &str, body: &str) -> Result<String, serde_json::Error> {
             let mut rows = Vec::new();
             if let Some(obj) = v.as_object() {
                 for (k, val) in obj {
-                    match val.as_object() {
-                        Some(inner) => {
+                    match val {
+                        serde_json::Value::Object(inner) => {
                             for (ik, iv) in inner {
                                 rows.push(vec![format!("{k}.{ik}"), s(iv)]);
                             }
                         }
-                        None => rows.push(vec![k.clone(), s(val)]),
+                        // `workers`: one object per worker, shown as workers.<i>.<counter>.
+                        serde_json::Value::Array(items) if items.iter().all(|i| i.is_object()) => {
+                            for (i, item) in items.iter().enumerate() {
+                                for (ik, iv) in item.as_object().into_iter().flatten() {
+                                    if ik != "worker" {
+                                        rows.push(vec![format!("{k}.{i}.{ik}"), s(iv)]);
+                                    }
+                                }
+                            }
+                        }
+                        _ => rows.push(vec![k.clone(), s(val)]),
                     }
                 }
             }
@@ -344,6 +354,15 @@ mod tests {
         );
         let st = render("stats", r#"{"rx_frames":5,"drops":{"short":2}}"#).unwrap();
         assert!(st.contains("drops.short  2"), "{st}");
+        let st = render(
+            "stats",
+            r#"{"workers":[{"worker":0,"rx_datagrams":3},{"worker":1,"rx_datagrams":4}]}"#,
+        )
+        .unwrap();
+        assert!(
+            st.contains("workers.0.rx_datagrams  3") && st.contains("workers.1.rx_datagrams  4"),
+            "{st}"
+        );
         assert!(render("fdb", "not json").is_err());
     }
 

@@ -18,7 +18,7 @@ use crate::privileges::{self, PrivilegeError};
 use crate::reload::{self, Reloader};
 use dataplane::activity::PeerActivity;
 use dataplane::engine::{Engine, EngineConfig, PeerSet, Side};
-use dataplane::io::{self, SenderSet, UdpOptions, UdpSocket, Waker};
+use dataplane::io::{self, SenderSet, UdpOptions, Waker};
 use dataplane::network::NetworkTable;
 use dataplane::worker::{self, TxOffloads};
 use std::net::{IpAddr, SocketAddr};
@@ -153,14 +153,16 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
         buffer_bytes: UDP_BUFFER_BYTES,
         gro: cfg.offload,
     };
-    // Receive on the VXLAN port; send from `src_ports` sockets on ephemeral ports (flow entropy). One socket
+    // Receive on the VXLAN port, one socket per worker (an SO_REUSEPORT group when there are several); send
+    // from `src_ports` sockets on ephemeral ports (flow entropy), shared by every worker's TX loop. One socket
     // set for every network, demultiplexed by VNI.
-    let udp = UdpSocket::bind(SocketAddr::new(local, cfg.port), &udp_opts)?;
+    let workers = cfg.workers.max(1);
+    let rx_socks = io::bind_group(SocketAddr::new(local, cfg.port), workers, &udp_opts)?;
     let senders = SenderSet::bind(local, cfg.src_ports, &udp_opts)?;
     let offloads = TxOffloads {
         udp_gso: cfg.offload && senders.gso_supported(),
     };
-    let gro = udp.gro_enabled();
+    let gro = rx_socks.iter().all(|s| s.gro_enabled());
 
     let epoch = Instant::now();
     // Static mode floods to the --peer VTEPs; cluster mode to the alive members, filled in by the control plane
@@ -194,8 +196,11 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
     observe.underlay_mtu = underlay.1;
     let observe = Arc::new(observe);
 
-    let table = Arc::new(NetworkTable::default());
-    let (tx_waker, rx_waker) = (Arc::new(Waker::new()?), Arc::new(Waker::new()?));
+    let table = Arc::new(NetworkTable::with_workers(workers));
+    // One waker per forwarding thread: worker i's TX loop, then worker i's RX loop.
+    let wakers = (0..2 * workers)
+        .map(|_| Waker::new().map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()?;
     let (fault_tx, mut fault_rx) = tokio::sync::mpsc::unbounded_channel();
     // Removes only what it created, on every return path (see devices.rs and networks.rs).
     let networks = Arc::new(Networks::new(
@@ -208,10 +213,11 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
             ageing: Duration::from_secs(cfg.ageing_s),
             max_local_macs: cfg.max_local_macs,
             epoch,
+            workers,
             flood: peers.clone(),
         },
         table.clone(),
-        vec![tx_waker.clone(), rx_waker.clone()],
+        wakers.clone(),
         observe.clone(),
         fault_tx,
     ));
@@ -237,8 +243,17 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
     let egress_version = table.version();
     apply_egress(&networks, &egress)?;
     ops.resync_attachments();
-    let tx_engine = Engine::serving(ecfg.clone(), Side::Tx, table.clone(), peers.clone());
-    let rx_engine = Engine::serving(ecfg, Side::Rx, table.clone(), peers.clone()).with_activity(activity);
+    // Worker i: its engines count into counter set i of every network and use queue i of every TAP.
+    let tx_engines: Vec<Engine> = (0..workers)
+        .map(|i| Engine::serving(ecfg.clone(), Side::Tx, table.clone(), peers.clone()).for_worker(i))
+        .collect();
+    let rx_engines: Vec<Engine> = (0..workers)
+        .map(|i| {
+            Engine::serving(ecfg.clone(), Side::Rx, table.clone(), peers.clone())
+                .with_activity(activity.clone())
+                .for_worker(i)
+        })
+        .collect();
 
     let members = cluster::Members::default();
     let control_stats = cluster::ControlCounters::default();
@@ -279,6 +294,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
         udp_gso = offloads.udp_gso,
         src_ports = senders.len(),
         udp_gro = gro,
+        workers,
         admin = %cfg.admin,
         admin_socket = %cfg.admin_socket.display(),
         "overlayd up"
@@ -288,19 +304,38 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
     let live = Liveness::default();
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| -> Result<(), DaemonError> {
-        let (tx_alive, rx_alive) = (live.enter(), live.enter());
-        let tx = std::thread::Builder::new()
-            .name("ovl-tx".into())
-            .spawn_scoped(s, || {
-                let _alive = tx_alive;
-                worker::run_tx(tx_engine, &senders, offloads, &stop, &tx_waker)
-            })?;
-        let rx = std::thread::Builder::new()
-            .name("ovl-rx".into())
-            .spawn_scoped(s, || {
-                let _alive = rx_alive;
-                worker::run_rx(rx_engine, &udp, gro, &stop, &rx_waker)
-            })?;
+        let mut threads = Vec::with_capacity(2 * workers);
+        let pairs = tx_engines.into_iter().zip(rx_engines).zip(&rx_socks);
+        for (i, ((tx_engine, rx_engine), udp)) in pairs.enumerate() {
+            let (tx_alive, rx_alive) = (live.enter(), live.enter());
+            let (tx_waker, rx_waker) = (&wakers[2 * i], &wakers[2 * i + 1]);
+            let (senders, stop) = (&senders, &stop);
+            let coalesce = udp.gro_enabled();
+            let tx = std::thread::Builder::new()
+                .name(format!("ovl-tx{i}"))
+                .spawn_scoped(s, move || {
+                    let _alive = tx_alive;
+                    worker::run_tx(tx_engine, senders, offloads, stop, tx_waker)
+                });
+            let rx = tx.and_then(|tx| {
+                threads.push(tx);
+                std::thread::Builder::new()
+                    .name(format!("ovl-rx{i}"))
+                    .spawn_scoped(s, move || {
+                        let _alive = rx_alive;
+                        worker::run_rx(rx_engine, udp, coalesce, stop, rx_waker)
+                    })
+            });
+            match rx {
+                Ok(rx) => threads.push(rx),
+                Err(e) => {
+                    // The scope waits for the threads already running: stop them before failing.
+                    stop.store(true, Ordering::Relaxed);
+                    wakers.iter().for_each(|w| w.wake());
+                    return Err(e.into());
+                }
+            }
+        }
         let result = rt.block_on(async {
             let control = match cluster_cred {
                 Some(setup) => {
@@ -343,7 +378,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
             } else {
                 "forwarding (static peers)"
             });
-            let watchdog = service.spawn_watchdog(live.clone(), 2);
+            let watchdog = service.spawn_watchdog(live.clone(), 2 * workers);
             let prober = tokio::spawn(crate::observe::run_prober(observe.clone(), peers.clone()));
             let housekeeping = tokio::spawn({
                 let networks = networks.clone();
@@ -416,10 +451,10 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
         });
         info!("shutting down");
         stop.store(true, Ordering::Relaxed);
-        tx_waker.wake();
-        rx_waker.wake();
-        let _ = tx.join();
-        let _ = rx.join();
+        wakers.iter().for_each(|w| w.wake());
+        for t in threads {
+            let _ = t.join();
+        }
         result
     })?;
     if let Err(e) = egress.lock().unwrap_or_else(|p| p.into_inner()).teardown() {

@@ -61,6 +61,8 @@ pub struct DeviceSpec {
     pub mtu: u32,
     /// virtio-net header and TSO offloads on the TAP.
     pub offload: bool,
+    /// TAP queues: one per worker (`--workers`); more than one makes a multiqueue TAP.
+    pub queues: usize,
     /// Where the record of a bridge we created lives (see ownership.rs).
     pub state_dir: std::path::PathBuf,
     /// The legacy network's bridge keeps the record file of single-network releases (`created-bridge`);
@@ -174,7 +176,7 @@ impl Devices {
         let tap = Tap::create(&TapConfig {
             name: spec.tap.clone(),
             vnet_hdr: spec.offload,
-            queues: 1,
+            queues: spec.queues.max(1),
         })?;
         let tso = spec.offload
             && tap

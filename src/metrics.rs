@@ -119,7 +119,7 @@ pub fn render(st: &AdminState) -> Result<String, std::fmt::Error> {
     per.push((
         String::new(),
         String::new(),
-        Snapshot::sum([&**st.table.unattributed()]),
+        Snapshot::sum(st.table.unattributed_all().iter().map(|c| &**c)),
     ));
     let net_labels = |net: &str, vni: &str, extra: &[(&str, &str)]| {
         let mut l = labels(&[("network", net), ("vni", vni)]);

@@ -55,6 +55,9 @@ pub struct Settings {
     pub ageing: Duration,
     pub max_local_macs: usize,
     pub epoch: Instant,
+    /// Forwarding workers (`--workers`): every TAP gets one queue per worker, every network one counter set
+    /// per worker and direction.
+    pub workers: usize,
     /// The flood set of the networks declared on this host (`--network`, the legacy flags): the static
     /// `--peer`s, or the alive members in cluster mode (their endpoints may stay silent, so the control plane
     /// cannot know which members serve them). Cluster-defined networks get their own ([`Networks::add_own_flood`]).
@@ -194,6 +197,7 @@ impl Networks {
                 bridge: spec.bridge.clone(),
                 mtu,
                 offload: s.offload,
+                queues: s.workers,
                 state_dir: s.state_dir.clone(),
                 legacy_record: spec.name == netspec::DEFAULT_NETWORK,
                 bridge_mac: Some(crate::host::bridge::derived_mac(spec.vni.get(), s.local)),
@@ -203,7 +207,8 @@ impl Networks {
         let watcher = devices.watcher().map_err(dev_err)?;
         let fdb = Arc::new(Fdb::new(s.fdb_max, s.ageing, s.epoch).with_max_local(s.max_local_macs));
         let mut net = Network::new(spec.name.clone(), spec.vni, fdb, flood)
-            .with_tap(devices.tap().clone(), u16::try_from(mtu).unwrap_or(u16::MAX));
+            .with_tap(devices.tap().clone(), u16::try_from(mtu).unwrap_or(u16::MAX))
+            .with_workers(s.workers);
         net.gateway = spec.gateway();
         refresh_bridge_mac(&net, &spec.bridge);
         let net = Arc::new(net);

@@ -342,6 +342,8 @@ fn networks_manager_helper() {
             ageing: Duration::from_secs(300),
             max_local_macs: 16,
             epoch,
+            // Multiqueue TAPs (`--workers 2`) come and go at runtime like single-queue ones.
+            workers: 2,
             flood: Arc::new(PeerSet::default()),
         },
         table.clone(),
@@ -354,6 +356,13 @@ fn networks_manager_helper() {
 
     let a = nets.add(spec("a:100:10.20.0.0/16")).unwrap();
     assert_eq!((a.name.as_str(), a.vni.get(), a.tap_mtu), ("a", 100, 1400));
+    let queues = a.tap.as_ref().map_or(0, |t| t.queues().len());
+    assert_eq!(
+        (queues, a.tx.len(), a.rx.len()),
+        (2, 2, 2),
+        "one TAP queue and counter set per worker"
+    );
+    assert!(a.queue_of(0).is_some() && a.queue_of(1).is_some());
     assert!(link_exists("ovl100").unwrap() && link_exists("ovbr100").unwrap());
     assert!(woken(), "forwarding threads not woken after add");
     waker.drain();

@@ -195,6 +195,12 @@ fn kernel_vxlan_with_default_offloads_and_plain_overlayd() {
     kernel_default_offloads(&["--no-offload"]);
 }
 
+/// The same against overlayd with 4 workers (multiqueue TAP, receive sockets in an SO_REUSEPORT group).
+#[test]
+fn kernel_vxlan_with_default_offloads_and_four_workers() {
+    kernel_default_offloads(&["--workers", "4"]);
+}
+
 fn kernel_default_offloads(overlayd_flags: &[&str]) {
     let tb = Testbed::builder().hosts(2).bridge(BridgeMode::Daemon).build();
     let (h1, h2) = (tb.host(1), tb.host(2));

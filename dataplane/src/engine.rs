@@ -172,14 +172,15 @@ struct Slot {
     header: [u8; VXLAN_HEADER_LEN],
     flood_version: u64,
     flood: Vec<SocketAddr>,
-    /// Per-source budget for broadcast/multicast from the TAP; `None` when `bum_pps` is 0.
-    bum: Option<BumLimiter>,
 }
 
 #[derive(Debug)]
 pub struct Engine {
     cfg: EngineConfig,
     side: Side,
+    /// The worker this engine serves: picks its counters in each network ([`Network::tx`]/[`Network::rx`])
+    /// and, for the loops, its TAP queue ([`Network::queue_of`]).
+    worker: usize,
     table: Arc<NetworkTable>,
     table_version: u64,
     nets: Arc<[Arc<Network>]>,
@@ -197,8 +198,8 @@ impl Engine {
     /// `counters` (both sides). Tests, benches and the simulator use it; the daemon uses [`Engine::serving`].
     pub fn new(cfg: EngineConfig, fdb: Arc<Fdb>, peers: Arc<PeerSet>, counters: Arc<Counters>) -> Self {
         let mut net = Network::new("default", cfg.vni, fdb, peers.clone());
-        net.tx = counters.clone();
-        net.rx = counters;
+        net.tx = crate::network::WorkerCounters::shared(counters.clone());
+        net.rx = crate::network::WorkerCounters::shared(counters);
         let table = Arc::new(NetworkTable::default());
         // A fresh table has no name or VNI to collide with.
         let _ = table.insert(Arc::new(net));
@@ -210,6 +211,7 @@ impl Engine {
         let mut e = Engine {
             cfg,
             side,
+            worker: 0,
             table,
             table_version: u64::MAX,
             nets: Arc::from(Vec::new()),
@@ -224,6 +226,17 @@ impl Engine {
         e
     }
 
+    /// Serve worker `worker` (0 by default): count into its counters, loops use its TAP queues.
+    pub fn for_worker(mut self, worker: usize) -> Self {
+        self.worker = worker;
+        self
+    }
+
+    /// The worker this engine serves.
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+
     /// Record each accepted datagram's source in `activity`.
     pub fn with_activity(mut self, activity: Arc<PeerActivity>) -> Self {
         self.activity = Some(activity);
@@ -232,7 +245,7 @@ impl Engine {
 
     /// Take the network table's current set if it changed since the last call (one relaxed load otherwise);
     /// returns whether it did. Network indices (in [`Engine::networks`], [`Delivery`], [`Engine::on_tap`])
-    /// change only here. A network that stays keeps its rate-limiter state.
+    /// change only here. The rate-limiter state lives in the network ([`Network::bum`]), so it survives.
     pub fn sync(&mut self) -> bool {
         let v = self.table.version();
         if v == self.table_version {
@@ -240,18 +253,17 @@ impl Engine {
         }
         self.table_version = v;
         self.nets = self.table.snapshot();
-        let mut old = std::mem::take(&mut self.slots);
+        self.slots.clear();
         for n in self.nets.iter() {
-            let bum = match old.iter().position(|s| Arc::ptr_eq(&s.net, n)) {
-                Some(i) => old.swap_remove(i).bum,
-                None => (self.cfg.bum_pps > 0).then(|| BumLimiter::new(self.cfg.bum_pps)),
-            };
+            if self.cfg.bum_pps > 0 {
+                n.bum
+                    .get_or_init(|| std::sync::Mutex::new(BumLimiter::new(self.cfg.bum_pps)));
+            }
             self.slots.push(Slot {
                 net: n.clone(),
                 header: vxlan::header(n.vni),
                 flood_version: u64::MAX,
                 flood: Vec::new(),
-                bum,
             });
         }
         true
@@ -314,14 +326,14 @@ impl Engine {
     /// This side's counters of network `net`; drops without a network go to the table's unattributed ones.
     pub fn counters_of(&self, net: usize) -> &Arc<Counters> {
         match (self.slots.get(net), self.side) {
-            (Some(s), Side::Tx) => &s.net.tx,
-            (Some(s), Side::Rx) => &s.net.rx,
-            (None, _) => self.table.unattributed(),
+            (Some(s), Side::Tx) => s.net.tx.of(self.worker),
+            (Some(s), Side::Rx) => s.net.rx.of(self.worker),
+            (None, _) => self.table.unattributed_all().of(self.worker),
         }
     }
     /// Where drops that belong to no network are counted.
     pub fn unattributed(&self) -> &Arc<Counters> {
-        self.table.unattributed()
+        self.table.unattributed_all().of(self.worker)
     }
 
     #[inline]
@@ -398,7 +410,8 @@ impl Engine {
             return Err(DropReason::BadSrcMac);
         }
         self.refresh_flood(net);
-        let (local, port, side) = (self.cfg.local, self.cfg.port, self.side);
+        let (local, port, side, worker) = (self.cfg.local, self.cfg.port, self.side, self.worker);
+        let bum_on = self.cfg.bum_pps > 0;
         let Some(s) = self.slots.get_mut(net) else {
             return Err(DropReason::UnknownVni);
         };
@@ -410,7 +423,11 @@ impl Engine {
         if from_bridge && s.net.gateway.is_some() {
             return Err(DropReason::BridgeMac);
         }
-        let counters = if side == Side::Tx { &s.net.tx } else { &s.net.rx };
+        let counters = if side == Side::Tx {
+            s.net.tx.of(worker)
+        } else {
+            s.net.rx.of(worker)
+        };
         // The bridge's MAC is never a container: not learned as local (it would take a `--max-local-macs`
         // slot and be a local entry nobody advertises); remote hosts learn it from its frames.
         let l = if from_bridge {
@@ -421,11 +438,12 @@ impl Engine {
         Engine::count_learn(counters, l);
         let dst = eth.dst();
         if dst.is_multicast() {
-            if let Some(b) = &mut s.bum {
+            if let Some(b) = s.net.bum.get().filter(|_| bum_on) {
                 // Sources refused as local (beyond --max-local-macs) share one budget, so a flood of new
                 // source MACs cannot buy a fresh burst with each.
                 let key = if l == Learn::LocalCap { MacAddr::ZERO } else { src };
-                if !b.allow(key, now) {
+                let allowed = b.lock().unwrap_or_else(|p| p.into_inner()).allow(key, now);
+                if !allowed {
                     return Err(DropReason::BumRateLimited);
                 }
             }
@@ -520,9 +538,9 @@ impl Engine {
         }
         Engine::count_learn(
             if self.side == Side::Tx {
-                &s.net.tx
+                s.net.tx.of(self.worker)
             } else {
-                &s.net.rx
+                s.net.rx.of(self.worker)
             },
             l,
         );

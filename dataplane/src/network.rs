@@ -1,12 +1,14 @@
 //! Networks (issue 10 §1): one daemon serves any number of overlay networks from one UDP socket set,
-//! demultiplexed by VNI. A [`Network`] owns what is per network: name, VNI, FDB, flood set, counters, its TAP
-//! queue, the bridge's MAC and the gateway. The [`NetworkTable`] is the set of networks, swapped as a whole
+//! demultiplexed by VNI. A [`Network`] owns what is per network: name, VNI, FDB, flood set, counters (one set
+//! per worker and direction), its TAP queues (one per worker, `--workers`), the broadcast rate limiter, the
+//! bridge's MAC and the gateway. The [`NetworkTable`] is the set of networks, swapped as a whole
 //! with a version counter (the [`crate::engine::PeerSet`] pattern): engines and workers notice a change with
 //! one relaxed load per wakeup and take a new snapshot; nothing on the hot path locks.
 //!
 //! Must never: let two networks share a name or a VNI (the table refuses), or let a frame of one network
 //! reach another (the engine looks the network up by VNI and uses only that network's state).
 
+use crate::engine::bum::BumLimiter;
 use crate::engine::PeerSet;
 use crate::fdb::Fdb;
 use crate::io::{Tap, TapQueue};
@@ -15,7 +17,7 @@ use crate::stats::Counters;
 use crate::wire::{MacAddr, Vni};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 /// One overlay network as the data path sees it.
 #[derive(Debug)]
@@ -25,10 +27,10 @@ pub struct Network {
     pub fdb: Arc<Fdb>,
     /// Where broadcast, multicast and unknown unicast of this network go.
     pub peers: Arc<PeerSet>,
-    /// Counted by the TX loop (TAP → underlay) and the RX loop (underlay → TAP).
-    pub tx: Arc<Counters>,
-    pub rx: Arc<Counters>,
-    /// The TAP device (one queue); `None` for engines without I/O (tests, simulator).
+    /// Counted by the TX loops (TAP → underlay) and the RX loops (underlay → TAP): one set per worker.
+    pub tx: WorkerCounters,
+    pub rx: WorkerCounters,
+    /// The TAP device, one queue per worker; `None` for engines without I/O (tests, simulator).
     pub tap: Option<Arc<Tap>>,
     /// The TAP's MTU: the inner IP packet size the segments of a received superframe must fit.
     pub tap_mtu: u16,
@@ -40,6 +42,10 @@ pub struct Network {
     /// IP → MAC bindings for ARP/ND suppression ([`crate::engine::suppress`]): local ones learned from the
     /// TAP and from attach, remote ones installed from control adverts.
     pub neigh: Arc<NeighTable>,
+    /// The `--bum-pps` budget per source MAC, shared by every worker's engine (a source's frames may be read
+    /// from any TAP queue); made by the first engine that serves the network with a non-zero rate. Locked only
+    /// for a broadcast or multicast frame, never across I/O.
+    pub bum: OnceLock<Mutex<BumLimiter>>,
 }
 
 impl Network {
@@ -50,8 +56,8 @@ impl Network {
             vni,
             fdb,
             peers,
-            tx: Arc::default(),
-            rx: Arc::default(),
+            tx: WorkerCounters::new(1),
+            rx: WorkerCounters::new(1),
             tap: None,
             tap_mtu: 1500,
             bridge_mac: AtomicMac::default(),
@@ -60,7 +66,15 @@ impl Network {
                 NeighTable::DEFAULT_CAPACITY,
                 std::time::Instant::now(),
             )),
+            bum: OnceLock::new(),
         }
+    }
+
+    /// Counters for `workers` workers per direction (at least one).
+    pub fn with_workers(mut self, workers: usize) -> Network {
+        self.tx = WorkerCounters::new(workers);
+        self.rx = WorkerCounters::new(workers);
+        self
     }
 
     pub fn with_tap(mut self, tap: Arc<Tap>, mtu: u16) -> Network {
@@ -69,9 +83,57 @@ impl Network {
         self
     }
 
-    /// The queue the workers read and write.
+    /// The first TAP queue (worker 0's).
     pub fn queue(&self) -> Option<&TapQueue> {
-        self.tap.as_ref().and_then(|t| t.queues().first())
+        self.queue_of(0)
+    }
+
+    /// The TAP queue worker `worker` reads and writes. Every TAP is opened with one queue per worker; a TAP
+    /// with fewer (tests) is shared round-robin, which is safe (each read or write is one syscall).
+    pub fn queue_of(&self, worker: usize) -> Option<&TapQueue> {
+        let q = self.tap.as_ref()?.queues();
+        q.get(worker % q.len().max(1))
+    }
+}
+
+/// One [`Counters`] per worker for one direction of a network (never empty): each worker adds to its own cache
+/// lines; the admin endpoint sums them ([`crate::stats::Snapshot::sum`]) or shows them per worker.
+#[derive(Debug, Clone)]
+pub struct WorkerCounters(Box<[Arc<Counters>]>);
+
+impl WorkerCounters {
+    /// Fresh counters for `workers` workers (at least one).
+    pub fn new(workers: usize) -> WorkerCounters {
+        WorkerCounters((0..workers.max(1)).map(|_| Arc::default()).collect())
+    }
+
+    /// One set of counters for every worker (single-worker engines, tests).
+    pub fn shared(c: Arc<Counters>) -> WorkerCounters {
+        WorkerCounters(Box::new([c]))
+    }
+
+    /// Worker `worker`'s counters (round-robin when there are fewer sets than workers).
+    #[inline]
+    pub fn of(&self, worker: usize) -> &Arc<Counters> {
+        &self.0[worker % self.0.len()]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Counters>> {
+        self.0.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+impl Default for WorkerCounters {
+    fn default() -> Self {
+        WorkerCounters::new(1)
     }
 }
 
@@ -131,8 +193,9 @@ pub enum TableError {
 pub struct NetworkTable {
     list: RwLock<Arc<[Arc<Network>]>>,
     version: AtomicU64,
-    /// Drops that belong to no network (a datagram too short to name one, an unknown VNI).
-    unattributed: Arc<Counters>,
+    /// Drops that belong to no network (a datagram too short to name one, an unknown VNI) and the batch
+    /// histograms counted before a network is known: one set per worker.
+    unattributed: WorkerCounters,
 }
 
 impl NetworkTable {
@@ -155,7 +218,21 @@ impl NetworkTable {
         self.version.load(Ordering::Acquire)
     }
 
+    /// An empty table whose unattributed counters have one set per worker (`--workers`).
+    pub fn with_workers(workers: usize) -> NetworkTable {
+        NetworkTable {
+            unattributed: WorkerCounters::new(workers),
+            ..NetworkTable::default()
+        }
+    }
+
+    /// Worker 0's unattributed counters (single-worker engines, tests).
     pub fn unattributed(&self) -> &Arc<Counters> {
+        self.unattributed.of(0)
+    }
+
+    /// Every worker's unattributed counters (sum them for totals).
+    pub fn unattributed_all(&self) -> &WorkerCounters {
         &self.unattributed
     }
 
@@ -257,5 +334,21 @@ mod tests {
         assert!(t.remove("a").is_none());
         assert_eq!(t.len(), 2);
         assert!(t.by_name("a").is_none());
+    }
+
+    #[test]
+    fn every_worker_counts_on_its_own_counters() {
+        let n = Arc::try_unwrap(net("a", 1)).unwrap().with_workers(3);
+        assert_eq!((n.tx.len(), n.rx.len()), (3, 3));
+        Counters::add(&n.rx.of(1).rx_datagrams, 5);
+        Counters::add(&n.rx.of(4).rx_datagrams, 1); // round-robin: worker 4 of 3 is worker 1's set
+        let per: Vec<u64> =
+            n.rx.iter()
+                .map(|c| c.rx_datagrams.load(Ordering::Relaxed))
+                .collect();
+        assert_eq!(per, [0, 6, 0]);
+        assert!(!Arc::ptr_eq(n.tx.of(0), n.tx.of(1)));
+        assert_eq!(WorkerCounters::new(0).len(), 1, "never empty");
+        assert!(n.queue_of(2).is_none(), "no TAP");
     }
 }

@@ -1,13 +1,15 @@
 //! The forwarding loops: move batches between the I/O layer and the engine. Safe code only; every syscall is in
-//! [`crate::io`]. One TX loop polls the TAPs of every network (TAP → underlay) and one RX loop per UDP socket
-//! writes each datagram to its network's TAP (underlay → TAP), so the two directions of a TCP connection run on
-//! different cores. Both take a new snapshot of the network table when its version changes.
+//! [`crate::io`]. Worker `w` (`--workers`, [`Engine::worker`]) is one TX loop polling queue `w` of every
+//! network's TAP (TAP → underlay) and one RX loop on its own UDP socket writing each datagram to queue `w` of
+//! its network's TAP (underlay → TAP), so the two directions of a TCP connection run on different cores and
+//! flows spread over workers. All take a new snapshot of the network table when its version changes.
 //!
 //! Per wakeup a loop handles a bounded batch (STYLE §4): up to [`TAP_READS_PER_WAKEUP`] TAP reads, each of which
 //! may be a TSO superframe, or [`RECV_BATCHES_PER_WAKEUP`] `recvmmsg` batches of which each datagram may be a GRO
 //! train. Sends go out as one `sendmmsg` per send socket and batch, a superframe to one VTEP as one UDP GSO
-//! message (or a few, see [`gso_messages`]). The inner flow's hash picks the send socket, i.e. the outer source
-//! port ([`crate::flow`]). Nothing here allocates after start-up and nothing logs per packet.
+//! message (or a few), sent scatter-gather from the TAP read itself (`tx_sg`). The inner flow's hash picks the
+//! send socket, i.e. the outer source port ([`crate::flow`]). Nothing here allocates after start-up and nothing
+//! logs per packet.
 
 use crate::engine::{too_big, Engine, TxAction, TxVerdict};
 use crate::flow;
@@ -34,13 +36,8 @@ const RECV_SLOTS: usize = 32;
 const RECV_SLOT_SIZE: usize = 65_536;
 const SEND_DATA: usize = 2 * 1024 * 1024;
 const SEND_MSGS: usize = 4096;
-/// UDP GSO carries at most this many segments in one send (kernel UDP_MAX_SEGMENTS).
-const MAX_GSO_SEGMENTS: usize = 64;
-/// One GSO send is one IP datagram before segmentation: 65535 - 20 (IPv4) - 8 (UDP). A 64 KiB TCP superframe
-/// grows by the per-segment headers when re-encapsulated, so it often needs two sends.
-const MAX_GSO_PAYLOAD: usize = 65_507;
-/// Worst-case per-segment header bytes (prefix + Ethernet + IPv6 + TCP with options).
-const SEG_OVERHEAD: usize = VXLAN_HEADER_LEN + 14 + 40 + 60;
+/// iovecs per send batch: a superframe takes two per segment (headers, payload), shared by its destinations.
+const SEND_PIECES: usize = 16_384;
 const POLL_MS: i32 = 500;
 /// TCP flows coalesced at once on RX (each holds a 64 KiB superframe buffer).
 const GRO_FLOWS: usize = 8;
@@ -85,7 +82,7 @@ impl TxPoll {
             nets: Vec::new(),
         };
         for (i, n) in engine.networks().iter().enumerate() {
-            if let Some(q) = n.queue() {
+            if let Some(q) = n.queue_of(engine.worker()) {
                 p.fds.push(pollfd(q.as_raw_fd()));
                 p.nets.push(i);
             }
@@ -95,11 +92,12 @@ impl TxPoll {
     }
 }
 
-/// TAP → underlay, for every network of the engine's table: one poll over all TAPs (rebuilt when the table
-/// changes; wake the loop through `waker` after changing it).
+/// TAP → underlay, for every network of the engine's table: one poll over the engine's worker's queue of all
+/// TAPs (rebuilt when the table changes; wake the loop through `waker` after changing it). Several TX loops
+/// may share `udp` (each `sendmmsg` is one syscall).
 pub fn run_tx(mut engine: Engine, udp: &SenderSet, offloads: TxOffloads, stop: &AtomicBool, waker: &Waker) {
-    let mut buf = vec![0u8; TAP_BUF];
-    let mut send = SendBatch::new(SEND_DATA, SEND_MSGS);
+    // TAP reads land in the send batch and are sent from there (tx_sg): no separate read buffer.
+    let mut send = SendBatch::with_pieces(SEND_DATA, SEND_MSGS, SEND_PIECES);
     let mut act = TxAction::default();
     let local = engine.config().local;
     let overhead = crate::wire::vxlan::vxlan_overhead(local);
@@ -130,7 +128,7 @@ pub fn run_tx(mut engine: Engine, udp: &SenderSet, offloads: TxOffloads, stop: &
                 continue;
             }
             let ni = poll.nets[k];
-            let Some(tap) = nets.get(ni).and_then(|n| n.queue()) else {
+            let Some(tap) = nets.get(ni).and_then(|n| n.queue_of(engine.worker())) else {
                 continue;
             };
             if tx_tap(
@@ -139,7 +137,6 @@ pub fn run_tx(mut engine: Engine, udp: &SenderSet, offloads: TxOffloads, stop: &
                 tap,
                 udp,
                 offloads,
-                &mut buf,
                 &mut send,
                 &mut act,
                 &mut pmtus,
@@ -167,7 +164,6 @@ fn tx_tap(
     tap: &TapQueue,
     udp: &SenderSet,
     offloads: TxOffloads,
-    buf: &mut [u8],
     send: &mut SendBatch,
     act: &mut TxAction,
     pmtus: &mut PathMtus,
@@ -178,13 +174,25 @@ fn tx_tap(
 ) -> bool {
     let counters = engine.counters_of(ni).clone();
     let vnet = tap.vnet_hdr();
+    let lead = if vnet { VIRTIO_NET_HDR_LEN } else { 0 };
     for _ in 0..TAP_READS_PER_WAKEUP {
-        let n = match tap.read(buf) {
+        // The read goes into the send batch (after room for a VXLAN header) and its payload is sent from
+        // there, so the batch is flushed first when a whole read and its segment headers might not fit.
+        if tx_sg::must_flush_before_read(send, TAP_BUF) {
+            flush(udp, send, engine.unattributed(), pmtus);
+        }
+        let into = send
+            .spare()
+            .get_mut(tx_sg::HEADROOM..tx_sg::HEADROOM + TAP_BUF)
+            .unwrap_or(&mut []);
+        let n = match tap.read(into) {
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
             Err(_) => return true,
         };
-        let Some(read) = buf.get_mut(..n) else { break };
+        let Some(read) = send.spare().get_mut(tx_sg::HEADROOM..tx_sg::HEADROOM + n) else {
+            break;
+        };
         let (mut hdr, frame) = if vnet {
             let (h, f) = read.split_at_mut(VIRTIO_NET_HDR_LEN.min(n));
             match VirtioNetHdr::decode(h) {
@@ -197,6 +205,8 @@ fn tx_tap(
         } else {
             (VirtioNetHdr::default(), read)
         };
+        // The frame's place in the spare area.
+        let frame_at = tx_sg::HEADROOM + lead.min(n)..tx_sg::HEADROOM + n;
         let est_segs = match usize::from(hdr.gso_size) {
             0 => 1,
             g => frame.len() / g + 1,
@@ -240,53 +250,25 @@ fn tx_tap(
                 }
             }
         }
-        let est_segs = match usize::from(hdr.gso_size) {
-            0 => 1,
-            g => frame.len() / g + 1,
-        };
-        let per_msg_est = if offloads.udp_gso {
-            (MAX_GSO_PAYLOAD / (usize::from(hdr.gso_size) + SEG_OVERHEAD)).clamp(1, MAX_GSO_SEGMENTS)
-        } else {
-            1
-        };
-        let msgs_needed = act.dests.len() * est_segs.div_ceil(per_msg_est);
-        if send.remaining() < frame.len() + est_segs * SEG_OVERHEAD || send.msgs_free() < msgs_needed {
-            flush(udp, send, engine.unattributed(), pmtus);
-        }
-        let segs = match offload::segment(&hdr, frame, engine.header_of(ni), send.spare()) {
-            Ok(s) if s.count > 0 && s.stride > 0 => s,
-            _ => {
-                counters.count_drop(DropReason::BadOffload, est_segs as u64);
-                continue;
-            }
-        };
-        let range = send.commit(segs.total_len);
-        let count = segs.count as u64;
-        Counters::add(&counters.rx_frames, count);
-        Counters::add(
-            &counters.rx_bytes,
-            (segs.total_len - segs.count * VXLAN_HEADER_LEN) as u64,
-        );
-        let per_msg = if offloads.udp_gso {
-            (MAX_GSO_PAYLOAD / segs.stride).clamp(1, MAX_GSO_SEGMENTS)
-        } else {
-            1
-        };
         // The flow's socket: its outer source port. `udp.len()` fits u16 (the config caps it).
         let sock = u16::try_from(flow::pick(act.flow_hash, udp.len())).unwrap_or(0);
-        for dst in &act.dests {
-            let mut pushed = true;
-            for (r, seg) in gso_messages(range.clone(), segs.stride, per_msg) {
-                counters
-                    .gso_segments
-                    .observe(r.len().div_ceil(segs.stride) as u64);
-                pushed &= send.push_from(sock, *dst, r, seg);
-            }
-            if pushed {
-                Counters::add(&counters.tx_datagrams, count);
-            } else {
-                counters.count_drop(DropReason::SendError, count);
-            }
+        let queued = tx_sg::queue_frame(
+            send,
+            frame_at,
+            &hdr,
+            engine.header_of(ni),
+            &act.dests,
+            sock,
+            offloads.udp_gso,
+            &counters,
+            |s| flush(udp, s, engine.unattributed(), pmtus),
+        );
+        if queued.is_err() {
+            let est_segs = match usize::from(hdr.gso_size) {
+                0 => 1,
+                g => n / g + 1,
+            };
+            counters.count_drop(DropReason::BadOffload, est_segs as u64);
         }
     }
     false
@@ -345,8 +327,8 @@ fn write_tap(tap: &TapQueue, vnet: bool, frame: &[u8], counters: &Counters) {
     }
 }
 
-/// Underlay → TAP, for every network of the engine's table: each accepted datagram goes to the TAP of the
-/// network its VNI names (the table is re-read once per wakeup).
+/// Underlay → TAP, for every network of the engine's table: each accepted datagram goes to the engine's
+/// worker's queue of the TAP of the network its VNI names (the table is re-read once per wakeup).
 pub fn run_rx(mut engine: Engine, udp: &UdpSocket, coalesce: bool, stop: &AtomicBool, waker: &Waker) {
     let mut batch = RecvBatch::new(RECV_SLOTS, RECV_SLOT_SIZE);
     // Coalescing needs the virtio header; a TAP without one is written frame by frame.
@@ -358,6 +340,7 @@ pub fn run_rx(mut engine: Engine, udp: &UdpSocket, coalesce: bool, stop: &Atomic
     let mut replies = SendBatch::new(PROBE_REPLY_LEN * RECV_SLOTS, RECV_SLOTS);
     let mut fds = [pollfd(udp.as_raw_fd()), pollfd(waker.as_raw_fd())];
     let unattributed = engine.unattributed().clone();
+    let w = engine.worker();
     engine.sync();
     let mut nets = engine.networks().clone();
     while !stop.load(Ordering::Relaxed) {
@@ -373,14 +356,14 @@ pub fn run_rx(mut engine: Engine, udp: &UdpSocket, coalesce: bool, stop: &Atomic
         // One TAP write per frame or coalesced superframe; a full or down TAP drops (counted), never blocks.
         let write = |hdr: &[u8; VIRTIO_NET_HDR_LEN], frame: &[u8]| {
             let Some(n) = nets.get(cur.get()) else { return };
-            let Some(tap) = n.queue() else { return };
+            let Some(tap) = n.queue_of(w) else { return };
             let r = if tap.vnet_hdr() {
                 tap.write_vectored(&[IoSlice::new(hdr), IoSlice::new(frame)])
             } else {
                 tap.write(frame)
             };
             if r.is_err() {
-                n.rx.count_drop(DropReason::TapWriteError, 1);
+                n.rx.of(w).count_drop(DropReason::TapWriteError, 1);
             }
         };
         for _ in 0..RECV_BATCHES_PER_WAKEUP {
@@ -418,7 +401,7 @@ pub fn run_rx(mut engine: Engine, udp: &UdpSocket, coalesce: bool, stop: &Atomic
                         }
                     };
                     let Some(net) = nets.get(d.net) else { continue };
-                    let counters = &net.rx;
+                    let counters = net.rx.of(w);
                     Counters::add(&counters.rx_datagrams, 1);
                     let Some(frame) = dgram.get_mut(d.frame) else {
                         continue;
@@ -428,7 +411,7 @@ pub fn run_rx(mut engine: Engine, udp: &UdpSocket, coalesce: bool, stop: &Atomic
                         gro.flush(write);
                         cur.set(d.net);
                     }
-                    let vnet = net.queue().is_some_and(TapQueue::vnet_hdr);
+                    let vnet = net.queue_of(w).is_some_and(TapQueue::vnet_hdr);
                     let tap_mtu = net.tap_mtu;
                     // A kernel sender's UDP-tunnel GSO packet arrives whole (offload::tunnel): one TSO
                     // superframe to the TAP, after any pending coalesced frames (flow order); without a virtio
@@ -561,3 +544,4 @@ mod tests {
 
 #[cfg(test)]
 mod netns_tests;
+mod tx_sg;

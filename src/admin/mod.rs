@@ -555,12 +555,15 @@ mod tests {
         );
         AdminState {
             table: Arc::new(
-                dataplane::network::NetworkTable::new([Arc::new(dataplane::network::Network::new(
-                    "default",
-                    dataplane::wire::Vni::new(42).unwrap(),
-                    fdb,
-                    Arc::new(PeerSet::new([IpAddr::from([10, 0, 0, 2])])),
-                ))])
+                dataplane::network::NetworkTable::new([Arc::new(
+                    dataplane::network::Network::new(
+                        "default",
+                        dataplane::wire::Vni::new(42).unwrap(),
+                        fdb,
+                        Arc::new(PeerSet::new([IpAddr::from([10, 0, 0, 2])])),
+                    )
+                    .with_workers(2),
+                )])
                 .unwrap(),
             ),
             peers: Arc::new(PeerSet::new([IpAddr::from([10, 0, 0, 2])])),
@@ -686,6 +689,31 @@ mod tests {
             assert_eq!(s[k], 0, "{k}");
         }
         assert!(s["drops"].is_object());
+        // `--workers`: each worker's traffic, from its own counters; the totals are their sums.
+        let net = st.table.by_name("default").unwrap();
+        dataplane::stats::Counters::add(&net.rx.of(1).rx_datagrams, 5);
+        dataplane::stats::Counters::add(&net.rx.of(0).rx_datagrams, 2);
+        dataplane::stats::Counters::add(&net.tx.of(1).rx_frames, 7);
+        let s: serde_json::Value =
+            serde_json::from_str(&get(&st, &tcp, "/v1/stats", "localhost").body).unwrap();
+        let w = s["workers"].as_array().unwrap();
+        assert_eq!(w.len(), 2, "{s}");
+        assert_eq!(
+            (w[0]["worker"].as_u64(), w[1]["worker"].as_u64()),
+            (Some(0), Some(1))
+        );
+        assert_eq!(
+            (w[0]["rx_datagrams"].as_u64(), w[1]["rx_datagrams"].as_u64()),
+            (Some(2), Some(5))
+        );
+        assert_eq!(
+            (w[0]["rx_frames"].as_u64(), w[1]["rx_frames"].as_u64()),
+            (Some(0), Some(7))
+        );
+        assert_eq!(
+            (s["rx_datagrams"].as_u64(), s["rx_frames"].as_u64()),
+            (Some(7), Some(7))
+        );
         assert_eq!(get(&st, &tcp, "/nope", "localhost").status, 404);
         let p: serde_json::Value = serde_json::from_str(&get(&st, &tcp, "/v1/peers", "[::1]").body).unwrap();
         assert_eq!(p[0]["addr"], "10.0.0.2");
@@ -703,7 +731,7 @@ mod tests {
     #[test]
     fn metrics_and_trace_are_read_only_routes() {
         let st = state(None, false);
-        let tx = st.table.by_name("default").unwrap().tx.clone();
+        let tx = st.table.by_name("default").unwrap().tx.of(0).clone();
         dataplane::stats::Counters::add(&tx.arp_suppressed, 3);
         let r = get(&st, &Via::Tcp, "/metrics", "localhost");
         assert_eq!(r.status, 200);

@@ -40,10 +40,16 @@ impl AdminState {
     pub fn counters_of(&self, nets: &[Arc<Network>], all: bool) -> Vec<Arc<Counters>> {
         let mut v: Vec<Arc<Counters>> = nets
             .iter()
-            .flat_map(|n| [n.tx.clone(), n.rx.clone(), n.fdb.counters().clone()])
+            .flat_map(|n| {
+                n.tx.iter()
+                    .chain(n.rx.iter())
+                    .cloned()
+                    .chain([n.fdb.counters().clone()])
+                    .collect::<Vec<_>>()
+            })
             .collect();
         if all {
-            v.push(self.table.unattributed().clone());
+            v.extend(self.table.unattributed_all().iter().cloned());
         }
         v
     }
@@ -137,6 +143,7 @@ impl AdminState {
                 _ => "all".to_string(),
             };
             obj.insert("network".into(), serde_json::Value::String(name));
+            obj.insert("workers".into(), workers_json(&nets));
         }
         Ok(v)
     }
@@ -168,4 +175,33 @@ impl AdminState {
         }
         Ok(out)
     }
+}
+
+/// `workers` of `/v1/stats` (`--workers`): the traffic each worker carried over the selected networks, one
+/// object per worker in worker order. `rx_frames`/`tx_datagrams` were counted by its TX loop (read from its
+/// TAP queues, sent to the underlay), `rx_datagrams`/`tx_frames` by its RX loop (received on its UDP socket,
+/// written to its TAP queues).
+pub fn workers_json(nets: &[Arc<Network>]) -> serde_json::Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let n = nets.iter().map(|n| n.tx.len().max(n.rx.len())).max().unwrap_or(0);
+    let rows: Vec<serde_json::Value> = (0..n)
+        .map(|w| {
+            let (mut rx_frames, mut tx_datagrams, mut rx_datagrams, mut tx_frames) = (0, 0, 0, 0);
+            for net in nets {
+                let (t, r) = (net.tx.of(w), net.rx.of(w));
+                rx_frames += t.rx_frames.load(Relaxed);
+                tx_datagrams += t.tx_datagrams.load(Relaxed);
+                rx_datagrams += r.rx_datagrams.load(Relaxed);
+                tx_frames += r.tx_frames.load(Relaxed);
+            }
+            serde_json::json!({
+                "worker": w,
+                "rx_frames": rx_frames,
+                "tx_datagrams": tx_datagrams,
+                "rx_datagrams": rx_datagrams,
+                "tx_frames": tx_frames,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(rows)
 }

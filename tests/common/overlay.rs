@@ -41,7 +41,8 @@ pub fn ctl_json(host: &Host, what: &str) -> Value {
 
 /// Spawns overlayd on `host` with `args`, plus `--admin-socket <host.admin_socket()>` and
 /// `--state-dir <log dir>/state-<ns>` unless `args` names them: the namespaces share a filesystem, so daemons
-/// must not share the default socket path nor the default state dir (and its lock).
+/// must not share the default socket path nor the default state dir (and its lock). Like every overlayd the
+/// testbed spawns, it runs `--workers 1` unless `args` give `--workers` (see `Host::spawn`).
 pub fn spawn_overlayd(host: &Host, args: &[&str]) -> Daemon {
     let sock = host.admin_socket();
     let sock = sock.to_string_lossy();

@@ -208,6 +208,22 @@ pub trait Netns {
             .unwrap_or_else(|e| panic!("cannot dup log file handle: {e}"));
         let mut c = Command::new("ip");
         c.args(["netns", "exec", self.ns(), cmd]).args(args);
+        // DECISIONS: tests run one forwarding worker unless they test workers: overlayd, also started through
+        // `env`/`setpriv`/…, gets `--workers 1` unless the test gives `--workers` on its command line (a
+        // `workers` key in a --config file is overridden by this flag).
+        let is_overlayd = |a: &str| Path::new(a).file_name().is_some_and(|n| n == "overlayd");
+        let daemon_args = match is_overlayd(cmd) {
+            true => Some(args),
+            false => args.iter().position(|a| is_overlayd(a)).map(|i| &args[i + 1..]),
+        };
+        if let Some(a) = daemon_args {
+            let own = |a: &&str| {
+                a.starts_with("--workers") || ["--print-config", "--help", "--version"].contains(a)
+            };
+            if !a.iter().any(own) {
+                c.args(["--workers", "1"]);
+            }
+        }
         let line = cmdline(&c);
         // `ip netns exec` exec()s the command, so the child's pid is the process itself: signals reach it.
         let child = c

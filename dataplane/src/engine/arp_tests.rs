@@ -76,8 +76,8 @@ fn a_request_for_a_known_remote_binding_is_answered_into_the_tap_and_never_sent(
         (r.op, r.sender_mac, r.sender_ip, r.target_mac, r.target_ip),
         (ArpOp::Reply, B, v4(6), A, v4(5))
     );
-    assert_eq!(n.tx.arp_suppressed.load(Relaxed), 1);
-    assert_eq!(n.tx.arp_flooded.load(Relaxed), 0);
+    assert_eq!(n.tx.of(0).arp_suppressed.load(Relaxed), 1);
+    assert_eq!(n.tx.of(0).arp_flooded.load(Relaxed), 0);
     // The requester was learned as a local binding, and its MAC as local in the FDB.
     assert_eq!(n.neigh.lookup(&IpAddr::V4(v4(5))), Some((A, NeighOrigin::Local)));
     assert_eq!(n.fdb.lookup(&A, now).unwrap().origin, Origin::Local);
@@ -89,8 +89,8 @@ fn a_request_for_an_unknown_address_is_flooded_and_counted() {
     let mut out = TxAction::default();
     assert_eq!(e.on_tap(now, 0, &request(7), &mut out), Ok(TxVerdict::Send));
     assert_eq!(out.dests, vec![SocketAddr::new(ip(2), 4789)]);
-    assert_eq!(n.tx.arp_flooded.load(Relaxed), 1);
-    assert_eq!(n.tx.arp_suppressed.load(Relaxed), 0);
+    assert_eq!(n.tx.of(0).arp_flooded.load(Relaxed), 1);
+    assert_eq!(n.tx.of(0).arp_suppressed.load(Relaxed), 0);
 }
 
 #[test]
@@ -108,9 +108,9 @@ fn requests_for_the_gateway_or_a_local_binding_never_leave() {
     );
     assert_eq!(e.on_tap(now, 0, &request(8), &mut out), Ok(TxVerdict::Consumed));
     assert!(out.dests.is_empty());
-    assert_eq!(n.tx.arp_suppressed.load(Relaxed), 2);
+    assert_eq!(n.tx.of(0).arp_suppressed.load(Relaxed), 2);
     assert_eq!(
-        crate::stats::Snapshot::sum([&*n.tx]).drops_total(),
+        crate::stats::Snapshot::sum([&**n.tx.of(0)]).drops_total(),
         0,
         "suppressed requests are not drops"
     );
@@ -214,12 +214,12 @@ fn a_solicitation_for_a_known_remote_binding_is_answered_into_the_tap() {
     );
     assert!(out.dests.is_empty());
     assert_eq!(out.reply(LINUX_NA.len()), &LINUX_NA[..]);
-    assert_eq!(n.tx.arp_suppressed.load(Relaxed), 1);
+    assert_eq!(n.tx.of(0).arp_suppressed.load(Relaxed), 1);
     let requester: IpAddr = "fd00:20::5".parse().unwrap();
     assert_eq!(n.neigh.lookup(&requester), Some((A, NeighOrigin::Local)));
     // Unknown target: flooded, counted.
     n.neigh.remove_control(&owner);
     assert_eq!(e.on_tap(now, 0, &LINUX_NS, &mut out), Ok(TxVerdict::Send));
     assert_eq!(out.dests, vec![SocketAddr::new(ip(2), 4789)]);
-    assert_eq!(n.tx.arp_flooded.load(Relaxed), 1);
+    assert_eq!(n.tx.of(0).arp_flooded.load(Relaxed), 1);
 }

@@ -21,6 +21,6 @@ pub use tap::{
     TUN_F_USO4, TUN_F_USO6, VNET_HDR_LEN,
 };
 pub use udp::{
-    route_source, RecvBatch, RecvMeta, SendBatch, SendReport, SenderSet, UdpError, UdpOptions, UdpSocket,
-    GSO_MAX_SEGMENTS,
+    bind_group, route_source, RecvBatch, RecvMeta, SendBatch, SendReport, SenderSet, UdpError, UdpOptions,
+    UdpSocket, GSO_MAX_SEGMENTS,
 };

@@ -101,7 +101,7 @@ fn too_small(need: usize, have: usize) -> OffloadError {
 
 /// Finish the checksum the way the kernel's `skb_checksum_help` does: sum from `csum_start` to the end of
 /// the frame (the field already holds the pseudo-header sum), store the folded complement, 0 → 0xffff.
-fn finish_partial_checksum(hdr: &VirtioNetHdr, frame: &mut [u8]) -> Result<(), OffloadError> {
+pub(super) fn finish_partial_checksum(hdr: &VirtioNetHdr, frame: &mut [u8]) -> Result<(), OffloadError> {
     let start = usize::from(hdr.csum_start);
     let offset = usize::from(hdr.csum_offset);
     let at = start + offset;
@@ -149,53 +149,18 @@ fn split(
     prefix: &[u8],
     out: &mut [u8],
 ) -> Result<Segments, OffloadError> {
-    let gso = hdr.gso_type & !VIRTIO_NET_HDR_GSO_ECN;
-    let h = parse(frame)?;
-    let ok = match gso {
-        VIRTIO_NET_HDR_GSO_TCPV4 => h.ip == Ip::V4 && h.proto == IPPROTO_TCP,
-        VIRTIO_NET_HDR_GSO_TCPV6 => h.ip == Ip::V6 && h.proto == IPPROTO_TCP,
-        _ => h.proto == IPPROTO_UDP,
-    };
-    if !ok {
-        return Err(OffloadError::ProtocolMismatch {
-            proto: h.proto,
-            gso_type: hdr.gso_type,
-        });
-    }
-    let mss = usize::from(hdr.gso_size);
-    if mss == 0 {
-        return Err(OffloadError::ZeroGsoSize);
-    }
-    let hdrs = h.payload_off;
-    let payload = h.payload_len();
-    let count = payload.div_ceil(mss).max(1);
-    let first_chunk = payload.min(mss);
-    let last_chunk = payload - (count - 1) * mss;
-    let stride = prefix.len() + hdrs + first_chunk;
-    let total = (count - 1) * stride + prefix.len() + hdrs + last_chunk;
-    let seg_ip_len = hdrs - ETH_HLEN + first_chunk;
-    if seg_ip_len > usize::from(u16::MAX) {
-        return Err(OffloadError::SegmentTooLarge(seg_ip_len));
-    }
+    let t = Template::prepare(hdr, frame)?;
+    t.zero_checksums(frame);
+    let hdrs = t.h.payload_off;
+    let stride = prefix.len() + hdrs + t.first_chunk();
+    let total = (t.count - 1) * stride + prefix.len() + hdrs + t.last_chunk;
     if out.len() < total {
         return Err(too_small(total, out.len()));
     }
-
-    // Template: zero the checksums once so each segment's sums start from a clean header.
-    if h.ip == Ip::V4 {
-        put(frame, ETH_HLEN + 10, &[0, 0]);
-    }
-    let csum_at = h.l4_off + if h.proto == IPPROTO_TCP { 16 } else { 6 };
-    put(frame, csum_at, &[0, 0]);
-
     let template = frame.get(..hdrs).ok_or(too_small(hdrs, frame.len()))?;
-    let ip_id = be16(frame, ETH_HLEN + 4);
-    let seq0 = be32(frame, h.l4_off + 4);
-    let flags0 = byte(frame, h.l4_off + 13);
-
-    for i in 0..count {
-        let chunk = if i + 1 == count { last_chunk } else { mss };
-        let data_at = hdrs + i * mss;
+    for i in 0..t.count {
+        let chunk = t.chunk(i);
+        let data_at = hdrs + i * t.mss;
         let data = frame
             .get(data_at..data_at + chunk)
             .ok_or(too_small(data_at + chunk, frame.len()))?;
@@ -207,67 +172,151 @@ fn split(
         let (seg_hdrs, seg_data) = seg.split_at_mut(hdrs);
         seg_hdrs.copy_from_slice(template);
         seg_data.copy_from_slice(data);
-        fix_segment(&h, seg, i, count, chunk, ip_id, seq0, flags0, mss);
+        t.fix(seg_hdrs, i, checksum::sum(data, 0));
     }
     Ok(Segments {
-        count,
+        count: t.count,
         stride,
         total_len: total,
     })
 }
 
-/// Rewrite one segment's headers (bounds already established by [`split`]).
-#[allow(clippy::too_many_arguments)]
-fn fix_segment(
-    h: &Headers,
-    seg: &mut [u8],
-    i: usize,
-    count: usize,
-    chunk: usize,
+/// A GSO superframe checked and prepared for cutting: its parsed headers (whose checksum fields are zeroed in
+/// the frame, so each segment's sums start from a clean header), the segment size and count, and the fields
+/// that change per segment. Shared by the copying [`segment`] and the scatter-gather [`super::gso_sg`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Template {
+    pub h: Headers,
+    pub mss: usize,
+    pub count: usize,
+    pub last_chunk: usize,
     ip_id: u16,
     seq0: u32,
     flags0: u8,
-    mss: usize,
-) {
-    let l4_len = h.payload_off - h.l4_off + chunk;
-    let ip_len = h.payload_off - ETH_HLEN + chunk;
-    // ip_len <= seg_ip_len <= u16::MAX was checked by the caller; the casts below cannot truncate.
-    match h.ip {
-        Ip::V4 => {
-            put(seg, ETH_HLEN + 2, &(ip_len as u16).to_be_bytes());
-            // Linux increments the ID per segment (tcp_gso_segment / inet_gso_segment) unless FIXEDID.
-            put(seg, ETH_HLEN + 4, &ip_id.wrapping_add(i as u16).to_be_bytes());
-            let ihl = h.ip_hlen();
-            let c = seg
-                .get(ETH_HLEN..ETH_HLEN + ihl)
-                .map_or(0, |iph| checksum::checksum(iph, 0));
-            put(seg, ETH_HLEN + 10, &c.to_be_bytes());
+}
+
+impl Template {
+    /// Validate a `GSO_TCPV4`/`GSO_TCPV6`/`GSO_UDP_L4` frame against its virtio header.
+    pub fn prepare(hdr: &VirtioNetHdr, frame: &[u8]) -> Result<Template, OffloadError> {
+        let gso = hdr.gso_type & !VIRTIO_NET_HDR_GSO_ECN;
+        let h = parse(frame)?;
+        let ok = match gso {
+            VIRTIO_NET_HDR_GSO_TCPV4 => h.ip == Ip::V4 && h.proto == IPPROTO_TCP,
+            VIRTIO_NET_HDR_GSO_TCPV6 => h.ip == Ip::V6 && h.proto == IPPROTO_TCP,
+            VIRTIO_NET_HDR_GSO_UDP_L4 => h.proto == IPPROTO_UDP,
+            _ => false,
+        };
+        if !ok {
+            return Err(OffloadError::ProtocolMismatch {
+                proto: h.proto,
+                gso_type: hdr.gso_type,
+            });
         }
-        Ip::V6 => put(seg, ETH_HLEN + 4, &((ip_len - 40) as u16).to_be_bytes()),
+        let mss = usize::from(hdr.gso_size);
+        if mss == 0 {
+            return Err(OffloadError::ZeroGsoSize);
+        }
+        let payload = h.payload_len();
+        let count = payload.div_ceil(mss).max(1);
+        let last_chunk = payload - (count - 1) * mss;
+        let seg_ip_len = h.payload_off - ETH_HLEN + payload.min(mss);
+        if seg_ip_len > usize::from(u16::MAX) {
+            return Err(OffloadError::SegmentTooLarge(seg_ip_len));
+        }
+        Ok(Template {
+            h,
+            mss,
+            count,
+            last_chunk,
+            ip_id: be16(frame, ETH_HLEN + 4),
+            seq0: be32(frame, h.l4_off + 4),
+            flags0: byte(frame, h.l4_off + 13),
+        })
     }
-    let pseudo = h.pseudo(seg, l4_len);
-    if h.proto == IPPROTO_TCP {
-        let seq = seq0.wrapping_add((i * mss) as u32);
-        put(seg, h.l4_off + 4, &seq.to_be_bytes());
-        let mut flags = flags0;
-        if i + 1 != count {
-            flags &= !(TCP_FLAG_FIN | TCP_FLAG_PSH);
+
+    /// Zero the IPv4 header and L4 checksum fields of `frame` (the template every segment's headers are copied
+    /// from), so each segment's sums start from a clean header. Idempotent.
+    pub fn zero_checksums(&self, frame: &mut [u8]) {
+        let h = &self.h;
+        if h.ip == Ip::V4 {
+            put(frame, ETH_HLEN + 10, &[0, 0]);
         }
-        if i != 0 {
-            flags &= !TCP_FLAG_CWR;
-        }
-        put(seg, h.l4_off + 13, &[flags]);
-        let c = seg.get(h.l4_off..).map_or(0, |l4| checksum::checksum(l4, pseudo));
-        put(seg, h.l4_off + 16, &c.to_be_bytes());
-    } else {
-        put(seg, h.l4_off + 4, &(l4_len as u16).to_be_bytes());
-        let c = seg.get(h.l4_off..).map_or(0, |l4| checksum::checksum(l4, pseudo));
-        put(
-            seg,
-            h.l4_off + 6,
-            &(if c == 0 { 0xffff } else { c }).to_be_bytes(),
-        );
+        let csum_at = h.l4_off + if h.proto == IPPROTO_TCP { 16 } else { 6 };
+        put(frame, csum_at, &[0, 0]);
     }
+
+    /// Payload bytes of segment `i` (`mss`, the last one `last_chunk`).
+    pub fn chunk(&self, i: usize) -> usize {
+        if i + 1 == self.count {
+            self.last_chunk
+        } else {
+            self.mss
+        }
+    }
+
+    pub fn first_chunk(&self) -> usize {
+        self.chunk(0)
+    }
+
+    /// Rewrite segment `i`'s headers `seg_hdrs` (a copy of the template's `payload_off` header bytes) for a
+    /// payload of `chunk(i)` bytes whose ones'-complement sum is `payload_sum`: IPv4 total length, ID and
+    /// header checksum (or the IPv6 payload length), TCP sequence number, flags and checksum (or the UDP length
+    /// and checksum). The payload itself is not needed: the L4 header is an even number of bytes, so its sum
+    /// composes with the payload's.
+    pub fn fix(&self, seg_hdrs: &mut [u8], i: usize, payload_sum: u64) {
+        let h = &self.h;
+        let chunk = self.chunk(i);
+        let l4_len = h.payload_off - h.l4_off + chunk;
+        let ip_len = h.payload_off - ETH_HLEN + chunk;
+        // ip_len <= seg_ip_len <= u16::MAX was checked by prepare; the casts below cannot truncate.
+        match h.ip {
+            Ip::V4 => {
+                put(seg_hdrs, ETH_HLEN + 2, &(ip_len as u16).to_be_bytes());
+                // Linux increments the ID per segment (tcp_gso_segment / inet_gso_segment) unless FIXEDID.
+                put(
+                    seg_hdrs,
+                    ETH_HLEN + 4,
+                    &self.ip_id.wrapping_add(i as u16).to_be_bytes(),
+                );
+                let ihl = h.ip_hlen();
+                let c = seg_hdrs
+                    .get(ETH_HLEN..ETH_HLEN + ihl)
+                    .map_or(0, |iph| checksum::checksum(iph, 0));
+                put(seg_hdrs, ETH_HLEN + 10, &c.to_be_bytes());
+            }
+            Ip::V6 => put(seg_hdrs, ETH_HLEN + 4, &((ip_len - 40) as u16).to_be_bytes()),
+        }
+        let pseudo = h.pseudo(seg_hdrs, l4_len);
+        let initial = fold_add(pseudo, payload_sum);
+        let l4 = h.l4_off..h.payload_off;
+        if h.proto == IPPROTO_TCP {
+            let seq = self.seq0.wrapping_add((i * self.mss) as u32);
+            put(seg_hdrs, h.l4_off + 4, &seq.to_be_bytes());
+            let mut flags = self.flags0;
+            if i + 1 != self.count {
+                flags &= !(TCP_FLAG_FIN | TCP_FLAG_PSH);
+            }
+            if i != 0 {
+                flags &= !TCP_FLAG_CWR;
+            }
+            put(seg_hdrs, h.l4_off + 13, &[flags]);
+            let c = seg_hdrs.get(l4).map_or(0, |l4| checksum::checksum(l4, initial));
+            put(seg_hdrs, h.l4_off + 16, &c.to_be_bytes());
+        } else {
+            put(seg_hdrs, h.l4_off + 4, &(l4_len as u16).to_be_bytes());
+            let c = seg_hdrs.get(l4).map_or(0, |l4| checksum::checksum(l4, initial));
+            put(
+                seg_hdrs,
+                h.l4_off + 6,
+                &(if c == 0 { 0xffff } else { c }).to_be_bytes(),
+            );
+        }
+    }
+}
+
+/// Two running sums added without overflow (folded first: only the folded value matters).
+fn fold_add(a: u64, b: u64) -> u64 {
+    u64::from(checksum::fold(a)) + u64::from(checksum::fold(b))
 }
 
 #[cfg(test)]

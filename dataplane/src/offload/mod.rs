@@ -8,8 +8,11 @@
 //! `sendmsg`, and [`Coalescer`] glues consecutive decapsulated TCP segments back into superframes.
 //!
 //! Typical use by the I/O worker:
-//! - TAP read → [`VirtioNetHdr::decode`] → [`segment`] with the VXLAN header as prefix → one UDP `sendmsg`
-//!   with `UDP_SEGMENT = stride` (in chunks of at most `UDP_MAX_SEGMENTS` strides).
+//! - TAP read → [`VirtioNetHdr::decode`] → [`segment_sg`] with the VXLAN header as prefix: each segment's
+//!   headers are written to a small buffer and its payload stays in the TAP read buffer → UDP `sendmsg`s
+//!   whose iovecs alternate header and payload, with `UDP_SEGMENT = stride` (at most `UDP_MAX_SEGMENTS`
+//!   segments each). [`segment`] does the same into one contiguous buffer (a copy), for writes to a TAP
+//!   without a virtio header.
 //! - Batch of decapsulated frames → [`Coalescer::push`] each, passing the TAP writer as the sink →
 //!   [`Coalescer::flush`] at the end of the batch. Frames written without coalescing take [`rx_header`], which
 //!   marks checksums a kernel sender left partial ([`partial`]) as `NEEDS_CSUM`.
@@ -24,17 +27,19 @@ pub mod checksum;
 mod error;
 pub mod gro;
 pub mod gso;
+pub mod gso_sg;
 mod headers;
 pub mod partial;
 pub mod tunnel;
 pub mod virtio;
 
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use error::OffloadError;
 pub use gro::{Bypass, Coalescer, PushOutcome, MAX_SUPERFRAME_LEN};
 pub use gso::{fit_mss, segment, Segments};
+pub use gso_sg::{segment_sg, SgLayout};
 pub use partial::{fill_partial, partial_checksum, rx_header};
 pub use tunnel::superframe_hdr;
 pub use virtio::{

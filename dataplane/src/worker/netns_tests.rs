@@ -61,7 +61,7 @@ fn eventually(mut cond: impl FnMut() -> bool) -> bool {
 /// Frames the RX loop wrote to a network's TAP (writing to a TAP fd hands the frame to the kernel, so the
 /// count is what the test can see; the per-network counter is the loop's choice of TAP).
 fn written(net: &Network) -> u64 {
-    net.rx.tx_frames.load(Ordering::Relaxed)
+    net.rx.of(0).tx_frames.load(Ordering::Relaxed)
 }
 
 #[test]
@@ -164,7 +164,7 @@ fn tx_loop_polls_a_tap_added_at_runtime() {
                 "no ARP from the runtime-added network's TAP reached its flood set as VNI 200"
             );
             let b = table.by_name("b").unwrap();
-            assert!(b.tx.tx_datagrams.load(Ordering::Relaxed) >= 1);
+            assert!(b.tx.of(0).tx_datagrams.load(Ordering::Relaxed) >= 1);
         });
     });
 }

@@ -134,7 +134,8 @@ impl RecvBatch {
 #[derive(Debug, Clone)]
 pub(super) struct SendMsg {
     pub(super) dst: SocketAddr,
-    pub(super) range: Range<usize>,
+    /// The message's bytes: these entries of the piece table, in order (one iovec each).
+    pub(super) pieces: Range<usize>,
     pub(super) segment_size: u16,
     /// Index of the send socket ([`super::SenderSet`]) this message leaves through.
     pub(super) sock: u16,
@@ -142,14 +143,23 @@ pub(super) struct SendMsg {
     pub(super) seq: u32,
 }
 
-/// Outgoing datagrams: one contiguous data region (never reallocated) and a table of messages that
-/// reference ranges of it. Several messages may share a range (flooding without copies).
+/// Most iovecs one `sendmsg` takes (the kernel's `UIO_MAXIOV`); longer piece lists are refused.
+pub const MAX_PIECES_PER_MSG: usize = 1024;
+
+/// Outgoing datagrams: one contiguous data region (never reallocated), a table of pieces (ranges of committed
+/// data, one iovec each) and a table of messages, each a run of pieces. A message of one piece is a plain
+/// datagram or GSO train ([`SendBatch::push`]); a message of several is sent scatter-gather
+/// ([`SendBatch::push_pieces`]), e.g. each segment's headers and its payload from elsewhere in the region.
+/// Several messages may share pieces (flooding without copies).
 pub struct SendBatch {
     pub(super) data: Vec<u8>,
     pub(super) used: usize,
     pub(super) msgs: Vec<SendMsg>,
     pub(super) max_msgs: usize,
+    pub(super) pieces: Vec<Range<usize>>,
+    pub(super) max_pieces: usize,
     pub(super) names: Vec<libc::sockaddr_storage>,
+    /// One per piece (not per message).
     pub(super) iovs: Vec<libc::iovec>,
     pub(super) ctrl: Vec<[u64; SEND_CTRL_WORDS]>,
     pub(super) hdrs: Vec<libc::mmsghdr>,
@@ -166,20 +176,31 @@ impl std::fmt::Debug for SendBatch {
             .field("used", &self.used)
             .field("msgs", &self.msgs)
             .field("max_msgs", &self.max_msgs)
+            .field("pieces", &self.pieces.len())
+            .field("max_pieces", &self.max_pieces)
             .finish()
     }
 }
 
 impl SendBatch {
+    /// A batch of `data_bytes` and up to `max_msgs` messages of one piece each.
     pub fn new(data_bytes: usize, max_msgs: usize) -> Self {
+        Self::with_pieces(data_bytes, max_msgs, max_msgs)
+    }
+
+    /// A batch of `data_bytes`, up to `max_msgs` messages and `max_pieces` pieces (iovecs) in all.
+    pub fn with_pieces(data_bytes: usize, max_msgs: usize, max_pieces: usize) -> Self {
         let max_msgs = max_msgs.max(1);
+        let max_pieces = max_pieces.max(1);
         SendBatch {
             data: vec![0; data_bytes],
             used: 0,
             msgs: Vec::with_capacity(max_msgs),
             max_msgs,
+            pieces: Vec::with_capacity(max_pieces),
+            max_pieces,
             names: zeroed_storage(max_msgs),
-            iovs: empty_iovecs(max_msgs),
+            iovs: empty_iovecs(max_pieces),
             ctrl: vec![[0u64; SEND_CTRL_WORDS]; max_msgs],
             hdrs: zeroed_mmsghdrs(max_msgs),
         }
@@ -201,6 +222,23 @@ impl SendBatch {
         start..self.used
     }
 
+    /// Bytes committed so far (the start of [`SendBatch::spare`] in the region).
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
+    /// Move the bytes `range` of the region to the start of the spare area, e.g. a TAP read written into the
+    /// spare area before a send cleared the batch, so its offsets relative to [`SendBatch::spare`] stay the
+    /// same. `range` must lie in the spare area (committed bytes are never overwritten); returns false (and
+    /// moves nothing) otherwise.
+    pub fn move_to_spare(&mut self, range: Range<usize>) -> bool {
+        if range.start < self.used || range.start > range.end || range.end > self.data.len() {
+            return false;
+        }
+        self.data.copy_within(range, self.used);
+        true
+    }
+
     /// Queue `range` (from [`SendBatch::commit`]) for `dst`; with `segment_size != 0` the kernel splits
     /// it into datagrams of that size (GSO; the last may be shorter). Returns false when the message
     /// table is full or the range is not committed data.
@@ -210,13 +248,47 @@ impl SendBatch {
 
     /// [`SendBatch::push`] for send socket `sock` of a [`super::SenderSet`].
     pub fn push_from(&mut self, sock: u16, dst: SocketAddr, range: Range<usize>, segment_size: u16) -> bool {
-        if self.msgs.len() >= self.max_msgs || range.start > range.end || range.end > self.used {
+        if self.msgs.len() >= self.max_msgs {
+            return false;
+        }
+        let Some(p) = self.piece(range) else {
+            return false;
+        };
+        self.push_pieces(sock, dst, p..p + 1, segment_size)
+    }
+
+    /// Add `range` (committed data) to the piece table for [`SendBatch::push_pieces`]; its index, or `None`
+    /// when the table is full or the range is not committed data.
+    pub fn piece(&mut self, range: Range<usize>) -> Option<usize> {
+        if self.pieces.len() >= self.max_pieces || range.start > range.end || range.end > self.used {
+            return None;
+        }
+        self.pieces.push(range);
+        Some(self.pieces.len() - 1)
+    }
+
+    /// Queue the message made of pieces `pieces` (indices from [`SendBatch::piece`], sent in order, one iovec
+    /// each) for `dst` through send socket `sock`, with `segment_size` as in [`SendBatch::push`]. Messages
+    /// may share pieces. Returns false when the message table is full or the pieces are not in the table
+    /// (or empty, or more than [`MAX_PIECES_PER_MSG`]).
+    pub fn push_pieces(
+        &mut self,
+        sock: u16,
+        dst: SocketAddr,
+        pieces: Range<usize>,
+        segment_size: u16,
+    ) -> bool {
+        if self.msgs.len() >= self.max_msgs
+            || pieces.start >= pieces.end
+            || pieces.end > self.pieces.len()
+            || pieces.len() > MAX_PIECES_PER_MSG
+        {
             return false;
         }
         let seq = u32::try_from(self.msgs.len()).unwrap_or(u32::MAX);
         self.msgs.push(SendMsg {
             dst,
-            range,
+            pieces,
             segment_size,
             sock,
             seq,
@@ -235,6 +307,7 @@ impl SendBatch {
 
     pub fn clear(&mut self) {
         self.msgs.clear();
+        self.pieces.clear();
         self.used = 0;
     }
 
@@ -248,8 +321,36 @@ impl SendBatch {
         self.max_msgs - self.msgs.len()
     }
 
+    /// Entries in the piece table (the index the next [`SendBatch::piece`] gets).
+    pub fn pieces_len(&self) -> usize {
+        self.pieces.len()
+    }
+
+    /// Free entries in the piece table.
+    pub fn pieces_free(&self) -> usize {
+        self.max_pieces - self.pieces.len()
+    }
+
     /// The committed bytes of `range` (for inspection and tests).
     pub fn bytes(&self, range: Range<usize>) -> &[u8] {
         &self.data[range.start.min(self.used)..range.end.min(self.used)]
+    }
+
+    /// Queued message `i` as (socket, destination, its bytes concatenated, segment size), for tests.
+    #[cfg(test)]
+    pub(crate) fn message(&self, i: usize) -> (u16, SocketAddr, Vec<u8>, u16) {
+        let m = &self.msgs[i];
+        let bytes = self.pieces[m.pieces.clone()]
+            .iter()
+            .flat_map(|r| self.bytes(r.clone()).iter().copied())
+            .collect();
+        (m.sock, m.dst, bytes, m.segment_size)
+    }
+
+    /// Split the region into the committed bytes `range` (writable) and the spare area after them, e.g. to
+    /// build headers for a frame read earlier into the batch. `None` if `range` is not committed data.
+    pub fn committed_and_spare(&mut self, range: Range<usize>) -> Option<(&mut [u8], &mut [u8])> {
+        let (done, spare) = self.data.split_at_mut(self.used);
+        Some((done.get_mut(range)?, spare))
     }
 }

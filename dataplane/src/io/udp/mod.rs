@@ -4,6 +4,7 @@
 //!
 //! - `socket`: binding, options and the `recvmmsg`/`sendmmsg` calls;
 //! - `senders`: the send sockets flows are hashed over;
+//! - `group`: the receive sockets of the workers, one `SO_REUSEPORT` group on the VXLAN port;
 //! - `batch`: the preallocated receive and send batches those calls fill and drain;
 //! - `sys`: raw socket options, sockaddr encoding, the UDP GSO/GRO ABI constants.
 //!
@@ -12,11 +13,13 @@
 //! rebuilt on each call from the batch's own vectors, so moving a batch between calls is fine.
 
 mod batch;
+mod group;
 mod senders;
 mod socket;
 mod sys;
 
-pub use batch::{RecvBatch, RecvMeta, SendBatch, SendReport};
+pub use batch::{RecvBatch, RecvMeta, SendBatch, SendReport, MAX_PIECES_PER_MSG};
+pub use group::bind_group;
 pub use senders::SenderSet;
 pub use socket::{route_source, UdpError, UdpOptions, UdpSocket, GSO_MAX_SEGMENTS};
 

@@ -347,24 +347,36 @@ pub(super) fn send_batch_on(socks: &[UdpSocket], batch: &mut SendBatch, all_via_
     let names = batch.names.as_mut_ptr();
     let iovs = batch.iovs.as_mut_ptr();
     let ctrl = batch.ctrl.as_mut_ptr();
+    let n_pieces = batch.pieces.len().min(batch.iovs.len());
+    for (k, p) in batch.pieces.iter().take(n_pieces).enumerate() {
+        // SAFETY: k < n_pieces <= iovs.len(), so `add(k)` stays in bounds; piece() only accepts ranges
+        // inside the committed part of `data`, so the iovec describes readable bytes of the allocation (the
+        // kernel only reads them).
+        unsafe {
+            iovs.add(k).write(libc::iovec {
+                iov_base: data.add(p.start) as *mut libc::c_void,
+                iov_len: p.len(),
+            });
+        }
+    }
     for (j, (m, hdr)) in batch.msgs.iter().zip(batch.hdrs.iter_mut()).enumerate() {
         let v6 = socks.get(sock_of(m)).unwrap_or(first).v6;
-        // SAFETY: j < msgs.len() <= max_msgs == names/iovs/ctrl length, so `add(j)` stays in bounds and
-        // the element is exclusively ours; push() only accepts ranges inside the committed part of
-        // `data`, so the iovec describes readable bytes of the allocation (the kernel only reads them).
+        // push_pieces() only accepts non-empty runs inside the piece table; clamp anyway so the iovec
+        // pointer and count always stay inside `iovs`.
+        let first_piece = m.pieces.start.min(n_pieces);
+        let n_iov = m.pieces.end.min(n_pieces) - first_piece;
+        // SAFETY: j < msgs.len() <= max_msgs == names/ctrl length, so `add(j)` stays in bounds and the
+        // element is exclusively ours; first_piece + n_iov <= n_pieces <= iovs.len(), and those iovecs were
+        // written above.
         let namelen = unsafe {
             let namelen = encode_sockaddr(m.dst, v6, &mut *names.add(j));
-            iovs.add(j).write(libc::iovec {
-                iov_base: data.add(m.range.start) as *mut libc::c_void,
-                iov_len: m.range.len(),
-            });
             hdr.msg_hdr.msg_name = names.add(j).cast();
-            hdr.msg_hdr.msg_iov = iovs.add(j);
+            hdr.msg_hdr.msg_iov = iovs.add(first_piece);
             namelen
         };
         hdr.msg_len = 0;
         hdr.msg_hdr.msg_namelen = namelen;
-        hdr.msg_hdr.msg_iovlen = 1;
+        hdr.msg_hdr.msg_iovlen = n_iov;
         hdr.msg_hdr.msg_flags = 0;
         if m.segment_size != 0 {
             // SAFETY: `ctrl.add(j)` is this message's u64-aligned control buffer of SEND_CTRL_WORDS*8 =

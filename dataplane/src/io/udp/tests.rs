@@ -214,6 +214,74 @@ fn gso_roundtrip(gro: bool) {
     });
 }
 
+/// A GSO message made of pieces (iovecs) that alternate a small header and a payload from elsewhere in the
+/// region, as the TX path sends a superframe: the kernel cuts the concatenation at `segment_size`, so each
+/// datagram is one header followed by its payload; pieces are shared by a second message to another socket.
+#[test]
+fn scatter_gather_gso_message() {
+    in_netns(|| {
+        let tx = UdpSocket::bind(lo4(), &opts(false)).unwrap();
+        let rx1 = UdpSocket::bind(lo4(), &opts(false)).unwrap();
+        let rx2 = UdpSocket::bind(lo4(), &opts(true)).unwrap();
+        let mut b = SendBatch::with_pieces(65536, 4, 64);
+        // Payloads first (as a TAP read), then 5 headers of 10 bytes: "H<k>" repeated.
+        let (segs, pay, last, hl) = (5, 990, 400, 10);
+        let paylen = (segs - 1) * pay + last;
+        for (k, x) in b.spare()[..paylen].iter_mut().enumerate() {
+            *x = (k / pay) as u8;
+        }
+        for k in 0..segs {
+            b.spare()[paylen + k * hl..paylen + (k + 1) * hl].fill(0xa0 + k as u8);
+        }
+        let r = b.commit(paylen + segs * hl);
+        let first = b.pieces_len();
+        for k in 0..segs {
+            let h = r.start + paylen + k * hl;
+            assert!(b.piece(h..h + hl).is_some());
+            let p = r.start + k * pay;
+            assert!(b.piece(p..p + if k + 1 == segs { last } else { pay }).is_some());
+        }
+        let pieces = first..b.pieces_len();
+        assert!(!b.push_pieces(0, rx1.local_addr().unwrap(), pieces.start..pieces.end + 1, 0));
+        assert!(!b.push_pieces(0, rx1.local_addr().unwrap(), 3..3, 0));
+        assert!(b.push_pieces(0, rx1.local_addr().unwrap(), pieces.clone(), (hl + pay) as u16));
+        assert!(b.push_pieces(0, rx2.local_addr().unwrap(), pieces, (hl + pay) as u16));
+        let rep = tx.send_batch(&mut b);
+        assert_eq!((rep.sent, rep.failed), (2, 0), "{:?}", rep.last_error);
+        assert_eq!((b.len(), b.pieces_len(), b.remaining()), (0, 0, 65536));
+        for rx in [&rx1, &rx2] {
+            let mut rb = RecvBatch::new(16, 65535);
+            let got = recv_datagrams(rx, segs, &mut rb);
+            assert_eq!(got.len(), segs);
+            for (k, (_, _, d)) in got.iter().enumerate() {
+                assert_eq!(
+                    d.len(),
+                    hl + if k + 1 == segs { last } else { pay },
+                    "datagram {k}"
+                );
+                assert!(
+                    d[..hl].iter().all(|&x| x == 0xa0 + k as u8),
+                    "header of datagram {k}"
+                );
+                assert!(d[hl..].iter().all(|&x| x == k as u8), "payload of datagram {k}");
+            }
+        }
+    });
+}
+
+#[test]
+fn move_to_spare_never_overwrites_committed_bytes() {
+    let mut b = SendBatch::new(100, 2);
+    b.spare()[..10].fill(1);
+    let r = b.commit(10);
+    b.spare()[20..30].fill(7);
+    assert!(!b.move_to_spare(5..15), "committed bytes are not spare");
+    assert!(!b.move_to_spare(95..101));
+    assert!(b.move_to_spare(30..40));
+    assert!(b.bytes(r).iter().all(|&x| x == 1));
+    assert!(b.spare()[..10].iter().all(|&x| x == 7));
+}
+
 #[test]
 fn gso_send_received_as_datagrams() {
     gso_roundtrip(false);
@@ -347,6 +415,15 @@ fn hot_path_does_not_allocate() {
             assert!(sb.push_from(1, dst, r, 0));
             let rep = set.send_batch(&mut sb);
             assert_eq!((rep.sent, rep.failed), (2, 0));
+            // Scatter-gather: two GSO segments, each a header piece and a payload piece from elsewhere.
+            let r = sb.commit(3000);
+            let a = sb.piece(r.start..r.start + 100).unwrap();
+            let _ = sb.piece(r.start + 1000..r.start + 1900).unwrap();
+            let _ = sb.piece(r.start + 100..r.start + 200).unwrap();
+            let _ = sb.piece(r.start + 2000..r.start + 2500).unwrap();
+            assert!(sb.push_pieces(2, dst, a..a + 4, 1000));
+            let rep = set.send_batch(&mut sb);
+            assert_eq!((rep.sent, rep.failed), (1, 0));
             let _ = wait_fd(rx.as_raw_fd(), libc::POLLIN, 100);
             while let Ok(n) = rx.recv_batch(&mut rb) {
                 for i in 0..n {
@@ -457,5 +534,55 @@ fn route_source_loopback() {
         );
         // No route at all in a fresh namespace.
         assert!(route_source("192.0.2.1".parse().unwrap()).is_err());
+    });
+}
+
+/// `--workers`: a group of receive sockets shares the port, the kernel spreads 4-tuples over them, and a
+/// group refuses to join a port someone else holds, with or without SO_REUSEPORT.
+#[test]
+fn receive_group_shares_the_port_and_refuses_a_held_one() {
+    in_netns(|| {
+        let one = bind_group(lo4(), 1, &opts(false)).unwrap();
+        assert_eq!(one.len(), 1);
+        let addr = one[0].local_addr().unwrap();
+        // A plain socket holds the port: no group may join it (the one-socket case is the old error).
+        let e = bind_group(addr, 4, &opts(false)).unwrap_err();
+        assert!(matches!(e, UdpError::AddrInUse { .. }), "{e:?}");
+        drop(one);
+        let group = bind_group(addr, 4, &opts(false)).unwrap();
+        assert_eq!(group.len(), 4);
+        for s in &group {
+            assert_eq!(s.local_addr().unwrap(), addr);
+        }
+        // A second group (another overlayd with --workers) and a lone SO_REUSEPORT socket are refused too.
+        let e = bind_group(addr, 2, &opts(false)).unwrap_err();
+        assert!(e.to_string().contains("already in use"), "{e}");
+        // 64 senders, one datagram each: the kernel's 4-tuple hash lands them on more than one socket.
+        let senders: Vec<UdpSocket> = (0..64)
+            .map(|_| UdpSocket::bind(lo4(), &opts(false)).unwrap())
+            .collect();
+        for (i, s) in senders.iter().enumerate() {
+            let mut b = SendBatch::new(64, 1);
+            b.spare()[..8].copy_from_slice(&[i as u8; 8]);
+            let r = b.commit(8);
+            assert!(b.push(addr, r, 0));
+            assert_eq!(s.send_batch(&mut b).sent, 1);
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut got = [0usize; 4];
+        let mut batch = RecvBatch::new(64, 2048);
+        while got.iter().sum::<usize>() < 64 && Instant::now() < deadline {
+            for (k, s) in group.iter().enumerate() {
+                if let Ok(n) = s.recv_batch(&mut batch) {
+                    got[k] += n;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(got.iter().sum::<usize>(), 64, "{got:?}");
+        assert!(
+            got.iter().filter(|&&n| n > 0).count() > 1,
+            "one socket took all: {got:?}"
+        );
     });
 }
