@@ -9,7 +9,7 @@
 //! Asserted: the idle cost per node grows like log N, not like N: anti-entropy compares one root hash
 //! per round (bucket hashes and owner digests only where something differs) and SWIM probes one member
 //! per period, so from 16 to 128 nodes (8×) the idle bytes/s per node must grow by less than
-//! log(128)/log(16) = 1.75× (a digest of every owner, as before, grew ~4×). A new MAC in the formed
+//! log(128)/log(16) = 1.75× (a digest of every owner each round, as before, grows linearly). A new MAC in the formed
 //! cluster reaches every other node within the advert batch window plus a few message latencies, at
 //! any size.
 
