@@ -1,11 +1,17 @@
 //! Cluster-mode figures: N namespaced hosts form a cluster through one member, then we measure how the gossip
 //! control plane behaves.
 //!
-//! `cargo run --release --example cluster -- --nodes N [--json]` (as root). Builds `overlayd`/`overlayctl`,
+//! `cargo run --release --example cluster -- --nodes N [--json] [--overlayd PATH]` (as root). Builds
+//! `overlayd`/`overlayctl` (`--overlayd`: run that overlayd binary instead, for A/B comparisons),
 //! creates N hosts with one container each (the testbed of `tests/common/testbed.rs`), starts host 1 with
 //! `--init-cluster`, all others at once with `--peer <host 1> --token <token>`, and prints:
 //! - time from each node's daemon start until its FDB holds every other container's MAC with origin `control`
 //!   (p50/p99/max over nodes), and until that is true on every node (from the joiners' launch);
+//! - per container MAC, from its first appearance on its bridge (the first time its own node lists it as
+//!   `local`) until every other node holds it as `control`;
+//! - once the cluster is formed and idle: a new MAC behind every host's bridge (a macvlan with its own MAC
+//!   in each container, sending broadcast pings), per MAC from just before the commands that create it
+//!   until every other node holds it;
 //! - time until every other node has dropped a SIGKILLed node's MAC;
 //! - time until that node, restarted with its state dir and no token, answers a container ping from host 1;
 //! - gossip bytes/s per node: `eth0` TX bytes of each host over an idle 10 s window (no container traffic;
@@ -39,7 +45,9 @@ fn main() -> ExitCode {
     let opts = match Opts::parse(&args) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("{e}\nusage: cargo run --release --example cluster -- --nodes N [--json]");
+            eprintln!(
+                "{e}\nusage: cargo run --release --example cluster -- --nodes N [--json] [--overlayd PATH]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -56,6 +64,8 @@ fn main() -> ExitCode {
 struct Opts {
     nodes: usize,
     json: bool,
+    /// Run this overlayd binary instead of the one built from this tree (A/B comparisons).
+    overlayd: Option<String>,
 }
 
 impl Opts {
@@ -63,6 +73,7 @@ impl Opts {
         let mut o = Opts {
             nodes: 8,
             json: false,
+            overlayd: None,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -75,6 +86,7 @@ impl Opts {
                     }
                 }
                 "--json" => o.json = true,
+                "--overlayd" => o.overlayd = Some(it.next().ok_or("--overlayd needs a path")?.clone()),
                 other => return Err(format!("unknown argument {other}")),
             }
         }
@@ -93,7 +105,7 @@ fn unix_us() -> u64 {
 // ---------------------------------------------------------------------------------------------------------
 
 /// `--watch <admin addr> <period ms>`: print `<unix µs> <state>` whenever the state changes, where state is
-/// `down` (admin unreachable) or the sorted control MACs (`-` if none).
+/// `down` (admin unreachable) or `<control MACs>|<local MACs>`, each sorted and comma-separated (`-` if none).
 fn watch(args: &[String]) -> ExitCode {
     let (Some(addr), Some(period)) = (args.first(), args.get(1).and_then(|p| p.parse::<u64>().ok())) else {
         eprintln!("usage: --watch <admin addr> <period ms>");
@@ -104,7 +116,7 @@ fn watch(args: &[String]) -> ExitCode {
     loop {
         let now = unix_us();
         let state = match admin_get(addr, "/v1/fdb") {
-            Some(body) => control_macs(&body),
+            Some(body) => format!("{}|{}", macs_of(&body, "control"), macs_of(&body, "local")),
             None => "down".to_string(),
         };
         if state != last {
@@ -132,13 +144,13 @@ fn admin_get(addr: &str, path: &str) -> Option<String> {
     head.starts_with("HTTP/1.1 200").then(|| body.to_string())
 }
 
-fn control_macs(body: &str) -> String {
+fn macs_of(body: &str, origin: &str) -> String {
     let Ok(Value::Array(rows)) = serde_json::from_str::<Value>(body) else {
         return "bad-json".into();
     };
     let macs: BTreeSet<String> = rows
         .iter()
-        .filter(|r| r.get("origin").and_then(Value::as_str) == Some("control"))
+        .filter(|r| r.get("origin").and_then(Value::as_str) == Some(origin))
         .filter_map(|r| r.get("mac").and_then(Value::as_str).map(str::to_ascii_lowercase))
         .collect();
     if macs.is_empty() {
@@ -148,8 +160,24 @@ fn control_macs(body: &str) -> String {
     }
 }
 
+fn mac_set(s: &str) -> BTreeSet<String> {
+    match s {
+        "-" => BTreeSet::new(),
+        s => s.split(',').map(str::to_string).collect(),
+    }
+}
+
 /// A watcher's log: (unix µs, Some(control MACs) or None when the admin endpoint was down).
 fn watch_log(d: &Daemon) -> Vec<(u64, Option<BTreeSet<String>>)> {
+    watch_log_of(d, 0)
+}
+
+/// The same for the local MACs (those overlayd has seen behind its own bridge).
+fn local_log(d: &Daemon) -> Vec<(u64, Option<BTreeSet<String>>)> {
+    watch_log_of(d, 1)
+}
+
+fn watch_log_of(d: &Daemon, part: usize) -> Vec<(u64, Option<BTreeSet<String>>)> {
     d.log()
         .lines()
         .filter_map(|l| {
@@ -157,8 +185,7 @@ fn watch_log(d: &Daemon) -> Vec<(u64, Option<BTreeSet<String>>)> {
             let t = t.parse().ok()?;
             let set = match s {
                 "down" => None,
-                "-" => Some(BTreeSet::new()),
-                s => Some(s.split(',').map(str::to_string).collect()),
+                s => Some(mac_set(s.split('|').nth(part)?)),
             };
             Some((t, set))
         })
@@ -209,6 +236,8 @@ struct Figures {
     poll_ms: u64,
     joined_per_node: Vec<f64>,
     known_per_node: Vec<f64>,
+    known_from_appearance: Vec<f64>,
+    new_mac_known: Vec<f64>,
     known_everywhere: f64,
     known_after_last_join: f64,
     withdraw_per_node: Vec<f64>,
@@ -224,7 +253,10 @@ fn run(o: &Opts) -> Result<(), String> {
         }
     };
     let bin = testbed::build_binaries()?;
-    let overlayd = bin.join("overlayd").to_string_lossy().into_owned();
+    let overlayd = match &o.overlayd {
+        Some(p) => p.clone(),
+        None => bin.join("overlayd").to_string_lossy().into_owned(),
+    };
     let overlayctl = bin.join("overlayctl").to_string_lossy().into_owned();
     let me = std::env::current_exe()
         .map_err(|e| e.to_string())?
@@ -363,6 +395,22 @@ fn run(o: &Opts) -> Result<(), String> {
         known_per_node.push(secs(t.saturating_sub(starts[i])));
         known_last = known_last.max(t);
     }
+    // The same from each MAC's first appearance on its bridge: the first time its own node listed it as
+    // `local` (seen behind the bridge), until the last other node held it as `control`.
+    let mut known_from_appearance = Vec::new();
+    for i in 0..n {
+        let has = |s: &Option<BTreeSet<String>>| s.as_ref().is_some_and(|s| s.contains(&macs[i]));
+        let Some(appeared) = first_time(&local_log(&watchers[i]), starts[i], has) else {
+            continue;
+        };
+        let everywhere = (0..n)
+            .filter(|j| *j != i)
+            .map(|j| first_time(&watch_log(&watchers[j]), 0, has).unwrap_or(u64::MAX))
+            .max()
+            .unwrap_or(appeared);
+        known_from_appearance.push(secs(everywhere.saturating_sub(appeared)));
+    }
+    known_from_appearance.sort_by(f64::total_cmp);
     let known_everywhere = secs(known_last.saturating_sub(launch));
     // Separates the control plane's dissemination from the cost of N-1 simultaneous joins through host 1.
     let known_after_last_join = secs(known_last.saturating_sub(last_join));
@@ -381,6 +429,47 @@ fn run(o: &Opts) -> Result<(), String> {
         .map(|((t0, b0), (t1, b1))| b1.saturating_sub(*b0) as f64 / (*t1 - *t0).as_secs_f64())
         .collect();
     gossip_bps.sort_by(f64::total_cmp);
+
+    say("a new MAC behind every host's bridge (a macvlan in each container)");
+    let new_macs: Vec<String> = (0..n)
+        .map(|i| format!("02:00:00:ee:{:02x}:{:02x}", i >> 8, i & 0xff))
+        .collect();
+    let mut appeared = vec![0u64; n];
+    let mut new_emitters = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        // The macvlan's first frames (its IPv6 link-up traffic if enabled, then the broadcast pings)
+        // leave right after the link comes up; the time is taken before the commands even start, so
+        // the figure includes their start-up.
+        let script = format!(
+            "ip link add link eth0 name nm0 address {} type macvlan mode bridge && \
+             ip addr add 10.2.{}.{}/16 dev nm0 && ip link set nm0 up && \
+             exec ping -b -n -q -c 10 -i 0.2 -I nm0 10.2.255.255",
+            new_macs[i],
+            i / 250,
+            i % 250 + 1
+        );
+        appeared[i] = unix_us();
+        new_emitters.push(h.container().spawn("sh", &["-c", &script]));
+    }
+    let new_known = |i: usize| -> Option<u64> {
+        let has = |s: &Option<BTreeSet<String>>| s.as_ref().is_some_and(|s| s.contains(&new_macs[i]));
+        (0..n)
+            .filter(|j| *j != i)
+            .map(|j| first_time(&watch_log(&watchers[j]), appeared[i], has))
+            .try_fold(0, |m, t| t.map(|t| m.max(t)))
+    };
+    let spread = wait_until(Duration::from_secs(30), || {
+        std::thread::sleep(Duration::from_millis(200));
+        (0..n).all(|i| new_known(i).is_some())
+    });
+    if !spread {
+        return Err("the new MACs did not reach every node within 30 s".into());
+    }
+    let mut new_mac_known: Vec<f64> = (0..n)
+        .map(|i| secs(new_known(i).unwrap_or(u64::MAX).saturating_sub(appeared[i])))
+        .collect();
+    new_mac_known.sort_by(f64::total_cmp);
+    drop(new_emitters);
 
     let v = n - 1; // the victim: not host 1, through which everyone joined
     say(&format!("kill -9 overlayd on host {}", v + 1));
@@ -474,6 +563,8 @@ fn run(o: &Opts) -> Result<(), String> {
         poll_ms,
         joined_per_node,
         known_per_node,
+        known_from_appearance,
+        new_mac_known,
         known_everywhere,
         known_after_last_join,
         withdraw_per_node,
@@ -498,6 +589,8 @@ fn to_json(f: &Figures) -> Value {
         "poll_ms": f.poll_ms,
         "joined_per_node_s": s(&f.joined_per_node),
         "mac_known_per_node_s": s(&f.known_per_node),
+        "mac_known_everywhere_from_appearance_s": s(&f.known_from_appearance),
+        "new_mac_known_everywhere_s": s(&f.new_mac_known),
         "mac_known_everywhere_s": f.known_everywhere,
         "mac_known_everywhere_after_last_join_s": f.known_after_last_join,
         "withdraw_killed_node_s": s(&f.withdraw_per_node),
@@ -525,6 +618,16 @@ fn table(f: &Figures) -> String {
     stat(
         "MAC known everywhere, per node (from its start)",
         &f.known_per_node,
+        &ms,
+    );
+    stat(
+        "MAC known everywhere, per MAC (from its appearance)",
+        &f.known_from_appearance,
+        &ms,
+    );
+    stat(
+        "new MAC in formed cluster, known everywhere",
+        &f.new_mac_known,
         &ms,
     );
     stat(

@@ -94,9 +94,72 @@ pub fn verify(public_key: &[u8], domain: &[u8], msg: &[u8], sig: &[u8]) -> bool 
     if public_key.len() != PUBLIC_KEY_LEN || sig.len() != SIGNATURE_LEN {
         return false;
     }
-    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, public_key)
-        .verify(&framed(domain, msg), sig)
-        .is_ok()
+    let framed = framed(domain, msg);
+    #[cfg(any(test, feature = "testing"))]
+    if let Some(known) = memo::lookup(public_key, &framed, sig) {
+        return known;
+    }
+    let ok = UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, public_key)
+        .verify(&framed, sig)
+        .is_ok();
+    #[cfg(any(test, feature = "testing"))]
+    memo::store(public_key, &framed, sig, ok);
+    ok
+}
+
+/// The simulator's verification memo: N simulated nodes in one thread verify the same signatures N
+/// times (every identity, every FDB entry), which makes a 1000-node run take hours. With the memo on
+/// (only the simulator turns it on, for its own thread) a (key, message, signature) triple is verified
+/// once and its result remembered; the result is the same by definition, so the simulation's behaviour
+/// does not change. Not compiled into the daemon (feature `testing` only).
+#[cfg(any(test, feature = "testing"))]
+pub mod memo {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    thread_local! {
+        static MEMO: RefCell<Option<HashMap<[u8; 32], bool>>> = const { RefCell::new(None) };
+    }
+
+    /// Turn the memo on for this thread (the simulator does, in [`crate::sim::Sim::new`]).
+    pub fn enable() {
+        MEMO.with(|m| {
+            let mut m = m.borrow_mut();
+            if m.is_none() {
+                *m = Some(HashMap::new());
+            }
+        });
+    }
+
+    fn key(public_key: &[u8], framed: &[u8], sig: &[u8]) -> [u8; 32] {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for part in [public_key, framed, sig] {
+            ctx.update(&(part.len() as u64).to_le_bytes());
+            ctx.update(part);
+        }
+        let mut k = [0u8; 32];
+        k.copy_from_slice(ctx.finish().as_ref());
+        k
+    }
+
+    pub(super) fn lookup(public_key: &[u8], framed: &[u8], sig: &[u8]) -> Option<bool> {
+        MEMO.with(|m| {
+            let m = m.borrow();
+            let m = m.as_ref()?;
+            m.get(&key(public_key, framed, sig)).copied()
+        })
+    }
+
+    pub(super) fn store(public_key: &[u8], framed: &[u8], sig: &[u8], ok: bool) {
+        MEMO.with(|m| {
+            if let Some(m) = m.borrow_mut().as_mut() {
+                if m.len() >= 1 << 22 {
+                    m.clear();
+                }
+                m.insert(key(public_key, framed, sig), ok);
+            }
+        });
+    }
 }
 
 /// The public key inside a DER certificate (e.g. the CA's), if it is an uncompressed P-256 point.

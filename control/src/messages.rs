@@ -240,6 +240,29 @@ pub enum SyncMessage {
         want: u32,
         sig: Vec<u8>,
     },
+    /// Anti-entropy, compact (what a round starts with; [`Self::Digest`] is the full form, still
+    /// understood): `root` is [`crate::sync::FdbSync::fdb_digest`]. Equal roots (and revocation,
+    /// catalog and grant digests): nothing more is sent, so an idle round costs the same at any
+    /// cluster size. `reply == false` asks for an answer if anything differs; the answer carries the
+    /// hashes of `buckets.len()` owner buckets when the roots differ, and the asker then sends a
+    /// [`Self::BucketDigest`] of the buckets that differ.
+    Summary {
+        reply: bool,
+        root: u64,
+        buckets: Vec<u64>,
+        revoked: u64,
+        catalog: u64,
+        grants: u64,
+    },
+    /// The sender's owner digests of some buckets (`which`, each < `k`, of `k` buckets): the receiver
+    /// ships the tables of those buckets that the sender lacks or holds older, and answers with its
+    /// own digest of the same buckets if `reply == false`.
+    BucketDigest {
+        reply: bool,
+        k: u32,
+        which: Vec<u32>,
+        owners: Vec<OwnerDigest>,
+    },
 }
 
 /// Bytes a requester signs for [`SyncMessage::BlockRequest`].
@@ -496,6 +519,27 @@ mod network_tests {
                 revoked: 1,
                 catalog: 2,
                 grants: 3,
+            })
+            .unwrap(),
+            encode_sync(&SyncMessage::Summary {
+                reply: false,
+                root: u64::MAX,
+                buckets: vec![1, 2, 3],
+                revoked: 1,
+                catalog: 2,
+                grants: 3,
+            })
+            .unwrap(),
+            encode_sync(&SyncMessage::BucketDigest {
+                reply: true,
+                k: 8,
+                which: vec![0, 7],
+                owners: vec![OwnerDigest {
+                    owner: NodeId(5),
+                    generation: 1,
+                    hash: 9,
+                    max_seq: 3,
+                }],
             })
             .unwrap(),
             encode_broadcast(&Broadcast::Network(r)).unwrap(),

@@ -150,6 +150,7 @@ impl OwnerState {
 }
 
 /// FNV-1a 64: stable across builds and platforms (std's hasher is not guaranteed to be), cheap.
+#[derive(Clone, Copy)]
 pub(crate) struct Fnv(pub(crate) u64);
 impl Fnv {
     pub(crate) fn new() -> Self {
@@ -161,6 +162,23 @@ impl Fnv {
             self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
         }
     }
+}
+
+/// Most anti-entropy buckets (see [`FdbSync::bucket_hashes`]); more in a message is malformed.
+pub const MAX_BUCKETS: usize = 1024;
+
+/// How many buckets a node holding `owners` tables uses: about 8 owners per bucket, a power of two.
+pub fn bucket_count(owners: usize) -> usize {
+    (owners / 8).next_power_of_two().clamp(1, 256)
+}
+
+/// The bucket (of `k`) of `owner`: a mix of its id, so consecutive ids spread.
+pub fn bucket_of(owner: NodeId, k: usize) -> usize {
+    let mut x = owner.0 ^ 0x9e37_79b9_7f4a_7c15;
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^= x >> 31;
+    (x % k.max(1) as u64) as usize
 }
 
 /// What [`FdbSync::admit`] thinks of a received entry (before its signature is checked).
@@ -376,6 +394,45 @@ impl FdbSync {
                 max_seq: st.max_seq,
             })
             .collect()
+    }
+
+    /// Anti-entropy buckets: owners are spread over `k` buckets by id, so two nodes whose root
+    /// ([`Self::fdb_digest`]) differs compare `k` bucket hashes and then the owner digests of the
+    /// differing buckets only, instead of every owner's digest each round.
+    pub fn bucket_hashes(&self, k: usize) -> Vec<u64> {
+        let mut v = vec![Fnv::new(); k.max(1)];
+        for d in self.digest() {
+            let h = &mut v[bucket_of(d.owner, k)];
+            h.write(&d.owner.0.to_le_bytes());
+            h.write(&d.generation.to_le_bytes());
+            h.write(&d.hash.to_le_bytes());
+        }
+        v.into_iter().map(|h| h.0).collect()
+    }
+
+    /// The owner digests of the held owners that fall in `buckets` (of `k`).
+    pub fn digest_in(&self, k: usize, buckets: &BTreeSet<usize>) -> Vec<OwnerDigest> {
+        let mut v = self.digest();
+        v.retain(|d| buckets.contains(&bucket_of(d.owner, k)));
+        v
+    }
+
+    /// [`Self::differing`] restricted to the held owners in `buckets` (of `k`): `theirs` lists
+    /// the peer's owners of those buckets only.
+    pub fn differing_in(
+        &self,
+        theirs: &[OwnerDigest],
+        k: usize,
+        buckets: &BTreeSet<usize>,
+    ) -> Vec<(NodeId, u64, u64)> {
+        let mut v = self.differing(theirs);
+        v.retain(|(owner, _, _)| buckets.contains(&bucket_of(*owner, k)));
+        v
+    }
+
+    /// Number of held owner tables (this node's own included).
+    pub fn owner_count(&self) -> usize {
+        self.owners.len()
     }
 
     /// Owner tables to ship to a peer whose digest is `theirs`: every held owner they lack or hold differently.
