@@ -24,7 +24,9 @@ use crate::revocation::Revocation;
 /// 2: signed identities, adverts, dump entries and leaves; revocations.
 /// 3: adverts keyed by (vni, mac) with IP bindings; network catalog and IPAM grants.
 /// 4: owner digests carry the highest seq held (anti-entropy ships only the missing tail).
-pub const WIRE_VERSION: u8 = 4;
+/// 5: anti-entropy rounds start with a root hash (`Summary`, `BucketDigest`); a version-4 node could not decode
+///    them and would silently stop converging, so it is refused by version instead.
+pub const WIRE_VERSION: u8 = 5;
 const KIND_SWIM: u8 = 0;
 const KIND_SYNC: u8 = 1;
 

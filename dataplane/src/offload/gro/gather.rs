@@ -184,7 +184,10 @@ mod tests {
         want.push(100);
         assert_eq!(flat(&out[..n]), want);
         // Out of the region, or more payloads than iovecs: refused.
-        assert_eq!(gather(&vnet, &hdrs, &region, &[250..257], &mut out), None);
+        assert_eq!(
+            gather(&vnet, &hdrs, &region, std::slice::from_ref(&(250..257)), &mut out),
+            None
+        );
         let many = vec![0..1; MAX_SEGMENTS + 1];
         assert_eq!(gather(&vnet, &hdrs, &region, &many, &mut out), None);
         assert_eq!(gather(&vnet, &hdrs, &region, &[], &mut out), Some(2));
