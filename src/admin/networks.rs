@@ -180,7 +180,8 @@ impl AdminState {
 /// `workers` of `/v1/stats` (`--workers`): the traffic each worker carried over the selected networks, one
 /// object per worker in worker order. `rx_frames`/`tx_datagrams` were counted by its TX loop (read from its
 /// TAP queues, sent to the underlay), `rx_datagrams`/`tx_frames` by its RX loop (received on its UDP socket,
-/// written to its TAP queues).
+/// written to its TAP queues). Datagrams dropped before their network was known (unknown VNI, too short) count
+/// only in the totals, not here.
 pub fn workers_json(nets: &[Arc<Network>]) -> serde_json::Value {
     use std::sync::atomic::Ordering::Relaxed;
     let n = nets.iter().map(|n| n.tx.len().max(n.rx.len())).max().unwrap_or(0);

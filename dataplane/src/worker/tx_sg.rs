@@ -155,8 +155,14 @@ pub(super) fn queue_frame(
     }
     let end = send.pieces_len();
     count_queued(counters, &layout);
+    if end - first != n_pieces || send.msgs_free() < n_msgs {
+        // Even an empty batch cannot hold this frame (thousands of tiny segments, e.g. a hostile GSO frame
+        // with gso_size ≤ 8): drop it whole rather than send some of its messages.
+        counters.count_drop(DropReason::SendError, (count * dests.len()) as u64);
+        return Ok(());
+    }
     for dst in dests {
-        let mut pushed = end - first == n_pieces;
+        let mut pushed = true;
         for (segs, gso) in messages(count, stride, per_msg) {
             counters.gso_segments.observe(segs.len() as u64);
             let pieces = if whole {

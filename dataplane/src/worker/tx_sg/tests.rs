@@ -190,8 +190,24 @@ fn a_full_message_table_flushes_first() {
     let mut tiny = SendBatch::with_pieces(1 << 20, 2, 1024);
     let f = read_into(&mut tiny, &frame);
     let dests: Vec<_> = (1..=3).map(dst).collect();
+    let before = c.drops(DropReason::SendError);
     queue_frame(&mut tiny, f, &hdr, &PREFIX, &dests, 0, true, &c, |s| s.clear()).unwrap();
-    assert!(c.drops(DropReason::SendError) > 0);
+    // Dropped whole, for every destination: no message of it is queued.
+    assert_eq!(c.drops(DropReason::SendError) - before, 3 * 10);
+    assert!(tiny.is_empty());
+}
+
+#[test]
+fn a_frame_with_more_pieces_than_an_empty_batch_holds_is_dropped_whole() {
+    // 20 segments need 40 pieces; the batch holds 16 (as a gso_size ≤ 8 frame would overflow the real table).
+    let frame = tcp4(&Tcp::default(), &payload(2_000, 3));
+    let hdr = tso(VIRTIO_NET_HDR_GSO_TCPV4, 100);
+    let mut send = SendBatch::with_pieces(1 << 20, 64, 16);
+    let f = read_into(&mut send, &frame);
+    let c = Counters::default();
+    queue_frame(&mut send, f, &hdr, &PREFIX, &[dst(1)], 0, true, &c, |s| s.clear()).unwrap();
+    assert_eq!(c.drops(DropReason::SendError), 20);
+    assert!(send.is_empty(), "no part of the frame may be sent");
 }
 
 proptest! {
