@@ -680,14 +680,7 @@ impl ControlNode {
                 catalog,
                 grants,
             }) => {
-                if revoked != self.revocations.digest() && !self.revocations.is_empty() {
-                    let list = self.revocations.iter().cloned().collect();
-                    self.send_sync(from, &SyncMessage::Revocations { list })?;
-                }
-                self.ship_catalog(from, catalog, grants)?;
-                if grants == self.grants.digest() {
-                    self.ipam_synced = true;
-                }
+                self.sync_beside_fdb(from, revoked, catalog, grants)?;
                 // The tables that differ leave in pieces as the budget allows (a pass already
                 // under way towards this peer continues where it is).
                 for (owner, generation, from_seq) in self.sync.differing(&owners) {
@@ -1220,6 +1213,27 @@ impl ControlNode {
         self.send_sync(to, &msg)
     }
 
+    /// Anti-entropy of what travels beside the FDB tables, from a peer's digests of it (`Digest` and `Summary`
+    /// alike): our revocations if theirs differ, the catalog and grants they lack, and IPAM counts as synced
+    /// once the grants agree.
+    fn sync_beside_fdb(
+        &mut self,
+        from: SocketAddr,
+        revoked: u64,
+        catalog: u64,
+        grants: u64,
+    ) -> Result<(), ControlError> {
+        if revoked != self.revocations.digest() && !self.revocations.is_empty() {
+            let list = self.revocations.iter().cloned().collect();
+            self.send_sync(from, &SyncMessage::Revocations { list })?;
+        }
+        self.ship_catalog(from, catalog, grants)?;
+        if grants == self.grants.digest() {
+            self.ipam_synced = true;
+        }
+        Ok(())
+    }
+
     /// A [`SyncMessage::Summary`] from `from` (see there for the exchange). `others`: its
     /// revocation, catalog and grant digests.
     fn handle_summary(
@@ -1235,14 +1249,7 @@ impl ControlNode {
             self.stats.malformed += 1;
             return Ok(());
         }
-        if revoked != self.revocations.digest() && !self.revocations.is_empty() {
-            let list = self.revocations.iter().cloned().collect();
-            self.send_sync(from, &SyncMessage::Revocations { list })?;
-        }
-        self.ship_catalog(from, catalog, grants)?;
-        if grants == self.grants.digest() {
-            self.ipam_synced = true;
-        }
+        self.sync_beside_fdb(from, revoked, catalog, grants)?;
         if !reply {
             let roots_differ = root != self.sync.fdb_digest();
             let others_differ = (revoked, catalog, grants)
