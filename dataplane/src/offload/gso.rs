@@ -56,11 +56,16 @@ pub fn segment(
         VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_TCPV6 | VIRTIO_NET_HDR_GSO_UDP_L4 => {
             split(hdr, frame, prefix, out)
         }
-        VIRTIO_NET_HDR_GSO_UDP => Err(OffloadError::Unsupported(
-            hdr.gso_type,
-            "UFO needs IP fragmentation; do not enable TUN_F_UFO",
-        )),
-        _ => Err(OffloadError::Unsupported(hdr.gso_type, "unknown gso_type")),
+        _ => Err(unsupported(hdr.gso_type)),
+    }
+}
+
+/// The refusal of a `gso_type` neither segmenter handles: UFO (`GSO_UDP`) and unknown types.
+pub(super) fn unsupported(gso_type: u8) -> OffloadError {
+    if gso_type & !VIRTIO_NET_HDR_GSO_ECN == VIRTIO_NET_HDR_GSO_UDP {
+        OffloadError::Unsupported(gso_type, "UFO needs IP fragmentation; do not enable TUN_F_UFO")
+    } else {
+        OffloadError::Unsupported(gso_type, "unknown gso_type")
     }
 }
 

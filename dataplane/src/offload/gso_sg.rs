@@ -15,10 +15,10 @@
 use std::ops::Range;
 
 use super::checksum;
-use super::gso::{finish_partial_checksum, Template};
+use super::gso::{finish_partial_checksum, unsupported, Template};
 use super::virtio::{
     VirtioNetHdr, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE,
-    VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP, VIRTIO_NET_HDR_GSO_UDP_L4,
+    VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4,
 };
 use super::OffloadError;
 
@@ -109,11 +109,7 @@ pub fn segment_sg(
         VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_TCPV6 | VIRTIO_NET_HDR_GSO_UDP_L4 => {
             split(hdr, frame, prefix, hdr_out)
         }
-        VIRTIO_NET_HDR_GSO_UDP => Err(OffloadError::Unsupported(
-            hdr.gso_type,
-            "UFO needs IP fragmentation; do not enable TUN_F_UFO",
-        )),
-        _ => Err(OffloadError::Unsupported(hdr.gso_type, "unknown gso_type")),
+        _ => Err(unsupported(hdr.gso_type)),
     }
 }
 

@@ -88,6 +88,28 @@ pub fn tcp6(t: &Tcp, data: &[u8]) -> Vec<u8> {
     v
 }
 
+/// A TCP superframe (IPv6 if `v6`) of `len` payload bytes with up to a few bytes flipped and then cut at any
+/// point: the hostile input of the segmentation property tests.
+pub fn mangled_tcp(
+    v6: bool,
+    len: usize,
+    flips: &[(proptest::sample::Index, u8)],
+    cut: proptest::sample::Index,
+) -> Vec<u8> {
+    let data = payload(len, 0);
+    let mut f = if v6 {
+        tcp6(&Tcp::default(), &data)
+    } else {
+        tcp4(&Tcp::default(), &data)
+    };
+    for (i, b) in flips {
+        let i = i.index(f.len());
+        f[i] ^= *b;
+    }
+    f.truncate(cut.index(f.len() + 1));
+    f
+}
+
 pub fn udp4(sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(SRC_MAC, DST_MAC)
         .ipv4(SRC4, DST4, 64)

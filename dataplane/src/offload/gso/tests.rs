@@ -360,14 +360,7 @@ proptest! {
         mss in 1u16..3000,
         out_len in 0usize..20_000,
     ) {
-        let data = payload(len, 0);
-        let mut f = if v6 { tcp6(&Tcp::default(), &data) } else { tcp4(&Tcp::default(), &data) };
-        for (i, b) in &flips {
-            let i = i.index(f.len());
-            f[i] ^= *b;
-        }
-        let keep = cut.index(f.len() + 1);
-        f.truncate(keep);
+        let mut f = mangled_tcp(v6, len, &flips, cut);
         let h = if use_real_hdr {
             tso_hdr(if v6 { VIRTIO_NET_HDR_GSO_TCPV6 } else { VIRTIO_NET_HDR_GSO_TCPV4 }, mss, if v6 { 54 } else { 34 })
         } else {

@@ -2,6 +2,7 @@ use super::*;
 use crate::offload::gso::segment;
 use crate::offload::headers::{parse, Ip, IPPROTO_TCP};
 use crate::offload::testutil::*;
+use crate::offload::virtio::VIRTIO_NET_HDR_GSO_UDP;
 use proptest::prelude::*;
 
 const PREFIX: [u8; 8] = [0x08, 0, 0, 0, 0, 0x01, 0x2c, 0];
@@ -212,13 +213,7 @@ proptest! {
         mss in 1u16..3000,
         out_len in 0usize..20_000,
     ) {
-        let data = payload(len, 0);
-        let mut f = if v6 { tcp6(&Tcp::default(), &data) } else { tcp4(&Tcp::default(), &data) };
-        for (i, b) in &flips {
-            let i = i.index(f.len());
-            f[i] ^= *b;
-        }
-        f.truncate(cut.index(f.len() + 1));
+        let mut f = mangled_tcp(v6, len, &flips, cut);
         let mut h = VirtioNetHdr::decode(&raw).unwrap();
         if raw[0] & 1 == 0 {
             h.gso_type = if v6 { VIRTIO_NET_HDR_GSO_TCPV6 } else { VIRTIO_NET_HDR_GSO_TCPV4 };
