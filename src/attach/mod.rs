@@ -444,11 +444,12 @@ fn used_in(list: &[Attachment], network: &str) -> HashSet<IpAddr> {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::fs;
 
-    pub(super) fn sample() -> Attachment {
+    /// An attachment for tests (also of the admin answer in `ops::attach`).
+    pub(crate) fn sample() -> Attachment {
         let netns = NetnsRef::Name("c1".into());
         Attachment {
             host_ifname: host_ifname(&netns, "blue", "eth0"),

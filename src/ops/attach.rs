@@ -535,19 +535,7 @@ mod tests {
     /// What `POST /v1/attach` answers is what `overlayd-cni` parses (CONTRACT "Admin API").
     #[test]
     fn the_attach_answer_is_what_the_cni_plugin_reads() {
-        let netns = NetnsRef::Name("c1".into());
-        let a = Attachment {
-            host_ifname: crate::attach::host_ifname(&netns, "blue", "eth0"),
-            network: "blue".into(),
-            netns,
-            ifname: "eth0".into(),
-            mac: "02:00:00:00:00:01".parse().unwrap(),
-            ip: Some("10.20.0.2/16".parse().unwrap()),
-            gateway: Some("10.20.0.1".parse().unwrap()),
-            mtu: 1450,
-            bridge: "ovbr10".into(),
-            netns_id: crate::host::NetnsId { dev: 4, ino: 5 },
-        };
+        let a = crate::attach::tests::sample();
         let body = serde_json::to_string(&a).unwrap();
         let c = crate::cni::parse_attachment(&body).unwrap();
         assert_eq!(c.network, "blue");
