@@ -538,9 +538,10 @@ fn cluster_flood_sync_stays_within_gossip_budget_without_false_deaths() {
     let copies = changes.len();
     let total = control_counter(&s1, "sync_bytes_sent") - control_counter(&s0, "sync_bytes_sent");
     let deferred = control_counter(&s1, "sync_deferred") - control_counter(&s0, "sync_deferred");
-    // The flood needed the budget: more than two seconds of it, and messages waited for tokens.
+    // The flood needed the budget: more than a second of it (16 times the burst), and messages waited
+    // for tokens. (The anti-entropy sync ships 4096 MACs to two peers in about 1.8 s of budget.)
     assert!(
-        total > 2 * GOSSIP_BUDGET && deferred > 0,
+        total > GOSSIP_BUDGET && deferred > 0,
         "the flood did not exercise the budget: {total} sync bytes, {deferred} deferred"
     );
 
