@@ -2,6 +2,8 @@
 //! shipped `dist/overlayd.toml`.
 
 use super::*;
+use clap::Parser;
+use std::path::Path;
 use clap::CommandFactory;
 
 const STATE: &str = "/nonexistent/overlayd-test";
@@ -278,7 +280,7 @@ fn print_config_round_trips() {
 
 #[test]
 fn dist_config_parses_and_states_the_defaults() {
-    let text = include_str!("../dist/overlayd.toml");
+    let text = include_str!("../../dist/overlayd.toml");
     let file = parse_file(Path::new("dist/overlayd.toml"), text).unwrap_or_else(|e| panic!("{e}"));
     let mut file = file;
     // As shipped it needs peers (or a cluster); with one, every value it spells out is the default.
