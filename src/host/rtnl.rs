@@ -7,7 +7,7 @@
 //! uses (bridge, TAP master); this one adds what container wiring needs: veth pairs created across
 //! namespaces, address and route set-up, reading a link's MAC.
 
-use std::io::{self, Cursor};
+use std::io::Cursor;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
@@ -19,18 +19,13 @@ use neli::rtnl::{IfaddrmsgBuilder, Ifinfomsg, IfinfomsgBuilder, RtattrBuilder, R
 use neli::types::{Buffer, RtBuffer};
 use neli::{FromBytesWithInput, Size, ToBytes};
 
-use super::netlink::{self, NetlinkError};
+use super::netlink::{self, Fail, NetlinkError};
 use super::HostError;
 
 /// Longest interface name: `IFNAMSIZ` (16) minus the NUL.
 pub const MAX_IFNAME_LEN: usize = libc::IFNAMSIZ - 1;
 /// `VETH_INFO_PEER` from `<linux/veth.h>` (not in neli or libc).
 const VETH_INFO_PEER: u16 = 1;
-
-pub(super) enum Fail {
-    Kernel(io::Error),
-    Local(HostError),
-}
 
 fn proto(op: &'static str, detail: impl std::fmt::Display) -> HostError {
     HostError::Protocol {
@@ -39,27 +34,14 @@ fn proto(op: &'static str, detail: impl std::fmt::Display) -> HostError {
     }
 }
 
-/// Turn a kernel errno into an error that names the operation and what to do.
+/// Turn a failed request into an error that names the operation and what to do: [`netlink::kernel_err`]'s
+/// errno mapping, and EEXIST as [`HostError::Exists`].
 pub(super) fn kernel_err(op: &'static str, target: &str, err: Fail) -> HostError {
     match err {
-        Fail::Local(e) => e,
-        Fail::Kernel(e) => match e.raw_os_error() {
-            Some(libc::EPERM) | Some(libc::EACCES) => HostError::Permission {
-                op,
-                target: target.to_owned(),
-            },
-            Some(libc::ENODEV) => HostError::NoSuchDevice {
-                name: target.to_owned(),
-            },
-            Some(libc::EEXIST) => HostError::Exists {
-                name: target.to_owned(),
-            },
-            _ => HostError::Kernel {
-                op,
-                target: target.to_owned(),
-                source: e,
-            },
+        Fail::Kernel(e) if e.raw_os_error() == Some(libc::EEXIST) => HostError::Exists {
+            name: target.to_owned(),
         },
+        err => netlink::kernel_err(op, target, err).into(),
     }
 }
 
@@ -89,7 +71,7 @@ pub(super) struct Rtnl(netlink::Rtnl);
 
 impl Rtnl {
     pub(super) fn open() -> Result<Self, HostError> {
-        netlink::Rtnl::open().map(Rtnl).map_err(local_err)
+        netlink::Rtnl::open().map(Rtnl).map_err(HostError::from)
     }
 
     /// Send one request and collect the payloads of every reply until the ACK / DONE (or an error).
@@ -97,19 +79,22 @@ impl Rtnl {
     where
         P: Size + ToBytes + std::fmt::Debug,
     {
-        self.0.request(op, ty, flags, payload).map_err(|f| match f {
-            netlink::Fail::Kernel(e) => Fail::Kernel(e),
-            netlink::Fail::Local(e) => Fail::Local(local_err(e)),
-        })
+        self.0.request(op, ty, flags, payload)
     }
 }
 
-/// The socket's own failures (it cannot talk to rtnetlink, or an unexpected reply) as a [`HostError`].
-fn local_err(e: NetlinkError) -> HostError {
-    match e {
-        NetlinkError::Socket(detail) => HostError::Netlink(detail),
-        NetlinkError::Protocol { op, detail } => HostError::Protocol { op, detail },
-        other => HostError::Netlink(other.to_string()),
+/// [`super::netlink`]'s errors as [`HostError`]s: the socket's own failures (it cannot talk to rtnetlink, or
+/// an unexpected reply) and the errno mapping of [`netlink::kernel_err`].
+impl From<NetlinkError> for HostError {
+    fn from(e: NetlinkError) -> HostError {
+        match e {
+            NetlinkError::Permission { op, target } => HostError::Permission { op, target },
+            NetlinkError::NoSuchDevice { name } => HostError::NoSuchDevice { name },
+            NetlinkError::Kernel { op, target, source } => HostError::Kernel { op, target, source },
+            NetlinkError::Socket(detail) => HostError::Netlink(detail),
+            NetlinkError::Protocol { op, detail } => HostError::Protocol { op, detail },
+            other => HostError::Netlink(other.to_string()),
+        }
     }
 }
 
