@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::docker::{Dockerd, PluginSpec, BUSYBOX_IMAGE};
+use common::docker::{bridge_ports, Dockerd, PluginSpec, BUSYBOX_IMAGE};
 use common::testbed::{run_cmd, Netns, Testbed};
 use overlayd::docker::listen::Listener;
 use overlayd::docker::{listen, BackendError, DockerAddr, DockerBackend, Driver, NetworkDef, NetworkInfo};
@@ -147,6 +147,15 @@ impl DockerBackend for IpBackend {
     }
 }
 
+/// The runtime the drivers under test are served on.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn real_dockerd_drives_the_driver() {
     let tb = Testbed::builder().hosts(1).containers(false).build();
@@ -164,11 +173,7 @@ fn real_dockerd_drives_the_driver() {
         )
         .unwrap(),
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let listener = rt.block_on(listen::bind(&addr)).unwrap();
     rt.spawn(listen::serve(listener, driver.clone()));
     let _spec = PluginSpec::write(&plugin, &addr.spec_url());
@@ -177,37 +182,25 @@ fn real_dockerd_drives_the_driver() {
     d.import_busybox();
 
     // A wrong subnet for an existing name is refused with the driver's message.
-    d.must(&[
-        "network",
-        "create",
-        "-d",
+    d.network_create(
         &plugin,
-        "--ipam-driver",
-        &plugin,
-        "--subnet",
-        "10.20.0.0/16",
-        "-o",
-        "network=app",
-        "-o",
-        "vni=4242",
-        "-o",
-        "egress=true",
-        "app",
-    ]);
-    let e = d
-        .docker(&[
-            "network",
-            "create",
-            "-d",
-            &plugin,
-            "--ipam-driver",
-            &plugin,
+        &[
             "--subnet",
-            "10.30.0.0/16",
-            "--ipam-opt",
+            "10.20.0.0/16",
+            "-o",
             "network=app",
-            "app2",
-        ])
+            "-o",
+            "vni=4242",
+            "-o",
+            "egress=true",
+            "app",
+        ],
+    );
+    let e = d
+        .try_network_create(
+            &plugin,
+            &["--subnet", "10.30.0.0/16", "--ipam-opt", "network=app", "app2"],
+        )
         .unwrap_err();
     assert!(e.stderr.contains("has subnet 10.20.0.0/16"), "{e}");
     assert!(host.link_exists("ovbr4242"));
@@ -215,17 +208,7 @@ fn real_dockerd_drives_the_driver() {
     // Two containers: addresses from the block, the driver's MAC and MTU, a default route via the gateway.
     let a = d.run_detached(&["--network", "app", BUSYBOX_IMAGE, "sleep", "600"]);
     let b = d.run_detached(&["--network", "app", BUSYBOX_IMAGE, "sleep", "600"]);
-    let ip_of = |id: &str| {
-        d.must(&[
-            "inspect",
-            "-f",
-            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-            id,
-        ])
-        .trim()
-        .to_string()
-    };
-    let (ipa, ipb) = (ip_of(&a), ip_of(&b));
+    let (ipa, ipb) = (d.container_ip(&a), d.container_ip(&b));
     assert!(
         ipa.starts_with("10.20.0.") && ipb.starts_with("10.20.0.") && ipa != ipb,
         "{ipa} {ipb}"
@@ -265,20 +248,12 @@ fn real_dockerd_drives_the_driver() {
         "{released:?}"
     );
     // The bridge has no ports left.
-    let ports =
-        run_cmd(Command::new("ip").args(["-n", host.ns(), "-o", "link", "show", "master", "ovbr4242"]))
-            .unwrap();
-    assert!(ports.trim().is_empty(), "{ports}");
+    let ports = bridge_ports(host, "ovbr4242");
+    assert!(ports.is_empty(), "{ports:?}");
 
     // Ten containers started at once: concurrent plugin calls, ten distinct addresses and veths.
-    let ids: Vec<String> = std::thread::scope(|s| {
-        let d = &d;
-        let handles: Vec<_> = (0..10)
-            .map(|_| s.spawn(move || d.run_detached(&["--network", "app", BUSYBOX_IMAGE, "sleep", "600"])))
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let mut addrs: Vec<String> = ids.iter().map(|id| ip_of(id)).collect();
+    let ids = d.run_many("app", 10);
+    let mut addrs: Vec<String> = ids.iter().map(|id| d.container_ip(id)).collect();
     addrs.sort();
     addrs.dedup();
     assert_eq!(addrs.len(), 10, "{addrs:?}");
@@ -287,10 +262,8 @@ fn real_dockerd_drives_the_driver() {
         d.rm(id);
     }
     assert!(driver.snapshot().endpoints.is_empty());
-    let ports =
-        run_cmd(Command::new("ip").args(["-n", host.ns(), "-o", "link", "show", "master", "ovbr4242"]))
-            .unwrap();
-    assert!(ports.trim().is_empty(), "{ports}");
+    let ports = bridge_ports(host, "ovbr4242");
+    assert!(ports.is_empty(), "{ports:?}");
 
     // docker network rm: forgotten on this host.
     d.must(&["network", "rm", "app"]);
@@ -327,11 +300,7 @@ fn two_dockerds_share_one_tcp_spec_and_one_cluster_network() {
     let tb = Testbed::builder().hosts(2).containers(false).build();
     tb.cleanup_on_exit();
     let cluster = Cluster::default();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let l1 = bind_in(tb.host(1).ns(), 0);
     let port = l1.local_addr().unwrap().port();
     let l2 = bind_in(tb.host(2).ns(), port);
@@ -354,46 +323,18 @@ fn two_dockerds_share_one_tcp_spec_and_one_cluster_network() {
     let d1 = Dockerd::start(tb.host(1));
     let d2 = Dockerd::start(tb.host(2));
     let p = plugin.as_str();
-    d1.must(&[
-        "network",
-        "create",
-        "-d",
+    d1.network_create(
         p,
-        "--ipam-driver",
-        p,
-        "--subnet",
-        "10.20.0.0/16",
-        "--ipam-opt",
-        "network=app",
-        "app",
-    ]);
+        &["--subnet", "10.20.0.0/16", "--ipam-opt", "network=app", "app"],
+    );
     let e = d2
-        .docker(&[
-            "network",
-            "create",
-            "-d",
+        .try_network_create(
             p,
-            "--ipam-driver",
-            p,
-            "--subnet",
-            "10.21.0.0/16",
-            "--ipam-opt",
-            "network=app",
-            "app",
-        ])
+            &["--subnet", "10.21.0.0/16", "--ipam-opt", "network=app", "app"],
+        )
         .unwrap_err();
     assert!(e.stderr.contains("has subnet 10.20.0.0/16"), "{e}");
-    d2.must(&[
-        "network",
-        "create",
-        "-d",
-        p,
-        "--ipam-driver",
-        p,
-        "--ipam-opt",
-        "network=app",
-        "app",
-    ]);
+    d2.network_create(p, &["--ipam-opt", "network=app", "app"]);
     let subnet = d2.must(&[
         "network",
         "inspect",

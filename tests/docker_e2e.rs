@@ -10,12 +10,11 @@
 
 mod common;
 
-use common::docker::{Dockerd, PluginSpec, BUSYBOX_IMAGE};
+use common::docker::{bridge_ports, Dockerd, PluginSpec, BUSYBOX_IMAGE};
 use common::overlay::{form_cluster, rows, start_overlayd, state_dir, str_field, OVERLAYCTL};
-use common::testbed::{run_cmd, wait_until, Host, Netns, Testbed};
+use common::testbed::{wait_until, Host, Netns, Testbed};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Duration;
 
 /// The plugin port on every host's own loopback.
@@ -40,35 +39,10 @@ fn driver_veths(host: &Host) -> Vec<String> {
 }
 
 /// Ports of `bridge` other than the network's own TAP.
-fn bridge_ports(host: &Host, bridge: &str, tap: &str) -> Vec<String> {
-    run_cmd(Command::new("ip").args(["-n", host.ns(), "-o", "link", "show", "master", bridge]))
-        .unwrap_or_else(|e| panic!("{e}"))
-        .lines()
-        .filter_map(|l| l.split(':').nth(1))
-        .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
-        .filter(|n| n != tap)
-        .collect()
-}
-
-fn ip_of(d: &Dockerd, id: &str) -> String {
-    d.must(&[
-        "inspect",
-        "-f",
-        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-        id,
-    ])
-    .trim()
-    .to_string()
-}
-
-/// `n` containers on network app started at once (concurrent plugin calls).
-fn run_many(d: &Dockerd, n: usize) -> Vec<String> {
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..n)
-            .map(|_| s.spawn(move || d.run_detached(&["--network", "app", BUSYBOX_IMAGE, "sleep", "600"])))
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    })
+fn container_ports(host: &Host, bridge: &str, tap: &str) -> Vec<String> {
+    let mut ports = bridge_ports(host, bridge);
+    ports.retain(|n| n != tap);
+    ports
 }
 
 #[test]
@@ -101,19 +75,10 @@ fn two_dockerds_with_their_overlayds_run_containers_that_talk_across_hosts() {
     let (d1, d2) = (&docks[0], &docks[1]);
 
     // Host 1 creates the cluster network; host 2 waits until it has spread, then joins it without --subnet.
-    d1.must(&[
-        "network",
-        "create",
-        "-d",
+    d1.network_create(
         &plugin,
-        "--ipam-driver",
-        &plugin,
-        "--subnet",
-        "10.20.0.0/16",
-        "-o",
-        "network=app",
-        "app",
-    ]);
+        &["--subnet", "10.20.0.0/16", "-o", "network=app", "app"],
+    );
     assert!(
         wait_until(Duration::from_secs(10), || listed(hosts[1], "app").is_some()),
         "network app did not reach host 2 within 10 s"
@@ -124,45 +89,33 @@ fn two_dockerds_with_their_overlayds_run_containers_that_talk_across_hosts() {
     let tap = str_field(&net, "tap").to_string();
     // A different subnet for the same cluster network is an error on host 2.
     let e = d2
-        .docker(&[
-            "network",
-            "create",
-            "-d",
+        .try_network_create(
             &plugin,
-            "--ipam-driver",
-            &plugin,
-            "--subnet",
-            "10.30.0.0/16",
-            "--ipam-opt",
-            "network=app",
-            "-o",
-            "network=app",
-            "wrong",
-        ])
+            &[
+                "--subnet",
+                "10.30.0.0/16",
+                "--ipam-opt",
+                "network=app",
+                "-o",
+                "network=app",
+                "wrong",
+            ],
+        )
         .unwrap_err();
     assert!(e.stderr.contains("has subnet 10.20.0.0/16"), "{e}");
-    d2.must(&[
-        "network",
-        "create",
-        "-d",
+    d2.network_create(
         &plugin,
-        "--ipam-driver",
-        &plugin,
-        "--ipam-opt",
-        "network=app",
-        "-o",
-        "network=app",
-        "app",
-    ]);
+        &["--ipam-opt", "network=app", "-o", "network=app", "app"],
+    );
 
     // 10 containers per host, all addresses unique and inside the subnet.
     let (ids1, ids2) = std::thread::scope(|s| {
-        let a = s.spawn(|| run_many(d1, PER_HOST));
-        let b = s.spawn(|| run_many(d2, PER_HOST));
+        let a = s.spawn(|| d1.run_many("app", PER_HOST));
+        let b = s.spawn(|| d2.run_many("app", PER_HOST));
         (a.join().unwrap(), b.join().unwrap())
     });
-    let ips1: Vec<String> = ids1.iter().map(|id| ip_of(d1, id)).collect();
-    let ips2: Vec<String> = ids2.iter().map(|id| ip_of(d2, id)).collect();
+    let ips1: Vec<String> = ids1.iter().map(|id| d1.container_ip(id)).collect();
+    let ips2: Vec<String> = ids2.iter().map(|id| d2.container_ip(id)).collect();
     println!("host 1: {ips1:?}\nhost 2: {ips2:?}");
     let all: BTreeSet<&String> = ips1.iter().chain(&ips2).collect();
     assert_eq!(all.len(), 2 * PER_HOST, "addresses not unique: {ips1:?} {ips2:?}");
@@ -191,7 +144,7 @@ fn two_dockerds_with_their_overlayds_run_containers_that_talk_across_hosts() {
     assert_eq!(driver_veths(hosts[1]).len(), PER_HOST);
     for h in &hosts {
         assert_eq!(
-            bridge_ports(h, &bridge, &tap).len(),
+            container_ports(h, &bridge, &tap).len(),
             PER_HOST,
             "host {}",
             h.index()
@@ -225,7 +178,7 @@ fn two_dockerds_with_their_overlayds_run_containers_that_talk_across_hosts() {
         "-h",
         "/var/www",
     ]);
-    let web_ip = ip_of(d1, &web);
+    let web_ip = d1.container_ip(&web);
     d1.exec(&web, &["sh", "-c", "seq 1 40000 > /var/www/data"])
         .unwrap_or_else(|e| panic!("{e}"));
     let expected: String = (1..=40000).map(|n| format!("{n}\n")).collect();
@@ -246,24 +199,12 @@ fn two_dockerds_with_their_overlayds_run_containers_that_talk_across_hosts() {
 
     // The documented usage: the very same command on every host, right after each other (the second may
     // run before the definition has spread: an identical definition is accepted).
-    let web_cmd = [
-        "network",
-        "create",
-        "-d",
-        &plugin,
-        "--ipam-driver",
-        &plugin,
-        "--subnet",
-        "10.21.0.0/16",
-        "-o",
-        "network=web",
-        "web",
-    ];
-    d1.must(&web_cmd);
-    d2.must(&web_cmd);
+    let web_args = ["--subnet", "10.21.0.0/16", "-o", "network=web", "web"];
+    d1.network_create(&plugin, &web_args);
+    d2.network_create(&plugin, &web_args);
     let w1 = d1.run_detached(&["--network", "web", BUSYBOX_IMAGE, "sleep", "600"]);
     let w2 = d2.run_detached(&["--network", "web", BUSYBOX_IMAGE, "sleep", "600"]);
-    let (wip1, wip2) = (ip_of(d1, &w1), ip_of(d2, &w2));
+    let (wip1, wip2) = (d1.container_ip(&w1), d2.container_ip(&w2));
     assert!(
         wip1.starts_with("10.21.") && wip2.starts_with("10.21.") && wip1 != wip2,
         "{wip1} {wip2}"
@@ -303,7 +244,7 @@ fn two_dockerds_with_their_overlayds_run_containers_that_talk_across_hosts() {
             h.index(),
             driver_veths(h)
         );
-        let ports = bridge_ports(h, &bridge, &tap);
+        let ports = container_ports(h, &bridge, &tap);
         assert!(
             ports.is_empty(),
             "ports left on {bridge} of host {}: {ports:?}",

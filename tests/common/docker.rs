@@ -274,6 +274,42 @@ impl Dockerd {
         self.must(&a).trim().to_string()
     }
 
+    /// `n` busybox containers (`sleep 600`) on `network`, started at once (concurrent plugin calls) → their ids.
+    pub fn run_many(&self, network: &str, n: usize) -> Vec<String> {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..n)
+                .map(|_| s.spawn(move || self.run_detached(&["--network", network, BUSYBOX_IMAGE, "sleep", "600"])))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        })
+    }
+
+    /// The container's address on its (only) network (`docker inspect … .IPAddress`).
+    pub fn container_ip(&self, id: &str) -> String {
+        self.must(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            id,
+        ])
+        .trim()
+        .to_string()
+    }
+
+    /// `docker network create -d PLUGIN --ipam-driver PLUGIN args…`: a network of the plugin's network and
+    /// IPAM driver; `args` end with the network's name.
+    pub fn try_network_create(&self, plugin: &str, args: &[&str]) -> Result<String, CmdError> {
+        self.docker(&network_create_args(plugin, args))
+    }
+
+    /// Like [`Dockerd::try_network_create`], panicking as [`Dockerd::must`] does.
+    pub fn network_create(&self, plugin: &str, args: &[&str]) -> String {
+        self.must(&network_create_args(plugin, args))
+    }
+
     /// `docker exec id cmd…` → stdout.
     pub fn exec(&self, id: &str, cmd: &[&str]) -> Result<String, CmdError> {
         let mut a = vec!["exec", id];
@@ -364,4 +400,20 @@ impl Drop for Dockerd {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Names of the links whose master is `bridge` in `host`'s namespace (`ip -o link show master BRIDGE`).
+pub fn bridge_ports(host: &impl Netns, bridge: &str) -> Vec<String> {
+    run_cmd(Command::new("ip").args(["-n", host.ns(), "-o", "link", "show", "master", bridge]))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+        .collect()
+}
+
+fn network_create_args<'a>(plugin: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec!["network", "create", "-d", plugin, "--ipam-driver", plugin];
+    a.extend_from_slice(args);
+    a
 }
