@@ -11,12 +11,11 @@
 mod common;
 
 use common::overlay::{
-    ctl_json, ctl_socket, fdb_row, non_member_drops, peer_row, ping_ok, rows, spawn_overlayd, start_overlayd,
-    state_dir, str_field, OVERLAYCTL,
+    ctl_json, ctl_socket, fdb_row, form_cluster_at_once, non_member_drops, peer_row, ping_ok, spawn_overlayd,
+    start_overlayd, state_dir, str_field,
 };
 
-use common::testbed::{wait_until, Daemon, Host, Netns, Testbed};
-use serde_json::Value;
+use common::testbed::{wait_until, Host, Netns, Testbed};
 use std::time::{Duration, Instant};
 
 /// The bound for withdrawing a SIGKILLed node's MACs from every other node.
@@ -25,13 +24,6 @@ const WITHDRAW_BOUND: Duration = Duration::from_secs(3);
 // ---------------------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------------------
-
-fn alive_count(peers: &Value) -> usize {
-    rows(peers)
-        .iter()
-        .filter(|r| str_field(r, "state") == "alive")
-        .count()
-}
 
 /// `overlayctl --admin-socket … token` on the first member (one line, trimmed).
 fn token(host: &Host) -> String {
@@ -43,62 +35,6 @@ fn token(host: &Host) -> String {
     t
 }
 
-/// Host 1 with `--init-cluster`, then every other host of `hosts` joining through host 1 only, all started
-/// at once; waits until every node lists all of them alive (20 s).
-fn form_cluster(tb: &Testbed, hosts: &[&Host]) -> Vec<Daemon> {
-    let h1 = hosts[0];
-    let d1 = start_overlayd(
-        h1,
-        &[
-            "--init-cluster",
-            "--local",
-            &h1.underlay_ip().to_string(),
-            "--state-dir",
-            &state_dir(tb, h1, "a"),
-        ],
-    );
-    let tok = token(h1);
-    let seed = h1.underlay_ip().to_string();
-    let mut daemons = vec![d1];
-    let spawned: Vec<Daemon> = hosts[1..]
-        .iter()
-        .map(|h| {
-            spawn_overlayd(
-                h,
-                &[
-                    "--peer",
-                    &seed,
-                    "--token",
-                    &tok,
-                    "--state-dir",
-                    &state_dir(tb, h, "a"),
-                ],
-            )
-        })
-        .collect();
-    for (h, mut d) in hosts[1..].iter().zip(spawned) {
-        let ready = wait_until(Duration::from_secs(20), || {
-            !d.is_running() || h.exec(OVERLAYCTL, &["stats", "--json"]).is_ok()
-        });
-        if let Some(st) = d.try_wait() {
-            panic!("`{}` exited during join ({st}):\n{}", d.cmdline(), d.log());
-        }
-        assert!(ready, "`{}` not ready within 20 s:\n{}", d.cmdline(), d.log());
-        daemons.push(d);
-    }
-    let n = hosts.len();
-    let formed = wait_until(Duration::from_secs(20), || {
-        hosts.iter().all(|h| alive_count(&ctl_json(h, "peers")) == n)
-    });
-    if !formed {
-        for h in hosts {
-            eprintln!("peers on host {}: {}", h.index(), ctl_json(h, "peers"));
-        }
-        panic!("the {n} nodes did not all see {n} alive members within 20 s");
-    }
-    daemons
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // a. five hosts joined through one member
 // ---------------------------------------------------------------------------------------------------------
@@ -107,7 +43,7 @@ fn form_cluster(tb: &Testbed, hosts: &[&Host]) -> Vec<Daemon> {
 fn five_hosts_join_through_one_member() {
     let tb = Testbed::builder().hosts(5).build();
     let hosts: Vec<&Host> = tb.hosts().iter().collect();
-    let mut daemons = form_cluster(&tb, &hosts);
+    let mut daemons = form_cluster_at_once(&tb, &hosts, "a", &|_| Vec::new());
 
     // Every container pings every other: all 20 ordered pairs. This also makes every container's MAC seen
     // behind its own bridge, which is what the control plane advertises.
@@ -245,7 +181,7 @@ fn forged_or_absent_token_is_refused() {
     let tb = Testbed::builder().hosts(4).build();
     let hosts: Vec<&Host> = tb.hosts().iter().collect();
     let (members, intruder) = (&hosts[..3], hosts[3]);
-    let _daemons = form_cluster(&tb, members);
+    let _daemons = form_cluster_at_once(&tb, members, "a", &|_| Vec::new());
     let real = token(members[0]);
     let seed = members[0].underlay_ip().to_string();
     let intruder_ip = intruder.underlay_ip();

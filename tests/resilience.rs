@@ -12,7 +12,7 @@
 mod common;
 
 use common::garbage;
-use common::overlay::{ctl_json, ctl_socket, ping_ok, spawn_overlayd, OVERLAYCTL};
+use common::overlay::{ctl_json, form_cluster, ping_ok, rows, start_overlayd, str_field};
 use common::testbed::{tcp_transfer, wait_until, Daemon, Host, Netns, Testbed};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -28,40 +28,14 @@ fn long() -> bool {
 // Helpers
 // ---------------------------------------------------------------------------------------------------------
 
-fn state_dir(tb: &Testbed, host: &Host) -> String {
-    tb.log_dir()
-        .join(format!("state-res-h{}", host.index()))
-        .to_string_lossy()
-        .into_owned()
-}
-
-/// Waits (20 s) until `d`'s admin endpoint answers; panics with its log if it exits first.
-fn ready(host: &Host, d: &mut Daemon) {
-    let ok = wait_until(Duration::from_secs(20), || {
-        !d.is_running() || host.exec(OVERLAYCTL, &["stats", "--json"]).is_ok()
-    });
-    if let Some(st) = d.try_wait() {
-        panic!("`{}` exited during startup ({st}):\n{}", d.cmdline(), d.log());
-    }
-    assert!(ok, "`{}` not ready within 20 s:\n{}", d.cmdline(), d.log());
-}
-
-fn rows(v: &Value) -> &[Value] {
-    v.as_array().map_or(&[], Vec::as_slice)
-}
-
-fn field<'a>(row: &'a Value, k: &str) -> &'a str {
-    row.get(k).and_then(Value::as_str).unwrap_or("")
-}
-
 /// `(addr, state, generation)` of every `peers` row on `host`.
 fn members(host: &Host) -> Vec<(String, String, u64)> {
     rows(&ctl_json(host, "peers"))
         .iter()
         .map(|r| {
             (
-                field(r, "addr").to_string(),
-                field(r, "state").to_string(),
+                str_field(r, "addr").to_string(),
+                str_field(r, "state").to_string(),
                 r.get("generation").and_then(Value::as_u64).unwrap_or(0),
             )
         })
@@ -73,42 +47,6 @@ fn all_alive(hosts: &[&Host]) -> bool {
         let m = members(h);
         m.len() == hosts.len() && m.iter().all(|(_, s, _)| s == "alive")
     })
-}
-
-/// Host 1 `--init-cluster`, the others join through it with a token; waits until all see all alive (20 s).
-fn form_cluster(tb: &Testbed, hosts: &[&Host]) -> Vec<Daemon> {
-    let h1 = hosts[0];
-    let mut d1 = spawn_overlayd(
-        h1,
-        &[
-            "--init-cluster",
-            "--local",
-            &h1.underlay_ip().to_string(),
-            "--state-dir",
-            &state_dir(tb, h1),
-        ],
-    );
-    ready(h1, &mut d1);
-    let tok = ctl_socket(h1, &["token"]).unwrap_or_else(|e| panic!("{e}"));
-    let tok = tok.trim().to_string();
-    let seed = h1.underlay_ip().to_string();
-    let mut daemons = vec![d1];
-    for h in &hosts[1..] {
-        let sd = state_dir(tb, h);
-        let mut d = spawn_overlayd(h, &["--peer", &seed, "--token", &tok, "--state-dir", &sd]);
-        ready(h, &mut d);
-        daemons.push(d);
-    }
-    if !wait_until(Duration::from_secs(20), || all_alive(hosts)) {
-        for h in hosts {
-            eprintln!("peers on host {}: {}", h.index(), ctl_json(h, "peers"));
-        }
-        panic!(
-            "the {} nodes did not all see each other alive within 20 s",
-            hosts.len()
-        );
-    }
-    daemons
 }
 
 /// Loads an nftables table `name` with `rules` (chain bodies) into `host`'s namespace only.
@@ -191,12 +129,12 @@ fn fdb_view(host: &Host) -> BTreeMap<String, String> {
     rows(&ctl_json(host, "fdb"))
         .iter()
         .filter_map(|r| {
-            let vtep = match field(r, "origin") {
+            let vtep = match str_field(r, "origin") {
                 "local" => host.underlay_ip().to_string(),
-                "control" => field(r, "vtep").to_string(),
+                "control" => str_field(r, "vtep").to_string(),
                 _ => return None,
             };
-            Some((field(r, "mac").to_ascii_lowercase(), vtep))
+            Some((str_field(r, "mac").to_ascii_lowercase(), vtep))
         })
         .collect()
 }
@@ -219,7 +157,7 @@ fn underlay_loss_20_percent_declares_no_member_dead() {
     let _one = one_at_a_time();
     let tb = Testbed::builder().hosts(3).build();
     let hosts: Vec<&Host> = tb.hosts().iter().collect();
-    let daemons = form_cluster(&tb, &hosts);
+    let daemons = form_cluster(&tb, &hosts, "res", &|_| Vec::new());
     for a in &hosts {
         for b in &hosts {
             if a.index() != b.index() {
@@ -294,7 +232,7 @@ fn partition_then_heal_makes_fdbs_equal() {
     let _one = one_at_a_time();
     let tb = Testbed::builder().hosts(3).build();
     let hosts: Vec<&Host> = tb.hosts().iter().collect();
-    let _daemons = form_cluster(&tb, &hosts);
+    let _daemons = form_cluster(&tb, &hosts, "res", &|_| Vec::new());
     for a in &hosts {
         for b in &hosts {
             if a.index() != b.index() {
@@ -468,7 +406,7 @@ fn saturated_data_path_causes_no_false_death_and_admin_answers() {
     let _one = one_at_a_time();
     let tb = Testbed::builder().hosts(3).build();
     let hosts: Vec<&Host> = tb.hosts().iter().collect();
-    let daemons = form_cluster(&tb, &hosts);
+    let daemons = form_cluster(&tb, &hosts, "res", &|_| Vec::new());
     let (c1, c2) = (hosts[0].container(), hosts[1].container());
     ping_ok(c1, c2.ip(), 2);
     let baseline: Vec<_> = hosts.iter().map(|h| members(h)).collect();
@@ -630,7 +568,7 @@ fn garbage_during_tcp_transfer_is_counted_and_the_transfer_completes() {
     let tb = Testbed::builder().hosts(2).build();
     let (h1, h2) = (tb.host(1), tb.host(2));
     let start = |h: &Host, peer: &Host| {
-        let mut d = spawn_overlayd(
+        start_overlayd(
             h,
             &[
                 "--peer",
@@ -638,9 +576,7 @@ fn garbage_during_tcp_transfer_is_counted_and_the_transfer_completes() {
                 "--local",
                 &h.underlay_ip().to_string(),
             ],
-        );
-        ready(h, &mut d);
-        d
+        )
     };
     let mut d1 = start(h1, h2);
     let _d2 = start(h2, h1);
@@ -759,7 +695,7 @@ fn daemon_keeps_only_its_capabilities_and_still_works() {
     const KEPT: u64 = 1 << 12 | 1 << 19 | 1 << 21;
     let tb = Testbed::builder().hosts(2).build();
     let (h1, h2) = (tb.host(1), tb.host(2));
-    let mut d1 = spawn_overlayd(
+    let mut d1 = start_overlayd(
         h1,
         &[
             "--peer",
@@ -768,8 +704,7 @@ fn daemon_keeps_only_its_capabilities_and_still_works() {
             &h1.underlay_ip().to_string(),
         ],
     );
-    ready(h1, &mut d1);
-    let mut d2 = spawn_overlayd(
+    let _d2 = start_overlayd(
         h2,
         &[
             "--peer",
@@ -778,7 +713,6 @@ fn daemon_keeps_only_its_capabilities_and_still_works() {
             &h2.underlay_ip().to_string(),
         ],
     );
-    ready(h2, &mut d2);
     let (c1, c2) = (tb.container(1), tb.container(2));
     ping_ok(c1, c2.ip(), 2);
 

@@ -15,8 +15,8 @@
 mod common;
 
 use common::overlay::{
-    ctl_json, ctl_socket, fdb_row, non_member_drops, peer_row, ping_ok, rows, spawn_overlayd, start_overlayd,
-    state_dir, str_field, OVERLAYCTL,
+    alive_count, ctl_json, ctl_socket, fdb_row, non_member_drops, peer_row, ping_ok, start_overlayd, state_dir,
+    str_field, OVERLAYCTL,
 };
 use common::testbed::{wait_until, Daemon, Host, Netns, Testbed};
 use serde_json::Value;
@@ -26,65 +26,10 @@ use std::time::{Duration, Instant};
 /// The bound for enforcing a revocation everywhere.
 const REVOKE_BOUND: Duration = Duration::from_secs(3);
 
-/// Host 1 `--init-cluster` (the admitter), the others join through it; waits until all see all alive.
+/// [`common::overlay::form_cluster`] (host 1 `--init-cluster`, the admitter; the others join through it),
+/// then every container pings every other.
 fn form_cluster(tb: &Testbed, hosts: &[&Host]) -> Vec<Daemon> {
-    let h1 = hosts[0];
-    let d1 = start_overlayd(
-        h1,
-        &[
-            "--init-cluster",
-            "--local",
-            &h1.underlay_ip().to_string(),
-            "--state-dir",
-            &state_dir(tb, h1, "a"),
-        ],
-    );
-    let tok = ctl_socket(h1, &["token"])
-        .unwrap_or_else(|e| panic!("{e}"))
-        .trim()
-        .to_string();
-    let seed = h1.underlay_ip().to_string();
-    let mut daemons = vec![d1];
-    for h in &hosts[1..] {
-        let mut d = spawn_overlayd(
-            h,
-            &[
-                "--peer",
-                &seed,
-                "--token",
-                &tok,
-                "--state-dir",
-                &state_dir(tb, h, "a"),
-            ],
-        );
-        let ready = wait_until(Duration::from_secs(20), || {
-            !d.is_running() || h.exec(OVERLAYCTL, &["stats", "--json"]).is_ok()
-        });
-        if let Some(st) = d.try_wait() {
-            panic!(
-                "`{}` exited during join ({st}):\n{}\nadmitter log:\n{}",
-                d.cmdline(),
-                d.log(),
-                daemons[0].log()
-            );
-        }
-        assert!(ready, "`{}` not ready within 20 s:\n{}", d.cmdline(), d.log());
-        daemons.push(d);
-    }
-    let n = hosts.len();
-    let formed = wait_until(Duration::from_secs(20), || {
-        hosts.iter().all(|h| {
-            rows(&ctl_json(h, "peers"))
-                .iter()
-                .filter(|r| str_field(r, "state") == "alive")
-                .count()
-                == n
-        })
-    });
-    assert!(
-        formed,
-        "the {n} nodes did not all see {n} alive members within 20 s"
-    );
+    let daemons = common::overlay::form_cluster(tb, hosts, "a", &|_| Vec::new());
     // Every container's MAC shows up behind its bridge, hence in every FDB.
     for a in hosts {
         for b in hosts {
@@ -215,11 +160,7 @@ fn revoked_node_is_gone_everywhere_and_cannot_return() {
     );
     let rejoined = wait_until(Duration::from_secs(20), || {
         others.iter().all(|h| {
-            rows(&ctl_json(h, "peers"))
-                .iter()
-                .filter(|r| str_field(r, "state") == "alive")
-                .count()
-                == 3
+            alive_count(&ctl_json(h, "peers")) == 3
         })
     });
     assert!(rejoined, "host 3 did not rejoin after its restart");
@@ -543,10 +484,7 @@ fn rogue_member_forgeries_change_nothing() {
             h.index(),
             st["control"]
         );
-        let alive = rows(&ctl_json(h, "peers"))
-            .iter()
-            .filter(|r| str_field(r, "state") == "alive")
-            .count();
+        let alive = alive_count(&ctl_json(h, "peers"));
         assert_eq!(alive, 4, "host {}: {}", h.index(), ctl_json(h, "peers"));
     }
     // And traffic between the containers is unaffected.

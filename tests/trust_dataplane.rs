@@ -14,11 +14,10 @@
 
 mod common;
 
-use common::overlay::{counter, ctl_json, ctl_socket, drops, ping_ok, spawn_overlayd, OVERLAYCTL};
+use common::overlay::{counter, ctl_json, drops, form_cluster, ping_ok, spawn_overlayd, OVERLAYCTL};
 use common::testbed::{wait_until, Daemon, Host, Netns, Testbed};
 use serde_json::Value;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// The inner source MAC of the attacker's own frames.
@@ -56,56 +55,6 @@ fn start_static(host: &Host, peers: &[&Host], extra: &[&str]) -> Daemon {
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     start(host, &args)
-}
-
-/// A per-daemon state dir inside the testbed's log dir (unique per testbed, removed with it).
-fn state_dir(tb: &Testbed, host: &Host) -> String {
-    let d: PathBuf = tb.log_dir().join(format!("state-h{}", host.index()));
-    d.to_string_lossy().into_owned()
-}
-
-/// Cluster of `h1` (`--init-cluster`) and `h2` (joins through `h1`); waits until both see two alive members.
-fn form_cluster(tb: &Testbed, h1: &Host, h2: &Host) -> Vec<Daemon> {
-    let d1 = start(
-        h1,
-        &[
-            "--init-cluster",
-            "--local",
-            &h1.underlay_ip().to_string(),
-            "--state-dir",
-            &state_dir(tb, h1),
-        ],
-    );
-    let tok = ctl_socket(h1, &["token"])
-        .unwrap_or_else(|e| panic!("{e}"))
-        .trim()
-        .to_string();
-    assert!(tok.starts_with("OVL1-"), "unexpected token: {tok:?}");
-    let d2 = start(
-        h2,
-        &[
-            "--peer",
-            &h1.underlay_ip().to_string(),
-            "--token",
-            &tok,
-            "--state-dir",
-            &state_dir(tb, h2),
-        ],
-    );
-    let alive = |h: &Host| {
-        ctl_json(h, "peers").as_array().map_or(0, |rows| {
-            rows.iter()
-                .filter(|r| r.get("state").and_then(Value::as_str) == Some("alive"))
-                .count()
-        })
-    };
-    assert!(
-        wait_until(Duration::from_secs(20), || alive(h1) == 2 && alive(h2) == 2),
-        "the two nodes did not both see two alive members within 20 s: {} / {}",
-        ctl_json(h1, "peers"),
-        ctl_json(h2, "peers")
-    );
-    vec![d1, d2]
 }
 
 /// `overlayctl stats --json` on `host`.
@@ -386,7 +335,7 @@ fn static_mode_local_mac_spoof_is_dropped() {
 fn cluster_mode_local_mac_spoof_with_forged_member_address_is_dropped() {
     let tb = Testbed::builder().hosts(3).build();
     let (h1, h2, h3) = (tb.host(1), tb.host(2), tb.host(3));
-    let _daemons = form_cluster(&tb, h1, h2);
+    let _daemons = form_cluster(&tb, &[h1, h2], "a", &|_| Vec::new());
     let (c1, c2) = (tb.container(1), tb.container(2));
     ping_ok(c1, c2.ip(), 2);
     let local = (h1.underlay_ip().to_string(), "local".to_string());

@@ -99,14 +99,35 @@ pub fn alive_count(peers: &Value) -> usize {
         .count()
 }
 
-/// A cluster on `hosts`: the first with `--init-cluster`, the others joining through it with its token (each
-/// daemon with `extra(host)` added and its own state dir tagged `tag`); waits (20 s) until every node sees
-/// every node alive.
+/// A cluster on `hosts`: the first with `--init-cluster`, the others joining through it with its token one
+/// after the other (each daemon with `extra(host)` added and its own state dir tagged `tag`); waits (20 s)
+/// until every node sees every node alive.
 pub fn form_cluster(
     tb: &Testbed,
     hosts: &[&Host],
     tag: &str,
     extra: &dyn Fn(&Host) -> Vec<String>,
+) -> Vec<Daemon> {
+    form(tb, hosts, tag, extra, false)
+}
+
+/// Like [`form_cluster`], but every joining daemon is started at once (concurrent joins through one
+/// admitter).
+pub fn form_cluster_at_once(
+    tb: &Testbed,
+    hosts: &[&Host],
+    tag: &str,
+    extra: &dyn Fn(&Host) -> Vec<String>,
+) -> Vec<Daemon> {
+    form(tb, hosts, tag, extra, true)
+}
+
+fn form(
+    tb: &Testbed,
+    hosts: &[&Host],
+    tag: &str,
+    extra: &dyn Fn(&Host) -> Vec<String>,
+    at_once: bool,
 ) -> Vec<Daemon> {
     let h1 = hosts[0];
     let local = h1.underlay_ip().to_string();
@@ -117,32 +138,55 @@ pub fn form_cluster(
     let d1 = start_overlayd(h1, &a1);
     let tok = ctl_socket(h1, &["token"]).unwrap_or_else(|e| panic!("{e}"));
     let tok = tok.trim().to_string();
-    let mut daemons = vec![d1];
-    for h in &hosts[1..] {
+    assert!(tok.starts_with("OVL1-"), "unexpected token format: {tok:?}");
+    let spawn = |h: &Host| {
         let sd = state_dir(tb, h, tag);
         let mut a: Vec<&str> = vec!["--peer", &local, "--token", &tok, "--state-dir", &sd];
         let x = extra(h);
         a.extend(x.iter().map(String::as_str));
-        let mut d = spawn_overlayd(h, &a);
-        let ready = wait_until(Duration::from_secs(20), || {
-            !d.is_running() || h.exec(OVERLAYCTL, &["stats", "--json"]).is_ok()
-        });
-        assert!(
-            ready && d.is_running(),
-            "`{}` did not join:\n{}",
-            d.cmdline(),
-            d.log()
-        );
-        daemons.push(d);
+        spawn_overlayd(h, &a)
+    };
+    let mut daemons = vec![d1];
+    if at_once {
+        let joining: Vec<Daemon> = hosts[1..].iter().map(|h| spawn(h)).collect();
+        for (h, d) in hosts[1..].iter().zip(joining) {
+            daemons.push(joined(h, d, &daemons[0]));
+        }
+    } else {
+        for h in &hosts[1..] {
+            let d = spawn(h);
+            daemons.push(joined(h, d, &daemons[0]));
+        }
     }
     let n = hosts.len();
-    assert!(
-        wait_until(Duration::from_secs(20), || hosts
-            .iter()
-            .all(|h| alive_count(&ctl_json(h, "peers")) == n)),
-        "the {n} nodes did not all see {n} alive members within 20 s"
-    );
+    let formed = wait_until(Duration::from_secs(20), || {
+        hosts.iter().all(|h| alive_count(&ctl_json(h, "peers")) == n)
+    });
+    if !formed {
+        for h in hosts {
+            eprintln!("peers on host {}: {}", h.index(), ctl_json(h, "peers"));
+        }
+        panic!("the {n} nodes did not all see {n} alive members within 20 s");
+    }
     daemons
+}
+
+/// Waits (20 s) until the joining daemon `d` on `h` answers on its admin address; panics with its log and
+/// the admitter's if it exits first.
+fn joined(h: &Host, mut d: Daemon, admitter: &Daemon) -> Daemon {
+    let ready = wait_until(Duration::from_secs(20), || {
+        !d.is_running() || h.exec(OVERLAYCTL, &["stats", "--json"]).is_ok()
+    });
+    if let Some(st) = d.try_wait() {
+        panic!(
+            "`{}` exited during join ({st}):\n{}\nadmitter log:\n{}",
+            d.cmdline(),
+            d.log(),
+            admitter.log()
+        );
+    }
+    assert!(ready, "`{}` did not join within 20 s:\n{}", d.cmdline(), d.log());
+    d
 }
 
 pub fn rows(v: &Value) -> &[Value] {
