@@ -80,21 +80,25 @@ impl Fdb {
                 return false;
             }
             was_local = true;
-            match s.claim.take() {
-                Some(c) => {
-                    s.moves.try_move(t, &self.damping, true);
-                    s.vtep = c;
-                    s.origin = Origin::Control;
-                    s.seen.store(t, Relaxed);
-                    false
-                }
-                None => true,
-            }
+            !self.claim_takes_over(s, t)
         });
         if was_local {
             self.unlocal();
         }
         was_local
+    }
+
+    /// A local entry given up at `t`: its pending control claim, if any, takes it over (the move counted by
+    /// dampening). Returns whether one did; else the entry is to be removed.
+    fn claim_takes_over(&self, s: &mut Slot, t: u64) -> bool {
+        let Some(c) = s.claim.take() else {
+            return false;
+        };
+        s.moves.try_move(t, &self.damping, true);
+        s.vtep = c;
+        s.origin = Origin::Control;
+        s.seen.store(t, Relaxed);
+        true
     }
 
     /// Reconcile local entries with our bridge's own forwarding table, read at `read_at` (an instant just
@@ -125,16 +129,7 @@ impl Fdb {
             }
             gone += 1;
             self.unlocal();
-            match s.claim.take() {
-                Some(c) => {
-                    s.moves.try_move(t, &self.damping, true);
-                    s.vtep = c;
-                    s.origin = Origin::Control;
-                    s.seen.store(t, Relaxed);
-                    true
-                }
-                None => false,
-            }
+            self.claim_takes_over(s, t)
         });
         let mut refused: Vec<MacAddr> = on_bridge
             .iter()
