@@ -58,24 +58,11 @@ impl AdminState {
         if let Some(ops) = &self.ops {
             return ops.list_networks();
         }
+        // Without `ops` (unit tests of the read-only views) there are no blocks either.
         self.observe
             .networks()
             .into_iter()
-            .map(|n| NetworkJson {
-                blocks: self
-                    .ops
-                    .as_ref()
-                    .map(|o| o.blocks_of(&n.name).iter().map(ToString::to_string).collect())
-                    .unwrap_or_default(),
-                name: n.name,
-                vni: n.vni.get(),
-                subnet: n.subnet.map(|s| s.to_string()),
-                mtu: n.mtu,
-                bridge: n.bridge,
-                tap: n.tap,
-                egress: n.egress,
-                gateway: n.gateway,
-            })
+            .map(|n| NetworkJson::new(n, &[]))
             .collect()
     }
 

@@ -47,22 +47,32 @@ pub struct NetworkView {
     pub blocks: Vec<String>,
 }
 
+impl NetworkView {
+    /// Network `n` with this host's `blocks` of it.
+    pub fn new(n: crate::observe::NetworkInfo, blocks: &[IpNet]) -> NetworkView {
+        NetworkView {
+            blocks: blocks.iter().map(ToString::to_string).collect(),
+            name: n.name,
+            vni: n.vni.get(),
+            subnet: n.subnet.map(|s| s.to_string()),
+            mtu: n.mtu,
+            bridge: n.bridge,
+            tap: n.tap,
+            egress: n.egress,
+            gateway: n.gateway,
+        }
+    }
+}
+
 impl Ops {
     /// The networks this host serves, with its blocks of each.
     pub fn list_networks(&self) -> Vec<NetworkView> {
         self.networks
             .infos()
             .into_iter()
-            .map(|n| NetworkView {
-                blocks: self.blocks_of(&n.name).iter().map(ToString::to_string).collect(),
-                name: n.name,
-                vni: n.vni.get(),
-                subnet: n.subnet.map(|s| s.to_string()),
-                mtu: n.mtu,
-                bridge: n.bridge,
-                tap: n.tap,
-                egress: n.egress,
-                gateway: n.gateway,
+            .map(|n| {
+                let blocks = self.blocks_of(&n.name);
+                NetworkView::new(n, &blocks)
             })
             .collect()
     }
