@@ -12,18 +12,13 @@
 
 mod common;
 
-use common::overlay::{ctl_json, ctl_socket, ping_ok, spawn_overlayd, start_overlayd, OVERLAYCTL};
+use common::overlay::{ctl_json, ctl_socket, ping_ok, spawn_overlayd, start_overlayd, state_dir, OVERLAYCTL};
 
 use common::testbed::{wait_until, Daemon, Host, Netns, Testbed};
 use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-fn state_dir(tb: &Testbed, host: &Host, tag: &str) -> String {
-    let d: PathBuf = tb.log_dir().join(format!("state-h{}-{tag}", host.index()));
-    d.to_string_lossy().into_owned()
-}
 
 fn join(tb: &Testbed, host: &Host, via: &Host, token: &str, tag: &str) -> Daemon {
     start_overlayd(
