@@ -75,10 +75,7 @@ fn two_dockerds_with_their_overlayds_run_containers_that_talk_across_hosts() {
     let (d1, d2) = (&docks[0], &docks[1]);
 
     // Host 1 creates the cluster network; host 2 waits until it has spread, then joins it without --subnet.
-    d1.network_create(
-        &plugin,
-        &["--subnet", "10.20.0.0/16", "-o", "network=app", "app"],
-    );
+    d1.network_create(&plugin, &["--subnet", "10.20.0.0/16", "-o", "network=app", "app"]);
     assert!(
         wait_until(Duration::from_secs(10), || listed(hosts[1], "app").is_some()),
         "network app did not reach host 2 within 10 s"

@@ -15,8 +15,8 @@
 mod common;
 
 use common::overlay::{
-    alive_count, ctl_json, ctl_socket, fdb_row, non_member_drops, peer_row, ping_ok, start_overlayd, state_dir,
-    str_field, OVERLAYCTL,
+    alive_count, ctl_json, ctl_socket, fdb_row, non_member_drops, peer_row, ping_ok, start_overlayd,
+    state_dir, str_field, OVERLAYCTL,
 };
 use common::testbed::{wait_until, Daemon, Host, Netns, Testbed};
 use serde_json::Value;
@@ -159,9 +159,7 @@ fn revoked_node_is_gone_everywhere_and_cannot_return() {
         others.iter().map(|h| ctl_json(h, "peers")).collect::<Vec<_>>()
     );
     let rejoined = wait_until(Duration::from_secs(20), || {
-        others.iter().all(|h| {
-            alive_count(&ctl_json(h, "peers")) == 3
-        })
+        others.iter().all(|h| alive_count(&ctl_json(h, "peers")) == 3)
     });
     assert!(rejoined, "host 3 did not rejoin after its restart");
     for h in others {

@@ -29,9 +29,9 @@ mod damping;
 mod evict;
 mod hash;
 pub use damping::Damping;
-pub use hash::{MacHashBuilder, MacHasher};
 use damping::Moves;
 use evict::Hints;
+pub use hash::{MacHashBuilder, MacHasher};
 
 use crate::stats::Counters;
 use crate::wire::MacAddr;

@@ -5,7 +5,10 @@
 
 use super::http::RawRequest;
 use super::routes::route_tail;
-use super::{find_route, is_loopback_host, parse_request, Access, AdminState, Endpoint, PeerJson, Response, Via, ROUTES};
+use super::{
+    find_route, is_loopback_host, parse_request, Access, AdminState, Endpoint, PeerJson, Response, Via,
+    ROUTES,
+};
 use std::time::Instant;
 
 impl AdminState {

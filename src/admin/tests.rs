@@ -108,8 +108,7 @@ fn routes() {
     assert_eq!(v[0]["vtep"], "10.0.0.2");
     assert_eq!(v[0]["origin"], "learned");
     assert!(v[0]["age_s"].is_u64());
-    let s: serde_json::Value =
-        serde_json::from_str(&get(&st, &tcp, "/v1/stats", "localhost").body).unwrap();
+    let s: serde_json::Value = serde_json::from_str(&get(&st, &tcp, "/v1/stats", "localhost").body).unwrap();
     for k in ["rx_frames", "tx_frames", "rx_datagrams", "tx_datagrams"] {
         assert_eq!(s[k], 0, "{k}");
     }
@@ -119,8 +118,7 @@ fn routes() {
     dataplane::stats::Counters::add(&net.rx.of(1).rx_datagrams, 5);
     dataplane::stats::Counters::add(&net.rx.of(0).rx_datagrams, 2);
     dataplane::stats::Counters::add(&net.tx.of(1).rx_frames, 7);
-    let s: serde_json::Value =
-        serde_json::from_str(&get(&st, &tcp, "/v1/stats", "localhost").body).unwrap();
+    let s: serde_json::Value = serde_json::from_str(&get(&st, &tcp, "/v1/stats", "localhost").body).unwrap();
     let w = s["workers"].as_array().unwrap();
     assert_eq!(w.len(), 2, "{s}");
     assert_eq!(

@@ -3,9 +3,9 @@
 //! each option's flag and key in `tests/validate.rs`.
 
 use super::*;
+use clap::CommandFactory;
 use clap::Parser;
 use std::path::Path;
-use clap::CommandFactory;
 
 const STATE: &str = "/nonexistent/overlayd-test";
 

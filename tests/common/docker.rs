@@ -278,7 +278,9 @@ impl Dockerd {
     pub fn run_many(&self, network: &str, n: usize) -> Vec<String> {
         std::thread::scope(|s| {
             let handles: Vec<_> = (0..n)
-                .map(|_| s.spawn(move || self.run_detached(&["--network", network, BUSYBOX_IMAGE, "sleep", "600"])))
+                .map(|_| {
+                    s.spawn(move || self.run_detached(&["--network", network, BUSYBOX_IMAGE, "sleep", "600"]))
+                })
                 .collect();
             handles
                 .into_iter()
