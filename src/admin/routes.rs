@@ -1,6 +1,6 @@
 //! The admin API's route table: every endpoint, its method and path, and who may call it ([`Access`]).
 //! The single place that decides what the TCP listener serves; `overlayctl` reads it too.
-//! Must never: be bypassed (a handler is reached only through [`find_route`]).
+//! Must never: mark a route that reveals a secret or changes state as anything but `Access::Privileged`.
 
 use super::Method;
 
