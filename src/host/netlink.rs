@@ -250,14 +250,19 @@ fn name_attr(name: &str) -> Result<RtBuffer<Ifla, Buffer>, NetlinkError> {
 /// `RTM_GETLINK` by name. `Ok(None)` when there is no such link.
 fn get_link(rt: &mut Rtnl, name: &str) -> Result<Option<LinkInfo>, NetlinkError> {
     validate_name(name)?;
-    let msg = link_msg(0, name_attr(name)?)?;
+    get_link_with(rt, link_msg(0, name_attr(name)?)?, name)
+}
+
+/// `RTM_GETLINK` with `msg` (a name or an index; `target` names it in errors). `Ok(None)` when there is no
+/// such link.
+fn get_link_with(rt: &mut Rtnl, msg: Ifinfomsg, target: &str) -> Result<Option<LinkInfo>, NetlinkError> {
     match rt.request("get link", Rtm::Getlink, NlmF::ACK, msg) {
         Ok(replies) => match replies.first() {
             Some(bytes) => Ok(Some(parse_link("get link", bytes)?)),
             None => Ok(None),
         },
         Err(Fail::Kernel(e)) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
-        Err(e) => Err(kernel_err("get link", name, e)),
+        Err(e) => Err(kernel_err("get link", target, e)),
     }
 }
 
@@ -268,15 +273,7 @@ pub(super) fn require_link(rt: &mut Rtnl, name: &str) -> Result<LinkInfo, Netlin
 }
 
 fn get_link_by_index(rt: &mut Rtnl, index: i32) -> Result<Option<LinkInfo>, NetlinkError> {
-    let msg = link_msg(index, RtBuffer::new())?;
-    match rt.request("get link", Rtm::Getlink, NlmF::ACK, msg) {
-        Ok(replies) => match replies.first() {
-            Some(bytes) => Ok(Some(parse_link("get link", bytes)?)),
-            None => Ok(None),
-        },
-        Err(Fail::Kernel(e)) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
-        Err(e) => Err(kernel_err("get link", &format!("#{index}"), e)),
-    }
+    get_link_with(rt, link_msg(index, RtBuffer::new())?, &format!("#{index}"))
 }
 
 /// Apply `attrs` (and optionally the UP flag) to an existing link (`RTM_NEWLINK` without CREATE).
