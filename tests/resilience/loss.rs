@@ -1,8 +1,8 @@
 //! §6 loss: 20 % underlay loss each way on one host declares no member dead.
 
 use super::{
-    cluster_pinging_all, long, log_len, members, membership_faults, nft_delete, nft_table, one_at_a_time,
-    rejoined, all_alive,
+    all_alive, cluster_pinging_all, log_len, long, members, membership_faults, nft_delete, nft_table,
+    one_at_a_time, rejoined,
 };
 use crate::common::testbed::{Host, Netns, Testbed};
 use std::time::{Duration, Instant};
