@@ -15,7 +15,8 @@
 //!   checks ptrace read access there, and a process whose permitted capabilities are not a subset of ours
 //!   (any container's root: Docker's default set has CAP_CHOWN, CAP_KILL, …) is only reachable with
 //!   CAP_SYS_PTRACE; a pidfd `setns` makes the same check. Verified by
-//!   `tests/host_attach.rs::attach_by_pid_after_the_capability_drop`. `ip netns` names and paths need it not.
+//!   `tests/host_attach/lifecycle.rs::attach_by_pid_after_the_capability_drop`. `ip netns` names and paths
+//!   need it not.
 //! - CAP_NET_BIND_SERVICE: kept only when a configured port (VXLAN, gossip, admin) is below 1024.
 //! - Nothing else. The state dir, its lock and state files, and the admin socket are created by the daemon
 //!   itself (uid 0), so the owner's permission bits let it in without CAP_DAC_OVERRIDE. The configuration
