@@ -169,7 +169,7 @@ fn start_static_pair(h1: &Host, h2: &Host) -> (Daemon, Daemon) {
     (d1, d2)
 }
 
-/// The scenarios of this file run one at a time: each one's conditions are the ones it names (20% loss is
+/// The scenarios of this binary run one at a time: each one's conditions are the ones it names (20% loss is
 /// not also an `iperf3` saturating the same two cores from the test next door; that is its own scenario).
 static SCENARIO: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
