@@ -163,7 +163,12 @@ pub fn run_tx(
             if poll.fds[k].revents == 0 {
                 continue;
             }
-            handled = true;
+            if !handled {
+                // Before the send: a sleeping RX loop's vCPU starts waking while the frame crosses the peer
+                // (arming one that is awake is a load and no syscall).
+                arm.arm_peers(now);
+                handled = true;
+            }
             let ni = poll.nets[k];
             let Some(tap) = nets.get(ni).and_then(|n| n.queue_of(engine.worker())) else {
                 continue;
@@ -190,10 +195,7 @@ pub fn run_tx(
         }
         flush(udp, &mut send, engine.unattributed(), &mut pmtus);
         if handled {
-            // After the send, so a nudge's eventfd write never delays the packet it anticipates the answer to.
-            let now = Instant::now();
-            busy.worked(now);
-            arm.arm_peers(now);
+            busy.worked(Instant::now());
         }
     }
 }
@@ -438,12 +440,14 @@ pub fn run_rx(
                 Ok(n) => n,
                 Err(_) => break,
             };
+            if n > 0 {
+                // Before the TAP writes: the answer comes back on this worker's TX loop (see `arm`), and a
+                // local reply (ping) may be queued on the TAP before the write returns.
+                arm.arm_peers(Instant::now());
+            }
             rx::rx_batch(&mut engine, &mut st, &nets, &cur, &mut batch, n, &write);
             if n > 0 {
-                // After the TAP writes: the answer comes back on this worker's TX loop (see `arm`).
-                let now = Instant::now();
-                busy.worked(now);
-                arm.arm_peers(now);
+                busy.worked(Instant::now());
             }
             if !st.replies.is_empty() {
                 let _ = udp.send_batch(&mut st.replies);

@@ -20,6 +20,11 @@
 //!   frames of that flow coming back from the kernel to the same queue (`tun_flow_update` /
 //!   `tun_automq_select_queue`), so the reply is read by TX loop `w`.
 //!
+//! When: as a batch starts, before the frames are sent (TX) or written to the TAP (RX). A ping's reply is
+//! queued on the TAP during the RX loop's write itself, and the peer's RX loop is woken during the TX loop's
+//! send; arming first lets the armed loop's vCPU start waking before that, at the price of one eventfd write
+//! ahead of the frame when (and only when) the armed loop sleeps.
+//!
 //! Cost: the busy path pays no syscall per batch. The arming loop writes a target's deadline only when it
 //! would move it by more than half the budget (so a busy loop writes each shared cache line at most once per
 //! half budget), and writes a target's eventfd only if that loop marked itself asleep. Sleep and arm race

@@ -91,7 +91,8 @@ impl BusyPoll {
     /// Wait for events: `poll(timeout)` (the caller's `poll_fds` over its fd set) with timeout 0 while
     /// spinning — within the budget since the loop's own last packet, or while `arm` says another loop armed
     /// it — yielding the CPU between empty polls, then a blocking `poll(idle_ms)`. A blocking poll that only
-    /// the nudge ended (an arming loop woke us) goes back to spinning and counts `busy_poll_wakes`. Returns
+    /// the nudge ended (an arming loop woke us) goes back to spinning and counts `busy_poll_wakes`; one that
+    /// the nudge and a packet ended returns the packet as an armed hit (the wake-up overlapped its trip). Returns
     /// the first poll result with events, an error, or the blocking poll's result. A blocking poll's `Ok(0)`
     /// keeps meaning "a quiet interval" for the caller; a spinning poll never returns `Ok(0)`.
     /// The zero-timeout polls of each spell are added to `counters.busy_polls` once (not per poll, so two
@@ -127,6 +128,9 @@ impl BusyPoll {
                         if p.events == 0 {
                             continue;
                         }
+                        // Woken by the arming, and the packet it anticipated arrived while we were waking.
+                        Counters::add(&counters.busy_poll_hits, 1);
+                        Counters::add(self.armed_hits(counters), 1);
                         break Ok(p.events);
                     }
                     r => break r.map(|p| p.events),
@@ -268,6 +272,19 @@ mod tests {
         assert_eq!(c.busy_polls.load(Relaxed), 2);
         assert_eq!(c.busy_poll_hits.load(Relaxed), 0);
         assert_eq!(*arm.marks.borrow(), [true, false, true, false]);
+
+        // Nudged, and the packet is already there when the loop runs: an armed hit straight from the sleep.
+        let r = b.wait(500, &c, || t0 + Duration::from_millis(1), &arm, |t| {
+            assert_eq!(t, 500);
+            Ok(Polled {
+                events: 1,
+                nudged: true,
+            })
+        });
+        assert_eq!(r.unwrap(), 1);
+        assert_eq!(c.busy_poll_wakes.load(Relaxed), 2);
+        assert_eq!(c.busy_poll_hits.load(Relaxed), 1);
+        assert_eq!(c.busy_poll_armed_hits_tx.load(Relaxed), 1);
     }
 
     /// The race with an arming loop: armed after the loop's last check but before it marked itself asleep,
