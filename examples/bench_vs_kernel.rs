@@ -91,7 +91,11 @@ impl Tests {
                 "tcp4" => t.tcp4 = true,
                 "udp64" => t.udp64 = true,
                 "ping" => t.ping = true,
-                other => return Err(format!("--tests: expected tcp1, tcp4, udp64 or ping, got {other:?}")),
+                other => {
+                    return Err(format!(
+                        "--tests: expected tcp1, tcp4, udp64 or ping, got {other:?}"
+                    ))
+                }
             }
         }
         Ok(t)

@@ -74,7 +74,10 @@ fn armed_loops_catch_the_answer(workers: &str) {
     // Host 1's TX loop sends each request and arms the RX loops, which catch the reply.
     ping_ok(c1, c2.ip(), 10);
     let s1 = ctl_json(h1, "stats");
-    println!("--workers {workers}, after c1 → c2: host 1 {}", busy_counters(&s1));
+    println!(
+        "--workers {workers}, after c1 → c2: host 1 {}",
+        busy_counters(&s1)
+    );
     assert!(
         counter(&s1, "busy_poll_armed_hits_rx") > 0,
         "host 1's RX loops were armed by its TX loop for 10 ms after each request but never found a reply: {s1}"
@@ -87,7 +90,10 @@ fn armed_loops_catch_the_answer(workers: &str) {
     // Host 1's RX loop writes each request to the TAP and arms its worker's TX loop, which catches the reply.
     ping_ok(c2, c1.ip(), 10);
     let s1 = ctl_json(h1, "stats");
-    println!("--workers {workers}, after c2 → c1: host 1 {}", busy_counters(&s1));
+    println!(
+        "--workers {workers}, after c2 → c1: host 1 {}",
+        busy_counters(&s1)
+    );
     assert!(
         counter(&s1, "busy_poll_armed_hits_tx") > 0,
         "host 1's TX loop was armed by the RX loop that wrote each request to the TAP but never found the \
@@ -96,7 +102,11 @@ fn armed_loops_catch_the_answer(workers: &str) {
 
     let s2 = ctl_json(h2, "stats");
     for k in BUSY {
-        assert_eq!(counter(&s2, k), 0, "host 2 runs without --busy-poll-us: {k} must stay 0: {s2}");
+        assert_eq!(
+            counter(&s2, k),
+            0,
+            "host 2 runs without --busy-poll-us: {k} must stay 0: {s2}"
+        );
     }
 }
 
@@ -134,7 +144,11 @@ fn busy_poll_passes_traffic_and_polls() {
         "host 1 carried traffic with --busy-poll-us 200 but never busy-polled: {s1}"
     );
     for k in BUSY {
-        assert_eq!(counter(&s2, k), 0, "host 2 runs with --busy-poll-us 0 and must never spin: {k}: {s2}");
+        assert_eq!(
+            counter(&s2, k),
+            0,
+            "host 2 runs with --busy-poll-us 0 and must never spin: {k}: {s2}"
+        );
     }
     for s in [&s1, &s2] {
         assert!(counter(s, "rx_frames") > 0, "{s}");

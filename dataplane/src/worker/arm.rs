@@ -87,7 +87,10 @@ impl Arming {
 
     /// Worker `w`'s TX loop's handle.
     pub fn tx(&self, w: usize) -> LoopArm<'_> {
-        LoopArm { arming: self, me: 2 * w }
+        LoopArm {
+            arming: self,
+            me: 2 * w,
+        }
     }
 
     /// Worker `w`'s RX loop's handle.

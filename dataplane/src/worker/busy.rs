@@ -213,14 +213,23 @@ mod tests {
         let arm = FakeArm::default();
         arm.until.set(Some(t0 + Duration::from_micros(50)));
         let c = Counters::default();
-        for (dir, hits) in [(Dir::Rx, &c.busy_poll_armed_hits_rx), (Dir::Tx, &c.busy_poll_armed_hits_tx)] {
+        for (dir, hits) in [
+            (Dir::Rx, &c.busy_poll_armed_hits_rx),
+            (Dir::Tx, &c.busy_poll_armed_hits_tx),
+        ] {
             let mut b = BusyPoll::new(100, dir);
             let mut polls = 0;
-            let r = b.wait(500, &c, || t0 + Duration::from_micros(10), &arm, |t| {
-                assert_eq!(t, 0, "armed: never blocks");
-                polls += 1;
-                Ok(events(usize::from(polls == 2)))
-            });
+            let r = b.wait(
+                500,
+                &c,
+                || t0 + Duration::from_micros(10),
+                &arm,
+                |t| {
+                    assert_eq!(t, 0, "armed: never blocks");
+                    polls += 1;
+                    Ok(events(usize::from(polls == 2)))
+                },
+            );
             assert_eq!(r.unwrap(), 1);
             assert_eq!(hits.load(Relaxed), 1);
         }
@@ -274,13 +283,19 @@ mod tests {
         assert_eq!(*arm.marks.borrow(), [true, false, true, false]);
 
         // Nudged, and the packet is already there when the loop runs: an armed hit straight from the sleep.
-        let r = b.wait(500, &c, || t0 + Duration::from_millis(1), &arm, |t| {
-            assert_eq!(t, 500);
-            Ok(Polled {
-                events: 1,
-                nudged: true,
-            })
-        });
+        let r = b.wait(
+            500,
+            &c,
+            || t0 + Duration::from_millis(1),
+            &arm,
+            |t| {
+                assert_eq!(t, 500);
+                Ok(Polled {
+                    events: 1,
+                    nudged: true,
+                })
+            },
+        );
         assert_eq!(r.unwrap(), 1);
         assert_eq!(c.busy_poll_wakes.load(Relaxed), 2);
         assert_eq!(c.busy_poll_hits.load(Relaxed), 1);
@@ -309,10 +324,16 @@ mod tests {
         let arm = Racy(&fake, t0);
         let mut b = BusyPoll::new(100, Dir::Rx);
         let mut timeouts = Vec::new();
-        let r = b.wait(500, &c, || t0, &arm, |t| {
-            timeouts.push(t);
-            Ok(events(1))
-        });
+        let r = b.wait(
+            500,
+            &c,
+            || t0,
+            &arm,
+            |t| {
+                timeouts.push(t);
+                Ok(events(1))
+            },
+        );
         assert_eq!(r.unwrap(), 1);
         assert_eq!(timeouts, [0], "spun instead of blocking");
         assert_eq!(*fake.marks.borrow(), [true, false]);
@@ -379,18 +400,28 @@ mod tests {
         b.worked(t0);
         let c = Counters::default();
         let mut polls = 0;
-        let r = b.wait(500, &c, || t0, &NotArmed, |t| {
-            assert_eq!(t, 0);
-            polls += 1;
-            Ok(events(if polls == 3 { 1 } else { 0 }))
-        });
+        let r = b.wait(
+            500,
+            &c,
+            || t0,
+            &NotArmed,
+            |t| {
+                assert_eq!(t, 0);
+                polls += 1;
+                Ok(events(if polls == 3 { 1 } else { 0 }))
+            },
+        );
         assert_eq!(r.unwrap(), 1);
         assert_eq!(c.busy_polls.load(Relaxed), 3);
         assert_eq!(c.busy_poll_hits.load(Relaxed), 1);
         // Errors come back as they are.
-        let e = b.wait(500, &c, || t0, &NotArmed, |_| {
-            Err(io::Error::from(io::ErrorKind::Other))
-        });
+        let e = b.wait(
+            500,
+            &c,
+            || t0,
+            &NotArmed,
+            |_| Err(io::Error::from(io::ErrorKind::Other)),
+        );
         assert!(e.is_err());
     }
 

@@ -139,7 +139,16 @@ fn tx_loop_polls_a_tap_added_at_runtime() {
         let (stop, waker) = (AtomicBool::new(false), Waker::new().unwrap());
         let arming = Arming::new(1, 0).unwrap();
         std::thread::scope(|s| {
-            s.spawn(|| run_tx(engine, &senders, TxOffloads::default(), &stop, &waker, arming.tx(0)));
+            s.spawn(|| {
+                run_tx(
+                    engine,
+                    &senders,
+                    TxOffloads::default(),
+                    &stop,
+                    &waker,
+                    arming.tx(0),
+                )
+            });
             let _stop = StopOnDrop(&stop, &waker);
             let tap_b = tap("tb200");
             testns::add_address("tb200", IpAddr::from([10, 9, 0, 1]), 24);
