@@ -11,9 +11,9 @@
 //! answer will arrive, waking it if it sleeps. Such a wake-up runs while the packet is on its way.
 //!
 //! [`BusyPoll`] is the pure state machine (fed `now`, unit-tested); [`BusyPoll::wait`] drives it with a poll
-//! function, a clock and the loop's arming given by the caller. Between empty polls it hints the CPU (`spin_loop`) and yields
-//! (`sched_yield`), so on a 2-vCPU machine a spinning loop hands its CPU to any other runnable thread (the
-//! other loop, the application) instead of starving it until the budget runs out.
+//! function, a clock and the loop's arming given by the caller. Between empty polls it hints the CPU
+//! (`spin_loop`) and yields (`sched_yield`), so on a 2-vCPU machine a spinning loop hands its CPU to any other
+//! runnable thread (the other loop, the application) instead of starving it until the budget runs out.
 
 use crate::stats::Counters;
 use std::io;
