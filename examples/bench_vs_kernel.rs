@@ -1,7 +1,8 @@
 //! overlayd vs kernel VXLAN, side by side on the same two-host namespace testbed.
 //!
 //! `cargo run --release --example bench_vs_kernel -- [--seconds N] [--runs N] [--json] [--only kernel|overlayd]
-//! [--kernel-sw-csum] [--overlayd PATH] [--workers N] [--busy-poll-us N] [--overlayd-arg ARG]…` (as root). Builds `overlayd`, then twice creates the testbed of `tests/common/testbed.rs` (two hosts on a
+//! [--kernel-sw-csum] [--overlayd PATH] [--workers N] [--busy-poll-us N] [--overlayd-arg ARG]…
+//! [--tests tcp1,tcp4,udp64,ping]` (as root; `--tests` runs only the listed tests, the others print "-"). Builds `overlayd`, then twice creates the testbed of `tests/common/testbed.rs` (two hosts on a
 //! veth/bridge underlay, one container behind each): once with kernel VXLAN devices on both hosts, once with
 //! overlayd on both. In each it measures, container 1 → container 2:
 //!
@@ -54,9 +55,55 @@ struct Opts {
     json: bool,
     only: Option<Mode>,
     kernel_sw_csum: bool,
+    /// The tests to run (`--tests`; default all): skipping the others makes a ping-only A/B quick.
+    tests: Tests,
     /// Extra overlayd arguments: `--workers N`, `--busy-poll-us N` and each `--overlayd-arg ARG`, in order.
     /// Only what is given is passed, so builds without those flags can still be measured.
     overlayd_args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tests {
+    tcp1: bool,
+    tcp4: bool,
+    udp64: bool,
+    ping: bool,
+}
+
+impl Tests {
+    const ALL: Tests = Tests {
+        tcp1: true,
+        tcp4: true,
+        udp64: true,
+        ping: true,
+    };
+
+    fn parse(list: &str) -> Result<Tests, String> {
+        let mut t = Tests {
+            tcp1: false,
+            tcp4: false,
+            udp64: false,
+            ping: false,
+        };
+        for name in list.split(',') {
+            match name {
+                "tcp1" => t.tcp1 = true,
+                "tcp4" => t.tcp4 = true,
+                "udp64" => t.udp64 = true,
+                "ping" => t.ping = true,
+                other => {
+                    return Err(format!(
+                        "--tests: expected tcp1, tcp4, udp64 or ping, got {other:?}"
+                    ))
+                }
+            }
+        }
+        Ok(t)
+    }
+
+    fn iperf(self) -> bool {
+        self.tcp1 || self.tcp4 || self.udp64
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +142,7 @@ fn main() -> ExitCode {
     let opts = match parse_args() {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("{e}\nusage: bench_vs_kernel [--seconds N] [--runs N] [--json] [--only kernel|overlayd] [--kernel-sw-csum] [--overlayd PATH] [--workers N] [--busy-poll-us N] [--overlayd-arg ARG]...");
+            eprintln!("{e}\nusage: bench_vs_kernel [--seconds N] [--runs N] [--json] [--only kernel|overlayd] [--kernel-sw-csum] [--overlayd PATH] [--workers N] [--busy-poll-us N] [--overlayd-arg ARG]... [--tests tcp1,tcp4,udp64,ping]");
             return ExitCode::from(2);
         }
     };
@@ -116,6 +163,7 @@ fn parse_args() -> Result<Opts, String> {
         json: false,
         only: None,
         kernel_sw_csum: false,
+        tests: Tests::ALL,
         overlayd_args: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
@@ -149,6 +197,7 @@ fn parse_args() -> Result<Opts, String> {
                 .push(args.next().ok_or("--overlayd-arg needs a value")?),
             "--json" => o.json = true,
             "--kernel-sw-csum" => o.kernel_sw_csum = true,
+            "--tests" => o.tests = Tests::parse(&args.next().ok_or("--tests needs a list")?)?,
             "--only" => {
                 o.only = match args.next().as_deref() {
                     Some("kernel") => Some(Mode::Kernel),
@@ -279,14 +328,17 @@ fn measure(mode: Mode, opts: &Opts, overlayd: &str) -> Result<Results, String> {
             mode.name()
         ));
     }
-    let server = c2.spawn("iperf3", &["-s", "-p", IPERF_PORT]);
+    let t = opts.tests;
+    let server = t.iperf().then(|| c2.spawn("iperf3", &["-s", "-p", IPERF_PORT]));
     // The server is up once it accepts a connection; a 1-second test doubles as warm-up.
-    if !wait_until(Duration::from_secs(10), || iperf(c1, c2, &["-t", "1"]).is_ok()) {
-        return Err(format!(
-            "{}: iperf3 server in container 2 did not answer:\n{}",
-            mode.name(),
-            server.log()
-        ));
+    if let Some(server) = &server {
+        if !wait_until(Duration::from_secs(10), || iperf(c1, c2, &["-t", "1"]).is_ok()) {
+            return Err(format!(
+                "{}: iperf3 server in container 2 did not answer:\n{}",
+                mode.name(),
+                server.log()
+            ));
+        }
     }
     let secs = opts.seconds.to_string();
     let mut r = Results {
@@ -294,43 +346,53 @@ fn measure(mode: Mode, opts: &Opts, overlayd: &str) -> Result<Results, String> {
         ..Results::default()
     };
 
-    note(opts, &format!("{}: TCP, 1 stream, {secs} s", mode.name()));
-    (r.tcp1_gbps, r.tcp1_cpu) = split(report(
-        mode,
-        "TCP 1 stream",
-        with_cpu(|| iperf(c1, c2, &["-t", &secs]))
-            .and_then(|(j, cpu)| Ok((tcp_gbps(&j)?, per_unit(cpu, tcp_rx_bytes(&j)? / 1e9)?))),
-    ));
-    note(opts, &format!("{}: TCP, 4 streams, {secs} s", mode.name()));
-    (r.tcp4_gbps, r.tcp4_cpu) = split(report(
-        mode,
-        "TCP 4 streams",
-        with_cpu(|| iperf(c1, c2, &["-t", &secs, "-P", "4"]))
-            .and_then(|(j, cpu)| Ok((tcp_gbps(&j)?, per_unit(cpu, tcp_rx_bytes(&j)? / 1e9)?))),
-    ));
-    note(
-        opts,
-        &format!("{}: UDP, 64-byte payloads, unlimited rate, {secs} s", mode.name()),
-    );
-    (r.udp64_pps, r.udp64_cpu) = split(report(
-        mode,
-        "UDP 64 B",
-        with_cpu(|| iperf(c1, c2, &["-t", &secs, "-u", "-l", "64", "-b", "0"])).and_then(|(j, cpu)| {
-            let (pps, packets) = udp_rx(&j)?;
-            Ok((pps, per_unit(cpu, packets / 1e6)?))
-        }),
-    ));
-    note(opts, &format!("{}: ping RTT", mode.name()));
-    let halts = cpustat::idle_entries();
-    r.ping_p50_ms = report(mode, "ping", ping_p50(c1, c2));
-    // Where the RTT goes (README "Latency and busy-poll"): how often a vCPU went idle per ping. Each idle
-    // entry is a later wake-up some packet of a round trip may have to wait for.
-    r.idle_per_ping = match (halts, cpustat::idle_entries()) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / PINGS as f64),
-        _ => None,
-    };
+    if t.tcp1 {
+        note(opts, &format!("{}: TCP, 1 stream, {secs} s", mode.name()));
+        (r.tcp1_gbps, r.tcp1_cpu) = split(report(
+            mode,
+            "TCP 1 stream",
+            with_cpu(|| iperf(c1, c2, &["-t", &secs]))
+                .and_then(|(j, cpu)| Ok((tcp_gbps(&j)?, per_unit(cpu, tcp_rx_bytes(&j)? / 1e9)?))),
+        ));
+    }
+    if t.tcp4 {
+        note(opts, &format!("{}: TCP, 4 streams, {secs} s", mode.name()));
+        (r.tcp4_gbps, r.tcp4_cpu) = split(report(
+            mode,
+            "TCP 4 streams",
+            with_cpu(|| iperf(c1, c2, &["-t", &secs, "-P", "4"]))
+                .and_then(|(j, cpu)| Ok((tcp_gbps(&j)?, per_unit(cpu, tcp_rx_bytes(&j)? / 1e9)?))),
+        ));
+    }
+    if t.udp64 {
+        note(
+            opts,
+            &format!("{}: UDP, 64-byte payloads, unlimited rate, {secs} s", mode.name()),
+        );
+        (r.udp64_pps, r.udp64_cpu) = split(report(
+            mode,
+            "UDP 64 B",
+            with_cpu(|| iperf(c1, c2, &["-t", &secs, "-u", "-l", "64", "-b", "0"])).and_then(|(j, cpu)| {
+                let (pps, packets) = udp_rx(&j)?;
+                Ok((pps, per_unit(cpu, packets / 1e6)?))
+            }),
+        ));
+    }
+    if t.ping {
+        note(opts, &format!("{}: ping RTT", mode.name()));
+        let halts = cpustat::idle_entries();
+        r.ping_p50_ms = report(mode, "ping", ping_p50(c1, c2));
+        // Where the RTT goes (README "Latency and busy-poll"): how often a vCPU went idle per ping. Each idle
+        // entry is a later wake-up some packet of a round trip may have to wait for.
+        r.idle_per_ping = match (halts, cpustat::idle_entries()) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / PINGS as f64),
+            _ => None,
+        };
+    }
 
-    let _ = server.signal("TERM");
+    if let Some(server) = &server {
+        let _ = server.signal("TERM");
+    }
     for d in &mut daemons {
         let _ = d.signal("TERM");
         if d.wait_timeout(Duration::from_secs(5)).is_none() {

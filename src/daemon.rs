@@ -202,6 +202,8 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
     let wakers = (0..2 * workers)
         .map(|_| Waker::new().map(Arc::new))
         .collect::<Result<Vec<_>, _>>()?;
+    // --busy-poll-us: a loop that forwarded packets arms the loops where the answer will arrive.
+    let arming = worker::Arming::new(workers, cfg.busy_poll_us)?;
     let (fault_tx, mut fault_rx) = tokio::sync::mpsc::unbounded_channel();
     // Removes only what it created, on every return path (see devices.rs and networks.rs).
     let networks = Arc::new(Networks::new(
@@ -312,12 +314,13 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
             let (tx_alive, rx_alive) = (live.enter(), live.enter());
             let (tx_waker, rx_waker) = (&wakers[2 * i], &wakers[2 * i + 1]);
             let (senders, stop) = (&senders, &stop);
+            let (tx_arm, rx_arm) = (arming.tx(i), arming.rx(i));
             let coalesce = udp.gro_enabled();
             let tx = std::thread::Builder::new()
                 .name(format!("ovl-tx{i}"))
                 .spawn_scoped(s, move || {
                     let _alive = tx_alive;
-                    worker::run_tx(tx_engine, senders, offloads, stop, tx_waker)
+                    worker::run_tx(tx_engine, senders, offloads, stop, tx_waker, tx_arm)
                 });
             let rx = tx.and_then(|tx| {
                 threads.push(tx);
@@ -325,7 +328,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
                     .name(format!("ovl-rx{i}"))
                     .spawn_scoped(s, move || {
                         let _alive = rx_alive;
-                        worker::run_rx(rx_engine, udp, coalesce, stop, rx_waker)
+                        worker::run_rx(rx_engine, udp, coalesce, stop, rx_waker, rx_arm)
                     })
             });
             match rx {

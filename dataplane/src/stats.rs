@@ -128,6 +128,13 @@ pub struct Counters {
     pub busy_polls: AtomicU64,
     /// Busy-poll spells that found the next packet (or wakeup) before their budget ran out.
     pub busy_poll_hits: AtomicU64,
+    /// Forwarding loops woken from their blocking poll by another loop's arming (`worker/arm.rs`).
+    pub busy_poll_wakes: AtomicU64,
+    /// Busy-poll spells of TX loops that ran only because an RX loop armed them (their own budget spent) and
+    /// found the next packet.
+    pub busy_poll_armed_hits_tx: AtomicU64,
+    /// The same for RX loops armed by a TX loop.
+    pub busy_poll_armed_hits_rx: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
     /// Segments per UDP send (a GSO message carries several; 1 without GSO).
     pub gso_segments: BatchHistogram,
@@ -198,6 +205,9 @@ pub struct Snapshot {
     pub arp_flooded: u64,
     pub busy_polls: u64,
     pub busy_poll_hits: u64,
+    pub busy_poll_wakes: u64,
+    pub busy_poll_armed_hits_tx: u64,
+    pub busy_poll_armed_hits_rx: u64,
     pub drops: BTreeMap<&'static str, u64>,
 }
 
@@ -224,6 +234,9 @@ impl Snapshot {
             s.arp_flooded += c.arp_flooded.load(Relaxed);
             s.busy_polls += c.busy_polls.load(Relaxed);
             s.busy_poll_hits += c.busy_poll_hits.load(Relaxed);
+            s.busy_poll_wakes += c.busy_poll_wakes.load(Relaxed);
+            s.busy_poll_armed_hits_tx += c.busy_poll_armed_hits_tx.load(Relaxed);
+            s.busy_poll_armed_hits_rx += c.busy_poll_armed_hits_rx.load(Relaxed);
             for r in DropReason::ALL {
                 *s.drops.entry(r.name()).or_default() += c.drops(r);
             }

@@ -10,6 +10,9 @@
 //! message (or a few), sent scatter-gather from the TAP read itself (`tx_sg`). The inner flow's hash picks the
 //! send socket, i.e. the outer source port ([`crate::flow`]). Nothing here allocates after start-up and nothing
 //! logs per packet.
+//!
+//! With `--busy-poll-us` a loop spins after its own packets (`busy`) and arms the loops where the answer will
+//! arrive (`arm`: TX arms the RX loops, RX its worker's TX loop), so a round trip's wake-ups overlap the trip.
 
 use crate::engine::{too_big, Engine, TxAction, TxVerdict};
 use crate::flow;
@@ -19,7 +22,8 @@ use crate::pmtu::{inner_mtu, PathMtus, PMTU_CAPACITY};
 use crate::stats::{Counters, DropReason};
 use crate::wire::probe::{self, ProbeKind, ProbeRepr};
 use crate::wire::VXLAN_HEADER_LEN;
-use busy::BusyPoll;
+pub use arm::{Arming, LoopArm};
+use busy::{BusyPoll, Dir, Polled};
 use std::cell::Cell;
 use std::io::{ErrorKind, IoSlice};
 use std::net::{IpAddr, SocketAddr};
@@ -69,7 +73,7 @@ pub fn gso_messages(
     })
 }
 
-/// The TX loop's poll set: one entry per network with a TAP, then the waker.
+/// The TX loop's poll set: one entry per network with a TAP, then the waker, then the nudge.
 struct TxPoll {
     fds: Vec<libc::pollfd>,
     /// Network index (in [`Engine::networks`]) of each TAP entry of `fds`.
@@ -77,7 +81,7 @@ struct TxPoll {
 }
 
 impl TxPoll {
-    fn build(engine: &Engine, waker: &Waker) -> TxPoll {
+    fn build(engine: &Engine, waker: &Waker, arm: &LoopArm<'_>) -> TxPoll {
         let mut p = TxPoll {
             fds: Vec::new(),
             nets: Vec::new(),
@@ -89,14 +93,41 @@ impl TxPoll {
             }
         }
         p.fds.push(pollfd(waker.as_raw_fd()));
+        p.fds.push(pollfd(arm.nudge_fd().unwrap_or(-1)));
         p
     }
+
+    fn woken(&self) -> bool {
+        self.fds.len() >= 2 && self.fds[self.fds.len() - 2].revents != 0
+    }
+}
+
+/// `poll` over `fds` whose last entry is the loop's nudge eventfd (fd -1, ignored by `poll`, when busy-polling
+/// is off): the nudge is drained and left out of the count.
+fn poll_nudged(fds: &mut [libc::pollfd], arm: &LoopArm<'_>, timeout_ms: i32) -> std::io::Result<Polled> {
+    let n = poll_fds(fds, timeout_ms)?;
+    let nudged = fds.last().is_some_and(|f| f.revents != 0);
+    if nudged {
+        arm.drain();
+    }
+    Ok(Polled {
+        events: n.saturating_sub(usize::from(nudged)),
+        nudged,
+    })
 }
 
 /// TAP → underlay, for every network of the engine's table: one poll over the engine's worker's queue of all
 /// TAPs (rebuilt when the table changes; wake the loop through `waker` after changing it). Several TX loops
-/// may share `udp` (each `sendmmsg` is one syscall).
-pub fn run_tx(mut engine: Engine, udp: &SenderSet, offloads: TxOffloads, stop: &AtomicBool, waker: &Waker) {
+/// may share `udp` (each `sendmmsg` is one syscall). `arm` is this loop's handle of the daemon's [`Arming`]
+/// (`arming.tx(worker)`).
+pub fn run_tx(
+    mut engine: Engine,
+    udp: &SenderSet,
+    offloads: TxOffloads,
+    stop: &AtomicBool,
+    waker: &Waker,
+    arm: LoopArm<'_>,
+) {
     // TAP reads land in the send batch and are sent from there (tx_sg): no separate read buffer.
     let mut send = SendBatch::with_pieces(SEND_DATA, SEND_MSGS, SEND_PIECES);
     let mut act = TxAction::default();
@@ -106,13 +137,13 @@ pub fn run_tx(mut engine: Engine, udp: &SenderSet, offloads: TxOffloads, stop: &
     let mut icmp = vec![0u8; too_big::MAX_REPLY_LEN];
     engine.sync();
     let mut nets = engine.networks().clone();
-    let mut poll = TxPoll::build(&engine, waker);
-    let mut busy = BusyPoll::new(engine.config().busy_poll_us);
+    let mut poll = TxPoll::build(&engine, waker, &arm);
+    let mut busy = BusyPoll::new(engine.config().busy_poll_us, Dir::Tx);
     while !stop.load(Ordering::Relaxed) {
-        let r = busy.wait(POLL_MS, engine.unattributed(), Instant::now, |t| {
-            poll_fds(&mut poll.fds, t)
+        let r = busy.wait(POLL_MS, engine.unattributed(), Instant::now, &arm, |t| {
+            poll_nudged(&mut poll.fds, &arm, t)
         });
-        let woken = poll.fds.last().is_some_and(|f| f.revents != 0);
+        let woken = poll.woken();
         if woken {
             waker.drain();
         }
@@ -120,16 +151,23 @@ pub fn run_tx(mut engine: Engine, udp: &SenderSet, offloads: TxOffloads, stop: &
         // re-enables TAPs set aside as broken).
         if engine.sync() || woken || matches!(r, Ok(0)) {
             nets = engine.networks().clone();
-            poll = TxPoll::build(&engine, waker);
+            poll = TxPoll::build(&engine, waker, &arm);
             continue;
         }
         if r.is_err() {
             continue;
         }
         let now = Instant::now();
+        let mut handled = false;
         for k in 0..poll.nets.len() {
             if poll.fds[k].revents == 0 {
                 continue;
+            }
+            if !handled {
+                // Before the send: a sleeping RX loop's vCPU starts waking while the frame crosses the peer
+                // (arming one that is awake is a load and no syscall).
+                arm.arm_peers(now);
+                handled = true;
             }
             let ni = poll.nets[k];
             let Some(tap) = nets.get(ni).and_then(|n| n.queue_of(engine.worker())) else {
@@ -156,7 +194,9 @@ pub fn run_tx(mut engine: Engine, udp: &SenderSet, offloads: TxOffloads, stop: &
             }
         }
         flush(udp, &mut send, engine.unattributed(), &mut pmtus);
-        busy.worked(Instant::now());
+        if handled {
+            busy.worked(Instant::now());
+        }
     }
 }
 
@@ -337,10 +377,22 @@ fn write_tap(tap: &TapQueue, vnet: bool, frame: &[u8], counters: &Counters) {
 pub(crate) type TapWrite<'a> = dyn Fn(&[IoSlice<'_>]) + 'a;
 
 /// Underlay → TAP, for every network of the engine's table: each accepted datagram goes to the engine's
-/// worker's queue of the TAP of the network its VNI names (the table is re-read once per wakeup).
-pub fn run_rx(mut engine: Engine, udp: &UdpSocket, coalesce: bool, stop: &AtomicBool, waker: &Waker) {
+/// worker's queue of the TAP of the network its VNI names (the table is re-read once per wakeup). `arm` is
+/// this loop's handle of the daemon's [`Arming`] (`arming.rx(worker)`).
+pub fn run_rx(
+    mut engine: Engine,
+    udp: &UdpSocket,
+    coalesce: bool,
+    stop: &AtomicBool,
+    waker: &Waker,
+    arm: LoopArm<'_>,
+) {
     let mut batch = RecvBatch::new(RECV_SLOTS, RECV_SLOT_SIZE);
-    let mut fds = [pollfd(udp.as_raw_fd()), pollfd(waker.as_raw_fd())];
+    let mut fds = [
+        pollfd(udp.as_raw_fd()),
+        pollfd(waker.as_raw_fd()),
+        pollfd(arm.nudge_fd().unwrap_or(-1)),
+    ];
     let unattributed = engine.unattributed().clone();
     let w = engine.worker();
     engine.sync();
@@ -355,9 +407,11 @@ pub fn run_rx(mut engine: Engine, udp: &UdpSocket, coalesce: bool, stop: &Atomic
         // Probe replies: small, rare (a few per peer and minute), sent once per receive batch.
         replies: SendBatch::new(PROBE_REPLY_LEN * RECV_SLOTS, RECV_SLOTS),
     };
-    let mut busy = BusyPoll::new(engine.config().busy_poll_us);
+    let mut busy = BusyPoll::new(engine.config().busy_poll_us, Dir::Rx);
     while !stop.load(Ordering::Relaxed) {
-        let r = busy.wait(POLL_MS, &unattributed, Instant::now, |t| poll_fds(&mut fds, t));
+        let r = busy.wait(POLL_MS, &unattributed, Instant::now, &arm, |t| {
+            poll_nudged(&mut fds, &arm, t)
+        });
         if r.is_err() || fds[1].revents != 0 {
             waker.drain();
             continue;
@@ -386,6 +440,11 @@ pub fn run_rx(mut engine: Engine, udp: &UdpSocket, coalesce: bool, stop: &Atomic
                 Ok(n) => n,
                 Err(_) => break,
             };
+            if n > 0 {
+                // Before the TAP writes: the answer comes back on this worker's TX loop (see `arm`), and a
+                // local reply (ping) may be queued on the TAP before the write returns.
+                arm.arm_peers(Instant::now());
+            }
             rx::rx_batch(&mut engine, &mut st, &nets, &cur, &mut batch, n, &write);
             if n > 0 {
                 busy.worked(Instant::now());
@@ -477,6 +536,7 @@ mod tests {
     }
 }
 
+mod arm;
 mod busy;
 mod rx;
 

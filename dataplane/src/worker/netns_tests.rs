@@ -77,8 +77,9 @@ fn rx_loop_delivers_to_the_network_of_the_vni_and_follows_the_table() {
         let to = udp.local_addr().unwrap();
         let sender = StdUdp::bind(SocketAddr::new(peer, 0)).unwrap();
         let (stop, waker) = (AtomicBool::new(false), Waker::new().unwrap());
+        let arming = Arming::new(1, 0).unwrap();
         std::thread::scope(|s| {
-            s.spawn(|| run_rx(engine, &udp, false, &stop, &waker));
+            s.spawn(|| run_rx(engine, &udp, false, &stop, &waker, arming.rx(0)));
             let _stop = StopOnDrop(&stop, &waker);
             let a = table.by_name("a").unwrap();
             sender.send_to(&dgram(100, 1), to).unwrap();
@@ -136,8 +137,18 @@ fn tx_loop_polls_a_tap_added_at_runtime() {
         let engine = Engine::serving(cfg, Side::Tx, table.clone(), flood.clone());
         let senders = SenderSet::bind(local, 1, &UdpOptions::default()).unwrap();
         let (stop, waker) = (AtomicBool::new(false), Waker::new().unwrap());
+        let arming = Arming::new(1, 0).unwrap();
         std::thread::scope(|s| {
-            s.spawn(|| run_tx(engine, &senders, TxOffloads::default(), &stop, &waker));
+            s.spawn(|| {
+                run_tx(
+                    engine,
+                    &senders,
+                    TxOffloads::default(),
+                    &stop,
+                    &waker,
+                    arming.tx(0),
+                )
+            });
             let _stop = StopOnDrop(&stop, &waker);
             let tap_b = tap("tb200");
             testns::add_address("tb200", IpAddr::from([10, 9, 0, 1]), 24);
