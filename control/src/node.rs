@@ -41,10 +41,15 @@ pub use networks::{BlockOutcome, NetworkInfo};
 use outbox::Outbox;
 
 /// Timings. The defaults withdraw a SIGKILLed node everywhere within 3 s on a LAN and survive 20 %
-/// message loss without false deaths. Worst case detection ≈ wait until some member probes the victim
-/// (each of N members probes one per period, so usually ≤ 2 periods) + one probe period + suspicion +
-/// a few gossip rounds ≈ 0.5 + 0.25 + 1.2 + 0.3 s. Chosen by `tests/sim.rs::survey_timings` over 40
-/// seeds × 32 nodes: worst withdrawal 2.5 s virtual, 0 false deaths under 20 % loss. Under loss the
+/// message loss without false deaths. Detection ≈ wait until some member probes the victim (each of
+/// N members probes one per period, so usually ≤ 2 periods) + one probe period + suspicion (or the
+/// suspect's silence towards the prober, whichever ends later) + one direct message: the member that
+/// declares it down tells every member at once (`node/direct.rs`) ≈ 0.5 + 0.25 + 1.0 + 0.01 s.
+/// Chosen by `tests/sim.rs::survey_timings` over 40 seeds × 32 nodes (worst withdrawal 2.5 s
+/// virtual with 1.2 s suspicion and gossiped deaths, 0 false deaths under 20 % loss); suspicion cut to
+/// 1.0 s once deaths were announced directly (`control/tests/sim_direct.rs::survey_withdrawal`:
+/// no false death at 20 % loss; the silence window still guards small clusters, where the suspect
+/// talks to the prober often). Under loss the
 /// levers that matter are many indirect probes (a probe fails only if the direct and all 8 indirect
 /// paths fail) and many piggyback transmissions (so a refutation reaches everyone who heard a
 /// suspicion before their own suspicion timer fires); with 3 probes / 8 transmissions false deaths
@@ -113,7 +118,7 @@ impl Default for ControlConfig {
             probe_period: Duration::from_millis(250),
             probe_rtt: Duration::from_millis(100),
             num_indirect_probes: 8,
-            suspect_to_down_after: Duration::from_millis(1200),
+            suspect_to_down_after: Duration::from_millis(1000),
             suspect_silence: Duration::from_millis(1800),
             max_local_health: 1,
             health_decay: Duration::from_secs(10),
