@@ -415,7 +415,12 @@ fn run(o: &Opts) -> Result<(), String> {
             let rel = |t: u64| t.saturating_sub(launch) as f64 / 1e3;
             let (last, at) = (0..n)
                 .filter(|j| *j != i)
-                .map(|j| (j, first_time(&watch_log(&watchers[j]), 0, has).unwrap_or(u64::MAX)))
+                .map(|j| {
+                    (
+                        j,
+                        first_time(&watch_log(&watchers[j]), 0, has).unwrap_or(u64::MAX),
+                    )
+                })
                 .max_by_key(|(_, t)| *t)
                 .unwrap_or((i, appeared));
             let up = first_time(&watch_log(&watchers[i]), starts[i], Option::is_some).unwrap_or(0);

@@ -597,7 +597,9 @@ mod network_tests {
     }
 
     fn check(bytes: &[u8]) {
-        if let Ok(Packet::Sync(SyncMessage::Hello { identity } | SyncMessage::Down { identity })) = decode(bytes) {
+        if let Ok(Packet::Sync(SyncMessage::Hello { identity } | SyncMessage::Down { identity })) =
+            decode(bytes)
+        {
             let _ = crate::identity::Verifier::new(vec![4; 65]).check(&identity);
         }
         if let Ok(Packet::Sync(SyncMessage::Catalog { records })) = decode(bytes) {

@@ -1628,6 +1628,11 @@ mod tests {
             "sync_pending",
             "advert_batches",
             "local_over_cap",
+            "hellos_sent",
+            "hellos_accepted",
+            "downs_announced",
+            "downs_applied",
+            "parked_dropped",
         ] {
             assert_eq!(v.get(k), Some(&serde_json::json!(0)), "{k}");
         }

@@ -57,10 +57,7 @@ fn joiner_macs_reach_members_that_have_not_heard_of_it_through_swim() {
             s.membership_converged() && s.fdb_converged()
         })
         .expect("every node knows every member and every MAC long before the first SWIM round");
-    let hellos: Vec<u64> = sim
-        .running()
-        .map(|(_, c)| c.stats().hellos_accepted)
-        .collect();
+    let hellos: Vec<u64> = sim.running().map(|(_, c)| c.stats().hellos_accepted).collect();
     println!("N = {N}, SWIM periods 60 s: formed, every MAC everywhere, after {t:?}; Hellos that made a member known, per node: {hellos:?}");
     // Node 0 admitted everyone (their announces); the others learnt of the joiners that came after
     // them only through those joiners' Hellos: all but node 0 and the last joiner took some.
@@ -128,10 +125,16 @@ fn hellos_that_do_not_verify_make_no_member() {
     sim.inject(1, 0, hello(wrong_vtep));
     sim.run_for(Duration::from_millis(50));
     let after = node0(&sim);
-    assert_eq!(after.identities_refused - before.identities_refused, 2, "{after:?}");
+    assert_eq!(
+        after.identities_refused - before.identities_refused,
+        2,
+        "{after:?}"
+    );
     assert_eq!(after.rejected - before.rejected, 1, "{after:?}");
     assert_eq!(after.hellos_accepted, before.hellos_accepted);
-    assert!(ids(&sim, 0).iter().all(|(id, _)| id != &NodeId(0x9999).to_string()));
+    assert!(ids(&sim, 0)
+        .iter()
+        .all(|(id, _)| id != &NodeId(0x9999).to_string()));
     assert_eq!(sim.nodes[0].node.as_ref().unwrap().active_members(), 3);
 
     // 4. A revoked node (killed, so it cannot refute) introducing itself again is refused.
@@ -214,7 +217,10 @@ fn table_pieces_before_their_owner_are_merged_when_it_is_known_and_checked() {
     }
     sim.run_for(Duration::from_millis(50));
     let node1 = |s: &Sim| s.nodes[1].node.as_ref().unwrap().stats();
-    assert!(sim.nodes[1].fdb.is_empty(), "nothing merged before the owner is known");
+    assert!(
+        sim.nodes[1].fdb.is_empty(),
+        "nothing merged before the owner is known"
+    );
     let bad0 = node1(&sim).bad_signatures;
     sim.inject(
         3,
@@ -230,10 +236,16 @@ fn table_pieces_before_their_owner_are_merged_when_it_is_known_and_checked() {
         Some(&sim.nodes[3].vtep),
         "merged once node 3 is known"
     );
-    assert!(!sim.nodes[1].fdb.contains_key(&mac(3, 9)), "not signed by its owner");
+    assert!(
+        !sim.nodes[1].fdb.contains_key(&mac(3, 9)),
+        "not signed by its owner"
+    );
     assert_eq!(node1(&sim).bad_signatures - bad0, 1);
     assert_eq!(node1(&sim).hellos_accepted, 1);
-    assert!(sim.elapsed() < Duration::from_secs(1), "before node 3 knocked again");
+    assert!(
+        sim.elapsed() < Duration::from_secs(1),
+        "before node 3 knocked again"
+    );
 }
 
 /// Without loss, the first node to declare a SIGKILLed member down tells every member directly: the
@@ -281,15 +293,14 @@ fn a_declared_death_reaches_every_member_in_one_message() {
                 .all(|(i, _)| s.deaths.iter().any(|d| d.0 == i && d.1 == vid))
         })
         .expect("down everywhere");
-    let announced: u64 = sim
-        .running()
-        .map(|(_, c)| c.stats().downs_announced)
-        .sum();
+    let announced: u64 = sim.running().map(|(_, c)| c.stats().downs_announced).sum();
     println!("SIGKILL: first declared down after {first:?}, everywhere {rest:?} later ({announced} direct announcements)");
     assert!(announced >= 1);
     // Latency 2 ms + jitter < 3 ms, one message; gossip would take rounds of 200 ms.
     assert!(rest <= Duration::from_millis(10), "{rest:?}");
-    assert!(sim.running().all(|(i, _)| !sim.nodes[i].fdb.contains_key(&mac(victim, 1))));
+    assert!(sim
+        .running()
+        .all(|(i, _)| !sim.nodes[i].fdb.contains_key(&mac(victim, 1))));
     assert!(sim.deaths.iter().all(|d| d.1 == vid), "{:?}", sim.deaths);
     assert!(sim.errors.is_empty(), "{:?}", sim.errors);
 }
@@ -329,7 +340,8 @@ fn survey_withdrawal() {
         sim.kill(victim);
         let t = sim
             .run_until(Duration::from_secs(30), TICK, |s| {
-                s.running().all(|(i, _)| !s.nodes[i].fdb.contains_key(&mac(victim, 1)))
+                s.running()
+                    .all(|(i, _)| !s.nodes[i].fdb.contains_key(&mac(victim, 1)))
             })
             .unwrap();
         times.push(t);
@@ -339,7 +351,10 @@ fn survey_withdrawal() {
         sim.set_loss(loss);
         sim.run_for(Duration::from_secs(30));
         deaths += sim.deaths.len();
-        println!("seed {seed}: withdrawn in {t:?}; false deaths under loss {}", sim.deaths.len());
+        println!(
+            "seed {seed}: withdrawn in {t:?}; false deaths under loss {}",
+            sim.deaths.len()
+        );
     }
     times.sort();
     println!(

@@ -29,8 +29,8 @@ use std::time::Instant;
 use foca::{Member, State};
 
 use super::ControlNode;
-use crate::messages::{self, OwnerDump, SyncMessage};
 use crate::membership::NodeIdentity;
+use crate::messages::{self, OwnerDump, SyncMessage};
 use crate::{ControlError, Output};
 
 /// Most entries held in parked table pieces (beyond: new pieces are dropped; anti-entropy repairs).
