@@ -424,15 +424,21 @@ fn run(o: &Opts) -> Result<(), String> {
                 .max_by_key(|(_, t)| *t)
                 .unwrap_or((i, appeared));
             let up = first_time(&watch_log(&watchers[i]), starts[i], Option::is_some).unwrap_or(0);
+            // When the last node first held any other node's MAC: late means it was cut off, not slow.
+            let first_any = first_time(&watch_log(&watchers[last]), 0, |s| {
+                s.as_ref().is_some_and(|s| !s.is_empty())
+            })
+            .unwrap_or(0);
             eprintln!(
-                "host {:2}: start {:6.0} up {:6.0} MAC seen {:6.0} everywhere {:6.0} ms; last host {:2} (start {:6.0})",
+                "host {:2}: start {:6.0} up {:6.0} MAC seen {:6.0} everywhere {:6.0} ms; last host {:2} (start {:6.0}, first control MAC {:6.0})",
                 i + 1,
                 rel(starts[i]),
                 rel(up),
                 rel(appeared),
                 rel(at),
                 last + 1,
-                rel(starts[last])
+                rel(starts[last]),
+                rel(first_any)
             );
         }
     }
