@@ -409,6 +409,38 @@ fn run(o: &Opts) -> Result<(), String> {
             .max()
             .unwrap_or(appeared);
         known_from_appearance.push(secs(everywhere.saturating_sub(appeared)));
+        if std::env::var_os("CLUSTER_TIMELINE").is_some() {
+            // Where a MAC's time went: its node's start, admin up and first sighting, and the last
+            // node to learn it (with that node's start), all relative to the joiners' launch.
+            let rel = |t: u64| t.saturating_sub(launch) as f64 / 1e3;
+            let (last, at) = (0..n)
+                .filter(|j| *j != i)
+                .map(|j| {
+                    (
+                        j,
+                        first_time(&watch_log(&watchers[j]), 0, has).unwrap_or(u64::MAX),
+                    )
+                })
+                .max_by_key(|(_, t)| *t)
+                .unwrap_or((i, appeared));
+            let up = first_time(&watch_log(&watchers[i]), starts[i], Option::is_some).unwrap_or(0);
+            // When the last node first held any other node's MAC: late means it was cut off, not slow.
+            let first_any = first_time(&watch_log(&watchers[last]), 0, |s| {
+                s.as_ref().is_some_and(|s| !s.is_empty())
+            })
+            .unwrap_or(0);
+            eprintln!(
+                "host {:2}: start {:6.0} up {:6.0} MAC seen {:6.0} everywhere {:6.0} ms; last host {:2} (start {:6.0}, first control MAC {:6.0})",
+                i + 1,
+                rel(starts[i]),
+                rel(up),
+                rel(appeared),
+                rel(at),
+                last + 1,
+                rel(starts[last]),
+                rel(first_any)
+            );
+        }
     }
     known_from_appearance.sort_by(f64::total_cmp);
     let known_everywhere = secs(known_last.saturating_sub(launch));

@@ -259,6 +259,9 @@ async fn pump(
     let mut stats_tick = tokio::time::interval(STATS_COPY);
     let mut advertised: Option<Vec<local::Entry>> = None;
     let mut advertised_versions = Vec::new();
+    // While a burst of local changes settles: when to advertise. Control-plane events keep being
+    // applied meanwhile (remote MACs arriving while a cluster forms do not wait for our settle).
+    let mut settle: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             due = async {
@@ -266,11 +269,17 @@ async fn pump(
                     _ = changed.notified() => true,
                     _ = recheck.tick() => local::versions(&table) != advertised_versions,
                 }
-            } => {
-                if !due {
-                    continue;
+            }, if settle.is_none() => {
+                if due {
+                    settle = Some(tokio::time::Instant::now() + LOCAL_MAC_SETTLE);
                 }
-                tokio::time::sleep(LOCAL_MAC_SETTLE).await;
+            }
+            _ = async {
+                if let Some(at) = settle {
+                    tokio::time::sleep_until(at).await;
+                }
+            }, if settle.is_some() => {
+                settle = None;
                 // New networks' FDBs start pushing too.
                 local::hook(&table, &changed);
                 advertised_versions = local::versions(&table);

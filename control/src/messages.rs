@@ -26,7 +26,10 @@ use crate::revocation::Revocation;
 /// 4: owner digests carry the highest seq held (anti-entropy ships only the missing tail).
 /// 5: anti-entropy rounds start with a root hash (`Summary`, `BucketDigest`); a version-4 node could not decode
 ///    them and would silently stop converging, so it is refused by version instead.
-pub const WIRE_VERSION: u8 = 5;
+/// 6: `Hello` (a node introduces its signed identity to a member it has just learnt of) and `Down` (a
+///    member declared down is announced straight to every member); a version-5 node would drop them
+///    as undecodable and learn joiners and deaths only by gossip, so it is refused by version.
+pub const WIRE_VERSION: u8 = 6;
 const KIND_SWIM: u8 = 0;
 const KIND_SYNC: u8 = 1;
 
@@ -265,6 +268,16 @@ pub enum SyncMessage {
         which: Vec<u32>,
         owners: Vec<OwnerDigest>,
     },
+    /// "This is me": the sender's own signed identity, sent straight to a member it has just learnt
+    /// of, so that member knows the sender (and takes its table pieces) at once instead of after
+    /// SWIM gossip rounds. Accepted only from the identity's own gossip address and only if it
+    /// verifies like any gossiped identity (CA attestation, the node's signature, not revoked).
+    Hello { identity: NodeIdentity },
+    /// "I declared this member down" (its suspicion timed out at the sender): sent straight to every
+    /// member so that a crashed node's MACs are withdrawn everywhere at once rather than after gossip
+    /// rounds. Receivers apply it only for an identity they hold as active and only from an active
+    /// member: the trust of a SWIM Down update, which any member may gossip (docs/SECURITY.md).
+    Down { identity: NodeIdentity },
 }
 
 /// Bytes a requester signs for [`SyncMessage::BlockRequest`].
@@ -488,6 +501,14 @@ mod network_tests {
             None,
         )
         .unwrap();
+        let identity = NodeIdentity::signed(
+            std::net::SocketAddr::from(([10, 0, 0, 3], 7948)),
+            std::net::IpAddr::from([10, 0, 0, 3]),
+            7,
+            att.clone(),
+            &k,
+        )
+        .unwrap();
         let r = NetworkRecord::sign(&k, att, "blue", 100, 1, Some(d)).unwrap();
         let g = BlockGrant::issue(
             &ca,
@@ -546,6 +567,11 @@ mod network_tests {
             .unwrap(),
             encode_broadcast(&Broadcast::Network(r)).unwrap(),
             encode_broadcast(&Broadcast::Grant(g)).unwrap(),
+            encode_sync(&SyncMessage::Hello {
+                identity: identity.clone(),
+            })
+            .unwrap(),
+            encode_sync(&SyncMessage::Down { identity }).unwrap(),
         ]
     }
 
@@ -571,6 +597,11 @@ mod network_tests {
     }
 
     fn check(bytes: &[u8]) {
+        if let Ok(Packet::Sync(SyncMessage::Hello { identity } | SyncMessage::Down { identity })) =
+            decode(bytes)
+        {
+            let _ = crate::identity::Verifier::new(vec![4; 65]).check(&identity);
+        }
         if let Ok(Packet::Sync(SyncMessage::Catalog { records })) = decode(bytes) {
             for r in records {
                 let _ = r.verify(&[4; 65]);
@@ -609,10 +640,11 @@ mod network_tests {
                 check(&body);
             }
 
-            /// Small-variant-index prefixes (Catalog = 5, Grants = 6, BlockRequest = 7; Network = 3,
+            /// Small-variant-index prefixes (Catalog = 5, Grants = 6, BlockRequest = 7, Hello = 10,
+            /// Down = 11; Network = 3,
             /// Grant = 4) with random tails reach the new decoders.
             #[test]
-            fn new_variants_with_random_tails(kind in 3u8..8, tail in proptest::collection::vec(any::<u8>(), 0..400)) {
+            fn new_variants_with_random_tails(kind in 3u8..12, tail in proptest::collection::vec(any::<u8>(), 0..400)) {
                 let mut b = vec![WIRE_VERSION, KIND_SYNC, kind];
                 b.extend_from_slice(&tail);
                 check(&b);

@@ -34,16 +34,22 @@ use crate::revocation::{Revocation, RevocationList};
 use crate::sync::{self, Admit, FdbSync, Key};
 use crate::{ControlError, MacAddr, Output, PeerAddr, Timer, TimerKind, Vni};
 
+mod direct;
 mod networks;
 mod outbox;
 pub use networks::{BlockOutcome, NetworkInfo};
 use outbox::Outbox;
 
 /// Timings. The defaults withdraw a SIGKILLed node everywhere within 3 s on a LAN and survive 20 %
-/// message loss without false deaths. Worst case detection ≈ wait until some member probes the victim
-/// (each of N members probes one per period, so usually ≤ 2 periods) + one probe period + suspicion +
-/// a few gossip rounds ≈ 0.5 + 0.25 + 1.2 + 0.3 s. Chosen by `tests/sim.rs::survey_timings` over 40
-/// seeds × 32 nodes: worst withdrawal 2.5 s virtual, 0 false deaths under 20 % loss. Under loss the
+/// message loss without false deaths. Detection ≈ wait until some member probes the victim (each of
+/// N members probes one per period, so usually ≤ 2 periods) + one probe period + suspicion (or the
+/// suspect's silence towards the prober, whichever ends later) + one direct message: the member that
+/// declares it down tells every member at once (`node/direct.rs`) ≈ 0.5 + 0.25 + 1.0 + 0.01 s.
+/// Chosen by `tests/sim.rs::survey_timings` over 40 seeds × 32 nodes (worst withdrawal 2.5 s
+/// virtual with 1.2 s suspicion and gossiped deaths, 0 false deaths under 20 % loss); suspicion cut to
+/// 1.0 s once deaths were announced directly (`control/tests/sim_direct.rs::survey_withdrawal`:
+/// no false death at 20 % loss; the silence window still guards small clusters, where the suspect
+/// talks to the prober often). Under loss the
 /// levers that matter are many indirect probes (a probe fails only if the direct and all 8 indirect
 /// paths fail) and many piggyback transmissions (so a refutation reaches everyone who heard a
 /// suspicion before their own suspicion timer fires); with 3 probes / 8 transmissions false deaths
@@ -112,7 +118,7 @@ impl Default for ControlConfig {
             probe_period: Duration::from_millis(250),
             probe_rtt: Duration::from_millis(100),
             num_indirect_probes: 8,
-            suspect_to_down_after: Duration::from_millis(1200),
+            suspect_to_down_after: Duration::from_millis(1000),
             suspect_silence: Duration::from_millis(1800),
             max_local_health: 1,
             health_decay: Duration::from_secs(10),
@@ -237,6 +243,17 @@ pub struct ControlStats {
     /// Local MACs not advertised because this node already advertises `max_entries_per_owner`
     /// (members would refuse them anyway).
     pub local_over_cap: u64,
+    /// Hellos (our signed identity, sent straight to a member we just learnt of) sent, and those
+    /// received that made a member known here before gossip did (see `node/direct.rs`).
+    pub hellos_sent: u64,
+    pub hellos_accepted: u64,
+    /// Members this node declared down and announced straight to every member, and such
+    /// announcements applied here.
+    pub downs_announced: u64,
+    pub downs_applied: u64,
+    /// Table pieces of owners not yet known that were dropped instead of parked (bound reached, or
+    /// the owner is revoked); anti-entropy repairs them.
+    pub parked_dropped: u64,
 }
 
 /// Bound on adverts parked because their owner is not (yet) a known member; anti-entropy repairs the rest.
@@ -318,6 +335,13 @@ pub struct ControlNode {
     pace_at: Option<Instant>,
     /// The current advert batch is flushed at this instant.
     flush_at: Option<Instant>,
+    /// When the last advert batch left: a change after a quiet `advert_batch_window` leaves at once.
+    last_flush: Option<Instant>,
+    /// Table pieces whose owner is not a member yet, and their entry count (`node/direct.rs`).
+    parked: VecDeque<OwnerDump>,
+    parked_entries: usize,
+    /// While handling a message from this address: it knows us, so a MemberUp it causes needs no Hello.
+    knows_us: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for ControlNode {
@@ -393,6 +417,10 @@ impl ControlNode {
             outbox,
             pace_at: None,
             flush_at: None,
+            last_flush: None,
+            parked: VecDeque::new(),
+            parked_entries: 0,
+            knows_us: None,
         };
         let at = now + node.config.anti_entropy_interval;
         node.out.push_back(Output::ScheduleTimer {
@@ -410,9 +438,11 @@ impl ControlNode {
     /// Next action for the caller, in order. Drain after every input.
     pub fn poll_output(&mut self) -> Option<Output> {
         let mut out = self.out.pop_front();
-        // Nothing goes to a revoked node (foca still announces to members it holds as down).
+        // Nothing goes to a revoked node (foca still announces to members it holds as down), nor to
+        // our own address (foca holds an earlier run of ours as down once gossip mentions it, and
+        // may pick it for its periodic announce to down members).
         while let Some(Output::Send { to, .. }) = &out {
-            if !self.revoked_addrs.contains(to) {
+            if !self.revoked_addrs.contains(to) && *to != self.identity.addr {
                 break;
             }
             out = self.out.pop_front();
@@ -589,13 +619,17 @@ impl ControlNode {
         // pieces of our table (`States` messages) pushed straight to every member within the
         // gossip budget, not piggybacked one by one on membership packets. Anti-entropy repairs
         // what a member missed.
-        if self.config.advert_batch_window.is_zero() {
+        // Leading edge: a change after a quiet window leaves at once (the daemon already waited a
+        // short settle for its burst); changes within a window after a batch wait for its end.
+        let window = self.config.advert_batch_window;
+        let due = self.last_flush.map_or(now, |t| t + window);
+        if window.is_zero() || (self.flush_at.is_none() && due <= now) {
             self.flush_adverts();
+            self.last_flush = Some(now);
         } else if self.flush_at.is_none() {
-            let at = now + self.config.advert_batch_window;
-            self.flush_at = Some(at);
+            self.flush_at = Some(due);
             self.out.push_back(Output::ScheduleTimer {
-                at,
+                at: due,
                 timer: Timer(TimerKind::FlushAdverts),
             });
         }
@@ -664,7 +698,10 @@ impl ControlNode {
         }
         match packet {
             Packet::Swim(body) => {
+                // The sender addressed us (or announced itself to our address): it needs no Hello.
+                self.knows_us = Some(from);
                 let r = self.swim(now, |foca, rt| foca.handle_data(body, rt));
+                self.knows_us = None;
                 if r.is_err() {
                     self.stats.swim_errors += 1;
                 } else {
@@ -726,6 +763,8 @@ impl ControlNode {
                 }
                 Ok(())
             }
+            Packet::Sync(SyncMessage::Hello { identity }) => self.handle_hello(now, from, identity),
+            Packet::Sync(SyncMessage::Down { identity }) => self.handle_down(now, from, identity),
             Packet::Sync(SyncMessage::Leave { notice }) => {
                 let identity = notice.identity.clone();
                 // Only a node may announce its own leave: signed by it, sent from its own address.
@@ -849,13 +888,26 @@ impl ControlNode {
             }
         }
         match timer.0 {
-            TimerKind::Swim(t) => self.swim(now, |foca, rt| foca.handle_timer(t, rt)),
+            TimerKind::Swim(t) => {
+                // Our own suspicion timed out (still suspect, silent long enough): foca declares the
+                // member down now; every member hears it from us directly, not after gossip rounds.
+                let victim = match &t {
+                    foca::Timer::ChangeSuspectToDown { member_id, .. } => Some(member_id.clone()),
+                    _ => None,
+                };
+                self.swim(now, |foca, rt| foca.handle_timer(t, rt))?;
+                match victim {
+                    Some(v) => self.announce_down(&v),
+                    None => Ok(()),
+                }
+            }
             TimerKind::Pace => {
                 self.pace_at = None;
                 Ok(())
             }
             TimerKind::FlushAdverts => {
                 self.flush_adverts();
+                self.last_flush = Some(now);
                 Ok(())
             }
             TimerKind::AntiEntropy => {
@@ -1036,6 +1088,11 @@ impl ControlNode {
         for note in notes.drain(..) {
             match note {
                 OwnedNotification::MemberUp(id) | OwnedNotification::Rename(_, id) => {
+                    // It may not have heard of us yet (we may know it from a join answer's member
+                    // list, or from gossip): introduce ourselves, so it takes our table now.
+                    if self.knows_us != Some(id.addr) {
+                        self.send_hello(id.addr)?;
+                    }
                     // Straight away, not at the next anti-entropy round: push our own table to the
                     // new (or restarted) member, and pull its table (its bucket's digest makes it ship
                     // what we lack there). Each side does this when it learns of the other, so a
@@ -1110,11 +1167,12 @@ impl ControlNode {
         self.shared.lock().unwrap_or_else(|e| e.into_inner()).members = idents;
         self.sync.set_eligible(&eligible, &mut self.out);
         self.out.push_back(Output::MembersChanged(Vec::new()));
-        // Adverts that arrived before their owner became known.
+        // Adverts and table pieces that arrived before their owner became known.
         let pending = std::mem::take(&mut self.pending);
         for a in pending {
             self.apply_advert(a, false);
         }
+        self.retry_parked();
     }
 
     fn drain_inbox(&mut self) {
@@ -1315,8 +1373,15 @@ impl ControlNode {
     /// Merge a relayed owner table: entries in seq order, each admitted, verified, applied. A bad
     /// signature ends the dump (whoever relayed it is lying or corrupt).
     fn merge_dump(&mut self, mut dump: OwnerDump) {
-        if dump.owner == self.identity.id || self.sync.held_generation(dump.owner) != Some(dump.generation) {
+        if dump.owner == self.identity.id {
             return;
+        }
+        match self.sync.held_generation(dump.owner) {
+            Some(g) if g == dump.generation => {}
+            // About an older generation of a node we know: ignored for good.
+            Some(g) if g > dump.generation => return,
+            // Its owner is not a member here yet (its Hello may still be on its way): keep it.
+            _ => return self.park_dump(dump),
         }
         let Some(owner) = self.owner_identity(dump.owner, dump.generation) else {
             return;
@@ -1563,6 +1628,11 @@ mod tests {
             "sync_pending",
             "advert_batches",
             "local_over_cap",
+            "hellos_sent",
+            "hellos_accepted",
+            "downs_announced",
+            "downs_applied",
+            "parked_dropped",
         ] {
             assert_eq!(v.get(k), Some(&serde_json::json!(0)), "{k}");
         }

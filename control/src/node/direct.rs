@@ -1,0 +1,175 @@
+//! Membership news that [`ControlNode`] sends straight to members instead of leaving it to SWIM
+//! gossip rounds (200 ms each, to 3 members), plus the table pieces that arrive before their owner is
+//! known:
+//!
+//! - **Hello.** When this node learns of a member (foca's MemberUp, e.g. from the member list a join
+//!   answer carries), it sends that member its own signed identity. A member that has not yet heard of
+//!   us through SWIM then knows us at once, and takes our table pieces: while a cluster forms, a
+//!   joiner's MACs reach every member it knows one message after they appear, not after the gossip
+//!   rounds that would tell those members of the joiner. The identity is checked exactly as a gossiped
+//!   one is (the [`crate::identity::Verifier`]: CA attestation, the node's own signature, VTEP and
+//!   gossip address bound to the attestation, not revoked) and accepted only from its own address; it
+//!   then enters foca's table as an Alive update would, not re-gossiped (SWIM already spreads the join
+//!   from the member that admitted it).
+//! - **Parked pieces.** Table pieces (`States`) whose owner is not a member yet (its Hello travels on
+//!   another stream and may arrive later) are kept, bounded, and merged once the owner is known; each
+//!   entry is still verified against the owner's key then.
+//! - **Down.** When this node's own suspicion of a member times out and foca declares it down, every
+//!   member is told directly, so a crashed node's MACs are withdrawn everywhere one message later
+//!   instead of after gossip rounds. A receiver applies it only from an active member and only for an
+//!   identity it holds as active: the trust of a SWIM Down update, which any member may gossip.
+//!
+//! Must never: let an identity that does not verify into foca, accept a Hello on another node's
+//! behalf, apply a parked entry without checking its signature, or wait for the gossip budget (these
+//! are membership messages).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use foca::{Member, State};
+
+use super::ControlNode;
+use crate::membership::NodeIdentity;
+use crate::messages::{self, OwnerDump, SyncMessage};
+use crate::{ControlError, Output};
+
+/// Most entries held in parked table pieces (beyond: new pieces are dropped; anti-entropy repairs).
+pub(super) const MAX_PARKED_ENTRIES: usize = 4096;
+
+impl ControlNode {
+    /// Tell the member at `to` who we are (it may not have heard of us yet).
+    pub(super) fn send_hello(&mut self, to: SocketAddr) -> Result<(), ControlError> {
+        let bytes = messages::encode_sync(&SyncMessage::Hello {
+            identity: self.identity.clone(),
+        })
+        .map_err(|e| ControlError::Encode(e.to_string()))?;
+        self.stats.hellos_sent += 1;
+        self.out.push_back(Output::Send { to, bytes });
+        Ok(())
+    }
+
+    /// A member introduced itself: admit its identity to foca's table if it verifies.
+    pub(super) fn handle_hello(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        identity: NodeIdentity,
+    ) -> Result<(), ControlError> {
+        // Only a node introduces itself, and never as us.
+        if identity.addr != from || identity.addr == self.identity.addr || identity.id == self.identity.id {
+            self.stats.rejected += 1;
+            return Ok(());
+        }
+        if self.revocations.contains(identity.id) || !self.verifier_check(&identity) {
+            // Counted by the verifier (`identities_refused`); revoked ids are refused there too.
+            return Ok(());
+        }
+        // Already an active member with this very identity (the common case once SWIM caught up).
+        let known = self
+            .shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .members
+            .get(&identity.id)
+            .is_some_and(|m| *m == identity);
+        if known {
+            return Ok(());
+        }
+        self.stats.hellos_accepted += 1;
+        // It knows us already: no Hello back.
+        self.knows_us = Some(from);
+        let r = self.swim(now, |foca, rt| {
+            foca.apply_many(std::iter::once(Member::alive(identity)), false, rt)
+        });
+        self.knows_us = None;
+        r
+    }
+
+    /// Our own suspicion of `victim` timed out: if foca now holds it as down, tell every member.
+    pub(super) fn announce_down(&mut self, victim: &NodeIdentity) -> Result<(), ControlError> {
+        let down = self
+            .foca
+            .iter_membership_state()
+            .any(|m| m.id() == victim && m.state() == State::Down);
+        if !down {
+            return Ok(());
+        }
+        let bytes = messages::encode_sync(&SyncMessage::Down {
+            identity: victim.clone(),
+        })
+        .map_err(|e| ControlError::Encode(e.to_string()))?;
+        let peers: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
+        self.stats.downs_announced += 1;
+        for to in peers {
+            self.out.push_back(Output::Send {
+                to,
+                bytes: bytes.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A member declared `identity` down: apply it if the sender is an active member and we hold
+    /// exactly that identity as active (then it is the one we verified, whatever proof came along).
+    pub(super) fn handle_down(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        identity: NodeIdentity,
+    ) -> Result<(), ControlError> {
+        let sender_active = self.foca.iter_members().any(|m| m.id().addr == from);
+        if !sender_active || identity.addr == self.identity.addr || identity.addr == from {
+            self.stats.rejected += 1;
+            return Ok(());
+        }
+        let held = self
+            .foca
+            .iter_members()
+            .find(|m| m.id() == &identity)
+            .map(|m| m.id().clone());
+        let Some(held) = held else {
+            // Already down here, or not (or no longer) this identity: nothing to do.
+            return Ok(());
+        };
+        self.stats.downs_applied += 1;
+        // Not re-gossiped: the declarer gossips it too, and every member got this same notice.
+        self.swim(now, |foca, rt| {
+            foca.apply_many(std::iter::once(Member::down(held)), false, rt)
+        })
+    }
+
+    /// Keep a table piece whose owner is not a member yet, to merge once it is. Bounded: the oldest
+    /// pieces make room for new ones (an owner that never shows up ages out this way).
+    pub(super) fn park_dump(&mut self, dump: OwnerDump) {
+        if self.revocations.contains(dump.owner) || dump.entries.len() > MAX_PARKED_ENTRIES {
+            self.stats.parked_dropped += 1;
+            return;
+        }
+        while self.parked_entries + dump.entries.len() > MAX_PARKED_ENTRIES {
+            let Some(old) = self.parked.pop_front() else {
+                break;
+            };
+            self.parked_entries -= old.entries.len();
+            self.stats.parked_dropped += 1;
+        }
+        self.parked_entries += dump.entries.len();
+        self.parked.push_back(dump);
+    }
+
+    /// Membership changed: merge the parked pieces whose owner is now known (at their generation);
+    /// keep those still waiting for a newer generation; drop those about an older one.
+    pub(super) fn retry_parked(&mut self) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let parked = std::mem::take(&mut self.parked);
+        self.parked_entries = 0;
+        for dump in parked {
+            match self.sync.held_generation(dump.owner) {
+                Some(g) if g == dump.generation => self.merge_dump(dump),
+                Some(g) if g > dump.generation => {}
+                _ => self.park_dump(dump),
+            }
+        }
+    }
+}
