@@ -93,10 +93,12 @@ impl OwnerState {
         }
     }
 
-    /// Replace the entry at `key`, keeping the present counters and the seq index right.
-    fn put(&mut self, key: Key, entry: FdbEntry) {
+    /// Replace the entry at `key`, keeping the present counters and the seq index right. Returns
+    /// whether the set of VNIs with a present entry changed (only then can a flood set change).
+    fn put(&mut self, key: Key, entry: FdbEntry) -> bool {
         self.hash.set(None);
         self.by_seq.insert((entry.seq, key));
+        let had_vni = self.per_vni.contains_key(&key.0);
         if entry.present {
             self.present += 1;
             *self.per_vni.entry(key.0).or_default() += 1;
@@ -116,6 +118,7 @@ impl OwnerState {
                 }
             }
         }
+        had_vni != self.per_vni.contains_key(&key.0)
     }
 
     fn hash(&self, owner: NodeId) -> u64 {
@@ -377,9 +380,13 @@ impl FdbSync {
             return false;
         };
         st.max_seq = st.max_seq.max(entry.seq);
-        st.put(key, entry);
+        let vnis_changed = st.put(key, entry);
         self.resolve(key, out);
-        self.update_flood(out);
+        // The flood sets depend only on which VNIs each owner has present entries on (and VTEPs):
+        // recomputing them over every owner per entry made a 1000-node simulation O(N²) per node.
+        if vnis_changed {
+            self.update_flood(out);
+        }
         true
     }
 
