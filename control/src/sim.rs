@@ -76,6 +76,31 @@ impl Default for SimConfig {
     }
 }
 
+/// An event in the queue, ordered by (virtual time, insertion order) only.
+#[derive(Debug)]
+struct Queued {
+    at: Instant,
+    seq: u64,
+    ev: Event,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
 #[derive(Debug)]
 enum Event {
     Deliver {
@@ -174,8 +199,7 @@ pub type DeathReport = (usize, NodeId, u64, MemberState);
 pub struct Sim {
     start: Instant,
     now: Instant,
-    queue: BinaryHeap<Reverse<(Instant, u64)>>,
-    events: HashMap<u64, Event>,
+    queue: BinaryHeap<Reverse<Queued>>,
     next_seq: u64,
     pub nodes: Vec<SimNode>,
     by_addr: HashMap<SocketAddr, usize>,
@@ -207,7 +231,6 @@ impl Sim {
             start,
             now: start,
             queue: BinaryHeap::new(),
-            events: HashMap::new(),
             next_seq: 0,
             nodes: Vec::with_capacity(n),
             by_addr: HashMap::new(),
@@ -376,8 +399,7 @@ impl Sim {
     fn push(&mut self, at: Instant, ev: Event) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.queue.push(Reverse((at, seq)));
-        self.events.insert(seq, ev);
+        self.queue.push(Reverse(Queued { at, seq, ev }));
     }
 
     fn drain(&mut self, i: usize) {
@@ -488,11 +510,8 @@ impl Sim {
 
     /// Process the next event; false if the queue is empty.
     pub fn step(&mut self) -> bool {
-        let Some(Reverse((at, seq))) = self.queue.pop() else {
+        let Some(Reverse(Queued { at, ev, .. })) = self.queue.pop() else {
             return false;
-        };
-        let Some(ev) = self.events.remove(&seq) else {
-            return true;
         };
         self.now = at;
         match ev {
@@ -523,8 +542,8 @@ impl Sim {
     /// Advance virtual time by `d`, processing every event due.
     pub fn run_for(&mut self, d: Duration) {
         let until = self.now + d;
-        while let Some(Reverse((at, _))) = self.queue.peek() {
-            if *at > until {
+        while let Some(Reverse(q)) = self.queue.peek() {
+            if q.at > until {
                 break;
             }
             self.step();
