@@ -380,12 +380,25 @@ impl FdbSync {
             return false;
         };
         st.max_seq = st.max_seq.max(entry.seq);
-        let vnis_changed = st.put(key, entry);
+        let vtep = st.vtep;
+        let vni_now = st.put(key, entry).then(|| st.per_vni.contains_key(&key.0));
         self.resolve(key, out);
         // The flood sets depend only on which VNIs each owner has present entries on (and VTEPs):
         // recomputing them over every owner per entry made a 1000-node simulation O(N²) per node.
-        if vnis_changed {
-            self.update_flood(out);
+        match vni_now {
+            // The owner's first present entry on the VNI: its VTEP joins that flood set.
+            Some(true) => {
+                let set = self.flood.entry(key.0).or_default();
+                if set.insert(vtep) {
+                    out.push_back(Output::FloodSet {
+                        vni: key.0,
+                        vteps: set.iter().copied().collect(),
+                    });
+                }
+            }
+            // Its last one went: another owner may share the VTEP, so recompute (rare).
+            Some(false) => self.update_flood(out),
+            None => {}
         }
         true
     }
