@@ -353,8 +353,10 @@ impl FdbSync {
         if entry.present && !old.is_some_and(|o| o.present) && st.present >= self.max_per_owner {
             return Admit::OverCap;
         }
+        // A mobility within MAX_JUMP of 0 is within MAX_JUMP of any held one: skip the scan of
+        // every owner's table (the common case, and O(members) per received entry otherwise).
         if entry.seq > st.max_seq.saturating_add(MAX_JUMP)
-            || entry.mobility > self.max_mobility(key).saturating_add(MAX_JUMP)
+            || (entry.mobility > MAX_JUMP && entry.mobility > self.max_mobility(key).saturating_add(MAX_JUMP))
         {
             return Admit::TooFar;
         }
@@ -432,9 +434,17 @@ impl FdbSync {
 
     /// The owner digests of the held owners that fall in `buckets` (of `k`).
     pub fn digest_in(&self, k: usize, buckets: &BTreeSet<usize>) -> Vec<OwnerDigest> {
-        let mut v = self.digest();
-        v.retain(|d| buckets.contains(&bucket_of(d.owner, k)));
-        v
+        // Filter before hashing: an owner table outside the buckets is not hashed at all.
+        self.owners
+            .iter()
+            .filter(|(id, _)| buckets.contains(&bucket_of(**id, k)))
+            .map(|(id, st)| OwnerDigest {
+                owner: *id,
+                generation: st.generation,
+                hash: st.hash(*id),
+                max_seq: st.max_seq,
+            })
+            .collect()
     }
 
     /// [`Self::differing`] restricted to the held owners in `buckets` (of `k`): `theirs` lists
@@ -445,9 +455,7 @@ impl FdbSync {
         k: usize,
         buckets: &BTreeSet<usize>,
     ) -> Vec<(NodeId, u64, u64)> {
-        let mut v = self.differing(theirs);
-        v.retain(|(owner, _, _)| buckets.contains(&bucket_of(*owner, k)));
-        v
+        self.differing_where(theirs, |owner| buckets.contains(&bucket_of(owner, k)))
     }
 
     /// Number of held owner tables (this node's own included).
@@ -480,9 +488,19 @@ impl FdbSync {
     /// ships to us instead); one that holds the same seq but another hash missed something in
     /// between and gets the whole table.
     pub fn differing(&self, theirs: &[OwnerDigest]) -> Vec<(NodeId, u64, u64)> {
+        self.differing_where(theirs, |_| true)
+    }
+
+    /// [`Self::differing`] over the held owners that `keep` selects (filtered before any hashing).
+    fn differing_where(
+        &self,
+        theirs: &[OwnerDigest],
+        keep: impl Fn(NodeId) -> bool,
+    ) -> Vec<(NodeId, u64, u64)> {
         let theirs: BTreeMap<NodeId, &OwnerDigest> = theirs.iter().map(|d| (d.owner, d)).collect();
         self.owners
             .iter()
+            .filter(|(id, _)| keep(**id))
             .filter_map(|(id, st)| match theirs.get(id) {
                 Some(d) if d.generation != st.generation => Some((*id, st.generation, 0)),
                 Some(d) if d.max_seq > st.max_seq || d.hash == st.hash(*id) => None,
