@@ -73,6 +73,11 @@ fn main() {
             ),
             r.deaths
         );
-        eprintln!("  (N = {n}: {:.1} s wall clock)", wall.elapsed().as_secs_f64());
+        eprintln!(
+            "  (N = {n}: {:.1} s wall clock, {} events, {} messages)",
+            wall.elapsed().as_secs_f64(),
+            r.events,
+            r.messages
+        );
     }
 }

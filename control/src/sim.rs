@@ -213,6 +213,8 @@ pub struct Sim {
     pub deaths: BTreeSet<DeathReport>,
     pub sent: u64,
     pub dropped: u64,
+    /// Events processed (message deliveries and timers): the simulation's own work.
+    pub events: u64,
     /// Errors returned by nodes on inputs (malformed packets etc.); expected to stay empty.
     pub errors: Vec<String>,
     /// The cluster CA (node 0, the admitter, holds it).
@@ -245,6 +247,7 @@ impl Sim {
             deaths: BTreeSet::new(),
             sent: 0,
             dropped: 0,
+            events: 0,
             errors: Vec::new(),
             ca: Arc::new(new_signer()),
         };
@@ -530,6 +533,7 @@ impl Sim {
             return false;
         };
         self.free.push(slot);
+        self.events += 1;
         let Some(ev) = self.slots[slot as usize].take() else {
             return true;
         };
@@ -721,6 +725,10 @@ pub struct ScaleReport {
     pub change_bytes_per_s: Vec<f64>,
     /// False deaths (every node stays up throughout).
     pub deaths: usize,
+    /// Events the simulator processed (deliveries and timers), a measure of its own work.
+    pub events: u64,
+    /// Messages sent by all nodes.
+    pub messages: u64,
 }
 
 impl ScaleReport {
@@ -843,5 +851,7 @@ pub fn scale_run(n: usize, changes: usize, cfg: SimConfig) -> ScaleReport {
         idle_bytes_per_s,
         change_bytes_per_s,
         deaths: sim.deaths.len(),
+        events: sim.events,
+        messages: sim.sent,
     }
 }
