@@ -75,10 +75,12 @@ fn main() {
             r.deaths
         );
         eprintln!(
-            "  (N = {n}: {:.1} s wall clock, {} events, {} messages)",
+            "  (N = {n}: {:.1} s wall clock, {} events, {} messages of which {} sync, {} pace timers)",
             wall.elapsed().as_secs_f64(),
             r.events,
-            r.messages
+            r.messages,
+            r.sync_messages,
+            r.pace_timers
         );
         reports.push(r);
     }

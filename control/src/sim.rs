@@ -215,6 +215,8 @@ pub struct Sim {
     pub dropped: u64,
     /// Events processed (message deliveries and timers): the simulation's own work.
     pub events: u64,
+    /// Gossip-budget (Pace) timers that fired, over all nodes.
+    pub pace_timers: u64,
     /// Errors returned by nodes on inputs (malformed packets etc.); expected to stay empty.
     pub errors: Vec<String>,
     /// The cluster CA (node 0, the admitter, holds it).
@@ -248,6 +250,7 @@ impl Sim {
             sent: 0,
             dropped: 0,
             events: 0,
+            pace_timers: 0,
             errors: Vec::new(),
             ca: Arc::new(new_signer()),
         };
@@ -554,6 +557,9 @@ impl Sim {
                 instance,
                 timer,
             } => {
+                if matches!(timer.0, crate::TimerKind::Pace) {
+                    self.pace_timers += 1;
+                }
                 if self.nodes[node].instance == instance {
                     let now = self.now;
                     self.with_node(node, |n| n.handle_timer(now, timer));

@@ -29,6 +29,11 @@ pub struct ScaleReport {
     pub events: u64,
     /// Messages sent by all nodes.
     pub messages: u64,
+    /// Sync (non-SWIM) messages sent by all nodes: what the gossip budget paces.
+    pub sync_messages: u64,
+    /// Gossip-budget (Pace) timers that fired: about one per message that had to wait, never more
+    /// than the sync messages (a timer that re-armed itself once made them multiply).
+    pub pace_timers: u64,
 }
 
 impl ScaleReport {
@@ -153,5 +158,7 @@ pub fn scale_run(n: usize, changes: usize, cfg: SimConfig) -> ScaleReport {
         deaths: sim.deaths.len(),
         events: sim.events,
         messages: sim.sent,
+        sync_messages: sim.nodes.iter().map(|x| x.sync_log.len() as u64).sum(),
+        pace_timers: sim.pace_timers,
     }
 }
