@@ -43,6 +43,7 @@ fn main() {
         "changing B/s p50/max",
         "deaths"
     );
+    let mut reports: Vec<ScaleReport> = Vec::new();
     for n in sizes {
         let wall = std::time::Instant::now();
         let r = scale_run(n, 16, cfg.clone());
@@ -73,6 +74,53 @@ fn main() {
             ),
             r.deaths
         );
-        eprintln!("  (N = {n}: {:.1} s wall clock)", wall.elapsed().as_secs_f64());
+        eprintln!(
+            "  (N = {n}: {:.1} s wall clock, {} events, {} messages of which {} sync, {} pace timers)",
+            wall.elapsed().as_secs_f64(),
+            r.events,
+            r.messages,
+            r.sync_messages,
+            r.pace_timers
+        );
+        reports.push(r);
+    }
+    growth(&reports);
+}
+
+/// How the per-node cost grew from the smallest to each larger size, against the two models: total
+/// cost O(N log N) is O(log N) per node (ratio log b / log a), O(N²) total is O(N) per node (b / a).
+fn growth(reports: &[ScaleReport]) {
+    let Some((first, rest)) = reports.split_first() else {
+        return;
+    };
+    if rest.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "per-node bytes/s growth from N = {} (p50; O(N log N) total = O(log N) per node, O(N²) total = O(N) per node)",
+        first.nodes
+    );
+    println!(
+        "{:>5}  {:>10}  {:>10}  {:>14}  {:>14}  {:>10}",
+        "N", "idle ×", "changing ×", "log N model ×", "N model ×", "verdict"
+    );
+    let p50 = |v: &[f64]| ScaleReport::pct(v, 50.0).unwrap_or(f64::NAN);
+    for r in rest {
+        let idle = p50(&r.idle_bytes_per_s) / p50(&first.idle_bytes_per_s);
+        let busy = p50(&r.change_bytes_per_s) / p50(&first.change_bytes_per_s);
+        let log_model = (r.nodes as f64).ln() / (first.nodes as f64).ln();
+        let n_model = r.nodes as f64 / first.nodes as f64;
+        let verdict = if idle <= log_model {
+            "≤ log N"
+        } else if idle < n_model {
+            "< N"
+        } else {
+            "≥ N"
+        };
+        println!(
+            "{:>5}  {:>10.2}  {:>10.2}  {:>14.2}  {:>14.2}  {:>10}",
+            r.nodes, idle, busy, log_model, n_model, verdict
+        );
     }
 }

@@ -902,7 +902,12 @@ impl ControlNode {
                 }
             }
             TimerKind::Pace => {
-                self.pace_at = None;
+                // A Pace timer superseded by an earlier one (pace_at moved earlier, then on) still
+                // fires; it must not forget the one pending, or every such firing schedules one
+                // more and the timers multiply (quadratically with the members in the simulator).
+                if self.pace_at.is_some_and(|p| p <= now) {
+                    self.pace_at = None;
+                }
                 Ok(())
             }
             TimerKind::FlushAdverts => {

@@ -76,6 +76,32 @@ impl Default for SimConfig {
     }
 }
 
+/// An entry of the event queue, ordered by (virtual time, insertion order) only; the event itself
+/// waits in [`Sim::slots`] (a small heap entry keeps the heap operations cache-friendly).
+#[derive(Debug)]
+struct Queued {
+    at: Instant,
+    seq: u64,
+    slot: u32,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
 #[derive(Debug)]
 enum Event {
     Deliver {
@@ -174,8 +200,10 @@ pub type DeathReport = (usize, NodeId, u64, MemberState);
 pub struct Sim {
     start: Instant,
     now: Instant,
-    queue: BinaryHeap<Reverse<(Instant, u64)>>,
-    events: HashMap<u64, Event>,
+    queue: BinaryHeap<Reverse<Queued>>,
+    /// Queued events by slot; freed slots are reused.
+    slots: Vec<Option<Event>>,
+    free: Vec<u32>,
     next_seq: u64,
     pub nodes: Vec<SimNode>,
     by_addr: HashMap<SocketAddr, usize>,
@@ -185,6 +213,10 @@ pub struct Sim {
     pub deaths: BTreeSet<DeathReport>,
     pub sent: u64,
     pub dropped: u64,
+    /// Events processed (message deliveries and timers): the simulation's own work.
+    pub events: u64,
+    /// Gossip-budget (Pace) timers that fired, over all nodes.
+    pub pace_timers: u64,
     /// Errors returned by nodes on inputs (malformed packets etc.); expected to stay empty.
     pub errors: Vec<String>,
     /// The cluster CA (node 0, the admitter, holds it).
@@ -207,7 +239,8 @@ impl Sim {
             start,
             now: start,
             queue: BinaryHeap::new(),
-            events: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
             next_seq: 0,
             nodes: Vec::with_capacity(n),
             by_addr: HashMap::new(),
@@ -216,6 +249,8 @@ impl Sim {
             deaths: BTreeSet::new(),
             sent: 0,
             dropped: 0,
+            events: 0,
+            pace_timers: 0,
             errors: Vec::new(),
             ca: Arc::new(new_signer()),
         };
@@ -376,8 +411,17 @@ impl Sim {
     fn push(&mut self, at: Instant, ev: Event) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.queue.push(Reverse((at, seq)));
-        self.events.insert(seq, ev);
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.slots[s as usize] = Some(ev);
+                s
+            }
+            None => {
+                self.slots.push(Some(ev));
+                u32::try_from(self.slots.len() - 1).unwrap_or_else(|_| panic!("over 2^32 queued events"))
+            }
+        };
+        self.queue.push(Reverse(Queued { at, seq, slot }));
     }
 
     fn drain(&mut self, i: usize) {
@@ -488,10 +532,12 @@ impl Sim {
 
     /// Process the next event; false if the queue is empty.
     pub fn step(&mut self) -> bool {
-        let Some(Reverse((at, seq))) = self.queue.pop() else {
+        let Some(Reverse(Queued { at, slot, .. })) = self.queue.pop() else {
             return false;
         };
-        let Some(ev) = self.events.remove(&seq) else {
+        self.free.push(slot);
+        self.events += 1;
+        let Some(ev) = self.slots[slot as usize].take() else {
             return true;
         };
         self.now = at;
@@ -511,6 +557,9 @@ impl Sim {
                 instance,
                 timer,
             } => {
+                if matches!(timer.0, crate::TimerKind::Pace) {
+                    self.pace_timers += 1;
+                }
                 if self.nodes[node].instance == instance {
                     let now = self.now;
                     self.with_node(node, |n| n.handle_timer(now, timer));
@@ -523,8 +572,8 @@ impl Sim {
     /// Advance virtual time by `d`, processing every event due.
     pub fn run_for(&mut self, d: Duration) {
         let until = self.now + d;
-        while let Some(Reverse((at, _))) = self.queue.peek() {
-            if *at > until {
+        while let Some(Reverse(q)) = self.queue.peek() {
+            if q.at > until {
                 break;
             }
             self.step();
@@ -664,145 +713,5 @@ pub fn mac(i: usize, k: u8) -> MacAddr {
     MacAddr([0x02, 0, (i >> 8) as u8, i as u8, 0, k])
 }
 
-/// What [`scale_run`] measured (all times virtual).
-#[derive(Debug, Clone)]
-pub struct ScaleReport {
-    pub nodes: usize,
-    /// From t = 0 (every node starts and joins node 0, each with one MAC) until every membership
-    /// view and every FDB is complete.
-    pub formed: Option<Duration>,
-    /// Per MAC, during formation: from t = 0 until every other node's FDB holds it (sorted).
-    pub formation_known: Vec<Duration>,
-    /// Per MAC, in the formed cluster: from the MAC's appearance on its node until every other
-    /// node's FDB holds it (sorted).
-    pub change_known: Vec<Duration>,
-    /// Per node, bytes sent per second over an idle window of the formed cluster (sorted).
-    pub idle_bytes_per_s: Vec<f64>,
-    /// Per node, bytes sent per second over the window in which MACs appeared (sorted).
-    pub change_bytes_per_s: Vec<f64>,
-    /// False deaths (every node stays up throughout).
-    pub deaths: usize,
-}
-
-impl ScaleReport {
-    /// Nearest-rank percentile of a sorted sample.
-    pub fn pct<T: Copy>(v: &[T], p: f64) -> Option<T> {
-        if v.is_empty() {
-            return None;
-        }
-        let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
-        Some(v[rank.min(v.len()) - 1])
-    }
-}
-
-/// Tracks, for a set of (owner, MAC), when each is held by every other running node's FDB.
-struct Spread {
-    /// (owner, MAC, appeared at, next node to check).
-    pending: Vec<(usize, MacAddr, Duration, usize)>,
-    done: Vec<Duration>,
-}
-
-impl Spread {
-    fn new() -> Self {
-        Spread {
-            pending: Vec::new(),
-            done: Vec::new(),
-        }
-    }
-
-    fn add(&mut self, owner: usize, mac: MacAddr, at: Duration) {
-        self.pending.push((owner, mac, at, 0));
-    }
-
-    /// Check the pending MACs (resuming at the first node that lacked each).
-    fn poll(&mut self, sim: &Sim) {
-        let now = sim.elapsed();
-        let n = sim.nodes.len();
-        self.pending.retain_mut(|(owner, mac, at, next)| {
-            while *next < n {
-                let node = &sim.nodes[*next];
-                if *next != *owner && node.node.is_some() && !node.fdb.contains_key(mac) {
-                    return true;
-                }
-                *next += 1;
-            }
-            self.done.push(now - *at);
-            false
-        });
-    }
-}
-
-/// Bytes per second each node sent since `before` (per-node counters), over `secs`, sorted.
-fn rates(sim: &Sim, before: &[u64], secs: f64) -> Vec<f64> {
-    let mut v: Vec<f64> = sim
-        .nodes
-        .iter()
-        .zip(before)
-        .map(|(n, b)| (n.sent_bytes - b) as f64 / secs)
-        .collect();
-    v.sort_by(f64::total_cmp);
-    v
-}
-
-/// The convergence and cost figures of an `n`-node cluster with `cfg`: formation (every node starts
-/// at t = 0 with one MAC and joins node 0), then an idle window, then `changes` nodes (spread evenly)
-/// each get a new MAC, one every 50 ms. Deterministic for a given `cfg.seed`.
-pub fn scale_run(n: usize, changes: usize, cfg: SimConfig) -> ScaleReport {
-    const TICK: Duration = Duration::from_millis(5);
-    let mut sim = Sim::new(n, cfg);
-    let mut spread = Spread::new();
-    for i in 0..n {
-        sim.set_macs(i, vec![mac(i, 1)]);
-        spread.add(i, mac(i, 1), Duration::ZERO);
-    }
-    let limit = Duration::from_secs(120);
-    let mut formed = None;
-    while sim.elapsed() < limit {
-        spread.poll(&sim);
-        if spread.pending.is_empty() && sim.membership_converged() {
-            formed = Some(sim.elapsed());
-            break;
-        }
-        sim.run_for(TICK);
-    }
-    let mut formation_known = std::mem::take(&mut spread.done);
-    formation_known.sort();
-
-    // Let the formation's gossip backlog and anti-entropy settle, then measure an idle window.
-    sim.run_for(Duration::from_secs(10));
-    let idle = Duration::from_secs(10);
-    let before: Vec<u64> = sim.nodes.iter().map(|x| x.sent_bytes).collect();
-    sim.run_for(idle);
-    let idle_bytes_per_s = rates(&sim, &before, idle.as_secs_f64());
-
-    // New MACs on `changes` nodes, 50 ms apart.
-    let before: Vec<u64> = sim.nodes.iter().map(|x| x.sent_bytes).collect();
-    let t0 = sim.elapsed();
-    let step = n / changes.clamp(1, n);
-    for k in 0..changes.min(n) {
-        let i = (k * step + 1) % n;
-        sim.set_macs(i, vec![mac(i, 1), mac(i, 2)]);
-        spread.add(i, mac(i, 2), sim.elapsed());
-        for _ in 0..10 {
-            sim.run_for(TICK);
-            spread.poll(&sim);
-        }
-    }
-    while !spread.pending.is_empty() && sim.elapsed() - t0 < Duration::from_secs(60) {
-        sim.run_for(TICK);
-        spread.poll(&sim);
-    }
-    let window = (sim.elapsed() - t0).as_secs_f64();
-    let change_bytes_per_s = rates(&sim, &before, window);
-    let mut change_known = spread.done;
-    change_known.sort();
-    ScaleReport {
-        nodes: n,
-        formed,
-        formation_known,
-        change_known,
-        idle_bytes_per_s,
-        change_bytes_per_s,
-        deaths: sim.deaths.len(),
-    }
-}
+mod scale;
+pub use scale::{scale_run, ScaleReport};

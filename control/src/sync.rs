@@ -93,10 +93,12 @@ impl OwnerState {
         }
     }
 
-    /// Replace the entry at `key`, keeping the present counters and the seq index right.
-    fn put(&mut self, key: Key, entry: FdbEntry) {
+    /// Replace the entry at `key`, keeping the present counters and the seq index right. Returns
+    /// whether the set of VNIs with a present entry changed (only then can a flood set change).
+    fn put(&mut self, key: Key, entry: FdbEntry) -> bool {
         self.hash.set(None);
         self.by_seq.insert((entry.seq, key));
+        let had_vni = self.per_vni.contains_key(&key.0);
         if entry.present {
             self.present += 1;
             *self.per_vni.entry(key.0).or_default() += 1;
@@ -116,6 +118,7 @@ impl OwnerState {
                 }
             }
         }
+        had_vni != self.per_vni.contains_key(&key.0)
     }
 
     fn hash(&self, owner: NodeId) -> u64 {
@@ -350,8 +353,10 @@ impl FdbSync {
         if entry.present && !old.is_some_and(|o| o.present) && st.present >= self.max_per_owner {
             return Admit::OverCap;
         }
+        // A mobility within MAX_JUMP of 0 is within MAX_JUMP of any held one: skip the scan of
+        // every owner's table (the common case, and O(members) per received entry otherwise).
         if entry.seq > st.max_seq.saturating_add(MAX_JUMP)
-            || entry.mobility > self.max_mobility(key).saturating_add(MAX_JUMP)
+            || (entry.mobility > MAX_JUMP && entry.mobility > self.max_mobility(key).saturating_add(MAX_JUMP))
         {
             return Admit::TooFar;
         }
@@ -377,9 +382,26 @@ impl FdbSync {
             return false;
         };
         st.max_seq = st.max_seq.max(entry.seq);
-        st.put(key, entry);
+        let vtep = st.vtep;
+        let vni_now = st.put(key, entry).then(|| st.per_vni.contains_key(&key.0));
         self.resolve(key, out);
-        self.update_flood(out);
+        // The flood sets depend only on which VNIs each owner has present entries on (and VTEPs):
+        // recomputing them over every owner per entry made a 1000-node simulation O(N²) per node.
+        match vni_now {
+            // The owner's first present entry on the VNI: its VTEP joins that flood set.
+            Some(true) => {
+                let set = self.flood.entry(key.0).or_default();
+                if set.insert(vtep) {
+                    out.push_back(Output::FloodSet {
+                        vni: key.0,
+                        vteps: set.iter().copied().collect(),
+                    });
+                }
+            }
+            // Its last one went: another owner may share the VTEP, so recompute (rare).
+            Some(false) => self.update_flood(out),
+            None => {}
+        }
         true
     }
 
@@ -412,9 +434,17 @@ impl FdbSync {
 
     /// The owner digests of the held owners that fall in `buckets` (of `k`).
     pub fn digest_in(&self, k: usize, buckets: &BTreeSet<usize>) -> Vec<OwnerDigest> {
-        let mut v = self.digest();
-        v.retain(|d| buckets.contains(&bucket_of(d.owner, k)));
-        v
+        // Filter before hashing: an owner table outside the buckets is not hashed at all.
+        self.owners
+            .iter()
+            .filter(|(id, _)| buckets.contains(&bucket_of(**id, k)))
+            .map(|(id, st)| OwnerDigest {
+                owner: *id,
+                generation: st.generation,
+                hash: st.hash(*id),
+                max_seq: st.max_seq,
+            })
+            .collect()
     }
 
     /// [`Self::differing`] restricted to the held owners in `buckets` (of `k`): `theirs` lists
@@ -425,9 +455,7 @@ impl FdbSync {
         k: usize,
         buckets: &BTreeSet<usize>,
     ) -> Vec<(NodeId, u64, u64)> {
-        let mut v = self.differing(theirs);
-        v.retain(|(owner, _, _)| buckets.contains(&bucket_of(*owner, k)));
-        v
+        self.differing_where(theirs, |owner| buckets.contains(&bucket_of(owner, k)))
     }
 
     /// Number of held owner tables (this node's own included).
@@ -460,9 +488,19 @@ impl FdbSync {
     /// ships to us instead); one that holds the same seq but another hash missed something in
     /// between and gets the whole table.
     pub fn differing(&self, theirs: &[OwnerDigest]) -> Vec<(NodeId, u64, u64)> {
+        self.differing_where(theirs, |_| true)
+    }
+
+    /// [`Self::differing`] over the held owners that `keep` selects (filtered before any hashing).
+    fn differing_where(
+        &self,
+        theirs: &[OwnerDigest],
+        keep: impl Fn(NodeId) -> bool,
+    ) -> Vec<(NodeId, u64, u64)> {
         let theirs: BTreeMap<NodeId, &OwnerDigest> = theirs.iter().map(|d| (d.owner, d)).collect();
         self.owners
             .iter()
+            .filter(|(id, _)| keep(**id))
             .filter_map(|(id, st)| match theirs.get(id) {
                 Some(d) if d.generation != st.generation => Some((*id, st.generation, 0)),
                 Some(d) if d.max_seq > st.max_seq || d.hash == st.hash(*id) => None,

@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
+use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use crate::identity::NodeId;
@@ -233,19 +234,26 @@ impl Outbox {
         out.push_back(Output::Send { to, bytes });
     }
 
-    /// The next table piece, round-robin over the cursors; finished passes are dropped.
-    fn next_piece(&mut self, sync: &FdbSync, me: NodeId) -> Option<(SocketAddr, Vec<u8>)> {
-        let order: Vec<(SocketAddr, NodeId)> = match self.last {
-            Some(last) => {
-                let (before, after): (Vec<_>, Vec<_>) = self.cursors.keys().partition(|k| **k <= last);
-                after.into_iter().chain(before).collect()
-            }
-            None => self.cursors.keys().copied().collect(),
+    /// The cursor after `after` in key order, wrapping around (the first one if `after` is None).
+    fn cursor_after(&self, after: Option<(SocketAddr, NodeId)>) -> Option<((SocketAddr, NodeId), Cursor)> {
+        let next = match after {
+            Some(k) => self.cursors.range((Bound::Excluded(k), Bound::Unbounded)).next(),
+            None => None,
         };
-        for key in order {
-            let Some(cursor) = self.cursors.get(&key).copied() else {
-                continue;
+        next.or_else(|| self.cursors.iter().next()).map(|(k, c)| (*k, *c))
+    }
+
+    /// The next table piece, round-robin over the cursors; finished passes are dropped. Each cursor
+    /// is looked up in the map (not the whole key list copied per piece: with a cursor per member
+    /// that made every release O(members²)).
+    fn next_piece(&mut self, sync: &FdbSync, me: NodeId) -> Option<(SocketAddr, Vec<u8>)> {
+        // Every cursor is visited at most once: each visit either returns a piece or removes it.
+        let mut prev = self.last;
+        for _ in 0..self.cursors.len() {
+            let Some((key, cursor)) = self.cursor_after(prev) else {
+                break;
             };
+            prev = Some(key);
             let (to, owner) = key;
             let limit = if owner == me { self.own_released } else { u64::MAX };
             let mut entries: Vec<FdbEntry> = Vec::new();
