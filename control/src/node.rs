@@ -244,7 +244,8 @@ pub struct ControlStats {
     /// (members would refuse them anyway).
     pub local_over_cap: u64,
     /// Hellos (our signed identity, sent straight to a member we just learnt of) sent, and those
-    /// received that made a member known here before gossip did (see `node/direct.rs`).
+    /// received that verified and named a member not held here yet, handed to foca (which still ignores
+    /// an identity it holds as down; see `node/direct.rs`).
     pub hellos_sent: u64,
     pub hellos_accepted: u64,
     /// Members this node declared down and announced straight to every member, and such

@@ -302,6 +302,13 @@ fn a_declared_death_reaches_every_member_in_one_message() {
         .running()
         .all(|(i, _)| !sim.nodes[i].fdb.contains_key(&mac(victim, 1))));
     assert!(sim.deaths.iter().all(|d| d.1 == vid), "{:?}", sim.deaths);
+
+    // A notice from a node that is no member (the dead one) is refused: node 1 stays alive at node 0.
+    let rejected = sim.nodes[0].node.as_ref().unwrap().stats().rejected;
+    sim.inject(victim, 0, down(sim.identity_of(1)));
+    sim.run_for(Duration::from_millis(50));
+    assert_eq!(sim.nodes[0].node.as_ref().unwrap().stats().rejected - rejected, 1);
+    assert!(sim.deaths.iter().all(|d| d.1 == vid), "{:?}", sim.deaths);
     assert!(sim.errors.is_empty(), "{:?}", sim.errors);
 }
 
@@ -363,4 +370,58 @@ fn survey_withdrawal() {
         times[times.len() - 1],
         loss * 100.0
     );
+}
+
+/// A rogue member cannot grow another node's parked pieces without bound: a piece of an owner nobody
+/// knows weighs its entries plus one, an empty one is not kept at all, and beyond the bound the oldest
+/// pieces go (counted as `parked_dropped`).
+#[test]
+fn parked_pieces_of_unknown_owners_stay_bounded() {
+    let mut sim = Sim::new(
+        3,
+        SimConfig {
+            seed: 5,
+            ..SimConfig::default()
+        },
+    );
+    sim.run_until(Duration::from_secs(20), TICK, |s| s.membership_converged())
+        .expect("formed");
+    let dropped = |s: &Sim| s.nodes[1].node.as_ref().unwrap().stats().parked_dropped;
+    // Node 2 (a member) sends pieces of made-up owners, 100 per message; parking happens before any
+    // signature check (that is done at the merge), so one entry serves for all.
+    let entry = FdbEntry::sign(
+        &sim.nodes[2].signer,
+        sim.nodes[2].id,
+        1,
+        (sim_vni().get(), mac(2, 7).0),
+        vec![],
+        1,
+        0,
+        true,
+    );
+    let send = |sim: &mut Sim, first: u64, pieces: u64, entries: usize| {
+        for start in (first..first + pieces).step_by(100) {
+            let owners = (start..(start + 100).min(first + pieces))
+                .map(|o| OwnerDump {
+                    owner: NodeId(0xdead_0000_0000 + o),
+                    generation: 1,
+                    entries: vec![entry.clone(); entries],
+                })
+                .collect();
+            sim.inject(2, 1, encode_sync(&SyncMessage::States { owners }).unwrap());
+        }
+        sim.run_for(Duration::from_millis(20));
+    };
+    let d0 = dropped(&sim);
+    send(&mut sim, 0, 1000, 0);
+    assert_eq!(dropped(&sim) - d0, 1000, "empty pieces are not parked");
+    // 3000 one-entry pieces weigh 2 each against a bound of 4096: at most 2048 stay.
+    let d1 = dropped(&sim);
+    send(&mut sim, 1000, 3000, 1);
+    assert!(
+        dropped(&sim) - d1 >= 3000 - 2048,
+        "only {} of 3000 pieces dropped",
+        dropped(&sim) - d1
+    );
+    assert!(sim.errors.is_empty(), "{:?}", sim.errors);
 }

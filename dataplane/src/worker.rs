@@ -440,7 +440,7 @@ pub fn run_rx(
                 Ok(n) => n,
                 Err(_) => break,
             };
-            if n > 0 {
+            if n > 0 && arm.on() {
                 // Before the TAP writes: the answer comes back on this worker's TX loop (see `arm`), and a
                 // local reply (ping) may be queued on the TAP before the write returns.
                 arm.arm_peers(Instant::now());

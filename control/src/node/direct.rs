@@ -33,7 +33,8 @@ use crate::membership::NodeIdentity;
 use crate::messages::{self, OwnerDump, SyncMessage};
 use crate::{ControlError, Output};
 
-/// Most entries held in parked table pieces (beyond: new pieces are dropped; anti-entropy repairs).
+/// Most weight (entries plus one per piece) held in parked table pieces: beyond it the oldest pieces
+/// are dropped (anti-entropy repairs what they carried once their owner is known).
 pub(super) const MAX_PARKED_ENTRIES: usize = 4096;
 
 impl ControlNode {
@@ -60,11 +61,9 @@ impl ControlNode {
             self.stats.rejected += 1;
             return Ok(());
         }
-        if self.revocations.contains(identity.id) || !self.verifier_check(&identity) {
-            // Counted by the verifier (`identities_refused`); revoked ids are refused there too.
-            return Ok(());
-        }
-        // Already an active member with this very identity (the common case once SWIM caught up).
+        // Already an active member with this very identity (the common case once SWIM caught up): it was
+        // verified when it was taken, so this costs no signature check (a member repeating Hellos burns
+        // no CPU here).
         let known = self
             .shared
             .lock()
@@ -73,6 +72,10 @@ impl ControlNode {
             .get(&identity.id)
             .is_some_and(|m| *m == identity);
         if known {
+            return Ok(());
+        }
+        if self.revocations.contains(identity.id) || !self.verifier_check(&identity) {
+            // Counted by the verifier (`identities_refused`); revoked ids are refused there too.
             return Ok(());
         }
         self.stats.hellos_accepted += 1;
@@ -138,21 +141,24 @@ impl ControlNode {
         })
     }
 
-    /// Keep a table piece whose owner is not a member yet, to merge once it is. Bounded: the oldest
-    /// pieces make room for new ones (an owner that never shows up ages out this way).
+    /// Keep a table piece whose owner is not a member yet, to merge once it is. Bounded: a piece weighs
+    /// its entries plus one (so empty pieces for made-up owners count too) and the oldest pieces make
+    /// room for new ones (an owner that never shows up ages out this way). An empty piece carries
+    /// nothing to merge for an owner we do not hold, so it is not kept at all.
     pub(super) fn park_dump(&mut self, dump: OwnerDump) {
-        if self.revocations.contains(dump.owner) || dump.entries.len() > MAX_PARKED_ENTRIES {
+        let weight = parked_weight(&dump);
+        if dump.entries.is_empty() || self.revocations.contains(dump.owner) || weight > MAX_PARKED_ENTRIES {
             self.stats.parked_dropped += 1;
             return;
         }
-        while self.parked_entries + dump.entries.len() > MAX_PARKED_ENTRIES {
+        while self.parked_entries + weight > MAX_PARKED_ENTRIES {
             let Some(old) = self.parked.pop_front() else {
                 break;
             };
-            self.parked_entries -= old.entries.len();
+            self.parked_entries -= parked_weight(&old);
             self.stats.parked_dropped += 1;
         }
-        self.parked_entries += dump.entries.len();
+        self.parked_entries += weight;
         self.parked.push_back(dump);
     }
 
@@ -172,4 +178,9 @@ impl ControlNode {
             }
         }
     }
+}
+
+/// What a parked piece counts against [`MAX_PARKED_ENTRIES`]: its entries plus one for the piece.
+fn parked_weight(dump: &OwnerDump) -> usize {
+    dump.entries.len() + 1
 }

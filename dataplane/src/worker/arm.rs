@@ -138,14 +138,19 @@ impl LoopArm<'_> {
         }
     }
 
+    /// Whether arming is on (`--busy-poll-us` > 0): the loops skip even the clock read when it is off.
+    pub fn on(&self) -> bool {
+        !self.arming.slots.is_empty()
+    }
+
     /// This loop forwarded packets at `now`: arm its answer loops until `now + budget`, waking those asleep.
     /// Returns how many were woken. No syscall unless a target sleeps; no shared write unless a target's
     /// deadline moves by more than half the budget.
     pub fn arm_peers(&self, now: Instant) -> usize {
-        let a = self.arming;
-        if a.slots.is_empty() {
+        if !self.on() {
             return 0;
         }
+        let a = self.arming;
         let until = a.ns(now).saturating_add(a.budget_ns);
         let mut woken = 0;
         for t in targets(self.me, a.workers) {
