@@ -175,6 +175,16 @@ pub fn bucket_count(owners: usize) -> usize {
     (owners / 8).next_power_of_two().clamp(1, 256)
 }
 
+/// The digest of one held owner table (what anti-entropy compares).
+fn owner_digest(owner: NodeId, st: &OwnerState) -> OwnerDigest {
+    OwnerDigest {
+        owner,
+        generation: st.generation,
+        hash: st.hash(owner),
+        max_seq: st.max_seq,
+    }
+}
+
 /// The bucket (of `k`) of `owner`: a mix of its id, so consecutive ids spread.
 pub fn bucket_of(owner: NodeId, k: usize) -> usize {
     let mut x = owner.0 ^ 0x9e37_79b9_7f4a_7c15;
@@ -407,15 +417,7 @@ impl FdbSync {
 
     /// Digest of every held owner (self included).
     pub fn digest(&self) -> Vec<OwnerDigest> {
-        self.owners
-            .iter()
-            .map(|(id, st)| OwnerDigest {
-                owner: *id,
-                generation: st.generation,
-                hash: st.hash(*id),
-                max_seq: st.max_seq,
-            })
-            .collect()
+        self.owners.iter().map(|(id, st)| owner_digest(*id, st)).collect()
     }
 
     /// Anti-entropy buckets: owners are spread over `k` buckets by id, so two nodes whose root
@@ -438,12 +440,7 @@ impl FdbSync {
         self.owners
             .iter()
             .filter(|(id, _)| buckets.contains(&bucket_of(**id, k)))
-            .map(|(id, st)| OwnerDigest {
-                owner: *id,
-                generation: st.generation,
-                hash: st.hash(*id),
-                max_seq: st.max_seq,
-            })
+            .map(|(id, st)| owner_digest(*id, st))
             .collect()
     }
 
