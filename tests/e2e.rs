@@ -8,23 +8,11 @@ mod common;
 
 use common::overlay::{ctl_json, ping_ok, spawn_overlayd, OVERLAYCTL};
 
-use common::garbage::{self, GARBAGE_COUNT};
+use common::garbage::{self, kernel_udp_drops, Stats, GARBAGE_COUNT};
 use common::testbed::{tcp_transfer, wait_until, BridgeMode, Daemon, Host, Netns, Testbed};
 use serde_json::Value;
 use std::net::Ipv4Addr;
 use std::time::Duration;
-
-/// Drop reasons for datagrams coming from the underlay (see `dataplane::stats::DropReason`).
-const UNDERLAY_DROPS: &[&str] = &[
-    "short",
-    "bad_flags",
-    "unknown_vni",
-    "bad_src_mac",
-    "non_member",
-    "spoofed_src",
-    "vlan_tagged",
-    "tap_write_error",
-];
 
 // ---------------------------------------------------------------------------------------------------------
 // Helpers
@@ -73,82 +61,6 @@ fn start_overlayd(host: &Host, peers: &[Ipv4Addr], vni: Option<u32>, extra: &[&s
         d.log()
     );
     d
-}
-
-/// The counters of `overlayctl stats --json`.
-#[derive(Debug, Clone, Default)]
-struct Stats {
-    rx_frames: u64,
-    tx_frames: u64,
-    rx_datagrams: u64,
-    tx_datagrams: u64,
-    drops: Vec<(String, u64)>,
-}
-
-impl Stats {
-    fn get(host: &Host) -> Stats {
-        let v = ctl_json(host, "stats");
-        let n = |k: &str| {
-            v.get(k)
-                .and_then(Value::as_u64)
-                .unwrap_or_else(|| panic!("stats has no counter `{k}`: {v}"))
-        };
-        let drops = v
-            .get("drops")
-            .and_then(Value::as_object)
-            .unwrap_or_else(|| panic!("stats has no `drops` object: {v}"))
-            .iter()
-            .map(|(k, c)| {
-                (
-                    k.clone(),
-                    c.as_u64()
-                        .unwrap_or_else(|| panic!("drops.{k} is not a count: {v}")),
-                )
-            })
-            .collect();
-        Stats {
-            rx_frames: n("rx_frames"),
-            tx_frames: n("tx_frames"),
-            rx_datagrams: n("rx_datagrams"),
-            tx_datagrams: n("tx_datagrams"),
-            drops,
-        }
-    }
-    fn drops_total(&self) -> u64 {
-        self.drops.iter().map(|(_, c)| c).sum()
-    }
-    /// Drops of the traffic under test: all but `bridge_mac`, the bridge's own frames (its IGMP reports, say),
-    /// which never enter the tunnel by design (issue 10 §4).
-    fn traffic_drops(&self) -> u64 {
-        self.drops_total() - self.drop_count("bridge_mac")
-    }
-    fn drop_count(&self, reason: &str) -> u64 {
-        self.drops
-            .iter()
-            .find(|(k, _)| k == reason)
-            .map_or(0, |(_, c)| *c)
-    }
-    fn underlay_drops(&self) -> u64 {
-        UNDERLAY_DROPS.iter().map(|r| self.drop_count(r)).sum()
-    }
-}
-
-/// `Udp: … InErrors … RcvbufErrors` of /proc/net/snmp in the host's namespace: datagrams the kernel dropped
-/// before overlayd could read them.
-fn kernel_udp_drops(host: &Host) -> u64 {
-    let snmp = host.run("cat", &["/proc/net/snmp"]);
-    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
-    let (names, values) = match (udp.next(), udp.next()) {
-        (Some(n), Some(v)) => (n, v),
-        _ => panic!("no Udp lines in /proc/net/snmp of {}:\n{snmp}", host.ns()),
-    };
-    let idx = names.split_whitespace().position(|n| n == "InErrors");
-    let idx = idx.unwrap_or_else(|| panic!("no Udp InErrors in /proc/net/snmp:\n{snmp}"));
-    values
-        .split_whitespace()
-        .nth(idx)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 fn fdb_entry<'a>(fdb: &'a Value, mac: &str) -> Option<&'a Value> {

@@ -2,79 +2,11 @@
 //! under underlay drop reasons, and the stream arrives byte-identical.
 
 use super::{long, one_at_a_time, start_static_pair};
-use crate::common::garbage;
-use crate::common::overlay::{ctl_json, ping_ok};
-use crate::common::testbed::{tcp_transfer, wait_until, Host, Netns, Testbed};
-use serde_json::Value;
-use std::collections::BTreeMap;
+use crate::common::garbage::{self, kernel_udp_drops, Stats};
+use crate::common::overlay::ping_ok;
+use crate::common::testbed::{tcp_transfer, wait_until, Testbed};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-/// Drop reasons that garbage from the underlay may be counted under (as in tests/e2e.rs).
-const UNDERLAY_DROPS: &[&str] = &[
-    "short",
-    "bad_flags",
-    "unknown_vni",
-    "bad_src_mac",
-    "non_member",
-    "spoofed_src",
-    "vlan_tagged",
-    "tap_write_error",
-];
-
-#[derive(Debug, Clone)]
-struct Stats {
-    tx_frames: u64,
-    rx_datagrams: u64,
-    drops: BTreeMap<String, u64>,
-}
-
-impl Stats {
-    fn get(host: &Host) -> Stats {
-        let v = ctl_json(host, "stats");
-        let n = |k: &str| {
-            v.get(k)
-                .and_then(Value::as_u64)
-                .unwrap_or_else(|| panic!("no `{k}` in {v}"))
-        };
-        let drops = v
-            .get("drops")
-            .and_then(Value::as_object)
-            .unwrap_or_else(|| panic!("no drops in {v}"))
-            .iter()
-            .map(|(k, c)| (k.clone(), c.as_u64().unwrap_or(0)))
-            .collect();
-        Stats {
-            tx_frames: n("tx_frames"),
-            rx_datagrams: n("rx_datagrams"),
-            drops,
-        }
-    }
-    /// Drops of traffic, leaving out `bridge_mac`: the bridge's own frames (IGMP/MLD reports) dropped on the
-    /// TAP side, which are neither datagrams read nor frames delivered.
-    fn drops_total(&self) -> u64 {
-        self.drops.values().sum::<u64>() - self.drops.get("bridge_mac").copied().unwrap_or(0)
-    }
-    fn underlay_drops(&self) -> u64 {
-        UNDERLAY_DROPS
-            .iter()
-            .map(|k| self.drops.get(*k).copied().unwrap_or(0))
-            .sum()
-    }
-}
-
-fn kernel_udp_drops(host: &Host) -> u64 {
-    let snmp = host.run("cat", &["/proc/net/snmp"]);
-    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
-    let (names, values) = (udp.next().unwrap_or(""), udp.next().unwrap_or(""));
-    let idx = names.split_whitespace().position(|n| n == "InErrors");
-    let idx = idx.unwrap_or_else(|| panic!("no Udp InErrors in /proc/net/snmp:\n{snmp}"));
-    values
-        .split_whitespace()
-        .nth(idx)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 /// 50 000 garbage datagrams (10^6 with `OVERLAYD_LONG_TESTS=1`) at host 1's VXLAN port while container 2
 /// sends a TCP stream to container 1: overlayd survives, the transfer is byte-identical, and every datagram
@@ -123,7 +55,7 @@ fn garbage_during_tcp_transfer_is_counted_and_the_transfer_completes() {
     let kernel_lost = kernel_udp_drops(h1) - kernel_before;
     let rx = after.rx_datagrams - before.rx_datagrams;
     let to_tap = after.tx_frames - before.tx_frames;
-    let dropped = after.drops_total() - before.drops_total();
+    let dropped = after.traffic_drops() - before.traffic_drops();
     let underlay = after.underlay_drops() - before.underlay_drops();
     let detail = format!(
         "garbage sent {count} in {garbage_time:?}; TCP c2→c1 in {mb} MiB transfers for {transfer_time:?}: \
