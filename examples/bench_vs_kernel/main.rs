@@ -174,22 +174,8 @@ fn parse_args() -> Result<Opts, String> {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--seconds" => {
-                let v = args.next().ok_or("--seconds needs a value")?;
-                o.seconds = v
-                    .parse()
-                    .ok()
-                    .filter(|s| (1..=3600).contains(s))
-                    .ok_or_else(|| format!("--seconds: expected 1..=3600, got {v}"))?;
-            }
-            "--runs" => {
-                let v = args.next().ok_or("--runs needs a value")?;
-                o.runs = v
-                    .parse()
-                    .ok()
-                    .filter(|s| (1..=20).contains(s))
-                    .ok_or_else(|| format!("--runs: expected 1..=20, got {v}"))?;
-            }
+            "--seconds" => o.seconds = number_in(&mut args, "--seconds", 1..=3600)?,
+            "--runs" => o.runs = number_in(&mut args, "--runs", 1..=20)?,
             "--overlayd" => o.overlayd = Some(args.next().ok_or("--overlayd needs a path")?.into()),
             "--workers" | "--busy-poll-us" => {
                 let v = args.next().ok_or(format!("{a} needs a value"))?;
@@ -215,6 +201,19 @@ fn parse_args() -> Result<Opts, String> {
         }
     }
     Ok(o)
+}
+
+/// The value after `flag`: a whole number within `range`.
+fn number_in(
+    args: &mut impl Iterator<Item = String>,
+    flag: &str,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<u32, String> {
+    let v = args.next().ok_or(format!("{flag} needs a value"))?;
+    v.parse()
+        .ok()
+        .filter(|s| range.contains(s))
+        .ok_or_else(|| format!("{flag}: expected {}..={}, got {v}", range.start(), range.end()))
 }
 
 fn run(opts: &Opts) -> Result<(), String> {

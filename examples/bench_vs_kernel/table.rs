@@ -26,52 +26,52 @@ struct Row {
     cpu_ratio: Option<f64>,
 }
 
+/// One figure of [`Results`]: a test's throughput or RTT, or its CPU cost.
+type Figure = fn(&Results) -> Option<f64>;
+
 fn rows(k: &Results, o: &Results) -> [Row; 4] {
-    let cpu = |unit, kc: Option<f64>, oc: Option<f64>| (unit, kc, oc, ratio(oc, kc, false));
-    let row = |test, unit, kv, ov, r, (cpu_unit, cpu_kernel, cpu_overlayd, cpu_ratio)| Row {
-        test,
-        unit,
-        kernel: kv,
-        overlayd: ov,
-        ratio: r,
-        cpu_unit,
-        cpu_kernel,
-        cpu_overlayd,
-        cpu_ratio,
+    // `per`: the figure divided by it is in `unit` (the ratio is of the figures as measured). `cpu`: the CPU
+    // cost's unit and figure (none for ping).
+    let row = |test, unit, per: f64, figure: Figure, lower_is_better, cpu: Option<(&'static str, Figure)>| {
+        let (cpu_unit, cpu_kernel, cpu_overlayd) = cpu.map_or(("", None, None), |(u, c)| (u, c(k), c(o)));
+        Row {
+            test,
+            unit,
+            kernel: figure(k).map(|v| v / per),
+            overlayd: figure(o).map(|v| v / per),
+            ratio: ratio(figure(o), figure(k), lower_is_better),
+            cpu_unit,
+            cpu_kernel,
+            cpu_overlayd,
+            cpu_ratio: ratio(cpu_overlayd, cpu_kernel, false),
+        }
     };
     [
         row(
             "TCP 1 stream",
             "Gbit/s",
-            k.tcp1_gbps,
-            o.tcp1_gbps,
-            ratio(o.tcp1_gbps, k.tcp1_gbps, false),
-            cpu("CPU-s/GB", k.tcp1_cpu, o.tcp1_cpu),
+            1.0,
+            |r| r.tcp1_gbps,
+            false,
+            Some(("CPU-s/GB", |r| r.tcp1_cpu)),
         ),
         row(
             "TCP 4 streams",
             "Gbit/s",
-            k.tcp4_gbps,
-            o.tcp4_gbps,
-            ratio(o.tcp4_gbps, k.tcp4_gbps, false),
-            cpu("CPU-s/GB", k.tcp4_cpu, o.tcp4_cpu),
+            1.0,
+            |r| r.tcp4_gbps,
+            false,
+            Some(("CPU-s/GB", |r| r.tcp4_cpu)),
         ),
         row(
             "UDP 64 B",
             "kpps",
-            k.udp64_pps.map(|p| p / 1e3),
-            o.udp64_pps.map(|p| p / 1e3),
-            ratio(o.udp64_pps, k.udp64_pps, false),
-            cpu("CPU-s/Mpkt", k.udp64_cpu, o.udp64_cpu),
+            1e3,
+            |r| r.udp64_pps,
+            false,
+            Some(("CPU-s/Mpkt", |r| r.udp64_cpu)),
         ),
-        row(
-            "ping RTT p50",
-            "ms",
-            k.ping_p50_ms,
-            o.ping_p50_ms,
-            ratio(o.ping_p50_ms, k.ping_p50_ms, true),
-            ("", None, None, None),
-        ),
+        row("ping RTT p50", "ms", 1.0, |r| r.ping_p50_ms, true, None),
     ]
 }
 

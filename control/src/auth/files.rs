@@ -28,11 +28,7 @@ impl StateDir {
                 path: p,
                 reason: "not UTF-8 text".into(),
             }),
-            Err(e) => Err(AuthError::Io {
-                what: "read",
-                path: p,
-                source: e,
-            }),
+            Err(e) => Err(io_err("read", &p)(e)),
         }
     }
 
@@ -42,11 +38,7 @@ impl StateDir {
         match fs::read(&p) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(AuthError::Io {
-                what: "read",
-                path: p,
-                source: e,
-            }),
+            Err(e) => Err(io_err("read", &p)(e)),
         }
     }
 
