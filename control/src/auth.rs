@@ -10,7 +10,7 @@
 //!   request and gets back its certificate and attestation (see [`crate::join`]).
 //! - `node.crt` / `node.key` / `node.id`: this node's credential. The certificate's SAN carries `overlayd`,
 //!   `node-<id>.overlayd` and the VTEP address(es) the node may use (IP entries).
-//! - `node.attest`: the CA-signed [`Attestation`] (postcard) of this node: id, VTEPs, admitter flag, key.
+//! - `node.attest`: the CA-signed [`Attestation`](crate::attest::Attestation) (postcard) of this node: id, VTEPs, admitter flag, key.
 //! - `admitters`: gossip addresses of admitters learned at join, so a member can relay a joiner's request.
 //! - `generation`: the last generation used (each start takes a larger one).
 //! - `peers`: members' gossip addresses, so a restart re-joins with no `--peer` and no token.
