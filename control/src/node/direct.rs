@@ -9,8 +9,12 @@
 //!   rounds that would tell those members of the joiner. The identity is checked exactly as a gossiped
 //!   one is (the [`crate::identity::Verifier`]: CA attestation, the node's own signature, VTEP and
 //!   gossip address bound to the attestation, not revoked) and accepted only from its own address; it
-//!   then enters foca's table as an Alive update would, not re-gossiped (SWIM already spreads the join
-//!   from the member that admitted it).
+//!   then enters foca's table as a gossiped Alive update does, and is gossiped on like one. (It once
+//!   was not: then most members learnt a joiner from its Hello, the gossip about it that came later
+//!   was no news to them, and the join spread only from the member that admitted it and from the
+//!   joiners whose join answer listed it. A join answer holds at most ~70 identities, so at 128
+//!   nodes two members missing from each other's answers waited up to the 5 s periodic announce to
+//!   meet: `control/tests/sim_formation.rs`.)
 //! - **Parked pieces.** Table pieces (`States`) whose owner is not a member yet (its Hello travels on
 //!   another stream and may arrive later) are kept, bounded, and merged once the owner is known; each
 //!   entry is still verified against the owner's key then.
@@ -82,7 +86,7 @@ impl ControlNode {
         // It knows us already: no Hello back.
         self.knows_us = Some(from);
         let r = self.swim(now, |foca, rt| {
-            foca.apply_many(std::iter::once(Member::alive(identity)), false, rt)
+            foca.apply_many(std::iter::once(Member::alive(identity)), true, rt)
         });
         self.knows_us = None;
         r
