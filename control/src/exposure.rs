@@ -75,6 +75,13 @@ pub struct QuicStats {
     joins_refused: AtomicU64,
     join_timeouts: AtomicU64,
     joins_relayed: AtomicU64,
+    dials: AtomicU64,
+    dial_failures: AtomicU64,
+    dial_ms_total: AtomicU64,
+    dial_ms_max: AtomicU64,
+    sends_dropped_backoff: AtomicU64,
+    dials_superseded: AtomicU64,
+    dial_lost_packets: AtomicU64,
 }
 
 /// A copy of [`QuicStats`] for JSON.
@@ -91,6 +98,18 @@ pub struct QuicSnapshot {
     pub joins_refused: u64,
     pub join_timeouts: u64,
     pub joins_relayed: u64,
+    /// Gossip connections this node opened to members (dials), those that failed (the peer was then
+    /// skipped for `DIAL_BACKOFF`), the milliseconds the dials took (sum and longest), and messages
+    /// dropped because their peer was in that back-off.
+    pub dials: u64,
+    pub dial_failures: u64,
+    pub dial_ms_total: u64,
+    pub dial_ms_max: u64,
+    pub sends_dropped_backoff: u64,
+    /// Dials dropped because the peer's own connection to us arrived first (both dialled at once).
+    pub dials_superseded: u64,
+    /// Packets QUIC declared lost during our dials (each costs a retransmission timeout).
+    pub dial_lost_packets: u64,
 }
 
 fn inc(c: &AtomicU64) {
@@ -112,7 +131,34 @@ impl QuicStats {
             joins_refused: g(&self.joins_refused),
             join_timeouts: g(&self.join_timeouts),
             joins_relayed: g(&self.joins_relayed),
+            dials: g(&self.dials),
+            dial_failures: g(&self.dial_failures),
+            dial_ms_total: g(&self.dial_ms_total),
+            dial_ms_max: g(&self.dial_ms_max),
+            sends_dropped_backoff: g(&self.sends_dropped_backoff),
+            dials_superseded: g(&self.dials_superseded),
+            dial_lost_packets: g(&self.dial_lost_packets),
         }
+    }
+    /// A dial to a member ended (`conn`: connected) after `took`.
+    pub(crate) fn count_dial(&self, conn: Option<&quinn::Connection>, took: Duration) {
+        inc(&self.dials);
+        match conn {
+            Some(c) => {
+                self.dial_lost_packets
+                    .fetch_add(c.stats().path.lost_packets, Ordering::Relaxed);
+            }
+            None => inc(&self.dial_failures),
+        }
+        let ms = took.as_millis() as u64;
+        self.dial_ms_total.fetch_add(ms, Ordering::Relaxed);
+        self.dial_ms_max.fetch_max(ms, Ordering::Relaxed);
+    }
+    pub(crate) fn count_dial_superseded(&self) {
+        inc(&self.dials_superseded)
+    }
+    pub(crate) fn count_backoff_drop(&self) {
+        inc(&self.sends_dropped_backoff)
     }
     pub(crate) fn count_retry(&self) {
         inc(&self.retries)
