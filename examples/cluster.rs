@@ -449,6 +449,7 @@ fn run(o: &Opts) -> Result<(), String> {
         let keys = [
             ("quic", "dials"),
             ("quic", "dial_failures"),
+            ("quic", "dial_ms_total"),
             ("quic", "dial_ms_max"),
             ("quic", "sends_dropped_backoff"),
             ("quic", "dials_superseded"),

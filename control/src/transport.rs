@@ -387,18 +387,34 @@ impl Pool {
             return None;
         }
         let started = Instant::now();
-        let dial = async {
-            let connecting = self
-                .endpoint
-                .connect_with(self.client.clone(), to, CLUSTER_SERVER_NAME)
-                .ok()?;
-            tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.ok()?.ok()
-        };
+        let connecting = self
+            .endpoint
+            .connect_with(self.client.clone(), to, CLUSTER_SERVER_NAME)
+            .ok();
+        // Boxed and owning its state: it may be handed to a task of its own (below).
+        let mut dial = Box::pin(async move {
+            tokio::time::timeout(CONNECT_TIMEOUT, connecting?)
+                .await
+                .ok()?
+                .ok()
+        });
         let dialled = tokio::select! {
-            d = dial => d,
+            d = &mut dial => d,
             () = &mut adopted => {
-                // The peer's own connection arrived first (it dialled us at the same time): use it.
+                // The peer's own connection arrived first (it dialled us at the same time): use it
+                // now. Our dial still completes (dropping it mid-handshake made the peer answer
+                // the abandoned handshake's packets with QUIC Retries by the ten thousand), and the
+                // peer may adopt it for its own sends, so we read from it too.
                 self.stats.count_dial_superseded();
+                let pool = Arc::clone(self);
+                let started = started;
+                tokio::spawn(async move {
+                    let d = dial.await;
+                    pool.stats.count_dial(d.as_ref(), started.elapsed());
+                    if let Some(conn) = d {
+                        read_streams(conn, pool.inbound.clone()).await;
+                    }
+                });
                 return link.open();
             }
         };

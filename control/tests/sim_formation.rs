@@ -154,6 +154,13 @@ fn formation_diagnosis() {
         .unwrap_or(128);
     let mut sim = start(n, 1, ControlConfig::default());
     let seen = watch(&mut sim, Duration::from_secs(20));
+    let bytes: u64 = sim.nodes.iter().map(|x| x.sent_bytes).sum();
+    let sync: usize = sim.nodes.iter().map(|x| x.sync_log.iter().map(|s| s.1).sum::<usize>()).sum();
+    println!(
+        "until every MAC was everywhere ({:?}): {} messages, {bytes} bytes of which {sync} sync",
+        sim.elapsed(),
+        sim.sent
+    );
     if let Some(v) = per_mac(&seen) {
         println!(
             "per MAC known everywhere p50 / p99 / max: {:?} / {:?} / {:?}",
