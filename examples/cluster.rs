@@ -452,7 +452,6 @@ fn run(o: &Opts) -> Result<(), String> {
             ("quic", "dial_ms_total"),
             ("quic", "dial_ms_max"),
             ("quic", "sends_dropped_backoff"),
-            ("quic", "dials_superseded"),
             ("quic", "dial_lost_packets"),
             ("quic", "handshakes"),
             ("quic", "handshake_failures"),

@@ -80,7 +80,6 @@ pub struct QuicStats {
     dial_ms_total: AtomicU64,
     dial_ms_max: AtomicU64,
     sends_dropped_backoff: AtomicU64,
-    dials_superseded: AtomicU64,
     dial_lost_packets: AtomicU64,
 }
 
@@ -106,8 +105,6 @@ pub struct QuicSnapshot {
     pub dial_ms_total: u64,
     pub dial_ms_max: u64,
     pub sends_dropped_backoff: u64,
-    /// Dials dropped because the peer's own connection to us arrived first (both dialled at once).
-    pub dials_superseded: u64,
     /// Packets QUIC declared lost during our dials (each costs a retransmission timeout).
     pub dial_lost_packets: u64,
 }
@@ -136,7 +133,6 @@ impl QuicStats {
             dial_ms_total: g(&self.dial_ms_total),
             dial_ms_max: g(&self.dial_ms_max),
             sends_dropped_backoff: g(&self.sends_dropped_backoff),
-            dials_superseded: g(&self.dials_superseded),
             dial_lost_packets: g(&self.dial_lost_packets),
         }
     }
@@ -153,9 +149,6 @@ impl QuicStats {
         let ms = took.as_millis() as u64;
         self.dial_ms_total.fetch_add(ms, Ordering::Relaxed);
         self.dial_ms_max.fetch_max(ms, Ordering::Relaxed);
-    }
-    pub(crate) fn count_dial_superseded(&self) {
-        inc(&self.dials_superseded)
     }
     pub(crate) fn count_backoff_drop(&self) {
         inc(&self.sends_dropped_backoff)

@@ -238,7 +238,7 @@ async fn handle_incoming(incoming: quinn::Incoming, permit: SourcePermit, ctx: A
                 conn.close(4u32.into(), b"revoked");
                 return;
             }
-            ctx.pool.adopt(conn.remote_address(), conn.clone());
+            ctx.pool.adopt(conn.remote_address(), conn.clone()).await;
             read_streams(conn, ctx.pool.inbound.clone()).await;
         }
         // Unauthenticated join: the source's slot stays taken until the join is answered or times out.
@@ -264,10 +264,11 @@ async fn handle_incoming(incoming: quinn::Incoming, permit: SourcePermit, ctx: A
 struct Pool {
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
-    peers: Mutex<HashMap<SocketAddr, Arc<Link>>>,
+    peers: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Link>>>>,
     inbound: mpsc::Sender<Inbound>,
     /// Node ids of the revocation list (checked against the peer certificate of every connection).
     revoked: RwLock<HashSet<NodeId>>,
+    /// Dial counters (`quic.dials` …).
     stats: Arc<QuicStats>,
 }
 
@@ -280,43 +281,29 @@ fn peer_node_id(conn: &quinn::Connection) -> Option<NodeId> {
     auth::node_id_from_cert(certs.first()?)
 }
 
-/// The connection to one peer. `state` is only ever held briefly (never across an await); `dial`
-/// serialises dials, so concurrent sends to a peer wait for one dial instead of starting their own.
 #[derive(Default)]
 struct Link {
-    state: Mutex<LinkState>,
-    dial: tokio::sync::Mutex<()>,
-    /// Woken when a connection from the peer is adopted: a dial of ours still under way is dropped
-    /// and the sends waiting for it use the peer's connection at once.
-    adopted: tokio::sync::Notify,
-}
-
-#[derive(Default)]
-struct LinkState {
     conn: Option<quinn::Connection>,
     /// After a failed dial, drop messages to this peer until then instead of redialling per message.
     backoff_until: Option<Instant>,
-}
-
-impl Link {
-    fn lock(&self) -> std::sync::MutexGuard<'_, LinkState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The open connection, if any.
-    fn open(&self) -> Option<quinn::Connection> {
-        self.lock().conn.clone().filter(|c| c.close_reason().is_none())
-    }
 }
 
 /// After a failed dial, how long messages to that peer are dropped (SWIM treats it as loss).
 const DIAL_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Pool {
-    /// Round-trip estimates of the open connections: a sample for a histogram, not an inventory.
+    /// Round-trip estimates of the open connections. A link busy dialling or sending is skipped: this is
+    /// a sample for a histogram, not an inventory.
     fn rtts(&self) -> Vec<Duration> {
         let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        peers.values().filter_map(|l| Some(l.open()?.rtt())).collect()
+        peers
+            .values()
+            .filter_map(|l| {
+                let l = l.try_lock().ok()?;
+                let c = l.conn.as_ref()?;
+                c.close_reason().is_none().then(|| c.rtt())
+            })
+            .collect()
     }
 
     /// Does the peer's certificate name a revoked node (or no node at all)?
@@ -342,7 +329,7 @@ impl Pool {
             peers.values().cloned().collect()
         };
         for link in links {
-            let mut l = link.lock();
+            let mut l = link.lock().await;
             if let Some(c) = &l.conn {
                 if peer_node_id(c) == Some(node) {
                     c.close(4u32.into(), b"revoked");
@@ -352,74 +339,42 @@ impl Pool {
         }
     }
 
-    fn link(&self, to: SocketAddr) -> Arc<Link> {
+    fn link(&self, to: SocketAddr) -> Arc<tokio::sync::Mutex<Link>> {
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         Arc::clone(peers.entry(to).or_default())
     }
 
-    /// Adopt an accepted connection from `from` for our own sends too (at once: it never waits for
-    /// a dial of ours to the same peer, which is dropped instead).
-    fn adopt(&self, from: SocketAddr, conn: quinn::Connection) {
+    /// Adopt an accepted connection from `from` for our own sends too.
+    async fn adopt(&self, from: SocketAddr, conn: quinn::Connection) {
         let link = self.link(from);
-        {
-            let mut l = link.lock();
-            l.conn = Some(conn);
-            l.backoff_until = None;
-        }
-        link.adopted.notify_waiters();
+        let mut l = link.lock().await;
+        l.conn = Some(conn);
+        l.backoff_until = None;
     }
 
     async fn connection(self: &Arc<Self>, to: SocketAddr) -> Option<quinn::Connection> {
         let link = self.link(to);
-        if let Some(c) = link.open() {
-            return Some(c);
+        // Concurrent sends to the same peer wait for one dial instead of starting their own.
+        let mut l = link.lock().await;
+        if let Some(c) = &l.conn {
+            if c.close_reason().is_none() {
+                return Some(c.clone());
+            }
         }
-        let _dialling = link.dial.lock().await;
-        // Registered before the checks below, so an adoption right after them still wakes us.
-        let adopted = link.adopted.notified();
-        tokio::pin!(adopted);
-        adopted.as_mut().enable();
-        if let Some(c) = link.open() {
-            return Some(c);
-        }
-        if link.lock().backoff_until.is_some_and(|t| Instant::now() < t) {
+        if l.backoff_until.is_some_and(|t| Instant::now() < t) {
             self.stats.count_backoff_drop();
             return None;
         }
         let started = Instant::now();
-        let connecting = self
-            .endpoint
-            .connect_with(self.client.clone(), to, CLUSTER_SERVER_NAME)
-            .ok();
-        // Boxed and owning its state: it may be handed to a task of its own (below).
-        let mut dial = Box::pin(async move {
-            tokio::time::timeout(CONNECT_TIMEOUT, connecting?)
-                .await
-                .ok()?
-                .ok()
-        });
-        let dialled = tokio::select! {
-            d = &mut dial => d,
-            () = &mut adopted => {
-                // The peer's own connection arrived first (it dialled us at the same time): use it
-                // now. Our dial still completes (dropping it mid-handshake made the peer answer
-                // the abandoned handshake's packets with QUIC Retries by the ten thousand), and the
-                // peer may adopt it for its own sends, so we read from it too.
-                self.stats.count_dial_superseded();
-                let pool = Arc::clone(self);
-                let started = started;
-                tokio::spawn(async move {
-                    let d = dial.await;
-                    pool.stats.count_dial(d.as_ref(), started.elapsed());
-                    if let Some(conn) = d {
-                        read_streams(conn, pool.inbound.clone()).await;
-                    }
-                });
-                return link.open();
-            }
+        let dial = async {
+            let connecting = self
+                .endpoint
+                .connect_with(self.client.clone(), to, CLUSTER_SERVER_NAME)
+                .ok()?;
+            tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.ok()?.ok()
         };
+        let dialled = dial.await;
         self.stats.count_dial(dialled.as_ref(), started.elapsed());
-        let mut l = link.lock();
         match dialled {
             Some(conn) if self.is_revoked(&conn) => {
                 conn.close(4u32.into(), b"revoked");

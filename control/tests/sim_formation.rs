@@ -155,7 +155,11 @@ fn formation_diagnosis() {
     let mut sim = start(n, 1, ControlConfig::default());
     let seen = watch(&mut sim, Duration::from_secs(20));
     let bytes: u64 = sim.nodes.iter().map(|x| x.sent_bytes).sum();
-    let sync: usize = sim.nodes.iter().map(|x| x.sync_log.iter().map(|s| s.1).sum::<usize>()).sum();
+    let sync: usize = sim
+        .nodes
+        .iter()
+        .map(|x| x.sync_log.iter().map(|s| s.1).sum::<usize>())
+        .sum();
     println!(
         "until every MAC was everywhere ({:?}): {} messages, {bytes} bytes of which {sync} sync",
         sim.elapsed(),
