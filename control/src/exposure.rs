@@ -309,6 +309,23 @@ mod tests {
         IpAddr::from([10, 0, 0, n])
     }
 
+    /// `overlayctl stats` shows the dial counters under `quic` with these names (README, "The QUIC
+    /// port"); a failed dial counts as a dial and a failure, and its time counts too.
+    #[test]
+    fn dial_counters_are_exported() {
+        let s = QuicStats::default();
+        s.count_dial(None, Duration::from_millis(30));
+        s.count_dial(None, Duration::from_millis(10));
+        s.count_backoff_drop();
+        let v = serde_json::to_value(s.snapshot()).unwrap();
+        assert_eq!(v["dials"], 2);
+        assert_eq!(v["dial_failures"], 2);
+        assert_eq!(v["dial_ms_total"], 40);
+        assert_eq!(v["dial_ms_max"], 30);
+        assert_eq!(v["dial_lost_packets"], 0);
+        assert_eq!(v["sends_dropped_backoff"], 1);
+    }
+
     #[test]
     fn per_source_cap_and_release() {
         let g = Guard::new(Limits::default());
