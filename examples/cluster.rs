@@ -443,6 +443,35 @@ fn run(o: &Opts) -> Result<(), String> {
         }
     }
     known_from_appearance.sort_by(f64::total_cmp);
+    if std::env::var_os("CLUSTER_STATS").is_some() {
+        // What formation cost each node's gossip endpoint: dials, failed dials (then a 1 s back-off
+        // during which messages to that peer are dropped), handshakes served, sync traffic deferred.
+        let keys = [
+            ("quic", "dials"),
+            ("quic", "dial_failures"),
+            ("quic", "dial_ms_total"),
+            ("quic", "dial_ms_max"),
+            ("quic", "sends_dropped_backoff"),
+            ("quic", "dial_lost_packets"),
+            ("quic", "handshakes"),
+            ("quic", "handshake_failures"),
+            ("quic", "retries"),
+            ("control", "hellos_sent"),
+            ("control", "sync_deferred"),
+            ("control", "sync_messages_sent"),
+        ];
+        for (i, h) in hosts.iter().enumerate() {
+            let Ok(out) = h.exec(&overlayctl, &["--admin-socket", &sockets[i], "stats", "--json"]) else {
+                continue;
+            };
+            let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+            let row: Vec<String> = keys
+                .iter()
+                .map(|(a, b)| format!("{b}={}", v[a][b].as_u64().map_or("-".into(), |x| x.to_string())))
+                .collect();
+            eprintln!("host {:2} stats: {}", i + 1, row.join(" "));
+        }
+    }
     let known_everywhere = secs(known_last.saturating_sub(launch));
     // Separates the control plane's dissemination from the cost of N-1 simultaneous joins through host 1.
     let known_after_last_join = secs(known_last.saturating_sub(last_join));

@@ -75,6 +75,12 @@ pub struct QuicStats {
     joins_refused: AtomicU64,
     join_timeouts: AtomicU64,
     joins_relayed: AtomicU64,
+    dials: AtomicU64,
+    dial_failures: AtomicU64,
+    dial_ms_total: AtomicU64,
+    dial_ms_max: AtomicU64,
+    sends_dropped_backoff: AtomicU64,
+    dial_lost_packets: AtomicU64,
 }
 
 /// A copy of [`QuicStats`] for JSON.
@@ -91,6 +97,16 @@ pub struct QuicSnapshot {
     pub joins_refused: u64,
     pub join_timeouts: u64,
     pub joins_relayed: u64,
+    /// Gossip connections this node opened to members (dials), those that failed (the peer was then
+    /// skipped for `DIAL_BACKOFF`), the milliseconds the dials took (sum and longest), and messages
+    /// dropped because their peer was in that back-off.
+    pub dials: u64,
+    pub dial_failures: u64,
+    pub dial_ms_total: u64,
+    pub dial_ms_max: u64,
+    pub sends_dropped_backoff: u64,
+    /// Packets QUIC declared lost during our dials (each costs a retransmission timeout).
+    pub dial_lost_packets: u64,
 }
 
 fn inc(c: &AtomicU64) {
@@ -112,7 +128,30 @@ impl QuicStats {
             joins_refused: g(&self.joins_refused),
             join_timeouts: g(&self.join_timeouts),
             joins_relayed: g(&self.joins_relayed),
+            dials: g(&self.dials),
+            dial_failures: g(&self.dial_failures),
+            dial_ms_total: g(&self.dial_ms_total),
+            dial_ms_max: g(&self.dial_ms_max),
+            sends_dropped_backoff: g(&self.sends_dropped_backoff),
+            dial_lost_packets: g(&self.dial_lost_packets),
         }
+    }
+    /// A dial to a member ended (`conn`: connected) after `took`.
+    pub(crate) fn count_dial(&self, conn: Option<&quinn::Connection>, took: Duration) {
+        inc(&self.dials);
+        match conn {
+            Some(c) => {
+                self.dial_lost_packets
+                    .fetch_add(c.stats().path.lost_packets, Ordering::Relaxed);
+            }
+            None => inc(&self.dial_failures),
+        }
+        let ms = took.as_millis() as u64;
+        self.dial_ms_total.fetch_add(ms, Ordering::Relaxed);
+        self.dial_ms_max.fetch_max(ms, Ordering::Relaxed);
+    }
+    pub(crate) fn count_backoff_drop(&self) {
+        inc(&self.sends_dropped_backoff)
     }
     pub(crate) fn count_retry(&self) {
         inc(&self.retries)
@@ -268,6 +307,23 @@ mod tests {
 
     fn ip(n: u8) -> IpAddr {
         IpAddr::from([10, 0, 0, n])
+    }
+
+    /// `overlayctl stats` shows the dial counters under `quic` with these names (README, "The QUIC
+    /// port"); a failed dial counts as a dial and a failure, and its time counts too.
+    #[test]
+    fn dial_counters_are_exported() {
+        let s = QuicStats::default();
+        s.count_dial(None, Duration::from_millis(30));
+        s.count_dial(None, Duration::from_millis(10));
+        s.count_backoff_drop();
+        let v = serde_json::to_value(s.snapshot()).unwrap();
+        assert_eq!(v["dials"], 2);
+        assert_eq!(v["dial_failures"], 2);
+        assert_eq!(v["dial_ms_total"], 40);
+        assert_eq!(v["dial_ms_max"], 30);
+        assert_eq!(v["dial_lost_packets"], 0);
+        assert_eq!(v["sends_dropped_backoff"], 1);
     }
 
     #[test]

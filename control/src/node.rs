@@ -1109,7 +1109,13 @@ impl ControlNode {
                     if let Some(generation) = self.sync.held_generation(me) {
                         self.outbox.want_table(id.addr, me, generation, 0);
                     }
-                    let k = sync::bucket_count(self.sync.owner_count());
+                    // The finest bucket (about one owner per bucket up to MAX_BUCKETS owners), not
+                    // the anti-entropy bucket count: while a cluster forms a node holds few owners,
+                    // so that count is 1 and the "bucket" was every table; every node then queued
+                    // every table for every member it learnt of (N² pieces each) and its own table,
+                    // pushed above, waited behind them in the budget for up to 0.75 s at N = 128
+                    // (`control/tests/sim_formation.rs`).
+                    let k = sync::MAX_BUCKETS;
                     let which = BTreeSet::from([sync::bucket_of(id.id, k)]);
                     self.send_bucket_digest(id.addr, false, k, which)?;
                     // Our revocation, catalog and grant digests, as an answer (no FDB exchange):

@@ -268,6 +268,8 @@ struct Pool {
     inbound: mpsc::Sender<Inbound>,
     /// Node ids of the revocation list (checked against the peer certificate of every connection).
     revoked: RwLock<HashSet<NodeId>>,
+    /// Dial counters (`quic.dials` …).
+    stats: Arc<QuicStats>,
 }
 
 /// The node id in the (CA-verified) certificate the peer presented.
@@ -360,8 +362,10 @@ impl Pool {
             }
         }
         if l.backoff_until.is_some_and(|t| Instant::now() < t) {
+            self.stats.count_backoff_drop();
             return None;
         }
+        let started = Instant::now();
         let dial = async {
             let connecting = self
                 .endpoint
@@ -369,7 +373,9 @@ impl Pool {
                 .ok()?;
             tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.ok()?.ok()
         };
-        match dial.await {
+        let dialled = dial.await;
+        self.stats.count_dial(dialled.as_ref(), started.elapsed());
+        match dialled {
             Some(conn) if self.is_revoked(&conn) => {
                 conn.close(4u32.into(), b"revoked");
                 l.conn = None;
@@ -647,6 +653,7 @@ pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
         peers: Mutex::new(HashMap::new()),
         inbound: in_tx,
         revoked: RwLock::new(revoked.iter().map(|r| r.node).collect()),
+        stats: Arc::clone(&opts.quic),
     });
     let directory = Arc::new(Directory {
         me: advertise,

@@ -9,8 +9,16 @@
 //!   rounds that would tell those members of the joiner. The identity is checked exactly as a gossiped
 //!   one is (the [`crate::identity::Verifier`]: CA attestation, the node's own signature, VTEP and
 //!   gossip address bound to the attestation, not revoked) and accepted only from its own address; it
-//!   then enters foca's table as an Alive update would, not re-gossiped (SWIM already spreads the join
-//!   from the member that admitted it).
+//!   then enters foca's table as an Alive update would. It is gossiped on only in a cluster too large
+//!   for one join answer (foca's Feed, one packet of `ControlConfig::max_packet_size`: ~70 signed
+//!   identities at 16 KiB) to list every member. Below that, every member hears of a joiner from its
+//!   Hello or from its own join answer, and SWIM spreads the join from the member that admitted it;
+//!   re-gossiping would only add SWIM traffic (and connections to random members while a real
+//!   cluster's handshakes are its bottleneck). Above it, with no re-gossip, most members learnt a
+//!   joiner from its Hello, later gossip about it was no news to them, and the join spread only from
+//!   the admitting member and from the joiners whose answer listed it: at 128 nodes two members
+//!   missing from each other's answers met only at the 5 s periodic announce
+//!   (`control/tests/sim_formation.rs`).
 //! - **Parked pieces.** Table pieces (`States`) whose owner is not a member yet (its Hello travels on
 //!   another stream and may arrive later) are kept, bounded, and merged once the owner is known; each
 //!   entry is still verified against the owner's key then.
@@ -36,6 +44,10 @@ use crate::{ControlError, Output};
 /// Most weight (entries plus one per piece) held in parked table pieces: beyond it the oldest pieces
 /// are dropped (anti-entropy repairs what they carried once their owner is known).
 pub(super) const MAX_PARKED_ENTRIES: usize = 4096;
+
+/// About what one signed identity takes in a SWIM packet (see `ControlConfig::max_packet_size`): how
+/// many members a join answer can list.
+const IDENTITY_WIRE_BYTES: usize = 220;
 
 impl ControlNode {
     /// Tell the member at `to` who we are (it may not have heard of us yet).
@@ -81,8 +93,9 @@ impl ControlNode {
         self.stats.hellos_accepted += 1;
         // It knows us already: no Hello back.
         self.knows_us = Some(from);
+        let regossip = self.foca.num_members() + 2 > self.config.max_packet_size / IDENTITY_WIRE_BYTES;
         let r = self.swim(now, |foca, rt| {
-            foca.apply_many(std::iter::once(Member::alive(identity)), false, rt)
+            foca.apply_many(std::iter::once(Member::alive(identity)), regossip, rt)
         });
         self.knows_us = None;
         r
