@@ -173,7 +173,25 @@ impl Outbox {
 
     /// Forget passes towards peers that are no longer members.
     pub fn retain_peers(&mut self, keep: impl Fn(&SocketAddr) -> bool) {
-        self.cursors.retain(|(to, _), _| keep(to));
+        // Called on every membership change: ask `keep` once per peer, jumping from one peer's
+        // cursors to the next (not once per (peer, owner) cursor: up to members² of them while a
+        // cluster forms, which made this the hottest path of a 256-node simulation).
+        let mut next = self.cursors.keys().next().map(|k| k.0);
+        while let Some(peer) = next {
+            let last = (peer, NodeId(u64::MAX));
+            next = self
+                .cursors
+                .range((Bound::Excluded(last), Bound::Unbounded))
+                .next()
+                .map(|(k, _)| k.0);
+            if !keep(&peer) {
+                let gone: Vec<(SocketAddr, NodeId)> =
+                    self.cursors.range((peer, NodeId(0))..=last).map(|(k, _)| *k).collect();
+                for k in gone {
+                    self.cursors.remove(&k);
+                }
+            }
+        }
         if self.staged.as_ref().is_some_and(|(to, _)| !keep(to)) {
             self.staged = None;
         }
