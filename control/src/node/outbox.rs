@@ -119,6 +119,8 @@ pub(crate) struct Outbox {
     /// Whether the control message at the front already counted as deferred.
     front_deferred: bool,
     cursors: BTreeMap<(SocketAddr, NodeId), Cursor>,
+    /// How many cursors each peer has (an index of `cursors` by peer, for [`Self::retain_peers`]).
+    peers: BTreeMap<SocketAddr, usize>,
     /// The cursor served last (round-robin).
     last: Option<(SocketAddr, NodeId)>,
     /// A table piece built but not yet allowed out (already counted as deferred).
@@ -136,6 +138,7 @@ impl Outbox {
             control_bytes: 0,
             front_deferred: false,
             cursors: BTreeMap::new(),
+            peers: BTreeMap::new(),
             last: None,
             staged: None,
             own_released: 0,
@@ -161,7 +164,10 @@ impl Outbox {
             generation,
             pos: Pos::FromSeq(from),
         };
-        let c = self.cursors.entry((to, owner)).or_insert(fresh);
+        let c = self.cursors.entry((to, owner)).or_insert_with(|| {
+            *self.peers.entry(to).or_default() += 1;
+            fresh
+        });
         let behind = match c.pos {
             Pos::FromSeq(s) => s < from,
             Pos::After((s, _)) => s < from.saturating_sub(1),
@@ -173,23 +179,19 @@ impl Outbox {
 
     /// Forget passes towards peers that are no longer members.
     pub fn retain_peers(&mut self, keep: impl Fn(&SocketAddr) -> bool) {
-        // Called on every membership change: ask `keep` once per peer, jumping from one peer's
-        // cursors to the next (not once per (peer, owner) cursor: up to members² of them while a
-        // cluster forms, which made this the hottest path of a 256-node simulation).
-        let mut next = self.cursors.keys().next().map(|k| k.0);
-        while let Some(peer) = next {
-            let last = (peer, NodeId(u64::MAX));
-            next = self
+        // Called on every membership change: ask `keep` once per peer (not once per (peer, owner)
+        // cursor: up to members² of them while a cluster forms, which made this the hottest path of
+        // a 256-node simulation).
+        let gone: Vec<SocketAddr> = self.peers.keys().filter(|p| !keep(p)).copied().collect();
+        for peer in gone {
+            self.peers.remove(&peer);
+            let keys: Vec<(SocketAddr, NodeId)> = self
                 .cursors
-                .range((Bound::Excluded(last), Bound::Unbounded))
-                .next()
-                .map(|(k, _)| k.0);
-            if !keep(&peer) {
-                let gone: Vec<(SocketAddr, NodeId)> =
-                    self.cursors.range((peer, NodeId(0))..=last).map(|(k, _)| *k).collect();
-                for k in gone {
-                    self.cursors.remove(&k);
-                }
+                .range((peer, NodeId(0))..=(peer, NodeId(u64::MAX)))
+                .map(|(k, _)| *k)
+                .collect();
+            for k in keys {
+                self.cursors.remove(&k);
             }
         }
         if self.staged.as_ref().is_some_and(|(to, _)| !keep(to)) {
@@ -252,6 +254,17 @@ impl Outbox {
         out.push_back(Output::Send { to, bytes });
     }
 
+    fn remove_cursor(&mut self, key: (SocketAddr, NodeId)) {
+        if self.cursors.remove(&key).is_some() {
+            if let Some(n) = self.peers.get_mut(&key.0) {
+                *n -= 1;
+                if *n == 0 {
+                    self.peers.remove(&key.0);
+                }
+            }
+        }
+    }
+
     /// The cursor after `after` in key order, wrapping around (the first one if `after` is None).
     fn cursor_after(&self, after: Option<(SocketAddr, NodeId)>) -> Option<((SocketAddr, NodeId), Cursor)> {
         let next = match after {
@@ -287,7 +300,7 @@ impl Outbox {
             }
             let Some(end) = end else {
                 // Pass complete (or the owner is gone): later changes start a new one.
-                self.cursors.remove(&key);
+                self.remove_cursor(key);
                 continue;
             };
             if let Some(c) = self.cursors.get_mut(&key) {
@@ -305,7 +318,7 @@ impl Outbox {
                 Ok(bytes) => return Some((to, bytes)),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot encode a table piece (this is a bug)");
-                    self.cursors.remove(&key);
+                    self.remove_cursor(key);
                 }
             }
         }
