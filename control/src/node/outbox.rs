@@ -118,9 +118,12 @@ pub(crate) struct Outbox {
     control_bytes: usize,
     /// Whether the control message at the front already counted as deferred.
     front_deferred: bool,
-    cursors: BTreeMap<(SocketAddr, NodeId), Cursor>,
-    /// How many cursors each peer has (an index of `cursors` by peer, for [`Self::retain_peers`]).
-    peers: BTreeMap<SocketAddr, usize>,
+    /// The (peer, owner) cursors, by peer then owner: served in (peer, owner) order. Nested, so a
+    /// cursor does not repeat its peer's address (a forming cluster holds up to members² of them)
+    /// and [`Self::retain_peers`] asks once per peer. No peer's map is left empty.
+    cursors: BTreeMap<SocketAddr, BTreeMap<NodeId, Cursor>>,
+    /// Number of cursors (over all peers).
+    n_cursors: usize,
     /// The cursor served last (round-robin).
     last: Option<(SocketAddr, NodeId)>,
     /// A table piece built but not yet allowed out (already counted as deferred).
@@ -138,7 +141,7 @@ impl Outbox {
             control_bytes: 0,
             front_deferred: false,
             cursors: BTreeMap::new(),
-            peers: BTreeMap::new(),
+            n_cursors: 0,
             last: None,
             staged: None,
             own_released: 0,
@@ -164,8 +167,8 @@ impl Outbox {
             generation,
             pos: Pos::FromSeq(from),
         };
-        let c = self.cursors.entry((to, owner)).or_insert_with(|| {
-            *self.peers.entry(to).or_default() += 1;
+        let c = self.cursors.entry(to).or_default().entry(owner).or_insert_with(|| {
+            self.n_cursors += 1;
             fresh
         });
         let behind = match c.pos {
@@ -179,21 +182,17 @@ impl Outbox {
 
     /// Forget passes towards peers that are no longer members.
     pub fn retain_peers(&mut self, keep: impl Fn(&SocketAddr) -> bool) {
-        // Called on every membership change: ask `keep` once per peer (not once per (peer, owner)
-        // cursor: up to members² of them while a cluster forms, which made this the hottest path of
-        // a 256-node simulation).
-        let gone: Vec<SocketAddr> = self.peers.keys().filter(|p| !keep(p)).copied().collect();
-        for peer in gone {
-            self.peers.remove(&peer);
-            let keys: Vec<(SocketAddr, NodeId)> = self
-                .cursors
-                .range((peer, NodeId(0))..=(peer, NodeId(u64::MAX)))
-                .map(|(k, _)| *k)
-                .collect();
-            for k in keys {
-                self.cursors.remove(&k);
+        // Called on every membership change: once per peer, not once per (peer, owner) cursor (up
+        // to members² of them while a cluster forms: this was the hottest path of a 256-node
+        // simulation).
+        let n_cursors = &mut self.n_cursors;
+        self.cursors.retain(|to, owners| {
+            let k = keep(to);
+            if !k {
+                *n_cursors -= owners.len();
             }
-        }
+            k
+        });
         if self.staged.as_ref().is_some_and(|(to, _)| !keep(to)) {
             self.staged = None;
         }
@@ -201,7 +200,7 @@ impl Outbox {
 
     /// Table passes in progress.
     pub fn pending_tables(&self) -> usize {
-        self.cursors.len() + usize::from(self.staged.is_some())
+        self.n_cursors + usize::from(self.staged.is_some())
     }
 
     /// Send what the budget allows at `now` into `out`. Returns when to call again if something is
@@ -254,24 +253,42 @@ impl Outbox {
         out.push_back(Output::Send { to, bytes });
     }
 
-    fn remove_cursor(&mut self, key: (SocketAddr, NodeId)) {
-        if self.cursors.remove(&key).is_some() {
-            if let Some(n) = self.peers.get_mut(&key.0) {
-                *n -= 1;
-                if *n == 0 {
-                    self.peers.remove(&key.0);
-                }
+    fn remove_cursor(&mut self, (to, owner): (SocketAddr, NodeId)) {
+        if let Some(owners) = self.cursors.get_mut(&to) {
+            if owners.remove(&owner).is_some() {
+                self.n_cursors -= 1;
+            }
+            if owners.is_empty() {
+                self.cursors.remove(&to);
             }
         }
     }
 
-    /// The cursor after `after` in key order, wrapping around (the first one if `after` is None).
+    /// The cursor after `after` in (peer, owner) order, wrapping around (the first one if `after` is
+    /// None).
     fn cursor_after(&self, after: Option<(SocketAddr, NodeId)>) -> Option<((SocketAddr, NodeId), Cursor)> {
+        let first = |(to, owners): (&SocketAddr, &BTreeMap<NodeId, Cursor>)| {
+            owners.iter().next().map(|(owner, c)| ((*to, *owner), *c))
+        };
         let next = match after {
-            Some(k) => self.cursors.range((Bound::Excluded(k), Bound::Unbounded)).next(),
+            Some((to, owner)) => self
+                .cursors
+                .get(&to)
+                .and_then(|owners| {
+                    owners
+                        .range((Bound::Excluded(owner), Bound::Unbounded))
+                        .next()
+                        .map(|(o, c)| ((to, *o), *c))
+                })
+                .or_else(|| {
+                    self.cursors
+                        .range((Bound::Excluded(to), Bound::Unbounded))
+                        .next()
+                        .and_then(first)
+                }),
             None => None,
         };
-        next.or_else(|| self.cursors.iter().next()).map(|(k, c)| (*k, *c))
+        next.or_else(|| self.cursors.iter().next().and_then(first))
     }
 
     /// The next table piece, round-robin over the cursors; finished passes are dropped. Each cursor
@@ -280,7 +297,7 @@ impl Outbox {
     fn next_piece(&mut self, sync: &FdbSync, me: NodeId) -> Option<(SocketAddr, Vec<u8>)> {
         // Every cursor is visited at most once: each visit either returns a piece or removes it.
         let mut prev = self.last;
-        for _ in 0..self.cursors.len() {
+        for _ in 0..self.n_cursors {
             let Some((key, cursor)) = self.cursor_after(prev) else {
                 break;
             };
@@ -303,7 +320,7 @@ impl Outbox {
                 self.remove_cursor(key);
                 continue;
             };
-            if let Some(c) = self.cursors.get_mut(&key) {
+            if let Some(c) = self.cursors.get_mut(&to).and_then(|o| o.get_mut(&owner)) {
                 c.pos = Pos::After(end);
             }
             self.last = Some(key);
