@@ -75,12 +75,15 @@ fn main() {
             r.deaths
         );
         eprintln!(
-            "  (N = {n}: {:.1} s wall clock, {} events, {} messages of which {} sync, {} pace timers)",
+            "  (N = {n}: {:.1} s wall clock, {} events, {} messages of which {} sync, {} pace timers; \
+             at most {} table passes waiting for the gossip budget during formation, over all nodes, at {} ms)",
             wall.elapsed().as_secs_f64(),
             r.events,
             r.messages,
             r.sync_messages,
-            r.pace_timers
+            r.pace_timers,
+            r.peak_pending_tables,
+            r.peak_pending_at.as_millis()
         );
         reports.push(r);
     }

@@ -34,6 +34,11 @@ pub struct ScaleReport {
     /// Gossip-budget (Pace) timers that fired: about one per message that had to wait, never more
     /// than the sync messages (a timer that re-armed itself once made them multiply).
     pub pace_timers: u64,
+    /// Most table passes waiting for the gossip budget during formation, summed over all nodes
+    /// (sampled every 100 ms): the backlog the budget works through while a cluster forms.
+    pub peak_pending_tables: u64,
+    /// Virtual time of that peak.
+    pub peak_pending_at: Duration,
 }
 
 impl ScaleReport {
@@ -115,7 +120,16 @@ pub fn scale_run(n: usize, changes: usize, cfg: SimConfig) -> ScaleReport {
     }
     let limit = Duration::from_secs(120);
     let mut formed = None;
+    let (mut peak_pending_tables, mut peak_pending_at) = (0, Duration::ZERO);
+    let mut ticks: u64 = 0;
     while sim.elapsed() < limit {
+        if ticks % 20 == 0 {
+            let pending: u64 = sim.running().map(|(_, c)| c.stats().sync_pending).sum();
+            if pending > peak_pending_tables {
+                (peak_pending_tables, peak_pending_at) = (pending, sim.elapsed());
+            }
+        }
+        ticks += 1;
         spread.poll(&sim);
         if spread.pending.is_empty() && sim.membership_converged() {
             formed = Some(sim.elapsed());
@@ -166,5 +180,7 @@ pub fn scale_run(n: usize, changes: usize, cfg: SimConfig) -> ScaleReport {
         messages: sim.sent,
         sync_messages: sim.nodes.iter().map(|x| x.sync_messages).sum(),
         pace_timers: sim.pace_timers,
+        peak_pending_tables,
+        peak_pending_at,
     }
 }
