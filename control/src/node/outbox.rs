@@ -352,6 +352,44 @@ fn entry_size(e: &FdbEntry) -> usize {
 mod tests {
     use super::*;
 
+    /// The nested cursors are visited in (peer, owner) order, wrapping around, and `retain_peers`
+    /// drops exactly the cursors of the peers it is told to drop.
+    #[test]
+    fn cursors_in_peer_owner_order() {
+        let t0 = Instant::now();
+        let mut o = Outbox::new(t0, 0);
+        let a = |i: u8| SocketAddr::from(([10, 0, 0, i], 7946));
+        let keys = [(a(2), 5), (a(1), 9), (a(3), 1), (a(1), 3), (a(2), 4)];
+        for (to, owner) in keys {
+            o.want_table(to, NodeId(owner), 1, 0);
+        }
+        o.want_table(a(1), NodeId(3), 1, 0);
+        assert_eq!(o.pending_tables(), 5);
+        let mut sorted: Vec<(SocketAddr, NodeId)> = keys.iter().map(|(t, n)| (*t, NodeId(*n))).collect();
+        sorted.sort();
+        let mut seen = Vec::new();
+        let mut at = None;
+        for _ in 0..6 {
+            let (k, _) = o.cursor_after(at).unwrap();
+            seen.push(k);
+            at = Some(k);
+        }
+        assert_eq!(&seen[..5], &sorted[..]);
+        assert_eq!(seen[5], sorted[0]);
+        // After a key that is gone, the next one still follows it.
+        o.remove_cursor((a(2), NodeId(4)));
+        assert_eq!(o.cursor_after(Some((a(2), NodeId(4)))).unwrap().0, (a(2), NodeId(5)));
+        o.remove_cursor((a(2), NodeId(5)));
+        assert_eq!(o.cursor_after(Some((a(1), NodeId(9)))).unwrap().0, (a(3), NodeId(1)));
+        assert_eq!(o.pending_tables(), 3);
+        o.retain_peers(|p| *p != a(1));
+        assert_eq!(o.pending_tables(), 1);
+        assert_eq!(o.cursor_after(None).unwrap().0, (a(3), NodeId(1)));
+        o.retain_peers(|_| false);
+        assert_eq!(o.pending_tables(), 0);
+        assert!(o.cursor_after(None).is_none());
+    }
+
     /// The bucket lets `rate` bytes per second through plus at most one burst, and a timer set to
     /// `ready_at` always finds the tokens there.
     #[test]
