@@ -167,10 +167,15 @@ impl Outbox {
             generation,
             pos: Pos::FromSeq(from),
         };
-        let c = self.cursors.entry(to).or_default().entry(owner).or_insert_with(|| {
-            self.n_cursors += 1;
-            fresh
-        });
+        let c = self
+            .cursors
+            .entry(to)
+            .or_default()
+            .entry(owner)
+            .or_insert_with(|| {
+                self.n_cursors += 1;
+                fresh
+            });
         let behind = match c.pos {
             Pos::FromSeq(s) => s < from,
             Pos::After((s, _)) => s < from.saturating_sub(1),
@@ -378,9 +383,15 @@ mod tests {
         assert_eq!(seen[5], sorted[0]);
         // After a key that is gone, the next one still follows it.
         o.remove_cursor((a(2), NodeId(4)));
-        assert_eq!(o.cursor_after(Some((a(2), NodeId(4)))).unwrap().0, (a(2), NodeId(5)));
+        assert_eq!(
+            o.cursor_after(Some((a(2), NodeId(4)))).unwrap().0,
+            (a(2), NodeId(5))
+        );
         o.remove_cursor((a(2), NodeId(5)));
-        assert_eq!(o.cursor_after(Some((a(1), NodeId(9)))).unwrap().0, (a(3), NodeId(1)));
+        assert_eq!(
+            o.cursor_after(Some((a(1), NodeId(9)))).unwrap().0,
+            (a(3), NodeId(1))
+        );
         assert_eq!(o.pending_tables(), 3);
         o.retain_peers(|p| *p != a(1));
         assert_eq!(o.pending_tables(), 1);
