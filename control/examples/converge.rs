@@ -85,6 +85,14 @@ fn main() {
             r.peak_pending_tables,
             r.peak_pending_at.as_millis()
         );
+        if r.formed.is_none() {
+            eprintln!(
+                "  (N = {n}: not formed within the 120 s limit: {} of {n} MACs not yet held by every other node then; \
+                 formation p50/p99 are over the {} that were)",
+                r.formation_unfinished,
+                r.formation_known.len()
+            );
+        }
         reports.push(r);
     }
     growth(&reports);
