@@ -1,7 +1,8 @@
 //! Convergence and gossip cost of the control plane in the simulator (virtual time, deterministic).
 //!
 //! `cargo run --release -p control --features testing --example converge -- [N ...]` (default 32 128 1000;
-//! `--gossip-ms X`, `--fanout Y`, `--batch-ms Z` override those timings)
+//! `--gossip-ms X`, `--fanout Y`, `--batch-ms Z` override those timings, `--budget B` the gossip budget
+//! in bytes per second, `--announce-ms A` SWIM's periodic announce)
 //! prints, per cluster size: formation (every node starts at once and joins node 0), how long a MAC takes
 //! to be known by every other node (during formation from t = 0, and in the formed cluster from the
 //! MAC's appearance), and bytes sent per node per second (idle, and while MACs appear).
@@ -10,7 +11,7 @@ use control::sim::{scale_run, ScaleReport, SimConfig};
 use std::time::Duration;
 
 fn main() {
-    // `--gossip-ms X` / `--fanout Y` / `--batch-ms Z`: try other timings than the defaults.
+    // `--gossip-ms X` / `--fanout Y` / `--batch-ms Z` / `--budget B` / `--announce-ms A`: try other settings than the defaults.
     let mut cfg = SimConfig::default();
     let mut sizes: Vec<usize> = Vec::new();
     let mut args = std::env::args().skip(1);
@@ -23,6 +24,8 @@ fn main() {
             "--gossip-ms" => cfg.control.gossip_interval = Duration::from_millis(num("--gossip-ms")),
             "--fanout" => cfg.control.gossip_fanout = num("--fanout") as usize,
             "--batch-ms" => cfg.control.advert_batch_window = Duration::from_millis(num("--batch-ms")),
+            "--budget" => cfg.control.gossip_budget = num("--budget"),
+            "--announce-ms" => cfg.control.announce_interval = Duration::from_millis(num("--announce-ms")),
             _ => sizes.push(a.parse().unwrap_or_else(|e| panic!("cluster size {a}: {e}"))),
         }
     }
@@ -75,13 +78,24 @@ fn main() {
             r.deaths
         );
         eprintln!(
-            "  (N = {n}: {:.1} s wall clock, {} events, {} messages of which {} sync, {} pace timers)",
+            "  (N = {n}: {:.1} s wall clock, {} events, {} messages of which {} sync, {} pace timers; \
+             at most {} table passes waiting for the gossip budget during formation, over all nodes, at {} ms)",
             wall.elapsed().as_secs_f64(),
             r.events,
             r.messages,
             r.sync_messages,
-            r.pace_timers
+            r.pace_timers,
+            r.peak_pending_tables,
+            r.peak_pending_at.as_millis()
         );
+        if r.formed.is_none() {
+            eprintln!(
+                "  (N = {n}: not formed within the 120 s limit: {} of {n} MACs not yet held by every other node then; \
+                 formation p50/p99 are over the {} that were)",
+                r.formation_unfinished,
+                r.formation_known.len()
+            );
+        }
         reports.push(r);
     }
     growth(&reports);

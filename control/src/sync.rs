@@ -305,6 +305,10 @@ impl FdbSync {
     pub fn set_eligible(&mut self, eligible: &BTreeMap<NodeId, (u64, IpAddr)>, out: &mut VecDeque<Output>) {
         let mut touched: Vec<Key> = Vec::new();
         let me = self.me;
+        // Whether an owner left or moved its VTEP: only then can a flood set change here (a new
+        // owner holds no entry yet). Recomputing them over every owner on each membership change
+        // was O(members) per change for nothing while a cluster forms.
+        let mut flood_may_change = false;
         self.owners.retain(|id, st| {
             if *id == me {
                 return true;
@@ -312,6 +316,7 @@ impl FdbSync {
             let keep = matches!(eligible.get(id), Some(&(g, _)) if g == st.generation);
             if !keep {
                 touched.extend(st.entries.keys().copied());
+                flood_may_change = true;
             }
             keep
         });
@@ -324,6 +329,7 @@ impl FdbSync {
                     if st.vtep != vtep {
                         st.vtep = vtep;
                         touched.extend(st.entries.keys().copied());
+                        flood_may_change = true;
                     }
                 }
                 None => {
@@ -336,7 +342,9 @@ impl FdbSync {
         for key in touched {
             self.resolve(key, out);
         }
-        self.update_flood(out);
+        if flood_may_change {
+            self.update_flood(out);
+        }
     }
 
     /// The generation held for `owner`, if it is a known active member (or this node).

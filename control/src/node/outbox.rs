@@ -118,7 +118,12 @@ pub(crate) struct Outbox {
     control_bytes: usize,
     /// Whether the control message at the front already counted as deferred.
     front_deferred: bool,
-    cursors: BTreeMap<(SocketAddr, NodeId), Cursor>,
+    /// The (peer, owner) cursors, by peer then owner: served in (peer, owner) order. Nested, so a
+    /// cursor does not repeat its peer's address (a forming cluster holds up to members² of them)
+    /// and [`Self::retain_peers`] asks once per peer. No peer's map is left empty.
+    cursors: BTreeMap<SocketAddr, BTreeMap<NodeId, Cursor>>,
+    /// Number of cursors (over all peers).
+    n_cursors: usize,
     /// The cursor served last (round-robin).
     last: Option<(SocketAddr, NodeId)>,
     /// A table piece built but not yet allowed out (already counted as deferred).
@@ -136,6 +141,7 @@ impl Outbox {
             control_bytes: 0,
             front_deferred: false,
             cursors: BTreeMap::new(),
+            n_cursors: 0,
             last: None,
             staged: None,
             own_released: 0,
@@ -161,7 +167,15 @@ impl Outbox {
             generation,
             pos: Pos::FromSeq(from),
         };
-        let c = self.cursors.entry((to, owner)).or_insert(fresh);
+        let c = self
+            .cursors
+            .entry(to)
+            .or_default()
+            .entry(owner)
+            .or_insert_with(|| {
+                self.n_cursors += 1;
+                fresh
+            });
         let behind = match c.pos {
             Pos::FromSeq(s) => s < from,
             Pos::After((s, _)) => s < from.saturating_sub(1),
@@ -173,7 +187,17 @@ impl Outbox {
 
     /// Forget passes towards peers that are no longer members.
     pub fn retain_peers(&mut self, keep: impl Fn(&SocketAddr) -> bool) {
-        self.cursors.retain(|(to, _), _| keep(to));
+        // Called on every membership change: once per peer, not once per (peer, owner) cursor (up
+        // to members² of them while a cluster forms: this was the hottest path of a 256-node
+        // simulation).
+        let n_cursors = &mut self.n_cursors;
+        self.cursors.retain(|to, owners| {
+            let k = keep(to);
+            if !k {
+                *n_cursors -= owners.len();
+            }
+            k
+        });
         if self.staged.as_ref().is_some_and(|(to, _)| !keep(to)) {
             self.staged = None;
         }
@@ -181,7 +205,7 @@ impl Outbox {
 
     /// Table passes in progress.
     pub fn pending_tables(&self) -> usize {
-        self.cursors.len() + usize::from(self.staged.is_some())
+        self.n_cursors + usize::from(self.staged.is_some())
     }
 
     /// Send what the budget allows at `now` into `out`. Returns when to call again if something is
@@ -234,13 +258,42 @@ impl Outbox {
         out.push_back(Output::Send { to, bytes });
     }
 
-    /// The cursor after `after` in key order, wrapping around (the first one if `after` is None).
+    fn remove_cursor(&mut self, (to, owner): (SocketAddr, NodeId)) {
+        if let Some(owners) = self.cursors.get_mut(&to) {
+            if owners.remove(&owner).is_some() {
+                self.n_cursors -= 1;
+            }
+            if owners.is_empty() {
+                self.cursors.remove(&to);
+            }
+        }
+    }
+
+    /// The cursor after `after` in (peer, owner) order, wrapping around (the first one if `after` is
+    /// None).
     fn cursor_after(&self, after: Option<(SocketAddr, NodeId)>) -> Option<((SocketAddr, NodeId), Cursor)> {
+        let first = |(to, owners): (&SocketAddr, &BTreeMap<NodeId, Cursor>)| {
+            owners.iter().next().map(|(owner, c)| ((*to, *owner), *c))
+        };
         let next = match after {
-            Some(k) => self.cursors.range((Bound::Excluded(k), Bound::Unbounded)).next(),
+            Some((to, owner)) => self
+                .cursors
+                .get(&to)
+                .and_then(|owners| {
+                    owners
+                        .range((Bound::Excluded(owner), Bound::Unbounded))
+                        .next()
+                        .map(|(o, c)| ((to, *o), *c))
+                })
+                .or_else(|| {
+                    self.cursors
+                        .range((Bound::Excluded(to), Bound::Unbounded))
+                        .next()
+                        .and_then(first)
+                }),
             None => None,
         };
-        next.or_else(|| self.cursors.iter().next()).map(|(k, c)| (*k, *c))
+        next.or_else(|| self.cursors.iter().next().and_then(first))
     }
 
     /// The next table piece, round-robin over the cursors; finished passes are dropped. Each cursor
@@ -249,7 +302,7 @@ impl Outbox {
     fn next_piece(&mut self, sync: &FdbSync, me: NodeId) -> Option<(SocketAddr, Vec<u8>)> {
         // Every cursor is visited at most once: each visit either returns a piece or removes it.
         let mut prev = self.last;
-        for _ in 0..self.cursors.len() {
+        for _ in 0..self.n_cursors {
             let Some((key, cursor)) = self.cursor_after(prev) else {
                 break;
             };
@@ -269,10 +322,10 @@ impl Outbox {
             }
             let Some(end) = end else {
                 // Pass complete (or the owner is gone): later changes start a new one.
-                self.cursors.remove(&key);
+                self.remove_cursor(key);
                 continue;
             };
-            if let Some(c) = self.cursors.get_mut(&key) {
+            if let Some(c) = self.cursors.get_mut(&to).and_then(|o| o.get_mut(&owner)) {
                 c.pos = Pos::After(end);
             }
             self.last = Some(key);
@@ -287,7 +340,7 @@ impl Outbox {
                 Ok(bytes) => return Some((to, bytes)),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot encode a table piece (this is a bug)");
-                    self.cursors.remove(&key);
+                    self.remove_cursor(key);
                 }
             }
         }
@@ -303,6 +356,50 @@ fn entry_size(e: &FdbEntry) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The nested cursors are visited in (peer, owner) order, wrapping around, and `retain_peers`
+    /// drops exactly the cursors of the peers it is told to drop.
+    #[test]
+    fn cursors_in_peer_owner_order() {
+        let t0 = Instant::now();
+        let mut o = Outbox::new(t0, 0);
+        let a = |i: u8| SocketAddr::from(([10, 0, 0, i], 7946));
+        let keys = [(a(2), 5), (a(1), 9), (a(3), 1), (a(1), 3), (a(2), 4)];
+        for (to, owner) in keys {
+            o.want_table(to, NodeId(owner), 1, 0);
+        }
+        o.want_table(a(1), NodeId(3), 1, 0);
+        assert_eq!(o.pending_tables(), 5);
+        let mut sorted: Vec<(SocketAddr, NodeId)> = keys.iter().map(|(t, n)| (*t, NodeId(*n))).collect();
+        sorted.sort();
+        let mut seen = Vec::new();
+        let mut at = None;
+        for _ in 0..6 {
+            let (k, _) = o.cursor_after(at).unwrap();
+            seen.push(k);
+            at = Some(k);
+        }
+        assert_eq!(&seen[..5], &sorted[..]);
+        assert_eq!(seen[5], sorted[0]);
+        // After a key that is gone, the next one still follows it.
+        o.remove_cursor((a(2), NodeId(4)));
+        assert_eq!(
+            o.cursor_after(Some((a(2), NodeId(4)))).unwrap().0,
+            (a(2), NodeId(5))
+        );
+        o.remove_cursor((a(2), NodeId(5)));
+        assert_eq!(
+            o.cursor_after(Some((a(1), NodeId(9)))).unwrap().0,
+            (a(3), NodeId(1))
+        );
+        assert_eq!(o.pending_tables(), 3);
+        o.retain_peers(|p| *p != a(1));
+        assert_eq!(o.pending_tables(), 1);
+        assert_eq!(o.cursor_after(None).unwrap().0, (a(3), NodeId(1)));
+        o.retain_peers(|_| false);
+        assert_eq!(o.pending_tables(), 0);
+        assert!(o.cursor_after(None).is_none());
+    }
 
     /// The bucket lets `rate` bytes per second through plus at most one burst, and a timer set to
     /// `ready_at` always finds the tokens there.
