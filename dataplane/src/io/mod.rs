@@ -8,6 +8,7 @@
 
 pub mod ethtool;
 pub mod pmtu;
+pub mod sched;
 pub mod poll;
 pub mod tap;
 pub mod udp;
