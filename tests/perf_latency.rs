@@ -39,10 +39,20 @@ fn start_spin(host: &Host, peer: Ipv4Addr, extra: &[&str], spin: Option<&str>) -
     let mut d = match spin {
         None => spawn_overlayd(host, &args),
         Some(spin) => {
-            let (sock, state) = (host.admin_socket(), host.log_dir().join(format!("state-{}", host.ns())));
+            let (sock, state) = (
+                host.admin_socket(),
+                host.log_dir().join(format!("state-{}", host.ns())),
+            );
             let (sock, state) = (sock.to_string_lossy(), state.to_string_lossy());
             let env = format!("OVERLAYD_BUSY_POLL_SPIN={spin}");
-            let mut v = vec![env.as_str(), OVERLAYD, "--admin-socket", &sock, "--state-dir", &state];
+            let mut v = vec![
+                env.as_str(),
+                OVERLAYD,
+                "--admin-socket",
+                &sock,
+                "--state-dir",
+                &state,
+            ];
             v.extend_from_slice(&args);
             host.spawn("env", &v)
         }
@@ -193,7 +203,10 @@ fn busy_poll_passes_traffic_and_polls() {
 fn threads(pid: u32, prefix: &str) -> Vec<(String, String, u32)> {
     let dir = format!("/proc/{pid}/task");
     let mut v = Vec::new();
-    for t in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{dir}: {e}")).flatten() {
+    for t in std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .flatten()
+    {
         let path = t.path();
         let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
         let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
@@ -202,7 +215,11 @@ fn threads(pid: u32, prefix: &str) -> Vec<(String, String, u32)> {
             continue;
         }
         // Fields after the ")" closing the name: field 3 (state) first, field 41 (policy) 38 later.
-        let rest: Vec<&str> = stat.rsplit_once(')').map_or("", |r| r.1).split_whitespace().collect();
+        let rest: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |r| r.1)
+            .split_whitespace()
+            .collect();
         let policy = rest.get(38).and_then(|p| p.parse().ok()).unwrap_or(u32::MAX);
         v.push((comm.to_string(), rest.first().unwrap_or(&"?").to_string(), policy));
     }
@@ -218,7 +235,11 @@ const SCHED_IDLE: u32 = 5;
 fn keepers_spin_around_traffic(workers: &str) {
     let tb = Testbed::builder().hosts(2).build();
     let (h1, h2) = (tb.host(1), tb.host(2));
-    let d1 = start(h1, h2.underlay_ip(), &["--busy-poll-us", "10000", "--workers", workers]);
+    let d1 = start(
+        h1,
+        h2.underlay_ip(),
+        &["--busy-poll-us", "10000", "--workers", workers],
+    );
     let d2 = start(h2, h1.underlay_ip(), &["--workers", workers]);
     let (c1, c2) = (tb.container(1), tb.container(2));
     let loops = 2 * workers.parse::<usize>().unwrap();
@@ -234,7 +255,11 @@ fn keepers_spin_around_traffic(workers: &str) {
         keepers.iter().all(|k| k.2 == SCHED_IDLE),
         "keepers must run under SCHED_IDLE (policy {SCHED_IDLE}): {keepers:?}"
     );
-    assert_eq!(threads(d2.pid(), "ovl-keep"), [], "host 2 has --busy-poll-us 0: no keeper");
+    assert_eq!(
+        threads(d2.pid(), "ovl-keep"),
+        [],
+        "host 2 has --busy-poll-us 0: no keeper"
+    );
 
     ping_ok(c1, c2.ip(), 5);
     ping_ok(c2, c1.ip(), 5);
@@ -265,7 +290,11 @@ fn keepers_spin_around_traffic(workers: &str) {
     assert!(counter(&last, "busy_poll_keeper_us") > 0, "{last}");
     let s2 = ctl_json(h2, "stats");
     for k in BUSY {
-        assert_eq!(counter(&s2, k), 0, "host 2 runs without --busy-poll-us: {k} must stay 0: {s2}");
+        assert_eq!(
+            counter(&s2, k),
+            0,
+            "host 2 runs without --busy-poll-us: {k} must stay 0: {s2}"
+        );
     }
 }
 

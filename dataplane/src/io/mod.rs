@@ -8,8 +8,8 @@
 
 pub mod ethtool;
 pub mod pmtu;
-pub mod sched;
 pub mod poll;
+pub mod sched;
 pub mod tap;
 pub mod udp;
 

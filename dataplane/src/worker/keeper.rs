@@ -137,7 +137,10 @@ impl Keepers {
                     now = Instant::now();
                 }
                 let us = now.saturating_duration_since(start).as_micros();
-                Counters::add(&counters.busy_poll_keeper_us, u64::try_from(us).unwrap_or(u64::MAX));
+                Counters::add(
+                    &counters.busy_poll_keeper_us,
+                    u64::try_from(us).unwrap_or(u64::MAX),
+                );
                 Counters::add(&counters.busy_poll_keeper_rests, 1);
             }
             slot.sleeping.store(true, SeqCst);
