@@ -232,7 +232,9 @@ const SCHED_IDLE: u32 = 5;
 
 /// The default busy-poll (keepers): host 1 runs one `SCHED_IDLE` keeper per CPU (at most one per loop),
 /// which spin around traffic and all go back to sleep once it stops; host 2 (off) runs none.
-fn keepers_spin_around_traffic(workers: &str) {
+fn keepers_spin_around_traffic(workers: usize) {
+    let (loops, workers) = (2 * workers, workers.to_string());
+    let workers = workers.as_str();
     let tb = Testbed::builder().hosts(2).build();
     let (h1, h2) = (tb.host(1), tb.host(2));
     let d1 = start(
@@ -242,7 +244,6 @@ fn keepers_spin_around_traffic(workers: &str) {
     );
     let d2 = start(h2, h1.underlay_ip(), &["--workers", workers]);
     let (c1, c2) = (tb.container(1), tb.container(2));
-    let loops = 2 * workers.parse::<usize>().unwrap();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
 
     let keepers = threads(d1.pid(), "ovl-keep");
@@ -300,10 +301,10 @@ fn keepers_spin_around_traffic(workers: &str) {
 
 #[test]
 fn keepers_spin_around_traffic_one_worker() {
-    keepers_spin_around_traffic("1");
+    keepers_spin_around_traffic(1);
 }
 
 #[test]
 fn keepers_spin_around_traffic_two_workers() {
-    keepers_spin_around_traffic("2");
+    keepers_spin_around_traffic(2);
 }
