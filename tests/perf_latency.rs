@@ -4,7 +4,8 @@
 //!
 //! - by default the keepers spin: one per CPU, at most one per loop, under `SCHED_IDLE`; they spin after
 //!   traffic (`busy_poll_keeper_spells`) and all sleep again once it stopped (every spell ended,
-//!   `busy_poll_keeper_rests`, and every keeper thread in state S); the loops do not spin;
+//!   `busy_poll_keeper_rests`, and every keeper thread in state S); the loops do not spin; SIGTERM still
+//!   exits 0;
 //! - with busy-polling on, ping and TCP pass and the loops' `busy_polls` counter shows they polled without
 //!   sleeping after traffic; with it off the busy-poll counters all stay 0;
 //! - the *other* loop of the host is armed and catches the next packet of a round trip: a ping from the
@@ -297,6 +298,17 @@ fn keepers_spin_around_traffic(workers: usize) {
             "host 2 runs without --busy-poll-us: {k} must stay 0: {s2}"
         );
     }
+
+    // The keepers do not hold up a clean exit.
+    let mut d1 = d1;
+    d1.signal("TERM").unwrap_or_else(|e| panic!("{e}"));
+    let st = d1.wait_timeout(Duration::from_secs(10));
+    assert_eq!(
+        st.and_then(|s| s.code()),
+        Some(0),
+        "no clean exit on SIGTERM:\n{}",
+        d1.log()
+    );
 }
 
 #[test]
