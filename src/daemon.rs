@@ -337,6 +337,28 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
                     // The scope waits for the threads already running: stop them before failing.
                     stop.store(true, Ordering::Relaxed);
                     wakers.iter().for_each(|w| w.wake());
+                    arming.wake_keepers();
+                    return Err(e.into());
+                }
+            }
+        }
+        // --busy-poll-us: SCHED_IDLE threads that keep the CPUs busy around traffic (dataplane worker/keeper.rs).
+        for k in 0..arming.keepers() {
+            let (arming, stop) = (&arming, &stop);
+            let counters = table.unattributed_all().of(k % workers).clone();
+            let keeper = std::thread::Builder::new()
+                .name(format!("ovl-keep{k}"))
+                .spawn_scoped(s, move || {
+                    if let Err(e) = arming.run_keeper(k, stop, &counters) {
+                        warn!(error = %e, "busy-poll keeper {k} cannot run as SCHED_IDLE: it does not spin");
+                    }
+                });
+            match keeper {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    wakers.iter().for_each(|w| w.wake());
+                    arming.wake_keepers();
                     return Err(e.into());
                 }
             }
@@ -457,6 +479,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
         info!("shutting down");
         stop.store(true, Ordering::Relaxed);
         wakers.iter().for_each(|w| w.wake());
+        arming.wake_keepers();
         for t in threads {
             let _ = t.join();
         }

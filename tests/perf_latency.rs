@@ -1,6 +1,11 @@
-//! End-to-end tests for issue 13's latency lever: busy-polling with cross-loop arming (`--busy-poll-us`,
-//! `dataplane/src/worker/{busy,arm}.rs`). Functional only (DECISIONS: no timing assertions):
+//! End-to-end tests for issue 13's latency lever: busy-polling (`--busy-poll-us`) by `SCHED_IDLE` keeper
+//! threads and/or by the loops with cross-loop arming (`dataplane/src/worker/{keeper,busy,arm}.rs`; who spins
+//! is chosen by `OVERLAYD_BUSY_POLL_SPIN`). Functional only (DECISIONS: no timing assertions):
 //!
+//! - by default the keepers spin: one per CPU, at most one per loop, under `SCHED_IDLE`; they spin after
+//!   traffic (`busy_poll_keeper_spells`) and all sleep again once it stopped (every spell ended,
+//!   `busy_poll_keeper_rests`, and every keeper thread in state S); the loops do not spin; SIGTERM still
+//!   exits 0;
 //! - with busy-polling on, ping and TCP pass and the loops' `busy_polls` counter shows they polled without
 //!   sleeping after traffic; with it off the busy-poll counters all stay 0;
 //! - the *other* loop of the host is armed and catches the next packet of a round trip: a ping from the
@@ -15,7 +20,7 @@
 
 mod common;
 
-use common::overlay::{ctl_json, ping_ok, spawn_overlayd, OVERLAYCTL};
+use common::overlay::{ctl_json, ping_ok, spawn_overlayd, OVERLAYCTL, OVERLAYD};
 use common::testbed::{tcp_transfer, wait_until, Daemon, Host, Netns, Testbed};
 use serde_json::Value;
 use std::net::Ipv4Addr;
@@ -23,10 +28,36 @@ use std::time::Duration;
 
 /// Starts overlayd on `host` (one static peer, `--local`, VNI 1, extra flags) and waits until it answers.
 fn start(host: &Host, peer: Ipv4Addr, extra: &[&str]) -> Daemon {
+    start_spin(host, peer, extra, None)
+}
+
+/// [`start`] with `OVERLAYD_BUSY_POLL_SPIN=spin` in overlayd's environment (who spins: `loops`, `keepers`,
+/// `both`; `dataplane::worker::Spin`).
+fn start_spin(host: &Host, peer: Ipv4Addr, extra: &[&str], spin: Option<&str>) -> Daemon {
     let (peer, local) = (peer.to_string(), host.underlay_ip().to_string());
     let mut args = vec!["--peer", &peer, "--local", &local, "--vni", "1"];
     args.extend_from_slice(extra);
-    let mut d = spawn_overlayd(host, &args);
+    let mut d = match spin {
+        None => spawn_overlayd(host, &args),
+        Some(spin) => {
+            let (sock, state) = (
+                host.admin_socket(),
+                host.log_dir().join(format!("state-{}", host.ns())),
+            );
+            let (sock, state) = (sock.to_string_lossy(), state.to_string_lossy());
+            let env = format!("OVERLAYD_BUSY_POLL_SPIN={spin}");
+            let mut v = vec![
+                env.as_str(),
+                OVERLAYD,
+                "--admin-socket",
+                &sock,
+                "--state-dir",
+                &state,
+            ];
+            v.extend_from_slice(&args);
+            host.spawn("env", &v)
+        }
+    };
     let ready = wait_until(Duration::from_secs(10), || {
         !d.is_running() || (host.link_exists("ovl1") && host.exec(OVERLAYCTL, &["stats", "--json"]).is_ok())
     });
@@ -46,12 +77,15 @@ fn counter(stats: &Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("`overlayctl stats` has no counter {key}: {stats}"))
 }
 
-const BUSY: [&str; 5] = [
+const BUSY: [&str; 8] = [
     "busy_polls",
     "busy_poll_hits",
     "busy_poll_wakes",
     "busy_poll_armed_hits_tx",
     "busy_poll_armed_hits_rx",
+    "busy_poll_keeper_spells",
+    "busy_poll_keeper_rests",
+    "busy_poll_keeper_us",
 ];
 
 fn busy_counters(s: &Value) -> String {
@@ -63,10 +97,12 @@ fn busy_counters(s: &Value) -> String {
 fn armed_loops_catch_the_answer(workers: &str) {
     let tb = Testbed::builder().hosts(2).build();
     let (h1, h2) = (tb.host(1), tb.host(2));
-    let _d1 = start(
+    // The loops spin (and are armed) only with `loops` or `both`; the default is the keepers alone.
+    let _d1 = start_spin(
         h1,
         h2.underlay_ip(),
         &["--busy-poll-us", "10000", "--workers", workers],
+        Some("both"),
     );
     let _d2 = start(h2, h1.underlay_ip(), &["--workers", workers]);
     let (c1, c2) = (tb.container(1), tb.container(2));
@@ -128,8 +164,9 @@ fn armed_loops_catch_the_answer_two_workers() {
 fn busy_poll_passes_traffic_and_polls() {
     let tb = Testbed::builder().hosts(2).build();
     let (h1, h2) = (tb.host(1), tb.host(2));
-    // Host 1 busy-polls, host 2 keeps the helpers' default (off): both directions cross one of each.
-    let _d1 = start(h1, h2.underlay_ip(), &["--busy-poll-us", "200"]);
+    // Host 1 busy-polls (loops and keepers), host 2 keeps the helpers' default (off): both directions cross
+    // one of each.
+    let _d1 = start_spin(h1, h2.underlay_ip(), &["--busy-poll-us", "200"], Some("both"));
     let _d2 = start(h2, h1.underlay_ip(), &[]);
     let (c1, c2) = (tb.container(1), tb.container(2));
     ping_ok(c1, c2.ip(), 5);
@@ -147,6 +184,10 @@ fn busy_poll_passes_traffic_and_polls() {
         counter(&s1, "busy_polls") > 0,
         "host 1 carried traffic with --busy-poll-us 200 but never busy-polled: {s1}"
     );
+    assert!(
+        counter(&s1, "busy_poll_keeper_spells") > 0,
+        "host 1 carried traffic with --busy-poll-us 200 but its keepers never spun: {s1}"
+    );
     for k in BUSY {
         assert_eq!(
             counter(&s2, k),
@@ -157,4 +198,125 @@ fn busy_poll_passes_traffic_and_polls() {
     for s in [&s1, &s2] {
         assert!(counter(s, "rx_frames") > 0, "{s}");
     }
+}
+
+/// overlayd's threads named `prefix…`: (name, state letter, scheduling policy) from `/proc/PID/task/*/stat`.
+fn threads(pid: u32, prefix: &str) -> Vec<(String, String, u32)> {
+    let dir = format!("/proc/{pid}/task");
+    let mut v = Vec::new();
+    for t in std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .flatten()
+    {
+        let path = t.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+        let comm = comm.trim();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        // Fields after the ")" closing the name: field 3 (state) first, field 41 (policy) 38 later.
+        let rest: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |r| r.1)
+            .split_whitespace()
+            .collect();
+        let policy = rest.get(38).and_then(|p| p.parse().ok()).unwrap_or(u32::MAX);
+        v.push((comm.to_string(), rest.first().unwrap_or(&"?").to_string(), policy));
+    }
+    v.sort();
+    v
+}
+
+/// `SCHED_IDLE` in `/proc/PID/task/TID/stat`.
+const SCHED_IDLE: u32 = 5;
+
+/// The default busy-poll (keepers): host 1 runs one `SCHED_IDLE` keeper per CPU (at most one per loop),
+/// which spin around traffic and all go back to sleep once it stops; host 2 (off) runs none.
+fn keepers_spin_around_traffic(workers: usize) {
+    let (loops, workers) = (2 * workers, workers.to_string());
+    let workers = workers.as_str();
+    let tb = Testbed::builder().hosts(2).build();
+    let (h1, h2) = (tb.host(1), tb.host(2));
+    let d1 = start(
+        h1,
+        h2.underlay_ip(),
+        &["--busy-poll-us", "10000", "--workers", workers],
+    );
+    let d2 = start(h2, h1.underlay_ip(), &["--workers", workers]);
+    let (c1, c2) = (tb.container(1), tb.container(2));
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    let keepers = threads(d1.pid(), "ovl-keep");
+    assert_eq!(
+        keepers.len(),
+        cpus.min(loops),
+        "one keeper per CPU ({cpus}), at most one per loop ({loops}): {keepers:?}"
+    );
+    assert!(
+        keepers.iter().all(|k| k.2 == SCHED_IDLE),
+        "keepers must run under SCHED_IDLE (policy {SCHED_IDLE}): {keepers:?}"
+    );
+    assert_eq!(
+        threads(d2.pid(), "ovl-keep"),
+        [],
+        "host 2 has --busy-poll-us 0: no keeper"
+    );
+
+    ping_ok(c1, c2.ip(), 5);
+    ping_ok(c2, c1.ip(), 5);
+    let s1 = ctl_json(h1, "stats");
+    println!("--workers {workers}, after pings: host 1 {}", busy_counters(&s1));
+    assert!(
+        counter(&s1, "busy_poll_keeper_spells") > 0,
+        "host 1's keepers never spun although its loops forwarded pings: {s1}"
+    );
+    // The loops themselves do not spin by default.
+    assert_eq!(counter(&s1, "busy_polls"), 0, "{s1}");
+
+    // Traffic stopped: within 10 s every spell has ended and every keeper sleeps (10 ms budget; a stray
+    // probe may start a new spell meanwhile, so wait for a moment where all rest).
+    let mut last = Value::Null;
+    let rested = wait_until(Duration::from_secs(10), || {
+        last = ctl_json(h1, "stats");
+        let spells = counter(&last, "busy_poll_keeper_spells");
+        spells == counter(&last, "busy_poll_keeper_rests")
+            && threads(d1.pid(), "ovl-keep").iter().all(|k| k.1 == "S")
+    });
+    assert!(
+        rested,
+        "host 1's keepers did not all rest after traffic stopped: {} {:?}",
+        busy_counters(&last),
+        threads(d1.pid(), "ovl-keep")
+    );
+    assert!(counter(&last, "busy_poll_keeper_us") > 0, "{last}");
+    let s2 = ctl_json(h2, "stats");
+    for k in BUSY {
+        assert_eq!(
+            counter(&s2, k),
+            0,
+            "host 2 runs without --busy-poll-us: {k} must stay 0: {s2}"
+        );
+    }
+
+    // The keepers do not hold up a clean exit.
+    let mut d1 = d1;
+    d1.signal("TERM").unwrap_or_else(|e| panic!("{e}"));
+    let st = d1.wait_timeout(Duration::from_secs(10));
+    assert_eq!(
+        st.and_then(|s| s.code()),
+        Some(0),
+        "no clean exit on SIGTERM:\n{}",
+        d1.log()
+    );
+}
+
+#[test]
+fn keepers_spin_around_traffic_one_worker() {
+    keepers_spin_around_traffic(1);
+}
+
+#[test]
+fn keepers_spin_around_traffic_two_workers() {
+    keepers_spin_around_traffic(2);
 }

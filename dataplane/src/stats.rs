@@ -135,6 +135,11 @@ pub struct Counters {
     pub busy_poll_armed_hits_tx: AtomicU64,
     /// The same for RX loops armed by a TX loop.
     pub busy_poll_armed_hits_rx: AtomicU64,
+    /// Spells of the `SCHED_IDLE` busy-poll keepers (`worker/keeper.rs`): started, ended, and µs spun (added
+    /// at each spell's end).
+    pub busy_poll_keeper_spells: AtomicU64,
+    pub busy_poll_keeper_rests: AtomicU64,
+    pub busy_poll_keeper_us: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
     /// Segments per UDP send (a GSO message carries several; 1 without GSO).
     pub gso_segments: BatchHistogram,
@@ -208,6 +213,9 @@ pub struct Snapshot {
     pub busy_poll_wakes: u64,
     pub busy_poll_armed_hits_tx: u64,
     pub busy_poll_armed_hits_rx: u64,
+    pub busy_poll_keeper_spells: u64,
+    pub busy_poll_keeper_rests: u64,
+    pub busy_poll_keeper_us: u64,
     pub drops: BTreeMap<&'static str, u64>,
 }
 
@@ -237,6 +245,9 @@ impl Snapshot {
             s.busy_poll_wakes += c.busy_poll_wakes.load(Relaxed);
             s.busy_poll_armed_hits_tx += c.busy_poll_armed_hits_tx.load(Relaxed);
             s.busy_poll_armed_hits_rx += c.busy_poll_armed_hits_rx.load(Relaxed);
+            s.busy_poll_keeper_spells += c.busy_poll_keeper_spells.load(Relaxed);
+            s.busy_poll_keeper_rests += c.busy_poll_keeper_rests.load(Relaxed);
+            s.busy_poll_keeper_us += c.busy_poll_keeper_us.load(Relaxed);
             for r in DropReason::ALL {
                 *s.drops.entry(r.name()).or_default() += c.drops(r);
             }

@@ -12,7 +12,8 @@
 //! logs per packet.
 //!
 //! With `--busy-poll-us` a loop spins after its own packets (`busy`) and arms the loops where the answer will
-//! arrive (`arm`: TX arms the RX loops, RX its worker's TX loop), so a round trip's wake-ups overlap the trip.
+//! arrive (`arm`: TX arms the RX loops, RX its worker's TX loop), so a round trip's wake-ups overlap the trip,
+//! and/or `SCHED_IDLE` keeper threads keep the CPUs busy around traffic (`keeper`; [`Spin`] says which).
 
 use crate::engine::{too_big, Engine, TxAction, TxVerdict};
 use crate::flow;
@@ -22,7 +23,7 @@ use crate::pmtu::{inner_mtu, PathMtus, PMTU_CAPACITY};
 use crate::stats::{Counters, DropReason};
 use crate::wire::probe::{self, ProbeKind, ProbeRepr};
 use crate::wire::VXLAN_HEADER_LEN;
-pub use arm::{Arming, LoopArm};
+pub use arm::{Arming, LoopArm, Spin};
 use busy::{BusyPoll, Dir, Polled};
 use std::cell::Cell;
 use std::io::{ErrorKind, IoSlice};
@@ -138,7 +139,7 @@ pub fn run_tx(
     engine.sync();
     let mut nets = engine.networks().clone();
     let mut poll = TxPoll::build(&engine, waker, &arm);
-    let mut busy = BusyPoll::new(engine.config().busy_poll_us, Dir::Tx);
+    let mut busy = BusyPoll::new(arm.own_spin_us(engine.config().busy_poll_us), Dir::Tx);
     while !stop.load(Ordering::Relaxed) {
         let r = busy.wait(POLL_MS, engine.unattributed(), Instant::now, &arm, |t| {
             poll_nudged(&mut poll.fds, &arm, t)
@@ -407,7 +408,7 @@ pub fn run_rx(
         // Probe replies: small, rare (a few per peer and minute), sent once per receive batch.
         replies: SendBatch::new(PROBE_REPLY_LEN * RECV_SLOTS, RECV_SLOTS),
     };
-    let mut busy = BusyPoll::new(engine.config().busy_poll_us, Dir::Rx);
+    let mut busy = BusyPoll::new(arm.own_spin_us(engine.config().busy_poll_us), Dir::Rx);
     while !stop.load(Ordering::Relaxed) {
         let r = busy.wait(POLL_MS, &unattributed, Instant::now, &arm, |t| {
             poll_nudged(&mut fds, &arm, t)
@@ -538,6 +539,7 @@ mod tests {
 
 mod arm;
 mod busy;
+mod keeper;
 mod rx;
 
 #[cfg(test)]

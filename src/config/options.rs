@@ -86,9 +86,9 @@ pub struct Options {
     /// Outer UDP source ports (one send socket each) that inner flows are hashed over, 1..=1024 [default: 64].
     #[arg(long, value_name = "N")]
     pub src_ports: Option<usize>,
-    /// Microseconds each forwarding loop keeps polling without sleeping after its last packet (adaptive
-    /// busy-poll: lower latency for CPU time while traffic flows; an idle daemon never spins), 0..=10000;
-    /// 0 = off [default: 0].
+    /// Microseconds overlayd's idle-priority keeper threads keep the CPUs busy after each batch of packets
+    /// (adaptive busy-poll: lower latency for CPU time while traffic flows; an idle daemon never spins),
+    /// 0..=10000; 0 = off [default: 0].
     #[arg(long, value_name = "US")]
     pub busy_poll_us: Option<u32>,
     /// Forwarding workers, 1..=64: each is a TX thread on its own queue of every network's TAP and an RX

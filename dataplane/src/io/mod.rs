@@ -9,6 +9,7 @@
 pub mod ethtool;
 pub mod pmtu;
 pub mod poll;
+pub mod sched;
 pub mod tap;
 pub mod udp;
 

@@ -33,11 +33,45 @@
 //! there are no slots: nothing is armed, no eventfd exists and no loop ever spins.
 
 use super::busy::Armed;
+use super::keeper::{self, Keepers};
 use crate::io::Waker;
+use crate::stats::Counters;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::time::{Duration, Instant};
+
+/// Who spins for `--busy-poll-us`: the forwarding loops themselves (own spin + cross-loop arming), the
+/// `SCHED_IDLE` keepers (`worker/keeper.rs`; the loops then block in `poll` as without busy-poll), or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spin {
+    Loops,
+    Keepers,
+    Both,
+}
+
+impl Spin {
+    /// Experimental selection for the A/B measurements: `OVERLAYD_BUSY_POLL_SPIN` = `loops`, `keepers` or
+    /// `both` (anything else: the default, [`Spin::DEFAULT`]).
+    pub fn from_env() -> Spin {
+        match std::env::var("OVERLAYD_BUSY_POLL_SPIN").as_deref() {
+            Ok("loops") => Spin::Loops,
+            Ok("keepers") => Spin::Keepers,
+            Ok("both") => Spin::Both,
+            _ => Spin::DEFAULT,
+        }
+    }
+
+    pub const DEFAULT: Spin = Spin::Keepers;
+
+    fn loops(self) -> bool {
+        self != Spin::Keepers
+    }
+
+    fn keepers(self) -> bool {
+        self != Spin::Loops
+    }
+}
 
 /// The arming state shared by all forwarding loops of one daemon.
 #[derive(Debug)]
@@ -45,8 +79,15 @@ pub struct Arming {
     epoch: Instant,
     budget_ns: u64,
     workers: usize,
-    /// Loop `2w` is worker `w`'s TX loop, `2w + 1` its RX loop; empty when busy-polling is off.
+    spin: Spin,
+    /// Loop `2w` is worker `w`'s TX loop, `2w + 1` its RX loop; empty when busy-polling is off or only the
+    /// keepers spin.
     slots: Box<[Slot]>,
+    keepers: Keepers,
+    /// The CPU each keeper is pinned to.
+    keeper_cpus: Vec<Option<usize>>,
+    /// Keepers spin with `spin_loop` (PAUSE on x86); `OVERLAYD_KEEPER_PAUSE=0` spins without it.
+    pause: bool,
 }
 
 /// One loop's shared state, on its own cache line so loops never bounce each other's lines.
@@ -64,7 +105,30 @@ impl Arming {
     /// The arming of `workers` workers' loops with a budget of `budget_us` µs (`--busy-poll-us`); 0 turns it
     /// off (no eventfds are created). Fails only if an eventfd cannot be created.
     pub fn new(workers: usize, budget_us: u32) -> io::Result<Arming> {
-        let slots = if budget_us == 0 {
+        let spin = Spin::from_env();
+        let cpus = match budget_us != 0 && spin.keepers() {
+            true => keeper::placement(2 * workers),
+            false => Vec::new(),
+        };
+        let pause = std::env::var("OVERLAYD_KEEPER_PAUSE").as_deref() != Ok("0");
+        Self::with(workers, budget_us, spin, cpus, pause)
+    }
+
+    /// [`Arming::new`] with who spins and the keepers' CPUs (one keeper each) given.
+    pub fn with(
+        workers: usize,
+        budget_us: u32,
+        spin: Spin,
+        keeper_cpus: Vec<Option<usize>>,
+        pause: bool,
+    ) -> io::Result<Arming> {
+        let epoch = Instant::now();
+        let keeper_cpus = if budget_us == 0 || !spin.keepers() {
+            Vec::new()
+        } else {
+            keeper_cpus
+        };
+        let slots = if budget_us == 0 || !spin.loops() {
             Vec::new()
         } else {
             (0..2 * workers)
@@ -78,11 +142,42 @@ impl Arming {
                 .collect::<io::Result<Vec<_>>>()?
         };
         Ok(Arming {
-            epoch: Instant::now(),
+            epoch,
             budget_ns: u64::from(budget_us) * 1000,
             workers,
+            spin,
             slots: slots.into_boxed_slice(),
+            keepers: Keepers::new(keeper_cpus.len(), epoch)?,
+            keeper_cpus,
+            pause,
         })
+    }
+
+    /// How many keeper threads to start ([`Arming::run_keeper`] `0..n`); 0 when busy-polling is off or only
+    /// the loops spin.
+    pub fn keepers(&self) -> usize {
+        self.keepers.count()
+    }
+
+    /// Keeper `k`'s thread (see `worker/keeper.rs`); returns when `stop` is set and
+    /// [`Arming::wake_keepers`] called. Fails only if the thread cannot be made `SCHED_IDLE`.
+    pub fn run_keeper(&self, k: usize, stop: &AtomicBool, counters: &Counters) -> io::Result<()> {
+        let cpu = self.keeper_cpus.get(k).copied().flatten();
+        self.keepers.run(k, cpu, stop, counters, self.pause)
+    }
+
+    /// Wake the sleeping keepers (after setting `stop`).
+    pub fn wake_keepers(&self) {
+        self.keepers.wake_all();
+    }
+
+    /// The budget of a loop's own spin after its packets: `budget_us`, or 0 when only the keepers spin.
+    pub fn own_spin_us(&self, budget_us: u32) -> u32 {
+        if self.spin.loops() {
+            budget_us
+        } else {
+            0
+        }
     }
 
     /// Worker `w`'s TX loop's handle.
@@ -138,9 +233,14 @@ impl LoopArm<'_> {
         }
     }
 
+    /// The budget of this loop's own spin: see [`Arming::own_spin_us`].
+    pub fn own_spin_us(&self, budget_us: u32) -> u32 {
+        self.arming.own_spin_us(budget_us)
+    }
+
     /// Whether arming is on (`--busy-poll-us` > 0): the loops skip even the clock read when it is off.
     pub fn on(&self) -> bool {
-        !self.arming.slots.is_empty()
+        self.arming.budget_ns != 0
     }
 
     /// This loop forwarded packets at `now`: arm its answer loops until `now + budget`, waking those asleep.
@@ -152,7 +252,7 @@ impl LoopArm<'_> {
         }
         let a = self.arming;
         let until = a.ns(now).saturating_add(a.budget_ns);
-        let mut woken = 0;
+        let mut woken = a.keepers.keep(until, a.budget_ns / 2);
         for t in targets(self.me, a.workers) {
             let Some(s) = a.slots.get(t) else { continue };
             if s.until_ns.load(Relaxed).saturating_add(a.budget_ns / 2) >= until {
@@ -203,7 +303,7 @@ mod tests {
 
     #[test]
     fn arming_sets_the_deadline_and_wakes_only_sleepers() {
-        let a = Arming::new(2, 100).unwrap();
+        let a = Arming::with(2, 100, Spin::Loops, vec![], true).unwrap();
         let (tx0, rx0, rx1, tx1) = (a.tx(0), a.rx(0), a.rx(1), a.tx(1));
         let t0 = Instant::now();
         assert_eq!(rx0.armed_until(), None);
@@ -233,9 +333,33 @@ mod tests {
         assert!(nudged(&tx1) && !nudged(&tx0));
     }
 
+    /// Only the keepers spin: the loops get no own budget and no nudge, an arming keeps the keepers busy.
+    #[test]
+    fn keepers_only_arms_the_keepers() {
+        let a = Arming::with(2, 100, Spin::Keepers, vec![None, None], true).unwrap();
+        let (tx0, rx1) = (a.tx(0), a.rx(1));
+        assert_eq!((a.keepers(), a.own_spin_us(100)), (2, 0));
+        assert!(tx0.on() && tx0.nudge_fd().is_none());
+        let t0 = Instant::now();
+        assert!(!a.keepers.keeping(t0));
+        tx0.arm_peers(t0);
+        assert!(a.keepers.keeping(t0 + Duration::from_micros(99)));
+        assert!(!a.keepers.keeping(t0 + Duration::from_micros(100)));
+        assert_eq!(rx1.armed_until(), None, "the loops are not armed");
+        // Both: the loops spin and are armed, and the keepers are kept.
+        let a = Arming::with(1, 100, Spin::Both, vec![Some(0)], true).unwrap();
+        assert_eq!((a.keepers(), a.own_spin_us(100)), (1, 100));
+        a.tx(0).arm_peers(t0);
+        assert!(a.rx(0).armed_until().is_some() && a.keepers.keeping(t0));
+        // Loops: no keeper even if CPUs are given.
+        let a = Arming::with(1, 100, Spin::Loops, vec![Some(0)], true).unwrap();
+        assert_eq!(a.keepers(), 0);
+    }
+
     #[test]
     fn off_has_no_eventfds_and_never_arms() {
         let a = Arming::new(4, 0).unwrap();
+        assert_eq!(a.keepers(), 0);
         let tx = a.tx(0);
         tx.sleeping(true);
         assert_eq!(a.rx(0).arm_peers(Instant::now()), 0);
