@@ -13,7 +13,7 @@ mod options;
 mod validate;
 
 pub use file::{load_file, merge, parse_file};
-pub use options::{Args, LogFormat, Options};
+pub use options::{Args, BusyPollSpin, LogFormat, Options};
 
 use crate::netspec::NetworkSpec;
 use std::net::{IpAddr, SocketAddr};
@@ -75,6 +75,8 @@ pub struct Config {
     pub src_ports: usize,
     /// `--busy-poll-us` (0 = off).
     pub busy_poll_us: u32,
+    /// `--busy-poll-spin`: who spins.
+    pub busy_poll_spin: BusyPollSpin,
     /// `--workers`: forwarding threads per direction, TAP queues per network, receive sockets.
     pub workers: usize,
     pub offload: bool,

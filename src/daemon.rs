@@ -203,7 +203,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
         .map(|_| Waker::new().map(Arc::new))
         .collect::<Result<Vec<_>, _>>()?;
     // --busy-poll-us: a loop that forwarded packets arms the loops where the answer will arrive.
-    let arming = worker::Arming::new(workers, cfg.busy_poll_us)?;
+    let arming = worker::Arming::new(workers, cfg.busy_poll_us, cfg.busy_poll_spin.into())?;
     let (fault_tx, mut fault_rx) = tokio::sync::mpsc::unbounded_channel();
     // Removes only what it created, on every return path (see devices.rs and networks.rs).
     let networks = Arc::new(Networks::new(
@@ -297,6 +297,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
         udp_gso = offloads.udp_gso,
         src_ports = senders.len(),
         busy_poll_us = cfg.busy_poll_us,
+        busy_poll_spin = ?cfg.busy_poll_spin,
         udp_gro = gro,
         workers,
         admin = %cfg.admin,

@@ -1,6 +1,6 @@
 //! End-to-end tests for issue 13's latency lever: busy-polling (`--busy-poll-us`) by `SCHED_IDLE` keeper
 //! threads and/or by the loops with cross-loop arming (`dataplane/src/worker/{keeper,busy,arm}.rs`; who spins
-//! is chosen by `OVERLAYD_BUSY_POLL_SPIN`). Functional only (DECISIONS: no timing assertions):
+//! is chosen by `--busy-poll-spin`). Functional only (DECISIONS: no timing assertions):
 //!
 //! - by default the keepers spin: one per CPU, at most one per loop, under `SCHED_IDLE`; they spin after
 //!   traffic (`busy_poll_keeper_spells`) and all sleep again once it stopped (every spell ended,
@@ -20,7 +20,7 @@
 
 mod common;
 
-use common::overlay::{ctl_json, ping_ok, spawn_overlayd, OVERLAYCTL, OVERLAYD};
+use common::overlay::{ctl_json, ping_ok, spawn_overlayd, OVERLAYCTL};
 use common::testbed::{tcp_transfer, wait_until, Daemon, Host, Netns, Testbed};
 use serde_json::Value;
 use std::net::Ipv4Addr;
@@ -31,33 +31,15 @@ fn start(host: &Host, peer: Ipv4Addr, extra: &[&str]) -> Daemon {
     start_spin(host, peer, extra, None)
 }
 
-/// [`start`] with `OVERLAYD_BUSY_POLL_SPIN=spin` in overlayd's environment (who spins: `loops`, `keepers`,
-/// `both`; `dataplane::worker::Spin`).
+/// [`start`] with `--busy-poll-spin spin` (who spins: `loops`, `keepers`, `both`; `dataplane::worker::Spin`).
 fn start_spin(host: &Host, peer: Ipv4Addr, extra: &[&str], spin: Option<&str>) -> Daemon {
     let (peer, local) = (peer.to_string(), host.underlay_ip().to_string());
     let mut args = vec!["--peer", &peer, "--local", &local, "--vni", "1"];
     args.extend_from_slice(extra);
-    let mut d = match spin {
-        None => spawn_overlayd(host, &args),
-        Some(spin) => {
-            let (sock, state) = (
-                host.admin_socket(),
-                host.log_dir().join(format!("state-{}", host.ns())),
-            );
-            let (sock, state) = (sock.to_string_lossy(), state.to_string_lossy());
-            let env = format!("OVERLAYD_BUSY_POLL_SPIN={spin}");
-            let mut v = vec![
-                env.as_str(),
-                OVERLAYD,
-                "--admin-socket",
-                &sock,
-                "--state-dir",
-                &state,
-            ];
-            v.extend_from_slice(&args);
-            host.spawn("env", &v)
-        }
-    };
+    if let Some(spin) = spin {
+        args.extend_from_slice(&["--busy-poll-spin", spin]);
+    }
+    let mut d = spawn_overlayd(host, &args);
     let ready = wait_until(Duration::from_secs(10), || {
         !d.is_running() || (host.link_exists("ovl1") && host.exec(OVERLAYCTL, &["stats", "--json"]).is_ok())
     });

@@ -80,6 +80,7 @@ impl Config {
             bum_pps: Some(self.bum_pps),
             src_ports: Some(self.src_ports),
             busy_poll_us: Some(self.busy_poll_us),
+            busy_poll_spin: Some(self.busy_poll_spin),
             workers: Some(self.workers),
             no_offload: !self.offload,
             learn_any_source: self.learn_any_source,

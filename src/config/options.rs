@@ -91,6 +91,11 @@ pub struct Options {
     /// 0..=10000; 0 = off [default: 0].
     #[arg(long, value_name = "US")]
     pub busy_poll_us: Option<u32>,
+    /// Who spins for --busy-poll-us: `keepers` (idle-priority threads, one per CPU; the forwarding loops
+    /// block as without busy-poll), `loops` (the forwarding loops themselves, arming each other) or
+    /// `both` [default: keepers].
+    #[arg(long, value_name = "WHO")]
+    pub busy_poll_spin: Option<BusyPollSpin>,
     /// Forwarding workers, 1..=64: each is a TX thread on its own queue of every network's TAP and an RX
     /// thread on its own UDP socket on the VXLAN port (SO_REUSEPORT), so flows spread over cores
     /// [default: the number of CPUs, at most 8].
@@ -143,6 +148,29 @@ pub struct Options {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// Who spins for `--busy-poll-us` (`dataplane::worker::Spin`).
+#[derive(clap::ValueEnum, Serialize, Deserialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum BusyPollSpin {
+    /// `SCHED_IDLE` keeper threads, one per CPU the daemon may use (at most one per forwarding loop).
+    #[default]
+    Keepers,
+    /// The forwarding loops themselves (own spin and cross-loop arming).
+    Loops,
+    /// Both.
+    Both,
+}
+
+impl From<BusyPollSpin> for dataplane::worker::Spin {
+    fn from(s: BusyPollSpin) -> Self {
+        match s {
+            BusyPollSpin::Keepers => Self::Keepers,
+            BusyPollSpin::Loops => Self::Loops,
+            BusyPollSpin::Both => Self::Both,
+        }
+    }
 }
 
 /// How log lines are written to stderr.

@@ -160,6 +160,7 @@ impl Options {
             bum_pps,
             src_ports,
             busy_poll_us,
+            busy_poll_spin: self.busy_poll_spin.unwrap_or_default(),
             workers,
             offload: !self.no_offload,
             learn_any_source: self.learn_any_source,

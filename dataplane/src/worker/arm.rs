@@ -51,19 +51,6 @@ pub enum Spin {
 }
 
 impl Spin {
-    /// Experimental selection for the A/B measurements: `OVERLAYD_BUSY_POLL_SPIN` = `loops`, `keepers` or
-    /// `both` (anything else: the default, [`Spin::DEFAULT`]).
-    pub fn from_env() -> Spin {
-        match std::env::var("OVERLAYD_BUSY_POLL_SPIN").as_deref() {
-            Ok("loops") => Spin::Loops,
-            Ok("keepers") => Spin::Keepers,
-            Ok("both") => Spin::Both,
-            _ => Spin::DEFAULT,
-        }
-    }
-
-    pub const DEFAULT: Spin = Spin::Keepers;
-
     fn loops(self) -> bool {
         self != Spin::Keepers
     }
@@ -86,8 +73,6 @@ pub struct Arming {
     keepers: Keepers,
     /// The CPU each keeper is pinned to.
     keeper_cpus: Vec<Option<usize>>,
-    /// Keepers spin with `spin_loop` (PAUSE on x86); `OVERLAYD_KEEPER_PAUSE=0` spins without it.
-    pause: bool,
 }
 
 /// One loop's shared state, on its own cache line so loops never bounce each other's lines.
@@ -102,16 +87,15 @@ struct Slot {
 }
 
 impl Arming {
-    /// The arming of `workers` workers' loops with a budget of `budget_us` µs (`--busy-poll-us`); 0 turns it
-    /// off (no eventfds are created). Fails only if an eventfd cannot be created.
-    pub fn new(workers: usize, budget_us: u32) -> io::Result<Arming> {
-        let spin = Spin::from_env();
+    /// The arming of `workers` workers' loops with a budget of `budget_us` µs (`--busy-poll-us`; 0 turns it
+    /// off: no eventfds are created) and `spin` saying who spins (`--busy-poll-spin`). Fails only if an
+    /// eventfd cannot be created.
+    pub fn new(workers: usize, budget_us: u32, spin: Spin) -> io::Result<Arming> {
         let cpus = match budget_us != 0 && spin.keepers() {
             true => keeper::placement(2 * workers),
             false => Vec::new(),
         };
-        let pause = std::env::var("OVERLAYD_KEEPER_PAUSE").as_deref() != Ok("0");
-        Self::with(workers, budget_us, spin, cpus, pause)
+        Self::with(workers, budget_us, spin, cpus)
     }
 
     /// [`Arming::new`] with who spins and the keepers' CPUs (one keeper each) given.
@@ -120,7 +104,6 @@ impl Arming {
         budget_us: u32,
         spin: Spin,
         keeper_cpus: Vec<Option<usize>>,
-        pause: bool,
     ) -> io::Result<Arming> {
         let epoch = Instant::now();
         let keeper_cpus = if budget_us == 0 || !spin.keepers() {
@@ -149,7 +132,6 @@ impl Arming {
             slots: slots.into_boxed_slice(),
             keepers: Keepers::new(keeper_cpus.len(), epoch)?,
             keeper_cpus,
-            pause,
         })
     }
 
@@ -163,7 +145,7 @@ impl Arming {
     /// [`Arming::wake_keepers`] called. Fails only if the thread cannot be made `SCHED_IDLE`.
     pub fn run_keeper(&self, k: usize, stop: &AtomicBool, counters: &Counters) -> io::Result<()> {
         let cpu = self.keeper_cpus.get(k).copied().flatten();
-        self.keepers.run(k, cpu, stop, counters, self.pause)
+        self.keepers.run(k, cpu, stop, counters)
     }
 
     /// Wake the sleeping keepers (after setting `stop`).
@@ -303,7 +285,7 @@ mod tests {
 
     #[test]
     fn arming_sets_the_deadline_and_wakes_only_sleepers() {
-        let a = Arming::with(2, 100, Spin::Loops, vec![], true).unwrap();
+        let a = Arming::with(2, 100, Spin::Loops, vec![]).unwrap();
         let (tx0, rx0, rx1, tx1) = (a.tx(0), a.rx(0), a.rx(1), a.tx(1));
         let t0 = Instant::now();
         assert_eq!(rx0.armed_until(), None);
@@ -336,7 +318,7 @@ mod tests {
     /// Only the keepers spin: the loops get no own budget and no nudge, an arming keeps the keepers busy.
     #[test]
     fn keepers_only_arms_the_keepers() {
-        let a = Arming::with(2, 100, Spin::Keepers, vec![None, None], true).unwrap();
+        let a = Arming::with(2, 100, Spin::Keepers, vec![None, None]).unwrap();
         let (tx0, rx1) = (a.tx(0), a.rx(1));
         assert_eq!((a.keepers(), a.own_spin_us(100)), (2, 0));
         assert!(tx0.on() && tx0.nudge_fd().is_none());
@@ -347,18 +329,18 @@ mod tests {
         assert!(!a.keepers.keeping(t0 + Duration::from_micros(100)));
         assert_eq!(rx1.armed_until(), None, "the loops are not armed");
         // Both: the loops spin and are armed, and the keepers are kept.
-        let a = Arming::with(1, 100, Spin::Both, vec![Some(0)], true).unwrap();
+        let a = Arming::with(1, 100, Spin::Both, vec![Some(0)]).unwrap();
         assert_eq!((a.keepers(), a.own_spin_us(100)), (1, 100));
         a.tx(0).arm_peers(t0);
         assert!(a.rx(0).armed_until().is_some() && a.keepers.keeping(t0));
         // Loops: no keeper even if CPUs are given.
-        let a = Arming::with(1, 100, Spin::Loops, vec![Some(0)], true).unwrap();
+        let a = Arming::with(1, 100, Spin::Loops, vec![Some(0)]).unwrap();
         assert_eq!(a.keepers(), 0);
     }
 
     #[test]
     fn off_has_no_eventfds_and_never_arms() {
-        let a = Arming::new(4, 0).unwrap();
+        let a = Arming::new(4, 0, Spin::Keepers).unwrap();
         assert_eq!(a.keepers(), 0);
         let tx = a.tx(0);
         tx.sleeping(true);

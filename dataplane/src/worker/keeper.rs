@@ -111,7 +111,6 @@ impl Keepers {
         cpu: Option<usize>,
         stop: &AtomicBool,
         counters: &Counters,
-        pause: bool,
     ) -> io::Result<()> {
         let Some(slot) = self.slots.get(k) else {
             return Ok(());
@@ -127,12 +126,8 @@ impl Keepers {
                 Counters::add(&counters.busy_poll_keeper_spells, 1);
                 let mut now = start;
                 while self.keeping(now) && !stop.load(Relaxed) {
-                    for i in 0..SPINS_PER_CHECK {
-                        if pause {
-                            std::hint::spin_loop();
-                        } else {
-                            std::hint::black_box(i);
-                        }
+                    for _ in 0..SPINS_PER_CHECK {
+                        std::hint::spin_loop();
                     }
                     now = Instant::now();
                 }
@@ -195,7 +190,7 @@ mod tests {
         let stop = AtomicBool::new(false);
         std::thread::scope(|s| {
             let h = s.spawn(|| {
-                k.run(0, None, &stop, &c, true).unwrap();
+                k.run(0, None, &stop, &c).unwrap();
                 sched::is_idle_policy()
             });
             assert!(wait_until(|| k.slots[0].sleeping.load(SeqCst)));
@@ -221,7 +216,7 @@ mod tests {
         assert_eq!(k.count(), 0);
         assert_eq!(k.keep(u64::MAX, 0), 0);
         let stop = AtomicBool::new(false);
-        k.run(0, None, &stop, &Counters::default(), true).unwrap();
+        k.run(0, None, &stop, &Counters::default()).unwrap();
     }
 
     #[test]

@@ -77,7 +77,7 @@ fn rx_loop_delivers_to_the_network_of_the_vni_and_follows_the_table() {
         let to = udp.local_addr().unwrap();
         let sender = StdUdp::bind(SocketAddr::new(peer, 0)).unwrap();
         let (stop, waker) = (AtomicBool::new(false), Waker::new().unwrap());
-        let arming = Arming::new(1, 0).unwrap();
+        let arming = Arming::new(1, 0, Spin::Keepers).unwrap();
         std::thread::scope(|s| {
             s.spawn(|| run_rx(engine, &udp, false, &stop, &waker, arming.rx(0)));
             let _stop = StopOnDrop(&stop, &waker);
@@ -137,7 +137,7 @@ fn tx_loop_polls_a_tap_added_at_runtime() {
         let engine = Engine::serving(cfg, Side::Tx, table.clone(), flood.clone());
         let senders = SenderSet::bind(local, 1, &UdpOptions::default()).unwrap();
         let (stop, waker) = (AtomicBool::new(false), Waker::new().unwrap());
-        let arming = Arming::new(1, 0).unwrap();
+        let arming = Arming::new(1, 0, Spin::Keepers).unwrap();
         std::thread::scope(|s| {
             s.spawn(|| {
                 run_tx(

@@ -226,6 +226,34 @@ fn busy_poll_us() {
 }
 
 #[test]
+fn busy_poll_spin() {
+    let get = |a: &[&str]| parse(a).unwrap().busy_poll_spin;
+    assert_eq!(get(&["--peer", "10.0.0.2"]), BusyPollSpin::Keepers);
+    for (v, want) in [
+        ("keepers", BusyPollSpin::Keepers),
+        ("loops", BusyPollSpin::Loops),
+        ("both", BusyPollSpin::Both),
+    ] {
+        assert_eq!(get(&["--peer", "10.0.0.2", "--busy-poll-spin", v]), want);
+    }
+    // A typo names the accepted values instead of silently falling back to the default.
+    let e = Args::try_parse_from(["overlayd", "--peer", "10.0.0.2", "--busy-poll-spin", "loop"]).unwrap_err();
+    assert!(e.to_string().contains("keepers, loops, both"), "{e}");
+    let d = Scratch::new("busy-poll-spin");
+    let p = d.write("o.toml", "peer = [\"10.0.0.2\"]\nbusy-poll-spin = \"both\"\n");
+    let f = p.to_str().unwrap();
+    let c = parse(&["--config", f]).unwrap();
+    assert_eq!(c.busy_poll_spin, BusyPollSpin::Both);
+    assert_eq!(c.to_options().busy_poll_spin, Some(BusyPollSpin::Both));
+    assert_eq!(
+        get(&["--config", f, "--busy-poll-spin", "loops"]),
+        BusyPollSpin::Loops
+    );
+    let p = d.write("bad.toml", "peer = [\"10.0.0.2\"]\nbusy-poll-spin = \"spin\"\n");
+    assert!(parse(&["--config", p.to_str().unwrap()]).is_err());
+}
+
+#[test]
 fn workers() {
     // Default: the CPUs available, at most 8.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
