@@ -243,7 +243,12 @@ fn keepers_spin_around_traffic(workers: usize) {
     let (c1, c2) = (tb.container(1), tb.container(2));
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
 
-    let keepers = threads(d1.pid(), "ovl-keep");
+    // A keeper names itself and takes SCHED_IDLE once its thread first runs: wait for that.
+    let mut keepers = Vec::new();
+    wait_until(Duration::from_secs(10), || {
+        keepers = threads(d1.pid(), "ovl-keep");
+        keepers.len() == cpus.min(loops) && keepers.iter().all(|k| k.2 == SCHED_IDLE)
+    });
     assert_eq!(
         keepers.len(),
         cpus.min(loops),

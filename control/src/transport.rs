@@ -374,7 +374,9 @@ impl Pool {
             tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.ok()?.ok()
         };
         let dialled = dial.await;
-        self.stats.count_dial(dialled.as_ref(), started.elapsed());
+        // A revoked peer's connection is closed at once below: a failed dial, like one refused.
+        let usable = dialled.as_ref().filter(|c| !self.is_revoked(c));
+        self.stats.count_dial(usable, started.elapsed());
         match dialled {
             Some(conn) if self.is_revoked(&conn) => {
                 conn.close(4u32.into(), b"revoked");

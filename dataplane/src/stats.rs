@@ -135,8 +135,8 @@ pub struct Counters {
     pub busy_poll_armed_hits_tx: AtomicU64,
     /// The same for RX loops armed by a TX loop.
     pub busy_poll_armed_hits_rx: AtomicU64,
-    /// Spells of the `SCHED_IDLE` busy-poll keepers (`worker/keeper.rs`): started, ended, and µs spun (added
-    /// at each spell's end).
+    /// Spells of the `SCHED_IDLE` busy-poll keepers (`worker/keeper.rs`): started, ended, and their
+    /// wall-clock length in µs (added at each spell's end; not CPU time: a preempted keeper keeps counting).
     pub busy_poll_keeper_spells: AtomicU64,
     pub busy_poll_keeper_rests: AtomicU64,
     pub busy_poll_keeper_us: AtomicU64,

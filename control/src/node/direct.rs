@@ -9,9 +9,9 @@
 //!   rounds that would tell those members of the joiner. The identity is checked exactly as a gossiped
 //!   one is (the [`crate::identity::Verifier`]: CA attestation, the node's own signature, VTEP and
 //!   gossip address bound to the attestation, not revoked) and accepted only from its own address; it
-//!   then enters foca's table as an Alive update would. It is gossiped on only in a cluster too large
-//!   for one join answer (foca's Feed, one packet of `ControlConfig::max_packet_size`: ~70 signed
-//!   identities at 16 KiB) to list every member. Below that, every member hears of a joiner from its
+//!   then enters foca's table as an Alive update would. It is gossiped on only once the receiver holds
+//!   more members than a join answer can surely list (foca's Feed, one packet of
+//!   `ControlConfig::max_packet_size`: 16 KiB / `IDENTITY_WIRE_BYTES`, ~54 members). Below that, every member hears of a joiner from its
 //!   Hello or from its own join answer, and SWIM spreads the join from the member that admitted it;
 //!   re-gossiping would only add SWIM traffic (and connections to random members while a real
 //!   cluster's handshakes are its bottleneck). Above it, with no re-gossip, most members learnt a
@@ -45,9 +45,12 @@ use crate::{ControlError, Output};
 /// are dropped (anti-entropy repairs what they carried once their owner is known).
 pub(super) const MAX_PARKED_ENTRIES: usize = 4096;
 
-/// About what one signed identity takes in a SWIM packet (see `ControlConfig::max_packet_size`): how
-/// many members a join answer can list.
-const IDENTITY_WIRE_BYTES: usize = 220;
+/// An upper estimate of what one signed identity takes in a SWIM packet (see
+/// `ControlConfig::max_packet_size`): how many members a join answer can list. About 245 bytes with IPv4
+/// addresses (a 65-byte key, two 64-byte signatures, ids and addresses) and some 36 more with IPv6, plus
+/// foca's member state. Erring high only starts gossiping Hellos on in a smaller cluster; erring low
+/// (220 at first) left 80 simulated nodes unformed after 3 s (`control/tests/sim_formation.rs`).
+const IDENTITY_WIRE_BYTES: usize = 300;
 
 impl ControlNode {
     /// Tell the member at `to` who we are (it may not have heard of us yet).

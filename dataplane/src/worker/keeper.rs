@@ -196,18 +196,32 @@ mod tests {
             assert!(wait_until(|| k.slots[0].sleeping.load(SeqCst)));
             assert_eq!(c.busy_poll_keeper_spells.load(Relaxed), 0);
             // Keep for 20 ms: the sleeping keeper is woken, spins, and rests after the deadline.
-            let until = k.ns(Instant::now() + Duration::from_millis(20));
+            let mut until = k.ns(Instant::now() + Duration::from_millis(20));
             assert_eq!(k.keep(until, 0), 1);
-            assert!(wait_until(|| c.busy_poll_keeper_rests.load(Relaxed) == 1));
-            assert_eq!(c.busy_poll_keeper_spells.load(Relaxed), 1);
-            assert!(c.busy_poll_keeper_us.load(Relaxed) >= 1000);
+            // A SCHED_IDLE thread runs only when its CPU has nothing else to do: on a busy machine the
+            // deadline may pass before it does, so keep it again until its first spell has started.
+            assert!(wait_until(|| {
+                if c.busy_poll_keeper_spells.load(Relaxed) > 0 {
+                    return true;
+                }
+                until = k.ns(Instant::now() + Duration::from_millis(20));
+                k.keep(until, 0);
+                false
+            }));
+            assert!(wait_until(|| {
+                c.busy_poll_keeper_rests.load(Relaxed) == c.busy_poll_keeper_spells.load(Relaxed)
+                    && k.slots[0].sleeping.load(SeqCst)
+            }));
+            assert!(c.busy_poll_keeper_us.load(Relaxed) > 0);
             // A deadline within the slack is not rewritten and wakes nobody.
             assert_eq!(k.keep(until, 1_000_000_000), 0);
             stop.store(true, Relaxed);
             k.wake_all();
             assert!(h.join().unwrap(), "the keeper ran under SCHED_IDLE");
         });
-        assert_eq!(c.busy_poll_keeper_spells.load(Relaxed), 1);
+        let spells = c.busy_poll_keeper_spells.load(Relaxed);
+        assert!(spells >= 1);
+        assert_eq!(c.busy_poll_keeper_rests.load(Relaxed), spells);
     }
 
     #[test]
