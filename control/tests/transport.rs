@@ -84,7 +84,9 @@ async fn join_gossip_and_refuse_foreign_ca() {
         control::auth::node_id_from_cert(&cred_b.chain[0]),
         Some(cred_b.node_id)
     );
-    let mut b = transport::start(opts(&dir_b, cred_b.clone(), [192, 168, 0, 2], 1)).unwrap();
+    let opts_b = opts(&dir_b, cred_b.clone(), [192, 168, 0, 2], 1);
+    let quic_b = Arc::clone(&opts_b.quic);
+    let mut b = transport::start(opts_b).unwrap();
     b.join(addr_a).await.unwrap();
     let mac: MacAddr = "02:00:00:00:0b:01".parse().unwrap();
     let ip = IpAddr::from([10, 20, 0, 11]);
@@ -109,6 +111,10 @@ async fn join_gossip_and_refuse_foreign_ca() {
     .await
     .unwrap_or(false);
     assert!(installed, "A never installed B's MAC");
+    // B reached A over a gossip connection it dialled: a dial counted, none failed, its time recorded.
+    let q = quic_b.snapshot();
+    assert!(q.dials >= 1 && q.dial_failures == 0, "{q:?}");
+    assert!(q.dial_ms_max <= q.dial_ms_total, "{q:?}");
     assert_eq!(
         a.installed(vni()).await.unwrap(),
         vec![(mac, IpAddr::from([192, 168, 0, 2]), vec![ip])]
