@@ -308,6 +308,12 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
     let reloader = Reloader::new(args, cfg.clone(), peers.clone());
     let live = Liveness::default();
     let stop = AtomicBool::new(false);
+    // Tell every forwarding loop and keeper to stop, and wake the ones asleep.
+    let stop_all = || {
+        stop.store(true, Ordering::Relaxed);
+        wakers.iter().for_each(|w| w.wake());
+        arming.wake_keepers();
+    };
     std::thread::scope(|s| -> Result<(), DaemonError> {
         let mut threads = Vec::with_capacity(2 * workers);
         let pairs = tx_engines.into_iter().zip(rx_engines).zip(&rx_socks);
@@ -336,9 +342,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
                 Ok(rx) => threads.push(rx),
                 Err(e) => {
                     // The scope waits for the threads already running: stop them before failing.
-                    stop.store(true, Ordering::Relaxed);
-                    wakers.iter().for_each(|w| w.wake());
-                    arming.wake_keepers();
+                    stop_all();
                     return Err(e.into());
                 }
             }
@@ -357,9 +361,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
             match keeper {
                 Ok(t) => threads.push(t),
                 Err(e) => {
-                    stop.store(true, Ordering::Relaxed);
-                    wakers.iter().for_each(|w| w.wake());
-                    arming.wake_keepers();
+                    stop_all();
                     return Err(e.into());
                 }
             }
@@ -478,9 +480,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
             r
         });
         info!("shutting down");
-        stop.store(true, Ordering::Relaxed);
-        wakers.iter().for_each(|w| w.wake());
-        arming.wake_keepers();
+        stop_all();
         for t in threads {
             let _ = t.join();
         }
