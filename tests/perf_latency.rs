@@ -356,5 +356,13 @@ fn combined_workers_forward_both_directions() {
     for k in ["rx_frames", "tx_frames", "rx_datagrams", "tx_datagrams"] {
         assert!(counter(&s1, k) > 0, "host 1 (combined) counted no {k}: {s1}");
     }
+    // A deleted TAP: the combined workers set it aside and take the recreated one (behind the same fds).
+    h1.run("ip", &["link", "del", "ovl1"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || c1.ping(c2.ip(), 1).is_ok()),
+        "no ping through host 1's recreated TAP within 10 s:\n{}",
+        d1.log()
+    );
+    ping_ok(c2, c1.ip(), 3);
     assert!(d1.is_running(), "{}", d1.log());
 }

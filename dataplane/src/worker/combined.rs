@@ -90,5 +90,10 @@ pub fn run_combined(
             rx.forward(&rx_arm, &mut busy);
         }
         tx.forward(Instant::now(), &tx_arm);
+        // A TAP the TX state set aside as broken (fd -1 until the device watcher wakes us) leaves the
+        // combined set too, or its POLLERR would end every poll at once.
+        for (polled, mine) in fds.iter_mut().zip(&tx.poll.fds) {
+            polled.fd = mine.fd;
+        }
     }
 }
