@@ -13,7 +13,7 @@ mod options;
 mod validate;
 
 pub use file::{load_file, merge, parse_file};
-pub use options::{Args, BusyPollSpin, LogFormat, Options};
+pub use options::{Args, BusyPollSpin, LogFormat, Options, WorkerLoops};
 
 use crate::netspec::NetworkSpec;
 use std::net::{IpAddr, SocketAddr};
@@ -77,6 +77,8 @@ pub struct Config {
     pub busy_poll_us: u32,
     /// `--busy-poll-spin`: who spins.
     pub busy_poll_spin: BusyPollSpin,
+    /// `--worker-loops`: one thread per worker and direction, or one per worker.
+    pub worker_loops: WorkerLoops,
     /// `--workers`: forwarding threads per direction, TAP queues per network, receive sockets.
     pub workers: usize,
     pub offload: bool,

@@ -5,7 +5,7 @@
 use crate::admin::{self, AdminSocket, AdminState, Limits, PeerPolicy};
 use crate::attach::{AttachError, Attachments};
 use crate::cluster::{self, ClusterError, Plumbing};
-use crate::config::{Args, Config};
+use crate::config::{Args, Config, WorkerLoops};
 use crate::devices::DevicesError;
 use crate::egress::{Egress, EgressNet};
 use crate::host::netlink;
@@ -298,6 +298,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
         src_ports = senders.len(),
         busy_poll_us = cfg.busy_poll_us,
         busy_poll_spin = ?cfg.busy_poll_spin,
+        worker_loops = ?cfg.worker_loops,
         udp_gro = gro,
         workers,
         admin = %cfg.admin,
@@ -323,21 +324,41 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
             let (senders, stop) = (&senders, &stop);
             let (tx_arm, rx_arm) = (arming.tx(i), arming.rx(i));
             let coalesce = udp.gro_enabled();
-            let tx = std::thread::Builder::new()
-                .name(format!("ovl-tx{i}"))
-                .spawn_scoped(s, move || {
-                    let _alive = tx_alive;
-                    worker::run_tx(tx_engine, senders, offloads, stop, tx_waker, tx_arm)
-                });
-            let rx = tx.and_then(|tx| {
-                threads.push(tx);
+            let rx = if cfg.worker_loops == WorkerLoops::Combined {
+                // --worker-loops combined: one thread for both directions (dataplane worker/combined.rs).
                 std::thread::Builder::new()
-                    .name(format!("ovl-rx{i}"))
+                    .name(format!("ovl-wk{i}"))
                     .spawn_scoped(s, move || {
-                        let _alive = rx_alive;
-                        worker::run_rx(rx_engine, udp, coalesce, stop, rx_waker, rx_arm)
+                        let _alive = (tx_alive, rx_alive);
+                        worker::run_combined(
+                            tx_engine,
+                            rx_engine,
+                            senders,
+                            udp,
+                            offloads,
+                            coalesce,
+                            stop,
+                            (tx_waker, rx_waker),
+                            (tx_arm, rx_arm),
+                        )
                     })
-            });
+            } else {
+                let tx = std::thread::Builder::new()
+                    .name(format!("ovl-tx{i}"))
+                    .spawn_scoped(s, move || {
+                        let _alive = tx_alive;
+                        worker::run_tx(tx_engine, senders, offloads, stop, tx_waker, tx_arm)
+                    });
+                tx.and_then(|tx| {
+                    threads.push(tx);
+                    std::thread::Builder::new()
+                        .name(format!("ovl-rx{i}"))
+                        .spawn_scoped(s, move || {
+                            let _alive = rx_alive;
+                            worker::run_rx(rx_engine, udp, coalesce, stop, rx_waker, rx_arm)
+                        })
+                })
+            };
             match rx {
                 Ok(rx) => threads.push(rx),
                 Err(e) => {

@@ -317,3 +317,52 @@ fn keepers_spin_around_traffic_one_worker() {
 fn keepers_spin_around_traffic_two_workers() {
     keepers_spin_around_traffic(2);
 }
+
+/// `--worker-loops combined` (dataplane `worker/combined.rs`): host 1 runs one `ovl-wk<i>` thread per worker
+/// for both directions and no `ovl-tx`/`ovl-rx` thread; host 2 keeps the split loops. Pings and TCP both ways
+/// pass through it (a ping towards host 1 is answered by the container during the combined worker's TAP write
+/// and read back by the same thread), and both directions are counted on host 1.
+#[test]
+fn combined_workers_forward_both_directions() {
+    let tb = Testbed::builder().hosts(2).build();
+    let (h1, h2) = (tb.host(1), tb.host(2));
+    let mut d1 = start(
+        h1,
+        h2.underlay_ip(),
+        &["--worker-loops", "combined", "--workers", "2"],
+    );
+    let d2 = start(h2, h1.underlay_ip(), &["--workers", "2"]);
+    let names = |d: &Daemon, p: &str| {
+        let mut v: Vec<String> = threads(d.pid(), p).into_iter().map(|t| t.0).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&d1, "ovl-wk"), ["ovl-wk0", "ovl-wk1"], "{}", d1.log());
+    assert!(
+        names(&d1, "ovl-tx").is_empty() && names(&d1, "ovl-rx").is_empty(),
+        "a combined host runs no split loops: {:?} {:?}",
+        names(&d1, "ovl-tx"),
+        names(&d1, "ovl-rx")
+    );
+    assert_eq!(names(&d2, "ovl-tx"), ["ovl-tx0", "ovl-tx1"]);
+    assert!(names(&d2, "ovl-wk").is_empty());
+
+    let (c1, c2) = (tb.container(1), tb.container(2));
+    ping_ok(c1, c2.ip(), 5);
+    ping_ok(c2, c1.ip(), 5);
+    tcp_transfer(c1, c2, 6211, 4, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+    tcp_transfer(c2, c1, 6212, 4, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+    let s1 = ctl_json(h1, "stats");
+    for k in ["rx_frames", "tx_frames", "rx_datagrams", "tx_datagrams"] {
+        assert!(counter(&s1, k) > 0, "host 1 (combined) counted no {k}: {s1}");
+    }
+    // A deleted TAP: the combined workers set it aside and take the recreated one (behind the same fds).
+    h1.run("ip", &["link", "del", "ovl1"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || c1.ping(c2.ip(), 1).is_ok()),
+        "no ping through host 1's recreated TAP within 10 s:\n{}",
+        d1.log()
+    );
+    ping_ok(c2, c1.ip(), 3);
+    assert!(d1.is_running(), "{}", d1.log());
+}

@@ -25,6 +25,7 @@ use crate::wire::probe::{self, ProbeKind, ProbeRepr};
 use crate::wire::VXLAN_HEADER_LEN;
 pub use arm::{Arming, LoopArm, Spin};
 use busy::{BusyPoll, Dir, Polled};
+pub use combined::run_combined;
 use std::cell::Cell;
 use std::io::{ErrorKind, IoSlice};
 use std::net::{IpAddr, SocketAddr};
@@ -122,46 +123,92 @@ fn poll_nudged(fds: &mut [libc::pollfd], arm: &LoopArm<'_>, timeout_ms: i32) -> 
 /// may share `udp` (each `sendmmsg` is one syscall). `arm` is this loop's handle of the daemon's [`Arming`]
 /// (`arming.tx(worker)`).
 pub fn run_tx(
-    mut engine: Engine,
+    engine: Engine,
     udp: &SenderSet,
     offloads: TxOffloads,
     stop: &AtomicBool,
     waker: &Waker,
     arm: LoopArm<'_>,
 ) {
-    // TAP reads land in the send batch and are sent from there (tx_sg): no separate read buffer.
-    let mut send = SendBatch::with_pieces(SEND_DATA, SEND_MSGS, SEND_PIECES);
-    let mut act = TxAction::default();
-    let local = engine.config().local;
-    let overhead = crate::wire::vxlan::vxlan_overhead(local);
-    let mut pmtus = PathMtus::new(PMTU_CAPACITY);
-    let mut icmp = vec![0u8; too_big::MAX_REPLY_LEN];
-    engine.sync();
-    let mut nets = engine.networks().clone();
-    let mut poll = TxPoll::build(&engine, waker, &arm);
-    let mut busy = BusyPoll::new(arm.own_spin_us(engine.config().busy_poll_us), Dir::Tx);
+    let mut tx = TxLoop::new(engine, udp, offloads, waker, &arm);
+    let mut busy = BusyPoll::new(arm.own_spin_us(tx.engine.config().busy_poll_us), Dir::Tx);
     while !stop.load(Ordering::Relaxed) {
-        let r = busy.wait(POLL_MS, engine.unattributed(), Instant::now, &arm, |t| {
-            poll_nudged(&mut poll.fds, &arm, t)
+        let r = busy.wait(POLL_MS, tx.engine.unattributed(), Instant::now, &arm, |t| {
+            poll_nudged(&mut tx.poll.fds, &arm, t)
         });
-        let woken = poll.woken();
+        let woken = tx.poll.woken();
         if woken {
             waker.drain();
         }
         // A changed table, a wakeup (a TAP recreated) or a quiet interval: rebuild the poll set (which also
         // re-enables TAPs set aside as broken).
-        if engine.sync() || woken || matches!(r, Ok(0)) {
-            nets = engine.networks().clone();
-            poll = TxPoll::build(&engine, waker, &arm);
+        if tx.engine.sync() || woken || matches!(r, Ok(0)) {
+            tx.rebuild(waker, &arm);
             continue;
         }
         if r.is_err() {
             continue;
         }
-        let now = Instant::now();
+        if tx.forward(Instant::now(), &arm) {
+            busy.worked(Instant::now());
+        }
+    }
+}
+
+/// The TX direction's state (what [`run_tx`] keeps across wakeups; a combined worker holds one too).
+struct TxLoop<'a> {
+    engine: Engine,
+    udp: &'a SenderSet,
+    offloads: TxOffloads,
+    // TAP reads land in the send batch and are sent from there (tx_sg): no separate read buffer.
+    send: SendBatch,
+    act: TxAction,
+    pmtus: PathMtus,
+    icmp: Vec<u8>,
+    local: IpAddr,
+    overhead: u32,
+    nets: std::sync::Arc<[std::sync::Arc<crate::network::Network>]>,
+    poll: TxPoll,
+}
+
+impl<'a> TxLoop<'a> {
+    fn new(
+        mut engine: Engine,
+        udp: &'a SenderSet,
+        offloads: TxOffloads,
+        waker: &Waker,
+        arm: &LoopArm<'_>,
+    ) -> Self {
+        let local = engine.config().local;
+        engine.sync();
+        let nets = engine.networks().clone();
+        let poll = TxPoll::build(&engine, waker, arm);
+        TxLoop {
+            udp,
+            offloads,
+            send: SendBatch::with_pieces(SEND_DATA, SEND_MSGS, SEND_PIECES),
+            act: TxAction::default(),
+            pmtus: PathMtus::new(PMTU_CAPACITY),
+            icmp: vec![0u8; too_big::MAX_REPLY_LEN],
+            local,
+            overhead: crate::wire::vxlan::vxlan_overhead(local),
+            nets,
+            poll,
+            engine,
+        }
+    }
+
+    /// Take the engine's current table and rebuild the poll set from it.
+    fn rebuild(&mut self, waker: &Waker, arm: &LoopArm<'_>) {
+        self.nets = self.engine.networks().clone();
+        self.poll = TxPoll::build(&self.engine, waker, arm);
+    }
+
+    /// Read and send what the TAPs whose poll entry has events hold; returns whether any had.
+    fn forward(&mut self, now: Instant, arm: &LoopArm<'_>) -> bool {
         let mut handled = false;
-        for k in 0..poll.nets.len() {
-            if poll.fds[k].revents == 0 {
+        for k in 0..self.poll.nets.len() {
+            if self.poll.fds[k].revents == 0 {
                 continue;
             }
             if !handled {
@@ -170,34 +217,37 @@ pub fn run_tx(
                 arm.arm_peers(now);
                 handled = true;
             }
-            let ni = poll.nets[k];
-            let Some(tap) = nets.get(ni).and_then(|n| n.queue_of(engine.worker())) else {
+            let ni = self.poll.nets[k];
+            let Some(tap) = self.nets.get(ni).and_then(|n| n.queue_of(self.engine.worker())) else {
                 continue;
             };
             if tx_tap(
-                &mut engine,
+                &mut self.engine,
                 ni,
                 tap,
-                udp,
-                offloads,
-                &mut send,
-                &mut act,
-                &mut pmtus,
-                &mut icmp,
-                local,
-                overhead,
+                self.udp,
+                self.offloads,
+                &mut self.send,
+                &mut self.act,
+                &mut self.pmtus,
+                &mut self.icmp,
+                self.local,
+                self.overhead,
                 now,
             ) {
                 // A deleted TAP polls POLLERR and reads EBADFD forever: leave it out of the poll set until
                 // the daemon's device watcher has recreated it behind the same fd (and woken us), instead
                 // of spinning.
-                poll.fds[k].fd = -1;
+                self.poll.fds[k].fd = -1;
             }
         }
-        flush(udp, &mut send, engine.unattributed(), &mut pmtus);
-        if handled {
-            busy.worked(Instant::now());
-        }
+        flush(
+            self.udp,
+            &mut self.send,
+            self.engine.unattributed(),
+            &mut self.pmtus,
+        );
+        handled
     }
 }
 
@@ -381,45 +431,72 @@ pub(crate) type TapWrite<'a> = dyn Fn(&[IoSlice<'_>]) + 'a;
 /// worker's queue of the TAP of the network its VNI names (the table is re-read once per wakeup). `arm` is
 /// this loop's handle of the daemon's [`Arming`] (`arming.rx(worker)`).
 pub fn run_rx(
-    mut engine: Engine,
+    engine: Engine,
     udp: &UdpSocket,
     coalesce: bool,
     stop: &AtomicBool,
     waker: &Waker,
     arm: LoopArm<'_>,
 ) {
-    let mut batch = RecvBatch::new(RECV_SLOTS, RECV_SLOT_SIZE);
     let mut fds = [
         pollfd(udp.as_raw_fd()),
         pollfd(waker.as_raw_fd()),
         pollfd(arm.nudge_fd().unwrap_or(-1)),
     ];
-    let unattributed = engine.unattributed().clone();
-    let w = engine.worker();
-    engine.sync();
-    let mut nets = engine.networks().clone();
-    let mut st = rx::RxState {
-        // Coalescing needs the virtio header; a TAP without one is written frame by frame.
-        gro: Coalescer::new(if coalesce { GRO_FLOWS } else { 0 }),
-        coalesce,
-        // Without a virtio header, a received superframe is cut into frames here (a 64 KiB superframe plus the
-        // headers of each segment).
-        seg_buf: vec![0u8; 2 * RECV_SLOT_SIZE],
-        // Probe replies: small, rare (a few per peer and minute), sent once per receive batch.
-        replies: SendBatch::new(PROBE_REPLY_LEN * RECV_SLOTS, RECV_SLOTS),
-    };
-    let mut busy = BusyPoll::new(arm.own_spin_us(engine.config().busy_poll_us), Dir::Rx);
+    let mut rx = RxLoop::new(engine, udp, coalesce);
+    let mut busy = BusyPoll::new(arm.own_spin_us(rx.engine.config().busy_poll_us), Dir::Rx);
     while !stop.load(Ordering::Relaxed) {
-        let r = busy.wait(POLL_MS, &unattributed, Instant::now, &arm, |t| {
+        let r = busy.wait(POLL_MS, &rx.unattributed, Instant::now, &arm, |t| {
             poll_nudged(&mut fds, &arm, t)
         });
         if r.is_err() || fds[1].revents != 0 {
             waker.drain();
             continue;
         }
-        if engine.sync() {
-            nets = engine.networks().clone();
+        rx.forward(&arm, &mut busy);
+    }
+}
+
+/// The RX direction's state (what [`run_rx`] keeps across wakeups; a combined worker holds one too).
+struct RxLoop<'a> {
+    engine: Engine,
+    udp: &'a UdpSocket,
+    batch: RecvBatch,
+    st: rx::RxState,
+    nets: std::sync::Arc<[std::sync::Arc<crate::network::Network>]>,
+    unattributed: std::sync::Arc<Counters>,
+}
+
+impl<'a> RxLoop<'a> {
+    fn new(mut engine: Engine, udp: &'a UdpSocket, coalesce: bool) -> Self {
+        engine.sync();
+        RxLoop {
+            udp,
+            batch: RecvBatch::new(RECV_SLOTS, RECV_SLOT_SIZE),
+            st: rx::RxState {
+                // Coalescing needs the virtio header; a TAP without one is written frame by frame.
+                gro: Coalescer::new(if coalesce { GRO_FLOWS } else { 0 }),
+                coalesce,
+                // Without a virtio header, a received superframe is cut into frames here (a 64 KiB superframe
+                // plus the headers of each segment).
+                seg_buf: vec![0u8; 2 * RECV_SLOT_SIZE],
+                // Probe replies: small, rare (a few per peer and minute), sent once per receive batch.
+                replies: SendBatch::new(PROBE_REPLY_LEN * RECV_SLOTS, RECV_SLOTS),
+            },
+            nets: engine.networks().clone(),
+            unattributed: engine.unattributed().clone(),
+            engine,
         }
+    }
+
+    /// Up to [`RECV_BATCHES_PER_WAKEUP`] `recvmmsg` batches from the socket, each datagram written to its
+    /// network's TAP (the table is re-read first).
+    fn forward(&mut self, arm: &LoopArm<'_>, busy: &mut BusyPoll) {
+        if self.engine.sync() {
+            self.nets = self.engine.networks().clone();
+        }
+        let w = self.engine.worker();
+        let nets = &self.nets;
         // The network whose TAP the coalescer's pending frames go to.
         let cur = Cell::new(usize::MAX);
         // One TAP write per frame or coalesced superframe (gathered from the receive buffer); a full or down
@@ -437,7 +514,7 @@ pub fn run_rx(
             }
         };
         for _ in 0..RECV_BATCHES_PER_WAKEUP {
-            let n = match udp.recv_batch(&mut batch) {
+            let n = match self.udp.recv_batch(&mut self.batch) {
                 Ok(n) => n,
                 Err(_) => break,
             };
@@ -446,15 +523,23 @@ pub fn run_rx(
                 // local reply (ping) may be queued on the TAP before the write returns.
                 arm.arm_peers(Instant::now());
             }
-            rx::rx_batch(&mut engine, &mut st, &nets, &cur, &mut batch, n, &write);
+            rx::rx_batch(
+                &mut self.engine,
+                &mut self.st,
+                nets,
+                &cur,
+                &mut self.batch,
+                n,
+                &write,
+            );
             if n > 0 {
                 busy.worked(Instant::now());
             }
-            if !st.replies.is_empty() {
-                let _ = udp.send_batch(&mut st.replies);
-                st.replies.clear();
+            if !self.st.replies.is_empty() {
+                let _ = self.udp.send_batch(&mut self.st.replies);
+                self.st.replies.clear();
             }
-            if n < batch.capacity() {
+            if n < self.batch.capacity() {
                 break;
             }
         }
@@ -539,6 +624,7 @@ mod tests {
 
 mod arm;
 mod busy;
+mod combined;
 mod keeper;
 mod rx;
 

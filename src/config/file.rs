@@ -81,6 +81,7 @@ impl Config {
             src_ports: Some(self.src_ports),
             busy_poll_us: Some(self.busy_poll_us),
             busy_poll_spin: Some(self.busy_poll_spin),
+            worker_loops: Some(self.worker_loops),
             workers: Some(self.workers),
             no_offload: !self.offload,
             learn_any_source: self.learn_any_source,

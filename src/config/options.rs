@@ -96,6 +96,11 @@ pub struct Options {
     /// `both` [default: keepers].
     #[arg(long, value_name = "WHO")]
     pub busy_poll_spin: Option<BusyPollSpin>,
+    /// Threads per forwarding worker: `split` (a TX and an RX thread, the two directions in parallel) or
+    /// `combined` (one thread for both: one wake-up fewer per request/response round trip, see README
+    /// "Latency and busy-poll") [default: split].
+    #[arg(long, value_name = "HOW")]
+    pub worker_loops: Option<WorkerLoops>,
     /// Forwarding workers, 1..=64: each is a TX thread on its own queue of every network's TAP and an RX
     /// thread on its own UDP socket on the VXLAN port (SO_REUSEPORT), so flows spread over cores
     /// [default: the number of CPUs, at most 8].
@@ -171,6 +176,17 @@ impl From<BusyPollSpin> for dataplane::worker::Spin {
             BusyPollSpin::Both => Self::Both,
         }
     }
+}
+
+/// Threads per forwarding worker (`--worker-loops`).
+#[derive(clap::ValueEnum, Serialize, Deserialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkerLoops {
+    /// A TX thread and an RX thread per worker.
+    #[default]
+    Split,
+    /// One thread per worker for both directions (`dataplane::worker::run_combined`).
+    Combined,
 }
 
 /// How log lines are written to stderr.

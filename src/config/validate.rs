@@ -161,6 +161,7 @@ impl Options {
             src_ports,
             busy_poll_us,
             busy_poll_spin: self.busy_poll_spin.unwrap_or_default(),
+            worker_loops: self.worker_loops.unwrap_or_default(),
             workers,
             offload: !self.no_offload,
             learn_any_source: self.learn_any_source,

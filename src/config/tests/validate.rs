@@ -476,3 +476,24 @@ fn docker_plugin_flag_and_key() {
         ))
     );
 }
+
+#[test]
+fn worker_loops() {
+    let get = |a: &[&str]| parse(a).unwrap().worker_loops;
+    assert_eq!(get(&["--peer", "10.0.0.2"]), WorkerLoops::Split);
+    assert_eq!(
+        get(&["--peer", "10.0.0.2", "--worker-loops", "combined"]),
+        WorkerLoops::Combined
+    );
+    assert_eq!(
+        get(&["--peer", "10.0.0.2", "--worker-loops", "split"]),
+        WorkerLoops::Split
+    );
+    let e = Args::try_parse_from(["overlayd", "--peer", "10.0.0.2", "--worker-loops", "one"]).unwrap_err();
+    assert!(e.to_string().contains("split, combined"), "{e}");
+    let d = Scratch::new("worker-loops");
+    let p = d.write("o.toml", "peer = [\"10.0.0.2\"]\nworker-loops = \"combined\"\n");
+    let c = parse(&["--config", p.to_str().unwrap()]).unwrap();
+    assert_eq!(c.worker_loops, WorkerLoops::Combined);
+    assert_eq!(c.to_options().worker_loops, Some(WorkerLoops::Combined));
+}
