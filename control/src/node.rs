@@ -440,8 +440,9 @@ impl ControlNode {
     pub fn poll_output(&mut self) -> Option<Output> {
         let mut out = self.out.pop_front();
         // Nothing goes to a revoked node (foca still announces to members it holds as down), nor to
-        // our own address (foca holds an earlier run of ours as down once gossip mentions it, and
-        // may pick it for its periodic announce to down members).
+        // our own address (foca files an earlier run of ours as down once gossip mentions it, and
+        // may pick it for its periodic announce to down members; `forget_own_past_identities` drops
+        // that entry at once, this guards the send path anyway).
         while let Some(Output::Send { to, .. }) = &out {
             if !self.revoked_addrs.contains(to) && *to != self.identity.addr {
                 break;
@@ -1081,6 +1082,7 @@ impl ControlNode {
     where
         F: FnOnce(&mut SwimCore, Rt<'_>) -> Result<(), foca::Error>,
     {
+        let known = self.foca.iter_membership_state().len();
         let mut notes = std::mem::take(&mut self.notes);
         let r = f(
             &mut self.foca,
@@ -1137,11 +1139,38 @@ impl ControlNode {
             }
         }
         self.notes = notes;
+        // Only an insertion adds an entry, and an insertion grows the table.
+        if self.foca.iter_membership_state().len() > known {
+            self.forget_own_past_identities(now);
+        }
         if membership_changed {
             self.reconcile_membership();
         }
         self.drain_inbox();
         r.map_err(|e| ControlError::Swim(e.to_string()))
+    }
+
+    /// foca files any other identity with this node's address (an earlier renewal or run of this node:
+    /// after a rejoin, the cluster is still spreading the death that caused it) as a down member, and
+    /// keeps it for `remove_down_after` (a day): `peers` listed this node twice, alive and dead, and foca
+    /// announced to its own address as to a down member. Such an entry is dropped as soon as it appears.
+    /// foca still gossips that identity's death, and turns any later update about it into a death again.
+    fn forget_own_past_identities(&mut self, now: Instant) {
+        let past: Vec<NodeIdentity> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| m.id().addr == self.identity.addr && m.state() == State::Down)
+            .map(|m| m.id().clone())
+            .collect();
+        for id in past {
+            let rt = Rt {
+                now,
+                out: &mut self.out,
+                notes: &mut self.notes,
+            };
+            // Removing a down member cannot fail and notifies nothing.
+            let _ = self.foca.handle_timer(foca::Timer::RemoveDown(id), rt);
+        }
     }
 
     /// Align the FDB owners with foca's active members (newest generation per node id, revoked excluded).
@@ -1861,5 +1890,51 @@ mod tests {
             plain.revoke(now, NodeId(2)),
             Err(ControlError::RevokeSelf)
         ));
+    }
+
+    /// A node declared down rejoins with a renewed identity; gossip about its old identity still spreading
+    /// afterwards must not make it list itself twice (alive, and dead at its own address); nor is a peer's
+    /// superseded identity listed next to the peer's renewed one. `peers` lists each node once, newest
+    /// identity. (The CI flake of `tests/resilience/partition.rs`: host 2 listed itself alive and dead.)
+    #[test]
+    fn old_identities_are_not_listed_after_a_renewal() {
+        let k = keys();
+        let mut n = node_with(&k, 1);
+        let now = Instant::now();
+        let old = n.identity().clone();
+        let peer = identity(&k, 2, 1);
+        // The cluster declared this node down: it rejoins with a renewed identity (a relayed copy of the
+        // death in the same packet is already about its past identity).
+        let death = [Member::down(old.clone()), Member::down(old.clone())];
+        let p = crate::sim::swim_packet(&peer, &old, foca::Message::Gossip, &death, &[]);
+        n.handle_message(now, peer.addr, &p).unwrap();
+        assert_eq!(n.stats().rejoins, 1);
+        let me = n.identity().clone();
+        assert_eq!((me.addr, me.renewal), (old.addr, 1));
+        assert_eq!(n.members().len(), 2, "{:?}", n.members());
+        // The old death is still being gossiped (by every member that relays it): foca takes it as a
+        // stale update about a past identity of ours, as it does with news of this node's previous run.
+        // And the peer renewed too; its old identity's death arrives after its renewed identity.
+        let peer_renewed = foca::Identity::renew(&peer).unwrap();
+        let previous_run = identity(&k, 1, 0);
+        for updates in [
+            vec![Member::down(old.clone())],
+            vec![Member::alive(peer_renewed.clone())],
+            vec![Member::down(peer.clone()), Member::down(old.clone())],
+            vec![Member::alive(previous_run)],
+        ] {
+            let p = crate::sim::swim_packet(&peer_renewed, &me, foca::Message::Gossip, &updates, &[]);
+            n.handle_message(now, peer.addr, &p).unwrap();
+        }
+        let rows = n.members();
+        let listed = |addr: SocketAddr| -> Vec<(MemberState, u32)> {
+            rows.iter()
+                .filter(|m| m.addr == addr)
+                .map(|m| (m.state, m.renewal))
+                .collect()
+        };
+        assert_eq!(listed(me.addr), vec![(MemberState::Alive, 1)], "{rows:?}");
+        assert_eq!(listed(peer.addr), vec![(MemberState::Alive, 1)], "{rows:?}");
+        assert_eq!(rows.len(), 2, "{rows:?}");
     }
 }
