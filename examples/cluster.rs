@@ -465,11 +465,31 @@ fn run(o: &Opts) -> Result<(), String> {
                 continue;
             };
             let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
-            let row: Vec<String> = keys
+            let mut row: Vec<String> = keys
                 .iter()
                 .map(|(a, b)| format!("{b}={}", v[a][b].as_u64().map_or("-".into(), |x| x.to_string())))
                 .collect();
+            // Datagrams the host's kernel dropped (a full socket receive buffer: QUIC then waits for a
+            // retransmission timer). Absolute counts since the namespace was made (-s: no history file).
+            if let Ok(out) = h.exec("nstat", &["-asz", "UdpRcvbufErrors", "UdpInErrors"]) {
+                for line in out.lines() {
+                    let mut f = line.split_whitespace();
+                    if let (Some(k), Some(n)) = (f.next(), f.next()) {
+                        row.push(format!("{k}={n}"));
+                    }
+                }
+            }
             eprintln!("host {:2} stats: {}", i + 1, row.join(" "));
+        }
+    }
+    // CLUSTER_LOGS=DIR keeps each daemon's log (the testbed's log dir is deleted at the end), with the
+    // joiners' launch time, for lining up timestamps (run the daemons with RUST_LOG for more).
+    if let Some(dir) = std::env::var_os("CLUSTER_LOGS") {
+        let dir = std::path::PathBuf::from(dir);
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(dir.join("launch_unix_us"), launch.to_string());
+        for (i, d) in daemons.iter().enumerate() {
+            let _ = std::fs::write(dir.join(format!("h{}.log", i + 1)), d.log());
         }
     }
     let known_everywhere = secs(known_last.saturating_sub(launch));
