@@ -469,15 +469,21 @@ fn run(o: &Opts) -> Result<(), String> {
                 .iter()
                 .map(|(a, b)| format!("{b}={}", v[a][b].as_u64().map_or("-".into(), |x| x.to_string())))
                 .collect();
-            // Datagrams the host's kernel dropped (a full socket receive buffer: QUIC then waits for a
-            // retransmission timer). Absolute counts since the namespace was made (-s: no history file).
-            if let Ok(out) = h.exec("nstat", &["-asz", "UdpRcvbufErrors", "UdpInErrors"]) {
-                for line in out.lines() {
-                    let mut f = line.split_whitespace();
-                    if let (Some(k), Some(n)) = (f.next(), f.next()) {
-                        row.push(format!("{k}={n}"));
+            // Datagrams the host's kernel dropped for a full socket receive buffer (QUIC then waits for a
+            // retransmission timer): on the gossip port (7948) and on all other UDP sockets (VXLAN), from
+            // the `drops` column of the namespace's /proc/net/udp.
+            if let Ok(out) = h.exec("cat", &["/proc/net/udp"]) {
+                let (mut gossip, mut other) = (0u64, 0u64);
+                for line in out.lines().skip(1) {
+                    let f: Vec<&str> = line.split_whitespace().collect();
+                    let port = f.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
+                    let drops = f.last().and_then(|d| d.parse::<u64>().ok()).unwrap_or(0);
+                    match port {
+                        Some(7948) => gossip += drops,
+                        _ => other += drops,
                     }
                 }
+                row.push(format!("gossip_rcvbuf_drops={gossip} other_udp_drops={other}"));
             }
             eprintln!("host {:2} stats: {}", i + 1, row.join(" "));
         }

@@ -612,10 +612,15 @@ impl GossipClient {
 pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
     let server = server_config(&opts.credential)?;
     let client = gossip_client_config(&opts.credential)?;
-    let endpoint = quinn::Endpoint::server(server, opts.bind).map_err(|source| TransportError::Bind {
+    let bind_err = |source| TransportError::Bind {
         addr: opts.bind,
         source,
-    })?;
+    };
+    let socket = bind_gossip_socket(opts.bind).map_err(bind_err)?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| bind_err(std::io::Error::other("no tokio runtime (start() must run inside one)")))?;
+    let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, runtime)
+        .map_err(bind_err)?;
     let local_addr = endpoint.local_addr().map_err(|source| TransportError::Bind {
         addr: opts.bind,
         source,
@@ -708,6 +713,26 @@ pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
         local_addr,
         endpoint,
     })
+}
+
+/// Receive buffer asked for on the gossip socket. While a cluster forms, every member handshakes with every
+/// other at once (Initials padded to 1200 bytes, certificate flights) and the daemon's two runtime threads
+/// share the CPU with that TLS work: with the kernel's default (`net.core.rmem_default`, 208 KiB, about 90
+/// such datagrams) the socket overflowed on a fifth of the hosts of a 32-node test cluster, and every lost
+/// handshake packet costs QUIC a retransmission timeout. The kernel caps this at `net.core.rmem_max` (and
+/// doubles it for its bookkeeping); memory is only used while datagrams wait.
+pub(crate) const GOSSIP_RCVBUF: usize = 4 << 20;
+
+/// The gossip endpoint's UDP socket, bound to `addr` with a [`GOSSIP_RCVBUF`] receive buffer (best
+/// effort: a smaller cap from `net.core.rmem_max` is not an error).
+pub(crate) fn bind_gossip_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(e) = s.set_recv_buffer_size(GOSSIP_RCVBUF) {
+        tracing::debug!(error = %e, "cannot enlarge the gossip socket's receive buffer");
+    }
+    s.bind(&addr.into())?;
+    Ok(s.into())
 }
 
 /// Persist the active members' addresses when the set changes (off the pump thread: it fsyncs).
@@ -850,6 +875,35 @@ async fn pump(
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The gossip socket gets the larger receive buffer, as far as `net.core.rmem_max` allows (the kernel
+    /// reports double the granted size), on IPv4 and IPv6.
+    #[test]
+    fn gossip_socket_has_a_large_receive_buffer() {
+        let cap: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .expect("read /proc/sys/net/core/rmem_max")
+            .trim()
+            .parse()
+            .expect("rmem_max is a number");
+        let default: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_default")
+            .expect("read /proc/sys/net/core/rmem_default")
+            .trim()
+            .parse()
+            .expect("rmem_default is a number");
+        let want = GOSSIP_RCVBUF.min(cap);
+        for addr in ["127.0.0.1:0", "[::1]:0"] {
+            let s = bind_gossip_socket(addr.parse().unwrap()).expect("bind");
+            let got = socket2::SockRef::from(&s).recv_buffer_size().expect("SO_RCVBUF");
+            assert!(got >= 2 * want, "{addr}: {got} bytes, want 2 x {want}");
+            assert!(got >= 2 * default.min(cap), "{addr}: smaller than the default");
+            assert_ne!(s.local_addr().unwrap().port(), 0, "{addr}: bound");
         }
     }
 }
