@@ -238,7 +238,11 @@ async fn handle_incoming(incoming: quinn::Incoming, permit: SourcePermit, ctx: A
                 conn.close(4u32.into(), b"revoked");
                 return;
             }
-            ctx.pool.adopt(conn.remote_address(), conn.clone()).await;
+            // Read at once: adopting waits for our own dial to that member if one is under way, and the
+            // member's messages (its Hello, its table) must not wait for that handshake too.
+            let pool = Arc::clone(&ctx.pool);
+            let adopted = conn.clone();
+            tokio::spawn(async move { pool.adopt(adopted.remote_address(), adopted).await });
             read_streams(conn, ctx.pool.inbound.clone()).await;
         }
         // Unauthenticated join: the source's slot stays taken until the join is answered or times out.
@@ -348,6 +352,9 @@ impl Pool {
     async fn adopt(&self, from: SocketAddr, conn: quinn::Connection) {
         let link = self.link(from);
         let mut l = link.lock().await;
+        if conn.close_reason().is_some() {
+            return; // gone while it waited (adoption runs in its own task)
+        }
         l.conn = Some(conn);
         l.backoff_until = None;
     }
