@@ -238,11 +238,7 @@ async fn handle_incoming(incoming: quinn::Incoming, permit: SourcePermit, ctx: A
                 conn.close(4u32.into(), b"revoked");
                 return;
             }
-            // Read at once: adopting waits for our own dial to that member if one is under way, and the
-            // member's messages (its Hello, its table) must not wait for that handshake too.
-            let pool = Arc::clone(&ctx.pool);
-            let adopted = conn.clone();
-            tokio::spawn(async move { pool.adopt(adopted.remote_address(), adopted).await });
+            ctx.pool.adopt(conn.remote_address(), conn.clone());
             read_streams(conn, ctx.pool.inbound.clone()).await;
         }
         // Unauthenticated join: the source's slot stays taken until the join is answered or times out.
@@ -264,11 +260,16 @@ async fn handle_incoming(incoming: quinn::Incoming, permit: SourcePermit, ctx: A
 /// One QUIC connection per peer, whoever opened it. A newly accepted authenticated connection from a
 /// peer replaces the cached one: after the peer restarts, our old connection to its previous process
 /// is dead (the new process cannot even reset it), and without this our acks would vanish until the
-/// idle timeout and the restarted peer would suspect us.
+/// idle timeout and the restarted peer would suspect us. While our own dial to a peer is under way, a
+/// connection the peer opened to us is used at once: both members of a pair often dial each other at
+/// the same moment while a cluster forms, and a member's answers (its table, its Hello) must not wait
+/// for its own handshake when the peer's is done. The dial still finishes in the background (dropping it
+/// mid-handshake makes the peer answer its remaining packets with Retries) and stays open for the
+/// peer's streams.
 struct Pool {
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
-    peers: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Link>>>>,
+    peers: Mutex<HashMap<SocketAddr, Arc<Link>>>,
     inbound: mpsc::Sender<Inbound>,
     /// Node ids of the revocation list (checked against the peer certificate of every connection).
     revoked: RwLock<HashSet<NodeId>>,
@@ -285,28 +286,46 @@ fn peer_node_id(conn: &quinn::Connection) -> Option<NodeId> {
     auth::node_id_from_cert(certs.first()?)
 }
 
+/// Our connection to one peer and the senders waiting for one.
 #[derive(Default)]
 struct Link {
+    state: Mutex<LinkState>,
+    /// Woken when a dial ends or a connection from the peer is adopted.
+    changed: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct LinkState {
     conn: Option<quinn::Connection>,
     /// After a failed dial, drop messages to this peer until then instead of redialling per message.
     backoff_until: Option<Instant>,
+    /// One dial at a time; concurrent sends wait for it (or for the peer's own connection).
+    dialling: bool,
+}
+
+impl Link {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LinkState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// After a failed dial, how long messages to that peer are dropped (SWIM treats it as loss).
 const DIAL_BACKOFF: Duration = Duration::from_secs(1);
 
+fn usable(conn: &Option<quinn::Connection>) -> Option<&quinn::Connection> {
+    conn.as_ref().filter(|c| c.close_reason().is_none())
+}
+
 impl Pool {
-    /// Round-trip estimates of the open connections. A link busy dialling or sending is skipped: this is
-    /// a sample for a histogram, not an inventory.
+    /// Round-trip estimates of the open connections (a sample for a histogram).
     fn rtts(&self) -> Vec<Duration> {
-        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        peers
-            .values()
-            .filter_map(|l| {
-                let l = l.try_lock().ok()?;
-                let c = l.conn.as_ref()?;
-                c.close_reason().is_none().then(|| c.rtt())
-            })
+        let links: Vec<_> = {
+            let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            peers.values().cloned().collect()
+        };
+        links
+            .iter()
+            .filter_map(|l| usable(&l.lock().conn).map(quinn::Connection::rtt))
             .collect()
     }
 
@@ -323,7 +342,7 @@ impl Pool {
     }
 
     /// Enforce a new revocation: close every connection to that node.
-    async fn close_revoked(&self, node: NodeId) {
+    fn close_revoked(&self, node: NodeId) {
         self.revoked
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -333,7 +352,7 @@ impl Pool {
             peers.values().cloned().collect()
         };
         for link in links {
-            let mut l = link.lock().await;
+            let mut l = link.lock();
             if let Some(c) = &l.conn {
                 if peer_node_id(c) == Some(node) {
                     c.close(4u32.into(), b"revoked");
@@ -343,35 +362,52 @@ impl Pool {
         }
     }
 
-    fn link(&self, to: SocketAddr) -> Arc<tokio::sync::Mutex<Link>> {
+    fn link(&self, to: SocketAddr) -> Arc<Link> {
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         Arc::clone(peers.entry(to).or_default())
     }
 
-    /// Adopt an accepted connection from `from` for our own sends too.
-    async fn adopt(&self, from: SocketAddr, conn: quinn::Connection) {
+    /// Adopt an accepted connection from `from` for our own sends too (also those waiting for a dial).
+    fn adopt(&self, from: SocketAddr, conn: quinn::Connection) {
         let link = self.link(from);
-        let mut l = link.lock().await;
-        if conn.close_reason().is_some() {
-            return; // gone while it waited (adoption runs in its own task)
+        {
+            let mut l = link.lock();
+            l.conn = Some(conn);
+            l.backoff_until = None;
         }
-        l.conn = Some(conn);
-        l.backoff_until = None;
+        link.changed.notify_waiters();
     }
 
+    /// An open connection to `to`: the cached one, else whichever comes first of our dial and the
+    /// peer's own connection to us. `None` while the peer is in its dial back-off.
     async fn connection(self: &Arc<Self>, to: SocketAddr) -> Option<quinn::Connection> {
         let link = self.link(to);
-        // Concurrent sends to the same peer wait for one dial instead of starting their own.
-        let mut l = link.lock().await;
-        if let Some(c) = &l.conn {
-            if c.close_reason().is_none() {
-                return Some(c.clone());
+        loop {
+            // Registered before the state is read, so a change in between still wakes us.
+            let changed = link.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut l = link.lock();
+                if let Some(c) = usable(&l.conn) {
+                    return Some(c.clone());
+                }
+                if l.backoff_until.is_some_and(|t| Instant::now() < t) {
+                    self.stats.count_backoff_drop();
+                    return None;
+                }
+                if !l.dialling {
+                    l.dialling = true;
+                    tokio::spawn(Arc::clone(self).dial(to, Arc::clone(&link)));
+                }
             }
+            changed.await;
         }
-        if l.backoff_until.is_some_and(|t| Instant::now() < t) {
-            self.stats.count_backoff_drop();
-            return None;
-        }
+    }
+
+    /// Dial `to` and record the outcome in its link. A connection the peer opened meanwhile stays the
+    /// one we send on; ours stays open for the peer's streams.
+    async fn dial(self: Arc<Self>, to: SocketAddr, link: Arc<Link>) {
         let started = Instant::now();
         let dial = async {
             let connecting = self
@@ -382,28 +418,34 @@ impl Pool {
         };
         let dialled = dial.await;
         // A revoked peer's connection is closed at once below: a failed dial, like one refused.
-        let usable = dialled.as_ref().filter(|c| !self.is_revoked(c));
-        self.stats.count_dial(usable, started.elapsed());
-        match dialled {
-            Some(conn) if self.is_revoked(&conn) => {
-                conn.close(4u32.into(), b"revoked");
-                l.conn = None;
-                l.backoff_until = Some(Instant::now() + DIAL_BACKOFF);
-                None
-            }
-            Some(conn) => {
-                // The peer may also open streams on the connection we initiated.
-                tokio::spawn(read_streams(conn.clone(), self.inbound.clone()));
-                l.conn = Some(conn.clone());
-                l.backoff_until = None;
-                Some(conn)
-            }
-            None => {
-                l.conn = None;
-                l.backoff_until = Some(Instant::now() + DIAL_BACKOFF);
-                None
+        let ok = dialled.as_ref().filter(|c| !self.is_revoked(c));
+        self.stats.count_dial(ok, started.elapsed());
+        {
+            let mut l = link.lock();
+            l.dialling = false;
+            match dialled {
+                Some(conn) if self.is_revoked(&conn) => {
+                    conn.close(4u32.into(), b"revoked");
+                    l.conn = None;
+                    l.backoff_until = Some(Instant::now() + DIAL_BACKOFF);
+                }
+                Some(conn) => {
+                    // The peer may also open streams on the connection we initiated.
+                    tokio::spawn(read_streams(conn.clone(), self.inbound.clone()));
+                    if usable(&l.conn).is_none() {
+                        l.conn = Some(conn);
+                    }
+                    l.backoff_until = None;
+                }
+                // The peer's own connection, if one came meanwhile, still carries our messages.
+                None if usable(&l.conn).is_some() => {}
+                None => {
+                    l.conn = None;
+                    l.backoff_until = Some(Instant::now() + DIAL_BACKOFF);
+                }
             }
         }
+        link.changed.notify_waiters();
     }
 
     fn send(self: &Arc<Self>, to: SocketAddr, bytes: Vec<u8>) {
@@ -801,8 +843,7 @@ async fn pump(
                     }
                     // Refuse new connections at once; close existing ones off the pump.
                     pool.revoked.write().unwrap_or_else(|e| e.into_inner()).insert(id);
-                    let pool = Arc::clone(&pool);
-                    tokio::spawn(async move { pool.close_revoked(id).await });
+                    pool.close_revoked(id);
                 }
                 Output::MembersChanged(members) => {
                     if let Some(state) = &state {
