@@ -476,7 +476,10 @@ fn run(o: &Opts) -> Result<(), String> {
                 let (mut gossip, mut other) = (0u64, 0u64);
                 for line in out.lines().skip(1) {
                     let f: Vec<&str> = line.split_whitespace().collect();
-                    let port = f.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
+                    let port = f
+                        .get(1)
+                        .and_then(|a| a.rsplit(':').next())
+                        .and_then(|p| u16::from_str_radix(p, 16).ok());
                     let drops = f.last().and_then(|d| d.parse::<u64>().ok()).unwrap_or(0);
                     match port {
                         Some(7948) => gossip += drops,

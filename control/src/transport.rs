@@ -666,8 +666,11 @@ pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
         source,
     };
     let socket = bind_gossip_socket(opts.bind).map_err(bind_err)?;
-    let runtime = quinn::default_runtime()
-        .ok_or_else(|| bind_err(std::io::Error::other("no tokio runtime (start() must run inside one)")))?;
+    let runtime = quinn::default_runtime().ok_or_else(|| {
+        bind_err(std::io::Error::other(
+            "no tokio runtime (start() must run inside one)",
+        ))
+    })?;
     let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, runtime)
         .map_err(bind_err)?;
     let local_addr = endpoint.local_addr().map_err(|source| TransportError::Bind {
@@ -930,6 +933,107 @@ async fn pump(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn credential(tag: &str) -> NodeCredential {
+        let dir = std::env::temp_dir().join(format!("overlayd-pool-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        StateDir::new(dir)
+            .with_vteps(vec![IpAddr::from([127, 0, 0, 1])])
+            .init_cluster(IpAddr::from([127, 0, 0, 1]))
+            .expect("init cluster")
+    }
+
+    /// A pool on its own endpoint (server and client), as `start` builds it.
+    fn pool(cred: &NodeCredential) -> (Arc<Pool>, mpsc::Receiver<Inbound>) {
+        let socket = bind_gossip_socket("127.0.0.1:0".parse().unwrap()).unwrap();
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config(cred).unwrap()),
+            socket,
+            quinn::default_runtime().unwrap(),
+        )
+        .unwrap();
+        let (tx, rx) = mpsc::channel(16);
+        let pool = Arc::new(Pool {
+            endpoint,
+            client: gossip_client_config(cred).unwrap(),
+            peers: Mutex::default(),
+            inbound: tx,
+            revoked: RwLock::default(),
+            stats: Arc::default(),
+        });
+        (pool, rx)
+    }
+
+    /// The peer dials us while our own dial to it is still under way: the senders waiting for our dial
+    /// get the peer's connection at once, and our dial, finishing later, does not replace it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_senders_take_the_peers_connection_and_a_late_dial_keeps_it() {
+        let cred = credential("either");
+        let (ours, _in_ours) = pool(&cred);
+        let (peer, _in_peer) = pool(&cred);
+        let our_addr = ours.endpoint.local_addr().unwrap();
+        let peer_addr = peer.endpoint.local_addr().unwrap();
+        // Our dial to the peer is under way (its handshake not answered yet).
+        ours.link(peer_addr).lock().dialling = true;
+        let waiting = tokio::spawn({
+            let ours = Arc::clone(&ours);
+            async move { ours.connection(peer_addr).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "a sender went ahead without a connection");
+        // The peer's connection to us arrives and is adopted, as the accept loop does.
+        let accept = tokio::spawn({
+            let ours = Arc::clone(&ours);
+            async move {
+                ours.endpoint
+                    .accept()
+                    .await
+                    .unwrap()
+                    .accept()
+                    .unwrap()
+                    .await
+                    .unwrap()
+            }
+        });
+        let _peers_side = peer
+            .endpoint
+            .connect_with(peer.client.clone(), our_addr, CLUSTER_SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+        let accepted = accept.await.unwrap();
+        assert_eq!(accepted.remote_address(), peer_addr);
+        ours.adopt(peer_addr, accepted.clone());
+        let got = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the waiting sender was not woken by the adopted connection")
+            .unwrap()
+            .expect("a connection");
+        assert_eq!(got.stable_id(), accepted.stable_id());
+
+        // Our own dial now completes: it is counted, kept open, and the adopted connection stays.
+        let peer_accepts = tokio::spawn({
+            let peer = Arc::clone(&peer);
+            async move {
+                peer.endpoint
+                    .accept()
+                    .await
+                    .unwrap()
+                    .accept()
+                    .unwrap()
+                    .await
+                    .unwrap()
+            }
+        });
+        Arc::clone(&ours).dial(peer_addr, ours.link(peer_addr)).await;
+        let _dialled = peer_accepts.await.unwrap();
+        let q = ours.stats.snapshot();
+        assert_eq!((q.dials, q.dial_failures), (1, 0), "{q:?}");
+        let now = ours.connection(peer_addr).await.expect("a connection");
+        assert_eq!(now.stable_id(), accepted.stable_id());
+        assert!(!ours.link(peer_addr).lock().dialling);
+    }
 
     /// The gossip socket gets the larger receive buffer, as far as `net.core.rmem_max` allows (the kernel
     /// reports double the granted size), on IPv4 and IPv6.
