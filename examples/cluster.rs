@@ -465,11 +465,40 @@ fn run(o: &Opts) -> Result<(), String> {
                 continue;
             };
             let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
-            let row: Vec<String> = keys
+            let mut row: Vec<String> = keys
                 .iter()
                 .map(|(a, b)| format!("{b}={}", v[a][b].as_u64().map_or("-".into(), |x| x.to_string())))
                 .collect();
+            // Datagrams the host's kernel dropped for a full socket receive buffer (QUIC then waits for a
+            // retransmission timer): on the gossip port (7948) and on all other UDP sockets (VXLAN), from
+            // the `drops` column of the namespace's /proc/net/udp.
+            if let Ok(out) = h.exec("cat", &["/proc/net/udp"]) {
+                let (mut gossip, mut other) = (0u64, 0u64);
+                for line in out.lines().skip(1) {
+                    let f: Vec<&str> = line.split_whitespace().collect();
+                    let port = f
+                        .get(1)
+                        .and_then(|a| a.rsplit(':').next())
+                        .and_then(|p| u16::from_str_radix(p, 16).ok());
+                    let drops = f.last().and_then(|d| d.parse::<u64>().ok()).unwrap_or(0);
+                    match port {
+                        Some(7948) => gossip += drops,
+                        _ => other += drops,
+                    }
+                }
+                row.push(format!("gossip_rcvbuf_drops={gossip} other_udp_drops={other}"));
+            }
             eprintln!("host {:2} stats: {}", i + 1, row.join(" "));
+        }
+    }
+    // CLUSTER_LOGS=DIR keeps each daemon's log (the testbed's log dir is deleted at the end), with the
+    // joiners' launch time, for lining up timestamps (run the daemons with RUST_LOG for more).
+    if let Some(dir) = std::env::var_os("CLUSTER_LOGS") {
+        let dir = std::path::PathBuf::from(dir);
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(dir.join("launch_unix_us"), launch.to_string());
+        for (i, d) in daemons.iter().enumerate() {
+            let _ = std::fs::write(dir.join(format!("h{}.log", i + 1)), d.log());
         }
     }
     let known_everywhere = secs(known_last.saturating_sub(launch));

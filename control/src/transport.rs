@@ -238,7 +238,7 @@ async fn handle_incoming(incoming: quinn::Incoming, permit: SourcePermit, ctx: A
                 conn.close(4u32.into(), b"revoked");
                 return;
             }
-            ctx.pool.adopt(conn.remote_address(), conn.clone()).await;
+            ctx.pool.adopt(conn.remote_address(), conn.clone());
             read_streams(conn, ctx.pool.inbound.clone()).await;
         }
         // Unauthenticated join: the source's slot stays taken until the join is answered or times out.
@@ -260,11 +260,16 @@ async fn handle_incoming(incoming: quinn::Incoming, permit: SourcePermit, ctx: A
 /// One QUIC connection per peer, whoever opened it. A newly accepted authenticated connection from a
 /// peer replaces the cached one: after the peer restarts, our old connection to its previous process
 /// is dead (the new process cannot even reset it), and without this our acks would vanish until the
-/// idle timeout and the restarted peer would suspect us.
+/// idle timeout and the restarted peer would suspect us. While our own dial to a peer is under way, a
+/// connection the peer opened to us is used at once: both members of a pair often dial each other at
+/// the same moment while a cluster forms, and a member's answers (its table, its Hello) must not wait
+/// for its own handshake when the peer's is done. The dial still finishes in the background (dropping it
+/// mid-handshake makes the peer answer its remaining packets with Retries) and stays open for the
+/// peer's streams.
 struct Pool {
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
-    peers: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Link>>>>,
+    peers: Mutex<HashMap<SocketAddr, Arc<Link>>>,
     inbound: mpsc::Sender<Inbound>,
     /// Node ids of the revocation list (checked against the peer certificate of every connection).
     revoked: RwLock<HashSet<NodeId>>,
@@ -281,28 +286,46 @@ fn peer_node_id(conn: &quinn::Connection) -> Option<NodeId> {
     auth::node_id_from_cert(certs.first()?)
 }
 
+/// Our connection to one peer and the senders waiting for one.
 #[derive(Default)]
 struct Link {
+    state: Mutex<LinkState>,
+    /// Woken when a dial ends or a connection from the peer is adopted.
+    changed: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct LinkState {
     conn: Option<quinn::Connection>,
     /// After a failed dial, drop messages to this peer until then instead of redialling per message.
     backoff_until: Option<Instant>,
+    /// One dial at a time; concurrent sends wait for it (or for the peer's own connection).
+    dialling: bool,
+}
+
+impl Link {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LinkState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// After a failed dial, how long messages to that peer are dropped (SWIM treats it as loss).
 const DIAL_BACKOFF: Duration = Duration::from_secs(1);
 
+fn usable(conn: &Option<quinn::Connection>) -> Option<&quinn::Connection> {
+    conn.as_ref().filter(|c| c.close_reason().is_none())
+}
+
 impl Pool {
-    /// Round-trip estimates of the open connections. A link busy dialling or sending is skipped: this is
-    /// a sample for a histogram, not an inventory.
+    /// Round-trip estimates of the open connections (a sample for a histogram).
     fn rtts(&self) -> Vec<Duration> {
-        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        peers
-            .values()
-            .filter_map(|l| {
-                let l = l.try_lock().ok()?;
-                let c = l.conn.as_ref()?;
-                c.close_reason().is_none().then(|| c.rtt())
-            })
+        let links: Vec<_> = {
+            let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            peers.values().cloned().collect()
+        };
+        links
+            .iter()
+            .filter_map(|l| usable(&l.lock().conn).map(quinn::Connection::rtt))
             .collect()
     }
 
@@ -319,7 +342,7 @@ impl Pool {
     }
 
     /// Enforce a new revocation: close every connection to that node.
-    async fn close_revoked(&self, node: NodeId) {
+    fn close_revoked(&self, node: NodeId) {
         self.revoked
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -329,7 +352,7 @@ impl Pool {
             peers.values().cloned().collect()
         };
         for link in links {
-            let mut l = link.lock().await;
+            let mut l = link.lock();
             if let Some(c) = &l.conn {
                 if peer_node_id(c) == Some(node) {
                     c.close(4u32.into(), b"revoked");
@@ -339,32 +362,52 @@ impl Pool {
         }
     }
 
-    fn link(&self, to: SocketAddr) -> Arc<tokio::sync::Mutex<Link>> {
+    fn link(&self, to: SocketAddr) -> Arc<Link> {
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         Arc::clone(peers.entry(to).or_default())
     }
 
-    /// Adopt an accepted connection from `from` for our own sends too.
-    async fn adopt(&self, from: SocketAddr, conn: quinn::Connection) {
+    /// Adopt an accepted connection from `from` for our own sends too (also those waiting for a dial).
+    fn adopt(&self, from: SocketAddr, conn: quinn::Connection) {
         let link = self.link(from);
-        let mut l = link.lock().await;
-        l.conn = Some(conn);
-        l.backoff_until = None;
+        {
+            let mut l = link.lock();
+            l.conn = Some(conn);
+            l.backoff_until = None;
+        }
+        link.changed.notify_waiters();
     }
 
+    /// An open connection to `to`: the cached one, else whichever comes first of our dial and the
+    /// peer's own connection to us. `None` while the peer is in its dial back-off.
     async fn connection(self: &Arc<Self>, to: SocketAddr) -> Option<quinn::Connection> {
         let link = self.link(to);
-        // Concurrent sends to the same peer wait for one dial instead of starting their own.
-        let mut l = link.lock().await;
-        if let Some(c) = &l.conn {
-            if c.close_reason().is_none() {
-                return Some(c.clone());
+        loop {
+            // Registered before the state is read, so a change in between still wakes us.
+            let changed = link.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut l = link.lock();
+                if let Some(c) = usable(&l.conn) {
+                    return Some(c.clone());
+                }
+                if l.backoff_until.is_some_and(|t| Instant::now() < t) {
+                    self.stats.count_backoff_drop();
+                    return None;
+                }
+                if !l.dialling {
+                    l.dialling = true;
+                    tokio::spawn(Arc::clone(self).dial(to, Arc::clone(&link)));
+                }
             }
+            changed.await;
         }
-        if l.backoff_until.is_some_and(|t| Instant::now() < t) {
-            self.stats.count_backoff_drop();
-            return None;
-        }
+    }
+
+    /// Dial `to` and record the outcome in its link. A connection the peer opened meanwhile stays the
+    /// one we send on; ours stays open for the peer's streams.
+    async fn dial(self: Arc<Self>, to: SocketAddr, link: Arc<Link>) {
         let started = Instant::now();
         let dial = async {
             let connecting = self
@@ -375,28 +418,34 @@ impl Pool {
         };
         let dialled = dial.await;
         // A revoked peer's connection is closed at once below: a failed dial, like one refused.
-        let usable = dialled.as_ref().filter(|c| !self.is_revoked(c));
-        self.stats.count_dial(usable, started.elapsed());
-        match dialled {
-            Some(conn) if self.is_revoked(&conn) => {
-                conn.close(4u32.into(), b"revoked");
-                l.conn = None;
-                l.backoff_until = Some(Instant::now() + DIAL_BACKOFF);
-                None
-            }
-            Some(conn) => {
-                // The peer may also open streams on the connection we initiated.
-                tokio::spawn(read_streams(conn.clone(), self.inbound.clone()));
-                l.conn = Some(conn.clone());
-                l.backoff_until = None;
-                Some(conn)
-            }
-            None => {
-                l.conn = None;
-                l.backoff_until = Some(Instant::now() + DIAL_BACKOFF);
-                None
+        let ok = dialled.as_ref().filter(|c| !self.is_revoked(c));
+        self.stats.count_dial(ok, started.elapsed());
+        {
+            let mut l = link.lock();
+            l.dialling = false;
+            match dialled {
+                Some(conn) if self.is_revoked(&conn) => {
+                    conn.close(4u32.into(), b"revoked");
+                    l.conn = None;
+                    l.backoff_until = Some(Instant::now() + DIAL_BACKOFF);
+                }
+                Some(conn) => {
+                    // The peer may also open streams on the connection we initiated.
+                    tokio::spawn(read_streams(conn.clone(), self.inbound.clone()));
+                    if usable(&l.conn).is_none() {
+                        l.conn = Some(conn);
+                    }
+                    l.backoff_until = None;
+                }
+                // The peer's own connection, if one came meanwhile, still carries our messages.
+                None if usable(&l.conn).is_some() => {}
+                None => {
+                    l.conn = None;
+                    l.backoff_until = Some(Instant::now() + DIAL_BACKOFF);
+                }
             }
         }
+        link.changed.notify_waiters();
     }
 
     fn send(self: &Arc<Self>, to: SocketAddr, bytes: Vec<u8>) {
@@ -612,10 +661,18 @@ impl GossipClient {
 pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
     let server = server_config(&opts.credential)?;
     let client = gossip_client_config(&opts.credential)?;
-    let endpoint = quinn::Endpoint::server(server, opts.bind).map_err(|source| TransportError::Bind {
+    let bind_err = |source| TransportError::Bind {
         addr: opts.bind,
         source,
+    };
+    let socket = bind_gossip_socket(opts.bind).map_err(bind_err)?;
+    let runtime = quinn::default_runtime().ok_or_else(|| {
+        bind_err(std::io::Error::other(
+            "no tokio runtime (start() must run inside one)",
+        ))
     })?;
+    let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, runtime)
+        .map_err(bind_err)?;
     let local_addr = endpoint.local_addr().map_err(|source| TransportError::Bind {
         addr: opts.bind,
         source,
@@ -710,6 +767,26 @@ pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
     })
 }
 
+/// Receive buffer asked for on the gossip socket. While a cluster forms, every member handshakes with every
+/// other at once (Initials padded to 1200 bytes, certificate flights) and the daemon's two runtime threads
+/// share the CPU with that TLS work: with the kernel's default (`net.core.rmem_default`, 208 KiB, about 90
+/// such datagrams) the socket overflowed on a fifth of the hosts of a 32-node test cluster, and every lost
+/// handshake packet costs QUIC a retransmission timeout. The kernel caps this at `net.core.rmem_max` (and
+/// doubles it for its bookkeeping); memory is only used while datagrams wait.
+pub(crate) const GOSSIP_RCVBUF: usize = 4 << 20;
+
+/// The gossip endpoint's UDP socket, bound to `addr` with a [`GOSSIP_RCVBUF`] receive buffer (best
+/// effort: a smaller cap from `net.core.rmem_max` is not an error).
+pub(crate) fn bind_gossip_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let Err(e) = s.set_recv_buffer_size(GOSSIP_RCVBUF) {
+        tracing::debug!(error = %e, "cannot enlarge the gossip socket's receive buffer");
+    }
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
 /// Persist the active members' addresses when the set changes (off the pump thread: it fsyncs).
 fn remember_peers(state: &StateDir, members: &[MemberInfo], me: SocketAddr, saved: &mut Vec<SocketAddr>) {
     let mut peers: Vec<SocketAddr> = members
@@ -769,8 +846,7 @@ async fn pump(
                     }
                     // Refuse new connections at once; close existing ones off the pump.
                     pool.revoked.write().unwrap_or_else(|e| e.into_inner()).insert(id);
-                    let pool = Arc::clone(&pool);
-                    tokio::spawn(async move { pool.close_revoked(id).await });
+                    pool.close_revoked(id);
                 }
                 Output::MembersChanged(members) => {
                     if let Some(state) = &state {
@@ -850,6 +926,136 @@ async fn pump(
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credential(tag: &str) -> NodeCredential {
+        let dir = std::env::temp_dir().join(format!("overlayd-pool-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        StateDir::new(dir)
+            .with_vteps(vec![IpAddr::from([127, 0, 0, 1])])
+            .init_cluster(IpAddr::from([127, 0, 0, 1]))
+            .expect("init cluster")
+    }
+
+    /// A pool on its own endpoint (server and client), as `start` builds it.
+    fn pool(cred: &NodeCredential) -> (Arc<Pool>, mpsc::Receiver<Inbound>) {
+        let socket = bind_gossip_socket("127.0.0.1:0".parse().unwrap()).unwrap();
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config(cred).unwrap()),
+            socket,
+            quinn::default_runtime().unwrap(),
+        )
+        .unwrap();
+        let (tx, rx) = mpsc::channel(16);
+        let pool = Arc::new(Pool {
+            endpoint,
+            client: gossip_client_config(cred).unwrap(),
+            peers: Mutex::default(),
+            inbound: tx,
+            revoked: RwLock::default(),
+            stats: Arc::default(),
+        });
+        (pool, rx)
+    }
+
+    /// The peer dials us while our own dial to it is still under way: the senders waiting for our dial
+    /// get the peer's connection at once, and our dial, finishing later, does not replace it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_senders_take_the_peers_connection_and_a_late_dial_keeps_it() {
+        let cred = credential("either");
+        let (ours, _in_ours) = pool(&cred);
+        let (peer, _in_peer) = pool(&cred);
+        let our_addr = ours.endpoint.local_addr().unwrap();
+        let peer_addr = peer.endpoint.local_addr().unwrap();
+        // Our dial to the peer is under way (its handshake not answered yet).
+        ours.link(peer_addr).lock().dialling = true;
+        let waiting = tokio::spawn({
+            let ours = Arc::clone(&ours);
+            async move { ours.connection(peer_addr).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "a sender went ahead without a connection");
+        // The peer's connection to us arrives and is adopted, as the accept loop does.
+        let accept = tokio::spawn({
+            let ours = Arc::clone(&ours);
+            async move {
+                ours.endpoint
+                    .accept()
+                    .await
+                    .unwrap()
+                    .accept()
+                    .unwrap()
+                    .await
+                    .unwrap()
+            }
+        });
+        let _peers_side = peer
+            .endpoint
+            .connect_with(peer.client.clone(), our_addr, CLUSTER_SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+        let accepted = accept.await.unwrap();
+        assert_eq!(accepted.remote_address(), peer_addr);
+        ours.adopt(peer_addr, accepted.clone());
+        let got = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the waiting sender was not woken by the adopted connection")
+            .unwrap()
+            .expect("a connection");
+        assert_eq!(got.stable_id(), accepted.stable_id());
+
+        // Our own dial now completes: it is counted, kept open, and the adopted connection stays.
+        let peer_accepts = tokio::spawn({
+            let peer = Arc::clone(&peer);
+            async move {
+                peer.endpoint
+                    .accept()
+                    .await
+                    .unwrap()
+                    .accept()
+                    .unwrap()
+                    .await
+                    .unwrap()
+            }
+        });
+        Arc::clone(&ours).dial(peer_addr, ours.link(peer_addr)).await;
+        let _dialled = peer_accepts.await.unwrap();
+        let q = ours.stats.snapshot();
+        assert_eq!((q.dials, q.dial_failures), (1, 0), "{q:?}");
+        let now = ours.connection(peer_addr).await.expect("a connection");
+        assert_eq!(now.stable_id(), accepted.stable_id());
+        assert!(!ours.link(peer_addr).lock().dialling);
+    }
+
+    /// The gossip socket gets the larger receive buffer, as far as `net.core.rmem_max` allows (the kernel
+    /// reports double the granted size), on IPv4 and IPv6.
+    #[test]
+    fn gossip_socket_has_a_large_receive_buffer() {
+        let cap: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .expect("read /proc/sys/net/core/rmem_max")
+            .trim()
+            .parse()
+            .expect("rmem_max is a number");
+        let default: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_default")
+            .expect("read /proc/sys/net/core/rmem_default")
+            .trim()
+            .parse()
+            .expect("rmem_default is a number");
+        let want = GOSSIP_RCVBUF.min(cap);
+        for addr in ["127.0.0.1:0", "[::1]:0"] {
+            let s = bind_gossip_socket(addr.parse().unwrap()).expect("bind");
+            let got = socket2::SockRef::from(&s).recv_buffer_size().expect("SO_RCVBUF");
+            assert!(got >= 2 * want, "{addr}: {got} bytes, want 2 x {want}");
+            assert!(got >= 2 * default.min(cap), "{addr}: smaller than the default");
+            assert_ne!(s.local_addr().unwrap().port(), 0, "{addr}: bound");
         }
     }
 }
