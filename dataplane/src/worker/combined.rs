@@ -10,7 +10,8 @@
 //! The price: a worker's two directions no longer run in parallel on two cores.
 //!
 //! The loops' own busy-poll spin (`--busy-poll-spin loops|both`) is not used here (the worker blocks in
-//! `poll`); the keepers are (a forwarded batch arms them as in the split loops).
+//! `poll`; the daemon's config refuses those with `--worker-loops combined`); the keepers are (a forwarded
+//! batch arms them as in the split loops).
 
 use super::busy::{BusyPoll, Dir};
 use super::{pollfd, LoopArm, RxLoop, TxLoop, TxOffloads, POLL_MS};

@@ -511,14 +511,22 @@ fn combined_workers_spin_only_through_keepers() {
     };
     for spin in ["loops", "both"] {
         let e = with(&["--busy-poll-us", "200", "--busy-poll-spin", spin]).unwrap_err();
-        assert!(matches!(e, ConfigError::BusyPollSpinCombined(s) if s == spin), "{e:?}");
+        assert!(
+            matches!(e, ConfigError::BusyPollSpinCombined(s) if s == spin),
+            "{e:?}"
+        );
         let msg = e.to_string();
         assert!(msg.contains("--busy-poll-spin keepers"), "{msg}");
         assert!(msg.contains(&format!("--busy-poll-spin {spin}")), "{msg}");
         // Without busy-poll nobody spins anyway; split loops do spin themselves.
         assert!(with(&["--busy-poll-spin", spin]).is_ok());
         let split = parse(&[
-            "--peer", "10.0.0.2", "--busy-poll-us", "200", "--busy-poll-spin", spin,
+            "--peer",
+            "10.0.0.2",
+            "--busy-poll-us",
+            "200",
+            "--busy-poll-spin",
+            spin,
         ])
         .unwrap();
         assert_eq!(split.worker_loops, WorkerLoops::Split);
