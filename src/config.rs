@@ -142,6 +142,8 @@ pub enum ConfigError {
     SrcPorts(usize),
     #[error("--busy-poll-us {0} is out of range: use 0..=10000 microseconds (0 turns busy-polling off)")]
     BusyPollUs(u32),
+    #[error("--busy-poll-spin {0} does nothing with --worker-loops combined: a combined worker never spins itself (it blocks in poll), so only the keeper threads would spin; use --busy-poll-spin keepers (the default), or --worker-loops split")]
+    BusyPollSpinCombined(&'static str),
     #[error("--workers {0} is out of range: use 1..=64 forwarding workers (default: the number of CPUs, at most 8)")]
     Workers(usize),
     #[error("cannot read config file {path}: {source} (check the path given to --config)")]

@@ -441,8 +441,7 @@ impl ControlNode {
         let mut out = self.out.pop_front();
         // Nothing goes to a revoked node (foca still announces to members it holds as down), nor to
         // our own address (foca files an earlier run of ours as down once gossip mentions it, and
-        // may pick it for its periodic announce to down members; `forget_own_past_identities` drops
-        // that entry at once, this guards the send path anyway).
+        // may pick it for its periodic announce to down members; `members` does not list it).
         while let Some(Output::Send { to, .. }) = &out {
             if !self.revoked_addrs.contains(to) && *to != self.identity.addr {
                 break;
@@ -957,7 +956,7 @@ impl ControlNode {
         }];
         for m in self.foca.iter_membership_state() {
             let id = m.id();
-            if self.revocations.contains(id.id) {
+            if self.revocations.contains(id.id) || self.is_own_past_identity(id) {
                 continue;
             }
             let state = match m.state() {
@@ -983,6 +982,17 @@ impl ControlNode {
             });
         }
         v
+    }
+
+    /// An earlier renewal or run of this node. foca files any identity at our address other than our own
+    /// as down (after a rejoin the cluster is still spreading the death that caused it) and keeps it for
+    /// `remove_down_after` (a day), so that later copies of that death are stale and not spread again.
+    /// It stays in foca's table, but is not a member: listing it showed this node twice, alive and dead.
+    /// Another node id at our address (a former owner of the address) is listed as foca holds it.
+    fn is_own_past_identity(&self, id: &NodeIdentity) -> bool {
+        id.id == self.identity.id
+            && id.addr == self.identity.addr
+            && (id.generation, id.renewal) < (self.identity.generation, self.identity.renewal)
     }
 
     /// Gossip addresses of the active members whose attestation says admitter (where a joiner's
@@ -1082,7 +1092,6 @@ impl ControlNode {
     where
         F: FnOnce(&mut SwimCore, Rt<'_>) -> Result<(), foca::Error>,
     {
-        let known = self.foca.iter_membership_state().len();
         let mut notes = std::mem::take(&mut self.notes);
         let r = f(
             &mut self.foca,
@@ -1139,38 +1148,11 @@ impl ControlNode {
             }
         }
         self.notes = notes;
-        // Only an insertion adds an entry, and an insertion grows the table.
-        if self.foca.iter_membership_state().len() > known {
-            self.forget_own_past_identities(now);
-        }
         if membership_changed {
             self.reconcile_membership();
         }
         self.drain_inbox();
         r.map_err(|e| ControlError::Swim(e.to_string()))
-    }
-
-    /// foca files any other identity with this node's address (an earlier renewal or run of this node:
-    /// after a rejoin, the cluster is still spreading the death that caused it) as a down member, and
-    /// keeps it for `remove_down_after` (a day): `peers` listed this node twice, alive and dead, and foca
-    /// announced to its own address as to a down member. Such an entry is dropped as soon as it appears.
-    /// foca still gossips that identity's death, and turns any later update about it into a death again.
-    fn forget_own_past_identities(&mut self, now: Instant) {
-        let past: Vec<NodeIdentity> = self
-            .foca
-            .iter_membership_state()
-            .filter(|m| m.id().addr == self.identity.addr && m.state() == State::Down)
-            .map(|m| m.id().clone())
-            .collect();
-        for id in past {
-            let rt = Rt {
-                now,
-                out: &mut self.out,
-                notes: &mut self.notes,
-            };
-            // Removing a down member cannot fail and notifies nothing.
-            let _ = self.foca.handle_timer(foca::Timer::RemoveDown(id), rt);
-        }
     }
 
     /// Align the FDB owners with foca's active members (newest generation per node id, revoked excluded).
@@ -1936,5 +1918,67 @@ mod tests {
         assert_eq!(listed(me.addr), vec![(MemberState::Alive, 1)], "{rows:?}");
         assert_eq!(listed(peer.addr), vec![(MemberState::Alive, 1)], "{rows:?}");
         assert_eq!(rows.len(), 2, "{rows:?}");
+        // foca keeps the old death (until `remove_down_after`): a later copy of it is stale, not a fresh
+        // insert that foca would broadcast again (this node re-spreading its own old death).
+        let held = |n: &ControlNode| {
+            n.foca
+                .iter_membership_state()
+                .any(|m| m.id() == &old && m.state() == State::Down)
+        };
+        assert!(held(&n));
+        let p = crate::sim::swim_packet(
+            &peer_renewed,
+            &me,
+            foca::Message::Gossip,
+            &[Member::down(old.clone())],
+            &[],
+        );
+        n.handle_message(now, peer.addr, &p).unwrap();
+        assert!(held(&n));
+        assert_eq!(n.members().len(), 2, "{:?}", n.members());
+    }
+
+    /// Only this node's own past identities are hidden: another node id that foca holds as down at our
+    /// address (a former holder of the address) is listed, dead.
+    #[test]
+    fn another_node_down_at_our_address_is_listed() {
+        let k = keys();
+        let mut n = node_with(&k, 1);
+        let now = Instant::now();
+        let me = n.identity().clone();
+        let peer = identity(&k, 2, 1);
+        // Node 3, attested for our address, with a newer generation than ours.
+        let vtep = IpAddr::from([10, 0, 0, 3]);
+        let a = Attestation::issue(
+            &k.ca,
+            NodeId(3),
+            vec![vtep, me.addr.ip()],
+            false,
+            k.nodes[3].public_key(),
+        )
+        .unwrap();
+        let stranger = NodeIdentity::signed(me.addr, vtep, 5, a, &k.nodes[3]).unwrap();
+        let p = crate::sim::swim_packet(
+            &peer,
+            &me,
+            foca::Message::Gossip,
+            &[Member::down(stranger.clone())],
+            &[],
+        );
+        n.handle_message(now, peer.addr, &p).unwrap();
+        let rows = n.members();
+        let at_ours: Vec<(String, MemberState)> = rows
+            .iter()
+            .filter(|m| m.addr == me.addr)
+            .map(|m| (m.id.clone(), m.state))
+            .collect();
+        assert_eq!(
+            at_ours,
+            vec![
+                (hex_id(me.id), MemberState::Alive),
+                (hex_id(NodeId(3)), MemberState::Dead)
+            ],
+            "{rows:?}"
+        );
     }
 }

@@ -16,7 +16,9 @@ ping's `sendto` to its `recvmsg` returning the reply. Prints the median of each 
 that took the four-hop path (TX loop of host A, RX loop of host B, TX loop of host B, RX loop of host A;
 host A is the daemon whose TX loop is woken first), then every wake-up of an overlayd thread or ping by role
 and by whether it ran on the waker's vCPU, over all round trips. With kernel VXLAN only the round trip's
-length is meaningful (no overlayd thread)."""
+length is meaningful (no overlayd thread). With `--worker-loops combined` (one `ovl-wk<i>` thread per worker)
+the step table stays empty (it follows the split loops' four hops); the round trip's length and the wake-ups
+are counted as with split loops (role `WK`, host A the daemon whose worker is woken first)."""
 import re
 import statistics
 import sys
@@ -111,6 +113,9 @@ def steps(rtts, ping, ovl):
         ok += 1
         for k, v in row.items():
             rows.setdefault(k, []).append(v)
+    if ok == 0 and any(c.startswith('ovl-wk') for c, _ in ovl.values()):
+        print("no split four-hop path: combined workers (ovl-wk); see the wake-ups below")
+        return
     print(f"{ok} round trips took the four-hop path; medians:")
     for k in sorted(rows):
         print(f"{statistics.median(rows[k]):7.1f} us  {k[2]}")
@@ -134,7 +139,7 @@ def wakes(rtts, ping, ovl):
                     role = 'ping'
                 else:
                     c, p = ovl[nt]
-                    if host_a is None and c.startswith('ovl-tx'):
+                    if host_a is None and c.startswith(('ovl-tx', 'ovl-wk')):
                         host_a = p
                     role = c[4:6].upper() + ' ' + ('A' if p == host_a else 'B')
                 other = wc != cpu

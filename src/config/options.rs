@@ -93,7 +93,8 @@ pub struct Options {
     pub busy_poll_us: Option<u32>,
     /// Who spins for --busy-poll-us: `keepers` (idle-priority threads, one per CPU; the forwarding loops
     /// block as without busy-poll), `loops` (the forwarding loops themselves, arming each other) or
-    /// `both` [default: keepers].
+    /// `both`; with --worker-loops combined only `keepers` (combined workers never spin themselves)
+    /// [default: keepers].
     #[arg(long, value_name = "WHO")]
     pub busy_poll_spin: Option<BusyPollSpin>,
     /// Threads per forwarding worker: `split` (a TX and an RX thread, the two directions in parallel) or
@@ -102,8 +103,8 @@ pub struct Options {
     #[arg(long, value_name = "HOW")]
     pub worker_loops: Option<WorkerLoops>,
     /// Forwarding workers, 1..=64: each is a TX thread on its own queue of every network's TAP and an RX
-    /// thread on its own UDP socket on the VXLAN port (SO_REUSEPORT), so flows spread over cores
-    /// [default: the number of CPUs, at most 8].
+    /// thread on its own UDP socket on the VXLAN port (SO_REUSEPORT), so flows spread over cores (one
+    /// `ovl-wk<i>` thread with `--worker-loops combined`) [default: the number of CPUs, at most 8].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
     /// Disable TAP/UDP offloads (TSO, GSO, GRO): one frame per datagram, for debugging.

@@ -137,6 +137,15 @@ impl Options {
         if busy_poll_us > MAX_BUSY_POLL_US {
             return Err(ConfigError::BusyPollUs(busy_poll_us));
         }
+        let busy_poll_spin = self.busy_poll_spin.unwrap_or_default();
+        let worker_loops = self.worker_loops.unwrap_or_default();
+        if busy_poll_us > 0 && worker_loops == WorkerLoops::Combined {
+            match busy_poll_spin {
+                BusyPollSpin::Keepers => {}
+                BusyPollSpin::Loops => return Err(ConfigError::BusyPollSpinCombined("loops")),
+                BusyPollSpin::Both => return Err(ConfigError::BusyPollSpinCombined("both")),
+            }
+        }
         let workers = self.workers.unwrap_or_else(default_workers);
         if !(1..=MAX_WORKERS).contains(&workers) {
             return Err(ConfigError::Workers(workers));
@@ -160,8 +169,8 @@ impl Options {
             bum_pps,
             src_ports,
             busy_poll_us,
-            busy_poll_spin: self.busy_poll_spin.unwrap_or_default(),
-            worker_loops: self.worker_loops.unwrap_or_default(),
+            busy_poll_spin,
+            worker_loops,
             workers,
             offload: !self.no_offload,
             learn_any_source: self.learn_any_source,

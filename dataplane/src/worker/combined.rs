@@ -10,7 +10,8 @@
 //! The price: a worker's two directions no longer run in parallel on two cores.
 //!
 //! The loops' own busy-poll spin (`--busy-poll-spin loops|both`) is not used here (the worker blocks in
-//! `poll`); the keepers are (a forwarded batch arms them as in the split loops).
+//! `poll`; the daemon's config refuses those with `--worker-loops combined`); the keepers are (a forwarded
+//! batch arms them as in the split loops).
 
 use super::busy::{BusyPoll, Dir};
 use super::{pollfd, LoopArm, RxLoop, TxLoop, TxOffloads, POLL_MS};
@@ -18,7 +19,7 @@ use crate::engine::Engine;
 use crate::io::{poll_fds, SenderSet, UdpSocket, Waker};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The RX entries after the TX loop's poll set: the UDP socket, then the RX waker.
 const RX_FDS: usize = 2;
@@ -53,6 +54,10 @@ pub fn run_combined(
     combine(&mut fds, &tx.poll.fds, udp, rx_waker);
     // No own spin (see the module doc): `worked` is a no-op.
     let mut busy = BusyPoll::new(0, Dir::Rx);
+    // Under steady RX traffic `poll` never times out: the quiet-interval rebuild (which re-enables a TAP set
+    // aside as broken) is also done when POLL_MS has passed since the last one.
+    let interval = Duration::from_millis(POLL_MS.unsigned_abs().into());
+    let mut rebuilt = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let r = poll_fds(&mut fds, POLL_MS);
         let t = tx.poll.fds.len();
@@ -74,10 +79,11 @@ pub fn run_combined(
         if woken {
             tx_waker.drain();
         }
-        // As in run_tx: a changed table, a wakeup or a quiet interval rebuilds the TX poll set. Events still
-        // pending are reported again by the next (level-triggered) poll.
-        if tx.engine.sync() || woken || matches!(r, Ok(0)) {
+        // As in run_tx: a changed table, a wakeup or a quiet interval (or POLL_MS of traffic) rebuilds the TX
+        // poll set. Events still pending are reported again by the next (level-triggered) poll.
+        if tx.engine.sync() || woken || matches!(r, Ok(0)) || rebuilt.elapsed() >= interval {
             tx.rebuild(tx_waker, &tx_arm);
+            rebuilt = Instant::now();
             combine(&mut fds, &tx.poll.fds, udp, rx_waker);
             continue;
         }

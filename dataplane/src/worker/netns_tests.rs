@@ -251,16 +251,121 @@ fn combined_worker_forwards_both_directions_in_one_thread() {
                 got,
                 "no ARP from the TAP reached the flood set through the combined worker"
             );
-            // Either waker ends it.
+            // The RX waker ends it (as the TX waker does) well before its poll would time out: a TX wake-up
+            // first makes it start a fresh POLL_MS poll, then stop + the RX waker must end it at once. The TAP
+            // goes down first, so that no late ARP retry or other kernel frame wakes the worker instead.
+            testns::ip(&["link", "set", "ta100", "down"]);
+            std::thread::sleep(Duration::from_millis(50));
+            tx_waker.wake();
+            std::thread::sleep(Duration::from_millis(50));
             stop.store(true, Ordering::Relaxed);
             rx_waker.wake();
-            let deadline = Instant::now() + Duration::from_secs(5);
+            let woken = Instant::now();
+            let deadline = woken + Duration::from_millis(POLL_MS.unsigned_abs().into()) / 2;
             while !worker.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
+                std::thread::sleep(Duration::from_millis(5));
             }
             assert!(
                 worker.is_finished(),
-                "the RX waker did not end the combined worker"
+                "the RX waker did not end the combined worker within {:?} (its poll lasts {POLL_MS} ms)",
+                deadline - woken
+            );
+        });
+    });
+}
+
+/// A combined worker re-enables a TAP it set aside as broken (deleted, then recreated behind the same fd) even
+/// while RX datagrams keep arriving, so that its `poll` never times out (the split TX loop's quiet interval).
+#[test]
+fn combined_worker_rearms_a_tap_set_aside_under_steady_rx_traffic() {
+    in_netns(|| {
+        let local = IpAddr::from([127, 0, 0, 1]);
+        let peer = IpAddr::from([127, 0, 0, 2]);
+        let members = Arc::new(PeerSet::new([peer]));
+        let receiver = StdUdp::bind(SocketAddr::new(peer, 0)).unwrap();
+        receiver
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let tap_a = tap("ta100");
+        let table = Arc::new(
+            NetworkTable::new([
+                net("a", 100, tap_a.clone(), &members),
+                net("b", 200, tap("tb200"), &members),
+            ])
+            .unwrap(),
+        );
+        let mut cfg = EngineConfig::new(Vni::new(1).unwrap(), local);
+        cfg.port = receiver.local_addr().unwrap().port();
+        let tx_engine = Engine::serving(cfg.clone(), Side::Tx, table.clone(), members.clone());
+        let rx_engine = Engine::serving(cfg, Side::Rx, table.clone(), members.clone());
+        let senders = SenderSet::bind(local, 1, &UdpOptions::default()).unwrap();
+        let udp = UdpSocket::bind(SocketAddr::new(local, 0), &UdpOptions::default()).unwrap();
+        let to = udp.local_addr().unwrap();
+        let (stop, tx_waker, rx_waker) = (
+            AtomicBool::new(false),
+            Waker::new().unwrap(),
+            Waker::new().unwrap(),
+        );
+        let traffic_done = AtomicBool::new(false);
+        let arming = Arming::new(1, 0, Spin::Keepers).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                run_combined(
+                    tx_engine,
+                    rx_engine,
+                    &senders,
+                    &udp,
+                    TxOffloads::default(),
+                    false,
+                    &stop,
+                    (&tx_waker, &rx_waker),
+                    (arming.tx(0), arming.rx(0)),
+                )
+            });
+            let _stop = StopOnDrop(&stop, &tx_waker);
+            // Steady RX traffic (to network b) every 20 ms, far inside POLL_MS.
+            s.spawn(|| {
+                let sender = StdUdp::bind(SocketAddr::new(peer, 0)).unwrap();
+                while !traffic_done.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                    let _ = sender.send_to(&dgram(200, 1), to);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            });
+            let b = table.by_name("b").unwrap();
+            assert!(
+                eventually(|| written(&b) >= 1),
+                "the combined worker did not write RX datagrams to b's TAP"
+            );
+            // TAP a is deleted under the worker: it polls POLLERR, reads EBADFD, and is set aside (fd -1).
+            testns::delete_link("ta100");
+            std::thread::sleep(Duration::from_millis(300));
+            // Recreated behind the same fd, without waking the worker (as if the device watcher's wake-up were
+            // lost): only the periodic rebuild puts it back in the poll set.
+            tap_a.reopen().unwrap();
+            testns::set_up("ta100");
+            testns::add_address("ta100", IpAddr::from([10, 9, 0, 1]), 24);
+            // The kernel's ARP for 10.9.0.2 out of ta100 is flooded as VNI 100 once the TAP is polled again.
+            let probe = StdUdp::bind(SocketAddr::new(IpAddr::from([10, 9, 0, 1]), 0)).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut got = false;
+            let mut buf = [0u8; 2048];
+            while !got && Instant::now() < deadline {
+                let _ = probe.send_to(b"x", (Ipv4Addr::new(10, 9, 0, 2), 9));
+                while let Ok((n, _)) = receiver.recv_from(&mut buf) {
+                    let arp = VxlanPacket::new_checked(&buf[..n])
+                        .is_ok_and(|p| p.vni().get() == 100 && p.payload().get(12..14) == Some(&[8, 6][..]));
+                    if arp {
+                        got = true;
+                        break;
+                    }
+                }
+            }
+            let rx_written = written(&b);
+            traffic_done.store(true, Ordering::Relaxed);
+            assert!(
+                got,
+                "the recreated TAP's ARP never reached the flood set: the combined worker under RX traffic \
+                 ({rx_written} datagrams written) did not re-enable the TAP it had set aside"
             );
         });
     });

@@ -497,3 +497,49 @@ fn worker_loops() {
     assert_eq!(c.worker_loops, WorkerLoops::Combined);
     assert_eq!(c.to_options().worker_loops, Some(WorkerLoops::Combined));
 }
+
+/// A combined worker never spins itself: busy-polling with `--busy-poll-spin loops` or `both` there would
+/// silently give no loop spin, so it is refused, naming the spin that works. Keepers, the split loops, or
+/// no busy-poll at all are accepted.
+#[test]
+fn combined_workers_spin_only_through_keepers() {
+    let base = ["--peer", "10.0.0.2", "--worker-loops", "combined"];
+    let with = |extra: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend_from_slice(extra);
+        parse(&a)
+    };
+    for spin in ["loops", "both"] {
+        let e = with(&["--busy-poll-us", "200", "--busy-poll-spin", spin]).unwrap_err();
+        assert!(
+            matches!(e, ConfigError::BusyPollSpinCombined(s) if s == spin),
+            "{e:?}"
+        );
+        let msg = e.to_string();
+        assert!(msg.contains("--busy-poll-spin keepers"), "{msg}");
+        assert!(msg.contains(&format!("--busy-poll-spin {spin}")), "{msg}");
+        // Without busy-poll nobody spins anyway; split loops do spin themselves.
+        assert!(with(&["--busy-poll-spin", spin]).is_ok());
+        let split = parse(&[
+            "--peer",
+            "10.0.0.2",
+            "--busy-poll-us",
+            "200",
+            "--busy-poll-spin",
+            spin,
+        ])
+        .unwrap();
+        assert_eq!(split.worker_loops, WorkerLoops::Split);
+    }
+    let c = with(&["--busy-poll-us", "200", "--busy-poll-spin", "keepers"]).unwrap();
+    assert_eq!((c.busy_poll_us, c.busy_poll_spin), (200, BusyPollSpin::Keepers));
+    assert!(with(&["--busy-poll-us", "200"]).is_ok());
+    // The same from a config file.
+    let d = Scratch::new("combined-spin");
+    let p = d.write(
+        "o.toml",
+        "peer = [\"10.0.0.2\"]\nworker-loops = \"combined\"\nbusy-poll-us = 200\nbusy-poll-spin = \"loops\"\n",
+    );
+    let e = parse(&["--config", p.to_str().unwrap()]).unwrap_err();
+    assert!(matches!(e, ConfigError::BusyPollSpinCombined("loops")), "{e:?}");
+}
