@@ -64,6 +64,25 @@ fn written(net: &Network) -> u64 {
     net.rx.of(0).tx_frames.load(Ordering::Relaxed)
 }
 
+/// Make the kernel ARP for 10.9.0.2 out of the TAP holding 10.9.0.1 (a datagram to it, repeated) until that
+/// ARP broadcast reaches `receiver` (the flood set) as VXLAN with `vni`; false after 5 s.
+fn arp_flooded(receiver: &StdUdp, vni: u32) -> bool {
+    let probe = StdUdp::bind(SocketAddr::new(IpAddr::from([10, 9, 0, 1]), 0)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 2048];
+    while Instant::now() < deadline {
+        let _ = probe.send_to(b"x", (Ipv4Addr::new(10, 9, 0, 2), 9));
+        while let Ok((n, _)) = receiver.recv_from(&mut buf) {
+            let arp = VxlanPacket::new_checked(&buf[..n])
+                .is_ok_and(|p| p.vni().get() == vni && p.payload().get(12..14) == Some(&[8, 6][..]));
+            if arp {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 #[test]
 fn rx_loop_delivers_to_the_network_of_the_vni_and_follows_the_table() {
     in_netns(|| {
@@ -155,21 +174,7 @@ fn tx_loop_polls_a_tap_added_at_runtime() {
             table.insert(net("b", 200, tap_b, &flood)).unwrap();
             waker.wake();
             // The kernel resolves 10.9.0.2 with an ARP broadcast out of tb200: flooded as VNI 200.
-            let probe = StdUdp::bind(SocketAddr::new(IpAddr::from([10, 9, 0, 1]), 0)).unwrap();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            let mut got = false;
-            let mut b = [0u8; 2048];
-            while !got && Instant::now() < deadline {
-                let _ = probe.send_to(b"x", (Ipv4Addr::new(10, 9, 0, 2), 9));
-                while let Ok((n, _)) = receiver.recv_from(&mut b) {
-                    let arp = VxlanPacket::new_checked(&b[..n])
-                        .is_ok_and(|p| p.vni().get() == 200 && p.payload().get(12..14) == Some(&[8, 6][..]));
-                    if arp {
-                        got = true;
-                        break;
-                    }
-                }
-            }
+            let got = arp_flooded(&receiver, 200);
             assert!(
                 got,
                 "no ARP from the runtime-added network's TAP reached its flood set as VNI 200"
@@ -232,21 +237,7 @@ fn combined_worker_forwards_both_directions_in_one_thread() {
                 "the combined worker did not write the datagram to the TAP"
             );
             // TAP → underlay, by the same thread: the kernel's ARP for 10.9.0.2 is flooded as VNI 100.
-            let probe = StdUdp::bind(SocketAddr::new(IpAddr::from([10, 9, 0, 1]), 0)).unwrap();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            let mut got = false;
-            let mut b = [0u8; 2048];
-            while !got && Instant::now() < deadline {
-                let _ = probe.send_to(b"x", (Ipv4Addr::new(10, 9, 0, 2), 9));
-                while let Ok((n, _)) = receiver.recv_from(&mut b) {
-                    let arp = VxlanPacket::new_checked(&b[..n])
-                        .is_ok_and(|p| p.vni().get() == 100 && p.payload().get(12..14) == Some(&[8, 6][..]));
-                    if arp {
-                        got = true;
-                        break;
-                    }
-                }
-            }
+            let got = arp_flooded(&receiver, 100);
             assert!(
                 got,
                 "no ARP from the TAP reached the flood set through the combined worker"
@@ -345,21 +336,7 @@ fn combined_worker_rearms_a_tap_set_aside_under_steady_rx_traffic() {
             testns::set_up("ta100");
             testns::add_address("ta100", IpAddr::from([10, 9, 0, 1]), 24);
             // The kernel's ARP for 10.9.0.2 out of ta100 is flooded as VNI 100 once the TAP is polled again.
-            let probe = StdUdp::bind(SocketAddr::new(IpAddr::from([10, 9, 0, 1]), 0)).unwrap();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            let mut got = false;
-            let mut buf = [0u8; 2048];
-            while !got && Instant::now() < deadline {
-                let _ = probe.send_to(b"x", (Ipv4Addr::new(10, 9, 0, 2), 9));
-                while let Ok((n, _)) = receiver.recv_from(&mut buf) {
-                    let arp = VxlanPacket::new_checked(&buf[..n])
-                        .is_ok_and(|p| p.vni().get() == 100 && p.payload().get(12..14) == Some(&[8, 6][..]));
-                    if arp {
-                        got = true;
-                        break;
-                    }
-                }
-            }
+            let got = arp_flooded(&receiver, 100);
             let rx_written = written(&b);
             traffic_done.store(true, Ordering::Relaxed);
             assert!(
