@@ -234,11 +234,11 @@ async fn handle_incoming(incoming: quinn::Incoming, permit: SourcePermit, ctx: A
                 conn.close(1u32.into(), b"client certificate required");
                 return;
             }
-            if ctx.pool.is_revoked(&conn) {
-                conn.close(4u32.into(), b"revoked");
+            // `adopt` checks the revocation list under the peer's slot lock (and closes the connection
+            // if the peer is revoked), so a revocation arriving after the handshake is never missed.
+            if !ctx.pool.adopt(conn.remote_address(), conn.clone()) {
                 return;
             }
-            ctx.pool.adopt(conn.remote_address(), conn.clone());
             read_streams(conn, ctx.pool.inbound.clone()).await;
         }
         // Unauthenticated join: the source's slot stays taken until the join is answered or times out.
@@ -296,11 +296,41 @@ struct Link {
 
 #[derive(Default)]
 struct LinkState {
+    /// The connection our messages to the peer go on.
     conn: Option<quinn::Connection>,
+    /// The peer's other open gossip connections (the late dial of a pair that dialled each other at once):
+    /// not sent on, but the peer may send on them, so they stay reachable here for [`Pool::close_revoked`].
+    extra: Vec<quinn::Connection>,
     /// After a failed dial, drop messages to this peer until then instead of redialling per message.
     backoff_until: Option<Instant>,
     /// One dial at a time; concurrent sends wait for it (or for the peer's own connection).
     dialling: bool,
+}
+
+impl LinkState {
+    /// Keep `c`, a connection to the peer we do not send on, reachable (and prune closed ones).
+    fn shelve(&mut self, c: quinn::Connection) {
+        self.extra.retain(|e| e.close_reason().is_none());
+        if self.extra.iter().all(|e| e.stable_id() != c.stable_id()) {
+            self.extra.push(c);
+        }
+    }
+
+    /// Close every connection of this slot whose peer certificate names `node`.
+    fn close_node(&mut self, node: NodeId) {
+        let theirs = |c: &quinn::Connection| peer_node_id(c) == Some(node);
+        if self.conn.as_ref().is_some_and(theirs) {
+            if let Some(c) = self.conn.take() {
+                c.close(4u32.into(), b"revoked");
+            }
+        }
+        self.extra.retain(|c| {
+            if theirs(c) {
+                c.close(4u32.into(), b"revoked");
+            }
+            !theirs(c) && c.close_reason().is_none()
+        });
+    }
 }
 
 impl Link {
@@ -351,14 +381,10 @@ impl Pool {
             let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
             peers.values().cloned().collect()
         };
+        // The node is in `revoked` before any slot is locked here, so `adopt` and `dial`, which check
+        // it under the slot lock before storing a connection, either see it or store before we look.
         for link in links {
-            let mut l = link.lock();
-            if let Some(c) = &l.conn {
-                if peer_node_id(c) == Some(node) {
-                    c.close(4u32.into(), b"revoked");
-                    l.conn = None;
-                }
-            }
+            link.lock().close_node(node);
         }
     }
 
@@ -368,14 +394,24 @@ impl Pool {
     }
 
     /// Adopt an accepted connection from `from` for our own sends too (also those waiting for a dial).
-    fn adopt(&self, from: SocketAddr, conn: quinn::Connection) {
+    /// A revoked peer's connection is closed instead (`false`: do not read it).
+    fn adopt(&self, from: SocketAddr, conn: quinn::Connection) -> bool {
         let link = self.link(from);
         {
             let mut l = link.lock();
-            l.conn = Some(conn);
+            if self.is_revoked(&conn) {
+                conn.close(4u32.into(), b"revoked");
+                return false;
+            }
+            if let Some(old) = l.conn.replace(conn) {
+                if old.close_reason().is_none() {
+                    l.shelve(old);
+                }
+            }
             l.backoff_until = None;
         }
         link.changed.notify_waiters();
+        true
     }
 
     /// An open connection to `to`: the cached one, else whichever comes first of our dial and the
@@ -424,16 +460,27 @@ impl Pool {
             let mut l = link.lock();
             l.dialling = false;
             match dialled {
+                // Checked under the slot lock: see `close_revoked`.
                 Some(conn) if self.is_revoked(&conn) => {
                     conn.close(4u32.into(), b"revoked");
-                    l.conn = None;
-                    l.backoff_until = Some(Instant::now() + DIAL_BACKOFF);
+                    // Only what is itself revoked or closed goes; another usable connection stays.
+                    if l.conn.as_ref().is_some_and(|c| self.is_revoked(c)) {
+                        if let Some(c) = l.conn.take() {
+                            c.close(4u32.into(), b"revoked");
+                        }
+                    }
+                    if usable(&l.conn).is_none() {
+                        l.conn = None;
+                        l.backoff_until = Some(Instant::now() + DIAL_BACKOFF);
+                    }
                 }
                 Some(conn) => {
                     // The peer may also open streams on the connection we initiated.
                     tokio::spawn(read_streams(conn.clone(), self.inbound.clone()));
                     if usable(&l.conn).is_none() {
                         l.conn = Some(conn);
+                    } else {
+                        l.shelve(conn);
                     }
                     l.backoff_until = None;
                 }
@@ -1004,7 +1051,7 @@ mod tests {
             .unwrap();
         let accepted = accept.await.unwrap();
         assert_eq!(accepted.remote_address(), peer_addr);
-        ours.adopt(peer_addr, accepted.clone());
+        assert!(ours.adopt(peer_addr, accepted.clone()));
         let got = tokio::time::timeout(Duration::from_secs(5), waiting)
             .await
             .expect("the waiting sender was not woken by the adopted connection")
@@ -1033,6 +1080,130 @@ mod tests {
         let now = ours.connection(peer_addr).await.expect("a connection");
         assert_eq!(now.stable_id(), accepted.stable_id());
         assert!(!ours.link(peer_addr).lock().dialling);
+    }
+
+    /// `peer` dials `ours`; `ours` accepts and adopts the connection as the accept loop does. Returns
+    /// (our end, the peer's end).
+    async fn peer_dials_us(ours: &Arc<Pool>, peer: &Arc<Pool>) -> (quinn::Connection, quinn::Connection) {
+        let our_addr = ours.endpoint.local_addr().unwrap();
+        let accept = tokio::spawn({
+            let ours = Arc::clone(ours);
+            async move {
+                let c = ours
+                    .endpoint
+                    .accept()
+                    .await
+                    .unwrap()
+                    .accept()
+                    .unwrap()
+                    .await
+                    .unwrap();
+                assert!(ours.adopt(c.remote_address(), c.clone()), "adopted");
+                c
+            }
+        });
+        let theirs = peer
+            .endpoint
+            .connect_with(peer.client.clone(), our_addr, CLUSTER_SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+        (accept.await.unwrap(), theirs)
+    }
+
+    /// `ours` dials `peer` through the pool (as a sender would); returns the peer's end.
+    async fn we_dial_peer(ours: &Arc<Pool>, peer: &Arc<Pool>) -> quinn::Connection {
+        let peer_addr = peer.endpoint.local_addr().unwrap();
+        let peer_accepts = tokio::spawn({
+            let peer = Arc::clone(peer);
+            async move {
+                peer.endpoint
+                    .accept()
+                    .await
+                    .unwrap()
+                    .accept()
+                    .unwrap()
+                    .await
+                    .unwrap()
+            }
+        });
+        ours.link(peer_addr).lock().dialling = true;
+        Arc::clone(ours).dial(peer_addr, ours.link(peer_addr)).await;
+        peer_accepts.await.unwrap()
+    }
+
+    /// How the peer saw a connection end (within a functional deadline).
+    async fn closed_with(c: &quinn::Connection) -> Option<u64> {
+        match tokio::time::timeout(Duration::from_secs(5), c.closed()).await {
+            Ok(quinn::ConnectionError::ApplicationClosed(a)) => Some(a.error_code.into_inner()),
+            _ => None,
+        }
+    }
+
+    /// Fail closed: after the peer's connection is in use, our late dial is kept open for the peer's
+    /// streams; revoking the peer closes both (the late dial must not stay open for a revoked node).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn revoking_a_peer_closes_its_late_dialled_connection_too() {
+        let cred = credential("revoke-both");
+        let (ours, _in_ours) = pool(&cred);
+        let (peer, _in_peer) = pool(&cred);
+        let (accepted, peers_side) = peer_dials_us(&ours, &peer).await;
+        let dialled = we_dial_peer(&ours, &peer).await;
+        assert!(dialled.close_reason().is_none(), "the late dial stays open");
+        let our_dial = {
+            let l = ours.link(peer.endpoint.local_addr().unwrap());
+            let l = l.lock();
+            assert_eq!(l.conn.as_ref().map(|c| c.stable_id()), Some(accepted.stable_id()));
+            l.extra
+                .first()
+                .cloned()
+                .expect("the late dial is kept in the slot")
+        };
+        let id = peer_node_id(&accepted).expect("the peer's node id");
+        ours.revoked.write().unwrap().insert(id);
+        ours.close_revoked(id);
+        assert_eq!(closed_with(&peers_side).await, Some(4), "the peer's connection");
+        assert_eq!(closed_with(&dialled).await, Some(4), "our late dial");
+        assert!(accepted.close_reason().is_some());
+        assert!(our_dial.close_reason().is_some());
+        let l = ours.link(peer.endpoint.local_addr().unwrap());
+        let l = l.lock();
+        assert!(l.conn.is_none() && l.extra.is_empty());
+    }
+
+    /// A revocation that lands between the accept loop's handshake and the adoption is not missed:
+    /// `adopt` re-checks under the slot lock, closes the connection and stores nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn adopt_refuses_a_revoked_peer() {
+        let cred = credential("revoke-adopt");
+        let (ours, _in_ours) = pool(&cred);
+        let (peer, _in_peer) = pool(&cred);
+        let our_addr = ours.endpoint.local_addr().unwrap();
+        let accept = tokio::spawn({
+            let ours = Arc::clone(&ours);
+            async move {
+                ours.endpoint
+                    .accept()
+                    .await
+                    .unwrap()
+                    .accept()
+                    .unwrap()
+                    .await
+                    .unwrap()
+            }
+        });
+        let theirs = peer
+            .endpoint
+            .connect_with(peer.client.clone(), our_addr, CLUSTER_SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+        let accepted = accept.await.unwrap();
+        let id = peer_node_id(&accepted).expect("the peer's node id");
+        ours.revoked.write().unwrap().insert(id);
+        assert!(!ours.adopt(accepted.remote_address(), accepted.clone()));
+        assert_eq!(closed_with(&theirs).await, Some(4));
+        assert!(ours.link(accepted.remote_address()).lock().conn.is_none());
     }
 
     /// The gossip socket gets the larger receive buffer, as far as `net.core.rmem_max` allows (the kernel
