@@ -308,11 +308,20 @@ struct LinkState {
 }
 
 impl LinkState {
-    /// Keep `c`, a connection to the peer we do not send on, reachable (and prune closed ones).
+    /// Keep `c`, a connection to the peer we do not send on, reachable (and prune closed ones). At most
+    /// [`MAX_EXTRA`] are kept: an older one is closed as superseded. Every connection here is fully
+    /// established (a dial is never dropped mid-handshake, which made the peer answer with Retries), and
+    /// each gossip message is on its own uni stream: what the close cuts off is at most a message in
+    /// flight on a connection neither side prefers any more, and gossip tolerates that loss.
     fn shelve(&mut self, c: quinn::Connection) {
         self.extra.retain(|e| e.close_reason().is_none());
-        if self.extra.iter().all(|e| e.stable_id() != c.stable_id()) {
-            self.extra.push(c);
+        if self.extra.iter().any(|e| e.stable_id() == c.stable_id()) {
+            return;
+        }
+        self.extra.push(c);
+        while self.extra.len() > MAX_EXTRA {
+            let old = self.extra.remove(0);
+            old.close(5u32.into(), b"superseded");
         }
     }
 
@@ -338,6 +347,11 @@ impl Link {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+/// Open connections to one peer kept besides the one we send on: the late dial of a pair that dialled
+/// each other at once (each side may send on the connection the other opened). More only come from
+/// re-dials and restarts, which supersede them.
+const MAX_EXTRA: usize = 1;
 
 /// After a failed dial, how long messages to that peer are dropped (SWIM treats it as loss).
 const DIAL_BACKOFF: Duration = Duration::from_secs(1);
@@ -1169,6 +1183,49 @@ mod tests {
         let l = ours.link(peer.endpoint.local_addr().unwrap());
         let l = l.lock();
         assert!(l.conn.is_none() && l.extra.is_empty());
+    }
+
+    /// Repeated connections from a live peer (re-dials, restarts) do not pile up: the slot keeps the
+    /// newest plus one more open and closes older ones as superseded (code 5).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn repeated_adopts_keep_at_most_two_connections_per_peer() {
+        let cred = credential("superseded");
+        let (ours, _in_ours) = pool(&cred);
+        let (peer, _in_peer) = pool(&cred);
+        let mut conns = Vec::new();
+        for _ in 0..4 {
+            conns.push(peer_dials_us(&ours, &peer).await);
+        }
+        let open = conns.iter().filter(|(o, _)| o.close_reason().is_none()).count();
+        assert_eq!(open, 2, "open connections to the peer on our side");
+        for (_, theirs) in &conns[..2] {
+            assert_eq!(
+                closed_with(theirs).await,
+                Some(5),
+                "an older connection is closed as superseded"
+            );
+        }
+        for (o, theirs) in &conns[2..] {
+            assert!(o.close_reason().is_none() && theirs.close_reason().is_none());
+        }
+        let newest = conns[3].0.stable_id();
+        let l = ours.link(peer.endpoint.local_addr().unwrap());
+        assert_eq!(
+            l.lock().conn.as_ref().map(|c| c.stable_id()),
+            Some(newest),
+            "we send on the newest"
+        );
+        // A late dial of ours, too, only shadows: still two open.
+        let _dialled = we_dial_peer(&ours, &peer).await;
+        let l = l.lock();
+        let open = l
+            .extra
+            .iter()
+            .chain(&l.conn)
+            .filter(|c| c.close_reason().is_none())
+            .count();
+        assert_eq!(open, 2);
+        assert_eq!(l.conn.as_ref().map(|c| c.stable_id()), Some(newest));
     }
 
     /// A revocation that lands between the accept loop's handshake and the adoption is not missed:
