@@ -1031,7 +1031,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn waiting_senders_take_the_peers_connection_and_a_late_dial_keeps_it() {
         let cred = credential("either");
-        let (ours, _in_ours) = pool(&cred);
+        let (ours, mut in_ours) = pool(&cred);
         let (peer, _in_peer) = pool(&cred);
         let our_addr = ours.endpoint.local_addr().unwrap();
         let peer_addr = peer.endpoint.local_addr().unwrap();
@@ -1088,12 +1088,22 @@ mod tests {
             }
         });
         Arc::clone(&ours).dial(peer_addr, ours.link(peer_addr)).await;
-        let _dialled = peer_accepts.await.unwrap();
+        let dialled = peer_accepts.await.unwrap();
         let q = ours.stats.snapshot();
         assert_eq!((q.dials, q.dial_failures), (1, 0), "{q:?}");
         let now = ours.connection(peer_addr).await.expect("a connection");
         assert_eq!(now.stable_id(), accepted.stable_id());
         assert!(!ours.link(peer_addr).lock().dialling);
+        // The late dial is kept open and read: a message the peer sends on it reaches our node.
+        let mut s = dialled.open_uni().await.expect("a stream on the late dial");
+        s.write_all(b"on the late dial").await.unwrap();
+        s.finish().unwrap();
+        let (from, bytes) = tokio::time::timeout(Duration::from_secs(5), in_ours.recv())
+            .await
+            .expect("the message on the late-dialled connection was not received")
+            .expect("inbound open");
+        assert_eq!((from, bytes.as_slice()), (peer_addr, &b"on the late dial"[..]));
+        assert!(dialled.close_reason().is_none());
     }
 
     /// `peer` dials `ours`; `ours` accepts and adopts the connection as the accept loop does. Returns
