@@ -832,20 +832,45 @@ pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
 /// other at once (Initials padded to 1200 bytes, certificate flights) and the daemon's two runtime threads
 /// share the CPU with that TLS work: with the kernel's default (`net.core.rmem_default`, 208 KiB, about 90
 /// such datagrams) the socket overflowed on a fifth of the hosts of a 32-node test cluster, and every lost
-/// handshake packet costs QUIC a retransmission timeout. The kernel caps this at `net.core.rmem_max` (and
-/// doubles it for its bookkeeping); memory is only used while datagrams wait.
+/// handshake packet costs QUIC a retransmission timeout. The plain SO_RCVBUF is silently capped at
+/// `net.core.rmem_max` (208 KiB on a stock kernel), so the daemon uses SO_RCVBUFFORCE (CAP_NET_ADMIN, which
+/// it keeps); the kernel doubles the size for its bookkeeping. Memory is only used while datagrams wait.
 pub(crate) const GOSSIP_RCVBUF: usize = 4 << 20;
 
-/// The gossip endpoint's UDP socket, bound to `addr` with a [`GOSSIP_RCVBUF`] receive buffer (best
-/// effort: a smaller cap from `net.core.rmem_max` is not an error).
+/// The gossip endpoint's UDP socket, bound to `addr` with a [`GOSSIP_RCVBUF`] receive buffer: forced past
+/// `net.core.rmem_max` with CAP_NET_ADMIN, else the plain option (which the kernel caps). A smaller buffer
+/// is not an error, but it is read back and logged once as a warning.
 pub(crate) fn bind_gossip_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if let Err(e) = s.set_recv_buffer_size(GOSSIP_RCVBUF) {
-        tracing::debug!(error = %e, "cannot enlarge the gossip socket's receive buffer");
+    let granted = force_recv_buffer(&s, GOSSIP_RCVBUF);
+    if granted < GOSSIP_RCVBUF {
+        tracing::warn!(
+            granted,
+            wanted = GOSSIP_RCVBUF,
+            "gossip socket receive buffer is smaller than wanted (no CAP_NET_ADMIN, so capped by \
+             net.core.rmem_max): handshakes may be dropped while a large cluster forms; raise \
+             net.core.rmem_max or keep CAP_NET_ADMIN"
+        );
     }
     s.bind(&addr.into())?;
     Ok(s.into())
+}
+
+/// Ask for a `size`-byte receive buffer on `s` (SO_RCVBUFFORCE, falling back to SO_RCVBUF without
+/// CAP_NET_ADMIN, as the data plane's sockets do); returns the size the kernel granted.
+fn force_recv_buffer(s: &socket2::Socket, size: usize) -> usize {
+    use std::os::fd::AsRawFd;
+    let want = size.min(i32::MAX as usize / 2) as libc::c_int;
+    let forced =
+        dataplane::io::udp::setsockopt_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, want);
+    if forced.is_err() {
+        if let Err(e) = s.set_recv_buffer_size(want as usize) {
+            tracing::debug!(error = %e, "cannot enlarge the gossip socket's receive buffer");
+        }
+    }
+    // The kernel reports double the size it granted.
+    s.recv_buffer_size().map(|b| b / 2).unwrap_or(0)
 }
 
 /// Persist the active members' addresses when the set changes (off the pump thread: it fsyncs).
@@ -1273,8 +1298,9 @@ mod tests {
         assert!(ours.link(accepted.remote_address()).lock().conn.is_none());
     }
 
-    /// The gossip socket gets the larger receive buffer, as far as `net.core.rmem_max` allows (the kernel
-    /// reports double the granted size), on IPv4 and IPv6.
+    /// The gossip socket gets the larger receive buffer, on IPv4 and IPv6 (the kernel reports double the
+    /// granted size): the full size as root (SO_RCVBUFFORCE ignores `net.core.rmem_max`), else as far as
+    /// `net.core.rmem_max` allows.
     #[test]
     fn gossip_socket_has_a_large_receive_buffer() {
         let cap: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
@@ -1287,13 +1313,34 @@ mod tests {
             .trim()
             .parse()
             .expect("rmem_default is a number");
-        let want = GOSSIP_RCVBUF.min(cap);
+        // Effective uid: the second field of `Uid:` in /proc/self/status (tests run as root).
+        let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+        let root = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            .expect("Uid: line")
+            == "0";
+        let want = if root {
+            GOSSIP_RCVBUF
+        } else {
+            GOSSIP_RCVBUF.min(cap)
+        };
         for addr in ["127.0.0.1:0", "[::1]:0"] {
             let s = bind_gossip_socket(addr.parse().unwrap()).expect("bind");
             let got = socket2::SockRef::from(&s).recv_buffer_size().expect("SO_RCVBUF");
             assert!(got >= 2 * want, "{addr}: {got} bytes, want 2 x {want}");
             assert!(got >= 2 * default.min(cap), "{addr}: smaller than the default");
             assert_ne!(s.local_addr().unwrap().port(), 0, "{addr}: bound");
+        }
+        // As root the size is not capped by `net.core.rmem_max` (whatever this machine's is).
+        if root {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+            assert_eq!(
+                force_recv_buffer(&s, 2 * cap),
+                2 * cap,
+                "beyond net.core.rmem_max = {cap}"
+            );
         }
     }
 }
