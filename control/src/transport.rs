@@ -257,7 +257,7 @@ async fn handle_incoming(incoming: quinn::Incoming, permit: SourcePermit, ctx: A
     }
 }
 
-/// One QUIC connection per peer, whoever opened it. A newly accepted authenticated connection from a
+/// One QUIC connection per peer to send on, whoever opened it. A newly accepted authenticated connection from a
 /// peer replaces the cached one: after the peer restarts, our old connection to its previous process
 /// is dead (the new process cannot even reset it), and without this our acks would vanish until the
 /// idle timeout and the restarted peer would suspect us. While our own dial to a peer is under way, a
@@ -265,7 +265,8 @@ async fn handle_incoming(incoming: quinn::Incoming, permit: SourcePermit, ctx: A
 /// the same moment while a cluster forms, and a member's answers (its table, its Hello) must not wait
 /// for its own handshake when the peer's is done. The dial still finishes in the background (dropping it
 /// mid-handshake makes the peer answer its remaining packets with Retries) and stays open for the
-/// peer's streams.
+/// peer's streams, kept in the peer's slot ([`LinkState::extra`], at most [`MAX_EXTRA`]) so that a
+/// revocation closes it too.
 struct Pool {
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
