@@ -234,11 +234,11 @@ async fn handle_incoming(incoming: quinn::Incoming, permit: SourcePermit, ctx: A
                 conn.close(1u32.into(), b"client certificate required");
                 return;
             }
-            if ctx.pool.is_revoked(&conn) {
-                conn.close(4u32.into(), b"revoked");
+            // `adopt` checks the revocation list under the peer's slot lock (and closes the connection
+            // if the peer is revoked), so a revocation arriving after the handshake is never missed.
+            if !ctx.pool.adopt(conn.remote_address(), conn.clone()) {
                 return;
             }
-            ctx.pool.adopt(conn.remote_address(), conn.clone());
             read_streams(conn, ctx.pool.inbound.clone()).await;
         }
         // Unauthenticated join: the source's slot stays taken until the join is answered or times out.
@@ -257,7 +257,7 @@ async fn handle_incoming(incoming: quinn::Incoming, permit: SourcePermit, ctx: A
     }
 }
 
-/// One QUIC connection per peer, whoever opened it. A newly accepted authenticated connection from a
+/// One QUIC connection per peer to send on, whoever opened it. A newly accepted authenticated connection from a
 /// peer replaces the cached one: after the peer restarts, our old connection to its previous process
 /// is dead (the new process cannot even reset it), and without this our acks would vanish until the
 /// idle timeout and the restarted peer would suspect us. While our own dial to a peer is under way, a
@@ -265,7 +265,8 @@ async fn handle_incoming(incoming: quinn::Incoming, permit: SourcePermit, ctx: A
 /// the same moment while a cluster forms, and a member's answers (its table, its Hello) must not wait
 /// for its own handshake when the peer's is done. The dial still finishes in the background (dropping it
 /// mid-handshake makes the peer answer its remaining packets with Retries) and stays open for the
-/// peer's streams.
+/// peer's streams, kept in the peer's slot ([`LinkState::extra`], at most [`MAX_EXTRA`]) so that a
+/// revocation closes it too.
 struct Pool {
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
@@ -296,11 +297,50 @@ struct Link {
 
 #[derive(Default)]
 struct LinkState {
+    /// The connection our messages to the peer go on.
     conn: Option<quinn::Connection>,
+    /// The peer's other open gossip connections (the late dial of a pair that dialled each other at once):
+    /// not sent on, but the peer may send on them, so they stay reachable here for [`Pool::close_revoked`].
+    extra: Vec<quinn::Connection>,
     /// After a failed dial, drop messages to this peer until then instead of redialling per message.
     backoff_until: Option<Instant>,
     /// One dial at a time; concurrent sends wait for it (or for the peer's own connection).
     dialling: bool,
+}
+
+impl LinkState {
+    /// Keep `c`, a connection to the peer we do not send on, reachable (and prune closed ones). At most
+    /// [`MAX_EXTRA`] are kept: an older one is closed as superseded. Every connection here is fully
+    /// established (a dial is never dropped mid-handshake, which made the peer answer with Retries), and
+    /// each gossip message is on its own uni stream: what the close cuts off is at most a message in
+    /// flight on a connection neither side prefers any more, and gossip tolerates that loss.
+    fn shelve(&mut self, c: quinn::Connection) {
+        self.extra.retain(|e| e.close_reason().is_none());
+        if self.extra.iter().any(|e| e.stable_id() == c.stable_id()) {
+            return;
+        }
+        self.extra.push(c);
+        while self.extra.len() > MAX_EXTRA {
+            let old = self.extra.remove(0);
+            old.close(5u32.into(), b"superseded");
+        }
+    }
+
+    /// Close every connection of this slot whose peer certificate names `node`.
+    fn close_node(&mut self, node: NodeId) {
+        let theirs = |c: &quinn::Connection| peer_node_id(c) == Some(node);
+        if self.conn.as_ref().is_some_and(theirs) {
+            if let Some(c) = self.conn.take() {
+                c.close(4u32.into(), b"revoked");
+            }
+        }
+        self.extra.retain(|c| {
+            if theirs(c) {
+                c.close(4u32.into(), b"revoked");
+            }
+            !theirs(c) && c.close_reason().is_none()
+        });
+    }
 }
 
 impl Link {
@@ -308,6 +348,11 @@ impl Link {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+/// Open connections to one peer kept besides the one we send on: the late dial of a pair that dialled
+/// each other at once (each side may send on the connection the other opened). More only come from
+/// re-dials and restarts, which supersede them.
+const MAX_EXTRA: usize = 1;
 
 /// After a failed dial, how long messages to that peer are dropped (SWIM treats it as loss).
 const DIAL_BACKOFF: Duration = Duration::from_secs(1);
@@ -351,14 +396,10 @@ impl Pool {
             let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
             peers.values().cloned().collect()
         };
+        // The node is in `revoked` before any slot is locked here, so `adopt` and `dial`, which check
+        // it under the slot lock before storing a connection, either see it or store before we look.
         for link in links {
-            let mut l = link.lock();
-            if let Some(c) = &l.conn {
-                if peer_node_id(c) == Some(node) {
-                    c.close(4u32.into(), b"revoked");
-                    l.conn = None;
-                }
-            }
+            link.lock().close_node(node);
         }
     }
 
@@ -368,14 +409,24 @@ impl Pool {
     }
 
     /// Adopt an accepted connection from `from` for our own sends too (also those waiting for a dial).
-    fn adopt(&self, from: SocketAddr, conn: quinn::Connection) {
+    /// A revoked peer's connection is closed instead (`false`: do not read it).
+    fn adopt(&self, from: SocketAddr, conn: quinn::Connection) -> bool {
         let link = self.link(from);
         {
             let mut l = link.lock();
-            l.conn = Some(conn);
+            if self.is_revoked(&conn) {
+                conn.close(4u32.into(), b"revoked");
+                return false;
+            }
+            if let Some(old) = l.conn.replace(conn) {
+                if old.close_reason().is_none() {
+                    l.shelve(old);
+                }
+            }
             l.backoff_until = None;
         }
         link.changed.notify_waiters();
+        true
     }
 
     /// An open connection to `to`: the cached one, else whichever comes first of our dial and the
@@ -424,16 +475,27 @@ impl Pool {
             let mut l = link.lock();
             l.dialling = false;
             match dialled {
+                // Checked under the slot lock: see `close_revoked`.
                 Some(conn) if self.is_revoked(&conn) => {
                     conn.close(4u32.into(), b"revoked");
-                    l.conn = None;
-                    l.backoff_until = Some(Instant::now() + DIAL_BACKOFF);
+                    // Only what is itself revoked or closed goes; another usable connection stays.
+                    if l.conn.as_ref().is_some_and(|c| self.is_revoked(c)) {
+                        if let Some(c) = l.conn.take() {
+                            c.close(4u32.into(), b"revoked");
+                        }
+                    }
+                    if usable(&l.conn).is_none() {
+                        l.conn = None;
+                        l.backoff_until = Some(Instant::now() + DIAL_BACKOFF);
+                    }
                 }
                 Some(conn) => {
                     // The peer may also open streams on the connection we initiated.
                     tokio::spawn(read_streams(conn.clone(), self.inbound.clone()));
                     if usable(&l.conn).is_none() {
                         l.conn = Some(conn);
+                    } else {
+                        l.shelve(conn);
                     }
                     l.backoff_until = None;
                 }
@@ -771,20 +833,45 @@ pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
 /// other at once (Initials padded to 1200 bytes, certificate flights) and the daemon's two runtime threads
 /// share the CPU with that TLS work: with the kernel's default (`net.core.rmem_default`, 208 KiB, about 90
 /// such datagrams) the socket overflowed on a fifth of the hosts of a 32-node test cluster, and every lost
-/// handshake packet costs QUIC a retransmission timeout. The kernel caps this at `net.core.rmem_max` (and
-/// doubles it for its bookkeeping); memory is only used while datagrams wait.
+/// handshake packet costs QUIC a retransmission timeout. The plain SO_RCVBUF is silently capped at
+/// `net.core.rmem_max` (208 KiB on a stock kernel), so the daemon uses SO_RCVBUFFORCE (CAP_NET_ADMIN, which
+/// it keeps); the kernel doubles the size for its bookkeeping. Memory is only used while datagrams wait.
 pub(crate) const GOSSIP_RCVBUF: usize = 4 << 20;
 
-/// The gossip endpoint's UDP socket, bound to `addr` with a [`GOSSIP_RCVBUF`] receive buffer (best
-/// effort: a smaller cap from `net.core.rmem_max` is not an error).
+/// The gossip endpoint's UDP socket, bound to `addr` with a [`GOSSIP_RCVBUF`] receive buffer: forced past
+/// `net.core.rmem_max` with CAP_NET_ADMIN, else the plain option (which the kernel caps). A smaller buffer
+/// is not an error, but it is read back and logged once as a warning.
 pub(crate) fn bind_gossip_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if let Err(e) = s.set_recv_buffer_size(GOSSIP_RCVBUF) {
-        tracing::debug!(error = %e, "cannot enlarge the gossip socket's receive buffer");
+    let granted = force_recv_buffer(&s, GOSSIP_RCVBUF);
+    if granted < GOSSIP_RCVBUF {
+        tracing::warn!(
+            granted,
+            wanted = GOSSIP_RCVBUF,
+            "gossip socket receive buffer is smaller than wanted (no CAP_NET_ADMIN, so capped by \
+             net.core.rmem_max): handshakes may be dropped while a large cluster forms; raise \
+             net.core.rmem_max or keep CAP_NET_ADMIN"
+        );
     }
     s.bind(&addr.into())?;
     Ok(s.into())
+}
+
+/// Ask for a `size`-byte receive buffer on `s` (SO_RCVBUFFORCE, falling back to SO_RCVBUF without
+/// CAP_NET_ADMIN, as the data plane's sockets do); returns the size the kernel granted.
+fn force_recv_buffer(s: &socket2::Socket, size: usize) -> usize {
+    use std::os::fd::AsRawFd;
+    let want = size.min(i32::MAX as usize / 2) as libc::c_int;
+    let forced =
+        dataplane::io::udp::setsockopt_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, want);
+    if forced.is_err() {
+        if let Err(e) = s.set_recv_buffer_size(want as usize) {
+            tracing::debug!(error = %e, "cannot enlarge the gossip socket's receive buffer");
+        }
+    }
+    // The kernel reports double the size it granted.
+    s.recv_buffer_size().map(|b| b / 2).unwrap_or(0)
 }
 
 /// Persist the active members' addresses when the set changes (off the pump thread: it fsyncs).
@@ -970,7 +1057,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn waiting_senders_take_the_peers_connection_and_a_late_dial_keeps_it() {
         let cred = credential("either");
-        let (ours, _in_ours) = pool(&cred);
+        let (ours, mut in_ours) = pool(&cred);
         let (peer, _in_peer) = pool(&cred);
         let our_addr = ours.endpoint.local_addr().unwrap();
         let peer_addr = peer.endpoint.local_addr().unwrap();
@@ -1004,7 +1091,7 @@ mod tests {
             .unwrap();
         let accepted = accept.await.unwrap();
         assert_eq!(accepted.remote_address(), peer_addr);
-        ours.adopt(peer_addr, accepted.clone());
+        assert!(ours.adopt(peer_addr, accepted.clone()));
         let got = tokio::time::timeout(Duration::from_secs(5), waiting)
             .await
             .expect("the waiting sender was not woken by the adopted connection")
@@ -1027,16 +1114,194 @@ mod tests {
             }
         });
         Arc::clone(&ours).dial(peer_addr, ours.link(peer_addr)).await;
-        let _dialled = peer_accepts.await.unwrap();
+        let dialled = peer_accepts.await.unwrap();
         let q = ours.stats.snapshot();
         assert_eq!((q.dials, q.dial_failures), (1, 0), "{q:?}");
         let now = ours.connection(peer_addr).await.expect("a connection");
         assert_eq!(now.stable_id(), accepted.stable_id());
         assert!(!ours.link(peer_addr).lock().dialling);
+        // The late dial is kept open and read: a message the peer sends on it reaches our node.
+        let mut s = dialled.open_uni().await.expect("a stream on the late dial");
+        s.write_all(b"on the late dial").await.unwrap();
+        s.finish().unwrap();
+        let (from, bytes) = tokio::time::timeout(Duration::from_secs(5), in_ours.recv())
+            .await
+            .expect("the message on the late-dialled connection was not received")
+            .expect("inbound open");
+        assert_eq!((from, bytes.as_slice()), (peer_addr, &b"on the late dial"[..]));
+        assert!(dialled.close_reason().is_none());
     }
 
-    /// The gossip socket gets the larger receive buffer, as far as `net.core.rmem_max` allows (the kernel
-    /// reports double the granted size), on IPv4 and IPv6.
+    /// `peer` dials `ours`; `ours` accepts and adopts the connection as the accept loop does. Returns
+    /// (our end, the peer's end).
+    async fn peer_dials_us(ours: &Arc<Pool>, peer: &Arc<Pool>) -> (quinn::Connection, quinn::Connection) {
+        let our_addr = ours.endpoint.local_addr().unwrap();
+        let accept = tokio::spawn({
+            let ours = Arc::clone(ours);
+            async move {
+                let c = ours
+                    .endpoint
+                    .accept()
+                    .await
+                    .unwrap()
+                    .accept()
+                    .unwrap()
+                    .await
+                    .unwrap();
+                assert!(ours.adopt(c.remote_address(), c.clone()), "adopted");
+                c
+            }
+        });
+        let theirs = peer
+            .endpoint
+            .connect_with(peer.client.clone(), our_addr, CLUSTER_SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+        (accept.await.unwrap(), theirs)
+    }
+
+    /// `ours` dials `peer` through the pool (as a sender would); returns the peer's end.
+    async fn we_dial_peer(ours: &Arc<Pool>, peer: &Arc<Pool>) -> quinn::Connection {
+        let peer_addr = peer.endpoint.local_addr().unwrap();
+        let peer_accepts = tokio::spawn({
+            let peer = Arc::clone(peer);
+            async move {
+                peer.endpoint
+                    .accept()
+                    .await
+                    .unwrap()
+                    .accept()
+                    .unwrap()
+                    .await
+                    .unwrap()
+            }
+        });
+        ours.link(peer_addr).lock().dialling = true;
+        Arc::clone(ours).dial(peer_addr, ours.link(peer_addr)).await;
+        peer_accepts.await.unwrap()
+    }
+
+    /// How the peer saw a connection end (within a functional deadline).
+    async fn closed_with(c: &quinn::Connection) -> Option<u64> {
+        match tokio::time::timeout(Duration::from_secs(5), c.closed()).await {
+            Ok(quinn::ConnectionError::ApplicationClosed(a)) => Some(a.error_code.into_inner()),
+            _ => None,
+        }
+    }
+
+    /// Fail closed: after the peer's connection is in use, our late dial is kept open for the peer's
+    /// streams; revoking the peer closes both (the late dial must not stay open for a revoked node).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn revoking_a_peer_closes_its_late_dialled_connection_too() {
+        let cred = credential("revoke-both");
+        let (ours, _in_ours) = pool(&cred);
+        let (peer, _in_peer) = pool(&cred);
+        let (accepted, peers_side) = peer_dials_us(&ours, &peer).await;
+        let dialled = we_dial_peer(&ours, &peer).await;
+        assert!(dialled.close_reason().is_none(), "the late dial stays open");
+        let our_dial = {
+            let l = ours.link(peer.endpoint.local_addr().unwrap());
+            let l = l.lock();
+            assert_eq!(l.conn.as_ref().map(|c| c.stable_id()), Some(accepted.stable_id()));
+            l.extra
+                .first()
+                .cloned()
+                .expect("the late dial is kept in the slot")
+        };
+        let id = peer_node_id(&accepted).expect("the peer's node id");
+        ours.revoked.write().unwrap().insert(id);
+        ours.close_revoked(id);
+        assert_eq!(closed_with(&peers_side).await, Some(4), "the peer's connection");
+        assert_eq!(closed_with(&dialled).await, Some(4), "our late dial");
+        assert!(accepted.close_reason().is_some());
+        assert!(our_dial.close_reason().is_some());
+        let l = ours.link(peer.endpoint.local_addr().unwrap());
+        let l = l.lock();
+        assert!(l.conn.is_none() && l.extra.is_empty());
+    }
+
+    /// Repeated connections from a live peer (re-dials, restarts) do not pile up: the slot keeps the
+    /// newest plus one more open and closes older ones as superseded (code 5).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn repeated_adopts_keep_at_most_two_connections_per_peer() {
+        let cred = credential("superseded");
+        let (ours, _in_ours) = pool(&cred);
+        let (peer, _in_peer) = pool(&cred);
+        let mut conns = Vec::new();
+        for _ in 0..4 {
+            conns.push(peer_dials_us(&ours, &peer).await);
+        }
+        let open = conns.iter().filter(|(o, _)| o.close_reason().is_none()).count();
+        assert_eq!(open, 2, "open connections to the peer on our side");
+        for (_, theirs) in &conns[..2] {
+            assert_eq!(
+                closed_with(theirs).await,
+                Some(5),
+                "an older connection is closed as superseded"
+            );
+        }
+        for (o, theirs) in &conns[2..] {
+            assert!(o.close_reason().is_none() && theirs.close_reason().is_none());
+        }
+        let newest = conns[3].0.stable_id();
+        let l = ours.link(peer.endpoint.local_addr().unwrap());
+        assert_eq!(
+            l.lock().conn.as_ref().map(|c| c.stable_id()),
+            Some(newest),
+            "we send on the newest"
+        );
+        // A late dial of ours, too, only shadows: still two open.
+        let _dialled = we_dial_peer(&ours, &peer).await;
+        let l = l.lock();
+        let open = l
+            .extra
+            .iter()
+            .chain(&l.conn)
+            .filter(|c| c.close_reason().is_none())
+            .count();
+        assert_eq!(open, 2);
+        assert_eq!(l.conn.as_ref().map(|c| c.stable_id()), Some(newest));
+    }
+
+    /// A revocation that lands between the accept loop's handshake and the adoption is not missed:
+    /// `adopt` re-checks under the slot lock, closes the connection and stores nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn adopt_refuses_a_revoked_peer() {
+        let cred = credential("revoke-adopt");
+        let (ours, _in_ours) = pool(&cred);
+        let (peer, _in_peer) = pool(&cred);
+        let our_addr = ours.endpoint.local_addr().unwrap();
+        let accept = tokio::spawn({
+            let ours = Arc::clone(&ours);
+            async move {
+                ours.endpoint
+                    .accept()
+                    .await
+                    .unwrap()
+                    .accept()
+                    .unwrap()
+                    .await
+                    .unwrap()
+            }
+        });
+        let theirs = peer
+            .endpoint
+            .connect_with(peer.client.clone(), our_addr, CLUSTER_SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+        let accepted = accept.await.unwrap();
+        let id = peer_node_id(&accepted).expect("the peer's node id");
+        ours.revoked.write().unwrap().insert(id);
+        assert!(!ours.adopt(accepted.remote_address(), accepted.clone()));
+        assert_eq!(closed_with(&theirs).await, Some(4));
+        assert!(ours.link(accepted.remote_address()).lock().conn.is_none());
+    }
+
+    /// The gossip socket gets the larger receive buffer, on IPv4 and IPv6 (the kernel reports double the
+    /// granted size): the full size as root (SO_RCVBUFFORCE ignores `net.core.rmem_max`), else as far as
+    /// `net.core.rmem_max` allows.
     #[test]
     fn gossip_socket_has_a_large_receive_buffer() {
         let cap: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
@@ -1049,13 +1314,34 @@ mod tests {
             .trim()
             .parse()
             .expect("rmem_default is a number");
-        let want = GOSSIP_RCVBUF.min(cap);
+        // Effective uid: the second field of `Uid:` in /proc/self/status (tests run as root).
+        let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+        let root = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            .expect("Uid: line")
+            == "0";
+        let want = if root {
+            GOSSIP_RCVBUF
+        } else {
+            GOSSIP_RCVBUF.min(cap)
+        };
         for addr in ["127.0.0.1:0", "[::1]:0"] {
             let s = bind_gossip_socket(addr.parse().unwrap()).expect("bind");
             let got = socket2::SockRef::from(&s).recv_buffer_size().expect("SO_RCVBUF");
             assert!(got >= 2 * want, "{addr}: {got} bytes, want 2 x {want}");
             assert!(got >= 2 * default.min(cap), "{addr}: smaller than the default");
             assert_ne!(s.local_addr().unwrap().port(), 0, "{addr}: bound");
+        }
+        // As root the size is not capped by `net.core.rmem_max` (whatever this machine's is).
+        if root {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+            assert_eq!(
+                force_recv_buffer(&s, 2 * cap),
+                2 * cap,
+                "beyond net.core.rmem_max = {cap}"
+            );
         }
     }
 }

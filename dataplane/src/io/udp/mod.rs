@@ -22,6 +22,7 @@ pub use batch::{RecvBatch, RecvMeta, SendBatch, SendReport, MAX_PIECES_PER_MSG};
 pub use group::bind_group;
 pub use senders::SenderSet;
 pub use socket::{route_source, UdpError, UdpOptions, UdpSocket, GSO_MAX_SEGMENTS};
+pub use sys::setsockopt_int;
 
 #[cfg(test)]
 mod tests;
