@@ -1,0 +1,288 @@
+//! The per-peer gossip connection cache: one connection to send on per peer, dialled on demand.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::CertificateDer;
+use tokio::sync::mpsc;
+
+use super::accept::read_streams;
+use super::{Inbound, CONNECT_TIMEOUT};
+use crate::auth::{self, CLUSTER_SERVER_NAME};
+use crate::exposure::QuicStats;
+use crate::membership::NodeId;
+
+/// One QUIC connection per peer to send on, whoever opened it. A newly accepted authenticated connection from a
+/// peer replaces the cached one: after the peer restarts, our old connection to its previous process
+/// is dead (the new process cannot even reset it), and without this our acks would vanish until the
+/// idle timeout and the restarted peer would suspect us. While our own dial to a peer is under way, a
+/// connection the peer opened to us is used at once: both members of a pair often dial each other at
+/// the same moment while a cluster forms, and a member's answers (its table, its Hello) must not wait
+/// for its own handshake when the peer's is done. The dial still finishes in the background (dropping it
+/// mid-handshake makes the peer answer its remaining packets with Retries) and stays open for the
+/// peer's streams, kept in the peer's slot ([`LinkState::extra`], at most [`MAX_EXTRA`]) so that a
+/// revocation closes it too.
+pub(super) struct Pool {
+    pub(super) endpoint: quinn::Endpoint,
+    pub(super) client: quinn::ClientConfig,
+    pub(super) peers: Mutex<HashMap<SocketAddr, Arc<Link>>>,
+    pub(super) inbound: mpsc::Sender<Inbound>,
+    /// Node ids of the revocation list (checked against the peer certificate of every connection).
+    pub(super) revoked: RwLock<HashSet<NodeId>>,
+    /// Dial counters (`quic.dials` …).
+    pub(super) stats: Arc<QuicStats>,
+}
+
+/// The node id in the (CA-verified) certificate the peer presented.
+pub(super) fn peer_node_id(conn: &quinn::Connection) -> Option<NodeId> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
+    auth::node_id_from_cert(certs.first()?)
+}
+
+/// Our connection to one peer and the senders waiting for one.
+#[derive(Default)]
+pub(super) struct Link {
+    state: Mutex<LinkState>,
+    /// Woken when a dial ends or a connection from the peer is adopted.
+    changed: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+pub(super) struct LinkState {
+    /// The connection our messages to the peer go on.
+    pub(super) conn: Option<quinn::Connection>,
+    /// The peer's other open gossip connections (the late dial of a pair that dialled each other at once):
+    /// not sent on, but the peer may send on them, so they stay reachable here for [`Pool::close_revoked`].
+    pub(super) extra: Vec<quinn::Connection>,
+    /// After a failed dial, drop messages to this peer until then instead of redialling per message.
+    backoff_until: Option<Instant>,
+    /// One dial at a time; concurrent sends wait for it (or for the peer's own connection).
+    pub(super) dialling: bool,
+}
+
+impl LinkState {
+    /// Keep `c`, a connection to the peer we do not send on, reachable (and prune closed ones). At most
+    /// [`MAX_EXTRA`] are kept: an older one is closed as superseded. Every connection here is fully
+    /// established (a dial is never dropped mid-handshake, which made the peer answer with Retries), and
+    /// each gossip message is on its own uni stream: what the close cuts off is at most a message in
+    /// flight on a connection neither side prefers any more, and gossip tolerates that loss.
+    fn shelve(&mut self, c: quinn::Connection) {
+        self.extra.retain(|e| e.close_reason().is_none());
+        if self.extra.iter().any(|e| e.stable_id() == c.stable_id()) {
+            return;
+        }
+        self.extra.push(c);
+        while self.extra.len() > MAX_EXTRA {
+            let old = self.extra.remove(0);
+            old.close(5u32.into(), b"superseded");
+        }
+    }
+
+    /// Close every connection of this slot whose peer certificate names `node`.
+    fn close_node(&mut self, node: NodeId) {
+        let theirs = |c: &quinn::Connection| peer_node_id(c) == Some(node);
+        if self.conn.as_ref().is_some_and(theirs) {
+            if let Some(c) = self.conn.take() {
+                c.close(4u32.into(), b"revoked");
+            }
+        }
+        self.extra.retain(|c| {
+            if theirs(c) {
+                c.close(4u32.into(), b"revoked");
+            }
+            !theirs(c) && c.close_reason().is_none()
+        });
+    }
+}
+
+impl Link {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, LinkState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Open connections to one peer kept besides the one we send on: the late dial of a pair that dialled
+/// each other at once (each side may send on the connection the other opened). More only come from
+/// re-dials and restarts, which supersede them.
+const MAX_EXTRA: usize = 1;
+
+/// After a failed dial, how long messages to that peer are dropped (SWIM treats it as loss).
+const DIAL_BACKOFF: Duration = Duration::from_secs(1);
+
+fn usable(conn: &Option<quinn::Connection>) -> Option<&quinn::Connection> {
+    conn.as_ref().filter(|c| c.close_reason().is_none())
+}
+
+impl Pool {
+    /// Round-trip estimates of the open connections (a sample for a histogram).
+    pub(super) fn rtts(&self) -> Vec<Duration> {
+        let links: Vec<_> = {
+            let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            peers.values().cloned().collect()
+        };
+        links
+            .iter()
+            .filter_map(|l| usable(&l.lock().conn).map(quinn::Connection::rtt))
+            .collect()
+    }
+
+    /// Does the peer's certificate name a revoked node (or no node at all)?
+    pub(super) fn is_revoked(&self, conn: &quinn::Connection) -> bool {
+        match peer_node_id(conn) {
+            Some(id) => self
+                .revoked
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&id),
+            None => true,
+        }
+    }
+
+    /// Enforce a new revocation: close every connection to that node.
+    pub(super) fn close_revoked(&self, node: NodeId) {
+        self.revoked
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node);
+        let links: Vec<_> = {
+            let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            peers.values().cloned().collect()
+        };
+        // The node is in `revoked` before any slot is locked here, so `adopt` and `dial`, which check
+        // it under the slot lock before storing a connection, either see it or store before we look.
+        for link in links {
+            link.lock().close_node(node);
+        }
+    }
+
+    pub(super) fn link(&self, to: SocketAddr) -> Arc<Link> {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(peers.entry(to).or_default())
+    }
+
+    /// Adopt an accepted connection from `from` for our own sends too (also those waiting for a dial).
+    /// A revoked peer's connection is closed instead (`false`: do not read it).
+    pub(super) fn adopt(&self, from: SocketAddr, conn: quinn::Connection) -> bool {
+        let link = self.link(from);
+        {
+            let mut l = link.lock();
+            if self.is_revoked(&conn) {
+                conn.close(4u32.into(), b"revoked");
+                return false;
+            }
+            if let Some(old) = l.conn.replace(conn) {
+                if old.close_reason().is_none() {
+                    l.shelve(old);
+                }
+            }
+            l.backoff_until = None;
+        }
+        link.changed.notify_waiters();
+        true
+    }
+
+    /// An open connection to `to`: the cached one, else whichever comes first of our dial and the
+    /// peer's own connection to us. `None` while the peer is in its dial back-off.
+    pub(super) async fn connection(self: &Arc<Self>, to: SocketAddr) -> Option<quinn::Connection> {
+        let link = self.link(to);
+        loop {
+            // Registered before the state is read, so a change in between still wakes us.
+            let changed = link.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut l = link.lock();
+                if let Some(c) = usable(&l.conn) {
+                    return Some(c.clone());
+                }
+                if l.backoff_until.is_some_and(|t| Instant::now() < t) {
+                    self.stats.count_backoff_drop();
+                    return None;
+                }
+                if !l.dialling {
+                    l.dialling = true;
+                    tokio::spawn(Arc::clone(self).dial(to, Arc::clone(&link)));
+                }
+            }
+            changed.await;
+        }
+    }
+
+    /// Dial `to` and record the outcome in its link. A connection the peer opened meanwhile stays the
+    /// one we send on; ours stays open for the peer's streams.
+    pub(super) async fn dial(self: Arc<Self>, to: SocketAddr, link: Arc<Link>) {
+        let started = Instant::now();
+        let dial = async {
+            let connecting = self
+                .endpoint
+                .connect_with(self.client.clone(), to, CLUSTER_SERVER_NAME)
+                .ok()?;
+            tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.ok()?.ok()
+        };
+        let dialled = dial.await;
+        // A revoked peer's connection is closed at once below: a failed dial, like one refused.
+        let ok = dialled.as_ref().filter(|c| !self.is_revoked(c));
+        self.stats.count_dial(ok, started.elapsed());
+        {
+            let mut l = link.lock();
+            l.dialling = false;
+            match dialled {
+                // Checked under the slot lock: see `close_revoked`.
+                Some(conn) if self.is_revoked(&conn) => {
+                    conn.close(4u32.into(), b"revoked");
+                    // Only what is itself revoked or closed goes; another usable connection stays.
+                    if l.conn.as_ref().is_some_and(|c| self.is_revoked(c)) {
+                        if let Some(c) = l.conn.take() {
+                            c.close(4u32.into(), b"revoked");
+                        }
+                    }
+                    if usable(&l.conn).is_none() {
+                        l.conn = None;
+                        l.backoff_until = Some(Instant::now() + DIAL_BACKOFF);
+                    }
+                }
+                Some(conn) => {
+                    // The peer may also open streams on the connection we initiated.
+                    tokio::spawn(read_streams(conn.clone(), self.inbound.clone()));
+                    if usable(&l.conn).is_none() {
+                        l.conn = Some(conn);
+                    } else {
+                        l.shelve(conn);
+                    }
+                    l.backoff_until = None;
+                }
+                // The peer's own connection, if one came meanwhile, still carries our messages.
+                None if usable(&l.conn).is_some() => {}
+                None => {
+                    l.conn = None;
+                    l.backoff_until = Some(Instant::now() + DIAL_BACKOFF);
+                }
+            }
+        }
+        link.changed.notify_waiters();
+    }
+
+    pub(super) fn send(self: &Arc<Self>, to: SocketAddr, bytes: Vec<u8>) {
+        let pool = Arc::clone(self);
+        tokio::spawn(async move {
+            let Some(conn) = pool.connection(to).await else {
+                return;
+            };
+            if let Ok(mut s) = conn.open_uni().await {
+                // Membership first: quinn sends higher-priority streams of a connection before
+                // others, so a probe or ack never waits behind a table piece (the node's gossip
+                // budget keeps the path itself from filling up with sync traffic).
+                if crate::messages::is_swim(&bytes) {
+                    let _ = s.set_priority(1);
+                }
+                let _ = s.write_all(&bytes).await;
+                let _ = s.finish();
+            }
+        });
+    }
+}
