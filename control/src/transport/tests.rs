@@ -34,6 +34,21 @@ fn pool(cred: &NodeCredential) -> (Arc<Pool>, mpsc::Receiver<Inbound>) {
     (pool, rx)
 }
 
+/// The next connection `p`'s endpoint accepts, handshake done (spawned, so the caller can dial meanwhile).
+fn accept_next(p: &Arc<Pool>) -> tokio::task::JoinHandle<quinn::Connection> {
+    let p = Arc::clone(p);
+    tokio::spawn(async move {
+        p.endpoint
+            .accept()
+            .await
+            .unwrap()
+            .accept()
+            .unwrap()
+            .await
+            .unwrap()
+    })
+}
+
 /// The peer dials us while our own dial to it is still under way: the senders waiting for our dial
 /// get the peer's connection at once, and our dial, finishing later, does not replace it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,19 +67,7 @@ async fn waiting_senders_take_the_peers_connection_and_a_late_dial_keeps_it() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!waiting.is_finished(), "a sender went ahead without a connection");
     // The peer's connection to us arrives and is adopted, as the accept loop does.
-    let accept = tokio::spawn({
-        let ours = Arc::clone(&ours);
-        async move {
-            ours.endpoint
-                .accept()
-                .await
-                .unwrap()
-                .accept()
-                .unwrap()
-                .await
-                .unwrap()
-        }
-    });
+    let accept = accept_next(&ours);
     let _peers_side = peer
         .endpoint
         .connect_with(peer.client.clone(), our_addr, CLUSTER_SERVER_NAME)
@@ -82,19 +85,7 @@ async fn waiting_senders_take_the_peers_connection_and_a_late_dial_keeps_it() {
     assert_eq!(got.stable_id(), accepted.stable_id());
 
     // Our own dial now completes: it is counted, kept open, and the adopted connection stays.
-    let peer_accepts = tokio::spawn({
-        let peer = Arc::clone(&peer);
-        async move {
-            peer.endpoint
-                .accept()
-                .await
-                .unwrap()
-                .accept()
-                .unwrap()
-                .await
-                .unwrap()
-        }
-    });
+    let peer_accepts = accept_next(&peer);
     Arc::clone(&ours).dial(peer_addr, ours.link(peer_addr)).await;
     let dialled = peer_accepts.await.unwrap();
     let q = ours.stats.snapshot();
@@ -118,47 +109,22 @@ async fn waiting_senders_take_the_peers_connection_and_a_late_dial_keeps_it() {
 /// (our end, the peer's end).
 async fn peer_dials_us(ours: &Arc<Pool>, peer: &Arc<Pool>) -> (quinn::Connection, quinn::Connection) {
     let our_addr = ours.endpoint.local_addr().unwrap();
-    let accept = tokio::spawn({
-        let ours = Arc::clone(ours);
-        async move {
-            let c = ours
-                .endpoint
-                .accept()
-                .await
-                .unwrap()
-                .accept()
-                .unwrap()
-                .await
-                .unwrap();
-            assert!(ours.adopt(c.remote_address(), c.clone()), "adopted");
-            c
-        }
-    });
+    let accept = accept_next(ours);
     let theirs = peer
         .endpoint
         .connect_with(peer.client.clone(), our_addr, CLUSTER_SERVER_NAME)
         .unwrap()
         .await
         .unwrap();
-    (accept.await.unwrap(), theirs)
+    let c = accept.await.unwrap();
+    assert!(ours.adopt(c.remote_address(), c.clone()), "adopted");
+    (c, theirs)
 }
 
 /// `ours` dials `peer` through the pool (as a sender would); returns the peer's end.
 async fn we_dial_peer(ours: &Arc<Pool>, peer: &Arc<Pool>) -> quinn::Connection {
     let peer_addr = peer.endpoint.local_addr().unwrap();
-    let peer_accepts = tokio::spawn({
-        let peer = Arc::clone(peer);
-        async move {
-            peer.endpoint
-                .accept()
-                .await
-                .unwrap()
-                .accept()
-                .unwrap()
-                .await
-                .unwrap()
-        }
-    });
+    let peer_accepts = accept_next(peer);
     ours.link(peer_addr).lock().dialling = true;
     Arc::clone(ours).dial(peer_addr, ours.link(peer_addr)).await;
     peer_accepts.await.unwrap()
@@ -254,19 +220,7 @@ async fn adopt_refuses_a_revoked_peer() {
     let (ours, _in_ours) = pool(&cred);
     let (peer, _in_peer) = pool(&cred);
     let our_addr = ours.endpoint.local_addr().unwrap();
-    let accept = tokio::spawn({
-        let ours = Arc::clone(&ours);
-        async move {
-            ours.endpoint
-                .accept()
-                .await
-                .unwrap()
-                .accept()
-                .unwrap()
-                .await
-                .unwrap()
-        }
-    });
+    let accept = accept_next(&ours);
     let theirs = peer
         .endpoint
         .connect_with(peer.client.clone(), our_addr, CLUSTER_SERVER_NAME)
