@@ -1,0 +1,268 @@
+//! SWIM membership of [`ControlNode`]: every foca call and what it noticed (new members, a renewed
+//! identity after a false death), aligning the FDB owners with the members, the piggybacked
+//! broadcasts foca hands over, and the member list.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use foca::{OwnedNotification, State};
+
+use super::{ControlNode, MemberInfo, MemberState, SwimCore};
+use crate::membership::{NodeId, NodeIdentity, Rt};
+use crate::messages::Broadcast;
+use crate::sync;
+use crate::{ControlError, Output};
+
+impl ControlNode {
+    /// Every member this node knows, itself included.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let mut v = vec![MemberInfo {
+            id: hex_id(self.identity.id),
+            addr: self.identity.addr,
+            vtep: self.identity.vtep,
+            state: if self.has_left {
+                MemberState::Left
+            } else {
+                MemberState::Alive
+            },
+            generation: self.identity.generation,
+            renewal: self.identity.renewal,
+        }];
+        for m in self.foca.iter_membership_state() {
+            let id = m.id();
+            if self.revocations.contains(id.id) || self.is_own_past_identity(id) {
+                continue;
+            }
+            let state = match m.state() {
+                State::Alive => MemberState::Alive,
+                State::Suspect => MemberState::Suspect,
+                State::Down
+                    if self
+                        .left
+                        .get(&id.addr)
+                        .is_some_and(|l| l.generation == id.generation) =>
+                {
+                    MemberState::Left
+                }
+                State::Down => MemberState::Dead,
+            };
+            v.push(MemberInfo {
+                id: hex_id(id.id),
+                addr: id.addr,
+                vtep: id.vtep,
+                state,
+                generation: id.generation,
+                renewal: id.renewal,
+            });
+        }
+        v
+    }
+
+    /// An earlier renewal or run of this node. foca files any identity at our address other than our own
+    /// as down (after a rejoin the cluster is still spreading the death that caused it) and keeps it for
+    /// `remove_down_after` (a day), so that later copies of that death are stale and not spread again.
+    /// It stays in foca's table, but is not a member: listing it showed this node twice, alive and dead.
+    /// Another node id at our address (a former owner of the address) is listed as foca holds it.
+    fn is_own_past_identity(&self, id: &NodeIdentity) -> bool {
+        id.id == self.identity.id
+            && id.addr == self.identity.addr
+            && (id.generation, id.renewal) < (self.identity.generation, self.identity.renewal)
+    }
+
+    /// Gossip addresses of the active members whose attestation says admitter (where a joiner's
+    /// request is best relayed), by node id.
+    pub fn admitter_addrs(&self) -> Vec<SocketAddr> {
+        let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<(NodeId, SocketAddr)> = shared
+            .members
+            .values()
+            .filter(|m| m.id != self.identity.id && !self.revocations.contains(m.id))
+            .filter(|m| m.attestation().is_some_and(|a| a.admitter))
+            .map(|m| (m.id, m.addr))
+            .collect();
+        v.sort_unstable();
+        v.into_iter().map(|(_, a)| a).collect()
+    }
+
+    /// Number of active (alive or suspect) members besides this node.
+    pub fn active_members(&self) -> usize {
+        self.foca.num_members()
+    }
+
+    /// Run one foca call with a runtime writing into our queue, then react to what it noticed.
+    pub(super) fn swim<F>(&mut self, now: Instant, f: F) -> Result<(), ControlError>
+    where
+        F: FnOnce(&mut SwimCore, Rt<'_>) -> Result<(), foca::Error>,
+    {
+        let mut notes = std::mem::take(&mut self.notes);
+        let r = f(
+            &mut self.foca,
+            Rt {
+                now,
+                out: &mut self.out,
+                notes: &mut notes,
+            },
+        );
+        let membership_changed = !notes.is_empty();
+        for note in notes.drain(..) {
+            match note {
+                OwnedNotification::MemberUp(id) | OwnedNotification::Rename(_, id) => {
+                    // It may not have heard of us yet (we may know it from a join answer's member
+                    // list, or from gossip): introduce ourselves, so it takes our table now.
+                    if self.knows_us != Some(id.addr) {
+                        self.send_hello(id.addr)?;
+                    }
+                    // Straight away, not at the next anti-entropy round: push our own table to the
+                    // new (or restarted) member, and pull its table (its bucket's digest makes it ship
+                    // what we lack there). Each side does this when it learns of the other, so a
+                    // joiner's MACs reach a member one round trip after either heard of the other,
+                    // at the cost of two small messages per pair, not a digest of every owner.
+                    // Anything else that differs is repaired by anti-entropy.
+                    let me = self.identity.id;
+                    if let Some(generation) = self.sync.held_generation(me) {
+                        self.outbox.want_table(id.addr, me, generation, 0);
+                    }
+                    // The finest bucket (about one owner per bucket up to MAX_BUCKETS owners), not
+                    // the anti-entropy bucket count: while a cluster forms a node holds few owners,
+                    // so that count is 1 and the "bucket" was every table; every node then queued
+                    // every table for every member it learnt of (N² pieces each) and its own table,
+                    // pushed above, waited behind them in the budget for up to 0.75 s at N = 128
+                    // (`control/tests/sim_formation.rs`).
+                    let k = sync::MAX_BUCKETS;
+                    let which = BTreeSet::from([sync::bucket_of(id.id, k)]);
+                    self.send_bucket_digest(id.addr, false, k, which)?;
+                    // Our revocation, catalog and grant digests, as an answer (no FDB exchange):
+                    // it ships us what we lack of those; it sends its own when it learns of us.
+                    let summary = self.summary_message(true, false);
+                    self.send_sync(id.addr, &summary)?;
+                    // An admitter came up: pending block requests need not wait for the next tick.
+                    if id.attestation().is_some_and(|a| a.admitter) {
+                        self.request_pending_blocks()?;
+                    }
+                }
+                OwnedNotification::Rejoin(id) => {
+                    self.stats.rejoins += 1;
+                    tracing::info!(identity = ?id, "declared down by the cluster; rejoined with a renewed identity");
+                    self.shared.lock().unwrap_or_else(|e| e.into_inner()).me = Some(id.clone());
+                    self.identity = id;
+                }
+                _ => {}
+            }
+        }
+        self.notes = notes;
+        if membership_changed {
+            self.reconcile_membership();
+        }
+        self.drain_inbox();
+        r.map_err(|e| ControlError::Swim(e.to_string()))
+    }
+
+    /// Align the FDB owners with foca's active members (newest generation per node id, revoked excluded).
+    pub(super) fn reconcile_membership(&mut self) {
+        let mut eligible: BTreeMap<NodeId, (u64, IpAddr)> = BTreeMap::new();
+        let mut idents: HashMap<NodeId, NodeIdentity> = HashMap::new();
+        for m in self.foca.iter_membership_state() {
+            if matches!(m.state(), State::Down) {
+                continue;
+            }
+            let id = m.id();
+            if self.revocations.contains(id.id) || id.id == self.identity.id {
+                continue;
+            }
+            let e = eligible.entry(id.id).or_insert((id.generation, id.vtep));
+            if id.generation > e.0 {
+                *e = (id.generation, id.vtep);
+            }
+            let newer = match idents.get(&id.id) {
+                Some(x) => id.generation > x.generation,
+                None => true,
+            };
+            if newer {
+                idents.insert(id.id, id.clone());
+            }
+        }
+        // An address reused by a (re-admitted) non-revoked node is no longer blocked.
+        if !self.revoked_addrs.is_empty() {
+            for i in idents.values() {
+                self.revoked_addrs.remove(&i.addr);
+            }
+        }
+        let known: HashSet<SocketAddr> = self.foca.iter_membership_state().map(|m| m.id().addr).collect();
+        self.last_heard.retain(|a, _| known.contains(a));
+        let active: HashSet<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
+        self.outbox.retain_peers(|a| active.contains(a));
+        self.shared.lock().unwrap_or_else(|e| e.into_inner()).members = idents;
+        self.sync.set_eligible(&eligible, &mut self.out);
+        self.out.push_back(Output::MembersChanged(Vec::new()));
+        // Adverts and table pieces that arrived before their owner became known.
+        let pending = std::mem::take(&mut self.pending);
+        for a in pending {
+            self.apply_advert(a, false);
+        }
+        self.retry_parked();
+    }
+
+    pub(super) fn drain_inbox(&mut self) {
+        let inbox = {
+            let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+            std::mem::take(&mut shared.inbox)
+        };
+        for item in inbox {
+            match item {
+                Broadcast::Fdb(a) => {
+                    // The handler verified it iff it knew the owner (then held generation matches).
+                    let verified = self.sync.held_generation(a.owner) == Some(a.generation);
+                    self.apply_advert(a, verified);
+                }
+                // Label only (see `Broadcast::Leave`): the direct notice or SWIM takes it down. The
+                // handler checked the identity and the leave signature.
+                Broadcast::Leave(n) if n.identity.addr != self.identity.addr => {
+                    self.left.insert(n.identity.addr, n.identity);
+                    self.out.push_back(Output::MembersChanged(Vec::new()));
+                }
+                Broadcast::Leave(_) => {}
+                Broadcast::Revoke(r) => self.pending_revocations.push(r),
+                // The handler verified these (self-contained signatures).
+                Broadcast::Network(r) => {
+                    self.apply_network_record(r, true);
+                    self.report_networks();
+                }
+                Broadcast::Grant(g) => {
+                    self.apply_grant(g, true);
+                    self.report_blocks();
+                }
+            }
+        }
+    }
+
+    /// The newest active identity of `node` (verified when it entered foca's table).
+    pub(super) fn active_identity(&self, node: NodeId) -> Option<NodeIdentity> {
+        let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        shared.members.get(&node).cloned()
+    }
+
+    pub(super) fn owner_identity(&self, owner: NodeId, generation: u64) -> Option<NodeIdentity> {
+        let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        shared.signer_of(owner, generation).cloned()
+    }
+
+    pub(super) fn verifier_check(&self, ident: &NodeIdentity) -> bool {
+        self.verifier
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .check(ident)
+            .is_ok()
+    }
+}
+
+/// A node id as its `Display` writes it (16 lower-case hex digits), without the formatter:
+/// [`ControlNode::members`] runs on every membership change and writes every member's id (through
+/// `format!` that was the costliest part of a simulated cluster's formation).
+pub(super) fn hex_id(id: NodeId) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    (0..16)
+        .rev()
+        .map(|i| HEX[((id.0 >> (i * 4)) & 0xf) as usize] as char)
+        .collect()
+}
