@@ -14,7 +14,8 @@
 //! batch arms them as in the split loops).
 
 use super::busy::{BusyPoll, Dir};
-use super::{pollfd, LoopArm, RxLoop, TxLoop, TxOffloads, POLL_MS};
+use super::rx::RxLoop;
+use super::{pollfd, LoopArm, TxLoop, TxOffloads, POLL_MS};
 use crate::engine::Engine;
 use crate::io::{poll_fds, SenderSet, UdpSocket, Waker};
 use std::os::fd::AsRawFd;

@@ -5,7 +5,7 @@ use super::*;
 use crate::engine::{EngineConfig, PeerSet, Side};
 use crate::fdb::Fdb;
 use crate::io::testns::{self, in_netns};
-use crate::io::{Tap, TapConfig, UdpOptions};
+use crate::io::{Tap, TapConfig, UdpOptions, UdpSocket};
 use crate::network::{Network, NetworkTable};
 use crate::wire::{vxlan, Vni, VxlanPacket};
 use std::net::{Ipv4Addr, UdpSocket as StdUdp};
@@ -185,10 +185,54 @@ fn tx_loop_polls_a_tap_added_at_runtime() {
     });
 }
 
+/// A combined worker's surroundings on loopback (127.0.0.1): its sockets, wakers and arming; `new` also returns
+/// the TX and RX engines for `table`, whose VXLAN goes to `receiver`'s port.
+struct CombinedRig {
+    senders: SenderSet,
+    udp: UdpSocket,
+    stop: AtomicBool,
+    tx_waker: Waker,
+    rx_waker: Waker,
+    arming: Arming,
+}
+
+impl CombinedRig {
+    fn new(table: &Arc<NetworkTable>, members: &Arc<PeerSet>, receiver: &StdUdp) -> (Self, Engine, Engine) {
+        let local = IpAddr::from([127, 0, 0, 1]);
+        let mut cfg = EngineConfig::new(Vni::new(1).unwrap(), local);
+        cfg.port = receiver.local_addr().unwrap().port();
+        let tx = Engine::serving(cfg.clone(), Side::Tx, table.clone(), members.clone());
+        let rx = Engine::serving(cfg, Side::Rx, table.clone(), members.clone());
+        let rig = CombinedRig {
+            senders: SenderSet::bind(local, 1, &UdpOptions::default()).unwrap(),
+            udp: UdpSocket::bind(SocketAddr::new(local, 0), &UdpOptions::default()).unwrap(),
+            stop: AtomicBool::new(false),
+            tx_waker: Waker::new().unwrap(),
+            rx_waker: Waker::new().unwrap(),
+            arming: Arming::new(1, 0, Spin::Keepers).unwrap(),
+        };
+        (rig, tx, rx)
+    }
+
+    /// The worker, until `stop` (run it on its own thread).
+    fn run(&self, tx: Engine, rx: Engine) {
+        run_combined(
+            tx,
+            rx,
+            &self.senders,
+            &self.udp,
+            TxOffloads::default(),
+            false,
+            &self.stop,
+            (&self.tx_waker, &self.rx_waker),
+            (self.arming.tx(0), self.arming.rx(0)),
+        )
+    }
+}
+
 #[test]
 fn combined_worker_forwards_both_directions_in_one_thread() {
     in_netns(|| {
-        let local = IpAddr::from([127, 0, 0, 1]);
         let peer = IpAddr::from([127, 0, 0, 2]);
         let members = Arc::new(PeerSet::new([peer]));
         let receiver = StdUdp::bind(SocketAddr::new(peer, 0)).unwrap();
@@ -198,34 +242,12 @@ fn combined_worker_forwards_both_directions_in_one_thread() {
         let tap_a = tap("ta100");
         testns::add_address("ta100", IpAddr::from([10, 9, 0, 1]), 24);
         let table = Arc::new(NetworkTable::new([net("a", 100, tap_a, &members)]).unwrap());
-        let mut cfg = EngineConfig::new(Vni::new(1).unwrap(), local);
-        cfg.port = receiver.local_addr().unwrap().port();
-        let tx_engine = Engine::serving(cfg.clone(), Side::Tx, table.clone(), members.clone());
-        let rx_engine = Engine::serving(cfg, Side::Rx, table.clone(), members.clone());
-        let senders = SenderSet::bind(local, 1, &UdpOptions::default()).unwrap();
-        let udp = UdpSocket::bind(SocketAddr::new(local, 0), &UdpOptions::default()).unwrap();
-        let to = udp.local_addr().unwrap();
-        let (stop, tx_waker, rx_waker) = (
-            AtomicBool::new(false),
-            Waker::new().unwrap(),
-            Waker::new().unwrap(),
-        );
-        let arming = Arming::new(1, 0, Spin::Keepers).unwrap();
+        let (rig, tx_engine, rx_engine) = CombinedRig::new(&table, &members, &receiver);
+        let (stop, tx_waker, rx_waker) = (&rig.stop, &rig.tx_waker, &rig.rx_waker);
+        let to = rig.udp.local_addr().unwrap();
         std::thread::scope(|s| {
-            let worker = s.spawn(|| {
-                run_combined(
-                    tx_engine,
-                    rx_engine,
-                    &senders,
-                    &udp,
-                    TxOffloads::default(),
-                    false,
-                    &stop,
-                    (&tx_waker, &rx_waker),
-                    (arming.tx(0), arming.rx(0)),
-                )
-            });
-            let _stop = StopOnDrop(&stop, &tx_waker);
+            let worker = s.spawn(|| rig.run(tx_engine, rx_engine));
+            let _stop = StopOnDrop(stop, tx_waker);
             let a = table.by_name("a").unwrap();
             // Underlay → TAP.
             StdUdp::bind(SocketAddr::new(peer, 0))
@@ -270,7 +292,6 @@ fn combined_worker_forwards_both_directions_in_one_thread() {
 #[test]
 fn combined_worker_rearms_a_tap_set_aside_under_steady_rx_traffic() {
     in_netns(|| {
-        let local = IpAddr::from([127, 0, 0, 1]);
         let peer = IpAddr::from([127, 0, 0, 2]);
         let members = Arc::new(PeerSet::new([peer]));
         let receiver = StdUdp::bind(SocketAddr::new(peer, 0)).unwrap();
@@ -285,35 +306,13 @@ fn combined_worker_rearms_a_tap_set_aside_under_steady_rx_traffic() {
             ])
             .unwrap(),
         );
-        let mut cfg = EngineConfig::new(Vni::new(1).unwrap(), local);
-        cfg.port = receiver.local_addr().unwrap().port();
-        let tx_engine = Engine::serving(cfg.clone(), Side::Tx, table.clone(), members.clone());
-        let rx_engine = Engine::serving(cfg, Side::Rx, table.clone(), members.clone());
-        let senders = SenderSet::bind(local, 1, &UdpOptions::default()).unwrap();
-        let udp = UdpSocket::bind(SocketAddr::new(local, 0), &UdpOptions::default()).unwrap();
-        let to = udp.local_addr().unwrap();
-        let (stop, tx_waker, rx_waker) = (
-            AtomicBool::new(false),
-            Waker::new().unwrap(),
-            Waker::new().unwrap(),
-        );
+        let (rig, tx_engine, rx_engine) = CombinedRig::new(&table, &members, &receiver);
+        let stop = &rig.stop;
+        let to = rig.udp.local_addr().unwrap();
         let traffic_done = AtomicBool::new(false);
-        let arming = Arming::new(1, 0, Spin::Keepers).unwrap();
         std::thread::scope(|s| {
-            s.spawn(|| {
-                run_combined(
-                    tx_engine,
-                    rx_engine,
-                    &senders,
-                    &udp,
-                    TxOffloads::default(),
-                    false,
-                    &stop,
-                    (&tx_waker, &rx_waker),
-                    (arming.tx(0), arming.rx(0)),
-                )
-            });
-            let _stop = StopOnDrop(&stop, &tx_waker);
+            s.spawn(|| rig.run(tx_engine, rx_engine));
+            let _stop = StopOnDrop(stop, &rig.tx_waker);
             // Steady RX traffic (to network b) every 20 ms, far inside POLL_MS.
             s.spawn(|| {
                 let sender = StdUdp::bind(SocketAddr::new(peer, 0)).unwrap();

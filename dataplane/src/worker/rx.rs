@@ -1,19 +1,25 @@
-//! RX after `recvmmsg`: every datagram of one receive batch (each slot may be a GRO train) → probe answer, drop,
+//! The RX direction: [`run_rx`] / [`RxLoop`] (underlay socket → TAPs, `recvmmsg` batches), and after each
+//! `recvmmsg`: every datagram of one receive batch (each slot may be a GRO train) → probe answer, drop,
 //! or TAP write. Coalesced TCP superframes are written without copying their payload
 //! ([`crate::offload::Coalescer`]): the TAP write gathers the payload straight from `batch`, so everything pending
 //! is flushed before this returns and before `batch` is refilled.
 
-use super::{queue_probe_reply, TapWrite};
+use super::busy::{BusyPoll, Dir};
+use super::{
+    poll_nudged, pollfd, LoopArm, GRO_FLOWS, POLL_MS, RECV_BATCHES_PER_WAKEUP, RECV_SLOTS, RECV_SLOT_SIZE,
+};
 use crate::engine::Engine;
-use crate::io::{RecvBatch, SendBatch, TapQueue};
+use crate::io::{RecvBatch, SendBatch, TapQueue, UdpSocket, Waker};
 use crate::network::Network;
 use crate::offload::{self, Coalescer, VIRTIO_NET_HDR_LEN};
 use crate::stats::{Counters, DropReason};
-use crate::wire::probe::{self, ProbeKind};
+use crate::wire::probe::{self, ProbeKind, ProbeRepr};
 use crate::wire::{ETHERNET_HEADER_LEN, VXLAN_HEADER_LEN};
 use std::cell::Cell;
 use std::io::IoSlice;
 use std::ops::Range;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -167,6 +173,158 @@ fn rx_datagram(
         let frame = batch.region_mut(frange).unwrap_or(&mut []);
         offload::fill_partial(frame);
         write(&[IoSlice::new(&[0; VIRTIO_NET_HDR_LEN]), IoSlice::new(frame)]);
+    }
+}
+
+/// One TAP write of the RX loop, as iovecs: the virtio header first, then the frame's bytes (one slice, or a
+/// coalesced superframe's headers and payloads).
+pub(crate) type TapWrite<'a> = dyn Fn(&[IoSlice<'_>]) + 'a;
+
+/// Underlay → TAP, for every network of the engine's table: each accepted datagram goes to the engine's
+/// worker's queue of the TAP of the network its VNI names (the table is re-read once per wakeup). `arm` is
+/// this loop's handle of the daemon's [`Arming`] (`arming.rx(worker)`).
+pub fn run_rx(
+    engine: Engine,
+    udp: &UdpSocket,
+    coalesce: bool,
+    stop: &AtomicBool,
+    waker: &Waker,
+    arm: LoopArm<'_>,
+) {
+    let mut fds = [
+        pollfd(udp.as_raw_fd()),
+        pollfd(waker.as_raw_fd()),
+        pollfd(arm.nudge_fd().unwrap_or(-1)),
+    ];
+    let mut rx = RxLoop::new(engine, udp, coalesce);
+    let mut busy = BusyPoll::new(arm.own_spin_us(rx.engine.config().busy_poll_us), Dir::Rx);
+    while !stop.load(Ordering::Relaxed) {
+        let r = busy.wait(POLL_MS, &rx.unattributed, Instant::now, &arm, |t| {
+            poll_nudged(&mut fds, &arm, t)
+        });
+        if r.is_err() || fds[1].revents != 0 {
+            waker.drain();
+            continue;
+        }
+        rx.forward(&arm, &mut busy);
+    }
+}
+
+/// The RX direction's state (what [`run_rx`] keeps across wakeups; a combined worker holds one too).
+pub(super) struct RxLoop<'a> {
+    engine: Engine,
+    udp: &'a UdpSocket,
+    batch: RecvBatch,
+    st: RxState,
+    nets: std::sync::Arc<[std::sync::Arc<crate::network::Network>]>,
+    pub(super) unattributed: std::sync::Arc<Counters>,
+}
+
+impl<'a> RxLoop<'a> {
+    pub(super) fn new(mut engine: Engine, udp: &'a UdpSocket, coalesce: bool) -> Self {
+        engine.sync();
+        RxLoop {
+            udp,
+            batch: RecvBatch::new(RECV_SLOTS, RECV_SLOT_SIZE),
+            st: RxState {
+                // Coalescing needs the virtio header; a TAP without one is written frame by frame.
+                gro: Coalescer::new(if coalesce { GRO_FLOWS } else { 0 }),
+                coalesce,
+                // Without a virtio header, a received superframe is cut into frames here (a 64 KiB superframe
+                // plus the headers of each segment).
+                seg_buf: vec![0u8; 2 * RECV_SLOT_SIZE],
+                // Probe replies: small, rare (a few per peer and minute), sent once per receive batch.
+                replies: SendBatch::new(PROBE_REPLY_LEN * RECV_SLOTS, RECV_SLOTS),
+            },
+            nets: engine.networks().clone(),
+            unattributed: engine.unattributed().clone(),
+            engine,
+        }
+    }
+
+    /// Up to [`RECV_BATCHES_PER_WAKEUP`] `recvmmsg` batches from the socket, each datagram written to its
+    /// network's TAP (the table is re-read first).
+    pub(super) fn forward(&mut self, arm: &LoopArm<'_>, busy: &mut BusyPoll) {
+        if self.engine.sync() {
+            self.nets = self.engine.networks().clone();
+        }
+        let w = self.engine.worker();
+        let nets = &self.nets;
+        // The network whose TAP the coalescer's pending frames go to.
+        let cur = Cell::new(usize::MAX);
+        // One TAP write per frame or coalesced superframe (gathered from the receive buffer); a full or down
+        // TAP drops (counted), never blocks. Without a virtio header the first iovec (the header) is left out.
+        let write = |iov: &[IoSlice<'_>]| {
+            let Some(n) = nets.get(cur.get()) else { return };
+            let Some(tap) = n.queue_of(w) else { return };
+            let r = if tap.vnet_hdr() {
+                tap.write_vectored(iov)
+            } else {
+                tap.write_vectored(iov.get(1..).unwrap_or(&[]))
+            };
+            if r.is_err() {
+                n.rx.of(w).count_drop(DropReason::TapWriteError, 1);
+            }
+        };
+        for _ in 0..RECV_BATCHES_PER_WAKEUP {
+            let n = match self.udp.recv_batch(&mut self.batch) {
+                Ok(n) => n,
+                Err(_) => break,
+            };
+            if n > 0 && arm.on() {
+                // Before the TAP writes: the answer comes back on this worker's TX loop (see `arm`), and a
+                // local reply (ping) may be queued on the TAP before the write returns.
+                arm.arm_peers(Instant::now());
+            }
+            rx_batch(
+                &mut self.engine,
+                &mut self.st,
+                nets,
+                &cur,
+                &mut self.batch,
+                n,
+                &write,
+            );
+            if n > 0 {
+                busy.worked(Instant::now());
+            }
+            if !self.st.replies.is_empty() {
+                let _ = self.udp.send_batch(&mut self.st.replies);
+                self.st.replies.clear();
+            }
+            if n < self.batch.capacity() {
+                break;
+            }
+        }
+    }
+}
+
+/// A probe reply: VXLAN header + minimal probe frame.
+const PROBE_REPLY_LEN: usize = VXLAN_HEADER_LEN + probe::PROBE_FRAME_MIN;
+
+/// Answer a probe request from `to` with our wall clock (for `overlayctl diag`'s clock-skew check).
+fn queue_probe_reply(
+    replies: &mut SendBatch,
+    header: &[u8; VXLAN_HEADER_LEN],
+    nonce: u64,
+    to: std::net::SocketAddr,
+) {
+    let clock_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let reply = ProbeRepr {
+        kind: ProbeKind::Reply,
+        nonce,
+        clock_ns,
+    };
+    let spare = replies.spare();
+    if spare.len() < PROBE_REPLY_LEN {
+        return;
+    }
+    spare[..VXLAN_HEADER_LEN].copy_from_slice(header);
+    if let Some(n) = reply.emit(&mut spare[VXLAN_HEADER_LEN..], 0) {
+        let range = replies.commit(VXLAN_HEADER_LEN + n);
+        let _ = replies.push(to, range, 0);
     }
 }
 
