@@ -56,7 +56,6 @@ async fn waiting_senders_take_the_peers_connection_and_a_late_dial_keeps_it() {
     let cred = credential("either");
     let (ours, mut in_ours) = pool(&cred);
     let (peer, _in_peer) = pool(&cred);
-    let our_addr = ours.endpoint.local_addr().unwrap();
     let peer_addr = peer.endpoint.local_addr().unwrap();
     // Our dial to the peer is under way (its handshake not answered yet).
     ours.link(peer_addr).lock().dialling = true;
@@ -67,14 +66,7 @@ async fn waiting_senders_take_the_peers_connection_and_a_late_dial_keeps_it() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!waiting.is_finished(), "a sender went ahead without a connection");
     // The peer's connection to us arrives and is adopted, as the accept loop does.
-    let accept = accept_next(&ours);
-    let _peers_side = peer
-        .endpoint
-        .connect_with(peer.client.clone(), our_addr, CLUSTER_SERVER_NAME)
-        .unwrap()
-        .await
-        .unwrap();
-    let accepted = accept.await.unwrap();
+    let (accepted, _peers_side) = peer_connects(&ours, &peer).await;
     assert_eq!(accepted.remote_address(), peer_addr);
     assert!(ours.adopt(peer_addr, accepted.clone()));
     let got = tokio::time::timeout(Duration::from_secs(5), waiting)
@@ -105,9 +97,8 @@ async fn waiting_senders_take_the_peers_connection_and_a_late_dial_keeps_it() {
     assert!(dialled.close_reason().is_none());
 }
 
-/// `peer` dials `ours`; `ours` accepts and adopts the connection as the accept loop does. Returns
-/// (our end, the peer's end).
-async fn peer_dials_us(ours: &Arc<Pool>, peer: &Arc<Pool>) -> (quinn::Connection, quinn::Connection) {
+/// `peer` dials `ours` and `ours` accepts (not adopted yet). Returns (our end, the peer's end).
+async fn peer_connects(ours: &Arc<Pool>, peer: &Arc<Pool>) -> (quinn::Connection, quinn::Connection) {
     let our_addr = ours.endpoint.local_addr().unwrap();
     let accept = accept_next(ours);
     let theirs = peer
@@ -117,6 +108,13 @@ async fn peer_dials_us(ours: &Arc<Pool>, peer: &Arc<Pool>) -> (quinn::Connection
         .await
         .unwrap();
     let c = accept.await.unwrap();
+    (c, theirs)
+}
+
+/// `peer` dials `ours`; `ours` accepts and adopts the connection as the accept loop does. Returns
+/// (our end, the peer's end).
+async fn peer_dials_us(ours: &Arc<Pool>, peer: &Arc<Pool>) -> (quinn::Connection, quinn::Connection) {
+    let (c, theirs) = peer_connects(ours, peer).await;
     assert!(ours.adopt(c.remote_address(), c.clone()), "adopted");
     (c, theirs)
 }
@@ -219,15 +217,7 @@ async fn adopt_refuses_a_revoked_peer() {
     let cred = credential("revoke-adopt");
     let (ours, _in_ours) = pool(&cred);
     let (peer, _in_peer) = pool(&cred);
-    let our_addr = ours.endpoint.local_addr().unwrap();
-    let accept = accept_next(&ours);
-    let theirs = peer
-        .endpoint
-        .connect_with(peer.client.clone(), our_addr, CLUSTER_SERVER_NAME)
-        .unwrap()
-        .await
-        .unwrap();
-    let accepted = accept.await.unwrap();
+    let (accepted, theirs) = peer_connects(&ours, &peer).await;
     let id = peer_node_id(&accepted).expect("the peer's node id");
     ours.revoked.write().unwrap().insert(id);
     assert!(!ours.adopt(accepted.remote_address(), accepted.clone()));
