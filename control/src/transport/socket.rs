@@ -31,17 +31,11 @@ pub(super) fn bind_gossip_socket(addr: SocketAddr) -> std::io::Result<std::net::
     Ok(s.into())
 }
 
-/// Ask for a `size`-byte receive buffer on `s` (SO_RCVBUFFORCE, falling back to SO_RCVBUF without
-/// CAP_NET_ADMIN, as the data plane's sockets do); returns the size the kernel granted.
+/// Ask for a `size`-byte receive buffer on `s` (`dataplane::io::udp::force_recv_buffer`, as the data plane's
+/// sockets do); returns the size the kernel granted.
 pub(super) fn force_recv_buffer(s: &socket2::Socket, size: usize) -> usize {
-    use std::os::fd::AsRawFd;
-    let want = size.min(i32::MAX as usize / 2) as libc::c_int;
-    let forced =
-        dataplane::io::udp::setsockopt_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, want);
-    if forced.is_err() {
-        if let Err(e) = s.set_recv_buffer_size(want as usize) {
-            tracing::debug!(error = %e, "cannot enlarge the gossip socket's receive buffer");
-        }
+    if let Err(e) = dataplane::io::udp::force_recv_buffer(s, size) {
+        tracing::debug!(error = %e, "cannot enlarge the gossip socket's receive buffer");
     }
     // The kernel reports double the size it granted.
     s.recv_buffer_size().map(|b| b / 2).unwrap_or(0)

@@ -21,8 +21,7 @@ mod sys;
 pub use batch::{RecvBatch, RecvMeta, SendBatch, SendReport, MAX_PIECES_PER_MSG};
 pub use group::bind_group;
 pub use senders::SenderSet;
-pub use socket::{route_source, UdpError, UdpOptions, UdpSocket, GSO_MAX_SEGMENTS};
-pub use sys::setsockopt_int;
+pub use socket::{force_recv_buffer, route_source, UdpError, UdpOptions, UdpSocket, GSO_MAX_SEGMENTS};
 
 #[cfg(test)]
 mod tests;

@@ -67,6 +67,22 @@ pub enum UdpError {
     },
 }
 
+/// A socket buffer size as the kernel's `int` option takes it (it doubles the value it stores).
+fn clamp_buffer(size: usize) -> libc::c_int {
+    size.min(i32::MAX as usize / 2) as libc::c_int
+}
+
+/// Ask for a `size`-byte receive buffer on `sock`. The FORCE variant (CAP_NET_ADMIN) ignores
+/// `net.core.rmem_max`; without the capability fall back to the plain option, which the kernel silently
+/// clamps. The error is the plain option's. (The send buffer in [`UdpSocket::bind`] works the same way.)
+pub fn force_recv_buffer(sock: &Socket, size: usize) -> io::Result<()> {
+    let size = clamp_buffer(size);
+    if setsockopt_int(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size).is_err() {
+        sock.set_recv_buffer_size(size as usize)?;
+    }
+    Ok(())
+}
+
 /// A non-blocking, close-on-exec UDP socket for VXLAN traffic.
 #[derive(Debug)]
 pub struct UdpSocket {
@@ -91,13 +107,8 @@ impl UdpSocket {
             sock.set_reuse_port(true).map_err(io_err("SO_REUSEPORT"))?;
         }
         if opts.buffer_bytes > 0 {
-            let size = opts.buffer_bytes.min(i32::MAX as usize / 2) as libc::c_int;
-            // The *FORCE variants (CAP_NET_ADMIN) ignore net.core.{r,w}mem_max; without the capability
-            // fall back to the plain ones, which the kernel silently clamps.
-            if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, size).is_err() {
-                sock.set_recv_buffer_size(size as usize)
-                    .map_err(io_err("SO_RCVBUF"))?;
-            }
+            force_recv_buffer(&sock, opts.buffer_bytes).map_err(io_err("SO_RCVBUF"))?;
+            let size = clamp_buffer(opts.buffer_bytes);
             if setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, size).is_err() {
                 sock.set_send_buffer_size(size as usize)
                     .map_err(io_err("SO_SNDBUF"))?;

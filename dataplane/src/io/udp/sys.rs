@@ -17,7 +17,12 @@ pub(super) const UDP_GRO: libc::c_int = 104;
 pub(super) const RECV_CTRL_WORDS: usize = 8;
 pub(super) const SEND_CTRL_WORDS: usize = 4;
 
-pub fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, val: libc::c_int) -> io::Result<()> {
+pub(super) fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    val: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: passes a pointer to a live local c_int and its exact size; the kernel only reads it.
     let rc = unsafe {
         libc::setsockopt(
