@@ -26,16 +26,18 @@
 //! polls the local admin endpoint every 25 ms (50 ms above 16 nodes) and prints a timestamped line whenever
 //! the set of control MACs changes; the figures come from those lines. Touches nothing outside its namespaces.
 
-#[path = "../tests/common/testbed.rs"]
+mod report;
+#[path = "../../tests/common/testbed.rs"]
 mod testbed;
+mod watch;
 
+use report::{secs, table, to_json, Figures};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use testbed::{wait_until, Daemon, Host, Netns, Testbed};
+use watch::{first_time, local_log, watch, watch_log};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -100,149 +102,12 @@ fn unix_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-// ---------------------------------------------------------------------------------------------------------
-// Watcher (runs inside a host namespace)
-// ---------------------------------------------------------------------------------------------------------
-
-/// `--watch <admin addr> <period ms>`: print `<unix µs> <state>` whenever the state changes, where state is
-/// `down` (admin unreachable) or `<control MACs>|<local MACs>`, each sorted and comma-separated (`-` if none).
-fn watch(args: &[String]) -> ExitCode {
-    let (Some(addr), Some(period)) = (args.first(), args.get(1).and_then(|p| p.parse::<u64>().ok())) else {
-        eprintln!("usage: --watch <admin addr> <period ms>");
-        return ExitCode::from(2);
-    };
-    let mut last = String::new();
-    let mut out = std::io::stdout();
-    loop {
-        let now = unix_us();
-        let state = match admin_get(addr, "/v1/fdb") {
-            Some(body) => format!("{}|{}", macs_of(&body, "control"), macs_of(&body, "local")),
-            None => "down".to_string(),
-        };
-        if state != last {
-            if writeln!(out, "{now} {state}").and_then(|()| out.flush()).is_err() {
-                return ExitCode::SUCCESS;
-            }
-            last = state;
-        }
-        std::thread::sleep(Duration::from_millis(period));
-    }
-}
-
-fn admin_get(addr: &str, path: &str) -> Option<String> {
-    let sa = addr.parse().ok()?;
-    let mut s = TcpStream::connect_timeout(&sa, Duration::from_millis(500)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
-}
-
-fn macs_of(body: &str, origin: &str) -> String {
-    let Ok(Value::Array(rows)) = serde_json::from_str::<Value>(body) else {
-        return "bad-json".into();
-    };
-    let macs: BTreeSet<String> = rows
-        .iter()
-        .filter(|r| r.get("origin").and_then(Value::as_str) == Some(origin))
-        .filter_map(|r| r.get("mac").and_then(Value::as_str).map(str::to_ascii_lowercase))
-        .collect();
-    if macs.is_empty() {
-        "-".into()
-    } else {
-        macs.into_iter().collect::<Vec<_>>().join(",")
-    }
-}
-
-fn mac_set(s: &str) -> BTreeSet<String> {
-    match s {
-        "-" => BTreeSet::new(),
-        s => s.split(',').map(str::to_string).collect(),
-    }
-}
-
-/// A watcher's log: (unix µs, Some(control MACs) or None when the admin endpoint was down).
-fn watch_log(d: &Daemon) -> Vec<(u64, Option<BTreeSet<String>>)> {
-    watch_log_of(d, 0)
-}
-
-/// The same for the local MACs (those overlayd has seen behind its own bridge).
-fn local_log(d: &Daemon) -> Vec<(u64, Option<BTreeSet<String>>)> {
-    watch_log_of(d, 1)
-}
-
-fn watch_log_of(d: &Daemon, part: usize) -> Vec<(u64, Option<BTreeSet<String>>)> {
-    d.log()
-        .lines()
-        .filter_map(|l| {
-            let (t, s) = l.split_once(' ')?;
-            let t = t.parse().ok()?;
-            let set = match s {
-                "down" => None,
-                s => Some(mac_set(s.split('|').nth(part)?)),
-            };
-            Some((t, set))
-        })
-        .collect()
-}
-
-/// First time at or after `from` at which `cond` holds in the watcher's log (`from` itself if the state in
-/// force then already satisfies it).
-fn first_time(
-    log: &[(u64, Option<BTreeSet<String>>)],
-    from: u64,
-    cond: impl Fn(&Option<BTreeSet<String>>) -> bool,
-) -> Option<u64> {
-    let split = log.partition_point(|(t, _)| *t <= from);
-    if split > 0 && cond(&log[split - 1].1) {
-        return Some(from);
-    }
-    log[split..].iter().find(|(_, s)| cond(s)).map(|(t, _)| *t)
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Driver
-// ---------------------------------------------------------------------------------------------------------
-
-/// Nearest-rank percentile of sorted `v`.
-fn pct(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
-    v[rank.min(v.len()) - 1]
-}
-
-fn secs(us: u64) -> f64 {
-    us as f64 / 1e6
-}
-
 fn eth0_tx(h: &Host) -> Result<(Instant, u64), String> {
     let s = h
         .exec("cat", &["/sys/class/net/eth0/statistics/tx_bytes"])
         .map_err(|e| e.to_string())?;
     let v = s.trim().parse().map_err(|e| format!("tx_bytes {s:?}: {e}"))?;
     Ok((Instant::now(), v))
-}
-
-struct Figures {
-    nodes: usize,
-    poll_ms: u64,
-    joined_per_node: Vec<f64>,
-    known_per_node: Vec<f64>,
-    known_from_appearance: Vec<f64>,
-    new_mac_known: Vec<f64>,
-    known_everywhere: f64,
-    known_after_last_join: f64,
-    withdraw_per_node: Vec<f64>,
-    restart_reachable: Option<f64>,
-    gossip_bps: Vec<f64>,
 }
 
 fn run(o: &Opts) -> Result<(), String> {
@@ -670,101 +535,4 @@ fn run(o: &Opts) -> Result<(), String> {
     drop(daemons);
     drop(tb);
     Ok(())
-}
-
-fn to_json(f: &Figures) -> Value {
-    let s = |v: &[f64]| serde_json::json!({"p50": pct(v, 50.0), "p99": pct(v, 99.0), "max": pct(v, 100.0), "samples": v});
-    serde_json::json!({
-        "nodes": f.nodes,
-        "poll_ms": f.poll_ms,
-        "joined_per_node_s": s(&f.joined_per_node),
-        "mac_known_per_node_s": s(&f.known_per_node),
-        "mac_known_everywhere_from_appearance_s": s(&f.known_from_appearance),
-        "new_mac_known_everywhere_s": s(&f.new_mac_known),
-        "mac_known_everywhere_s": f.known_everywhere,
-        "mac_known_everywhere_after_last_join_s": f.known_after_last_join,
-        "withdraw_killed_node_s": s(&f.withdraw_per_node),
-        "restarted_node_reachable_s": f.restart_reachable,
-        "gossip_tx_bytes_per_s_per_node": s(&f.gossip_bps),
-    })
-}
-
-fn table(f: &Figures) -> String {
-    let ms = |x: f64| format!("{:.0} ms", x * 1e3);
-    let mut rows: Vec<[String; 4]> = vec![["metric".into(), "p50".into(), "p99".into(), "max".into()]];
-    let mut stat = |name: &str, v: &[f64], fmt: &dyn Fn(f64) -> String| {
-        rows.push([
-            name.into(),
-            fmt(pct(v, 50.0)),
-            fmt(pct(v, 99.0)),
-            fmt(pct(v, 100.0)),
-        ]);
-    };
-    stat(
-        "joined (admin up), per node (from its start)",
-        &f.joined_per_node,
-        &ms,
-    );
-    stat(
-        "MAC known everywhere, per node (from its start)",
-        &f.known_per_node,
-        &ms,
-    );
-    stat(
-        "MAC known everywhere, per MAC (from its appearance)",
-        &f.known_from_appearance,
-        &ms,
-    );
-    stat(
-        "new MAC in formed cluster, known everywhere",
-        &f.new_mac_known,
-        &ms,
-    );
-    stat(
-        "withdraw SIGKILLed node, per other node",
-        &f.withdraw_per_node,
-        &ms,
-    );
-    stat("gossip TX bytes/s per node (idle 10 s)", &f.gossip_bps, &|x| {
-        format!("{x:.0} B/s")
-    });
-    rows.push([
-        "every node knows every MAC (from joiners' launch)".into(),
-        String::new(),
-        String::new(),
-        ms(f.known_everywhere),
-    ]);
-    rows.push([
-        "  … of which after the last node joined".into(),
-        String::new(),
-        String::new(),
-        ms(f.known_after_last_join),
-    ]);
-    rows.push([
-        "restarted node reachable (ping from host 1)".into(),
-        String::new(),
-        String::new(),
-        f.restart_reachable.map_or("not within 30 s".into(), ms),
-    ]);
-    let w: Vec<usize> = (0..4)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = format!(
-        "overlayd cluster, N = {} nodes, default timings (FDB polled every {} ms)\n",
-        f.nodes, f.poll_ms
-    );
-    for r in &rows {
-        out += &format!(
-            "{:<w0$}  {:>w1$}  {:>w2$}  {:>w3$}\n",
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            w0 = w[0],
-            w1 = w[1],
-            w2 = w[2],
-            w3 = w[3]
-        );
-    }
-    out
 }
