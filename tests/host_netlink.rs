@@ -117,6 +117,18 @@ fn bridge_port_master_mtu_up_addr_delete_inner() {
         Some(("lo".to_owned(), 65536))
     );
 
+    // The longest name the kernel takes (IFNAMSIZ - 1 = 15 bytes) works end to end: a NUL written twice
+    // made the kernel refuse it with ERANGE.
+    let longest = "ovlbr0123456789";
+    assert_eq!(longest.len(), 15);
+    assert!(ensure_bridge(longest).unwrap());
+    assert!(link_is_up(longest).unwrap());
+    assert_eq!(link_master("ovld0").unwrap().as_deref(), Some("ovlbr0"));
+    set_master("ovld0", longest).unwrap();
+    assert_eq!(link_master("ovld0").unwrap().as_deref(), Some(longest));
+    delete_link(longest).unwrap();
+    assert!(!link_exists(longest).unwrap());
+
     delete_link("ovld0").unwrap();
     assert!(!link_exists("ovld0").unwrap());
     delete_link("ovlbr0").unwrap();

@@ -40,7 +40,8 @@ pub enum HostError {
     #[error("interface name {name:?} is too long: at most {MAX_IFNAME_LEN} bytes (IFNAMSIZ-1)")]
     NameTooLong { name: String },
     #[error(
-        "interface name {name:?} is invalid: it must be non-empty and contain no '/', ':', NUL or whitespace"
+        "interface name {name:?} is invalid: it must be non-empty, not `.` or `..`, and contain only printable \
+         ASCII other than '/' and ':'"
     )]
     InvalidName { name: String },
     #[error("network device {name} already exists (detach it first, or choose another --ifname)")]

@@ -22,7 +22,7 @@ use neli::{FromBytesWithInput, Size, ToBytes};
 use thiserror::Error;
 
 /// Longest interface name: `IFNAMSIZ` (16) minus the NUL.
-const MAX_IFNAME_LEN: usize = libc::IFNAMSIZ - 1;
+pub const MAX_IFNAME_LEN: usize = libc::IFNAMSIZ - 1;
 
 #[derive(Debug, Error)]
 pub enum NetlinkError {
@@ -33,7 +33,8 @@ pub enum NetlinkError {
     #[error("interface name {name:?} is too long: at most {MAX_IFNAME_LEN} bytes (IFNAMSIZ-1)")]
     NameTooLong { name: String },
     #[error(
-        "interface name {name:?} is invalid: it must be non-empty and contain no '/', NUL or whitespace"
+        "interface name {name:?} is invalid: it must be non-empty, not `.` or `..`, and contain only printable \
+         ASCII other than '/' and ':'"
     )]
     InvalidName { name: String },
     #[error(
@@ -160,16 +161,20 @@ pub(super) fn kernel_err(op: &'static str, target: &str, err: Fail) -> NetlinkEr
     }
 }
 
-fn validate_name(name: &str) -> Result<(), NetlinkError> {
+/// Non-empty, at most 15 bytes, not `.` or `..`, printable ASCII without '/' or ':' (what the kernel's
+/// `dev_valid_name` accepts, minus non-ASCII bytes).
+pub(super) fn validate_name(name: &str) -> Result<(), NetlinkError> {
     if name.len() > MAX_IFNAME_LEN {
         return Err(NetlinkError::NameTooLong {
             name: name.to_owned(),
         });
     }
     if name.is_empty()
+        || name == "."
+        || name == ".."
         || name
             .bytes()
-            .any(|b| b == 0 || b == b'/' || b.is_ascii_whitespace())
+            .any(|b| b == b'/' || b == b':' || !b.is_ascii_graphic())
     {
         return Err(NetlinkError::InvalidName {
             name: name.to_owned(),
@@ -186,17 +191,20 @@ pub(super) fn proto(op: &'static str, detail: impl std::fmt::Display) -> Netlink
 }
 
 /// What we read back about a link.
-#[derive(Debug, Clone)]
-pub(super) struct LinkInfo {
-    pub(super) index: i32,
-    name: String,
-    mtu: u32,
-    master: Option<u32>,
-    kind: Option<String>,
-    up: bool,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    pub index: i32,
+    pub name: String,
+    pub mtu: u32,
+    /// Ifindex of the master (bridge), if any.
+    pub master: Option<i32>,
+    pub kind: Option<String>,
+    pub up: bool,
+    /// Link-layer address (6 bytes for Ethernet).
+    pub mac: Option<[u8; 6]>,
 }
 
-fn parse_link(op: &'static str, bytes: &[u8]) -> Result<LinkInfo, NetlinkError> {
+pub(super) fn parse_link(op: &'static str, bytes: &[u8]) -> Result<LinkInfo, NetlinkError> {
     let msg =
         Ifinfomsg::from_bytes_with_input(&mut Cursor::new(bytes), bytes.len()).map_err(|e| proto(op, e))?;
     let attrs = msg.rtattrs().get_attr_handle();
@@ -210,12 +218,16 @@ fn parse_link(op: &'static str, bytes: &[u8]) -> Result<LinkInfo, NetlinkError> 
     let master = attrs
         .get_attr_payload_as::<u32>(Ifla::Master)
         .ok()
-        .filter(|&m| m != 0);
+        .filter(|&m| m != 0)
+        .and_then(|m| i32::try_from(m).ok());
     let kind = attrs
         .get_attribute(Ifla::Linkinfo)
         .and_then(|a| a.get_attr_handle::<IflaInfo>().ok())
         .and_then(|h| h.get_attr_payload_as_with_len::<String>(IflaInfo::Kind).ok())
         .map(|s| s.trim_end_matches('\0').to_owned());
+    let mac = attrs
+        .get_attribute(Ifla::Address)
+        .and_then(|a| <[u8; 6]>::try_from(a.rta_payload().as_ref()).ok());
     Ok(LinkInfo {
         index: *msg.ifi_index(),
         name,
@@ -223,24 +235,32 @@ fn parse_link(op: &'static str, bytes: &[u8]) -> Result<LinkInfo, NetlinkError> 
         master,
         kind,
         up: msg.ifi_flags().contains(Iff::UP),
+        mac,
     })
 }
 
-fn link_msg(index: i32, attrs: RtBuffer<Ifla, Buffer>) -> Result<Ifinfomsg, NetlinkError> {
-    IfinfomsgBuilder::default()
+/// An `ifinfomsg` for link `index` (0: by name, or all) with `attrs`, and the UP flag if `up`.
+pub(super) fn link_msg(
+    index: i32,
+    attrs: RtBuffer<Ifla, Buffer>,
+    up: bool,
+) -> Result<Ifinfomsg, NetlinkError> {
+    let mut b = IfinfomsgBuilder::default()
         .ifi_family(RtAddrFamily::Unspecified)
         .ifi_index(index)
-        .rtattrs(attrs)
-        .build()
-        .map_err(|e| proto("build ifinfomsg", e))
+        .rtattrs(attrs);
+    if up {
+        b = b.up();
+    }
+    b.build().map_err(|e| proto("build ifinfomsg", e))
 }
 
-fn name_attr(name: &str) -> Result<RtBuffer<Ifla, Buffer>, NetlinkError> {
+pub(super) fn name_attr(name: &str) -> Result<RtBuffer<Ifla, Buffer>, NetlinkError> {
     let mut attrs = RtBuffer::new();
     attrs.push(
         RtattrBuilder::default()
             .rta_type(Ifla::Ifname)
-            .rta_payload(format!("{name}\0"))
+            .rta_payload(name.to_owned()) // neli appends the NUL
             .build()
             .map_err(|e| proto("build IFLA_IFNAME", e))?,
     );
@@ -248,9 +268,9 @@ fn name_attr(name: &str) -> Result<RtBuffer<Ifla, Buffer>, NetlinkError> {
 }
 
 /// `RTM_GETLINK` by name. `Ok(None)` when there is no such link.
-fn get_link(rt: &mut Rtnl, name: &str) -> Result<Option<LinkInfo>, NetlinkError> {
+pub(super) fn get_link(rt: &mut Rtnl, name: &str) -> Result<Option<LinkInfo>, NetlinkError> {
     validate_name(name)?;
-    get_link_with(rt, link_msg(0, name_attr(name)?)?, name)
+    get_link_with(rt, link_msg(0, name_attr(name)?, false)?, name)
 }
 
 /// `RTM_GETLINK` with `msg` (a name or an index; `target` names it in errors). `Ok(None)` when there is no
@@ -273,7 +293,7 @@ pub(super) fn require_link(rt: &mut Rtnl, name: &str) -> Result<LinkInfo, Netlin
 }
 
 fn get_link_by_index(rt: &mut Rtnl, index: i32) -> Result<Option<LinkInfo>, NetlinkError> {
-    get_link_with(rt, link_msg(index, RtBuffer::new())?, &format!("#{index}"))
+    get_link_with(rt, link_msg(index, RtBuffer::new(), false)?, &format!("#{index}"))
 }
 
 /// Apply `attrs` (and optionally the UP flag) to an existing link (`RTM_NEWLINK` without CREATE).
@@ -284,14 +304,7 @@ fn modify_link(
     attrs: RtBuffer<Ifla, Buffer>,
     up: bool,
 ) -> Result<(), NetlinkError> {
-    let mut b = IfinfomsgBuilder::default()
-        .ifi_family(RtAddrFamily::Unspecified)
-        .ifi_index(link.index)
-        .rtattrs(attrs);
-    if up {
-        b = b.up();
-    }
-    let msg = b.build().map_err(|e| proto(op, e))?;
+    let msg = link_msg(link.index, attrs, up)?;
     rt.request(op, Rtm::Newlink, NlmF::ACK, msg)
         .map_err(|e| kernel_err(op, &link.name, e))?;
     Ok(())
@@ -317,7 +330,7 @@ pub fn add_link(name: &str, kind: &str) -> Result<(), NetlinkError> {
     info.push(
         RtattrBuilder::default()
             .rta_type(IflaInfo::Kind)
-            .rta_payload(format!("{kind}\0"))
+            .rta_payload(kind.to_owned())
             .build()
             .map_err(|e| proto("build IFLA_INFO_KIND", e))?,
     );
@@ -329,7 +342,7 @@ pub fn add_link(name: &str, kind: &str) -> Result<(), NetlinkError> {
             .build()
             .map_err(|e| proto("build IFLA_LINKINFO", e))?,
     );
-    let msg = link_msg(0, attrs)?;
+    let msg = link_msg(0, attrs, false)?;
     let mut rt = Rtnl::open()?;
     match rt.request(
         "create link",
@@ -425,7 +438,7 @@ pub fn link_master(ifname: &str) -> Result<Option<String>, NetlinkError> {
     let mut rt = Rtnl::open()?;
     let link = require_link(&mut rt, ifname)?;
     match link.master {
-        Some(idx) => Ok(get_link_by_index(&mut rt, idx as i32)?.map(|m| m.name)),
+        Some(idx) => Ok(get_link_by_index(&mut rt, idx)?.map(|m| m.name)),
         None => Ok(None),
     }
 }
@@ -433,7 +446,7 @@ pub fn link_master(ifname: &str) -> Result<Option<String>, NetlinkError> {
 pub fn delete_link(ifname: &str) -> Result<(), NetlinkError> {
     let mut rt = Rtnl::open()?;
     let link = require_link(&mut rt, ifname)?;
-    let msg = link_msg(link.index, RtBuffer::new())?;
+    let msg = link_msg(link.index, RtBuffer::new(), false)?;
     rt.request("delete link", Rtm::Dellink, NlmF::ACK, msg)
         .map_err(|e| kernel_err("delete link", ifname, e))?;
     Ok(())

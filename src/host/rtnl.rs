@@ -12,18 +12,15 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use neli::consts::nl::NlmF;
-use neli::consts::rtnl::{
-    Ifa, IfaF, Iff, Ifla, IflaInfo, RtAddrFamily, RtScope, RtTable, Rta, Rtm, Rtn, Rtprot,
-};
-use neli::rtnl::{IfaddrmsgBuilder, Ifinfomsg, IfinfomsgBuilder, RtattrBuilder, RtmsgBuilder};
+use neli::consts::rtnl::{Ifa, IfaF, Ifla, IflaInfo, RtAddrFamily, RtScope, RtTable, Rta, Rtm, Rtn, Rtprot};
+use neli::rtnl::{IfaddrmsgBuilder, RtattrBuilder, RtmsgBuilder};
 use neli::types::{Buffer, RtBuffer};
-use neli::{FromBytesWithInput, Size, ToBytes};
+use neli::{Size, ToBytes};
 
-use super::netlink::{self, Fail, NetlinkError};
+use super::netlink::{self, link_msg, name_attr, Fail, NetlinkError};
 use super::HostError;
 
-/// Longest interface name: `IFNAMSIZ` (16) minus the NUL.
-pub const MAX_IFNAME_LEN: usize = libc::IFNAMSIZ - 1;
+pub use super::netlink::{LinkInfo, MAX_IFNAME_LEN};
 /// `VETH_INFO_PEER` from `<linux/veth.h>` (not in neli or libc).
 const VETH_INFO_PEER: u16 = 1;
 
@@ -45,25 +42,9 @@ pub(super) fn kernel_err(op: &'static str, target: &str, err: Fail) -> HostError
     }
 }
 
-/// Non-empty, at most 15 bytes, no '/', ':', NUL or whitespace.
+/// Non-empty, at most 15 bytes, not `.` or `..`, printable ASCII without '/' or ':'.
 pub fn validate_ifname(name: &str) -> Result<(), HostError> {
-    if name.len() > MAX_IFNAME_LEN {
-        return Err(HostError::NameTooLong {
-            name: name.to_owned(),
-        });
-    }
-    if name.is_empty()
-        || name == "."
-        || name == ".."
-        || name
-            .bytes()
-            .any(|b| b == 0 || b == b'/' || b == b':' || !b.is_ascii_graphic())
-    {
-        return Err(HostError::InvalidName {
-            name: name.to_owned(),
-        });
-    }
-    Ok(())
+    netlink::validate_name(name).map_err(HostError::from)
 }
 
 /// A route netlink socket: [`super::netlink`]'s, with its errors as [`HostError`]s.
@@ -90,59 +71,14 @@ impl From<NetlinkError> for HostError {
         match e {
             NetlinkError::Permission { op, target } => HostError::Permission { op, target },
             NetlinkError::NoSuchDevice { name } => HostError::NoSuchDevice { name },
+            NetlinkError::NameTooLong { name } => HostError::NameTooLong { name },
+            NetlinkError::InvalidName { name } => HostError::InvalidName { name },
             NetlinkError::Kernel { op, target, source } => HostError::Kernel { op, target, source },
             NetlinkError::Socket(detail) => HostError::Netlink(detail),
             NetlinkError::Protocol { op, detail } => HostError::Protocol { op, detail },
             other => HostError::Netlink(other.to_string()),
         }
     }
-}
-
-/// What we read back about a link.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkInfo {
-    pub index: i32,
-    pub name: String,
-    pub mtu: u32,
-    /// Ifindex of the master (bridge), if any.
-    pub master: Option<i32>,
-    pub kind: Option<String>,
-    pub up: bool,
-    /// Link-layer address (6 bytes for Ethernet).
-    pub mac: Option<[u8; 6]>,
-}
-
-fn parse_link(op: &'static str, bytes: &[u8]) -> Result<LinkInfo, HostError> {
-    let msg =
-        Ifinfomsg::from_bytes_with_input(&mut Cursor::new(bytes), bytes.len()).map_err(|e| proto(op, e))?;
-    let attrs = msg.rtattrs().get_attr_handle();
-    let name = attrs
-        .get_attr_payload_as_with_len::<String>(Ifla::Ifname)
-        .map(|s| s.trim_end_matches('\0').to_owned())
-        .map_err(|e| proto(op, e))?;
-    let mtu = attrs.get_attr_payload_as::<u32>(Ifla::Mtu).unwrap_or(0);
-    let master = attrs
-        .get_attr_payload_as::<u32>(Ifla::Master)
-        .ok()
-        .filter(|&m| m != 0)
-        .and_then(|m| i32::try_from(m).ok());
-    let kind = attrs
-        .get_attribute(Ifla::Linkinfo)
-        .and_then(|a| a.get_attr_handle::<IflaInfo>().ok())
-        .and_then(|h| h.get_attr_payload_as_with_len::<String>(IflaInfo::Kind).ok())
-        .map(|s| s.trim_end_matches('\0').to_owned());
-    let mac = attrs
-        .get_attribute(Ifla::Address)
-        .and_then(|a| <[u8; 6]>::try_from(a.rta_payload().as_ref()).ok());
-    Ok(LinkInfo {
-        index: *msg.ifi_index(),
-        name,
-        mtu,
-        master,
-        kind,
-        up: msg.ifi_flags().contains(Iff::UP),
-        mac,
-    })
 }
 
 fn attr<T: neli::consts::rtnl::RtaType, P: Size + ToBytes>(
@@ -156,38 +92,13 @@ fn attr<T: neli::consts::rtnl::RtaType, P: Size + ToBytes>(
         .map_err(|e| proto("build attribute", e))
 }
 
-fn link_msg(index: i32, attrs: RtBuffer<Ifla, Buffer>, up: bool) -> Result<Ifinfomsg, HostError> {
-    let mut b = IfinfomsgBuilder::default()
-        .ifi_family(RtAddrFamily::Unspecified)
-        .ifi_index(index)
-        .rtattrs(attrs);
-    if up {
-        b = b.up();
-    }
-    b.build().map_err(|e| proto("build ifinfomsg", e))
-}
-
-fn name_attrs(name: &str) -> Result<RtBuffer<Ifla, Buffer>, HostError> {
-    let mut attrs = RtBuffer::new();
-    attrs.push(attr(Ifla::Ifname, name.to_owned())?);
-    Ok(attrs)
-}
-
 /// `RTM_GETLINK` by name. `Ok(None)` when there is no such link.
 pub(super) fn get_link(rt: &mut Rtnl, name: &str) -> Result<Option<LinkInfo>, HostError> {
-    validate_ifname(name)?;
-    let msg = link_msg(0, name_attrs(name)?, false)?;
-    match rt.request("get link", Rtm::Getlink, NlmF::ACK, msg) {
-        Ok(replies) => replies.first().map(|b| parse_link("get link", b)).transpose(),
-        Err(Fail::Kernel(e)) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
-        Err(e) => Err(kernel_err("get link", name, e)),
-    }
+    netlink::get_link(&mut rt.0, name).map_err(HostError::from)
 }
 
 pub(super) fn require_link(rt: &mut Rtnl, name: &str) -> Result<LinkInfo, HostError> {
-    get_link(rt, name)?.ok_or_else(|| HostError::NoSuchDevice {
-        name: name.to_owned(),
-    })
+    netlink::require_link(&mut rt.0, name).map_err(HostError::from)
 }
 
 /// Every link of this namespace.
@@ -196,7 +107,8 @@ pub(super) fn dump_links(rt: &mut Rtnl) -> Result<Vec<LinkInfo>, HostError> {
     let replies = rt
         .request("list links", Rtm::Getlink, NlmF::DUMP, msg)
         .map_err(|e| kernel_err("list links", "", e))?;
-    replies.iter().map(|b| parse_link("list links", b)).collect()
+    let links = replies.iter().map(|b| netlink::parse_link("list links", b));
+    Ok(links.collect::<Result<_, _>>()?)
 }
 
 /// Apply `attrs` (and optionally the UP flag) to an existing link (`RTM_NEWLINK` without CREATE).
@@ -282,7 +194,7 @@ pub(super) fn create_veth(
     validate_ifname(host)?;
     validate_ifname(peer)?;
     // The peer: a struct ifinfomsg followed by its attributes, inside VETH_INFO_PEER.
-    let mut peer_attrs = name_attrs(peer)?;
+    let mut peer_attrs = name_attr(peer)?;
     peer_attrs.push(attr(Ifla::Mtu, mtu)?);
     peer_attrs.push(attr(Ifla::NetNsFd, peer_ns.as_raw_fd() as u32)?);
     if let Some(mac) = peer_mac {
@@ -301,7 +213,7 @@ pub(super) fn create_veth(
     data.push(attr(Ifla::from(VETH_INFO_PEER), Buffer::from(peer_bytes))?);
     info.push(attr(IflaInfo::Data, data)?);
 
-    let mut attrs = name_attrs(host)?;
+    let mut attrs = name_attr(host)?;
     attrs.push(attr(Ifla::Mtu, mtu)?);
     attrs.push(attr(Ifla::Linkinfo, info)?);
     let msg = link_msg(0, attrs, false)?;
