@@ -67,8 +67,20 @@ pub fn target_for(
     }
 }
 
-trait Stream: Read + Write {}
-impl<T: Read + Write> Stream for T {}
+trait Stream: Read + Write {
+    /// Wait for data without a deadline.
+    fn set_no_read_timeout(&self) -> std::io::Result<()>;
+}
+impl Stream for TcpStream {
+    fn set_no_read_timeout(&self) -> std::io::Result<()> {
+        self.set_read_timeout(None)
+    }
+}
+impl Stream for UnixStream {
+    fn set_no_read_timeout(&self) -> std::io::Result<()> {
+        self.set_read_timeout(None)
+    }
+}
 
 fn connect(target: &Target) -> Result<Box<dyn Stream>, CtlError> {
     let io = |source| CtlError::Io {
@@ -151,6 +163,110 @@ pub fn request(target: &Target, method: Method, path: &str, body: &str) -> Resul
         });
     }
     Ok(body.to_string())
+}
+
+/// GET a stream of lines (`/v1/fdb/watch`): `on_line` gets each line until it returns false or overlayd
+/// closes the stream. Waits for lines without a deadline (an idle table sends nothing).
+pub fn stream(target: &Target, path: &str, mut on_line: impl FnMut(&str) -> bool) -> Result<(), CtlError> {
+    use std::io::BufRead;
+    let mut s = connect(target)?;
+    let io = |source| CtlError::Io {
+        target: target.clone(),
+        source,
+    };
+    let host = match target {
+        Target::Tcp(a) => a.to_string(),
+        Target::Socket(_) => "localhost".to_string(),
+    };
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(io)?;
+    let malformed = |what: &str| CtlError::Malformed {
+        what: what.to_string(),
+        target: target.clone(),
+    };
+    s.set_no_read_timeout().map_err(io)?;
+    let mut r = std::io::BufReader::new(StreamReader(s));
+    let mut line = String::new();
+    r.read_line(&mut line).map_err(io)?;
+    let status = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| malformed("no status line"))?;
+    // The rest of the head.
+    loop {
+        line.clear();
+        if r.read_line(&mut line).map_err(io)? == 0 || line == "\r\n" {
+            break;
+        }
+    }
+    if status != 200 {
+        let mut body = String::new();
+        let _ = std::io::Read::read_to_string(&mut r, &mut body);
+        return Err(CtlError::Status {
+            target: target.clone(),
+            status,
+            message: error_message(&body),
+        });
+    }
+    loop {
+        line.clear();
+        if r.read_line(&mut line).map_err(io)? == 0 {
+            return Ok(());
+        }
+        if !on_line(line.trim_end()) {
+            return Ok(());
+        }
+    }
+}
+
+/// A connection whose read timeout can be lifted (a stream may be idle for hours).
+struct StreamReader(Box<dyn Stream>);
+
+impl Read for StreamReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+/// One `overlayctl fdb --watch` line for a person: `HH:MM:SS.µs (UTC) EVENT NETWORK VNI MAC VTEP ORIGIN`, a
+/// separator after the baseline, a warning for lost events. `None` for a line this overlayctl cannot read.
+pub fn render_watch_line(line: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let ts = v["ts_us"].as_u64()?;
+    let day = ts % 86_400_000_000;
+    let time = format!(
+        "{:02}:{:02}:{:02}.{:06}",
+        day / 3_600_000_000,
+        day / 60_000_000 % 60,
+        day / 1_000_000 % 60,
+        day % 1_000_000
+    );
+    let event = v["event"].as_str()?;
+    Some(match event {
+        "synced" => format!("{time} -- table above; changes follow --"),
+        "lost" => format!(
+            "{time} -- lost {} events (this reader fell behind); the table follows again --",
+            v["count"].as_u64()?
+        ),
+        _ => {
+            let s = |k: &str| match &v[k] {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            format!(
+                "{time} {event:<7} {} {} {} {} {}",
+                s("network"),
+                s("vni"),
+                s("mac"),
+                s("vtep"),
+                s("origin")
+            )
+        }
+    })
 }
 
 /// GET `path`.

@@ -283,6 +283,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
         socket_path: cfg.admin_socket.clone(),
         observe: observe.clone(),
         ops: Some(ops.clone()),
+        fdb_watch: admin::watch::FdbWatch::new(table.clone()),
     });
     if !cluster_mode {
         info!("control plane off (static peers, flood-and-learn); start one node with --init-cluster and join others with --peer <member> --token-file <file holding `overlayctl --admin-socket … token`> to turn it on");
@@ -406,6 +407,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
                 }
                 None => None,
             };
+            let fdb_watch = tokio::spawn(state.fdb_watch.clone().run());
             let admin = tokio::spawn(admin::serve_tcp(listener, state.clone(), Limits::default()));
             let docker = match (docker_listener, docker_driver) {
                 (Some(l), Some(d)) => {
@@ -487,6 +489,7 @@ pub fn run(cfg: Config, args: Args) -> Result<(), DaemonError> {
                 c.leave().await;
             }
             admin.abort();
+            fdb_watch.abort();
             if let Some(d) = docker {
                 d.abort();
                 // Dropping the task drops the listener, which removes a Unix socket.

@@ -150,6 +150,10 @@ pub struct Fdb {
     local_version: AtomicU64,
     /// Called after each such change (the cluster glue wakes up and re-advertises); set once.
     on_local_change: OnceLock<LocalNotifier>,
+    /// Bumped whenever any entry appears, goes, or changes VTEP or origin (never on a refresh).
+    version: AtomicU64,
+    /// Called after each such change (`overlayctl fdb --watch` wakes up); set once.
+    on_change: OnceLock<LocalNotifier>,
 }
 
 /// The callback of [`Fdb::notify_local_changes`].
@@ -182,6 +186,8 @@ impl Fdb {
             hints: Hints::new(capacity),
             local_version: AtomicU64::new(0),
             on_local_change: OnceLock::new(),
+            version: AtomicU64::new(0),
+            on_change: OnceLock::new(),
         }
     }
 
@@ -196,6 +202,28 @@ impl Fdb {
     /// installs a callback; returns whether this one did.
     pub fn notify_local_changes(&self, f: impl Fn() + Send + Sync + 'static) -> bool {
         self.on_local_change.set(LocalNotifier(Box::new(f))).is_ok()
+    }
+
+    /// Changes whenever the rows ([`Fdb::rows`]) change other than by age: an entry appeared, went, or changed
+    /// VTEP or origin (a refresh, the per-packet case, never changes it). An entry that ages out is seen as
+    /// gone at the next [`Fdb::expire`] (or the next change).
+    pub fn version(&self) -> u64 {
+        self.version.load(Relaxed)
+    }
+
+    /// Call `f` after every change counted by [`Fdb::version`] (from whichever thread made it, forwarding
+    /// threads included, possibly under a shard's write lock: keep it cheap, non-blocking and off the FDB).
+    /// Only the first call installs a callback; returns whether this one did. Spurious calls may happen.
+    pub fn notify_changes(&self, f: impl Fn() + Send + Sync + 'static) -> bool {
+        self.on_change.set(LocalNotifier(Box::new(f))).is_ok()
+    }
+
+    /// An entry appeared, went, or changed VTEP or origin. Only on paths that already took a write lock.
+    fn changed(&self) {
+        self.version.fetch_add(1, Relaxed);
+        if let Some(n) = self.on_change.get() {
+            (n.0)();
+        }
     }
 
     fn local_changed(&self) {
@@ -315,6 +343,7 @@ impl Fdb {
                     return Learn::LocalCap;
                 }
                 v.insert(Slot::new(vtep, origin, t));
+                self.changed();
                 (Learn::New, origin == Origin::Learned)
             }
             Entry::Occupied(mut o) => self.relearn(o.get_mut(), vtep, origin, t),
@@ -343,6 +372,7 @@ impl Fdb {
             let moves = s.moves;
             *s = Slot::new(vtep, origin, t);
             s.moves = moves;
+            self.changed();
             return (Learn::New, old != Origin::Learned && origin == Origin::Learned);
         }
         (self.relearn_fresh(s, vtep, origin, t), false)
@@ -371,6 +401,7 @@ impl Fdb {
                 s.origin = Origin::Local;
                 s.vtep = vtep;
                 s.seen.store(t, Relaxed);
+                self.changed();
                 if from == vtep {
                     Learn::New
                 } else {
@@ -383,6 +414,7 @@ impl Fdb {
                 if s.moves.try_move(t, &self.damping, false) {
                     s.vtep = vtep;
                     s.seen.store(t, Relaxed);
+                    self.changed();
                     Learn::Moved { from }
                 } else {
                     Counters::add(&self.counters.mac_flaps, 1);
@@ -409,6 +441,7 @@ impl Fdb {
             s.vtep = c;
             s.origin = Origin::Control;
             s.seen.store(t, Relaxed);
+            self.changed();
             return true;
         }
         if let (Some(c), Origin::Control | Origin::Learned) = (s.claim, s.origin) {
@@ -417,6 +450,7 @@ impl Fdb {
                 s.origin = Origin::Control;
                 s.claim = None;
                 s.seen.store(t, Relaxed);
+                self.changed();
             }
         }
         true
@@ -435,7 +469,11 @@ impl Fdb {
             }
             keep
         });
-        before.saturating_sub(self.map.len())
+        let removed = before.saturating_sub(self.map.len());
+        if removed > 0 {
+            self.changed();
+        }
+        removed
     }
 
     /// MACs currently seen behind our own bridge.

@@ -23,8 +23,11 @@
 //! the MAC local. That adds up to 0.2 s to the formation time.
 //!
 //! How we observe it without perturbing it: this same executable, run as `--watch` inside each host namespace,
-//! polls the local admin endpoint every 25 ms (50 ms above 16 nodes) and prints a timestamped line whenever
-//! the set of control MACs changes; the figures come from those lines. Touches nothing outside its namespaces.
+//! follows the local admin endpoint's FDB change stream (`GET /v1/fdb/watch`, each change stamped by the
+//! daemon when it happened) and prints a timestamped line whenever the set of control (or local) MACs
+//! changes; the figures come from those lines. Against an overlayd without the stream (`--overlayd` of an
+//! older build) it polls `GET /v1/fdb` every 25 ms (50 ms above 16 nodes) instead; the output says which
+//! (`observe`). Touches nothing outside its namespaces.
 
 mod report;
 #[path = "../../tests/common/testbed.rs"]
@@ -424,6 +427,27 @@ fn run(o: &Opts) -> Result<(), String> {
         .map(|i| secs(new_known(i).unwrap_or(u64::MAX).saturating_sub(appeared[i])))
         .collect();
     new_mac_known.sort_by(f64::total_cmp);
+    // Where that time goes, per MAC: the commands until its owner's FDB holds it as local (first frame on
+    // the TAP), then until the first other node and the last one install it.
+    let mut new_mac_steps = [Vec::new(), Vec::new(), Vec::new()];
+    for i in 0..n {
+        let has = |s: &Option<BTreeSet<String>>| s.as_ref().is_some_and(|s| s.contains(&new_macs[i]));
+        let local = first_time(&local_log(&watchers[i]), appeared[i], has);
+        let installs: Option<Vec<u64>> = (0..n)
+            .filter(|j| *j != i)
+            .map(|j| first_time(&watch_log(&watchers[j]), appeared[i], has))
+            .collect();
+        if let (Some(l), Some(t)) = (local, installs) {
+            let first = t.iter().copied().min().unwrap_or(l);
+            let last = t.iter().copied().max().unwrap_or(l);
+            new_mac_steps[0].push(secs(l.saturating_sub(appeared[i])));
+            new_mac_steps[1].push(secs(first.saturating_sub(l)));
+            new_mac_steps[2].push(secs(last.saturating_sub(l)));
+        }
+    }
+    for v in &mut new_mac_steps {
+        v.sort_by(f64::total_cmp);
+    }
     drop(new_emitters);
 
     let v = n - 1; // the victim: not host 1, through which everyone joined
@@ -513,9 +537,16 @@ fn run(o: &Opts) -> Result<(), String> {
         );
     }
 
+    let modes: BTreeSet<String> = watchers
+        .iter()
+        .map(|w| watch::watch_mode(w).unwrap_or_else(|| "none".into()))
+        .collect();
+    let observe = modes.into_iter().collect::<Vec<_>>().join("+");
     let f = Figures {
         nodes: n,
         poll_ms,
+        observe,
+        new_mac_steps,
         joined_per_node,
         known_per_node,
         known_from_appearance,

@@ -18,6 +18,11 @@ pub(crate) fn secs(us: u64) -> f64 {
 pub(crate) struct Figures {
     pub(crate) nodes: usize,
     pub(crate) poll_ms: u64,
+    /// How the watchers observed the FDBs: `stream`, or `poll <ms> ms` (an overlayd without the stream).
+    pub(crate) observe: String,
+    /// New MAC in the formed cluster, per MAC: commands → owner's FDB local, local → first other node's
+    /// install, local → last other node's install.
+    pub(crate) new_mac_steps: [Vec<f64>; 3],
     pub(crate) joined_per_node: Vec<f64>,
     pub(crate) known_per_node: Vec<f64>,
     pub(crate) known_from_appearance: Vec<f64>,
@@ -34,6 +39,10 @@ pub(crate) fn to_json(f: &Figures) -> Value {
     serde_json::json!({
         "nodes": f.nodes,
         "poll_ms": f.poll_ms,
+        "observe": f.observe,
+        "new_mac_cmd_to_local_s": s(&f.new_mac_steps[0]),
+        "new_mac_local_to_first_install_s": s(&f.new_mac_steps[1]),
+        "new_mac_local_to_last_install_s": s(&f.new_mac_steps[2]),
         "joined_per_node_s": s(&f.joined_per_node),
         "mac_known_per_node_s": s(&f.known_per_node),
         "mac_known_everywhere_from_appearance_s": s(&f.known_from_appearance),
@@ -77,6 +86,17 @@ pub(crate) fn table(f: &Figures) -> String {
         &f.new_mac_known,
         &ms,
     );
+    stat("  … commands until local at its owner", &f.new_mac_steps[0], &ms);
+    stat(
+        "  … local until the first other node has it",
+        &f.new_mac_steps[1],
+        &ms,
+    );
+    stat(
+        "  … local until every other node has it",
+        &f.new_mac_steps[2],
+        &ms,
+    );
     stat(
         "withdraw SIGKILLed node, per other node",
         &f.withdraw_per_node,
@@ -107,8 +127,8 @@ pub(crate) fn table(f: &Figures) -> String {
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = format!(
-        "overlayd cluster, N = {} nodes, default timings (FDB polled every {} ms)\n",
-        f.nodes, f.poll_ms
+        "overlayd cluster, N = {} nodes, default timings (FDBs observed: {})\n",
+        f.nodes, f.observe
     );
     for r in &rows {
         out += &format!(

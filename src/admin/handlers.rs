@@ -11,6 +11,13 @@ use super::{
 };
 use std::time::Instant;
 
+/// What a request gets: one response, or a stream of FDB changes (of network `vni`, or all).
+#[derive(Debug)]
+pub enum Reply {
+    Once(Response),
+    FdbWatch { vni: Option<u32> },
+}
+
 impl AdminState {
     /// PRIVILEGED (state-changing): revoke node `id` (hex, as in `peers --json`).
     pub async fn revoke(&self, id: &str) -> Response {
@@ -36,49 +43,72 @@ impl AdminState {
         }
     }
 
-    /// The whole request pipeline after reading: parse, check the listener's rules, dispatch.
+    /// The whole request pipeline after reading: parse, check the listener's rules, dispatch. A stream
+    /// request is answered with an error here: only a connection ([`AdminState::reply`]) can carry one.
     pub async fn respond(&self, via: &Via, raw: &RawRequest) -> Response {
+        match self.reply(via, raw).await {
+            Reply::Once(r) => r,
+            Reply::FdbWatch { .. } => Response::error(
+                400,
+                "GET /v1/fdb/watch is a stream; read it from the admin listener",
+            ),
+        }
+    }
+
+    /// [`AdminState::respond`], or the start of a stream for `GET /v1/fdb/watch` (same access rules as `/v1/fdb`).
+    pub async fn reply(&self, via: &Via, raw: &RawRequest) -> Reply {
         let req = match parse_request(&raw.head) {
             Ok(r) => r,
-            Err(e) => return Response::error(e.status(), &e.to_string()),
+            Err(e) => return Reply::Once(Response::error(e.status(), &e.to_string())),
         };
         if let Via::Socket { refused: Some(why) } = via {
-            return Response::error(403, why);
+            return Reply::Once(Response::error(403, why));
         }
         if *via == Via::Tcp {
             match req.host {
                 Some(h) if is_loopback_host(h) => {}
                 Some(h) => {
-                    return Response::error(
+                    return Reply::Once(Response::error(
                         403,
                         &format!("Host {h:?} is not a loopback name: the admin endpoint answers only requests for localhost, 127.0.0.1 or [::1] (DNS rebinding protection)"),
-                    )
+                    ))
                 }
                 None if req.http10 => {}
-                None => return Response::error(400, "HTTP/1.1 request without a Host header"),
+                None => return Reply::Once(Response::error(400, "HTTP/1.1 request without a Host header")),
             }
         }
         let route = match find_route(req.method, req.path) {
             Ok(r) => r,
             Err(404) => {
                 let paths: Vec<&str> = ROUTES.iter().map(|r| r.path).collect();
-                return Response::error(404, &format!("no such route; try {}", paths.join(", ")));
+                return Reply::Once(Response::error(
+                    404,
+                    &format!("no such route; try {}", paths.join(", ")),
+                ));
             }
-            Err(status) => return Response::error(status, "method not allowed on this route"),
+            Err(status) => return Reply::Once(Response::error(status, "method not allowed on this route")),
         };
         if route.access == Access::Privileged && *via == Via::Tcp {
             let sock = self.socket_path.display();
-            return Response::error(
+            return Reply::Once(Response::error(
                 403,
                 &format!(
                     "{} {} is served only on overlayd's admin socket {sock} (root only), never on the TCP admin address: run `overlayctl --admin-socket {sock} …` as root",
                     route.method.as_str(),
                     route.path
                 ),
-            );
+            ));
+        }
+        if route.endpoint == Endpoint::FdbWatch {
+            return match self.select(req.query) {
+                Ok((nets, all)) => Reply::FdbWatch {
+                    vni: (!all).then(|| nets.first().map(|n| n.vni.get())).flatten(),
+                },
+                Err(r) => Reply::Once(r),
+            };
         }
         let tail = route_tail(route.path, req.path);
-        self.dispatch(route.endpoint, tail, req.query, &raw.body).await
+        Reply::Once(self.dispatch(route.endpoint, tail, req.query, &raw.body).await)
     }
 
     /// Serve one endpoint; `tail` is what a `*` route matched. Access has been checked by the caller.
@@ -94,6 +124,10 @@ impl AdminState {
                 Ok(rows) => json(serde_json::to_string(&rows)),
                 Err(r) => r,
             },
+            Endpoint::FdbWatch => Response::error(
+                400,
+                "GET /v1/fdb/watch is a stream; read it from the admin listener",
+            ),
             Endpoint::Networks => json(serde_json::to_string(&self.networks_json())),
             Endpoint::NetworkCreate => self.network_create(body).await,
             Endpoint::NetworkRemove => self.network_remove(tail, query).await,

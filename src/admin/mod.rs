@@ -18,7 +18,10 @@ pub mod networks;
 mod routes;
 mod serve;
 pub mod socket;
+mod stream;
+pub mod watch;
 
+pub use handlers::Reply;
 pub use http::{is_loopback_host, parse_request, Limits, Method, Request, Response};
 pub use routes::{find_route, Access, Endpoint, Route, ROUTES};
 pub use serve::{serve_tcp, serve_unix};
@@ -92,6 +95,8 @@ pub struct AdminState {
     /// Network create/rm, attach/detach, addresses: shared with the Docker driver. `None` only in unit
     /// tests of the read-only views.
     pub ops: Option<Arc<crate::ops::Ops>>,
+    /// The FDB change feed of `GET /v1/fdb/watch` (its task: [`watch::FdbWatch::run`]).
+    pub fdb_watch: Arc<watch::FdbWatch>,
 }
 
 /// A revoke request to the control plane: the node id and where to send the outcome (text) or error.

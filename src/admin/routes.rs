@@ -18,6 +18,8 @@ pub enum Access {
 pub enum Endpoint {
     Health,
     Fdb,
+    /// A stream of FDB changes (`overlayctl fdb --watch`): served by `stream.rs`, not `dispatch`.
+    FdbWatch,
     Stats,
     Peers,
     Token,
@@ -61,6 +63,9 @@ const fn route(method: Method, path: &'static str, endpoint: Endpoint, access: A
 pub const ROUTES: &[Route] = &[
     route(Method::Get, "/v1/health", Endpoint::Health, Access::ReadOnly),
     route(Method::Get, "/v1/fdb", Endpoint::Fdb, Access::ReadOnly),
+    // Newline-delimited JSON until the client closes: the table (`present` rows, then `synced`), then every
+    // change (`add`/`update`/`remove`), `lost` when the reader fell behind (a new baseline follows).
+    route(Method::Get, "/v1/fdb/watch", Endpoint::FdbWatch, Access::ReadOnly),
     route(Method::Get, "/v1/stats", Endpoint::Stats, Access::ReadOnly),
     route(Method::Get, "/v1/peers", Endpoint::Peers, Access::ReadOnly),
     route(Method::Get, "/v1/token", Endpoint::Token, Access::Privileged),

@@ -1,9 +1,9 @@
 //! The admin API's listeners: accept loops for the TCP address and the Unix socket, the shared connection
-//! cap (503 at once when full) and one task per connection (read, respond, write, close).
+//! cap (503 at once when full) and one task per connection (read, respond, write, close; or stream FDB changes).
 //! Must never: hold a task for a refused connection, or wait on a client without the [`Limits`] deadlines.
 
 use super::http::{self, Limits, Response};
-use super::{AdminState, PeerPolicy, Via};
+use super::{AdminState, PeerPolicy, Reply, Via};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
@@ -55,7 +55,7 @@ impl TryWrite for tokio::net::UnixStream {
 
 /// Serve `s` on its own task if a connection slot is free; otherwise answer 503 at once and close. Shared by
 /// both listeners, so the cap tested on the socket is the cap of the TCP address.
-fn admit<S>(slots: &Arc<Semaphore>, mut s: S, state: &Arc<AdminState>, via: Via, limits: Limits)
+fn admit<S>(slots: &Arc<Semaphore>, s: S, state: &Arc<AdminState>, via: Via, limits: Limits)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + TryWrite + Unpin + Send + 'static,
 {
@@ -65,18 +65,21 @@ where
     };
     let st = state.clone();
     tokio::spawn(async move {
-        serve_conn(&mut s, &st, via, &limits).await;
+        serve_conn(s, &st, via, &limits).await;
         drop(permit);
     });
 }
 
-async fn serve_conn<S>(s: &mut S, state: &AdminState, via: Via, limits: &Limits)
+async fn serve_conn<S>(mut s: S, state: &AdminState, via: Via, limits: &Limits)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let resp = match http::read_request(s, limits).await {
-        Ok(raw) => state.respond(&via, &raw).await,
+    let resp = match http::read_request(&mut s, limits).await {
+        Ok(raw) => match state.reply(&via, &raw).await {
+            Reply::Once(r) => r,
+            Reply::FdbWatch { vni } => return super::stream::fdb_watch(s, state, vni, limits).await,
+        },
         Err(e) => Response::error(e.status(), &e.to_string()),
     };
-    http::write_response(s, &resp, limits).await;
+    http::write_response(&mut s, &resp, limits).await;
 }

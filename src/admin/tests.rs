@@ -18,19 +18,21 @@ fn state(admission: Option<Arc<control::transport::Admission>>, cluster: bool) -
         Origin::Learned,
         now,
     );
+    let table = Arc::new(
+        dataplane::network::NetworkTable::new([Arc::new(
+            dataplane::network::Network::new(
+                "default",
+                dataplane::wire::Vni::new(42).unwrap(),
+                fdb,
+                Arc::new(PeerSet::new([IpAddr::from([10, 0, 0, 2])])),
+            )
+            .with_workers(2),
+        )])
+        .unwrap(),
+    );
     AdminState {
-        table: Arc::new(
-            dataplane::network::NetworkTable::new([Arc::new(
-                dataplane::network::Network::new(
-                    "default",
-                    dataplane::wire::Vni::new(42).unwrap(),
-                    fdb,
-                    Arc::new(PeerSet::new([IpAddr::from([10, 0, 0, 2])])),
-                )
-                .with_workers(2),
-            )])
-            .unwrap(),
-        ),
+        fdb_watch: watch::FdbWatch::new(table.clone()),
+        table,
         peers: Arc::new(PeerSet::new([IpAddr::from([10, 0, 0, 2])])),
         members: Arc::new(std::sync::RwLock::new(cluster.then(Vec::new))),
         admission,
@@ -396,4 +398,152 @@ fn accept_loop_caps_connections_and_times_out_slow_clients() {
         drop(sock);
         std::fs::remove_dir_all(&dir).unwrap();
     });
+}
+
+/// Reads lines of a watch stream until `done` holds for the lines so far (5 s at most).
+async fn lines_until(
+    r: &mut (impl tokio::io::AsyncBufRead + Unpin),
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while !done(&lines) {
+            let mut l = String::new();
+            if r.read_line(&mut l).await.unwrap_or(0) == 0 {
+                break;
+            }
+            lines.push(l.trim_end().to_string());
+        }
+    })
+    .await;
+    lines
+}
+
+#[test]
+fn fdb_watch_streams_changes_and_a_reader_that_falls_behind_is_told_then_rebaselined() {
+    let mut st = state(None, false);
+    // A ring of 4 events: a reader that does not read loses events after a handful of changes.
+    st.fdb_watch = watch::FdbWatch::with_ring(st.table.clone(), 4);
+    let st = Arc::new(st);
+    let fdb = st.table.snapshot()[0].fdb.clone();
+    rt().block_on(async {
+        // 512 bytes of pipe: the writer blocks after two or three lines while nobody reads.
+        let (client, server) = tokio::io::duplex(512);
+        let limits = Limits::default();
+        let st2 = st.clone();
+        let task = tokio::spawn(async move { super::stream::fdb_watch(server, &st2, None, &limits).await });
+        let mut r = tokio::io::BufReader::new(client);
+        let head = lines_until(&mut r, |l| l.iter().any(|l| l.contains("\"synced\""))).await;
+        assert_eq!(head[0], "HTTP/1.1 200 OK", "{head:?}");
+        assert!(
+            head.iter()
+                .any(|l| l.contains("\"present\"") && l.contains("02:00:00:00:00:02")),
+            "the baseline holds the table: {head:?}"
+        );
+        // 40 changes while the reader reads nothing: every FDB call returns (the data path never waits for a
+        // reader), the feed keeps at most 4 of them.
+        for m in 0..40u8 {
+            fdb.install_control(
+                MacAddr([2, 0, 0, 0, 1, m % 6]),
+                IpAddr::from([10, 0, 0, 3 + m / 6]),
+                Instant::now(),
+            );
+            st.fdb_watch.pass();
+            tokio::task::yield_now().await;
+        }
+        let after = lines_until(&mut r, |l| {
+            l.iter()
+                .position(|l| l.contains("\"lost\""))
+                .is_some_and(|p| l[p..].iter().any(|l| l.contains("\"synced\"")))
+        })
+        .await;
+        let lost = after
+            .iter()
+            .position(|l| l.contains("\"lost\""))
+            .unwrap_or_else(|| panic!("no lost line: {after:?}"));
+        assert!(
+            after[..lost]
+                .iter()
+                .any(|l| l.contains("\"update\"") || l.contains("\"add\"")),
+            "{after:?}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&after[lost]).unwrap();
+        assert!(v["count"].as_u64().unwrap() > 0, "{v}");
+        // After `lost`: the table again (every row of it), then `synced`.
+        let rows = fdb.rows(Instant::now()).len();
+        let present = after[lost..].iter().filter(|l| l.contains("\"present\"")).count();
+        assert_eq!(present, rows, "{after:?}");
+        // Then changes flow again.
+        fdb.remove_control(&MacAddr([2, 0, 0, 0, 1, 0]));
+        st.fdb_watch.pass();
+        let more = lines_until(&mut r, |l| l.iter().any(|l| l.contains("\"remove\""))).await;
+        assert!(
+            more.iter()
+                .any(|l| l.contains("\"remove\"") && l.contains("02:00:00:00:01:00")),
+            "{more:?}"
+        );
+        drop(r);
+        // The reader gone, the stream ends (its slot is freed).
+        assert!(
+            tokio::time::timeout(Duration::from_secs(2), task).await.is_ok(),
+            "stream task ended"
+        );
+    });
+}
+
+#[test]
+fn fdb_watch_drops_a_reader_that_takes_nothing_within_the_write_deadline() {
+    let mut st = state(None, false);
+    st.fdb_watch = watch::FdbWatch::with_ring(st.table.clone(), 4);
+    let st = Arc::new(st);
+    let fdb = st.table.snapshot()[0].fdb.clone();
+    rt().block_on(async {
+        let (client, server) = tokio::io::duplex(256);
+        let limits = Limits {
+            write_timeout: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        let st2 = st.clone();
+        let task = tokio::spawn(async move { super::stream::fdb_watch(server, &st2, None, &limits).await });
+        for m in 0..20u8 {
+            fdb.install_control(
+                MacAddr([2, 0, 0, 0, 1, m % 6]),
+                IpAddr::from([10, 0, 0, 3 + m / 6]),
+                Instant::now(),
+            );
+            st.fdb_watch.pass();
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_secs(3), task).await.is_ok(),
+            "a stalled reader is dropped after the write deadline"
+        );
+        drop(client);
+        st.fdb_watch.pass();
+        assert!(st.fdb_watch.subscribe().is_some());
+    });
+}
+
+#[test]
+fn fdb_watch_follows_the_rules_of_fdb() {
+    let st = state(None, false);
+    assert_eq!(
+        find_route(Method::Get, "/v1/fdb/watch").unwrap().access,
+        find_route(Method::Get, "/v1/fdb").unwrap().access
+    );
+    // Same checks as every request on TCP (Host header), same network filter as /v1/fdb.
+    let r = get(&st, &Via::Tcp, "/v1/fdb/watch", "evil.example");
+    assert_eq!(r.status, 403);
+    let r = get(&st, &Via::Tcp, "/v1/fdb/watch?network=nope", "127.0.0.1:7947");
+    assert_eq!(r.status, 404);
+    let refused = Via::Socket {
+        refused: Some("uid 1000 is not allowed".into()),
+    };
+    assert_eq!(get(&st, &refused, "/v1/fdb/watch", "localhost").status, 403);
+    let r = rt().block_on(st.reply(
+        &Via::Tcp,
+        &raw("GET /v1/fdb/watch?network=42 HTTP/1.1\r\nHost: localhost\r\n\r\n"),
+    ));
+    assert!(matches!(r, Reply::FdbWatch { vni: Some(42) }), "{r:?}");
 }

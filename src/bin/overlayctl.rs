@@ -32,6 +32,10 @@ enum Cmd {
         network: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Print the table, then every change as it happens (add/update/remove, with the time of the change)
+        /// until interrupted; with --json, one JSON object per line.
+        #[arg(long)]
+        watch: bool,
     },
     /// Traffic and per-reason drop counters.
     Stats {
@@ -159,6 +163,32 @@ enum NetworkCmd {
 /// `?network=NAME` for a filter.
 fn network_query(network: Option<String>) -> String {
     network.map_or_else(String::new, |n| format!("?network={n}"))
+}
+
+/// `fdb --watch`: the stream of `/v1/fdb/watch`, as JSON lines or for a person, until overlayd closes it.
+fn fdb_watch(admin: SocketAddr, socket: Option<PathBuf>, network: Option<String>, json: bool) -> ExitCode {
+    let path = "/v1/fdb/watch";
+    let target = match ctl::target_for("fdb --watch", Method::Get, path, admin, socket) {
+        Ok(t) => t,
+        Err(e) => return fail(&e),
+    };
+    let mut out = std::io::stdout();
+    let r = ctl::stream(&target, &format!("{path}{}", network_query(network)), |line| {
+        use std::io::Write;
+        let text = if json {
+            line.to_string()
+        } else {
+            ctl::render_watch_line(line).unwrap_or_else(|| format!("? {line}"))
+        };
+        writeln!(out, "{text}").and_then(|()| out.flush()).is_ok()
+    });
+    match r {
+        Ok(()) => {
+            eprintln!("overlayctl: overlayd at {target} closed the stream");
+            ExitCode::from(1)
+        }
+        Err(e) => fail(&e),
+    }
 }
 
 fn fail(e: &CtlError) -> ExitCode {
@@ -325,7 +355,16 @@ fn main() -> ExitCode {
             ("trace", Method::Get, "/v1/trace", json)
         }
         Cmd::Diag { json } => ("diag", Method::Get, "/v1/diag", json),
-        Cmd::Fdb { network, json } => {
+        Cmd::Fdb {
+            network,
+            json,
+            watch: true,
+        } => return fdb_watch(cli.admin, cli.admin_socket, network, json),
+        Cmd::Fdb {
+            network,
+            json,
+            watch: false,
+        } => {
             query = network_query(network);
             ("fdb", Method::Get, "/v1/fdb", json)
         }

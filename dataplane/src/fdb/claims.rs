@@ -19,6 +19,7 @@ impl Fdb {
         let mut o = match self.map.entry(mac) {
             Entry::Vacant(v) => {
                 v.insert(Slot::new(vtep, Origin::Control, t));
+                self.changed();
                 return true;
             }
             Entry::Occupied(o) => o,
@@ -31,6 +32,7 @@ impl Fdb {
             let moves = s.moves;
             *s = Slot::new(vtep, Origin::Control, t);
             s.moves = moves;
+            self.changed();
             return true;
         }
         match s.origin {
@@ -41,6 +43,9 @@ impl Fdb {
             }
             Origin::Control | Origin::Learned => {
                 if s.vtep == vtep || s.moves.try_move(t, &self.damping, false) {
+                    if (s.vtep, s.origin) != (vtep, Origin::Control) {
+                        self.changed();
+                    }
                     s.vtep = vtep;
                     s.origin = Origin::Control;
                     s.claim = None;
@@ -64,9 +69,14 @@ impl Fdb {
                 return false;
             }
         }
-        self.map
+        let removed = self
+            .map
             .remove_if(mac, |_, s| s.origin == Origin::Control)
-            .is_some()
+            .is_some();
+        if removed {
+            self.changed();
+        }
+        removed
     }
 
     /// Stop holding `mac` as local: it turned out to be the bridge's own address (a bridge without a fixed
@@ -84,6 +94,7 @@ impl Fdb {
         });
         if was_local {
             self.unlocal();
+            self.changed();
         }
         was_local
     }
@@ -131,6 +142,9 @@ impl Fdb {
             self.unlocal();
             self.claim_takes_over(s, t)
         });
+        if gone > 0 {
+            self.changed();
+        }
         let mut refused: Vec<MacAddr> = on_bridge
             .iter()
             .filter(|(mac, announce)| {
@@ -161,5 +175,6 @@ impl Fdb {
                 self.unlocal();
             }
         }
+        self.changed();
     }
 }

@@ -118,6 +118,7 @@ impl Fdb {
             .is_some();
         if removed {
             Counters::add(&self.counters.fdb_evictions, 1);
+            self.changed();
         }
         removed
     }

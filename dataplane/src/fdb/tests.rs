@@ -164,3 +164,50 @@ fn rows_and_local_macs() {
         r#"{"mac":"02:00:00:00:00:03","vtep":"10.0.0.1","origin":"local","age_s":7}"#
     );
 }
+
+/// `overlayctl fdb --watch` relies on this: every change of the rows bumps the version and calls the hook, a
+/// refresh (the per-packet case) does neither.
+#[test]
+fn every_row_change_notifies_and_a_refresh_does_not() {
+    use std::sync::atomic::AtomicUsize;
+    let t0 = Instant::now();
+    let f = Fdb::new(2, Duration::from_secs(300), t0);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    assert!(f.notify_changes(move || {
+        c.fetch_add(1, Relaxed);
+    }));
+    assert!(!f.notify_changes(|| {}), "only the first hook is installed");
+    let mut last = (f.version(), calls.load(Relaxed));
+    let mut step = |what: &str, expect_change: bool| {
+        let now = (f.version(), calls.load(Relaxed));
+        assert_eq!(now.0 != last.0, expect_change, "version after {what}");
+        assert_eq!(now.1 != last.1, expect_change, "hook after {what}");
+        last = now;
+    };
+    f.learn(mac(1), ip(2), Origin::Learned, t0);
+    step("a new learned entry", true);
+    f.learn(mac(1), ip(2), Origin::Learned, t0 + Duration::from_secs(1));
+    step("a refresh", false);
+    f.learn(mac(1), ip(3), Origin::Learned, t0 + Duration::from_secs(2));
+    step("a move", true);
+    assert!(f.install_control(mac(1), ip(4), t0 + Duration::from_secs(3)));
+    step("a control install over a learned entry", true);
+    assert!(f.install_control(mac(1), ip(4), t0 + Duration::from_secs(3)));
+    step("the same install again", false);
+    assert!(f.remove_control(&mac(1)));
+    step("a withdrawal", true);
+    f.learn(mac(5), ip(1), Origin::Local, t0);
+    step("a new local entry", true);
+    f.learn(mac(6), ip(2), Origin::Learned, t0);
+    f.learn(mac(7), ip(2), Origin::Learned, t0);
+    step("an eviction to make room", true);
+    assert!(f.forget_local(&mac(5), t0));
+    step("a local entry given up", true);
+    f.insert_static(mac(8), ip(9), t0);
+    step("a static entry", true);
+    assert!(f.expire(t0 + Duration::from_secs(400)) > 0);
+    step("an expiry", true);
+    assert_eq!(f.expire(t0 + Duration::from_secs(401)), 0);
+    step("an expiry that removed nothing", false);
+}
