@@ -20,8 +20,8 @@
 //! Must never: hand unauthenticated bytes (or a revoked node's bytes) to the state machine, or block the
 //! pump on a slow peer.
 //!
-//! Submodules: `accept` (incoming connections), `pool` (per-peer gossip connections), `pump`,
-//! `socket` (the gossip UDP socket).
+//! Submodules: `accept` (incoming connections), `persist` (background rewrites of state-dir records),
+//! `pool` (per-peer gossip connections), `pump`, `socket` (the gossip UDP socket).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -46,6 +46,7 @@ use crate::revocation::RevocationList;
 use crate::{ControlError, MacAddr, NetworkDef, Output, PeerAddr, Vni};
 
 mod accept;
+pub(crate) mod persist;
 mod pool;
 mod pump;
 mod socket;
@@ -355,6 +356,10 @@ impl GossipClient {
     }
 }
 
+fn save_admitters(state: &StateDir, admitters: &Vec<SocketAddr>) -> Result<(), AuthError> {
+    state.save_admitters(admitters)
+}
+
 /// Bind the gossip endpoint and spawn the pump. Must be called inside a tokio runtime.
 pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
     let server = server_config(&opts.credential)?;
@@ -416,7 +421,10 @@ pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
         me: advertise,
         admitters: Mutex::new(admitters),
         members: Mutex::new(Vec::new()),
-        state: opts.state.clone(),
+        admitters_file: opts
+            .state
+            .clone()
+            .map(|s| persist::Persist::spawn(s, "the admitters", save_admitters)),
     });
     let join = Arc::new(JoinService {
         admission: opts.admission,

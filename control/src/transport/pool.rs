@@ -228,6 +228,7 @@ impl Pool {
         // A revoked peer's connection is closed at once below: a failed dial, like one refused.
         let ok = dialled.as_ref().filter(|c| !self.is_revoked(c));
         self.stats.count_dial(ok, started.elapsed());
+        tracing::debug!(%to, ok = ok.is_some(), ms = started.elapsed().as_secs_f64() * 1e3, "dial done");
         {
             let mut l = link.lock();
             l.dialling = false;
