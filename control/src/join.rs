@@ -295,7 +295,11 @@ pub async fn join_cluster(
     tracing::debug!(%peer, "join: dialling");
     let mut endpoint =
         quinn::Endpoint::client(bind).map_err(|source| TransportError::Bind { addr: bind, source })?;
-    endpoint.set_default_client_config(join_client_config(token)?);
+    // The token this member sends on the join connection lets our first gossip dial to it skip the Retry.
+    endpoint.set_default_client_config(crate::transport::tokens::client_config_for(
+        &join_client_config(token)?,
+        peer,
+    ));
     let connect_err = |reason: String| TransportError::Connect { addr: peer, reason };
     let connecting = endpoint
         .connect(peer, CLUSTER_SERVER_NAME)

@@ -10,7 +10,8 @@
 //!   admitter ([`crate::admission`]).
 //!
 //! Every incoming connection first passes [`crate::exposure`]: a stateless Retry unless the source
-//! address is validated, per-source and total caps, a handshake timeout.
+//! address is validated (it answered a Retry, or presents a one-use token from an earlier connection,
+//! [`tokens`]), per-source and total caps, a handshake timeout.
 //!
 //! [`start`] spawns the pump: it feeds received messages, commands and due timers to the node and acts
 //! on its outputs; every [`Output`] other than `Send`/`ScheduleTimer` (FDB, flood sets, networks,
@@ -21,7 +22,8 @@
 //! pump on a slow peer.
 //!
 //! Submodules: `accept` (incoming connections), `persist` (background rewrites of state-dir records),
-//! `pool` (per-peer gossip connections), `pump`, `socket` (the gossip UDP socket).
+//! `pool` (per-peer gossip connections), `pump`, `socket` (the gossip UDP socket), `tokens` (address-
+//! validation tokens: a source that proved its address skips the Retry next time).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -50,6 +52,7 @@ pub(crate) mod persist;
 mod pool;
 mod pump;
 mod socket;
+pub(crate) mod tokens;
 
 use accept::{accept_loop, Accept};
 use pool::Pool;
@@ -134,6 +137,8 @@ pub fn server_config(cred: &NodeCredential) -> Result<quinn::ServerConfig, Trans
     c.max_early_data_size = 0; // no 0-RTT: control messages must not be replayable
     let mut s = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(c).map_err(tls)?));
     s.transport_config(transport_config());
+    // A client that proved its address gets a one-use token for its next connection (no Retry then).
+    s.validation_token_config(tokens::server_config());
     // Bound what unvalidated Initials can make quinn buffer before our accept loop decides (the guard
     // in `crate::exposure` does the per-source part).
     s.max_incoming(MAX_INCOMING)

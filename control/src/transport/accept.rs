@@ -37,6 +37,10 @@ pub(super) async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<Accept>) {
             let _ = incoming.retry();
             continue;
         }
+        if incoming.may_retry() {
+            // Validated without a Retry: it presented a token from an earlier connection.
+            ctx.stats.count_token_validated();
+        }
         match ctx.guard.begin(incoming.remote_address().ip(), Instant::now()) {
             Ok(permit) => {
                 tokio::spawn(handle_incoming(incoming, permit, Arc::clone(&ctx)));

@@ -220,7 +220,11 @@ impl Pool {
         let dial = async {
             let connecting = self
                 .endpoint
-                .connect_with(self.client.clone(), to, CLUSTER_SERVER_NAME)
+                .connect_with(
+                    super::tokens::client_config_for(&self.client, to),
+                    to,
+                    CLUSTER_SERVER_NAME,
+                )
                 .ok()?;
             tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.ok()?.ok()
         };
