@@ -361,6 +361,7 @@ impl GossipClient {
     }
 }
 
+#[allow(clippy::ptr_arg)] // the signature of `Persist<Vec<SocketAddr>>`
 fn save_admitters(state: &StateDir, admitters: &Vec<SocketAddr>) -> Result<(), AuthError> {
     state.save_admitters(admitters)
 }

@@ -38,6 +38,7 @@ fn remember_peers(
     file.store(peers);
 }
 
+#[allow(clippy::ptr_arg)] // the signature of `Persist<Vec<SocketAddr>>`
 fn save_peers(state: &StateDir, peers: &Vec<SocketAddr>) -> Result<(), AuthError> {
     state.save_peers(peers)
 }
