@@ -12,6 +12,7 @@ use crate::attest::{Attestation, Signer};
 use crate::auth::{AuthError, ClusterCa, JoinToken, StateDir, CLUSTER_SERVER_NAME};
 use crate::exposure::QuicStats;
 use crate::join::{JoinRequest, JoinResponse, RequestError, MAX_REQUEST, MAX_RESPONSE};
+use crate::transport::persist::Persist;
 use crate::transport::CONNECT_TIMEOUT;
 
 /// Member: the whole server side of one join connection (request, relay, answer); the default of
@@ -135,7 +136,8 @@ pub(crate) struct Directory {
     pub me: SocketAddr,
     pub admitters: Mutex<Vec<SocketAddr>>,
     pub members: Mutex<Vec<SocketAddr>>,
-    pub state: Option<StateDir>,
+    /// Where the admitters learned from answers are remembered (`admitters` in the state dir).
+    pub admitters_file: Option<Persist<Vec<SocketAddr>>>,
 }
 
 impl Directory {
@@ -169,13 +171,8 @@ impl Directory {
         list.retain(|x| *x != a);
         list.insert(0, a);
         list.truncate(16);
-        if let Some(state) = self.state.clone() {
-            let snapshot = list.clone();
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = state.save_admitters(&snapshot) {
-                    tracing::warn!(error = %e, "cannot remember admitters");
-                }
-            });
+        if let Some(file) = &self.admitters_file {
+            file.store(list.clone());
         }
     }
 }
@@ -202,11 +199,14 @@ impl JoinService {
     /// within `serve_timeout`.
     pub(crate) async fn serve(self: Arc<Self>, conn: quinn::Connection, may_relay: bool) {
         let peer = conn.remote_address();
+        let t0 = Instant::now();
         let work = async {
             let (mut send, mut recv) = conn.accept_bi().await.ok()?;
             let body = recv.read_to_end(MAX_REQUEST).await.ok()?;
             self.stats.count_join_request();
+            let read_ms = t0.elapsed().as_secs_f64() * 1e3;
             let resp = self.answer(&body, may_relay).await;
+            tracing::debug!(%peer, read_ms, decided_ms = t0.elapsed().as_secs_f64() * 1e3, "join served: request decided");
             match &resp {
                 JoinResponse::Granted { .. } => self.stats.count_join_granted(),
                 JoinResponse::Refused(r) => {
@@ -218,6 +218,7 @@ impl JoinService {
             send.write_all(&resp.encode()).await.ok()?;
             send.finish().ok()?;
             let _ = send.stopped().await;
+            tracing::debug!(%peer, ms = t0.elapsed().as_secs_f64() * 1e3, "join served: answer acknowledged");
             Some(())
         };
         if tokio::time::timeout(self.serve_timeout, work).await.is_err() {

@@ -103,4 +103,4 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error)
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -3,7 +3,9 @@
 //!
 //! The gossip endpoint must accept handshakes from strangers (joiners have no certificate yet), so:
 //! - every new connection from an address that has not proven it receives our packets gets a stateless
-//!   QUIC Retry first (RFC 9000 §8.1): spoofed sources never reach the TLS handshake;
+//!   QUIC Retry first (RFC 9000 §8.1): spoofed sources never reach the TLS handshake; an address proves
+//!   it by answering the Retry, or by presenting a one-use token this endpoint sent to that IP over an
+//!   earlier connection (`transport::tokens`);
 //! - per source IP, at most [`Limits::per_source`] connections may be in their handshake or in an
 //!   unauthenticated join at once, and new ones are admitted at [`Limits::rate_per_s`] (burst
 //!   [`Limits::burst`]); the excess is ignored (no answer, no state);
@@ -65,6 +67,7 @@ impl Default for Limits {
 #[derive(Debug, Default)]
 pub struct QuicStats {
     retries: AtomicU64,
+    token_validated: AtomicU64,
     handshakes: AtomicU64,
     handshake_failures: AtomicU64,
     refused_source_busy: AtomicU64,
@@ -87,6 +90,9 @@ pub struct QuicStats {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct QuicSnapshot {
     pub retries: u64,
+    /// Connections that skipped the Retry with a one-use address-validation token from an earlier
+    /// connection (`transport::tokens`).
+    pub token_validated: u64,
     pub handshakes: u64,
     pub handshake_failures: u64,
     pub refused_source_busy: u64,
@@ -118,6 +124,7 @@ impl QuicStats {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         QuicSnapshot {
             retries: g(&self.retries),
+            token_validated: g(&self.token_validated),
             handshakes: g(&self.handshakes),
             handshake_failures: g(&self.handshake_failures),
             refused_source_busy: g(&self.refused_source_busy),
@@ -155,6 +162,9 @@ impl QuicStats {
     }
     pub(crate) fn count_retry(&self) {
         inc(&self.retries)
+    }
+    pub(crate) fn count_token_validated(&self) {
+        inc(&self.token_validated)
     }
     pub(crate) fn count_handshake(&self, ok: bool) {
         inc(if ok {

@@ -49,6 +49,9 @@ const P256_SPKI_PREFIX: [u8; 26] = [
 ];
 /// Joiner: how long it waits for the answer once the request is sent (covers a relay's budget).
 pub(crate) const JOIN_REPLY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Joiner: the longest its join endpoint lingers (in the background) after the close, for QUIC's
+/// draining period.
+const JOIN_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Verifies a member during join: its chain must contain a CA whose SHA-256 matches the token, and the
 /// leaf must be valid under that CA for the cluster server name.
@@ -287,9 +290,16 @@ pub async fn join_cluster(
     } else {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
+    let t0 = std::time::Instant::now();
+    let ms = |t: std::time::Instant| t.elapsed().as_secs_f64() * 1e3;
+    tracing::debug!(%peer, "join: dialling");
     let mut endpoint =
         quinn::Endpoint::client(bind).map_err(|source| TransportError::Bind { addr: bind, source })?;
-    endpoint.set_default_client_config(join_client_config(token)?);
+    // The token this member sends on the join connection lets our first gossip dial to it skip the Retry.
+    endpoint.set_default_client_config(crate::transport::tokens::client_config_for(
+        &join_client_config(token)?,
+        peer,
+    ));
     let connect_err = |reason: String| TransportError::Connect { addr: peer, reason };
     let connecting = endpoint
         .connect(peer, CLUSTER_SERVER_NAME)
@@ -298,6 +308,7 @@ pub async fn join_cluster(
         .await
         .map_err(|_| connect_err("timed out".into()))?
         .map_err(|e| connect_err(e.to_string()))?;
+    tracing::debug!(%peer, ms = ms(t0), "join: handshake done");
     let pending = PendingKey::generate()?;
     let node_id = NodeId(u64::from_le_bytes(random8()?));
     let csr = SigningRequest {
@@ -311,6 +322,7 @@ pub async fn join_cluster(
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| connect_err(e.to_string()))?;
         send.write_all(&body).await.map_err(|e| proto(e.to_string()))?;
         send.finish().map_err(|e| proto(e.to_string()))?;
+        tracing::debug!(%peer, ms = ms(t0), "join: request sent");
         recv.read_to_end(MAX_RESPONSE)
             .await
             .map_err(|e| proto(e.to_string()))
@@ -318,8 +330,14 @@ pub async fn join_cluster(
     let reply = tokio::time::timeout(JOIN_REPLY_TIMEOUT, exchange)
         .await
         .map_err(|_| proto("no answer".into()))??;
+    tracing::debug!(%peer, ms = ms(t0), "join: answer received");
     conn.close(0u32.into(), b"joined");
-    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+    // The close goes out at once; what follows is QUIC's draining period (3 PTOs, ~0.1-0.2 s), in
+    // which nothing more is exchanged. Let it run out in the background instead of in the joiner's
+    // start-up: the task owns the endpoint, so its socket stays open until the member has the close.
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(JOIN_DRAIN_TIMEOUT, endpoint.wait_idle()).await;
+    });
     match JoinResponse::decode(&reply).ok_or_else(|| proto("malformed answer".into()))? {
         JoinResponse::Granted {
             node_cert_pem,
@@ -329,8 +347,16 @@ pub async fn join_cluster(
         } => {
             check_grant(token, &csr, &pending, &node_cert_pem, &ca_cert_pem, &attestation)
                 .map_err(|r| proto(r.into()))?;
-            let cred = state.store_joined(node_id, &pending, &node_cert_pem, &ca_cert_pem, &attestation)?;
-            state.save_admitters(&admitters)?;
+            tracing::debug!(%peer, ms = ms(t0), "join: grant checked");
+            let cred = state.store_joined(
+                node_id,
+                &pending,
+                &node_cert_pem,
+                &ca_cert_pem,
+                &attestation,
+                &admitters,
+            )?;
+            tracing::debug!(%peer, ms = ms(t0), "join: credential stored");
             Ok(cred)
         }
         JoinResponse::Refused(reason) => Err(TransportError::Refused { addr: peer, reason }),

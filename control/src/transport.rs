@@ -10,7 +10,8 @@
 //!   admitter ([`crate::admission`]).
 //!
 //! Every incoming connection first passes [`crate::exposure`]: a stateless Retry unless the source
-//! address is validated, per-source and total caps, a handshake timeout.
+//! address is validated (it answered a Retry, or presents a one-use token from an earlier connection,
+//! [`tokens`]), per-source and total caps, a handshake timeout.
 //!
 //! [`start`] spawns the pump: it feeds received messages, commands and due timers to the node and acts
 //! on its outputs; every [`Output`] other than `Send`/`ScheduleTimer` (FDB, flood sets, networks,
@@ -20,8 +21,9 @@
 //! Must never: hand unauthenticated bytes (or a revoked node's bytes) to the state machine, or block the
 //! pump on a slow peer.
 //!
-//! Submodules: `accept` (incoming connections), `pool` (per-peer gossip connections), `pump`,
-//! `socket` (the gossip UDP socket).
+//! Submodules: `accept` (incoming connections), `persist` (background rewrites of state-dir records),
+//! `pool` (per-peer gossip connections), `pump`, `socket` (the gossip UDP socket), `tokens` (address-
+//! validation tokens: a source that proved its address skips the Retry next time).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -46,9 +48,11 @@ use crate::revocation::RevocationList;
 use crate::{ControlError, MacAddr, NetworkDef, Output, PeerAddr, Vni};
 
 mod accept;
+pub(crate) mod persist;
 mod pool;
 mod pump;
 mod socket;
+pub(crate) mod tokens;
 
 use accept::{accept_loop, Accept};
 use pool::Pool;
@@ -133,6 +137,8 @@ pub fn server_config(cred: &NodeCredential) -> Result<quinn::ServerConfig, Trans
     c.max_early_data_size = 0; // no 0-RTT: control messages must not be replayable
     let mut s = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(c).map_err(tls)?));
     s.transport_config(transport_config());
+    // A client that proved its address gets a one-use token for its next connection (no Retry then).
+    s.validation_token_config(tokens::server_config());
     // Bound what unvalidated Initials can make quinn buffer before our accept loop decides (the guard
     // in `crate::exposure` does the per-source part).
     s.max_incoming(MAX_INCOMING)
@@ -355,6 +361,11 @@ impl GossipClient {
     }
 }
 
+#[allow(clippy::ptr_arg)] // the signature of `Persist<Vec<SocketAddr>>`
+fn save_admitters(state: &StateDir, admitters: &Vec<SocketAddr>) -> Result<(), AuthError> {
+    state.save_admitters(admitters)
+}
+
 /// Bind the gossip endpoint and spawn the pump. Must be called inside a tokio runtime.
 pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
     let server = server_config(&opts.credential)?;
@@ -416,7 +427,10 @@ pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
         me: advertise,
         admitters: Mutex::new(admitters),
         members: Mutex::new(Vec::new()),
-        state: opts.state.clone(),
+        admitters_file: opts
+            .state
+            .clone()
+            .map(|s| persist::Persist::spawn(s, "the admitters", save_admitters)),
     });
     let join = Arc::new(JoinService {
         admission: opts.admission,

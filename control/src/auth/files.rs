@@ -4,6 +4,7 @@
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -54,33 +55,60 @@ impl StateDir {
     /// removed first; `O_EXCL` refuses to follow a planted symlink), written and fsynced, renamed over
     /// `name`, then the directory fsynced so the rename itself survives a crash.
     pub(super) fn write(&self, name: &str, data: &[u8]) -> Result<(), AuthError> {
-        let p = self.file(name);
-        let tmp = self.file(&format!(".{name}.tmp"));
-        match fs::remove_file(&tmp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("remove stale", &tmp)(e)),
+        self.write_batch(&[(name, data)])
+    }
+
+    /// [`Self::write`] for several files with one directory fsync: every temp file is written and
+    /// fsynced first (if any of them fails, they are all removed and no file is replaced), then each is
+    /// renamed over its file in order, then the directory is fsynced once. Each file is replaced
+    /// atomically and all of them are durable when this returns; a crash before then may keep any
+    /// subset of the renames, so a file whose presence means the others are complete (`node.crt`)
+    /// goes in a later batch.
+    pub(super) fn write_batch(&self, files: &[(&str, &[u8])]) -> Result<(), AuthError> {
+        let mut temps = Vec::with_capacity(files.len());
+        let staged = files.iter().try_for_each(|(name, data)| {
+            let tmp = self.file(&format!(".{name}.tmp"));
+            let r = self.stage(&tmp, data);
+            temps.push(tmp);
+            r
+        });
+        if staged.is_err() {
+            for tmp in &temps {
+                let _ = fs::remove_file(tmp);
+            }
+            return staged;
         }
-        let written = (|| {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io_err("create", &tmp))?;
-            // The mode above is filtered by the umask; make it exact.
-            f.set_permissions(fs::Permissions::from_mode(0o600))
-                .map_err(io_err("chmod", &tmp))?;
-            f.write_all(data).map_err(io_err("write", &tmp))?;
-            f.sync_all().map_err(io_err("sync", &tmp))?;
-            fs::rename(&tmp, &p).map_err(io_err("rename into", &p))
-        })();
-        if written.is_err() {
-            let _ = fs::remove_file(&tmp);
+        for (i, ((name, _), tmp)) in files.iter().zip(&temps).enumerate() {
+            let p = self.file(name);
+            if let Err(e) = fs::rename(tmp, &p) {
+                for t in &temps[i..] {
+                    let _ = fs::remove_file(t);
+                }
+                return Err(io_err("rename into", &p)(e));
+            }
         }
-        written?;
         fs::File::open(&self.path)
             .and_then(|d| d.sync_all())
             .map_err(io_err("sync directory", &self.path))
+    }
+
+    /// Write `data` to the fresh temp file `tmp` (see [`Self::write`]) and fsync it.
+    fn stage(&self, tmp: &Path, data: &[u8]) -> Result<(), AuthError> {
+        match fs::remove_file(tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("remove stale", tmp)(e)),
+        }
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(tmp)
+            .map_err(io_err("create", tmp))?;
+        // The mode above is filtered by the umask; make it exact.
+        f.set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(io_err("chmod", tmp))?;
+        f.write_all(data).map_err(io_err("write", tmp))?;
+        f.sync_all().map_err(io_err("sync", tmp))
     }
 }

@@ -6,6 +6,11 @@ use std::net::SocketAddr;
 use super::{AuthError, StateDir, ADMITTERS, GENERATION, PEERS, REVOKED};
 use crate::revocation::RevocationList;
 
+/// The `peers`/`admitters` file format: one address per line.
+pub(super) fn addr_lines(addrs: &[SocketAddr]) -> String {
+    addrs.iter().map(|p| format!("{p}\n")).collect()
+}
+
 impl StateDir {
     /// Persist the revocation list.
     pub fn save_revocations(&self, list: &RevocationList) -> Result<(), AuthError> {
@@ -43,8 +48,7 @@ impl StateDir {
     /// Remember admitters' gossip addresses (learned at join) for relaying joiners' requests.
     pub fn save_admitters(&self, admitters: &[SocketAddr]) -> Result<(), AuthError> {
         self.ensure_dir()?;
-        let text: String = admitters.iter().map(|p| format!("{p}\n")).collect();
-        self.write(ADMITTERS, text.as_bytes())
+        self.write(ADMITTERS, addr_lines(admitters).as_bytes())
     }
 
     /// Addresses saved by [`Self::save_admitters`]; empty if none. A line that is not an address is
@@ -103,8 +107,7 @@ impl StateDir {
 
     /// Remember members' gossip addresses (one per line) so a restart can re-join without `--peer`.
     pub fn save_peers(&self, peers: &[std::net::SocketAddr]) -> Result<(), AuthError> {
-        let text: String = peers.iter().map(|p| format!("{p}\n")).collect();
-        self.write(PEERS, text.as_bytes())
+        self.write(PEERS, addr_lines(peers).as_bytes())
     }
 
     /// Addresses saved by [`Self::save_peers`]; empty if none. A line that is not an address is an

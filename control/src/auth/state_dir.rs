@@ -2,7 +2,7 @@
 //! promotion to admitter, loading (and checking) the credential, the CA and the join secret.
 
 use std::fs;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use rustls::pki_types::pem::PemObject;
@@ -12,8 +12,11 @@ use rcgen::KeyPair;
 
 use super::ca::ClusterCa;
 use super::credential::{decode_attestation, encode_attestation, NodeCredential, PendingKey};
+use super::records::addr_lines;
 use super::token::{fingerprint, hex, random, unhex, JoinToken};
-use super::{io_err, AuthError, CA_CERT, CA_KEY, JOIN_SECRET, NODE_ATTEST, NODE_CERT, NODE_ID, NODE_KEY};
+use super::{
+    io_err, AuthError, ADMITTERS, CA_CERT, CA_KEY, JOIN_SECRET, NODE_ATTEST, NODE_CERT, NODE_ID, NODE_KEY,
+};
 use crate::attest::{self, Attestation, Signer};
 use crate::membership::NodeId;
 
@@ -80,15 +83,24 @@ impl StateDir {
         let vteps = self.claimed_vteps(vtep);
         let cert_pem = ca.issue(node, &pending.spki_der(), &vteps)?;
         let attestation = Attestation::issue(&ca.signer()?, node, vteps, true, pending.public_key_raw())?;
-        self.write(CA_CERT, ca.cert_pem().as_bytes())?;
-        self.write(CA_KEY, ca.key_pem.as_bytes())?;
-        self.write(JOIN_SECRET, hex(&secret).as_bytes())?;
-        self.store_node(node, &pending, &cert_pem, &attestation)?;
+        let secret_hex = hex(&secret);
+        self.store_node(
+            node,
+            &pending,
+            &cert_pem,
+            &attestation,
+            &[
+                (CA_CERT, ca.cert_pem().as_bytes()),
+                (CA_KEY, ca.key_pem.as_bytes()),
+                (JOIN_SECRET, secret_hex.as_bytes()),
+            ],
+        )?;
         self.load_credential()
     }
 
     /// After a successful join: persist this node's key, the certificate and attestation the admitter
-    /// issued, and the CA certificate — nothing else. Restarts then need no token.
+    /// issued, the CA certificate and the admitters named in the grant (see
+    /// [`Self::save_admitters`]) — nothing else. Restarts then need no token.
     pub fn store_joined(
         &self,
         node: NodeId,
@@ -96,6 +108,7 @@ impl StateDir {
         node_cert_pem: &str,
         ca_cert_pem: &str,
         attestation: &Attestation,
+        admitters: &[SocketAddr],
     ) -> Result<NodeCredential, AuthError> {
         self.ensure_dir()?;
         // Validate before writing anything.
@@ -103,8 +116,17 @@ impl StateDir {
             path: self.file(CA_CERT),
             reason: e.to_string(),
         })?;
-        self.write(CA_CERT, ca_cert_pem.as_bytes())?;
-        self.store_node(node, pending, node_cert_pem, attestation)?;
+        let admitters = addr_lines(admitters);
+        self.store_node(
+            node,
+            pending,
+            node_cert_pem,
+            attestation,
+            &[
+                (CA_CERT, ca_cert_pem.as_bytes()),
+                (ADMITTERS, admitters.as_bytes()),
+            ],
+        )?;
         self.load_credential()
     }
 
@@ -136,17 +158,27 @@ impl StateDir {
         self.load_credential()
     }
 
+    /// This node's key, id and attestation, with `others` (CA certificate, ...), in one batch; then
+    /// `node.crt` in its own: its presence marks the state dir as initialised, so it becomes durable
+    /// only after everything else is.
     fn store_node(
         &self,
         node: NodeId,
         pending: &PendingKey,
         cert_pem: &str,
         attestation: &Attestation,
+        others: &[(&str, &[u8])],
     ) -> Result<(), AuthError> {
-        self.write(NODE_KEY, pending.key.serialize_pem().as_bytes())?;
-        self.write(NODE_ID, node.to_string().as_bytes())?;
-        self.write(NODE_ATTEST, &encode_attestation(attestation))?;
-        // node.crt last: its presence marks the state dir as initialised.
+        let key = pending.key.serialize_pem();
+        let id = node.to_string();
+        let attest = encode_attestation(attestation);
+        let mut batch = others.to_vec();
+        batch.extend_from_slice(&[
+            (NODE_KEY, key.as_bytes()),
+            (NODE_ID, id.as_bytes()),
+            (NODE_ATTEST, &attest[..]),
+        ]);
+        self.write_batch(&batch)?;
         self.write(NODE_CERT, cert_pem.as_bytes())
     }
 

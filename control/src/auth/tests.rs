@@ -228,6 +228,54 @@ fn writes_are_atomic_and_private() {
     let _ = fs::remove_dir_all(dir.path());
 }
 
+/// Several files in one batch (one directory fsync): all replaced, private, no temp file left; if one
+/// of them cannot be staged, none is replaced and no temp file stays.
+#[test]
+fn batch_writes_replace_all_or_nothing() {
+    let dir = StateDir::new(tempdir("batch"));
+    dir.ensure_dir().unwrap();
+    for n in [PEERS, ADMITTERS] {
+        fs::write(dir.path().join(n), "old\n").unwrap();
+    }
+    let temps = || -> Vec<String> {
+        fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect()
+    };
+    // A directory where the second temp file goes: it cannot be removed or created over.
+    let blocker = dir.path().join(format!(".{ADMITTERS}.tmp"));
+    fs::create_dir(&blocker).unwrap();
+    let e = dir
+        .write_batch(&[(PEERS, b"10.0.0.2:7948\n"), (ADMITTERS, b"10.0.0.1:7948\n")])
+        .unwrap_err();
+    assert!(e.to_string().contains(ADMITTERS), "{e}");
+    for n in [PEERS, ADMITTERS] {
+        assert_eq!(
+            fs::read_to_string(dir.path().join(n)).unwrap(),
+            "old\n",
+            "{n} replaced"
+        );
+    }
+    fs::remove_dir(&blocker).unwrap();
+    assert!(temps().is_empty(), "{:?}", temps());
+    dir.write_batch(&[(PEERS, b"10.0.0.2:7948\n"), (ADMITTERS, b"10.0.0.1:7948\n")])
+        .unwrap();
+    assert_eq!(dir.load_peers().unwrap(), vec!["10.0.0.2:7948".parse().unwrap()]);
+    assert_eq!(
+        dir.load_admitters().unwrap(),
+        vec!["10.0.0.1:7948".parse().unwrap()]
+    );
+    for n in [PEERS, ADMITTERS] {
+        let mode = fs::metadata(dir.path().join(n)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{n}");
+    }
+    assert!(temps().is_empty(), "{:?}", temps());
+    let _ = fs::remove_dir_all(dir.path());
+}
+
 #[test]
 fn bad_tokens_rejected() {
     for t in [
@@ -257,6 +305,7 @@ fn admitter_state_and_promotion() {
     assert!(a.ca_signer().unwrap().is_some());
     // A member's state dir: same CA certificate, its own key and attestation, no CA key, no secret.
     let b = StateDir::new(tempdir("adm-b"));
+    let admitter: SocketAddr = "10.0.0.1:7948".parse().unwrap();
     let ca = a.load_ca().unwrap();
     let pending = PendingKey::generate().unwrap();
     let bvtep = std::net::IpAddr::from([10, 0, 0, 2]);
@@ -270,8 +319,13 @@ fn admitter_state_and_promotion() {
     )
     .unwrap();
     let cb = b
-        .store_joined(NodeId(2), &pending, &cert, ca.cert_pem(), &att)
+        .store_joined(NodeId(2), &pending, &cert, ca.cert_pem(), &att, &[admitter])
         .unwrap();
+    assert_eq!(
+        b.load_admitters().unwrap(),
+        vec![admitter],
+        "stored with the credential"
+    );
     assert!(!cb.attestation.admitter);
     assert!(b.ca_signer().unwrap().is_none());
     assert!(matches!(b.load_ca(), Err(AuthError::NotAdmitter(_))));

@@ -33,8 +33,13 @@ pub(super) async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<Accept>) {
         if !incoming.remote_address_validated() {
             // Stateless: no TLS work and no state until the source proves it receives our packets.
             ctx.stats.count_retry();
+            tracing::debug!(from = %incoming.remote_address(), "retry sent");
             let _ = incoming.retry();
             continue;
+        }
+        if incoming.may_retry() {
+            // Validated without a Retry: it presented a token from an earlier connection.
+            ctx.stats.count_token_validated();
         }
         match ctx.guard.begin(incoming.remote_address().ip(), Instant::now()) {
             Ok(permit) => {
@@ -64,6 +69,8 @@ fn is_authenticated(conn: &quinn::Connection) -> bool {
 }
 
 async fn handle_incoming(incoming: quinn::Incoming, permit: SourcePermit, ctx: Arc<Accept>) {
+    let t0 = Instant::now();
+    let from = incoming.remote_address();
     let handshake = async {
         // Queued (FIFO) behind the total cap rather than refused.
         let _slot = ctx.guard.handshake_slot().await?;
@@ -83,6 +90,7 @@ async fn handle_incoming(incoming: quinn::Incoming, permit: SourcePermit, ctx: A
         .handshake_data()
         .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
         .and_then(|h| h.protocol);
+    tracing::debug!(%from, alpn = ?alpn.as_deref().map(String::from_utf8_lossy), ms = t0.elapsed().as_secs_f64() * 1e3, "accepted handshake done");
     match alpn.as_deref() {
         Some(p) if p == ALPN_GOSSIP => {
             // A member's long-lived connection: it no longer counts against its source's handshake slots.

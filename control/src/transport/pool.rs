@@ -220,7 +220,11 @@ impl Pool {
         let dial = async {
             let connecting = self
                 .endpoint
-                .connect_with(self.client.clone(), to, CLUSTER_SERVER_NAME)
+                .connect_with(
+                    super::tokens::client_config_for(&self.client, to),
+                    to,
+                    CLUSTER_SERVER_NAME,
+                )
                 .ok()?;
             tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.ok()?.ok()
         };
@@ -228,6 +232,7 @@ impl Pool {
         // A revoked peer's connection is closed at once below: a failed dial, like one refused.
         let ok = dialled.as_ref().filter(|c| !self.is_revoked(c));
         self.stats.count_dial(ok, started.elapsed());
+        tracing::debug!(%to, ok = ok.is_some(), ms = started.elapsed().as_secs_f64() * 1e3, "dial done");
         {
             let mut l = link.lock();
             l.dialling = false;

@@ -8,15 +8,22 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
+use super::persist::Persist;
 use super::pool::Pool;
 use super::{Command, Inbound};
 use crate::admission::Directory;
-use crate::auth::StateDir;
+use crate::auth::{AuthError, StateDir};
 use crate::node::{ControlNode, MemberInfo, MemberState};
+use crate::revocation::RevocationList;
 use crate::{Output, Timer};
 
-/// Persist the active members' addresses when the set changes (off the pump thread: it fsyncs).
-fn remember_peers(state: &StateDir, members: &[MemberInfo], me: SocketAddr, saved: &mut Vec<SocketAddr>) {
+/// Persist the active members' addresses when the set changes (in the background: it fsyncs).
+fn remember_peers(
+    file: &Persist<Vec<SocketAddr>>,
+    members: &[MemberInfo],
+    me: SocketAddr,
+    saved: &mut Vec<SocketAddr>,
+) {
     let mut peers: Vec<SocketAddr> = members
         .iter()
         .filter(|m| m.addr != me && matches!(m.state, MemberState::Alive | MemberState::Suspect))
@@ -28,12 +35,16 @@ fn remember_peers(state: &StateDir, members: &[MemberInfo], me: SocketAddr, save
         return;
     }
     saved.clone_from(&peers);
-    let state = state.clone();
-    tokio::task::spawn_blocking(move || {
-        if let Err(e) = state.save_peers(&peers) {
-            tracing::warn!(error = %e, "cannot remember cluster members for restarts");
-        }
-    });
+    file.store(peers);
+}
+
+#[allow(clippy::ptr_arg)] // the signature of `Persist<Vec<SocketAddr>>`
+fn save_peers(state: &StateDir, peers: &Vec<SocketAddr>) -> Result<(), AuthError> {
+    state.save_peers(peers)
+}
+
+fn save_revocations(state: &StateDir, list: &RevocationList) -> Result<(), AuthError> {
+    state.save_revocations(list)
 }
 
 /// Enough addresses that a restart finds a live member even after much churn.
@@ -49,6 +60,12 @@ pub(super) async fn pump(
     directory: Arc<Directory>,
 ) {
     let mut saved_peers: Vec<SocketAddr> = Vec::new();
+    let peers_file = state
+        .clone()
+        .map(|s| Persist::spawn(s, "the cluster members for restarts", save_peers));
+    let revoked_file = state
+        .clone()
+        .map(|s| Persist::spawn(s, "the revocation list", save_revocations));
     let mut timers: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
     let mut timer_of: HashMap<u64, Timer> = HashMap::new();
     let mut next_id = 0u64;
@@ -63,22 +80,17 @@ pub(super) async fn pump(
                 }
                 Output::Revoked { node: id } => {
                     let _ = events.send(Output::Revoked { node: id });
-                    if let Some(state) = &state {
-                        let list = node.revocations().clone();
-                        let state = state.clone();
-                        tokio::task::spawn_blocking(move || {
-                            if let Err(e) = state.save_revocations(&list) {
-                                tracing::error!(error = %e, "cannot persist the revocation list");
-                            }
-                        });
+                    if let Some(file) = &revoked_file {
+                        file.store(node.revocations().clone());
                     }
                     // Refuse new connections at once; close existing ones off the pump.
                     pool.revoked.write().unwrap_or_else(|e| e.into_inner()).insert(id);
                     pool.close_revoked(id);
                 }
                 Output::MembersChanged(members) => {
-                    if let Some(state) = &state {
-                        remember_peers(state, &members, node.identity().addr, &mut saved_peers);
+                    tracing::debug!(members = members.len(), "members changed");
+                    if let Some(file) = &peers_file {
+                        remember_peers(file, &members, node.identity().addr, &mut saved_peers);
                     }
                     // Relay candidates for joiners: the alive members, those attested as admitters
                     // first (an admitter answers, the others decline).
