@@ -50,7 +50,7 @@ const P256_SPKI_PREFIX: [u8; 26] = [
 /// Joiner: how long it waits for the answer once the request is sent (covers a relay's budget).
 pub(crate) const JOIN_REPLY_TIMEOUT: Duration = Duration::from_secs(15);
 /// Joiner: the longest its join endpoint lingers (in the background) after the close, for QUIC's
-/// draining period.
+/// closing period.
 const JOIN_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Verifies a member during join: its chain must contain a CA whose SHA-256 matches the token, and the
@@ -332,7 +332,7 @@ pub async fn join_cluster(
         .map_err(|_| proto("no answer".into()))??;
     tracing::debug!(%peer, ms = ms(t0), "join: answer received");
     conn.close(0u32.into(), b"joined");
-    // The close goes out at once; what follows is QUIC's draining period (3 PTOs, ~0.1-0.2 s), in
+    // The close goes out at once; what follows is QUIC's closing period (RFC 9000 §10.2: 3 PTOs, ~0.1-0.2 s), in
     // which nothing more is exchanged. Let it run out in the background instead of in the joiner's
     // start-up: the task owns the endpoint, so its socket stays open until the member has the close.
     tokio::spawn(async move {

@@ -361,11 +361,6 @@ impl GossipClient {
     }
 }
 
-#[allow(clippy::ptr_arg)] // the signature of `Persist<Vec<SocketAddr>>`
-fn save_admitters(state: &StateDir, admitters: &Vec<SocketAddr>) -> Result<(), AuthError> {
-    state.save_admitters(admitters)
-}
-
 /// Bind the gossip endpoint and spawn the pump. Must be called inside a tokio runtime.
 pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
     let server = server_config(&opts.credential)?;
@@ -427,10 +422,9 @@ pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
         me: advertise,
         admitters: Mutex::new(admitters),
         members: Mutex::new(Vec::new()),
-        admitters_file: opts
-            .state
-            .clone()
-            .map(|s| persist::Persist::spawn(s, "the admitters", save_admitters)),
+        admitters_file: opts.state.clone().map(|s| {
+            persist::Persist::spawn(s, "the admitters", |s, v: &Vec<SocketAddr>| s.save_admitters(v))
+        }),
     });
     let join = Arc::new(JoinService {
         admission: opts.admission,

@@ -33,7 +33,6 @@ pub(super) async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<Accept>) {
         if !incoming.remote_address_validated() {
             // Stateless: no TLS work and no state until the source proves it receives our packets.
             ctx.stats.count_retry();
-            tracing::debug!(from = %incoming.remote_address(), "retry sent");
             let _ = incoming.retry();
             continue;
         }

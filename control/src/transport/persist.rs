@@ -15,37 +15,56 @@ use crate::auth::{AuthError, StateDir};
 /// How a record is written (a [`StateDir`] method).
 pub(crate) type Save<T> = fn(&StateDir, &T) -> Result<(), AuthError>;
 
-/// The writer of one record. Dropping it lets the writer finish the newest stored value, then stop.
+/// The writer of one record. Dropping it lets the writer finish the newest stored value, then stop;
+/// [`Persist::flush`] waits for that (the daemon's runtime stops right after a leave, which would cancel
+/// a write still waiting its turn).
 #[derive(Debug)]
 pub(crate) struct Persist<T> {
-    latest: watch::Sender<Option<T>>,
+    /// The newest value and its number (1, 2, … per `store`).
+    latest: watch::Sender<(u64, Option<T>)>,
+    /// The number of the last value whose write finished (or failed).
+    written: watch::Receiver<u64>,
 }
 
 impl<T: Clone + Send + Sync + 'static> Persist<T> {
-    /// Spawn the writer (inside a tokio runtime). `what` names the record in warnings.
+    /// Spawn the writer (inside a tokio runtime). `what` names the record in errors.
     pub(crate) fn spawn(state: StateDir, what: &'static str, save: Save<T>) -> Self {
-        let (latest, mut rx) = watch::channel(None::<T>);
+        let (latest, mut rx) = watch::channel((0, None::<T>));
+        let (done, written) = watch::channel(0u64);
         tokio::spawn(async move {
             // `changed` still reports a value stored just before the sender was dropped.
             while rx.changed().await.is_ok() {
-                let Some(value) = rx.borrow_and_update().clone() else {
+                let (n, value) = rx.borrow_and_update().clone();
+                let Some(value) = value else {
                     continue;
                 };
                 let state = state.clone();
                 match tokio::task::spawn_blocking(move || save(&state, &value)).await {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot persist {what}"),
-                    Err(e) => tracing::warn!(error = %e, "cannot persist {what}: the writer failed"),
+                    Ok(Err(e)) => tracing::error!(error = %e, "cannot persist {what}"),
+                    Err(e) => tracing::error!(error = %e, "cannot persist {what}: the writer failed"),
                 }
+                let _ = done.send(n);
             }
         });
-        Persist { latest }
+        Persist { latest, written }
     }
 
     /// Write `value` in the background (after the write under way, if any; superseded by a newer one
     /// stored before it starts).
     pub(crate) fn store(&self, value: T) {
-        self.latest.send_replace(Some(value));
+        self.latest.send_modify(|(n, v)| {
+            *n += 1;
+            *v = Some(value);
+        });
+    }
+
+    /// Wait until the newest value stored so far has been written (or its write failed, logged).
+    pub(crate) async fn flush(&self) {
+        let target = self.latest.borrow().0;
+        let mut written = self.written.clone();
+        // Err: the writer is gone (the runtime is stopping); nothing left to wait for.
+        let _ = written.wait_for(|&n| n >= target).await;
     }
 }
 
@@ -67,6 +86,7 @@ mod tests {
         let dir = StateDir::new(crate::auth::tests::tempdir("persist"));
         std::fs::create_dir_all(dir.path()).unwrap();
         static FAILS: AtomicUsize = AtomicUsize::new(0);
+        #[allow(clippy::ptr_arg)] // the signature of `Persist<Vec<SocketAddr>>`
         fn save(s: &StateDir, v: &Vec<SocketAddr>) -> Result<(), AuthError> {
             let r = s.save_peers(v);
             if r.is_err() {
@@ -99,6 +119,27 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+        let _ = std::fs::remove_dir_all(dir.path());
+    }
+
+    /// A value stored while an earlier (slow) write is under way is on disk once `flush` returns: what a
+    /// leave waits for before the daemon's runtime stops.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flush_waits_for_a_value_stored_during_a_slow_write() {
+        let dir = StateDir::new(crate::auth::tests::tempdir("persist-flush"));
+        std::fs::create_dir_all(dir.path()).unwrap();
+        #[allow(clippy::ptr_arg)] // the signature of `Persist<Vec<SocketAddr>>`
+        fn slow(s: &StateDir, v: &Vec<SocketAddr>) -> Result<(), AuthError> {
+            std::thread::sleep(Duration::from_millis(300));
+            s.save_peers(v)
+        }
+        let p = Persist::spawn(dir.clone(), "peers", slow);
+        p.flush().await; // nothing stored yet: returns at once
+        p.store(vec![addr(1)]);
+        tokio::time::sleep(Duration::from_millis(50)).await; // the first write is under way
+        p.store(vec![addr(1), addr(2)]);
+        p.flush().await;
+        assert_eq!(dir.load_peers().unwrap(), vec![addr(1), addr(2)]);
         let _ = std::fs::remove_dir_all(dir.path());
     }
 }

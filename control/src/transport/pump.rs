@@ -4,7 +4,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -12,9 +12,8 @@ use super::persist::Persist;
 use super::pool::Pool;
 use super::{Command, Inbound};
 use crate::admission::Directory;
-use crate::auth::{AuthError, StateDir};
+use crate::auth::StateDir;
 use crate::node::{ControlNode, MemberInfo, MemberState};
-use crate::revocation::RevocationList;
 use crate::{Output, Timer};
 
 /// Persist the active members' addresses when the set changes (in the background: it fsyncs).
@@ -38,14 +37,8 @@ fn remember_peers(
     file.store(peers);
 }
 
-#[allow(clippy::ptr_arg)] // the signature of `Persist<Vec<SocketAddr>>`
-fn save_peers(state: &StateDir, peers: &Vec<SocketAddr>) -> Result<(), AuthError> {
-    state.save_peers(peers)
-}
-
-fn save_revocations(state: &StateDir, list: &RevocationList) -> Result<(), AuthError> {
-    state.save_revocations(list)
-}
+/// How long a leave waits for the state-dir records still being written.
+const FLUSH_ON_LEAVE: Duration = Duration::from_secs(5);
 
 /// Enough addresses that a restart finds a live member even after much churn.
 const MAX_REMEMBERED_PEERS: usize = 64;
@@ -60,12 +53,14 @@ pub(super) async fn pump(
     directory: Arc<Directory>,
 ) {
     let mut saved_peers: Vec<SocketAddr> = Vec::new();
-    let peers_file = state
-        .clone()
-        .map(|s| Persist::spawn(s, "the cluster members for restarts", save_peers));
+    let peers_file = state.clone().map(|s| {
+        Persist::spawn(s, "the cluster members for restarts", |s, v: &Vec<SocketAddr>| {
+            s.save_peers(v)
+        })
+    });
     let revoked_file = state
         .clone()
-        .map(|s| Persist::spawn(s, "the revocation list", save_revocations));
+        .map(|s| Persist::spawn(s, "the revocation list", |s, v| s.save_revocations(v)));
     let mut timers: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
     let mut timer_of: HashMap<u64, Timer> = HashMap::new();
     let mut next_id = 0u64;
@@ -145,6 +140,19 @@ pub(super) async fn pump(
                         let r = node.leave(now);
                         while let Some(out) = node.poll_output() {
                             if let Output::Send { to, bytes } = out { pool.send(to, bytes) }
+                        }
+                        // The runtime stops after the leave: finish the record writes still queued (a
+                        // revocation stored while an earlier write was under way), bounded.
+                        let files = async {
+                            for f in [&peers_file, &directory.admitters_file].into_iter().flatten() {
+                                f.flush().await;
+                            }
+                            if let Some(f) = &revoked_file {
+                                f.flush().await;
+                            }
+                        };
+                        if tokio::time::timeout(FLUSH_ON_LEAVE, files).await.is_err() {
+                            tracing::error!("state-dir records still unwritten {FLUSH_ON_LEAVE:?} after the leave");
                         }
                         let _ = tx.send(());
                         r

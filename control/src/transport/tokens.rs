@@ -30,6 +30,8 @@ pub(crate) const REPLAY_LOG_MAX: usize = 8192;
 /// Server addresses a process keeps tokens for, and tokens kept per address.
 const CACHE_SERVERS: usize = 1024;
 const CACHE_PER_SERVER: usize = 2;
+/// Longest token kept from a server (ours are ~100 bytes).
+const MAX_TOKEN_LEN: usize = 256;
 
 /// The server side: one token per validated connection, each accepted once.
 pub(crate) fn server_config() -> ValidationTokenConfig {
@@ -122,6 +124,12 @@ struct ServerTokens(SocketAddr);
 
 impl TokenStore for ServerTokens {
     fn insert(&self, _: &str, token: Bytes) {
+        // quinn hands over a slice of the received datagram (or GRO batch): a copy keeps only the token
+        // alive. A member's own tokens are ~100 bytes; anything much larger is not kept.
+        if token.len() > MAX_TOKEN_LEN {
+            return;
+        }
+        let token = Bytes::copy_from_slice(&token);
         cache()
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -194,5 +202,15 @@ mod tests {
             None,
             "oldest forgotten"
         );
+    }
+
+    /// A server's oversized token is not kept (a member could otherwise pin large receive buffers).
+    #[test]
+    fn oversized_tokens_are_not_kept() {
+        let t = for_server("10.9.9.9:7948".parse().unwrap());
+        t.insert("ignored", Bytes::from(vec![0u8; MAX_TOKEN_LEN + 1]));
+        assert_eq!(t.take("ignored"), None);
+        t.insert("ignored", Bytes::from(vec![1u8; 100]));
+        assert_eq!(t.take("ignored").map(|b| b.len()), Some(100));
     }
 }
