@@ -50,7 +50,7 @@ pub(super) const MAX_PARKED_ENTRIES: usize = 4096;
 /// addresses (a 65-byte key, two 64-byte signatures, ids and addresses) and some 36 more with IPv6, plus
 /// foca's member state. Erring high only starts gossiping Hellos on in a smaller cluster; erring low
 /// (220 at first) left 80 simulated nodes unformed after 3 s (`control/tests/sim_formation.rs`).
-const IDENTITY_WIRE_BYTES: usize = 300;
+pub(super) const IDENTITY_WIRE_BYTES: usize = 300;
 
 impl ControlNode {
     /// Tell the member at `to` who we are (it may not have heard of us yet).
@@ -188,7 +188,10 @@ impl ControlNode {
         self.parked_entries = 0;
         for dump in parked {
             match self.sync.held_generation(dump.owner) {
-                Some(g) if g == dump.generation => self.merge_dump(dump),
+                // Not relayed: a parked piece did not come first-hand from a join we answered.
+                Some(g) if g == dump.generation => {
+                    self.merge_dump(dump);
+                }
                 Some(g) if g > dump.generation => {}
                 _ => self.park_dump(dump),
             }

@@ -108,6 +108,23 @@ impl ControlNode {
         for note in notes.drain(..) {
             match note {
                 OwnedNotification::MemberUp(id) | OwnedNotification::Rename(_, id) => {
+                    // It joined through us: introduce it to every member and send it our tables
+                    // (`node/relay.rs`); its own table comes with its first push to us.
+                    let answering = self.announced_by == Some(id.addr);
+                    if answering {
+                        self.introduce(now, &id)?;
+                    }
+                    // Introduced to each other by the member that answered a join, which relays
+                    // tables between us: nothing to send it (SWIM probes and anti-entropy reach it
+                    // later; `node/relay.rs`).
+                    let introduced = self.quiet_up == Some(id.addr)
+                        || self.answer_from.is_some_and(|a| a != id.addr);
+                    if introduced {
+                        if id.attestation().is_some_and(|a| a.admitter) {
+                            self.request_pending_blocks()?;
+                        }
+                        continue;
+                    }
                     // It may not have heard of us yet (we may know it from a join answer's member
                     // list, or from gossip): introduce ourselves, so it takes our table now.
                     if self.knows_us != Some(id.addr) {
@@ -119,8 +136,9 @@ impl ControlNode {
                     // joiner's MACs reach a member one round trip after either heard of the other,
                     // at the cost of two small messages per pair, not a digest of every owner.
                     // Anything else that differs is repaired by anti-entropy.
+                    // (A joiner we answered got our table with the others already.)
                     let me = self.identity.id;
-                    if let Some(generation) = self.sync.held_generation(me) {
+                    if let Some(generation) = self.sync.held_generation(me).filter(|_| !answering) {
                         self.outbox.want_table(id.addr, me, generation, 0);
                     }
                     // The finest bucket (about one owner per bucket up to MAX_BUCKETS owners), not

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::ControlNode;
-use crate::messages::{self, FdbAdvert, OwnerDump, SyncMessage};
+use crate::messages::{self, FdbAdvert, FdbEntry, OwnerDump, SyncMessage};
 use crate::sync::{self, Admit, Key};
 use crate::{ControlError, MacAddr, NodeId, Output, Timer, TimerKind, Vni};
 
@@ -312,31 +312,37 @@ impl ControlNode {
     }
 
     /// Merge a relayed owner table: entries in seq order, each admitted, verified, applied. A bad
-    /// signature ends the dump (whoever relayed it is lying or corrupt).
-    pub(super) fn merge_dump(&mut self, mut dump: OwnerDump) {
+    /// signature ends the dump (whoever relayed it is lying or corrupt). Returns the entries applied
+    /// (verified and new here), which a join's answerer relays (`node/relay.rs`).
+    pub(super) fn merge_dump(&mut self, mut dump: OwnerDump) -> Vec<FdbEntry> {
+        let mut applied = Vec::new();
         if dump.owner == self.identity.id {
-            return;
+            return applied;
         }
         match self.sync.held_generation(dump.owner) {
             Some(g) if g == dump.generation => {}
             // About an older generation of a node we know: ignored for good.
-            Some(g) if g > dump.generation => return,
+            Some(g) if g > dump.generation => return applied,
             // Its owner is not a member here yet (its Hello may still be on its way): keep it.
-            _ => return self.park_dump(dump),
+            _ => {
+                self.park_dump(dump);
+                return applied;
+            }
         }
         let Some(owner) = self.owner_identity(dump.owner, dump.generation) else {
-            return;
+            return applied;
         };
         dump.entries.sort_by_key(|e| e.seq);
         for e in dump.entries {
             match self.sync.admit(dump.owner, dump.generation, &e) {
                 Admit::New if e.verify(&owner, dump.generation) => {
+                    applied.push(e.clone());
                     self.sync
                         .apply_entry(dump.owner, dump.generation, e, &mut self.out);
                 }
                 Admit::New => {
                     self.stats.bad_signatures += 1;
-                    return;
+                    return applied;
                 }
                 Admit::TooFar => self.stats.seq_refused += 1,
                 Admit::OverCap => self.stats.over_cap += 1,
@@ -344,5 +350,6 @@ impl ControlNode {
                 Admit::Stale | Admit::UnknownOwner => {}
             }
         }
+        applied
     }
 }
