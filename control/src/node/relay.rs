@@ -25,10 +25,12 @@
 //! Beside the gossip budget, bounded: relayed pieces are what the joiner and the members would
 //! otherwise have sent each other themselves, and waiting for one node's budget (the answerer of
 //! every join) would serialise the cluster's formation behind it. Per join, at most
-//! [`RELAY_DUMP_BYTES`] of tables go to the joiner and at most [`RELAY_PIECE_BYTES`] of the joiner's
-//! own entries to each member at once; the rest of either goes through the budget (table cursors,
-//! bounded by each owner's capped table). A flood of a joiner's MACs is therefore relayed at most once
-//! per member beyond the budget, and the per-owner cap still applies at every receiver.
+//! [`RELAY_DUMP_BYTES`] of tables go to the joiner and the joiner's first piece (at most
+//! [`RELAY_PIECE_BYTES`]) to each member at once; the rest of either goes through the budget (table
+//! cursors, bounded by each owner's capped table). A flood of a joiner's MACs is therefore relayed at
+//! most one piece per member beyond the budget, and the per-owner cap still applies at every
+//! receiver (`control/tests/sim_relay.rs`, and `control/tests/sim_budget.rs` still holds every node
+//! to its budget when members flood right after the cluster formed).
 //!
 //! Must never: let an identity that does not verify into foca, relay an entry we did not ourselves
 //! verify and apply, or relay a piece that did not come first-hand from its owner.
@@ -50,19 +52,21 @@ use crate::{ControlError, Output};
 /// How long after a join we forward the joiner's first-hand table pieces to every member.
 pub(super) const RELAY_WINDOW: Duration = Duration::from_secs(5);
 
-/// Most bytes of the joiner's own entries forwarded to each member beside the budget, per join.
-pub(super) const RELAY_PIECE_BYTES: usize = PIECE_BYTES;
+/// Most bytes of the joiner's own entries forwarded to each member beside the budget, per join: its
+/// first piece (a joiner pushes its table in pieces of at most [`PIECE_BYTES`] of entries).
+pub(super) const RELAY_PIECE_BYTES: usize = PIECE_BYTES + 1024;
 
 /// Most bytes of tables sent to a joiner beside the budget; the rest follows through the budget.
 pub(super) const RELAY_DUMP_BYTES: usize = 4 * PIECE_BYTES;
 
-/// A join we answered: its owner's pieces are forwarded until `until`, `left` bytes more per member.
+/// A join we answered: its owner's pieces are forwarded until `until`; the first one beside the
+/// budget (`first_done` once it went), the later ones through it.
 #[derive(Debug, Clone)]
 pub(super) struct Relay {
     addr: SocketAddr,
     generation: u64,
     until: Instant,
-    left: usize,
+    first_done: bool,
 }
 
 /// Joins being relayed, by joiner id.
@@ -104,7 +108,7 @@ impl ControlNode {
                 addr: joiner.addr,
                 generation: joiner.generation,
                 until: now + RELAY_WINDOW,
-                left: RELAY_PIECE_BYTES,
+                first_done: false,
             },
         );
         self.send_tables_to(joiner)
@@ -187,7 +191,10 @@ impl ControlNode {
         if r.addr != from || r.generation != generation || now >= r.until {
             return Ok(());
         }
-        let left = r.left;
+        let first_done = r.first_done;
+        if let Some(r) = self.relays.get_mut(&owner) {
+            r.first_done = true;
+        }
         let first_seq = applied.iter().map(|e| e.seq).min().unwrap_or(0);
         let peers: Vec<SocketAddr> = self
             .foca
@@ -203,18 +210,12 @@ impl ControlNode {
             }],
         })
         .map_err(|e| ControlError::Encode(e.to_string()))?;
-        if bytes.len() > left {
-            // Its allowance is spent: the rest of its table goes through the budget.
-            if let Some(r) = self.relays.get_mut(&owner) {
-                r.left = 0;
-            }
+        if first_done || bytes.len() > RELAY_PIECE_BYTES {
+            // Its first piece went (or this one is too large): the rest goes through the budget.
             for to in peers {
                 self.outbox.extend_table(to, owner, generation, first_seq);
             }
             return Ok(());
-        }
-        if let Some(r) = self.relays.get_mut(&owner) {
-            r.left -= bytes.len();
         }
         self.stats.pieces_relayed += peers.len() as u64;
         for to in peers {
