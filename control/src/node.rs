@@ -115,8 +115,12 @@ pub struct ControlNode {
     /// While handling the join answer (foca's Feed) of this seed: the members it lists are introduced
     /// to us by it and it relays tables between us, so their MemberUps send them nothing.
     answer_from: Option<SocketAddr>,
-    /// While handling an introduction of this address with `listed`: its MemberUp sends it nothing.
-    quiet_up: Option<SocketAddr>,
+    /// While handling an introduction with `listed`: (the joiner, the member introducing it); the
+    /// joiner's MemberUp sends it nothing.
+    quiet_up: Option<(SocketAddr, SocketAddr)>,
+    /// Members introduced to us by a member that relays between us (`node/relay.rs`): member →
+    /// (that member, until when). Our advert batches go to it instead, until we hear from the member.
+    via: HashMap<SocketAddr, (SocketAddr, Instant)>,
     /// Joins we answered whose first-hand table pieces we forward (`node/relay.rs`).
     relays: relay::Relays,
 }
@@ -201,6 +205,7 @@ impl ControlNode {
             announced_by: None,
             answer_from: None,
             quiet_up: None,
+            via: HashMap::new(),
             relays: relay::Relays::new(),
         };
         let at = now + node.config.anti_entropy_interval;
@@ -349,6 +354,9 @@ impl ControlNode {
             return Ok(());
         }
         self.stats.messages_in += 1;
+        if !self.via.is_empty() {
+            self.via.remove(&from);
+        }
         let packet = messages::decode(bytes).inspect_err(|_| self.stats.decode_errors += 1)?;
         if self.revoked_addrs.contains(&from) && matches!(packet, Packet::Sync(_)) {
             self.stats.rejected += 1;

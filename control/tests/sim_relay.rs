@@ -3,7 +3,8 @@
 //!
 //! - a joiner's MAC reaches every member, and it learns every member and every MAC, over its one
 //!   connection to the member it joined through: with every other pair cut, SWIM silenced and
-//!   anti-entropy at a minute, no message between the joiner and another member is even attempted;
+//!   anti-entropy at a minute, no message between the joiner and another member is even attempted,
+//!   also for MACs that appear on either side after the join;
 //! - with a handshake cost per new connection ([`SimConfig::connect`]), a forming cluster knows every
 //!   member and every MAC about one handshake after its start, not after the mesh of connections;
 //! - introductions that do not verify (another CA, a VTEP the attestation does not name, a revoked
@@ -68,13 +69,13 @@ fn a_joiner_converges_over_its_one_connection() {
             ..SimConfig::default()
         },
     );
-    // Node j comes back as a new generation with a new MAC, joining through node 0, and can reach
-    // no one else.
+    // Node j comes back as a new generation without MACs (its old one is withdrawn), joining through
+    // node 0, and can reach no one else.
     sim.kill(j);
     for k in 1..j {
         sim.cut(j, k);
     }
-    sim.nodes[j].macs = vec![mac(j, 2)];
+    sim.nodes[j].macs = Vec::new();
     let dropped = sim.dropped;
     let accepted: Vec<u64> = (0..j).map(|k| stats(&sim, k).introductions_accepted).collect();
     let hellos: Vec<u64> = (0..j).map(|k| stats(&sim, k).hellos_accepted).collect();
@@ -99,6 +100,14 @@ fn a_joiner_converges_over_its_one_connection() {
         assert_eq!(stats(&sim, k).introductions_accepted - accepted[k], 1, "node {k}");
         assert_eq!(stats(&sim, k).hellos_accepted, hellos[k], "node {k}");
     }
+    // A joiner whose first MAC appears after it joined: node 0 forwards that first batch too.
+    sim.set_macs(j, vec![mac(j, 2), mac(j, 3)]);
+    let t = sim
+        .run_until(Duration::from_secs(2), TICK, |s| s.fdb_converged())
+        .expect("new MACs everywhere");
+    println!("new MACs after the join: everywhere after {t:?}");
+    assert!(t < Duration::from_millis(40), "{t:?}");
+    assert_eq!(sim.dropped, dropped);
     assert!(sim.errors.is_empty(), "{:?}", sim.errors);
 }
 

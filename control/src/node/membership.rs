@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use foca::{OwnedNotification, State};
 
+use super::relay::RELAY_WINDOW;
 use super::{ControlNode, MemberInfo, MemberState, SwimCore};
 use crate::membership::{NodeId, NodeIdentity, Rt};
 use crate::messages::Broadcast;
@@ -117,9 +118,13 @@ impl ControlNode {
                     // Introduced to each other by the member that answered a join, which relays
                     // tables between us: nothing to send it (SWIM probes and anti-entropy reach it
                     // later; `node/relay.rs`).
-                    let introduced = self.quiet_up == Some(id.addr)
-                        || self.answer_from.is_some_and(|a| a != id.addr);
-                    if introduced {
+                    let introducer = match (self.quiet_up, self.answer_from) {
+                        (Some((joiner, by)), _) if joiner == id.addr => Some(by),
+                        (_, Some(by)) if by != id.addr => Some(by),
+                        _ => None,
+                    };
+                    if let Some(by) = introducer {
+                        self.via.insert(id.addr, (by, now + RELAY_WINDOW / 2));
                         if id.attestation().is_some_and(|a| a.admitter) {
                             self.request_pending_blocks()?;
                         }
@@ -208,6 +213,7 @@ impl ControlNode {
         }
         let known: HashSet<SocketAddr> = self.foca.iter_membership_state().map(|m| m.id().addr).collect();
         self.last_heard.retain(|a, _| known.contains(a));
+        self.via.retain(|a, _| known.contains(a));
         let active: HashSet<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
         self.outbox.retain_peers(|a| active.contains(a));
         self.shared.lock().unwrap_or_else(|e| e.into_inner()).members = idents;

@@ -171,9 +171,20 @@ impl ControlNode {
         Ok(())
     }
 
+    /// Whether our advert batches to `member` go through the member that introduced it to us: until
+    /// we hear from it, for half of [`RELAY_WINDOW`] (the introducer forwards for all of it, counted
+    /// from its introduction, which came first), and only while the introducer is a member.
+    pub(super) fn relayed_to(&self, now: Instant, member: &SocketAddr) -> bool {
+        self.via.get(member).is_some_and(|(by, until)| {
+            *until > now && self.foca.iter_members().any(|m| m.id().addr == *by)
+        })
+    }
+
     /// `applied`: entries of `owner`'s table (at `generation`) that a piece from `from` just added
     /// here, each verified against the owner's key. Forward them to every member if `owner` joined
-    /// through us lately and sent them itself.
+    /// through us lately and sent them itself; pieces that other owners send us themselves go to
+    /// the members that joined through us lately (they do not send those to them directly, see
+    /// [`Self::relayed_to`]), through the budget.
     pub(super) fn relay_first_hand(
         &mut self,
         now: Instant,
@@ -185,12 +196,32 @@ impl ControlNode {
         if applied.is_empty() {
             return Ok(());
         }
+        let recent = self
+            .relays
+            .get(&owner)
+            .is_some_and(|r| r.addr == from && r.generation == generation && now < r.until);
+        if !recent {
+            let first_hand = self
+                .owner_identity(owner, generation)
+                .is_some_and(|o| o.addr == from);
+            if !first_hand {
+                return Ok(());
+            }
+            let first_seq = applied.iter().map(|e| e.seq).min().unwrap_or(0);
+            let joiners: Vec<SocketAddr> = self
+                .relays
+                .values()
+                .filter(|r| r.until > now && r.addr != from)
+                .map(|r| r.addr)
+                .collect();
+            for to in joiners {
+                self.outbox.extend_table(to, owner, generation, first_seq);
+            }
+            return Ok(());
+        }
         let Some(r) = self.relays.get(&owner) else {
             return Ok(());
         };
-        if r.addr != from || r.generation != generation || now >= r.until {
-            return Ok(());
-        }
         let first_done = r.first_done;
         if let Some(r) = self.relays.get_mut(&owner) {
             r.first_done = true;
@@ -265,7 +296,7 @@ impl ControlNode {
         self.stats.introductions_accepted += 1;
         // Listed in its join answer: it knows us, and the introducer relays tables between us.
         if listed {
-            self.quiet_up = Some(identity.addr);
+            self.quiet_up = Some((identity.addr, from));
         }
         let regossip = !self.answer_lists_all();
         let r = self.swim(now, |foca, rt| {
