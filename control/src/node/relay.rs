@@ -175,9 +175,9 @@ impl ControlNode {
     /// we hear from it, for half of [`RELAY_WINDOW`] (the introducer forwards for all of it, counted
     /// from its introduction, which came first), and only while the introducer is a member.
     pub(super) fn relayed_to(&self, now: Instant, member: &SocketAddr) -> bool {
-        self.via.get(member).is_some_and(|(by, until)| {
-            *until > now && self.foca.iter_members().any(|m| m.id().addr == *by)
-        })
+        self.via
+            .get(member)
+            .is_some_and(|(by, until)| *until > now && self.foca.iter_members().any(|m| m.id().addr == *by))
     }
 
     /// `applied`: entries of `owner`'s table (at `generation`) that a piece from `from` just added
