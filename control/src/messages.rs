@@ -29,7 +29,10 @@ use crate::revocation::Revocation;
 /// 6: `Hello` (a node introduces its signed identity to a member it has just learnt of) and `Down` (a
 ///    member declared down is announced straight to every member); a version-5 node would drop them
 ///    as undecodable and learn joiners and deaths only by gossip, so it is refused by version.
-pub const WIRE_VERSION: u8 = 6;
+/// 7: `Introduce` (the member that answered a join introduces the joiner to every member it holds,
+///    and relays tables both ways over the connections it has); a version-6 node would never hear of
+///    a joiner that no longer dials it first, so it is refused by version.
+pub const WIRE_VERSION: u8 = 7;
 const KIND_SWIM: u8 = 0;
 const KIND_SYNC: u8 = 1;
 
@@ -278,6 +281,15 @@ pub enum SyncMessage {
     /// rounds. Receivers apply it only for an identity they hold as active and only from an active
     /// member: the trust of a SWIM Down update, which any member may gossip (docs/SECURITY.md).
     Down { identity: NodeIdentity },
+    /// "This node just joined through me": sent by the member that answered a join (foca's Announce
+    /// from the joiner itself) to every member it holds, so they know the joiner without a
+    /// connection to it. Receivers verify the identity exactly as a gossiped one (CA attestation,
+    /// the node's signature, VTEP and address bound to the attestation, not revoked) and apply it
+    /// as SWIM applies a gossiped join (foca's rules for down or older identities): the trust of SWIM
+    /// gossip of that join, which any member may spread. `listed`: the join answer could list every
+    /// member the sender holds (so the joiner knows the receiver, and the sender relays tables
+    /// between them): the receiver need not introduce itself to the joiner nor exchange tables with it.
+    Introduce { identity: NodeIdentity, listed: bool },
 }
 
 /// Bytes a requester signs for [`SyncMessage::BlockRequest`].
@@ -574,7 +586,15 @@ mod network_tests {
                 identity: identity.clone(),
             })
             .unwrap(),
-            encode_sync(&SyncMessage::Down { identity }).unwrap(),
+            encode_sync(&SyncMessage::Down {
+                identity: identity.clone(),
+            })
+            .unwrap(),
+            encode_sync(&SyncMessage::Introduce {
+                identity,
+                listed: true,
+            })
+            .unwrap(),
         ]
     }
 
@@ -600,8 +620,11 @@ mod network_tests {
     }
 
     fn check(bytes: &[u8]) {
-        if let Ok(Packet::Sync(SyncMessage::Hello { identity } | SyncMessage::Down { identity })) =
-            decode(bytes)
+        if let Ok(Packet::Sync(
+            SyncMessage::Hello { identity }
+            | SyncMessage::Down { identity }
+            | SyncMessage::Introduce { identity, .. },
+        )) = decode(bytes)
         {
             let _ = crate::identity::Verifier::new(vec![4; 65]).check(&identity);
         }
@@ -644,10 +667,10 @@ mod network_tests {
             }
 
             /// Small-variant-index prefixes (Catalog = 5, Grants = 6, BlockRequest = 7, Hello = 10,
-            /// Down = 11; Network = 3,
+            /// Down = 11, Introduce = 12; Network = 3,
             /// Grant = 4) with random tails reach the new decoders.
             #[test]
-            fn new_variants_with_random_tails(kind in 3u8..12, tail in proptest::collection::vec(any::<u8>(), 0..400)) {
+            fn new_variants_with_random_tails(kind in 3u8..13, tail in proptest::collection::vec(any::<u8>(), 0..400)) {
                 let mut b = vec![WIRE_VERSION, KIND_SYNC, kind];
                 b.extend_from_slice(&tail);
                 check(&b);

@@ -15,7 +15,7 @@
 //! Inputs carry `now`; outputs are queued and drained with [`ControlNode::poll_output`]. Must never: read
 //! a clock, sleep, touch a socket, or panic on anything received.
 //!
-//! Submodules: `config`, `types`, `membership`, `tables`, `timers`, `revoke`, `direct`, `networks`, `outbox`.
+//! Submodules: `config`, `types`, `membership`, `tables`, `timers`, `revoke`, `direct`, `relay`, `networks`, `outbox`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -38,6 +38,7 @@ mod direct;
 mod membership;
 mod networks;
 mod outbox;
+mod relay;
 mod revoke;
 mod tables;
 #[cfg(test)]
@@ -108,6 +109,20 @@ pub struct ControlNode {
     parked_entries: usize,
     /// While handling a message from this address: it knows us, so a MemberUp it causes needs no Hello.
     knows_us: Option<SocketAddr>,
+    /// While handling this address's own SWIM Announce (its join): a MemberUp of it means we answer
+    /// its join, and introduce it (`node/relay.rs`).
+    announced_by: Option<SocketAddr>,
+    /// While handling the join answer (foca's Feed) of this seed: the members it lists are introduced
+    /// to us by it and it relays tables between us, so their MemberUps send them nothing.
+    answer_from: Option<SocketAddr>,
+    /// While handling an introduction with `listed`: (the joiner, the member introducing it); the
+    /// joiner's MemberUp sends it nothing.
+    quiet_up: Option<(SocketAddr, SocketAddr)>,
+    /// Members introduced to us by a member that relays between us (`node/relay.rs`): member →
+    /// (that member, until when). Our advert batches go to it instead, until we hear from the member.
+    via: HashMap<SocketAddr, (SocketAddr, Instant)>,
+    /// Joins we answered whose first-hand table pieces we forward (`node/relay.rs`).
+    relays: relay::Relays,
 }
 
 impl std::fmt::Debug for ControlNode {
@@ -187,6 +202,11 @@ impl ControlNode {
             parked: VecDeque::new(),
             parked_entries: 0,
             knows_us: None,
+            announced_by: None,
+            answer_from: None,
+            quiet_up: None,
+            via: HashMap::new(),
+            relays: relay::Relays::new(),
         };
         let at = now + node.config.anti_entropy_interval;
         node.out.push_back(Output::ScheduleTimer {
@@ -334,6 +354,9 @@ impl ControlNode {
             return Ok(());
         }
         self.stats.messages_in += 1;
+        if !self.via.is_empty() {
+            self.via.remove(&from);
+        }
         let packet = messages::decode(bytes).inspect_err(|_| self.stats.decode_errors += 1)?;
         if self.revoked_addrs.contains(&from) && matches!(packet, Packet::Sync(_)) {
             self.stats.rejected += 1;
@@ -343,8 +366,17 @@ impl ControlNode {
             Packet::Swim(body) => {
                 // The sender addressed us (or announced itself to our address): it needs no Hello.
                 self.knows_us = Some(from);
+                match swim_message(body) {
+                    Some((foca::Message::Announce, src)) if src == from => self.announced_by = Some(from),
+                    Some((foca::Message::Feed, _)) if self.seeds.contains(&from) => {
+                        self.answer_from = Some(from)
+                    }
+                    _ => {}
+                }
                 let r = self.swim(now, |foca, rt| foca.handle_data(body, rt));
                 self.knows_us = None;
+                self.announced_by = None;
+                self.answer_from = None;
                 if r.is_err() {
                     self.stats.swim_errors += 1;
                 } else {
@@ -374,7 +406,9 @@ impl ControlNode {
             }
             Packet::Sync(SyncMessage::States { owners }) => {
                 for dump in owners {
-                    self.merge_dump(dump);
+                    let (owner, generation) = (dump.owner, dump.generation);
+                    let applied = self.merge_dump(dump);
+                    self.relay_first_hand(now, from, owner, generation, applied)?;
                 }
                 Ok(())
             }
@@ -408,6 +442,9 @@ impl ControlNode {
             }
             Packet::Sync(SyncMessage::Hello { identity }) => self.handle_hello(now, from, identity),
             Packet::Sync(SyncMessage::Down { identity }) => self.handle_down(now, from, identity),
+            Packet::Sync(SyncMessage::Introduce { identity, listed }) => {
+                self.handle_introduce(now, from, identity, listed)
+            }
             Packet::Sync(SyncMessage::Leave { notice }) => {
                 let identity = notice.identity.clone();
                 // Only a node may announce its own leave: signed by it, sent from its own address.
@@ -515,4 +552,12 @@ impl ControlNode {
         self.out.push_back(Output::Send { to, bytes });
         Ok(())
     }
+}
+
+/// The message kind and sender address of a SWIM packet's header, without verifying it (foca
+/// verifies it when it handles the packet; this only tells a join and a join answer apart).
+fn swim_message(body: &[u8]) -> Option<(foca::Message<NodeIdentity>, SocketAddr)> {
+    use foca::Codec;
+    let header: foca::Header<NodeIdentity> = foca::PostcardCodec.decode_header(body).ok()?;
+    Some((header.message, header.src.addr))
 }

@@ -57,6 +57,11 @@ pub struct SimConfig {
     /// in order (FIFO, like a NIC queue or a congested path): a message leaves once the ones before
     /// it have, after `len / uplink`. This is what makes unbudgeted sync traffic delay probes.
     pub uplink: u64,
+    /// What opening a connection costs (a QUIC handshake on a loaded host): the first message
+    /// between two running nodes, either way, opens their connection, and nothing passes between
+    /// them before `connect` has elapsed; later messages use it. A restarted node's connections are
+    /// gone. Zero (the default): no connection cost.
+    pub connect: Duration,
     /// Keep a copy of every sync (non-SWIM) message each node sends, in [`SimNode::sync_sent`].
     pub record_sync: bool,
     /// Log every sync message's (time, length) in [`SimNode::sync_log`] (on by default; the scale
@@ -74,6 +79,7 @@ impl Default for SimConfig {
             control: ControlConfig::default(),
             admitters: 1,
             uplink: 0,
+            connect: Duration::ZERO,
             record_sync: false,
             log_sync: true,
         }
@@ -227,6 +233,12 @@ pub struct Sim {
     pub errors: Vec<String>,
     /// The cluster CA (node 0, the admitter, holds it).
     pub ca: Arc<Signer>,
+    /// Open connections (with [`SimConfig::connect`]): (lower, higher) node index → when usable.
+    conns: HashMap<(usize, usize), Instant>,
+    /// Connections opened so far (with [`SimConfig::connect`]).
+    pub connections: u64,
+    /// Pairs of nodes that cannot reach each other (see [`Sim::cut`]).
+    cut: BTreeSet<(usize, usize)>,
 }
 
 fn addr_of(i: usize) -> SocketAddr {
@@ -259,6 +271,9 @@ impl Sim {
             pace_timers: 0,
             errors: Vec::new(),
             ca: Arc::new(new_signer()),
+            conns: HashMap::new(),
+            connections: 0,
+            cut: BTreeSet::new(),
         };
         for i in 0..n {
             let addr = addr_of(i);
@@ -465,10 +480,23 @@ impl Sim {
                         self.dropped += 1;
                         continue;
                     };
-                    if self.nodes[j].group != self.nodes[i].group || self.rng.unit() < self.cfg.loss {
+                    let pair = (i.min(j), i.max(j));
+                    if self.nodes[j].group != self.nodes[i].group
+                        || self.cut.contains(&pair)
+                        || self.rng.unit() < self.cfg.loss
+                    {
                         self.dropped += 1;
                         continue;
                     }
+                    let depart = if self.cfg.connect.is_zero() {
+                        depart
+                    } else {
+                        let ready = *self.conns.entry(pair).or_insert_with(|| {
+                            self.connections += 1;
+                            self.now + self.cfg.connect
+                        });
+                        depart.max(ready)
+                    };
                     let jitter = self.cfg.jitter.mul_f64(self.rng.unit());
                     let at = depart + self.cfg.latency + jitter;
                     let from = self.nodes[i].addr;
@@ -554,8 +582,10 @@ impl Sim {
         match ev {
             Event::Deliver { to, from, bytes } => {
                 // A partition raised while the message was in flight also cuts it.
-                let from_group = self.by_addr.get(&from).map(|&f| self.nodes[f].group);
-                if from_group != Some(self.nodes[to].group) {
+                let from_at = self.by_addr.get(&from).copied();
+                let from_group = from_at.map(|f| self.nodes[f].group);
+                let cut = from_at.is_some_and(|f| self.cut.contains(&(f.min(to), f.max(to))));
+                if from_group != Some(self.nodes[to].group) || cut {
                     self.dropped += 1;
                     return true;
                 }
@@ -613,6 +643,12 @@ impl Sim {
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].node = None;
         self.nodes[i].instance += 1;
+        self.conns.retain(|(a, b), _| *a != i && *b != i);
+    }
+
+    /// Nodes `i` and `j` can no longer reach each other (both ways), whatever their groups.
+    pub fn cut(&mut self, i: usize, j: usize) {
+        self.cut.insert((i.min(j), i.max(j)));
     }
 
     /// Start a killed (or running) node again: a new generation that joins through another member.

@@ -293,6 +293,9 @@ fn changes_within_the_batch_window_leave_together() {
         "20 changes in 40 ms: {batches} batch(es), {msgs} messages carrying {entries} entries to 2 members; converged {t:?} after the last change"
     );
     assert_eq!(batches, 2, "the first change at once, the rest as one batch");
-    assert!(entries >= 40, "{entries}");
+    // 19 entries of the second batch to each of the 2 members, and the first change to one of them:
+    // node 1's first batch does not go to node 2, which node 0 introduced to it (node 0 forwards it,
+    // `control/src/node/relay.rs`).
+    assert!(entries >= 39, "{entries}");
     assert!(msgs <= 4, "{msgs} messages for 20 changes to 2 members");
 }

@@ -2,11 +2,13 @@
 //! gossip rounds (200 ms each, to 3 members), plus the table pieces that arrive before their owner is
 //! known:
 //!
-//! - **Hello.** When this node learns of a member (foca's MemberUp, e.g. from the member list a join
-//!   answer carries), it sends that member its own signed identity. A member that has not yet heard of
-//!   us through SWIM then knows us at once, and takes our table pieces: while a cluster forms, a
-//!   joiner's MACs reach every member it knows one message after they appear, not after the gossip
-//!   rounds that would tell those members of the joiner. The identity is checked exactly as a gossiped
+//! - **Hello.** When this node learns of a member (foca's MemberUp: from gossip, from the member
+//!   itself, or from a join answer too large to list every member), it sends that member its own
+//!   signed identity. A member that has not yet heard of us through SWIM then knows us at once, and
+//!   takes our table pieces. Members that the answerer of a join introduced to the joiner, and the
+//!   members a joiner learns from an answer that lists every member, send each other no Hello: the
+//!   answerer introduced them and relays tables between them (`node/relay.rs`,
+//!   `control/tests/sim_relay.rs`). The identity is checked exactly as a gossiped
 //!   one is (the [`crate::identity::Verifier`]: CA attestation, the node's own signature, VTEP and
 //!   gossip address bound to the attestation, not revoked) and accepted only from its own address; it
 //!   then enters foca's table as an Alive update would. It is gossiped on only once the receiver holds
@@ -50,7 +52,7 @@ pub(super) const MAX_PARKED_ENTRIES: usize = 4096;
 /// addresses (a 65-byte key, two 64-byte signatures, ids and addresses) and some 36 more with IPv6, plus
 /// foca's member state. Erring high only starts gossiping Hellos on in a smaller cluster; erring low
 /// (220 at first) left 80 simulated nodes unformed after 3 s (`control/tests/sim_formation.rs`).
-const IDENTITY_WIRE_BYTES: usize = 300;
+pub(super) const IDENTITY_WIRE_BYTES: usize = 300;
 
 impl ControlNode {
     /// Tell the member at `to` who we are (it may not have heard of us yet).
@@ -188,7 +190,10 @@ impl ControlNode {
         self.parked_entries = 0;
         for dump in parked {
             match self.sync.held_generation(dump.owner) {
-                Some(g) if g == dump.generation => self.merge_dump(dump),
+                // Not relayed: a parked piece did not come first-hand from a join we answered.
+                Some(g) if g == dump.generation => {
+                    self.merge_dump(dump);
+                }
                 Some(g) if g > dump.generation => {}
                 _ => self.park_dump(dump),
             }

@@ -185,6 +185,20 @@ impl Outbox {
         }
     }
 
+    /// Ship `owner`'s table (at `generation`) to `to` from seq `from` on, unless a pass is already
+    /// under way (it reaches the newer entries anyway; unlike [`Self::want_table`] it never skips
+    /// ahead: the peer may lack what lies before `from`).
+    pub fn extend_table(&mut self, to: SocketAddr, owner: NodeId, generation: u64, from: u64) {
+        let under_way = self
+            .cursors
+            .get(&to)
+            .and_then(|o| o.get(&owner))
+            .is_some_and(|c| c.generation == generation);
+        if !under_way {
+            self.want_table(to, owner, generation, from);
+        }
+    }
+
     /// Forget passes towards peers that are no longer members.
     pub fn retain_peers(&mut self, keep: impl Fn(&SocketAddr) -> bool) {
         // Called on every membership change: once per peer, not once per (peer, owner) cursor (up
@@ -349,7 +363,7 @@ impl Outbox {
 }
 
 /// An upper bound of an entry's encoded size (postcard varints at their widest).
-fn entry_size(e: &FdbEntry) -> usize {
+pub(super) fn entry_size(e: &FdbEntry) -> usize {
     4 + 6 + 1 + e.ips.len() * 17 + 10 + 10 + 1 + 2 + e.sig.len()
 }
 

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::ControlNode;
-use crate::messages::{self, FdbAdvert, OwnerDump, SyncMessage};
+use crate::messages::{self, FdbAdvert, FdbEntry, OwnerDump, SyncMessage};
 use crate::sync::{self, Admit, Key};
 use crate::{ControlError, MacAddr, NodeId, Output, Timer, TimerKind, Vni};
 
@@ -105,7 +105,7 @@ impl ControlNode {
         let window = self.config.advert_batch_window;
         let due = self.last_flush.map_or(now, |t| t + window);
         if window.is_zero() || (self.flush_at.is_none() && due <= now) {
-            self.flush_adverts();
+            self.flush_adverts(now);
             self.last_flush = Some(now);
         } else if self.flush_at.is_none() {
             self.flush_at = Some(due);
@@ -119,7 +119,7 @@ impl ControlNode {
     }
 
     /// End of the batch window: our changes since the last flush are released to every member.
-    pub(super) fn flush_adverts(&mut self) {
+    pub(super) fn flush_adverts(&mut self, now: Instant) {
         self.flush_at = None;
         let from = self.outbox.own_released.saturating_add(1);
         let upto = self.sync.own_max_seq();
@@ -132,7 +132,16 @@ impl ControlNode {
         }
         self.outbox.own_released = upto;
         self.stats.advert_batches += 1;
-        let peers: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
+        // Our first batch (the MACs we start with) does not go to members introduced to us by a member
+        // that relays between us, until we have heard from them (`node/relay.rs`): that member gets
+        // it and forwards it. Later batches go straight to every member, within our budget.
+        let first = from == 1;
+        let peers: Vec<SocketAddr> = self
+            .foca
+            .iter_members()
+            .map(|m| m.id().addr)
+            .filter(|a| !(first && self.relayed_to(now, a)))
+            .collect();
         for to in peers {
             self.outbox.want_table(to, me, generation, from);
         }
@@ -312,31 +321,37 @@ impl ControlNode {
     }
 
     /// Merge a relayed owner table: entries in seq order, each admitted, verified, applied. A bad
-    /// signature ends the dump (whoever relayed it is lying or corrupt).
-    pub(super) fn merge_dump(&mut self, mut dump: OwnerDump) {
+    /// signature ends the dump (whoever relayed it is lying or corrupt). Returns the entries applied
+    /// (verified and new here), which a join's answerer relays (`node/relay.rs`).
+    pub(super) fn merge_dump(&mut self, mut dump: OwnerDump) -> Vec<FdbEntry> {
+        let mut applied = Vec::new();
         if dump.owner == self.identity.id {
-            return;
+            return applied;
         }
         match self.sync.held_generation(dump.owner) {
             Some(g) if g == dump.generation => {}
             // About an older generation of a node we know: ignored for good.
-            Some(g) if g > dump.generation => return,
+            Some(g) if g > dump.generation => return applied,
             // Its owner is not a member here yet (its Hello may still be on its way): keep it.
-            _ => return self.park_dump(dump),
+            _ => {
+                self.park_dump(dump);
+                return applied;
+            }
         }
         let Some(owner) = self.owner_identity(dump.owner, dump.generation) else {
-            return;
+            return applied;
         };
         dump.entries.sort_by_key(|e| e.seq);
         for e in dump.entries {
             match self.sync.admit(dump.owner, dump.generation, &e) {
                 Admit::New if e.verify(&owner, dump.generation) => {
+                    applied.push(e.clone());
                     self.sync
                         .apply_entry(dump.owner, dump.generation, e, &mut self.out);
                 }
                 Admit::New => {
                     self.stats.bad_signatures += 1;
-                    return;
+                    return applied;
                 }
                 Admit::TooFar => self.stats.seq_refused += 1,
                 Admit::OverCap => self.stats.over_cap += 1,
@@ -344,5 +359,6 @@ impl ControlNode {
                 Admit::Stale | Admit::UnknownOwner => {}
             }
         }
+        applied
     }
 }

@@ -70,7 +70,7 @@ impl ControlNode {
                 Ok(())
             }
             TimerKind::FlushAdverts => {
-                self.flush_adverts();
+                self.flush_adverts(now);
                 self.last_flush = Some(now);
                 Ok(())
             }

@@ -92,6 +92,13 @@ pub struct ControlStats {
     /// announcements applied here.
     pub downs_announced: u64,
     pub downs_applied: u64,
+    /// Joins this node answered and introduced to its members (`node/relay.rs`), `Introduce` messages
+    /// sent for them, and introductions received that verified and named a member not held yet.
+    pub joins_introduced: u64,
+    pub introductions_sent: u64,
+    pub introductions_accepted: u64,
+    /// Table pieces relayed for a joiner: its own pieces forwarded to members, and the tables sent to it.
+    pub pieces_relayed: u64,
     /// Table pieces of owners not yet known that were dropped instead of parked (bound reached, or
     /// the owner is revoked); anti-entropy repairs them.
     pub parked_dropped: u64,

@@ -1,0 +1,308 @@
+//! Joins relayed by the member that answers them, so that a joiner's MACs and the cluster's MACs
+//! travel over connections that already exist instead of waiting for a connection between every pair
+//! (on a real cluster each new QUIC connection costs a handshake, and a forming cluster of N opens
+//! ~N² of them on few CPUs).
+//!
+//! - **Introduce.** When a node's own SWIM Announce (its join) reaches us and makes it a member here,
+//!   we answered its join (foca's Feed lists the members we hold) and now introduce the joiner to
+//!   every member we hold with [`SyncMessage::Introduce`], over our connections to them. A receiver
+//!   verifies the identity exactly as a gossiped one ([`crate::identity::Verifier`]: CA attestation,
+//!   the node's signature, VTEP and address bound to the attestation, not revoked), only from an
+//!   active member or a member we joined through (its introductions may overtake its join answer), never about the sender itself or about the receiver, and hands it to foca as an
+//!   Alive update (foca's rules for an identity held as down or newer apply): the trust of SWIM
+//!   gossip of that join, which any member may spread.
+//! - **Tables both ways.** We send the joiner every table we hold (owner-signed entries, each checked
+//!   by the joiner against its owner's key, parked until the owner is a member there), and forward
+//!   the joiner's own table pieces that we receive first-hand (from the joiner's own address) to every
+//!   member, for [`RELAY_WINDOW`] after the join.
+//! - **Quiet pairs.** While the join answer can list every member we hold (`listed`), a member
+//!   introduced to a joiner, and a joiner learning members from its join answer, skip the Hello and the
+//!   table push and pull they would send each other: the answerer relays both ways, so neither side
+//!   dials the other for it (SWIM probes and anti-entropy still open those connections later, and
+//!   anti-entropy repairs anything a relay missed). Above that size each side introduces itself as
+//!   before (`node/direct.rs`).
+//!
+//! Beside the gossip budget, bounded: relayed pieces are what the joiner and the members would
+//! otherwise have sent each other themselves, and waiting for one node's budget (the answerer of
+//! every join) would serialise the cluster's formation behind it. Per join, at most
+//! [`RELAY_DUMP_BYTES`] of tables go to the joiner and the joiner's first piece (at most
+//! [`RELAY_PIECE_BYTES`]) to each member at once; the rest of either goes through the budget (table
+//! cursors, bounded by each owner's capped table). A flood of a joiner's MACs is therefore relayed at
+//! most one piece per member beyond the budget, and the per-owner cap still applies at every
+//! receiver (`control/tests/sim_relay.rs`, and `control/tests/sim_budget.rs` still holds every node
+//! to its budget when members flood right after the cluster formed).
+//!
+//! Must never: let an identity that does not verify into foca, relay an entry we did not ourselves
+//! verify and apply, or relay a piece that did not come first-hand from its owner.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use foca::Member;
+
+use super::direct::IDENTITY_WIRE_BYTES;
+use super::outbox::PIECE_BYTES;
+use super::ControlNode;
+use crate::membership::{NodeId, NodeIdentity};
+use crate::messages::{self, FdbEntry, OwnerDump, SyncMessage};
+use crate::sync::Pos;
+use crate::{ControlError, Output};
+
+/// How long after a join we forward the joiner's first-hand table pieces to every member.
+pub(super) const RELAY_WINDOW: Duration = Duration::from_secs(5);
+
+/// Most bytes of the joiner's own entries forwarded to each member beside the budget, per join: its
+/// first piece (a joiner pushes its table in pieces of at most [`PIECE_BYTES`] of entries).
+pub(super) const RELAY_PIECE_BYTES: usize = PIECE_BYTES + 1024;
+
+/// Most bytes of tables sent to a joiner beside the budget; the rest follows through the budget.
+pub(super) const RELAY_DUMP_BYTES: usize = 4 * PIECE_BYTES;
+
+/// A join we answered: its owner's pieces are forwarded until `until`; the first one beside the
+/// budget (`first_done` once it went), the later ones through it.
+#[derive(Debug, Clone)]
+pub(super) struct Relay {
+    addr: SocketAddr,
+    generation: u64,
+    until: Instant,
+    first_done: bool,
+}
+
+/// Joins being relayed, by joiner id.
+pub(super) type Relays = HashMap<NodeId, Relay>;
+
+impl ControlNode {
+    /// Whether a join answer (foca's Feed, one packet) can list every member we hold.
+    pub(super) fn answer_lists_all(&self) -> bool {
+        self.foca.num_members() + 2 <= self.config.max_packet_size / IDENTITY_WIRE_BYTES
+    }
+
+    /// `joiner` announced itself to us and is now a member here: introduce it to every member we hold
+    /// and send it every table we hold.
+    pub(super) fn introduce(&mut self, now: Instant, joiner: &NodeIdentity) -> Result<(), ControlError> {
+        let listed = self.answer_lists_all();
+        let bytes = messages::encode_sync(&SyncMessage::Introduce {
+            identity: joiner.clone(),
+            listed,
+        })
+        .map_err(|e| ControlError::Encode(e.to_string()))?;
+        let peers: Vec<SocketAddr> = self
+            .foca
+            .iter_members()
+            .map(|m| m.id().addr)
+            .filter(|a| *a != joiner.addr)
+            .collect();
+        self.stats.joins_introduced += 1;
+        self.stats.introductions_sent += peers.len() as u64;
+        for to in peers {
+            self.out.push_back(Output::Send {
+                to,
+                bytes: bytes.clone(),
+            });
+        }
+        self.relays.retain(|_, r| r.until > now);
+        self.relays.insert(
+            joiner.id,
+            Relay {
+                addr: joiner.addr,
+                generation: joiner.generation,
+                until: now + RELAY_WINDOW,
+                first_done: false,
+            },
+        );
+        self.send_tables_to(joiner)
+    }
+
+    /// Every table we hold (ours up to what our advert batches released), to `joiner`: up to
+    /// [`RELAY_DUMP_BYTES`] at once, the rest through the budget.
+    fn send_tables_to(&mut self, joiner: &NodeIdentity) -> Result<(), ControlError> {
+        let me = self.identity.id;
+        let mut budget_left = RELAY_DUMP_BYTES;
+        let mut batch: Vec<OwnerDump> = Vec::new();
+        let mut batch_bytes = 0;
+        for d in self.sync.digest() {
+            if d.owner == joiner.id {
+                continue;
+            }
+            let limit = if d.owner == me {
+                self.outbox.own_released
+            } else {
+                u64::MAX
+            };
+            let entries: Vec<FdbEntry> = self
+                .sync
+                .entries_from(d.owner, d.generation, Pos::FromSeq(0))
+                .take_while(|(pos, _)| pos.0 <= limit)
+                .map(|(_, e)| e.clone())
+                .collect();
+            if entries.is_empty() {
+                continue;
+            }
+            let size: usize = entries.iter().map(super::outbox::entry_size).sum::<usize>() + 24;
+            if size > budget_left {
+                // Through the budget (and the per-owner cursor's pieces).
+                self.outbox.want_table(joiner.addr, d.owner, d.generation, 0);
+                continue;
+            }
+            budget_left -= size;
+            if batch_bytes + size > PIECE_BYTES && !batch.is_empty() {
+                self.send_states_now(joiner.addr, std::mem::take(&mut batch))?;
+                batch_bytes = 0;
+            }
+            batch_bytes += size;
+            batch.push(OwnerDump {
+                owner: d.owner,
+                generation: d.generation,
+                entries,
+            });
+        }
+        if !batch.is_empty() {
+            self.send_states_now(joiner.addr, batch)?;
+        }
+        Ok(())
+    }
+
+    fn send_states_now(&mut self, to: SocketAddr, owners: Vec<OwnerDump>) -> Result<(), ControlError> {
+        let bytes = messages::encode_sync(&SyncMessage::States { owners })
+            .map_err(|e| ControlError::Encode(e.to_string()))?;
+        self.stats.pieces_relayed += 1;
+        self.out.push_back(Output::Send { to, bytes });
+        Ok(())
+    }
+
+    /// Whether our advert batches to `member` go through the member that introduced it to us: until
+    /// we hear from it, for half of [`RELAY_WINDOW`] (the introducer forwards for all of it, counted
+    /// from its introduction, which came first), and only while the introducer is a member.
+    pub(super) fn relayed_to(&self, now: Instant, member: &SocketAddr) -> bool {
+        self.via
+            .get(member)
+            .is_some_and(|(by, until)| *until > now && self.foca.iter_members().any(|m| m.id().addr == *by))
+    }
+
+    /// `applied`: entries of `owner`'s table (at `generation`) that a piece from `from` just added
+    /// here, each verified against the owner's key. Forward them to every member if `owner` joined
+    /// through us lately and sent them itself; pieces that other owners send us themselves go to
+    /// the members that joined through us lately (they do not send those to them directly, see
+    /// [`Self::relayed_to`]), through the budget.
+    pub(super) fn relay_first_hand(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        owner: NodeId,
+        generation: u64,
+        applied: Vec<FdbEntry>,
+    ) -> Result<(), ControlError> {
+        if applied.is_empty() {
+            return Ok(());
+        }
+        let recent = self
+            .relays
+            .get(&owner)
+            .is_some_and(|r| r.addr == from && r.generation == generation && now < r.until);
+        if !recent {
+            let first_hand = self
+                .owner_identity(owner, generation)
+                .is_some_and(|o| o.addr == from);
+            if !first_hand {
+                return Ok(());
+            }
+            let first_seq = applied.iter().map(|e| e.seq).min().unwrap_or(0);
+            let joiners: Vec<SocketAddr> = self
+                .relays
+                .values()
+                .filter(|r| r.until > now && r.addr != from)
+                .map(|r| r.addr)
+                .collect();
+            for to in joiners {
+                self.outbox.extend_table(to, owner, generation, first_seq);
+            }
+            return Ok(());
+        }
+        let Some(r) = self.relays.get(&owner) else {
+            return Ok(());
+        };
+        let first_done = r.first_done;
+        if let Some(r) = self.relays.get_mut(&owner) {
+            r.first_done = true;
+        }
+        let first_seq = applied.iter().map(|e| e.seq).min().unwrap_or(0);
+        let peers: Vec<SocketAddr> = self
+            .foca
+            .iter_members()
+            .map(|m| m.id().addr)
+            .filter(|a| *a != from)
+            .collect();
+        let bytes = messages::encode_sync(&SyncMessage::States {
+            owners: vec![OwnerDump {
+                owner,
+                generation,
+                entries: applied,
+            }],
+        })
+        .map_err(|e| ControlError::Encode(e.to_string()))?;
+        if first_done || bytes.len() > RELAY_PIECE_BYTES {
+            // Its first piece went (or this one is too large): the rest goes through the budget.
+            for to in peers {
+                self.outbox.extend_table(to, owner, generation, first_seq);
+            }
+            return Ok(());
+        }
+        self.stats.pieces_relayed += peers.len() as u64;
+        for to in peers {
+            self.out.push_back(Output::Send {
+                to,
+                bytes: bytes.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A member introduced a node that joined through it: admit the identity to foca's table if it
+    /// verifies (see the module header).
+    pub(super) fn handle_introduce(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        identity: NodeIdentity,
+        listed: bool,
+    ) -> Result<(), ControlError> {
+        // From an active member, or from a member we joined through (its introduction of a later
+        // joiner may overtake its answer to our own join: they travel on different streams).
+        let sender_known =
+            self.seeds.contains(&from) || self.foca.iter_members().any(|m| m.id().addr == from);
+        if !sender_known
+            || identity.addr == from
+            || identity.addr == self.identity.addr
+            || identity.id == self.identity.id
+        {
+            self.stats.rejected += 1;
+            return Ok(());
+        }
+        let known = self
+            .shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .members
+            .get(&identity.id)
+            .is_some_and(|m| *m == identity);
+        if known {
+            return Ok(());
+        }
+        if self.revocations.contains(identity.id) || !self.verifier_check(&identity) {
+            // Counted by the verifier (`identities_refused`); revoked ids are refused there too.
+            return Ok(());
+        }
+        self.stats.introductions_accepted += 1;
+        // Listed in its join answer: it knows us, and the introducer relays tables between us.
+        if listed {
+            self.quiet_up = Some((identity.addr, from));
+        }
+        let regossip = !self.answer_lists_all();
+        let r = self.swim(now, |foca, rt| {
+            foca.apply_many(std::iter::once(Member::alive(identity)), regossip, rt)
+        });
+        self.quiet_up = None;
+        r
+    }
+}
