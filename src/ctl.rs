@@ -166,7 +166,7 @@ pub fn request(target: &Target, method: Method, path: &str, body: &str) -> Resul
 }
 
 /// GET a stream of lines (`/v1/fdb/watch`): `on_line` gets each line until it returns false or overlayd
-/// closes the stream. Waits for lines without a deadline (an idle table sends nothing).
+/// closes the stream. Waits for lines without a deadline (a quiet table sends only a heartbeat every 30 s).
 pub fn stream(target: &Target, path: &str, mut on_line: impl FnMut(&str) -> bool) -> Result<(), CtlError> {
     use std::io::BufRead;
     let mut s = connect(target)?;
@@ -230,6 +230,11 @@ impl Read for StreamReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.0.read(buf)
     }
+}
+
+/// A `{"event":"heartbeat"}` line: overlayd's sign of life on a quiet stream, nothing to show a person.
+pub fn is_heartbeat(line: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| v["event"] == "heartbeat")
 }
 
 /// One `overlayctl fdb --watch` line for a person: `HH:MM:SS.µs (UTC) EVENT NETWORK VNI MAC VTEP ORIGIN`, a
