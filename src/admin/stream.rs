@@ -2,8 +2,8 @@
 //! until the client closes (see `watch.rs` for where the events come from).
 //! Must never: wait on a client without a deadline. A write the client does not take within
 //! `Limits::write_timeout` closes the stream; a `heartbeat` line every [`HEARTBEAT`] makes sure a write is
-//! pending now and then even on a quiet table, so a dead or non-reading client is dropped within
-//! [`HEARTBEAT`] + `write_timeout` (plus what the socket buffers hold). A client that falls more than
+//! pending now and then even on a quiet table, so a non-reading client is dropped once the socket buffers
+//! are full (with heartbeats alone that takes hours: the per-listener caps keep the socket's places free). A client that falls more than
 //! `watch::RING` events behind gets a `lost` line and a new baseline instead of the events it missed.
 
 use super::http::{write_response, Limits, Response};

@@ -196,6 +196,11 @@ pub fn unix_us() -> u64 {
         .unwrap_or(0)
 }
 
+/// The wait after a read that took `took`: the tables are read at most a fifth of the time.
+fn gap_after(took: Duration) -> Duration {
+    MIN_GAP.max(took.saturating_mul(4))
+}
+
 /// Call `f` for each difference between two MAC-sorted row lists: `remove`, `update` or `add`, by MAC.
 fn diff(old: &[Row], new: &[Row], mut f: impl FnMut(Change, &Row)) {
     let (mut i, mut j) = (0, 0);
@@ -275,7 +280,7 @@ impl FdbWatch {
             })
             .await
             .unwrap_or(MIN_GAP);
-            tokio::time::sleep(MIN_GAP.max(took.saturating_mul(4))).await;
+            tokio::time::sleep(gap_after(took)).await;
         }
     }
 
@@ -532,6 +537,13 @@ mod tests {
             .collect();
         assert_eq!(again.len(), MAX_TCP_WATCHERS, "slots are given back");
         assert_eq!(again[0].baseline.len(), 2, "an idle feed reads the tables afresh");
+    }
+
+    #[test]
+    fn reads_back_off_to_four_times_their_duration() {
+        assert_eq!(gap_after(Duration::ZERO), MIN_GAP);
+        assert_eq!(gap_after(Duration::from_millis(32)), Duration::from_millis(128));
+        assert_eq!(gap_after(Duration::MAX), Duration::MAX);
     }
 
     #[test]
