@@ -122,13 +122,9 @@ fn connect(target: &Target) -> Result<Box<dyn Stream>, CtlError> {
 /// Long enough for `diag`, which waits for probe replies from every peer (a few seconds when some are lost).
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Send one request and return the body of a 200 answer.
-pub fn request(target: &Target, method: Method, path: &str, body: &str) -> Result<String, CtlError> {
+/// Connect to `target` and send one request (`Connection: close`, the `Host` header TCP requires).
+fn send(target: &Target, method: Method, path: &str, body: &str) -> Result<Box<dyn Stream>, CtlError> {
     let mut s = connect(target)?;
-    let io = |source| CtlError::Io {
-        target: target.clone(),
-        source,
-    };
     let host = match target {
         Target::Tcp(a) => a.to_string(),
         Target::Socket(_) => "localhost".to_string(),
@@ -139,7 +135,20 @@ pub fn request(target: &Target, method: Method, path: &str, body: &str) -> Resul
         method.as_str(),
         body.len()
     )
-    .map_err(io)?;
+    .map_err(|source| CtlError::Io {
+        target: target.clone(),
+        source,
+    })?;
+    Ok(s)
+}
+
+/// Send one request and return the body of a 200 answer.
+pub fn request(target: &Target, method: Method, path: &str, body: &str) -> Result<String, CtlError> {
+    let mut s = send(target, method, path, body)?;
+    let io = |source| CtlError::Io {
+        target: target.clone(),
+        source,
+    };
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).map_err(io)?;
     let malformed = |what: &str| CtlError::Malformed {
@@ -169,26 +178,17 @@ pub fn request(target: &Target, method: Method, path: &str, body: &str) -> Resul
 /// closes the stream. Waits for lines without a deadline (a quiet table sends only a heartbeat every 30 s).
 pub fn stream(target: &Target, path: &str, mut on_line: impl FnMut(&str) -> bool) -> Result<(), CtlError> {
     use std::io::BufRead;
-    let mut s = connect(target)?;
+    let s = send(target, Method::Get, path, "")?;
     let io = |source| CtlError::Io {
         target: target.clone(),
         source,
     };
-    let host = match target {
-        Target::Tcp(a) => a.to_string(),
-        Target::Socket(_) => "localhost".to_string(),
-    };
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(io)?;
     let malformed = |what: &str| CtlError::Malformed {
         what: what.to_string(),
         target: target.clone(),
     };
     s.set_no_read_timeout().map_err(io)?;
-    let mut r = std::io::BufReader::new(StreamReader(s));
+    let mut r = std::io::BufReader::new(s);
     let mut line = String::new();
     r.read_line(&mut line).map_err(io)?;
     let status = line
@@ -220,15 +220,6 @@ pub fn stream(target: &Target, path: &str, mut on_line: impl FnMut(&str) -> bool
         if !on_line(line.trim_end()) {
             return Ok(());
         }
-    }
-}
-
-/// A connection whose read timeout can be lifted (a stream may be idle for hours).
-struct StreamReader(Box<dyn Stream>);
-
-impl Read for StreamReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(buf)
     }
 }
 
