@@ -479,6 +479,15 @@ mod tests {
     }
 
     #[test]
+    fn heartbeats_are_told_apart_from_the_lines_a_person_sees() {
+        assert!(is_heartbeat(r#"{"event":"heartbeat","ts_us":1796057257631507}"#));
+        let synced = r#"{"event":"synced","seq":0,"ts_us":1796057257631507}"#;
+        assert!(!is_heartbeat(synced));
+        assert!(render_watch_line(synced).is_some());
+        assert!(!is_heartbeat("not json"));
+    }
+
+    #[test]
     fn privileged_commands_need_the_socket() {
         let tcp: SocketAddr = "127.0.0.1:7947".parse().unwrap();
         let e = target_for("token", Method::Get, "/v1/token", tcp, None).unwrap_err();
