@@ -3,8 +3,9 @@
 //! Must never: wait on a client without a deadline. A write the client does not take within
 //! `Limits::write_timeout` closes the stream; a `heartbeat` line every [`HEARTBEAT`] makes sure a write is
 //! pending now and then even on a quiet table, so a non-reading client is dropped once the socket buffers
-//! are full (with heartbeats alone that takes hours: the per-listener caps keep the socket's places free). A client that falls more than
-//! `watch::RING` events behind gets a `lost` line and a new baseline instead of the events it missed.
+//! are full (with heartbeats alone that takes hours: the per-listener caps keep the socket's places free).
+//! A client that falls more than `watch::RING` events behind gets a `lost` line and a new baseline instead
+//! of the events it missed.
 
 use super::http::{write_response, Limits, Response};
 use super::watch::{unix_us, FdbEvent, FdbWatch, Listener, Subscription};
@@ -39,6 +40,7 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&w)).await.ok()
 }
 
+/// [`fdb_watch`] with a heartbeat every `beat` (tests use a short one).
 pub(super) async fn serve<S>(
     mut s: S,
     state: &AdminState,
