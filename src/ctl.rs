@@ -122,13 +122,9 @@ fn connect(target: &Target) -> Result<Box<dyn Stream>, CtlError> {
 /// Long enough for `diag`, which waits for probe replies from every peer (a few seconds when some are lost).
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Send one request and return the body of a 200 answer.
-pub fn request(target: &Target, method: Method, path: &str, body: &str) -> Result<String, CtlError> {
+/// Connect to `target` and send one request (`Connection: close`, the `Host` header TCP requires).
+fn send(target: &Target, method: Method, path: &str, body: &str) -> Result<Box<dyn Stream>, CtlError> {
     let mut s = connect(target)?;
-    let io = |source| CtlError::Io {
-        target: target.clone(),
-        source,
-    };
     let host = match target {
         Target::Tcp(a) => a.to_string(),
         Target::Socket(_) => "localhost".to_string(),
@@ -139,7 +135,20 @@ pub fn request(target: &Target, method: Method, path: &str, body: &str) -> Resul
         method.as_str(),
         body.len()
     )
-    .map_err(io)?;
+    .map_err(|source| CtlError::Io {
+        target: target.clone(),
+        source,
+    })?;
+    Ok(s)
+}
+
+/// Send one request and return the body of a 200 answer.
+pub fn request(target: &Target, method: Method, path: &str, body: &str) -> Result<String, CtlError> {
+    let mut s = send(target, method, path, body)?;
+    let io = |source| CtlError::Io {
+        target: target.clone(),
+        source,
+    };
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).map_err(io)?;
     let malformed = |what: &str| CtlError::Malformed {
@@ -166,29 +175,20 @@ pub fn request(target: &Target, method: Method, path: &str, body: &str) -> Resul
 }
 
 /// GET a stream of lines (`/v1/fdb/watch`): `on_line` gets each line until it returns false or overlayd
-/// closes the stream. Waits for lines without a deadline (an idle table sends nothing).
+/// closes the stream. Waits for lines without a deadline (a quiet table sends only a heartbeat every 30 s).
 pub fn stream(target: &Target, path: &str, mut on_line: impl FnMut(&str) -> bool) -> Result<(), CtlError> {
     use std::io::BufRead;
-    let mut s = connect(target)?;
+    let s = send(target, Method::Get, path, "")?;
     let io = |source| CtlError::Io {
         target: target.clone(),
         source,
     };
-    let host = match target {
-        Target::Tcp(a) => a.to_string(),
-        Target::Socket(_) => "localhost".to_string(),
-    };
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(io)?;
     let malformed = |what: &str| CtlError::Malformed {
         what: what.to_string(),
         target: target.clone(),
     };
     s.set_no_read_timeout().map_err(io)?;
-    let mut r = std::io::BufReader::new(StreamReader(s));
+    let mut r = std::io::BufReader::new(s);
     let mut line = String::new();
     r.read_line(&mut line).map_err(io)?;
     let status = line
@@ -223,13 +223,9 @@ pub fn stream(target: &Target, path: &str, mut on_line: impl FnMut(&str) -> bool
     }
 }
 
-/// A connection whose read timeout can be lifted (a stream may be idle for hours).
-struct StreamReader(Box<dyn Stream>);
-
-impl Read for StreamReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(buf)
-    }
+/// A `{"event":"heartbeat"}` line: overlayd's sign of life on a quiet stream, nothing to show a person.
+pub fn is_heartbeat(line: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| v["event"] == "heartbeat")
 }
 
 /// One `overlayctl fdb --watch` line for a person: `HH:MM:SS.µs (UTC) EVENT NETWORK VNI MAC VTEP ORIGIN`, a
@@ -480,6 +476,15 @@ mod tests {
             "{st}"
         );
         assert!(render("fdb", "not json").is_err());
+    }
+
+    #[test]
+    fn heartbeats_are_told_apart_from_the_lines_a_person_sees() {
+        assert!(is_heartbeat(r#"{"event":"heartbeat","ts_us":1796057257631507}"#));
+        let synced = r#"{"event":"synced","seq":0,"ts_us":1796057257631507}"#;
+        assert!(!is_heartbeat(synced));
+        assert!(render_watch_line(synced).is_some());
+        assert!(!is_heartbeat("not json"));
     }
 
     #[test]

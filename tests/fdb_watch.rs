@@ -1,14 +1,15 @@
 //! End-to-end proof of `overlayctl fdb --watch`: real overlayd processes in a three-host cluster.
 //!
 //! Owns: a MAC appearing behind one host and leaving (its daemon SIGKILLed) shows up in another host's stream
-//! as `add` then `remove`, with the right VTEP and origin and the time of the change; a reader that never
-//! reads does not stop forwarding nor the other readers.
+//! as `add` then `remove`, with the right VTEP and origin and the time of the change; the watcher caps over
+//! HTTP: 6 on the TCP address (the 7th gets 503), 2 more on the admin socket whatever TCP holds. (A reader
+//! that never reads a busy stream: `src/admin/tests.rs`, where the pipe is small enough to fill.)
 //! Must never: assert on timings (functional deadlines only).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use common::overlay::{form_cluster_at_once, ping_ok, OVERLAYCTL};
+use common::overlay::{ctl_socket, form_cluster_at_once, ping_ok, OVERLAYCTL};
 use common::testbed::{wait_until, Host, Netns, Testbed};
 use serde_json::Value;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -28,7 +29,7 @@ fn find<'a>(ev: &'a [Value], event: &str, mac: &str) -> Option<&'a Value> {
 }
 
 #[test]
-fn fdb_watch_streams_a_mac_appearing_and_leaving_and_a_stalled_reader_hurts_nothing() {
+fn fdb_watch_streams_a_mac_appearing_and_leaving_and_the_watcher_caps_hold_per_listener() {
     let tb = Testbed::builder().hosts(3).build();
     let hosts: Vec<&Host> = tb.hosts().iter().collect();
     let mut daemons = form_cluster_at_once(&tb, &hosts, "w", &|_| Vec::new());
@@ -39,7 +40,7 @@ fn fdb_watch_streams_a_mac_appearing_and_leaving_and_a_stalled_reader_hurts_noth
         "bash",
         &[
             "-c",
-            "exec 3<>/dev/tcp/127.0.0.1/7947; printf 'GET /v1/fdb/watch HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\\r\\n' >&3; exec sleep 600",
+            "exec 3<>/dev/tcp/127.0.0.1/7947; printf 'GET /v1/fdb/watch HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\\r\\n' >&3; head -c 12 <&3; exec sleep 600",
         ],
     );
     let json = h1.spawn(OVERLAYCTL, &["fdb", "--watch", "--json"]);
@@ -51,6 +52,56 @@ fn fdb_watch_streams_a_mac_appearing_and_leaving_and_a_stalled_reader_hurts_noth
         "no baseline from `overlayctl fdb --watch --json`:\n{}",
         json.log()
     );
+    // The TCP cap: 3 watchers so far, 3 more silent ones fill it, then the next gets 503.
+    let silent: Vec<_> = (0..3)
+        .map(|_| {
+            h1.spawn(
+                "bash",
+                &[
+                    "-c",
+                    "exec 3<>/dev/tcp/127.0.0.1/7947; printf 'GET /v1/fdb/watch HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\\r\\n' >&3; head -c 12 <&3; exec sleep 600",
+                ],
+            )
+        })
+        .collect();
+    let seventh = "exec 3<>/dev/tcp/127.0.0.1/7947; printf 'GET /v1/fdb/watch HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\\r\\n' >&3; head -c 12 <&3";
+    // Once the 6 hold their places (each has its status line), the next one is refused.
+    assert!(
+        wait_until(Duration::from_secs(10), || silent
+            .iter()
+            .chain([&stalled])
+            .all(|d| d.log().starts_with("HTTP/1.1 200"))
+            && human.log().contains("table above")),
+        "the TCP watchers did not all start:\n{}\n{}",
+        silent
+            .iter()
+            .chain([&stalled])
+            .map(|d| d.log())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        human.log()
+    );
+    let refused = h1.exec("bash", &["-c", seventh]);
+    assert!(
+        refused.as_ref().is_ok_and(|o| o.starts_with("HTTP/1.1 503")),
+        "a 7th TCP watcher was not refused: {refused:?}\n{:?}",
+        h1.exec("ss", &["-tnp"])
+    );
+    // The admin socket has its own 2 places.
+    let sock = h1.admin_socket();
+    let sock = sock.to_string_lossy();
+    let root = h1.spawn(OVERLAYCTL, &["--admin-socket", &sock, "fdb", "--watch", "--json"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || events(&root.log())
+            .iter()
+            .any(|e| e["event"] == "synced")),
+        "the admin socket's watcher was refused while TCP was full:\n{}",
+        root.log()
+    );
+    assert!(ctl_socket(h1, &["fdb"]).is_ok());
+    drop(root);
+    drop(silent);
+
     let bad = h1.exec(OVERLAYCTL, &["fdb", "--watch", "--network", "nope"]);
     assert!(
         bad.as_ref()

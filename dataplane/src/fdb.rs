@@ -39,7 +39,7 @@ use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use serde::Serialize;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::OnceLock;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -208,7 +208,8 @@ impl Fdb {
     /// VTEP or origin (a refresh, the per-packet case, never changes it). An entry that ages out is seen as
     /// gone at the next [`Fdb::expire`] (or the next change).
     pub fn version(&self) -> u64 {
-        self.version.load(Relaxed)
+        // SeqCst with the bump below: the watch feed's proof that no change is missed relies on it.
+        self.version.load(SeqCst)
     }
 
     /// Call `f` after every change counted by [`Fdb::version`] (from whichever thread made it, forwarding
@@ -220,7 +221,7 @@ impl Fdb {
 
     /// An entry appeared, went, or changed VTEP or origin. Only on paths that already took a write lock.
     fn changed(&self) {
-        self.version.fetch_add(1, Relaxed);
+        self.version.fetch_add(1, SeqCst);
         if let Some(n) = self.on_change.get() {
             (n.0)();
         }

@@ -77,7 +77,13 @@ where
     let resp = match http::read_request(&mut s, limits).await {
         Ok(raw) => match state.reply(&via, &raw).await {
             Reply::Once(r) => r,
-            Reply::FdbWatch { vni } => return super::stream::fdb_watch(s, state, vni, limits).await,
+            Reply::FdbWatch { vni } => {
+                let on = match via {
+                    Via::Tcp => super::watch::Listener::Tcp,
+                    Via::Socket { .. } => super::watch::Listener::Socket,
+                };
+                return super::stream::fdb_watch(s, state, vni, limits, on).await;
+            }
         },
         Err(e) => Response::error(e.status(), &e.to_string()),
     };

@@ -1,12 +1,17 @@
 //! `GET /v1/fdb/watch` on a connection: the response head, the baseline, then one JSON line per FDB change
 //! until the client closes (see `watch.rs` for where the events come from).
 //! Must never: wait on a client without a deadline. A write the client does not take within
-//! `Limits::write_timeout` closes the stream; a client that falls more than `watch::RING` events behind
-//! gets a `lost` line and a new baseline instead of the events it missed.
+//! `Limits::write_timeout` closes the stream; a `heartbeat` line every [`HEARTBEAT`] makes sure a write is
+//! pending now and then even on a quiet table, so a non-reading client is dropped once the socket buffers
+//! are full (with heartbeats alone that takes hours: the per-listener caps keep the socket's places free).
+//! A client that falls more than `watch::RING` events behind gets a `lost` line and a new baseline instead
+//! of the events it missed.
 
 use super::http::{write_response, Limits, Response};
-use super::watch::{unix_us, FdbEvent, Subscription, MAX_WATCHERS};
+use super::watch::{unix_us, FdbEvent, FdbWatch, Listener, Subscription};
 use super::AdminState;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
@@ -14,17 +19,51 @@ const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nC
 
 /// Events written per write call at most (one line each).
 const BATCH: usize = 256;
+/// A `{"event":"heartbeat","ts_us":…}` line this often, whatever else was sent.
+pub const HEARTBEAT: Duration = Duration::from_secs(30);
 
-/// Serve the stream on `s` until the client closes, stalls past the write deadline, or the feed stops.
-pub(super) async fn fdb_watch<S>(mut s: S, state: &AdminState, vni: Option<u32>, limits: &Limits)
+/// Serve the stream on `s` (which came in on `on`) until the client closes, stalls past the write
+/// deadline, or the feed stops.
+pub(super) async fn fdb_watch<S>(s: S, state: &AdminState, vni: Option<u32>, limits: &Limits, on: Listener)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let Some(mut sub) = state.fdb_watch.subscribe() else {
-        let msg = format!("too many FDB watchers at once (at most {MAX_WATCHERS}); retry later");
+    serve(s, state, vni, limits, on, HEARTBEAT).await;
+}
+
+/// Start (or restart) a subscription on a blocking thread: an idle feed reads every table first.
+async fn blocking<T: Send + 'static>(
+    w: &Arc<FdbWatch>,
+    f: impl FnOnce(&FdbWatch) -> T + Send + 'static,
+) -> Option<T> {
+    let w = w.clone();
+    tokio::task::spawn_blocking(move || f(&w)).await.ok()
+}
+
+/// [`fdb_watch`] with a heartbeat every `beat` (tests use a short one).
+pub(super) async fn serve<S>(
+    mut s: S,
+    state: &AdminState,
+    vni: Option<u32>,
+    limits: &Limits,
+    on: Listener,
+    beat: Duration,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some(mut sub) = blocking(&state.fdb_watch, move |w| w.subscribe(on))
+        .await
+        .flatten()
+    else {
+        let msg = format!(
+            "too many FDB watchers at once on this listener (at most {}); retry later",
+            on.cap()
+        );
         write_response(&mut s, &Response::error(503, &msg), limits).await;
         return;
     };
+    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut rd, mut wr) = tokio::io::split(s);
     let mut buf = String::with_capacity(4096);
     buf.push_str(std::str::from_utf8(HEAD).unwrap_or_default());
@@ -38,6 +77,14 @@ where
             let first = tokio::select! {
                 r = sub.rx.recv() => r,
                 () = closed(&mut rd) => return,
+                _ = heartbeat.tick() => {
+                    buf.push_str(&serde_json::json!({"event": "heartbeat", "ts_us": unix_us()}).to_string());
+                    buf.push('\n');
+                    if !flush(&mut wr, &mut buf, limits).await {
+                        return;
+                    }
+                    continue;
+                }
             };
             let lost = match first {
                 Ok(e) => {
@@ -64,7 +111,10 @@ where
                     &serde_json::json!({"event": "lost", "count": n, "ts_us": unix_us()}).to_string(),
                 );
                 buf.push('\n');
-                sub = state.fdb_watch.resync(sub);
+                match blocking(&state.fdb_watch, move |w| w.resync(sub)).await {
+                    Some(s) => sub = s,
+                    None => return,
+                }
                 break;
             }
             if !flush(&mut wr, &mut buf, limits).await {

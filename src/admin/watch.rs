@@ -3,34 +3,57 @@
 //!
 //! How a change gets here: every network's FDB calls a hook after a row appears, goes, or changes VTEP or
 //! origin (`Fdb::notify_changes`; never on a refresh, which is the per-packet case). While nobody watches,
-//! the hook is one atomic load. While someone does, it notes the wall-clock time of the first unreported
-//! change (one CAS) and wakes [`FdbWatch::run`], which reads the tables and diffs them against the last read:
-//! one event per changed row, stamped with that time. Changes that cancel out before the read are not seen.
+//! the hook is one atomic load. While someone does, the first change after a read notes the wall-clock time
+//! (one CAS) and wakes [`FdbWatch::run`]; later changes until the next read cost a load only. The run task
+//! reads, off the async workers, the tables whose [`Fdb::version`] moved since the last read and diffs them
+//! against that read: one event per changed row, stamped with the time of the first change noticed since the
+//! previous read. Changes that cancel out before the read are not seen. Reads are at least [`MIN_GAP`] and 4
+//! times the last read's duration apart, so a flood costs a bounded share of one core.
 //! Events go to every reader through one bounded ring ([`RING`] events); a reader that falls behind by more
-//! loses the oldest ones, is told how many (`lost`), and gets the table again as a fresh baseline.
+//! loses the oldest ones, is told how many (`lost`), and gets the table again as a fresh baseline (from the
+//! feed's copy, not the FDBs).
 //! Must never: block or allocate in the hook, hold a lock the data path takes, or keep more than [`RING`]
-//! events (plus one copy of the table per reader being baselined).
+//! events (plus one copy of the table, and one per reader being baselined).
 
-use dataplane::fdb::Origin;
+use dataplane::fdb::{Fdb, Origin};
 use dataplane::network::NetworkTable;
 use dataplane::wire::MacAddr;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{broadcast, Notify};
 
 /// Events kept for readers that have not taken them yet; a reader further behind loses events.
 pub const RING: usize = 4096;
-/// At most this many watchers at once (each holds one of the admin listener's connection slots).
-pub const MAX_WATCHERS: usize = 8;
-/// Between two reads of the tables at least this long: a flood of changes costs at most 1/gap reads per
-/// second (events keep the time of their first change, so the stamps do not move).
+/// At most this many watchers at once on the TCP address (any local user may connect there)…
+pub const MAX_TCP_WATCHERS: usize = 6;
+/// …and on the admin socket (root or overlayd's uid), so TCP watchers can never lock the operator out.
+pub const MAX_SOCKET_WATCHERS: usize = 2;
+/// Between two reads of the tables at least this long, and at least 4 times as long as the last read took:
+/// a flood of changes costs at most about a fifth of one core (events keep the time of their first change).
 const MIN_GAP: Duration = Duration::from_millis(2);
-/// Read the tables at least this often while watched: entries that aged out, networks added since.
+/// Read the tables at least this often while watched: networks added since (tables that did not change
+/// are skipped by their version).
 const RESCAN: Duration = Duration::from_secs(1);
+
+/// Which admin listener a watcher came in on: each has its own cap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    Tcp,
+    Socket,
+}
+
+impl Listener {
+    pub fn cap(self) -> usize {
+        match self {
+            Listener::Tcp => MAX_TCP_WATCHERS,
+            Listener::Socket => MAX_SOCKET_WATCHERS,
+        }
+    }
+}
 
 /// What happened to a row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -49,30 +72,50 @@ pub enum Change {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FdbEvent {
     pub event: Change,
-    /// Position in the feed (1, 2, …; the baseline's rows carry the feed's position when it was taken).
+    /// Position in the feed (increasing; the baseline's rows carry the feed's position when it was taken).
     pub seq: u64,
-    /// Unix time of the change in µs (the first change read by the same pass of the tables).
+    /// Unix time in µs of the first change noticed since the previous read of the tables (a change read by
+    /// a pass carries the time the first change of that pass was noticed, at most one pass earlier).
     pub ts_us: u64,
-    pub network: String,
+    #[serde(serialize_with = "as_str")]
+    pub network: Arc<str>,
     pub vni: u32,
     pub mac: MacAddr,
     pub vtep: IpAddr,
     pub origin: Origin,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+fn as_str<S: Serializer>(s: &Arc<str>, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Row {
-    network: String,
+    mac: MacAddr,
     vtep: IpAddr,
     origin: Origin,
 }
 
-type Rows = BTreeMap<(u32, MacAddr), Row>;
-
+/// One network's table as last read.
 #[derive(Debug)]
+struct Net {
+    name: Arc<str>,
+    /// The FDB read (a network removed and created again has another one).
+    fdb: Arc<Fdb>,
+    /// Its [`Fdb::version`] loaded before the read: unchanged, the table is not read again.
+    version: u64,
+    /// Sorted by MAC.
+    rows: Vec<Row>,
+}
+
+#[derive(Debug, Default)]
 struct Feed {
     seq: u64,
-    rows: Rows,
+    /// By VNI. Exact at `seq` while the hook is active (every later change is an event after `seq`); empty
+    /// while nobody watches.
+    nets: BTreeMap<u32, Net>,
+    /// Rows read from FDBs so far (tests: a table that did not change is not read again).
+    rows_read: u64,
 }
 
 /// A reader's start: the table at `seq` (`present` rows), then every later event from `rx`.
@@ -85,7 +128,7 @@ pub struct Subscription {
     _slot: WatcherSlot,
 }
 
-/// One of the [`MAX_WATCHERS`] places, given back on drop.
+/// One of a listener's places, given back on drop.
 #[derive(Debug)]
 struct WatcherSlot(Arc<AtomicUsize>);
 
@@ -102,7 +145,8 @@ pub struct FdbWatch {
     hook: Arc<Hook>,
     feed: Mutex<Feed>,
     tx: broadcast::Sender<FdbEvent>,
-    watchers: Arc<AtomicUsize>,
+    tcp_watchers: Arc<AtomicUsize>,
+    socket_watchers: Arc<AtomicUsize>,
 }
 
 /// What the FDBs' hooks share with the feed.
@@ -110,22 +154,38 @@ pub struct FdbWatch {
 struct Hook {
     /// Someone watches: without that the hook does nothing but this load.
     active: AtomicBool,
-    /// Unix µs of the first change not read yet; 0: none.
+    /// Unix µs of the first change noticed since the last read; 0: none.
     pending_us: AtomicU64,
     wake: Notify,
 }
 
 impl Hook {
-    /// Called by an FDB after a change, possibly from a forwarding thread under a shard lock: atomics and a
-    /// wake-up only (no allocation; the clock is read only for the first change of a pass).
+    /// Called by an FDB after a change (after bumping its version), possibly from a forwarding thread under a
+    /// shard lock: atomics, and a wake-up only for the first change after a read (no allocation; the clock
+    /// is read only for that change).
+    ///
+    /// Why no change is missed although only the CAS winner wakes the task: the FDB bumps its version
+    /// (SeqCst RMW) before calling this, and the pass swaps `pending_us` to 0 (SeqCst) before it loads the
+    /// versions (SeqCst). Say this change's load of `pending_us` saw a value other than 0, or its CAS lost to
+    /// one: the change that wrote that value won its CAS and woke the task, so a pass whose swap resets that
+    /// value will run; this load did not see that swap, so in the single order of SeqCst operations the load
+    /// comes before the swap, hence the version bump too, and that pass's version load (after its swap) sees
+    /// the bump and reads this table again. If this change's CAS wins, it wakes the task itself (`Notify`
+    /// keeps the permit if the task is busy), and the pass that swaps this value out sees the bump the same
+    /// way. Likewise for `active`: a change that saw it false came before `resubscribe` stored true, and the
+    /// full read that follows that store sees the change.
     fn changed(&self) {
-        if !self.active.load(Relaxed) {
+        if !self.active.load(SeqCst) {
             return;
         }
-        if self.pending_us.load(Relaxed) == 0 {
-            let _ = self.pending_us.compare_exchange(0, unix_us(), Relaxed, Relaxed);
+        if self.pending_us.load(SeqCst) == 0
+            && self
+                .pending_us
+                .compare_exchange(0, unix_us().max(1), SeqCst, SeqCst)
+                .is_ok()
+        {
+            self.wake.notify_one();
         }
-        self.wake.notify_one();
     }
 }
 
@@ -134,6 +194,40 @@ pub fn unix_us() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// The wait after a read that took `took`: the tables are read at most a fifth of the time.
+fn gap_after(took: Duration) -> Duration {
+    MIN_GAP.max(took.saturating_mul(4))
+}
+
+/// Call `f` for each difference between two MAC-sorted row lists: `remove`, `update` or `add`, by MAC.
+fn diff(old: &[Row], new: &[Row], mut f: impl FnMut(Change, &Row)) {
+    let (mut i, mut j) = (0, 0);
+    loop {
+        match (old.get(i), new.get(j)) {
+            (Some(o), Some(n)) if o.mac == n.mac => {
+                if o != n {
+                    f(Change::Update, n);
+                }
+                i += 1;
+                j += 1;
+            }
+            (Some(o), Some(n)) if o.mac < n.mac => {
+                f(Change::Remove, o);
+                i += 1;
+            }
+            (Some(o), None) => {
+                f(Change::Remove, o);
+                i += 1;
+            }
+            (_, Some(n)) => {
+                f(Change::Add, n);
+                j += 1;
+            }
+            (None, None) => return,
+        }
+    }
 }
 
 impl FdbWatch {
@@ -147,12 +241,10 @@ impl FdbWatch {
         let w = Arc::new(FdbWatch {
             table,
             hook: Arc::default(),
-            feed: Mutex::new(Feed {
-                seq: 0,
-                rows: Rows::new(),
-            }),
+            feed: Mutex::default(),
             tx,
-            watchers: Arc::default(),
+            tcp_watchers: Arc::default(),
+            socket_watchers: Arc::default(),
         });
         w.hook_networks();
         w
@@ -166,7 +258,9 @@ impl FdbWatch {
         }
     }
 
-    /// Read the tables until the task is dropped: at every change while watched, and every [`RESCAN`].
+    /// Read the tables until the task is dropped: at every change while watched, and every [`RESCAN`]. Each
+    /// read runs on a blocking thread (never on the async workers), and the next waits at least [`MIN_GAP`]
+    /// and 4 times as long as this one took.
     pub async fn run(self: Arc<Self>) {
         let mut rescan = tokio::time::interval(RESCAN);
         rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -175,83 +269,135 @@ impl FdbWatch {
                 _ = self.hook.wake.notified() => {}
                 _ = rescan.tick() => {}
             }
-            if !self.hook.active.load(Relaxed) {
+            if !self.hook.active.load(SeqCst) {
                 continue;
             }
-            self.pass();
-            tokio::time::sleep(MIN_GAP).await;
+            let w = self.clone();
+            let took = tokio::task::spawn_blocking(move || {
+                let t = Instant::now();
+                w.pass();
+                t.elapsed()
+            })
+            .await
+            .unwrap_or(MIN_GAP);
+            tokio::time::sleep(gap_after(took)).await;
         }
     }
 
-    /// One read of the tables: broadcast what changed since the last one. Stops the hooks when nobody
-    /// watches any more.
+    /// One read of the tables: broadcast what changed since the last one. Stops the hooks (and forgets the
+    /// table) when nobody watches any more. Blocking: call it off the async workers.
     pub fn pass(&self) {
         let mut feed = self.feed.lock().unwrap_or_else(|p| p.into_inner());
         if self.tx.receiver_count() == 0 {
-            self.hook.active.store(false, Relaxed);
+            self.hook.active.store(false, SeqCst);
+            feed.nets.clear();
             return;
         }
-        self.read(&mut feed);
+        self.read(&mut feed, true);
     }
 
-    fn read(&self, feed: &mut Feed) {
+    /// Read the tables whose version moved since the last read and diff them against it; `send`: broadcast
+    /// the differences (else only take the table, for a feed that just started).
+    fn read(&self, feed: &mut Feed, send: bool) {
         self.hook_networks();
-        let stamp = match self.hook.pending_us.swap(0, Relaxed) {
+        // Before any version is loaded (see `Hook::changed`).
+        let stamp = match self.hook.pending_us.swap(0, SeqCst) {
             0 => unix_us(),
             t => t,
         };
         let now = Instant::now();
-        let mut rows = Rows::new();
-        for n in self.table.snapshot().iter() {
-            for r in n.fdb.rows(now) {
-                rows.insert(
-                    (n.vni.get(), r.mac),
-                    Row {
-                        network: n.name.clone(),
-                        vtep: r.vtep,
-                        origin: r.origin,
-                    },
-                );
+        let mut old = std::mem::take(&mut feed.nets);
+        let mut seq = feed.seq;
+        let mut emit = |event: Change, vni: u32, name: &Arc<str>, r: &Row| {
+            if !send {
+                return;
             }
-        }
-        let old = std::mem::take(&mut feed.rows);
-        let mut send = |event: Change, (vni, mac): (u32, MacAddr), r: &Row| {
-            feed.seq += 1;
+            seq += 1;
             // An error means no receiver: nothing to deliver.
             let _ = self.tx.send(FdbEvent {
                 event,
-                seq: feed.seq,
+                seq,
                 ts_us: stamp,
-                network: r.network.clone(),
+                network: name.clone(),
                 vni,
-                mac,
+                mac: r.mac,
                 vtep: r.vtep,
                 origin: r.origin,
             });
         };
-        for (k, r) in &old {
-            match rows.get(k) {
-                None => send(Change::Remove, *k, r),
-                Some(n) if n != r => send(Change::Update, *k, n),
-                Some(_) => {}
+        let snapshot = self.table.snapshot();
+        let mut networks: Vec<_> = snapshot.iter().collect();
+        networks.sort_by_key(|n| n.vni.get());
+        for n in networks {
+            let vni = n.vni.get();
+            let version = n.fdb.version();
+            let prev = match old.remove(&vni) {
+                Some(p) if Arc::ptr_eq(&p.fdb, &n.fdb) && p.version == version => {
+                    feed.nets.insert(vni, p);
+                    continue;
+                }
+                Some(p) if *p.name == *n.name => Some(p),
+                Some(p) => {
+                    // Another network under this VNI: every row of the old one went.
+                    for r in &p.rows {
+                        emit(Change::Remove, vni, &p.name, r);
+                    }
+                    None
+                }
+                None => None,
+            };
+            let rows: Vec<Row> = n
+                .fdb
+                .rows(now)
+                .into_iter()
+                .map(|r| Row {
+                    mac: r.mac,
+                    vtep: r.vtep,
+                    origin: r.origin,
+                })
+                .collect();
+            feed.rows_read += rows.len() as u64;
+            let name = match prev {
+                Some(p) => {
+                    diff(&p.rows, &rows, |c, r| emit(c, vni, &p.name, r));
+                    p.name
+                }
+                None => {
+                    let name: Arc<str> = Arc::from(n.name.as_str());
+                    diff(&[], &rows, |c, r| emit(c, vni, &name, r));
+                    name
+                }
+            };
+            feed.nets.insert(
+                vni,
+                Net {
+                    name,
+                    fdb: n.fdb.clone(),
+                    version,
+                    rows,
+                },
+            );
+        }
+        // Networks removed since: their rows went.
+        for (vni, p) in old {
+            for r in &p.rows {
+                emit(Change::Remove, vni, &p.name, r);
             }
         }
-        for (k, r) in &rows {
-            if !old.contains_key(k) {
-                send(Change::Add, *k, r);
-            }
-        }
-        feed.rows = rows;
+        feed.seq = seq;
     }
 
-    /// A new reader: the table now (read afresh, so its baseline is exact) and the events after it. `None`
-    /// when [`MAX_WATCHERS`] readers are connected.
-    pub fn subscribe(&self) -> Option<Subscription> {
-        let slot = self
-            .watchers
-            .fetch_update(Relaxed, Relaxed, |n| (n < MAX_WATCHERS).then_some(n + 1))
+    /// A new reader on `on`: the table now and the events after it. `None` when `on`'s cap of readers is
+    /// connected.
+    pub fn subscribe(&self, on: Listener) -> Option<Subscription> {
+        let count = match on {
+            Listener::Tcp => &self.tcp_watchers,
+            Listener::Socket => &self.socket_watchers,
+        };
+        let slot = count
+            .fetch_update(Relaxed, Relaxed, |n| (n < on.cap()).then_some(n + 1))
             .ok()
-            .map(|_| WatcherSlot(self.watchers.clone()))?;
+            .map(|_| WatcherSlot(count.clone()))?;
         Some(self.resubscribe(slot))
     }
 
@@ -264,27 +410,34 @@ impl FdbWatch {
 
     fn resubscribe(&self, slot: WatcherSlot) -> Subscription {
         let mut feed = self.feed.lock().unwrap_or_else(|p| p.into_inner());
-        self.hook.active.store(true, Relaxed);
-        // Under the feed's lock: no event falls between the baseline and the receiver.
-        self.read(&mut feed);
+        // While the feed is active its copy is exact at `feed.seq` under this lock: the baseline, with no
+        // event between it and the receiver. Only a feed that was idle reads the tables.
+        if !self.hook.active.load(SeqCst) {
+            self.hook.active.store(true, SeqCst);
+            feed.nets.clear();
+            self.read(&mut feed, false);
+        }
         let ts_us = unix_us();
+        let seq = feed.seq;
         let baseline = feed
-            .rows
+            .nets
             .iter()
-            .map(|((vni, mac), r)| FdbEvent {
-                event: Change::Present,
-                seq: feed.seq,
-                ts_us,
-                network: r.network.clone(),
-                vni: *vni,
-                mac: *mac,
-                vtep: r.vtep,
-                origin: r.origin,
+            .flat_map(|(vni, n)| {
+                n.rows.iter().map(move |r| FdbEvent {
+                    event: Change::Present,
+                    seq,
+                    ts_us,
+                    network: n.name.clone(),
+                    vni: *vni,
+                    mac: r.mac,
+                    vtep: r.vtep,
+                    origin: r.origin,
+                })
             })
             .collect();
         Subscription {
             baseline,
-            seq: feed.seq,
+            seq,
             ts_us,
             rx: self.tx.subscribe(),
             _slot: slot,
@@ -320,7 +473,7 @@ mod tests {
         let vtep = IpAddr::from([10, 0, 0, 2]);
         fdb.install_control(mac(1), vtep, Instant::now());
         let w = FdbWatch::new(t);
-        let mut s = w.subscribe().unwrap();
+        let mut s = w.subscribe(Listener::Tcp).unwrap();
         assert_eq!(s.baseline.len(), 1);
         assert_eq!(
             (s.baseline[0].event, s.baseline[0].mac),
@@ -344,7 +497,7 @@ mod tests {
         );
         assert_eq!(ev[0].vtep, IpAddr::from([10, 0, 0, 3]));
         assert!(ev.iter().all(|e| e.ts_us >= before && e.ts_us <= unix_us()));
-        assert_eq!((ev[0].network.as_str(), ev[0].vni), ("default", 42));
+        assert_eq!((&*ev[0].network, ev[0].vni), ("default", 42));
     }
 
     #[test]
@@ -358,24 +511,87 @@ mod tests {
             0,
             "inactive: the hook did nothing"
         );
-        let subs: Vec<Subscription> = (0..MAX_WATCHERS).map(|_| w.subscribe().unwrap()).collect();
-        assert!(w.subscribe().is_none(), "one more than the cap is refused");
+        let subs: Vec<Subscription> = (0..MAX_TCP_WATCHERS)
+            .map(|_| w.subscribe(Listener::Tcp).unwrap())
+            .collect();
+        assert!(
+            w.subscribe(Listener::Tcp).is_none(),
+            "one more than the TCP cap is refused"
+        );
+        let sock = w.subscribe(Listener::Socket);
+        assert!(sock.is_some(), "the socket has its own places");
         fdb.install_control(mac(2), IpAddr::from([10, 0, 0, 2]), Instant::now());
         assert_ne!(w.hook.pending_us.load(Relaxed), 0, "active: the change is noted");
-        drop(subs);
+        drop((subs, sock));
         w.pass();
         assert!(
             !w.hook.active.load(Relaxed),
             "the last reader gone: the hook idles"
         );
-        assert!(w.subscribe().is_some(), "slots are given back");
+        assert!(
+            w.feed.lock().unwrap().nets.is_empty(),
+            "and the feed forgets the table"
+        );
+        let again: Vec<Subscription> = (0..MAX_TCP_WATCHERS)
+            .map(|_| w.subscribe(Listener::Tcp).unwrap())
+            .collect();
+        assert_eq!(again.len(), MAX_TCP_WATCHERS, "slots are given back");
+        assert_eq!(again[0].baseline.len(), 2, "an idle feed reads the tables afresh");
+    }
+
+    #[test]
+    fn reads_back_off_to_four_times_their_duration() {
+        assert_eq!(gap_after(Duration::ZERO), MIN_GAP);
+        assert_eq!(gap_after(Duration::from_millis(32)), Duration::from_millis(128));
+        assert_eq!(gap_after(Duration::MAX), Duration::MAX);
+    }
+
+    #[test]
+    fn a_table_that_did_not_change_is_not_read_again() {
+        let a = Arc::new(Fdb::new(64, Fdb::DEFAULT_AGEING, Instant::now()));
+        let b = Arc::new(Fdb::new(64, Fdb::DEFAULT_AGEING, Instant::now()));
+        let net = |name: &str, vni: u32, fdb: &Arc<Fdb>| {
+            Arc::new(Network::new(
+                name,
+                Vni::new(vni).unwrap(),
+                fdb.clone(),
+                Arc::default(),
+            ))
+        };
+        let t = Arc::new(NetworkTable::new([net("a", 1, &a), net("b", 2, &b)]).unwrap());
+        let vtep = IpAddr::from([10, 0, 0, 2]);
+        for m in 1..=10 {
+            a.install_control(mac(m), vtep, Instant::now());
+            b.install_control(mac(m), vtep, Instant::now());
+        }
+        let w = FdbWatch::new(t);
+        let mut s = w.subscribe(Listener::Tcp).unwrap();
+        assert_eq!(s.baseline.len(), 20);
+        let read = || w.feed.lock().unwrap().rows_read;
+        assert_eq!(read(), 20);
+        w.pass();
+        w.pass();
+        assert_eq!(read(), 20, "no change: no table read");
+        b.install_control(mac(11), vtep, Instant::now());
+        w.pass();
+        assert_eq!(read(), 31, "only the table that changed is read");
+        let ev: Vec<FdbEvent> = std::iter::from_fn(|| s.rx.try_recv().ok()).collect();
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        assert_eq!(
+            (ev[0].event, &*ev[0].network, ev[0].mac),
+            (Change::Add, "b", mac(11))
+        );
+        // A second reader of an active feed gets its baseline from the feed's copy, not the tables.
+        let s2 = w.subscribe(Listener::Socket).unwrap();
+        assert_eq!((s2.baseline.len(), s2.seq), (21, ev[0].seq));
+        assert_eq!(read(), 31);
     }
 
     #[test]
     fn a_reader_behind_by_more_than_the_ring_is_told_and_gets_a_fresh_baseline() {
         let (t, fdb) = table();
         let w = FdbWatch::with_ring(t, 4);
-        let mut s = w.subscribe().unwrap();
+        let mut s = w.subscribe(Listener::Tcp).unwrap();
         for m in 1..=10 {
             fdb.install_control(mac(m), IpAddr::from([10, 0, 0, 2]), Instant::now());
             w.pass();
@@ -384,7 +600,9 @@ mod tests {
             Err(broadcast::error::TryRecvError::Lagged(n)) => assert_eq!(n, 6),
             other => panic!("expected lost events, got {other:?}"),
         }
+        let read = w.feed.lock().unwrap().rows_read;
         let s = w.resync(s);
+        assert_eq!(w.feed.lock().unwrap().rows_read, read, "resync reads no table");
         assert_eq!(s.baseline.len(), 10, "the new baseline holds every row");
         assert_eq!(s.seq, 10);
     }

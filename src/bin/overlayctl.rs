@@ -177,6 +177,8 @@ fn fdb_watch(admin: SocketAddr, socket: Option<PathBuf>, network: Option<String>
         use std::io::Write;
         let text = if json {
             line.to_string()
+        } else if ctl::is_heartbeat(line) {
+            return true;
         } else {
             ctl::render_watch_line(line).unwrap_or_else(|| format!("? {line}"))
         };
