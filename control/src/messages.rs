@@ -286,10 +286,8 @@ pub enum SyncMessage {
     /// connection to it. Receivers verify the identity exactly as a gossiped one (CA attestation,
     /// the node's signature, VTEP and address bound to the attestation, not revoked) and apply it
     /// as SWIM applies a gossiped join (foca's rules for down or older identities): the trust of SWIM
-    /// gossip of that join, which any member may spread. `listed`: the join answer could list every
-    /// member the sender holds (so the joiner knows the receiver, and the sender relays tables
-    /// between them): the receiver need not introduce itself to the joiner nor exchange tables with it.
-    Introduce { identity: NodeIdentity, listed: bool },
+    /// gossip of that join, which any member may spread.
+    Introduce { identity: NodeIdentity },
 }
 
 /// Bytes a requester signs for [`SyncMessage::BlockRequest`].
@@ -590,11 +588,7 @@ mod network_tests {
                 identity: identity.clone(),
             })
             .unwrap(),
-            encode_sync(&SyncMessage::Introduce {
-                identity,
-                listed: true,
-            })
-            .unwrap(),
+            encode_sync(&SyncMessage::Introduce { identity }).unwrap(),
         ]
     }
 

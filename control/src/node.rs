@@ -112,15 +112,6 @@ pub struct ControlNode {
     /// While handling this address's own SWIM Announce (its join): a MemberUp of it means we answer
     /// its join, and introduce it (`node/relay.rs`).
     announced_by: Option<SocketAddr>,
-    /// While handling the join answer (foca's Feed) of this seed: the members it lists are introduced
-    /// to us by it and it relays tables between us, so their MemberUps send them nothing.
-    answer_from: Option<SocketAddr>,
-    /// While handling an introduction with `listed`: (the joiner, the member introducing it); the
-    /// joiner's MemberUp sends it nothing.
-    quiet_up: Option<(SocketAddr, SocketAddr)>,
-    /// Members introduced to us by a member that relays between us (`node/relay.rs`): member →
-    /// (that member, until when). Our advert batches go to it instead, until we hear from the member.
-    via: HashMap<SocketAddr, (SocketAddr, Instant)>,
     /// Joins we answered whose first-hand table pieces we forward (`node/relay.rs`).
     relays: relay::Relays,
 }
@@ -203,9 +194,6 @@ impl ControlNode {
             parked_entries: 0,
             knows_us: None,
             announced_by: None,
-            answer_from: None,
-            quiet_up: None,
-            via: HashMap::new(),
             relays: relay::Relays::new(),
         };
         let at = now + node.config.anti_entropy_interval;
@@ -354,9 +342,6 @@ impl ControlNode {
             return Ok(());
         }
         self.stats.messages_in += 1;
-        if !self.via.is_empty() {
-            self.via.remove(&from);
-        }
         let packet = messages::decode(bytes).inspect_err(|_| self.stats.decode_errors += 1)?;
         if self.revoked_addrs.contains(&from) && matches!(packet, Packet::Sync(_)) {
             self.stats.rejected += 1;
@@ -366,17 +351,14 @@ impl ControlNode {
             Packet::Swim(body) => {
                 // The sender addressed us (or announced itself to our address): it needs no Hello.
                 self.knows_us = Some(from);
-                match swim_message(body) {
-                    Some((foca::Message::Announce, src)) if src == from => self.announced_by = Some(from),
-                    Some((foca::Message::Feed, _)) if self.seeds.contains(&from) => {
-                        self.answer_from = Some(from)
+                if let Some((foca::Message::Announce, src)) = swim_message(body) {
+                    if src == from {
+                        self.announced_by = Some(from);
                     }
-                    _ => {}
                 }
                 let r = self.swim(now, |foca, rt| foca.handle_data(body, rt));
                 self.knows_us = None;
                 self.announced_by = None;
-                self.answer_from = None;
                 if r.is_err() {
                     self.stats.swim_errors += 1;
                 } else {
@@ -442,9 +424,7 @@ impl ControlNode {
             }
             Packet::Sync(SyncMessage::Hello { identity }) => self.handle_hello(now, from, identity),
             Packet::Sync(SyncMessage::Down { identity }) => self.handle_down(now, from, identity),
-            Packet::Sync(SyncMessage::Introduce { identity, listed }) => {
-                self.handle_introduce(now, from, identity, listed)
-            }
+            Packet::Sync(SyncMessage::Introduce { identity }) => self.handle_introduce(now, from, identity),
             Packet::Sync(SyncMessage::Leave { notice }) => {
                 let identity = notice.identity.clone();
                 // Only a node may announce its own leave: signed by it, sent from its own address.

@@ -191,7 +191,12 @@ pub fn swim_packet(
         dst: dst.clone(),
         message,
     };
+    let announce = matches!(header.message, Message::Announce);
     let _ = PostcardCodec.encode_header(&header, &mut buf);
+    if announce {
+        // foca's Announce is the header alone.
+        return messages::encode_swim(&buf);
+    }
     buf.extend_from_slice(&(updates.len() as u16).to_be_bytes());
     for m in updates {
         let _ = PostcardCodec.encode_member(m, &mut buf);

@@ -3,13 +3,13 @@
 //!
 //! - a joiner's MAC reaches every member, and it learns every member and every MAC, over its one
 //!   connection to the member it joined through: with every other pair cut, SWIM silenced and
-//!   anti-entropy at a minute, no message between the joiner and another member is even attempted,
-//!   also for MACs that appear on either side after the join;
+//!   anti-entropy at a minute, also for MACs that appear on the joiner after the join;
 //! - with a handshake cost per new connection ([`SimConfig::connect`]), a forming cluster knows every
 //!   member and every MAC about one handshake after its start, not after the mesh of connections;
 //! - introductions that do not verify (another CA, a VTEP the attestation does not name, a revoked
 //!   node) or that come from a non-member, about the sender itself or about the receiver, make no one
-//!   a member;
+//!   a member, and neither does an introduction of a dead node's renewed identity;
+//! - a node announcing itself again and again is introduced, and its tables relayed, once;
 //! - a joiner flooding MACs is relayed beyond the gossip budget only up to its allowance; the rest
 //!   still arrives, through the budget.
 //!
@@ -19,9 +19,11 @@
 
 use std::time::Duration;
 
+use foca::Message;
+
 use control::attest::Attestation;
 use control::messages::{encode_sync, SyncMessage};
-use control::sim::{mac, new_signer, Sim, SimConfig};
+use control::sim::{mac, new_signer, swim_packet, Sim, SimConfig};
 use control::{ControlConfig, ControlStats, NodeId, NodeIdentity};
 
 const TICK: Duration = Duration::from_millis(1);
@@ -76,9 +78,7 @@ fn a_joiner_converges_over_its_one_connection() {
         sim.cut(j, k);
     }
     sim.nodes[j].macs = Vec::new();
-    let dropped = sim.dropped;
     let accepted: Vec<u64> = (0..j).map(|k| stats(&sim, k).introductions_accepted).collect();
-    let hellos: Vec<u64> = (0..j).map(|k| stats(&sim, k).hellos_accepted).collect();
     sim.restart(j);
     let t = sim
         .run_until(Duration::from_secs(2), TICK, |s| {
@@ -92,13 +92,8 @@ fn a_joiner_converges_over_its_one_connection() {
     );
     // Latency 2 ms + jitter < 3 ms: join, answer, the joiner's table, its relay.
     assert!(t < Duration::from_millis(40), "{t:?}");
-    assert_eq!(
-        sim.dropped, dropped,
-        "nothing was even sent between the joiner and another member"
-    );
-    for k in 1..j {
-        assert_eq!(stats(&sim, k).introductions_accepted - accepted[k], 1, "node {k}");
-        assert_eq!(stats(&sim, k).hellos_accepted, hellos[k], "node {k}");
+    for (k, before) in accepted.iter().enumerate().skip(1) {
+        assert_eq!(stats(&sim, k).introductions_accepted - before, 1, "node {k}");
     }
     // A joiner whose first MAC appears after it joined: node 0 forwards that first batch too.
     sim.set_macs(j, vec![mac(j, 2), mac(j, 3)]);
@@ -107,7 +102,6 @@ fn a_joiner_converges_over_its_one_connection() {
         .expect("new MACs everywhere");
     println!("new MACs after the join: everywhere after {t:?}");
     assert!(t < Duration::from_millis(40), "{t:?}");
-    assert_eq!(sim.dropped, dropped);
     assert!(sim.errors.is_empty(), "{:?}", sim.errors);
 }
 
@@ -138,7 +132,6 @@ fn formation_waits_for_one_handshake_not_the_mesh() {
     // One handshake (the joiner's connection to node 0) and a few message latencies; the mesh would
     // need a second handshake at least.
     assert!(t < connect + Duration::from_millis(100), "{t:?}");
-    assert!(opened < (N * (N - 1) / 2) as u64 / 2, "{opened}");
     // And it stays formed (no member is declared down while the remaining connections open).
     sim.run_for(Duration::from_secs(5));
     assert!(sim.membership_converged() && sim.fdb_converged());
@@ -166,13 +159,7 @@ fn introductions_that_do_not_verify_make_no_member() {
             ..SimConfig::default()
         },
     );
-    let intro = |identity: NodeIdentity| {
-        encode_sync(&SyncMessage::Introduce {
-            identity,
-            listed: true,
-        })
-        .unwrap()
-    };
+    let intro = |identity: NodeIdentity| encode_sync(&SyncMessage::Introduce { identity }).unwrap();
     let before = stats(&sim, 0);
     // 1. Attested by another CA (at an address no member holds).
     let (foreign_ca, key) = (new_signer(), new_signer());
@@ -235,6 +222,81 @@ fn introductions_that_do_not_verify_make_no_member() {
         assert!(!sim.nodes[i].fdb.contains_key(&mac(victim, 1)));
         assert_eq!(stats(&sim, i).introductions_accepted, before, "node {i}");
     }
+    assert!(sim.errors.is_empty(), "{:?}", sim.errors);
+}
+
+/// A member cannot bring a dead node back with an introduction of a renewed identity (which would win
+/// foca's conflict with the identity held as down): only news of a join is introduced.
+#[test]
+fn an_introduction_does_not_bring_a_dead_node_back() {
+    let mut sim = formed(
+        4,
+        SimConfig {
+            seed: 6,
+            ..SimConfig::default()
+        },
+    );
+    let victim = 3;
+    let victim_id = sim.nodes[victim].id;
+    let mut renewed = sim.identity_of(victim);
+    sim.kill(victim);
+    sim.run_until(Duration::from_secs(10), Duration::from_millis(5), |s| {
+        s.running()
+            .all(|(i, _)| s.nodes[i].node.as_ref().unwrap().active_members() == 2)
+    })
+    .expect("the victim is dead everywhere");
+    renewed.renewal += 1;
+    let before = stats(&sim, 0);
+    sim.inject(
+        1,
+        0,
+        encode_sync(&SyncMessage::Introduce { identity: renewed }).unwrap(),
+    );
+    sim.run_for(Duration::from_millis(50));
+    let after = stats(&sim, 0);
+    assert_eq!(after.introductions_accepted, before.introductions_accepted);
+    assert_eq!(after.rejected - before.rejected, 1, "{after:?}");
+    assert_eq!(sim.nodes[0].node.as_ref().unwrap().active_members(), 2);
+    assert!(!sim.nodes[0].fdb.contains_key(&mac(victim, 1)), "{victim_id}");
+    assert!(sim.errors.is_empty(), "{:?}", sim.errors);
+}
+
+/// A member that announces itself again and again (renewals cost it nothing) is introduced, and its
+/// tables relayed beside the budget, once.
+#[test]
+fn repeated_announces_are_introduced_once() {
+    let mut sim = formed(
+        4,
+        SimConfig {
+            seed: 8,
+            ..SimConfig::default()
+        },
+    );
+    let j = 3;
+    sim.kill(j);
+    sim.restart(j);
+    sim.run_until(Duration::from_secs(5), TICK, |s| {
+        s.membership_converged() && s.fdb_converged()
+    })
+    .expect("rejoined");
+    let first = stats(&sim, 0);
+    assert!(first.joins_introduced >= 1, "{first:?}");
+    // The same join again, many times: node j's Announce to node 0, once as it is and then with a
+    // renewed identity each time (a renewal is not signed: any member can announce one at no cost;
+    // each replaces the identity node 0 holds, so foca reports a Rename).
+    let seed = sim.identity_of(0).addr;
+    sim.on(j, |n, now| n.join(now, seed)).unwrap();
+    let dst = sim.identity_of(0);
+    let mut me = sim.identity_of(j);
+    for _ in 0..100 {
+        me.renewal += 1;
+        let announce = swim_packet(&me, &dst, Message::Announce, &[], &[]);
+        sim.inject(j, 0, announce);
+        sim.run_for(Duration::from_millis(5));
+    }
+    let after = stats(&sim, 0);
+    assert_eq!(after.joins_introduced, first.joins_introduced, "{after:?}");
+    assert_eq!(after.pieces_relayed, first.pieces_relayed, "{after:?}");
     assert!(sim.errors.is_empty(), "{:?}", sim.errors);
 }
 

@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use foca::{OwnedNotification, State};
 
-use super::relay::RELAY_WINDOW;
 use super::{ControlNode, MemberInfo, MemberState, SwimCore};
 use crate::membership::{NodeId, NodeIdentity, Rt};
 use crate::messages::Broadcast;
@@ -107,28 +106,17 @@ impl ControlNode {
         );
         let membership_changed = !notes.is_empty();
         for note in notes.drain(..) {
+            let renewal_only = matches!(&note, OwnedNotification::Rename(old, new)
+                if old.id == new.id && old.generation == new.generation);
             match note {
                 OwnedNotification::MemberUp(id) | OwnedNotification::Rename(_, id) => {
                     // It joined through us: introduce it to every member and send it our tables
-                    // (`node/relay.rs`); its own table comes with its first push to us.
-                    let answering = self.announced_by == Some(id.addr);
+                    // (`node/relay.rs`); its own table comes with its first push to us. Not for a
+                    // renewal alone (same node and generation: it was a member already), which any
+                    // member may announce at no cost.
+                    let answering = self.announced_by == Some(id.addr) && !renewal_only;
                     if answering {
                         self.introduce(now, &id)?;
-                    }
-                    // Introduced to each other by the member that answered a join, which relays
-                    // tables between us: nothing to send it (SWIM probes and anti-entropy reach it
-                    // later; `node/relay.rs`).
-                    let introducer = match (self.quiet_up, self.answer_from) {
-                        (Some((joiner, by)), _) if joiner == id.addr => Some(by),
-                        (_, Some(by)) if by != id.addr => Some(by),
-                        _ => None,
-                    };
-                    if let Some(by) = introducer {
-                        self.via.insert(id.addr, (by, now + RELAY_WINDOW / 2));
-                        if id.attestation().is_some_and(|a| a.admitter) {
-                            self.request_pending_blocks()?;
-                        }
-                        continue;
                     }
                     // It may not have heard of us yet (we may know it from a join answer's member
                     // list, or from gossip): introduce ourselves, so it takes our table now.
@@ -213,7 +201,6 @@ impl ControlNode {
         }
         let known: HashSet<SocketAddr> = self.foca.iter_membership_state().map(|m| m.id().addr).collect();
         self.last_heard.retain(|a, _| known.contains(a));
-        self.via.retain(|a, _| known.contains(a));
         let active: HashSet<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
         self.outbox.retain_peers(|a| active.contains(a));
         self.shared.lock().unwrap_or_else(|e| e.into_inner()).members = idents;

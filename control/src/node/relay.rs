@@ -8,19 +8,23 @@
 //!   every member we hold with [`SyncMessage::Introduce`], over our connections to them. A receiver
 //!   verifies the identity exactly as a gossiped one ([`crate::identity::Verifier`]: CA attestation,
 //!   the node's signature, VTEP and address bound to the attestation, not revoked), only from an
-//!   active member or a member we joined through (its introductions may overtake its join answer), never about the sender itself or about the receiver, and hands it to foca as an
-//!   Alive update (foca's rules for an identity held as down or newer apply): the trust of SWIM
-//!   gossip of that join, which any member may spread.
+//!   active member or a member we joined through (its introductions may overtake its join answer),
+//!   never about the sender itself or about the receiver, and only for a node it holds no identity of
+//!   at that generation or later (news of a join, never a way back for a dead or departed node), and
+//!   hands it to foca as an Alive update: the trust of SWIM gossip of that join.
 //! - **Tables both ways.** We send the joiner every table we hold (owner-signed entries, each checked
 //!   by the joiner against its owner's key, parked until the owner is a member there), and forward
 //!   the joiner's own table pieces that we receive first-hand (from the joiner's own address) to every
 //!   member, for [`RELAY_WINDOW`] after the join.
-//! - **Quiet pairs.** While the join answer can list every member we hold (`listed`), a member
-//!   introduced to a joiner, and a joiner learning members from its join answer, skip the Hello and the
-//!   table push and pull they would send each other: the answerer relays both ways, so neither side
-//!   dials the other for it (SWIM probes and anti-entropy still open those connections later, and
-//!   anti-entropy repairs anything a relay missed). Above that size each side introduces itself as
-//!   before (`node/direct.rs`).
+//! - **Both ways, not instead.** The joiner and the members still introduce themselves to each other
+//!   and exchange tables directly as they meet (`node/membership.rs`, `node/direct.rs`): the relay only
+//!   means nobody waits for those connections. (Skipping that exchange while the relay lasted, tried
+//!   first, left pairs without a connection and a joiner's table with one member if the introducer
+//!   died at once, and made a death's announcement wait for handshakes.)
+//! - **Once per node and generation.** A node is introduced, and its tables relayed, at most once per
+//!   [`INTRODUCE_AGAIN`] for one generation, and never for a renewal alone (any member may announce
+//!   one at no cost): a member re-announcing itself cannot make us send its tables and its pieces
+//!   beside the budget again and again.
 //!
 //! Beside the gossip budget, bounded: relayed pieces are what the joiner and the members would
 //! otherwise have sent each other themselves, and waiting for one node's budget (the answerer of
@@ -59,12 +63,16 @@ pub(super) const RELAY_PIECE_BYTES: usize = PIECE_BYTES + 1024;
 /// Most bytes of tables sent to a joiner beside the budget; the rest follows through the budget.
 pub(super) const RELAY_DUMP_BYTES: usize = 4 * PIECE_BYTES;
 
+/// Least time between two introductions of one node at one generation.
+pub(super) const INTRODUCE_AGAIN: Duration = Duration::from_secs(60);
+
 /// A join we answered: its owner's pieces are forwarded until `until`; the first one beside the
-/// budget (`first_done` once it went), the later ones through it.
+/// budget (`first_done` once it went), the later ones through it. Kept for [`INTRODUCE_AGAIN`].
 #[derive(Debug, Clone)]
 pub(super) struct Relay {
     addr: SocketAddr,
     generation: u64,
+    introduced: Instant,
     until: Instant,
     first_done: bool,
 }
@@ -81,10 +89,16 @@ impl ControlNode {
     /// `joiner` announced itself to us and is now a member here: introduce it to every member we hold
     /// and send it every table we hold.
     pub(super) fn introduce(&mut self, now: Instant, joiner: &NodeIdentity) -> Result<(), ControlError> {
-        let listed = self.answer_lists_all();
+        self.relays.retain(|_, r| now < r.introduced + INTRODUCE_AGAIN);
+        if self
+            .relays
+            .get(&joiner.id)
+            .is_some_and(|r| r.generation >= joiner.generation)
+        {
+            return Ok(());
+        }
         let bytes = messages::encode_sync(&SyncMessage::Introduce {
             identity: joiner.clone(),
-            listed,
         })
         .map_err(|e| ControlError::Encode(e.to_string()))?;
         let peers: Vec<SocketAddr> = self
@@ -101,12 +115,12 @@ impl ControlNode {
                 bytes: bytes.clone(),
             });
         }
-        self.relays.retain(|_, r| r.until > now);
         self.relays.insert(
             joiner.id,
             Relay {
                 addr: joiner.addr,
                 generation: joiner.generation,
+                introduced: now,
                 until: now + RELAY_WINDOW,
                 first_done: false,
             },
@@ -171,20 +185,9 @@ impl ControlNode {
         Ok(())
     }
 
-    /// Whether our advert batches to `member` go through the member that introduced it to us: until
-    /// we hear from it, for half of [`RELAY_WINDOW`] (the introducer forwards for all of it, counted
-    /// from its introduction, which came first), and only while the introducer is a member.
-    pub(super) fn relayed_to(&self, now: Instant, member: &SocketAddr) -> bool {
-        self.via
-            .get(member)
-            .is_some_and(|(by, until)| *until > now && self.foca.iter_members().any(|m| m.id().addr == *by))
-    }
-
     /// `applied`: entries of `owner`'s table (at `generation`) that a piece from `from` just added
     /// here, each verified against the owner's key. Forward them to every member if `owner` joined
-    /// through us lately and sent them itself; pieces that other owners send us themselves go to
-    /// the members that joined through us lately (they do not send those to them directly, see
-    /// [`Self::relayed_to`]), through the budget.
+    /// through us lately and sent them itself.
     pub(super) fn relay_first_hand(
         &mut self,
         now: Instant,
@@ -201,22 +204,6 @@ impl ControlNode {
             .get(&owner)
             .is_some_and(|r| r.addr == from && r.generation == generation && now < r.until);
         if !recent {
-            let first_hand = self
-                .owner_identity(owner, generation)
-                .is_some_and(|o| o.addr == from);
-            if !first_hand {
-                return Ok(());
-            }
-            let first_seq = applied.iter().map(|e| e.seq).min().unwrap_or(0);
-            let joiners: Vec<SocketAddr> = self
-                .relays
-                .values()
-                .filter(|r| r.until > now && r.addr != from)
-                .map(|r| r.addr)
-                .collect();
-            for to in joiners {
-                self.outbox.extend_table(to, owner, generation, first_seq);
-            }
             return Ok(());
         }
         let Some(r) = self.relays.get(&owner) else {
@@ -265,7 +252,6 @@ impl ControlNode {
         now: Instant,
         from: SocketAddr,
         identity: NodeIdentity,
-        listed: bool,
     ) -> Result<(), ControlError> {
         // From an active member, or from a member we joined through (its introduction of a later
         // joiner may overtake its answer to our own join: they travel on different streams).
@@ -289,20 +275,26 @@ impl ControlNode {
         if known {
             return Ok(());
         }
+        // Only a node we hold no identity of at this generation or later: an introduction is news of
+        // a join, never a way back for an identity foca holds as down or left (a renewal would win
+        // foca's conflict and bring a dead node back alive in one hop; its own refutation is what
+        // may do that).
+        if self
+            .foca
+            .iter_membership_state()
+            .any(|m| m.id().id == identity.id && m.id().generation >= identity.generation)
+        {
+            self.stats.rejected += 1;
+            return Ok(());
+        }
         if self.revocations.contains(identity.id) || !self.verifier_check(&identity) {
             // Counted by the verifier (`identities_refused`); revoked ids are refused there too.
             return Ok(());
         }
         self.stats.introductions_accepted += 1;
-        // Listed in its join answer: it knows us, and the introducer relays tables between us.
-        if listed {
-            self.quiet_up = Some((identity.addr, from));
-        }
         let regossip = !self.answer_lists_all();
-        let r = self.swim(now, |foca, rt| {
+        self.swim(now, |foca, rt| {
             foca.apply_many(std::iter::once(Member::alive(identity)), regossip, rt)
-        });
-        self.quiet_up = None;
-        r
+        })
     }
 }

@@ -70,7 +70,7 @@ impl ControlNode {
                 Ok(())
             }
             TimerKind::FlushAdverts => {
-                self.flush_adverts(now);
+                self.flush_adverts();
                 self.last_flush = Some(now);
                 Ok(())
             }
