@@ -526,7 +526,7 @@ impl ControlNode {
         Ok(())
     }
 
-    /// A small, rare message that must not wait for the budget (revoke requests).
+    /// A message that must not wait for the budget (revoke requests, Hellos, a joiner's relayed tables).
     fn send_now(&mut self, to: SocketAddr, msg: &SyncMessage) -> Result<(), ControlError> {
         let bytes = messages::encode_sync(msg).map_err(|e| ControlError::Encode(e.to_string()))?;
         self.out.push_back(Output::Send { to, bytes });

@@ -57,13 +57,11 @@ pub(super) const IDENTITY_WIRE_BYTES: usize = 300;
 impl ControlNode {
     /// Tell the member at `to` who we are (it may not have heard of us yet).
     pub(super) fn send_hello(&mut self, to: SocketAddr) -> Result<(), ControlError> {
-        let bytes = messages::encode_sync(&SyncMessage::Hello {
-            identity: self.identity.clone(),
-        })
-        .map_err(|e| ControlError::Encode(e.to_string()))?;
         self.stats.hellos_sent += 1;
-        self.out.push_back(Output::Send { to, bytes });
-        Ok(())
+        let hello = SyncMessage::Hello {
+            identity: self.identity.clone(),
+        };
+        self.send_now(to, &hello)
     }
 
     /// A member introduced itself: admit its identity to foca's table if it verifies.

@@ -178,11 +178,8 @@ impl ControlNode {
     }
 
     fn send_states_now(&mut self, to: SocketAddr, owners: Vec<OwnerDump>) -> Result<(), ControlError> {
-        let bytes = messages::encode_sync(&SyncMessage::States { owners })
-            .map_err(|e| ControlError::Encode(e.to_string()))?;
         self.stats.pieces_relayed += 1;
-        self.out.push_back(Output::Send { to, bytes });
-        Ok(())
+        self.send_now(to, &SyncMessage::States { owners })
     }
 
     /// `applied`: entries of `owner`'s table (at `generation`) that a piece from `from` just added
