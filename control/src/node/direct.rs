@@ -64,6 +64,33 @@ impl ControlNode {
         self.send_now(to, &hello)
     }
 
+    /// Already an active member with this very identity (the common case once SWIM caught up): it was
+    /// verified when it was taken, so a repeat costs no signature check (a member repeating Hellos or
+    /// introductions burns no CPU here).
+    pub(super) fn holds(&self, identity: &NodeIdentity) -> bool {
+        self.shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .members
+            .get(&identity.id)
+            .is_some_and(|m| m == identity)
+    }
+
+    /// Not revoked and verified like a gossiped identity (refusals are counted by the verifier,
+    /// `identities_refused`; revoked ids are refused there too).
+    pub(super) fn verifies(&self, identity: &NodeIdentity) -> bool {
+        !self.revocations.contains(identity.id) && self.verifier_check(identity)
+    }
+
+    /// A verified identity into foca's table as an Alive update would enter it; gossiped on only once
+    /// one join answer can no longer list every member (see the module header).
+    pub(super) fn apply_alive(&mut self, now: Instant, identity: NodeIdentity) -> Result<(), ControlError> {
+        let regossip = !self.answer_lists_all();
+        self.swim(now, |foca, rt| {
+            foca.apply_many(std::iter::once(Member::alive(identity)), regossip, rt)
+        })
+    }
+
     /// A member introduced itself: admit its identity to foca's table if it verifies.
     pub(super) fn handle_hello(
         &mut self,
@@ -76,30 +103,13 @@ impl ControlNode {
             self.stats.rejected += 1;
             return Ok(());
         }
-        // Already an active member with this very identity (the common case once SWIM caught up): it was
-        // verified when it was taken, so this costs no signature check (a member repeating Hellos burns
-        // no CPU here).
-        let known = self
-            .shared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .members
-            .get(&identity.id)
-            .is_some_and(|m| *m == identity);
-        if known {
-            return Ok(());
-        }
-        if self.revocations.contains(identity.id) || !self.verifier_check(&identity) {
-            // Counted by the verifier (`identities_refused`); revoked ids are refused there too.
+        if self.holds(&identity) || !self.verifies(&identity) {
             return Ok(());
         }
         self.stats.hellos_accepted += 1;
         // It knows us already: no Hello back.
         self.knows_us = Some(from);
-        let regossip = self.foca.num_members() + 2 > self.config.max_packet_size / IDENTITY_WIRE_BYTES;
-        let r = self.swim(now, |foca, rt| {
-            foca.apply_many(std::iter::once(Member::alive(identity)), regossip, rt)
-        });
+        let r = self.apply_alive(now, identity);
         self.knows_us = None;
         r
     }

@@ -43,8 +43,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use foca::Member;
-
 use super::direct::IDENTITY_WIRE_BYTES;
 use super::outbox::PIECE_BYTES;
 use super::ControlNode;
@@ -262,14 +260,7 @@ impl ControlNode {
             self.stats.rejected += 1;
             return Ok(());
         }
-        let known = self
-            .shared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .members
-            .get(&identity.id)
-            .is_some_and(|m| *m == identity);
-        if known {
+        if self.holds(&identity) {
             return Ok(());
         }
         // Only a node we hold no identity of at this generation or later: an introduction is news of
@@ -284,14 +275,10 @@ impl ControlNode {
             self.stats.rejected += 1;
             return Ok(());
         }
-        if self.revocations.contains(identity.id) || !self.verifier_check(&identity) {
-            // Counted by the verifier (`identities_refused`); revoked ids are refused there too.
+        if !self.verifies(&identity) {
             return Ok(());
         }
         self.stats.introductions_accepted += 1;
-        let regossip = !self.answer_lists_all();
-        self.swim(now, |foca, rt| {
-            foca.apply_many(std::iter::once(Member::alive(identity)), regossip, rt)
-        })
+        self.apply_alive(now, identity)
     }
 }
