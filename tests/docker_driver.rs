@@ -12,7 +12,7 @@ mod common;
 use common::docker::{bridge_ports, Dockerd, PluginSpec, BUSYBOX_IMAGE};
 use common::testbed::{run_cmd, Netns, Testbed};
 use overlayd::docker::listen::Listener;
-use overlayd::docker::{listen, BackendError, DockerAddr, DockerBackend, Driver, NetworkDef, NetworkInfo};
+use overlayd::docker::{listen, DockerAddr, DockerBackend, Driver, NetworkDef, NetworkInfo, OpsError};
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -44,7 +44,7 @@ impl IpBackend {
 
     /// The network's bridge in this host namespace, created on first use (as the daemon does when a
     /// network appears).
-    fn bridge(&self, n: &NetworkInfo) -> Result<String, BackendError> {
+    fn bridge(&self, n: &NetworkInfo) -> Result<String, OpsError> {
         let br = format!("ovbr{}", n.vni);
         if self.ip(&format!("link show {br}")).is_err() {
             self.ip(&format!("link add {br} type bridge stp_state 0"))?;
@@ -58,22 +58,22 @@ impl IpBackend {
 }
 
 impl IpBackend {
-    fn ip(&self, args: &str) -> Result<String, BackendError> {
+    fn ip(&self, args: &str) -> Result<String, OpsError> {
         run_cmd(
             Command::new("ip")
                 .args(["-n", &self.ns])
                 .args(args.split_whitespace()),
         )
-        .map_err(|e| BackendError::Internal(e.to_string()))
+        .map_err(|e| OpsError::Internal(e.to_string()))
     }
 }
 
 impl DockerBackend for IpBackend {
-    fn networks(&self) -> Result<Vec<NetworkInfo>, BackendError> {
+    fn networks(&self) -> Result<Vec<NetworkInfo>, OpsError> {
         Ok(self.networks.lock().unwrap().clone())
     }
 
-    fn create_network(&self, def: &NetworkDef) -> Result<NetworkInfo, BackendError> {
+    fn create_network(&self, def: &NetworkDef) -> Result<NetworkInfo, OpsError> {
         let gateway = overlayd::docker::gateway_of(&def.subnet);
         let info = NetworkInfo {
             name: def.name.clone(),
@@ -88,17 +88,17 @@ impl DockerBackend for IpBackend {
         Ok(info)
     }
 
-    fn allocate_address(&self, network: &str, want: Option<IpAddr>) -> Result<IpAddr, BackendError> {
+    fn allocate_address(&self, network: &str, want: Option<IpAddr>) -> Result<IpAddr, OpsError> {
         let nets = self.networks.lock().unwrap();
         let n = nets
             .iter()
             .find(|n| n.name == network)
-            .ok_or_else(|| BackendError::NotFound(network.into()))?;
+            .ok_or_else(|| OpsError::NotFound(network.into()))?;
         if let Some(w) = want {
             return Ok(w);
         }
         let IpAddr::V4(base) = n.subnet.unwrap().network() else {
-            return Err(BackendError::BadRequest("IPv4 only here".into()));
+            return Err(OpsError::BadRequest("IPv4 only here".into()));
         };
         let mut next = self.next.lock().unwrap();
         *next += 1;
@@ -107,7 +107,7 @@ impl DockerBackend for IpBackend {
         )))
     }
 
-    fn release_address(&self, _: &str, ip: IpAddr) -> Result<(), BackendError> {
+    fn release_address(&self, _: &str, ip: IpAddr) -> Result<(), OpsError> {
         self.released.lock().unwrap().push(ip);
         Ok(())
     }
@@ -119,7 +119,7 @@ impl DockerBackend for IpBackend {
         peer: &str,
         mac: [u8; 6],
         _ip: IpAddr,
-    ) -> Result<u32, BackendError> {
+    ) -> Result<u32, OpsError> {
         let n = self
             .networks
             .lock()
@@ -127,7 +127,7 @@ impl DockerBackend for IpBackend {
             .iter()
             .find(|n| n.name == network)
             .cloned()
-            .ok_or_else(|| BackendError::NotFound(network.into()))?;
+            .ok_or_else(|| OpsError::NotFound(network.into()))?;
         let m = n.mtu;
         let br = self.bridge(&n)?;
         let mac: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
@@ -139,9 +139,9 @@ impl DockerBackend for IpBackend {
         Ok(m)
     }
 
-    fn delete_veth(&self, host: &str) -> Result<(), BackendError> {
+    fn delete_veth(&self, host: &str) -> Result<(), OpsError> {
         match self.ip(&format!("link del {host}")) {
-            Err(BackendError::Internal(e)) if e.contains("Cannot find device") => Ok(()),
+            Err(OpsError::Internal(e)) if e.contains("Cannot find device") => Ok(()),
             r => r.map(|_| ()),
         }
     }

@@ -2,7 +2,7 @@
 //! set-up ([`crate::host::veth`]). The driver calls it on a blocking thread (`spawn_blocking`), so the async
 //! operations are run to completion with the runtime's [`Handle::block_on`].
 
-use super::{BackendError, DockerBackend, NetworkDef, NetworkInfo};
+use super::{DockerBackend, NetworkDef, NetworkInfo};
 use crate::host::veth;
 use crate::ops::networks::CreateRequest;
 use crate::ops::{Ops, OpsError};
@@ -38,22 +38,12 @@ impl OpsBackend {
     }
 }
 
-fn backend_err(e: OpsError) -> BackendError {
-    match e {
-        OpsError::BadRequest(m) => BackendError::BadRequest(m),
-        OpsError::NotFound(m) => BackendError::NotFound(m),
-        OpsError::Conflict(m) => BackendError::Conflict(m),
-        OpsError::Unavailable(m) => BackendError::Unavailable(m),
-        OpsError::Internal(m) => BackendError::Internal(m),
-    }
-}
-
-fn host_err(e: crate::host::HostError) -> BackendError {
-    BackendError::Internal(e.to_string())
+fn host_err(e: crate::host::HostError) -> OpsError {
+    OpsError::Internal(e.to_string())
 }
 
 impl DockerBackend for OpsBackend {
-    fn networks(&self) -> Result<Vec<NetworkInfo>, BackendError> {
+    fn networks(&self) -> Result<Vec<NetworkInfo>, OpsError> {
         Ok(self
             .ops
             .list_networks()
@@ -69,7 +59,7 @@ impl DockerBackend for OpsBackend {
             .collect())
     }
 
-    fn create_network(&self, def: &NetworkDef) -> Result<NetworkInfo, BackendError> {
+    fn create_network(&self, def: &NetworkDef) -> Result<NetworkInfo, OpsError> {
         let req = CreateRequest {
             name: def.name.clone(),
             vni: def.vni,
@@ -78,10 +68,7 @@ impl DockerBackend for OpsBackend {
             egress: def.egress,
             block_prefix: None,
         };
-        let v = self
-            .rt
-            .block_on(self.ops.create_network(req))
-            .map_err(backend_err)?;
+        let v = self.rt.block_on(self.ops.create_network(req))?;
         Ok(NetworkInfo {
             subnet: v.subnet.as_deref().and_then(|s| s.parse().ok()),
             name: v.name,
@@ -92,17 +79,14 @@ impl DockerBackend for OpsBackend {
         })
     }
 
-    fn allocate_address(&self, network: &str, want: Option<IpAddr>) -> Result<IpAddr, BackendError> {
+    fn allocate_address(&self, network: &str, want: Option<IpAddr>) -> Result<IpAddr, OpsError> {
         self.rt
             .block_on(self.ops.allocate_address(network, want))
             .map(|n| n.addr())
-            .map_err(backend_err)
     }
 
-    fn release_address(&self, network: &str, ip: IpAddr) -> Result<(), BackendError> {
-        self.rt
-            .block_on(self.ops.release_address(network, ip))
-            .map_err(backend_err)
+    fn release_address(&self, network: &str, ip: IpAddr) -> Result<(), OpsError> {
+        self.rt.block_on(self.ops.release_address(network, ip))
     }
 
     fn create_veth(
@@ -112,9 +96,9 @@ impl DockerBackend for OpsBackend {
         peer_ifname: &str,
         mac: [u8; 6],
         ip: IpAddr,
-    ) -> Result<u32, BackendError> {
+    ) -> Result<u32, OpsError> {
         let (spec, mtu) = self.ops.networks.get(network).ok_or_else(|| {
-            BackendError::NotFound(format!(
+            OpsError::NotFound(format!(
                 "no network named {network:?} on this host (see `overlayctl network ls`)"
             ))
         })?;
@@ -130,7 +114,7 @@ impl DockerBackend for OpsBackend {
         Ok(mtu)
     }
 
-    fn delete_veth(&self, host_ifname: &str) -> Result<(), BackendError> {
+    fn delete_veth(&self, host_ifname: &str) -> Result<(), OpsError> {
         veth::delete(host_ifname).map_err(host_err)?;
         if let Some((network, ip, mac)) = self.veths().remove(host_ifname) {
             if let Some(net) = self.ops.networks.table().by_name(&network) {

@@ -225,7 +225,7 @@ impl<B: DockerBackend> Driver<B> {
         // A network that is gone has no addresses left to release.
         if let Some(network) = self.pool_network(&pool)? {
             match self.backend.release_address(&network, ip) {
-                Ok(()) | Err(super::BackendError::NotFound(_)) => {}
+                Ok(()) | Err(super::OpsError::NotFound(_)) => {}
                 Err(e) => return Err(e.into()),
             }
         }

@@ -20,6 +20,7 @@ pub mod listen;
 pub mod network;
 pub mod state;
 
+pub use crate::ops::OpsError;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Mutex;
@@ -31,16 +32,16 @@ pub use state::{Endpoint, State, StateError};
 /// `spawn_blocking`), so an implementation may block, e.g. while a block grant is awaited.
 pub trait DockerBackend: Send + Sync + 'static {
     /// Every network the daemon knows (as `GET /v1/networks`).
-    fn networks(&self) -> Result<Vec<NetworkInfo>, BackendError>;
+    fn networks(&self) -> Result<Vec<NetworkInfo>, OpsError>;
     /// Create a cluster network (as `POST /v1/networks`); `Conflict` if the name or VNI is taken with
     /// other parameters. Must succeed (idempotent) when the same definition already exists: the same
     /// `docker network create` may run on two hosts before the first definition has spread.
-    fn create_network(&self, def: &NetworkDef) -> Result<NetworkInfo, BackendError>;
+    fn create_network(&self, def: &NetworkDef) -> Result<NetworkInfo, OpsError>;
     /// An address from this host's block(s) of `network`; `want` asks for that one (`docker run --ip`).
     /// `Unavailable` when no block can be granted now.
-    fn allocate_address(&self, network: &str, want: Option<IpAddr>) -> Result<IpAddr, BackendError>;
+    fn allocate_address(&self, network: &str, want: Option<IpAddr>) -> Result<IpAddr, OpsError>;
     /// Give an address back (unknown addresses: `Ok`).
-    fn release_address(&self, network: &str, ip: IpAddr) -> Result<(), BackendError>;
+    fn release_address(&self, network: &str, ip: IpAddr) -> Result<(), OpsError>;
     /// Create the veth pair `host_ifname`/`peer_ifname` with the network's MTU, `mac` on the peer end,
     /// plug the host end into the network's bridge and set it up. Docker moves the peer end into the
     /// container, renames it and puts `ip` on it itself; `ip` is passed so the daemon can advertise the
@@ -53,10 +54,10 @@ pub trait DockerBackend: Send + Sync + 'static {
         peer_ifname: &str,
         mac: [u8; 6],
         ip: IpAddr,
-    ) -> Result<u32, BackendError>;
+    ) -> Result<u32, OpsError>;
     /// Delete the veth pair whose host end is `host_ifname` (and forget its IP→MAC binding); `Ok` if it is
     /// already gone. The address itself is released by IPAM `ReleaseAddress` ([`Self::release_address`]).
-    fn delete_veth(&self, host_ifname: &str) -> Result<(), BackendError>;
+    fn delete_veth(&self, host_ifname: &str) -> Result<(), OpsError>;
 }
 
 /// A network as the daemon reports it (the fields of `GET /v1/networks` the driver uses).
@@ -79,21 +80,6 @@ pub struct NetworkDef {
     pub subnet: ipnet::IpNet,
     pub mtu: Option<u32>,
     pub egress: bool,
-}
-
-/// Why the backend refused; maps to the admin API's statuses.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BackendError {
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Internal(String),
 }
 
 /// One answer to Docker: HTTP status and a JSON body (`{"Err": …}` on failure).
@@ -143,17 +129,10 @@ impl DriverError {
     }
 }
 
-impl From<BackendError> for DriverError {
-    fn from(e: BackendError) -> Self {
-        let status = match e {
-            BackendError::BadRequest(_) => 400,
-            BackendError::NotFound(_) => 404,
-            BackendError::Conflict(_) => 409,
-            BackendError::Unavailable(_) => 503,
-            BackendError::Internal(_) => 500,
-        };
+impl From<OpsError> for DriverError {
+    fn from(e: OpsError) -> Self {
         DriverError {
-            status,
+            status: e.http_status(),
             msg: format!("overlayd: {e}"),
         }
     }

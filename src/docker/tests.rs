@@ -26,13 +26,13 @@ struct Fake {
 }
 
 impl DockerBackend for Fake {
-    fn networks(&self) -> Result<Vec<NetworkInfo>, BackendError> {
+    fn networks(&self) -> Result<Vec<NetworkInfo>, OpsError> {
         Ok(self.networks.lock().unwrap().clone())
     }
-    fn create_network(&self, def: &NetworkDef) -> Result<NetworkInfo, BackendError> {
+    fn create_network(&self, def: &NetworkDef) -> Result<NetworkInfo, OpsError> {
         let mut n = self.networks.lock().unwrap();
         if n.iter().any(|x| x.vni == def.vni) {
-            return Err(BackendError::Conflict(format!("VNI {} is taken", def.vni)));
+            return Err(OpsError::Conflict(format!("VNI {} is taken", def.vni)));
         }
         let info = NetworkInfo {
             name: def.name.clone(),
@@ -46,12 +46,12 @@ impl DockerBackend for Fake {
         self.created.lock().unwrap().push(def.clone());
         Ok(info)
     }
-    fn allocate_address(&self, network: &str, want: Option<IpAddr>) -> Result<IpAddr, BackendError> {
+    fn allocate_address(&self, network: &str, want: Option<IpAddr>) -> Result<IpAddr, OpsError> {
         let n = self.networks.lock().unwrap();
         let net = n
             .iter()
             .find(|x| x.name == network)
-            .ok_or_else(|| BackendError::NotFound(network.into()))?;
+            .ok_or_else(|| OpsError::NotFound(network.into()))?;
         let ip = match want {
             Some(ip) => ip,
             None => {
@@ -64,20 +64,20 @@ impl DockerBackend for Fake {
             }
         };
         if !self.allocated.lock().unwrap().insert((network.into(), ip)) {
-            return Err(BackendError::Conflict(format!("{ip} is in use")));
+            return Err(OpsError::Conflict(format!("{ip} is in use")));
         }
         Ok(ip)
     }
-    fn release_address(&self, network: &str, ip: IpAddr) -> Result<(), BackendError> {
+    fn release_address(&self, network: &str, ip: IpAddr) -> Result<(), OpsError> {
         self.allocated.lock().unwrap().remove(&(network.into(), ip));
         Ok(())
     }
-    fn create_veth(&self, _: &str, host: &str, _: &str, _: [u8; 6], _: IpAddr) -> Result<u32, BackendError> {
+    fn create_veth(&self, _: &str, host: &str, _: &str, _: [u8; 6], _: IpAddr) -> Result<u32, OpsError> {
         assert!(host.len() <= 15);
         self.veths.lock().unwrap().insert(host.into());
         Ok(1450)
     }
-    fn delete_veth(&self, host: &str) -> Result<(), BackendError> {
+    fn delete_veth(&self, host: &str) -> Result<(), OpsError> {
         self.veths.lock().unwrap().remove(host);
         Ok(())
     }

@@ -66,22 +66,22 @@ fn backend_errors_map_to_statuses() {
     #[derive(Debug)]
     struct Down;
     impl DockerBackend for Down {
-        fn networks(&self) -> Result<Vec<NetworkInfo>, BackendError> {
-            Err(BackendError::Unavailable("no admitter reachable".into()))
+        fn networks(&self) -> Result<Vec<NetworkInfo>, OpsError> {
+            Err(OpsError::Unavailable("no admitter reachable".into()))
         }
-        fn create_network(&self, _: &NetworkDef) -> Result<NetworkInfo, BackendError> {
-            Err(BackendError::Internal("x".into()))
+        fn create_network(&self, _: &NetworkDef) -> Result<NetworkInfo, OpsError> {
+            Err(OpsError::Internal("x".into()))
         }
-        fn allocate_address(&self, _: &str, _: Option<IpAddr>) -> Result<IpAddr, BackendError> {
-            Err(BackendError::Unavailable("no block".into()))
+        fn allocate_address(&self, _: &str, _: Option<IpAddr>) -> Result<IpAddr, OpsError> {
+            Err(OpsError::Unavailable("no block".into()))
         }
-        fn release_address(&self, _: &str, _: IpAddr) -> Result<(), BackendError> {
+        fn release_address(&self, _: &str, _: IpAddr) -> Result<(), OpsError> {
             Ok(())
         }
-        fn create_veth(&self, _: &str, _: &str, _: &str, _: [u8; 6], _: IpAddr) -> Result<u32, BackendError> {
-            Err(BackendError::Internal("x".into()))
+        fn create_veth(&self, _: &str, _: &str, _: &str, _: [u8; 6], _: IpAddr) -> Result<u32, OpsError> {
+            Err(OpsError::Internal("x".into()))
         }
-        fn delete_veth(&self, _: &str) -> Result<(), BackendError> {
+        fn delete_veth(&self, _: &str) -> Result<(), OpsError> {
             Ok(())
         }
     }
