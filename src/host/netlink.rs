@@ -297,7 +297,7 @@ fn get_link_by_index(rt: &mut Rtnl, index: i32) -> Result<Option<LinkInfo>, Netl
 }
 
 /// Apply `attrs` (and optionally the UP flag) to an existing link (`RTM_NEWLINK` without CREATE).
-fn modify_link(
+pub(super) fn modify_link(
     rt: &mut Rtnl,
     op: &'static str,
     link: &LinkInfo,
@@ -457,7 +457,7 @@ pub fn link_mtu(ifname: &str) -> Result<u32, NetlinkError> {
     Ok(require_link(&mut rt, ifname)?.mtu)
 }
 
-fn ip_bytes(ip: IpAddr) -> Vec<u8> {
+pub(super) fn ip_bytes(ip: IpAddr) -> Vec<u8> {
     match ip {
         IpAddr::V4(a) => a.octets().to_vec(),
         IpAddr::V6(a) => a.octets().to_vec(),

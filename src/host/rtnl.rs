@@ -17,7 +17,7 @@ use neli::rtnl::{IfaddrmsgBuilder, RtattrBuilder, RtmsgBuilder};
 use neli::types::{Buffer, RtBuffer};
 use neli::{Size, ToBytes};
 
-use super::netlink::{self, link_msg, name_attr, Fail, NetlinkError};
+use super::netlink::{self, ip_bytes, link_msg, name_attr, Fail, NetlinkError};
 use super::HostError;
 
 pub use super::netlink::{LinkInfo, MAX_IFNAME_LEN};
@@ -111,7 +111,7 @@ pub(super) fn dump_links(rt: &mut Rtnl) -> Result<Vec<LinkInfo>, HostError> {
     Ok(links.collect::<Result<_, _>>()?)
 }
 
-/// Apply `attrs` (and optionally the UP flag) to an existing link (`RTM_NEWLINK` without CREATE).
+/// Apply `attrs` (and optionally the UP flag) to an existing link: [`netlink::modify_link`].
 fn modify_link(
     rt: &mut Rtnl,
     op: &'static str,
@@ -119,10 +119,7 @@ fn modify_link(
     attrs: RtBuffer<Ifla, Buffer>,
     up: bool,
 ) -> Result<(), HostError> {
-    let msg = link_msg(link.index, attrs, up)?;
-    rt.request(op, Rtm::Newlink, NlmF::ACK, msg)
-        .map_err(|e| kernel_err(op, &link.name, e))?;
-    Ok(())
+    Ok(netlink::modify_link(&mut rt.0, op, link, attrs, up)?)
 }
 
 /// Set MTU, master and the UP flag of link `name` in one request each (a master change needs its own).
@@ -230,13 +227,6 @@ pub(super) fn create_veth(
         }),
         Err(Fail::Kernel(e)) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Err(HostError::NoVeth),
         Err(e) => Err(kernel_err("create veth", host, e)),
-    }
-}
-
-fn ip_bytes(ip: IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
     }
 }
 
