@@ -138,7 +138,12 @@ fn every_node_renewed_after_a_full_partition_and_the_cluster_reconverges() {
         }
     }
     println!("worst reconvergence after the heal: {worst:?}");
-    assert!(failed.is_empty(), "{} of 48 seeds failed:\n{}", failed.len(), failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "{} of 48 seeds failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
 }
 
 /// The shape of `sim_networks.rs::partitioned_admitters_conflict_resolves_deterministically` (2 and 4

@@ -239,7 +239,10 @@ impl ControlNode {
                 id.addr != self.identity.addr
                     && !self.revocations.contains(id.id)
                     && !self.revoked_addrs.contains(&id.addr)
-                    && !self.left.get(&id.addr).is_some_and(|l| l.generation >= id.generation)
+                    && !self
+                        .left
+                        .get(&id.addr)
+                        .is_some_and(|l| l.generation >= id.generation)
                     && !(alone && self.seeds.contains(&id.addr))
             })
             .map(|id| id.addr)
