@@ -236,14 +236,16 @@ impl ControlNode {
             .iter_membership_state()
             .map(|m| m.id())
             .filter(|id| {
-                id.addr != self.identity.addr
-                    && !self.revocations.contains(id.id)
-                    && !self.revoked_addrs.contains(&id.addr)
-                    && !self
-                        .left
-                        .get(&id.addr)
-                        .is_some_and(|l| l.generation >= id.generation)
-                    && !(alone && self.seeds.contains(&id.addr))
+                let left = self
+                    .left
+                    .get(&id.addr)
+                    .is_some_and(|l| l.generation >= id.generation);
+                let excluded = id.addr == self.identity.addr
+                    || self.revocations.contains(id.id)
+                    || self.revoked_addrs.contains(&id.addr)
+                    || left
+                    || (alone && self.seeds.contains(&id.addr));
+                !excluded
             })
             .map(|id| id.addr)
             .collect();
