@@ -114,6 +114,8 @@ pub struct ControlNode {
     announced_by: Option<SocketAddr>,
     /// Joins we answered whose first-hand table pieces we forward (`node/relay.rs`).
     relays: relay::Relays,
+    /// foca's connection state and the re-announces while it is lost (`node/membership.rs`).
+    reconnect: membership::Reconnect,
 }
 
 impl std::fmt::Debug for ControlNode {
@@ -195,6 +197,7 @@ impl ControlNode {
             knows_us: None,
             announced_by: None,
             relays: relay::Relays::new(),
+            reconnect: membership::Reconnect::default(),
         };
         let at = now + node.config.anti_entropy_interval;
         node.out.push_back(Output::ScheduleTimer {

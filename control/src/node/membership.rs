@@ -14,6 +14,34 @@ use crate::messages::Broadcast;
 use crate::sync;
 use crate::{ControlError, Output};
 
+/// Most addresses one re-announce round knocks at (see [`ControlNode::reannounce`]).
+pub(super) const REANNOUNCE_FANOUT: usize = 2;
+
+/// foca's connection state as its notifications tell it, and the re-announces while it is lost.
+///
+/// Why: foca 2.0 runs every periodic task (probes, gossip, announces, announces to down members) only
+/// while Connected, and gets Connected only in `apply_many` when it holds an active member. A renewal
+/// (`Foca::change_identity`, after the cluster declared this node down) resets it to Disconnected
+/// (`Foca::reset`, no Idle notification) and gossips the new identity once, to the members it holds,
+/// addressed to the identities it holds for them; foca drops any packet but an Announce that is not
+/// addressed to its own current identity (`Foca::accept_payload`). After a full partition heals, the
+/// sides' announces to down members are phase-locked (every node became Connected when the cluster
+/// formed) and the TurnUndead answers make every node renew within a few milliseconds. Every renewal
+/// gossip is then addressed to an identity its receiver has just given up, and dropped: every node
+/// stays Disconnected, holding its side at the old identities (alive) and the other side dead, and
+/// never sends a SWIM packet again (`control/tests/sim_partition.rs`). Re-announcing while
+/// disconnected is what foca's own join does; the Feed that answers it is addressed to our current
+/// identity and reconnects foca.
+#[derive(Debug, Default)]
+pub(super) struct Reconnect {
+    /// foca is Connected: set by its Active notification, cleared by Idle, Defunct and Rejoin.
+    pub(super) connected: bool,
+    /// When the last round triggered by a renewal went out (at most one per anti-entropy interval).
+    last_rejoin_round: Option<Instant>,
+    /// Round-robin position in the candidate addresses.
+    cursor: usize,
+}
+
 impl ControlNode {
     /// Every member this node knows, itself included.
     pub fn members(&self) -> Vec<MemberInfo> {
@@ -105,6 +133,7 @@ impl ControlNode {
             },
         );
         let membership_changed = !notes.is_empty();
+        let mut rejoined = false;
         for note in notes.drain(..) {
             let renewal_only = matches!(&note, OwnedNotification::Rename(old, new)
                 if old.id == new.id && old.generation == new.generation);
@@ -152,7 +181,13 @@ impl ControlNode {
                         self.request_pending_blocks()?;
                     }
                 }
+                // foca has no accessor for its connection state: follow it through its notifications.
+                OwnedNotification::Active => self.reconnect.connected = true,
+                OwnedNotification::Idle | OwnedNotification::Defunct => self.reconnect.connected = false,
                 OwnedNotification::Rejoin(id) => {
+                    // `change_identity` reset foca to Disconnected, without an Idle (see `Reconnect`).
+                    self.reconnect.connected = false;
+                    rejoined = true;
                     self.stats.rejoins += 1;
                     tracing::info!(identity = ?id, "declared down by the cluster; rejoined with a renewed identity");
                     self.shared.lock().unwrap_or_else(|e| e.into_inner()).me = Some(id.clone());
@@ -166,7 +201,71 @@ impl ControlNode {
             self.reconcile_membership();
         }
         self.drain_inbox();
+        // Renewed and not reconnected by the same call: knock at once (rate-limited), not only at the
+        // next anti-entropy tick.
+        if rejoined && !self.reconnect.connected {
+            self.reannounce(now, true)?;
+        }
         r.map_err(|e| ControlError::Swim(e.to_string()))
+    }
+
+    /// While foca is disconnected, announce this node (its current identity) to a few addresses of
+    /// the members foca holds, whatever their state and identity there (see [`Reconnect`]): an
+    /// Announce is accepted by address, its sender's newer identity wins over any older one held
+    /// there (alive or dead), and the answer (a Feed to our current identity) reconnects foca.
+    /// At most [`REANNOUNCE_FANOUT`] per round, round-robin over those addresses; a round on each
+    /// anti-entropy tick and at most one more per `anti_entropy_interval` right after a renewal.
+    /// Only addresses foca already holds (identities verified when they entered its table) or the
+    /// join addresses, never a revoked node's or one that left; the receiver verifies our identity as
+    /// it verifies any join. Seeds are knocked separately while no member is active (`timers.rs`).
+    pub(super) fn reannounce(&mut self, now: Instant, on_rejoin: bool) -> Result<(), ControlError> {
+        if self.reconnect.connected || self.has_left {
+            return Ok(());
+        }
+        if on_rejoin
+            && self
+                .reconnect
+                .last_rejoin_round
+                .is_some_and(|t| now < t + self.config.anti_entropy_interval)
+        {
+            return Ok(());
+        }
+        let alone = self.foca.num_members() == 0;
+        let mut targets: Vec<SocketAddr> = self
+            .foca
+            .iter_membership_state()
+            .map(|m| m.id())
+            .filter(|id| {
+                let left = self
+                    .left
+                    .get(&id.addr)
+                    .is_some_and(|l| l.generation >= id.generation);
+                let excluded = id.addr == self.identity.addr
+                    || self.revocations.contains(id.id)
+                    || self.revoked_addrs.contains(&id.addr)
+                    || left
+                    || (alone && self.seeds.contains(&id.addr));
+                !excluded
+            })
+            .map(|id| id.addr)
+            .collect();
+        targets.sort_unstable();
+        targets.dedup();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        if on_rejoin {
+            self.reconnect.last_rejoin_round = Some(now);
+        }
+        let n = REANNOUNCE_FANOUT.min(targets.len());
+        for k in 0..n {
+            let addr = targets[(self.reconnect.cursor + k) % targets.len()];
+            self.stats.reannounces += 1;
+            let dst = NodeIdentity::placeholder(addr);
+            self.swim(now, |foca, rt| foca.announce(dst, rt))?;
+        }
+        self.reconnect.cursor = self.reconnect.cursor.wrapping_add(n);
+        Ok(())
     }
 
     /// Align the FDB owners with foca's active members (newest generation per node id, revoked excluded).

@@ -420,3 +420,74 @@ fn another_node_down_at_our_address_is_listed() {
         "{rows:?}"
     );
 }
+
+/// The SWIM Announces a node sent since the last call: (destination, sender identity's renewal).
+fn announces_sent(n: &mut ControlNode) -> Vec<(SocketAddr, u32)> {
+    use foca::Codec;
+    let mut v: Vec<(SocketAddr, u32)> = Vec::new();
+    while let Some(o) = n.poll_output() {
+        let Output::Send { to, bytes } = o else { continue };
+        let Ok(Packet::Swim(body)) = messages::decode(&bytes) else {
+            continue;
+        };
+        let Ok(h) = Codec::<NodeIdentity>::decode_header(&mut foca::PostcardCodec, body) else {
+            continue;
+        };
+        if h.message == foca::Message::Announce {
+            v.push((to, h.src.renewal));
+        }
+    }
+    v.sort_unstable();
+    v
+}
+
+/// A TurnUndead makes foca renew this node's identity and resets it to Disconnected with no way back
+/// of its own (it ignores every packet not addressed to its new identity, and runs no periodic task
+/// while disconnected). The node then announces its renewed identity to held addresses: 2 at once,
+/// 2 more on each anti-entropy tick, none once a member's packet reconnected foca.
+#[test]
+fn a_renewed_disconnected_node_re_announces_itself() {
+    let k = keys();
+    let mut n = node_with(&k, 1);
+    let now = Instant::now();
+    let me = n.identity().clone();
+    let (p2, p3) = (identity(&k, 2, 1), identity(&k, 3, 1));
+    let hello = crate::sim::swim_packet(&p2, &me, foca::Message::Gossip, &[Member::alive(p3.clone())], &[]);
+    n.handle_message(now, p2.addr, &hello).unwrap();
+    assert_eq!(n.active_members(), 2);
+    assert!(n.reconnect.connected);
+    // Connected: the anti-entropy tick announces nothing.
+    announces_sent(&mut n);
+    n.handle_timer(now, Timer(TimerKind::AntiEntropy)).unwrap();
+    assert_eq!(announces_sent(&mut n), vec![]);
+    // Declared down: foca renews and is disconnected although it holds two active members.
+    let undead = crate::sim::swim_packet(&p2, &me, foca::Message::TurnUndead, &[], &[]);
+    n.handle_message(now, p2.addr, &undead).unwrap();
+    assert_eq!((n.stats().rejoins, n.identity().renewal), (1, 1));
+    assert!(!n.reconnect.connected);
+    assert_eq!(n.active_members(), 2);
+    assert_eq!(announces_sent(&mut n), vec![(p2.addr, 1), (p3.addr, 1)]);
+    // Each tick while disconnected: a round of at most 2 (here both held addresses again).
+    let t1 = now + std::time::Duration::from_secs(1);
+    n.handle_timer(t1, Timer(TimerKind::AntiEntropy)).unwrap();
+    assert_eq!(announces_sent(&mut n), vec![(p2.addr, 1), (p3.addr, 1)]);
+    assert_eq!(n.stats().reannounces, 4);
+    // A packet addressed to the renewed identity (a join answer) reconnects foca: no more rounds.
+    let renewed = n.identity().clone();
+    let feed = crate::sim::swim_packet(
+        &p2,
+        &renewed,
+        foca::Message::Feed,
+        &[Member::alive(p3.clone())],
+        &[],
+    );
+    n.handle_message(t1, p2.addr, &feed).unwrap();
+    assert!(n.reconnect.connected);
+    n.handle_timer(
+        t1 + std::time::Duration::from_secs(1),
+        Timer(TimerKind::AntiEntropy),
+    )
+    .unwrap();
+    assert_eq!(announces_sent(&mut n), vec![]);
+    assert_eq!(n.stats().reannounces, 4);
+}

@@ -87,6 +87,11 @@ impl ControlNode {
                         let dst = NodeIdentity::placeholder(addr);
                         self.swim(now, |foca, rt| foca.announce(dst, rt))?;
                     }
+                }
+                // foca disconnected (alone, or renewed with stale members): knock at a few of the
+                // addresses it holds (`node/membership.rs`, `Reconnect`).
+                self.reannounce(now, false)?;
+                if peers.is_empty() {
                     return Ok(());
                 }
                 let to = peers[self.rng.below(peers.len())];

@@ -53,6 +53,9 @@ pub struct ControlStats {
     pub fdb_removes: u64,
     /// Times this node learnt it had been declared down and rejoined with a renewed identity.
     pub rejoins: u64,
+    /// SWIM Announces sent to held members' addresses while foca was disconnected (after a renewal,
+    /// or with every member down): how a node that renewed gets its new identity known.
+    pub reannounces: u64,
     /// Suspicion timeouts that did not declare the member down because it was heard from directly
     /// within the last `suspect_to_down_after` (see
     /// [`ControlNode::handle_timer`](super::ControlNode::handle_timer)).
