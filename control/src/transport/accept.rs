@@ -30,6 +30,12 @@ pub(super) async fn read_streams(conn: quinn::Connection, tx: mpsc::Sender<Inbou
 /// after that runs in its own task so the loop never waits on a handshake.
 pub(super) async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<Accept>) {
     while let Some(incoming) = endpoint.accept().await {
+        if ctx.pool.refuse_crossing(incoming.remote_address()) {
+            // Our own dial to this member is under way and wins (lower address): no second handshake.
+            ctx.stats.count_refused_crossing();
+            incoming.refuse();
+            continue;
+        }
         if !incoming.remote_address_validated() {
             // Stateless: no TLS work and no state until the source proves it receives our packets.
             ctx.stats.count_retry();

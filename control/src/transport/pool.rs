@@ -74,6 +74,8 @@ pub(super) struct LinkState {
     pub(super) dialling: bool,
     /// When the first sender still waiting asked for a connection without one open or dialled.
     wanted_since: Option<Instant>,
+    /// Our dial crossed the peer's (it refused ours): hold new dials until then, waiting for the peer's.
+    crossed_until: Option<Instant>,
 }
 
 impl LinkState {
@@ -115,6 +117,14 @@ impl Link {
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, LinkState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Did the peer refuse our dial at its first packet (QUIC CONNECTION_REFUSED, what
+/// [`Pool::refuse_crossing`] sends)? Only trusted as a hint: it just makes us wait, bounded, for the
+/// peer's own connection instead of dialling again.
+fn is_crossing_refusal(e: &quinn::ConnectionError) -> bool {
+    matches!(e, quinn::ConnectionError::ConnectionClosed(c)
+        if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED)
 }
 
 /// Held while a handshake from a peer's address is in progress on our accept side.
@@ -204,6 +214,11 @@ impl Pool {
             let mut l = link.lock();
             if self.is_revoked(&conn) {
                 conn.close(4u32.into(), b"revoked");
+                // Senders holding their dial for this connection stop waiting (their dial is refused too).
+                if l.crossed_until.take().is_some() {
+                    drop(l);
+                    link.changed.notify_waiters();
+                }
                 return false;
             }
             if let Some(old) = l.conn.replace(conn) {
@@ -212,6 +227,7 @@ impl Pool {
                 }
             }
             l.backoff_until = None;
+            l.crossed_until = None;
             // Senders were holding their dial (for this handshake, or the grace): none happens now.
             if l.wanted_since.take().is_some() && !l.dialling {
                 self.stats.count_dial_avoided();
@@ -246,7 +262,7 @@ impl Pool {
                 } else {
                     let now = Instant::now();
                     let wanted = *l.wanted_since.get_or_insert(now);
-                    let busy = self.opening.peer_busy_until(to, &self.waits);
+                    let busy = self.opening.peer_busy_until(to, &self.waits).max(l.crossed_until);
                     let hold = hold_until(self.me, to, wanted, busy, now, &self.waits);
                     if hold.is_none() {
                         l.dialling = true;
@@ -278,6 +294,22 @@ impl Pool {
         }
     }
 
+    /// Refuse a new connection from `from` (before any TLS work) because our own dial to it is under
+    /// way and we have the lower address: of two crossing dials, the lower address's goes on. The peer
+    /// then waits for our connection instead of dialling again ([`is_crossing_refusal`]).
+    pub(super) fn refuse_crossing(&self, from: SocketAddr) -> bool {
+        if self.me >= from {
+            return false;
+        }
+        let link = {
+            let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            peers.get(&from).cloned()
+        };
+        let Some(link) = link else { return false };
+        let l = link.lock();
+        l.dialling && usable(&l.conn).is_none()
+    }
+
     /// The accept loop answered an Initial from `from` with a Retry.
     pub(super) fn retried(&self, from: SocketAddr) {
         self.opening.retried(from, Instant::now(), &self.waits);
@@ -287,6 +319,7 @@ impl Pool {
     /// one we send on; ours stays open for the peer's streams.
     pub(super) async fn dial(self: Arc<Self>, to: SocketAddr, link: Arc<Link>) {
         let started = Instant::now();
+        let mut crossed = false;
         let dial = async {
             let connecting = self
                 .endpoint
@@ -296,9 +329,30 @@ impl Pool {
                     CLUSTER_SERVER_NAME,
                 )
                 .ok()?;
-            tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.ok()?.ok()
+            match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.ok()? {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    crossed = is_crossing_refusal(&e);
+                    None
+                }
+            }
         };
         let dialled = dial.await;
+        if crossed && self.me > to {
+            // The peer (lower address) refused our Initial because its own dial to us is under way:
+            // no handshake was made. Senders wait for the peer's connection instead (bounded), no back-off.
+            self.stats.count_dial_crossed();
+            tracing::debug!(%to, ms = started.elapsed().as_secs_f64() * 1e3, "dial crossed");
+            {
+                let mut l = link.lock();
+                l.dialling = false;
+                if usable(&l.conn).is_none() {
+                    l.crossed_until = Some(Instant::now() + self.waits.incoming);
+                }
+            }
+            link.changed.notify_waiters();
+            return;
+        }
         // A revoked peer's connection is closed at once below: a failed dial, like one refused.
         let ok = dialled.as_ref().filter(|c| !self.is_revoked(c));
         self.stats.count_dial(ok, started.elapsed());

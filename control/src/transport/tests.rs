@@ -477,3 +477,43 @@ async fn a_revoked_peers_handshake_is_refused_and_not_waited_on() {
     assert_eq!((q.dials, q.dial_failures), (1, 1), "{q:?}");
     assert!(hi.link(lo.me).lock().conn.is_none());
 }
+
+/// Crossing dials: the lower address's dial is under way when the higher one's Initial arrives. The
+/// lower one refuses it before any TLS work; the higher one counts no dial and no back-off, waits, and
+/// sends on the lower one's connection once it lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossing_dials_leave_only_the_lower_addresss_handshake() {
+    let (lo, hi, _cred) = served_pair("crossing", patient(Duration::ZERO));
+    // lo's dial to hi is under way (its Initial not sent yet).
+    lo.link(hi.me).lock().dialling = true;
+    let waiting = tokio::spawn({
+        let hi = Arc::clone(&hi);
+        let lo_addr = lo.me;
+        async move { hi.connection(lo_addr).await }
+    });
+    soon("hi's dial is refused", async {
+        while hi.stats.snapshot().dials_crossed == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(lo.stats.snapshot().refused_crossing, 1);
+    assert!(!waiting.is_finished(), "hi waits for lo's connection");
+    // lo's dial now goes out and completes; hi adopts it and its sender gets it.
+    Arc::clone(&lo).dial(hi.me, lo.link(hi.me)).await;
+    let got = soon("hi's sender", waiting)
+        .await
+        .unwrap()
+        .expect("lo's connection, not a back-off");
+    assert_eq!(got.remote_address(), lo.me);
+    let (ql, qh) = (lo.stats.snapshot(), hi.stats.snapshot());
+    assert_eq!((ql.dials, qh.dials), (1, 0), "{ql:?} {qh:?}");
+    assert_eq!(
+        (ql.handshakes, qh.handshakes),
+        (0, 1),
+        "one handshake: {ql:?} {qh:?}"
+    );
+    assert_eq!(qh.sends_dropped_backoff, 0);
+    // Once connected, nothing is refused any more: a new connection from hi (its restart) gets in.
+    assert!(!lo.refuse_crossing(hi.me));
+}
