@@ -120,8 +120,8 @@ impl Link {
 }
 
 /// Did the peer refuse our dial at its first packet (QUIC CONNECTION_REFUSED, what
-/// [`Pool::refuse_crossing`] sends)? Only trusted as a hint: it just makes us wait, bounded, for the
-/// peer's own connection instead of dialling again.
+/// [`Pool::refuse_crossing`] sends)? Only trusted as a hint (the packet is not authenticated): it makes
+/// us wait, bounded and once in a row, for the peer's own connection instead of dialling again.
 fn is_crossing_refusal(e: &quinn::ConnectionError) -> bool {
     matches!(e, quinn::ConnectionError::ConnectionClosed(c)
         if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED)
@@ -338,20 +338,29 @@ impl Pool {
             }
         };
         let dialled = dial.await;
-        if crossed && self.me > to {
-            // The peer (lower address) refused our Initial because its own dial to us is under way:
-            // no handshake was made. Senders wait for the peer's connection instead (bounded), no back-off.
-            self.stats.count_dial_crossed();
-            tracing::debug!(%to, ms = started.elapsed().as_secs_f64() * 1e3, "dial crossed");
-            {
+        if crossed {
+            // The peer refused our Initial because its own dial to us is under way (it has the lower
+            // address): no handshake was made. Senders wait for the peer's connection instead (bounded),
+            // no back-off; but only once in a row, so a peer that keeps refusing is a failed dial.
+            let first = {
                 let mut l = link.lock();
-                l.dialling = false;
-                if usable(&l.conn).is_none() {
-                    l.crossed_until = Some(Instant::now() + self.waits.incoming);
+                let first = l.crossed_until.is_none();
+                if first {
+                    l.dialling = false;
+                    if usable(&l.conn).is_none() {
+                        l.crossed_until = Some(Instant::now() + self.waits.incoming);
+                    }
+                } else {
+                    l.crossed_until = None;
                 }
+                first
+            };
+            if first {
+                self.stats.count_dial_crossed();
+                tracing::debug!(%to, ms = started.elapsed().as_secs_f64() * 1e3, "dial crossed");
+                link.changed.notify_waiters();
+                return;
             }
-            link.changed.notify_waiters();
-            return;
         }
         // A revoked peer's connection is closed at once below: a failed dial, like one refused.
         let ok = dialled.as_ref().filter(|c| !self.is_revoked(c));
@@ -360,6 +369,7 @@ impl Pool {
         {
             let mut l = link.lock();
             l.dialling = false;
+            l.crossed_until = None;
             match dialled {
                 // Checked under the slot lock: see `close_revoked`.
                 Some(conn) if self.is_revoked(&conn) => {

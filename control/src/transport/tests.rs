@@ -517,3 +517,22 @@ async fn crossing_dials_leave_only_the_lower_addresss_handshake() {
     // Once connected, nothing is refused any more: a new connection from hi (its restart) gets in.
     assert!(!lo.refuse_crossing(hi.me));
 }
+
+/// A peer that keeps refusing our dials (its "own dial" never arrives) is waited for once, bounded, and
+/// then treated as a failed dial: the sender gets the back-off, it does not wait forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_keeps_refusing_is_a_failed_dial() {
+    let waits = opening::Waits {
+        grace: Duration::ZERO,
+        incoming: Duration::from_millis(200),
+        retry: Duration::from_millis(200),
+    };
+    let (lo, hi, _cred) = served_pair("refusing", waits);
+    // lo claims a dial to hi that never goes out.
+    lo.link(hi.me).lock().dialling = true;
+    let got = soon("hi's sender gives up", hi.connection(lo.me)).await;
+    assert!(got.is_none(), "no connection to a peer that only refuses");
+    let q = hi.stats.snapshot();
+    assert_eq!((q.dials_crossed, q.dials, q.dial_failures), (1, 1, 1), "{q:?}");
+    assert_eq!(lo.stats.snapshot().refused_crossing, 2);
+}
