@@ -459,6 +459,7 @@ async fn a_revoked_peers_handshake_is_refused_and_not_waited_on() {
     let lo_id = crate::auth::node_id_from_cert(cred.chain.first().expect("a certificate"))
         .expect("a node id in the certificate");
     hi.revoked.write().unwrap().insert(lo_id);
+    let t0 = Instant::now();
     let (a, b) = soon("both senders give up or connect", async {
         tokio::join!(lo.connection(hi.me), hi.connection(lo.me))
     })
@@ -466,6 +467,8 @@ async fn a_revoked_peers_handshake_is_refused_and_not_waited_on() {
     // hi refused lo's connection (code 4, "revoked") and did not take it; its own dial to lo was
     // refused as well, so hi's sender got nothing.
     assert!(b.is_none(), "hi must not use a revoked peer's connection");
+    // hi stopped waiting when lo's connection was refused, not after the 20 s bound of the wait.
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
     if let Some(a) = a {
         assert_eq!(
             closed_with(&a).await,
