@@ -84,6 +84,9 @@ pub struct QuicStats {
     dial_ms_max: AtomicU64,
     sends_dropped_backoff: AtomicU64,
     dial_lost_packets: AtomicU64,
+    dials_avoided: AtomicU64,
+    dials_crossed: AtomicU64,
+    refused_crossing: AtomicU64,
 }
 
 /// A copy of [`QuicStats`] for JSON.
@@ -113,6 +116,14 @@ pub struct QuicSnapshot {
     pub sends_dropped_backoff: u64,
     /// Packets QUIC declared lost during our dials (each costs a retransmission timeout).
     pub dial_lost_packets: u64,
+    /// Dials not made: a sender held its dial while the member's own handshake towards us was under way
+    /// (or for the grace of the higher address of a pair), and the member's connection came first.
+    pub dials_avoided: u64,
+    /// Dials of ours the member refused at its first packet because its own dial to us was under way
+    /// (it has the lower address); no handshake was made, we used its connection. Not in `dials`.
+    pub dials_crossed: u64,
+    /// New connections we refused that way (our own dial to that member was under way).
+    pub refused_crossing: u64,
 }
 
 fn inc(c: &AtomicU64) {
@@ -141,6 +152,9 @@ impl QuicStats {
             dial_ms_max: g(&self.dial_ms_max),
             sends_dropped_backoff: g(&self.sends_dropped_backoff),
             dial_lost_packets: g(&self.dial_lost_packets),
+            dials_avoided: g(&self.dials_avoided),
+            dials_crossed: g(&self.dials_crossed),
+            refused_crossing: g(&self.refused_crossing),
         }
     }
     /// A dial to a member ended (`conn`: connected) after `took`.
@@ -156,6 +170,15 @@ impl QuicStats {
         let ms = took.as_millis() as u64;
         self.dial_ms_total.fetch_add(ms, Ordering::Relaxed);
         self.dial_ms_max.fetch_max(ms, Ordering::Relaxed);
+    }
+    pub(crate) fn count_dial_avoided(&self) {
+        inc(&self.dials_avoided)
+    }
+    pub(crate) fn count_dial_crossed(&self) {
+        inc(&self.dials_crossed)
+    }
+    pub(crate) fn count_refused_crossing(&self) {
+        inc(&self.refused_crossing)
     }
     pub(crate) fn count_backoff_drop(&self) {
         inc(&self.sends_dropped_backoff)
@@ -327,6 +350,9 @@ mod tests {
         s.count_dial(None, Duration::from_millis(30));
         s.count_dial(None, Duration::from_millis(10));
         s.count_backoff_drop();
+        s.count_dial_avoided();
+        s.count_dial_crossed();
+        s.count_refused_crossing();
         let v = serde_json::to_value(s.snapshot()).unwrap();
         assert_eq!(v["dials"], 2);
         assert_eq!(v["dial_failures"], 2);
@@ -334,6 +360,9 @@ mod tests {
         assert_eq!(v["dial_ms_max"], 30);
         assert_eq!(v["dial_lost_packets"], 0);
         assert_eq!(v["sends_dropped_backoff"], 1);
+        assert_eq!(v["dials_avoided"], 1);
+        assert_eq!(v["dials_crossed"], 1);
+        assert_eq!(v["refused_crossing"], 1);
     }
 
     #[test]

@@ -21,7 +21,8 @@
 //! Must never: hand unauthenticated bytes (or a revoked node's bytes) to the state machine, or block the
 //! pump on a slow peer.
 //!
-//! Submodules: `accept` (incoming connections), `persist` (background rewrites of state-dir records),
+//! Submodules: `accept` (incoming connections), `opening` (which member of a pair dials, and when),
+//! `persist` (background rewrites of state-dir records),
 //! `pool` (per-peer gossip connections), `pump`, `socket` (the gossip UDP socket), `tokens` (address-
 //! validation tokens: a source that proved its address skips the Retry next time).
 
@@ -48,6 +49,7 @@ use crate::revocation::RevocationList;
 use crate::{ControlError, MacAddr, NetworkDef, Output, PeerAddr, Vni};
 
 mod accept;
+mod opening;
 pub(crate) mod persist;
 mod pool;
 mod pump;
@@ -412,6 +414,9 @@ pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
     };
     let pool = Arc::new(Pool {
         endpoint: endpoint.clone(),
+        me: advertise,
+        waits: opening::Waits::default(),
+        opening: opening::Opening::default(),
         client,
         peers: Mutex::new(HashMap::new()),
         inbound: in_tx,

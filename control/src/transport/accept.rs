@@ -30,9 +30,16 @@ pub(super) async fn read_streams(conn: quinn::Connection, tx: mpsc::Sender<Inbou
 /// after that runs in its own task so the loop never waits on a handshake.
 pub(super) async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<Accept>) {
     while let Some(incoming) = endpoint.accept().await {
+        if ctx.pool.refuse_crossing(incoming.remote_address()) {
+            // Our own dial to this member is under way and wins (lower address): no second handshake.
+            ctx.stats.count_refused_crossing();
+            incoming.refuse();
+            continue;
+        }
         if !incoming.remote_address_validated() {
             // Stateless: no TLS work and no state until the source proves it receives our packets.
             ctx.stats.count_retry();
+            ctx.pool.retried(incoming.remote_address());
             let _ = incoming.retry();
             continue;
         }
@@ -70,6 +77,8 @@ fn is_authenticated(conn: &quinn::Connection) -> bool {
 async fn handle_incoming(incoming: quinn::Incoming, permit: SourcePermit, ctx: Arc<Accept>) {
     let t0 = Instant::now();
     let from = incoming.remote_address();
+    // Our senders to `from` hold their own dial while this handshake runs (one connection per pair).
+    let mark = ctx.pool.incoming_handshake(from);
     let handshake = async {
         // Queued (FIFO) behind the total cap rather than refused.
         let _slot = ctx.guard.handshake_slot().await?;
@@ -85,11 +94,16 @@ async fn handle_incoming(incoming: quinn::Incoming, permit: SourcePermit, ctx: A
             return;
         }
     };
+    // Dropped once the connection is adopted (or refused) below, or now if it is not gossip.
+    let mut mark = Some(mark);
     let alpn = conn
         .handshake_data()
         .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
         .and_then(|h| h.protocol);
     tracing::debug!(%from, alpn = ?alpn.as_deref().map(String::from_utf8_lossy), ms = t0.elapsed().as_secs_f64() * 1e3, "accepted handshake done");
+    if alpn.as_deref() != Some(ALPN_GOSSIP) {
+        drop(mark.take());
+    }
     match alpn.as_deref() {
         Some(p) if p == ALPN_GOSSIP => {
             // A member's long-lived connection: it no longer counts against its source's handshake slots.
@@ -100,7 +114,9 @@ async fn handle_incoming(incoming: quinn::Incoming, permit: SourcePermit, ctx: A
             }
             // `adopt` checks the revocation list under the peer's slot lock (and closes the connection
             // if the peer is revoked), so a revocation arriving after the handshake is never missed.
-            if !ctx.pool.adopt(conn.remote_address(), conn.clone()) {
+            let adopted = ctx.pool.adopt(conn.remote_address(), conn.clone());
+            drop(mark.take());
+            if !adopted {
                 return;
             }
             read_streams(conn, ctx.pool.inbound.clone()).await;

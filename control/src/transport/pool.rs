@@ -9,6 +9,7 @@ use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
 
 use super::accept::read_streams;
+use super::opening::{hold_until, Opening, Waits};
 use super::{Inbound, CONNECT_TIMEOUT};
 use crate::auth::{self, CLUSTER_SERVER_NAME};
 use crate::exposure::QuicStats;
@@ -23,9 +24,17 @@ use crate::membership::NodeId;
 /// for its own handshake when the peer's is done. The dial still finishes in the background (dropping it
 /// mid-handshake makes the peer answer its remaining packets with Retries) and stays open for the
 /// peer's streams, kept in the peer's slot ([`LinkState::extra`], at most [`MAX_EXTRA`]) so that a
-/// revocation closes it too.
+/// revocation closes it too. Before dialling, a sender looks at what the peer is doing
+/// ([`super::opening`]): if the peer's own handshake towards us is under way, it waits for that instead,
+/// so a pair that wants to talk at once usually opens one connection, not two.
 pub(super) struct Pool {
     pub(super) endpoint: quinn::Endpoint,
+    /// Our advertised gossip address (which of a pair waits the grace before dialling).
+    pub(super) me: SocketAddr,
+    /// Bounds of the waits before a dial.
+    pub(super) waits: Waits,
+    /// Handshakes and Retries the accept side saw per source address.
+    pub(super) opening: Opening,
     pub(super) client: quinn::ClientConfig,
     pub(super) peers: Mutex<HashMap<SocketAddr, Arc<Link>>>,
     pub(super) inbound: mpsc::Sender<Inbound>,
@@ -63,6 +72,10 @@ pub(super) struct LinkState {
     backoff_until: Option<Instant>,
     /// One dial at a time; concurrent sends wait for it (or for the peer's own connection).
     pub(super) dialling: bool,
+    /// When the first sender still waiting asked for a connection without one open or dialled.
+    wanted_since: Option<Instant>,
+    /// Our dial crossed the peer's (it refused ours): hold new dials until then, waiting for the peer's.
+    crossed_until: Option<Instant>,
 }
 
 impl LinkState {
@@ -103,6 +116,34 @@ impl LinkState {
 impl Link {
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, LinkState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Did the peer refuse our dial at its first packet (QUIC CONNECTION_REFUSED, what
+/// [`Pool::refuse_crossing`] sends)? Only trusted as a hint (the packet is not authenticated): it makes
+/// us wait, bounded and once in a row, for the peer's own connection instead of dialling again.
+fn is_crossing_refusal(e: &quinn::ConnectionError) -> bool {
+    matches!(e, quinn::ConnectionError::ConnectionClosed(c)
+        if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED)
+}
+
+/// Held while a handshake from a peer's address is in progress on our accept side.
+pub(super) struct IncomingMark {
+    pool: Arc<Pool>,
+    from: SocketAddr,
+}
+
+impl Drop for IncomingMark {
+    fn drop(&mut self) {
+        self.pool.opening.handshake_ended(self.from);
+        // Wake senders holding their dial for it (if adopted, they find the connection; else they dial).
+        let link = {
+            let peers = self.pool.peers.lock().unwrap_or_else(|e| e.into_inner());
+            peers.get(&self.from).cloned()
+        };
+        if let Some(link) = link {
+            link.changed.notify_waiters();
+        }
     }
 }
 
@@ -173,6 +214,11 @@ impl Pool {
             let mut l = link.lock();
             if self.is_revoked(&conn) {
                 conn.close(4u32.into(), b"revoked");
+                // Senders holding their dial for this connection stop waiting (their dial is refused too).
+                if l.crossed_until.take().is_some() {
+                    drop(l);
+                    link.changed.notify_waiters();
+                }
                 return false;
             }
             if let Some(old) = l.conn.replace(conn) {
@@ -181,13 +227,20 @@ impl Pool {
                 }
             }
             l.backoff_until = None;
+            l.crossed_until = None;
+            // Senders were holding their dial (for this handshake, or the grace): none happens now.
+            if l.wanted_since.take().is_some() && !l.dialling {
+                self.stats.count_dial_avoided();
+            }
         }
         link.changed.notify_waiters();
         true
     }
 
     /// An open connection to `to`: the cached one, else whichever comes first of our dial and the
-    /// peer's own connection to us. `None` while the peer is in its dial back-off.
+    /// peer's own connection to us. Our dial waits while the peer's handshake towards us is under way,
+    /// and on the higher address of a pair for the grace ([`super::opening`]). `None` while the peer is
+    /// in its dial back-off.
     pub(super) async fn connection(self: &Arc<Self>, to: SocketAddr) -> Option<quinn::Connection> {
         let link = self.link(to);
         loop {
@@ -195,7 +248,7 @@ impl Pool {
             let changed = link.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            {
+            let hold = {
                 let mut l = link.lock();
                 if let Some(c) = usable(&l.conn) {
                     return Some(c.clone());
@@ -204,19 +257,69 @@ impl Pool {
                     self.stats.count_backoff_drop();
                     return None;
                 }
-                if !l.dialling {
-                    l.dialling = true;
-                    tokio::spawn(Arc::clone(self).dial(to, Arc::clone(&link)));
+                if l.dialling {
+                    None
+                } else {
+                    let now = Instant::now();
+                    let wanted = *l.wanted_since.get_or_insert(now);
+                    let busy = self.opening.peer_busy_until(to, &self.waits).max(l.crossed_until);
+                    let hold = hold_until(self.me, to, wanted, busy, now, &self.waits);
+                    if hold.is_none() {
+                        l.dialling = true;
+                        l.wanted_since = None;
+                        tokio::spawn(Arc::clone(self).dial(to, Arc::clone(&link)));
+                    }
+                    hold
                 }
+            };
+            match hold {
+                Some(until) => {
+                    tokio::select! {
+                        () = &mut changed => {}
+                        () = tokio::time::sleep_until(until.into()) => {}
+                    }
+                }
+                None => changed.await,
             }
-            changed.await;
         }
+    }
+
+    /// A handshake from `from` reached our accept side: senders to `from` wait for it (see
+    /// [`super::opening`]) until the returned mark is dropped (handshake done, adopted or failed).
+    pub(super) fn incoming_handshake(self: &Arc<Self>, from: SocketAddr) -> IncomingMark {
+        self.opening.handshake_started(from, Instant::now());
+        IncomingMark {
+            pool: Arc::clone(self),
+            from,
+        }
+    }
+
+    /// Refuse a new connection from `from` (before any TLS work) because our own dial to it is under
+    /// way and we have the lower address: of two crossing dials, the lower address's goes on. The peer
+    /// then waits for our connection instead of dialling again ([`is_crossing_refusal`]).
+    pub(super) fn refuse_crossing(&self, from: SocketAddr) -> bool {
+        if self.me >= from {
+            return false;
+        }
+        let link = {
+            let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            peers.get(&from).cloned()
+        };
+        let Some(link) = link else { return false };
+        let l = link.lock();
+        l.dialling && usable(&l.conn).is_none()
+    }
+
+    /// The accept loop answered an Initial from `from` with a Retry.
+    pub(super) fn retried(&self, from: SocketAddr) {
+        self.opening.retried(from, Instant::now(), &self.waits);
     }
 
     /// Dial `to` and record the outcome in its link. A connection the peer opened meanwhile stays the
     /// one we send on; ours stays open for the peer's streams.
     pub(super) async fn dial(self: Arc<Self>, to: SocketAddr, link: Arc<Link>) {
         let started = Instant::now();
+        let mut crossed = false;
         let dial = async {
             let connecting = self
                 .endpoint
@@ -226,9 +329,39 @@ impl Pool {
                     CLUSTER_SERVER_NAME,
                 )
                 .ok()?;
-            tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.ok()?.ok()
+            match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.ok()? {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    crossed = is_crossing_refusal(&e);
+                    None
+                }
+            }
         };
         let dialled = dial.await;
+        if crossed {
+            // The peer refused our Initial because its own dial to us is under way (it has the lower
+            // address): no handshake was made. Senders wait for the peer's connection instead (bounded),
+            // no back-off; but only once in a row, so a peer that keeps refusing is a failed dial.
+            let first = {
+                let mut l = link.lock();
+                let first = l.crossed_until.is_none();
+                if first {
+                    l.dialling = false;
+                    if usable(&l.conn).is_none() {
+                        l.crossed_until = Some(Instant::now() + self.waits.incoming);
+                    }
+                } else {
+                    l.crossed_until = None;
+                }
+                first
+            };
+            if first {
+                self.stats.count_dial_crossed();
+                tracing::debug!(%to, ms = started.elapsed().as_secs_f64() * 1e3, "dial crossed");
+                link.changed.notify_waiters();
+                return;
+            }
+        }
         // A revoked peer's connection is closed at once below: a failed dial, like one refused.
         let ok = dialled.as_ref().filter(|c| !self.is_revoked(c));
         self.stats.count_dial(ok, started.elapsed());
@@ -236,6 +369,7 @@ impl Pool {
         {
             let mut l = link.lock();
             l.dialling = false;
+            l.crossed_until = None;
             match dialled {
                 // Checked under the slot lock: see `close_revoked`.
                 Some(conn) if self.is_revoked(&conn) => {

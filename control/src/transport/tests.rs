@@ -14,6 +14,10 @@ fn credential(tag: &str) -> NodeCredential {
 
 /// A pool on its own endpoint (server and client), as `start` builds it.
 fn pool(cred: &NodeCredential) -> (Arc<Pool>, mpsc::Receiver<Inbound>) {
+    pool_with(cred, opening::Waits::default())
+}
+
+fn pool_with(cred: &NodeCredential, waits: opening::Waits) -> (Arc<Pool>, mpsc::Receiver<Inbound>) {
     let socket = bind_gossip_socket("127.0.0.1:0".parse().unwrap()).unwrap();
     let endpoint = quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
@@ -23,8 +27,12 @@ fn pool(cred: &NodeCredential) -> (Arc<Pool>, mpsc::Receiver<Inbound>) {
     )
     .unwrap();
     let (tx, rx) = mpsc::channel(16);
+    let me = endpoint.local_addr().unwrap();
     let pool = Arc::new(Pool {
         endpoint,
+        me,
+        waits,
+        opening: opening::Opening::default(),
         client: gossip_client_config(cred).unwrap(),
         peers: Mutex::default(),
         inbound: tx,
@@ -269,4 +277,265 @@ fn gossip_socket_has_a_large_receive_buffer() {
             "beyond net.core.rmem_max = {cap}"
         );
     }
+}
+
+/// A pool with its accept loop running, as `start` builds it (no admission: joins are declined).
+fn served_pool(cred: &NodeCredential, waits: opening::Waits) -> (Arc<Pool>, mpsc::Receiver<Inbound>) {
+    let (pool, rx) = pool_with(cred, waits);
+    let directory = Arc::new(Directory {
+        me: pool.me,
+        admitters: Mutex::default(),
+        members: Mutex::default(),
+        admitters_file: None,
+    });
+    let join = Arc::new(JoinService {
+        admission: None,
+        directory,
+        endpoint: pool.endpoint.clone(),
+        relay_client: member_client_config(cred, ALPN_RELAY).unwrap(),
+        stats: Arc::clone(&pool.stats),
+        relay_slots: Arc::new(tokio::sync::Semaphore::new(1)),
+        relay_next: Mutex::new(Instant::now()),
+        serve_timeout: Duration::from_secs(5),
+    });
+    let accept = Arc::new(Accept {
+        pool: Arc::clone(&pool),
+        join,
+        guard: Guard::new(Limits::default()),
+        stats: Arc::clone(&pool.stats),
+    });
+    tokio::spawn(accept_loop(pool.endpoint.clone(), accept));
+    (pool, rx)
+}
+
+/// Two served pools, returned as (lower address, higher address).
+fn served_pair(tag: &str, waits: opening::Waits) -> (Arc<Pool>, Arc<Pool>, NodeCredential) {
+    let cred = credential(tag);
+    let (a, _) = served_pool(&cred, waits);
+    let (b, _) = served_pool(&cred, waits);
+    let (lo, hi) = if a.me < b.me { (a, b) } else { (b, a) };
+    (lo, hi, cred)
+}
+
+/// Waits long enough that the outcome does not depend on how fast this machine schedules the test.
+fn patient(grace: Duration) -> opening::Waits {
+    opening::Waits {
+        grace,
+        incoming: Duration::from_secs(20),
+        retry: Duration::from_secs(20),
+    }
+}
+
+/// Within a functional deadline.
+async fn soon<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within 30 s"))
+}
+
+/// Both members of a pair want to send to each other at the same moment: the lower address dials, the
+/// higher one holds its dial (grace, then the lower one's handshake in progress) and adopts that
+/// connection. One handshake in all, and each side's message reaches the other over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_sending_at_once_opens_one_connection() {
+    let (lo, hi, _cred) = served_pair("once", patient(Duration::from_secs(20)));
+    let (lo_addr, hi_addr) = (lo.me, hi.me);
+    let (a, b) = soon("both connections", async {
+        tokio::join!(lo.connection(hi_addr), hi.connection(lo_addr))
+    })
+    .await;
+    let (a, b) = (a.expect("lo's connection"), b.expect("hi's connection"));
+    let (ql, qh) = (lo.stats.snapshot(), hi.stats.snapshot());
+    assert_eq!(
+        (ql.dials, qh.dials),
+        (1, 0),
+        "only the lower address dials: {ql:?} {qh:?}"
+    );
+    assert_eq!(
+        (ql.handshakes, qh.handshakes),
+        (0, 1),
+        "one handshake: {ql:?} {qh:?}"
+    );
+    assert_eq!(qh.dials_avoided, 1, "{qh:?}");
+    assert_eq!(a.remote_address(), hi_addr);
+    assert_eq!(b.remote_address(), lo_addr);
+    assert!(
+        hi.link(lo_addr).lock().extra.is_empty(),
+        "no second connection kept"
+    );
+}
+
+/// The same, with the sends going through `send` as the pump does: both messages arrive, one handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_both_ways_share_the_lower_addresss_dial() {
+    let cred = credential("both-ways");
+    let waits = patient(Duration::from_secs(20));
+    let (a, mut in_a) = served_pool(&cred, waits);
+    let (b, mut in_b) = served_pool(&cred, waits);
+    a.send(b.me, b"to b".to_vec());
+    b.send(a.me, b"to a".to_vec());
+    let (from, got) = soon("b receives", in_b.recv()).await.expect("inbound open");
+    assert_eq!((from, got.as_slice()), (a.me, &b"to b"[..]));
+    let (from, got) = soon("a receives", in_a.recv()).await.expect("inbound open");
+    assert_eq!((from, got.as_slice()), (b.me, &b"to a"[..]));
+    let (qa, qb) = (a.stats.snapshot(), b.stats.snapshot());
+    assert_eq!(qa.dials + qb.dials, 1, "{qa:?} {qb:?}");
+    assert_eq!(qa.handshakes + qb.handshakes, 1, "{qa:?} {qb:?}");
+}
+
+/// Only the higher address has something to send: it dials once the grace is over (not after the
+/// longer wait for a peer handshake that never comes), and the lower one, sending alone, does not wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_sided_sender_waits_at_most_the_grace() {
+    let grace = Duration::from_millis(300);
+    let (lo, hi, _cred) = served_pair("one-sided", patient(grace));
+    let t0 = Instant::now();
+    let c = soon("hi's connection", hi.connection(lo.me))
+        .await
+        .expect("a connection");
+    // Functional bound, far below the 20 s this pool would wait for a handshake of the peer's.
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert_eq!(c.remote_address(), lo.me);
+    assert_eq!(hi.stats.snapshot().dials, 1);
+
+    // The lower side of another pair, alone, dials without any hold at all.
+    let (lo2, hi2, _cred) = served_pair("one-sided-lo", patient(Duration::from_secs(20)));
+    let c = soon("lo's connection", lo2.connection(hi2.me))
+        .await
+        .expect("a connection");
+    assert_eq!(c.remote_address(), hi2.me);
+    assert_eq!(lo2.stats.snapshot().dials, 1);
+}
+
+/// A restarted peer's new connection still replaces the cached one (our acks must go to the new
+/// process), also when it comes while our sender holds its dial for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_peers_new_connection_replaces_the_cached_one() {
+    let (lo, hi, _cred) = served_pair("restart", patient(Duration::from_secs(20)));
+    // hi holds (grace) while lo's first connection arrives and is adopted by hi's accept loop.
+    let first = soon("lo dials", lo.connection(hi.me))
+        .await
+        .expect("lo's connection");
+    let held = soon("hi adopts", hi.connection(lo.me)).await.expect("adopted");
+    assert_eq!(hi.stats.snapshot().dials, 0);
+    // The "restarted" lo opens a fresh connection from the same address, the old one still open.
+    let fresh = soon(
+        "the new connection",
+        lo.endpoint
+            .connect_with(lo.client.clone(), hi.me, CLUSTER_SERVER_NAME)
+            .unwrap(),
+    )
+    .await
+    .expect("handshake");
+    assert!(first.close_reason().is_none());
+    let now = soon("adopted", async {
+        loop {
+            let c = hi.connection(lo.me).await.expect("a connection");
+            if c.stable_id() != held.stable_id() {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    // hi now sends on the new connection: a stream it opens arrives on lo's fresh end.
+    let mut s = now.open_uni().await.expect("stream");
+    s.write_all(b"hello again").await.unwrap();
+    s.finish().unwrap();
+    let mut r = soon("lo's fresh end gets the stream", fresh.accept_uni())
+        .await
+        .expect("a stream on the new connection");
+    assert_eq!(r.read_to_end(64).await.unwrap(), b"hello again");
+    assert_eq!(hi.stats.snapshot().dials, 0, "no dial of hi's own");
+}
+
+/// A revoked peer's handshake towards us is still refused after it completes, and our sender, which
+/// held its dial for it, does not get that connection: it dials, the dial is refused too, and the
+/// sender gets nothing (back-off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_peers_handshake_is_refused_and_not_waited_on() {
+    let (lo, hi, cred) = served_pair("revoked-wait", patient(Duration::from_millis(300)));
+    // hi revokes lo's node id (both test pools hold the same credential, so: the one in it).
+    let lo_id = crate::auth::node_id_from_cert(cred.chain.first().expect("a certificate"))
+        .expect("a node id in the certificate");
+    hi.revoked.write().unwrap().insert(lo_id);
+    let t0 = Instant::now();
+    let (a, b) = soon("both senders give up or connect", async {
+        tokio::join!(lo.connection(hi.me), hi.connection(lo.me))
+    })
+    .await;
+    // hi refused lo's connection (code 4, "revoked") and did not take it; its own dial to lo was
+    // refused as well, so hi's sender got nothing.
+    assert!(b.is_none(), "hi must not use a revoked peer's connection");
+    // hi stopped waiting when lo's connection was refused, not after the 20 s bound of the wait.
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    if let Some(a) = a {
+        assert_eq!(
+            closed_with(&a).await,
+            Some(4),
+            "lo's connection to hi is closed as revoked"
+        );
+    }
+    let q = hi.stats.snapshot();
+    assert_eq!((q.dials, q.dial_failures), (1, 1), "{q:?}");
+    assert!(hi.link(lo.me).lock().conn.is_none());
+}
+
+/// Crossing dials: the lower address's dial is under way when the higher one's Initial arrives. The
+/// lower one refuses it before any TLS work; the higher one counts no dial and no back-off, waits, and
+/// sends on the lower one's connection once it lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossing_dials_leave_only_the_lower_addresss_handshake() {
+    let (lo, hi, _cred) = served_pair("crossing", patient(Duration::ZERO));
+    // lo's dial to hi is under way (its Initial not sent yet).
+    lo.link(hi.me).lock().dialling = true;
+    let waiting = tokio::spawn({
+        let hi = Arc::clone(&hi);
+        let lo_addr = lo.me;
+        async move { hi.connection(lo_addr).await }
+    });
+    soon("hi's dial is refused", async {
+        while hi.stats.snapshot().dials_crossed == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(lo.stats.snapshot().refused_crossing, 1);
+    assert!(!waiting.is_finished(), "hi waits for lo's connection");
+    // lo's dial now goes out and completes; hi adopts it and its sender gets it.
+    Arc::clone(&lo).dial(hi.me, lo.link(hi.me)).await;
+    let got = soon("hi's sender", waiting)
+        .await
+        .unwrap()
+        .expect("lo's connection, not a back-off");
+    assert_eq!(got.remote_address(), lo.me);
+    let (ql, qh) = (lo.stats.snapshot(), hi.stats.snapshot());
+    assert_eq!((ql.dials, qh.dials), (1, 0), "{ql:?} {qh:?}");
+    assert_eq!(
+        (ql.handshakes, qh.handshakes),
+        (0, 1),
+        "one handshake: {ql:?} {qh:?}"
+    );
+    assert_eq!(qh.sends_dropped_backoff, 0);
+    // Once connected, nothing is refused any more: a new connection from hi (its restart) gets in.
+    assert!(!lo.refuse_crossing(hi.me));
+}
+
+/// A peer that keeps refusing our dials (its "own dial" never arrives) is waited for once, bounded, and
+/// then treated as a failed dial: the sender gets the back-off, it does not wait forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_keeps_refusing_is_a_failed_dial() {
+    let waits = opening::Waits {
+        grace: Duration::ZERO,
+        incoming: Duration::from_millis(200),
+        retry: Duration::from_millis(200),
+    };
+    let (lo, hi, _cred) = served_pair("refusing", waits);
+    // lo claims a dial to hi that never goes out.
+    lo.link(hi.me).lock().dialling = true;
+    let got = soon("hi's sender gives up", hi.connection(lo.me)).await;
+    assert!(got.is_none(), "no connection to a peer that only refuses");
+    let q = hi.stats.snapshot();
+    assert_eq!((q.dials_crossed, q.dials, q.dial_failures), (1, 1, 1), "{q:?}");
+    assert_eq!(lo.stats.snapshot().refused_crossing, 2);
 }
