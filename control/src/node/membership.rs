@@ -203,21 +203,23 @@ impl ControlNode {
         self.drain_inbox();
         // Renewed and not reconnected by the same call: knock at once (rate-limited), not only at the
         // next anti-entropy tick.
-        if rejoined && !self.reconnect.connected {
+        let r = r.map_err(|e| ControlError::Swim(e.to_string()));
+        if r.is_ok() && rejoined && !self.reconnect.connected {
             self.reannounce(now, true)?;
         }
-        r.map_err(|e| ControlError::Swim(e.to_string()))
+        r
     }
 
     /// While foca is disconnected, announce this node (its current identity) to a few addresses of
     /// the members foca holds, whatever their state and identity there (see [`Reconnect`]): an
     /// Announce is accepted by address, its sender's newer identity wins over any older one held
     /// there (alive or dead), and the answer (a Feed to our current identity) reconnects foca.
-    /// At most [`REANNOUNCE_FANOUT`] per round, round-robin over those addresses; a round on each
-    /// anti-entropy tick and at most one more per `anti_entropy_interval` right after a renewal.
-    /// Only addresses foca already holds (identities verified when they entered its table) or the
-    /// join addresses, never a revoked node's or one that left; the receiver verifies our identity as
-    /// it verifies any join. Seeds are knocked separately while no member is active (`timers.rs`).
+    /// At most [`REANNOUNCE_FANOUT`] per round, round-robin (from a random start after each renewal)
+    /// over the addresses where foca holds an alive member, else a suspect, else a dead one; a round
+    /// on each anti-entropy tick and at most one more per `anti_entropy_interval` right after a
+    /// renewal. Only addresses foca already holds (identities verified when they entered its table),
+    /// never a revoked node's, one that left or, while no member is active, a join address (those
+    /// are knocked separately, `timers.rs`); the receiver verifies our identity as it verifies any join.
     pub(super) fn reannounce(&mut self, now: Instant, on_rejoin: bool) -> Result<(), ControlError> {
         if self.reconnect.connected || self.has_left {
             return Ok(());
@@ -231,31 +233,44 @@ impl ControlNode {
             return Ok(());
         }
         let alone = self.foca.num_members() == 0;
-        let mut targets: Vec<SocketAddr> = self
-            .foca
-            .iter_membership_state()
-            .map(|m| m.id())
-            .filter(|id| {
-                let left = self
-                    .left
-                    .get(&id.addr)
-                    .is_some_and(|l| l.generation >= id.generation);
-                let excluded = id.addr == self.identity.addr
-                    || self.revocations.contains(id.id)
-                    || self.revoked_addrs.contains(&id.addr)
-                    || left
-                    || (alone && self.seeds.contains(&id.addr));
-                !excluded
-            })
-            .map(|id| id.addr)
-            .collect();
-        targets.sort_unstable();
-        targets.dedup();
-        if targets.is_empty() {
-            return Ok(());
+        // Per address the best state foca holds there: alive members first, then suspects, the dead
+        // last, so members that really died do not take up the rounds of those that can answer.
+        let mut best: BTreeMap<SocketAddr, u8> = BTreeMap::new();
+        for m in self.foca.iter_membership_state() {
+            let id = m.id();
+            let left = self
+                .left
+                .get(&id.addr)
+                .is_some_and(|l| l.generation >= id.generation);
+            let excluded = id.addr == self.identity.addr
+                || self.revocations.contains(id.id)
+                || self.revoked_addrs.contains(&id.addr)
+                || left
+                || (alone && self.seeds.contains(&id.addr));
+            if excluded {
+                continue;
+            }
+            let rank = match m.state() {
+                State::Alive => 0,
+                State::Suspect => 1,
+                State::Down => 2,
+            };
+            let e = best.entry(id.addr).or_insert(rank);
+            *e = (*e).min(rank);
         }
+        let Some(&top) = best.values().min() else {
+            return Ok(());
+        };
+        let targets: Vec<SocketAddr> = best
+            .into_iter()
+            .filter(|&(_, rank)| rank == top)
+            .map(|(addr, _)| addr)
+            .collect();
         if on_rejoin {
             self.reconnect.last_rejoin_round = Some(now);
+            // Every node of a healed partition renews at about the same time: start each one's
+            // round-robin somewhere else, so they do not all knock at the same two addresses.
+            self.reconnect.cursor = self.rng.below(targets.len());
         }
         let n = REANNOUNCE_FANOUT.min(targets.len());
         for k in 0..n {

@@ -18,7 +18,7 @@ struct Keys {
 fn keys() -> Keys {
     Keys {
         ca: Arc::new(signer()),
-        nodes: (0..4).map(|_| Arc::new(signer())).collect(),
+        nodes: (0..6).map(|_| Arc::new(signer())).collect(),
     }
 }
 
@@ -490,4 +490,56 @@ fn a_renewed_disconnected_node_re_announces_itself() {
     .unwrap();
     assert_eq!(announces_sent(&mut n), vec![]);
     assert_eq!(n.stats().reannounces, 4);
+}
+
+/// A renewed node knocks at the addresses where foca holds a live member before any where it holds
+/// a dead one, round-robin over them; a second renewal within the anti-entropy interval adds no round.
+#[test]
+fn re_announces_prefer_live_members_and_renewals_are_rate_limited() {
+    use super::membership::REANNOUNCE_FANOUT;
+    let k = keys();
+    let mut n = node_with(&k, 1);
+    let now = Instant::now();
+    let me = n.identity().clone();
+    let live = [identity(&k, 2, 1), identity(&k, 3, 1), identity(&k, 4, 1)];
+    let dead = identity(&k, 5, 1);
+    let members = [
+        Member::alive(live[1].clone()),
+        Member::alive(live[2].clone()),
+        Member::down(dead.clone()),
+    ];
+    let gossip = crate::sim::swim_packet(&live[0], &me, foca::Message::Gossip, &members, &[]);
+    n.handle_message(now, live[0].addr, &gossip).unwrap();
+    assert_eq!(n.active_members(), 3);
+    let held_dead = n
+        .foca
+        .iter_membership_state()
+        .any(|m| m.id() == &dead && m.state() == State::Down);
+    assert!(
+        held_dead,
+        "the dead member must be held for this test to mean anything"
+    );
+    announces_sent(&mut n);
+    let undead = crate::sim::swim_packet(&live[0], &me, foca::Message::TurnUndead, &[], &[]);
+    n.handle_message(now, live[0].addr, &undead).unwrap();
+    assert!(!n.reconnect.connected);
+    let mut knocked: Vec<std::net::SocketAddr> = announces_sent(&mut n).into_iter().map(|(a, _)| a).collect();
+    assert_eq!(knocked.len(), REANNOUNCE_FANOUT);
+    // A renewal again at once (declared down at its renewed identity too): no extra round.
+    let renewed = n.identity().clone();
+    let undead = crate::sim::swim_packet(&live[0], &renewed, foca::Message::TurnUndead, &[], &[]);
+    n.handle_message(now, live[0].addr, &undead).unwrap();
+    assert_eq!(n.identity().renewal, 2);
+    assert_eq!(announces_sent(&mut n), vec![]);
+    // Ticks: round-robin over the live members' addresses only.
+    for t in 1..=3 {
+        let at = now + std::time::Duration::from_secs(t);
+        n.handle_timer(at, Timer(TimerKind::AntiEntropy)).unwrap();
+        knocked.extend(announces_sent(&mut n).into_iter().map(|(a, _)| a));
+    }
+    assert!(!knocked.contains(&dead.addr), "{knocked:?}");
+    for m in &live {
+        let times = knocked.iter().filter(|a| **a == m.addr).count();
+        assert!(times >= 2, "{} knocked {times} times in {knocked:?}", m.addr);
+    }
 }
