@@ -107,6 +107,8 @@ pub(crate) enum TimerKind {
     Pace,
     /// The advert batch window ended.
     FlushAdverts,
+    /// A direct exchange put off while a member relayed is due (`node/relay.rs`).
+    Meet,
 }
 
 /// What the caller must do after feeding the state machine an input. The transport handles `Send` and

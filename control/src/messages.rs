@@ -32,7 +32,10 @@ use crate::revocation::Revocation;
 /// 7: `Introduce` (the member that answered a join introduces the joiner to every member it holds,
 ///    and relays tables both ways over the connections it has); a version-6 node would never hear of
 ///    a joiner that no longer dials it first, so it is refused by version.
-pub const WIRE_VERSION: u8 = 7;
+/// 8: `Introduce` says whether the join answer listed every member (`listed`): then the joiner and the
+///    members put off their direct exchange while the answerer relays; a version-7 node would drop
+///    every introduction as undecodable, so it is refused by version.
+pub const WIRE_VERSION: u8 = 8;
 const KIND_SWIM: u8 = 0;
 const KIND_SYNC: u8 = 1;
 
@@ -286,8 +289,11 @@ pub enum SyncMessage {
     /// connection to it. Receivers verify the identity exactly as a gossiped one (CA attestation,
     /// the node's signature, VTEP and address bound to the attestation, not revoked) and apply it
     /// as SWIM applies a gossiped join (foca's rules for down or older identities): the trust of SWIM
-    /// gossip of that join, which any member may spread.
-    Introduce { identity: NodeIdentity },
+    /// gossip of that join, which any member may spread. `listed`: the join answer could list every
+    /// member the sender holds (so the joiner knows the receiver, and the sender relays tables
+    /// between them): the receiver puts off its Hello and table exchange with the joiner
+    /// (`node/relay.rs`).
+    Introduce { identity: NodeIdentity, listed: bool },
 }
 
 /// Bytes a requester signs for [`SyncMessage::BlockRequest`].
@@ -588,7 +594,11 @@ mod network_tests {
                 identity: identity.clone(),
             })
             .unwrap(),
-            encode_sync(&SyncMessage::Introduce { identity }).unwrap(),
+            encode_sync(&SyncMessage::Introduce {
+                identity,
+                listed: true,
+            })
+            .unwrap(),
         ]
     }
 

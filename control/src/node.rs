@@ -116,6 +116,11 @@ pub struct ControlNode {
     relays: relay::Relays,
     /// foca's connection state and the re-announces while it is lost (`node/membership.rs`).
     reconnect: membership::Reconnect,
+    /// Pairs introduced by a relaying member, whose direct exchange is put off (`node/relay.rs`).
+    put_off: relay::PutOff,
+    /// When a valid message from each address was first heard (pruned like `last_heard`): a probe of a
+    /// member we had not heard from needed a new connection, so its failure is no sign of our health.
+    first_heard: HashMap<SocketAddr, Instant>,
 }
 
 impl std::fmt::Debug for ControlNode {
@@ -198,6 +203,8 @@ impl ControlNode {
             announced_by: None,
             relays: relay::Relays::new(),
             reconnect: membership::Reconnect::default(),
+            put_off: relay::PutOff::default(),
+            first_heard: HashMap::new(),
         };
         let at = now + node.config.anti_entropy_interval;
         node.out.push_back(Output::ScheduleTimer {
@@ -345,6 +352,7 @@ impl ControlNode {
             return Ok(());
         }
         self.stats.messages_in += 1;
+        self.put_off.heard_from(from);
         let packet = messages::decode(bytes).inspect_err(|_| self.stats.decode_errors += 1)?;
         if self.revoked_addrs.contains(&from) && matches!(packet, Packet::Sync(_)) {
             self.stats.rejected += 1;
@@ -354,18 +362,23 @@ impl ControlNode {
             Packet::Swim(body) => {
                 // The sender addressed us (or announced itself to our address): it needs no Hello.
                 self.knows_us = Some(from);
-                if let Some((foca::Message::Announce, src)) = swim_message(body) {
-                    if src == from {
-                        self.announced_by = Some(from);
+                match swim_message(body) {
+                    Some((foca::Message::Announce, src)) if src == from => self.announced_by = Some(from),
+                    // The answer to our join: the members it lists are introduced to us by its sender.
+                    Some((foca::Message::Feed, _)) if self.seeds.contains(&from) => {
+                        self.put_off.answer_from = Some(from);
                     }
+                    _ => {}
                 }
                 let r = self.swim(now, |foca, rt| foca.handle_data(body, rt));
                 self.knows_us = None;
                 self.announced_by = None;
+                self.put_off.answer_from = None;
                 if r.is_err() {
                     self.stats.swim_errors += 1;
                 } else {
                     self.last_heard.insert(from, now);
+                    self.first_heard.entry(from).or_insert(now);
                 }
                 self.apply_pending_revocations(now)?;
                 r
@@ -427,7 +440,9 @@ impl ControlNode {
             }
             Packet::Sync(SyncMessage::Hello { identity }) => self.handle_hello(now, from, identity),
             Packet::Sync(SyncMessage::Down { identity }) => self.handle_down(now, from, identity),
-            Packet::Sync(SyncMessage::Introduce { identity }) => self.handle_introduce(now, from, identity),
+            Packet::Sync(SyncMessage::Introduce { identity, listed }) => {
+                self.handle_introduce(now, from, identity, listed)
+            }
             Packet::Sync(SyncMessage::Leave { notice }) => {
                 let identity = notice.identity.clone();
                 // Only a node may announce its own leave: signed by it, sent from its own address.

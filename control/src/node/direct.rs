@@ -33,6 +33,7 @@
 //! behalf, apply a parked entry without checking its signature, or wait for the gossip budget (these
 //! are membership messages).
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -41,6 +42,7 @@ use foca::{Member, State};
 use super::ControlNode;
 use crate::membership::NodeIdentity;
 use crate::messages::{self, OwnerDump, SyncMessage};
+use crate::sync;
 use crate::{ControlError, Output};
 
 /// Most weight (entries plus one per piece) held in parked table pieces: beyond it the oldest pieces
@@ -89,6 +91,73 @@ impl ControlNode {
         self.swim(now, |foca, rt| {
             foca.apply_many(std::iter::once(Member::alive(identity)), regossip, rt)
         })
+    }
+
+    /// foca noticed a new member (or a new identity of one): meet it now, or later if a member that
+    /// relays between us introduced us (`node/relay.rs`). `answering`: it joined through us.
+    pub(super) fn member_up(
+        &mut self,
+        now: Instant,
+        id: &NodeIdentity,
+        answering: bool,
+    ) -> Result<(), ControlError> {
+        if let Some(by) = self.put_off.introducer_of(id.addr) {
+            self.put_off_meeting(now, id.addr, by);
+            // An admitter came up: pending block requests need not wait for the meeting.
+            if id.attestation().is_some_and(|a| a.admitter) {
+                self.request_pending_blocks()?;
+            }
+            return Ok(());
+        }
+        self.meet(id, answering)
+    }
+
+    /// Meeting a member: our Hello (unless it knows us), our own table pushed (unless `answering`: a
+    /// joiner we answered got it with the others), its table pulled, our summary.
+    pub(super) fn meet(&mut self, id: &NodeIdentity, answering: bool) -> Result<(), ControlError> {
+        // It may not have heard of us yet (we may know it from a join answer's member list, or from
+        // gossip): introduce ourselves, so it takes our table now.
+        if self.knows_us != Some(id.addr) {
+            self.send_hello(id.addr)?;
+        }
+        // Straight away, not at the next anti-entropy round: push our own table to the new (or
+        // restarted) member, and pull its table (its bucket's digest makes it ship what we lack
+        // there). Each side does this when it learns of the other, so a joiner's MACs reach a member
+        // one round trip after either heard of the other, at the cost of two small messages per
+        // pair, not a digest of every owner. Anything else that differs is repaired by anti-entropy.
+        let me = self.identity.id;
+        if let Some(generation) = self.sync.held_generation(me).filter(|_| !answering) {
+            self.outbox.want_table(id.addr, me, generation, 0);
+        }
+        // The finest bucket (about one owner per bucket up to MAX_BUCKETS owners), not the
+        // anti-entropy bucket count: while a cluster forms a node holds few owners, so that count is
+        // 1 and the "bucket" was every table; every node then queued every table for every member it
+        // learnt of (N² pieces each) and its own table, pushed above, waited behind them in the
+        // budget for up to 0.75 s at N = 128 (`control/tests/sim_formation.rs`).
+        let k = sync::MAX_BUCKETS;
+        let which = BTreeSet::from([sync::bucket_of(id.id, k)]);
+        self.send_bucket_digest(id.addr, false, k, which)?;
+        // Our revocation, catalog and grant digests, as an answer (no FDB exchange): it ships us what
+        // we lack of those; it sends its own when it learns of us.
+        let summary = self.summary_message(true, false);
+        self.send_sync(id.addr, &summary)?;
+        // An admitter came up: pending block requests need not wait for the next tick.
+        if id.attestation().is_some_and(|a| a.admitter) {
+            self.request_pending_blocks()?;
+        }
+        Ok(())
+    }
+
+    /// Whether a refuted suspicion of the member at `addr` that timed out at `now` says anything
+    /// about our own health: not if we had not heard from it before the probe that raised it (that
+    /// probe waited for a new connection, a handshake, which can outlast the probe's round trip
+    /// while a cluster forms; our health would then stretch the detection of a real death for
+    /// `health_decay`).
+    pub(super) fn met_before_probe(&self, now: Instant, addr: SocketAddr) -> bool {
+        let probe_started = now
+            .checked_sub(self.config.suspect_to_down_after + self.config.probe_period)
+            .unwrap_or(now);
+        self.first_heard.get(&addr).is_some_and(|t| *t < probe_started)
     }
 
     /// A member introduced itself: admit its identity to foca's table if it verifies.

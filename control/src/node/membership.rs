@@ -2,7 +2,7 @@
 //! identity after a false death), aligning the FDB owners with the members, the piggybacked
 //! broadcasts foca hands over, and the member list.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -11,7 +11,6 @@ use foca::{OwnedNotification, State};
 use super::{ControlNode, MemberInfo, MemberState, SwimCore};
 use crate::membership::{NodeId, NodeIdentity, Rt};
 use crate::messages::Broadcast;
-use crate::sync;
 use crate::{ControlError, Output};
 
 /// Most addresses one re-announce round knocks at (see [`ControlNode::reannounce`]).
@@ -147,39 +146,9 @@ impl ControlNode {
                     if answering {
                         self.introduce(now, &id)?;
                     }
-                    // It may not have heard of us yet (we may know it from a join answer's member
-                    // list, or from gossip): introduce ourselves, so it takes our table now.
-                    if self.knows_us != Some(id.addr) {
-                        self.send_hello(id.addr)?;
-                    }
-                    // Straight away, not at the next anti-entropy round: push our own table to the
-                    // new (or restarted) member, and pull its table (its bucket's digest makes it ship
-                    // what we lack there). Each side does this when it learns of the other, so a
-                    // joiner's MACs reach a member one round trip after either heard of the other,
-                    // at the cost of two small messages per pair, not a digest of every owner.
-                    // Anything else that differs is repaired by anti-entropy.
-                    // (A joiner we answered got our table with the others already.)
-                    let me = self.identity.id;
-                    if let Some(generation) = self.sync.held_generation(me).filter(|_| !answering) {
-                        self.outbox.want_table(id.addr, me, generation, 0);
-                    }
-                    // The finest bucket (about one owner per bucket up to MAX_BUCKETS owners), not
-                    // the anti-entropy bucket count: while a cluster forms a node holds few owners,
-                    // so that count is 1 and the "bucket" was every table; every node then queued
-                    // every table for every member it learnt of (N² pieces each) and its own table,
-                    // pushed above, waited behind them in the budget for up to 0.75 s at N = 128
-                    // (`control/tests/sim_formation.rs`).
-                    let k = sync::MAX_BUCKETS;
-                    let which = BTreeSet::from([sync::bucket_of(id.id, k)]);
-                    self.send_bucket_digest(id.addr, false, k, which)?;
-                    // Our revocation, catalog and grant digests, as an answer (no FDB exchange):
-                    // it ships us what we lack of those; it sends its own when it learns of us.
-                    let summary = self.summary_message(true, false);
-                    self.send_sync(id.addr, &summary)?;
-                    // An admitter came up: pending block requests need not wait for the next tick.
-                    if id.attestation().is_some_and(|a| a.admitter) {
-                        self.request_pending_blocks()?;
-                    }
+                    // Our Hello and table exchange, now or put off while a member relays between
+                    // us (`node/direct.rs`, `node/relay.rs`).
+                    self.member_up(now, &id, answering)?;
                 }
                 // foca has no accessor for its connection state: follow it through its notifications.
                 OwnedNotification::Active => self.reconnect.connected = true,
@@ -315,6 +284,8 @@ impl ControlNode {
         }
         let known: HashSet<SocketAddr> = self.foca.iter_membership_state().map(|m| m.id().addr).collect();
         self.last_heard.retain(|a, _| known.contains(a));
+        self.first_heard.retain(|a, _| known.contains(a));
+        self.put_off.retain(&known);
         let active: HashSet<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
         self.outbox.retain_peers(|a| active.contains(a));
         self.shared.lock().unwrap_or_else(|e| e.into_inner()).members = idents;

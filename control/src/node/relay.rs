@@ -16,11 +16,18 @@
 //!   by the joiner against its owner's key, parked until the owner is a member there), and forward
 //!   the joiner's own table pieces that we receive first-hand (from the joiner's own address) to every
 //!   member, for [`RELAY_WINDOW`] after the join.
-//! - **Both ways, not instead.** The joiner and the members still introduce themselves to each other
-//!   and exchange tables directly as they meet (`node/membership.rs`, `node/direct.rs`): the relay only
-//!   means nobody waits for those connections. (Skipping that exchange while the relay lasted, tried
-//!   first, left pairs without a connection and a joiner's table with one member if the introducer
-//!   died at once, and made a death's announcement wait for handshakes.)
+//! - **Quiet pairs, put off.** While the join answer can list every member we hold (`listed`), a
+//!   member introduced to a joiner, and a joiner learning members from its join answer, put off the
+//!   Hello and the table push and pull they would send each other (`ControlNode::meet`) until the
+//!   relay has done most of its work: [`MEET_AFTER`] plus a random share of [`MEET_SPREAD`]
+//!   (`ControlNode::meet_deferred`). The answerer relays both ways meanwhile, so a forming cluster
+//!   does not open its ~N² connections (handshakes) before its MACs are known everywhere; our first
+//!   advert batch goes to such a member through the answerer until we hear from it
+//!   (`ControlNode::relayed_to`). Put off, not skipped: every such pair still meets directly
+//!   afterwards (its connection, over which a death is announced; nothing depends on the answerer
+//!   staying up). Spread, not at one instant: all pairs meeting at once opened the whole mesh in one
+//!   burst, and the probes that burst delayed raised local health (see `first_heard` in `node.rs`).
+//!   Above that size each side introduces itself at once (`node/direct.rs`).
 //! - **Once per node and generation.** A node is introduced, and its tables relayed, at most once per
 //!   [`INTRODUCE_AGAIN`] for one generation, and never for a renewal alone (any member may announce
 //!   one at no cost): a member re-announcing itself cannot make us send its tables and its pieces
@@ -39,7 +46,7 @@
 //! Must never: let an identity that does not verify into foca, relay an entry we did not ourselves
 //! verify and apply, or relay a piece that did not come first-hand from its owner.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -49,7 +56,7 @@ use super::ControlNode;
 use crate::membership::{NodeId, NodeIdentity};
 use crate::messages::{self, FdbEntry, OwnerDump, SyncMessage};
 use crate::sync::Pos;
-use crate::{ControlError, Output};
+use crate::{ControlError, Output, Timer, TimerKind};
 
 /// How long after a join we forward the joiner's first-hand table pieces to every member.
 pub(super) const RELAY_WINDOW: Duration = Duration::from_secs(5);
@@ -63,6 +70,53 @@ pub(super) const RELAY_DUMP_BYTES: usize = 4 * PIECE_BYTES;
 
 /// Least time between two introductions of one node at one generation.
 pub(super) const INTRODUCE_AGAIN: Duration = Duration::from_secs(60);
+
+/// How long a pair introduced by a relaying member puts off its direct exchange, at least (the
+/// answerer relays for [`RELAY_WINDOW`] from its introduction, which came first).
+pub(super) const MEET_AFTER: Duration = Duration::from_millis(2500);
+
+/// Deferred meetings are spread at random over this much time after [`MEET_AFTER`].
+pub(super) const MEET_SPREAD: Duration = Duration::from_millis(2500);
+
+/// The pairs whose direct exchange is put off while a member relays between them.
+#[derive(Debug, Default)]
+pub(super) struct PutOff {
+    /// While handling the join answer (foca's Feed) of this seed: the members it lists are introduced
+    /// to us by it, and it relays tables between us.
+    pub(super) answer_from: Option<SocketAddr>,
+    /// While handling a `listed` introduction: (the joiner, the member introducing it).
+    quiet_up: Option<(SocketAddr, SocketAddr)>,
+    /// Members introduced to us by a member that relays between us: member → (that member, until
+    /// when). Our first advert batch goes to that member instead, until we hear from the member.
+    via: HashMap<SocketAddr, (SocketAddr, Instant)>,
+    /// When each put-off meeting is due.
+    deferred: BTreeMap<SocketAddr, Instant>,
+}
+
+impl PutOff {
+    /// A message came from `addr`: it knows us, our batches go to it directly.
+    pub(super) fn heard_from(&mut self, addr: SocketAddr) {
+        if !self.via.is_empty() {
+            self.via.remove(&addr);
+        }
+    }
+
+    /// Forget members foca no longer holds at all.
+    pub(super) fn retain(&mut self, known: &HashSet<SocketAddr>) {
+        self.via.retain(|a, _| known.contains(a));
+        self.deferred.retain(|a, _| known.contains(a));
+    }
+
+    /// The member that introduced `member` to us and relays between us, if its MemberUp comes from
+    /// that introduction (a `listed` one, or the join answer of a seed that lists it).
+    pub(super) fn introducer_of(&self, member: SocketAddr) -> Option<SocketAddr> {
+        match (self.quiet_up, self.answer_from) {
+            (Some((joiner, by)), _) if joiner == member => Some(by),
+            (_, Some(by)) if by != member => Some(by),
+            _ => None,
+        }
+    }
+}
 
 /// A join we answered: its owner's pieces are forwarded until `until`; the first one beside the
 /// budget (`first_done` once it went), the later ones through it. Kept for [`INTRODUCE_AGAIN`].
@@ -95,8 +149,10 @@ impl ControlNode {
         {
             return Ok(());
         }
+        let listed = self.answer_lists_all();
         let bytes = messages::encode_sync(&SyncMessage::Introduce {
             identity: joiner.clone(),
+            listed,
         })
         .map_err(|e| ControlError::Encode(e.to_string()))?;
         let peers: Vec<SocketAddr> = self
@@ -199,6 +255,7 @@ impl ControlNode {
             .get(&owner)
             .is_some_and(|r| r.addr == from && r.generation == generation && now < r.until);
         if !recent {
+            self.relay_to_joiners(now, from, owner, generation, &applied);
             return Ok(());
         }
         let Some(r) = self.relays.get(&owner) else {
@@ -240,13 +297,91 @@ impl ControlNode {
         Ok(())
     }
 
+    /// Pieces that other owners sent us themselves go, through the budget, to the members that
+    /// joined through us lately: those owners put off sending them their first batch
+    /// ([`Self::relayed_to`]).
+    fn relay_to_joiners(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        owner: NodeId,
+        generation: u64,
+        applied: &[FdbEntry],
+    ) {
+        if self.relays.values().all(|r| r.until <= now) {
+            return;
+        }
+        let first_hand = self
+            .owner_identity(owner, generation)
+            .is_some_and(|o| o.addr == from);
+        if !first_hand {
+            return;
+        }
+        let first_seq = applied.iter().map(|e| e.seq).min().unwrap_or(0);
+        let active: HashSet<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
+        let joiners: Vec<SocketAddr> = self
+            .relays
+            .values()
+            .filter(|r| r.until > now && r.addr != from && active.contains(&r.addr))
+            .map(|r| r.addr)
+            .collect();
+        for to in joiners {
+            self.outbox.extend_table(to, owner, generation, first_seq);
+        }
+    }
+
+    /// Meet `member` at [`MEET_AFTER`] plus a random share of [`MEET_SPREAD`] from now, and send our
+    /// first advert batch to it through `by` until then (or until we hear from it).
+    pub(super) fn put_off_meeting(&mut self, now: Instant, member: SocketAddr, by: SocketAddr) {
+        let spread = MEET_SPREAD.as_millis() as usize;
+        let at = now + MEET_AFTER + Duration::from_millis(self.rng.below(spread.max(1)) as u64);
+        self.put_off.via.insert(member, (by, now + MEET_AFTER));
+        self.put_off.deferred.insert(member, at);
+        self.out.push_back(Output::ScheduleTimer {
+            at,
+            timer: Timer(TimerKind::Meet),
+        });
+    }
+
+    /// The meetings put off while a relay lasted, now due: every such pair still says Hello and
+    /// exchanges tables directly (its connection; nothing depends on the introducer staying up).
+    pub(super) fn meet_deferred(&mut self, now: Instant) -> Result<(), ControlError> {
+        let due: Vec<SocketAddr> = self
+            .put_off
+            .deferred
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in due {
+            self.put_off.deferred.remove(&addr);
+            let member = self.foca.iter_members().find(|m| m.id().addr == addr);
+            if let Some(id) = member.map(|m| m.id().clone()) {
+                self.stats.meetings_put_off += 1;
+                self.meet(&id, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether our first advert batch to `member` goes through the member that introduced it to us:
+    /// until we hear from it, for [`MEET_AFTER`] at most, and only while the introducer is a member.
+    pub(super) fn relayed_to(&self, now: Instant, member: &SocketAddr) -> bool {
+        self.put_off
+            .via
+            .get(member)
+            .is_some_and(|(by, until)| *until > now && self.foca.iter_members().any(|m| m.id().addr == *by))
+    }
+
     /// A member introduced a node that joined through it: admit the identity to foca's table if it
-    /// verifies (see the module header).
+    /// verifies (see the module header). `listed`: the joiner's answer listed us, and the sender
+    /// relays tables between us: our exchange with the joiner is put off.
     pub(super) fn handle_introduce(
         &mut self,
         now: Instant,
         from: SocketAddr,
         identity: NodeIdentity,
+        listed: bool,
     ) -> Result<(), ControlError> {
         // From an active member, or from a member we joined through (its introduction of a later
         // joiner may overtake its answer to our own join: they travel on different streams).
@@ -279,6 +414,11 @@ impl ControlNode {
             return Ok(());
         }
         self.stats.introductions_accepted += 1;
-        self.apply_alive(now, identity)
+        if listed {
+            self.put_off.quiet_up = Some((identity.addr, from));
+        }
+        let r = self.apply_alive(now, identity);
+        self.put_off.quiet_up = None;
+        r
     }
 }

@@ -105,7 +105,7 @@ impl ControlNode {
         let window = self.config.advert_batch_window;
         let due = self.last_flush.map_or(now, |t| t + window);
         if window.is_zero() || (self.flush_at.is_none() && due <= now) {
-            self.flush_adverts();
+            self.flush_adverts(now);
             self.last_flush = Some(now);
         } else if self.flush_at.is_none() {
             self.flush_at = Some(due);
@@ -119,7 +119,7 @@ impl ControlNode {
     }
 
     /// End of the batch window: our changes since the last flush are released to every member.
-    pub(super) fn flush_adverts(&mut self) {
+    pub(super) fn flush_adverts(&mut self, now: Instant) {
         self.flush_at = None;
         let from = self.outbox.own_released.saturating_add(1);
         let upto = self.sync.own_max_seq();
@@ -132,7 +132,16 @@ impl ControlNode {
         }
         self.outbox.own_released = upto;
         self.stats.advert_batches += 1;
-        let peers: Vec<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
+        // Our first batch (the MACs we start with) does not go to members introduced to us by a member
+        // that relays between us, until we hear from them (`node/relay.rs`): that member forwards it.
+        // Later batches go straight to every member, within our budget.
+        let first = from == 1;
+        let peers: Vec<SocketAddr> = self
+            .foca
+            .iter_members()
+            .map(|m| m.id().addr)
+            .filter(|a| !(first && self.relayed_to(now, a)))
+            .collect();
         for to in peers {
             self.outbox.want_table(to, me, generation, from);
         }

@@ -33,8 +33,13 @@ impl ControlNode {
                 // did, again and again. Drop the stale timer instead.
                 // Our own probe failed although the member was alive: Lifeguard's signal that this
                 // node's view is degraded (loss, overload), so it gets more patient for a while.
+                // Not if the probe waited for a new connection (`node/direct.rs`).
                 self.stats.stale_down_timers += 1;
                 self.decay_health(now);
+                if !self.met_before_probe(now, member_id.addr) {
+                    self.stats.unmet_suspicions += 1;
+                    return Ok(());
+                }
                 self.health = (self.health + 1).min(self.config.max_local_health);
                 self.health_decay_at = now + self.config.health_decay;
                 return Ok(());
@@ -70,10 +75,11 @@ impl ControlNode {
                 Ok(())
             }
             TimerKind::FlushAdverts => {
-                self.flush_adverts();
+                self.flush_adverts(now);
                 self.last_flush = Some(now);
                 Ok(())
             }
+            TimerKind::Meet => self.meet_deferred(now),
             TimerKind::AntiEntropy => {
                 let at = now + self.config.anti_entropy_interval;
                 self.out.push_back(Output::ScheduleTimer {

@@ -62,6 +62,9 @@ pub struct ControlStats {
     pub suspicions_deferred: u64,
     /// Suspect-to-down timers dropped because the suspicion had been refuted meanwhile.
     pub stale_down_timers: u64,
+    /// Of those, suspicions of a member this node had not heard from before probing it (the probe
+    /// waited for a new connection): they do not raise local health.
+    pub unmet_suspicions: u64,
     /// FDB entries refused because their owner already holds `max_entries_per_owner` present MACs.
     pub over_cap: u64,
     /// FDB entries, network records or grants refused as malformed (VNI range, too many IPs, bad name...).
@@ -102,6 +105,9 @@ pub struct ControlStats {
     pub introductions_accepted: u64,
     /// Table pieces relayed for a joiner: its own pieces forwarded to members, and the tables sent to it.
     pub pieces_relayed: u64,
+    /// Direct exchanges (Hello, table push and pull) held after being put off while a member relayed
+    /// between this node and the other (`node/relay.rs`).
+    pub meetings_put_off: u64,
     /// Table pieces of owners not yet known that were dropped instead of parked (bound reached, or
     /// the owner is revoked); anti-entropy repairs them.
     pub parked_dropped: u64,
