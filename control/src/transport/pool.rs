@@ -9,7 +9,7 @@ use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
 
 use super::accept::read_streams;
-use super::opening::{hold_until, Opening, Waits};
+use super::opening::{Opening, Waits, Wanted};
 use super::{Inbound, CONNECT_TIMEOUT};
 use crate::auth::{self, CLUSTER_SERVER_NAME};
 use crate::exposure::QuicStats;
@@ -72,10 +72,12 @@ pub(super) struct LinkState {
     backoff_until: Option<Instant>,
     /// One dial at a time; concurrent sends wait for it (or for the peer's own connection).
     pub(super) dialling: bool,
-    /// When the first sender still waiting asked for a connection without one open or dialled.
-    wanted_since: Option<Instant>,
+    /// When the current (or last) dial started: only a young one refuses a crossing Initial.
+    pub(super) dial_since: Option<Instant>,
+    /// Senders are waiting for a connection without one open or dialled: since when, and what held them.
+    wanted: Option<Wanted>,
     /// Our dial crossed the peer's (it refused ours): hold new dials until then, waiting for the peer's.
-    crossed_until: Option<Instant>,
+    pub(super) crossed_until: Option<Instant>,
 }
 
 impl LinkState {
@@ -229,7 +231,7 @@ impl Pool {
             l.backoff_until = None;
             l.crossed_until = None;
             // Senders were holding their dial (for this handshake, or the grace): none happens now.
-            if l.wanted_since.take().is_some() && !l.dialling {
+            if l.wanted.take().is_some() && !l.dialling {
                 self.stats.count_dial_avoided();
             }
         }
@@ -261,12 +263,14 @@ impl Pool {
                     None
                 } else {
                     let now = Instant::now();
-                    let wanted = *l.wanted_since.get_or_insert(now);
-                    let busy = self.opening.peer_busy_until(to, &self.waits).max(l.crossed_until);
-                    let hold = hold_until(self.me, to, wanted, busy, now, &self.waits);
+                    let crossed = l.crossed_until;
+                    let wanted = l.wanted.get_or_insert(Wanted::new(now));
+                    let hold =
+                        wanted.hold_until(self.me, to, &self.opening, crossed, now, &self.waits);
                     if hold.is_none() {
                         l.dialling = true;
-                        l.wanted_since = None;
+                        l.dial_since = Some(now);
+                        l.wanted = None;
                         tokio::spawn(Arc::clone(self).dial(to, Arc::clone(&link)));
                     }
                     hold
