@@ -31,7 +31,8 @@ pub(super) async fn read_streams(conn: quinn::Connection, tx: mpsc::Sender<Inbou
 pub(super) async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<Accept>) {
     while let Some(incoming) = endpoint.accept().await {
         if ctx.pool.refuse_crossing(incoming.remote_address()) {
-            // Our own dial to this member is under way and wins (lower address): no second handshake.
+            // Our own young dial to this member is under way and wins (lower address): no second
+            // handshake. Before address validation: a spoofed Initial is refused (and counted) too.
             ctx.stats.count_refused_crossing();
             incoming.refuse();
             continue;

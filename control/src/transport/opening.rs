@@ -34,6 +34,12 @@ pub(super) struct Waits {
     pub(super) incoming: Duration,
     /// Wait after we sent the peer's address a Retry (its validated Initial is one round trip away).
     pub(super) retry: Duration,
+    /// The lower address of a pair refuses the higher one's Initial only while its own dial is younger
+    /// than this (`Pool::refuse_crossing`): long enough for our Initial, a Retry round and a CPU-bound
+    /// accept loop to get our handshake going at the peer (the peer then holds its own dial instead
+    /// of crossing ours), short against the 1 s the refused peer waits. An older dial of ours has
+    /// likely lost its Initial or met a peer that was down: the peer's connection is accepted then.
+    pub(super) young: Duration,
 }
 
 impl Default for Waits {
@@ -42,9 +48,13 @@ impl Default for Waits {
             grace: Duration::from_millis(30),
             incoming: Duration::from_secs(1),
             retry: Duration::from_millis(100),
+            young: YOUNG_DIAL,
         }
     }
 }
+
+/// Default of [`Waits::young`] (also how long a relay waits before asking a refusing admitter again).
+pub(crate) const YOUNG_DIAL: Duration = Duration::from_millis(200);
 
 /// Source addresses tracked at most. Entries with a handshake in progress are bounded by the accept
 /// side's caps (`crate::exposure`); Retry marks beyond this are not recorded (the sender then just dials).

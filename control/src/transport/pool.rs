@@ -122,10 +122,14 @@ impl Link {
 }
 
 /// Did the peer refuse our dial at its first packet (QUIC CONNECTION_REFUSED, what
-/// [`Pool::refuse_crossing`] sends)? Only trusted as a hint (the packet is not authenticated): it makes
-/// us wait, bounded and once in a row, for the peer's own connection instead of dialling again.
-fn is_crossing_refusal(e: &quinn::ConnectionError) -> bool {
-    matches!(e, quinn::ConnectionError::ConnectionClosed(c)
+/// [`Pool::refuse_crossing`] sends)? Only the lower address of a pair refuses that way, so a refusal
+/// from a higher address (quinn also refuses when an endpoint is at its connection limit) is a failed
+/// dial. From a lower address an endpoint-level refusal still looks like a crossing: the packet is not
+/// authenticated either, so this is only a hint, and it makes us wait, bounded and once in a row, for
+/// the peer's own connection instead of dialling again.
+pub(super) fn is_crossing_refusal(me: SocketAddr, peer: SocketAddr, e: &quinn::ConnectionError) -> bool {
+    peer < me
+        && matches!(e, quinn::ConnectionError::ConnectionClosed(c)
         if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED)
 }
 
@@ -299,8 +303,12 @@ impl Pool {
     }
 
     /// Refuse a new connection from `from` (before any TLS work) because our own dial to it is under
-    /// way and we have the lower address: of two crossing dials, the lower address's goes on. The peer
-    /// then waits for our connection instead of dialling again ([`is_crossing_refusal`]).
+    /// way, younger than [`Waits::young`], and we have the lower address: of two crossing dials, the
+    /// lower address's goes on. The peer then waits for our connection instead of dialling again
+    /// ([`is_crossing_refusal`]). An older dial of ours is likely stuck (its Initial lost, or the peer was
+    /// down when it started and has restarted): the peer's connection is accepted and adopted, and our
+    /// dial, when it ends, is kept besides it. The source address is not validated yet here (a spoofed
+    /// Initial is refused and counted the same way; it costs us no state).
     pub(super) fn refuse_crossing(&self, from: SocketAddr) -> bool {
         if self.me >= from {
             return false;
@@ -311,7 +319,10 @@ impl Pool {
         };
         let Some(link) = link else { return false };
         let l = link.lock();
-        l.dialling && usable(&l.conn).is_none()
+        l.dialling
+            && usable(&l.conn).is_none()
+            && l.dial_since
+                .is_some_and(|t| Instant::now() < t + self.waits.young)
     }
 
     /// The accept loop answered an Initial from `from` with a Retry.
@@ -336,7 +347,7 @@ impl Pool {
             match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.ok()? {
                 Ok(c) => Some(c),
                 Err(e) => {
-                    crossed = is_crossing_refusal(&e);
+                    crossed = is_crossing_refusal(self.me, to, &e);
                     None
                 }
             }
