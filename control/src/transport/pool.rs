@@ -137,6 +137,16 @@ pub(super) fn is_crossing_refusal(me: SocketAddr, peer: SocketAddr, e: &quinn::C
 pub(super) struct IncomingMark {
     pool: Arc<Pool>,
     from: SocketAddr,
+    /// The handshake completed and the accept side dealt with its connection ([`IncomingMark::settled`]).
+    settled: bool,
+}
+
+impl IncomingMark {
+    /// The handshake completed and its connection was adopted (or refused by [`Pool::adopt`], which
+    /// then wakes the senders itself) or serves a join or relay: a crossing wait is not ended by it.
+    pub(super) fn settled(mut self) {
+        self.settled = true;
+    }
 }
 
 impl Drop for IncomingMark {
@@ -148,6 +158,11 @@ impl Drop for IncomingMark {
             peers.get(&self.from).cloned()
         };
         if let Some(link) = link {
+            if !self.settled {
+                // The handshake failed (or was not a member's gossip connection): if our senders were
+                // waiting for it after a crossing, that wait ends now and they dial.
+                link.lock().crossed_until = None;
+            }
             link.changed.notify_waiters();
         }
     }
@@ -299,6 +314,7 @@ impl Pool {
         IncomingMark {
             pool: Arc::clone(self),
             from,
+            settled: false,
         }
     }
 

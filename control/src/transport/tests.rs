@@ -596,6 +596,37 @@ async fn a_stuck_dial_of_the_lower_address_does_not_refuse_the_peer() {
     assert_eq!(c.stable_id(), theirs.stable_id());
 }
 
+/// The higher address waits for the lower one's connection after a crossing; when that handshake fails
+/// on its accept side, the wait ends at once and it dials (not after the crossing's whole bound).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_handshake_ends_the_crossed_wait() {
+    let waits = opening::Waits {
+        incoming: Duration::from_secs(100),
+        ..patient(Duration::ZERO)
+    };
+    let (lo, hi, _cred) = served_pair("crossed-fail", waits);
+    // hi's dial was refused as crossing (it waits up to 100 s for lo's connection), and lo's handshake
+    // towards hi is in progress on hi's accept side.
+    hi.link(lo.me).lock().crossed_until = Some(Instant::now() + Duration::from_secs(100));
+    let mark = hi.incoming_handshake(lo.me);
+    let waiting = tokio::spawn({
+        let hi = Arc::clone(&hi);
+        let lo_addr = lo.me;
+        async move { hi.connection(lo_addr).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished(), "hi holds its dial for lo's connection");
+    // That handshake fails (the mark is dropped unsettled, as the accept side does).
+    drop(mark);
+    let got = soon("hi dials", waiting)
+        .await
+        .unwrap()
+        .expect("hi's own connection");
+    assert_eq!(got.remote_address(), lo.me);
+    let q = hi.stats.snapshot();
+    assert_eq!((q.dials, q.dial_failures), (1, 0), "{q:?}");
+}
+
 /// Only the lower address of a pair refuses a crossing dial, so a CONNECTION_REFUSED from the higher
 /// one (e.g. quinn refusing at its connection limit) is a failed dial, not a reason to wait.
 #[test]
