@@ -282,22 +282,7 @@ fn gossip_socket_has_a_large_receive_buffer() {
 /// A pool with its accept loop running, as `start` builds it (no admission: joins are declined).
 fn served_pool(cred: &NodeCredential, waits: opening::Waits) -> (Arc<Pool>, mpsc::Receiver<Inbound>) {
     let (pool, rx) = pool_with(cred, waits);
-    let directory = Arc::new(Directory {
-        me: pool.me,
-        admitters: Mutex::default(),
-        members: Mutex::default(),
-        admitters_file: None,
-    });
-    let join = Arc::new(JoinService {
-        admission: None,
-        directory,
-        endpoint: pool.endpoint.clone(),
-        relay_client: member_client_config(cred, ALPN_RELAY).unwrap(),
-        stats: Arc::clone(&pool.stats),
-        relay_slots: Arc::new(tokio::sync::Semaphore::new(1)),
-        relay_next: Mutex::new(Instant::now()),
-        serve_timeout: Duration::from_secs(5),
-    });
+    let join = join_service(&pool, cred, YOUNG_DIAL);
     let accept = Arc::new(Accept {
         pool: Arc::clone(&pool),
         join,
@@ -306,6 +291,27 @@ fn served_pool(cred: &NodeCredential, waits: opening::Waits) -> (Arc<Pool>, mpsc
     });
     tokio::spawn(accept_loop(pool.endpoint.clone(), accept));
     (pool, rx)
+}
+
+/// The join service of `pool`'s endpoint, without admission (joins are declined, relays find no admitter).
+fn join_service(pool: &Pool, cred: &NodeCredential, refused_retry: Duration) -> Arc<JoinService> {
+    let directory = Arc::new(Directory {
+        me: pool.me,
+        admitters: Mutex::default(),
+        members: Mutex::default(),
+        admitters_file: None,
+    });
+    Arc::new(JoinService {
+        admission: None,
+        directory,
+        endpoint: pool.endpoint.clone(),
+        relay_client: member_client_config(cred, ALPN_RELAY).unwrap(),
+        stats: Arc::clone(&pool.stats),
+        relay_slots: Arc::new(tokio::sync::Semaphore::new(1)),
+        relay_next: Mutex::new(Instant::now()),
+        serve_timeout: Duration::from_secs(5),
+        refused_retry,
+    })
 }
 
 /// Our dial to `to` is under way (started now, its Initial not sent yet), as `connection` marks it.
@@ -625,6 +631,35 @@ async fn a_failed_handshake_ends_the_crossed_wait() {
     assert_eq!(got.remote_address(), lo.me);
     let q = hi.stats.snapshot();
     assert_eq!((q.dials, q.dial_failures), (1, 0), "{q:?}");
+}
+
+/// A member relays a join from its gossip endpoint to an admitter with the lower address whose young
+/// gossip dial to the member is under way: the admitter refuses the relay's first Initial as a crossing
+/// (it cannot know the ALPN yet), and the relay asks again once instead of giving up (`NoAdmitter`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_refused_as_a_crossing_asks_again() {
+    let (lo, hi, cred) = served_pair("relay-refused", patient(Duration::ZERO));
+    claim_dial(&lo, hi.me);
+    // hi's relaying side, on hi's gossip endpoint; the retry comes well after the test's toggle below.
+    let relay = join_service(&hi, &cred, Duration::from_secs(3));
+    let asked = tokio::spawn({
+        let lo_addr = lo.me;
+        async move { relay.ask(lo_addr, b"not a real join request").await }
+    });
+    soon("lo refuses the relay's first Initial", async {
+        while lo.stats.snapshot().refused_crossing == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    // lo's dial ends (as it does past the young window or when it completes).
+    lo.link(hi.me).lock().dialling = false;
+    let answer = soon("the relay's answer", asked).await.unwrap();
+    assert!(
+        answer.is_some(),
+        "the admitter answered the second attempt (here: it cannot admit)"
+    );
+    assert_eq!(lo.stats.snapshot().refused_crossing, 1);
 }
 
 /// Only the lower address of a pair refuses a crossing dial, so a CONNECTION_REFUSED from the higher
