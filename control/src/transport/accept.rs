@@ -7,7 +7,7 @@ use std::time::Instant;
 use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
 
-use super::pool::{IncomingMark, Pool};
+use super::pool::Pool;
 use super::{Inbound, ALPN_GOSSIP, ALPN_JOIN, ALPN_RELAY, MAX_MESSAGE};
 use crate::admission::JoinService;
 use crate::exposure::{Guard, QuicStats, SourcePermit};
@@ -104,7 +104,9 @@ async fn handle_incoming(incoming: quinn::Incoming, permit: SourcePermit, ctx: A
         .and_then(|h| h.protocol);
     tracing::debug!(%from, alpn = ?alpn.as_deref().map(String::from_utf8_lossy), ms = t0.elapsed().as_secs_f64() * 1e3, "accepted handshake done");
     if alpn.as_deref() != Some(ALPN_GOSSIP) {
-        mark.take().map(IncomingMark::settled);
+        if let Some(m) = mark.take() {
+            m.settled();
+        }
     }
     match alpn.as_deref() {
         Some(p) if p == ALPN_GOSSIP => {
@@ -117,7 +119,9 @@ async fn handle_incoming(incoming: quinn::Incoming, permit: SourcePermit, ctx: A
             // `adopt` checks the revocation list under the peer's slot lock (and closes the connection
             // if the peer is revoked), so a revocation arriving after the handshake is never missed.
             let adopted = ctx.pool.adopt(conn.remote_address(), conn.clone());
-            mark.take().map(IncomingMark::settled);
+            if let Some(m) = mark.take() {
+                m.settled();
+            }
             if !adopted {
                 return;
             }

@@ -284,8 +284,7 @@ impl Pool {
                     let now = Instant::now();
                     let crossed = l.crossed_until;
                     let wanted = l.wanted.get_or_insert(Wanted::new(now));
-                    let hold =
-                        wanted.hold_until(self.me, to, &self.opening, crossed, now, &self.waits);
+                    let hold = wanted.hold_until(self.me, to, &self.opening, crossed, now, &self.waits);
                     if hold.is_none() {
                         l.dialling = true;
                         l.dial_since = Some(now);

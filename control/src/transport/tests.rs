@@ -598,7 +598,9 @@ async fn a_stuck_dial_of_the_lower_address_does_not_refuse_the_peer() {
     .await;
     assert_eq!(theirs.remote_address(), hi.me);
     assert!(lo.link(hi.me).lock().dialling, "lo's own dial is still under way");
-    let c = soon("lo's sender", lo.connection(hi.me)).await.expect("a connection");
+    let c = soon("lo's sender", lo.connection(hi.me))
+        .await
+        .expect("a connection");
     assert_eq!(c.stable_id(), theirs.stable_id());
 }
 
@@ -677,7 +679,10 @@ fn only_a_refusal_from_the_lower_address_is_a_crossing() {
     let (lo, hi): (SocketAddr, SocketAddr) =
         ("10.0.0.1:7948".parse().unwrap(), "10.0.0.2:7948".parse().unwrap());
     assert!(is_crossing_refusal(hi, lo, &refused), "the lower one refused us");
-    assert!(!is_crossing_refusal(lo, hi, &refused), "the higher one never refuses a crossing");
+    assert!(
+        !is_crossing_refusal(lo, hi, &refused),
+        "the higher one never refuses a crossing"
+    );
     assert!(!is_crossing_refusal(
         hi,
         lo,
