@@ -166,6 +166,11 @@ impl Wanted {
         }
     }
 
+    /// The handshake the Retry led to is over (it failed): no Retry mark holds this episode any more.
+    pub(super) fn retry_over(&mut self, now: Instant) {
+        self.retry_until = Some(now);
+    }
+
     /// Until when a sender of this episode should hold its dial from `me` to `peer`; `None`: dial now.
     /// `crossed`: the peer refused our last dial, wait for its own until then. Never past
     /// `since + waits.incoming`.

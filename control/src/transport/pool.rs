@@ -161,7 +161,12 @@ impl Drop for IncomingMark {
             if !self.settled {
                 // The handshake failed (or was not a member's gossip connection): if our senders were
                 // waiting for it after a crossing, that wait ends now and they dial.
-                link.lock().crossed_until = None;
+                // A Retry mark this wait counted belonged to that handshake too.
+                let mut l = link.lock();
+                l.crossed_until = None;
+                if let Some(w) = l.wanted.as_mut() {
+                    w.retry_over(Instant::now());
+                }
             }
             link.changed.notify_waiters();
         }

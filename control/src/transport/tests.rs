@@ -605,17 +605,19 @@ async fn a_stuck_dial_of_the_lower_address_does_not_refuse_the_peer() {
 }
 
 /// The higher address waits for the lower one's connection after a crossing; when that handshake fails
-/// on its accept side, the wait ends at once and it dials (not after the crossing's whole bound).
+/// on its accept side, the wait ends at once and it dials (not after the crossing's or the Retry's bound).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_handshake_ends_the_crossed_wait() {
     let waits = opening::Waits {
         incoming: Duration::from_secs(100),
+        retry: Duration::from_secs(100),
         ..patient(Duration::ZERO)
     };
     let (lo, hi, _cred) = served_pair("crossed-fail", waits);
     // hi's dial was refused as crossing (it waits up to 100 s for lo's connection), and lo's handshake
-    // towards hi is in progress on hi's accept side.
+    // towards hi (after hi's Retry to it) is in progress on hi's accept side.
     hi.link(lo.me).lock().crossed_until = Some(Instant::now() + Duration::from_secs(100));
+    hi.retried(lo.me);
     let mark = hi.incoming_handshake(lo.me);
     let waiting = tokio::spawn({
         let hi = Arc::clone(&hi);
