@@ -192,6 +192,11 @@ pub(crate) struct JoinService {
     pub relay_next: Mutex<Instant>,
     /// Bound on one connection's whole join ([`JOIN_SERVE_TIMEOUT`] by default).
     pub serve_timeout: Duration,
+    /// A relay refused at its first packet (QUIC CONNECTION_REFUSED) is asked again once after this.
+    /// Relays go out from the gossip endpoint, and an admitter with the lower address refuses a new
+    /// connection from us while its own young gossip dial to us is under way (see "The QUIC port");
+    /// after the young window ([`crate::transport::YOUNG_DIAL`] by default) it no longer does.
+    pub refused_retry: Duration,
 }
 
 impl JoinService {
@@ -280,15 +285,16 @@ impl JoinService {
         ))
     }
 
-    async fn ask(&self, admitter: SocketAddr, body: &[u8]) -> Option<JoinResponse> {
-        let connecting = self
-            .endpoint
-            .connect_with(self.relay_client.clone(), admitter, CLUSTER_SERVER_NAME)
-            .ok()?;
-        let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
-            .await
-            .ok()?
-            .ok()?;
+    /// Relay `body` to `admitter` and return its answer; `None` if it cannot be reached.
+    pub(crate) async fn ask(&self, admitter: SocketAddr, body: &[u8]) -> Option<JoinResponse> {
+        let conn = match self.connect(admitter).await? {
+            Err(e) if is_refused(&e) => {
+                // Most likely our gossip dial crossed the admitter's: asked again once, it gets in.
+                tokio::time::sleep(self.refused_retry).await;
+                self.connect(admitter).await?.ok()?
+            }
+            r => r.ok()?,
+        };
         let (mut send, mut recv) = conn.open_bi().await.ok()?;
         send.write_all(body).await.ok()?;
         send.finish().ok()?;
@@ -296,6 +302,24 @@ impl JoinService {
         conn.close(0u32.into(), b"relayed");
         JoinResponse::decode(&reply)
     }
+
+    /// A relay connection to `admitter`; `None` if none could be started or it timed out.
+    async fn connect(
+        &self,
+        admitter: SocketAddr,
+    ) -> Option<Result<quinn::Connection, quinn::ConnectionError>> {
+        let connecting = self
+            .endpoint
+            .connect_with(self.relay_client.clone(), admitter, CLUSTER_SERVER_NAME)
+            .ok()?;
+        tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.ok()
+    }
+}
+
+/// The peer refused the connection at its first packet (QUIC CONNECTION_REFUSED).
+fn is_refused(e: &quinn::ConnectionError) -> bool {
+    matches!(e, quinn::ConnectionError::ConnectionClosed(c)
+        if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED)
 }
 
 #[cfg(test)]

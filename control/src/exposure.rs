@@ -122,7 +122,8 @@ pub struct QuicSnapshot {
     /// Dials of ours the member refused at its first packet because its own dial to us was under way
     /// (it has the lower address); no handshake was made, we used its connection. Not in `dials`.
     pub dials_crossed: u64,
-    /// New connections we refused that way (our own dial to that member was under way).
+    /// New connections we refused that way (our own young dial to that member was under way). Counted
+    /// before address validation: Initials with a spoofed source address count too.
     pub refused_crossing: u64,
 }
 

@@ -50,6 +50,7 @@ use crate::{ControlError, MacAddr, NetworkDef, Output, PeerAddr, Vni};
 
 mod accept;
 mod opening;
+pub(crate) use opening::YOUNG_DIAL;
 pub(crate) mod persist;
 mod pool;
 mod pump;
@@ -440,6 +441,7 @@ pub fn start(opts: GossipOptions) -> Result<GossipHandle, TransportError> {
         relay_slots: Arc::new(tokio::sync::Semaphore::new(crate::admission::RELAY_CONCURRENCY)),
         relay_next: Mutex::new(Instant::now()),
         serve_timeout: opts.limits.join_timeout,
+        refused_retry: YOUNG_DIAL,
     });
     let accept = Arc::new(Accept {
         pool: Arc::clone(&pool),

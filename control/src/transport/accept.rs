@@ -31,7 +31,8 @@ pub(super) async fn read_streams(conn: quinn::Connection, tx: mpsc::Sender<Inbou
 pub(super) async fn accept_loop(endpoint: quinn::Endpoint, ctx: Arc<Accept>) {
     while let Some(incoming) = endpoint.accept().await {
         if ctx.pool.refuse_crossing(incoming.remote_address()) {
-            // Our own dial to this member is under way and wins (lower address): no second handshake.
+            // Our own young dial to this member is under way and wins (lower address): no second
+            // handshake. Before address validation: a spoofed Initial is refused (and counted) too.
             ctx.stats.count_refused_crossing();
             incoming.refuse();
             continue;
@@ -94,7 +95,8 @@ async fn handle_incoming(incoming: quinn::Incoming, permit: SourcePermit, ctx: A
             return;
         }
     };
-    // Dropped once the connection is adopted (or refused) below, or now if it is not gossip.
+    // Settled once the connection is adopted (or refused) below, or now if it is not gossip; dropped
+    // unsettled if the handshake failed or the connection is no member's (senders then dial at once).
     let mut mark = Some(mark);
     let alpn = conn
         .handshake_data()
@@ -102,7 +104,9 @@ async fn handle_incoming(incoming: quinn::Incoming, permit: SourcePermit, ctx: A
         .and_then(|h| h.protocol);
     tracing::debug!(%from, alpn = ?alpn.as_deref().map(String::from_utf8_lossy), ms = t0.elapsed().as_secs_f64() * 1e3, "accepted handshake done");
     if alpn.as_deref() != Some(ALPN_GOSSIP) {
-        drop(mark.take());
+        if let Some(m) = mark.take() {
+            m.settled();
+        }
     }
     match alpn.as_deref() {
         Some(p) if p == ALPN_GOSSIP => {
@@ -115,7 +119,9 @@ async fn handle_incoming(incoming: quinn::Incoming, permit: SourcePermit, ctx: A
             // `adopt` checks the revocation list under the peer's slot lock (and closes the connection
             // if the peer is revoked), so a revocation arriving after the handshake is never missed.
             let adopted = ctx.pool.adopt(conn.remote_address(), conn.clone());
-            drop(mark.take());
+            if let Some(m) = mark.take() {
+                m.settled();
+            }
             if !adopted {
                 return;
             }

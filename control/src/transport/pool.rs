@@ -9,7 +9,7 @@ use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
 
 use super::accept::read_streams;
-use super::opening::{hold_until, Opening, Waits};
+use super::opening::{Opening, Waits, Wanted};
 use super::{Inbound, CONNECT_TIMEOUT};
 use crate::auth::{self, CLUSTER_SERVER_NAME};
 use crate::exposure::QuicStats;
@@ -72,10 +72,12 @@ pub(super) struct LinkState {
     backoff_until: Option<Instant>,
     /// One dial at a time; concurrent sends wait for it (or for the peer's own connection).
     pub(super) dialling: bool,
-    /// When the first sender still waiting asked for a connection without one open or dialled.
-    wanted_since: Option<Instant>,
+    /// When the current (or last) dial started: only a young one refuses a crossing Initial.
+    pub(super) dial_since: Option<Instant>,
+    /// Senders are waiting for a connection without one open or dialled: since when, and what held them.
+    wanted: Option<Wanted>,
     /// Our dial crossed the peer's (it refused ours): hold new dials until then, waiting for the peer's.
-    crossed_until: Option<Instant>,
+    pub(super) crossed_until: Option<Instant>,
 }
 
 impl LinkState {
@@ -120,10 +122,14 @@ impl Link {
 }
 
 /// Did the peer refuse our dial at its first packet (QUIC CONNECTION_REFUSED, what
-/// [`Pool::refuse_crossing`] sends)? Only trusted as a hint (the packet is not authenticated): it makes
-/// us wait, bounded and once in a row, for the peer's own connection instead of dialling again.
-fn is_crossing_refusal(e: &quinn::ConnectionError) -> bool {
-    matches!(e, quinn::ConnectionError::ConnectionClosed(c)
+/// [`Pool::refuse_crossing`] sends)? Only the lower address of a pair refuses that way, so a refusal
+/// from a higher address (quinn also refuses when an endpoint is at its connection limit) is a failed
+/// dial. From a lower address an endpoint-level refusal still looks like a crossing: the packet is not
+/// authenticated either, so this is only a hint, and it makes us wait, bounded and once in a row, for
+/// the peer's own connection instead of dialling again.
+pub(super) fn is_crossing_refusal(me: SocketAddr, peer: SocketAddr, e: &quinn::ConnectionError) -> bool {
+    peer < me
+        && matches!(e, quinn::ConnectionError::ConnectionClosed(c)
         if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED)
 }
 
@@ -131,6 +137,16 @@ fn is_crossing_refusal(e: &quinn::ConnectionError) -> bool {
 pub(super) struct IncomingMark {
     pool: Arc<Pool>,
     from: SocketAddr,
+    /// The handshake completed and the accept side dealt with its connection ([`IncomingMark::settled`]).
+    settled: bool,
+}
+
+impl IncomingMark {
+    /// The handshake completed and its connection was adopted (or refused by [`Pool::adopt`], which
+    /// then wakes the senders itself) or serves a join or relay: a crossing wait is not ended by it.
+    pub(super) fn settled(mut self) {
+        self.settled = true;
+    }
 }
 
 impl Drop for IncomingMark {
@@ -142,6 +158,16 @@ impl Drop for IncomingMark {
             peers.get(&self.from).cloned()
         };
         if let Some(link) = link {
+            if !self.settled {
+                // The handshake failed (or was not a member's gossip connection): if our senders were
+                // waiting for it after a crossing, that wait ends now and they dial.
+                // A Retry mark this wait counted belonged to that handshake too.
+                let mut l = link.lock();
+                l.crossed_until = None;
+                if let Some(w) = l.wanted.as_mut() {
+                    w.retry_over(Instant::now());
+                }
+            }
             link.changed.notify_waiters();
         }
     }
@@ -229,7 +255,7 @@ impl Pool {
             l.backoff_until = None;
             l.crossed_until = None;
             // Senders were holding their dial (for this handshake, or the grace): none happens now.
-            if l.wanted_since.take().is_some() && !l.dialling {
+            if l.wanted.take().is_some() && !l.dialling {
                 self.stats.count_dial_avoided();
             }
         }
@@ -261,12 +287,13 @@ impl Pool {
                     None
                 } else {
                     let now = Instant::now();
-                    let wanted = *l.wanted_since.get_or_insert(now);
-                    let busy = self.opening.peer_busy_until(to, &self.waits).max(l.crossed_until);
-                    let hold = hold_until(self.me, to, wanted, busy, now, &self.waits);
+                    let crossed = l.crossed_until;
+                    let wanted = l.wanted.get_or_insert(Wanted::new(now));
+                    let hold = wanted.hold_until(self.me, to, &self.opening, crossed, now, &self.waits);
                     if hold.is_none() {
                         l.dialling = true;
-                        l.wanted_since = None;
+                        l.dial_since = Some(now);
+                        l.wanted = None;
                         tokio::spawn(Arc::clone(self).dial(to, Arc::clone(&link)));
                     }
                     hold
@@ -291,12 +318,17 @@ impl Pool {
         IncomingMark {
             pool: Arc::clone(self),
             from,
+            settled: false,
         }
     }
 
     /// Refuse a new connection from `from` (before any TLS work) because our own dial to it is under
-    /// way and we have the lower address: of two crossing dials, the lower address's goes on. The peer
-    /// then waits for our connection instead of dialling again ([`is_crossing_refusal`]).
+    /// way, younger than [`Waits::young`], and we have the lower address: of two crossing dials, the
+    /// lower address's goes on. The peer then waits for our connection instead of dialling again
+    /// ([`is_crossing_refusal`]). An older dial of ours is likely stuck (its Initial lost, or the peer was
+    /// down when it started and has restarted): the peer's connection is accepted and adopted, and our
+    /// dial, when it ends, is kept besides it. The source address is not validated yet here (a spoofed
+    /// Initial is refused and counted the same way; it costs us no state).
     pub(super) fn refuse_crossing(&self, from: SocketAddr) -> bool {
         if self.me >= from {
             return false;
@@ -307,7 +339,10 @@ impl Pool {
         };
         let Some(link) = link else { return false };
         let l = link.lock();
-        l.dialling && usable(&l.conn).is_none()
+        l.dialling
+            && usable(&l.conn).is_none()
+            && l.dial_since
+                .is_some_and(|t| Instant::now() < t + self.waits.young)
     }
 
     /// The accept loop answered an Initial from `from` with a Retry.
@@ -332,7 +367,7 @@ impl Pool {
             match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await.ok()? {
                 Ok(c) => Some(c),
                 Err(e) => {
-                    crossed = is_crossing_refusal(&e);
+                    crossed = is_crossing_refusal(self.me, to, &e);
                     None
                 }
             }

@@ -1,4 +1,4 @@
-use super::pool::{peer_node_id, Pool};
+use super::pool::{is_crossing_refusal, peer_node_id, Pool};
 use super::socket::{force_recv_buffer, GOSSIP_RCVBUF};
 use super::*;
 use crate::auth::CLUSTER_SERVER_NAME;
@@ -282,22 +282,7 @@ fn gossip_socket_has_a_large_receive_buffer() {
 /// A pool with its accept loop running, as `start` builds it (no admission: joins are declined).
 fn served_pool(cred: &NodeCredential, waits: opening::Waits) -> (Arc<Pool>, mpsc::Receiver<Inbound>) {
     let (pool, rx) = pool_with(cred, waits);
-    let directory = Arc::new(Directory {
-        me: pool.me,
-        admitters: Mutex::default(),
-        members: Mutex::default(),
-        admitters_file: None,
-    });
-    let join = Arc::new(JoinService {
-        admission: None,
-        directory,
-        endpoint: pool.endpoint.clone(),
-        relay_client: member_client_config(cred, ALPN_RELAY).unwrap(),
-        stats: Arc::clone(&pool.stats),
-        relay_slots: Arc::new(tokio::sync::Semaphore::new(1)),
-        relay_next: Mutex::new(Instant::now()),
-        serve_timeout: Duration::from_secs(5),
-    });
+    let join = join_service(&pool, cred, YOUNG_DIAL);
     let accept = Arc::new(Accept {
         pool: Arc::clone(&pool),
         join,
@@ -306,6 +291,35 @@ fn served_pool(cred: &NodeCredential, waits: opening::Waits) -> (Arc<Pool>, mpsc
     });
     tokio::spawn(accept_loop(pool.endpoint.clone(), accept));
     (pool, rx)
+}
+
+/// The join service of `pool`'s endpoint, without admission (joins are declined, relays find no admitter).
+fn join_service(pool: &Pool, cred: &NodeCredential, refused_retry: Duration) -> Arc<JoinService> {
+    let directory = Arc::new(Directory {
+        me: pool.me,
+        admitters: Mutex::default(),
+        members: Mutex::default(),
+        admitters_file: None,
+    });
+    Arc::new(JoinService {
+        admission: None,
+        directory,
+        endpoint: pool.endpoint.clone(),
+        relay_client: member_client_config(cred, ALPN_RELAY).unwrap(),
+        stats: Arc::clone(&pool.stats),
+        relay_slots: Arc::new(tokio::sync::Semaphore::new(1)),
+        relay_next: Mutex::new(Instant::now()),
+        serve_timeout: Duration::from_secs(5),
+        refused_retry,
+    })
+}
+
+/// Our dial to `to` is under way (started now, its Initial not sent yet), as `connection` marks it.
+fn claim_dial(pool: &Pool, to: SocketAddr) {
+    let link = pool.link(to);
+    let mut l = link.lock();
+    l.dialling = true;
+    l.dial_since = Some(Instant::now());
 }
 
 /// Two served pools, returned as (lower address, higher address).
@@ -323,6 +337,7 @@ fn patient(grace: Duration) -> opening::Waits {
         grace,
         incoming: Duration::from_secs(20),
         retry: Duration::from_secs(20),
+        young: Duration::from_secs(20),
     }
 }
 
@@ -488,7 +503,7 @@ async fn a_revoked_peers_handshake_is_refused_and_not_waited_on() {
 async fn crossing_dials_leave_only_the_lower_addresss_handshake() {
     let (lo, hi, _cred) = served_pair("crossing", patient(Duration::ZERO));
     // lo's dial to hi is under way (its Initial not sent yet).
-    lo.link(hi.me).lock().dialling = true;
+    claim_dial(&lo, hi.me);
     let waiting = tokio::spawn({
         let hi = Arc::clone(&hi);
         let lo_addr = lo.me;
@@ -529,13 +544,150 @@ async fn a_peer_that_keeps_refusing_is_a_failed_dial() {
         grace: Duration::ZERO,
         incoming: Duration::from_millis(200),
         retry: Duration::from_millis(200),
+        young: Duration::from_secs(20),
     };
     let (lo, hi, _cred) = served_pair("refusing", waits);
     // lo claims a dial to hi that never goes out.
-    lo.link(hi.me).lock().dialling = true;
+    claim_dial(&lo, hi.me);
     let got = soon("hi's sender gives up", hi.connection(lo.me)).await;
     assert!(got.is_none(), "no connection to a peer that only refuses");
     let q = hi.stats.snapshot();
     assert_eq!((q.dials_crossed, q.dials, q.dial_failures), (1, 1, 1), "{q:?}");
     assert_eq!(lo.stats.snapshot().refused_crossing, 2);
+}
+
+/// The lower address's dial to the peer is stuck (its Initial lost, or the peer was down when it
+/// started and has restarted since): past the young window it no longer refuses the peer's connection.
+/// The peer's dial gets in at once (no crossing, no failed dial) and the lower side adopts it while
+/// its own dial is still under way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_dial_of_the_lower_address_does_not_refuse_the_peer() {
+    let waits = opening::Waits {
+        young: opening::YOUNG_DIAL,
+        ..patient(Duration::ZERO)
+    };
+    let (lo, hi, _cred) = served_pair("stuck", waits);
+    {
+        let link = lo.link(hi.me);
+        let mut l = link.lock();
+        l.dialling = true;
+        l.dial_since = Instant::now().checked_sub(Duration::from_secs(2));
+        assert!(l.dial_since.is_some());
+    }
+    assert!(!lo.refuse_crossing(hi.me), "an old dial refuses nothing");
+    let got = soon("hi's connection", hi.connection(lo.me))
+        .await
+        .expect("hi's own dial, not a refusal and back-off");
+    assert_eq!(got.remote_address(), lo.me);
+    let (ql, qh) = (lo.stats.snapshot(), hi.stats.snapshot());
+    assert_eq!(ql.refused_crossing, 0, "{ql:?}");
+    assert_eq!(
+        (qh.dials, qh.dial_failures, qh.dials_crossed),
+        (1, 0, 0),
+        "{qh:?}"
+    );
+    // lo sends on hi's connection although its own dial has not ended.
+    let theirs = soon("lo adopts hi's connection", async {
+        loop {
+            if let Some(c) = lo.link(hi.me).lock().conn.clone() {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(theirs.remote_address(), hi.me);
+    assert!(lo.link(hi.me).lock().dialling, "lo's own dial is still under way");
+    let c = soon("lo's sender", lo.connection(hi.me))
+        .await
+        .expect("a connection");
+    assert_eq!(c.stable_id(), theirs.stable_id());
+}
+
+/// The higher address waits for the lower one's connection after a crossing; when that handshake fails
+/// on its accept side, the wait ends at once and it dials (not after the crossing's or the Retry's bound).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_handshake_ends_the_crossed_wait() {
+    let waits = opening::Waits {
+        incoming: Duration::from_secs(100),
+        retry: Duration::from_secs(100),
+        ..patient(Duration::ZERO)
+    };
+    let (lo, hi, _cred) = served_pair("crossed-fail", waits);
+    // hi's dial was refused as crossing (it waits up to 100 s for lo's connection), and lo's handshake
+    // towards hi (after hi's Retry to it) is in progress on hi's accept side.
+    hi.link(lo.me).lock().crossed_until = Some(Instant::now() + Duration::from_secs(100));
+    hi.retried(lo.me);
+    let mark = hi.incoming_handshake(lo.me);
+    let waiting = tokio::spawn({
+        let hi = Arc::clone(&hi);
+        let lo_addr = lo.me;
+        async move { hi.connection(lo_addr).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished(), "hi holds its dial for lo's connection");
+    // That handshake fails (the mark is dropped unsettled, as the accept side does).
+    drop(mark);
+    let got = soon("hi dials", waiting)
+        .await
+        .unwrap()
+        .expect("hi's own connection");
+    assert_eq!(got.remote_address(), lo.me);
+    let q = hi.stats.snapshot();
+    assert_eq!((q.dials, q.dial_failures), (1, 0), "{q:?}");
+}
+
+/// A member relays a join from its gossip endpoint to an admitter with the lower address whose young
+/// gossip dial to the member is under way: the admitter refuses the relay's first Initial as a crossing
+/// (it cannot know the ALPN yet), and the relay asks again once instead of giving up (`NoAdmitter`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_refused_as_a_crossing_asks_again() {
+    let (lo, hi, cred) = served_pair("relay-refused", patient(Duration::ZERO));
+    claim_dial(&lo, hi.me);
+    // hi's relaying side, on hi's gossip endpoint; the retry comes well after the test's toggle below.
+    let relay = join_service(&hi, &cred, Duration::from_secs(3));
+    let asked = tokio::spawn({
+        let lo_addr = lo.me;
+        async move { relay.ask(lo_addr, b"not a real join request").await }
+    });
+    soon("lo refuses the relay's first Initial", async {
+        while lo.stats.snapshot().refused_crossing == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    // lo's dial ends (as it does past the young window or when it completes).
+    lo.link(hi.me).lock().dialling = false;
+    let answer = soon("the relay's answer", asked).await.unwrap();
+    assert!(
+        answer.is_some(),
+        "the admitter answered the second attempt (here: it cannot admit)"
+    );
+    assert_eq!(lo.stats.snapshot().refused_crossing, 1);
+}
+
+/// Only the lower address of a pair refuses a crossing dial, so a CONNECTION_REFUSED from the higher
+/// one (e.g. quinn refusing at its connection limit) is a failed dial, not a reason to wait.
+#[test]
+fn only_a_refusal_from_the_lower_address_is_a_crossing() {
+    let closed = |code| {
+        quinn::ConnectionError::ConnectionClosed(quinn::ConnectionClose {
+            error_code: code,
+            frame_type: None,
+            reason: Default::default(),
+        })
+    };
+    let refused = closed(quinn::TransportErrorCode::CONNECTION_REFUSED);
+    let (lo, hi): (SocketAddr, SocketAddr) =
+        ("10.0.0.1:7948".parse().unwrap(), "10.0.0.2:7948".parse().unwrap());
+    assert!(is_crossing_refusal(hi, lo, &refused), "the lower one refused us");
+    assert!(
+        !is_crossing_refusal(lo, hi, &refused),
+        "the higher one never refuses a crossing"
+    );
+    assert!(!is_crossing_refusal(
+        hi,
+        lo,
+        &closed(quinn::TransportErrorCode::PROTOCOL_VIOLATION)
+    ));
 }
