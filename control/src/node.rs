@@ -121,6 +121,9 @@ pub struct ControlNode {
     /// When a valid message from each address was first heard (pruned like `last_heard`): a probe of a
     /// member we had not heard from needed a new connection, so its failure is no sign of our health.
     first_heard: HashMap<SocketAddr, Instant>,
+    /// Suspicions whose down timer was deferred (silence window) and whose probe had found the member
+    /// not yet heard from: still "unmet" if refuted at a later firing (`node/timers.rs`).
+    unmet_deferred: HashSet<(SocketAddr, foca::Incarnation)>,
 }
 
 impl std::fmt::Debug for ControlNode {
@@ -205,6 +208,7 @@ impl ControlNode {
             reconnect: membership::Reconnect::default(),
             put_off: relay::PutOff::default(),
             first_heard: HashMap::new(),
+            unmet_deferred: HashSet::new(),
         };
         let at = now + node.config.anti_entropy_interval;
         node.out.push_back(Output::ScheduleTimer {
@@ -285,6 +289,7 @@ impl ControlNode {
             self.seeds.push(addr);
         }
         let dst = NodeIdentity::placeholder(addr);
+        self.put_off.awaiting_answer = true;
         let r = self.swim(now, |foca, rt| foca.announce(dst, rt));
         self.release(now);
         r
@@ -365,7 +370,12 @@ impl ControlNode {
                 match swim_message(body) {
                     Some((foca::Message::Announce, src)) if src == from => self.announced_by = Some(from),
                     // The answer to our join: the members it lists are introduced to us by its sender.
-                    Some((foca::Message::Feed, _)) if self.seeds.contains(&from) => {
+                    // Only the first answer to our join (not one to a renewal's re-announce after a
+                    // partition, nor an unsolicited Feed: nobody relays for those).
+                    Some((foca::Message::Feed, _))
+                        if self.seeds.contains(&from) && self.put_off.awaiting_answer =>
+                    {
+                        self.put_off.awaiting_answer = false;
                         self.put_off.answer_from = Some(from);
                     }
                     _ => {}
@@ -376,7 +386,8 @@ impl ControlNode {
                 self.put_off.answer_from = None;
                 if r.is_err() {
                     self.stats.swim_errors += 1;
-                } else {
+                } else if self.foca.iter_membership_state().any(|m| m.id().addr == from) {
+                    // Only addresses foca holds (pruned with its table): not any certified sender.
                     self.last_heard.insert(from, now);
                     self.first_heard.entry(from).or_insert(now);
                 }

@@ -143,6 +143,11 @@ impl ControlNode {
                     // renewal alone (same node and generation: it was a member already), which any
                     // member may announce at no cost.
                     let answering = self.announced_by == Some(id.addr) && !renewal_only;
+                    if !renewal_only {
+                        // A new process there (or a new node): our next probe of it needs a new
+                        // connection, as for a node never heard from (`met_before_probe`).
+                        self.first_heard.remove(&id.addr);
+                    }
                     if answering {
                         self.introduce(now, &id)?;
                     }
@@ -285,6 +290,7 @@ impl ControlNode {
         let known: HashSet<SocketAddr> = self.foca.iter_membership_state().map(|m| m.id().addr).collect();
         self.last_heard.retain(|a, _| known.contains(a));
         self.first_heard.retain(|a, _| known.contains(a));
+        self.unmet_deferred.retain(|(a, _)| known.contains(a));
         self.put_off.retain(&known);
         let active: HashSet<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
         self.outbox.retain_peers(|a| active.contains(a));

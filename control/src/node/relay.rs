@@ -84,6 +84,8 @@ pub(super) struct PutOff {
     /// While handling the join answer (foca's Feed) of this seed: the members it lists are introduced
     /// to us by it, and it relays tables between us.
     pub(super) answer_from: Option<SocketAddr>,
+    /// We joined (`ControlNode::join`) and no seed's Feed has answered yet.
+    pub(super) awaiting_answer: bool,
     /// While handling a `listed` introduction: (the joiner, the member introducing it).
     quiet_up: Option<(SocketAddr, SocketAddr)>,
     /// Members introduced to us by a member that relays between us: member → (that member, until
@@ -353,15 +355,20 @@ impl ControlNode {
             .filter(|(_, at)| **at <= now)
             .map(|(a, _)| *a)
             .collect();
+        // Every due meeting is taken out and held, also after one fails (the first error is returned).
+        let mut result = Ok(());
         for addr in due {
             self.put_off.deferred.remove(&addr);
             let member = self.foca.iter_members().find(|m| m.id().addr == addr);
             if let Some(id) = member.map(|m| m.id().clone()) {
                 self.stats.meetings_put_off += 1;
-                self.meet(&id, false)?;
+                let r = self.meet(&id, false);
+                if result.is_ok() {
+                    result = r;
+                }
             }
         }
-        Ok(())
+        result
     }
 
     /// Whether our first advert batch to `member` goes through the member that introduced it to us:

@@ -36,7 +36,10 @@ impl ControlNode {
                 // Not if the probe waited for a new connection (`node/direct.rs`).
                 self.stats.stale_down_timers += 1;
                 self.decay_health(now);
-                if !self.met_before_probe(now, member_id.addr) {
+                // Decided at the timer's first firing: a later one (deferred below) is further from
+                // the probe, when the member may have been heard from since.
+                let key = (member_id.addr, *incarnation);
+                if self.unmet_deferred.remove(&key) || !self.met_before_probe(now, member_id.addr) {
                     self.stats.unmet_suspicions += 1;
                     return Ok(());
                 }
@@ -45,11 +48,16 @@ impl ControlNode {
                 return Ok(());
             }
             self.decay_health(now);
+            let key = (member_id.addr, *incarnation);
             if let Some(at) = self.silent_until(member_id.addr).filter(|at| *at > now) {
+                if !self.met_before_probe(now, member_id.addr) {
+                    self.unmet_deferred.insert(key);
+                }
                 self.stats.suspicions_deferred += 1;
                 self.out.push_back(Output::ScheduleTimer { at, timer });
                 return Ok(());
             }
+            self.unmet_deferred.remove(&key);
         }
         match timer.0 {
             TimerKind::Swim(t) => {
