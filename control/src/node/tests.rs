@@ -543,3 +543,52 @@ fn re_announces_prefer_live_members_and_renewals_are_rate_limited() {
         assert!(times >= 2, "{} knocked {times} times in {knocked:?}", m.addr);
     }
 }
+
+/// A suspicion of a member first heard from after the probe that raised it (it waited for a new
+/// connection) does not count against local health even when its down timer was deferred by the
+/// silence window and the refutation is seen only at the later firing.
+#[test]
+fn an_unmet_suspicion_stays_unmet_when_its_timer_was_deferred() {
+    use std::time::Duration;
+    let k = keys();
+    let mut n = node_with(&k, 1);
+    let t0 = Instant::now();
+    let me = n.identity().clone();
+    let (p2, p3) = (identity(&k, 2, 1), identity(&k, 3, 1));
+    let gossip = |members: &[Member<NodeIdentity>]| {
+        crate::sim::swim_packet(&p2, &me, foca::Message::Gossip, members, &[])
+    };
+    n.handle_message(t0, p2.addr, &gossip(&[Member::alive(p3.clone())]))
+        .unwrap();
+    // p3 is suspected (our probe of it failed), then heard from for the first time just after.
+    let t1 = t0 + Duration::from_secs(5);
+    let suspect = Member::new(p3.clone(), 0, State::Suspect);
+    n.handle_message(t1, p2.addr, &gossip(&[suspect])).unwrap();
+    assert!(n
+        .foca
+        .iter_membership_state()
+        .any(|m| m.id() == &p3 && m.state() == State::Suspect));
+    // The down timer of our own suspicion (foca schedules it when its probe of p3 fails).
+    let down_timer = Timer(TimerKind::Swim(foca::Timer::ChangeSuspectToDown {
+        member_id: p3.clone(),
+        incarnation: 0,
+        token: 0,
+    }));
+    let t2 = t1 + Duration::from_millis(10);
+    let hello = crate::sim::swim_packet(&p3, &me, foca::Message::Gossip, &[], &[]);
+    n.handle_message(t2, p3.addr, &hello).unwrap();
+    // First firing: still suspect, but heard from 0.69 s ago: deferred to the silence window's end.
+    let t3 = t1 + n.config.suspect_to_down_after;
+    n.handle_timer(t3, down_timer.clone()).unwrap();
+    assert_eq!(n.stats().suspicions_deferred, 1);
+    // Refuted meanwhile; the deferred firing comes long after p3 was first heard from.
+    let refuted = Member::new(p3.clone(), 1, State::Alive);
+    n.handle_message(t3 + Duration::from_millis(100), p2.addr, &gossip(&[refuted]))
+        .unwrap();
+    n.handle_timer(t2 + n.config.suspect_silence, down_timer).unwrap();
+    assert_eq!((n.stats().stale_down_timers, n.stats().unmet_suspicions), (1, 1));
+    assert_eq!(
+        n.health, 0,
+        "a suspicion raised before we ever heard from p3 says nothing of our health"
+    );
+}
