@@ -330,6 +330,16 @@ pub fn is_swim(bytes: &[u8]) -> bool {
     bytes.get(1) == Some(&KIND_SWIM)
 }
 
+/// Whether `bytes` is a SWIM Announce (foca's join message; also a renewed node's re-announce).
+pub fn is_announce(bytes: &[u8]) -> bool {
+    use foca::Codec;
+    let Ok(Packet::Swim(body)) = decode(bytes) else {
+        return false;
+    };
+    let header: Result<foca::Header<NodeIdentity>, _> = foca::PostcardCodec.decode_header(body);
+    header.is_ok_and(|h| h.message == foca::Message::Announce)
+}
+
 pub fn decode(bytes: &[u8]) -> Result<Packet<'_>, DecodeError> {
     let (&version, rest) = bytes.split_first().ok_or(DecodeError::Truncated)?;
     if version != WIRE_VERSION {

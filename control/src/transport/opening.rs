@@ -156,6 +156,10 @@ pub(super) struct Wanted {
     since: Instant,
     /// The hold of the first live Retry mark seen in this episode (later marks do not extend it).
     retry_until: Option<Instant>,
+    /// A sender of this episode carries a SWIM Announce (a join or re-announce): its receiver does not
+    /// know us yet and will not dial us, so the grace would only delay it (a joiner's first message
+    /// to its seed, a restarted node's to every member).
+    pub(super) announce: bool,
 }
 
 impl Wanted {
@@ -163,6 +167,7 @@ impl Wanted {
         Wanted {
             since: now,
             retry_until: None,
+            announce: false,
         }
     }
 
@@ -190,7 +195,7 @@ impl Wanted {
             .peer_busy_until(peer, waits)
             .max(self.retry_until)
             .max(crossed);
-        hold_until(me, peer, self.since, busy, now, waits)
+        hold_until(me, peer, self.since, busy, now, waits, !self.announce)
     }
 }
 
@@ -203,8 +208,9 @@ pub(super) fn hold_until(
     busy: Option<Instant>,
     now: Instant,
     waits: &Waits,
+    grace: bool,
 ) -> Option<Instant> {
-    let grace = (me > peer).then(|| wanted + waits.grace);
+    let grace = (grace && me > peer).then(|| wanted + waits.grace);
     grace
         .max(busy)
         .map(|t| t.min(wanted + waits.incoming))
@@ -227,19 +233,26 @@ mod tests {
         let (lo, hi) = (addr("10.0.0.1:7948"), addr("10.0.0.2:7948"));
         let t0 = Instant::now();
         let o = Opening::default();
-        assert_eq!(hold_until(lo, hi, t0, o.peer_busy_until(hi, &w), t0, &w), None);
         assert_eq!(
-            hold_until(hi, lo, t0, o.peer_busy_until(lo, &w), t0, &w),
+            hold_until(lo, hi, t0, o.peer_busy_until(hi, &w), t0, &w, true),
+            None
+        );
+        assert_eq!(
+            hold_until(hi, lo, t0, o.peer_busy_until(lo, &w), t0, &w, true),
             Some(t0 + w.grace)
         );
-        assert_eq!(hold_until(hi, lo, t0, None, t0 + w.grace, &w), None, "grace over");
+        assert_eq!(
+            hold_until(hi, lo, t0, None, t0 + w.grace, &w, true),
+            None,
+            "grace over"
+        );
 
         // The peer's handshake towards the lower one holds it too, at most `incoming`.
         o.handshake_started(hi, t0);
         let busy = o.peer_busy_until(hi, &w);
         assert_eq!(busy, Some(t0 + w.incoming));
-        assert_eq!(hold_until(lo, hi, t0, busy, t0, &w), Some(t0 + w.incoming));
-        assert_eq!(hold_until(lo, hi, t0, busy, t0 + w.incoming, &w), None);
+        assert_eq!(hold_until(lo, hi, t0, busy, t0, &w, true), Some(t0 + w.incoming));
+        assert_eq!(hold_until(lo, hi, t0, busy, t0 + w.incoming, &w, true), None);
         o.handshake_ended(hi);
         assert_eq!(o.peer_busy_until(hi, &w), None, "ended: dial at once");
 
@@ -282,7 +295,10 @@ mod tests {
         assert_eq!(e.hold_until(lo, hi, &o, crossed, t0, &w), Some(cap));
         assert_eq!(e.hold_until(lo, hi, &o, crossed, cap - step, &w), Some(cap));
         assert_eq!(e.hold_until(lo, hi, &o, crossed, cap, &w), None, "capped");
-        assert_eq!(hold_until(lo, hi, t0, Some(t0 + w.incoming * 9), cap, &w), None);
+        assert_eq!(
+            hold_until(lo, hi, t0, Some(t0 + w.incoming * 9), cap, &w, true),
+            None
+        );
     }
 
     /// Spoofed Initials from many sources cannot grow the map beyond [`MAX_TRACKED`].

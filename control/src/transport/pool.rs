@@ -268,6 +268,12 @@ impl Pool {
     /// and on the higher address of a pair for the grace ([`super::opening`]). `None` while the peer is
     /// in its dial back-off.
     pub(super) async fn connection(self: &Arc<Self>, to: SocketAddr) -> Option<quinn::Connection> {
+        self.connection_for(to, false).await
+    }
+
+    /// [`Self::connection`] for a message that is (`announce`) or is not a SWIM Announce: an Announce's
+    /// sender does not wait the grace ([`Wanted::announce`]).
+    async fn connection_for(self: &Arc<Self>, to: SocketAddr, announce: bool) -> Option<quinn::Connection> {
         let link = self.link(to);
         loop {
             // Registered before the state is read, so a change in between still wakes us.
@@ -289,6 +295,7 @@ impl Pool {
                     let now = Instant::now();
                     let crossed = l.crossed_until;
                     let wanted = l.wanted.get_or_insert(Wanted::new(now));
+                    wanted.announce |= announce;
                     let hold = wanted.hold_until(self.me, to, &self.opening, crossed, now, &self.waits);
                     if hold.is_none() {
                         l.dialling = true;
@@ -443,8 +450,9 @@ impl Pool {
 
     pub(super) fn send(self: &Arc<Self>, to: SocketAddr, bytes: Vec<u8>) {
         let pool = Arc::clone(self);
+        let announce = crate::messages::is_announce(&bytes);
         tokio::spawn(async move {
-            let Some(conn) = pool.connection(to).await else {
+            let Some(conn) = pool.connection_for(to, announce).await else {
                 return;
             };
             if let Ok(mut s) = conn.open_uni().await {

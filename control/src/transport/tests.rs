@@ -691,3 +691,33 @@ fn only_a_refusal_from_the_lower_address_is_a_crossing() {
         &closed(quinn::TransportErrorCode::PROTOCOL_VIOLATION)
     ));
 }
+
+/// A SWIM Announce (a join; a restarted or renewed node's first message) from the higher address is not
+/// held by the grace: its receiver does not know the sender yet and will not dial it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_announce_is_not_held_by_the_grace() {
+    use crate::membership::NodeIdentity;
+    let cred = credential("announce");
+    let waits = patient(Duration::from_secs(20));
+    let (p1, r1) = served_pool(&cred, waits);
+    let (p2, r2) = served_pool(&cred, waits);
+    let ((lo, mut in_lo), (hi, _in_hi)) = if p1.me < p2.me {
+        ((p1, r1), (p2, r2))
+    } else {
+        ((p2, r2), (p1, r1))
+    };
+    let (src, dst) = (NodeIdentity::placeholder(hi.me), NodeIdentity::placeholder(lo.me));
+    let announce = crate::sim::swim_packet(&src, &dst, foca::Message::Announce, &[], &[]);
+    let gossip = crate::sim::swim_packet(&src, &dst, foca::Message::Gossip, &[], &[]);
+    assert!(crate::messages::is_announce(&announce));
+    assert!(!crate::messages::is_announce(&gossip) && !crate::messages::is_announce(b"\x08\x01junk"));
+    let t0 = Instant::now();
+    hi.send(lo.me, announce.clone());
+    let (from, got) = soon("lo receives the announce", in_lo.recv())
+        .await
+        .expect("inbound open");
+    assert_eq!((from, got), (hi.me, announce));
+    // Functional bound, far below the 20 s grace this pool would otherwise hold its dial for.
+    assert!(t0.elapsed() < Duration::from_secs(10), "held {:?}", t0.elapsed());
+    assert_eq!(hi.stats.snapshot().dials, 1);
+}
