@@ -263,16 +263,17 @@ impl Pool {
         true
     }
 
-    /// An open connection to `to`: the cached one, else whichever comes first of our dial and the
-    /// peer's own connection to us. Our dial waits while the peer's handshake towards us is under way,
-    /// and on the higher address of a pair for the grace ([`super::opening`]). `None` while the peer is
-    /// in its dial back-off.
+    /// [`Self::connection_for`] a message that is not a SWIM Announce.
+    #[cfg(test)]
     pub(super) async fn connection(self: &Arc<Self>, to: SocketAddr) -> Option<quinn::Connection> {
         self.connection_for(to, false).await
     }
 
-    /// [`Self::connection`] for a message that is (`announce`) or is not a SWIM Announce: an Announce's
-    /// sender does not wait the grace ([`Wanted::announce`]).
+    /// An open connection to `to`: the cached one, else whichever comes first of our dial and the
+    /// peer's own connection to us. Our dial waits while the peer's handshake towards us is under way,
+    /// and on the higher address of a pair for the grace ([`super::opening`]). `None` while the peer is
+    /// in its dial back-off.
+    /// The sender of a SWIM Announce (`announce`) does not wait the grace ([`Wanted::announce`]).
     async fn connection_for(self: &Arc<Self>, to: SocketAddr, announce: bool) -> Option<quinn::Connection> {
         let link = self.link(to);
         loop {
