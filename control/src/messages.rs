@@ -333,10 +333,11 @@ pub fn is_swim(bytes: &[u8]) -> bool {
 /// Whether `bytes` is a SWIM Announce (foca's join message; also a renewed node's re-announce).
 pub fn is_announce(bytes: &[u8]) -> bool {
     use foca::Codec;
-    let Ok(Packet::Swim(body)) = decode(bytes) else {
+    // The envelope first: a Sync message (a table piece, a dump) is never decoded here.
+    if bytes.first() != Some(&WIRE_VERSION) || !is_swim(bytes) {
         return false;
-    };
-    let header: Result<foca::Header<NodeIdentity>, _> = foca::PostcardCodec.decode_header(body);
+    }
+    let header: Result<foca::Header<NodeIdentity>, _> = foca::PostcardCodec.decode_header(&bytes[2..]);
     header.is_ok_and(|h| h.message == foca::Message::Announce)
 }
 

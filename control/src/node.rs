@@ -123,7 +123,7 @@ pub struct ControlNode {
     first_heard: HashMap<SocketAddr, Instant>,
     /// Suspicions whose down timer was deferred (silence window) and whose probe had found the member
     /// not yet heard from: still "unmet" if refuted at a later firing (`node/timers.rs`).
-    unmet_deferred: HashSet<(SocketAddr, foca::Incarnation)>,
+    unmet_deferred: HashSet<(NodeIdentity, foca::Incarnation)>,
 }
 
 impl std::fmt::Debug for ControlNode {

@@ -161,6 +161,9 @@ impl ControlNode {
                 OwnedNotification::Rejoin(id) => {
                     // `change_identity` reset foca to Disconnected, without an Idle (see `Reconnect`).
                     self.reconnect.connected = false;
+                    // A seed's Feed from now on answers our re-announce, not our join (after a whole
+                    // cluster restarted, a seed may have joined us without ever answering ours).
+                    self.put_off.awaiting_answer = false;
                     rejoined = true;
                     self.stats.rejoins += 1;
                     tracing::info!(identity = ?id, "declared down by the cluster; rejoined with a renewed identity");
@@ -290,7 +293,7 @@ impl ControlNode {
         let known: HashSet<SocketAddr> = self.foca.iter_membership_state().map(|m| m.id().addr).collect();
         self.last_heard.retain(|a, _| known.contains(a));
         self.first_heard.retain(|a, _| known.contains(a));
-        self.unmet_deferred.retain(|(a, _)| known.contains(a));
+        self.unmet_deferred.retain(|(id, _)| known.contains(&id.addr));
         self.put_off.retain(&known);
         let active: HashSet<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
         self.outbox.retain_peers(|a| active.contains(a));

@@ -38,7 +38,7 @@ impl ControlNode {
                 self.decay_health(now);
                 // Decided at the timer's first firing: a later one (deferred below) is further from
                 // the probe, when the member may have been heard from since.
-                let key = (member_id.addr, *incarnation);
+                let key = (member_id.clone(), *incarnation);
                 if self.unmet_deferred.remove(&key) || !self.met_before_probe(now, member_id.addr) {
                     self.stats.unmet_suspicions += 1;
                     return Ok(());
@@ -48,7 +48,7 @@ impl ControlNode {
                 return Ok(());
             }
             self.decay_health(now);
-            let key = (member_id.addr, *incarnation);
+            let key = (member_id.clone(), *incarnation);
             if let Some(at) = self.silent_until(member_id.addr).filter(|at| *at > now) {
                 if !self.met_before_probe(now, member_id.addr) {
                     self.unmet_deferred.insert(key);
