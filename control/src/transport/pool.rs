@@ -153,11 +153,7 @@ impl Drop for IncomingMark {
     fn drop(&mut self) {
         self.pool.opening.handshake_ended(self.from);
         // Wake senders holding their dial for it (if adopted, they find the connection; else they dial).
-        let link = {
-            let peers = self.pool.peers.lock().unwrap_or_else(|e| e.into_inner());
-            peers.get(&self.from).cloned()
-        };
-        if let Some(link) = link {
+        if let Some(link) = self.pool.existing_link(self.from) {
             if !self.settled {
                 // The handshake failed (or was not a member's gossip connection): if our senders were
                 // waiting for it after a crossing, that wait ends now and they dial.
@@ -227,6 +223,12 @@ impl Pool {
         }
     }
 
+    /// The slot of `addr` if it has one (unlike [`Self::link`], which creates it).
+    fn existing_link(&self, addr: SocketAddr) -> Option<Arc<Link>> {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers.get(&addr).cloned()
+    }
+
     pub(super) fn link(&self, to: SocketAddr) -> Arc<Link> {
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         Arc::clone(peers.entry(to).or_default())
@@ -266,15 +268,16 @@ impl Pool {
     /// [`Self::connection_for`] a message that is not a SWIM Announce.
     #[cfg(test)]
     pub(super) async fn connection(self: &Arc<Self>, to: SocketAddr) -> Option<quinn::Connection> {
-        self.connection_for(to, false).await
+        self.connection_for(to, &[]).await
     }
 
     /// An open connection to `to`: the cached one, else whichever comes first of our dial and the
     /// peer's own connection to us. Our dial waits while the peer's handshake towards us is under way,
     /// and on the higher address of a pair for the grace ([`super::opening`]). `None` while the peer is
     /// in its dial back-off.
-    /// The sender of a SWIM Announce (`announce`) does not wait the grace ([`Wanted::announce`]).
-    async fn connection_for(self: &Arc<Self>, to: SocketAddr, announce: bool) -> Option<quinn::Connection> {
+    /// The sender of a SWIM Announce (`bytes`, read only when no connection is open) does not wait the
+    /// grace ([`Wanted::announce`]).
+    async fn connection_for(self: &Arc<Self>, to: SocketAddr, bytes: &[u8]) -> Option<quinn::Connection> {
         let link = self.link(to);
         loop {
             // Registered before the state is read, so a change in between still wakes us.
@@ -296,7 +299,7 @@ impl Pool {
                     let now = Instant::now();
                     let crossed = l.crossed_until;
                     let wanted = l.wanted.get_or_insert(Wanted::new(now));
-                    wanted.announce |= announce;
+                    wanted.announce = wanted.announce || crate::messages::is_announce(bytes);
                     let hold = wanted.hold_until(self.me, to, &self.opening, crossed, now, &self.waits);
                     if hold.is_none() {
                         l.dialling = true;
@@ -341,11 +344,9 @@ impl Pool {
         if self.me >= from {
             return false;
         }
-        let link = {
-            let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-            peers.get(&from).cloned()
+        let Some(link) = self.existing_link(from) else {
+            return false;
         };
-        let Some(link) = link else { return false };
         let l = link.lock();
         l.dialling
             && usable(&l.conn).is_none()
@@ -451,9 +452,8 @@ impl Pool {
 
     pub(super) fn send(self: &Arc<Self>, to: SocketAddr, bytes: Vec<u8>) {
         let pool = Arc::clone(self);
-        let announce = crate::messages::is_announce(&bytes);
         tokio::spawn(async move {
-            let Some(conn) = pool.connection_for(to, announce).await else {
+            let Some(conn) = pool.connection_for(to, &bytes).await else {
                 return;
             };
             if let Ok(mut s) = conn.open_uni().await {
