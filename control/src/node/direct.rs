@@ -6,9 +6,9 @@
 //!   itself, or from a join answer too large to list every member), it sends that member its own
 //!   signed identity. A member that has not yet heard of us through SWIM then knows us at once, and
 //!   takes our table pieces. Members that the answerer of a join introduced to the joiner, and the
-//!   members a joiner learns from an answer that lists every member, send each other no Hello: the
-//!   answerer introduced them and relays tables between them (`node/relay.rs`,
-//!   `control/tests/sim_relay.rs`). The identity is checked exactly as a gossiped
+//!   members a joiner learns from an answer that lists every member, put their Hello and table
+//!   exchange off by 2.5–5 s: the answerer introduced them and relays tables between them meanwhile
+//!   (`node/relay.rs`, `control/tests/sim_relay.rs`). The identity is checked exactly as a gossiped
 //!   one is (the [`crate::identity::Verifier`]: CA attestation, the node's own signature, VTEP and
 //!   gossip address bound to the attestation, not revoked) and accepted only from its own address; it
 //!   then enters foca's table as an Alive update would. It is gossiped on only once the receiver holds
