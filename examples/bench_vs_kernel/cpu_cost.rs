@@ -30,3 +30,25 @@ pub fn background_load() -> Option<f64> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     Some(after.busy_seconds_since(&before, cpustat::clock_ticks()) / (dt * cpus))
 }
+
+#[cfg(test)]
+mod tests {
+    /// `cpu_floor.py` (the copy-and-checksum floor of README "The floor on this testbed") parses `perf
+    /// report` lines: its self-test checks a sample report, idle and non-sample lines left out.
+    #[test]
+    fn cpu_floor_script_parses_a_perf_report() {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/bench_vs_kernel/cpu_floor.py"
+        );
+        let out = std::process::Command::new("python3")
+            .args([script, "--self-test"])
+            .output()
+            .unwrap_or_else(|e| panic!("python3 (Debian package python3) is needed: {e}"));
+        assert!(
+            out.status.success(),
+            "cpu_floor.py --self-test failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
