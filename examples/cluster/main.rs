@@ -17,6 +17,9 @@
 //! - gossip bytes/s per node: `eth0` TX bytes of each host over an idle 10 s window (no container traffic;
 //!   the only other underlay traffic is the odd ARP refresh, tens of bytes).
 //!
+//! `--static-floor`: the same testbed and launch with every daemon in static mode, measuring only their
+//! start-up (`floor.rs`).
+//!
 //! How a container's MAC gets known: the control plane advertises the MACs seen behind a node's bridge, so each
 //! container emits a broadcast ping (`ping -b -i 0.2 10.1.0.255`, no replies: Linux ignores broadcast echo)
 //! from before its daemon starts until the cluster is formed; its first frame after the TAP is attached makes
@@ -29,6 +32,7 @@
 //! older build) it polls `GET /v1/fdb` every 25 ms (50 ms above 16 nodes) instead; the output says which
 //! (`observe`). Touches nothing outside its namespaces.
 
+mod floor;
 mod report;
 #[path = "../../tests/common/testbed.rs"]
 mod testbed;
@@ -51,7 +55,7 @@ fn main() -> ExitCode {
         Ok(o) => o,
         Err(e) => {
             eprintln!(
-                "{e}\nusage: cargo run --release --example cluster -- --nodes N [--json] [--overlayd PATH]"
+                "{e}\nusage: cargo run --release --example cluster -- --nodes N [--json] [--overlayd PATH] [--static-floor]"
             );
             return ExitCode::from(2);
         }
@@ -71,6 +75,8 @@ struct Opts {
     json: bool,
     /// Run this overlayd binary instead of the one built from this tree (A/B comparisons).
     overlayd: Option<String>,
+    /// Start every daemon in static mode instead and measure only their start-up (`floor.rs`).
+    static_floor: bool,
 }
 
 impl Opts {
@@ -79,6 +85,7 @@ impl Opts {
             nodes: 8,
             json: false,
             overlayd: None,
+            static_floor: false,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -91,6 +98,7 @@ impl Opts {
                     }
                 }
                 "--json" => o.json = true,
+                "--static-floor" => o.static_floor = true,
                 "--overlayd" => o.overlayd = Some(it.next().ok_or("--overlayd needs a path")?.clone()),
                 other => return Err(format!("unknown argument {other}")),
             }
@@ -163,15 +171,29 @@ fn run(o: &Opts) -> Result<(), String> {
         })
         .collect();
 
-    say("host 1: overlayd --init-cluster");
-    let mut starts = vec![0u64; n];
-    starts[0] = unix_us();
     let local1 = hosts[0].underlay_ip().to_string();
     // Every daemon gets its own admin socket (the namespaces share one filesystem).
     let sockets: Vec<String> = hosts
         .iter()
         .map(|h| h.admin_socket().to_string_lossy().into_owned())
         .collect();
+    if o.static_floor {
+        say(&format!(
+            "hosts 1..{n}: overlayd --peer <next host> (static mode, all at once)"
+        ));
+        let launch = floor::Launch {
+            hosts: &hosts,
+            overlayd: &overlayd,
+            state: &state,
+            sockets: &sockets,
+            macs: &macs,
+            watchers: &watchers,
+        };
+        return floor::run(&launch, o.json);
+    }
+    say("host 1: overlayd --init-cluster");
+    let mut starts = vec![0u64; n];
+    starts[0] = unix_us();
     let mut daemons: Vec<Daemon> = vec![hosts[0].spawn(
         &overlayd,
         &[
