@@ -10,6 +10,11 @@
 //! arbitrary bytes from its address, and [`swim_packet`] builds SWIM packets with chosen identities,
 //! updates and broadcasts. Must never: read the real clock for decisions, or use unseeded randomness
 //! (keys are random, but no decision depends on their bytes).
+//!
+//! Layout: this file holds the cluster, its nodes and their lifecycle (boot, kill, restart, terminate);
+//! `queue` the event queue and virtual clock, `network` the simulated links and the faults raised on
+//! them, `outputs` what a node's outputs do, `checks` the convergence predicates, `fixtures` test keys,
+//! addresses, MACs and hand-built SWIM packets, `scale` the scale scenario.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
@@ -17,29 +22,25 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use foca::{Codec, Header, PostcardCodec};
 /// foca's packet types, for tests that build SWIM packets by hand (rogue members).
 pub use foca::{Member, Message, State};
 
 use crate::attest::{Attestation, Signer};
 use crate::membership::{NodeId, NodeIdentity, XorShift};
-use crate::messages;
 use crate::node::{ControlConfig, ControlNode, MemberState, Trust};
 use crate::revocation::RevocationList;
-use crate::{IpNet, MacAddr, NetworkDef, Output, Timer, Vni};
+use crate::{IpNet, MacAddr, NetworkDef, Vni};
 
-/// The VNI [`Sim::set_macs`] advertises on (and that [`SimNode::fdb`] mirrors).
-pub const SIM_VNI: u32 = 1;
-
-/// [`SIM_VNI`] as a data-plane VNI.
-pub fn sim_vni() -> Vni {
-    vni(SIM_VNI)
-}
-
-/// A data-plane VNI for tests (panics if out of range).
-pub fn vni(v: u32) -> Vni {
-    Vni::new(v).unwrap_or_else(|e| panic!("vni {v}: {e}"))
-}
+mod checks;
+mod fixtures;
+mod network;
+mod outputs;
+mod queue;
+mod scale;
+use fixtures::addr_of;
+pub use fixtures::{mac, new_signer, sim_vni, swim_packet, vni, SIM_VNI};
+use queue::{Event, Queued};
+pub use scale::{scale_run, ScaleReport};
 
 /// Network and protocol parameters of a simulation.
 #[derive(Debug, Clone)]
@@ -86,46 +87,6 @@ impl Default for SimConfig {
     }
 }
 
-/// An entry of the event queue, ordered by (virtual time, insertion order) only; the event itself
-/// waits in [`Sim::slots`] (a small heap entry keeps the heap operations cache-friendly).
-#[derive(Debug)]
-struct Queued {
-    at: Instant,
-    seq: u64,
-    slot: u32,
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Queued {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
-
-#[derive(Debug)]
-enum Event {
-    Deliver {
-        to: usize,
-        from: SocketAddr,
-        bytes: Vec<u8>,
-    },
-    Timer {
-        node: usize,
-        instance: u64,
-        timer: Timer,
-    },
-}
-
 /// One simulated host.
 #[derive(Debug)]
 pub struct SimNode {
@@ -170,45 +131,6 @@ pub struct SimNode {
     group: usize,
 }
 
-/// A fresh P-256 signer (test keys).
-pub fn new_signer() -> Signer {
-    let kp = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("keygen: {e}"));
-    Signer::from_pkcs8(&kp.serialize_der()).unwrap_or_else(|e| panic!("key: {e}"))
-}
-
-/// A SWIM packet (with envelope) as foca would send it: header, membership updates, custom broadcasts.
-pub fn swim_packet(
-    src: &NodeIdentity,
-    dst: &NodeIdentity,
-    message: Message<NodeIdentity>,
-    updates: &[Member<NodeIdentity>],
-    broadcasts: &[messages::Broadcast],
-) -> Vec<u8> {
-    let mut buf = Vec::new();
-    let header = Header {
-        src: src.clone(),
-        src_incarnation: 0,
-        dst: dst.clone(),
-        message,
-    };
-    let announce = matches!(header.message, Message::Announce);
-    let _ = PostcardCodec.encode_header(&header, &mut buf);
-    if announce {
-        // foca's Announce is the header alone.
-        return messages::encode_swim(&buf);
-    }
-    buf.extend_from_slice(&(updates.len() as u16).to_be_bytes());
-    for m in updates {
-        let _ = PostcardCodec.encode_member(m, &mut buf);
-    }
-    for b in broadcasts {
-        let item = messages::encode_broadcast(b).unwrap_or_default();
-        buf.extend_from_slice(&(item.len() as u16).to_be_bytes());
-        buf.extend_from_slice(&item);
-    }
-    messages::encode_swim(&buf)
-}
-
 /// A death (or leave) some node reported: (observer index, subject node id, subject generation, state).
 pub type DeathReport = (usize, NodeId, u64, MemberState);
 
@@ -244,13 +166,6 @@ pub struct Sim {
     pub connections: u64,
     /// Pairs of nodes that cannot reach each other (see [`Sim::cut`]).
     cut: BTreeSet<(usize, usize)>,
-}
-
-fn addr_of(i: usize) -> SocketAddr {
-    SocketAddr::from((
-        [10, 0, (i / 250) as u8, (i % 250 + 1) as u8],
-        crate::DEFAULT_GOSSIP_PORT,
-    ))
 }
 
 impl Sim {
@@ -435,225 +350,11 @@ impl Sim {
         self.drain(i);
     }
 
-    fn push(&mut self, at: Instant, ev: Event) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let slot = match self.free.pop() {
-            Some(s) => {
-                self.slots[s as usize] = Some(ev);
-                s
-            }
-            None => {
-                self.slots.push(Some(ev));
-                u32::try_from(self.slots.len() - 1).unwrap_or_else(|_| panic!("over 2^32 queued events"))
-            }
-        };
-        self.queue.push(Reverse(Queued { at, seq, slot }));
-    }
-
-    fn drain(&mut self, i: usize) {
-        while let Some(out) = self.nodes[i].node.as_mut().and_then(|n| n.poll_output()) {
-            match out {
-                Output::Send { to, bytes } => {
-                    self.sent += 1;
-                    let elapsed = self.now - self.start;
-                    let swim = messages::is_swim(&bytes);
-                    let n = &mut self.nodes[i];
-                    n.sent_bytes += bytes.len() as u64;
-                    if !swim {
-                        n.sync_messages += 1;
-                        if self.cfg.log_sync {
-                            n.sync_log.push((elapsed, bytes.len()));
-                        }
-                        if self.cfg.record_sync {
-                            n.sync_sent.push((elapsed, bytes.clone()));
-                        }
-                    }
-                    // The uplink: FIFO, `uplink` bytes per second.
-                    let depart = if self.cfg.uplink > 0 {
-                        let start = n.link_free_at.max(self.now);
-                        let nanos = bytes.len() as u128 * 1_000_000_000 / self.cfg.uplink as u128;
-                        n.link_free_at = start + Duration::from_nanos(nanos as u64);
-                        if swim {
-                            n.max_swim_wait = n.max_swim_wait.max(start - self.now);
-                        }
-                        n.link_free_at
-                    } else {
-                        self.now
-                    };
-                    let Some(&j) = self.by_addr.get(&to) else {
-                        self.dropped += 1;
-                        continue;
-                    };
-                    let pair = (i.min(j), i.max(j));
-                    if self.nodes[j].group != self.nodes[i].group
-                        || self.cut.contains(&pair)
-                        || self.rng.unit() < self.cfg.loss
-                    {
-                        self.dropped += 1;
-                        continue;
-                    }
-                    let depart = if self.cfg.connect.is_zero() {
-                        depart
-                    } else {
-                        let ready = *self.conns.entry(pair).or_insert_with(|| {
-                            self.connections += 1;
-                            self.now + self.cfg.connect
-                        });
-                        depart.max(ready)
-                    };
-                    let jitter = self.cfg.jitter.mul_f64(self.rng.unit());
-                    let at = depart + self.cfg.latency + jitter;
-                    let from = self.nodes[i].addr;
-                    self.push(at, Event::Deliver { to: j, from, bytes });
-                }
-                Output::ScheduleTimer { at, timer } => {
-                    let instance = self.nodes[i].instance;
-                    self.push(
-                        at.max(self.now),
-                        Event::Timer {
-                            node: i,
-                            instance,
-                            timer,
-                        },
-                    );
-                }
-                Output::FdbInstall { vni, mac, vtep, ips } => {
-                    if vni.get() == SIM_VNI {
-                        self.nodes[i].fdb.insert(mac, vtep);
-                    }
-                    self.nodes[i].entries.insert((vni, mac), (vtep, ips));
-                }
-                Output::FdbRemove { vni, mac } => {
-                    if vni.get() == SIM_VNI {
-                        self.nodes[i].fdb.remove(&mac);
-                    }
-                    self.nodes[i].entries.remove(&(vni, mac));
-                }
-                Output::FloodSet { vni, vteps } => {
-                    if vteps.is_empty() {
-                        self.nodes[i].flood.remove(&vni);
-                    } else {
-                        self.nodes[i].flood.insert(vni, vteps);
-                    }
-                }
-                Output::NetworkUpsert(d) => {
-                    self.nodes[i].networks.insert(d.name.clone(), d);
-                }
-                Output::NetworkRemoved { name, .. } => {
-                    self.nodes[i].networks.remove(&name);
-                }
-                Output::BlockGranted { network, block } => {
-                    if !self.nodes[i].blocks.insert((network.clone(), block)) {
-                        self.errors
-                            .push(format!("node {i}: block {network} {block} granted twice"));
-                    }
-                }
-                Output::BlockReleased { network, block } => {
-                    if !self.nodes[i].blocks.remove(&(network.clone(), block)) {
-                        self.errors
-                            .push(format!("node {i}: block {network} {block} released but not held"));
-                    }
-                }
-                Output::Revoked { .. } => {
-                    // Persist, as the transport does in the state dir.
-                    if let Some(node) = self.nodes[i].node.as_ref() {
-                        self.nodes[i].revoked = node.revocations().clone();
-                    }
-                }
-                Output::MembersChanged(rows) => {
-                    for m in rows {
-                        if matches!(m.state, MemberState::Dead | MemberState::Left) {
-                            let id = u64::from_str_radix(&m.id, 16).map(NodeId).unwrap_or_default();
-                            self.deaths.insert((i, id, m.generation, m.state));
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Process the next event; false if the queue is empty.
-    pub fn step(&mut self) -> bool {
-        let Some(Reverse(Queued { at, slot, .. })) = self.queue.pop() else {
-            return false;
-        };
-        self.free.push(slot);
-        self.events += 1;
-        let Some(ev) = self.slots[slot as usize].take() else {
-            return true;
-        };
-        self.now = at;
-        match ev {
-            Event::Deliver { to, from, bytes } => {
-                // A partition raised while the message was in flight also cuts it.
-                let from_at = self.by_addr.get(&from).copied();
-                let from_group = from_at.map(|f| self.nodes[f].group);
-                let cut = from_at.is_some_and(|f| self.cut.contains(&(f.min(to), f.max(to))));
-                if from_group != Some(self.nodes[to].group) || cut {
-                    self.dropped += 1;
-                    return true;
-                }
-                let now = self.now;
-                self.with_node(to, |node| node.handle_message(now, from, &bytes));
-            }
-            Event::Timer {
-                node,
-                instance,
-                timer,
-            } => {
-                if matches!(timer.0, crate::TimerKind::Pace) {
-                    self.pace_timers += 1;
-                }
-                if self.nodes[node].instance == instance {
-                    let now = self.now;
-                    self.with_node(node, |n| n.handle_timer(now, timer));
-                }
-            }
-        }
-        true
-    }
-
-    /// Advance virtual time by `d`, processing every event due.
-    pub fn run_for(&mut self, d: Duration) {
-        let until = self.now + d;
-        while let Some(Reverse(q)) = self.queue.peek() {
-            if q.at > until {
-                break;
-            }
-            self.step();
-        }
-        self.now = until;
-    }
-
-    /// Run until `pred` holds (checked every `tick` of virtual time) or `limit` passes. Returns the
-    /// virtual time it took, or None on timeout.
-    pub fn run_until<F>(&mut self, limit: Duration, tick: Duration, mut pred: F) -> Option<Duration>
-    where
-        F: FnMut(&Sim) -> bool,
-    {
-        let t0 = self.now;
-        loop {
-            if pred(self) {
-                return Some(self.now - t0);
-            }
-            if self.now - t0 >= limit {
-                return None;
-            }
-            self.run_for(tick);
-        }
-    }
-
     /// SIGKILL: the node disappears; in-flight messages to it are lost, it sends nothing more.
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].node = None;
         self.nodes[i].instance += 1;
         self.conns.retain(|(a, b), _| *a != i && *b != i);
-    }
-
-    /// Nodes `i` and `j` can no longer reach each other (both ways), whatever their groups.
-    pub fn cut(&mut self, i: usize, j: usize) {
-        self.cut.insert((i.min(j), i.max(j)));
     }
 
     /// Start a killed (or running) node again: a new generation that joins through another member.
@@ -674,101 +375,4 @@ impl Sim {
         self.nodes[i].macs = macs;
         self.push_local(i);
     }
-
-    /// Split the cluster: `groups[k]` lists the node indices that can talk to each other.
-    /// Nodes not listed stay in group 0.
-    pub fn partition(&mut self, groups: &[Vec<usize>]) {
-        for (g, members) in groups.iter().enumerate() {
-            for &i in members {
-                self.nodes[i].group = g;
-            }
-        }
-    }
-
-    pub fn heal(&mut self) {
-        for n in &mut self.nodes {
-            n.group = 0;
-        }
-    }
-
-    /// Deliver raw `bytes` to node `to` as if node `from` had sent them (for stale/forged message tests).
-    pub fn inject(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
-        let at = self.now + self.cfg.latency;
-        let from = self.nodes[from].addr;
-        self.push(at, Event::Deliver { to, from, bytes });
-    }
-
-    pub fn set_loss(&mut self, loss: f64) {
-        self.cfg.loss = loss;
-    }
-
-    pub fn running(&self) -> impl Iterator<Item = (usize, &ControlNode)> + '_ {
-        self.nodes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, n)| n.node.as_ref().map(|c| (i, c)))
-    }
-
-    /// Every running node sees every other running node as alive, with the running generation.
-    pub fn membership_converged(&self) -> bool {
-        let live: BTreeMap<String, u64> = self
-            .nodes
-            .iter()
-            .filter(|n| n.node.is_some())
-            .map(|n| (n.id.to_string(), n.generation))
-            .collect();
-        self.running().all(|(_, c)| {
-            // A necessary condition first, without building the member list (that formats every id:
-            // O(N²) per check at N nodes, and the scale scenario checks every 5 ms): the alive
-            // members besides itself are among foca's active ones.
-            if 1 + c.active_members() < live.len() {
-                return false;
-            }
-            let alive: BTreeMap<String, u64> = c
-                .members()
-                .into_iter()
-                .filter(|m| m.state == MemberState::Alive)
-                .map(|m| (m.id, m.generation))
-                .collect();
-            alive == live
-        })
-    }
-
-    /// Every running node's data-plane FDB holds exactly the MACs of the other running nodes, each
-    /// pointing at its owner's VTEP (assuming every MAC has exactly one owner).
-    pub fn fdb_converged(&self) -> bool {
-        let mut owner: BTreeMap<MacAddr, (usize, IpAddr)> = BTreeMap::new();
-        for (i, n) in self.nodes.iter().enumerate() {
-            if n.node.is_some() {
-                for m in &n.macs {
-                    owner.insert(*m, (i, n.vtep));
-                }
-            }
-        }
-        self.running().all(|(i, _)| {
-            let want: BTreeMap<MacAddr, IpAddr> = owner
-                .iter()
-                .filter(|(_, (o, _))| *o != i)
-                .map(|(m, (_, v))| (*m, *v))
-                .collect();
-            self.nodes[i].fdb == want
-        })
-    }
-
-    /// All running nodes report the same FDB digest.
-    pub fn digests_equal(&self) -> bool {
-        let mut it = self.running().map(|(_, c)| c.fdb_digest());
-        match it.next() {
-            Some(first) => it.all(|d| d == first),
-            None => true,
-        }
-    }
 }
-
-/// A locally administered unicast MAC for node `i`, entry `k`.
-pub fn mac(i: usize, k: u8) -> MacAddr {
-    MacAddr([0x02, 0, (i >> 8) as u8, i as u8, 0, k])
-}
-
-mod scale;
-pub use scale::{scale_run, ScaleReport};

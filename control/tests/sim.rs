@@ -4,27 +4,26 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed expectation is the assertion
 
+mod common;
+
 use std::time::Duration;
 
+use common::{converge, holds_none_of, with_macs};
 use control::sim::{mac, Sim, SimConfig};
 
 const N: usize = 32;
 const TICK: Duration = Duration::from_millis(10);
 
 fn converged_cluster(seed: u64) -> Sim {
-    let mut sim = Sim::new(
+    let mut sim = with_macs(
         N,
         SimConfig {
             seed,
             ..SimConfig::default()
         },
+        2,
     );
-    for i in 0..N {
-        sim.set_macs(i, vec![mac(i, 1), mac(i, 2)]);
-    }
-    let t = sim.run_until(Duration::from_secs(60), TICK, |s| {
-        s.membership_converged() && s.fdb_converged()
-    });
+    let t = converge(&mut sim, Duration::from_secs(60), TICK);
     let t = t.expect("32 nodes converge (membership + FDB) within 60 s virtual");
     println!("seed {seed}: membership+FDB convergence in {:?} virtual", t);
     assert!(sim.errors.is_empty(), "{:?}", sim.errors);
@@ -40,12 +39,6 @@ fn full_membership_and_fdb_convergence() {
         "no deaths during bootstrap: {:?}",
         sim.deaths
     );
-}
-
-fn holds_none_of(sim: &Sim, owner: usize) -> bool {
-    let macs = &sim.nodes[owner].macs;
-    sim.running()
-        .all(|(i, _)| macs.iter().all(|m| !sim.nodes[i].fdb.contains_key(m)))
 }
 
 #[test]
@@ -82,11 +75,7 @@ fn sigkill_withdraws_within_3s_and_restart_new_generation_wins() {
     // Restart: a new generation joins and wins everywhere.
     sim.restart(victim);
     assert_eq!(sim.nodes[victim].generation, 2);
-    let t = sim
-        .run_until(Duration::from_secs(30), TICK, |s| {
-            s.membership_converged() && s.fdb_converged()
-        })
-        .expect("restarted node re-converges");
+    let t = converge(&mut sim, Duration::from_secs(30), TICK).expect("restarted node re-converges");
     println!("restart: generation 2 of node {victim} accepted everywhere after {t:?} virtual");
     for (_, c) in sim.running() {
         let m = c.members().into_iter().find(|m| m.id == id).expect("listed");
@@ -279,14 +268,8 @@ fn survey_timings() {
             control: c.clone(),
             ..SimConfig::default()
         };
-        let mut sim = Sim::new(N, cfg.clone());
-        for i in 0..N {
-            sim.set_macs(i, vec![mac(i, 1)]);
-        }
-        sim.run_until(Duration::from_secs(60), TICK, |s| {
-            s.membership_converged() && s.fdb_converged()
-        })
-        .unwrap();
+        let mut sim = with_macs(N, cfg.clone(), 1);
+        converge(&mut sim, Duration::from_secs(60), TICK).unwrap();
         let victim = (seed as usize * 7) % N;
         sim.kill(victim);
         let t = sim
@@ -355,22 +338,16 @@ fn sigkill_under_loss_is_withdrawn() {
 /// Bootstrap itself under 20 % loss: joins are retried, membership and FDB still converge, nobody dies.
 #[test]
 fn bootstrap_under_loss_converges() {
-    let mut sim = Sim::new(
+    let mut sim = with_macs(
         N,
         SimConfig {
             seed: 9,
             loss: 0.2,
             ..SimConfig::default()
         },
+        1,
     );
-    for i in 0..N {
-        sim.set_macs(i, vec![mac(i, 1)]);
-    }
-    let t = sim
-        .run_until(Duration::from_secs(60), TICK, |s| {
-            s.membership_converged() && s.fdb_converged()
-        })
-        .expect("converges under loss");
+    let t = converge(&mut sim, Duration::from_secs(60), TICK).expect("converges under loss");
     println!("bootstrap under 20% loss: membership + FDB converged after {t:?} virtual");
     assert!(sim.deaths.is_empty(), "{:?}", sim.deaths);
 }

@@ -16,11 +16,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed expectation is the assertion
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use common::with_macs;
 use control::messages::{self, Packet, SyncMessage};
-use control::sim::{mac, Sim, SimConfig};
+use control::sim::{Sim, SimConfig};
 use control::{ControlConfig, MacAddr, MemberState};
 
 const N: usize = 6;
@@ -68,7 +71,7 @@ fn max_window(log: &[(Duration, usize)]) -> usize {
 }
 
 fn flood(budget: u64, limit: Duration) -> Run {
-    let mut sim = Sim::new(
+    let mut sim = with_macs(
         N,
         SimConfig {
             seed: 31,
@@ -80,10 +83,8 @@ fn flood(budget: u64, limit: Duration) -> Run {
             },
             ..SimConfig::default()
         },
+        1,
     );
-    for i in 0..N {
-        sim.set_macs(i, vec![mac(i, 1)]);
-    }
     sim.run_until(Duration::from_secs(30), TICK, |s| {
         s.membership_converged() && s.fdb_converged() && s.digests_equal()
     })

@@ -17,8 +17,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed expectation is the assertion
 
+mod common;
+
 use std::time::Duration;
 
+use common::{converge, members, swim_silenced, with_macs};
 use control::attest::Attestation;
 use control::messages::{encode_sync, FdbEntry, OwnerDump, SyncMessage};
 use control::sim::{mac, new_signer, sim_vni, Sim, SimConfig};
@@ -26,38 +29,19 @@ use control::{ControlConfig, MemberState, NodeId, NodeIdentity};
 
 const TICK: Duration = Duration::from_millis(5);
 
-/// Every SWIM period at a minute: in the first seconds foca sends nothing but join announces and
-/// their answers (see `foca::Foca::become_connected`: periodic timers start one period late).
-fn swim_silenced() -> ControlConfig {
-    let minute = Duration::from_secs(60);
-    ControlConfig {
-        probe_period: minute,
-        probe_rtt: Duration::from_secs(1),
-        gossip_interval: minute,
-        announce_interval: minute,
-        announce_down_interval: minute,
-        ..ControlConfig::default()
-    }
-}
-
 #[test]
 fn joiner_macs_reach_members_that_have_not_heard_of_it_through_swim() {
     const N: usize = 16;
-    let mut sim = Sim::new(
+    let mut sim = with_macs(
         N,
         SimConfig {
             seed: 3,
             control: swim_silenced(),
             ..SimConfig::default()
         },
+        1,
     );
-    for i in 0..N {
-        sim.set_macs(i, vec![mac(i, 1)]);
-    }
-    let t = sim
-        .run_until(Duration::from_secs(5), TICK, |s| {
-            s.membership_converged() && s.fdb_converged()
-        })
+    let t = converge(&mut sim, Duration::from_secs(5), TICK)
         .expect("every node knows every member and every MAC long before the first SWIM round");
     let hellos: Vec<u64> = sim.running().map(|(_, c)| c.stats().hellos_accepted).collect();
     let intros: Vec<u64> = sim
@@ -78,32 +62,20 @@ fn joiner_macs_reach_members_that_have_not_heard_of_it_through_swim() {
 
 /// A formed 4-node cluster (default timings).
 fn small_cluster(seed: u64) -> Sim {
-    let mut sim = Sim::new(
+    let mut sim = with_macs(
         4,
         SimConfig {
             seed,
             ..SimConfig::default()
         },
+        1,
     );
-    for i in 0..4 {
-        sim.set_macs(i, vec![mac(i, 1)]);
-    }
-    sim.run_until(Duration::from_secs(10), TICK, |s| {
-        s.membership_converged() && s.fdb_converged()
-    })
-    .expect("converged");
+    converge(&mut sim, Duration::from_secs(10), TICK).expect("converged");
     sim
 }
 
 fn ids(sim: &Sim, i: usize) -> Vec<(String, MemberState)> {
-    sim.nodes[i]
-        .node
-        .as_ref()
-        .unwrap()
-        .members()
-        .into_iter()
-        .map(|m| (m.id, m.state))
-        .collect()
+    members(sim, i).into_iter().map(|m| (m.id, m.state)).collect()
 }
 
 #[test]
@@ -263,20 +235,15 @@ fn table_pieces_before_their_owner_are_merged_when_it_is_known_and_checked() {
 #[test]
 fn a_declared_death_reaches_every_member_in_one_message() {
     const N: usize = 16;
-    let mut sim = Sim::new(
+    let mut sim = with_macs(
         N,
         SimConfig {
             seed: 21,
             ..SimConfig::default()
         },
+        1,
     );
-    for i in 0..N {
-        sim.set_macs(i, vec![mac(i, 1)]);
-    }
-    sim.run_until(Duration::from_secs(20), TICK, |s| {
-        s.membership_converged() && s.fdb_converged()
-    })
-    .expect("converged");
+    converge(&mut sim, Duration::from_secs(20), TICK).expect("converged");
 
     // Bogus notices first: about the receiver itself, and a node declaring itself down.
     let down = |identity: NodeIdentity| encode_sync(&SyncMessage::Down { identity }).unwrap();
@@ -342,14 +309,8 @@ fn survey_withdrawal() {
             control: c.clone(),
             ..SimConfig::default()
         };
-        let mut sim = Sim::new(n, cfg.clone());
-        for i in 0..n {
-            sim.set_macs(i, vec![mac(i, 1)]);
-        }
-        sim.run_until(Duration::from_secs(60), TICK, |s| {
-            s.membership_converged() && s.fdb_converged()
-        })
-        .unwrap();
+        let mut sim = with_macs(n, cfg.clone(), 1);
+        converge(&mut sim, Duration::from_secs(60), TICK).unwrap();
         sim.run_for(Duration::from_secs(5));
         let victim = 1 + (seed as usize * 7) % (n - 1);
         sim.kill(victim);

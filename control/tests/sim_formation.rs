@@ -17,8 +17,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed expectation is the assertion
 
+mod common;
+
 use std::time::Duration;
 
+use common::with_macs;
 use control::sim::{mac, Sim, SimConfig};
 use control::{ControlConfig, MemberState};
 
@@ -72,18 +75,15 @@ fn watch(sim: &mut Sim, limit: Duration) -> Seen {
 }
 
 fn start(n: usize, seed: u64, control: ControlConfig) -> Sim {
-    let mut sim = Sim::new(
+    with_macs(
         n,
         SimConfig {
             seed,
             control,
             ..SimConfig::default()
         },
-    );
-    for i in 0..n {
-        sim.set_macs(i, vec![mac(i, 1)]);
-    }
-    sim
+        1,
+    )
 }
 
 /// The periodic fallbacks out of the way: announce and anti-entropy once a minute.

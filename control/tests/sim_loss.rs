@@ -4,9 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed expectation is the assertion
 
+mod common;
+
 use std::time::Duration;
 
-use control::sim::{mac, Sim, SimConfig};
+use common::{converge, holds_none_of, with_macs};
+use control::sim::{Sim, SimConfig};
 
 const TICK: Duration = Duration::from_millis(10);
 
@@ -16,27 +19,16 @@ const TICK: Duration = Duration::from_millis(10);
 const KILL_BOUND_UNDER_LOSS: Duration = Duration::from_secs(4);
 
 fn cluster(n: usize, seed: u64) -> Sim {
-    let mut sim = Sim::new(
+    let mut sim = with_macs(
         n,
         SimConfig {
             seed,
             ..SimConfig::default()
         },
+        2,
     );
-    for i in 0..n {
-        sim.set_macs(i, vec![mac(i, 1), mac(i, 2)]);
-    }
-    sim.run_until(Duration::from_secs(30), TICK, |s| {
-        s.membership_converged() && s.fdb_converged()
-    })
-    .expect("converges without loss");
+    converge(&mut sim, Duration::from_secs(30), TICK).expect("converges without loss");
     sim
-}
-
-fn holds_none_of(sim: &Sim, owner: usize) -> bool {
-    let macs = &sim.nodes[owner].macs;
-    sim.running()
-        .all(|(i, _)| macs.iter().all(|m| !sim.nodes[i].fdb.contains_key(m)))
 }
 
 /// No down, no rejoin (renewal 0 everywhere, `rejoins` 0) and every member active.

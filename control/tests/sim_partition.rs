@@ -13,9 +13,12 @@
 //! default jitter.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed expectation is the assertion
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use common::{converge, with_macs};
 use control::sim::{mac, Sim, SimConfig};
 use control::{ControlConfig, MemberState};
 
@@ -59,7 +62,7 @@ fn dump(s: &Sim) -> String {
 /// Form, cut into `sides` until each side holds the other dead, learn one new MAC per side, heal.
 /// Returns the time from the heal to convergence, or what each node held when it gave up.
 fn partition_and_heal(seed: u64, jitter: Duration, sides: &[Vec<usize>]) -> Result<Duration, String> {
-    let mut sim = Sim::new(
+    let mut sim = with_macs(
         N,
         SimConfig {
             seed,
@@ -68,14 +71,9 @@ fn partition_and_heal(seed: u64, jitter: Duration, sides: &[Vec<usize>]) -> Resu
             control: ControlConfig::default(),
             ..SimConfig::default()
         },
+        1,
     );
-    for i in 0..N {
-        sim.set_macs(i, vec![mac(i, 1)]);
-    }
-    sim.run_until(Duration::from_secs(10), TICK, |s| {
-        s.membership_converged() && s.fdb_converged()
-    })
-    .ok_or("the cluster did not form")?;
+    converge(&mut sim, Duration::from_secs(10), TICK).ok_or("the cluster did not form")?;
     sim.run_for(Duration::from_secs(2));
     sim.partition(sides);
     let side_of = |i: usize| sides.iter().position(|g| g.contains(&i)).unwrap();

@@ -6,10 +6,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed expectation is the assertion
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use control::sim::{mac, swim_packet, Sim, SimConfig};
+use common::{converge, with_macs};
+use control::sim::{swim_packet, Sim, SimConfig};
 use control::{MemberState, NodeIdentity};
 use foca::{Member, Message};
 
@@ -57,20 +60,15 @@ fn listed_once_alive(sim: &Sim) -> Result<(), String> {
 fn partition_of_one_then_heal_lists_every_node_once() {
     let mut rejoined_runs = 0;
     for seed in 1..=8 {
-        let mut sim = Sim::new(
+        let mut sim = with_macs(
             N,
             SimConfig {
                 seed,
                 ..SimConfig::default()
             },
+            1,
         );
-        for i in 0..N {
-            sim.set_macs(i, vec![mac(i, 1)]);
-        }
-        sim.run_until(Duration::from_secs(30), TICK, |s| {
-            s.membership_converged() && s.fdb_converged()
-        })
-        .expect("3 nodes converge");
+        converge(&mut sim, Duration::from_secs(30), TICK).expect("3 nodes converge");
         listed_once_alive(&sim).unwrap();
 
         let cut = N - 1;

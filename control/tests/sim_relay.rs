@@ -20,10 +20,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed expectation is the assertion
 
+mod common;
+
 use std::time::Duration;
 
 use foca::Message;
 
+use common::{converge, members, node, quiet, with_macs};
 use control::attest::Attestation;
 use control::messages::{encode_sync, SyncMessage};
 use control::sim::{mac, new_signer, swim_packet, Sim, SimConfig};
@@ -31,34 +34,13 @@ use control::{ControlConfig, ControlStats, NodeId, NodeIdentity};
 
 const TICK: Duration = Duration::from_millis(1);
 
-/// Every SWIM period and anti-entropy at a minute: in the first seconds foca sends nothing but join
-/// announces and their answers, and no anti-entropy round repairs anything.
-fn quiet() -> ControlConfig {
-    let minute = Duration::from_secs(60);
-    ControlConfig {
-        probe_period: minute,
-        probe_rtt: Duration::from_secs(1),
-        gossip_interval: minute,
-        announce_interval: minute,
-        announce_down_interval: minute,
-        anti_entropy_interval: minute,
-        ..ControlConfig::default()
-    }
-}
-
 fn stats(sim: &Sim, i: usize) -> ControlStats {
-    sim.nodes[i].node.as_ref().unwrap().stats()
+    node(sim, i).stats()
 }
 
 fn formed(n: usize, cfg: SimConfig) -> Sim {
-    let mut sim = Sim::new(n, cfg);
-    for i in 0..n {
-        sim.set_macs(i, vec![mac(i, 1)]);
-    }
-    sim.run_until(Duration::from_secs(10), Duration::from_millis(5), |s| {
-        s.membership_converged() && s.fdb_converged()
-    })
-    .expect("formed");
+    let mut sim = with_macs(n, cfg, 1);
+    converge(&mut sim, Duration::from_secs(10), Duration::from_millis(5)).expect("formed");
     sim
 }
 
@@ -85,10 +67,7 @@ fn a_joiner_converges_over_its_one_connection() {
     let accepted: Vec<u64> = (0..j).map(|k| stats(&sim, k).introductions_accepted).collect();
     let hellos: Vec<u64> = (0..j).map(|k| stats(&sim, k).hellos_accepted).collect();
     sim.restart(j);
-    let t = sim
-        .run_until(Duration::from_secs(2), TICK, |s| {
-            s.membership_converged() && s.fdb_converged()
-        })
+    let t = converge(&mut sim, Duration::from_secs(2), TICK)
         .expect("the joiner and every member know each other and every MAC");
     let s0 = stats(&sim, 0);
     println!(
@@ -120,22 +99,16 @@ fn a_joiner_converges_over_its_one_connection() {
 fn formation_waits_for_one_handshake_not_the_mesh() {
     const N: usize = 32;
     let connect = Duration::from_millis(300);
-    let mut sim = Sim::new(
+    let mut sim = with_macs(
         N,
         SimConfig {
             seed: 7,
             connect,
             ..SimConfig::default()
         },
+        1,
     );
-    for i in 0..N {
-        sim.set_macs(i, vec![mac(i, 1)]);
-    }
-    let t = sim
-        .run_until(Duration::from_secs(10), TICK, |s| {
-            s.membership_converged() && s.fdb_converged()
-        })
-        .expect("formed");
+    let t = converge(&mut sim, Duration::from_secs(10), TICK).expect("formed");
     let opened = sim.connections;
     println!(
         "N = {N}, {connect:?} per new connection: every member and every MAC everywhere after {t:?}, {opened} connections opened by then"
@@ -152,14 +125,7 @@ fn formation_waits_for_one_handshake_not_the_mesh() {
 }
 
 fn ids(sim: &Sim, i: usize) -> Vec<String> {
-    sim.nodes[i]
-        .node
-        .as_ref()
-        .unwrap()
-        .members()
-        .into_iter()
-        .map(|m| m.id)
-        .collect()
+    members(sim, i).into_iter().map(|m| m.id).collect()
 }
 
 #[test]
@@ -291,10 +257,7 @@ fn repeated_announces_are_introduced_once() {
     );
     let j = 3;
     sim.restart(j);
-    sim.run_until(Duration::from_secs(5), TICK, |s| {
-        s.membership_converged() && s.fdb_converged()
-    })
-    .expect("rejoined");
+    converge(&mut sim, Duration::from_secs(5), TICK).expect("rejoined");
     let first = stats(&sim, 0);
     assert!(first.joins_introduced >= 1, "{first:?}");
     // The same join again, many times: node j's Announce to node 0, once as it is and then with a
@@ -396,9 +359,7 @@ fn a_joiners_flood_is_relayed_only_up_to_its_allowance() {
         .collect();
     let sent0 = stats(&sim, 0);
     sim.restart(j);
-    let t = sim.run_until(Duration::from_secs(30), Duration::from_millis(5), |s| {
-        s.membership_converged() && s.fdb_converged()
-    });
+    let t = converge(&mut sim, Duration::from_secs(30), Duration::from_millis(5));
     let t = t.expect("the flood still arrives, through the budget");
     let s0 = stats(&sim, 0);
     println!(
@@ -427,21 +388,16 @@ fn a_joiners_flood_is_relayed_only_up_to_its_allowance() {
 fn a_death_while_the_mesh_opens_is_withdrawn_within_the_bound() {
     const N: usize = 32;
     for seed in [11, 12, 15] {
-        let mut sim = Sim::new(
+        let mut sim = with_macs(
             N,
             SimConfig {
                 seed,
                 connect: Duration::from_millis(300),
                 ..SimConfig::default()
             },
+            1,
         );
-        for i in 0..N {
-            sim.set_macs(i, vec![mac(i, 1)]);
-        }
-        sim.run_until(Duration::from_secs(10), TICK, |s| {
-            s.membership_converged() && s.fdb_converged()
-        })
-        .expect("formed");
+        converge(&mut sim, Duration::from_secs(10), TICK).expect("formed");
         sim.run_for(Duration::from_secs(1));
         let victim = N - 1;
         sim.kill(victim);

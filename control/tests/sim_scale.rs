@@ -16,8 +16,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed expectation is the assertion
 
+mod common;
+
 use std::time::Duration;
 
+use common::{converge, with_macs};
 use control::sim::{scale_run, ScaleReport, SimConfig};
 
 fn report(r: &ScaleReport) {
@@ -87,14 +90,8 @@ fn per_node_cost_grows_like_log_n_and_new_macs_spread_in_one_hop() {
 #[test]
 fn malformed_bucket_messages_are_counted_and_ignored() {
     use control::messages::{encode_sync, OwnerDigest, SyncMessage};
-    let mut sim = control::sim::Sim::new(4, SimConfig::default());
-    for i in 0..4 {
-        sim.set_macs(i, vec![control::sim::mac(i, 1)]);
-    }
-    sim.run_until(Duration::from_secs(10), Duration::from_millis(10), |s| {
-        s.membership_converged() && s.fdb_converged()
-    })
-    .expect("converged");
+    let mut sim = with_macs(4, SimConfig::default(), 1);
+    converge(&mut sim, Duration::from_secs(10), Duration::from_millis(10)).expect("converged");
     let before = sim.nodes[0].node.as_ref().unwrap().stats().malformed;
     let digest = OwnerDigest {
         owner: sim.nodes[2].id,

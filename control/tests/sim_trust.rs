@@ -6,11 +6,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed expectation is the assertion
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{converge, members, with_macs};
 use control::attest::Attestation;
 use control::messages::{self, Broadcast, FdbAdvert, FdbEntry, LeaveNotice, OwnerDump, SyncMessage};
 use control::revocation::Revocation;
@@ -21,31 +24,22 @@ const N: usize = 32;
 const TICK: Duration = Duration::from_millis(10);
 
 fn converged(seed: u64) -> Sim {
-    let mut sim = Sim::new(
+    let mut sim = with_macs(
         N,
         SimConfig {
             seed,
             ..SimConfig::default()
         },
+        2,
     );
-    for i in 0..N {
-        sim.set_macs(i, vec![mac(i, 1), mac(i, 2)]);
-    }
-    sim.run_until(Duration::from_secs(60), TICK, |s| {
-        s.membership_converged() && s.fdb_converged()
-    })
-    .expect("converges");
+    converge(&mut sim, Duration::from_secs(60), TICK).expect("converges");
     assert!(sim.errors.is_empty(), "{:?}", sim.errors);
     sim
 }
 
 /// (id → (generation, vtep, state)) as node `i` reports its members.
 fn view(sim: &Sim, i: usize) -> BTreeMap<String, (u64, IpAddr, MemberState)> {
-    sim.nodes[i]
-        .node
-        .as_ref()
-        .unwrap()
-        .members()
+    members(sim, i)
         .into_iter()
         .map(|m| (m.id, (m.generation, m.vtep, m.state)))
         .collect()

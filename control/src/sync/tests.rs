@@ -1,4 +1,5 @@
 use super::*;
+use crate::messages::OwnerDump;
 
 fn ip(n: u8) -> IpAddr {
     IpAddr::from([10, 0, 0, n])
