@@ -788,3 +788,66 @@ fn a_rejoin_ends_the_wait_for_the_join_answer() {
     assert!(n.foca.iter_members().any(|m| m.id() == &p3));
     assert_eq!(hellos_sent_to(&mut n), vec![p3.addr]);
 }
+
+/// The Hellos and block requests a node sent since the last call, in order: (to, "hello" or
+/// "block request").
+fn hellos_and_block_requests(n: &mut ControlNode) -> Vec<(SocketAddr, &'static str)> {
+    let mut v = Vec::new();
+    while let Some(o) = n.poll_output() {
+        let Output::Send { to, bytes } = o else { continue };
+        match messages::decode(&bytes) {
+            Ok(Packet::Sync(SyncMessage::Hello { .. })) => v.push((to, "hello")),
+            Ok(Packet::Sync(SyncMessage::BlockRequest { .. })) => v.push((to, "block request")),
+            _ => {}
+        }
+    }
+    v
+}
+
+/// An admitter coming up makes a member with a pending block request ask it at once, once: after
+/// its Hello when they meet at once, without waiting for the meeting when it is put off; the
+/// put-off meeting does not ask again (the anti-entropy tick re-sends what is still pending).
+#[test]
+fn an_admitter_coming_up_is_asked_for_pending_blocks_once() {
+    use std::time::Duration;
+    let k = keys();
+    let now = Instant::now();
+    let (admitter, p3) = (identity(&k, 1, 1), identity(&k, 3, 1));
+    let pending = |n: &mut ControlNode| {
+        let def = crate::NetworkDef::new("red", 6, "10.2.0.0/24".parse().unwrap(), None, false, None).unwrap();
+        n.create_network(now, def).unwrap();
+        assert_eq!(n.request_block(now, "red").unwrap(), BlockOutcome::Pending);
+        hellos_and_block_requests(n);
+    };
+    // Met at once (learnt from p3's gossip): Hello, then the request.
+    let mut n = node_with(&k, 2);
+    let me = n.identity().clone();
+    pending(&mut n);
+    let gossip = crate::sim::swim_packet(&p3, &me, foca::Message::Gossip, &[Member::alive(admitter.clone())], &[]);
+    n.handle_message(now, p3.addr, &gossip).unwrap();
+    assert_eq!(
+        hellos_and_block_requests(&mut n),
+        vec![(admitter.addr, "hello"), (admitter.addr, "block request")]
+    );
+    // Put off (listed by the answer to our join): asked at once, not again at the meeting.
+    let mut n = node_with(&k, 2);
+    pending(&mut n);
+    n.join(now, p3.addr).unwrap();
+    hellos_and_block_requests(&mut n);
+    let feed = crate::sim::swim_packet(&p3, &me, foca::Message::Feed, &[Member::alive(admitter.clone())], &[]);
+    n.handle_message(now, p3.addr, &feed).unwrap();
+    assert_eq!(
+        hellos_and_block_requests(&mut n),
+        vec![(admitter.addr, "block request")]
+    );
+    let met = now + Duration::from_secs(5);
+    n.handle_timer(met, Timer(TimerKind::Meet)).unwrap();
+    assert_eq!(n.stats().meetings_put_off, 1);
+    assert_eq!(hellos_and_block_requests(&mut n), vec![(admitter.addr, "hello")]);
+    // Still pending: the tick asks again.
+    n.handle_timer(met, Timer(TimerKind::AntiEntropy)).unwrap();
+    assert_eq!(
+        hellos_and_block_requests(&mut n),
+        vec![(admitter.addr, "block request")]
+    );
+}
