@@ -136,10 +136,7 @@ fn a_join_answer_sends_at_most_its_dump_at_once_and_the_rest_through_the_budget(
     );
     // The rest went later, through node 0's budget (anti-entropy is at a minute: the relay did it).
     assert!(at_once + later >= tables, "{at_once} + {later} < {tables}");
-    assert!(
-        s0.sync_bytes_sent - budget0 >= later_bytes as u64,
-        "{s0:?}"
-    );
+    assert!(s0.sync_bytes_sent - budget0 >= later_bytes as u64, "{s0:?}");
     assert!(sim.nodes[j].fdb.contains_key(&macs(0, PER_NODE)[PER_NODE - 1]));
     assert!(sim.errors.is_empty(), "{:?}", sim.errors);
 }

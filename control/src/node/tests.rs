@@ -686,7 +686,8 @@ fn an_introduction_from_a_dead_or_departed_seed_is_refused() {
         let mut n = node_with(&k, 1);
         let me = n.identity().clone();
         n.join(now, p2.addr).unwrap();
-        let gossip = crate::sim::swim_packet(&p2, &me, foca::Message::Gossip, &[Member::alive(p3.clone())], &[]);
+        let gossip =
+            crate::sim::swim_packet(&p2, &me, foca::Message::Gossip, &[Member::alive(p3.clone())], &[]);
         n.handle_message(now, p2.addr, &gossip).unwrap();
         assert_eq!(n.active_members(), 2);
         if departed {
@@ -694,7 +695,8 @@ fn an_introduction_from_a_dead_or_departed_seed_is_refused() {
             let leave = messages::encode_sync(&SyncMessage::Leave { notice }).unwrap();
             n.handle_message(now, p2.addr, &leave).unwrap();
         } else {
-            let death = crate::sim::swim_packet(&p3, &me, foca::Message::Gossip, &[Member::down(p2.clone())], &[]);
+            let death =
+                crate::sim::swim_packet(&p3, &me, foca::Message::Gossip, &[Member::down(p2.clone())], &[]);
             n.handle_message(now, p3.addr, &death).unwrap();
         }
         assert!(
@@ -707,7 +709,11 @@ fn an_introduction_from_a_dead_or_departed_seed_is_refused() {
         let before = n.stats();
         n.handle_message(now, p2.addr, &introduce(&p4)).unwrap();
         let after = n.stats();
-        assert_eq!(after.rejected - before.rejected, 1, "departed {departed}: {after:?}");
+        assert_eq!(
+            after.rejected - before.rejected,
+            1,
+            "departed {departed}: {after:?}"
+        );
         assert_eq!(after.introductions_accepted, 0, "departed {departed}");
         assert!(!holds_node(&n, &p4), "departed {departed}");
         assert_eq!(n.active_members(), 1);
@@ -745,7 +751,13 @@ fn only_the_first_join_answer_puts_meetings_off() {
     assert!(n.put_off.awaiting_answer);
     hellos_sent_to(&mut n);
     let feed = |listed: &NodeIdentity| {
-        crate::sim::swim_packet(&p2, &me, foca::Message::Feed, &[Member::alive(listed.clone())], &[])
+        crate::sim::swim_packet(
+            &p2,
+            &me,
+            foca::Message::Feed,
+            &[Member::alive(listed.clone())],
+            &[],
+        )
     };
     // The answer to our join: our meeting with p3 is put off (no Hello now).
     n.handle_message(now, p2.addr, &feed(&p3)).unwrap();
@@ -783,7 +795,13 @@ fn a_rejoin_ends_the_wait_for_the_join_answer() {
     hellos_sent_to(&mut n);
     // The seed's answer to our re-announce: p3 is met at once.
     let renewed = n.identity().clone();
-    let feed = crate::sim::swim_packet(&p2, &renewed, foca::Message::Feed, &[Member::alive(p3.clone())], &[]);
+    let feed = crate::sim::swim_packet(
+        &p2,
+        &renewed,
+        foca::Message::Feed,
+        &[Member::alive(p3.clone())],
+        &[],
+    );
     n.handle_message(now, p2.addr, &feed).unwrap();
     assert!(n.foca.iter_members().any(|m| m.id() == &p3));
     assert_eq!(hellos_sent_to(&mut n), vec![p3.addr]);
@@ -814,7 +832,8 @@ fn an_admitter_coming_up_is_asked_for_pending_blocks_once() {
     let now = Instant::now();
     let (admitter, p3) = (identity(&k, 1, 1), identity(&k, 3, 1));
     let pending = |n: &mut ControlNode| {
-        let def = crate::NetworkDef::new("red", 6, "10.2.0.0/24".parse().unwrap(), None, false, None).unwrap();
+        let def =
+            crate::NetworkDef::new("red", 6, "10.2.0.0/24".parse().unwrap(), None, false, None).unwrap();
         n.create_network(now, def).unwrap();
         assert_eq!(n.request_block(now, "red").unwrap(), BlockOutcome::Pending);
         hellos_and_block_requests(n);
@@ -823,7 +842,13 @@ fn an_admitter_coming_up_is_asked_for_pending_blocks_once() {
     let mut n = node_with(&k, 2);
     let me = n.identity().clone();
     pending(&mut n);
-    let gossip = crate::sim::swim_packet(&p3, &me, foca::Message::Gossip, &[Member::alive(admitter.clone())], &[]);
+    let gossip = crate::sim::swim_packet(
+        &p3,
+        &me,
+        foca::Message::Gossip,
+        &[Member::alive(admitter.clone())],
+        &[],
+    );
     n.handle_message(now, p3.addr, &gossip).unwrap();
     assert_eq!(
         hellos_and_block_requests(&mut n),
@@ -834,7 +859,13 @@ fn an_admitter_coming_up_is_asked_for_pending_blocks_once() {
     pending(&mut n);
     n.join(now, p3.addr).unwrap();
     hellos_and_block_requests(&mut n);
-    let feed = crate::sim::swim_packet(&p3, &me, foca::Message::Feed, &[Member::alive(admitter.clone())], &[]);
+    let feed = crate::sim::swim_packet(
+        &p3,
+        &me,
+        foca::Message::Feed,
+        &[Member::alive(admitter.clone())],
+        &[],
+    );
     n.handle_message(now, p3.addr, &feed).unwrap();
     assert_eq!(
         hellos_and_block_requests(&mut n),
