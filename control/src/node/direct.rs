@@ -101,12 +101,10 @@ impl ControlNode {
         id: &NodeIdentity,
         answering: bool,
     ) -> Result<(), ControlError> {
+        // (An admitter coming up also makes us re-send pending block requests: `swim`, once the
+        // member table that picks the admitter to ask holds it.)
         if let Some(by) = self.put_off.introducer_of(id.addr) {
             self.put_off_meeting(now, id.addr, by);
-            // An admitter came up: pending block requests need not wait for the meeting.
-            if id.attestation().is_some_and(|a| a.admitter) {
-                self.request_pending_blocks()?;
-            }
             return Ok(());
         }
         self.meet(id, answering)
@@ -140,12 +138,7 @@ impl ControlNode {
         // Our revocation, catalog and grant digests, as an answer (no FDB exchange): it ships us what
         // we lack of those; it sends its own when it learns of us.
         let summary = self.summary_message(true, false);
-        self.send_sync(id.addr, &summary)?;
-        // An admitter came up: pending block requests need not wait for the next tick.
-        if id.attestation().is_some_and(|a| a.admitter) {
-            self.request_pending_blocks()?;
-        }
-        Ok(())
+        self.send_sync(id.addr, &summary)
     }
 
     /// Whether a refuted suspicion of the member at `addr` that timed out at `now` says anything

@@ -133,6 +133,7 @@ impl ControlNode {
         );
         let membership_changed = !notes.is_empty();
         let mut rejoined = false;
+        let mut admitter_up = false;
         for note in notes.drain(..) {
             let renewal_only = matches!(&note, OwnedNotification::Rename(old, new)
                 if old.id == new.id && old.generation == new.generation);
@@ -143,6 +144,7 @@ impl ControlNode {
                     // renewal alone (same node and generation: it was a member already), which any
                     // member may announce at no cost.
                     let answering = self.announced_by == Some(id.addr) && !renewal_only;
+                    admitter_up |= id.attestation().is_some_and(|a| a.admitter);
                     if !renewal_only {
                         // A new process there (or a new node): our next probe of it needs a new
                         // connection, as for a node never heard from (`met_before_probe`).
@@ -176,6 +178,12 @@ impl ControlNode {
         self.notes = notes;
         if membership_changed {
             self.reconcile_membership();
+        }
+        // An admitter came up: pending block requests need not wait for the next tick. Asked here,
+        // once the member table that picks the admitter to ask holds it (not from `member_up`,
+        // before it does), and not again when a put-off meeting with it takes place.
+        if admitter_up {
+            self.request_pending_blocks()?;
         }
         self.drain_inbox();
         // Renewed and not reconnected by the same call: knock at once (rate-limited), not only at the

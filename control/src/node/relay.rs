@@ -8,8 +8,8 @@
 //!   every member we hold with [`SyncMessage::Introduce`], over our connections to them. A receiver
 //!   verifies the identity exactly as a gossiped one ([`crate::identity::Verifier`]: CA attestation,
 //!   the node's signature, VTEP and address bound to the attestation, not revoked), only from an
-//!   active member or a member we joined through (its introductions may overtake its join answer),
-//!   never about the sender itself or about the receiver, and only for a node it holds no identity of
+//!   active member or a member we joined through and hold nothing of yet (its introductions may
+//!   overtake its join answer; not once we hold it only as down or departed), never about the sender itself or about the receiver, and only for a node it holds no identity of
 //!   at that generation or later (news of a join, never a way back for a dead or departed node), and
 //!   hands it to foca as an Alive update: the trust of SWIM gossip of that join.
 //! - **Tables both ways.** We send the joiner every table we hold (owner-signed entries, each checked
@@ -390,10 +390,15 @@ impl ControlNode {
         identity: NodeIdentity,
         listed: bool,
     ) -> Result<(), ControlError> {
-        // From an active member, or from a member we joined through (its introduction of a later
-        // joiner may overtake its answer to our own join: they travel on different streams).
-        let sender_known =
-            self.seeds.contains(&from) || self.foca.iter_members().any(|m| m.id().addr == from);
+        // From an active (alive or suspect) member, or from a member we joined through whose answer
+        // we have not processed yet (its introduction of a later joiner may overtake its answer to
+        // our own join: they travel on different streams). Not from a seed we hold only as down or
+        // as departed: joining through it once is no trust in it after its death or leave.
+        let sender_active = self.foca.iter_members().any(|m| m.id().addr == from);
+        let seed_unanswered = self.seeds.contains(&from)
+            && !self.left.contains_key(&from)
+            && !self.foca.iter_membership_state().any(|m| m.id().addr == from);
+        let sender_known = sender_active || seed_unanswered;
         if !sender_known
             || identity.addr == from
             || identity.addr == self.identity.addr
