@@ -9,9 +9,10 @@
 //!   verifies the identity exactly as a gossiped one ([`crate::identity::Verifier`]: CA attestation,
 //!   the node's signature, VTEP and address bound to the attestation, not revoked), only from an
 //!   active member or a member we joined through and hold nothing of yet (its introductions may
-//!   overtake its join answer; not once we hold it only as down or departed), never about the sender itself or about the receiver, and only for a node it holds no identity of
-//!   at that generation or later (news of a join, never a way back for a dead or departed node), and
-//!   hands it to foca as an Alive update: the trust of SWIM gossip of that join.
+//!   overtake its join answer; not once we hold it only as down or departed), never about the sender
+//!   itself or about the receiver, and only for a node it holds no identity of at that generation or
+//!   later (news of a join, never a way back for a dead or departed node), and hands it to foca as an
+//!   Alive update: the trust of SWIM gossip of that join.
 //! - **Tables both ways.** We send the joiner every table we hold (owner-signed entries, each checked
 //!   by the joiner against its owner's key, parked until the owner is a member there), and forward
 //!   the joiner's own table pieces that we receive first-hand (from the joiner's own address) to every
