@@ -333,4 +333,24 @@ mod tests {
         assert_eq!(certificate_public_key(cert.der()), Some(s.public_key()));
         assert_eq!(certificate_public_key(b"not a cert"), None);
     }
+
+    /// What one P-256 verification and one signature cost on this machine (README "What formation costs
+    /// this machine"): `cargo test --release -p control --lib signature_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement: prints the cost, asserts only that the signatures verify"]
+    fn signature_cost() {
+        let s = signer();
+        let (pk, n) = (s.public_key(), 2000u32);
+        let sig = s.sign(b"domain", b"message").unwrap();
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            assert!(verify(&pk, b"domain", b"message", &sig));
+        }
+        let per_verify = t.elapsed() / n;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            assert!(!s.sign(b"domain", b"message").unwrap().is_empty());
+        }
+        eprintln!("P-256: verify {per_verify:?}, sign {:?}", t.elapsed() / n);
+    }
 }

@@ -1,8 +1,10 @@
-//! `--static-floor`: the same N hosts, containers, watchers and launch as a cluster run, but every daemon in
-//! static mode (`--peer` = the next host's VTEP; no control plane, no join, no TLS). What it measures, per
-//! node from its daemon's start: until its admin endpoint answers, and until its own container's MAC is
-//! `local` (seen behind its bridge). That is what N daemons starting at once cost this machine before any
-//! control-plane work: a floor under the cluster run's *joined* and *MAC known everywhere* figures.
+//! `--static-floor`: the same N hosts, containers and watchers as a cluster run, but every daemon in static
+//! mode (`--peer` = the next host's VTEP; no control plane, no join, no TLS), and all N launched together
+//! (a cluster run starts host 1 first and the other N - 1 together once its token is ready). What it
+//! measures, per node from its daemon's start: until its admin endpoint answers, and until its own
+//! container's MAC is `local` (seen behind its bridge); and the CPU time the N daemons used until the last
+//! was up (`/proc/PID/task/*/schedstat`). That is what N daemons starting at once cost this machine before
+//! any control-plane work: a floor under the cluster run's *joined* and *MAC known everywhere* figures.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -45,15 +47,22 @@ pub(crate) fn run(l: &Launch, json: bool) -> Result<(), String> {
     let own =
         |i: usize| move |s: &Option<BTreeSet<String>>| s.as_ref().is_some_and(|s| s.contains(&l.macs[i]));
     let up = wait_until(Duration::from_secs(60), || {
-        std::thread::sleep(Duration::from_millis(100));
-        (0..n).all(|i| first_time(&local_log(&l.watchers[i]), starts[i], own(i)).is_some())
+        std::thread::sleep(Duration::from_millis(20));
+        let all = (0..n).all(|i| first_time(&local_log(&l.watchers[i]), starts[i], own(i)).is_some());
+        // A daemon that exited (a bad `--overlayd`, a flag it does not know) ends the wait at once.
+        all || daemons.iter_mut().any(|d| !d.is_running())
     });
-    if !up {
+    let cpu_s: f64 = daemons.iter().map(|d| cpu_seconds(d.pid())).sum();
+    let running: Vec<bool> = daemons.iter_mut().map(Daemon::is_running).collect();
+    if !up || running.contains(&false) {
         let down: Vec<String> = (0..n)
-            .filter(|&i| first_time(&local_log(&l.watchers[i]), starts[i], own(i)).is_none())
+            .filter(|&i| first_time(&local_log(&l.watchers[i]), starts[i], own(i)).is_none() || !running[i])
             .map(|i| format!("host {}: {}", i + 1, daemons[i].log()))
             .collect();
-        return Err(format!("static daemons not up within 60 s:\n{}", down.join("\n")));
+        return Err(format!(
+            "static daemons exited or not up within 60 s:\n{}",
+            down.join("\n")
+        ));
     }
     let mut admin_up = Vec::new();
     let mut own_local = Vec::new();
@@ -65,6 +74,7 @@ pub(crate) fn run(l: &Launch, json: bool) -> Result<(), String> {
     }
     admin_up.sort_by(f64::total_cmp);
     own_local.sort_by(f64::total_cmp);
+    let spread = secs(starts.last().copied().unwrap_or(0).saturating_sub(starts[0]));
     let s = |v: &[f64]| serde_json::json!({"p50": pct(v, 50.0), "p99": pct(v, 99.0), "max": pct(v, 100.0), "samples": v});
     if json {
         let v: Value = serde_json::json!({
@@ -72,6 +82,8 @@ pub(crate) fn run(l: &Launch, json: bool) -> Result<(), String> {
             "mode": "static-floor",
             "static_admin_up_per_node_s": s(&admin_up),
             "static_own_mac_local_per_node_s": s(&own_local),
+            "launch_spread_s": spread,
+            "daemons_cpu_s_until_all_up": cpu_s,
         });
         println!("{v}");
     } else {
@@ -92,4 +104,17 @@ pub(crate) fn run(l: &Launch, json: bool) -> Result<(), String> {
     }
     drop(daemons);
     Ok(())
+}
+
+/// CPU time of process `pid`'s live threads (`/proc/PID/task/*/schedstat`: nanoseconds on a CPU first).
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum::<u64>() as f64
+        / 1e9
 }
