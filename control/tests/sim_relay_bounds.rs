@@ -9,11 +9,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed expectation is the assertion
 
+mod common;
+
 use std::time::Duration;
 
 use control::messages::{decode, Packet, SyncMessage};
 use control::sim::{Sim, SimConfig};
-use control::{ControlConfig, ControlStats, MacAddr};
+use control::{ControlStats, MacAddr};
 
 /// `relay::RELAY_DUMP_BYTES`: entries sent to a joiner beside the budget, per join.
 const RELAY_DUMP_BYTES: usize = 64 * 1024;
@@ -22,21 +24,6 @@ const PIECE_BYTES: usize = 16 * 1024;
 
 fn stats(sim: &Sim, i: usize) -> ControlStats {
     sim.nodes[i].node.as_ref().unwrap().stats()
-}
-
-/// Every SWIM period and anti-entropy at a minute: nothing but the join, its answer and the relay
-/// moves tables to the joiner in the test's time.
-fn quiet() -> ControlConfig {
-    let minute = Duration::from_secs(60);
-    ControlConfig {
-        probe_period: minute,
-        probe_rtt: Duration::from_secs(1),
-        gossip_interval: minute,
-        announce_interval: minute,
-        announce_down_interval: minute,
-        anti_entropy_interval: minute,
-        ..ControlConfig::default()
-    }
 }
 
 /// Node `i`'s MACs: `n` of them.
@@ -65,7 +52,9 @@ fn a_join_answer_sends_at_most_its_dump_at_once_and_the_rest_through_the_budget(
         N,
         SimConfig {
             seed: 21,
-            control: quiet(),
+            // Every SWIM period and anti-entropy at a minute: nothing but the join, its answer and the
+            // relay moves tables to the joiner in the test's time.
+            control: common::quiet(),
             record_sync: true,
             ..SimConfig::default()
         },

@@ -421,24 +421,28 @@ fn another_node_down_at_our_address_is_listed() {
     );
 }
 
-/// The SWIM Announces a node sent since the last call: (destination, sender identity's renewal).
-fn announces_sent(n: &mut ControlNode) -> Vec<(SocketAddr, u32)> {
-    use foca::Codec;
-    let mut v: Vec<(SocketAddr, u32)> = Vec::new();
+/// What `pick` makes of each message a node sent since the last call (its destination and bytes), sorted.
+fn sent<T: Ord>(n: &mut ControlNode, pick: impl Fn(SocketAddr, &[u8]) -> Option<T>) -> Vec<T> {
+    let mut v = Vec::new();
     while let Some(o) = n.poll_output() {
-        let Output::Send { to, bytes } = o else { continue };
-        let Ok(Packet::Swim(body)) = messages::decode(&bytes) else {
-            continue;
-        };
-        let Ok(h) = Codec::<NodeIdentity>::decode_header(&mut foca::PostcardCodec, body) else {
-            continue;
-        };
-        if h.message == foca::Message::Announce {
-            v.push((to, h.src.renewal));
+        if let Output::Send { to, bytes } = o {
+            v.extend(pick(to, &bytes));
         }
     }
     v.sort_unstable();
     v
+}
+
+/// The SWIM Announces a node sent since the last call: (destination, sender identity's renewal).
+fn announces_sent(n: &mut ControlNode) -> Vec<(SocketAddr, u32)> {
+    use foca::Codec;
+    sent(n, |to, bytes| {
+        let Ok(Packet::Swim(body)) = messages::decode(bytes) else {
+            return None;
+        };
+        let h = Codec::<NodeIdentity>::decode_header(&mut foca::PostcardCodec, body).ok()?;
+        (h.message == foca::Message::Announce).then_some((to, h.src.renewal))
+    })
 }
 
 /// A TurnUndead makes foca renew this node's identity and resets it to Disconnected with no way back
@@ -725,15 +729,13 @@ fn an_introduction_from_a_dead_or_departed_seed_is_refused() {
 
 /// The members a node sent its Hello to since the last call.
 fn hellos_sent_to(n: &mut ControlNode) -> Vec<SocketAddr> {
-    let mut v = Vec::new();
-    while let Some(o) = n.poll_output() {
-        let Output::Send { to, bytes } = o else { continue };
-        if let Ok(Packet::Sync(SyncMessage::Hello { .. })) = messages::decode(&bytes) {
-            v.push(to);
-        }
-    }
-    v.sort_unstable();
-    v
+    sent(n, |to, bytes| {
+        matches!(
+            messages::decode(bytes),
+            Ok(Packet::Sync(SyncMessage::Hello { .. }))
+        )
+        .then_some(to)
+    })
 }
 
 /// Only the first Feed a seed sends after our join puts off our meetings with the members it lists
