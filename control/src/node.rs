@@ -74,6 +74,9 @@ pub struct ControlNode {
     revoked_addrs: HashSet<SocketAddr>,
     /// Addresses given to `join`, re-announced to while we know no member.
     seeds: Vec<SocketAddr>,
+    /// Seeds foca has held as a member: from then on a seed's `Introduce` counts only while it is an
+    /// active member (`node/relay.rs`), also once foca has forgotten it (`remove_down_after`).
+    held_seeds: HashSet<SocketAddr>,
     has_left: bool,
     stats: ControlStats,
     /// When a message from each member's gossip address last passed its checks: a suspect that is
@@ -183,6 +186,7 @@ impl ControlNode {
             pending_revocations: Vec::new(),
             revoked_addrs: HashSet::new(),
             seeds: Vec::new(),
+            held_seeds: HashSet::new(),
             has_left: false,
             stats: ControlStats::default(),
             last_heard: HashMap::new(),

@@ -145,6 +145,9 @@ impl ControlNode {
                     // member may announce at no cost.
                     let answering = self.announced_by == Some(id.addr) && !renewal_only;
                     admitter_up |= id.attestation().is_some_and(|a| a.admitter);
+                    if self.seeds.contains(&id.addr) {
+                        self.held_seeds.insert(id.addr);
+                    }
                     if !renewal_only {
                         // A new process there (or a new node): our next probe of it needs a new
                         // connection, as for a node never heard from (`met_before_probe`).

@@ -597,7 +597,7 @@ fn an_unmet_suspicion_stays_unmet_when_its_timer_was_deferred() {
     );
 }
 
-/// An `Introduce` message about `identity` (`listed`: the joiner's answer listed us).
+/// An `Introduce` message about `identity`, not listed in the joiner's answer (`listed: false`).
 fn introduce(identity: &NodeIdentity) -> Vec<u8> {
     messages::encode_sync(&SyncMessage::Introduce {
         identity: identity.clone(),
@@ -721,8 +721,26 @@ fn an_introduction_from_a_dead_or_departed_seed_is_refused() {
         assert_eq!(after.introductions_accepted, 0, "departed {departed}");
         assert!(!holds_node(&n, &p4), "departed {departed}");
         assert_eq!(n.active_members(), 1);
+        // Still refused once foca has forgotten the seed (`remove_down_after`, a day later).
+        let mut forget = None;
+        while let Some(o) = n.poll_output() {
+            if let Output::ScheduleTimer { at, timer } = o {
+                if matches!(&timer.0, TimerKind::Swim(foca::Timer::RemoveDown(id)) if id.addr == p2.addr) {
+                    forget = Some((at, timer));
+                }
+            }
+        }
+        let (at, timer) = forget.expect("foca schedules forgetting the down seed");
+        n.handle_timer(at, timer).unwrap();
+        assert!(
+            !n.foca.iter_membership_state().any(|m| m.id().addr == p2.addr),
+            "departed {departed}: foca forgot the seed"
+        );
+        n.handle_message(at, p2.addr, &introduce(&p4)).unwrap();
+        assert_eq!(n.stats().rejected - after.rejected, 1, "departed {departed}");
+        assert!(!holds_node(&n, &p4), "departed {departed}");
         // The same introduction from the live member: taken.
-        n.handle_message(now, p3.addr, &introduce(&p4)).unwrap();
+        n.handle_message(at, p3.addr, &introduce(&p4)).unwrap();
         assert_eq!(n.stats().introductions_accepted, 1, "departed {departed}");
     }
 }
