@@ -121,8 +121,9 @@ pub struct SimNode {
     pub sync_messages: u64,
     /// With [`SimConfig::log_sync`]: every sync message sent, (virtual time since start, length).
     pub sync_log: Vec<(Duration, usize)>,
-    /// With [`SimConfig::record_sync`]: the sync messages themselves, (virtual time, bytes).
-    pub sync_sent: Vec<(Duration, Vec<u8>)>,
+    /// With [`SimConfig::record_sync`]: the sync messages themselves, (virtual time, destination,
+    /// bytes).
+    pub sync_sent: Vec<(Duration, SocketAddr, Vec<u8>)>,
     /// Longest time a SWIM packet of this node waited behind other traffic on its uplink.
     pub max_swim_wait: Duration,
     /// When this node's uplink is free again.

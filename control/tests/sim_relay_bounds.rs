@@ -91,11 +91,13 @@ fn a_join_answer_sends_at_most_its_dump_at_once_and_the_rest_through_the_budget(
     let sent = &sim.nodes[0].sync_sent;
     let answered = sent
         .iter()
-        .find(|(_, b)| matches!(decode(b), Ok(Packet::Sync(SyncMessage::Introduce { .. }))))
-        .map(|(at, _)| *at)
+        .find(|(_, _, b)| matches!(decode(b), Ok(Packet::Sync(SyncMessage::Introduce { .. }))))
+        .map(|(at, _, _)| *at)
         .expect("node 0 introduced the joiner");
+    // Tables node 0 sent the joiner: at once (that instant), and later.
+    let joiner = sim.nodes[j].addr;
     let (mut at_once, mut at_once_bytes, mut later, mut later_bytes) = (0, 0, 0, 0);
-    for (at, b) in sent {
+    for (at, _, b) in sent.iter().filter(|(_, to, _)| *to == joiner) {
         if let Some((entries, len)) = states_entries(b) {
             if *at == answered {
                 at_once += entries;

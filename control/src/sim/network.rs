@@ -27,7 +27,7 @@ impl Sim {
                 n.sync_log.push((elapsed, bytes.len()));
             }
             if self.cfg.record_sync {
-                n.sync_sent.push((elapsed, bytes.clone()));
+                n.sync_sent.push((elapsed, to, bytes.clone()));
             }
         }
         // The uplink: FIFO, `uplink` bytes per second.
