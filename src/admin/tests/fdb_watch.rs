@@ -22,13 +22,31 @@ async fn lines_until(
     lines
 }
 
+/// State whose watch feed keeps a ring of 4 events (a reader that does not read loses events after a
+/// handful of changes), and its one FDB.
+fn ring_of_4() -> (Arc<AdminState>, Arc<dataplane::fdb::Fdb>) {
+    let mut st = state(None, false);
+    st.fdb_watch = watch::FdbWatch::with_ring(st.table.clone(), 4);
+    let fdb = st.table.snapshot()[0].fdb.clone();
+    (Arc::new(st), fdb)
+}
+
+/// `n` control installs (6 MACs moving between VTEPs), each passed to the watch feed.
+async fn churn(st: &AdminState, fdb: &dataplane::fdb::Fdb, n: u8) {
+    for m in 0..n {
+        fdb.install_control(
+            MacAddr([2, 0, 0, 0, 1, m % 6]),
+            IpAddr::from([10, 0, 0, 3 + m / 6]),
+            Instant::now(),
+        );
+        st.fdb_watch.pass();
+        tokio::task::yield_now().await;
+    }
+}
+
 #[test]
 fn fdb_watch_streams_changes_and_a_reader_that_falls_behind_is_told_then_rebaselined() {
-    let mut st = state(None, false);
-    // A ring of 4 events: a reader that does not read loses events after a handful of changes.
-    st.fdb_watch = watch::FdbWatch::with_ring(st.table.clone(), 4);
-    let st = Arc::new(st);
-    let fdb = st.table.snapshot()[0].fdb.clone();
+    let (st, fdb) = ring_of_4();
     rt().block_on(async {
         // 512 bytes of pipe: the writer blocks after two or three lines while nobody reads.
         let (client, server) = tokio::io::duplex(512);
@@ -47,15 +65,7 @@ fn fdb_watch_streams_changes_and_a_reader_that_falls_behind_is_told_then_rebasel
         );
         // 40 changes while the reader reads nothing: every FDB call returns (the data path never waits for a
         // reader), the feed keeps at most 4 of them.
-        for m in 0..40u8 {
-            fdb.install_control(
-                MacAddr([2, 0, 0, 0, 1, m % 6]),
-                IpAddr::from([10, 0, 0, 3 + m / 6]),
-                Instant::now(),
-            );
-            st.fdb_watch.pass();
-            tokio::task::yield_now().await;
-        }
+        churn(&st, &fdb, 40).await;
         let after = lines_until(&mut r, |l| {
             l.iter()
                 .position(|l| l.contains("\"lost\""))
@@ -98,10 +108,7 @@ fn fdb_watch_streams_changes_and_a_reader_that_falls_behind_is_told_then_rebasel
 
 #[test]
 fn fdb_watch_drops_a_reader_that_takes_nothing_within_the_write_deadline() {
-    let mut st = state(None, false);
-    st.fdb_watch = watch::FdbWatch::with_ring(st.table.clone(), 4);
-    let st = Arc::new(st);
-    let fdb = st.table.snapshot()[0].fdb.clone();
+    let (st, fdb) = ring_of_4();
     rt().block_on(async {
         let (client, server) = tokio::io::duplex(256);
         let limits = Limits {
@@ -112,15 +119,7 @@ fn fdb_watch_drops_a_reader_that_takes_nothing_within_the_write_deadline() {
         let task = tokio::spawn(async move {
             super::stream::fdb_watch(server, &st2, None, &limits, watch::Listener::Tcp).await
         });
-        for m in 0..20u8 {
-            fdb.install_control(
-                MacAddr([2, 0, 0, 0, 1, m % 6]),
-                IpAddr::from([10, 0, 0, 3 + m / 6]),
-                Instant::now(),
-            );
-            st.fdb_watch.pass();
-            tokio::task::yield_now().await;
-        }
+        churn(&st, &fdb, 20).await;
         assert!(
             tokio::time::timeout(Duration::from_secs(3), task).await.is_ok(),
             "a stalled reader is dropped after the write deadline"
