@@ -49,6 +49,9 @@ pub use config::{ControlConfig, Trust, DEFAULT_GOSSIP_BUDGET};
 pub use networks::{BlockOutcome, NetworkInfo};
 use outbox::Outbox;
 pub use types::{ControlStats, MemberInfo, MemberState, RevokeOutcome};
+/// The relay and budget bounds, for the simulator tests that check them.
+#[cfg(any(test, feature = "testing"))]
+pub use {outbox::PIECE_BYTES, relay::RELAY_DUMP_BYTES};
 
 type SwimCore = Foca<NodeIdentity, VerifyingCodec, XorShift, FdbBroadcasts>;
 

@@ -26,17 +26,13 @@ use std::time::Duration;
 
 use foca::Message;
 
-use common::{converge, members, node, quiet, with_macs};
+use common::{converge, members, quiet, stats, with_macs};
 use control::attest::Attestation;
 use control::messages::{encode_sync, SyncMessage};
 use control::sim::{mac, new_signer, swim_packet, Sim, SimConfig};
-use control::{ControlConfig, ControlStats, NodeId, NodeIdentity};
+use control::{ControlConfig, NodeId, NodeIdentity};
 
 const TICK: Duration = Duration::from_millis(1);
-
-fn stats(sim: &Sim, i: usize) -> ControlStats {
-    node(sim, i).stats()
-}
 
 fn formed(n: usize, cfg: SimConfig) -> Sim {
     let mut sim = with_macs(n, cfg, 1);

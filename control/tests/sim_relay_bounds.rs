@@ -13,18 +13,14 @@ mod common;
 
 use std::time::Duration;
 
+use common::stats;
 use control::messages::{decode, Packet, SyncMessage};
 use control::sim::{Sim, SimConfig};
-use control::{ControlStats, MacAddr};
+use control::MacAddr;
 
-/// `relay::RELAY_DUMP_BYTES`: entries sent to a joiner beside the budget, per join.
-const RELAY_DUMP_BYTES: usize = 64 * 1024;
-/// `outbox::PIECE_BYTES`: the gossip budget's burst (one piece may leave at once on a full bucket).
-const PIECE_BYTES: usize = 16 * 1024;
-
-fn stats(sim: &Sim, i: usize) -> ControlStats {
-    sim.nodes[i].node.as_ref().unwrap().stats()
-}
+// RELAY_DUMP_BYTES: entries sent to a joiner beside the budget, per join; PIECE_BYTES: the gossip
+// budget's burst (one piece may leave at once on a full bucket).
+use control::node::{PIECE_BYTES, RELAY_DUMP_BYTES};
 
 /// Node `i`'s MACs: `n` of them.
 fn macs(i: usize, n: usize) -> Vec<MacAddr> {

@@ -27,7 +27,7 @@ use crate::Output;
 
 /// Target size of one table piece (a `States` message): also the bucket's burst, so over any window
 /// of T seconds sync traffic stays within `budget × T` plus one message.
-pub(crate) const PIECE_BYTES: usize = 16 * 1024;
+pub const PIECE_BYTES: usize = 16 * 1024;
 
 /// Bound on queued control messages (digests, repairs, requests); beyond it new ones are dropped
 /// (counted in `sync_dropped`) and anti-entropy sends them again later.

@@ -67,7 +67,7 @@ pub(super) const RELAY_WINDOW: Duration = Duration::from_secs(5);
 pub(super) const RELAY_PIECE_BYTES: usize = PIECE_BYTES + 1024;
 
 /// Most bytes of tables sent to a joiner beside the budget; the rest follows through the budget.
-pub(super) const RELAY_DUMP_BYTES: usize = 4 * PIECE_BYTES;
+pub const RELAY_DUMP_BYTES: usize = 4 * PIECE_BYTES;
 
 /// Least time between two introductions of one node at one generation.
 pub(super) const INTRODUCE_AGAIN: Duration = Duration::from_secs(60);

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use control::sim::{mac, Sim, SimConfig};
-use control::{ControlConfig, ControlNode, MemberInfo};
+use control::{ControlConfig, ControlNode, ControlStats, MemberInfo};
 
 /// `n` nodes of `cfg`; node `i` reports the MACs `mac(i, 1)` to `mac(i, macs)` right after the start.
 pub fn with_macs(n: usize, cfg: SimConfig, macs: u8) -> Sim {
@@ -49,6 +49,11 @@ pub fn quiet() -> ControlConfig {
 /// Node `i`'s state machine (panics if it is not running).
 pub fn node(sim: &Sim, i: usize) -> &ControlNode {
     sim.nodes[i].node.as_ref().expect("running")
+}
+
+/// Node `i`'s counters (it must be running).
+pub fn stats(sim: &Sim, i: usize) -> ControlStats {
+    node(sim, i).stats()
 }
 
 /// Node `i`'s member list (panics if it is not running).
