@@ -400,8 +400,8 @@ impl ControlNode {
         // From an active (alive or suspect) member, or from a member we joined through that we have
         // never held yet (its introduction of a later joiner may overtake its answer to our own join:
         // they travel on different streams). Not from a seed we hold only as down or as departed, nor
-        // once foca has forgotten it (`held_seeds`): joining through it once is no trust in it after
-        // its death or leave.
+        // once foca has forgotten it (`held_seeds`; `left` if it left before we ever held it): joining
+        // through it once is no trust in it after its death or leave.
         let sender_active = self.foca.iter_members().any(|m| m.id().addr == from);
         let seed_unanswered = self.seeds.contains(&from)
             && !self.held_seeds.contains(&from)
