@@ -51,7 +51,10 @@ use outbox::Outbox;
 pub use types::{ControlStats, MemberInfo, MemberState, RevokeOutcome};
 /// The relay and budget bounds, for the simulator tests that check them.
 #[cfg(any(test, feature = "testing"))]
-pub use {outbox::PIECE_BYTES, relay::RELAY_DUMP_BYTES};
+pub use {
+    outbox::PIECE_BYTES,
+    relay::{dump_size, RELAY_DUMP_BYTES},
+};
 
 type SwimCore = Foca<NodeIdentity, VerifyingCodec, XorShift, FdbBroadcasts>;
 
@@ -130,6 +133,9 @@ pub struct ControlNode {
     /// Suspicions whose down timer was deferred (silence window) and whose probe had found the member
     /// not yet heard from: still "unmet" if refuted at a later firing (`node/timers.rs`).
     unmet_deferred: HashSet<(NodeIdentity, foca::Incarnation)>,
+    /// Which queued outputs the budget let out (testing builds: see [`Self::polled_budgeted`]).
+    #[cfg(any(test, feature = "testing"))]
+    budget_marks: outbox::BudgetMarks,
 }
 
 impl std::fmt::Debug for ControlNode {
@@ -216,6 +222,8 @@ impl ControlNode {
             put_off: relay::PutOff::default(),
             first_heard: HashMap::new(),
             unmet_deferred: HashSet::new(),
+            #[cfg(any(test, feature = "testing"))]
+            budget_marks: outbox::BudgetMarks::default(),
         };
         let at = now + node.config.anti_entropy_interval;
         node.out.push_back(Output::ScheduleTimer {
@@ -232,7 +240,7 @@ impl ControlNode {
 
     /// Next action for the caller, in order. Drain after every input.
     pub fn poll_output(&mut self) -> Option<Output> {
-        let mut out = self.out.pop_front();
+        let mut out = self.take_output();
         // Nothing goes to a revoked node (foca still announces to members it holds as down), nor to
         // our own address (foca files an earlier run of ours as down once gossip mentions it, and
         // may pick it for its periodic announce to down members; `members` does not list it).
@@ -240,7 +248,7 @@ impl ControlNode {
             if !self.revoked_addrs.contains(to) && *to != self.identity.addr {
                 break;
             }
-            out = self.out.pop_front();
+            out = self.take_output();
         }
         match &mut out {
             Some(Output::Send { bytes, .. }) => self.stats.gossip_bytes_sent += bytes.len() as u64,
@@ -249,13 +257,29 @@ impl ControlNode {
             Some(Output::MembersChanged(rows)) => {
                 // Several changes queued in one burst become one snapshot.
                 while matches!(self.out.front(), Some(Output::MembersChanged(_))) {
-                    self.out.pop_front();
+                    self.take_output();
                 }
                 *rows = self.members();
             }
             _ => {}
         }
         out
+    }
+
+    fn take_output(&mut self) -> Option<Output> {
+        let out = self.out.pop_front();
+        #[cfg(any(test, feature = "testing"))]
+        if out.is_some() {
+            self.budget_marks.took();
+        }
+        out
+    }
+
+    /// Testing builds: whether the output [`Self::poll_output`] returned last left through the
+    /// gossip budget (`node/outbox.rs`), not beside it.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn polled_budgeted(&self) -> bool {
+        self.budget_marks.last
     }
 
     /// Counters since start.
@@ -336,7 +360,12 @@ impl ControlNode {
             return;
         }
         let me = self.identity.id;
-        if let Some(at) = self.outbox.release(now, &self.sync, me, &mut self.out) {
+        #[cfg(any(test, feature = "testing"))]
+        let queued = self.out.len();
+        let wake = self.outbox.release(now, &self.sync, me, &mut self.out);
+        #[cfg(any(test, feature = "testing"))]
+        self.budget_marks.queued(queued, self.out.len());
+        if let Some(at) = wake {
             if !matches!(self.pace_at, Some(p) if p <= at) {
                 self.pace_at = Some(at);
                 self.out.push_back(Output::ScheduleTimer {

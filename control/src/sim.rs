@@ -122,8 +122,8 @@ pub struct SimNode {
     /// With [`SimConfig::log_sync`]: every sync message sent, (virtual time since start, length).
     pub sync_log: Vec<(Duration, usize)>,
     /// With [`SimConfig::record_sync`]: the sync messages themselves, (virtual time, destination,
-    /// bytes).
-    pub sync_sent: Vec<(Duration, SocketAddr, Vec<u8>)>,
+    /// bytes, whether it left through the node's gossip budget or beside it).
+    pub sync_sent: Vec<(Duration, SocketAddr, Vec<u8>, bool)>,
     /// Longest time a SWIM packet of this node waited behind other traffic on its uplink.
     pub max_swim_wait: Duration,
     /// When this node's uplink is free again.

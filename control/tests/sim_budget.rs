@@ -141,7 +141,7 @@ fn flood(budget: u64, limit: Duration) -> Run {
         run.deferred.push(s.sync_deferred);
         if FLOODERS.contains(&i) {
             let (mut msgs, mut entries) = (0, 0);
-            for (_, _, bytes) in &n.sync_sent[marks[i].1..] {
+            for (_, _, bytes, _) in &n.sync_sent[marks[i].1..] {
                 if let Ok(Packet::Sync(SyncMessage::States { owners })) = messages::decode(bytes) {
                     let own: usize = owners
                         .iter()
@@ -276,7 +276,7 @@ fn changes_within_the_batch_window_leave_together() {
         .expect("converged");
     let own_id = sim.nodes[1].id;
     let (mut msgs, mut entries) = (0, 0);
-    for (_, _, bytes) in &sim.nodes[1].sync_sent[mark..] {
+    for (_, _, bytes, _) in &sim.nodes[1].sync_sent[mark..] {
         if let Ok(Packet::Sync(SyncMessage::States { owners })) = messages::decode(bytes) {
             let own: usize = owners
                 .iter()

@@ -362,6 +362,42 @@ impl Outbox {
     }
 }
 
+/// Testing builds only: which of the node's queued outputs this budget let out, so the simulator can
+/// tell budgeted sync traffic from what a node sends beside the budget (membership, Hellos, a
+/// joiner's relayed tables). Positions are counted from the first output ever queued; outputs
+/// leave the queue in order (`ControlNode::poll_output`).
+#[cfg(any(test, feature = "testing"))]
+#[derive(Debug, Default)]
+pub(crate) struct BudgetMarks {
+    /// Outputs taken off the queue so far.
+    taken: u64,
+    /// [start, end) positions of the budget's sends, oldest first.
+    ranges: VecDeque<(u64, u64)>,
+    /// Whether the output taken last was one of them.
+    pub last: bool,
+}
+
+#[cfg(any(test, feature = "testing"))]
+impl BudgetMarks {
+    /// The budget appended the outputs at `from..to` of the queue as it is now.
+    pub fn queued(&mut self, from: usize, to: usize) {
+        if from < to {
+            self.ranges
+                .push_back((self.taken + from as u64, self.taken + to as u64));
+        }
+    }
+
+    /// The output at the front of the queue was taken off.
+    pub fn took(&mut self) {
+        let at = self.taken;
+        self.taken += 1;
+        while self.ranges.front().is_some_and(|r| r.1 <= at) {
+            self.ranges.pop_front();
+        }
+        self.last = self.ranges.front().is_some_and(|r| r.0 <= at);
+    }
+}
+
 /// An upper bound of an entry's encoded size (postcard varints at their widest).
 pub(super) fn entry_size(e: &FdbEntry) -> usize {
     4 + 6 + 1 + e.ips.len() * 17 + 10 + 10 + 1 + 2 + e.sig.len()

@@ -69,6 +69,12 @@ pub(super) const RELAY_PIECE_BYTES: usize = PIECE_BYTES + 1024;
 /// Most bytes of tables sent to a joiner beside the budget; the rest follows through the budget.
 pub const RELAY_DUMP_BYTES: usize = 4 * PIECE_BYTES;
 
+/// What one owner's `entries` count against [`RELAY_DUMP_BYTES`]: each entry at its widest
+/// encoding, and 24 bytes for the owner, its generation and the entry count.
+pub fn dump_size(entries: &[FdbEntry]) -> usize {
+    entries.iter().map(super::outbox::entry_size).sum::<usize>() + 24
+}
+
 /// Least time between two introductions of one node at one generation.
 pub(super) const INTRODUCE_AGAIN: Duration = Duration::from_secs(60);
 
@@ -210,7 +216,7 @@ impl ControlNode {
             if entries.is_empty() {
                 continue;
             }
-            let size: usize = entries.iter().map(super::outbox::entry_size).sum::<usize>() + 24;
+            let size = dump_size(&entries);
             if size > budget_left {
                 // Through the budget (and the per-owner cursor's pieces).
                 self.outbox.want_table(joiner.addr, d.owner, d.generation, 0);
@@ -394,8 +400,8 @@ impl ControlNode {
         // From an active (alive or suspect) member, or from a member we joined through that we have
         // never held yet (its introduction of a later joiner may overtake its answer to our own join:
         // they travel on different streams). Not from a seed we hold only as down or as departed, nor
-        // once foca has forgotten it (`held_seeds`): joining through it once is no trust in it after
-        // its death or leave.
+        // once foca has forgotten it (`held_seeds`; `left` if it left before we ever held it): joining
+        // through it once is no trust in it after its death or leave.
         let sender_active = self.foca.iter_members().any(|m| m.id().addr == from);
         let seed_unanswered = self.seeds.contains(&from)
             && !self.held_seeds.contains(&from)

@@ -14,8 +14,8 @@ use crate::messages;
 impl Sim {
     /// Node `i` hands `bytes` for `to` to the network: counted, logged, queued on its uplink, then
     /// delivered after the latency (and the connection's opening), unless a partition, a cut or
-    /// loss drops it.
-    pub(super) fn send(&mut self, i: usize, to: SocketAddr, bytes: Vec<u8>) {
+    /// loss drops it. `budgeted`: it left through the node's gossip budget.
+    pub(super) fn send(&mut self, i: usize, to: SocketAddr, bytes: Vec<u8>, budgeted: bool) {
         self.sent += 1;
         let elapsed = self.now - self.start;
         let swim = messages::is_swim(&bytes);
@@ -27,7 +27,7 @@ impl Sim {
                 n.sync_log.push((elapsed, bytes.len()));
             }
             if self.cfg.record_sync {
-                n.sync_sent.push((elapsed, to, bytes.clone()));
+                n.sync_sent.push((elapsed, to, bytes.clone(), budgeted));
             }
         }
         // The uplink: FIFO, `uplink` bytes per second.

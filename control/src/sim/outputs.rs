@@ -12,9 +12,13 @@ use crate::Output;
 impl Sim {
     /// Apply every output node `i` has queued.
     pub(super) fn drain(&mut self, i: usize) {
-        while let Some(out) = self.nodes[i].node.as_mut().and_then(|n| n.poll_output()) {
+        while let Some((out, budgeted)) = self.nodes[i]
+            .node
+            .as_mut()
+            .and_then(|n| n.poll_output().map(|o| (o, n.polled_budgeted())))
+        {
             match out {
-                Output::Send { to, bytes } => self.send(i, to, bytes),
+                Output::Send { to, bytes } => self.send(i, to, bytes, budgeted),
                 Output::ScheduleTimer { at, timer } => {
                     let instance = self.nodes[i].instance;
                     self.push(

@@ -151,6 +151,56 @@ fn an_introduction_from_a_dead_or_departed_seed_is_refused() {
     }
 }
 
+/// A seed that announced its leave before we ever held it as a member (its Leave overtook its
+/// answer to our join) introduces no one, also once foca has forgotten the down entry the Leave
+/// made: then foca holds nothing at its address and never held it as a member (`held_seeds`), and
+/// only `left` tells it from a seed that has not answered yet. A seed that did not leave may.
+#[test]
+fn an_introduction_from_a_seed_that_left_before_answering_is_refused() {
+    let k = keys();
+    let (p2, p3) = (identity(&k, 2, 1), identity(&k, 3, 1));
+    for left in [false, true] {
+        let mut n = node_with(&k, 1);
+        let mut now = Instant::now();
+        n.join(now, p2.addr).unwrap();
+        if left {
+            let notice = LeaveNotice::sign(&p2, &k.nodes[2]).unwrap();
+            let leave = messages::encode_sync(&SyncMessage::Leave { notice }).unwrap();
+            n.handle_message(now, p2.addr, &leave).unwrap();
+            assert!(n.left.contains_key(&p2.addr));
+            // foca files the seed as down; forget it (`remove_down_after`, a day later).
+            let mut forget = None;
+            while let Some(o) = n.poll_output() {
+                if let Output::ScheduleTimer { at, timer } = o {
+                    if matches!(&timer.0, TimerKind::Swim(foca::Timer::RemoveDown(id)) if id.addr == p2.addr)
+                    {
+                        forget = Some((at, timer));
+                    }
+                }
+            }
+            let (at, timer) = forget.expect("foca schedules forgetting the departed seed");
+            n.handle_timer(at, timer).unwrap();
+            now = at;
+        }
+        // Nothing but `left` tells it from an unanswered seed.
+        assert!(
+            !n.foca.iter_membership_state().any(|m| m.id().addr == p2.addr),
+            "left {left}: foca must hold nothing at the seed's address for this test to mean anything"
+        );
+        assert!(!n.held_seeds.contains(&p2.addr), "left {left}");
+        let before = n.stats();
+        n.handle_message(now, p2.addr, &introduce(&p3)).unwrap();
+        let after = n.stats();
+        assert_eq!(
+            after.rejected - before.rejected,
+            u64::from(left),
+            "left {left}: {after:?}"
+        );
+        assert_eq!(after.introductions_accepted, u64::from(!left), "left {left}");
+        assert_eq!(holds_node(&n, &p3), !left, "left {left}");
+    }
+}
+
 /// The members a node sent its Hello to since the last call.
 fn hellos_sent_to(n: &mut ControlNode) -> Vec<SocketAddr> {
     sent(n, |to, bytes| {
