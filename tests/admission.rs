@@ -4,8 +4,9 @@
 //! Owns: the CA key and join secret staying on the admitter (a joiner's state dir holds one private key, its
 //! own), joining through a member that is not an admitter (it relays), `token` on a non-admitter naming the
 //! admitter, `token --rotate` (old token refused, new accepted), a join failing with "no admitter is
-//! reachable" while the members keep working, and a bounded handshake flood from a testbed address causing no
-//! false death.
+//! reachable" while the members keep working, a join whose credential cannot be stored (the start fails
+//! before anything is announced or created), and a bounded handshake flood from a testbed address causing
+//! no false death.
 //! Must never: send traffic outside the testbed's namespaces (the flood goes from host 4's namespace to host
 //! 2's gossip port only, bounded in count and time), or use the default state dir.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -195,6 +196,71 @@ fn admission_relay_rotation_and_no_admitter() {
     assert!(all_alive(&[h2, h3, h4], &[h2, h3, h4]), "members stopped working");
     ping_ok(h2.container(), h4.container().ip(), 2);
     ping_ok(h4.container(), h3.container().ip(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// A joined credential is durable before the node announces itself
+// ---------------------------------------------------------------------------------------------------------
+
+/// The joiner stores its credential before anything else: before it touches the host and before gossip
+/// announces it. Here the store fails (a directory sits where `node.crt`'s temp file goes): the daemon exits
+/// with an error naming the file, the state dir is not initialised and holds no temp file, nothing was
+/// created on the host, and host 1 never lists it (had it announced itself first, host 1 would list it,
+/// alive or dead, for far longer than this test runs).
+#[test]
+fn a_join_whose_credential_cannot_be_stored_fails_and_announces_nothing() {
+    let tb = Testbed::builder().hosts(2).build();
+    let h: Vec<&Host> = tb.hosts().iter().collect();
+    let (h1, h2) = (h[0], h[1]);
+    let _d1 = start_overlayd(
+        h1,
+        &[
+            "--init-cluster",
+            "--local",
+            &h1.underlay_ip().to_string(),
+            "--state-dir",
+            &state_dir(&tb, h1, "a"),
+        ],
+    );
+    let t1 = token(h1);
+    let s2 = PathBuf::from(state_dir(&tb, h2, "blocked"));
+    let blocker = s2.join(".node.crt.tmp");
+    std::fs::create_dir_all(&blocker).unwrap();
+    let log = join_fails(&tb, h2, h1, &t1, "blocked");
+    assert!(
+        log.contains("could not join the cluster") && log.contains(".node.crt.tmp"),
+        "the store's error names the file:\n{log}"
+    );
+    assert!(!log.contains("control plane up"), "gossip started:\n{log}");
+    assert!(
+        !s2.join("node.crt").exists(),
+        "a failed store initialised the state dir"
+    );
+    let temps: Vec<String> = std::fs::read_dir(&s2)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp") && *n != ".node.crt.tmp")
+        .collect();
+    assert!(temps.is_empty(), "temp files left: {temps:?}");
+    assert!(!log.contains("network up"), "the host was set up:\n{log}");
+    assert!(
+        h2.exec("ip", &["link", "show", "ovl1"]).is_err(),
+        "the failed start left a TAP"
+    );
+    // Host 1 admitted it (signed a grant) but never heard from it.
+    std::thread::sleep(Duration::from_millis(500));
+    let peers = ctl_json(h1, "peers");
+    assert!(
+        state_of(&peers, h2.underlay_ip()).is_none(),
+        "host 1 knows the joiner that failed to store its credential: {peers}"
+    );
+
+    // Without the obstacle the same command joins (the failed attempt left nothing in the way).
+    std::fs::remove_dir(&blocker).unwrap();
+    let _d2 = join(&tb, h2, h1, &t1, "blocked");
+    assert!(s2.join("node.crt").exists());
+    assert!(all_alive(&[h1, h2], &[h1, h2]), "the second attempt did not join");
 }
 
 // ---------------------------------------------------------------------------------------------------------

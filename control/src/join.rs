@@ -277,7 +277,9 @@ impl JoinResponse {
 
 /// `overlayd --peer ADDR --token TOKEN`: obtain a credential for VTEP `vtep` (and the state dir's other
 /// claimed addresses, [`StateDir::claimed_vteps`]) through the member at `peer`
-/// (an admitter, or a member that relays to one) and store it under `state`. Restarts then use
+/// (an admitter, or a member that relays to one) and store it under `state` (on tokio's blocking pool:
+/// its 8 fsyncs never stall an async worker), before returning it: the caller starts gossip, which
+/// announces the node, only with a credential that a crash can no longer lose. Restarts then use
 /// [`StateDir::load_credential`].
 pub async fn join_cluster(
     peer: SocketAddr,
@@ -285,6 +287,68 @@ pub async fn join_cluster(
     state: &StateDir,
     vtep: IpAddr,
 ) -> Result<NodeCredential, TransportError> {
+    let grant = request_grant(peer, token, state, vtep).await?;
+    let state = state.clone();
+    match tokio::task::spawn_blocking(move || grant.store(&state)).await {
+        Ok(stored) => Ok(stored?),
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // Only when the runtime shuts down under us.
+            Err(_) => Err(TransportError::Stopped),
+        },
+    }
+}
+
+/// A grant the joiner has checked ([`check_grant`]) but not stored yet. The credential it makes is
+/// handed out only by [`Grant::store`], once it is durable: a node that announced an identity a crash
+/// then lost would be a member the cluster knows and that cannot restart without a new token.
+struct Grant {
+    peer: SocketAddr,
+    node_id: NodeId,
+    pending: PendingKey,
+    node_cert_pem: String,
+    ca_cert_pem: String,
+    attestation: Attestation,
+    admitters: Vec<SocketAddr>,
+    /// When the join began (for the debug log's timings).
+    began: std::time::Instant,
+}
+
+impl std::fmt::Debug for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        write!(f, "Grant {{ node_id: {}, peer: {} }}", self.node_id, self.peer)
+    }
+}
+
+impl Grant {
+    /// Persist the credential under `state` ([`StateDir::store_joined`]: key, id, attestation, CA
+    /// certificate and admitters, then `node.crt`, each group durable before the next) and return it
+    /// as read back from there. Blocking (fsyncs): call it from a blocking thread. On an error nothing
+    /// names the dir initialised (`node.crt` goes last) and no temp file is left.
+    fn store(self, state: &StateDir) -> Result<NodeCredential, AuthError> {
+        let cred = state.store_joined(
+            self.node_id,
+            &self.pending,
+            &self.node_cert_pem,
+            &self.ca_cert_pem,
+            &self.attestation,
+            &self.admitters,
+        )?;
+        let ms = self.began.elapsed().as_secs_f64() * 1e3;
+        tracing::debug!(peer = %self.peer, ms, "join: credential stored");
+        Ok(cred)
+    }
+}
+
+/// The network half of [`join_cluster`]: dial `peer`, send the signing request, check the grant
+/// ([`check_grant`]). Nothing is written; store the result with [`Grant::store`].
+async fn request_grant(
+    peer: SocketAddr,
+    token: &JoinToken,
+    state: &StateDir,
+    vtep: IpAddr,
+) -> Result<Grant, TransportError> {
     let bind: SocketAddr = if peer.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {
@@ -348,16 +412,16 @@ pub async fn join_cluster(
             check_grant(token, &csr, &pending, &node_cert_pem, &ca_cert_pem, &attestation)
                 .map_err(|r| proto(r.into()))?;
             tracing::debug!(%peer, ms = ms(t0), "join: grant checked");
-            let cred = state.store_joined(
+            Ok(Grant {
+                peer,
                 node_id,
-                &pending,
-                &node_cert_pem,
-                &ca_cert_pem,
-                &attestation,
-                &admitters,
-            )?;
-            tracing::debug!(%peer, ms = ms(t0), "join: credential stored");
-            Ok(cred)
+                pending,
+                node_cert_pem,
+                ca_cert_pem,
+                attestation,
+                admitters,
+                began: t0,
+            })
         }
         JoinResponse::Refused(reason) => Err(TransportError::Refused { addr: peer, reason }),
         JoinResponse::NoAdmitter(reason) => Err(TransportError::NoAdmitter { addr: peer, reason }),
@@ -501,6 +565,64 @@ mod tests {
             JoinRequest::decode(&vec![0; MAX_REQUEST + 1]),
             Err(RequestError::TooLarge)
         );
+    }
+
+    /// A grant for `vtep` signed by `ca`, as an admitter would answer it.
+    fn grant(ca: &auth::ClusterCa, vtep: IpAddr) -> Grant {
+        let pending = PendingKey::generate().unwrap();
+        let node_id = NodeId(u64::from_le_bytes(random8().unwrap()));
+        let node_cert_pem = ca.issue(node_id, &pending.spki_der(), &[vtep]).unwrap();
+        let attestation = Attestation::issue(
+            &ca.signer().unwrap(),
+            node_id,
+            vec![vtep],
+            false,
+            pending.public_key_raw(),
+        )
+        .unwrap();
+        Grant {
+            peer: SocketAddr::from(([10, 0, 0, 1], 7948)),
+            node_id,
+            pending,
+            node_cert_pem,
+            ca_cert_pem: ca.cert_pem().to_string(),
+            attestation,
+            admitters: vec![SocketAddr::from(([10, 0, 0, 1], 7948))],
+            began: std::time::Instant::now(),
+        }
+    }
+
+    /// A store that fails at its last step (`node.crt`) leaves the dir uninitialised and no temp file of
+    /// its own; once the obstacle is gone, a new grant is stored and loads back as the same node.
+    #[test]
+    fn a_failed_store_leaves_no_credential_and_a_retry_stores_it() {
+        let vtep = IpAddr::from([10, 0, 0, 7]);
+        let state = StateDir::new(auth::tests::tempdir("grant")).with_vteps(vec![vtep]);
+        let ca = auth::ClusterCa::generate().unwrap();
+        let blocker = state.path().join(".node.crt.tmp");
+        std::fs::create_dir_all(&blocker).unwrap();
+        let e = grant(&ca, vtep).store(&state).unwrap_err();
+        assert!(e.to_string().contains(".node.crt.tmp"), "{e}");
+        assert!(!state.is_initialised());
+        assert!(matches!(
+            state.load_credential(),
+            Err(AuthError::NotInitialised(_))
+        ));
+        let temps: Vec<String> = std::fs::read_dir(state.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp") && *n != ".node.crt.tmp")
+            .collect();
+        assert!(temps.is_empty(), "{temps:?}");
+        std::fs::remove_dir(&blocker).unwrap();
+        let g = grant(&ca, vtep);
+        let id = g.node_id;
+        assert!(!format!("{g:?}").contains("PRIVATE"), "Debug shows the key");
+        let stored = g.store(&state).unwrap();
+        assert_eq!(stored.node_id, id);
+        assert_eq!(state.load_credential().unwrap().node_id, id);
+        let _ = std::fs::remove_dir_all(state.path());
     }
 
     proptest::proptest! {
