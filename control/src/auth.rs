@@ -70,6 +70,11 @@ pub enum AuthError {
     AlreadyInitialised(PathBuf),
     #[error("no credential in {0}: run `overlayd --init-cluster` on the first host or join with `--peer ADDR --token TOKEN`")]
     NotInitialised(PathBuf),
+    #[error(
+        "{0} holds a CA key (ca.key) but no node credential, as an interrupted `--init-cluster` leaves it; \
+         joining would keep that key beside another cluster's certificate: remove the directory, then join again"
+    )]
+    LeftoverCaKey(PathBuf),
     #[error("corrupt credential file {path}: {reason} (restore it from backup or re-join the node)")]
     Corrupt { path: PathBuf, reason: String },
     #[error("corrupt state file {path}: {reason}; {fix}")]

@@ -349,6 +349,8 @@ async fn request_grant(
     state: &StateDir,
     vtep: IpAddr,
 ) -> Result<Grant, TransportError> {
+    // Before the admitter spends a grant on us.
+    state.check_joinable()?;
     let bind: SocketAddr = if peer.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {
@@ -592,6 +594,36 @@ mod tests {
         }
     }
 
+    /// A dir that an interrupted `--init-cluster` left (a CA key, no credential) is refused before the
+    /// join dials anyone: it fails at once with the fix, not after a connection attempt to `peer`
+    /// (nothing listens there), and once the dir is cleared nothing else stands in the way.
+    #[test]
+    fn a_join_into_a_dir_with_a_leftover_ca_key_is_refused_before_dialling() {
+        let vtep = IpAddr::from([10, 0, 0, 7]);
+        let state = StateDir::new(auth::tests::tempdir("leftover")).with_vteps(vec![vtep]);
+        std::fs::create_dir_all(state.path()).unwrap();
+        std::fs::write(state.path().join("ca.key"), "not this cluster's").unwrap();
+        let token = JoinToken {
+            ca_fingerprint: [7; 32],
+            secret: [9; 32],
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let peer = SocketAddr::from(([127, 0, 0, 1], 9));
+        let e = rt.block_on(join_cluster(peer, &token, &state, vtep)).unwrap_err();
+        assert!(
+            matches!(e, TransportError::Auth(AuthError::LeftoverCaKey(_))),
+            "{e}"
+        );
+        assert!(e.to_string().contains("remove the directory"), "{e}");
+        assert!(!state.is_initialised());
+        std::fs::remove_file(state.path().join("ca.key")).unwrap();
+        state.check_joinable().unwrap();
+        let _ = std::fs::remove_dir_all(state.path());
+    }
+
     /// A store that fails at its last step (`node.crt`) leaves the dir uninitialised and no temp file of
     /// its own; once the obstacle is gone, a new grant is stored and loads back as the same node.
     #[test]
@@ -618,7 +650,11 @@ mod tests {
         std::fs::remove_dir(&blocker).unwrap();
         let g = grant(&ca, vtep);
         let id = g.node_id;
-        assert!(!format!("{g:?}").contains("PRIVATE"), "Debug shows the key");
+        // Debug names the grant and nothing else: never the pending key.
+        assert_eq!(
+            format!("{g:?}"),
+            format!("Grant {{ node_id: {}, peer: {} }}", g.node_id, g.peer)
+        );
         let stored = g.store(&state).unwrap();
         assert_eq!(stored.node_id, id);
         assert_eq!(state.load_credential().unwrap().node_id, id);

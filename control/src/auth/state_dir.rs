@@ -69,6 +69,16 @@ impl StateDir {
         self.file(NODE_CERT).exists()
     }
 
+    /// Before a join: refuse a dir that holds a CA key but no credential (what an interrupted
+    /// `--init-cluster` leaves). Joining would store the joined cluster's certificate beside that key,
+    /// and the next start would take the node for an admitter whose key signs nothing the cluster accepts.
+    pub fn check_joinable(&self) -> Result<(), AuthError> {
+        if self.file(CA_KEY).exists() {
+            return Err(AuthError::LeftoverCaKey(self.path.clone()));
+        }
+        Ok(())
+    }
+
     /// `overlayd --init-cluster`: create the CA, the join secret and this node's credential. The first node
     /// is an admitter: its attestation says so, and it keeps `ca.key` and `join.secret`.
     pub fn init_cluster(&self, vtep: IpAddr) -> Result<NodeCredential, AuthError> {

@@ -185,22 +185,21 @@ impl ControlNode {
         // An admitter came up: pending block requests need not wait for the next tick. Asked here,
         // once the member table that picks the admitter to ask holds it (not from `member_up`,
         // before it does), and not again when a put-off meeting with it takes place. A failure is
-        // returned after the inbox is drained: the broadcasts foca handed over (adverts, leaves,
-        // revocations, records, grants) are applied in this call all the same.
+        // returned last: the broadcasts foca handed over (adverts, leaves, revocations, records,
+        // grants) are applied, and a renewal re-announced, in this call all the same.
         let asked = if admitter_up {
             self.request_pending_blocks()
         } else {
             Ok(())
         };
         self.drain_inbox();
-        asked?;
         // Renewed and not reconnected by the same call: knock at once (rate-limited), not only at the
         // next anti-entropy tick.
         let r = r.map_err(|e| ControlError::Swim(e.to_string()));
         if r.is_ok() && rejoined && !self.reconnect.connected {
             self.reannounce(now, true)?;
         }
-        r
+        r.and(asked)
     }
 
     /// While foca is disconnected, announce this node (its current identity) to a few addresses of

@@ -75,7 +75,7 @@ pub(super) struct LinkState {
     /// When the current (or last) dial started: only a young one refuses a crossing Initial.
     pub(super) dial_since: Option<Instant>,
     /// Senders are waiting for a connection without one open or dialled: since when, and what held them.
-    wanted: Option<Wanted>,
+    pub(super) wanted: Option<Wanted>,
     /// Our dial crossed the peer's (it refused ours): hold new dials until then, waiting for the peer's.
     pub(super) crossed_until: Option<Instant>,
 }
@@ -242,11 +242,15 @@ impl Pool {
             let mut l = link.lock();
             if self.is_revoked(&conn) {
                 conn.close(4u32.into(), b"revoked");
-                // Senders holding their dial for this connection stop waiting (their dial is refused too).
-                if l.crossed_until.take().is_some() {
-                    drop(l);
-                    link.changed.notify_waiters();
+                // Senders holding their dial for this connection stop waiting (their dial is refused
+                // too): after a crossing, or for the Retry mark of the Initial that led to it (which
+                // the accept side's mark, settled here, no longer ends).
+                l.crossed_until = None;
+                if let Some(w) = l.wanted.as_mut() {
+                    w.retry_over(Instant::now());
                 }
+                drop(l);
+                link.changed.notify_waiters();
                 return false;
             }
             if let Some(old) = l.conn.replace(conn) {

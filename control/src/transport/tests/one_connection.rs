@@ -73,15 +73,25 @@ async fn soon<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
 
 /// Both members of a pair want to send to each other at the same moment: the lower address dials, the
 /// higher one holds its dial (grace, then the lower one's handshake in progress) and adopts that
-/// connection. One handshake in all, and each side's message reaches the other over it.
+/// connection. One handshake in all, and each side's message reaches the other over it. (hi's sender
+/// asks first, so that on a loaded machine lo's connection cannot land before hi wants one: then
+/// there would be no dial to avoid.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pair_sending_at_once_opens_one_connection() {
     let (lo, hi, _cred) = served_pair("once", patient(Duration::from_secs(20)));
     let (lo_addr, hi_addr) = (lo.me, hi.me);
-    let (a, b) = soon("both connections", async {
-        tokio::join!(lo.connection(hi_addr), hi.connection(lo_addr))
+    let waiting = tokio::spawn({
+        let hi = Arc::clone(&hi);
+        async move { hi.connection(lo_addr).await }
+    });
+    soon("hi's sender holds its dial", async {
+        while hi.link(lo_addr).lock().wanted.is_none() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     })
     .await;
+    let a = soon("lo's connection", lo.connection(hi_addr)).await;
+    let b = soon("hi's connection", waiting).await.expect("hi's sender task");
     let (a, b) = (a.expect("lo's connection"), b.expect("hi's connection"));
     let (ql, qh) = (lo.stats.snapshot(), hi.stats.snapshot());
     assert_eq!(
@@ -217,6 +227,36 @@ async fn a_revoked_peers_handshake_is_refused_and_not_waited_on() {
     let q = hi.stats.snapshot();
     assert_eq!((q.dials, q.dial_failures), (1, 1), "{q:?}");
     assert!(hi.link(lo.me).lock().conn.is_none());
+}
+
+/// The same, with our sender already holding its dial for a Retry we sent to the revoked peer's address
+/// when its connection is refused: the refusal ends that hold too (before, the sender waited out the
+/// Retry's whole bound, here 20 s: the race a loaded machine hit in the test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_peers_refused_connection_ends_a_retry_hold() {
+    let (lo, hi, cred) = served_pair("revoked-retry", patient(Duration::from_millis(300)));
+    let lo_id = crate::auth::node_id_from_cert(cred.chain.first().expect("a certificate"))
+        .expect("a node id in the certificate");
+    hi.revoked.write().unwrap().insert(lo_id);
+    // hi answered an Initial from lo's address with a Retry; hi's sender asks and holds for it.
+    hi.opening.retried(lo.me, Instant::now(), &hi.waits);
+    let t0 = Instant::now();
+    let waiting = tokio::spawn({
+        let (hi, lo_addr) = (Arc::clone(&hi), lo.me);
+        async move { hi.connection(lo_addr).await }
+    });
+    soon("hi's sender holds its dial", async {
+        while hi.link(lo.me).lock().wanted.is_none() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    let _ = soon("lo's dial ends", lo.connection(hi.me)).await;
+    let b = soon("hi's sender gives up", waiting)
+        .await
+        .expect("hi's sender task");
+    assert!(b.is_none(), "hi must not use a revoked peer's connection");
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
 }
 
 /// Crossing dials: the lower address's dial is under way when the higher one's Initial arrives. The
