@@ -21,6 +21,20 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// Host `host` creates the cluster (`--init-cluster`, state dir tag "a").
+fn init(tb: &Testbed, host: &Host) -> Daemon {
+    start_overlayd(
+        host,
+        &[
+            "--init-cluster",
+            "--local",
+            &host.underlay_ip().to_string(),
+            "--state-dir",
+            &state_dir(tb, host, "a"),
+        ],
+    )
+}
+
 fn join(tb: &Testbed, host: &Host, via: &Host, token: &str, tag: &str) -> Daemon {
     start_overlayd(
         host,
@@ -117,16 +131,7 @@ fn admission_relay_rotation_and_no_admitter() {
     let tb = Testbed::builder().hosts(5).build();
     let h: Vec<&Host> = tb.hosts().iter().collect();
     let (h1, h2, h3, h4, h5) = (h[0], h[1], h[2], h[3], h[4]);
-    let mut d1 = start_overlayd(
-        h1,
-        &[
-            "--init-cluster",
-            "--local",
-            &h1.underlay_ip().to_string(),
-            "--state-dir",
-            &state_dir(&tb, h1, "a"),
-        ],
-    );
+    let mut d1 = init(&tb, h1);
     let t1 = token(h1);
     let _d2 = join(&tb, h2, h1, &t1, "a");
 
@@ -212,16 +217,7 @@ fn a_join_whose_credential_cannot_be_stored_fails_and_announces_nothing() {
     let tb = Testbed::builder().hosts(2).build();
     let h: Vec<&Host> = tb.hosts().iter().collect();
     let (h1, h2) = (h[0], h[1]);
-    let _d1 = start_overlayd(
-        h1,
-        &[
-            "--init-cluster",
-            "--local",
-            &h1.underlay_ip().to_string(),
-            "--state-dir",
-            &state_dir(&tb, h1, "a"),
-        ],
-    );
+    let _d1 = init(&tb, h1);
     let t1 = token(h1);
     let s2 = PathBuf::from(state_dir(&tb, h2, "blocked"));
     let blocker = s2.join(".node.crt.tmp");
@@ -272,16 +268,7 @@ fn second_admitter_admits_when_the_first_is_gone() {
     let tb = Testbed::builder().hosts(4).build();
     let h: Vec<&Host> = tb.hosts().iter().collect();
     let (h1, h2, h3, h4) = (h[0], h[1], h[2], h[3]);
-    let mut d1 = start_overlayd(
-        h1,
-        &[
-            "--init-cluster",
-            "--local",
-            &h1.underlay_ip().to_string(),
-            "--state-dir",
-            &state_dir(&tb, h1, "a"),
-        ],
-    );
+    let mut d1 = init(&tb, h1);
     let tok = token(h1);
     // The operator copies ca.key to the second admitter; the token brings the join secret.
     let key_file = tb.log_dir().join("copied-ca.key");
@@ -435,16 +422,7 @@ fn handshake_flood_causes_no_false_death() {
     let tb = Testbed::builder().hosts(5).build();
     let h: Vec<&Host> = tb.hosts().iter().collect();
     let (h1, h2, h3, flooder, late) = (h[0], h[1], h[2], h[3], h[4]);
-    let _d1 = start_overlayd(
-        h1,
-        &[
-            "--init-cluster",
-            "--local",
-            &h1.underlay_ip().to_string(),
-            "--state-dir",
-            &state_dir(&tb, h1, "a"),
-        ],
-    );
+    let _d1 = init(&tb, h1);
     let tok = token(h1);
     let _d2 = join(&tb, h2, h1, &tok, "a");
     let _d3 = join(&tb, h3, h1, &tok, "a");
