@@ -64,6 +64,33 @@ fn patient(grace: Duration) -> opening::Waits {
     }
 }
 
+/// `pool` revokes the node id of `cred` (both pools of a test pair hold the same credential, so: the
+/// peer's).
+fn revoke_the_credential(pool: &Pool, cred: &NodeCredential) {
+    let id = crate::auth::node_id_from_cert(cred.chain.first().expect("a certificate"))
+        .expect("a node id in the certificate");
+    pool.revoked.write().unwrap().insert(id);
+}
+
+/// A sender of `from` asks for a connection to `to`; returns once it holds its dial (its episode is
+/// registered), with the task that ends with what the sender got.
+async fn holding_sender(
+    from: &Arc<Pool>,
+    to: SocketAddr,
+) -> tokio::task::JoinHandle<Option<quinn::Connection>> {
+    let sender = tokio::spawn({
+        let from = Arc::clone(from);
+        async move { from.connection(to).await }
+    });
+    soon("the sender holds its dial", async {
+        while from.link(to).lock().wanted.is_none() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await;
+    sender
+}
+
 /// Within a functional deadline.
 async fn soon<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(30), f)
@@ -80,16 +107,7 @@ async fn soon<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
 async fn a_pair_sending_at_once_opens_one_connection() {
     let (lo, hi, _cred) = served_pair("once", patient(Duration::from_secs(20)));
     let (lo_addr, hi_addr) = (lo.me, hi.me);
-    let waiting = tokio::spawn({
-        let hi = Arc::clone(&hi);
-        async move { hi.connection(lo_addr).await }
-    });
-    soon("hi's sender holds its dial", async {
-        while hi.link(lo_addr).lock().wanted.is_none() {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    })
-    .await;
+    let waiting = holding_sender(&hi, lo_addr).await;
     let a = soon("lo's connection", lo.connection(hi_addr)).await;
     let b = soon("hi's connection", waiting).await.expect("hi's sender task");
     let (a, b) = (a.expect("lo's connection"), b.expect("hi's connection"));
@@ -203,10 +221,8 @@ async fn a_restarted_peers_new_connection_replaces_the_cached_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_peers_handshake_is_refused_and_not_waited_on() {
     let (lo, hi, cred) = served_pair("revoked-wait", patient(Duration::from_millis(300)));
-    // hi revokes lo's node id (both test pools hold the same credential, so: the one in it).
-    let lo_id = crate::auth::node_id_from_cert(cred.chain.first().expect("a certificate"))
-        .expect("a node id in the certificate");
-    hi.revoked.write().unwrap().insert(lo_id);
+    // hi revokes lo's node id.
+    revoke_the_credential(&hi, &cred);
     let t0 = Instant::now();
     let (a, b) = soon("both senders give up or connect", async {
         tokio::join!(lo.connection(hi.me), hi.connection(lo.me))
@@ -235,22 +251,11 @@ async fn a_revoked_peers_handshake_is_refused_and_not_waited_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_peers_refused_connection_ends_a_retry_hold() {
     let (lo, hi, cred) = served_pair("revoked-retry", patient(Duration::from_millis(300)));
-    let lo_id = crate::auth::node_id_from_cert(cred.chain.first().expect("a certificate"))
-        .expect("a node id in the certificate");
-    hi.revoked.write().unwrap().insert(lo_id);
+    revoke_the_credential(&hi, &cred);
     // hi answered an Initial from lo's address with a Retry; hi's sender asks and holds for it.
     hi.opening.retried(lo.me, Instant::now(), &hi.waits);
     let t0 = Instant::now();
-    let waiting = tokio::spawn({
-        let (hi, lo_addr) = (Arc::clone(&hi), lo.me);
-        async move { hi.connection(lo_addr).await }
-    });
-    soon("hi's sender holds its dial", async {
-        while hi.link(lo.me).lock().wanted.is_none() {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    })
-    .await;
+    let waiting = holding_sender(&hi, lo.me).await;
     let _ = soon("lo's dial ends", lo.connection(hi.me)).await;
     let b = soon("hi's sender gives up", waiting)
         .await
