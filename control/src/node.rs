@@ -266,22 +266,6 @@ impl ControlNode {
         out
     }
 
-    fn take_output(&mut self) -> Option<Output> {
-        let out = self.out.pop_front();
-        #[cfg(any(test, feature = "testing"))]
-        if out.is_some() {
-            self.budget_marks.took();
-        }
-        out
-    }
-
-    /// Testing builds: whether the output [`Self::poll_output`] returned last left through the
-    /// gossip budget (`node/outbox.rs`), not beside it.
-    #[cfg(any(test, feature = "testing"))]
-    pub fn polled_budgeted(&self) -> bool {
-        self.budget_marks.last
-    }
-
     /// Counters since start.
     pub fn stats(&self) -> ControlStats {
         let mut s = self.stats;

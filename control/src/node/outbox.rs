@@ -25,6 +25,8 @@ use crate::messages::{self, FdbEntry, OwnerDump, SyncMessage};
 use crate::sync::{FdbSync, Pos};
 use crate::Output;
 
+use super::ControlNode;
+
 /// Target size of one table piece (a `States` message): also the bucket's burst, so over any window
 /// of T seconds sync traffic stays within `budget × T` plus one message.
 pub const PIECE_BYTES: usize = 16 * 1024;
@@ -359,6 +361,25 @@ impl Outbox {
             }
         }
         None
+    }
+}
+
+impl ControlNode {
+    /// The next queued output (testing builds also follow which of them the budget let out).
+    pub(super) fn take_output(&mut self) -> Option<Output> {
+        let out = self.out.pop_front();
+        #[cfg(any(test, feature = "testing"))]
+        if out.is_some() {
+            self.budget_marks.took();
+        }
+        out
+    }
+
+    /// Testing builds: whether the output [`Self::poll_output`] returned last left through the
+    /// gossip budget, not beside it.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn polled_budgeted(&self) -> bool {
+        self.budget_marks.last
     }
 }
 
