@@ -134,6 +134,9 @@ impl ControlNode {
         let membership_changed = !notes.is_empty();
         let mut rejoined = false;
         let mut admitter_up = false;
+        // A failure to meet one member (an encoding error) does not stop the notes after it (a
+        // Rejoin's new identity, other members coming up): it is returned last, the first one.
+        let mut met: Result<(), ControlError> = Ok(());
         for note in notes.drain(..) {
             let renewal_only = matches!(&note, OwnedNotification::Rename(old, new)
                 if old.id == new.id && old.generation == new.generation);
@@ -154,11 +157,11 @@ impl ControlNode {
                         self.first_heard.remove(&id.addr);
                     }
                     if answering {
-                        self.introduce(now, &id)?;
+                        met = met.and(self.introduce(now, &id));
                     }
                     // Our Hello and table exchange, now or put off while a member relays between
                     // us (`node/direct.rs`, `node/relay.rs`).
-                    self.member_up(now, &id, answering)?;
+                    met = met.and(self.member_up(now, &id, answering));
                 }
                 // foca has no accessor for its connection state: follow it through its notifications.
                 OwnedNotification::Active => self.reconnect.connected = true,
@@ -199,7 +202,7 @@ impl ControlNode {
         if r.is_ok() && rejoined && !self.reconnect.connected {
             self.reannounce(now, true)?;
         }
-        r.and(asked)
+        r.and(asked).and(met)
     }
 
     /// While foca is disconnected, announce this node (its current identity) to a few addresses of
