@@ -226,22 +226,13 @@ fn only_the_first_join_answer_puts_meetings_off() {
     n.join(now, p2.addr).unwrap();
     assert!(n.put_off.awaiting_answer);
     hellos_sent_to(&mut n);
-    let feed = |listed: &NodeIdentity| {
-        crate::sim::swim_packet(
-            &p2,
-            &me,
-            foca::Message::Feed,
-            &[Member::alive(listed.clone())],
-            &[],
-        )
-    };
     // The answer to our join: our meeting with p3 is put off (no Hello now).
-    n.handle_message(now, p2.addr, &feed(&p3)).unwrap();
+    n.handle_message(now, p2.addr, &feed(&p2, &me, &p3)).unwrap();
     assert!(!n.put_off.awaiting_answer);
     assert_eq!(n.active_members(), 2);
     assert_eq!(hellos_sent_to(&mut n), vec![]);
     // A second Feed from the seed: p4 is met at once.
-    n.handle_message(now, p2.addr, &feed(&p4)).unwrap();
+    n.handle_message(now, p2.addr, &feed(&p2, &me, &p4)).unwrap();
     assert_eq!(n.active_members(), 3);
     assert_eq!(hellos_sent_to(&mut n), vec![p4.addr]);
     // The put-off meeting with p3 (and only it) happens later.
@@ -271,14 +262,7 @@ fn a_rejoin_ends_the_wait_for_the_join_answer() {
     hellos_sent_to(&mut n);
     // The seed's answer to our re-announce: p3 is met at once.
     let renewed = n.identity().clone();
-    let feed = crate::sim::swim_packet(
-        &p2,
-        &renewed,
-        foca::Message::Feed,
-        &[Member::alive(p3.clone())],
-        &[],
-    );
-    n.handle_message(now, p2.addr, &feed).unwrap();
+    n.handle_message(now, p2.addr, &feed(&p2, &renewed, &p3)).unwrap();
     assert!(n.foca.iter_members().any(|m| m.id() == &p3));
     assert_eq!(hellos_sent_to(&mut n), vec![p3.addr]);
 }
@@ -335,14 +319,8 @@ fn an_admitter_coming_up_is_asked_for_pending_blocks_once() {
     pending(&mut n);
     n.join(now, p3.addr).unwrap();
     hellos_and_block_requests(&mut n);
-    let feed = crate::sim::swim_packet(
-        &p3,
-        &me,
-        foca::Message::Feed,
-        &[Member::alive(admitter.clone())],
-        &[],
-    );
-    n.handle_message(now, p3.addr, &feed).unwrap();
+    n.handle_message(now, p3.addr, &feed(&p3, &me, &admitter))
+        .unwrap();
     assert_eq!(
         hellos_and_block_requests(&mut n),
         vec![(admitter.addr, "block request")]

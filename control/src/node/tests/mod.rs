@@ -433,6 +433,17 @@ fn sent<T: Ord>(n: &mut ControlNode, pick: impl Fn(SocketAddr, &[u8]) -> Option<
     v
 }
 
+/// foca's Feed (a join answer) from `from` to `to`, listing `member` alive.
+fn feed(from: &NodeIdentity, to: &NodeIdentity, member: &NodeIdentity) -> Vec<u8> {
+    crate::sim::swim_packet(
+        from,
+        to,
+        foca::Message::Feed,
+        &[Member::alive(member.clone())],
+        &[],
+    )
+}
+
 /// The SWIM Announces a node sent since the last call: (destination, sender identity's renewal).
 fn announces_sent(n: &mut ControlNode) -> Vec<(SocketAddr, u32)> {
     use foca::Codec;
@@ -478,14 +489,7 @@ fn a_renewed_disconnected_node_re_announces_itself() {
     assert_eq!(n.stats().reannounces, 4);
     // A packet addressed to the renewed identity (a join answer) reconnects foca: no more rounds.
     let renewed = n.identity().clone();
-    let feed = crate::sim::swim_packet(
-        &p2,
-        &renewed,
-        foca::Message::Feed,
-        &[Member::alive(p3.clone())],
-        &[],
-    );
-    n.handle_message(t1, p2.addr, &feed).unwrap();
+    n.handle_message(t1, p2.addr, &feed(&p2, &renewed, &p3)).unwrap();
     assert!(n.reconnect.connected);
     n.handle_timer(
         t1 + std::time::Duration::from_secs(1),
